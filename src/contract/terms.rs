@@ -1,0 +1,229 @@
+//! The contract's terms as they appear in config (`[contract]` and per-tenant
+//! `[tenants.contract]` overrides).
+
+use super::ResolutionFacts;
+use crate::event::Resolver;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// A Stripe meter and the value one outcome adds to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meter {
+    pub event_name: String,
+    pub value: i64,
+}
+
+/// A rule that prices (or declines) a kind of ticket. First match wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Category {
+    pub name: String,
+    /// Matches when the ticket has any of these tags.
+    #[serde(default)]
+    pub tags_any: Vec<String>,
+    /// Matches when the ticket came through any of these channels.
+    #[serde(default)]
+    pub channels_any: Vec<String>,
+    /// Meter for this category (default: the contract's meter).
+    #[serde(default)]
+    pub event_name: Option<String>,
+    /// Value for this category (default: the contract's value).
+    #[serde(default)]
+    pub value: Option<i64>,
+    /// Never bill this category.
+    #[serde(default)]
+    pub decline: bool,
+}
+
+impl Category {
+    pub(super) fn matches(&self, facts: &ResolutionFacts) -> bool {
+        let tag = self.tags_any.iter().any(|t| facts.tags.contains(t));
+        let channel = facts
+            .channel
+            .as_ref()
+            .is_some_and(|c| self.channels_any.contains(c));
+        tag || channel
+    }
+}
+
+/// The full, effective terms of a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContractTerms {
+    /// A label the vendor and customer agreed on; stored on every outcome.
+    pub version: String,
+    /// A resolution reopened within this long is not an outcome.
+    #[serde(with = "crate::duration_serde")]
+    pub reopen_window: Duration,
+    pub billable_resolvers: Vec<Resolver>,
+    pub excluded_tags: Vec<String>,
+    pub excluded_channels: Vec<String>,
+    pub require_customer_message: bool,
+    /// The default meter.
+    #[serde(flatten)]
+    pub meter: Meter,
+    pub categories: Vec<Category>,
+}
+
+impl Default for ContractTerms {
+    fn default() -> Self {
+        Self {
+            version: "1".into(),
+            reopen_window: Duration::from_secs(72 * 3600),
+            billable_resolvers: vec![Resolver::Ai],
+            excluded_tags: Vec::new(),
+            excluded_channels: Vec::new(),
+            require_customer_message: false,
+            meter: Meter {
+                event_name: "resolved_ticket".into(),
+                value: 1,
+            },
+            categories: Vec::new(),
+        }
+    }
+}
+
+impl ContractTerms {
+    /// A hash of the effective terms, stored on every decision and outcome.
+    pub fn hash(&self) -> String {
+        // Serializing a struct is deterministic (fields in declaration order).
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(&Sha256::digest(&bytes)[..12])
+    }
+
+    pub fn reopen_window_chrono(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.reopen_window).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Problems that make the terms unusable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.version.trim().is_empty() {
+            errs.push("contract.version must not be empty".to_string());
+        }
+        if self.reopen_window.is_zero() {
+            errs.push("contract.reopen_window must be longer than zero".to_string());
+        }
+        if self.meter.event_name.trim().is_empty() {
+            errs.push("contract.event_name must not be empty".to_string());
+        }
+        if self.meter.value <= 0 {
+            errs.push("contract.value must be a positive integer".to_string());
+        }
+        for c in &self.categories {
+            if c.tags_any.is_empty() && c.channels_any.is_empty() {
+                errs.push(format!(
+                    "contract category `{}` matches nothing: give tags_any or channels_any",
+                    c.name
+                ));
+            }
+            if c.value.is_some_and(|v| v <= 0) {
+                errs.push(format!(
+                    "contract category `{}`: value must be positive",
+                    c.name
+                ));
+            }
+        }
+        errs
+    }
+}
+
+/// Per-tenant changes to the global terms; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContractOverrides {
+    pub version: Option<String>,
+    #[serde(with = "crate::duration_serde::option")]
+    pub reopen_window: Option<Duration>,
+    pub billable_resolvers: Option<Vec<Resolver>>,
+    pub excluded_tags: Option<Vec<String>>,
+    pub excluded_channels: Option<Vec<String>>,
+    pub require_customer_message: Option<bool>,
+    pub event_name: Option<String>,
+    pub value: Option<i64>,
+    pub categories: Option<Vec<Category>>,
+}
+
+impl ContractOverrides {
+    pub fn apply(&self, base: &ContractTerms) -> ContractTerms {
+        let b = base.clone();
+        ContractTerms {
+            version: self.version.clone().unwrap_or(b.version),
+            reopen_window: self.reopen_window.unwrap_or(b.reopen_window),
+            billable_resolvers: self
+                .billable_resolvers
+                .clone()
+                .unwrap_or(b.billable_resolvers),
+            excluded_tags: self.excluded_tags.clone().unwrap_or(b.excluded_tags),
+            excluded_channels: self
+                .excluded_channels
+                .clone()
+                .unwrap_or(b.excluded_channels),
+            require_customer_message: self
+                .require_customer_message
+                .unwrap_or(b.require_customer_message),
+            meter: Meter {
+                event_name: self.event_name.clone().unwrap_or(b.meter.event_name),
+                value: self.value.unwrap_or(b.meter.value),
+            },
+            categories: self.categories.clone().unwrap_or(b.categories),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_changes_with_any_term() {
+        let a = ContractTerms::default();
+        let mut b = a.clone();
+        assert_eq!(a.hash(), b.hash());
+        b.reopen_window = Duration::from_secs(3600);
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let base = ContractTerms::default();
+        let o = ContractOverrides {
+            reopen_window: Some(Duration::from_secs(3600)),
+            value: Some(5),
+            ..Default::default()
+        };
+        let t = o.apply(&base);
+        assert_eq!(t.reopen_window, Duration::from_secs(3600));
+        assert_eq!(t.meter.value, 5);
+        assert_eq!(t.meter.event_name, base.meter.event_name);
+        assert_eq!(t.billable_resolvers, base.billable_resolvers);
+    }
+
+    #[test]
+    fn terms_parse_from_toml_like_config() {
+        let t: ContractTerms = serde_json::from_value(serde_json::json!({
+            "version": "2026-11",
+            "reopen_window": "48h",
+            "event_name": "ai_resolution",
+            "value": 2,
+            "billable_resolvers": ["ai", "human"]
+        }))
+        .expect("valid terms");
+        assert_eq!(t.reopen_window, Duration::from_secs(48 * 3600));
+        assert_eq!(t.meter.event_name, "ai_resolution");
+        assert_eq!(t.billable_resolvers, vec![Resolver::Ai, Resolver::Human]);
+        assert!(t.validate().is_empty());
+    }
+
+    #[test]
+    fn validation_names_each_problem() {
+        let t = ContractTerms {
+            version: " ".into(),
+            reopen_window: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(t.validate().len(), 2);
+    }
+}

@@ -1,0 +1,13 @@
+//! outcome-meter: bill AI support agents per resolved ticket.
+//!
+//! Helpdesk webhooks come in ([`ingest`]), are normalized by [`providers`],
+//! replayed by the pure [`ticket`] state machine under the [`contract`], confirmed
+//! by the [`worker`] once their reopen window has passed, and reported exactly once
+//! to Stripe by the [`stripe`] reporter. [`report`] explains what was billed.
+
+pub mod clock;
+pub mod contract;
+pub mod duration_serde;
+pub mod event;
+pub mod providers;
+pub mod ticket;

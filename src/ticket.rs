@@ -1,0 +1,388 @@
+//! The ticket state machine: replays a ticket's events in the vendor's time
+//! order and says, for each resolution, whether it is (or can still become) an
+//! outcome. Pure and deterministic: the same set of events in any arrival order,
+//! with any duplicates, gives the same answer.
+
+use crate::contract::{ContractTerms, ResolutionFacts, Verdict};
+use crate::event::{EventKind, Resolver, TicketEvent};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashSet};
+
+/// The last resolution already confirmed (billed or finally declined). History up
+/// to it is frozen: events that happened before it no longer change anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub seq: u32,
+    pub resolved_at: DateTime<Utc>,
+}
+
+/// The event that ended a resolution inside its window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reopen {
+    pub event_key: String,
+    pub kind: EventKind,
+    pub at: DateTime<Utc>,
+}
+
+/// Where a resolution stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Still inside its reopen window.
+    InWindow,
+    /// Window passed with no reopen: ready to confirm.
+    Due,
+    /// Reopened inside its window: never an outcome.
+    Reopened,
+}
+
+/// One resolution of a ticket and the contract's view of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub seq: u32,
+    pub resolved_at: DateTime<Utc>,
+    pub resolver: Option<Resolver>,
+    pub settle_at: DateTime<Utc>,
+    pub verdict: Verdict,
+    pub reopened: Option<Reopen>,
+    /// The events of this resolution's cycle, in applied order (the evidence).
+    pub evidence: Vec<String>,
+}
+
+impl Resolution {
+    pub fn standing(&self, now: DateTime<Utc>) -> Standing {
+        if self.reopened.is_some() {
+            Standing::Reopened
+        } else if now >= self.settle_at {
+            Standing::Due
+        } else {
+            Standing::InWindow
+        }
+    }
+}
+
+/// The result of replaying a ticket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketHistory {
+    /// Resolutions after the settled one, in order.
+    pub resolutions: Vec<Resolution>,
+    /// Events that came before the settled resolution and so were not applied.
+    pub late: Vec<String>,
+    /// Reopen signals that hit the settled resolution (candidates for clawback).
+    pub reopened_after_settled: Vec<Reopen>,
+}
+
+impl TicketHistory {
+    /// When the ticket next needs the confirmer: the earliest window end of a
+    /// resolution not yet reopened.
+    pub fn next_settle_at(&self) -> Option<DateTime<Utc>> {
+        self.resolutions
+            .iter()
+            .filter(|r| r.reopened.is_none())
+            .map(|r| r.settle_at)
+            .min()
+    }
+}
+
+enum State {
+    Open,
+    /// Resolved; index into `resolutions`, or `None` for the settled resolution.
+    Resolved(Option<usize>),
+}
+
+/// Replay `events` (any order, duplicates allowed) under `contract`.
+pub fn replay(
+    contract: &ContractTerms,
+    settled: Option<Settled>,
+    events: &[TicketEvent],
+) -> TicketHistory {
+    let mut seen = HashSet::new();
+    let mut ordered: Vec<&TicketEvent> = events
+        .iter()
+        .filter(|e| seen.insert(e.event_key.as_str()))
+        .collect();
+    ordered.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+
+    let window = contract.reopen_window_chrono();
+    let mut out = TicketHistory::default();
+    let mut seq = settled.map_or(0, |s| s.seq);
+    let mut state = if settled.is_some() {
+        State::Resolved(None)
+    } else {
+        State::Open
+    };
+    let mut tags = BTreeSet::new();
+    let mut channel: Option<String> = None;
+    let mut customer_messaged = false;
+    let mut handed_off = false;
+    let mut cycle: Vec<String> = Vec::new();
+
+    for e in ordered {
+        if let Some(s) = settled {
+            if e.occurred_at <= s.resolved_at {
+                out.late.push(e.event_key.clone());
+                continue;
+            }
+        }
+        tags.extend(e.tags.iter().cloned());
+        if e.channel.is_some() {
+            channel.clone_from(&e.channel);
+        }
+        cycle.push(e.event_key.clone());
+        match (e.kind, &state) {
+            (EventKind::Resolved, State::Resolved(_)) => {
+                // Already resolved (e.g. "solved" then "closed"): the first one counts.
+            }
+            (EventKind::Resolved, State::Open) => {
+                seq += 1;
+                let facts = ResolutionFacts {
+                    resolver: e.resolver,
+                    handed_off,
+                    tags: tags.clone(),
+                    channel: channel.clone(),
+                    customer_messaged,
+                };
+                out.resolutions.push(Resolution {
+                    seq,
+                    resolved_at: e.occurred_at,
+                    resolver: e.resolver,
+                    settle_at: e.occurred_at + window,
+                    verdict: contract.evaluate(&facts),
+                    reopened: None,
+                    evidence: std::mem::take(&mut cycle),
+                });
+                state = State::Resolved(Some(out.resolutions.len() - 1));
+            }
+            (kind, current) => {
+                // A reopen signal: status back to open, a customer reply, or a hand-off.
+                let reopen = Reopen {
+                    event_key: e.event_key.clone(),
+                    kind,
+                    at: e.occurred_at,
+                };
+                match current {
+                    State::Resolved(Some(i)) => {
+                        let r = &mut out.resolutions[*i];
+                        if e.occurred_at < r.settle_at {
+                            r.reopened = Some(reopen);
+                        }
+                    }
+                    State::Resolved(None) => out.reopened_after_settled.push(reopen),
+                    State::Open => {}
+                }
+                if matches!(current, State::Resolved(_)) {
+                    handed_off = false;
+                }
+                state = State::Open;
+                handed_off |= kind == EventKind::HandedOffToHuman;
+                customer_messaged |= kind == EventKind::CustomerReplied;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use proptest::prelude::*;
+
+    fn t0() -> DateTime<Utc> {
+        crate::clock::from_millis(1_767_225_600_000) // 2026-01-01T00:00:00Z
+    }
+
+    fn ev(key: &str, kind: EventKind, hours: i64, resolver: Option<Resolver>) -> TicketEvent {
+        TicketEvent {
+            event_key: key.into(),
+            ticket_id: "T1".into(),
+            kind,
+            occurred_at: t0() + Duration::hours(hours),
+            resolver,
+            actor_id: None,
+            tags: vec![],
+            channel: None,
+        }
+    }
+
+    fn resolved(key: &str, hours: i64, r: Resolver) -> TicketEvent {
+        ev(key, EventKind::Resolved, hours, Some(r))
+    }
+
+    fn c() -> ContractTerms {
+        ContractTerms::default()
+    }
+
+    #[test]
+    fn ai_resolution_not_reopened_becomes_due_after_the_window() {
+        let h = replay(&c(), None, &[resolved("a", 1, Resolver::Ai)]);
+        assert_eq!(h.resolutions.len(), 1);
+        let r = &h.resolutions[0];
+        assert_eq!(r.seq, 1);
+        assert!(r.verdict.billable());
+        assert_eq!(r.settle_at, t0() + Duration::hours(73));
+        assert_eq!(r.standing(t0() + Duration::hours(72)), Standing::InWindow);
+        assert_eq!(r.standing(t0() + Duration::hours(73)), Standing::Due);
+        assert_eq!(h.next_settle_at(), Some(r.settle_at));
+    }
+
+    #[test]
+    fn reopen_inside_window_disqualifies_and_next_resolution_is_seq_2() {
+        let h = replay(
+            &c(),
+            None,
+            &[
+                resolved("a", 1, Resolver::Ai),
+                ev("b", EventKind::Reopened, 10, None),
+                resolved("c", 20, Resolver::Ai),
+            ],
+        );
+        assert_eq!(h.resolutions.len(), 2);
+        assert_eq!(h.resolutions[0].standing(t0()), Standing::Reopened);
+        assert_eq!(h.resolutions[1].seq, 2);
+        assert!(h.resolutions[1].reopened.is_none());
+        assert_eq!(h.next_settle_at(), Some(t0() + Duration::hours(92)));
+    }
+
+    #[test]
+    fn customer_reply_and_hand_off_are_reopen_signals() {
+        for kind in [EventKind::CustomerReplied, EventKind::HandedOffToHuman] {
+            let h = replay(
+                &c(),
+                None,
+                &[resolved("a", 1, Resolver::Ai), ev("b", kind, 2, None)],
+            );
+            assert_eq!(
+                h.resolutions[0].reopened.as_ref().map(|r| r.kind),
+                Some(kind)
+            );
+        }
+    }
+
+    #[test]
+    fn reopen_after_the_window_leaves_the_outcome_standing() {
+        let h = replay(
+            &c(),
+            None,
+            &[
+                resolved("a", 0, Resolver::Ai),
+                ev("b", EventKind::Reopened, 80, None),
+            ],
+        );
+        assert!(h.resolutions[0].reopened.is_none());
+    }
+
+    #[test]
+    fn hand_off_before_resolution_disqualifies_that_resolution_only() {
+        let h = replay(
+            &c(),
+            None,
+            &[
+                ev("h", EventKind::HandedOffToHuman, 0, None),
+                resolved("a", 1, Resolver::Ai),
+                ev("b", EventKind::Reopened, 2, None),
+                resolved("c", 3, Resolver::Ai),
+            ],
+        );
+        assert_eq!(
+            h.resolutions[0].verdict.clause.code(),
+            "handed_off_to_human"
+        );
+        assert!(h.resolutions[1].verdict.billable());
+    }
+
+    #[test]
+    fn second_resolve_without_reopen_is_ignored() {
+        let h = replay(
+            &c(),
+            None,
+            &[
+                resolved("a", 1, Resolver::Ai),
+                resolved("b", 2, Resolver::Human),
+            ],
+        );
+        assert_eq!(h.resolutions.len(), 1);
+        assert_eq!(h.resolutions[0].resolver, Some(Resolver::Ai));
+    }
+
+    #[test]
+    fn settled_history_is_frozen() {
+        let settled = Settled {
+            seq: 1,
+            resolved_at: t0() + Duration::hours(5),
+        };
+        let h = replay(
+            &c(),
+            Some(settled),
+            &[
+                resolved("a", 5, Resolver::Ai),
+                ev("late", EventKind::Reopened, 3, None),
+                ev("r", EventKind::Reopened, 6, None),
+                resolved("c", 7, Resolver::Ai),
+            ],
+        );
+        assert_eq!(h.late, vec!["late".to_string(), "a".to_string()]);
+        assert_eq!(h.reopened_after_settled.len(), 1);
+        assert_eq!(h.resolutions.len(), 1);
+        assert_eq!(h.resolutions[0].seq, 2);
+    }
+
+    fn arb_event() -> impl Strategy<Value = TicketEvent> {
+        (0u8..4, 0i64..200, any::<bool>(), 0u32..1000).prop_map(|(k, h, ai, n)| {
+            let kind = EventKind::ALL[k as usize];
+            let resolver = (kind == EventKind::Resolved).then_some(if ai {
+                Resolver::Ai
+            } else {
+                Resolver::Human
+            });
+            ev(&format!("e{n}"), kind, h, resolver)
+        })
+    }
+
+    fn dedup_by_key(events: Vec<TicketEvent>) -> Vec<TicketEvent> {
+        let mut seen = HashSet::new();
+        events
+            .into_iter()
+            .filter(|e| seen.insert(e.event_key.clone()))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_permutation_gives_the_same_history(
+            events in prop::collection::vec(arb_event(), 0..24).prop_map(dedup_by_key),
+            seed in any::<u64>(),
+        ) {
+            let expected = replay(&c(), None, &events);
+            let mut shuffled = events.clone();
+            let mut rng = fastrand::Rng::with_seed(seed);
+            rng.shuffle(&mut shuffled);
+            prop_assert_eq!(replay(&c(), None, &shuffled), expected);
+        }
+
+        #[test]
+        fn duplicated_events_change_nothing(
+            events in prop::collection::vec(arb_event(), 0..24).prop_map(dedup_by_key),
+            dup_idx in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+        ) {
+            let expected = replay(&c(), None, &events);
+            let mut doubled = events.clone();
+            if !events.is_empty() {
+                for i in dup_idx {
+                    doubled.push(events[i.index(events.len())].clone());
+                }
+            }
+            prop_assert_eq!(replay(&c(), None, &doubled), expected);
+        }
+
+        #[test]
+        fn sequence_numbers_are_consecutive(
+            events in prop::collection::vec(arb_event(), 0..24).prop_map(dedup_by_key),
+        ) {
+            let h = replay(&c(), None, &events);
+            for (i, r) in h.resolutions.iter().enumerate() {
+                prop_assert_eq!(r.seq as usize, i + 1);
+            }
+        }
+    }
+}
