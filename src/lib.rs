@@ -5,9 +5,20 @@
 //! by the [`worker`] once their reopen window has passed, and reported exactly once
 //! to Stripe by the [`stripe`] reporter. [`report`] explains what was billed.
 
+pub mod app;
 pub mod clock;
 pub mod contract;
+pub mod demo;
 pub mod duration_serde;
 pub mod event;
+pub mod ingest;
+pub mod metrics;
+pub mod outcome;
 pub mod providers;
+pub mod report;
+pub mod settings;
+pub mod store;
+pub mod stripe;
+pub mod tenants;
 pub mod ticket;
+pub mod worker;

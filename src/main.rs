@@ -1,1 +1,310 @@
-fn main() {}
+//! The `outcome-meter` command line. Parsing and printing only: the work is in the library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use outcome_meter::app::{start, Roles, Services};
+use outcome_meter::clock::{to_millis, Clock, SystemClock};
+use outcome_meter::contract::describe;
+use outcome_meter::report::{explain::explain, outcomes};
+use outcome_meter::settings::Settings;
+use outcome_meter::store::{OutcomeFilter, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "outcome-meter",
+    version,
+    about = "Bill AI support agents per resolved ticket, through Stripe."
+)]
+struct Cli {
+    /// Configuration file, layered over config/default.toml.
+    #[arg(long, global = true, env = "OUTCOME_METER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the webhook receiver, the worker and the Stripe reporter.
+    Serve {
+        #[arg(long)]
+        no_receiver: bool,
+        #[arg(long)]
+        no_worker: bool,
+        #[arg(long)]
+        no_reporter: bool,
+        /// Overrides server.listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Validate the configuration and print each tenant's contract in plain words.
+    Check,
+    /// List outcomes in the outbox.
+    Outcomes {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// pending, reported, dry_run or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only outcomes Stripe refused (same as --state failed).
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain why a ticket was or was not billed.
+    Explain {
+        tenant: String,
+        ticket: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requeue quarantined deliveries or failed outcomes after a fix.
+    Replay {
+        #[arg(long)]
+        quarantined: bool,
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A delivery id (with --quarantined) or outcome id (with --failed).
+        #[arg(long)]
+        id: Option<String>,
+        /// List what is quarantined instead of requeuing it.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Run the whole pipeline on sample tickets (throwaway SQLite, dry-run).
+    Demo {
+        #[arg(long, default_value = "data/demo.db")]
+        database: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn open_store(settings: &Settings) -> Result<Store> {
+    let store = Store::connect(&settings.database).await.with_context(|| {
+        format!(
+            "cannot open database {}",
+            redact_url(&settings.database.url)
+        )
+    })?;
+    Ok(store)
+}
+
+/// Hide a password in a database URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve {
+            no_receiver,
+            no_worker,
+            no_reporter,
+            listen,
+        } => {
+            let mut settings = settings;
+            if let Some(l) = listen {
+                settings.server.listen = l;
+            }
+            let roles = Roles {
+                receiver: settings.server.enabled && !no_receiver,
+                worker: settings.worker.enabled && !no_worker,
+                reporter: settings.reporter.enabled && !no_reporter,
+            };
+            if settings.tenants.is_empty() {
+                tracing::warn!("no [[tenants]] configured: every webhook will get 404");
+            }
+            let listen = settings.server.listen.clone();
+            let services = Services::open(settings, Arc::new(SystemClock)).await?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let running = start(&services, listener, roles).await?;
+            tracing::info!(addr = %running.addr, ?roles, db = %redact_url(&services.settings.database.url), "outcome-meter serving");
+            let token = running.shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing in-flight work");
+                token.cancel();
+            });
+            running.wait().await;
+            services.store.close().await;
+        }
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            println!(
+                "migrations applied to {}",
+                redact_url(&settings.database.url)
+            );
+        }
+        Command::Check => {
+            println!("configuration is valid");
+            println!(
+                "database: {}\nstripe: {}",
+                redact_url(&settings.database.url),
+                if settings.stripe.dry_run() {
+                    "dry-run (no API key)".to_string()
+                } else {
+                    format!(
+                        "{} (Stripe-Version {})",
+                        settings.stripe.api_base, settings.stripe.api_version
+                    )
+                }
+            );
+            println!("\nDefault contract:\n{}", describe(&settings.contract));
+            for t in &settings.tenants {
+                let providers: Vec<&str> = t.providers.keys().map(String::as_str).collect();
+                println!(
+                    "Tenant {} (Stripe customer {}, helpdesks: {}):\n{}",
+                    t.id,
+                    t.stripe_customer_id,
+                    providers.join(", "),
+                    describe(&settings.contract_for(t))
+                );
+            }
+        }
+        Command::Outcomes {
+            tenant,
+            state,
+            failed,
+            ticket,
+            limit,
+            json,
+        } => {
+            let store = open_store(&settings).await?;
+            let state = if failed {
+                Some("failed".to_string())
+            } else {
+                state
+            };
+            if let Some(s) = &state {
+                if !["pending", "reported", "dry_run", "failed"].contains(&s.as_str()) {
+                    bail!("--state must be pending, reported, dry_run or failed");
+                }
+            }
+            let rows = store
+                .list_outcomes(&OutcomeFilter {
+                    tenant,
+                    state,
+                    ticket_id: ticket,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", outcomes::render(&rows));
+            }
+        }
+        Command::Explain {
+            tenant,
+            ticket,
+            json,
+        } => {
+            let store = open_store(&settings).await?;
+            let e = explain(&store, &tenant, &ticket).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                print!("{}", e.render());
+            }
+            if e.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Command::Replay {
+            quarantined,
+            failed,
+            tenant,
+            id,
+            list,
+        } => {
+            let store = open_store(&settings).await?;
+            match (quarantined, failed) {
+                (true, false) if list => {
+                    for d in store
+                        .deliveries(tenant.as_deref(), "quarantined", 1000)
+                        .await?
+                    {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            d.id,
+                            d.tenant,
+                            d.provider,
+                            d.delivery_key,
+                            d.error.unwrap_or_default()
+                        );
+                    }
+                }
+                (true, false) => {
+                    let id = id
+                        .map(|s| s.parse::<i64>())
+                        .transpose()
+                        .context("--id must be a delivery id (a number)")?;
+                    let n = store.requeue_quarantined(tenant.as_deref(), id).await?;
+                    println!("{n} quarantined deliveries requeued; a running worker picks them up");
+                }
+                (false, true) => {
+                    let n = store
+                        .requeue_failed(
+                            tenant.as_deref(),
+                            id.as_deref(),
+                            to_millis(SystemClock.now()),
+                        )
+                        .await?;
+                    println!("{n} failed outcomes requeued for reporting (same identifier and idempotency key)");
+                }
+                _ => bail!("say what to replay: --quarantined or --failed"),
+            }
+        }
+        Command::Demo { database } => {
+            print!("{}", outcome_meter::demo::run(settings, &database).await?);
+        }
+    }
+    Ok(())
+}

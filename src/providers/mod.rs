@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Per-tenant settings of one provider (`[tenants.providers.<name>]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProviderSettings {
     /// Signing secrets; several are accepted during a rotation.
@@ -23,6 +23,19 @@ pub struct ProviderSettings {
     pub ai_agent_ids: Vec<String>,
     /// Tags the helpdesk puts on tickets the AI agent resolved.
     pub ai_tags: Vec<String>,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
+            .field("ai_agent_ids", &self.ai_agent_ids)
+            .field("ai_tags", &self.ai_tags)
+            .finish()
+    }
 }
 
 impl ProviderSettings {

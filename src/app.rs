@@ -1,0 +1,241 @@
+//! Composes the services of `serve`: receiver, worker and reporter, sharing one
+//! store, one clock and one cancellation token. Each role can be switched off.
+
+use crate::clock::SharedClock;
+use crate::ingest::{router, DeliveryWriter, IngestState};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+use crate::stripe::{Reporter, StripeClient, StripeError};
+use crate::tenants::Tenants;
+use crate::worker::Worker;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the roles share.
+#[derive(Clone)]
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub tenants: Arc<Tenants>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Services {
+    pub async fn open(settings: Settings, clock: SharedClock) -> Result<Services, AppError> {
+        let store = Store::connect(&settings.database).await?;
+        store.migrate().await?;
+        Ok(Services {
+            tenants: Arc::new(Tenants::from_settings(&settings)),
+            settings: Arc::new(settings),
+            store,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    pub fn worker(&self) -> Worker {
+        Worker::new(
+            self.store.clone(),
+            self.tenants.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+            self.settings.worker.batch_size,
+            self.settings.worker.lease,
+        )
+    }
+
+    pub fn reporter(&self) -> Result<Reporter, AppError> {
+        let s = &self.settings.stripe;
+        let client = if s.dry_run() {
+            None
+        } else {
+            Some(StripeClient::new(
+                &s.api_base,
+                &s.api_key,
+                &s.api_version,
+                s.timeout,
+            )?)
+        };
+        Ok(Reporter::new(
+            self.store.clone(),
+            client,
+            self.clock.clone(),
+            self.metrics.clone(),
+            self.settings.reporter.clone(),
+            self.settings.worker.lease,
+        ))
+    }
+}
+
+/// Which roles run in this process.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub receiver: bool,
+    pub worker: bool,
+    pub reporter: bool,
+}
+
+/// A running `serve`.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting, finish in-flight work, and wait for every role to end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Wait until the token is cancelled elsewhere (signal) and every role ended.
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Run `f` every `every` until cancelled; a pass that finds work runs again at once.
+fn spawn_loop<F, Fut>(
+    name: &'static str,
+    every: Duration,
+    token: CancellationToken,
+    f: F,
+) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<usize, StoreError>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            let busy = match f().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(role = name, error = %e, "pass failed; retrying after the poll interval");
+                    false
+                }
+            };
+            if token.is_cancelled() {
+                break;
+            }
+            if !busy {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        }
+        tracing::info!(role = name, "stopped");
+    })
+}
+
+/// Start the roles. `listener` is bound by the caller (port 0 in tests).
+pub async fn start(
+    services: &Services,
+    listener: TcpListener,
+    roles: Roles,
+) -> Result<Running, AppError> {
+    let token = CancellationToken::new();
+    let addr = listener.local_addr().map_err(|source| AppError::Listen {
+        addr: "listener".into(),
+        source,
+    })?;
+    let s = &services.settings;
+    let mut tasks = Vec::new();
+
+    let (writer, writer_task) = if roles.receiver {
+        let (w, t) = DeliveryWriter::spawn(services.store.clone(), s.server.commit_batch);
+        (Some(w), Some(t))
+    } else {
+        (None, None)
+    };
+    let state = IngestState {
+        store: services.store.clone(),
+        tenants: services.tenants.clone(),
+        clock: services.clock.clone(),
+        metrics: services.metrics.clone(),
+        writer,
+        max_body_bytes: s.server.max_body_bytes,
+        signature_tolerance: s.server.signature_tolerance,
+    };
+    let http_token = token.clone();
+    tasks.push(tokio::spawn(async move {
+        let app = router(state);
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_token.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+        // The router (and its writer handle) is dropped: the writer drains and ends.
+        if let Some(t) = writer_task {
+            let _ = t.await;
+        }
+    }));
+
+    if roles.worker {
+        let w = services.worker();
+        let w2 = w.clone();
+        tasks.push(spawn_loop(
+            "inbox",
+            s.worker.poll_interval,
+            token.clone(),
+            move || {
+                let w = w.clone();
+                async move { w.process_inbox_once().await }
+            },
+        ));
+        tasks.push(spawn_loop(
+            "confirmer",
+            s.worker.poll_interval,
+            token.clone(),
+            move || {
+                let w = w2.clone();
+                async move { w.confirm_once().await }
+            },
+        ));
+    }
+    if roles.reporter {
+        let r = services.reporter()?;
+        if r.dry_run() {
+            tracing::warn!("no Stripe API key: dry-run, recording what would be sent");
+        }
+        tasks.push(spawn_loop(
+            "reporter",
+            s.reporter.poll_interval,
+            token.clone(),
+            move || {
+                let r = r.clone();
+                async move { r.run_once().await }
+            },
+        ));
+    }
+    Ok(Running {
+        addr,
+        shutdown: token,
+        tasks,
+    })
+}

@@ -1,0 +1,170 @@
+//! `outcome-meter demo`: the whole pipeline on a throwaway SQLite file, with a
+//! manual clock moved past the reopen window and Stripe in dry-run.
+
+use crate::app::{start, AppError, Roles, Services};
+use crate::clock::{Clock, ManualClock};
+use crate::contract::ContractOverrides;
+use crate::providers::{generic, ProviderSettings};
+use crate::report::{explain::explain, outcomes};
+use crate::settings::{Settings, TenantSettings};
+use crate::store::OutcomeFilter;
+use std::fmt::Write;
+use std::sync::Arc;
+
+const SECRET: &str = "demo-signing-secret";
+
+fn event(
+    id: &str,
+    ticket: &str,
+    kind: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    resolver: Option<&str>,
+) -> String {
+    let mut v = serde_json::json!({
+        "event_id": id, "ticket_id": ticket, "type": kind,
+        "occurred_at": at.to_rfc3339(), "channel": "chat", "tags": ["demo"],
+    });
+    if let Some(r) = resolver {
+        v["resolver"] = r.into();
+    }
+    v.to_string()
+}
+
+/// Run the demo; returns the report to print.
+pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppError> {
+    let _ = std::fs::remove_file(db_path);
+    settings.database.url = format!("sqlite://{db_path}");
+    settings.stripe.api_key.clear(); // always dry-run: the demo's clock runs ahead of Stripe's
+    settings.tenants = vec![TenantSettings {
+        id: "demo".into(),
+        stripe_customer_id: "cus_demo".into(),
+        providers: [(
+            "generic".to_string(),
+            ProviderSettings {
+                secrets: vec![SECRET.into()],
+                ..Default::default()
+            },
+        )]
+        .into(),
+        contract: ContractOverrides::default(),
+    }];
+    let clock = ManualClock::new(chrono::Utc::now());
+    let services = Services::open(settings, Arc::new(clock.clone())).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: "127.0.0.1:0".into(),
+            source,
+        })?;
+    let running = start(
+        &services,
+        listener,
+        Roles {
+            receiver: true,
+            worker: false,
+            reporter: false,
+        },
+    )
+    .await?;
+    let url = format!("http://{}/webhooks/generic/demo", running.addr);
+    let t0 = clock.now();
+    let h = chrono::Duration::hours;
+    let script = [
+        (
+            "Ticket D-100: AI resolves, nobody reopens",
+            event("e1", "D-100", "resolved", t0, Some("ai")),
+        ),
+        (
+            "Ticket D-101: AI resolves, customer replies 2h later",
+            event("e2", "D-101", "resolved", t0, Some("ai")),
+        ),
+        (
+            "",
+            event("e3", "D-101", "customer_replied", t0 + h(2), None),
+        ),
+        (
+            "Ticket D-102: a human resolves",
+            event("e4", "D-102", "resolved", t0, Some("human")),
+        ),
+        (
+            "Ticket D-103: handed to a human, then AI resolves",
+            event("e5", "D-103", "handed_off_to_human", t0, None),
+        ),
+        ("", event("e6", "D-103", "resolved", t0 + h(1), Some("ai"))),
+        (
+            "Ticket D-104: AI resolves, reopened, AI resolves again",
+            event("e7", "D-104", "resolved", t0, Some("ai")),
+        ),
+        ("", event("e8", "D-104", "reopened", t0 + h(3), None)),
+        ("", event("e9", "D-104", "resolved", t0 + h(4), Some("ai"))),
+        (
+            "Redelivery of D-100's event",
+            event("e1", "D-100", "resolved", t0, Some("ai")),
+        ),
+    ];
+    let http = reqwest::Client::new();
+    let mut out = String::new();
+    let _ = writeln!(out, "Sending signed webhooks to {url}");
+    for (label, body) in script.iter().chain(std::iter::once(&(
+        "A forged webhook (wrong secret)",
+        event("x1", "D-999", "resolved", t0, Some("ai")),
+    ))) {
+        let secret = if body.contains("D-999") {
+            "wrong"
+        } else {
+            SECRET
+        };
+        let sig = generic::sign(secret, clock.now().timestamp(), body.as_bytes());
+        let status = match http
+            .post(&url)
+            .header("Outcome-Signature", sig)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        if !label.is_empty() {
+            let _ = writeln!(out, "  {label}");
+        }
+        let _ = writeln!(out, "      -> HTTP {status}");
+    }
+    running.stop().await;
+    let worker = services.worker();
+    let reporter = services.reporter()?;
+    worker.drain().await?;
+    let _ = writeln!(
+        out,
+        "\nMoving the clock 80 hours ahead (the default reopen window is 72h)..."
+    );
+    clock.advance(h(80));
+    let (_, confirmed) = worker.drain().await?;
+    reporter.drain().await?;
+    let _ = writeln!(
+        out,
+        "Confirmation pass looked at {confirmed} due ticket(s).\n"
+    );
+    let rows = services
+        .store
+        .list_outcomes(&OutcomeFilter::default())
+        .await?;
+    out.push_str(&outcomes::render(&rows));
+    for o in &rows {
+        for a in services.store.attempts(&o.id).await? {
+            let _ = writeln!(
+                out,
+                "  dry-run, would POST /v1/billing/meter_events: {}",
+                a.request
+            );
+        }
+    }
+    for ticket in ["D-101", "D-104"] {
+        out.push('\n');
+        out.push_str(&explain(&services.store, "demo", ticket).await?.render());
+    }
+    let _ = writeln!(out, "\nDatabase kept at {db_path}; try: outcome-meter explain demo D-103 (with database.url pointing there)");
+    services.store.close().await;
+    Ok(out)
+}

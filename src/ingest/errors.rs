@@ -1,0 +1,73 @@
+//! What a webhook sender sees when a request is refused: a status and a short
+//! JSON body with a stable `code`. Details go to the log, not to the caller.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownTenant,
+    UnknownProvider,
+    BodyTooLarge,
+    MalformedBody,
+    MissingSignature,
+    BadSignature,
+    StaleSignature,
+    Unavailable,
+}
+
+impl Rejection {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Rejection::UnknownTenant | Rejection::UnknownProvider => StatusCode::NOT_FOUND,
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::MalformedBody => StatusCode::BAD_REQUEST,
+            Rejection::MissingSignature | Rejection::BadSignature | Rejection::StaleSignature => {
+                StatusCode::UNAUTHORIZED
+            }
+            Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Rejection::UnknownTenant => "unknown_tenant",
+            Rejection::UnknownProvider => "unknown_provider",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::MalformedBody => "malformed_body",
+            Rejection::MissingSignature => "missing_signature",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::StaleSignature => "stale_signature",
+            Rejection::Unavailable => "unavailable",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Rejection::UnknownTenant => "no such tenant",
+            Rejection::UnknownProvider => "this tenant has no such provider",
+            Rejection::BodyTooLarge => "request body is larger than the configured limit",
+            Rejection::MalformedBody => "request body is not valid JSON",
+            Rejection::MissingSignature => "signature header missing",
+            Rejection::BadSignature => "signature does not verify",
+            Rejection::StaleSignature => "signature timestamp outside the allowed tolerance",
+            Rejection::Unavailable => "storage unavailable, retry later",
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code(), "message": self.message()}}));
+        let mut resp = (self.status(), body).into_response();
+        if self == Rejection::Unavailable {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        resp
+    }
+}

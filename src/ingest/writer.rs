@@ -1,0 +1,54 @@
+//! Group commit: one task writes deliveries in batches (one transaction, one
+//! fsync for many requests) and answers each request only after its commit.
+
+use crate::store::{NewDelivery, Store, Stored};
+use tokio::sync::{mpsc, oneshot};
+
+type Reply = oneshot::Sender<Result<Stored, ()>>;
+
+#[derive(Clone)]
+pub struct DeliveryWriter {
+    tx: mpsc::Sender<(NewDelivery, Reply)>,
+}
+
+impl DeliveryWriter {
+    /// Start the writer task. It ends when every `DeliveryWriter` clone is dropped,
+    /// after committing what it already received.
+    pub fn spawn(store: Store, max_batch: usize) -> (DeliveryWriter, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(NewDelivery, Reply)>(max_batch.max(1) * 4);
+        let handle = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let (rows, replies): (Vec<NewDelivery>, Vec<Reply>) = batch.drain(..).unzip();
+                match store.insert_deliveries(&rows).await {
+                    Ok(results) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, n = rows.len(), "could not store deliveries; answering 503");
+                        for reply in replies {
+                            let _ = reply.send(Err(()));
+                        }
+                    }
+                }
+            }
+        });
+        (DeliveryWriter { tx }, handle)
+    }
+
+    /// Store one delivery; resolves after it is committed.
+    pub async fn store(&self, d: NewDelivery) -> Result<Stored, ()> {
+        let (reply, wait) = oneshot::channel();
+        self.tx.send((d, reply)).await.map_err(|_| ())?;
+        wait.await.map_err(|_| ())?
+    }
+}

@@ -1,0 +1,397 @@
+//! Typed configuration. Load order: built-in defaults, `config/default.toml`
+//! (when present), `--config FILE`, then environment variables
+//! `OUTCOME_METER__SECTION__KEY` (and `STRIPE_API_KEY`). Secrets are never logged.
+
+use crate::contract::{ContractOverrides, ContractTerms};
+use crate::providers::{self, ProviderSettings};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("could not read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub worker: WorkerSettings,
+    pub reporter: ReporterSettings,
+    pub stripe: StripeSettings,
+    pub contract: ContractTerms,
+    pub tenants: Vec<TenantSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            worker: WorkerSettings::default(),
+            reporter: ReporterSettings::default(),
+            stripe: StripeSettings::default(),
+            contract: ContractTerms::default(),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Run the webhook receiver in `serve`.
+    pub enabled: bool,
+    pub listen: String,
+    /// Larger webhook bodies get 413 and are not stored.
+    pub max_body_bytes: usize,
+    /// Signed timestamps further than this from now are rejected (401).
+    #[serde(with = "crate::duration_serde")]
+    pub signature_tolerance: Duration,
+    /// How many deliveries one group commit may carry.
+    pub commit_batch: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 256 * 1024,
+            signature_tolerance: Duration::from_secs(300),
+            commit_batch: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (embedded default) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Raw delivery bodies older than this are pruned once processed.
+    #[serde(with = "crate::duration_serde")]
+    pub delivery_retention: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/outcome-meter.db".into(),
+            max_connections: 8,
+            delivery_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Run the inbox poller and confirmer in `serve`.
+    pub enabled: bool,
+    #[serde(with = "crate::duration_serde")]
+    pub poll_interval: Duration,
+    pub batch_size: u32,
+    /// A claimed row not finished within this is picked up again by anyone.
+    #[serde(with = "crate::duration_serde")]
+    pub lease: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval: Duration::from_millis(500),
+            batch_size: 256,
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReporterSettings {
+    /// Run the Stripe reporter in `serve`.
+    pub enabled: bool,
+    #[serde(with = "crate::duration_serde")]
+    pub poll_interval: Duration,
+    pub batch_size: u32,
+    /// Never more than this many Stripe calls per second.
+    pub rate_per_second: f64,
+    /// Different (customer, meter) pairs reported at once.
+    pub concurrency: usize,
+    #[serde(with = "crate::duration_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "crate::duration_serde")]
+    pub backoff_max: Duration,
+    /// After this many failed attempts the outcome is parked as failed.
+    pub max_attempts: u32,
+}
+
+impl Default for ReporterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval: Duration::from_millis(500),
+            batch_size: 100,
+            rate_per_second: 20.0,
+            concurrency: 4,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+            max_attempts: 50,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StripeSettings {
+    /// Secret key. Empty means dry-run: record what would be sent, send nothing.
+    pub api_key: String,
+    pub api_base: String,
+    /// Pinned `Stripe-Version`.
+    pub api_version: String,
+    #[serde(with = "crate::duration_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for StripeSettings {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            api_base: "https://api.stripe.com".into(),
+            api_version: "2025-03-31.basil".into(),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl StripeSettings {
+    pub fn dry_run(&self) -> bool {
+        self.api_key.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field(
+                "api_key",
+                &if self.dry_run() {
+                    "(none: dry-run)"
+                } else {
+                    "(redacted)"
+                },
+            )
+            .field("api_base", &self.api_base)
+            .field("api_version", &self.api_version)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub id: String,
+    /// The Stripe customer billed for this tenant's outcomes.
+    pub stripe_customer_id: String,
+    /// Helpdesks this tenant sends from, by provider name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// Changes to the global `[contract]` for this tenant.
+    #[serde(default)]
+    pub contract: ContractOverrides,
+}
+
+impl Settings {
+    /// Load and validate, as `serve` and every command do.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut b = config::Config::builder();
+        if Path::new("config/default.toml").exists() {
+            b = b.add_source(config::File::with_name("config/default.toml").required(true));
+        }
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f).required(true));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("OUTCOME_METER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        if let Ok(key) = std::env::var("STRIPE_API_KEY") {
+            if std::env::var("OUTCOME_METER__STRIPE__API_KEY").is_err() {
+                b = b.set_override("stripe.api_key", key)?;
+            }
+        }
+        let s: Settings = b.build()?.try_deserialize()?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let mut errs = Vec::new();
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            errs.push(format!(
+                "server.listen `{}` is not an address like 127.0.0.1:8080",
+                self.server.listen
+            ));
+        }
+        if self.server.max_body_bytes == 0 || self.server.commit_batch == 0 {
+            errs.push("server.max_body_bytes and server.commit_batch must be positive".into());
+        }
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            errs.push(format!(
+                "database.url must start with sqlite:// or postgres://, got `{}`",
+                self.database.url
+            ));
+        }
+        if self.worker.batch_size == 0 || self.reporter.batch_size == 0 {
+            errs.push("worker.batch_size and reporter.batch_size must be positive".into());
+        }
+        if !(self.reporter.rate_per_second > 0.0) || self.reporter.concurrency == 0 {
+            errs.push("reporter.rate_per_second and reporter.concurrency must be positive".into());
+        }
+        if self.reporter.max_attempts == 0 {
+            errs.push("reporter.max_attempts must be at least 1".into());
+        }
+        if !self.stripe.api_base.starts_with("http://")
+            && !self.stripe.api_base.starts_with("https://")
+        {
+            errs.push(format!(
+                "stripe.api_base `{}` is not an http(s) URL",
+                self.stripe.api_base
+            ));
+        }
+        errs.extend(self.contract.validate());
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tenants {
+            if t.id.trim().is_empty()
+                || !t
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                errs.push(format!(
+                    "tenant id `{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                    t.id
+                ));
+            }
+            if !seen.insert(t.id.as_str()) {
+                errs.push(format!("tenant `{}` is listed twice", t.id));
+            }
+            if t.stripe_customer_id.trim().is_empty() {
+                errs.push(format!("tenant `{}` has no stripe_customer_id", t.id));
+            }
+            if t.providers.is_empty() {
+                errs.push(format!(
+                    "tenant `{}` has no [tenants.providers.<name>] section",
+                    t.id
+                ));
+            }
+            for (name, p) in &t.providers {
+                if providers::lookup(name).is_none() {
+                    let known: Vec<_> = providers::all().iter().map(|p| p.name()).collect();
+                    errs.push(format!(
+                        "tenant `{}`: unknown provider `{name}` (known: {})",
+                        t.id,
+                        known.join(", ")
+                    ));
+                }
+                if p.secrets.iter().all(|s| s.trim().is_empty()) {
+                    errs.push(format!(
+                        "tenant `{}`: provider `{name}` needs at least one secret",
+                        t.id
+                    ));
+                }
+            }
+            for e in t.contract.apply(&self.contract).validate() {
+                errs.push(format!("tenant `{}`: {e}", t.id));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(errs))
+        }
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&TenantSettings> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// The effective contract of a tenant.
+    pub fn contract_for(&self, tenant: &TenantSettings) -> ContractTerms {
+        tenant.contract.apply(&self.contract)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantSettings {
+        TenantSettings {
+            id: "acme".into(),
+            stripe_customer_id: "cus_1".into(),
+            providers: [(
+                "generic".to_string(),
+                ProviderSettings {
+                    secrets: vec!["s".into()],
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            contract: ContractOverrides::default(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings {
+            tenants: vec![tenant()],
+            ..Default::default()
+        };
+        assert!(s.validate().is_ok());
+        assert!(s.stripe.dry_run());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut bad = tenant();
+        bad.providers
+            .insert("nope".into(), ProviderSettings::default());
+        let s = Settings {
+            tenants: vec![bad.clone(), bad],
+            ..Default::default()
+        };
+        let Err(SettingsError::Invalid(errs)) = s.validate() else {
+            panic!("expected invalid");
+        };
+        let text = errs.join("\n");
+        assert!(text.contains("listed twice"), "{text}");
+        assert!(text.contains("unknown provider `nope`"), "{text}");
+        assert!(text.contains("needs at least one secret"), "{text}");
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let mut s = Settings {
+            tenants: vec![tenant()],
+            ..Default::default()
+        };
+        s.stripe.api_key = "sk_test_supersecret".into();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("supersecret"));
+        assert!(!dbg.contains("secrets: [\"s\"]"));
+    }
+}

@@ -1,0 +1,155 @@
+//! The deliveries inbox.
+
+use super::{col, Store, StoreError, Tx};
+
+/// A verified delivery to store.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub tenant: String,
+    pub provider: String,
+    pub delivery_key: String,
+    pub received_at: i64,
+    /// JSON object of the headers the provider needs to parse it.
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub tenant: String,
+    pub provider: String,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Store {
+    /// Store a group of deliveries in one transaction (one fsync for all).
+    /// The dedupe key is claimed by the same INSERT that writes the row.
+    pub async fn insert_deliveries(
+        &self,
+        batch: &[NewDelivery],
+    ) -> Result<Vec<Stored>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for d in batch {
+            let r = sqlx::query(
+                "INSERT INTO deliveries (tenant, provider, delivery_key, received_at, headers, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (tenant, provider, delivery_key) DO NOTHING",
+            )
+            .bind(&d.tenant)
+            .bind(&d.provider)
+            .bind(&d.delivery_key)
+            .bind(d.received_at)
+            .bind(&d.headers)
+            .bind(&d.body)
+            .execute(&mut *tx.tx)
+            .await?;
+            out.push(if r.rows_affected() == 1 {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Claim up to `limit` pending deliveries whose lease is free, oldest first.
+    pub async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let sql = format!(
+            "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+               SELECT id FROM deliveries WHERE status = 'pending' \
+               AND (lease_until IS NULL OR lease_until <= $2) ORDER BY id LIMIT $3{}) \
+             RETURNING id, tenant, provider, headers, body",
+            self.backend.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(ClaimedDelivery {
+                    id: col(r, "id")?,
+                    tenant: col(r, "tenant")?,
+                    provider: col(r, "provider")?,
+                    headers: col(r, "headers")?,
+                    body: col::<Option<Vec<u8>>>(r, "body")?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    /// Put quarantined deliveries back in the queue (`replay`). Returns how many.
+    pub async fn requeue_quarantined(
+        &self,
+        tenant: Option<&str>,
+        id: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_until = NULL, error = NULL \
+             WHERE status = 'quarantined' AND ($1 = '' OR tenant = $1) AND ($2 < 0 OR id = $2)",
+        )
+        .bind(tenant.unwrap_or(""))
+        .bind(id.unwrap_or(-1))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Drop the bodies of processed deliveries received before `before`.
+    pub async fn prune_delivery_bodies(&self, before: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET body = NULL WHERE status = 'processed' AND received_at < $1 AND body IS NOT NULL",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+impl Tx {
+    pub async fn finish_delivery(
+        &mut self,
+        id: i64,
+        now: i64,
+        events: usize,
+        quarantine_reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET status = $1, error = $2, event_count = $3, processed_at = $4, lease_until = NULL \
+             WHERE id = $5",
+        )
+        .bind(if quarantine_reason.is_some() {
+            "quarantined"
+        } else {
+            "processed"
+        })
+        .bind(quarantine_reason)
+        .bind(events as i64)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! The outbox: confirmed outcomes waiting to be (or already) reported to Stripe.
+
+use super::{col, Store, StoreError, Tx};
+
+#[derive(Debug, Clone)]
+pub struct NewOutcome {
+    pub id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub seq: u32,
+    pub resolved_at: i64,
+    pub confirmed_at: i64,
+    pub event_name: String,
+    pub value: i64,
+    pub stripe_customer_id: String,
+    pub contract_version: String,
+    pub contract_hash: String,
+    pub evidence: String,
+}
+
+/// An outcome claimed by a reporter, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedOutcome {
+    pub id: String,
+    pub event_name: String,
+    pub value: i64,
+    pub stripe_customer_id: String,
+    pub confirmed_at: i64,
+    pub attempts: u32,
+}
+
+impl Tx {
+    /// Insert a confirmed outcome into the outbox (idempotent on its id).
+    pub async fn insert_outcome(&mut self, o: &NewOutcome) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO outcomes (id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
+             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&o.id)
+        .bind(&o.tenant)
+        .bind(&o.provider)
+        .bind(&o.ticket_id)
+        .bind(i64::from(o.seq))
+        .bind(o.resolved_at)
+        .bind(o.confirmed_at)
+        .bind(&o.event_name)
+        .bind(o.value)
+        .bind(&o.stripe_customer_id)
+        .bind(&o.contract_version)
+        .bind(&o.contract_hash)
+        .bind(&o.evidence)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Claim pending outcomes that are due, with a lease. No transaction stays
+    /// open while Stripe is called: the lease is what keeps others away.
+    pub async fn claim_outcomes(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedOutcome>, StoreError> {
+        let sql = format!(
+            "UPDATE outcomes SET lease_until = $1 WHERE id IN ( \
+               SELECT id FROM outcomes WHERE state = 'pending' AND next_attempt_at <= $2 \
+               AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at, id LIMIT $3{}) \
+             RETURNING id, event_name, value, stripe_customer_id, confirmed_at, attempts",
+            self.backend.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedOutcome {
+                    id: col(r, "id")?,
+                    event_name: col(r, "event_name")?,
+                    value: col(r, "value")?,
+                    stripe_customer_id: col(r, "stripe_customer_id")?,
+                    confirmed_at: col(r, "confirmed_at")?,
+                    attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Log one call (or dry-run) to Stripe and move the outcome to its new state,
+    /// in one transaction. `state` is `reported`, `dry_run`, `failed` or `pending`
+    /// (retry at `next_attempt_at`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_attempt(
+        &self,
+        outcome_id: &str,
+        now: i64,
+        dry_run: bool,
+        request: &str,
+        status_code: Option<u16>,
+        request_id: Option<&str>,
+        result: &str,
+        error: Option<&str>,
+        state: &str,
+        next_attempt_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(outcome_id)
+        .bind(now)
+        .bind(i64::from(dry_run))
+        .bind(request)
+        .bind(status_code.map(i64::from))
+        .bind(request_id)
+        .bind(result)
+        .bind(error)
+        .execute(&mut *tx.tx)
+        .await?;
+        let done = state != "pending";
+        sqlx::query(
+            "UPDATE outcomes SET state = $1, attempts = attempts + 1, next_attempt_at = $2, lease_until = NULL, \
+             last_error = $3, stripe_request_id = COALESCE($4, stripe_request_id), \
+             reported_at = CASE WHEN $5 = 1 THEN $6 ELSE reported_at END \
+             WHERE id = $7 AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(request_id)
+        .bind(i64::from(done && state != "failed"))
+        .bind(now)
+        .bind(outcome_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Put failed outcomes back in the queue (an operator's `replay --failed`).
+    pub async fn requeue_failed(
+        &self,
+        tenant: Option<&str>,
+        id: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL \
+             WHERE state = 'failed' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3)",
+        )
+        .bind(now)
+        .bind(tenant.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}

@@ -1,0 +1,284 @@
+//! Read-side queries for the CLI, reports and metrics.
+
+use super::tickets::event_from_row;
+use super::{col, Store, StoreError};
+use crate::event::TicketEvent;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, Clone, Default)]
+pub struct OutcomeFilter {
+    pub tenant: Option<String>,
+    pub state: Option<String>,
+    pub ticket_id: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutcomeRow {
+    pub id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub seq: i64,
+    pub resolved_at: i64,
+    pub confirmed_at: i64,
+    pub event_name: String,
+    pub value: i64,
+    pub stripe_customer_id: String,
+    pub contract_version: String,
+    pub contract_hash: String,
+    pub evidence: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub stripe_request_id: Option<String>,
+    pub reported_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DecisionRow {
+    pub provider: String,
+    pub seq: i64,
+    pub resolved_at: i64,
+    pub resolver: Option<String>,
+    pub settle_at: i64,
+    pub status: String,
+    pub billable: bool,
+    pub clause: String,
+    pub detail: String,
+    pub contract_version: String,
+    pub contract_hash: String,
+    pub evidence: String,
+    pub outcome_id: Option<String>,
+    pub is_final: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRow {
+    pub provider: String,
+    pub delivery_id: i64,
+    pub event: TicketEvent,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub tenant: String,
+    pub provider: String,
+    pub delivery_key: String,
+    pub received_at: i64,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRow {
+    pub attempted_at: i64,
+    pub dry_run: bool,
+    pub request: String,
+    pub status_code: Option<i64>,
+    pub request_id: Option<String>,
+    pub result: String,
+    pub error: Option<String>,
+}
+
+/// Sizes of every queue, for `/metrics`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QueueCounts {
+    pub deliveries: Vec<(String, i64)>,
+    pub outcomes: Vec<(String, i64)>,
+    pub tickets_waiting: i64,
+    pub oldest_pending_outcome: Option<i64>,
+}
+
+const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
+     stripe_customer_id, contract_version, contract_hash, evidence, state, attempts, last_error, stripe_request_id, reported_at";
+
+fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
+    Ok(OutcomeRow {
+        id: col(r, "id")?,
+        tenant: col(r, "tenant")?,
+        provider: col(r, "provider")?,
+        ticket_id: col(r, "ticket_id")?,
+        seq: col(r, "seq")?,
+        resolved_at: col(r, "resolved_at")?,
+        confirmed_at: col(r, "confirmed_at")?,
+        event_name: col(r, "event_name")?,
+        value: col(r, "value")?,
+        stripe_customer_id: col(r, "stripe_customer_id")?,
+        contract_version: col(r, "contract_version")?,
+        contract_hash: col(r, "contract_hash")?,
+        evidence: col(r, "evidence")?,
+        state: col(r, "state")?,
+        attempts: col(r, "attempts")?,
+        last_error: col(r, "last_error")?,
+        stripe_request_id: col(r, "stripe_request_id")?,
+        reported_at: col(r, "reported_at")?,
+    })
+}
+
+impl Store {
+    pub async fn list_outcomes(&self, f: &OutcomeFilter) -> Result<Vec<OutcomeRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR state = $2) \
+             AND ($3 = '' OR ticket_id = $3) ORDER BY confirmed_at, id LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(f.tenant.as_deref().unwrap_or(""))
+            .bind(f.state.as_deref().unwrap_or(""))
+            .bind(f.ticket_id.as_deref().unwrap_or(""))
+            .bind(i64::from(if f.limit == 0 {
+                u32::MAX >> 1
+            } else {
+                f.limit
+            }))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outcome_from_row).collect()
+    }
+
+    pub async fn ticket_events(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, delivery_id, event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
+             FROM ticket_events WHERE tenant = $1 AND ticket_id = $2 ORDER BY occurred_at, event_key",
+        )
+        .bind(tenant)
+        .bind(ticket_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow {
+                    provider: col(r, "provider")?,
+                    delivery_id: col(r, "delivery_id")?,
+                    event: event_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn ticket_decisions(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, seq, resolved_at, resolver, settle_at, status, billable, clause, detail, contract_version, \
+             contract_hash, evidence, outcome_id, final FROM decisions WHERE tenant = $1 AND ticket_id = $2 \
+             ORDER BY provider, seq",
+        )
+        .bind(tenant)
+        .bind(ticket_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DecisionRow {
+                    provider: col(r, "provider")?,
+                    seq: col(r, "seq")?,
+                    resolved_at: col(r, "resolved_at")?,
+                    resolver: col(r, "resolver")?,
+                    settle_at: col(r, "settle_at")?,
+                    status: col(r, "status")?,
+                    billable: col::<i64>(r, "billable")? != 0,
+                    clause: col(r, "clause")?,
+                    detail: col(r, "detail")?,
+                    contract_version: col(r, "contract_version")?,
+                    contract_hash: col(r, "contract_hash")?,
+                    evidence: col(r, "evidence")?,
+                    outcome_id: col(r, "outcome_id")?,
+                    is_final: col::<i64>(r, "final")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn attempts(&self, outcome_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempted_at, dry_run, request, status_code, request_id, result, error FROM stripe_attempts \
+             WHERE outcome_id = $1 ORDER BY id",
+        )
+        .bind(outcome_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    attempted_at: col(r, "attempted_at")?,
+                    dry_run: col::<i64>(r, "dry_run")? != 0,
+                    request: col(r, "request")?,
+                    status_code: col(r, "status_code")?,
+                    request_id: col(r, "request_id")?,
+                    result: col(r, "result")?,
+                    error: col(r, "error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deliveries of a tenant by status (e.g. `quarantined`), newest first.
+    pub async fn deliveries(
+        &self,
+        tenant: Option<&str>,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, provider, delivery_key, received_at, status, error FROM deliveries \
+             WHERE ($1 = '' OR tenant = $1) AND status = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant.unwrap_or(""))
+        .bind(status)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryRow {
+                    id: col(r, "id")?,
+                    tenant: col(r, "tenant")?,
+                    provider: col(r, "provider")?,
+                    delivery_key: col(r, "delivery_key")?,
+                    received_at: col(r, "received_at")?,
+                    status: col(r, "status")?,
+                    error: col(r, "error")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
+        let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, i64)>, StoreError> {
+            rows.iter()
+                .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
+                .collect()
+        };
+        let deliveries = pairs(
+            sqlx::query("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?,
+        )?;
+        let outcomes = pairs(
+            sqlx::query("SELECT state AS status, COUNT(*) AS n FROM outcomes GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?,
+        )?;
+        let waiting = sqlx::query("SELECT COUNT(*) AS n FROM tickets WHERE settle_at IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest =
+            sqlx::query("SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(QueueCounts {
+            deliveries,
+            outcomes,
+            tickets_waiting: col(&waiting, "n")?,
+            oldest_pending_outcome: col(&oldest, "m")?,
+        })
+    }
+}

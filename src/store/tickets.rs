@@ -1,0 +1,252 @@
+//! Ticket events, ticket rows and decisions: written by the worker inside one
+//! transaction per batch, with the ticket row locked while it is replayed.
+
+use super::{col, StoreError, Tx};
+use crate::clock::{from_millis, to_millis};
+use crate::event::TicketEvent;
+use crate::ticket::Settled;
+use sqlx::any::AnyRow;
+
+/// What the worker needs to replay one ticket.
+#[derive(Debug, Clone, Default)]
+pub struct TicketState {
+    pub settled: Option<Settled>,
+    pub events: Vec<TicketEvent>,
+}
+
+/// One decision row (see the `decisions` table).
+#[derive(Debug, Clone)]
+pub struct DecisionWrite {
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub seq: u32,
+    pub resolved_at: i64,
+    pub resolver: Option<String>,
+    pub settle_at: i64,
+    pub status: &'static str,
+    pub billable: bool,
+    pub clause: String,
+    pub detail: String,
+    pub contract_version: String,
+    pub contract_hash: String,
+    pub evidence: String,
+    pub outcome_id: Option<String>,
+    pub is_final: bool,
+    pub decided_at: i64,
+}
+
+pub(crate) fn event_from_row(r: &AnyRow) -> Result<TicketEvent, StoreError> {
+    let kind: String = col(r, "kind")?;
+    let resolver: Option<String> = col(r, "resolver")?;
+    let tags: String = col(r, "tags")?;
+    Ok(TicketEvent {
+        event_key: col(r, "event_key")?,
+        ticket_id: col(r, "ticket_id")?,
+        kind: kind.parse().map_err(StoreError::corrupt)?,
+        occurred_at: from_millis(col(r, "occurred_at")?),
+        resolver: resolver
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(StoreError::corrupt)?,
+        actor_id: col(r, "actor_id")?,
+        tags: serde_json::from_str(&tags).map_err(|e| StoreError::corrupt(format!("tags: {e}")))?,
+        channel: col(r, "channel")?,
+    })
+}
+
+impl Tx {
+    /// Create the ticket row if needed and lock it (PostgreSQL: `FOR UPDATE`), so
+    /// two workers never replay the same ticket at once. Returns the settled prefix.
+    pub async fn lock_ticket(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        now: i64,
+    ) -> Result<Option<Settled>, StoreError> {
+        sqlx::query(
+            "INSERT INTO tickets (tenant, provider, ticket_id, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant, provider, ticket_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        let sql = format!(
+            "SELECT settled_seq, settled_resolved_at FROM tickets \
+             WHERE tenant = $1 AND provider = $2 AND ticket_id = $3{}",
+            self.backend.for_update()
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(provider)
+            .bind(ticket_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let seq: i64 = col(&row, "settled_seq")?;
+        let at: Option<i64> = col(&row, "settled_resolved_at")?;
+        Ok(match at {
+            Some(at) if seq > 0 => Some(Settled {
+                seq: u32::try_from(seq)
+                    .map_err(|_| StoreError::corrupt("settled_seq out of range"))?,
+                resolved_at: from_millis(at),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Insert an event unless its key is already stored. Returns whether it was new.
+    pub async fn insert_event(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        delivery_id: i64,
+        e: &TicketEvent,
+    ) -> Result<bool, StoreError> {
+        let tags =
+            serde_json::to_string(&e.tags).map_err(|err| StoreError::corrupt(err.to_string()))?;
+        let r = sqlx::query(
+            "INSERT INTO ticket_events (tenant, provider, event_key, ticket_id, kind, occurred_at, resolver, \
+             actor_id, tags, channel, delivery_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (tenant, provider, event_key) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(&e.event_key)
+        .bind(&e.ticket_id)
+        .bind(e.kind.as_str())
+        .bind(to_millis(e.occurred_at))
+        .bind(e.resolver.map(|r| r.as_str()))
+        .bind(e.actor_id.as_deref())
+        .bind(tags)
+        .bind(e.channel.as_deref())
+        .bind(delivery_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn load_events(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<Vec<TicketEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
+             FROM ticket_events WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub async fn save_ticket(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        settled: Option<Settled>,
+        settle_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tickets SET settled_seq = $1, settled_resolved_at = $2, settle_at = $3, updated_at = $4 \
+             WHERE tenant = $5 AND provider = $6 AND ticket_id = $7",
+        )
+        .bind(settled.map_or(0, |s| i64::from(s.seq)))
+        .bind(settled.map(|s| to_millis(s.resolved_at)))
+        .bind(settle_at)
+        .bind(now)
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Tickets whose window has ended, locked for this transaction (PostgreSQL
+    /// skips tickets another worker holds). Uses the `settle_at` index only.
+    pub async fn due_tickets(
+        &mut self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let sql = format!(
+            "SELECT tenant, provider, ticket_id FROM tickets WHERE settle_at <= $1 \
+             ORDER BY settle_at LIMIT $2{}",
+            self.backend.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((col(r, "tenant")?, col(r, "provider")?, col(r, "ticket_id")?)))
+            .collect()
+    }
+
+    /// Record a decision. Final decisions are never changed again.
+    pub async fn write_decision(&mut self, d: &DecisionWrite) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO decisions (tenant, provider, ticket_id, seq, resolved_at, resolver, settle_at, status, \
+             billable, clause, detail, contract_version, contract_hash, evidence, outcome_id, final, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT (tenant, provider, ticket_id, seq) DO UPDATE SET \
+               resolved_at = excluded.resolved_at, resolver = excluded.resolver, settle_at = excluded.settle_at, \
+               status = excluded.status, billable = excluded.billable, clause = excluded.clause, \
+               detail = excluded.detail, contract_version = excluded.contract_version, \
+               contract_hash = excluded.contract_hash, evidence = excluded.evidence, \
+               outcome_id = excluded.outcome_id, final = excluded.final, decided_at = excluded.decided_at \
+             WHERE decisions.final = 0",
+        )
+        .bind(&d.tenant)
+        .bind(&d.provider)
+        .bind(&d.ticket_id)
+        .bind(i64::from(d.seq))
+        .bind(d.resolved_at)
+        .bind(d.resolver.as_deref())
+        .bind(d.settle_at)
+        .bind(d.status)
+        .bind(i64::from(d.billable))
+        .bind(&d.clause)
+        .bind(&d.detail)
+        .bind(&d.contract_version)
+        .bind(&d.contract_hash)
+        .bind(&d.evidence)
+        .bind(d.outcome_id.as_deref())
+        .bind(i64::from(d.is_final))
+        .bind(d.decided_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Freeze every decision up to and including `seq`.
+    pub async fn finalize_decisions_through(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        seq: u32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE decisions SET final = 1 WHERE tenant = $1 AND provider = $2 AND ticket_id = $3 AND seq <= $4",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .bind(i64::from(seq))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}

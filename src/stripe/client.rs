@@ -1,0 +1,213 @@
+//! The few Stripe calls outcome-meter makes, typed, with the headers Stripe
+//! returns (`Request-Id`, `Stripe-Should-Retry`, `Retry-After`) kept.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A Billing Meter event (`POST /v1/billing/meter_events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterEvent {
+    pub event_name: String,
+    pub stripe_customer_id: String,
+    pub value: i64,
+    /// The outcome id: Stripe deduplicates on it.
+    pub identifier: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+impl MeterEvent {
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("event_name", self.event_name.clone()),
+            (
+                "payload[stripe_customer_id]",
+                self.stripe_customer_id.clone(),
+            ),
+            ("payload[value]", self.value.to_string()),
+            ("identifier", self.identifier.clone()),
+            ("timestamp", self.timestamp.to_string()),
+        ]
+    }
+
+    /// The form body exactly as sent (also what dry-run records).
+    pub fn encoded(&self) -> String {
+        serde_urlencoded::to_string(self.form()).unwrap_or_default()
+    }
+}
+
+/// Stripe's error object (`{"error": {...}}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ApiError {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub param: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ApiError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub status: u16,
+    pub request_id: Option<String>,
+    /// Stripe replayed the stored response of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StripeError {
+    #[error("Stripe answered {status}: {}", error.message.as_deref().unwrap_or("(no message)"))]
+    Api {
+        status: u16,
+        error: ApiError,
+        request_id: Option<String>,
+        should_retry: Option<bool>,
+        retry_after: Option<Duration>,
+    },
+    #[error("network error talking to Stripe: {0}")]
+    Network(String),
+}
+
+impl StripeError {
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            StripeError::Api { request_id, .. } => request_id.as_deref(),
+            StripeError::Network(_) => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            StripeError::Api { status, .. } => Some(*status),
+            StripeError::Network(_) => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct StripeClient {
+    http: reqwest::Client,
+    api_base: String,
+    api_key: String,
+    api_version: String,
+}
+
+impl std::fmt::Debug for StripeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeClient")
+            .field("api_base", &self.api_base)
+            .field("api_version", &self.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+impl StripeClient {
+    pub fn new(
+        api_base: &str,
+        api_key: &str,
+        api_version: &str,
+        timeout: Duration,
+    ) -> Result<Self, StripeError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("outcome-meter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        Ok(StripeClient {
+            http,
+            api_base: api_base.trim_end_matches('/').to_string(),
+            api_key: api_key.to_string(),
+            api_version: api_version.to_string(),
+        })
+    }
+
+    /// `POST /v1/billing/meter_events` with a stable `Idempotency-Key`.
+    pub async fn create_meter_event(
+        &self,
+        ev: &MeterEvent,
+        idempotency_key: &str,
+    ) -> Result<Ack, StripeError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/billing/meter_events", self.api_base))
+            .bearer_auth(&self.api_key)
+            .header("Stripe-Version", &self.api_version)
+            .header("Idempotency-Key", idempotency_key)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(ev.encoded())
+            .send()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let request_id = header(&resp, "request-id");
+        let replayed = header(&resp, "idempotent-replayed").is_some_and(|v| v == "true");
+        let should_retry =
+            header(&resp, "stripe-should-retry").and_then(|v| v.parse::<bool>().ok());
+        let retry_after = header(&resp, "retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Read the whole body so the connection can be reused.
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return Ok(Ack {
+                status,
+                request_id,
+                replayed,
+            });
+        }
+        let error = serde_json::from_slice::<ErrorEnvelope>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| ApiError {
+                kind: "unparsed".into(),
+                message: Some(String::from_utf8_lossy(&body).chars().take(300).collect()),
+                ..Default::default()
+            });
+        Err(StripeError::Api {
+            status,
+            error,
+            request_id,
+            should_retry,
+            retry_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_has_stripe_field_names() {
+        let ev = MeterEvent {
+            event_name: "resolved_ticket".into(),
+            stripe_customer_id: "cus_1".into(),
+            value: 1,
+            identifier: "om_x".into(),
+            timestamp: 1_700_000_000,
+        };
+        assert_eq!(
+            ev.encoded(),
+            "event_name=resolved_ticket&payload%5Bstripe_customer_id%5D=cus_1&payload%5Bvalue%5D=1&identifier=om_x&timestamp=1700000000"
+        );
+    }
+}

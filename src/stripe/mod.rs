@@ -1,0 +1,10 @@
+//! Reporting to Stripe through a thin typed client over reqwest (see README:
+//! "Why not async-stripe"). The policy ([`retry`]) is pure; the [`reporter`]
+//! drains the outbox.
+
+pub mod client;
+pub mod reporter;
+pub mod retry;
+
+pub use client::{Ack, ApiError, MeterEvent, StripeClient, StripeError};
+pub use reporter::Reporter;

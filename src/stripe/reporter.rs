@@ -1,0 +1,245 @@
+//! Drains the outbox to Stripe: one call at a time per (customer, meter),
+//! different pairs concurrently, never above the configured rate.
+
+use super::client::{MeterEvent, StripeClient, StripeError};
+use super::retry::{backoff, classify, Disposition};
+use crate::clock::{to_millis, SharedClock};
+use crate::metrics::{Metrics, ReportResult};
+use crate::outcome::idempotency_key;
+use crate::settings::ReporterSettings;
+use crate::store::{ClaimedOutcome, Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+
+/// Spaces calls at least `1 / rate` seconds apart, across all tasks.
+#[derive(Debug)]
+struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(rate_per_second: f64) -> Self {
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / rate_per_second.max(0.001)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+#[derive(Clone)]
+pub struct Reporter {
+    store: Store,
+    /// `None`: dry-run (no API key): record what would be sent.
+    client: Option<StripeClient>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    settings: ReporterSettings,
+    lease: Duration,
+    limiter: Arc<RateLimiter>,
+}
+
+impl Reporter {
+    pub fn new(
+        store: Store,
+        client: Option<StripeClient>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        settings: ReporterSettings,
+        lease: Duration,
+    ) -> Reporter {
+        let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
+        Reporter {
+            store,
+            client,
+            clock,
+            metrics,
+            settings,
+            lease,
+            limiter,
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.client.is_none()
+    }
+
+    /// Report everything due now. Returns how many outcomes were attempted.
+    pub async fn drain(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.run_once().await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Claim one batch and report it.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let now = to_millis(self.clock.now());
+        let lease = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let claimed = self
+            .store
+            .claim_outcomes(now, now + lease, self.settings.batch_size)
+            .await?;
+        let n = claimed.len();
+        let mut groups: BTreeMap<(String, String), Vec<ClaimedOutcome>> = BTreeMap::new();
+        for o in claimed {
+            groups
+                .entry((o.stripe_customer_id.clone(), o.event_name.clone()))
+                .or_default()
+                .push(o);
+        }
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, group) in groups {
+            let me = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                for o in group {
+                    me.report_one(&o).await?;
+                }
+                Ok::<(), StoreError>(())
+            });
+        }
+        let mut first_err = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err
+                        .get_or_insert(StoreError::corrupt(format!("reporter task failed: {e}")));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    async fn report_one(&self, o: &ClaimedOutcome) -> Result<(), StoreError> {
+        let ev = MeterEvent {
+            event_name: o.event_name.clone(),
+            stripe_customer_id: o.stripe_customer_id.clone(),
+            value: o.value,
+            identifier: o.id.clone(),
+            timestamp: o.confirmed_at.div_euclid(1000),
+        };
+        let request = ev.encoded();
+        let Some(client) = &self.client else {
+            let now = to_millis(self.clock.now());
+            self.metrics.report(ReportResult::DryRun);
+            return self
+                .store
+                .record_attempt(
+                    &o.id, now, true, &request, None, None, "dry_run", None, "dry_run", now,
+                )
+                .await;
+        };
+        self.limiter.acquire().await;
+        let result = client
+            .create_meter_event(&ev, &idempotency_key(&o.id, "meter_event"))
+            .await;
+        let now = to_millis(self.clock.now());
+        let (status, request_id) = match &result {
+            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
+            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        };
+        let error_text = result.as_ref().err().map(|e| e.to_string());
+        match classify(&result) {
+            Disposition::Delivered => {
+                let how = match &result {
+                    Ok(ack) if ack.replayed => "replayed",
+                    Ok(_) => "accepted",
+                    Err(_) => "already_exists",
+                };
+                tracing::info!(outcome = %o.id, how, request_id = ?request_id, "reported to Stripe");
+                self.metrics.report(ReportResult::Reported);
+                self.store
+                    .record_attempt(
+                        &o.id,
+                        now,
+                        false,
+                        &request,
+                        status,
+                        request_id.as_deref(),
+                        how,
+                        None,
+                        "reported",
+                        now,
+                    )
+                    .await
+            }
+            Disposition::Retry { after } if o.attempts + 1 < self.settings.max_attempts => {
+                let delay = backoff(
+                    o.attempts,
+                    self.settings.backoff_base,
+                    self.settings.backoff_max,
+                    after,
+                    fastrand::f64(),
+                );
+                let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, "Stripe call failed; will retry");
+                self.metrics.report(ReportResult::Retried);
+                self.store
+                    .record_attempt(
+                        &o.id,
+                        now,
+                        false,
+                        &request,
+                        status,
+                        request_id.as_deref(),
+                        "retry",
+                        error_text.as_deref(),
+                        "pending",
+                        next,
+                    )
+                    .await
+            }
+            Disposition::Retry { .. } | Disposition::Permanent => {
+                let why = match &result {
+                    Err(StripeError::Api { .. }) | Err(StripeError::Network(_)) => {
+                        error_text.clone()
+                    }
+                    Ok(_) => None,
+                };
+                tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, "Stripe refused the event; parked as failed");
+                self.metrics.report(ReportResult::Failed);
+                self.store
+                    .record_attempt(
+                        &o.id,
+                        now,
+                        false,
+                        &request,
+                        status,
+                        request_id.as_deref(),
+                        "failed",
+                        why.as_deref(),
+                        "failed",
+                        now,
+                    )
+                    .await
+            }
+        }
+    }
+}

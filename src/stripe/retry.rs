@@ -1,0 +1,156 @@
+//! What to do with the answer to a Stripe call. Pure.
+
+use super::client::{Ack, StripeError};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Stripe has the event (now, or from an earlier attempt).
+    Delivered,
+    /// Try again later; `after` is Stripe's `Retry-After` when given.
+    Retry { after: Option<Duration> },
+    /// Stripe will never accept it as sent: park it for an operator.
+    Permanent,
+}
+
+/// Stripe's answer when an event with the same `identifier` already exists
+/// (a 400 whose message says so): the event was delivered before.
+pub fn is_duplicate_identifier(err: &StripeError) -> bool {
+    match err {
+        StripeError::Api {
+            status: 400, error, ..
+        } => {
+            let msg = error.message.as_deref().unwrap_or("").to_ascii_lowercase();
+            let code_says = error
+                .code
+                .as_deref()
+                .is_some_and(|c| c.contains("duplicate") || c.contains("already_exists"));
+            code_says || (msg.contains("identifier") && msg.contains("already exists"))
+        }
+        _ => false,
+    }
+}
+
+pub fn classify(result: &Result<Ack, StripeError>) -> Disposition {
+    let err = match result {
+        Ok(_) => return Disposition::Delivered,
+        Err(e) => e,
+    };
+    if is_duplicate_identifier(err) {
+        return Disposition::Delivered;
+    }
+    match err {
+        StripeError::Network(_) => Disposition::Retry { after: None },
+        StripeError::Api {
+            status,
+            should_retry,
+            retry_after,
+            ..
+        } => {
+            let retry = match should_retry {
+                Some(explicit) => *explicit,
+                None => matches!(status, 409 | 429) || *status >= 500,
+            };
+            if retry {
+                Disposition::Retry {
+                    after: *retry_after,
+                }
+            } else {
+                Disposition::Permanent
+            }
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter, never sooner than `retry_after`.
+/// `jitter` is in `[0, 1)`: the delay is drawn from the upper half of the step.
+pub fn backoff(
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let step = base
+        .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+        .min(max);
+    let jittered = step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    jittered.max(retry_after.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stripe::client::ApiError;
+
+    fn api(status: u16, should_retry: Option<bool>, message: &str) -> Result<Ack, StripeError> {
+        Err(StripeError::Api {
+            status,
+            error: ApiError {
+                kind: "invalid_request_error".into(),
+                message: Some(message.into()),
+                ..Default::default()
+            },
+            request_id: Some("req_1".into()),
+            should_retry,
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn classification_follows_stripe_rules() {
+        let ok = Ok(Ack {
+            status: 200,
+            request_id: None,
+            replayed: false,
+        });
+        assert_eq!(classify(&ok), Disposition::Delivered);
+        assert_eq!(
+            classify(&Err(StripeError::Network("reset".into()))),
+            Disposition::Retry { after: None }
+        );
+        for s in [409, 429, 500, 502, 503] {
+            assert_eq!(
+                classify(&api(s, None, "x")),
+                Disposition::Retry { after: None },
+                "{s}"
+            );
+        }
+        for s in [400, 401, 402, 403, 404] {
+            assert_eq!(classify(&api(s, None, "x")), Disposition::Permanent, "{s}");
+        }
+        // The header overrides the status both ways.
+        assert_eq!(
+            classify(&api(500, Some(false), "x")),
+            Disposition::Permanent
+        );
+        assert_eq!(
+            classify(&api(400, Some(true), "x")),
+            Disposition::Retry { after: None }
+        );
+    }
+
+    #[test]
+    fn duplicate_identifier_counts_as_delivered() {
+        let dup = api(
+            400,
+            Some(false),
+            "An event already exists with identifier om_1. Please use a different identifier.",
+        );
+        assert_eq!(classify(&dup), Disposition::Delivered);
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_honors_retry_after() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff(0, base, max, None, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, base, max, None, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(3, base, max, None, 0.0), Duration::from_secs(4));
+        assert_eq!(backoff(40, base, max, None, 1.0), max);
+        assert_eq!(
+            backoff(0, base, max, Some(Duration::from_secs(30)), 0.5),
+            Duration::from_secs(30)
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Confirmer: resolutions whose window has passed become outcomes (or final
+//! non-billable decisions), with evidence, in one transaction.
+
+use super::evidence::{decision, evidence, DecisionInput};
+use super::Worker;
+use crate::clock::to_millis;
+use crate::outcome::outcome_id;
+use crate::store::{NewOutcome, StoreError};
+use crate::ticket::{replay, Settled, Standing};
+
+impl Worker {
+    /// Confirm one batch of due tickets. Touches only tickets whose `settle_at`
+    /// has passed (an index range), never the whole open set.
+    pub async fn confirm_once(&self) -> Result<usize, StoreError> {
+        let now_t = self.clock.now();
+        let now = to_millis(now_t);
+        let mut tx = self.store.begin().await?;
+        let due = tx.due_tickets(now, self.batch).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut confirmed = 0usize;
+        for (tenant_id, provider, ticket_id) in &due {
+            let Some(tenant) = self.tenants.get(tenant_id) else {
+                tracing::error!(%tenant_id, %ticket_id, "due ticket of an unconfigured tenant: postponed one hour");
+                let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
+                tx.save_ticket(
+                    tenant_id,
+                    provider,
+                    ticket_id,
+                    settled,
+                    Some(now + 3_600_000),
+                    now,
+                )
+                .await?;
+                continue;
+            };
+            let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
+            let events = tx.load_events(tenant_id, provider, ticket_id).await?;
+            let history = replay(&tenant.contract, settled, &events);
+            let mut new_settled = settled;
+            for r in &history.resolutions {
+                match r.standing(now_t) {
+                    Standing::Reopened => continue,
+                    Standing::InWindow => break,
+                    Standing::Due => {}
+                }
+                let id = r.verdict.meter.as_ref().map(|meter| {
+                    let id = outcome_id(tenant_id, provider, ticket_id, r.seq);
+                    (id, meter.clone())
+                });
+                if let Some((id, meter)) = &id {
+                    let inserted = tx
+                        .insert_outcome(&NewOutcome {
+                            id: id.clone(),
+                            tenant: tenant_id.clone(),
+                            provider: provider.clone(),
+                            ticket_id: ticket_id.clone(),
+                            seq: r.seq,
+                            resolved_at: to_millis(r.resolved_at),
+                            confirmed_at: now,
+                            event_name: meter.event_name.clone(),
+                            value: meter.value,
+                            stripe_customer_id: tenant.settings.stripe_customer_id.clone(),
+                            contract_version: tenant.contract.version.clone(),
+                            contract_hash: tenant.contract_hash.clone(),
+                            evidence: evidence(r, &events, tenant),
+                        })
+                        .await?;
+                    confirmed += usize::from(inserted);
+                }
+                let d = decision(DecisionInput {
+                    tenant,
+                    provider,
+                    ticket_id,
+                    resolution: r,
+                    events: &events,
+                    status: if id.is_some() {
+                        "confirmed"
+                    } else {
+                        "not_billable"
+                    },
+                    outcome_id: id.map(|(id, _)| id),
+                    is_final: true,
+                    now,
+                });
+                tx.write_decision(&d).await?;
+                new_settled = Some(Settled {
+                    seq: r.seq,
+                    resolved_at: r.resolved_at,
+                });
+            }
+            let next = if new_settled != settled {
+                if let Some(s) = new_settled {
+                    tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
+                        .await?;
+                }
+                replay(&tenant.contract, new_settled, &events).next_settle_at()
+            } else {
+                history.next_settle_at()
+            };
+            let mut next = next.map(to_millis);
+            if new_settled == settled && next.is_some_and(|n| n <= now) {
+                // Cannot happen (a due resolution is always confirmed above); guard the queue anyway.
+                tracing::error!(%tenant_id, %ticket_id, "due ticket had nothing to confirm: postponed one minute");
+                next = Some(now + 60_000);
+            }
+            tx.save_ticket(tenant_id, provider, ticket_id, new_settled, next, now)
+                .await?;
+        }
+        tx.commit().await?;
+        self.metrics.outcomes_confirmed(confirmed);
+        Ok(due.len())
+    }
+}

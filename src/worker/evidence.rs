@@ -1,0 +1,80 @@
+//! Decision rows and evidence built from a replayed resolution.
+
+use crate::clock::to_millis;
+use crate::event::TicketEvent;
+use crate::store::DecisionWrite;
+use crate::tenants::Tenant;
+use crate::ticket::Resolution;
+use serde_json::json;
+
+/// The evidence for one resolution: its events, the clause, the contract.
+pub fn evidence(r: &Resolution, events: &[TicketEvent], t: &Tenant) -> String {
+    let evs: Vec<_> = r
+        .evidence
+        .iter()
+        .filter_map(|k| events.iter().find(|e| &e.event_key == k))
+        .collect();
+    json!({
+        "seq": r.seq,
+        "resolved_at": r.resolved_at,
+        "resolver": r.resolver,
+        "settle_at": r.settle_at,
+        "clause": r.verdict.clause,
+        "explanation": r.verdict.clause.explain(),
+        "reopened": r.reopened,
+        "events": evs,
+        "contract": { "version": t.contract.version, "hash": t.contract_hash },
+    })
+    .to_string()
+}
+
+pub struct DecisionInput<'a> {
+    pub tenant: &'a Tenant,
+    pub provider: &'a str,
+    pub ticket_id: &'a str,
+    pub resolution: &'a Resolution,
+    pub events: &'a [TicketEvent],
+    pub status: &'static str,
+    pub outcome_id: Option<String>,
+    pub is_final: bool,
+    pub now: i64,
+}
+
+pub fn decision(d: DecisionInput<'_>) -> DecisionWrite {
+    let r = d.resolution;
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let detail = match (&r.reopened, d.status) {
+        (Some(re), _) => format!(
+            "not an outcome: {} at {} inside the reopen window (ends {})",
+            re.kind,
+            ts(re.at),
+            ts(r.settle_at)
+        ),
+        (None, "in_window") => format!(
+            "{}; confirmed if not reopened by {}",
+            r.verdict.clause.explain(),
+            ts(r.settle_at)
+        ),
+        _ => r.verdict.clause.explain(),
+    };
+    DecisionWrite {
+        tenant: d.tenant.settings.id.clone(),
+        provider: d.provider.to_string(),
+        ticket_id: d.ticket_id.to_string(),
+        seq: r.seq,
+        resolved_at: to_millis(r.resolved_at),
+        resolver: r.resolver.map(|x| x.as_str().to_string()),
+        settle_at: to_millis(r.settle_at),
+        status: d.status,
+        billable: r.verdict.billable() && r.reopened.is_none(),
+        clause: serde_json::to_string(&r.verdict.clause).unwrap_or_default(),
+        detail,
+        contract_version: d.tenant.contract.version.clone(),
+        contract_hash: d.tenant.contract_hash.clone(),
+        evidence: evidence(r, d.events, d.tenant),
+        outcome_id: d.outcome_id,
+        is_final: d.is_final,
+        decided_at: d.now,
+    }
+}

@@ -1,0 +1,146 @@
+//! Inbox poller: parse claimed deliveries, store their events, replay tickets.
+
+use super::evidence::{decision, DecisionInput};
+use super::Worker;
+use crate::clock::to_millis;
+use crate::event::TicketEvent;
+use crate::providers::{self, Headers, Webhook};
+use crate::store::{StoreError, Tx};
+use crate::tenants::Tenant;
+use crate::ticket::replay;
+use std::collections::BTreeMap;
+
+type TicketKey = (String, String, String);
+
+impl Worker {
+    /// Claim one batch of deliveries and apply it in one transaction.
+    /// Returns how many deliveries were handled.
+    pub async fn process_inbox_once(&self) -> Result<usize, StoreError> {
+        let now = to_millis(self.clock.now());
+        let claimed = self
+            .store
+            .claim_deliveries(now, now + self.lease_ms(), self.batch)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let mut by_ticket: BTreeMap<TicketKey, Vec<(i64, TicketEvent)>> = BTreeMap::new();
+        let mut finished: Vec<(i64, usize, Option<String>)> = Vec::with_capacity(claimed.len());
+        for d in &claimed {
+            match self.parse(&d.tenant, &d.provider, &d.headers, &d.body) {
+                Ok(events) => {
+                    finished.push((d.id, events.len(), None));
+                    for e in events {
+                        by_ticket
+                            .entry((d.tenant.clone(), d.provider.clone(), e.ticket_id.clone()))
+                            .or_default()
+                            .push((d.id, e));
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(delivery = d.id, tenant = %d.tenant, provider = %d.provider, %reason, "delivery quarantined");
+                    finished.push((d.id, 0, Some(reason)));
+                }
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        // Tickets are locked in sorted order, so concurrent workers cannot deadlock.
+        for ((tenant_id, provider, ticket_id), events) in &by_ticket {
+            let Some(tenant) = self.tenants.get(tenant_id) else {
+                continue;
+            };
+            let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
+            for (delivery_id, e) in events {
+                tx.insert_event(tenant_id, provider, *delivery_id, e)
+                    .await?;
+            }
+            self.replay_ticket(&mut tx, tenant, provider, ticket_id, settled, now)
+                .await?;
+        }
+        for (id, n, reason) in &finished {
+            tx.finish_delivery(*id, now, *n, reason.as_deref()).await?;
+        }
+        tx.commit().await?;
+        let quarantined = finished.iter().filter(|f| f.2.is_some()).count();
+        self.metrics
+            .deliveries_processed(finished.len() - quarantined, quarantined);
+        Ok(claimed.len())
+    }
+
+    fn parse(
+        &self,
+        tenant_id: &str,
+        provider_name: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> Result<Vec<TicketEvent>, String> {
+        let tenant = self
+            .tenants
+            .get(tenant_id)
+            .ok_or_else(|| format!("tenant `{tenant_id}` is no longer configured"))?;
+        let provider = providers::lookup(provider_name)
+            .ok_or_else(|| format!("unknown provider `{provider_name}`"))?;
+        let settings = tenant
+            .settings
+            .providers
+            .get(provider_name)
+            .ok_or_else(|| {
+                format!(
+                    "provider `{provider_name}` is no longer configured for tenant `{tenant_id}`"
+                )
+            })?;
+        let headers: Headers =
+            serde_json::from_str(headers).map_err(|e| format!("stored headers: {e}"))?;
+        provider
+            .parse(
+                &Webhook {
+                    headers: &headers,
+                    body,
+                },
+                settings,
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    /// Replay one locked ticket and record its (non-final) decisions.
+    pub(super) async fn replay_ticket(
+        &self,
+        tx: &mut Tx,
+        tenant: &Tenant,
+        provider: &str,
+        ticket_id: &str,
+        settled: Option<crate::ticket::Settled>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let events = tx
+            .load_events(&tenant.settings.id, provider, ticket_id)
+            .await?;
+        let history = replay(&tenant.contract, settled, &events);
+        for r in &history.resolutions {
+            let status = if r.reopened.is_some() {
+                "reopened"
+            } else {
+                "in_window"
+            };
+            let d = decision(DecisionInput {
+                tenant,
+                provider,
+                ticket_id,
+                resolution: r,
+                events: &events,
+                status,
+                outcome_id: None,
+                is_final: false,
+                now,
+            });
+            tx.write_decision(&d).await?;
+        }
+        if !history.reopened_after_settled.is_empty() {
+            tracing::info!(tenant = %tenant.settings.id, %provider, %ticket_id,
+                "ticket reopened after its outcome was confirmed (no clawback configured)");
+        }
+        let next = history.next_settle_at().map(to_millis);
+        tx.save_ticket(&tenant.settings.id, provider, ticket_id, settled, next, now)
+            .await
+    }
+}

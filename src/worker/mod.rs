@@ -1,0 +1,68 @@
+//! The worker: turns stored deliveries into ticket decisions ([`inbox`]) and
+//! confirms resolutions whose reopen window has passed ([`confirm`]).
+
+mod confirm;
+mod evidence;
+mod inbox;
+
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::tenants::Tenants;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Worker {
+    pub(crate) store: Store,
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) clock: SharedClock,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) batch: u32,
+    pub(crate) lease: Duration,
+}
+
+impl Worker {
+    pub fn new(
+        store: Store,
+        tenants: Arc<Tenants>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        batch: u32,
+        lease: Duration,
+    ) -> Worker {
+        Worker {
+            store,
+            tenants,
+            clock,
+            metrics,
+            batch,
+            lease,
+        }
+    }
+
+    /// Process everything that is ready now: the inbox, then due settlements.
+    pub async fn drain(&self) -> Result<(usize, usize), StoreError> {
+        let mut processed = 0;
+        loop {
+            let n = self.process_inbox_once().await?;
+            processed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut confirmed = 0;
+        loop {
+            let n = self.confirm_once().await?;
+            confirmed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok((processed, confirmed))
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+}

@@ -1,0 +1,767 @@
+//! Fake Stripe HTTP server for the meter-event path; it checks what Stripe checks.
+//!
+//! Found (sources):
+//! - Meter event create: required event_name + payload (stripe_customer_id, value); identifier
+//!   optional (generated if absent, max 100, unique "within a rolling period of at least 24
+//!   hours"); timestamp optional, "within the past 35 calendar days or up to 5 minutes in the
+//!   future". Response `billing.meter_event` {created, event_name, identifier, livemode, payload
+//!   (strings), timestamp}. https://docs.stripe.com/api/billing/meter-event/create
+//! - Duplicate identifier: 400 `invalid_request_error`, "An event already exists with identifier
+//!   <id>.", `Stripe-Should-Retry: false`, no `code` seen in any report.
+//!   https://github.com/langfuse/langfuse/pull/16292
+//! - Error types are api_error | card_error | idempotency_error | invalid_request_error, so a 429
+//!   is `invalid_request_error` + code `rate_limit` (there is no `rate_limit_error` type).
+//!   https://docs.stripe.com/api/errors , https://docs.stripe.com/rate-limits
+//! - Idempotency: first result saved and replayed (`Idempotent-Replayed: true`); other params
+//!   under the same key: 400 `idempotency_error` "Keys for idempotent requests can only be used
+//!   with the same parameters they were first used with. Try using a key other than '<key>' if
+//!   you meant to execute a different request."; nothing saved when validation fails.
+//!   https://docs.stripe.com/api/idempotent_requests
+//! - Summaries: list of `billing.meter_event_summary` (minute-aligned times); adjustments:
+//!   `billing.meter_event_adjustment` (status "pending").
+//!   https://docs.stripe.com/api/billing/meter-event-summary/object
+//!
+//! Assumed: only 200s are saved for replay (`Fault::Status*` never are); a replay has a new
+//! `Request-Id` and the original `Original-Request`. Payload problems (Stripe reports them
+//! asynchronously) and a bad timestamp window are a 400 at once; that message text is a guess.
+//! Only Bearer auth; form bodies only; no `value_grouping_window`. Every response says
+//! `Connection: close`, so `Fault::AcceptThenDrop` closes the request's own connection unanswered.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Map, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+const IRE: &str = "invalid_request_error";
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 1024 * 1024;
+
+/// A meter event the fake accepted.
+#[derive(Clone, Debug)]
+pub struct RecordedEvent {
+    pub event_name: String,
+    pub customer: String,
+    pub value: String,
+    pub identifier: String,
+    pub timestamp: i64,
+    pub idempotency_key: Option<String>,
+    pub stripe_version: Option<String>,
+}
+
+/// Injected failures. Each `POST /v1/billing/meter_events` takes one, first in first out.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer this status with a Stripe-shaped error. The event is not recorded.
+    Status(u16),
+    /// Same as `Status`, plus `Retry-After: <secs>`.
+    StatusWithRetryAfter(u16, u64),
+    /// Same as `Status`, plus `Stripe-Should-Retry: false`.
+    ShouldRetryFalse(u16),
+    /// Sleep this long, then handle the request normally. The event is recorded even if the
+    /// client has timed out by then.
+    Delay(std::time::Duration),
+    /// Handle normally (record, save the idempotent result), then close without answering.
+    AcceptThenDrop,
+    /// Handle normally (record, save the idempotent 200), then answer this error status.
+    AcceptThenStatus(u16),
+}
+
+#[derive(Clone, Debug)]
+struct Resp {
+    status: u16,
+    body: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Resp {
+    fn new(status: u16, body: String, headers: Vec<(&'static str, String)>) -> Resp {
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    fn ok(v: &Value) -> Resp {
+        let body = serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into());
+        Resp::new(200, body, Vec::new())
+    }
+}
+
+/// A Stripe error, made into a response once the request id is known.
+struct ApiError {
+    status: u16,
+    kind: &'static str,
+    code: Option<&'static str>,
+    param: Option<String>,
+    message: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn api(status: u16, kind: &'static str, code: Option<&'static str>, msg: String) -> ApiError {
+    ApiError {
+        status,
+        kind,
+        code,
+        param: None,
+        message: msg,
+        headers: Vec::new(),
+    }
+}
+
+/// A 400 `invalid_request_error` about one parameter.
+fn bad(param: &str, code: Option<&'static str>, msg: String) -> ApiError {
+    ApiError {
+        param: Some(param.to_string()),
+        ..api(400, IRE, code, msg)
+    }
+}
+
+impl ApiError {
+    fn header(mut self, name: &'static str, value: String) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_resp(self, rid: &str) -> Resp {
+        let mut e = Map::new();
+        if let Some(code) = self.code {
+            let doc = code.replace('_', "-");
+            let doc = format!("https://stripe.com/docs/error-codes/{doc}");
+            e.insert("code".into(), json!(code));
+            e.insert("doc_url".into(), json!(doc));
+        }
+        e.insert("message".into(), json!(self.message));
+        if let Some(param) = self.param {
+            e.insert("param".into(), json!(param));
+        }
+        let log = format!("https://dashboard.stripe.com/test/logs/{rid}?t={}", now());
+        e.insert("request_log_url".into(), json!(log));
+        e.insert("type".into(), json!(self.kind));
+        let body = Resp::ok(&json!({ "error": e })).body;
+        Resp::new(self.status, body, self.headers)
+    }
+}
+
+enum Outcome {
+    Respond(Resp),
+    Drop,
+}
+
+struct Saved {
+    params: Vec<(String, String)>,
+    resp: Resp,
+}
+
+#[derive(Default)]
+struct State {
+    events: Vec<RecordedEvent>,
+    faults: VecDeque<Fault>,
+    requests: usize,
+    /// Cancelled (event_name, identifier) pairs.
+    adjustments: Vec<(String, String)>,
+    meters: HashMap<String, String>,
+    idempotency: HashMap<String, Saved>,
+    check_timestamps: bool,
+}
+
+type Shared = Arc<Mutex<State>>;
+type Form = [(String, String)];
+
+fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct FakeStripe {
+    addr: SocketAddr,
+    state: Shared,
+    task: JoinHandle<()>,
+}
+
+impl FakeStripe {
+    pub const API_KEY: &'static str = "sk_test_fake_outcome_meter";
+
+    /// Binds 127.0.0.1:0 and serves from a background task.
+    pub async fn start() -> FakeStripe {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake stripe: bind");
+        let addr = listener.local_addr().expect("fake stripe: local_addr");
+        let state: Shared = Arc::new(Mutex::new(State::default()));
+        let task = tokio::spawn(serve(listener, state.clone()));
+        FakeStripe { addr, state, task }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn push_fault(&self, f: Fault) {
+        lock(&self.state).faults.push_back(f);
+    }
+
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        lock(&self.state).events.clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        lock(&self.state).requests
+    }
+
+    pub fn adjustments(&self) -> Vec<String> {
+        lock(&self.state)
+            .adjustments
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    pub fn set_meter(&self, meter_id: &str, event_name: &str) {
+        lock(&self.state)
+            .meters
+            .insert(meter_id.into(), event_name.into());
+    }
+
+    /// Enforce the 35-days-past / 5-minutes-future window against the system clock.
+    pub fn set_check_timestamps(&self, on: bool) {
+        lock(&self.state).check_timestamps = on;
+    }
+}
+
+impl Drop for FakeStripe {
+    fn drop(&mut self) {
+        // The accept loop owns the JoinSet of connections, so this aborts them all.
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, state: Shared) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(handle_conn(stream, state.clone()));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+// ------------------------------------------------------------------ HTTP/1.1
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        let found = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name));
+        found.map(|(_, v)| v.as_str())
+    }
+}
+
+async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        stream.readable().await?;
+        match stream.try_read(&mut chunk) {
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `Ok(None)`: the client closed before sending anything. `Err`: a malformed request.
+async fn read_request(stream: &TcpStream) -> Result<Option<Request>, &'static str> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err("request head too large");
+        }
+        match read_some(stream, &mut buf).await {
+            Ok(0) | Err(_) if buf.is_empty() => return Ok(None),
+            Ok(0) | Err(_) => return Err("truncated request head"),
+            Ok(_) => {}
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "non-UTF-8 request head")?;
+    let mut lines = head.split("\r\n");
+    let mut start = lines.next().unwrap_or_default().split(' ');
+    let (method, target) = match (start.next(), start.next(), start.next()) {
+        (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => (m, t),
+        _ => return Err("malformed request line"),
+    };
+    let mut headers = Vec::new();
+    for line in lines {
+        let (k, v) = line.split_once(':').ok_or("malformed header")?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut req = Request {
+        method: method.into(),
+        path: path.into(),
+        query: query.into(),
+        headers,
+        body: buf[head_end + 4..].to_vec(),
+    };
+    if req.header("transfer-encoding").is_some() {
+        return Err("chunked bodies are not supported, send Content-Length");
+    }
+    let len = req.header("content-length").unwrap_or("0");
+    let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
+    if len > MAX_BODY {
+        return Err("body too large");
+    }
+    while req.body.len() < len {
+        if let Ok(0) | Err(_) = read_some(stream, &mut req.body).await {
+            return Err("truncated body");
+        }
+    }
+    req.body.truncate(len);
+    Ok(Some(req))
+}
+
+async fn write_resp(stream: &TcpStream, r: &Resp, rid: &str, version: Option<&str>) {
+    let reason = match r.status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        s if s >= 500 => "Server Error",
+        _ => "Error",
+    };
+    let status = r.status;
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n");
+    out += &format!("Content-Length: {}\r\nConnection: close\r\n", r.body.len());
+    out += &format!("Request-Id: {rid}\r\n");
+    if let Some(v) = version {
+        out += &format!("Stripe-Version: {v}\r\n");
+    }
+    for (k, v) in &r.headers {
+        out += &format!("{k}: {v}\r\n");
+    }
+    out += "\r\n";
+    out += &r.body;
+    let _ = write_all(stream, out.as_bytes()).await;
+}
+
+async fn handle_conn(stream: TcpStream, state: Shared) {
+    let rid = format!("req_{}", token(14));
+    let req = match read_request(&stream).await {
+        Ok(Some(req)) => req,
+        Ok(None) => return,
+        Err(msg) => {
+            let r = api(400, IRE, None, format!("Invalid HTTP request: {msg}.")).into_resp(&rid);
+            return write_resp(&stream, &r, &rid, None).await;
+        }
+    };
+    match route(&state, &req, &rid).await {
+        Outcome::Respond(r) => write_resp(&stream, &r, &rid, req.header("stripe-version")).await,
+        // Dropping the socket closes it without a reply.
+        Outcome::Drop => drop(stream),
+    }
+}
+
+// ------------------------------------------------------------------ Stripe semantics
+
+fn token(n: usize) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(n);
+    let mut x = 0u64;
+    for i in 0..n {
+        if i % 10 == 0 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+            x = h.finish();
+        }
+        out.push(char::from(ALPHABET[(x % 62) as usize]));
+        x /= 62;
+    }
+    out
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn fault_error(status: u16) -> ApiError {
+    match status {
+        429 => {
+            let msg = "Request rate limit exceeded. Learn more about rate limits here \
+                       https://stripe.com/docs/rate-limits.";
+            api(429, IRE, Some("rate_limit"), msg.into())
+        }
+        s if s >= 500 => api(s, "api_error", None, "An unknown error occurred".into()),
+        s => api(
+            s,
+            IRE,
+            None,
+            "Simulated failure (fake Stripe fault).".into(),
+        ),
+    }
+}
+
+fn get<'a>(form: &'a Form, key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn required<'a>(form: &'a Form, key: &str) -> Result<&'a str, ApiError> {
+    match get(form, key) {
+        None => Err(missing(key)),
+        Some("") => {
+            let msg = format!(
+                "You passed an empty string for '{key}'. We assume empty values are an attempt to \
+                 unset a parameter; however '{key}' cannot be unset. You should remove '{key}' \
+                 from your request or supply a non-empty value."
+            );
+            Err(bad(key, Some("parameter_invalid_empty"), msg))
+        }
+        Some(v) => Ok(v),
+    }
+}
+
+fn missing(key: &str) -> ApiError {
+    let msg = format!("Missing required param: {key}.");
+    bad(key, Some("parameter_missing"), msg)
+}
+
+fn integer(form: &Form, key: &str) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = get(form, key) else {
+        return Ok(None);
+    };
+    let msg = || format!("Invalid integer: {raw}");
+    let code = Some("parameter_invalid_integer");
+    raw.parse().map(Some).map_err(|_| bad(key, code, msg()))
+}
+
+fn check_params(form: &Form, allowed: &[&str], prefixes: &[&str]) -> Result<(), ApiError> {
+    for (k, v) in form {
+        if !allowed.contains(&k.as_str()) && !prefixes.iter().any(|p| k.starts_with(p)) {
+            let msg = format!("Received unknown parameter: {k}");
+            return Err(bad(k, Some("parameter_unknown"), msg));
+        }
+        if v.chars().count() > 100 && (k == "event_name" || k == "identifier") {
+            let msg = format!("Invalid string: {v}; must be at most 100 characters");
+            return Err(bad(k, Some("string_too_long"), msg));
+        }
+    }
+    Ok(())
+}
+
+fn authenticate(req: &Request) -> Result<(), ApiError> {
+    let Some(value) = req.header("authorization") else {
+        let msg = "You did not provide an API key. You need to provide your API key in the \
+                   Authorization header, using Bearer auth (e.g. 'Authorization: Bearer \
+                   YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, \
+                   or we can help at https://support.stripe.com/.";
+        return Err(api(401, IRE, None, msg.into()));
+    };
+    let key = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    if key == FakeStripe::API_KEY {
+        return Ok(());
+    }
+    let chars: Vec<char> = key.chars().collect();
+    let masked = match chars.len() {
+        n if n > 12 => {
+            let (head, tail) = (
+                String::from_iter(&chars[..8]),
+                String::from_iter(&chars[n - 4..]),
+            );
+            format!("{head}{}{tail}", "*".repeat(n - 12))
+        }
+        n => "*".repeat(n),
+    };
+    let msg = format!("Invalid API Key provided: {masked}");
+    Err(api(401, IRE, None, msg))
+}
+
+type Handler = fn(&mut State, &Form, &Request) -> Result<Value, ApiError>;
+
+/// Authentication, form parsing and the idempotency layer shared by the POST endpoints.
+fn post(s: &mut State, req: &Request, rid: &str, handler: Handler) -> Resp {
+    idempotent(s, req, rid, handler).unwrap_or_else(|e| e.into_resp(rid))
+}
+
+fn idempotent(s: &mut State, req: &Request, rid: &str, handler: Handler) -> Result<Resp, ApiError> {
+    authenticate(req)?;
+    let ctype = req.header("content-type").unwrap_or_default();
+    const FORM: &str = "application/x-www-form-urlencoded";
+    if !ctype.to_ascii_lowercase().starts_with(FORM) {
+        let msg = format!("Invalid request: Content-Type must be {FORM}, got '{ctype}'.");
+        return Err(api(400, IRE, None, msg));
+    }
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body)
+        .map_err(|e| api(400, IRE, None, format!("Invalid request body: {e}")))?;
+    let key = req.header("idempotency-key");
+    // Stripe compares parameters, not their order; the endpoint counts too.
+    let mut params = form.clone();
+    params.push((" path".into(), req.path.clone()));
+    params.sort();
+    if let Some((key, saved)) = key.and_then(|k| Some((k, s.idempotency.get(k)?))) {
+        if saved.params != params {
+            let msg = format!(
+                "Keys for idempotent requests can only be used with the same parameters they were \
+                 first used with. Try using a key other than '{key}' if you meant to execute a \
+                 different request."
+            );
+            return Err(api(400, "idempotency_error", None, msg));
+        }
+        let mut replay = saved.resp.clone();
+        replay.headers.push(("Idempotent-Replayed", "true".into()));
+        return Ok(replay);
+    }
+    let mut resp = match handler(s, &form, req) {
+        Ok(v) => Resp::ok(&v),
+        Err(e) => e.into_resp(rid),
+    };
+    if let Some(key) = key {
+        resp.headers.push(("Idempotency-Key", key.into()));
+        resp.headers.push(("Original-Request", rid.into()));
+        if resp.status == 200 {
+            let resp = resp.clone();
+            s.idempotency.insert(key.into(), Saved { params, resp });
+        }
+    }
+    Ok(resp)
+}
+
+fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value, ApiError> {
+    let allowed = ["event_name", "identifier", "timestamp"];
+    check_params(form, &allowed, &["payload[", "expand["])?;
+    let event_name = required(form, "event_name")?;
+    if !form.iter().any(|(k, _)| k.starts_with("payload[")) {
+        return Err(missing("payload"));
+    }
+    let customer = required(form, "payload[stripe_customer_id]")?;
+    let value = required(form, "payload[value]")?;
+    if !value.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+        let msg = format!("Invalid payload[value]: '{value}' is not a number.");
+        return Err(bad("payload[value]", None, msg));
+    }
+    let identifier = match get(form, "identifier") {
+        None => format!("{event_name}_{}", token(20)),
+        Some(_) => required(form, "identifier")?.to_string(),
+    };
+    let created = now();
+    let timestamp = integer(form, "timestamp")?.unwrap_or(created);
+    if s.check_timestamps && (timestamp < created - 35 * 86_400 || timestamp > created + 300) {
+        let msg = "Timestamp must be within the past 35 calendar days or up to 5 minutes in the \
+                   future.";
+        return Err(bad("timestamp", None, msg.into()));
+    }
+    if s.events.iter().any(|e| e.identifier == identifier) {
+        let msg = format!("An event already exists with identifier {identifier}.");
+        return Err(api(400, IRE, None, msg).header("Stripe-Should-Retry", "false".into()));
+    }
+    s.events.push(RecordedEvent {
+        event_name: event_name.into(),
+        customer: customer.into(),
+        value: value.into(),
+        identifier: identifier.clone(),
+        timestamp,
+        idempotency_key: req.header("idempotency-key").map(str::to_string),
+        stripe_version: req.header("stripe-version").map(str::to_string),
+    });
+    let payload: Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("payload[")?.strip_suffix(']')?, v)))
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    Ok(json!({
+        "object": "billing.meter_event",
+        "created": created,
+        "event_name": event_name,
+        "identifier": identifier,
+        "livemode": false,
+        "payload": payload,
+        "timestamp": timestamp,
+    }))
+}
+
+fn create_adjustment(s: &mut State, form: &Form, _req: &Request) -> Result<Value, ApiError> {
+    let allowed = ["event_name", "type", "cancel[identifier]"];
+    check_params(form, &allowed, &["expand["])?;
+    let event_name = required(form, "event_name")?;
+    let kind = get(form, "type").unwrap_or("cancel");
+    if kind != "cancel" {
+        let msg = format!("Invalid type: must be one of cancel (got '{kind}')");
+        return Err(bad("type", None, msg));
+    }
+    let identifier = required(form, "cancel[identifier]")?;
+    // Stripe applies adjustments asynchronously, so an unknown identifier is accepted here.
+    s.adjustments.push((event_name.into(), identifier.into()));
+    Ok(json!({
+        "object": "billing.meter_event_adjustment",
+        "livemode": false,
+        "status": "pending",
+        "event_name": event_name,
+        "type": "cancel",
+        "cancel": { "identifier": identifier },
+    }))
+}
+
+fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError> {
+    authenticate(req)?;
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(&req.query)
+        .map_err(|e| api(400, IRE, None, format!("Invalid query string: {e}")))?;
+    let allowed = ["customer", "start_time", "end_time", "limit"];
+    let prefixes = [
+        "expand[",
+        "starting_after",
+        "ending_before",
+        "value_grouping_window",
+    ];
+    check_params(&query, &allowed, &prefixes)?;
+    let Some(event_name) = s.meters.get(meter_id) else {
+        let msg = format!("No such billing meter: '{meter_id}'");
+        let param = Some("id".into());
+        return Err(ApiError {
+            param,
+            ..api(404, IRE, Some("resource_missing"), msg)
+        });
+    };
+    let customer = required(&query, "customer")?;
+    let mut times = [0i64; 2];
+    for (slot, key) in times.iter_mut().zip(["start_time", "end_time"]) {
+        *slot = integer(&query, key)?.ok_or_else(|| missing(key))?;
+        if *slot % 60 != 0 {
+            let msg = format!("{key} must be aligned with minute boundaries.");
+            return Err(bad(key, None, msg));
+        }
+    }
+    let [start, end] = times;
+    if end <= start {
+        let msg = "end_time must be after start_time.".into();
+        return Err(bad("end_time", None, msg));
+    }
+    if get(&query, "value_grouping_window").is_some() {
+        let msg = "value_grouping_window is not supported by this fake.".into();
+        return Err(bad("value_grouping_window", None, msg));
+    }
+    let cancelled = |e: &RecordedEvent| {
+        s.adjustments
+            .contains(&(e.event_name.clone(), e.identifier.clone()))
+    };
+    let total: f64 = s
+        .events
+        .iter()
+        .filter(|e| e.event_name == *event_name && e.customer == customer && !cancelled(e))
+        .filter(|e| start <= e.timestamp && e.timestamp < end)
+        .filter_map(|e| e.value.trim().parse::<f64>().ok())
+        .sum();
+    let aggregated = match total {
+        t if t.fract() == 0.0 && t.abs() < 9e15 => json!(t as i64),
+        t => json!(t),
+    };
+    Ok(json!({
+        "object": "list",
+        "data": [{
+            "id": format!("mtrusg_test_{}", token(24)),
+            "object": "billing.meter_event_summary",
+            "aggregated_value": aggregated,
+            "end_time": end,
+            "livemode": false,
+            "meter": meter_id,
+            "start_time": start,
+        }],
+        "has_more": false,
+        "url": format!("/v1/billing/meters/{meter_id}/event_summaries"),
+    }))
+}
+
+async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
+    let fault = {
+        let mut s = lock(state);
+        s.requests += 1;
+        s.faults.pop_front()
+    };
+    let early = match &fault {
+        Some(Fault::Status(code)) => Some(fault_error(*code)),
+        Some(Fault::StatusWithRetryAfter(code, secs)) => {
+            Some(fault_error(*code).header("Retry-After", secs.to_string()))
+        }
+        Some(Fault::ShouldRetryFalse(code)) => {
+            Some(fault_error(*code).header("Stripe-Should-Retry", "false".into()))
+        }
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(*d).await;
+            None
+        }
+        _ => None,
+    };
+    if let Some(e) = early {
+        return Outcome::Respond(e.into_resp(rid));
+    }
+    let resp = post(&mut lock(state), req, rid, create_meter_event);
+    match fault {
+        Some(Fault::AcceptThenDrop) => Outcome::Drop,
+        Some(Fault::AcceptThenStatus(code)) => Outcome::Respond(fault_error(code).into_resp(rid)),
+        _ => Outcome::Respond(resp),
+    }
+}
+
+async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
+    let summary_meter = req
+        .path
+        .strip_prefix("/v1/billing/meters/")
+        .and_then(|rest| rest.strip_suffix("/event_summaries"))
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    let resp = match (req.method.as_str(), req.path.as_str(), summary_meter) {
+        ("POST", "/v1/billing/meter_events", _) => return meter_event(state, req, rid).await,
+        ("POST", "/v1/billing/meter_event_adjustments", _) => {
+            post(&mut lock(state), req, rid, create_adjustment)
+        }
+        ("GET", _, Some(meter_id)) => {
+            let result = summaries(&lock(state), req, meter_id);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
+        (method, path, _) => {
+            let msg = format!(
+                "Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs \
+                 or we can help at https://support.stripe.com/."
+            );
+            api(404, IRE, None, msg).into_resp(rid)
+        }
+    };
+    Outcome::Respond(resp)
+}
