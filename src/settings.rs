@@ -17,7 +17,7 @@ pub enum SettingsError {
     Invalid(Vec<String>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -27,20 +27,6 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub contract: ContractTerms,
     pub tenants: Vec<TenantSettings>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            database: DatabaseSettings::default(),
-            worker: WorkerSettings::default(),
-            reporter: ReporterSettings::default(),
-            stripe: StripeSettings::default(),
-            contract: ContractTerms::default(),
-            tenants: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,7 +244,10 @@ impl Settings {
         if self.worker.batch_size == 0 || self.reporter.batch_size == 0 {
             errs.push("worker.batch_size and reporter.batch_size must be positive".into());
         }
-        if !(self.reporter.rate_per_second > 0.0) || self.reporter.concurrency == 0 {
+        if self.reporter.rate_per_second.is_nan()
+            || self.reporter.rate_per_second <= 0.0
+            || self.reporter.concurrency == 0
+        {
             errs.push("reporter.rate_per_second and reporter.concurrency must be positive".into());
         }
         if self.reporter.max_attempts == 0 {

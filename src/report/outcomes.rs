@@ -8,8 +8,8 @@ pub fn render(rows: &[OutcomeRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<36} {:<10} {:<14} {:>4} {:<21} {:<20} {:>5} {:<9} {}",
-        "outcome", "tenant", "ticket", "seq", "confirmed", "meter", "value", "state", "stripe"
+        "{:<36} {:<10} {:<14} {:>4} {:<21} {:<20} {:>5} {:<9} stripe",
+        "outcome", "tenant", "ticket", "seq", "confirmed", "meter", "value", "state"
     );
     for o in rows {
         let stripe = match (&o.stripe_request_id, &o.last_error) {

@@ -67,7 +67,7 @@ pub enum StripeError {
     #[error("Stripe answered {status}: {}", error.message.as_deref().unwrap_or("(no message)"))]
     Api {
         status: u16,
-        error: ApiError,
+        error: Box<ApiError>,
         request_id: Option<String>,
         should_retry: Option<bool>,
         retry_after: Option<Duration>,
@@ -184,7 +184,7 @@ impl StripeClient {
             });
         Err(StripeError::Api {
             status,
-            error,
+            error: Box::new(error),
             request_id,
             should_retry,
             retry_after,

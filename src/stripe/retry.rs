@@ -86,11 +86,11 @@ mod tests {
     fn api(status: u16, should_retry: Option<bool>, message: &str) -> Result<Ack, StripeError> {
         Err(StripeError::Api {
             status,
-            error: ApiError {
+            error: Box::new(ApiError {
                 kind: "invalid_request_error".into(),
                 message: Some(message.into()),
                 ..Default::default()
-            },
+            }),
             request_id: Some("req_1".into()),
             should_retry,
             retry_after: None,

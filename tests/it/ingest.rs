@@ -1,0 +1,184 @@
+//! The receiver's answers to bad requests: right status, stable code, nothing stored.
+
+use crate::support::*;
+use outcome_meter::providers::generic::sign;
+
+async fn stored(app: &TestApp) -> i64 {
+    app.count("SELECT COUNT(*) FROM deliveries").await
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body).expect("JSON error body")["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn refused_requests_get_the_right_status_and_store_nothing() {
+    let app = TestApp::spawn(Options {
+        max_body_bytes: 1024,
+        ..Default::default()
+    })
+    .await;
+    let body = event("e1", "T1", "resolved", 0, Some("ai"));
+    let now = chrono::Utc::now().timestamp().min(t0().timestamp());
+    let good = sign(GENERIC_SECRET, t0().timestamp(), body.as_bytes());
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2048));
+    // (name, path, headers, body, status, code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, String)>,
+        String,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "bad signature",
+            "/webhooks/generic/acme",
+            vec![(
+                "Outcome-Signature",
+                sign("wrong", t0().timestamp(), body.as_bytes()),
+            )],
+            body.clone(),
+            401,
+            "bad_signature",
+        ),
+        (
+            "stale",
+            "/webhooks/generic/acme",
+            vec![(
+                "Outcome-Signature",
+                sign(GENERIC_SECRET, now - 3600, body.as_bytes()),
+            )],
+            body.clone(),
+            401,
+            "stale_signature",
+        ),
+        (
+            "missing",
+            "/webhooks/generic/acme",
+            vec![],
+            body.clone(),
+            401,
+            "missing_signature",
+        ),
+        (
+            "garbled header",
+            "/webhooks/generic/acme",
+            vec![("Outcome-Signature", "t=x,v1=zz".to_string())],
+            body.clone(),
+            401,
+            "bad_signature",
+        ),
+        (
+            "unknown tenant",
+            "/webhooks/generic/nobody",
+            vec![("Outcome-Signature", good.clone())],
+            body.clone(),
+            404,
+            "unknown_tenant",
+        ),
+        (
+            "unknown provider",
+            "/webhooks/freshmess/acme",
+            vec![("Outcome-Signature", good.clone())],
+            body.clone(),
+            404,
+            "unknown_provider",
+        ),
+        (
+            "oversized",
+            "/webhooks/generic/acme",
+            vec![(
+                "Outcome-Signature",
+                sign(GENERIC_SECRET, t0().timestamp(), big.as_bytes()),
+            )],
+            big.clone(),
+            413,
+            "body_too_large",
+        ),
+        (
+            "malformed",
+            "/webhooks/generic/acme",
+            vec![(
+                "Outcome-Signature",
+                sign(GENERIC_SECRET, t0().timestamp(), b"not json{"),
+            )],
+            "not json{".to_string(),
+            400,
+            "malformed_body",
+        ),
+    ];
+    for (name, path, headers, body, status, expected_code) in cases {
+        let (got, text) = app.post(path, &headers, body).await;
+        assert_eq!(got, status, "{name}: {text}");
+        assert_eq!(code(&text), expected_code, "{name}");
+    }
+    assert_eq!(stored(&app).await, 0, "nothing refused is stored");
+    // And a good one still goes through.
+    assert_eq!(app.send(&body_ok()).await, 202);
+    assert_eq!(stored(&app).await, 1);
+    app.stop().await;
+}
+
+fn body_ok() -> String {
+    event("ok", "T9", "resolved", 0, Some("ai"))
+}
+
+#[tokio::test]
+async fn oversized_chunked_body_without_length_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(Options {
+        max_body_bytes: 1024,
+        ..Default::default()
+    })
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let mut req = String::from(
+        "POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nOutcome-Signature: t=1,v1=00\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..8 {
+        req.push_str(&format!("200\r\n{}\r\n", "x".repeat(512)));
+    }
+    req.push_str("0\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut resp = String::new();
+    let _ = conn.read_to_string(&mut resp).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert_eq!(stored(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn(Options::default()).await;
+    let get = |p: &str| app.http.get(app.url(p)).send();
+    assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
+    assert_eq!(get("/readyz").await.expect("readyz").status(), 200);
+    app.send(&body_ok()).await;
+    app.post("/webhooks/generic/acme", &[], "{}").await;
+    let text = get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("outcome_meter_webhooks_total{result=\"stored\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outcome_meter_webhooks_total{result=\"rejected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outcome_meter_deliveries{status=\"pending\"} 1"),
+        "{text}"
+    );
+    app.stop().await;
+}

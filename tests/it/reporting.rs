@@ -1,0 +1,241 @@
+//! The reporter against a fake Stripe: retries, permanent failures, dry-run,
+//! and crashes between Stripe's accept and the local mark.
+
+use crate::fake_stripe::{FakeStripe, Fault};
+use crate::support::*;
+use outcome_meter::outcome::{idempotency_key, outcome_id};
+use outcome_meter::stripe::{MeterEvent, StripeClient};
+use std::time::Duration;
+
+/// One confirmed, billable outcome waiting in the outbox.
+async fn app_with_one_outcome(stripe: &FakeStripe) -> TestApp {
+    let app = TestApp::spawn(Options {
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    assert_eq!(app.outcomes().await.len(), 1);
+    app
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_billed_once() {
+    let stripe = FakeStripe::start().await;
+    stripe.push_fault(Fault::StatusWithRetryAfter(429, 30));
+    stripe.push_fault(Fault::Status(500));
+    stripe.push_fault(Fault::Status(503));
+    stripe.push_fault(Fault::Delay(Duration::from_millis(1500))); // longer than the client timeout
+    let app = app_with_one_outcome(&stripe).await;
+
+    app.report().await;
+    let o = &app.outcomes().await[0];
+    assert_eq!((o.state.as_str(), o.attempts), ("pending", 1));
+    app.report().await;
+    assert_eq!(
+        app.outcomes().await[0].attempts,
+        1,
+        "Retry-After: 30s not yet passed"
+    );
+
+    for expected_attempts in 2..=4 {
+        app.clock.advance(chrono::Duration::minutes(30));
+        app.report().await;
+        assert_eq!(app.outcomes().await[0].attempts, expected_attempts);
+    }
+    // The delayed request was recorded by Stripe after our timeout; the retry is replayed.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    app.clock.advance(chrono::Duration::minutes(30));
+    app.report().await;
+    let o = &app.outcomes().await[0];
+    assert_eq!(o.state, "reported");
+    assert_eq!(stripe.events().len(), 1);
+    assert_eq!(stripe.requests(), 5);
+    let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 5);
+    assert_eq!(attempts[0].status_code, Some(429));
+    assert!(attempts[0].request_id.is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_refusal_is_parked_as_failed_with_stripes_message() {
+    let stripe = FakeStripe::start().await;
+    stripe.push_fault(Fault::ShouldRetryFalse(400));
+    let app = app_with_one_outcome(&stripe).await;
+    app.report().await;
+    let failed = app
+        .services
+        .store
+        .list_outcomes(&outcome_meter::store::OutcomeFilter {
+            state: Some("failed".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("400")),
+        "{:?}",
+        failed[0].last_error
+    );
+    assert!(failed[0]
+        .stripe_request_id
+        .as_deref()
+        .is_some_and(|r| r.starts_with("req_")));
+    app.advance_hours(24);
+    app.report().await;
+    assert_eq!(stripe.requests(), 1, "failed outcomes wait for an operator");
+
+    // The operator fixes the cause and replays: same identifier, billed once.
+    let n = app
+        .services
+        .store
+        .requeue_failed(Some(TENANT), None, 0)
+        .await
+        .expect("requeue");
+    assert_eq!(n, 1);
+    app.report().await;
+    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(stripe.events().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill() {
+    let stripe = FakeStripe::start().await;
+    stripe.push_fault(Fault::AcceptThenDrop);
+    let app = app_with_one_outcome(&stripe).await;
+    app.report().await;
+    assert_eq!(stripe.events().len(), 1, "Stripe has it");
+    assert_eq!(
+        app.outcomes().await[0].state,
+        "pending",
+        "we do not know it yet"
+    );
+
+    let app = app.restart().await;
+    app.clock.advance(chrono::Duration::hours(1));
+    app.report().await;
+    let o = &app.outcomes().await[0];
+    assert_eq!(o.state, "reported");
+    assert_eq!(
+        stripe.events().len(),
+        1,
+        "the retry was an idempotent replay"
+    );
+    let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
+    assert_eq!(attempts.last().map(|a| a.result.as_str()), Some("replayed"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event() {
+    let stripe = FakeStripe::start().await;
+    let app = app_with_one_outcome(&stripe).await;
+    let now = outcome_meter::clock::to_millis(t0()) + 73 * 3_600_000;
+    // A process claims the outcome, sends it, and dies before recording anything.
+    let claimed = app
+        .services
+        .store
+        .claim_outcomes(now, now + 60_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let o = &claimed[0];
+    let client = StripeClient::new(
+        &stripe.base_url(),
+        FakeStripe::API_KEY,
+        "2025-03-31.basil",
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let ev = MeterEvent {
+        event_name: o.event_name.clone(),
+        stripe_customer_id: o.stripe_customer_id.clone(),
+        value: o.value,
+        identifier: o.id.clone(),
+        timestamp: o.confirmed_at / 1000,
+    };
+    client
+        .create_meter_event(&ev, &idempotency_key(&o.id, "meter_event"))
+        .await
+        .expect("accepted");
+
+    let app = app.restart().await;
+    app.report().await;
+    assert_eq!(
+        app.outcomes().await[0].state,
+        "pending",
+        "the dead process still holds the lease"
+    );
+    app.clock.advance(chrono::Duration::seconds(61));
+    app.report().await;
+    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(stripe.events().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn identifier_already_at_stripe_under_another_key_counts_as_delivered() {
+    let stripe = FakeStripe::start().await;
+    let app = app_with_one_outcome(&stripe).await;
+    let id = outcome_id(TENANT, "generic", "T1", 1);
+    let client = StripeClient::new(
+        &stripe.base_url(),
+        FakeStripe::API_KEY,
+        "2025-03-31.basil",
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let ev = MeterEvent {
+        event_name: "resolved_ticket".into(),
+        stripe_customer_id: CUSTOMER.into(),
+        value: 1,
+        identifier: id.clone(),
+        timestamp: t0().timestamp(),
+    };
+    client
+        .create_meter_event(&ev, "some-other-key")
+        .await
+        .expect("accepted");
+    app.report().await;
+    let o = &app.outcomes().await[0];
+    assert_eq!(o.state, "reported");
+    let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
+    assert_eq!(attempts[0].result, "already_exists");
+    assert_eq!(stripe.events().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_an_api_key_the_reporter_records_what_it_would_send() {
+    let app = TestApp::spawn(Options::default()).await;
+    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let o = &app.outcomes().await[0];
+    assert_eq!(o.state, "dry_run");
+    let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert!(attempts[0].dry_run);
+    assert!(
+        attempts[0]
+            .request
+            .contains(&format!("identifier={}", o.id)),
+        "{}",
+        attempts[0].request
+    );
+    assert!(attempts[0]
+        .request
+        .contains("payload%5Bstripe_customer_id%5D=cus_acme"));
+    app.stop().await;
+}

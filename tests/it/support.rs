@@ -1,0 +1,244 @@
+//! `spawn_app` and helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use crate::fake_stripe::FakeStripe;
+use chrono::{DateTime, Duration, Utc};
+use outcome_meter::app::{start, Roles, Running, Services};
+use outcome_meter::clock::{Clock, ManualClock};
+use outcome_meter::contract::{ContractOverrides, ContractTerms};
+use outcome_meter::providers::{generic, ProviderSettings};
+use outcome_meter::settings::{Settings, TenantSettings};
+use outcome_meter::store::{OutcomeFilter, OutcomeRow};
+use std::sync::Arc;
+
+pub const TENANT: &str = "acme";
+pub const CUSTOMER: &str = "cus_acme";
+pub const GENERIC_SECRET: &str = "whsec_generic_test";
+pub const ZENDESK_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
+pub const INTERCOM_SECRET: &str = "intercom-client-secret-for-testing";
+
+/// 2026-01-01T00:00:00Z
+pub fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default()
+}
+
+pub struct TestApp {
+    pub services: Services,
+    pub clock: ManualClock,
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+    running: Option<Running>,
+    pub settings: Settings,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct Options {
+    pub stripe: Option<String>,
+    pub contract: ContractTerms,
+    pub database_url: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            stripe: None,
+            contract: ContractTerms::default(),
+            database_url: None,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
+    let mut s = Settings::default();
+    s.database.url = db_url.to_string();
+    s.server.max_body_bytes = opts.max_body_bytes;
+    s.contract = opts.contract.clone();
+    s.reporter.rate_per_second = 10_000.0;
+    s.reporter.max_attempts = 5;
+    s.stripe.timeout = std::time::Duration::from_millis(800);
+    if let Some(base) = &opts.stripe {
+        s.stripe.api_base = base.clone();
+        s.stripe.api_key = FakeStripe::API_KEY.into();
+    }
+    let provider = |secret: &str, ai: &[&str]| ProviderSettings {
+        secrets: vec![secret.into()],
+        ai_agent_ids: ai.iter().map(|x| x.to_string()).collect(),
+        ai_tags: vec![],
+    };
+    s.tenants = vec![TenantSettings {
+        id: TENANT.into(),
+        stripe_customer_id: CUSTOMER.into(),
+        providers: [
+            ("generic".to_string(), provider(GENERIC_SECRET, &[])),
+            (
+                "zendesk".to_string(),
+                provider(ZENDESK_SECRET, &["8447388090494"]),
+            ),
+            ("intercom".to_string(), provider(INTERCOM_SECRET, &[])),
+        ]
+        .into(),
+        contract: ContractOverrides::default(),
+    }];
+    s
+}
+
+impl TestApp {
+    pub async fn spawn(opts: Options) -> TestApp {
+        let (dir, url) = match &opts.database_url {
+            Some(u) => (None, u.clone()),
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("om.db").display());
+                (Some(dir), url)
+            }
+        };
+        let settings = settings_for(&url, &opts);
+        let clock = ManualClock::new(t0());
+        Self::boot(settings, clock, dir).await
+    }
+
+    async fn boot(
+        settings: Settings,
+        clock: ManualClock,
+        dir: Option<tempfile::TempDir>,
+    ) -> TestApp {
+        settings.validate().expect("test settings are valid");
+        let services = Services::open(settings.clone(), Arc::new(clock.clone()))
+            .await
+            .expect("open services");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        // Worker and reporter are driven explicitly (drain), so tests are deterministic.
+        let roles = Roles {
+            receiver: true,
+            worker: false,
+            reporter: false,
+        };
+        let running = start(&services, listener, roles).await.expect("start");
+        TestApp {
+            addr: running.addr,
+            services,
+            clock,
+            http: reqwest::Client::new(),
+            running: Some(running),
+            settings,
+            _dir: dir,
+        }
+    }
+
+    /// Stop everything and start a new process on the same database and clock.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.services.store.close().await;
+        let dir = self._dir.take();
+        Self::boot(self.settings.clone(), self.clock.clone(), dir).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let mut req = self.http.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// Send a generic-format event, signed now.
+    pub async fn send(&self, body: &str) -> u16 {
+        let sig = generic::sign(
+            GENERIC_SECRET,
+            self.clock.now().timestamp(),
+            body.as_bytes(),
+        );
+        self.post(
+            "/webhooks/generic/acme",
+            &[("Outcome-Signature", sig)],
+            body.to_string(),
+        )
+        .await
+        .0
+    }
+
+    pub fn advance_hours(&self, h: i64) {
+        self.clock.advance(Duration::hours(h));
+    }
+
+    /// Run the worker until the inbox and due queue are empty.
+    pub async fn settle(&self) {
+        self.services.worker().drain().await.expect("worker drain");
+    }
+
+    pub async fn report(&self) {
+        self.services
+            .reporter()
+            .expect("reporter")
+            .drain()
+            .await
+            .expect("reporter drain");
+    }
+
+    pub async fn outcomes(&self) -> Vec<OutcomeRow> {
+        self.services
+            .store
+            .list_outcomes(&OutcomeFilter::default())
+            .await
+            .expect("list outcomes")
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sql)
+            .fetch_one(self.services.store.pool())
+            .await
+            .expect("count");
+        n
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.services.store.close().await;
+    }
+}
+
+/// A generic-format event body.
+pub fn event(id: &str, ticket: &str, kind: &str, hours: i64, resolver: Option<&str>) -> String {
+    let mut v = serde_json::json!({
+        "event_id": id,
+        "ticket_id": ticket,
+        "type": kind,
+        "occurred_at": (t0() + Duration::hours(hours)).to_rfc3339(),
+    });
+    if let Some(r) = resolver {
+        v["resolver"] = r.into();
+    }
+    v.to_string()
+}
+
+/// A reference payload without its `_source` key.
+pub fn reference_payload(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/helpdesk/payloads")
+        .join(name);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read payload")).expect("json");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("_source");
+    }
+    serde_json::to_vec(&v).expect("serialize")
+}
