@@ -14,9 +14,9 @@ fn code(body: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn refused_requests_get_the_right_status_and_store_nothing() {
+async fn refused_requests_get_the_right_status_and_store_nothing(backend: Backend) {
     let app = TestApp::spawn(Options {
+        backend,
         max_body_bytes: 1024,
         ..Default::default()
     })
@@ -128,10 +128,10 @@ fn body_ok() -> String {
     event("ok", "T9", "resolved", 0, Some("ai"))
 }
 
-#[tokio::test]
-async fn oversized_chunked_body_without_length_is_refused() {
+async fn oversized_chunked_body_without_length_is_refused(backend: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn(Options {
+        backend,
         max_body_bytes: 1024,
         ..Default::default()
     })
@@ -154,9 +154,12 @@ async fn oversized_chunked_body_without_length_is_refused() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn health_readiness_and_metrics() {
-    let app = TestApp::spawn(Options::default()).await;
+async fn health_readiness_and_metrics(backend: Backend) {
+    let app = TestApp::spawn(Options {
+        backend,
+        ..Default::default()
+    })
+    .await;
     let get = |p: &str| app.http.get(app.url(p)).send();
     assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
     assert_eq!(get("/readyz").await.expect("readyz").status(), 200);
@@ -182,3 +185,9 @@ async fn health_readiness_and_metrics() {
     );
     app.stop().await;
 }
+
+crate::dual!(
+    refused_requests_get_the_right_status_and_store_nothing,
+    oversized_chunked_body_without_length_is_refused,
+    health_readiness_and_metrics
+);

@@ -5,9 +5,10 @@ use crate::support::*;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::signature::{b64, hmac_sha1, hmac_sha256};
 
-async fn app_with_stripe() -> (TestApp, FakeStripe) {
+async fn app_with_stripe(backend: Backend) -> (TestApp, FakeStripe) {
     let stripe = FakeStripe::start().await;
     let app = TestApp::spawn(Options {
+        backend,
         stripe: Some(stripe.base_url()),
         ..Default::default()
     })
@@ -15,9 +16,8 @@ async fn app_with_stripe() -> (TestApp, FakeStripe) {
     (app, stripe)
 }
 
-#[tokio::test]
-async fn ai_resolution_never_reopened_is_billed_exactly_once() {
-    let (app, stripe) = app_with_stripe().await;
+async fn ai_resolution_never_reopened_is_billed_exactly_once(backend: Backend) {
+    let (app, stripe) = app_with_stripe(backend).await;
     assert_eq!(
         app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
             .await,
@@ -76,9 +76,8 @@ async fn ai_resolution_never_reopened_is_billed_exactly_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn reopened_inside_the_window_is_not_billed() {
-    let (app, stripe) = app_with_stripe().await;
+async fn reopened_inside_the_window_is_not_billed(backend: Backend) {
+    let (app, stripe) = app_with_stripe(backend).await;
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
     app.send(&event("e2", "T1", "reopened", 10, None)).await;
@@ -103,9 +102,8 @@ async fn reopened_inside_the_window_is_not_billed() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn reopened_then_resolved_again_is_billed_once_as_seq_2() {
-    let (app, stripe) = app_with_stripe().await;
+async fn reopened_then_resolved_again_is_billed_once_as_seq_2(backend: Backend) {
+    let (app, stripe) = app_with_stripe(backend).await;
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
     app.send(&event("e2", "T1", "customer_replied", 5, None))
@@ -124,9 +122,8 @@ async fn reopened_then_resolved_again_is_billed_once_as_seq_2() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn human_resolution_and_hand_off_are_not_billed_but_recorded() {
-    let (app, stripe) = app_with_stripe().await;
+async fn human_resolution_and_hand_off_are_not_billed_but_recorded(backend: Backend) {
+    let (app, stripe) = app_with_stripe(backend).await;
     app.send(&event("e1", "H1", "resolved", 0, Some("human")))
         .await;
     app.send(&event("e2", "H2", "handed_off_to_human", 0, None))
@@ -159,9 +156,8 @@ async fn human_resolution_and_hand_off_are_not_billed_but_recorded() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn redelivered_webhooks_are_stored_and_counted_once() {
-    let (app, stripe) = app_with_stripe().await;
+async fn redelivered_webhooks_are_stored_and_counted_once(backend: Backend) {
+    let (app, stripe) = app_with_stripe(backend).await;
     let body = event("e1", "T1", "resolved", 0, Some("ai"));
     assert_eq!(app.send(&body).await, 202);
     assert_eq!(app.send(&body).await, 200);
@@ -216,8 +212,8 @@ fn scenario() -> Vec<String> {
     out
 }
 
-async fn billed_identifiers(bodies: &[String]) -> Vec<String> {
-    let (app, stripe) = app_with_stripe().await;
+async fn billed_identifiers(backend: Backend, bodies: &[String]) -> Vec<String> {
+    let (app, stripe) = app_with_stripe(backend).await;
     for b in bodies {
         assert_eq!(app.send(b).await, 202);
         // Interleave processing with arrival, as a live worker would.
@@ -235,23 +231,25 @@ async fn billed_identifiers(bodies: &[String]) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn shuffled_delivery_order_gives_the_same_outcomes() {
+async fn shuffled_delivery_order_gives_the_same_outcomes(backend: Backend) {
     let bodies = scenario();
-    let expected = billed_identifiers(&bodies).await;
+    let expected = billed_identifiers(backend, &bodies).await;
     // 5 AI-only tickets, 5 resolved-again tickets (seq 2), 5 late reopen after a hand-off (seq 2),
     // 5 AI resolutions reopened only after the window.
     assert_eq!(expected.len(), 20);
     for seed in [1u64, 2, 3] {
         let mut shuffled = bodies.clone();
         fastrand::Rng::with_seed(seed).shuffle(&mut shuffled);
-        assert_eq!(billed_identifiers(&shuffled).await, expected, "seed {seed}");
+        assert_eq!(
+            billed_identifiers(backend, &shuffled).await,
+            expected,
+            "seed {seed}"
+        );
     }
 }
 
-#[tokio::test]
-async fn zendesk_and_intercom_reference_payloads_flow_through() {
-    let (app, stripe) = app_with_stripe().await;
+async fn zendesk_and_intercom_reference_payloads_flow_through(backend: Backend) {
+    let (app, stripe) = app_with_stripe(backend).await;
     let ts = app.clock_rfc3339();
     let body = reference_payload("zendesk-ticket.status_changed-solved.json");
     let sig = b64(&hmac_sha256(
@@ -293,9 +291,8 @@ async fn zendesk_and_intercom_reference_payloads_flow_through() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn authentic_but_unparseable_delivery_is_quarantined_and_acknowledged() {
-    let (app, _stripe) = app_with_stripe().await;
+async fn authentic_but_unparseable_delivery_is_quarantined_and_acknowledged(backend: Backend) {
+    let (app, _stripe) = app_with_stripe(backend).await;
     let body = r#"{"event_id":"q1","ticket_id":"Q1","type":"exploded","occurred_at":"2026-01-01T00:00:00Z"}"#;
     assert_eq!(app.send(body).await, 202);
     app.settle().await;
@@ -339,3 +336,14 @@ impl TestApp {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
 }
+
+crate::dual!(
+    ai_resolution_never_reopened_is_billed_exactly_once,
+    reopened_inside_the_window_is_not_billed,
+    reopened_then_resolved_again_is_billed_once_as_seq_2,
+    human_resolution_and_hand_off_are_not_billed_but_recorded,
+    redelivered_webhooks_are_stored_and_counted_once,
+    shuffled_delivery_order_gives_the_same_outcomes,
+    zendesk_and_intercom_reference_payloads_flow_through,
+    authentic_but_unparseable_delivery_is_quarantined_and_acknowledged
+);

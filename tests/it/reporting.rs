@@ -8,8 +8,9 @@ use outcome_meter::stripe::{MeterEvent, StripeClient};
 use std::time::Duration;
 
 /// One confirmed, billable outcome waiting in the outbox.
-async fn app_with_one_outcome(stripe: &FakeStripe) -> TestApp {
+async fn app_with_one_outcome(backend: Backend, stripe: &FakeStripe) -> TestApp {
     let app = TestApp::spawn(Options {
+        backend,
         stripe: Some(stripe.base_url()),
         ..Default::default()
     })
@@ -22,14 +23,13 @@ async fn app_with_one_outcome(stripe: &FakeStripe) -> TestApp {
     app
 }
 
-#[tokio::test]
-async fn transient_failures_are_retried_until_billed_once() {
+async fn transient_failures_are_retried_until_billed_once(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::StatusWithRetryAfter(429, 30));
     stripe.push_fault(Fault::Status(500));
     stripe.push_fault(Fault::Status(503));
     stripe.push_fault(Fault::Delay(Duration::from_millis(1500))); // longer than the client timeout
-    let app = app_with_one_outcome(&stripe).await;
+    let app = app_with_one_outcome(backend, &stripe).await;
 
     app.report().await;
     let o = &app.outcomes().await[0];
@@ -61,11 +61,10 @@ async fn transient_failures_are_retried_until_billed_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn permanent_refusal_is_parked_as_failed_with_stripes_message() {
+async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::ShouldRetryFalse(400));
-    let app = app_with_one_outcome(&stripe).await;
+    let app = app_with_one_outcome(backend, &stripe).await;
     app.report().await;
     let failed = app
         .services
@@ -107,11 +106,10 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill() {
+async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::AcceptThenDrop);
-    let app = app_with_one_outcome(&stripe).await;
+    let app = app_with_one_outcome(backend, &stripe).await;
     app.report().await;
     assert_eq!(stripe.events().len(), 1, "Stripe has it");
     assert_eq!(
@@ -135,10 +133,9 @@ async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(
     app.stop().await;
 }
 
-#[tokio::test]
-async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event() {
+async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(backend: Backend) {
     let stripe = FakeStripe::start().await;
-    let app = app_with_one_outcome(&stripe).await;
+    let app = app_with_one_outcome(backend, &stripe).await;
     let now = outcome_meter::clock::to_millis(t0()) + 73 * 3_600_000;
     // A process claims the outcome, sends it, and dies before recording anything.
     let claimed = app
@@ -182,10 +179,9 @@ async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(
     app.stop().await;
 }
 
-#[tokio::test]
-async fn identifier_already_at_stripe_under_another_key_counts_as_delivered() {
+async fn identifier_already_at_stripe_under_another_key_counts_as_delivered(backend: Backend) {
     let stripe = FakeStripe::start().await;
-    let app = app_with_one_outcome(&stripe).await;
+    let app = app_with_one_outcome(backend, &stripe).await;
     let id = outcome_id(TENANT, "generic", "T1", 1);
     let client = StripeClient::new(
         &stripe.base_url(),
@@ -214,9 +210,12 @@ async fn identifier_already_at_stripe_under_another_key_counts_as_delivered() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn without_an_api_key_the_reporter_records_what_it_would_send() {
-    let app = TestApp::spawn(Options::default()).await;
+async fn without_an_api_key_the_reporter_records_what_it_would_send(backend: Backend) {
+    let app = TestApp::spawn(Options {
+        backend,
+        ..Default::default()
+    })
+    .await;
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
@@ -239,3 +238,12 @@ async fn without_an_api_key_the_reporter_records_what_it_would_send() {
         .contains("payload%5Bstripe_customer_id%5D=cus_acme"));
     app.stop().await;
 }
+
+crate::dual!(
+    transient_failures_are_retried_until_billed_once,
+    permanent_refusal_is_parked_as_failed_with_stripes_message,
+    restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill,
+    crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event,
+    identifier_already_at_stripe_under_another_key_counts_as_delivered,
+    without_an_api_key_the_reporter_records_what_it_would_send
+);

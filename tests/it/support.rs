@@ -30,24 +30,120 @@ pub struct TestApp {
     running: Option<Running>,
     pub settings: Settings,
     _dir: Option<tempfile::TempDir>,
+    pg_db: Option<String>,
+}
+
+/// Which database a test runs on. Every integration test runs on both (see [`dual!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 pub struct Options {
+    pub backend: Backend,
     pub stripe: Option<String>,
     pub contract: ContractTerms,
-    pub database_url: Option<String>,
     pub max_body_bytes: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
+            backend: Backend::Sqlite,
             stripe: None,
             contract: ContractTerms::default(),
-            database_url: None,
             max_body_bytes: 64 * 1024,
         }
     }
+}
+
+/// The PostgreSQL server the tests use (trust auth), as an admin URL.
+pub fn postgres_admin_url() -> String {
+    std::env::var("OUTCOME_METER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// `Ok(())` when PostgreSQL answers; otherwise why not.
+pub async fn postgres_available() -> Result<(), String> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    match sqlx::AnyConnection::connect(&postgres_admin_url()).await {
+        Ok(c) => {
+            let _ = c.close().await;
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "PostgreSQL at {} is not reachable: {e}",
+            postgres_admin_url()
+        )),
+    }
+}
+
+/// A fresh database for one test; dropped by [`drop_postgres_db`].
+pub async fn create_postgres_db() -> (String, String) {
+    use sqlx::{Connection, Executor};
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "om_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        fastrand::u32(..)
+    );
+    let admin = postgres_admin_url();
+    let mut c = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("connect to PostgreSQL");
+    c.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    let _ = c.close().await;
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_string();
+    (format!("{base}/{name}"), name)
+}
+
+pub async fn drop_postgres_db(name: &str) {
+    use sqlx::{Connection, Executor};
+    if let Ok(mut c) = sqlx::AnyConnection::connect(&postgres_admin_url()).await {
+        let _ = c
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
+        let _ = c.close().await;
+    }
+}
+
+/// Run each named `async fn(Backend)` as two tests: `NAME::sqlite` and
+/// `NAME::postgres`. Without a reachable PostgreSQL the second says it was
+/// skipped and why, unless `CI` is set, where it fails.
+#[macro_export]
+macro_rules! dual {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if let Err(why) = $crate::support::postgres_available().await {
+                        if std::env::var_os("CI").is_some() {
+                            panic!("CI is set, so PostgreSQL is required: {why}");
+                        }
+                        eprintln!("skipped: {why}");
+                        return;
+                    }
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            }
+        )*
+    };
 }
 
 pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
@@ -86,23 +182,27 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
 
 impl TestApp {
     pub async fn spawn(opts: Options) -> TestApp {
-        let (dir, url) = match &opts.database_url {
-            Some(u) => (None, u.clone()),
-            None => {
+        let (dir, url, pg_db) = match opts.backend {
+            Backend::Postgres => {
+                let (url, name) = create_postgres_db().await;
+                (None, url, Some(name))
+            }
+            Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let url = format!("sqlite://{}", dir.path().join("om.db").display());
-                (Some(dir), url)
+                (Some(dir), url, None)
             }
         };
         let settings = settings_for(&url, &opts);
         let clock = ManualClock::new(t0());
-        Self::boot(settings, clock, dir).await
+        Self::boot(settings, clock, dir, pg_db).await
     }
 
     async fn boot(
         settings: Settings,
         clock: ManualClock,
         dir: Option<tempfile::TempDir>,
+        pg_db: Option<String>,
     ) -> TestApp {
         settings.validate().expect("test settings are valid");
         let services = Services::open(settings.clone(), Arc::new(clock.clone()))
@@ -126,6 +226,7 @@ impl TestApp {
             running: Some(running),
             settings,
             _dir: dir,
+            pg_db,
         }
     }
 
@@ -136,7 +237,8 @@ impl TestApp {
         }
         self.services.store.close().await;
         let dir = self._dir.take();
-        Self::boot(self.settings.clone(), self.clock.clone(), dir).await
+        let pg_db = self.pg_db.take();
+        Self::boot(self.settings.clone(), self.clock.clone(), dir, pg_db).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -213,6 +315,9 @@ impl TestApp {
             r.stop().await;
         }
         self.services.store.close().await;
+        if let Some(name) = self.pg_db.take() {
+            drop_postgres_db(&name).await;
+        }
     }
 }
 
