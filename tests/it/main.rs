@@ -5,4 +5,5 @@ mod fake_stripe;
 mod ingest;
 mod pipeline;
 mod reporting;
+mod scaleout;
 mod support;

@@ -81,6 +81,21 @@ pub async fn postgres_available() -> Result<(), String> {
     }
 }
 
+/// True when PostgreSQL can be used. Otherwise prints why the test is skipped,
+/// or panics when `CI` is set (CI must run the PostgreSQL suite for real).
+pub async fn postgres_or_skip() -> bool {
+    match postgres_available().await {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set, so PostgreSQL is required: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            false
+        }
+    }
+}
+
 /// A fresh database for one test; dropped by [`drop_postgres_db`].
 pub async fn create_postgres_db() -> (String, String) {
     use sqlx::{Connection, Executor};
@@ -132,14 +147,9 @@ macro_rules! dual {
 
                 #[tokio::test]
                 async fn postgres() {
-                    if let Err(why) = $crate::support::postgres_available().await {
-                        if std::env::var_os("CI").is_some() {
-                            panic!("CI is set, so PostgreSQL is required: {why}");
-                        }
-                        eprintln!("skipped: {why}");
-                        return;
+                    if $crate::support::postgres_or_skip().await {
+                        super::$name($crate::support::Backend::Postgres).await
                     }
-                    super::$name($crate::support::Backend::Postgres).await
                 }
             }
         )*
