@@ -16,6 +16,5 @@ ENV OUTCOME_METER__SERVER__LISTEN=0.0.0.0:8080 \
     OUTCOME_METER__DATABASE__URL=sqlite:///var/lib/outcome-meter/data/outcome-meter.db
 EXPOSE 8080
 VOLUME ["/var/lib/outcome-meter/data"]
-HEALTHCHECK --interval=30s --timeout=3s CMD ["/usr/local/bin/outcome-meter", "check"]
 ENTRYPOINT ["/usr/local/bin/outcome-meter"]
 CMD ["serve"]
