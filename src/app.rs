@@ -43,8 +43,16 @@ impl Services {
     pub async fn open(settings: Settings, clock: SharedClock) -> Result<Services, AppError> {
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
+        let tenants = Arc::new(Tenants::from_settings(&settings));
+        let now = crate::clock::to_millis(clock.now());
+        for t in tenants.iter() {
+            let terms = serde_json::to_string(&t.contract).unwrap_or_default();
+            store
+                .record_contract(&t.contract_hash, &t.contract.version, &terms, now)
+                .await?;
+        }
         Ok(Services {
-            tenants: Arc::new(Tenants::from_settings(&settings)),
+            tenants,
             settings: Arc::new(settings),
             store,
             clock,

@@ -5,9 +5,13 @@ use clap::{Parser, Subcommand};
 use outcome_meter::app::{start, Roles, Services};
 use outcome_meter::clock::{to_millis, Clock, SystemClock};
 use outcome_meter::contract::describe;
-use outcome_meter::report::{explain::explain, outcomes};
+use outcome_meter::report::diff::ContractDiff;
+use outcome_meter::report::period::Period;
+use outcome_meter::report::reconcile::reconcile;
+use outcome_meter::report::{explain::explain, outcomes, statement};
 use outcome_meter::settings::Settings;
 use outcome_meter::store::{OutcomeFilter, Store};
+use outcome_meter::stripe::StripeClient;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,6 +27,13 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -42,7 +53,41 @@ enum Command {
     /// Create or upgrade the database schema.
     Migrate,
     /// Validate the configuration and print each tenant's contract in plain words.
-    Check,
+    Check {
+        /// Compare two configurations' contracts on recent stored tickets (shadow run).
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+        diff: Option<Vec<PathBuf>>,
+        /// With --diff: how many days of tickets to replay.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+    /// A tenant's statement: billed outcomes with evidence, what was not billed and why, totals.
+    Statement {
+        #[arg(long)]
+        tenant: String,
+        /// First day (YYYY-MM-DD, UTC) or RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Last day, inclusive (YYYY-MM-DD), or an exclusive RFC 3339 time.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = Format::Html)]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Compare reported totals with Stripe's meter summaries; exits 3 on any drift.
+    Reconcile {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List outcomes in the outbox.
     Outcomes {
         #[arg(long)]
@@ -182,7 +227,34 @@ async fn main() -> Result<()> {
                 redact_url(&settings.database.url)
             );
         }
-        Command::Check => {
+        Command::Check {
+            diff: Some(files),
+            days,
+        } => {
+            let (old, new) = match files.as_slice() {
+                [o, n] => (Settings::load(Some(o))?, Settings::load(Some(n))?),
+                _ => bail!("--diff takes two configuration files: OLD NEW"),
+            };
+            let store = open_store(&settings).await?;
+            let now = to_millis(SystemClock.now());
+            let mut d = ContractDiff::default();
+            for t in &new.tenants {
+                let Some(old_t) = old.tenant(&t.id) else {
+                    println!("tenant {} is new: nothing to compare", t.id);
+                    continue;
+                };
+                let (oc, nc) = (old.contract_for(old_t), new.contract_for(t));
+                for (provider, ticket) in store
+                    .tickets_with_events(&t.id, now - days * 86_400_000, now)
+                    .await?
+                {
+                    let events = store.events_of(&t.id, &provider, &ticket).await?;
+                    d.add_ticket(&t.id, &provider, &ticket, &oc, &nc, &events);
+                }
+            }
+            print!("{}", d.render());
+        }
+        Command::Check { diff: None, .. } => {
             println!("configuration is valid");
             println!(
                 "database: {}\nstripe: {}",
@@ -233,6 +305,7 @@ async fn main() -> Result<()> {
                     state,
                     ticket_id: ticket,
                     limit,
+                    ..Default::default()
                 })
                 .await?;
             if json {
@@ -300,6 +373,64 @@ async fn main() -> Result<()> {
                     println!("{n} failed outcomes requeued for reporting (same identifier and idempotency key)");
                 }
                 _ => bail!("say what to replay: --quarantined or --failed"),
+            }
+        }
+        Command::Statement {
+            tenant,
+            from,
+            to,
+            format,
+            output,
+        } => {
+            let t = settings
+                .tenant(&tenant)
+                .with_context(|| format!("no tenant `{tenant}` in the configuration"))?;
+            let period = Period::parse(&from, &to)?;
+            let store = open_store(&settings).await?;
+            let st = statement::build(&store, &tenant, &t.stripe_customer_id, period).await?;
+            let text = match format {
+                Format::Csv => st.to_csv(),
+                Format::Json => serde_json::to_string_pretty(&st)? + "\n",
+                Format::Html => st.to_html(),
+            };
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+        }
+        Command::Reconcile {
+            tenant,
+            from,
+            to,
+            json,
+        } => {
+            let t = settings
+                .tenant(&tenant)
+                .with_context(|| format!("no tenant `{tenant}` in the configuration"))?;
+            if settings.stripe.dry_run() {
+                bail!("reconcile reads Stripe's meter summaries: set STRIPE_API_KEY (a restricted read key is enough)");
+            }
+            let period = Period::parse(&from, &to)?;
+            let store = open_store(&settings).await?;
+            let s = &settings.stripe;
+            let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
+            let r = reconcile(
+                &store,
+                &client,
+                &s.meter_ids,
+                &tenant,
+                &t.stripe_customer_id,
+                period,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.render());
+            }
+            if r.has_drift() {
+                std::process::exit(3);
             }
         }
         Command::Demo { database } => {

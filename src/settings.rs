@@ -146,6 +146,8 @@ pub struct StripeSettings {
     pub api_version: String,
     #[serde(with = "crate::duration_serde")]
     pub timeout: Duration,
+    /// Stripe meter id (`mtr_…`) of each event name, for `reconcile`.
+    pub meter_ids: BTreeMap<String, String>,
 }
 
 impl Default for StripeSettings {
@@ -155,6 +157,7 @@ impl Default for StripeSettings {
             api_base: "https://api.stripe.com".into(),
             api_version: "2025-03-31.basil".into(),
             timeout: Duration::from_secs(20),
+            meter_ids: BTreeMap::new(),
         }
     }
 }
@@ -179,6 +182,7 @@ impl std::fmt::Debug for StripeSettings {
             .field("api_base", &self.api_base)
             .field("api_version", &self.api_version)
             .field("timeout", &self.timeout)
+            .field("meter_ids", &self.meter_ids)
             .finish()
     }
 }

@@ -69,6 +69,24 @@ pub fn describe(t: &ContractTerms) -> String {
             );
         }
     }
+    match t.clawback {
+        Some(d) => {
+            let _ = writeln!(
+                s,
+                "- Clawback: an outcome already billed is reversed in Stripe if its ticket is reopened within {} of the resolution.",
+                humantime::format_duration(d)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "- No clawback: once confirmed, an outcome stays billed even if the ticket is reopened later.");
+        }
+    }
+    if let Some(n) = t.caps.per_day {
+        let _ = writeln!(s, "- At most {n} outcomes are billed per customer per day (UTC); more are recorded as capped.");
+    }
+    if let Some(n) = t.caps.per_period {
+        let _ = writeln!(s, "- At most {n} outcomes are billed per customer per calendar month (UTC); more are recorded as capped.");
+    }
     let _ = writeln!(
         s,
         "- Every other outcome adds {} to Stripe meter `{}`.",

@@ -5,7 +5,7 @@ mod describe;
 mod terms;
 
 pub use describe::describe;
-pub use terms::{Category, ContractOverrides, ContractTerms, Meter};
+pub use terms::{Caps, Category, ContractOverrides, ContractTerms, Meter};
 
 use crate::event::Resolver;
 use serde::{Deserialize, Serialize};

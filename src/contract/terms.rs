@@ -11,8 +11,18 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Meter {
+    #[serde(default = "default_event_name")]
     pub event_name: String,
+    #[serde(default = "default_value")]
     pub value: i64,
+}
+
+fn default_event_name() -> String {
+    "resolved_ticket".into()
+}
+
+fn default_value() -> i64 {
+    1
 }
 
 /// A rule that prices (or declines) a kind of ticket. First match wins.
@@ -48,6 +58,21 @@ impl Category {
     }
 }
 
+/// Limits on billable outcomes per Stripe customer (UTC day, calendar month).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Caps {
+    pub per_day: Option<u32>,
+    /// Per billing period, taken as the UTC calendar month.
+    pub per_period: Option<u32>,
+}
+
+impl Caps {
+    pub fn is_set(&self) -> bool {
+        self.per_day.is_some() || self.per_period.is_some()
+    }
+}
+
 /// The full, effective terms of a contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -65,6 +90,11 @@ pub struct ContractTerms {
     #[serde(flatten)]
     pub meter: Meter,
     pub categories: Vec<Category>,
+    /// A reported outcome whose ticket is reopened within this long after its
+    /// resolution is reversed in Stripe. `"none"` (default): never.
+    #[serde(with = "crate::duration_serde::none_or")]
+    pub clawback: Option<Duration>,
+    pub caps: Caps,
 }
 
 impl Default for ContractTerms {
@@ -77,10 +107,12 @@ impl Default for ContractTerms {
             excluded_channels: Vec::new(),
             require_customer_message: false,
             meter: Meter {
-                event_name: "resolved_ticket".into(),
-                value: 1,
+                event_name: default_event_name(),
+                value: default_value(),
             },
             categories: Vec::new(),
+            clawback: None,
+            caps: Caps::default(),
         }
     }
 }
@@ -111,6 +143,11 @@ impl ContractTerms {
         }
         if self.meter.value <= 0 {
             errs.push("contract.value must be a positive integer".to_string());
+        }
+        if self.caps.per_day == Some(0) || self.caps.per_period == Some(0) {
+            errs.push(
+                "contract.caps: a cap of 0 bills nothing; remove the cap or raise it".to_string(),
+            );
         }
         for c in &self.categories {
             if c.tags_any.is_empty() && c.channels_any.is_empty() {
@@ -144,6 +181,9 @@ pub struct ContractOverrides {
     pub event_name: Option<String>,
     pub value: Option<i64>,
     pub categories: Option<Vec<Category>>,
+    #[serde(with = "crate::duration_serde::none_or_option")]
+    pub clawback: Option<Option<Duration>>,
+    pub caps: Option<Caps>,
 }
 
 impl ContractOverrides {
@@ -169,6 +209,8 @@ impl ContractOverrides {
                 value: self.value.unwrap_or(b.meter.value),
             },
             categories: self.categories.clone().unwrap_or(b.categories),
+            clawback: self.clawback.unwrap_or(b.clawback),
+            caps: self.caps.unwrap_or(b.caps),
         }
     }
 }
@@ -215,6 +257,41 @@ mod tests {
         assert_eq!(t.meter.event_name, "ai_resolution");
         assert_eq!(t.billable_resolvers, vec![Resolver::Ai, Resolver::Human]);
         assert!(t.validate().is_empty());
+    }
+
+    #[test]
+    fn a_partial_contract_section_keeps_the_defaults() {
+        let t: ContractTerms =
+            serde_json::from_value(serde_json::json!({"reopen_window": "1h"})).expect("valid");
+        assert_eq!(t.meter, ContractTerms::default().meter);
+    }
+
+    #[test]
+    fn clawback_and_caps_parse() {
+        let t: ContractTerms = serde_json::from_value(serde_json::json!({
+            "clawback": "30days", "caps": {"per_day": 100}
+        }))
+        .expect("valid");
+        assert_eq!(t.clawback, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(t.caps.per_day, Some(100));
+        let t: ContractTerms =
+            serde_json::from_value(serde_json::json!({"clawback": "none"})).expect("valid");
+        assert_eq!(t.clawback, None);
+        let o: ContractOverrides =
+            serde_json::from_value(serde_json::json!({"clawback": "none"})).expect("valid");
+        let base = ContractTerms {
+            clawback: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        assert_eq!(
+            o.apply(&base).clawback,
+            None,
+            "a tenant can switch clawback off"
+        );
+        assert_eq!(
+            ContractOverrides::default().apply(&base).clawback,
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use super::fmt_ms;
 use crate::clock::to_millis;
 use crate::store::{
-    AttemptRow, DecisionRow, EventRow, OutcomeFilter, OutcomeRow, Store, StoreError,
+    AttemptRow, DecisionRow, EventRow, OutcomeFilter, OutcomeRow, ReversalRow, Store, StoreError,
 };
 use serde::Serialize;
 use std::fmt::Write;
@@ -15,6 +15,7 @@ pub struct Explanation {
     pub events: Vec<EventRow>,
     pub decisions: Vec<DecisionRow>,
     pub outcomes: Vec<(OutcomeRow, Vec<AttemptRow>)>,
+    pub reversals: Vec<ReversalRow>,
 }
 
 pub async fn explain(
@@ -36,12 +37,19 @@ pub async fn explain(
         let attempts = store.attempts(&o.id).await?;
         outcomes.push((o, attempts));
     }
+    let reversals = store
+        .reversals(tenant)
+        .await?
+        .into_iter()
+        .filter(|r| r.ticket_id == ticket_id)
+        .collect();
     Ok(Explanation {
         tenant: tenant.to_string(),
         ticket_id: ticket_id.to_string(),
         events,
         decisions,
         outcomes,
+        reversals,
     })
 }
 
@@ -130,6 +138,24 @@ impl Explanation {
                         .unwrap_or_default()
                 );
             }
+        }
+        for r in &self.reversals {
+            let why = serde_json::from_str::<serde_json::Value>(&r.evidence)
+                .ok()
+                .and_then(|v| v["explanation"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "\nClawback of {}: {} -> {} by {}{}",
+                r.outcome_id,
+                why,
+                r.state,
+                r.method.as_deref().unwrap_or("(not yet attempted)"),
+                r.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
         }
         s
     }

@@ -1,7 +1,11 @@
 //! What finance, support and customers read: `explain` and `outcomes`.
 
+pub mod diff;
 pub mod explain;
 pub mod outcomes;
+pub mod period;
+pub mod reconcile;
+pub mod statement;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

@@ -2,15 +2,18 @@
 //! (several processes sharing the work). One SQL dialect (`$N` placeholders, both
 //! engines accept it) through `sqlx::Any`; the few differences live in [`Backend`].
 
+mod billing;
 mod inbox;
 mod outbox;
 mod queries;
 mod tickets;
 
+pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
 pub use outbox::{ClaimedOutcome, NewOutcome};
 pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeFilter, OutcomeRow, QueueCounts,
+    ReversalRow,
 };
 pub use tickets::{DecisionWrite, TicketState};
 

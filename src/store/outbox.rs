@@ -17,6 +17,8 @@ pub struct NewOutcome {
     pub contract_version: String,
     pub contract_hash: String,
     pub evidence: String,
+    /// `pending` (to report) or `capped` (recorded, never reported).
+    pub state: &'static str,
 }
 
 /// An outcome claimed by a reporter, with what it needs to send it.
@@ -35,8 +37,8 @@ impl Tx {
     pub async fn insert_outcome(&mut self, o: &NewOutcome) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO outcomes (id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
-             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7) ON CONFLICT (id) DO NOTHING",
+             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7, $14) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&o.id)
         .bind(&o.tenant)
@@ -51,6 +53,7 @@ impl Tx {
         .bind(&o.contract_version)
         .bind(&o.contract_hash)
         .bind(&o.evidence)
+        .bind(o.state)
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected() == 1)

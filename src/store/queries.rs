@@ -10,6 +10,9 @@ pub struct OutcomeFilter {
     pub tenant: Option<String>,
     pub state: Option<String>,
     pub ticket_id: Option<String>,
+    /// Confirmation time range `[from, to)`, Unix millis.
+    pub confirmed_from: Option<i64>,
+    pub confirmed_to: Option<i64>,
     pub limit: u32,
 }
 
@@ -37,6 +40,7 @@ pub struct OutcomeRow {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DecisionRow {
+    pub ticket_id: String,
     pub provider: String,
     pub seq: i64,
     pub resolved_at: i64,
@@ -51,6 +55,46 @@ pub struct DecisionRow {
     pub evidence: String,
     pub outcome_id: Option<String>,
     pub is_final: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReversalRow {
+    pub outcome_id: String,
+    pub ticket_id: String,
+    pub event_name: String,
+    pub value: i64,
+    pub reopened_at: i64,
+    pub created_at: i64,
+    pub evidence: String,
+    pub method: Option<String>,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub stripe_timestamp: Option<i64>,
+    pub done_at: Option<i64>,
+}
+
+const DECISION_COLUMNS: &str =
+    "ticket_id, provider, seq, resolved_at, resolver, settle_at, status, billable, clause, \
+     detail, contract_version, contract_hash, evidence, outcome_id, final";
+
+fn decision_from_row(r: &AnyRow) -> Result<DecisionRow, StoreError> {
+    Ok(DecisionRow {
+        ticket_id: col(r, "ticket_id")?,
+        provider: col(r, "provider")?,
+        seq: col(r, "seq")?,
+        resolved_at: col(r, "resolved_at")?,
+        resolver: col(r, "resolver")?,
+        settle_at: col(r, "settle_at")?,
+        status: col(r, "status")?,
+        billable: col::<i64>(r, "billable")? != 0,
+        clause: col(r, "clause")?,
+        detail: col(r, "detail")?,
+        contract_version: col(r, "contract_version")?,
+        contract_hash: col(r, "contract_hash")?,
+        evidence: col(r, "evidence")?,
+        outcome_id: col(r, "outcome_id")?,
+        is_final: col::<i64>(r, "final")? != 0,
+    })
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -121,12 +165,15 @@ impl Store {
     pub async fn list_outcomes(&self, f: &OutcomeFilter) -> Result<Vec<OutcomeRow>, StoreError> {
         let sql = format!(
             "SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR state = $2) \
-             AND ($3 = '' OR ticket_id = $3) ORDER BY confirmed_at, id LIMIT $4"
+             AND ($3 = '' OR ticket_id = $3) AND confirmed_at >= $4 AND confirmed_at < $5 \
+             ORDER BY confirmed_at, id LIMIT $6"
         );
         let rows = sqlx::query(&sql)
             .bind(f.tenant.as_deref().unwrap_or(""))
             .bind(f.state.as_deref().unwrap_or(""))
             .bind(f.ticket_id.as_deref().unwrap_or(""))
+            .bind(f.confirmed_from.unwrap_or(i64::MIN))
+            .bind(f.confirmed_to.unwrap_or(i64::MAX))
             .bind(i64::from(if f.limit == 0 {
                 u32::MAX >> 1
             } else {
@@ -166,35 +213,104 @@ impl Store {
         tenant: &str,
         ticket_id: &str,
     ) -> Result<Vec<DecisionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant = $1 AND ticket_id = $2 ORDER BY provider, seq"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(ticket_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decision_from_row).collect()
+    }
+
+    /// Decisions of a tenant on resolutions in `[from, to)` with one of `statuses`.
+    pub async fn decisions_in(
+        &self,
+        tenant: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<DecisionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant = $1 AND resolved_at >= $2 AND resolved_at < $3 \
+             ORDER BY resolved_at, ticket_id, seq"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decision_from_row).collect()
+    }
+
+    /// Clawback reversals of a tenant.
+    pub async fn reversals(&self, tenant: &str) -> Result<Vec<ReversalRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT provider, seq, resolved_at, resolver, settle_at, status, billable, clause, detail, contract_version, \
-             contract_hash, evidence, outcome_id, final FROM decisions WHERE tenant = $1 AND ticket_id = $2 \
-             ORDER BY provider, seq",
+            "SELECT outcome_id, ticket_id, event_name, value, reopened_at, created_at, evidence, method, state, \
+             last_error, stripe_timestamp, done_at FROM reversals WHERE tenant = $1 ORDER BY created_at, outcome_id",
         )
         .bind(tenant)
-        .bind(ticket_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(DecisionRow {
-                    provider: col(r, "provider")?,
-                    seq: col(r, "seq")?,
-                    resolved_at: col(r, "resolved_at")?,
-                    resolver: col(r, "resolver")?,
-                    settle_at: col(r, "settle_at")?,
-                    status: col(r, "status")?,
-                    billable: col::<i64>(r, "billable")? != 0,
-                    clause: col(r, "clause")?,
-                    detail: col(r, "detail")?,
-                    contract_version: col(r, "contract_version")?,
-                    contract_hash: col(r, "contract_hash")?,
-                    evidence: col(r, "evidence")?,
+                Ok(ReversalRow {
                     outcome_id: col(r, "outcome_id")?,
-                    is_final: col::<i64>(r, "final")? != 0,
+                    ticket_id: col(r, "ticket_id")?,
+                    event_name: col(r, "event_name")?,
+                    value: col(r, "value")?,
+                    reopened_at: col(r, "reopened_at")?,
+                    created_at: col(r, "created_at")?,
+                    evidence: col(r, "evidence")?,
+                    method: col(r, "method")?,
+                    state: col(r, "state")?,
+                    last_error: col(r, "last_error")?,
+                    stripe_timestamp: col(r, "stripe_timestamp")?,
+                    done_at: col(r, "done_at")?,
                 })
             })
             .collect()
+    }
+
+    /// Distinct tickets of a tenant with an event in `[from, to)`.
+    pub async fn tickets_with_events(
+        &self,
+        tenant: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT provider, ticket_id FROM ticket_events WHERE tenant = $1 AND occurred_at >= $2 \
+             AND occurred_at < $3 ORDER BY provider, ticket_id",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((col(r, "provider")?, col(r, "ticket_id")?)))
+            .collect()
+    }
+
+    /// All stored events of one ticket.
+    pub async fn events_of(
+        &self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<Vec<TicketEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel FROM ticket_events \
+             WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     pub async fn attempts(&self, outcome_id: &str) -> Result<Vec<AttemptRow>, StoreError> {

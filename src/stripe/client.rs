@@ -54,6 +54,30 @@ struct ErrorEnvelope {
     error: ApiError,
 }
 
+#[derive(Deserialize)]
+struct Summary {
+    #[serde(default)]
+    id: String,
+    aggregated_value: f64,
+}
+
+#[derive(Deserialize)]
+struct SummaryPage {
+    data: Vec<Summary>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+/// The form body of a cancel adjustment (also what dry-run records).
+pub fn cancel_form(event_name: &str, identifier: &str) -> String {
+    serde_urlencoded::to_string([
+        ("event_name", event_name),
+        ("type", "cancel"),
+        ("cancel[identifier]", identifier),
+    ])
+    .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
     pub status: u16,
@@ -144,17 +168,95 @@ impl StripeClient {
         ev: &MeterEvent,
         idempotency_key: &str,
     ) -> Result<Ack, StripeError> {
+        self.post_form("/v1/billing/meter_events", ev.encoded(), idempotency_key)
+            .await
+            .map(|(ack, _)| ack)
+    }
+
+    /// `POST /v1/billing/meter_event_adjustments`: cancel one event by identifier
+    /// (Stripe allows it within 24 hours of receiving the event).
+    pub async fn cancel_meter_event(
+        &self,
+        event_name: &str,
+        identifier: &str,
+        idempotency_key: &str,
+    ) -> Result<Ack, StripeError> {
+        self.post_form(
+            "/v1/billing/meter_event_adjustments",
+            cancel_form(event_name, identifier),
+            idempotency_key,
+        )
+        .await
+        .map(|(ack, _)| ack)
+    }
+
+    /// Sum of `aggregated_value` of a meter's event summaries for one customer in
+    /// `[start, end)` (Unix seconds, whole minutes), following pagination.
+    pub async fn meter_total(
+        &self,
+        meter_id: &str,
+        customer: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<f64, StripeError> {
+        let mut total = 0.0;
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("customer", customer.to_string()),
+                ("start_time", start.to_string()),
+                ("end_time", end.to_string()),
+                ("limit", "100".to_string()),
+            ];
+            if let Some(a) = &after {
+                query.push(("starting_after", a.clone()));
+            }
+            let url = format!(
+                "{}/v1/billing/meters/{}/event_summaries",
+                self.api_base, meter_id
+            );
+            let resp = self
+                .http
+                .get(url)
+                .query(&query)
+                .bearer_auth(&self.api_key)
+                .header("Stripe-Version", &self.api_version)
+                .send()
+                .await
+                .map_err(|e| StripeError::Network(e.to_string()))?;
+            let (_, body) = Self::read(resp).await?;
+            let page: SummaryPage = serde_json::from_slice(&body)
+                .map_err(|e| StripeError::Network(format!("unexpected summaries body: {e}")))?;
+            total += page.data.iter().map(|s| s.aggregated_value).sum::<f64>();
+            match (page.has_more, page.data.last()) {
+                (true, Some(last)) => after = Some(last.id.clone()),
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    async fn post_form(
+        &self,
+        path: &str,
+        body: String,
+        idempotency_key: &str,
+    ) -> Result<(Ack, Vec<u8>), StripeError> {
         let resp = self
             .http
-            .post(format!("{}/v1/billing/meter_events", self.api_base))
+            .post(format!("{}{}", self.api_base, path))
             .bearer_auth(&self.api_key)
             .header("Stripe-Version", &self.api_version)
             .header("Idempotency-Key", idempotency_key)
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(ev.encoded())
+            .body(body)
             .send()
             .await
             .map_err(|e| StripeError::Network(e.to_string()))?;
+        Self::read(resp).await
+    }
+
+    /// Split a response into an [`Ack`] or a typed error, keeping Stripe's headers.
+    async fn read(resp: reqwest::Response) -> Result<(Ack, Vec<u8>), StripeError> {
         let status = resp.status().as_u16();
         let request_id = header(&resp, "request-id");
         let replayed = header(&resp, "idempotent-replayed").is_some_and(|v| v == "true");
@@ -169,11 +271,14 @@ impl StripeClient {
             .await
             .map_err(|e| StripeError::Network(e.to_string()))?;
         if (200..300).contains(&status) {
-            return Ok(Ack {
-                status,
-                request_id,
-                replayed,
-            });
+            return Ok((
+                Ack {
+                    status,
+                    request_id,
+                    replayed,
+                },
+                body.to_vec(),
+            ));
         }
         let error = serde_json::from_slice::<ErrorEnvelope>(&body)
             .map(|e| e.error)

@@ -1,13 +1,13 @@
 //! Drains the outbox to Stripe: one call at a time per (customer, meter),
 //! different pairs concurrently, never above the configured rate.
 
-use super::client::{MeterEvent, StripeClient, StripeError};
+use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
 use super::retry::{backoff, classify, Disposition};
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
 use crate::outcome::idempotency_key;
 use crate::settings::ReporterSettings;
-use crate::store::{ClaimedOutcome, Store, StoreError};
+use crate::store::{ClaimedOutcome, ClaimedReversal, ReversalAttempt, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,13 +89,23 @@ impl Reporter {
         }
     }
 
-    /// Claim one batch and report it.
+    /// Report one batch of outcomes, then process one batch of reversals.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let reported = self.report_batch().await?;
+        let reversed = self.reverse_batch().await?;
+        Ok(reported + reversed)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Claim one batch of outcomes and report it.
+    async fn report_batch(&self) -> Result<usize, StoreError> {
         let now = to_millis(self.clock.now());
-        let lease = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2);
         let claimed = self
             .store
-            .claim_outcomes(now, now + lease, self.settings.batch_size)
+            .claim_outcomes(now, now + self.lease_ms(), self.settings.batch_size)
             .await?;
         let n = claimed.len();
         let mut groups: BTreeMap<(String, String), Vec<ClaimedOutcome>> = BTreeMap::new();
@@ -241,5 +251,163 @@ impl Reporter {
                     .await
             }
         }
+    }
+}
+
+/// Stripe lets an event be cancelled within 24 hours of receiving it; keep a margin.
+const CANCEL_WINDOW_MS: i64 = 23 * 3_600_000;
+
+impl Reporter {
+    /// Claim one batch of clawback reversals and carry them out.
+    async fn reverse_batch(&self) -> Result<usize, StoreError> {
+        let now = to_millis(self.clock.now());
+        let claimed = self
+            .store
+            .claim_reversals(now, now + self.lease_ms(), self.settings.batch_size)
+            .await?;
+        for r in &claimed {
+            self.reverse_one(r).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    /// The method is chosen once, from the outcome's state, and then kept.
+    fn choose_method(&self, r: &ClaimedReversal, now: i64) -> &'static str {
+        match r.method.as_deref() {
+            Some("void") => "void",
+            Some("cancel") => "cancel",
+            Some("correction") => "correction",
+            Some("dry_run") => "dry_run",
+            Some(_) => "none",
+            None => match r.outcome_state.as_str() {
+                "pending" | "failed" => "void",
+                "dry_run" => "dry_run",
+                "reported" if self.client.is_none() => "dry_run",
+                "reported" => {
+                    let age = now - r.outcome_reported_at.unwrap_or(now);
+                    if age < CANCEL_WINDOW_MS {
+                        "cancel"
+                    } else {
+                        "correction"
+                    }
+                }
+                _ => "none",
+            },
+        }
+    }
+
+    async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
+        let now = to_millis(self.clock.now());
+        let method = self.choose_method(r, now);
+        let done = |request: &'static str, result: &'static str, dry_run: bool| ReversalAttempt {
+            outcome_id: &r.outcome_id,
+            now,
+            method,
+            dry_run,
+            request,
+            status_code: None,
+            request_id: None,
+            result,
+            error: None,
+            state: "done",
+            next_attempt_at: now,
+            stripe_timestamp: None,
+        };
+        match method {
+            "none" => {
+                let a = done("", "nothing_to_reverse", false);
+                self.store.record_reversal_attempt(&a).await
+            }
+            "void" => {
+                if self.store.void_outcome_if_idle(&r.outcome_id, now).await? {
+                    tracing::info!(outcome = %r.outcome_id, "clawback: outcome voided before it was sent");
+                    let a = done("", "voided_before_sending", false);
+                    self.store.record_reversal_attempt(&a).await
+                } else {
+                    // A reporter holds it right now: look again when its lease ends.
+                    let next = r.outcome_lease_until.unwrap_or(now).max(now) + 1_000;
+                    self.store.postpone_reversal(&r.outcome_id, next).await
+                }
+            }
+            "dry_run" => {
+                let request = cancel_form(&r.event_name, &r.outcome_id);
+                let mut a = done("", "dry_run", true);
+                a.request = &request;
+                self.store.record_reversal_attempt(&a).await
+            }
+            _ => self.reverse_at_stripe(r, method, now).await,
+        }
+    }
+
+    async fn reverse_at_stripe(
+        &self,
+        r: &ClaimedReversal,
+        method: &'static str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        let stripe_timestamp = r.stripe_timestamp.unwrap_or(now.div_euclid(1000));
+        let (request, result): (String, Result<Ack, StripeError>) = if method == "cancel" {
+            self.limiter.acquire().await;
+            let key = idempotency_key(&r.outcome_id, "cancel");
+            let res = client
+                .cancel_meter_event(&r.event_name, &r.outcome_id, &key)
+                .await;
+            (cancel_form(&r.event_name, &r.outcome_id), res)
+        } else {
+            // After Stripe's cancellation window: a correcting event with the negative value.
+            let ev = MeterEvent {
+                event_name: r.event_name.clone(),
+                stripe_customer_id: r.stripe_customer_id.clone(),
+                value: -r.value,
+                identifier: format!("{}_reversal", r.outcome_id),
+                timestamp: stripe_timestamp,
+            };
+            self.limiter.acquire().await;
+            let key = idempotency_key(&r.outcome_id, "reversal");
+            (ev.encoded(), client.create_meter_event(&ev, &key).await)
+        };
+        let (status_code, request_id) = match &result {
+            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
+            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        };
+        let error = result.as_ref().err().map(|e| e.to_string());
+        let (state, result_text, next) = match classify(&result) {
+            Disposition::Delivered => ("done", "accepted", now),
+            Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
+                let delay = backoff(
+                    r.attempts,
+                    self.settings.backoff_base,
+                    self.settings.backoff_max,
+                    after,
+                    fastrand::f64(),
+                );
+                (
+                    "pending",
+                    "retry",
+                    now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4),
+                )
+            }
+            _ => ("failed", "failed", now),
+        };
+        tracing::info!(outcome = %r.outcome_id, method, state, "clawback reversal attempt");
+        self.store
+            .record_reversal_attempt(&ReversalAttempt {
+                outcome_id: &r.outcome_id,
+                now,
+                method,
+                dry_run: false,
+                request: &request,
+                status_code,
+                request_id: request_id.as_deref(),
+                result: result_text,
+                error: error.as_deref(),
+                state,
+                next_attempt_at: next,
+                stripe_timestamp: (method == "correction").then_some(stripe_timestamp),
+            })
+            .await
     }
 }

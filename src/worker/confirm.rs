@@ -1,6 +1,7 @@
 //! Confirmer: resolutions whose window has passed become outcomes (or final
 //! non-billable decisions), with evidence, in one transaction.
 
+use super::clawback::over_cap;
 use super::evidence::{decision, evidence, DecisionInput};
 use super::Worker;
 use crate::clock::to_millis;
@@ -45,11 +46,24 @@ impl Worker {
                     Standing::InWindow => break,
                     Standing::Due => {}
                 }
-                let id = r.verdict.meter.as_ref().map(|meter| {
-                    let id = outcome_id(tenant_id, provider, ticket_id, r.seq);
-                    (id, meter.clone())
-                });
-                if let Some((id, meter)) = &id {
+                let billable = r
+                    .verdict
+                    .meter
+                    .clone()
+                    .map(|m| (outcome_id(tenant_id, provider, ticket_id, r.seq), m));
+                let capped = match &billable {
+                    Some(_) => {
+                        over_cap(
+                            &mut tx,
+                            &tenant.contract.caps,
+                            &tenant.settings.stripe_customer_id,
+                            now_t,
+                        )
+                        .await?
+                    }
+                    None => None,
+                };
+                if let Some((id, meter)) = &billable {
                     let inserted = tx
                         .insert_outcome(&NewOutcome {
                             id: id.clone(),
@@ -65,25 +79,35 @@ impl Worker {
                             contract_version: tenant.contract.version.clone(),
                             contract_hash: tenant.contract_hash.clone(),
                             evidence: evidence(r, &events, tenant),
+                            state: if capped.is_some() {
+                                "capped"
+                            } else {
+                                "pending"
+                            },
                         })
                         .await?;
-                    confirmed += usize::from(inserted);
+                    confirmed += usize::from(inserted && capped.is_none());
                 }
-                let d = decision(DecisionInput {
+                let status = match (&billable, &capped) {
+                    (Some(_), Some(_)) => "capped",
+                    (Some(_), None) => "confirmed",
+                    (None, _) => "not_billable",
+                };
+                let mut d = decision(DecisionInput {
                     tenant,
                     provider,
                     ticket_id,
                     resolution: r,
                     events: &events,
-                    status: if id.is_some() {
-                        "confirmed"
-                    } else {
-                        "not_billable"
-                    },
-                    outcome_id: id.map(|(id, _)| id),
+                    status,
+                    outcome_id: billable.map(|(id, _)| id),
                     is_final: true,
                     now,
                 });
+                if let Some(why) = capped {
+                    d.billable = false;
+                    d.detail = why;
+                }
                 tx.write_decision(&d).await?;
                 new_settled = Some(Settled {
                     seq: r.seq,
@@ -95,7 +119,19 @@ impl Worker {
                     tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
                         .await?;
                 }
-                replay(&tenant.contract, new_settled, &events).next_settle_at()
+                let after = replay(&tenant.contract, new_settled, &events);
+                // A reopen already stored may hit the outcome just confirmed.
+                self.clawback(
+                    &mut tx,
+                    tenant,
+                    provider,
+                    ticket_id,
+                    new_settled,
+                    &after.reopened_after_settled,
+                    now,
+                )
+                .await?;
+                after.next_settle_at()
             } else {
                 history.next_settle_at()
             };

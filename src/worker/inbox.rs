@@ -135,10 +135,16 @@ impl Worker {
             });
             tx.write_decision(&d).await?;
         }
-        if !history.reopened_after_settled.is_empty() {
-            tracing::info!(tenant = %tenant.settings.id, %provider, %ticket_id,
-                "ticket reopened after its outcome was confirmed (no clawback configured)");
-        }
+        self.clawback(
+            tx,
+            tenant,
+            provider,
+            ticket_id,
+            settled,
+            &history.reopened_after_settled,
+            now,
+        )
+        .await?;
         let next = history.next_settle_at().map(to_millis);
         tx.save_ticket(&tenant.settings.id, provider, ticket_id, settled, next, now)
             .await

@@ -1,6 +1,7 @@
 //! The worker: turns stored deliveries into ticket decisions ([`inbox`]) and
 //! confirms resolutions whose reopen window has passed ([`confirm`]).
 
+mod clawback;
 mod confirm;
 mod evidence;
 mod inbox;
@@ -11,6 +12,8 @@ use crate::store::{Store, StoreError};
 use crate::tenants::Tenants;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use clawback::day_and_month;
 
 #[derive(Clone)]
 pub struct Worker {

@@ -1,0 +1,170 @@
+//! `outcome-meter check --diff OLD NEW`: what a contract change would do to
+//! recent tickets, by replaying their stored events under both contracts. Changes
+//! nothing: decisions already made are never rewritten.
+
+use crate::contract::ContractTerms;
+use crate::event::TicketEvent;
+use crate::ticket::replay;
+use serde::Serialize;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub seq: u32,
+    /// `meter x value`, or the clause that refuses it.
+    pub old: String,
+    pub new: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ContractDiff {
+    pub tickets: usize,
+    pub resolutions: usize,
+    pub billable_old: usize,
+    pub billable_new: usize,
+    pub changes: Vec<Change>,
+}
+
+/// One resolution's fate under a contract: `Ok(meter x value)` or `Err(reason)`.
+fn fates(contract: &ContractTerms, events: &[TicketEvent]) -> Vec<(u32, Result<String, String>)> {
+    replay(contract, None, events)
+        .resolutions
+        .iter()
+        .map(|r| {
+            let fate = match (&r.verdict.meter, &r.reopened) {
+                (_, Some(re)) => Err(format!("reopened ({}) within the window", re.kind)),
+                (Some(m), None) => Ok(format!("{} x{}", m.event_name, m.value)),
+                (None, None) => Err(r.verdict.clause.code().to_string()),
+            };
+            (r.seq, fate)
+        })
+        .collect()
+}
+
+impl ContractDiff {
+    /// Add one ticket's comparison (pure).
+    pub fn add_ticket(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        old: &ContractTerms,
+        new: &ContractTerms,
+        events: &[TicketEvent],
+    ) {
+        self.tickets += 1;
+        let (a, b) = (fates(old, events), fates(new, events));
+        let n = a.len().max(b.len());
+        self.resolutions += n;
+        self.billable_old += a.iter().filter(|(_, f)| f.is_ok()).count();
+        self.billable_new += b.iter().filter(|(_, f)| f.is_ok()).count();
+        for i in 0..n {
+            let describe = |v: Option<&(u32, Result<String, String>)>| match v {
+                Some((_, Ok(m))) => format!("billed: {m}"),
+                Some((_, Err(why))) => format!("not billed: {why}"),
+                None => "no such resolution".to_string(),
+            };
+            let (x, y) = (describe(a.get(i)), describe(b.get(i)));
+            if x != y {
+                self.changes.push(Change {
+                    tenant: tenant.to_string(),
+                    provider: provider.to_string(),
+                    ticket_id: ticket_id.to_string(),
+                    seq: (i + 1) as u32,
+                    old: x,
+                    new: y,
+                });
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Shadow run over {} ticket(s), {} resolution(s): billable {} under the old contract, {} under the new ({:+}).",
+            self.tickets,
+            self.resolutions,
+            self.billable_old,
+            self.billable_new,
+            self.billable_new as i64 - self.billable_old as i64
+        );
+        if self.changes.is_empty() {
+            let _ = writeln!(s, "No resolution would be decided differently.");
+        }
+        for c in &self.changes {
+            let _ = writeln!(
+                s,
+                "  {} {} {} #{}: {}  ->  {}",
+                c.tenant, c.provider, c.ticket_id, c.seq, c.old, c.new
+            );
+        }
+        let _ = writeln!(s, "Decisions already made are not changed; the new contract applies to resolutions confirmed after it is deployed.");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Resolver};
+
+    fn ev(key: &str, kind: EventKind, h: i64, r: Option<Resolver>, tags: &[&str]) -> TicketEvent {
+        TicketEvent {
+            event_key: key.into(),
+            ticket_id: "T".into(),
+            kind,
+            occurred_at: crate::clock::from_millis(1_767_225_600_000 + h * 3_600_000),
+            resolver: r,
+            actor_id: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            channel: None,
+        }
+    }
+
+    #[test]
+    fn excluding_a_tag_and_shortening_the_window_show_up() {
+        let old = ContractTerms::default();
+        let new = ContractTerms {
+            excluded_tags: vec!["vip".into()],
+            reopen_window: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let mut d = ContractDiff::default();
+        d.add_ticket(
+            "acme",
+            "generic",
+            "A",
+            &old,
+            &new,
+            &[ev(
+                "a",
+                EventKind::Resolved,
+                0,
+                Some(Resolver::Ai),
+                &["vip"],
+            )],
+        );
+        // Reopened after 2h: inside 72h, outside 1h.
+        d.add_ticket(
+            "acme",
+            "generic",
+            "B",
+            &old,
+            &new,
+            &[
+                ev("b1", EventKind::Resolved, 0, Some(Resolver::Ai), &[]),
+                ev("b2", EventKind::Reopened, 2, None, &[]),
+            ],
+        );
+        assert_eq!((d.billable_old, d.billable_new), (1, 1));
+        assert_eq!(d.changes.len(), 2);
+        assert!(d.changes[0].new.contains("excluded_tag"));
+        assert!(d.changes[1].old.contains("reopened"));
+        assert!(d.changes[1].new.starts_with("billed"));
+        assert!(d.render().contains("A #1"));
+    }
+}

@@ -1,0 +1,68 @@
+//! Date ranges on the command line: `--from 2026-01-01 --to 2026-01-31` means the
+//! whole of both days (UTC); RFC 3339 times are taken as given (`--to` exclusive).
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    /// Inclusive, Unix millis.
+    pub from: i64,
+    /// Exclusive, Unix millis.
+    pub to: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PeriodError {
+    #[error("`{0}` is not a date (YYYY-MM-DD) or an RFC 3339 time")]
+    BadDate(String),
+    #[error("the period is empty: --from must be before --to")]
+    Empty,
+}
+
+fn parse(s: &str, end_of_day: bool) -> Result<DateTime<Utc>, PeriodError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| PeriodError::BadDate(s.to_string()))?;
+    let d = if end_of_day {
+        d.succ_opt().unwrap_or(d)
+    } else {
+        d
+    };
+    Ok(Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)))
+}
+
+impl Period {
+    pub fn parse(from: &str, to: &str) -> Result<Period, PeriodError> {
+        let p = Period {
+            from: parse(from, false)?.timestamp_millis(),
+            to: parse(to, true)?.timestamp_millis(),
+        };
+        if p.from >= p.to {
+            return Err(PeriodError::Empty);
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_cover_whole_days() {
+        let p = Period::parse("2026-01-01", "2026-01-31").expect("valid");
+        assert_eq!(p.to - p.from, 31 * 86_400_000);
+        let p = Period::parse("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z").expect("valid");
+        assert_eq!(p.to - p.from, 86_400_000);
+        assert_eq!(
+            Period::parse("2026-02-01", "2026-01-01"),
+            Err(PeriodError::Empty)
+        );
+        assert!(matches!(
+            Period::parse("yesterday", "2026-01-01"),
+            Err(PeriodError::BadDate(_))
+        ));
+    }
+}

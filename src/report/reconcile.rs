@@ -1,0 +1,166 @@
+//! `outcome-meter reconcile`: what Stripe's meter summaries say against what we
+//! reported, per customer and meter. Any drift makes the command exit non-zero.
+
+use super::fmt_ms;
+use super::period::Period;
+use crate::store::{OutcomeFilter, Store, StoreError};
+use crate::stripe::{StripeClient, StripeError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error("no Stripe meter id configured for event name(s) {0:?}: set [stripe.meter_ids] <event_name> = \"mtr_...\"")]
+    MissingMeterIds(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MeterLine {
+    pub event_name: String,
+    pub meter_id: String,
+    /// What Stripe should have: reported values minus reversals, by Stripe timestamp.
+    pub expected: i64,
+    pub stripe: f64,
+    pub drift: f64,
+    /// Confirmed but not at Stripe yet (pending or failed in the outbox).
+    pub outbox_count: i64,
+    pub outbox_value: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconciliation {
+    pub tenant: String,
+    pub stripe_customer_id: String,
+    pub from: String,
+    pub to: String,
+    pub meters: Vec<MeterLine>,
+}
+
+impl Reconciliation {
+    pub fn has_drift(&self) -> bool {
+        self.meters.iter().any(|m| m.drift.abs() > f64::EPSILON)
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Reconciliation of tenant {} (Stripe customer {}) from {} to {}",
+            self.tenant, self.stripe_customer_id, self.from, self.to
+        );
+        let _ = writeln!(
+            s,
+            "{:<24} {:<22} {:>10} {:>10} {:>8} {:>14}",
+            "meter", "meter id", "expected", "stripe", "drift", "outbox (value)"
+        );
+        for m in &self.meters {
+            let _ = writeln!(
+                s,
+                "{:<24} {:<22} {:>10} {:>10} {:>8} {:>8} ({})",
+                m.event_name,
+                m.meter_id,
+                m.expected,
+                m.stripe,
+                m.drift,
+                m.outbox_count,
+                m.outbox_value
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{}",
+            if self.has_drift() {
+                "DRIFT: Stripe and outcome-meter disagree (summaries are eventually consistent: re-run after a few minutes before acting)."
+            } else {
+                "No drift."
+            }
+        );
+        s
+    }
+}
+
+/// Compare the local reported totals with Stripe's meter event summaries.
+pub async fn reconcile(
+    store: &Store,
+    client: &StripeClient,
+    meter_ids: &BTreeMap<String, String>,
+    tenant: &str,
+    customer: &str,
+    period: Period,
+) -> Result<Reconciliation, ReconcileError> {
+    let outcomes = store
+        .list_outcomes(&OutcomeFilter {
+            tenant: Some(tenant.to_string()),
+            confirmed_from: Some(period.from),
+            confirmed_to: Some(period.to),
+            ..Default::default()
+        })
+        .await?;
+    let reversals = store.reversals(tenant).await?;
+    let cancelled: std::collections::HashSet<&str> = reversals
+        .iter()
+        .filter(|r| r.state == "done" && r.method.as_deref() == Some("cancel"))
+        .map(|r| r.outcome_id.as_str())
+        .collect();
+    let mut lines: BTreeMap<String, MeterLine> = BTreeMap::new();
+    for o in &outcomes {
+        let l = lines
+            .entry(o.event_name.clone())
+            .or_insert_with(|| MeterLine {
+                event_name: o.event_name.clone(),
+                ..Default::default()
+            });
+        match o.state.as_str() {
+            "reported" => l.expected += o.value,
+            "reversed" if !cancelled.contains(o.id.as_str()) => l.expected += o.value,
+            "pending" | "failed" => {
+                l.outbox_count += 1;
+                l.outbox_value += o.value;
+            }
+            _ => {}
+        }
+    }
+    for r in &reversals {
+        let in_period = r
+            .stripe_timestamp
+            .is_some_and(|t| t * 1000 >= period.from && t * 1000 < period.to);
+        if r.state == "done" && r.method.as_deref() == Some("correction") && in_period {
+            let l = lines
+                .entry(r.event_name.clone())
+                .or_insert_with(|| MeterLine {
+                    event_name: r.event_name.clone(),
+                    ..Default::default()
+                });
+            l.expected -= r.value;
+        }
+    }
+    let missing: Vec<String> = lines
+        .keys()
+        .filter(|k| !meter_ids.contains_key(*k))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReconcileError::MissingMeterIds(missing));
+    }
+    // Stripe wants whole minutes.
+    let (start, end) = ((period.from / 60_000) * 60, (period.to / 60_000) * 60);
+    for l in lines.values_mut() {
+        l.meter_id = meter_ids.get(&l.event_name).cloned().unwrap_or_default();
+        l.stripe = client
+            .meter_total(&l.meter_id, customer, start, end)
+            .await?;
+        l.drift = l.stripe - l.expected as f64;
+    }
+    Ok(Reconciliation {
+        tenant: tenant.to_string(),
+        stripe_customer_id: customer.to_string(),
+        from: fmt_ms(period.from),
+        to: fmt_ms(period.to),
+        meters: lines.into_values().collect(),
+    })
+}

@@ -1,0 +1,292 @@
+//! Caps, clawback reversals and the contract registry.
+
+use super::{col, Backend, Store, StoreError, Tx};
+
+/// What clawback needs to know about a confirmed outcome.
+#[derive(Debug, Clone)]
+pub struct OutcomeBrief {
+    pub id: String,
+    pub state: String,
+    pub event_name: String,
+    pub value: i64,
+    pub stripe_customer_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewReversal {
+    pub outcome_id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub event_name: String,
+    pub value: i64,
+    pub stripe_customer_id: String,
+    pub reopen_event_key: String,
+    pub reopened_at: i64,
+    pub created_at: i64,
+    pub evidence: String,
+}
+
+/// A reversal claimed by a reporter, with its outcome's current state.
+#[derive(Debug, Clone)]
+pub struct ClaimedReversal {
+    pub outcome_id: String,
+    pub event_name: String,
+    pub value: i64,
+    pub stripe_customer_id: String,
+    pub method: Option<String>,
+    pub attempts: u32,
+    pub outcome_state: String,
+    pub outcome_reported_at: Option<i64>,
+    pub outcome_lease_until: Option<i64>,
+    /// Timestamp of the correcting event, fixed by the first attempt.
+    pub stripe_timestamp: Option<i64>,
+}
+
+/// How a reversal attempt ended.
+#[derive(Debug, Clone)]
+pub struct ReversalAttempt<'a> {
+    pub outcome_id: &'a str,
+    pub now: i64,
+    pub method: &'a str,
+    pub dry_run: bool,
+    pub request: &'a str,
+    pub status_code: Option<u16>,
+    pub request_id: Option<&'a str>,
+    pub result: &'a str,
+    pub error: Option<&'a str>,
+    /// `pending` (retry at `next_attempt_at`), `done` or `failed`.
+    pub state: &'a str,
+    pub next_attempt_at: i64,
+    pub stripe_timestamp: Option<i64>,
+}
+
+impl Tx {
+    /// Serialize cap checks per Stripe customer (PostgreSQL advisory lock for
+    /// this transaction; SQLite already has one writer).
+    pub async fn lock_customer(&mut self, customer: &str) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(
+                "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l",
+            )
+            .bind(customer)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Outcomes of a customer confirmed in `[from, to)` that count against caps.
+    pub async fn count_billed(
+        &mut self,
+        customer: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outcomes WHERE stripe_customer_id = $1 AND confirmed_at >= $2 \
+             AND confirmed_at < $3 AND state NOT IN ('capped', 'voided', 'reversed')",
+        )
+        .bind(customer)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        col(&row, "n")
+    }
+
+    pub async fn outcome_for_seq(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        seq: u32,
+    ) -> Result<Option<OutcomeBrief>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, state, event_name, value, stripe_customer_id FROM outcomes \
+             WHERE tenant = $1 AND provider = $2 AND ticket_id = $3 AND seq = $4",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .bind(i64::from(seq))
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            Ok(OutcomeBrief {
+                id: col(&r, "id")?,
+                state: col(&r, "state")?,
+                event_name: col(&r, "event_name")?,
+                value: col(&r, "value")?,
+                stripe_customer_id: col(&r, "stripe_customer_id")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Record a reversal once per outcome. Returns whether it is new.
+    pub async fn insert_reversal(&mut self, r: &NewReversal) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO reversals (outcome_id, tenant, provider, ticket_id, event_name, value, stripe_customer_id, \
+             reopen_event_key, reopened_at, created_at, evidence, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10) ON CONFLICT (outcome_id) DO NOTHING",
+        )
+        .bind(&r.outcome_id)
+        .bind(&r.tenant)
+        .bind(&r.provider)
+        .bind(&r.ticket_id)
+        .bind(&r.event_name)
+        .bind(r.value)
+        .bind(&r.stripe_customer_id)
+        .bind(&r.reopen_event_key)
+        .bind(r.reopened_at)
+        .bind(r.created_at)
+        .bind(&r.evidence)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Claim due reversals with a lease (no transaction held across Stripe calls).
+    pub async fn claim_reversals(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedReversal>, StoreError> {
+        let sql = format!(
+            "UPDATE reversals SET lease_until = $1 WHERE outcome_id IN ( \
+               SELECT outcome_id FROM reversals WHERE state = 'pending' AND next_attempt_at <= $2 \
+               AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at, outcome_id LIMIT $3{}) \
+             RETURNING outcome_id",
+            self.backend.skip_locked()
+        );
+        let ids = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for r in ids {
+            let id: String = col(&r, "outcome_id")?;
+            let row = sqlx::query(
+                "SELECT r.outcome_id, r.event_name, r.value, r.stripe_customer_id, r.method, r.attempts, r.stripe_timestamp, \
+                 o.state AS outcome_state, o.reported_at, o.lease_until AS outcome_lease \
+                 FROM reversals r JOIN outcomes o ON o.id = r.outcome_id WHERE r.outcome_id = $1",
+            )
+            .bind(&id)
+            .fetch_one(&self.pool)
+            .await?;
+            out.push(ClaimedReversal {
+                outcome_id: col(&row, "outcome_id")?,
+                event_name: col(&row, "event_name")?,
+                value: col(&row, "value")?,
+                stripe_customer_id: col(&row, "stripe_customer_id")?,
+                method: col(&row, "method")?,
+                attempts: u32::try_from(col::<i64>(&row, "attempts")?).unwrap_or(u32::MAX),
+                outcome_state: col(&row, "outcome_state")?,
+                outcome_reported_at: col(&row, "reported_at")?,
+                outcome_lease_until: col(&row, "outcome_lease")?,
+                stripe_timestamp: col(&row, "stripe_timestamp")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Try a reversal again later without counting an attempt (its outcome is busy).
+    pub async fn postpone_reversal(
+        &self,
+        outcome_id: &str,
+        next_attempt_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE reversals SET next_attempt_at = $1, lease_until = NULL WHERE outcome_id = $2",
+        )
+        .bind(next_attempt_at)
+        .bind(outcome_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Void an outcome that was never delivered, unless a reporter holds it now.
+    pub async fn void_outcome_if_idle(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outcomes SET state = 'voided', lease_until = NULL \
+             WHERE id = $1 AND state IN ('pending', 'failed') AND (lease_until IS NULL OR lease_until <= $2)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Log a reversal attempt and move the reversal to its new state (one transaction).
+    /// The method is fixed by the first attempt and never changes afterwards.
+    pub async fn record_reversal_attempt(&self, a: &ReversalAttempt<'_>) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(a.outcome_id)
+        .bind(a.now)
+        .bind(i64::from(a.dry_run))
+        .bind(a.request)
+        .bind(a.status_code.map(i64::from))
+        .bind(a.request_id)
+        .bind(format!("reversal:{}:{}", a.method, a.result))
+        .bind(a.error)
+        .execute(&mut *tx.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE reversals SET method = COALESCE(method, $1), state = $2, attempts = attempts + 1, \
+             next_attempt_at = $3, lease_until = NULL, last_error = $4, \
+             stripe_request_id = COALESCE($5, stripe_request_id), \
+             stripe_timestamp = COALESCE(stripe_timestamp, $6), \
+             done_at = CASE WHEN $2 = 'done' THEN $7 ELSE done_at END \
+             WHERE outcome_id = $8 AND state = 'pending'",
+        )
+        .bind(a.method)
+        .bind(a.state)
+        .bind(a.next_attempt_at)
+        .bind(a.error)
+        .bind(a.request_id)
+        .bind(a.stripe_timestamp)
+        .bind(a.now)
+        .bind(a.outcome_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        if a.state == "done" {
+            sqlx::query("UPDATE outcomes SET state = 'reversed' WHERE id = $1 AND state IN ('reported', 'dry_run')")
+                .bind(a.outcome_id)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Remember an effective contract (idempotent).
+    pub async fn record_contract(
+        &self,
+        hash: &str,
+        version: &str,
+        terms: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO contracts (hash, version, terms, first_seen) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash)
+        .bind(version)
+        .bind(terms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Clawback and caps: the contract's two limits on what stays billed.
+
+use super::Worker;
+use crate::clock::to_millis;
+use crate::contract::Caps;
+use crate::store::{NewReversal, StoreError, Tx};
+use crate::tenants::Tenant;
+use crate::ticket::{Reopen, Settled};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use serde_json::json;
+
+/// `[start, end)` of the UTC day and UTC calendar month containing `t`, in millis.
+pub fn day_and_month(t: DateTime<Utc>) -> ((i64, i64), (i64, i64)) {
+    let day = t.date_naive();
+    let start = |d: chrono::NaiveDate| {
+        to_millis(Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)))
+    };
+    let next_day = day.succ_opt().unwrap_or(day);
+    let month_start = day.with_day(1).unwrap_or(day);
+    let next_month = if month_start.month() == 12 {
+        chrono::NaiveDate::from_ymd_opt(month_start.year() + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(month_start.year(), month_start.month() + 1, 1)
+    }
+    .unwrap_or(month_start);
+    (
+        (start(day), start(next_day)),
+        (start(month_start), start(next_month)),
+    )
+}
+
+/// Why an outcome confirmed now for `customer` is over a cap, if it is.
+pub(super) async fn over_cap(
+    tx: &mut Tx,
+    caps: &Caps,
+    customer: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    if !caps.is_set() {
+        return Ok(None);
+    }
+    tx.lock_customer(customer).await?;
+    let ((d0, d1), (m0, m1)) = day_and_month(now);
+    if let Some(n) = caps.per_day {
+        if tx.count_billed(customer, d0, d1).await? >= i64::from(n) {
+            return Ok(Some(format!("capped: the customer already has {n} billed outcomes this day (UTC), the contract's daily cap")));
+        }
+    }
+    if let Some(n) = caps.per_period {
+        if tx.count_billed(customer, m0, m1).await? >= i64::from(n) {
+            return Ok(Some(format!(
+                "capped: the customer already has {n} billed outcomes this month (UTC), the contract's period cap"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+impl Worker {
+    /// When the settled (confirmed) resolution's ticket was reopened within the
+    /// contract's clawback duration, record its reversal (once per outcome).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn clawback(
+        &self,
+        tx: &mut Tx,
+        tenant: &Tenant,
+        provider: &str,
+        ticket_id: &str,
+        settled: Option<Settled>,
+        reopens: &[Reopen],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (Some(window), Some(s)) = (tenant.contract.clawback, settled) else {
+            return Ok(());
+        };
+        let limit =
+            s.resolved_at + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let Some(reopen) = reopens.iter().find(|r| r.at <= limit) else {
+            return Ok(());
+        };
+        let Some(o) = tx
+            .outcome_for_seq(&tenant.settings.id, provider, ticket_id, s.seq)
+            .await?
+        else {
+            return Ok(()); // that resolution was not billable: nothing to reverse
+        };
+        if matches!(o.state.as_str(), "capped" | "voided" | "reversed") {
+            return Ok(());
+        }
+        let evidence = json!({
+            "clause": "clawback",
+            "explanation": format!(
+                "reversed: the ticket was reopened ({}) at {} within the clawback period of {} after its resolution at {}",
+                reopen.kind, reopen.at.to_rfc3339(), humantime::format_duration(window), s.resolved_at.to_rfc3339()
+            ),
+            "outcome_id": o.id,
+            "seq": s.seq,
+            "reopen": reopen,
+            "contract": { "version": tenant.contract.version, "hash": tenant.contract_hash },
+        });
+        let new = tx
+            .insert_reversal(&NewReversal {
+                outcome_id: o.id.clone(),
+                tenant: tenant.settings.id.clone(),
+                provider: provider.to_string(),
+                ticket_id: ticket_id.to_string(),
+                event_name: o.event_name,
+                value: o.value,
+                stripe_customer_id: o.stripe_customer_id,
+                reopen_event_key: reopen.event_key.clone(),
+                reopened_at: to_millis(reopen.at),
+                created_at: now,
+                evidence: evidence.to_string(),
+            })
+            .await?;
+        if new {
+            tracing::info!(outcome = %o.id, %ticket_id, "ticket reopened within the clawback period: reversal queued");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_and_month_bounds() {
+        let t = Utc
+            .with_ymd_and_hms(2026, 12, 31, 23, 59, 0)
+            .single()
+            .expect("time");
+        let ((d0, d1), (m0, m1)) = day_and_month(t);
+        assert_eq!(d1 - d0, 86_400_000);
+        assert_eq!(
+            crate::clock::from_millis(m0).to_rfc3339(),
+            "2026-12-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            crate::clock::from_millis(m1).to_rfc3339(),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert!(d0 <= to_millis(t) && to_millis(t) < d1);
+    }
+}
