@@ -301,9 +301,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:.9em;text-align:left;vert
 .cards{{display:flex;gap:1em;flex-wrap:wrap}}.card{{border:1px solid #ccc;border-radius:6px;padding:.8em 1.2em;min-width:10em}}
 .card b{{display:block;font-size:1.8em}}.muted{{color:#777;font-size:.85em}}</style></head><body>
 <h1>Outcome statement: {tenant}</h1>
-<p>Stripe customer <code>{customer}</code> · period {from} to {to} (UTC; outcomes by confirmation time, resolutions by resolution time)</p>
+<p>Stripe customer <code>{customer}</code> · period from {from} up to {to} (UTC; outcomes by confirmation time, resolutions by resolution time). Billable outcomes include those still awaiting report or recorded in dry-run; the net value is what Stripe has received.</p>
 <div class="cards">
-<div class="card">Outcomes billed<b id="billed-count">{billed}</b></div>
+<div class="card">Billable outcomes<b id="billed-count">{billed}</b></div>
 <div class="card">Net value sent to Stripe<b id="net-value">{net}</b></div>
 <div class="card">Resolutions not billed<b id="disqualified-count">{disq}</b></div>
 </div>"#,

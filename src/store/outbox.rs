@@ -72,7 +72,9 @@ impl Store {
         let sql = format!(
             "UPDATE outcomes SET lease_until = $1 WHERE id IN ( \
                SELECT id FROM outcomes WHERE state = 'pending' AND next_attempt_at <= $2 \
-               AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at, id LIMIT $3{}) \
+               AND (lease_until IS NULL OR lease_until <= $2) \
+               AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \
+               ORDER BY next_attempt_at, id LIMIT $3{}) \
              RETURNING id, event_name, value, stripe_customer_id, confirmed_at, attempts",
             self.backend.skip_locked()
         );

@@ -91,8 +91,9 @@ impl Reporter {
 
     /// Report one batch of outcomes, then process one batch of reversals.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let reported = self.report_batch().await?;
+        // Reversals first: an outcome clawed back before it was sent is voided, never sent.
         let reversed = self.reverse_batch().await?;
+        let reported = self.report_batch().await?;
         Ok(reported + reversed)
     }
 

@@ -1,6 +1,8 @@
 //! Integration tests: the real server on port 0, a temporary SQLite file (and
 //! PostgreSQL where available), a manual clock, and a fake Stripe.
 
+mod billing;
+mod chromium;
 mod fake_stripe;
 mod ingest;
 mod pipeline;

@@ -1,0 +1,454 @@
+//! Dispute-proof billing: caps, clawback, statements, reconciliation, contract changes.
+
+use crate::fake_stripe::FakeStripe;
+use crate::support::*;
+use outcome_meter::contract::{Caps, ContractTerms};
+use outcome_meter::outcome::outcome_id;
+use outcome_meter::report::period::Period;
+use outcome_meter::report::{reconcile::reconcile, statement};
+use outcome_meter::stripe::{MeterEvent, StripeClient};
+use std::time::Duration;
+
+async fn app(backend: Backend, stripe: &FakeStripe, contract: ContractTerms) -> TestApp {
+    TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        contract,
+        ..Default::default()
+    })
+    .await
+}
+
+fn clawback_contract() -> ContractTerms {
+    ContractTerms {
+        clawback: Some(Duration::from_secs(30 * 86_400)),
+        ..Default::default()
+    }
+}
+
+fn january() -> Period {
+    Period::parse("2026-01-01", "2026-01-31").expect("period")
+}
+
+async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let contract = ContractTerms {
+        caps: Caps {
+            per_day: Some(2),
+            per_period: None,
+        },
+        ..Default::default()
+    };
+    let app = app(backend, &stripe, contract).await;
+    for t in ["C1", "C2", "C3"] {
+        app.send(&event(&format!("{t}-r"), t, "resolved", 0, Some("ai")))
+            .await;
+    }
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let outcomes = app.outcomes().await;
+    let states: Vec<&str> = outcomes.iter().map(|o| o.state.as_str()).collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "reported").count(),
+        2,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| **s == "capped").count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(stripe.events().len(), 2);
+    let capped = outcomes
+        .iter()
+        .find(|o| o.state == "capped")
+        .expect("capped");
+    let d = app
+        .services
+        .store
+        .ticket_decisions(TENANT, &capped.ticket_id)
+        .await
+        .expect("decisions");
+    assert_eq!(d[0].status, "capped");
+    assert!(d[0].detail.contains("daily cap"), "{}", d[0].detail);
+
+    // The next day has room again.
+    app.send(&event("C4-r", "C4", "resolved", 73, Some("ai")))
+        .await;
+    app.advance_hours(100);
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.events().len(), 3);
+
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    assert_eq!(st.totals[0].capped_count, 1);
+    assert_eq!(st.totals[0].net_value, 3);
+    app.stop().await;
+}
+
+async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    app.send(&event("r1", "K1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let id = outcome_id(TENANT, "generic", "K1", 1);
+    assert_eq!(app.outcomes().await[0].state, "reported");
+
+    // Reopened after the window, but within the 30-day clawback period.
+    app.send(&event("o1", "K1", "reopened", 74, None)).await;
+    app.settle().await;
+    let app = app.restart().await; // a crash between recording and reversing changes nothing
+    app.report().await;
+    assert_eq!(stripe.adjustments(), vec![id.clone()]);
+    assert_eq!(app.outcomes().await[0].state, "reversed");
+
+    // Replays of every stage reverse nothing twice.
+    app.send(&event("o1", "K1", "reopened", 74, None)).await;
+    app.send(&event("o2", "K1", "customer_replied", 75, None))
+        .await;
+    app.advance_hours(5);
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.adjustments().len(), 1);
+    let e = outcome_meter::report::explain::explain(&app.services.store, TENANT, "K1")
+        .await
+        .expect("explain");
+    assert!(e.render().contains("Clawback of"), "{}", e.render());
+
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    assert_eq!(
+        (
+            st.totals[0].reported_value,
+            st.totals[0].reversed_value,
+            st.totals[0].net_value
+        ),
+        (1, 1, 0)
+    );
+    app.stop().await;
+}
+
+async fn clawback_after_24h_sends_a_correcting_event(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    app.send(&event("r1", "K2", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    app.advance_hours(48);
+    app.send(&event("o1", "K2", "reopened", 120, None)).await;
+    app.settle().await;
+    app.report().await;
+    let id = outcome_id(TENANT, "generic", "K2", 1);
+    let events = stripe.events();
+    assert_eq!(events.len(), 2);
+    assert!(stripe.adjustments().is_empty(), "too late to cancel");
+    let correction = &events[1];
+    assert_eq!(correction.identifier, format!("{id}_reversal"));
+    assert_eq!(correction.value, "-1");
+    assert_eq!(correction.customer, CUSTOMER);
+    app.stop().await;
+}
+
+async fn clawback_of_an_outcome_not_yet_sent_voids_it(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    app.send(&event("r1", "K3", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await; // confirmed, in the outbox, not reported
+    app.send(&event("o1", "K3", "reopened", 74, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(app.outcomes().await[0].state, "voided");
+    assert_eq!(stripe.requests(), 0, "nothing sent, nothing to cancel");
+    app.stop().await;
+}
+
+async fn without_clawback_a_late_reopen_leaves_the_outcome_billed(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    app.send(&event("r1", "K4", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    app.send(&event("o1", "K4", "reopened", 74, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert!(stripe.adjustments().is_empty());
+    app.stop().await;
+}
+
+/// A month of mixed tickets: billed, reopened, human, handed off.
+async fn mixed_month(app: &TestApp) {
+    for i in 0..12 {
+        let t = format!("M{i}");
+        let h = i64::from(i) * 24;
+        match i % 4 {
+            0 | 1 => {
+                app.send(&event(&format!("{t}-r"), &t, "resolved", h, Some("ai")))
+                    .await;
+            }
+            2 => {
+                app.send(&event(&format!("{t}-r"), &t, "resolved", h, Some("ai")))
+                    .await;
+                app.send(&event(&format!("{t}-o"), &t, "reopened", h + 1, None))
+                    .await;
+            }
+            _ => {
+                app.send(&event(&format!("{t}-r"), &t, "resolved", h, Some("human")))
+                    .await;
+            }
+        }
+    }
+    app.settle().await;
+    for _ in 0..20 {
+        app.advance_hours(24);
+        app.settle().await;
+    }
+    app.report().await;
+}
+
+async fn statement_totals_match_what_stripe_received(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    mixed_month(&app).await;
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    let at_stripe: i64 = stripe
+        .events()
+        .iter()
+        .map(|e| e.value.parse::<i64>().unwrap_or(0))
+        .sum();
+    assert_eq!(st.billed_count, 6);
+    assert_eq!(
+        st.totals.iter().map(|t| t.net_value).sum::<i64>(),
+        at_stripe
+    );
+    assert_eq!(
+        st.disqualified_by_reason.get("reopened_within_window"),
+        Some(&3)
+    );
+    assert_eq!(
+        st.disqualified_by_reason.get("resolver_not_billable"),
+        Some(&3)
+    );
+    let ids: Vec<&str> = st.billed.iter().map(|b| b.outcome_id.as_str()).collect();
+    for e in stripe.events() {
+        assert!(ids.contains(&e.identifier.as_str()));
+    }
+    assert!(st
+        .billed
+        .iter()
+        .all(|b| !b.evidence_events.is_empty() && !b.why.is_empty()));
+    let csv = st.to_csv();
+    assert_eq!(csv.lines().filter(|l| l.starts_with("billed,")).count(), 6);
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with("not_billed,")).count(),
+        6
+    );
+    app.stop().await;
+}
+
+async fn statement_page_in_chromium_shows_the_database_numbers(backend: Backend) {
+    let Some(chromium) = crate::chromium::find() else {
+        return;
+    };
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    mixed_month(&app).await;
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    let dir = tempfile::tempdir().expect("tmp");
+    let page = dir.path().join("statement.html");
+    std::fs::write(&page, st.to_html()).expect("write page");
+    let dom = crate::chromium::dump_dom(&chromium, &page, dir.path());
+    let text_of = |id: &str| {
+        crate::chromium::text_by_id(&dom, id).unwrap_or_else(|| panic!("#{id} missing in {dom}"))
+    };
+
+    let reported = app
+        .count("SELECT COUNT(*) FROM outcomes WHERE state = 'reported'")
+        .await;
+    let value = app
+        .count(
+            "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM outcomes WHERE state = 'reported'",
+        )
+        .await;
+    let not_billed = app
+        .count("SELECT COUNT(*) FROM decisions WHERE status IN ('reopened', 'not_billable')")
+        .await;
+    assert_eq!(text_of("billed-count"), reported.to_string());
+    assert_eq!(text_of("net-value"), value.to_string());
+    assert_eq!(text_of("disqualified-count"), not_billed.to_string());
+    assert_eq!(dom.matches("class=\"outcome\"").count() as i64, reported);
+    assert_eq!(
+        dom.matches("<rect").count(),
+        st.per_day.len(),
+        "one bar per day"
+    );
+    app.stop().await;
+}
+
+async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_meter("mtr_resolved", "resolved_ticket");
+    let app = app(backend, &stripe, clawback_contract()).await;
+    mixed_month(&app).await;
+    // One clawback by cancellation, so reconciliation must account for it.
+    app.send(&event("M0-o", "M0", "reopened", 500, None)).await;
+    app.settle().await;
+    app.report().await;
+
+    let client = StripeClient::new(
+        &stripe.base_url(),
+        FakeStripe::API_KEY,
+        "2025-03-31.basil",
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let meters = [("resolved_ticket".to_string(), "mtr_resolved".to_string())].into();
+    let r = reconcile(
+        &app.services.store,
+        &client,
+        &meters,
+        TENANT,
+        CUSTOMER,
+        january(),
+    )
+    .await
+    .expect("reconcile");
+    assert!(!r.has_drift(), "{}", r.render());
+    assert_eq!(r.meters[0].expected, 5);
+
+    // Something outside outcome-meter sends usage for the same customer and meter.
+    let ev = MeterEvent {
+        event_name: "resolved_ticket".into(),
+        stripe_customer_id: CUSTOMER.into(),
+        value: 2,
+        identifier: "manual-entry".into(),
+        timestamp: t0().timestamp() + 3600,
+    };
+    client
+        .create_meter_event(&ev, "manual")
+        .await
+        .expect("accepted");
+    let r = reconcile(
+        &app.services.store,
+        &client,
+        &meters,
+        TENANT,
+        CUSTOMER,
+        january(),
+    )
+    .await
+    .expect("reconcile");
+    assert!(r.has_drift());
+    assert_eq!(r.meters[0].drift, 2.0);
+    assert!(r.render().contains("DRIFT"));
+
+    let missing = reconcile(
+        &app.services.store,
+        &client,
+        &Default::default(),
+        TENANT,
+        CUSTOMER,
+        january(),
+    )
+    .await;
+    assert!(
+        missing.is_err(),
+        "an unmapped meter is an error, not a silent zero"
+    );
+    app.stop().await;
+}
+
+async fn changing_the_contract_never_changes_decisions_already_made(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    app.send(&event("r1", "V1", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("r2", "V2", "resolved", 0, Some("human")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let before = app
+        .services
+        .store
+        .ticket_decisions(TENANT, "V1")
+        .await
+        .expect("decisions");
+    let old_hash = app.outcomes().await[0].contract_hash.clone();
+
+    // New terms: humans billable too, AI resolutions excluded by value 5.
+    let mut app = app;
+    app.settings.contract = ContractTerms {
+        version: "2".into(),
+        billable_resolvers: vec![
+            outcome_meter::event::Resolver::Ai,
+            outcome_meter::event::Resolver::Human,
+        ],
+        meter: outcome_meter::contract::Meter {
+            event_name: "resolved_ticket".into(),
+            value: 5,
+        },
+        ..Default::default()
+    };
+    let app = app.restart().await;
+    app.send(&event("x1", "V1", "customer_replied", 200, None))
+        .await;
+    app.send(&event("x2", "V2", "customer_replied", 200, None))
+        .await;
+    app.advance_hours(300);
+    app.settle().await;
+    app.report().await;
+    let after = app
+        .services
+        .store
+        .ticket_decisions(TENANT, "V1")
+        .await
+        .expect("decisions");
+    assert_eq!(after[0].status, before[0].status);
+    assert_eq!(after[0].contract_hash, before[0].contract_hash);
+    let outcomes = app.outcomes().await;
+    assert_eq!(
+        outcomes.len(),
+        1,
+        "V2's human resolution was settled under the old terms"
+    );
+    assert_eq!(
+        (outcomes[0].value, outcomes[0].contract_hash.as_str()),
+        (1, old_hash.as_str())
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM contracts").await,
+        2,
+        "both contracts are kept"
+    );
+    app.stop().await;
+}
+
+crate::dual!(
+    caps_record_outcomes_over_the_cap_as_capped,
+    clawback_within_24h_cancels_the_meter_event_exactly_once,
+    clawback_after_24h_sends_a_correcting_event,
+    clawback_of_an_outcome_not_yet_sent_voids_it,
+    without_clawback_a_late_reopen_leaves_the_outcome_billed,
+    statement_totals_match_what_stripe_received,
+    statement_page_in_chromium_shows_the_database_numbers,
+    reconcile_finds_no_drift_then_reports_injected_drift,
+    changing_the_contract_never_changes_decisions_already_made,
+);
