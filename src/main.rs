@@ -15,6 +15,22 @@ use outcome_meter::stripe::StripeClient;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// `println!` that ignores a closed pipe (`outcome-meter check | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed pipe.
+macro_rules! outp {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "outcome-meter",
@@ -222,7 +238,7 @@ async fn main() -> Result<()> {
         Command::Migrate => {
             let store = open_store(&settings).await?;
             store.migrate().await?;
-            println!(
+            out!(
                 "migrations applied to {}",
                 redact_url(&settings.database.url)
             );
@@ -240,7 +256,7 @@ async fn main() -> Result<()> {
             let mut d = ContractDiff::default();
             for t in &new.tenants {
                 let Some(old_t) = old.tenant(&t.id) else {
-                    println!("tenant {} is new: nothing to compare", t.id);
+                    out!("tenant {} is new: nothing to compare", t.id);
                     continue;
                 };
                 let (oc, nc) = (old.contract_for(old_t), new.contract_for(t));
@@ -252,11 +268,11 @@ async fn main() -> Result<()> {
                     d.add_ticket(&t.id, &provider, &ticket, &oc, &nc, &events);
                 }
             }
-            print!("{}", d.render());
+            outp!("{}", d.render());
         }
         Command::Check { diff: None, .. } => {
-            println!("configuration is valid");
-            println!(
+            out!("configuration is valid");
+            out!(
                 "database: {}\nstripe: {}",
                 redact_url(&settings.database.url),
                 if settings.stripe.dry_run() {
@@ -268,10 +284,10 @@ async fn main() -> Result<()> {
                     )
                 }
             );
-            println!("\nDefault contract:\n{}", describe(&settings.contract));
+            out!("\nDefault contract:\n{}", describe(&settings.contract));
             for t in &settings.tenants {
                 let providers: Vec<&str> = t.providers.keys().map(String::as_str).collect();
-                println!(
+                out!(
                     "Tenant {} (Stripe customer {}, helpdesks: {}):\n{}",
                     t.id,
                     t.stripe_customer_id,
@@ -309,9 +325,9 @@ async fn main() -> Result<()> {
                 })
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!("{}", outcomes::render(&rows));
+                outp!("{}", outcomes::render(&rows));
             }
         }
         Command::Explain {
@@ -322,9 +338,9 @@ async fn main() -> Result<()> {
             let store = open_store(&settings).await?;
             let e = explain(&store, &tenant, &ticket).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&e)?);
+                out!("{}", serde_json::to_string_pretty(&e)?);
             } else {
-                print!("{}", e.render());
+                outp!("{}", e.render());
             }
             if e.is_empty() {
                 std::process::exit(1);
@@ -344,7 +360,7 @@ async fn main() -> Result<()> {
                         .deliveries(tenant.as_deref(), "quarantined", 1000)
                         .await?
                     {
-                        println!(
+                        out!(
                             "{}\t{}\t{}\t{}\t{}",
                             d.id,
                             d.tenant,
@@ -360,7 +376,7 @@ async fn main() -> Result<()> {
                         .transpose()
                         .context("--id must be a delivery id (a number)")?;
                     let n = store.requeue_quarantined(tenant.as_deref(), id).await?;
-                    println!("{n} quarantined deliveries requeued; a running worker picks them up");
+                    out!("{n} quarantined deliveries requeued; a running worker picks them up");
                 }
                 (false, true) => {
                     let n = store
@@ -370,7 +386,7 @@ async fn main() -> Result<()> {
                             to_millis(SystemClock.now()),
                         )
                         .await?;
-                    println!("{n} failed outcomes requeued for reporting (same identifier and idempotency key)");
+                    out!("{n} failed outcomes requeued for reporting (same identifier and idempotency key)");
                 }
                 _ => bail!("say what to replay: --quarantined or --failed"),
             }
@@ -396,7 +412,7 @@ async fn main() -> Result<()> {
             match output {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{text}"),
+                None => outp!("{text}"),
             }
         }
         Command::Reconcile {
@@ -425,16 +441,16 @@ async fn main() -> Result<()> {
             )
             .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{}", r.render());
+                outp!("{}", r.render());
             }
             if r.has_drift() {
                 std::process::exit(3);
             }
         }
         Command::Demo { database } => {
-            print!("{}", outcome_meter::demo::run(settings, &database).await?);
+            outp!("{}", outcome_meter::demo::run(settings, &database).await?);
         }
     }
     Ok(())
