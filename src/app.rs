@@ -226,6 +226,30 @@ pub async fn start(
             },
         ));
     }
+    if roles.worker {
+        // Raw delivery bodies are pruned after the retention period; decisions,
+        // events and outcomes never are.
+        let store = services.store.clone();
+        let clock = services.clock.clone();
+        let retention =
+            i64::try_from(s.database.delivery_retention.as_millis()).unwrap_or(i64::MAX / 2);
+        tasks.push(spawn_loop(
+            "retention",
+            Duration::from_secs(3600),
+            token.clone(),
+            move || {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move {
+                    let before = crate::clock::to_millis(clock.now()) - retention;
+                    let n = store.prune_delivery_bodies(before).await?;
+                    if n > 0 {
+                        tracing::info!(pruned = n, "raw delivery bodies past retention removed");
+                    }
+                    Ok(0) // never "busy": run again after the interval
+                }
+            },
+        ));
+    }
     if roles.reporter {
         let r = services.reporter()?;
         if r.dry_run() {

@@ -328,6 +328,40 @@ async fn authentic_but_unparseable_delivery_is_quarantined_and_acknowledged(back
     app.stop().await;
 }
 
+async fn retention_prunes_processed_bodies_only(backend: Backend) {
+    let (app, _stripe) = app_with_stripe(backend).await;
+    app.send(&event("e1", "R1", "resolved", 0, Some("ai")))
+        .await;
+    app.settle().await;
+    app.send(&event("e2", "R2", "resolved", 0, Some("ai")))
+        .await; // still pending
+    let later = outcome_meter::clock::to_millis(t0()) + 1;
+    assert_eq!(
+        app.services
+            .store
+            .prune_delivery_bodies(later)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE body IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND body IS NOT NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM ticket_events").await,
+        1,
+        "events are kept"
+    );
+    app.stop().await;
+}
+
 impl TestApp {
     fn clock_rfc3339(&self) -> String {
         use outcome_meter::clock::Clock;
@@ -345,5 +379,6 @@ crate::dual!(
     redelivered_webhooks_are_stored_and_counted_once,
     shuffled_delivery_order_gives_the_same_outcomes,
     zendesk_and_intercom_reference_payloads_flow_through,
-    authentic_but_unparseable_delivery_is_quarantined_and_acknowledged
+    authentic_but_unparseable_delivery_is_quarantined_and_acknowledged,
+    retention_prunes_processed_bodies_only
 );
