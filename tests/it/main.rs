@@ -6,6 +6,7 @@ mod chromium;
 mod fake_stripe;
 mod ingest;
 mod pipeline;
+mod process;
 mod reporting;
 mod scaleout;
 mod support;
