@@ -7,7 +7,7 @@ use crate::contract::{ContractTerms, ResolutionFacts, Verdict};
 use crate::event::{EventKind, Resolver, TicketEvent};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The last resolution already confirmed (billed or finally declined). History up
 /// to it is frozen: events that happened before it no longer change anything.
@@ -96,6 +96,18 @@ pub fn replay(
     settled: Option<Settled>,
     events: &[TicketEvent],
 ) -> TicketHistory {
+    replay_pinned(contract, &BTreeMap::new(), settled, events)
+}
+
+/// Like [`replay`], but resolution `seq` is judged by `pinned[seq]` when present:
+/// the contract it was first decided under, so a contract change never changes
+/// a decision already made.
+pub fn replay_pinned(
+    contract: &ContractTerms,
+    pinned: &BTreeMap<u32, ContractTerms>,
+    settled: Option<Settled>,
+    events: &[TicketEvent],
+) -> TicketHistory {
     let mut seen = HashSet::new();
     let mut ordered: Vec<&TicketEvent> = events
         .iter()
@@ -103,7 +115,6 @@ pub fn replay(
         .collect();
     ordered.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
 
-    let window = contract.reopen_window_chrono();
     let mut out = TicketHistory::default();
     let mut seq = settled.map_or(0, |s| s.seq);
     let mut state = if settled.is_some() {
@@ -135,6 +146,7 @@ pub fn replay(
             }
             (EventKind::Resolved, State::Open) => {
                 seq += 1;
+                let terms = pinned.get(&seq).unwrap_or(contract);
                 let facts = ResolutionFacts {
                     resolver: e.resolver,
                     handed_off,
@@ -146,8 +158,8 @@ pub fn replay(
                     seq,
                     resolved_at: e.occurred_at,
                     resolver: e.resolver,
-                    settle_at: e.occurred_at + window,
-                    verdict: contract.evaluate(&facts),
+                    settle_at: e.occurred_at + terms.reopen_window_chrono(),
+                    verdict: terms.evaluate(&facts),
                     reopened: None,
                     evidence: std::mem::take(&mut cycle),
                 });
@@ -303,6 +315,34 @@ mod tests {
         );
         assert_eq!(h.resolutions.len(), 1);
         assert_eq!(h.resolutions[0].resolver, Some(Resolver::Ai));
+    }
+
+    #[test]
+    fn a_pinned_contract_judges_its_resolution() {
+        let strict = ContractTerms {
+            reopen_window: std::time::Duration::from_secs(3600),
+            billable_resolvers: vec![],
+            ..Default::default()
+        };
+        let events = [
+            resolved("a", 0, Resolver::Ai),
+            ev("b", EventKind::Reopened, 2, None),
+            resolved("c", 3, Resolver::Ai),
+        ];
+        let pinned = [(1u32, strict)].into_iter().collect();
+        let h = replay_pinned(&c(), &pinned, None, &events);
+        assert_eq!(
+            h.resolutions[0].verdict.clause.code(),
+            "resolver_not_billable"
+        );
+        assert!(
+            h.resolutions[0].reopened.is_none(),
+            "1h window: the reopen at 2h is after it"
+        );
+        assert!(
+            h.resolutions[1].verdict.billable(),
+            "seq 2 uses the current contract"
+        );
     }
 
     #[test]

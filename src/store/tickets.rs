@@ -230,6 +230,39 @@ impl Tx {
         Ok(())
     }
 
+    /// Non-final decisions of a ticket made under another contract than `current_hash`:
+    /// `(seq, contract hash, contract version, terms JSON)`.
+    pub async fn pinned_contracts(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        current_hash: &str,
+    ) -> Result<Vec<(u32, String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.seq, d.contract_hash, c.version, c.terms FROM decisions d JOIN contracts c ON c.hash = d.contract_hash \
+             WHERE d.tenant = $1 AND d.provider = $2 AND d.ticket_id = $3 AND d.final = 0 AND d.contract_hash <> $4",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .bind(current_hash)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = col(r, "seq")?;
+                Ok((
+                    u32::try_from(seq)
+                        .map_err(|_| StoreError::corrupt("decision seq out of range"))?,
+                    col(r, "contract_hash")?,
+                    col(r, "version")?,
+                    col(r, "terms")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Freeze every decision up to and including `seq`.
     pub async fn finalize_decisions_through(
         &mut self,

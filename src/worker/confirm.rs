@@ -7,7 +7,7 @@ use super::Worker;
 use crate::clock::to_millis;
 use crate::outcome::outcome_id;
 use crate::store::{NewOutcome, StoreError};
-use crate::ticket::{replay, Settled, Standing};
+use crate::ticket::{replay_pinned, Settled, Standing};
 
 impl Worker {
     /// Confirm one batch of due tickets. Touches only tickets whose `settle_at`
@@ -38,7 +38,8 @@ impl Worker {
             };
             let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
             let events = tx.load_events(tenant_id, provider, ticket_id).await?;
-            let history = replay(&tenant.contract, settled, &events);
+            let pins = self.pins(&mut tx, tenant, provider, ticket_id).await?;
+            let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
             let mut new_settled = settled;
             for r in &history.resolutions {
                 match r.standing(now_t) {
@@ -64,6 +65,7 @@ impl Worker {
                     None => None,
                 };
                 if let Some((id, meter)) = &billable {
+                    let contract = pins.contract_id(r.seq, tenant);
                     let inserted = tx
                         .insert_outcome(&NewOutcome {
                             id: id.clone(),
@@ -76,9 +78,9 @@ impl Worker {
                             event_name: meter.event_name.clone(),
                             value: meter.value,
                             stripe_customer_id: tenant.settings.stripe_customer_id.clone(),
-                            contract_version: tenant.contract.version.clone(),
-                            contract_hash: tenant.contract_hash.clone(),
-                            evidence: evidence(r, &events, tenant),
+                            contract_version: contract.0.to_string(),
+                            contract_hash: contract.1.to_string(),
+                            evidence: evidence(r, &events, contract),
                             state: if capped.is_some() {
                                 "capped"
                             } else {
@@ -103,6 +105,7 @@ impl Worker {
                     outcome_id: billable.map(|(id, _)| id),
                     is_final: true,
                     now,
+                    pins: &pins,
                 });
                 if let Some(why) = capped {
                     d.billable = false;
@@ -119,7 +122,7 @@ impl Worker {
                     tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
                         .await?;
                 }
-                let after = replay(&tenant.contract, new_settled, &events);
+                let after = replay_pinned(&tenant.contract, &pins.terms, new_settled, &events);
                 // A reopen already stored may hit the outcome just confirmed.
                 self.clawback(
                     &mut tx,

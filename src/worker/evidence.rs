@@ -1,14 +1,34 @@
 //! Decision rows and evidence built from a replayed resolution.
 
 use crate::clock::to_millis;
+use crate::contract::ContractTerms;
 use crate::event::TicketEvent;
 use crate::store::DecisionWrite;
 use crate::tenants::Tenant;
 use crate::ticket::Resolution;
 use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Contracts pinned to resolutions decided under an earlier contract.
+#[derive(Debug, Default)]
+pub struct Pins {
+    pub terms: BTreeMap<u32, ContractTerms>,
+    /// `(version, hash)` of each pinned contract.
+    pub ids: BTreeMap<u32, (String, String)>,
+}
+
+impl Pins {
+    /// The `(version, hash)` that judged resolution `seq`.
+    pub fn contract_id<'a>(&'a self, seq: u32, t: &'a Tenant) -> (&'a str, &'a str) {
+        match self.ids.get(&seq) {
+            Some((v, h)) => (v, h),
+            None => (&t.contract.version, &t.contract_hash),
+        }
+    }
+}
 
 /// The evidence for one resolution: its events, the clause, the contract.
-pub fn evidence(r: &Resolution, events: &[TicketEvent], t: &Tenant) -> String {
+pub fn evidence(r: &Resolution, events: &[TicketEvent], contract: (&str, &str)) -> String {
     let evs: Vec<_> = r
         .evidence
         .iter()
@@ -23,7 +43,7 @@ pub fn evidence(r: &Resolution, events: &[TicketEvent], t: &Tenant) -> String {
         "explanation": r.verdict.clause.explain(),
         "reopened": r.reopened,
         "events": evs,
-        "contract": { "version": t.contract.version, "hash": t.contract_hash },
+        "contract": { "version": contract.0, "hash": contract.1 },
     })
     .to_string()
 }
@@ -38,10 +58,12 @@ pub struct DecisionInput<'a> {
     pub outcome_id: Option<String>,
     pub is_final: bool,
     pub now: i64,
+    pub pins: &'a Pins,
 }
 
 pub fn decision(d: DecisionInput<'_>) -> DecisionWrite {
     let r = d.resolution;
+    let contract = d.pins.contract_id(r.seq, d.tenant);
     let ts =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let detail = match (&r.reopened, d.status) {
@@ -70,9 +92,9 @@ pub fn decision(d: DecisionInput<'_>) -> DecisionWrite {
         billable: r.verdict.billable() && r.reopened.is_none(),
         clause: serde_json::to_string(&r.verdict.clause).unwrap_or_default(),
         detail,
-        contract_version: d.tenant.contract.version.clone(),
-        contract_hash: d.tenant.contract_hash.clone(),
-        evidence: evidence(r, d.events, d.tenant),
+        contract_version: contract.0.to_string(),
+        contract_hash: contract.1.to_string(),
+        evidence: evidence(r, d.events, contract),
         outcome_id: d.outcome_id,
         is_final: d.is_final,
         decided_at: d.now,

@@ -7,7 +7,7 @@ use crate::event::TicketEvent;
 use crate::providers::{self, Headers, Webhook};
 use crate::store::{StoreError, Tx};
 use crate::tenants::Tenant;
-use crate::ticket::replay;
+use crate::ticket::replay_pinned;
 use std::collections::BTreeMap;
 
 type TicketKey = (String, String, String);
@@ -115,7 +115,8 @@ impl Worker {
         let events = tx
             .load_events(&tenant.settings.id, provider, ticket_id)
             .await?;
-        let history = replay(&tenant.contract, settled, &events);
+        let pins = self.pins(tx, tenant, provider, ticket_id).await?;
+        let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
         for r in &history.resolutions {
             let status = if r.reopened.is_some() {
                 "reopened"
@@ -132,6 +133,7 @@ impl Worker {
                 outcome_id: None,
                 is_final: false,
                 now,
+                pins: &pins,
             });
             tx.write_decision(&d).await?;
         }

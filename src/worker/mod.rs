@@ -65,6 +65,37 @@ impl Worker {
         Ok((processed, confirmed))
     }
 
+    /// Contracts pinned to this ticket's undecided resolutions (see [`crate::ticket::replay_pinned`]).
+    pub(crate) async fn pins(
+        &self,
+        tx: &mut crate::store::Tx,
+        tenant: &crate::tenants::Tenant,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<evidence::Pins, StoreError> {
+        let mut pins = evidence::Pins::default();
+        for (seq, hash, version, terms) in tx
+            .pinned_contracts(
+                &tenant.settings.id,
+                provider,
+                ticket_id,
+                &tenant.contract_hash,
+            )
+            .await?
+        {
+            match serde_json::from_str(&terms) {
+                Ok(t) => {
+                    pins.terms.insert(seq, t);
+                    pins.ids.insert(seq, (version, hash));
+                }
+                Err(e) => {
+                    tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")
+                }
+            }
+        }
+        Ok(pins)
+    }
+
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
     }

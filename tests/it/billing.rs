@@ -383,6 +383,9 @@ async fn changing_the_contract_never_changes_decisions_already_made(backend: Bac
     app.send(&event("r2", "V2", "resolved", 0, Some("human")))
         .await;
     app.advance_hours(73);
+    // V3 is resolved now and still inside its window when the contract changes.
+    app.send(&event("r3", "V3", "resolved", 72, Some("ai")))
+        .await;
     app.settle().await;
     app.report().await;
     let before = app
@@ -426,12 +429,20 @@ async fn changing_the_contract_never_changes_decisions_already_made(backend: Bac
     let outcomes = app.outcomes().await;
     assert_eq!(
         outcomes.len(),
-        1,
+        2,
         "V2's human resolution was settled under the old terms"
     );
-    assert_eq!(
-        (outcomes[0].value, outcomes[0].contract_hash.as_str()),
-        (1, old_hash.as_str())
+    for o in &outcomes {
+        assert_eq!(
+            (o.value, o.contract_hash.as_str()),
+            (1, old_hash.as_str()),
+            "{}",
+            o.ticket_id
+        );
+    }
+    assert!(
+        outcomes.iter().any(|o| o.ticket_id == "V3"),
+        "V3 keeps the contract it was decided under"
     );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM contracts").await,
