@@ -4,6 +4,7 @@
 mod fake_stripe;
 mod ingest;
 mod pipeline;
+mod providers;
 mod reporting;
 mod scaleout;
 mod support;
