@@ -189,6 +189,10 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
         tolerance: s.signature_tolerance,
     };
     provider.verify(&hook, &ctx).map_err(|e| match e {
+        VerifyError::KeysUnavailable => {
+            tracing::warn!(provider = %provider_name, tenant = %tenant_id, "verification keys unavailable");
+            Rejection::Unavailable
+        }
         VerifyError::Missing(_) => Rejection::MissingSignature,
         VerifyError::Stale => Rejection::StaleSignature,
         VerifyError::Malformed(_) | VerifyError::Mismatch | VerifyError::NoSecret => {

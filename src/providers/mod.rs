@@ -156,6 +156,10 @@ pub enum VerifyError {
     Stale,
     #[error("no signing secret is configured for this tenant and provider")]
     NoSecret,
+    /// The keys to verify with could not be loaded right now (a JWKS URL not
+    /// fetched yet, an unreadable key file): the sender should retry later.
+    #[error("verification keys are unavailable; retry later")]
+    KeysUnavailable,
 }
 
 /// Why an authentic body could not be turned into events (it is quarantined).

@@ -49,7 +49,7 @@ fn keys(s: &ProviderSettings) -> Result<Arc<JwkSet>, VerifyError> {
         if s.jwks_url.is_some() {
             jwks::request_refresh();
         }
-        VerifyError::NoSecret
+        VerifyError::KeysUnavailable
     })
 }
 
@@ -447,5 +447,20 @@ mod tests {
             ..f.settings.clone()
         };
         assert!(ZohoDesk.check_settings(&missing)[0].contains("cannot read"));
+        // At run time an unreadable key file or an unfetched URL is "retry later".
+        let h = headers(&[(JWT_HEADER, &f.jwt)]);
+        assert_eq!(
+            ZohoDesk.verify(&hook(&h, &f.body), &ctx_at(&missing, f.at)),
+            Err(VerifyError::KeysUnavailable)
+        );
+        let unfetched = ProviderSettings {
+            jwks_file: None,
+            jwks_url: Some("https://keys.invalid/jwks.json".into()),
+            ..f.settings.clone()
+        };
+        assert_eq!(
+            ZohoDesk.verify(&hook(&h, &f.body), &ctx_at(&unfetched, f.at)),
+            Err(VerifyError::KeysUnavailable)
+        );
     }
 }
