@@ -344,3 +344,63 @@ pub(crate) mod testdata {
         }
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn junk_settings() -> ProviderSettings {
+        ProviderSettings {
+            secrets: vec!["k".into()],
+            closed_stage_ids: vec!["4".into()],
+            jwks_file: Some("/nonexistent/jwks.json".into()),
+            issuer: Some("orgId:1".into()),
+            audience: Some("webhookId:2".into()),
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// No body, header or JSON shape makes a provider panic.
+        #[test]
+        fn providers_never_panic_on_junk(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            json in prop_oneof![
+                Just("[]".to_string()),
+                Just("[1,{},null]".to_string()),
+                Just(r#"{"payload":{"type":"archive","conversation":{}},"type":"x"}"#.to_string()),
+                Just(r#"[{"eventType":"Ticket_Update","payload":{"statusType":"Closed"},"eventTime":"99999999999999999999"}]"#.to_string()),
+                Just(r#"[{"eventId":1,"subscriptionType":"ticket.propertyChange","propertyName":"hs_pipeline_stage","propertyValue":"4","occurredAt":-9223372036854775808}]"#.to_string()),
+                Just(r#"{"event":"ticket-updated","ticket_id":"1","status":"closed","closed_datetime":"garbage"}"#.to_string()),
+                Just(r#"{"id":1,"status":"closed","closedAt":"x"}"#.to_string()),
+                Just(r#"{"id":"evt","type":"archive","emitted_at":1e300,"conversation":{"id":"c"}}"#.to_string()),
+            ],
+            header in "[ -~]{0,64}",
+        ) {
+            let s = junk_settings();
+            let names = [
+                "authorization", "x-api-key", "x-helpscout-signature", "x-helpscout-event",
+                "x-front-signature", "x-front-request-timestamp", "x-hubspot-signature-v3",
+                "x-hubspot-request-timestamp", "x-zdesk-jwt", "host",
+            ];
+            let h: Headers = names.iter().map(|n| (n.to_string(), header.clone())).collect();
+            let ctx = VerifyContext {
+                settings: &s,
+                now: Utc::now(),
+                tolerance: Duration::from_secs(300),
+            };
+            for p in all() {
+                for b in [body.as_slice(), json.as_bytes()] {
+                    let hook = Webhook { method: "POST", path_and_query: "/", headers: &h, body: b };
+                    let _ = p.verify(&hook, &ctx);
+                    let _ = p.delivery_key(&hook);
+                    let _ = p.parse(&hook, &s);
+                    let _ = p.challenge(&hook);
+                }
+            }
+        }
+    }
+}

@@ -89,13 +89,21 @@ fn check_claims(claims: &Value, ctx: &VerifyContext<'_>) -> Result<(), VerifyErr
             return Err(VerifyError::Mismatch);
         }
     }
+    // Checked arithmetic: no claim value or tolerance can overflow into a panic.
     let tolerance = chrono::Duration::from_std(ctx.tolerance).unwrap_or(chrono::Duration::MAX);
     let exp = claim_time(claims, "exp").ok_or(VerifyError::Malformed("X-ZDesk-JWT (no exp)"))?;
-    if ctx.now > exp + tolerance {
+    if exp
+        .checked_add_signed(tolerance)
+        .is_some_and(|limit| ctx.now > limit)
+    {
         return Err(VerifyError::Stale);
     }
     if let Some(iat) = claim_time(claims, "iat") {
-        if iat > ctx.now + tolerance {
+        if ctx
+            .now
+            .checked_add_signed(tolerance)
+            .is_some_and(|limit| iat > limit)
+        {
             return Err(VerifyError::Stale);
         }
     }
