@@ -22,6 +22,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Stripe(#[from] StripeError),
+    #[error("cannot build the JWKS HTTP client: {0}")]
+    Jwks(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -160,6 +162,20 @@ where
     })
 }
 
+/// Every JWKS URL a tenant's provider settings name (Zoho Desk), once each.
+fn jwks_urls(s: &Settings) -> Vec<String> {
+    let mut urls: Vec<String> = s
+        .tenants
+        .iter()
+        .flat_map(|t| t.providers.values())
+        .filter(|p| p.jwks_file.is_none())
+        .filter_map(|p| p.jwks_url.clone())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
 /// Start the roles. `listener` is bound by the caller (port 0 in tests).
 pub async fn start(
     services: &Services,
@@ -203,6 +219,27 @@ pub async fn start(
             let _ = t.await;
         }
     }));
+
+    if roles.receiver {
+        let urls = jwks_urls(s);
+        if !urls.is_empty() {
+            let client = reqwest::Client::builder()
+                .timeout(s.stripe.timeout)
+                .build()
+                .map_err(|e| AppError::Jwks(e.to_string()))?;
+            // Fetch once before accepting requests, then keep them fresh.
+            for url in &urls {
+                if let Err(e) = crate::providers::jwks::fetch(&client, url).await {
+                    tracing::warn!(error = %e, "JWKS not available yet; retrying in the background");
+                }
+            }
+            tasks.push(tokio::spawn(crate::providers::jwks::run_refresher(
+                client,
+                urls,
+                token.clone(),
+            )));
+        }
+    }
 
     if roles.worker {
         let w = services.worker();

@@ -292,19 +292,20 @@ impl Settings {
                 ));
             }
             for (name, p) in &t.providers {
-                if providers::lookup(name).is_none() {
-                    let known: Vec<_> = providers::all().iter().map(|p| p.name()).collect();
-                    errs.push(format!(
-                        "tenant `{}`: unknown provider `{name}` (known: {})",
-                        t.id,
-                        known.join(", ")
-                    ));
-                }
-                if p.secrets.iter().all(|s| s.trim().is_empty()) {
-                    errs.push(format!(
-                        "tenant `{}`: provider `{name}` needs at least one secret",
-                        t.id
-                    ));
+                match providers::lookup(name) {
+                    None => {
+                        let known: Vec<_> = providers::all().iter().map(|p| p.name()).collect();
+                        errs.push(format!(
+                            "tenant `{}`: unknown provider `{name}` (known: {})",
+                            t.id,
+                            known.join(", ")
+                        ));
+                    }
+                    Some(provider) => {
+                        for problem in provider.check_settings(p) {
+                            errs.push(format!("tenant `{}`: provider `{name}` {problem}", t.id));
+                        }
+                    }
                 }
             }
             for e in t.contract.apply(&self.contract).validate() {
@@ -363,6 +364,12 @@ mod tests {
         let mut bad = tenant();
         bad.providers
             .insert("nope".into(), ProviderSettings::default());
+        bad.providers
+            .insert("zendesk".into(), ProviderSettings::default());
+        bad.providers
+            .insert("hubspot".into(), ProviderSettings::default());
+        bad.providers
+            .insert("zohodesk".into(), ProviderSettings::default());
         let s = Settings {
             tenants: vec![bad.clone(), bad],
             ..Default::default()
@@ -373,7 +380,23 @@ mod tests {
         let text = errs.join("\n");
         assert!(text.contains("listed twice"), "{text}");
         assert!(text.contains("unknown provider `nope`"), "{text}");
-        assert!(text.contains("needs at least one secret"), "{text}");
+        assert!(
+            text.contains("provider `zendesk` needs at least one secret"),
+            "{text}"
+        );
+        assert!(
+            text.contains("provider `hubspot` needs closed_stage_ids"),
+            "{text}"
+        );
+        assert!(
+            text.contains("provider `zohodesk` needs jwks_file"),
+            "{text}"
+        );
+        assert!(text.contains("provider `zohodesk` needs issuer"), "{text}");
+        assert!(
+            !text.contains("provider `zohodesk` needs at least one secret"),
+            "Zoho Desk verifies with keys, not secrets: {text}"
+        );
     }
 
     #[test]

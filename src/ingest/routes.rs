@@ -9,7 +9,7 @@ use crate::store::{NewDelivery, Store, Stored};
 use crate::tenants::Tenants;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,7 +32,7 @@ pub struct IngestState {
 
 pub fn router(state: IngestState) -> Router {
     Router::new()
-        .route("/webhooks/{provider}/{tenant}", post(webhook))
+        .route("/webhooks/{provider}/{tenant}", post(webhook).get(probe))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -81,18 +81,56 @@ fn header_map(h: &HeaderMap) -> Headers {
         .collect()
 }
 
+/// `GET` on a webhook URL: helpdesks that check the URL before saving it (Zoho
+/// Desk) get 200 for a configured tenant and provider. Nothing is stored.
+async fn probe(
+    State(s): State<IngestState>,
+    Path((provider_name, tenant_id)): Path<(String, String)>,
+) -> Response {
+    let known = s.tenants.get(&tenant_id).map(|t| {
+        providers::lookup(&provider_name).is_some()
+            && t.settings.providers.contains_key(&provider_name)
+    });
+    match known {
+        None => Rejection::UnknownTenant.into_response(),
+        Some(false) => Rejection::UnknownProvider.into_response(),
+        Some(true) => Json(json!({"status": "ok"})).into_response(),
+    }
+}
+
+/// What an accepted webhook request led to.
+enum Accepted {
+    Stored(Stored),
+    /// A verified subscription handshake (Front): answered, not stored.
+    Challenge(String),
+}
+
 async fn webhook(
     State(s): State<IngestState>,
     Path((provider_name, tenant_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match accept(&s, &provider_name, &tenant_id, &headers, body).await {
-        Ok(Stored::New) => {
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let request = Request {
+        provider_name: &provider_name,
+        tenant_id: &tenant_id,
+        method: method.as_str(),
+        path_and_query,
+        headers: &headers,
+    };
+    match accept(&s, request, body).await {
+        Ok(Accepted::Challenge(challenge)) => {
+            tracing::info!(provider = %provider_name, tenant = %tenant_id, "webhook handshake answered");
+            (StatusCode::OK, Json(json!({"challenge": challenge}))).into_response()
+        }
+        Ok(Accepted::Stored(Stored::New)) => {
             s.metrics.webhook(true, false);
             (StatusCode::ACCEPTED, Json(json!({"status": "stored"}))).into_response()
         }
-        Ok(Stored::Duplicate) => {
+        Ok(Accepted::Stored(Stored::Duplicate)) => {
             s.metrics.webhook(true, true);
             (StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response()
         }
@@ -104,13 +142,23 @@ async fn webhook(
     }
 }
 
-async fn accept(
-    s: &IngestState,
-    provider_name: &str,
-    tenant_id: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Stored, Rejection> {
+/// The parts of the request `accept` looks at besides the body.
+struct Request<'a> {
+    provider_name: &'a str,
+    tenant_id: &'a str,
+    method: &'a str,
+    path_and_query: &'a str,
+    headers: &'a HeaderMap,
+}
+
+async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted, Rejection> {
+    let Request {
+        provider_name,
+        tenant_id,
+        method,
+        path_and_query,
+        headers,
+    } = r;
     let writer = s.writer.as_ref().ok_or(Rejection::Unavailable)?;
     let tenant = s.tenants.get(tenant_id).ok_or(Rejection::UnknownTenant)?;
     let provider = providers::lookup(provider_name).ok_or(Rejection::UnknownProvider)?;
@@ -130,6 +178,8 @@ async fn accept(
         .map_err(|_| Rejection::BodyTooLarge)?;
     let headers = header_map(headers);
     let hook = Webhook {
+        method,
+        path_and_query,
         headers: &headers,
         body: &bytes,
     };
@@ -139,12 +189,19 @@ async fn accept(
         tolerance: s.signature_tolerance,
     };
     provider.verify(&hook, &ctx).map_err(|e| match e {
+        VerifyError::KeysUnavailable => {
+            tracing::warn!(provider = %provider_name, tenant = %tenant_id, "verification keys unavailable");
+            Rejection::Unavailable
+        }
         VerifyError::Missing(_) => Rejection::MissingSignature,
         VerifyError::Stale => Rejection::StaleSignature,
         VerifyError::Malformed(_) | VerifyError::Mismatch | VerifyError::NoSecret => {
             Rejection::BadSignature
         }
     })?;
+    if let Some(challenge) = provider.challenge(&hook) {
+        return Ok(Accepted::Challenge(challenge));
+    }
     if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
         return Err(Rejection::MalformedBody);
     }
@@ -166,5 +223,6 @@ async fn accept(
             body: bytes.to_vec(),
         })
         .await
+        .map(Accepted::Stored)
         .map_err(|()| Rejection::Unavailable)
 }

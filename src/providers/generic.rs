@@ -192,6 +192,8 @@ mod tests {
             &sign("whsec_test", 1_767_225_600, BODY),
         )]);
         let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
             headers: &h,
             body: BODY,
         };
@@ -212,6 +214,8 @@ mod tests {
         };
         let h = headers(&[("Outcome-Signature", &sign("new", 1_767_225_600, BODY))]);
         let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
             headers: &h,
             body: BODY,
         };
@@ -252,6 +256,8 @@ mod tests {
                 None => headers(&[]),
             };
             let hook = Webhook {
+                method: "POST",
+                path_and_query: "/",
                 headers: &h,
                 body: BODY,
             };
@@ -271,7 +277,12 @@ mod tests {
             &sign("whsec_test", 1_767_225_600, BODY),
         )]);
         let body = br#"{"event_id":"e1","ticket_id":"T2"}"#;
-        let hook = Webhook { headers: &h, body };
+        let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
+            headers: &h,
+            body,
+        };
         assert_eq!(
             Generic.verify(&hook, &ctx(&s, 1_767_225_600)),
             Err(VerifyError::Mismatch)
@@ -282,7 +293,12 @@ mod tests {
     fn resolved_without_resolver_is_a_parse_error() {
         let body = br#"{"event_id":"e1","ticket_id":"T1","type":"resolved","occurred_at":"2026-01-01T00:00:00Z"}"#;
         let h = headers(&[]);
-        let hook = Webhook { headers: &h, body };
+        let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
+            headers: &h,
+            body,
+        };
         assert!(Generic.parse(&hook, &settings()).is_err());
     }
 

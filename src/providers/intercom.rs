@@ -27,6 +27,7 @@ fn last_part(item: &Value) -> Option<&Value> {
 }
 
 fn resolver(item: &Value, s: &ProviderSettings, tags: &[String]) -> Resolver {
+    let channel = str_at(item, &["source", "type"]);
     let fin = item
         .pointer("/ai_agent/resolution_state")
         .and_then(Value::as_str)
@@ -37,7 +38,7 @@ fn resolver(item: &Value, s: &ProviderSettings, tags: &[String]) -> Resolver {
     if fin {
         Resolver::Ai
     } else {
-        s.resolver_for(closer.as_deref(), tags)
+        s.resolve(closer.as_deref(), tags, channel.as_deref())
     }
 }
 
@@ -158,13 +159,23 @@ mod tests {
             };
             let h = headers(&[(SIGNATURE_HEADER, sig)]);
             assert_eq!(
-                Intercom.verify(&Webhook { headers: &h, body }, &ctx(&s)),
+                Intercom.verify(
+                    &Webhook {
+                        method: "POST",
+                        path_and_query: "/",
+                        headers: &h,
+                        body
+                    },
+                    &ctx(&s)
+                ),
                 Ok(())
             );
             let tampered = [body, b" "].concat();
             assert_eq!(
                 Intercom.verify(
                     &Webhook {
+                        method: "POST",
+                        path_and_query: "/",
                         headers: &h,
                         body: &tampered
                     },
@@ -181,6 +192,8 @@ mod tests {
         assert_eq!(
             Intercom.verify(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: b"{}"
                 },
@@ -198,6 +211,8 @@ mod tests {
         let ev = Intercom
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: &body,
                 },
@@ -213,6 +228,8 @@ mod tests {
         let ev = Intercom
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: &body,
                 },
@@ -228,6 +245,8 @@ mod tests {
         let h = headers(&[]);
         let body = payload("intercom-conversation.admin.closed.json");
         let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
             headers: &h,
             body: &body,
         };
@@ -250,7 +269,15 @@ mod tests {
         let h = headers(&[]);
         let body = br#"{"type":"notification_event","id":"notif_1","topic":"conversation.admin.assigned","created_at":1734600000,"data":{"item":{"type":"conversation","id":"471","team_assignee_id":"5","admin_assignee_id":null,"updated_at":1734600000}}}"#;
         let ev = Intercom
-            .parse(&Webhook { headers: &h, body }, &ProviderSettings::default())
+            .parse(
+                &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
+                    headers: &h,
+                    body,
+                },
+                &ProviderSettings::default(),
+            )
             .expect("parses");
         assert_eq!(ev[0].kind, EventKind::HandedOffToHuman);
         let ping =
@@ -258,6 +285,8 @@ mod tests {
         assert!(Intercom
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: ping
                 },

@@ -83,7 +83,7 @@ impl Zendesk {
         Ok(kind
             .map(|kind| TicketEvent {
                 resolver: (kind == EventKind::Resolved)
-                    .then(|| s.resolver_for(actor.as_deref(), &tags)),
+                    .then(|| s.resolve(actor.as_deref(), &tags, channel.as_deref())),
                 event_key,
                 ticket_id,
                 kind,
@@ -127,16 +127,17 @@ impl Zendesk {
             EventKind::Reopened
         };
         let event_key = Self::trigger_key(v).unwrap_or_default();
+        let channel = str_at(v, &["via"]).map(|c| c.to_ascii_lowercase());
         Ok(vec![TicketEvent {
             resolver: (kind == EventKind::Resolved)
-                .then(|| s.resolver_for(actor.as_deref(), &tags)),
+                .then(|| s.resolve(actor.as_deref(), &tags, channel.as_deref())),
             event_key,
             ticket_id,
             kind,
             occurred_at,
             actor_id: actor,
             tags,
-            channel: str_at(v, &["via"]).map(|c| c.to_ascii_lowercase()),
+            channel,
         }])
     }
 }
@@ -229,7 +230,12 @@ mod tests {
                 .expect("sig");
             let s = settings(v["secret"].as_str().expect("secret"));
             let h = headers(&[(SIGNATURE_HEADER, sig), (TIMESTAMP_HEADER, ts)]);
-            let hook = Webhook { headers: &h, body };
+            let hook = Webhook {
+                method: "POST",
+                path_and_query: "/",
+                headers: &h,
+                body,
+            };
             assert_eq!(Zendesk.verify(&hook, &ctx(&s, ts)), Ok(()));
             // An hour later the same request is stale.
             assert_eq!(
@@ -250,6 +256,8 @@ mod tests {
         let h = headers(&[]);
         let body = payload("zendesk-ticket.status_changed-solved.json");
         let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
             headers: &h,
             body: &body,
         };
@@ -270,6 +278,8 @@ mod tests {
 
         let body = payload("zendesk-ticket.status_changed-reopened.json");
         let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
             headers: &h,
             body: &body,
         };
@@ -286,6 +296,8 @@ mod tests {
         let ev = Zendesk
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: &body,
                 },
@@ -303,7 +315,12 @@ mod tests {
         };
         let body = br#"{"event":"ticket_solved","ticket_id":"88","status":"Solved","via":"Web Form","assignee_id":"1","requester_id":"2","updated_by_id":"1","tags":"billing ai_resolved","updated_at":"2025-01-08T10:14:22Z"}"#;
         let h = headers(&[]);
-        let hook = Webhook { headers: &h, body };
+        let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
+            headers: &h,
+            body,
+        };
         let ev = Zendesk.parse(&hook, &s).expect("parses");
         assert_eq!(ev[0].kind, EventKind::Resolved);
         assert_eq!(ev[0].resolver, Some(Resolver::Ai));
@@ -320,6 +337,8 @@ mod tests {
         assert!(Zendesk
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: &body
                 },
@@ -336,6 +355,8 @@ mod tests {
         let ev = Zendesk
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: comment,
                 },
@@ -347,6 +368,8 @@ mod tests {
         let ev = Zendesk
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: assign,
                 },
@@ -358,6 +381,8 @@ mod tests {
         assert!(Zendesk
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "/",
                     headers: &h,
                     body: to_ai
                 },

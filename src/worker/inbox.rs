@@ -94,6 +94,8 @@ impl Worker {
         provider
             .parse(
                 &Webhook {
+                    method: "POST",
+                    path_and_query: "",
                     headers: &headers,
                     body,
                 },

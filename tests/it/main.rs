@@ -7,6 +7,7 @@ mod fake_stripe;
 mod ingest;
 mod pipeline;
 mod process;
+mod providers;
 mod reporting;
 mod scaleout;
 mod support;

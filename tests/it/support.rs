@@ -16,6 +16,42 @@ pub const CUSTOMER: &str = "cus_acme";
 pub const GENERIC_SECRET: &str = "whsec_generic_test";
 pub const ZENDESK_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
 pub const INTERCOM_SECRET: &str = "intercom-client-secret-for-testing";
+/// The reference vectors' secrets (`../shared/reference/helpdesk/vectors.json`).
+pub const FRESHDESK_USER: &str = "sidecar";
+pub const FRESHDESK_PASSWORD: &str = "test-pass";
+pub const HELPSCOUT_SECRET: &str = "my-secret-key";
+pub const FRONT_SECRET: &str = "front-app-signing-key-for-tests";
+pub const HUBSPOT_SECRET: &str = "cfc68c0b-4b4e-4ef8-b764-95350e4ea479";
+/// The public URL configured in HubSpot for tenant `acme` (signed by HubSpot).
+pub const HUBSPOT_URL: &str = "https://sidecar.example.com/webhooks/hubspot/acme";
+pub const GORGIAS_SECRET: &str = "abcdef12345";
+pub const ZOHO_ISSUER: &str = "orgId:54983163";
+pub const ZOHO_AUDIENCE: &str = "webhookId:31138000012345678";
+
+/// The reference JWKS (Zoho Desk test key) as a file the settings can name.
+pub fn zoho_jwks_file() -> String {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("zoho-reference-jwks.json");
+    if !path.exists() {
+        let vectors: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(reference_dir().join("vectors.json")).expect("vectors"),
+        )
+        .expect("vectors JSON");
+        let jwks = vectors["vectors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|v| v["vendor"] == "zohodesk"))
+            .map(|v| v["jwks"].to_string())
+            .expect("zoho vector");
+        // Write then rename, so concurrent tests never read half a file.
+        let tmp = path.with_extension(format!("{}.tmp", fastrand::u64(..)));
+        std::fs::write(&tmp, jwks).expect("write jwks");
+        std::fs::rename(&tmp, &path).expect("rename jwks");
+    }
+    path.display().to_string()
+}
+
+pub fn reference_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/helpdesk")
+}
 
 /// 2026-01-01T00:00:00Z
 pub fn t0() -> DateTime<Utc> {
@@ -171,7 +207,7 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     let provider = |secret: &str, ai: &[&str]| ProviderSettings {
         secrets: vec![secret.into()],
         ai_agent_ids: ai.iter().map(|x| x.to_string()).collect(),
-        ai_tags: vec![],
+        ..Default::default()
     };
     s.tenants = vec![TenantSettings {
         id: TENANT.into(),
@@ -183,6 +219,37 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
                 provider(ZENDESK_SECRET, &["8447388090494"]),
             ),
             ("intercom".to_string(), provider(INTERCOM_SECRET, &[])),
+            (
+                "freshdesk".to_string(),
+                ProviderSettings {
+                    basic_auth_user: Some(FRESHDESK_USER.into()),
+                    ..provider(FRESHDESK_PASSWORD, &["43012345678"])
+                },
+            ),
+            (
+                "helpscout".to_string(),
+                provider(HELPSCOUT_SECRET, &["256"]),
+            ),
+            ("front".to_string(), provider(FRONT_SECRET, &["tea_6r55a"])),
+            (
+                "hubspot".to_string(),
+                ProviderSettings {
+                    webhook_url: Some(HUBSPOT_URL.into()),
+                    closed_stage_ids: vec!["4".into()],
+                    ..provider(HUBSPOT_SECRET, &["76023669"])
+                },
+            ),
+            ("gorgias".to_string(), provider(GORGIAS_SECRET, &["555"])),
+            (
+                "zohodesk".to_string(),
+                ProviderSettings {
+                    secrets: vec![],
+                    jwks_file: Some(zoho_jwks_file()),
+                    issuer: Some(ZOHO_ISSUER.into()),
+                    audience: Some(ZOHO_AUDIENCE.into()),
+                    ..provider("", &["900"])
+                },
+            ),
         ]
         .into(),
         contract: ContractOverrides::default(),
@@ -345,11 +412,17 @@ pub fn event(id: &str, ticket: &str, kind: &str, hours: i64, resolver: Option<&s
     v.to_string()
 }
 
+/// A batch reference payload (HubSpot, Zoho Desk): the array under `body`.
+pub fn reference_batch(name: &str) -> Vec<u8> {
+    let path = reference_dir().join("payloads").join(name);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read payload")).expect("json");
+    serde_json::to_vec(&v["body"]).expect("serialize")
+}
+
 /// A reference payload without its `_source` key.
 pub fn reference_payload(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/helpdesk/payloads")
-        .join(name);
+    let path = reference_dir().join("payloads").join(name);
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read payload")).expect("json");
     if let Some(o) = v.as_object_mut() {
