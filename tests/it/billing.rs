@@ -1,7 +1,7 @@
 //! Dispute-proof billing: caps, clawback, statements, reconciliation, contract changes.
 
-use crate::fake_stripe::FakeStripe;
 use crate::support::*;
+use fake_stripe::FakeStripe;
 use outcome_meter::contract::{Caps, ContractTerms};
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::report::period::Period;

@@ -3,7 +3,6 @@
 
 mod billing;
 mod chromium;
-mod fake_stripe;
 mod ingest;
 mod pipeline;
 mod process;

@@ -1,7 +1,7 @@
 //! Webhooks in, exact meter events out: the contract's cases end to end.
 
-use crate::fake_stripe::FakeStripe;
 use crate::support::*;
+use fake_stripe::FakeStripe;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::signature::{b64, hmac_sha1, hmac_sha256};
 

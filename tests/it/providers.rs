@@ -3,9 +3,9 @@
 //! Stripe receives exactly the expected meter events. Batch deliveries (HubSpot,
 //! Zoho Desk) are stored once and expand into all their events.
 
-use crate::fake_stripe::FakeStripe;
 use crate::support::*;
 use chrono::{DateTime, Duration, Utc};
+use fake_stripe::FakeStripe;
 use outcome_meter::clock::Clock;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::signature::{b64, hmac_sha1, hmac_sha256};

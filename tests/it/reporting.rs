@@ -1,8 +1,8 @@
 //! The reporter against a fake Stripe: retries, permanent failures, dry-run,
 //! and crashes between Stripe's accept and the local mark.
 
-use crate::fake_stripe::{FakeStripe, Fault};
 use crate::support::*;
+use fake_stripe::{FakeStripe, Fault};
 use outcome_meter::outcome::{idempotency_key, outcome_id};
 use outcome_meter::stripe::{MeterEvent, StripeClient};
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Several real `outcome-meter serve` processes share one PostgreSQL database;
 //! one is killed with SIGKILL mid-traffic; every outcome reaches Stripe once.
 
-use crate::fake_stripe::FakeStripe;
 use crate::support::*;
+use fake_stripe::FakeStripe;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::generic::sign;
 use std::collections::BTreeSet;

@@ -1,8 +1,8 @@
 //! `spawn_app` and helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use crate::fake_stripe::FakeStripe;
 use chrono::{DateTime, Duration, Utc};
+use fake_stripe::FakeStripe;
 use outcome_meter::app::{start, Roles, Running, Services};
 use outcome_meter::clock::{Clock, ManualClock};
 use outcome_meter::contract::{ContractOverrides, ContractTerms};

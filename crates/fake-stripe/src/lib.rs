@@ -26,9 +26,8 @@
 //! asynchronously) and a bad timestamp window are a 400 at once; that message text is a guess.
 //! Only Bearer auth; form bodies only; no `value_grouping_window`. Every response says
 //! `Connection: close`, so `Fault::AcceptThenDrop` closes the request's own connection unanswered.
-#![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -169,7 +168,15 @@ struct State {
     adjustments: Vec<(String, String)>,
     meters: HashMap<String, String>,
     idempotency: HashMap<String, Saved>,
+    /// Identifiers of `events`, for Stripe's duplicate check in O(1).
+    identifiers: HashSet<String>,
     check_timestamps: bool,
+    /// Chaos: each meter-event request with no queued fault gets one of these
+    /// with this probability.
+    random_faults: Option<(f64, Vec<Fault>)>,
+    faults_injected: usize,
+    /// "An event already exists with identifier" refusals.
+    duplicate_refusals: usize,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -215,6 +222,29 @@ impl FakeStripe {
 
     pub fn requests(&self) -> usize {
         lock(&self.state).requests
+    }
+
+    /// How many meter events were accepted (without cloning them).
+    pub fn event_count(&self) -> usize {
+        lock(&self.state).events.len()
+    }
+
+    /// Chaos: from now on, each meter-event request that has no queued fault gets a
+    /// fault drawn uniformly from `kinds` with probability `rate` (0.0 to 1.0).
+    pub fn set_random_faults(&self, rate: f64, kinds: Vec<Fault>) {
+        lock(&self.state).random_faults =
+            (rate > 0.0 && !kinds.is_empty()).then_some((rate, kinds));
+    }
+
+    /// How many faults (queued or random) were applied.
+    pub fn faults_injected(&self) -> usize {
+        lock(&self.state).faults_injected
+    }
+
+    /// How many requests were refused because their identifier was already accepted
+    /// (a resend after a lost answer: Stripe's own protection, not a second bill).
+    pub fn duplicate_refusals(&self) -> usize {
+        lock(&self.state).duplicate_refusals
     }
 
     pub fn adjustments(&self) -> Vec<String> {
@@ -589,10 +619,12 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
                    future.";
         return Err(bad("timestamp", None, msg.into()));
     }
-    if s.events.iter().any(|e| e.identifier == identifier) {
+    if s.identifiers.contains(&identifier) {
+        s.duplicate_refusals += 1;
         let msg = format!("An event already exists with identifier {identifier}.");
         return Err(api(400, IRE, None, msg).header("Stripe-Should-Retry", "false".into()));
     }
+    s.identifiers.insert(identifier.clone());
     s.events.push(RecordedEvent {
         event_name: event_name.into(),
         customer: customer.into(),
@@ -713,7 +745,16 @@ async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
     let fault = {
         let mut s = lock(state);
         s.requests += 1;
-        s.faults.pop_front()
+        let queued = s.faults.pop_front();
+        let drawn = match (&queued, &s.random_faults) {
+            (None, Some((rate, kinds))) if fastrand::f64() < *rate => {
+                kinds.get(fastrand::usize(..kinds.len())).cloned()
+            }
+            _ => None,
+        };
+        let fault = queued.or(drawn);
+        s.faults_injected += usize::from(fault.is_some());
+        fault
     };
     let early = match &fault {
         Some(Fault::Status(code)) => Some(fault_error(*code)),
