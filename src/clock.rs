@@ -19,6 +19,37 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system clock shifted by a fixed offset (`clock.offset`): for drills and
+/// for tests that drive the real binary, where time must pass days in seconds.
+/// It still runs forward at the real rate, so leases and backoffs elapse.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetClock {
+    offset: Duration,
+}
+
+impl OffsetClock {
+    pub fn new(offset_ms: i64) -> Self {
+        Self {
+            offset: Duration::milliseconds(offset_ms),
+        }
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+}
+
+/// The process clock for a configured offset (0: the plain system clock).
+pub fn from_offset(offset_ms: i64) -> SharedClock {
+    if offset_ms == 0 {
+        Arc::new(SystemClock)
+    } else {
+        Arc::new(OffsetClock::new(offset_ms))
+    }
+}
+
 /// A clock that only moves when told to.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
@@ -70,5 +101,13 @@ mod tests {
         clock.advance(Duration::hours(73));
         assert_eq!(clock.now(), start + Duration::hours(73));
         assert_eq!(to_millis(clock.now()), 1_700_000_000_000 + 73 * 3_600_000);
+    }
+
+    #[test]
+    fn offset_clock_is_shifted_system_time() {
+        let before = Utc::now();
+        let shifted = from_offset(-3_600_000).now();
+        let after = Utc::now();
+        assert!(shifted >= before - Duration::hours(1) && shifted <= after - Duration::hours(1));
     }
 }

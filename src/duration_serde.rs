@@ -79,3 +79,47 @@ pub mod none_or_option {
             .transpose()
     }
 }
+
+/// A signed duration (`"-240h"`, `"+73h"`, `"0s"`) as milliseconds.
+pub mod signed_millis {
+    use super::*;
+
+    pub fn parse(s: &str) -> Result<i64, String> {
+        let t = s.trim();
+        let (sign, rest) = match t.strip_prefix('-') {
+            Some(rest) => (-1, rest),
+            None => (1, t.strip_prefix('+').unwrap_or(t)),
+        };
+        let d = humantime::parse_duration(rest.trim())
+            .map_err(|e| format!("invalid duration `{s}` (e.g. \"-240h\", \"+73h\"): {e}"))?;
+        i64::try_from(d.as_millis())
+            .map(|ms| sign * ms)
+            .map_err(|_| format!("duration `{s}` is too large"))
+    }
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        let d = humantime::format_duration(Duration::from_millis(ms.unsigned_abs()));
+        s.serialize_str(&if *ms < 0 {
+            format!("-{d}")
+        } else {
+            d.to_string()
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn signs_and_units() {
+            assert_eq!(super::parse("-2h"), Ok(-7_200_000));
+            assert_eq!(super::parse("+1s"), Ok(1000));
+            assert_eq!(super::parse(" 10days "), Ok(864_000_000));
+            assert_eq!(super::parse("0s"), Ok(0));
+            assert!(super::parse("-soon").is_err());
+        }
+    }
+}

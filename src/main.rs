@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use outcome_meter::app::{start, Roles, Services};
-use outcome_meter::clock::{to_millis, Clock, SystemClock};
+use outcome_meter::clock::to_millis;
 use outcome_meter::contract::describe;
 use outcome_meter::report::diff::ContractDiff;
 use outcome_meter::report::period::Period;
@@ -13,7 +13,6 @@ use outcome_meter::settings::Settings;
 use outcome_meter::store::{OutcomeFilter, Store};
 use outcome_meter::stripe::StripeClient;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// `println!` that ignores a closed pipe (`outcome-meter check | head`).
 macro_rules! out {
@@ -220,7 +219,11 @@ async fn main() -> Result<()> {
                 tracing::warn!("no [[tenants]] configured: every webhook will get 404");
             }
             let listen = settings.server.listen.clone();
-            let services = Services::open(settings, Arc::new(SystemClock)).await?;
+            if settings.clock.offset != 0 {
+                tracing::warn!(offset_ms = settings.clock.offset, "clock.offset is set: this process runs on shifted time (drills and tests only)");
+            }
+            let clock = settings.clock.build();
+            let services = Services::open(settings, clock).await?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -252,7 +255,7 @@ async fn main() -> Result<()> {
                 _ => bail!("--diff takes two configuration files: OLD NEW"),
             };
             let store = open_store(&settings).await?;
-            let now = to_millis(SystemClock.now());
+            let now = to_millis(settings.clock.build().now());
             let mut d = ContractDiff::default();
             for t in &new.tenants {
                 let Some(old_t) = old.tenant(&t.id) else {
@@ -383,7 +386,7 @@ async fn main() -> Result<()> {
                         .requeue_failed(
                             tenant.as_deref(),
                             id.as_deref(),
-                            to_millis(SystemClock.now()),
+                            to_millis(settings.clock.build().now()),
                         )
                         .await?;
                     out!("{n} failed outcomes requeued for reporting (same identifier and idempotency key)");
