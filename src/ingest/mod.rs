@@ -6,4 +6,4 @@ mod routes;
 mod writer;
 
 pub use routes::{router, IngestState};
-pub use writer::DeliveryWriter;
+pub use writer::{DeliverySink, DeliveryWriter};

@@ -1,10 +1,31 @@
 //! Group commit: one task writes deliveries in batches (one transaction, one
 //! fsync for many requests) and answers each request only after its commit.
 
-use crate::store::{NewDelivery, Store, Stored};
+use crate::store::{NewDelivery, Store, StoreError, Stored};
+use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply = oneshot::Sender<Result<Stored, ()>>;
+
+/// Where the writer commits a batch. The service uses the [`Store`]; the ingest
+/// benchmark swaps in a no-op to measure the ceiling of everything else.
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Commit `batch` durably (all or nothing) and say, per delivery, whether it
+    /// is new or a duplicate of one stored before.
+    fn write(
+        &self,
+        batch: &[NewDelivery],
+    ) -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send;
+}
+
+impl DeliverySink for Store {
+    fn write(
+        &self,
+        batch: &[NewDelivery],
+    ) -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send {
+        self.insert_deliveries(batch)
+    }
+}
 
 #[derive(Clone)]
 pub struct DeliveryWriter {
@@ -14,7 +35,10 @@ pub struct DeliveryWriter {
 impl DeliveryWriter {
     /// Start the writer task. It ends when every `DeliveryWriter` clone is dropped,
     /// after committing what it already received.
-    pub fn spawn(store: Store, max_batch: usize) -> (DeliveryWriter, tokio::task::JoinHandle<()>) {
+    pub fn spawn<S: DeliverySink>(
+        sink: S,
+        max_batch: usize,
+    ) -> (DeliveryWriter, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(NewDelivery, Reply)>(max_batch.max(1) * 4);
         let handle = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
@@ -27,7 +51,7 @@ impl DeliveryWriter {
                     }
                 }
                 let (rows, replies): (Vec<NewDelivery>, Vec<Reply>) = batch.drain(..).unzip();
-                match store.insert_deliveries(&rows).await {
+                match sink.write(&rows).await {
                     Ok(results) => {
                         for (reply, r) in replies.into_iter().zip(results) {
                             let _ = reply.send(Ok(r));

@@ -1,13 +1,13 @@
 //! Dispute-proof billing: caps, clawback, statements, reconciliation, contract changes.
 
 use crate::support::*;
-use fake_stripe::FakeStripe;
 use outcome_meter::contract::{Caps, ContractTerms};
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::{reconcile::reconcile, statement};
 use outcome_meter::stripe::{MeterEvent, StripeClient};
 use std::time::Duration;
+use testkit::fake_stripe::FakeStripe;
 
 async fn app(backend: Backend, stripe: &FakeStripe, contract: ContractTerms) -> TestApp {
     TestApp::spawn(Options {

@@ -1,9 +1,9 @@
 //! Webhooks in, exact meter events out: the contract's cases end to end.
 
 use crate::support::*;
-use fake_stripe::FakeStripe;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::signature::{b64, hmac_sha1, hmac_sha256};
+use testkit::fake_stripe::FakeStripe;
 
 async fn app_with_stripe(backend: Backend) -> (TestApp, FakeStripe) {
     let stripe = FakeStripe::start().await;

@@ -2,8 +2,8 @@
 
 use crate::support::*;
 use outcome_meter::providers::generic::sign;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::process::ServeCommand;
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() {
@@ -18,34 +18,18 @@ async fn sigterm_drains_and_exits_cleanly() {
         ),
     )
     .expect("config");
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").to_string()
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
-        .args([
-            "--config",
-            &config.display().to_string(),
-            "serve",
-            "--listen",
-            &addr,
-        ])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut serve = ServeCommand::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_outcome-meter")),
+        &config,
+        dir.path(),
+    );
+    serve.show_logs = false;
+    let mut child = serve.spawn().expect("spawn");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http.get(format!("http://{addr}/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    child
+        .wait_ready(&http, Duration::from_secs(30))
+        .await
+        .expect("ready");
     let mut accepted = 0;
     for i in 0..40 {
         let body = serde_json::json!({"event_id": format!("s{i}"), "ticket_id": format!("S{i}"), "type": "resolved",
@@ -57,7 +41,7 @@ async fn sigterm_drains_and_exits_cleanly() {
             body.as_bytes(),
         );
         let r = http
-            .post(format!("http://{addr}/webhooks/generic/acme"))
+            .post(child.url("/webhooks/generic/acme"))
             .header("Outcome-Signature", sig)
             .body(body)
             .send()
@@ -65,19 +49,10 @@ async fn sigterm_drains_and_exits_cleanly() {
             .expect("send");
         accepted += u32::from(r.status() == 202);
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = child
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("exited after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 
     let mut settings = outcome_meter::settings::Settings::default();

@@ -5,11 +5,11 @@
 
 use crate::support::*;
 use chrono::{DateTime, Duration, Utc};
-use fake_stripe::FakeStripe;
 use outcome_meter::clock::Clock;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::signature::{b64, hmac_sha1, hmac_sha256};
 use serde_json::{json, Value};
+use testkit::fake_stripe::FakeStripe;
 
 async fn app_with_stripe(backend: Backend) -> (TestApp, FakeStripe) {
     let stripe = FakeStripe::start().await;

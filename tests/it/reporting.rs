@@ -2,10 +2,10 @@
 //! and crashes between Stripe's accept and the local mark.
 
 use crate::support::*;
-use fake_stripe::{FakeStripe, Fault};
 use outcome_meter::outcome::{idempotency_key, outcome_id};
 use outcome_meter::stripe::{MeterEvent, StripeClient};
 use std::time::Duration;
+use testkit::fake_stripe::{FakeStripe, Fault};
 
 /// One confirmed, billable outcome waiting in the outbox.
 async fn app_with_one_outcome(backend: Backend, stripe: &FakeStripe) -> TestApp {

@@ -2,69 +2,15 @@
 //! one is killed with SIGKILL mid-traffic; every outcome reaches Stripe once.
 
 use crate::support::*;
-use fake_stripe::FakeStripe;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::generic::sign;
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Proc {
-    child: Child,
-    addr: String,
-    alive: bool,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
-fn spawn_serve(config: &std::path::Path, dir: &std::path::Path) -> Proc {
-    let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
-        .args([
-            "--config",
-            &config.display().to_string(),
-            "serve",
-            "--listen",
-            &addr,
-        ])
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn outcome-meter");
-    Proc {
-        child,
-        addr,
-        alive: true,
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, p: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("http://{}/readyz", p.addr)).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("process on {} never became ready", p.addr);
-}
+use testkit::fake_stripe::FakeStripe;
+use testkit::process::{ServeCommand, ServeProcess};
 
 /// Deliver like a helpdesk does: retry on another replica until one stores it.
-async fn deliver(http: &reqwest::Client, procs: &[Proc], start: usize, body: &str) {
+async fn deliver(http: &reqwest::Client, procs: &[ServeProcess], start: usize, body: &str) {
     for attempt in 0..20 {
         let p = &procs[(start + attempt) % procs.len()];
         if !p.alive {
@@ -130,10 +76,19 @@ secrets = ["{GENERIC_SECRET}"]
         ),
     )
     .expect("write config");
-    let mut procs: Vec<Proc> = (0..3).map(|_| spawn_serve(&config, dir.path())).collect();
+    let serve = ServeCommand::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_outcome-meter")),
+        &config,
+        dir.path(),
+    );
+    let mut procs: Vec<ServeProcess> = (0..3)
+        .map(|_| serve.spawn().expect("spawn outcome-meter"))
+        .collect();
     let http = reqwest::Client::new();
-    for p in &procs {
-        wait_ready(&http, p).await;
+    for p in &mut procs {
+        p.wait_ready(&http, Duration::from_secs(30))
+            .await
+            .expect("ready");
     }
 
     // Every ticket resolved 100 hours ago (its window has passed), so each is due as soon
@@ -160,10 +115,7 @@ secrets = ["{GENERIC_SECRET}"]
     }
     for (i, body) in bodies.iter().enumerate() {
         if i == bodies.len() / 2 {
-            let victim = &mut procs[0];
-            let _ = victim.child.kill(); // SIGKILL
-            let _ = victim.child.wait();
-            victim.alive = false;
+            procs[0].kill(); // SIGKILL
         }
         deliver(&http, &procs, i, body).await;
     }

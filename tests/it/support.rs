@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Duration, Utc};
-use fake_stripe::FakeStripe;
 use outcome_meter::app::{start, Roles, Running, Services};
 use outcome_meter::clock::{Clock, ManualClock};
 use outcome_meter::contract::{ContractOverrides, ContractTerms};
@@ -10,6 +9,7 @@ use outcome_meter::providers::{generic, ProviderSettings};
 use outcome_meter::settings::{Settings, TenantSettings};
 use outcome_meter::store::{OutcomeFilter, OutcomeRow};
 use std::sync::Arc;
+use testkit::fake_stripe::FakeStripe;
 
 pub const TENANT: &str = "acme";
 pub const CUSTOMER: &str = "cus_acme";

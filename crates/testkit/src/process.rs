@@ -1,0 +1,159 @@
+//! The real `outcome-meter serve` as a child process: spawn it on a free port,
+//! wait until it is ready, SIGKILL or SIGTERM it, read its memory use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback address (the port is released for the child to bind).
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "127.0.0.1:0".into())
+}
+
+/// How to start the binary.
+#[derive(Clone, Debug)]
+pub struct ServeCommand {
+    pub binary: PathBuf,
+    pub config: PathBuf,
+    /// Working directory (relative paths in the config resolve here).
+    pub dir: PathBuf,
+    /// Extra arguments after `serve` (e.g. `--no-receiver`).
+    pub args: Vec<String>,
+    /// `RUST_LOG` for the child; its stderr is inherited when `show_logs`.
+    pub log: String,
+    pub show_logs: bool,
+}
+
+impl ServeCommand {
+    pub fn new(binary: &Path, config: &Path, dir: &Path) -> ServeCommand {
+        ServeCommand {
+            binary: binary.to_path_buf(),
+            config: config.to_path_buf(),
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+            log: "error".into(),
+            show_logs: true,
+        }
+    }
+
+    /// Start `serve` listening on `addr`.
+    pub fn spawn_on(&self, addr: &str) -> std::io::Result<ServeProcess> {
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["serve", "--listen", addr])
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", &self.log)
+            .stdout(Stdio::null())
+            .stderr(if self.show_logs {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()?;
+        Ok(ServeProcess {
+            child,
+            addr: addr.to_string(),
+            alive: true,
+        })
+    }
+
+    /// Start `serve` on a free port.
+    pub fn spawn(&self) -> std::io::Result<ServeProcess> {
+        self.spawn_on(&free_addr())
+    }
+}
+
+/// A running child; killed when dropped.
+pub struct ServeProcess {
+    child: Child,
+    pub addr: String,
+    pub alive: bool,
+}
+
+impl ServeProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Poll `/readyz` until it answers 200.
+    pub async fn wait_ready(
+        &mut self,
+        http: &reqwest::Client,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.alive = false;
+                return Err(format!("outcome-meter on {} exited: {status}", self.addr));
+            }
+            if let Ok(r) = http.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(format!("outcome-meter on {} never became ready", self.addr))
+    }
+
+    /// SIGKILL: no cleanup, no flush, as a crash or an OOM kill would leave it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.alive = false;
+    }
+
+    /// SIGTERM, then wait for the exit (SIGKILL after `limit`).
+    pub async fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let pid = libc::pid_t::try_from(self.child.id()).ok()?;
+        // SAFETY: sending a signal to our own child process id.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.alive = false;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// (current, peak) resident set size in KiB, from `/proc` (Linux).
+    pub fn rss_kib(&self) -> Option<(u64, u64)> {
+        rss_kib(self.child.id())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if self.alive {
+            self.kill();
+        }
+    }
+}
+
+/// (VmRSS, VmHWM) of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
