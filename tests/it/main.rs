@@ -2,6 +2,7 @@
 //! PostgreSQL where available), a manual clock, and a fake Stripe.
 
 mod billing;
+mod chaos;
 mod chromium;
 mod ingest;
 mod pipeline;

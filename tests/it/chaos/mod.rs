@@ -1,0 +1,488 @@
+//! Chaos: the real binary under SIGKILLs at random moments, a fake Stripe that
+//! fails after recording, shuffled and repeated deliveries, and garbage traffic.
+//! At the end the events Stripe accepted must equal what an independent oracle
+//! computes from the scenario: nothing lost, nothing twice, nothing disqualified.
+//!
+//! Small by default (CI). Larger: `OUTCOME_METER_CHAOS_TICKETS=20000`; replay a
+//! run with the seed it printed: `OUTCOME_METER_CHAOS_SEED=<seed>`.
+
+mod scenario;
+
+use crate::support::GENERIC_SECRET;
+use chrono::{Duration as Span, Utc};
+use outcome_meter::providers::generic::sign;
+use scenario::{generate, oracle, WINDOW_HOURS};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testkit::fake_stripe::{FakeStripe, Fault};
+use testkit::process::{free_addr, ServeCommand, ServeProcess};
+use tokio::sync::Mutex;
+
+const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+const MAX_BODY: usize = 16 * 1024;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn customer(tenant: &str) -> String {
+    format!("cus_{tenant}")
+}
+
+fn write_config(path: &Path, db: &Path, stripe: &str, offset_ms: i64) {
+    let mut toml = format!(
+        r#"
+[server]
+max_body_bytes = {MAX_BODY}
+[database]
+url = "sqlite://{db}"
+[worker]
+poll_interval = "20ms"
+batch_size = 64
+lease = "1s"
+[reporter]
+poll_interval = "20ms"
+batch_size = 32
+rate_per_second = 2000.0
+concurrency = 4
+backoff_base = "10ms"
+backoff_max = "200ms"
+max_attempts = 1000
+[stripe]
+api_key = "{key}"
+api_base = "{stripe}"
+timeout = "300ms"
+[clock]
+offset = "{offset}ms"
+[contract]
+reopen_window = "{WINDOW_HOURS}h"
+excluded_tags = ["{tag}"]
+"#,
+        db = db.display(),
+        key = FakeStripe::API_KEY,
+        offset = offset_ms,
+        tag = scenario::EXCLUDED_TAG,
+    );
+    for t in TENANTS {
+        toml += &format!(
+            "[[tenants]]\nid = \"{t}\"\nstripe_customer_id = \"{}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
+            customer(t)
+        );
+    }
+    std::fs::write(path, toml).expect("write chaos config");
+}
+
+/// One request of the traffic.
+#[derive(Clone, Debug)]
+enum Item {
+    /// An authentic event: the helpdesk retries until it gets a 2xx.
+    Event { tenant: String, body: String },
+    /// A request that must be refused (status) or quarantined (202/200), once.
+    Garbage { kind: Garbage, n: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Garbage {
+    Unsigned,
+    BadSignature,
+    Stale,
+    NotJson,
+    Oversized,
+    UnknownTenant,
+    /// Signed JSON the provider cannot interpret: stored, quarantined, acknowledged.
+    Unparseable,
+}
+
+const GARBAGE: [Garbage; 7] = [
+    Garbage::Unsigned,
+    Garbage::BadSignature,
+    Garbage::Stale,
+    Garbage::NotJson,
+    Garbage::Oversized,
+    Garbage::UnknownTenant,
+    Garbage::Unparseable,
+];
+
+impl Garbage {
+    fn expected(self, status: u16) -> bool {
+        match self {
+            Garbage::Unsigned | Garbage::BadSignature | Garbage::Stale => status == 401,
+            Garbage::NotJson => status == 400,
+            Garbage::Oversized => status == 413,
+            Garbage::UnknownTenant => status == 404,
+            Garbage::Unparseable => status == 202 || status == 200,
+        }
+    }
+}
+
+/// The service process, restarted after every kill on the same address.
+struct Target {
+    serve: ServeCommand,
+    addr: String,
+    proc: Mutex<ServeProcess>,
+    kills: AtomicUsize,
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Target {
+    async fn start(serve: ServeCommand, http: &reqwest::Client, offset_ms: i64) -> Target {
+        let addr = free_addr();
+        let proc = boot(&serve, &addr, http).await;
+        Target {
+            serve,
+            addr,
+            proc: Mutex::new(proc),
+            kills: AtomicUsize::new(0),
+            offset_ms: offset_ms.into(),
+        }
+    }
+
+    /// SIGKILL, then start again (the port may take a moment to be free).
+    async fn kill_and_restart(&self, http: &reqwest::Client) {
+        let mut p = self.proc.lock().await;
+        p.kill();
+        self.kills.fetch_add(1, Ordering::Relaxed);
+        *p = boot(&self.serve, &self.addr, http).await;
+    }
+
+    /// The service's clock, for signing.
+    fn now_unix(&self) -> i64 {
+        (Utc::now() + Span::milliseconds(self.offset_ms.load(Ordering::Relaxed))).timestamp()
+    }
+
+    fn url(&self, tenant: &str) -> String {
+        format!("http://{}/webhooks/generic/{tenant}", self.addr)
+    }
+}
+
+async fn boot(serve: &ServeCommand, addr: &str, http: &reqwest::Client) -> ServeProcess {
+    let mut last = String::new();
+    for _ in 0..50 {
+        match serve.spawn_on(addr) {
+            Ok(mut p) => match p.wait_ready(http, Duration::from_secs(20)).await {
+                Ok(()) => return p,
+                Err(e) => last = e,
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("could not restart outcome-meter: {last}");
+}
+
+/// Send one item; returns the status of a garbage request.
+async fn send(target: &Target, http: &reqwest::Client, item: &Item) -> Option<u16> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "no answer for {item:?}");
+        let t = target.now_unix();
+        let req = match item {
+            Item::Event { tenant, body } => http
+                .post(target.url(tenant))
+                .header(
+                    "Outcome-Signature",
+                    sign(GENERIC_SECRET, t, body.as_bytes()),
+                )
+                .body(body.clone()),
+            Item::Garbage { kind, n } => garbage_request(target, http, *kind, *n, t),
+        };
+        // A connection error (killed mid-request) or a 503 while restarting: retry,
+        // as helpdesks do.
+        if let Ok(r) = req.send().await {
+            let status = r.status().as_u16();
+            match item {
+                Item::Event { .. } if status == 200 || status == 202 => return None,
+                Item::Event { .. } => {}
+                Item::Garbage { .. } => return Some(status),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn garbage_request(
+    target: &Target,
+    http: &reqwest::Client,
+    kind: Garbage,
+    n: usize,
+    t: i64,
+) -> reqwest::RequestBuilder {
+    let body = match kind {
+        Garbage::NotJson => format!("not json {n}"),
+        Garbage::Oversized => format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_BODY + 1)),
+        Garbage::Unparseable => format!("{{\"event_id\":\"junk-{n}\",\"ticket_id\":\"J{n}\"}}"),
+        _ => format!(
+            "{{\"event_id\":\"g-{n}\",\"ticket_id\":\"G{n}\",\"type\":\"resolved\",\"occurred_at\":\"2026-01-01T00:00:00Z\",\"resolver\":\"ai\"}}"
+        ),
+    };
+    let (tenant, secret, at) = match kind {
+        Garbage::BadSignature => ("acme", "not-the-secret", t),
+        Garbage::Stale => ("acme", GENERIC_SECRET, t - 3600),
+        Garbage::UnknownTenant => ("nobody", GENERIC_SECRET, t),
+        _ => ("acme", GENERIC_SECRET, t),
+    };
+    let req = http.post(target.url(tenant)).body(body.clone());
+    if kind == Garbage::Unsigned {
+        req
+    } else {
+        req.header("Outcome-Signature", sign(secret, at, body.as_bytes()))
+    }
+}
+
+async fn count(store: &outcome_meter::store::Store, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("count query");
+    n
+}
+
+/// Poll until `done` or the deadline.
+async fn until<F, Fut>(what: &str, limit: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice() {
+    let tickets = env_number("OUTCOME_METER_CHAOS_TICKETS", 2000) as usize;
+    let seed = env_number("OUTCOME_METER_CHAOS_SEED", fastrand::u64(..));
+    eprintln!("chaos: seed {seed} (OUTCOME_METER_CHAOS_SEED={seed} replays this run)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+
+    // Scenario time: 25 days ago, so confirmation times stay inside Stripe's 35 days.
+    let real_now = Utc::now();
+    let start = real_now - Span::days(25);
+    let sc = generate(&mut rng, &TENANTS, tickets, start);
+    let expected = oracle(&sc.events);
+    let settle_time = sc.last + Span::hours(WINDOW_HOURS + 1);
+    assert!(settle_time < real_now - Span::days(1), "scenario too long");
+    let offset_ingest = (start - real_now).num_milliseconds();
+    let offset_settle = (settle_time - real_now).num_milliseconds();
+
+    // Traffic: every event, a fifth of them twice, garbage in between, shuffled.
+    let mut items: Vec<Item> = Vec::new();
+    for e in &sc.events {
+        let item = Item::Event {
+            tenant: e.tenant.clone(),
+            body: e.body(),
+        };
+        if rng.f64() < 0.2 {
+            items.push(item.clone());
+        }
+        items.push(item);
+    }
+    let garbage_n = items.len() / 20 + GARBAGE.len();
+    for n in 0..garbage_n {
+        let kind = GARBAGE[n % GARBAGE.len()];
+        items.push(Item::Garbage { kind, n });
+    }
+    rng.shuffle(&mut items);
+    let unparseable = (0..garbage_n)
+        .filter(|n| GARBAGE[n % GARBAGE.len()] == Garbage::Unparseable)
+        .count() as i64;
+
+    let stripe = FakeStripe::start().await;
+    stripe.set_check_timestamps(true);
+    stripe.set_random_faults(
+        0.3,
+        vec![
+            Fault::Status(429),
+            Fault::StatusWithRetryAfter(429, 1),
+            Fault::Status(500),
+            Fault::Status(503),
+            Fault::Delay(Duration::from_millis(500)), // longer than the client's timeout
+            Fault::AcceptThenDrop,
+            Fault::AcceptThenStatus(500),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("chaos.db");
+    let config = dir.path().join("chaos.toml");
+    write_config(&config, &db, &stripe.base_url(), offset_ingest);
+    let mut serve = ServeCommand::new(
+        Path::new(env!("CARGO_BIN_EXE_outcome-meter")),
+        &config,
+        dir.path(),
+    );
+    serve.show_logs = false;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let target = Arc::new(Target::start(serve, &http, offset_ingest).await);
+
+    // The killer: SIGKILL at random moments until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (target, http, stop) = (target.clone(), http.clone(), stop.clone());
+        let mut krng = fastrand::Rng::with_seed(seed ^ 0x5eed);
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(krng.u64(150..700))).await;
+                if !stop.load(Ordering::Relaxed) {
+                    target.kill_and_restart(&http).await;
+                }
+            }
+        })
+    };
+
+    // Phase 1: deliver everything while the process is being killed.
+    let items = Arc::new(items);
+    let next = Arc::new(AtomicUsize::new(0));
+    let wrong = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut senders = Vec::new();
+    for _ in 0..6 {
+        let (target, http, items, next, wrong) = (
+            target.clone(),
+            http.clone(),
+            items.clone(),
+            next.clone(),
+            wrong.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                if let (Item::Garbage { kind, .. }, Some(status)) =
+                    (item, send(&target, &http, item).await)
+                {
+                    if !kind.expected(status) {
+                        let mut w = wrong.lock().unwrap_or_else(|p| p.into_inner());
+                        w.push(format!("{kind:?} got {status}"));
+                    }
+                }
+            }
+        }));
+    }
+    for s in senders {
+        s.await.expect("sender");
+    }
+
+    let mut settings = outcome_meter::settings::Settings::default();
+    settings.database.url = format!("sqlite://{}", db.display());
+    let store = outcome_meter::store::Store::connect(&settings.database)
+        .await
+        .expect("open the chaos database");
+    until("the inbox to drain", Duration::from_secs(120), || async {
+        count(
+            &store,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+        )
+        .await
+            == 0
+    })
+    .await;
+
+    // Phase 2: the clock passes every window; confirmation and reporting under kills.
+    write_config(&config, &db, &stripe.base_url(), offset_settle);
+    target.offset_ms.store(offset_settle, Ordering::Relaxed);
+    target.kill_and_restart(&http).await;
+    until(
+        "every outcome to reach Stripe",
+        Duration::from_secs(300),
+        || async {
+            stripe.event_count() >= expected.len()
+                && count(
+                    &store,
+                    "SELECT COUNT(*) FROM tickets WHERE settle_at IS NOT NULL",
+                )
+                .await
+                    == 0
+                && count(
+                    &store,
+                    "SELECT COUNT(*) FROM outcomes WHERE state = 'pending'",
+                )
+                .await
+                    == 0
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    killer.await.expect("killer");
+    // One more clean pass: nothing left to send may still show up late.
+    target.kill_and_restart(&http).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = target
+        .proc
+        .lock()
+        .await
+        .terminate(Duration::from_secs(10))
+        .await;
+
+    // The verdict.
+    let events = stripe.events();
+    let got: BTreeSet<String> = events.iter().map(|e| e.identifier.clone()).collect();
+    let lost: Vec<_> = expected.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&expected).collect();
+    let twice = events.len() - got.len();
+    let distinct_events: BTreeSet<&str> = sc.events.iter().map(|e| e.event_id.as_str()).collect();
+    let stored = count(&store, "SELECT COUNT(*) FROM deliveries").await;
+    let quarantined = count(
+        &store,
+        "SELECT COUNT(*) FROM deliveries WHERE status = 'quarantined'",
+    )
+    .await;
+    let failed = count(
+        &store,
+        "SELECT COUNT(*) FROM outcomes WHERE state <> 'reported'",
+    )
+    .await;
+    let wrong = wrong.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    eprintln!(
+        "chaos: {tickets} tickets, {} events, {} requests ({} garbage), {} SIGKILLs; \
+         Stripe: {} requests, {} faults injected, {} resends refused as duplicates; \
+         expected {} outcomes, billed {}, lost {}, billed twice {}, disqualified billed {}; \
+         deliveries stored {stored} (quarantined {quarantined}), garbage answered wrongly {}",
+        sc.events.len(),
+        items.len(),
+        garbage_n,
+        target.kills.load(Ordering::Relaxed),
+        stripe.requests(),
+        stripe.faults_injected(),
+        stripe.duplicate_refusals(),
+        expected.len(),
+        got.len(),
+        lost.len(),
+        twice,
+        extra.len(),
+        wrong.len(),
+    );
+    assert!(lost.is_empty(), "lost outcomes, e.g. {:?}", lost.first());
+    assert_eq!(twice, 0, "an identifier was billed twice");
+    assert!(
+        extra.is_empty(),
+        "billed a disqualified ticket, e.g. {:?}",
+        extra.first()
+    );
+    for e in &events {
+        assert_eq!(e.value, "1");
+        assert_eq!(e.event_name, "resolved_ticket");
+        assert!(e.customer.starts_with("cus_"), "{}", e.customer);
+    }
+    assert_eq!(failed, 0, "every outcome is reported");
+    assert!(wrong.is_empty(), "garbage answered wrongly: {wrong:?}");
+    assert_eq!(
+        quarantined, unparseable,
+        "each unparseable delivery kept once"
+    );
+    assert_eq!(
+        stored,
+        distinct_events.len() as i64 + unparseable,
+        "each authentic delivery stored exactly once, nothing refused stored"
+    );
+    store.close().await;
+}
