@@ -1,7 +1,11 @@
 # Multi-stage build: compile the release binary, run it as a non-root user.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# The whole workspace manifest must resolve: the test kit crate and bench targets are
+# declared in Cargo.toml, so they are copied too (only the binary is built).
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
+COPY benches ./benches
 COPY src ./src
 COPY migrations ./migrations
 RUN cargo build --release --locked --bin outcome-meter

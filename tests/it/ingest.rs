@@ -186,8 +186,40 @@ async fn health_readiness_and_metrics(backend: Backend) {
     app.stop().await;
 }
 
+async fn group_commit_stores_each_key_once_even_within_one_batch(backend: Backend) {
+    use outcome_meter::store::{NewDelivery, Stored};
+    let app = TestApp::spawn(Options {
+        backend,
+        ..Options::default()
+    })
+    .await;
+    let d = |key: &str| NewDelivery {
+        tenant: TENANT.into(),
+        provider: "generic".into(),
+        delivery_key: key.into(),
+        received_at: 1,
+        headers: "{}".into(),
+        body: format!("{{\"k\":\"{key}\"}}").into_bytes(),
+    };
+    let store = &app.services.store;
+    let first = store
+        .insert_deliveries(&[d("a"), d("a"), d("b")])
+        .await
+        .expect("insert");
+    assert_eq!(first, vec![Stored::New, Stored::Duplicate, Stored::New]);
+    // More rows than one statement carries, with a repeat across batches.
+    let mut big: Vec<NewDelivery> = (0..600).map(|i| d(&format!("k{i}"))).collect();
+    big.push(d("b"));
+    let second = store.insert_deliveries(&big).await.expect("insert");
+    assert_eq!(second.iter().filter(|s| **s == Stored::New).count(), 600);
+    assert_eq!(second.last(), Some(&Stored::Duplicate));
+    assert_eq!(stored(&app).await, 602);
+    app.stop().await;
+}
+
 crate::dual!(
     refused_requests_get_the_right_status_and_store_nothing,
     oversized_chunked_body_without_length_is_refused,
-    health_readiness_and_metrics
+    health_readiness_and_metrics,
+    group_commit_stores_each_key_once_even_within_one_batch
 );

@@ -1,0 +1,98 @@
+//! Confirmation cost: with W tickets waiting in their reopen window and D due,
+//! one confirmation pass must touch only the due ones (an index range on
+//! `settle_at`), so its time does not grow with W. Prints the pass time at a
+//! small W and at a large one.
+//!
+//! `cargo bench --bench confirm -- --waiting 1000000 --due 1000`
+
+mod common;
+
+use chrono::Duration as Span;
+use common::{arg, event, settings};
+use outcome_meter::app::Services;
+use outcome_meter::clock::{from_millis, to_millis, ManualClock};
+use outcome_meter::store::NewDelivery;
+use std::sync::Arc;
+use std::time::Instant;
+
+const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const CHUNK: usize = 10_000;
+
+async fn measure(waiting: usize, due: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("confirm.db").display());
+    let mut s = settings(&url, 1);
+    s.worker.batch_size = u32::try_from(due).unwrap_or(u32::MAX);
+    let now = from_millis(START_MS);
+    let services = Services::open(s, Arc::new(ManualClock::new(now)))
+        .await
+        .expect("open");
+
+    // Seed through the real path: deliveries, then the worker's decisions.
+    let seeding = Instant::now();
+    let total = waiting + due;
+    let mut i = 0;
+    while i < total {
+        let batch: Vec<NewDelivery> = (i..(i + CHUNK).min(total))
+            .map(|k| {
+                // The first `due` tickets resolved 73h ago (window passed), the rest 1h ago.
+                let at = now
+                    - if k < due {
+                        Span::hours(73)
+                    } else {
+                        Span::hours(1)
+                    };
+                NewDelivery {
+                    tenant: "t0".into(),
+                    provider: "generic".into(),
+                    delivery_key: format!("e{k}"),
+                    received_at: START_MS,
+                    headers: "{}".into(),
+                    body: event(&format!("e{k}"), &format!("T{k}"), "resolved", at, true)
+                        .into_bytes(),
+                }
+            })
+            .collect();
+        services
+            .store
+            .insert_deliveries(&batch)
+            .await
+            .expect("insert");
+        i += batch.len();
+    }
+    let worker = services.worker();
+    while worker.process_inbox_once().await.expect("inbox") > 0 {}
+    let seeded = seeding.elapsed();
+
+    let (waiting_n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tickets WHERE settle_at > $1")
+        .bind(to_millis(now))
+        .fetch_one(services.store.pool())
+        .await
+        .expect("count");
+    let pass = Instant::now();
+    let confirmed = worker.confirm_once().await.expect("confirm");
+    let took = pass.elapsed();
+    println!(
+        "  waiting {waiting_n:>9}, due {due}: one confirmation pass confirmed {confirmed} in {:.1} ms ({:.1} µs per due ticket); seeding {total} tickets through the worker took {:.1}s ({:.0}/s)",
+        took.as_secs_f64() * 1000.0,
+        took.as_secs_f64() * 1e6 / confirmed.max(1) as f64,
+        seeded.as_secs_f64(),
+        total as f64 / seeded.as_secs_f64(),
+    );
+    services.store.close().await;
+}
+
+fn main() {
+    let waiting = arg("waiting", 1_000_000) as usize;
+    let small = arg("small", 1_000) as usize;
+    let due = arg("due", 1_000) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("confirm: one pass over the due queue, SQLite");
+    rt.block_on(async {
+        measure(small, due).await;
+        measure(waiting, due).await;
+    });
+}

@@ -1,0 +1,148 @@
+//! Ingest: signed webhook deliveries per second, committed durably (SQLite, WAL,
+//! synchronous=FULL, group commit), with acknowledgement latency percentiles;
+//! then the same server and signature check with the database write replaced
+//! by a no-op (the ceiling), and the ratio of the two.
+//!
+//! `cargo bench --bench ingest -- --requests 100000 --concurrency 64`
+
+mod common;
+
+use common::{arg, drive, event, settings, signed};
+use outcome_meter::clock::{from_millis, ManualClock};
+use outcome_meter::ingest::{router, DeliverySink, DeliveryWriter, IngestState};
+use outcome_meter::metrics::Metrics;
+use outcome_meter::store::{NewDelivery, Store, StoreError, Stored};
+use outcome_meter::tenants::Tenants;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The ceiling: everything but the database write.
+struct NoopSink;
+
+impl DeliverySink for NoopSink {
+    fn write(
+        &self,
+        batch: &[NewDelivery],
+    ) -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send {
+        std::future::ready(Ok(vec![Stored::New; batch.len()]))
+    }
+}
+
+struct Server {
+    base: String,
+    store: Store,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
+    let url = format!(
+        "sqlite://{}",
+        dir.join(if durable { "durable.db" } else { "ceiling.db" })
+            .display()
+    );
+    let s = settings(&url, tenants);
+    let store = Store::connect(&s.database).await.expect("open SQLite");
+    store.migrate().await.expect("migrate");
+    let (writer, _task) = if durable {
+        DeliveryWriter::spawn(store.clone(), s.server.commit_batch)
+    } else {
+        DeliveryWriter::spawn(NoopSink, s.server.commit_batch)
+    };
+    let state = IngestState {
+        store: store.clone(),
+        tenants: Arc::new(Tenants::from_settings(&s)),
+        clock: Arc::new(ManualClock::new(from_millis(START_MS))),
+        metrics: Arc::new(Metrics::default()),
+        writer: Some(writer),
+        max_body_bytes: s.server.max_body_bytes,
+        signature_tolerance: s.server.signature_tolerance,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+    });
+    Server {
+        base,
+        store,
+        shutdown,
+    }
+}
+
+const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const TENANTS: usize = 8;
+
+/// Pre-signed bodies: each a distinct resolution (so every one is a new row).
+fn bodies(base: &str, from: usize, n: usize) -> Vec<common::Signed> {
+    let at = from_millis(START_MS);
+    (from..from + n)
+        .map(|i| {
+            let tenant = format!("t{}", i % TENANTS);
+            let body = event(&format!("e{i}"), &format!("T{i}"), "resolved", at, true);
+            signed(base, &tenant, body, START_MS / 1000)
+        })
+        .collect()
+}
+
+async fn run(durable: bool, requests: usize, concurrency: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(durable, dir.path(), TENANTS).await;
+    let warm = 2_000.min(requests);
+    let warmup = Arc::new(bodies(&server.base, 0, warm));
+    drive(concurrency, warm, move |i| clone(&warmup[i])).await;
+    let set = Arc::new(bodies(&server.base, warm, requests));
+    let report = drive(concurrency, requests, move |i| clone(&set[i])).await;
+    let label = if durable {
+        "durable (SQLite, fsync per group commit)"
+    } else {
+        "ceiling (database write = no-op)     "
+    };
+    println!("{}", report.line(label));
+    if durable {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(server.store.pool())
+            .await
+            .expect("count");
+        println!("  rows committed: {n} (expected {})", warm + requests);
+    }
+    server.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.store.close().await;
+    report.per_second()
+}
+
+fn clone(s: &common::Signed) -> common::Signed {
+    common::Signed {
+        url: s.url.clone(),
+        signature: s.signature.clone(),
+        body: s.body.clone(),
+    }
+}
+
+fn main() {
+    let requests = arg("requests", 100_000) as usize;
+    let concurrency = arg("concurrency", 64) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        println!(
+            "ingest: {requests} signed generic deliveries, {concurrency} connections, load generator in-process on loopback, {} cores",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        let durable = run(true, requests, concurrency).await;
+        let ceiling = run(false, requests, concurrency).await;
+        println!(
+            "ratio durable / ceiling: {:.2} (goal: at least 0.5; durable goal: 10000/s)",
+            durable / ceiling
+        );
+    });
+}

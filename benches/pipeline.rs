@@ -1,0 +1,248 @@
+//! Pipeline: N tickets through the real binary (`outcome-meter serve`, SQLite):
+//! signed webhooks in, decisions, confirmation once the clock has passed the
+//! reopen window, and reporting to a local fake Stripe. Prints total time,
+//! outcomes per second and the service's peak RSS (it must stay flat as N grows).
+//!
+//! `cargo bench --bench pipeline -- --tickets 100000` (1,000,000 works too).
+//!
+//! The clock is moved by restarting the service with a later `clock.offset`.
+//! Per ticket: AI resolution (billed), except every 10th resolved by a human and
+//! every 10th (offset 5) reopened by a customer reply inside the window.
+
+mod common;
+
+use chrono::{Duration as Span, Utc};
+use common::{arg, drive, event, signed};
+use outcome_meter::store::Store;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testkit::fake_stripe::FakeStripe;
+use testkit::process::{ServeCommand, ServeProcess};
+
+const TENANTS: usize = 16;
+
+fn write_config(path: &Path, db: &Path, stripe: &str, offset_ms: i64) {
+    let mut toml = format!(
+        r#"
+[database]
+url = "sqlite://{db}"
+[worker]
+poll_interval = "50ms"
+batch_size = 512
+[reporter]
+poll_interval = "50ms"
+batch_size = 512
+rate_per_second = 100000.0
+concurrency = {TENANTS}
+[stripe]
+api_key = "{key}"
+api_base = "{stripe}"
+[clock]
+offset = "{offset_ms}ms"
+"#,
+        db = db.display(),
+        key = FakeStripe::API_KEY,
+    );
+    for i in 0..TENANTS {
+        toml += &format!(
+            "[[tenants]]\nid = \"t{i}\"\nstripe_customer_id = \"cus_bench_{i}\"\n[tenants.providers.generic]\nsecrets = [\"{}\"]\n",
+            common::SECRET
+        );
+    }
+    std::fs::write(path, toml).expect("write config");
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    sqlx::query_as::<_, (i64,)>(sql)
+        .fetch_one(store.pool())
+        .await
+        .map(|(n,)| n)
+        .unwrap_or(-1)
+}
+
+/// Poll `done` every 250 ms (a bench has no deadline but a generous one).
+async fn until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(3 * 3600),
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Samples the child's RSS every 250 ms; keeps the peak.
+fn watch_rss(
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    peak_kib: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some((cur, hwm)) = testkit::process::rss_kib(pid) {
+                peak_kib.fetch_max(cur.max(hwm), Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+async fn start(serve: &ServeCommand, http: &reqwest::Client) -> ServeProcess {
+    let mut p = serve.spawn().expect("spawn outcome-meter");
+    p.wait_ready(http, Duration::from_secs(60))
+        .await
+        .expect("outcome-meter ready");
+    p
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() {
+    let tickets = arg("tickets", 100_000) as usize;
+    let concurrency = arg("concurrency", 64) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(tickets, concurrency));
+}
+
+async fn run(tickets: usize, concurrency: usize) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_check_timestamps(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("pipeline.db");
+    let config = dir.path().join("pipeline.toml");
+
+    // Service time S = 20 days ago; resolutions in the two hours before S.
+    let real_now = Utc::now();
+    let s = real_now - Span::days(20);
+    let offset_ingest = (s - real_now).num_milliseconds();
+    let offset_settle = (s + Span::hours(73) - real_now).num_milliseconds();
+    write_config(&config, &db, &stripe.base_url(), offset_ingest);
+    let mut serve = ServeCommand::new(
+        Path::new(env!("CARGO_BIN_EXE_outcome-meter")),
+        &config,
+        dir.path(),
+    );
+    serve.log = "warn".into();
+    let http = reqwest::Client::new();
+
+    let reopened = |i: usize| i % 10 == 5;
+    let human = |i: usize| i % 10 == 0;
+    let deliveries = tickets + (0..tickets).filter(|i| reopened(*i)).count();
+    let expected = (0..tickets).filter(|i| !reopened(*i) && !human(*i)).count();
+    println!(
+        "pipeline: {tickets} tickets ({deliveries} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, fake Stripe on loopback"
+    );
+
+    let started = Instant::now();
+    let proc = start(&serve, &http).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak1 = Arc::new(AtomicU64::new(0));
+    let watcher = watch_rss(proc.pid(), stop.clone(), peak1.clone());
+
+    // Phase 1: every delivery in (the worker decides as they arrive).
+    let base = proc.url("");
+    let unix_now = move || (Utc::now() + Span::milliseconds(offset_ingest)).timestamp();
+    let report = drive(concurrency, deliveries, move |k| {
+        // Deliveries 0..tickets resolve; the rest are the reopens of every 10th (offset 5).
+        let (i, kind, at) = if k < tickets {
+            (
+                k,
+                "resolved",
+                s - Span::hours(2) + Span::milliseconds(k as i64),
+            )
+        } else {
+            let i = (k - tickets) * 10 + 5;
+            (
+                i,
+                "customer_replied",
+                s - Span::hours(1) + Span::milliseconds(i as i64),
+            )
+        };
+        let body = event(&format!("e{k}"), &format!("T{i}"), kind, at, !human(i));
+        signed(&base, &format!("t{}", i % TENANTS), body, unix_now())
+    })
+    .await;
+    println!("  {}", report.line("ingest (all roles running)"));
+    let store =
+        Store::connect(&common::settings(&format!("sqlite://{}", db.display()), 0).database)
+            .await
+            .expect("open the database read-side");
+    until("the inbox to drain", || async {
+        count(
+            &store,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+        )
+        .await
+            == 0
+    })
+    .await;
+    let decided = started.elapsed();
+    println!(
+        "  decided: every delivery processed after {:.1}s; service peak RSS {:.0} MiB",
+        decided.as_secs_f64(),
+        mib(peak1.load(Ordering::Relaxed))
+    );
+    let mut proc = proc;
+    proc.terminate(Duration::from_secs(60)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
+
+    // Phase 2: the clock passes the window; confirm and report everything.
+    write_config(&config, &db, &stripe.base_url(), offset_settle);
+    let settle_started = Instant::now();
+    let proc = start(&serve, &http).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak2 = Arc::new(AtomicU64::new(0));
+    let watcher = watch_rss(proc.pid(), stop.clone(), peak2.clone());
+    until("every outcome at Stripe", || async {
+        stripe.event_count() >= expected
+            && count(
+                &store,
+                "SELECT COUNT(*) FROM outcomes WHERE state = 'pending'",
+            )
+            .await
+                == 0
+            && count(
+                &store,
+                "SELECT COUNT(*) FROM tickets WHERE settle_at IS NOT NULL",
+            )
+            .await
+                == 0
+    })
+    .await;
+    let settled = settle_started.elapsed();
+    let total = started.elapsed();
+    let mut proc = proc;
+    proc.terminate(Duration::from_secs(60)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
+
+    let billed = stripe.event_count();
+    println!(
+        "  confirmed and reported: {billed} meter events (expected {expected}) in {:.1}s = {:.0} outcomes/s; {} Stripe requests; service peak RSS {:.0} MiB",
+        settled.as_secs_f64(),
+        billed as f64 / settled.as_secs_f64(),
+        stripe.requests(),
+        mib(peak2.load(Ordering::Relaxed))
+    );
+    println!(
+        "pipeline total: {tickets} tickets in {:.1}s = {:.0} tickets/s, {:.0} outcomes/s end to end; peak RSS of the service {:.0} MiB",
+        total.as_secs_f64(),
+        tickets as f64 / total.as_secs_f64(),
+        billed as f64 / total.as_secs_f64(),
+        mib(peak1.load(Ordering::Relaxed).max(peak2.load(Ordering::Relaxed)))
+    );
+    store.close().await;
+}
