@@ -129,15 +129,19 @@ pub fn replay_pinned(
     let mut cycle: Vec<String> = Vec::new();
 
     for e in ordered {
-        if let Some(s) = settled {
-            if e.occurred_at <= s.resolved_at {
-                out.late.push(e.event_key.clone());
-                continue;
-            }
-        }
+        // Facts accumulate over the whole history, frozen part included: a tag or
+        // a customer message before the settled resolution still counts later.
         tags.extend(e.tags.iter().cloned());
         if e.channel.is_some() {
             channel.clone_from(&e.channel);
+        }
+        customer_messaged |= e.kind == EventKind::CustomerReplied;
+        if let Some(s) = settled {
+            if e.occurred_at <= s.resolved_at {
+                // Its state changes are frozen: the settled resolution stands.
+                out.late.push(e.event_key.clone());
+                continue;
+            }
         }
         cycle.push(e.event_key.clone());
         match (e.kind, &state) {
@@ -187,7 +191,6 @@ pub fn replay_pinned(
                 }
                 state = State::Open;
                 handed_off |= kind == EventKind::HandedOffToHuman;
-                customer_messaged |= kind == EventKind::CustomerReplied;
             }
         }
     }
@@ -387,7 +390,53 @@ mod tests {
             .collect()
     }
 
+    /// Events at distinct hours, with tags and channels that the contract excludes.
+    fn arb_history() -> impl Strategy<Value = Vec<TicketEvent>> {
+        let one = (0u8..4, any::<bool>(), 0u8..6, 0u8..4);
+        (prop::collection::vec(one, 0..16), any::<u64>()).prop_map(|(specs, seed)| {
+            let mut hours: Vec<i64> = (0..200).collect();
+            fastrand::Rng::with_seed(seed).shuffle(&mut hours);
+            specs
+                .into_iter()
+                .zip(hours)
+                .enumerate()
+                .map(|(n, ((k, ai, tag, chan), h))| {
+                    let kind = EventKind::ALL[k as usize];
+                    let resolver = (kind == EventKind::Resolved)
+                        .then_some(if ai { Resolver::Ai } else { Resolver::Human });
+                    let mut e = ev(&format!("e{n}"), kind, h, resolver);
+                    if tag == 0 {
+                        e.tags = vec!["spam".into()];
+                    }
+                    e.channel = ["voice", "chat"].get(chan as usize).map(|c| c.to_string());
+                    e
+                })
+                .collect()
+        })
+    }
+
     proptest! {
+        /// Confirming resolution by resolution (history frozen up to each) decides
+        /// every later resolution as one replay of everything would.
+        #[test]
+        fn settling_step_by_step_equals_replaying_everything(events in arb_history()) {
+            let terms = ContractTerms {
+                excluded_tags: vec!["spam".into()],
+                excluded_channels: vec!["voice".into()],
+                require_customer_message: true,
+                ..c()
+            };
+            let all = replay(&terms, None, &events);
+            for (k, settled) in all.resolutions.iter().enumerate() {
+                let frozen = Settled { seq: settled.seq, resolved_at: settled.resolved_at };
+                let later = replay(&terms, Some(frozen), &events);
+                let verdicts = |rs: &[Resolution]| -> Vec<(u32, Verdict)> {
+                    rs.iter().map(|r| (r.seq, r.verdict.clone())).collect()
+                };
+                prop_assert_eq!(verdicts(&later.resolutions), verdicts(&all.resolutions[k + 1..]));
+            }
+        }
+
         #[test]
         fn any_permutation_gives_the_same_history(
             events in prop::collection::vec(arb_event(), 0..24).prop_map(dedup_by_key),
