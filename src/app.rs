@@ -68,8 +68,7 @@ impl Services {
             self.tenants.clone(),
             self.clock.clone(),
             self.metrics.clone(),
-            self.settings.worker.batch_size,
-            self.settings.worker.lease,
+            &self.settings.worker,
         )
     }
 

@@ -106,6 +106,11 @@ pub struct WorkerSettings {
     /// A claimed row not finished within this is picked up again by anyone.
     #[serde(with = "crate::duration_serde")]
     pub lease: Duration,
+    /// A resolution is confirmed only this long after its window ended, and only
+    /// once every delivery received up to then has been processed: room for the
+    /// helpdesk's delivery lag and for commits still in flight.
+    #[serde(with = "crate::duration_serde")]
+    pub confirm_grace: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -115,6 +120,7 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_millis(500),
             batch_size: 256,
             lease: Duration::from_secs(60),
+            confirm_grace: Duration::from_secs(300),
         }
     }
 }

@@ -402,8 +402,11 @@ mod tests {
                 .enumerate()
                 .map(|(n, ((k, ai, tag, chan), h))| {
                     let kind = EventKind::ALL[k as usize];
-                    let resolver = (kind == EventKind::Resolved)
-                        .then_some(if ai { Resolver::Ai } else { Resolver::Human });
+                    let resolver = (kind == EventKind::Resolved).then_some(if ai {
+                        Resolver::Ai
+                    } else {
+                        Resolver::Human
+                    });
                     let mut e = ev(&format!("e{n}"), kind, h, resolver);
                     if tag == 0 {
                         e.tags = vec!["spam".into()];

@@ -167,6 +167,15 @@ impl Store {
 }
 
 impl Tx {
+    /// When the oldest delivery not yet processed was received, if any.
+    pub async fn oldest_pending_delivery(&mut self) -> Result<Option<i64>, StoreError> {
+        let row =
+            sqlx::query("SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'")
+                .fetch_one(&mut *self.tx)
+                .await?;
+        col(&row, "m")
+    }
+
     pub async fn finish_delivery(
         &mut self,
         id: i64,

@@ -16,7 +16,17 @@ impl Worker {
         let now_t = self.clock.now();
         let now = to_millis(now_t);
         let mut tx = self.store.begin().await?;
-        let due = tx.due_tickets(now, self.batch).await?;
+        // Due means: window ended, plus the grace, before the oldest delivery not
+        // yet processed arrived. A reopen still waiting in the inbox (a backlog, a
+        // stopped worker) holds confirmation back instead of being ignored.
+        let grace = i64::try_from(self.confirm_grace.as_millis()).unwrap_or(i64::MAX / 2);
+        let horizon = tx
+            .oldest_pending_delivery()
+            .await?
+            .map_or(now, |received| received.min(now))
+            .saturating_sub(grace);
+        let horizon_t = crate::clock::from_millis(horizon);
+        let due = tx.due_tickets(horizon, self.batch).await?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -42,7 +52,7 @@ impl Worker {
             let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
             let mut new_settled = settled;
             for r in &history.resolutions {
-                match r.standing(now_t) {
+                match r.standing(horizon_t) {
                     Standing::Reopened => continue,
                     Standing::InWindow => break,
                     Standing::Due => {}

@@ -8,6 +8,7 @@ mod inbox;
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use crate::settings::WorkerSettings;
 use crate::store::{Store, StoreError};
 use crate::tenants::Tenants;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub struct Worker {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) batch: u32,
     pub(crate) lease: Duration,
+    pub(crate) confirm_grace: Duration,
 }
 
 impl Worker {
@@ -31,16 +33,16 @@ impl Worker {
         tenants: Arc<Tenants>,
         clock: SharedClock,
         metrics: Arc<Metrics>,
-        batch: u32,
-        lease: Duration,
+        settings: &WorkerSettings,
     ) -> Worker {
         Worker {
             store,
             tenants,
             clock,
             metrics,
-            batch,
-            lease,
+            batch: settings.batch_size,
+            lease: settings.lease,
+            confirm_grace: settings.confirm_grace,
         }
     }
 

@@ -371,7 +371,52 @@ impl TestApp {
     }
 }
 
+/// A reopen stored before the window ended but not yet processed (a backlog, a
+/// stopped worker) holds confirmation back; once processed it disqualifies.
+async fn reopen_waiting_in_the_inbox_holds_confirmation_back(backend: Backend) {
+    let (app, stripe) = app_with_stripe(backend).await;
+    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+        .await;
+    app.settle().await;
+    app.advance_hours(5);
+    assert_eq!(app.send(&event("e2", "T1", "reopened", 5, None)).await, 202);
+    app.advance_hours(70);
+    let worker = app.services.worker();
+    assert_eq!(
+        worker.confirm_once().await.expect("confirm"),
+        0,
+        "the inbox holds a delivery received before the window ended"
+    );
+    app.settle().await;
+    app.report().await;
+    assert!(
+        app.outcomes().await.is_empty(),
+        "the reopen disqualified it"
+    );
+    assert_eq!(stripe.events().len(), 0);
+    app.stop().await;
+}
+
+/// The grace after the window: a resolution is confirmed `worker.confirm_grace`
+/// (5 minutes) after its window ended, not at the instant.
+async fn confirmation_waits_for_the_grace_after_the_window(backend: Backend) {
+    let (app, _stripe) = app_with_stripe(backend).await;
+    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+        .await;
+    app.settle().await;
+    app.clock
+        .advance(chrono::Duration::hours(72) + chrono::Duration::minutes(4));
+    app.settle().await;
+    assert!(app.outcomes().await.is_empty(), "inside the grace");
+    app.clock.advance(chrono::Duration::minutes(1));
+    app.settle().await;
+    assert_eq!(app.outcomes().await.len(), 1);
+    app.stop().await;
+}
+
 crate::dual!(
+    reopen_waiting_in_the_inbox_holds_confirmation_back,
+    confirmation_waits_for_the_grace_after_the_window,
     ai_resolution_never_reopened_is_billed_exactly_once,
     reopened_inside_the_window_is_not_billed,
     reopened_then_resolved_again_is_billed_once_as_seq_2,
