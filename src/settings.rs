@@ -278,6 +278,13 @@ impl Settings {
         {
             errs.push("reporter.rate_per_second and reporter.concurrency must be positive".into());
         }
+        if self.stripe.timeout >= self.worker.lease {
+            errs.push(format!(
+                "stripe.timeout ({}) must be shorter than worker.lease ({}): a reporter's claim must outlast its Stripe call",
+                humantime::format_duration(self.stripe.timeout),
+                humantime::format_duration(self.worker.lease)
+            ));
+        }
         if self.reporter.max_attempts == 0 {
             errs.push("reporter.max_attempts must be at least 1".into());
         }

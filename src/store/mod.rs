@@ -5,12 +5,14 @@
 mod billing;
 mod inbox;
 mod outbox;
+mod pair_lock;
 mod queries;
 mod tickets;
 
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
 pub use outbox::{ClaimedOutcome, NewOutcome};
+pub use pair_lock::{pair_key, PairLock};
 pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeFilter, OutcomeRow, QueueCounts,
     ReversalRow,

@@ -30,6 +30,8 @@ pub struct ClaimedOutcome {
     pub stripe_customer_id: String,
     pub confirmed_at: i64,
     pub attempts: u32,
+    /// The claim's `lease_until`: the fencing token this reporter holds.
+    pub lease_until: i64,
 }
 
 impl Tx {
@@ -75,7 +77,7 @@ impl Store {
                AND (lease_until IS NULL OR lease_until <= $2) \
                AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \
                ORDER BY next_attempt_at, id LIMIT $3{}) \
-             RETURNING id, event_name, value, stripe_customer_id, confirmed_at, attempts",
+             RETURNING id, event_name, value, stripe_customer_id, confirmed_at, attempts, lease_until",
             self.backend.skip_locked()
         );
         let rows = sqlx::query(&sql)
@@ -93,9 +95,47 @@ impl Store {
                     stripe_customer_id: col(r, "stripe_customer_id")?,
                     confirmed_at: col(r, "confirmed_at")?,
                     attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
+                    lease_until: col(r, "lease_until")?,
                 })
             })
             .collect()
+    }
+
+    /// Right before a Stripe call: extend this reporter's lease on a claimed
+    /// outcome, only if it still holds it (`token` = the `lease_until` it set) and
+    /// the outcome is still pending. `false`: the claim was lost (the lease expired
+    /// and another process took the outcome, or a clawback voided it), so the call
+    /// must not be made. Returns the new token otherwise.
+    pub async fn renew_outcome_lease(
+        &self,
+        id: &str,
+        token: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outcomes SET lease_until = $1 WHERE id = $2 AND state = 'pending' AND lease_until = $3",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Give claimed outcomes back (lease cleared) without an attempt, e.g. when
+    /// another process is reporting the same (customer, meter) pair right now.
+    pub async fn release_outcomes(&self, claims: &[(String, i64)]) -> Result<(), StoreError> {
+        for (id, token) in claims {
+            sqlx::query(
+                "UPDATE outcomes SET lease_until = NULL WHERE id = $1 AND lease_until = $2",
+            )
+            .bind(id)
+            .bind(*token)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Log one call (or dry-run) to Stripe and move the outcome to its new state,

@@ -118,15 +118,28 @@ impl Reporter {
         }
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
-        for (_, group) in groups {
+        for ((customer, meter), group) in groups {
             let me = self.clone();
             let permits = permits.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                for o in group {
-                    me.report_one(&o).await?;
+                // One process at a time per pair (other replicas on PostgreSQL).
+                let Some(lock) = me.store.try_lock_pair(&customer, &meter).await? else {
+                    let claims: Vec<(String, i64)> = group
+                        .iter()
+                        .map(|o| (o.id.clone(), o.lease_until))
+                        .collect();
+                    return me.store.release_outcomes(&claims).await;
+                };
+                let mut result = Ok(());
+                for o in &group {
+                    result = me.report_one(o).await;
+                    if result.is_err() {
+                        break;
+                    }
                 }
-                Ok::<(), StoreError>(())
+                lock.release().await;
+                result
             });
         }
         let mut first_err = None;
@@ -168,6 +181,17 @@ impl Reporter {
                 .await;
         };
         self.limiter.acquire().await;
+        // Fencing: call only while this claim still holds the outcome, with a lease
+        // renewed to outlast the call (stripe.timeout < worker.lease is enforced).
+        let renewed = to_millis(self.clock.now()) + self.lease_ms();
+        if !self
+            .store
+            .renew_outcome_lease(&o.id, o.lease_until, renewed)
+            .await?
+        {
+            tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
+            return Ok(());
+        }
         let result = client
             .create_meter_event(&ev, &idempotency_key(&o.id, "meter_event"))
             .await;

@@ -2,6 +2,7 @@
 //! and crashes between Stripe's accept and the local mark.
 
 use crate::support::*;
+use outcome_meter::clock::Clock;
 use outcome_meter::outcome::{idempotency_key, outcome_id};
 use outcome_meter::stripe::{MeterEvent, StripeClient};
 use std::time::Duration;
@@ -239,7 +240,57 @@ async fn without_an_api_key_the_reporter_records_what_it_would_send(backend: Bac
     app.stop().await;
 }
 
+/// Fencing: a reporter whose lease expired (another process took the outcome,
+/// or a clawback voided it) may not call Stripe with its old claim.
+async fn a_claim_whose_lease_expired_can_no_longer_send(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app_with_one_outcome(backend, &stripe).await;
+    let store = &app.services.store;
+    let now = outcome_meter::clock::to_millis(app.clock.now());
+    let first = store
+        .claim_outcomes(now, now + 60_000, 10)
+        .await
+        .expect("claim");
+    let (id, old) = (first[0].id.clone(), first[0].lease_until);
+    assert!(store
+        .renew_outcome_lease(&id, old, now + 60_000)
+        .await
+        .expect("renew"));
+    // The holder stalls past its lease; another process claims the outcome.
+    let later = now + 61_000;
+    let second = store
+        .claim_outcomes(later, later + 60_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(second.len(), 1);
+    assert!(
+        !store
+            .renew_outcome_lease(&id, old, later + 1)
+            .await
+            .expect("renew"),
+        "the stale holder lost the outcome"
+    );
+    assert!(store
+        .renew_outcome_lease(&id, second[0].lease_until, later + 60_000)
+        .await
+        .expect("renew"));
+    // Voided by a clawback after that lease expired: nobody may send it any more.
+    let much_later = later + 120_000;
+    assert!(store
+        .void_outcome_if_idle(&id, much_later)
+        .await
+        .expect("void"));
+    assert!(!store
+        .renew_outcome_lease(&id, later + 60_000, much_later + 60_000)
+        .await
+        .expect("renew"));
+    app.report().await;
+    assert!(stripe.events().is_empty(), "a voided outcome is never sent");
+    app.stop().await;
+}
+
 crate::dual!(
+    a_claim_whose_lease_expired_can_no_longer_send,
     transient_failures_are_retried_until_billed_once,
     permanent_refusal_is_parked_as_failed_with_stripes_message,
     restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill,
@@ -247,3 +298,61 @@ crate::dual!(
     identifier_already_at_stripe_under_another_key_counts_as_delivered,
     without_an_api_key_the_reporter_records_what_it_would_send
 );
+
+/// Stripe allows one call at a time per (customer, meter). Two reporters on one
+/// PostgreSQL database (two replicas) never overlap for a pair: the fake refuses
+/// overlapping calls with 429 `lock_timeout` and counts them.
+#[tokio::test]
+async fn replicas_never_call_stripe_concurrently_for_one_pair() {
+    if !postgres_or_skip().await {
+        return;
+    }
+    let stripe = FakeStripe::start().await;
+    stripe.set_latency(Duration::from_millis(15));
+    let app = TestApp::spawn(Options {
+        backend: Backend::Postgres,
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..24 {
+        app.send(&event(
+            &format!("e{i}"),
+            &format!("T{i}"),
+            "resolved",
+            0,
+            Some("ai"),
+        ))
+        .await;
+    }
+    app.advance_hours(73);
+    app.settle().await;
+    // Small batches, so both replicas hold claims for the pair at the same time.
+    let mut settings = app.settings.clone();
+    settings.reporter.batch_size = 3;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let clock = std::sync::Arc::new(app.clock.clone());
+        let r = outcome_meter::app::Services::open(settings.clone(), clock)
+            .await
+            .expect("replica");
+        replicas.push(r);
+    }
+    let a = replicas[0].reporter().expect("reporter");
+    let b = replicas[1].reporter().expect("reporter");
+    let (ra, rb) = tokio::join!(a.drain(), b.drain());
+    ra.expect("replica a");
+    rb.expect("replica b");
+    // Whatever one replica gave back, the next pass reports.
+    app.report().await;
+    assert_eq!(
+        stripe.pair_conflicts(),
+        0,
+        "two calls for one pair overlapped"
+    );
+    assert_eq!(stripe.events().len(), 24);
+    for r in replicas {
+        r.store.close().await;
+    }
+    app.stop().await;
+}

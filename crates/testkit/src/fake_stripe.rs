@@ -177,6 +177,12 @@ struct State {
     faults_injected: usize,
     /// "An event already exists with identifier" refusals.
     duplicate_refusals: usize,
+    /// Time each meter-event call takes (none by default); while it runs, the
+    /// call's (customer, event name) pair is busy, and a concurrent call for the
+    /// same pair gets Stripe's 429 `lock_timeout`.
+    latency: Option<std::time::Duration>,
+    in_flight: HashSet<(String, String)>,
+    pair_conflicts: usize,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -234,6 +240,17 @@ impl FakeStripe {
     pub fn set_random_faults(&self, rate: f64, kinds: Vec<Fault>) {
         lock(&self.state).random_faults =
             (rate > 0.0 && !kinds.is_empty()).then_some((rate, kinds));
+    }
+
+    /// Make each meter-event call take `d`, and refuse concurrent calls for the
+    /// same (customer, meter) with 429 `lock_timeout`, as Stripe does.
+    pub fn set_latency(&self, d: std::time::Duration) {
+        lock(&self.state).latency = Some(d);
+    }
+
+    /// Calls refused because another call for the same pair was in flight.
+    pub fn pair_conflicts(&self) -> usize {
+        lock(&self.state).pair_conflicts
     }
 
     /// How many faults (queued or random) were applied.
@@ -772,6 +789,26 @@ async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
     };
     if let Some(e) = early {
         return Outcome::Respond(e.into_resp(rid));
+    }
+    let latency = lock(state).latency;
+    if let Some(d) = latency {
+        let form: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(&req.body).unwrap_or_default();
+        let pair = (
+            get(&form, "payload[stripe_customer_id]")
+                .unwrap_or_default()
+                .to_string(),
+            get(&form, "event_name").unwrap_or_default().to_string(),
+        );
+        if !lock(state).in_flight.insert(pair.clone()) {
+            lock(state).pair_conflicts += 1;
+            let msg = "This object cannot be accessed right now because another API request or \
+                       Stripe process is currently accessing it.";
+            let e = api(429, IRE, Some("lock_timeout"), msg.into());
+            return Outcome::Respond(e.into_resp(rid));
+        }
+        tokio::time::sleep(d).await;
+        lock(state).in_flight.remove(&pair);
     }
     let resp = post(&mut lock(state), req, rid, create_meter_event);
     match fault {
