@@ -205,9 +205,12 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
     if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
         return Err(Rejection::MalformedBody);
     }
-    let delivery_key = provider
-        .delivery_key(&hook)
-        .unwrap_or_else(|| format!("body:{}", hex::encode(Sha256::digest(&bytes))));
+    let delivery_key = match provider.delivery_key(&hook) {
+        // A key PostgreSQL text cannot hold (NUL) is kept as its hash instead.
+        Some(k) if k.contains('\0') => format!("key:{}", hex::encode(Sha256::digest(&k))),
+        Some(k) => k,
+        None => format!("body:{}", hex::encode(Sha256::digest(&bytes))),
+    };
     let kept: Headers = provider
         .kept_headers()
         .iter()

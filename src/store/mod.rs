@@ -43,6 +43,24 @@ impl StoreError {
     pub(crate) fn corrupt(msg: impl Into<String>) -> Self {
         StoreError::Corrupt(msg.into())
     }
+
+    /// Worth retrying as it is: the connection, a lock, a serialization
+    /// conflict or the server's resources. Otherwise the database refused the
+    /// data itself (a constraint, an encoding such as NUL in PostgreSQL text).
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(db)) = self else {
+            return !matches!(self, StoreError::Corrupt(_));
+        };
+        let code = db.code();
+        let code = code.as_deref().unwrap_or("");
+        // PostgreSQL SQLSTATE classes: 08 connection, 40 rollback (serialization,
+        // deadlock), 53 resources, 55 lock not available, 57 operator intervention.
+        // SQLite: BUSY and LOCKED, with their extended codes.
+        ["08", "40", "53", "55", "57"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || matches!(code, "5" | "6" | "261" | "262" | "517")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

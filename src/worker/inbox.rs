@@ -5,7 +5,7 @@ use super::Worker;
 use crate::clock::to_millis;
 use crate::event::TicketEvent;
 use crate::providers::{self, Headers, Webhook};
-use crate::store::{StoreError, Tx};
+use crate::store::{ClaimedDelivery, StoreError, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::replay_pinned;
 use std::collections::BTreeMap;
@@ -15,6 +15,11 @@ type TicketKey = (String, String, String);
 impl Worker {
     /// Claim one batch of deliveries and apply it in one transaction.
     /// Returns how many deliveries were handled.
+    ///
+    /// When the batch's transaction fails for a reason that is not transient (a
+    /// value the database refuses, say), the deliveries are applied one per
+    /// transaction and the one that still fails is quarantined with the database's
+    /// reason, so one poison delivery never holds the others back.
     pub async fn process_inbox_once(&self) -> Result<usize, StoreError> {
         let now = to_millis(self.clock.now());
         let claimed = self
@@ -24,9 +29,48 @@ impl Worker {
         if claimed.is_empty() {
             return Ok(0);
         }
+        match self.apply(&claimed, now).await {
+            Ok(()) => {}
+            Err(e) if claimed.len() > 1 && !e.is_transient() => {
+                tracing::warn!(error = %e, n = claimed.len(), "inbox batch failed; applying its deliveries one by one");
+                for d in &claimed {
+                    self.apply_alone(d, now).await?;
+                }
+            }
+            Err(e) => {
+                if claimed.len() == 1 && !e.is_transient() {
+                    self.apply_alone(&claimed[0], now).await?;
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(claimed.len())
+    }
+
+    /// Apply one delivery in its own transaction; quarantine it if the database
+    /// refuses it for good.
+    async fn apply_alone(&self, d: &ClaimedDelivery, now: i64) -> Result<(), StoreError> {
+        match self.apply(std::slice::from_ref(d), now).await {
+            Err(e) if !e.is_transient() => {
+                let reason = format!("the database refused this delivery's events: {e}");
+                tracing::error!(delivery = d.id, tenant = %d.tenant, provider = %d.provider, %reason, "delivery quarantined");
+                let mut tx = self.store.begin().await?;
+                tx.finish_delivery(d.id, now, 0, Some(&reason)).await?;
+                tx.commit().await?;
+                self.metrics.deliveries_processed(0, 1);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Parse, store the events, replay their tickets and mark the deliveries
+    /// done: one transaction.
+    async fn apply(&self, claimed: &[ClaimedDelivery], now: i64) -> Result<(), StoreError> {
         let mut by_ticket: BTreeMap<TicketKey, Vec<(i64, TicketEvent)>> = BTreeMap::new();
         let mut finished: Vec<(i64, usize, Option<String>)> = Vec::with_capacity(claimed.len());
-        for d in &claimed {
+        for d in claimed {
             match self.parse(&d.tenant, &d.provider, &d.headers, &d.body) {
                 Ok(events) => {
                     finished.push((d.id, events.len(), None));
@@ -64,7 +108,7 @@ impl Worker {
         let quarantined = finished.iter().filter(|f| f.2.is_some()).count();
         self.metrics
             .deliveries_processed(finished.len() - quarantined, quarantined);
-        Ok(claimed.len())
+        Ok(())
     }
 
     fn parse(

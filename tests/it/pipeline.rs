@@ -427,3 +427,50 @@ crate::dual!(
     authentic_but_unparseable_delivery_is_quarantined_and_acknowledged,
     retention_prunes_processed_bodies_only
 );
+
+/// PostgreSQL refuses NUL in text. An authentic event carrying one (in its ticket
+/// id, or in its event id, which is also its delivery key) is still stored and
+/// acknowledged, then quarantined with the database's reason; the deliveries that
+/// shared its batch are applied all the same.
+#[tokio::test]
+async fn a_poison_delivery_is_quarantined_without_holding_back_its_batch() {
+    if !postgres_or_skip().await {
+        return;
+    }
+    let (app, _stripe) = app_with_stripe(Backend::Postgres).await;
+    assert_eq!(
+        app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+            .await,
+        202
+    );
+    assert_eq!(
+        app.send(&event("e2", "T\u{0}X", "resolved", 0, Some("ai")))
+            .await,
+        202
+    );
+    assert_eq!(
+        app.send(&event("e\u{0}3", "T3", "resolved", 0, Some("ai")))
+            .await,
+        202
+    );
+    assert_eq!(
+        app.send(&event("e4", "T4", "resolved", 0, Some("ai")))
+            .await,
+        202
+    );
+    app.advance_hours(73);
+    app.settle().await;
+    let quarantined = app
+        .count("SELECT COUNT(*) FROM deliveries WHERE status = 'quarantined' AND error LIKE '%database refused%'")
+        .await;
+    assert_eq!(quarantined, 2, "the two poison deliveries, stored and kept");
+    let mut billed: Vec<String> = app
+        .outcomes()
+        .await
+        .into_iter()
+        .map(|o| o.ticket_id)
+        .collect();
+    billed.sort();
+    assert_eq!(billed, vec!["T1".to_string(), "T4".to_string()]);
+    app.stop().await;
+}
