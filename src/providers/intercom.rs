@@ -32,10 +32,17 @@ fn resolver(item: &Value, s: &ProviderSettings, tags: &[String]) -> Resolver {
         .pointer("/ai_agent/resolution_state")
         .and_then(Value::as_str)
         .is_some_and(|st| matches!(st, "assumed_resolution" | "confirmed_resolution"));
-    let closer = last_part(item)
+    let part = last_part(item);
+    let closer = part
         .and_then(|p| str_at(p, &["author", "id"]))
         .or_else(|| str_at(item, &["statistics", "last_closed_by_id"]));
-    if fin {
+    // A teammate (author type `admin`) who is not a configured AI agent closed it
+    // by hand: human, whatever Fin's earlier resolution state says.
+    let closed_by_teammate = part
+        .and_then(|p| str_at(p, &["author", "type"]))
+        .is_some_and(|t| t == "admin")
+        && !closer.as_deref().is_some_and(|c| s.is_ai_agent(c));
+    if fin && !closed_by_teammate {
         Resolver::Ai
     } else {
         s.resolve(closer.as_deref(), tags, channel.as_deref())
@@ -262,6 +269,27 @@ mod tests {
             Intercom.parse(&hook, &s).expect("parses")[0].resolver,
             Some(Resolver::Ai)
         );
+    }
+
+    #[test]
+    fn a_teammate_closing_by_hand_is_human_despite_a_stale_fin_state() {
+        let h = headers(&[]);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&payload("intercom-conversation.admin.closed.json"))
+                .expect("json");
+        v["data"]["item"]["ai_agent"] =
+            serde_json::json!({"resolution_state": "assumed_resolution"});
+        let body = v.to_string().into_bytes();
+        let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
+            headers: &h,
+            body: &body,
+        };
+        let ev = Intercom
+            .parse(&hook, &ProviderSettings::default())
+            .expect("parses");
+        assert_eq!(ev[0].resolver, Some(Resolver::Human));
     }
 
     #[test]

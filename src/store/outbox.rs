@@ -189,7 +189,8 @@ impl Store {
         tx.commit().await
     }
 
-    /// Put failed outcomes back in the queue (an operator's `replay --failed`).
+    /// Put failed outcomes back in the queue (an operator's `replay --failed`),
+    /// with a fresh retry budget (the attempts stay in `stripe_attempts`).
     pub async fn requeue_failed(
         &self,
         tenant: Option<&str>,
@@ -197,7 +198,7 @@ impl Store {
         now: i64,
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL \
+            "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL, attempts = 0 \
              WHERE state = 'failed' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3)",
         )
         .bind(now)

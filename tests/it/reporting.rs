@@ -101,6 +101,11 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
         .await
         .expect("requeue");
     assert_eq!(n, 1);
+    assert_eq!(
+        app.outcomes().await[0].attempts,
+        0,
+        "a replayed outcome gets a fresh retry budget"
+    );
     app.report().await;
     assert_eq!(app.outcomes().await[0].state, "reported");
     assert_eq!(stripe.events().len(), 1);
