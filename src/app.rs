@@ -91,6 +91,7 @@ impl Services {
             self.metrics.clone(),
             self.settings.reporter.clone(),
             self.settings.worker.lease,
+            s.timeout,
         ))
     }
 }

@@ -49,6 +49,8 @@ pub struct Reporter {
     metrics: Arc<Metrics>,
     settings: ReporterSettings,
     lease: Duration,
+    /// The Stripe client's timeout: a claim must outlast a call.
+    call_timeout: Duration,
     limiter: Arc<RateLimiter>,
 }
 
@@ -60,6 +62,7 @@ impl Reporter {
         metrics: Arc<Metrics>,
         settings: ReporterSettings,
         lease: Duration,
+        call_timeout: Duration,
     ) -> Reporter {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
         Reporter {
@@ -69,6 +72,7 @@ impl Reporter {
             metrics,
             settings,
             lease,
+            call_timeout,
             limiter,
         }
     }
@@ -181,13 +185,17 @@ impl Reporter {
                 .await;
         };
         self.limiter.acquire().await;
-        // Fencing: call only while this claim still holds the outcome, with a lease
-        // renewed to outlast the call (stripe.timeout < worker.lease is enforced).
-        let renewed = to_millis(self.clock.now()) + self.lease_ms();
-        if !self
-            .store
-            .renew_outcome_lease(&o.id, o.lease_until, renewed)
-            .await?
+        // Fencing: call only while this claim still holds the outcome. While the
+        // lease outlasts the call, nobody else can have claimed or voided it (both
+        // need an expired lease); when it may not, renew it, only if still ours
+        // (stripe.timeout < worker.lease is enforced, so a renewal always suffices).
+        let now = to_millis(self.clock.now());
+        let needed = i64::try_from((self.call_timeout * 2).as_millis()).unwrap_or(i64::MAX / 4);
+        if o.lease_until - now < needed
+            && !self
+                .store
+                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease_ms())
+                .await?
         {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
             return Ok(());
