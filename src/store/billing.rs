@@ -76,7 +76,8 @@ impl Tx {
         Ok(())
     }
 
-    /// Outcomes of a customer confirmed in `[from, to)` that count against caps.
+    /// Outcomes of a customer confirmed in `[from, to)` that count against caps: not
+    /// capped, voided or reversed, and not being reversed (a clawback is recorded).
     pub async fn count_billed(
         &mut self,
         customer: &str,
@@ -85,7 +86,8 @@ impl Tx {
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM outcomes WHERE stripe_customer_id = $1 AND confirmed_at >= $2 \
-             AND confirmed_at < $3 AND state NOT IN ('capped', 'voided', 'reversed')",
+             AND confirmed_at < $3 AND state NOT IN ('capped', 'voided', 'reversed') \
+             AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id)",
         )
         .bind(customer)
         .bind(from)

@@ -116,25 +116,29 @@ impl Worker {
                     seq: r.seq,
                     resolved_at: r.resolved_at,
                 });
+                // A reopen already stored after this resolution's window may claw back the
+                // outcome just confirmed: checked for every resolution confirmed in this pass,
+                // so the result does not depend on how many are confirmed at once.
+                if let Some(reopen) = &r.next_reopen {
+                    self.clawback(
+                        &mut tx,
+                        tenant,
+                        provider,
+                        ticket_id,
+                        r.seq,
+                        r.resolved_at,
+                        reopen,
+                        now,
+                    )
+                    .await?;
+                }
             }
             let next = if new_settled != settled {
                 if let Some(s) = new_settled {
                     tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
                         .await?;
                 }
-                let after = replay_pinned(&tenant.contract, &pins.terms, new_settled, &events);
-                // A reopen already stored may hit the outcome just confirmed.
-                self.clawback(
-                    &mut tx,
-                    tenant,
-                    provider,
-                    ticket_id,
-                    new_settled,
-                    &after.reopened_after_settled,
-                    now,
-                )
-                .await?;
-                after.next_settle_at()
+                replay_pinned(&tenant.contract, &pins.terms, new_settled, &events).next_settle_at()
             } else {
                 history.next_settle_at()
             };

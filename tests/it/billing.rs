@@ -189,6 +189,84 @@ async fn without_clawback_a_late_reopen_leaves_the_outcome_billed(backend: Backe
     app.stop().await;
 }
 
+/// Resolutions of a ticket still billed (sent, or on their way to Stripe).
+async fn billed_seqs(app: &TestApp, ticket: &str) -> Vec<i64> {
+    app.outcomes()
+        .await
+        .iter()
+        .filter(|o| o.ticket_id == ticket)
+        .filter(|o| {
+            matches!(
+                o.state.as_str(),
+                "reported" | "pending" | "dry_run" | "failed"
+            )
+        })
+        .map(|o| o.seq)
+        .collect()
+}
+
+/// Seq 1 is billable, reopened after its window but within the clawback period, then
+/// resolved again (seq 2). Whether the confirmer sees the two resolutions one by one
+/// (L1) or both in one pass (B1), seq 1 is reversed exactly once and seq 2 stays billed.
+async fn clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    // Live: every stage runs as the events arrive.
+    app.send(&event("l-r1", "L1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    app.advance_hours(7); // 80h
+    app.send(&event("l-o1", "L1", "reopened", 80, None)).await;
+    app.settle().await;
+    app.report().await;
+    app.advance_hours(10); // 90h
+    app.send(&event("l-r2", "L1", "resolved", 90, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+
+    // Batched: the same story (200h later) is stored before the confirmer runs once.
+    app.send(&event("b-r1", "B1", "resolved", 200, Some("ai")))
+        .await;
+    app.send(&event("b-o1", "B1", "reopened", 280, None)).await;
+    app.send(&event("b-r2", "B1", "resolved", 290, Some("ai")))
+        .await;
+    app.advance_hours(380 - 163);
+    app.settle().await;
+    app.report().await;
+
+    assert_eq!(billed_seqs(&app, "L1").await, vec![2]);
+    assert_eq!(
+        billed_seqs(&app, "B1").await,
+        vec![2],
+        "seq 1 was confirmed in the same pass as seq 2 and must still be clawed back"
+    );
+    let b1 = outcome_id(TENANT, "generic", "B1", 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM reversals WHERE outcome_id = '{b1}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM reversals").await, 2);
+    // Replays of every stage reverse nothing again.
+    app.send(&event("b-o1", "B1", "reopened", 280, None)).await;
+    app.advance_hours(100);
+    app.settle().await;
+    app.report().await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM reversals").await, 2);
+    assert_eq!(
+        stripe.adjustments().len(),
+        1,
+        "only L1's seq 1 had been sent"
+    );
+    app.stop().await;
+}
+
 /// A month of mixed tickets: billed, reopened, human, handed off.
 async fn mixed_month(app: &TestApp) {
     for i in 0..12 {
@@ -457,6 +535,7 @@ crate::dual!(
     clawback_within_24h_cancels_the_meter_event_exactly_once,
     clawback_after_24h_sends_a_correcting_event,
     clawback_of_an_outcome_not_yet_sent_voids_it,
+    clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
     statement_page_in_chromium_shows_the_database_numbers,
