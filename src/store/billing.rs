@@ -10,6 +10,9 @@ pub struct OutcomeBrief {
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
+    /// The contract the outcome was decided under.
+    pub contract_version: String,
+    pub contract_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +108,7 @@ impl Tx {
         seq: u32,
     ) -> Result<Option<OutcomeBrief>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, state, event_name, value, stripe_customer_id FROM outcomes \
+            "SELECT id, state, event_name, value, stripe_customer_id, contract_version, contract_hash FROM outcomes \
              WHERE tenant = $1 AND provider = $2 AND ticket_id = $3 AND seq = $4",
         )
         .bind(tenant)
@@ -121,9 +124,20 @@ impl Tx {
                 event_name: col(&r, "event_name")?,
                 value: col(&r, "value")?,
                 stripe_customer_id: col(&r, "stripe_customer_id")?,
+                contract_version: col(&r, "contract_version")?,
+                contract_hash: col(&r, "contract_hash")?,
             })
         })
         .transpose()
+    }
+
+    /// The terms (JSON) of a contract ever used, by hash.
+    pub async fn contract_terms(&mut self, hash: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT terms FROM contracts WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| col(&r, "terms")).transpose()
     }
 
     /// Record a reversal once per outcome. Returns whether it is new.

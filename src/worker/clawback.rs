@@ -2,7 +2,7 @@
 
 use super::Worker;
 use crate::clock::to_millis;
-use crate::contract::Caps;
+use crate::contract::{Caps, ContractTerms};
 use crate::store::{NewReversal, StoreError, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::Reopen;
@@ -57,6 +57,31 @@ pub(super) async fn over_cap(
 }
 
 impl Worker {
+    /// The terms of contract `hash` (one this tenant used), from the contracts table.
+    /// Unknown or unreadable (never expected): the current contract, with an error logged.
+    pub(super) async fn decided_under(
+        &self,
+        tx: &mut Tx,
+        tenant: &Tenant,
+        hash: &str,
+    ) -> Result<ContractTerms, StoreError> {
+        if hash == tenant.contract_hash {
+            return Ok(tenant.contract.clone());
+        }
+        match tx.contract_terms(hash).await? {
+            Some(terms) => match serde_json::from_str(&terms) {
+                Ok(t) => return Ok(t),
+                Err(e) => {
+                    tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")
+                }
+            },
+            None => {
+                tracing::error!(%hash, "contract not in the contracts table; using the current one")
+            }
+        }
+        Ok(tenant.contract.clone())
+    }
+
     /// Resolution `seq` of a ticket, resolved at `resolved_at`, was ended by `reopen`
     /// after its window. When that resolution is a billed outcome and the reopen is
     /// within the contract's clawback duration, record its reversal (once per outcome:
@@ -73,10 +98,6 @@ impl Worker {
         reopen: &Reopen,
         now: i64,
     ) -> Result<(), StoreError> {
-        let window = tenant.contract.clawback;
-        if !reopen.claws_back(resolved_at, window) {
-            return Ok(());
-        }
         let Some(o) = tx
             .outcome_for_seq(&tenant.settings.id, provider, ticket_id, seq)
             .await?
@@ -84,6 +105,14 @@ impl Worker {
             return Ok(()); // that resolution was not billable: nothing to reverse
         };
         if matches!(o.state.as_str(), "capped" | "voided" | "reversed") {
+            return Ok(());
+        }
+        // The clawback term of the contract the outcome was decided under, not today's.
+        let window = self
+            .decided_under(tx, tenant, &o.contract_hash)
+            .await?
+            .clawback;
+        if !reopen.claws_back(resolved_at, window) {
             return Ok(());
         }
         let evidence = json!({
@@ -98,7 +127,7 @@ impl Worker {
             "outcome_id": o.id,
             "seq": seq,
             "reopen": reopen,
-            "contract": { "version": tenant.contract.version, "hash": tenant.contract_hash },
+            "contract": { "version": o.contract_version, "hash": o.contract_hash },
         });
         let new = tx
             .insert_reversal(&NewReversal {

@@ -52,15 +52,12 @@ impl Worker {
                     .meter
                     .clone()
                     .map(|m| (outcome_id(tenant_id, provider, ticket_id, r.seq), m));
+                // Caps of the contract this resolution is pinned to (the one it was first
+                // decided under), like every other term.
+                let caps = &pins.terms.get(&r.seq).unwrap_or(&tenant.contract).caps;
                 let capped = match &billable {
                     Some(_) => {
-                        over_cap(
-                            &mut tx,
-                            &tenant.contract.caps,
-                            &tenant.settings.stripe_customer_id,
-                            now_t,
-                        )
-                        .await?
+                        over_cap(&mut tx, caps, &tenant.settings.stripe_customer_id, now_t).await?
                     }
                     None => None,
                 };

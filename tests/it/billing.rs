@@ -267,6 +267,103 @@ async fn clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms(back
     app.stop().await;
 }
 
+/// Restart the app with a new contract (as a deploy would).
+async fn redeploy(app: TestApp, contract: ContractTerms) -> TestApp {
+    let mut app = app;
+    app.settings.contract = contract;
+    app.restart().await
+}
+
+/// Clawback follows the contract an outcome was decided under, in both directions.
+async fn clawback_uses_the_contract_the_outcome_was_decided_under(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    app.send(&event("r1", "K6", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let k6 = outcome_id(TENANT, "generic", "K6", 1);
+    let v1_hash = app.outcomes().await[0].contract_hash.clone();
+
+    // Version 2 has no clawback; K6 was billed under version 1, which has.
+    let no_clawback = ContractTerms {
+        version: "2".into(),
+        ..Default::default()
+    };
+    let app = redeploy(app, no_clawback).await;
+    app.send(&event("o1", "K6", "reopened", 74, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.adjustments(), vec![k6.clone()]);
+    let reversal = app
+        .services
+        .store
+        .reversals(TENANT)
+        .await
+        .expect("reversals");
+    let evidence: serde_json::Value =
+        serde_json::from_str(&reversal[0].evidence).expect("evidence");
+    assert_eq!(evidence["contract"]["hash"], v1_hash.as_str());
+
+    // K7 is billed under version 2 (no clawback); version 3 adds clawback later.
+    app.send(&event("k7-r1", "K7", "resolved", 80, Some("ai")))
+        .await;
+    app.advance_hours(80);
+    app.settle().await;
+    app.report().await;
+    let app = redeploy(
+        app,
+        ContractTerms {
+            version: "3".into(),
+            ..clawback_contract()
+        },
+    )
+    .await;
+    app.send(&event("k7-o1", "K7", "reopened", 160, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(billed_seqs(&app, "K7").await, vec![1]);
+    assert_eq!(stripe.adjustments().len(), 1);
+    app.stop().await;
+}
+
+/// Caps follow the contract a resolution is pinned to: a resolution decided under a
+/// capped contract stays capped when a contract without caps is deployed before it
+/// is confirmed.
+async fn caps_use_the_contract_the_resolution_was_decided_under(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let capped = ContractTerms {
+        caps: Caps {
+            per_day: Some(1),
+            per_period: None,
+        },
+        ..Default::default()
+    };
+    let app = app(backend, &stripe, capped).await;
+    app.send(&event("C1-r", "C1", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("C2-r", "C2", "resolved", 1, Some("ai")))
+        .await;
+    app.settle().await; // both in their window, decided under the capped contract
+    let app = redeploy(
+        app,
+        ContractTerms {
+            version: "2".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.advance_hours(80);
+    app.settle().await;
+    app.report().await;
+    let mut states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    states.sort();
+    assert_eq!(states, vec!["capped", "reported"]);
+    assert_eq!(stripe.events().len(), 1);
+    app.stop().await;
+}
+
 /// A month of mixed tickets: billed, reopened, human, handed off.
 async fn mixed_month(app: &TestApp) {
     for i in 0..12 {
@@ -536,6 +633,8 @@ crate::dual!(
     clawback_after_24h_sends_a_correcting_event,
     clawback_of_an_outcome_not_yet_sent_voids_it,
     clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms,
+    clawback_uses_the_contract_the_outcome_was_decided_under,
+    caps_use_the_contract_the_resolution_was_decided_under,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
     statement_page_in_chromium_shows_the_database_numbers,
