@@ -2,7 +2,7 @@
 //! different pairs concurrently, never above the configured rate.
 
 use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
-use super::retry::{backoff, classify, Disposition};
+use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
 use crate::outcome::idempotency_key;
@@ -258,6 +258,86 @@ impl Reporter {
 /// Stripe lets an event be cancelled within 24 hours of receiving it; keep a margin.
 const CANCEL_WINDOW_MS: i64 = 23 * 3_600_000;
 
+/// How a clawback reversal is carried out (stored in `reversals.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The outcome was never sent: void it.
+    Void,
+    /// A meter event adjustment cancels the event by its identifier (within 24h).
+    Cancel,
+    /// A correcting event with the negative value (`<outcome id>_reversal`).
+    Correction,
+    /// Dry-run: record what would be sent.
+    DryRun,
+    /// Nothing to reverse.
+    Nothing,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Void => "void",
+            Method::Cancel => "cancel",
+            Method::Correction => "correction",
+            Method::DryRun => "dry_run",
+            Method::Nothing => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "void" => Method::Void,
+            "cancel" => Method::Cancel,
+            "correction" => Method::Correction,
+            "dry_run" => Method::DryRun,
+            _ => Method::Nothing,
+        }
+    }
+}
+
+/// Choose how to reverse an outcome (pure). A method already stored is kept: it was
+/// fixed before the first request and may have reached Stripe. Otherwise: not sent,
+/// void; sent less than 23 hours ago (counted from when it was first taken to be
+/// sent, which is no later than Stripe received it), cancel; older, a correction.
+pub fn choose_method(
+    stored: Option<&str>,
+    outcome_state: &str,
+    dry_run: bool,
+    first_sent_at: Option<i64>,
+    now: i64,
+) -> Method {
+    if let Some(m) = stored {
+        return Method::parse(m);
+    }
+    match outcome_state {
+        "pending" | "failed" => Method::Void,
+        "dry_run" => Method::DryRun,
+        "reported" if dry_run => Method::DryRun,
+        "reported" => {
+            let age = now - first_sent_at.unwrap_or(now);
+            if age < CANCEL_WINDOW_MS {
+                Method::Cancel
+            } else {
+                Method::Correction
+            }
+        }
+        _ => Method::Nothing,
+    }
+}
+
+/// Stripe refused a cancel as too old. Switch to a correction, unless an earlier cancel
+/// request may have been applied (then reversing again could reverse twice): `Err` with
+/// the explanation for an operator.
+pub fn after_cancel_too_old(cancel_in_doubt: bool) -> Result<Method, String> {
+    if cancel_in_doubt {
+        return Err("Stripe refuses to cancel the event (more than 24 hours old), and an earlier cancel \
+                    request got no definite answer, so it may have been applied: check the event in \
+                    Stripe; if it is still billed, credit the customer by hand"
+            .to_string());
+    }
+    Ok(Method::Correction)
+}
+
 impl Reporter {
     /// Claim one batch of clawback reversals and carry them out.
     async fn reverse_batch(&self) -> Result<usize, StoreError> {
@@ -272,38 +352,19 @@ impl Reporter {
         Ok(claimed.len())
     }
 
-    /// The method is chosen once, from the outcome's state, and then kept.
-    fn choose_method(&self, r: &ClaimedReversal, now: i64) -> &'static str {
-        match r.method.as_deref() {
-            Some("void") => "void",
-            Some("cancel") => "cancel",
-            Some("correction") => "correction",
-            Some("dry_run") => "dry_run",
-            Some(_) => "none",
-            None => match r.outcome_state.as_str() {
-                "pending" | "failed" => "void",
-                "dry_run" => "dry_run",
-                "reported" if self.client.is_none() => "dry_run",
-                "reported" => {
-                    let age = now - r.outcome_reported_at.unwrap_or(now);
-                    if age < CANCEL_WINDOW_MS {
-                        "cancel"
-                    } else {
-                        "correction"
-                    }
-                }
-                _ => "none",
-            },
-        }
-    }
-
     async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
         let now = to_millis(self.clock.now());
-        let method = self.choose_method(r, now);
+        let method = choose_method(
+            r.method.as_deref(),
+            &r.outcome_state,
+            self.client.is_none(),
+            r.outcome_first_sent_at,
+            now,
+        );
         let done = |request: &'static str, result: &'static str, dry_run: bool| ReversalAttempt {
             outcome_id: &r.outcome_id,
             now,
-            method,
+            method: method.as_str(),
             dry_run,
             request,
             status_code: None,
@@ -313,13 +374,14 @@ impl Reporter {
             state: "done",
             next_attempt_at: now,
             stripe_timestamp: None,
+            in_doubt: false,
         };
         match method {
-            "none" => {
+            Method::Nothing => {
                 let a = done("", "nothing_to_reverse", false);
                 self.store.record_reversal_attempt(&a).await
             }
-            "void" => {
+            Method::Void => {
                 if self.store.void_outcome_if_idle(&r.outcome_id, now).await? {
                     tracing::info!(outcome = %r.outcome_id, "clawback: outcome voided before it was sent");
                     let a = done("", "voided_before_sending", false);
@@ -330,85 +392,194 @@ impl Reporter {
                     self.store.postpone_reversal(&r.outcome_id, next).await
                 }
             }
-            "dry_run" => {
+            Method::DryRun => {
                 let request = cancel_form(&r.event_name, &r.outcome_id);
                 let mut a = done("", "dry_run", true);
                 a.request = &request;
                 self.store.record_reversal_attempt(&a).await
             }
-            _ => self.reverse_at_stripe(r, method, now).await,
+            Method::Cancel | Method::Correction => self.reverse_at_stripe(r, method, now).await,
         }
     }
 
     async fn reverse_at_stripe(
         &self,
         r: &ClaimedReversal,
-        method: &'static str,
+        method: Method,
         now: i64,
     ) -> Result<(), StoreError> {
         let Some(client) = &self.client else {
             return Ok(());
         };
-        let stripe_timestamp = r.stripe_timestamp.unwrap_or(now.div_euclid(1000));
-        let (request, result): (String, Result<Ack, StripeError>) = if method == "cancel" {
-            self.limiter.acquire().await;
-            let key = idempotency_key(&r.outcome_id, "cancel");
-            let res = client
-                .cancel_meter_event(&r.event_name, &r.outcome_id, &key)
-                .await;
-            (cancel_form(&r.event_name, &r.outcome_id), res)
-        } else {
-            // After Stripe's cancellation window: a correcting event with the negative value.
-            let ev = MeterEvent {
-                event_name: r.event_name.clone(),
-                stripe_customer_id: r.stripe_customer_id.clone(),
-                value: -r.value,
-                identifier: format!("{}_reversal", r.outcome_id),
-                timestamp: stripe_timestamp,
-            };
-            self.limiter.acquire().await;
-            let key = idempotency_key(&r.outcome_id, "reversal");
-            (ev.encoded(), client.create_meter_event(&ev, &key).await)
+        // Persist the method (and a correction's timestamp) before Stripe can see the
+        // request: a retry after a crash then sends the very same request and key.
+        let Some((stored, stored_ts)) = self
+            .store
+            .start_reversal_call(&r.outcome_id, method.as_str(), now.div_euclid(1000))
+            .await?
+        else {
+            return Ok(()); // no longer pending: another reporter finished it
+        };
+        let method = Method::parse(&stored);
+        let stripe_timestamp = stored_ts.unwrap_or(now.div_euclid(1000));
+        let (request, result): (String, Result<Ack, StripeError>) = match method {
+            Method::Cancel => {
+                self.limiter.acquire().await;
+                let key = idempotency_key(&r.outcome_id, "cancel");
+                let res = client
+                    .cancel_meter_event(&r.event_name, &r.outcome_id, &key)
+                    .await;
+                (cancel_form(&r.event_name, &r.outcome_id), res)
+            }
+            Method::Correction => {
+                // After Stripe's cancellation window: a correcting event with the negative value.
+                let ev = MeterEvent {
+                    event_name: r.event_name.clone(),
+                    stripe_customer_id: r.stripe_customer_id.clone(),
+                    value: -r.value,
+                    identifier: format!("{}_reversal", r.outcome_id),
+                    timestamp: stripe_timestamp,
+                };
+                self.limiter.acquire().await;
+                let key = idempotency_key(&r.outcome_id, "reversal");
+                (ev.encoded(), client.create_meter_event(&ev, &key).await)
+            }
+            other => {
+                // Stored by another path meanwhile: plan again on the next pass.
+                tracing::warn!(outcome = %r.outcome_id, method = other.as_str(), "reversal method changed; planning again");
+                return self.store.postpone_reversal(&r.outcome_id, now).await;
+            }
         };
         let (status_code, request_id) = match &result {
             Ok(ack) => (Some(ack.status), ack.request_id.clone()),
             Err(e) => (e.status(), e.request_id().map(str::to_string)),
         };
         let error = result.as_ref().err().map(|e| e.to_string());
-        let (state, result_text, next) = match classify(&result) {
-            Disposition::Delivered => ("done", "accepted", now),
-            Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
-                let delay = backoff(
-                    r.attempts,
-                    self.settings.backoff_base,
-                    self.settings.backoff_max,
-                    after,
-                    fastrand::f64(),
-                );
-                (
-                    "pending",
-                    "retry",
-                    now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4),
-                )
-            }
-            _ => ("failed", "failed", now),
+        let mut attempt = ReversalAttempt {
+            outcome_id: &r.outcome_id,
+            now,
+            method: method.as_str(),
+            dry_run: false,
+            request: &request,
+            status_code,
+            request_id: request_id.as_deref(),
+            result: "accepted",
+            error: error.as_deref(),
+            state: "done",
+            next_attempt_at: now,
+            stripe_timestamp: (method == Method::Correction).then_some(stripe_timestamp),
+            in_doubt: maybe_applied(&result),
         };
-        tracing::info!(outcome = %r.outcome_id, method, state, "clawback reversal attempt");
-        self.store
-            .record_reversal_attempt(&ReversalAttempt {
-                outcome_id: &r.outcome_id,
-                now,
-                method,
-                dry_run: false,
-                request: &request,
-                status_code,
-                request_id: request_id.as_deref(),
-                result: result_text,
-                error: error.as_deref(),
-                state,
-                next_attempt_at: next,
-                stripe_timestamp: (method == "correction").then_some(stripe_timestamp),
-            })
-            .await
+        let too_old =
+            method == Method::Cancel && result.as_ref().err().is_some_and(is_cancel_too_old);
+        let parked;
+        if too_old {
+            attempt.result = "too_old";
+            match after_cancel_too_old(r.cancel_in_doubt) {
+                Ok(_) => {
+                    tracing::warn!(outcome = %r.outcome_id, "Stripe refused the cancel as too old: switching to a correcting event");
+                    self.store
+                        .switch_reversal_to_correction(&attempt, now.div_euclid(1000))
+                        .await?;
+                    return Ok(());
+                }
+                Err(why) => {
+                    parked = format!("{why} (Stripe: {})", error.as_deref().unwrap_or(""));
+                    attempt.state = "failed";
+                    attempt.error = Some(&parked);
+                }
+            }
+        } else {
+            match classify(&result) {
+                Disposition::Delivered => {}
+                Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
+                    let delay = backoff(
+                        r.attempts,
+                        self.settings.backoff_base,
+                        self.settings.backoff_max,
+                        after,
+                        fastrand::f64(),
+                    );
+                    attempt.state = "pending";
+                    attempt.result = "retry";
+                    attempt.next_attempt_at =
+                        now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                }
+                _ => {
+                    attempt.state = "failed";
+                    attempt.result = "failed";
+                }
+            }
+        }
+        tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state, "clawback reversal attempt");
+        self.store.record_reversal_attempt(&attempt).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn method_follows_the_outcome_and_the_age_since_first_sent() {
+        let now = 100 * H;
+        assert_eq!(
+            choose_method(None, "pending", false, None, now),
+            Method::Void
+        );
+        assert_eq!(
+            choose_method(None, "failed", false, Some(now - 50 * H), now),
+            Method::Void
+        );
+        assert_eq!(
+            choose_method(None, "dry_run", false, None, now),
+            Method::DryRun
+        );
+        assert_eq!(
+            choose_method(None, "reported", true, Some(now), now),
+            Method::DryRun
+        );
+        assert_eq!(
+            choose_method(None, "reported", false, Some(now - 22 * H), now),
+            Method::Cancel
+        );
+        assert_eq!(
+            choose_method(None, "reported", false, Some(now - 23 * H), now),
+            Method::Correction,
+            "one hour of margin before Stripe's 24 hours"
+        );
+        assert_eq!(
+            choose_method(None, "voided", false, None, now),
+            Method::Nothing
+        );
+    }
+
+    #[test]
+    fn a_stored_method_is_kept_whatever_the_age() {
+        let now = 100 * H;
+        for m in [
+            Method::Cancel,
+            Method::Correction,
+            Method::Void,
+            Method::DryRun,
+        ] {
+            assert_eq!(
+                choose_method(Some(m.as_str()), "reported", false, Some(now - 30 * H), now),
+                m
+            );
+            assert_eq!(
+                choose_method(Some(m.as_str()), "reported", false, Some(now), now),
+                m
+            );
+        }
+    }
+
+    #[test]
+    fn too_old_switches_to_a_correction_unless_a_cancel_is_in_doubt() {
+        assert_eq!(after_cancel_too_old(false), Ok(Method::Correction));
+        let why = after_cancel_too_old(true).expect_err("parked");
+        assert!(why.contains("may have been applied"), "{why}");
     }
 }
