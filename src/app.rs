@@ -92,6 +92,7 @@ impl Services {
             self.metrics.clone(),
             self.settings.reporter.clone(),
             self.settings.worker.lease,
+            s.meter_aggregations.clone(),
         ))
     }
 }

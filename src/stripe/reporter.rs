@@ -6,7 +6,7 @@ use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposit
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
 use crate::outcome::idempotency_key;
-use crate::settings::ReporterSettings;
+use crate::settings::{MeterAggregation, ReporterSettings};
 use crate::store::{ClaimedOutcome, ClaimedReversal, ReversalAttempt, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub struct Reporter {
     settings: ReporterSettings,
     lease: Duration,
     limiter: Arc<RateLimiter>,
+    /// Aggregation of each meter by event name (`sum` when absent).
+    aggregations: Arc<BTreeMap<String, MeterAggregation>>,
 }
 
 impl Reporter {
@@ -60,6 +62,7 @@ impl Reporter {
         metrics: Arc<Metrics>,
         settings: ReporterSettings,
         lease: Duration,
+        aggregations: BTreeMap<String, MeterAggregation>,
     ) -> Reporter {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
         Reporter {
@@ -70,7 +73,15 @@ impl Reporter {
             settings,
             lease,
             limiter,
+            aggregations: Arc::new(aggregations),
         }
+    }
+
+    fn aggregation(&self, event_name: &str) -> MeterAggregation {
+        self.aggregations
+            .get(event_name)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn dry_run(&self) -> bool {
@@ -271,6 +282,9 @@ pub enum Method {
     DryRun,
     /// Nothing to reverse.
     Nothing,
+    /// Cannot be reversed at Stripe (too late to cancel, and the meter does not sum):
+    /// parked as failed with the explanation, for a credit by hand.
+    Manual,
 }
 
 impl Method {
@@ -281,6 +295,7 @@ impl Method {
             Method::Correction => "correction",
             Method::DryRun => "dry_run",
             Method::Nothing => "none",
+            Method::Manual => "manual",
         }
     }
 
@@ -290,6 +305,7 @@ impl Method {
             "cancel" => Method::Cancel,
             "correction" => Method::Correction,
             "dry_run" => Method::DryRun,
+            "manual" => Method::Manual,
             _ => Method::Nothing,
         }
     }
@@ -298,13 +314,15 @@ impl Method {
 /// Choose how to reverse an outcome (pure). A method already stored is kept: it was
 /// fixed before the first request and may have reached Stripe. Otherwise: not sent,
 /// void; sent less than 23 hours ago (counted from when it was first taken to be
-/// sent, which is no later than Stripe received it), cancel; older, a correction.
+/// sent, which is no later than Stripe received it), cancel; older, a correction if
+/// the meter sums its events, else nothing Stripe can do ([`Method::Manual`]).
 pub fn choose_method(
     stored: Option<&str>,
     outcome_state: &str,
     dry_run: bool,
     first_sent_at: Option<i64>,
     now: i64,
+    aggregation: MeterAggregation,
 ) -> Method {
     if let Some(m) = stored {
         return Method::parse(m);
@@ -318,24 +336,54 @@ pub fn choose_method(
             if age < CANCEL_WINDOW_MS {
                 Method::Cancel
             } else {
-                Method::Correction
+                correction_for(aggregation)
             }
         }
         _ => Method::Nothing,
     }
 }
 
+/// A correction when the meter sums its events; otherwise a negative event would be
+/// counted (or taken as the last value), not subtracted.
+fn correction_for(aggregation: MeterAggregation) -> Method {
+    match aggregation {
+        MeterAggregation::Sum => Method::Correction,
+        MeterAggregation::Count | MeterAggregation::Last => Method::Manual,
+    }
+}
+
+/// Why a reversal is parked as [`Method::Manual`].
+pub fn manual_reason(event_name: &str, aggregation: MeterAggregation) -> String {
+    let effect = match aggregation {
+        MeterAggregation::Count => "counted as one more event",
+        MeterAggregation::Last => "taken as the meter's last value",
+        MeterAggregation::Sum => "subtracted", // never parked for this reason
+    };
+    format!(
+        "not reversed at Stripe: Stripe's 24-hour cancellation window has passed, and meter \
+         `{event_name}` aggregates by `{aggregation}`, so a correcting event with a negative value \
+         would be {effect}, not subtracted; credit the customer by hand (e.g. a credit note)"
+    )
+}
+
 /// Stripe refused a cancel as too old. Switch to a correction, unless an earlier cancel
-/// request may have been applied (then reversing again could reverse twice): `Err` with
-/// the explanation for an operator.
-pub fn after_cancel_too_old(cancel_in_doubt: bool) -> Result<Method, String> {
+/// request may have been applied (then reversing again could reverse twice) or the meter
+/// does not sum: `Err` with the explanation for an operator.
+pub fn after_cancel_too_old(
+    cancel_in_doubt: bool,
+    event_name: &str,
+    aggregation: MeterAggregation,
+) -> Result<Method, String> {
     if cancel_in_doubt {
         return Err("Stripe refuses to cancel the event (more than 24 hours old), and an earlier cancel \
                     request got no definite answer, so it may have been applied: check the event in \
                     Stripe; if it is still billed, credit the customer by hand"
             .to_string());
     }
-    Ok(Method::Correction)
+    match correction_for(aggregation) {
+        Method::Correction => Ok(Method::Correction),
+        _ => Err(manual_reason(event_name, aggregation)),
+    }
 }
 
 impl Reporter {
@@ -354,12 +402,14 @@ impl Reporter {
 
     async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
         let now = to_millis(self.clock.now());
+        let aggregation = self.aggregation(&r.event_name);
         let method = choose_method(
             r.method.as_deref(),
             &r.outcome_state,
             self.client.is_none(),
             r.outcome_first_sent_at,
             now,
+            aggregation,
         );
         let done = |request: &'static str, result: &'static str, dry_run: bool| ReversalAttempt {
             outcome_id: &r.outcome_id,
@@ -396,6 +446,14 @@ impl Reporter {
                 let request = cancel_form(&r.event_name, &r.outcome_id);
                 let mut a = done("", "dry_run", true);
                 a.request = &request;
+                self.store.record_reversal_attempt(&a).await
+            }
+            Method::Manual => {
+                let why = manual_reason(&r.event_name, aggregation);
+                tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
+                let mut a = done("", "not_reversible", false);
+                a.state = "failed";
+                a.error = Some(&why);
                 self.store.record_reversal_attempt(&a).await
             }
             Method::Cancel | Method::Correction => self.reverse_at_stripe(r, method, now).await,
@@ -475,7 +533,11 @@ impl Reporter {
         let parked;
         if too_old {
             attempt.result = "too_old";
-            match after_cancel_too_old(r.cancel_in_doubt) {
+            match after_cancel_too_old(
+                r.cancel_in_doubt,
+                &r.event_name,
+                self.aggregation(&r.event_name),
+            ) {
                 Ok(_) => {
                     tracing::warn!(outcome = %r.outcome_id, "Stripe refused the cancel as too old: switching to a correcting event");
                     self.store
@@ -521,37 +583,38 @@ mod tests {
     use super::*;
 
     const H: i64 = 3_600_000;
+    const SUM: MeterAggregation = MeterAggregation::Sum;
 
     #[test]
     fn method_follows_the_outcome_and_the_age_since_first_sent() {
         let now = 100 * H;
         assert_eq!(
-            choose_method(None, "pending", false, None, now),
+            choose_method(None, "pending", false, None, now, SUM),
             Method::Void
         );
         assert_eq!(
-            choose_method(None, "failed", false, Some(now - 50 * H), now),
+            choose_method(None, "failed", false, Some(now - 50 * H), now, SUM),
             Method::Void
         );
         assert_eq!(
-            choose_method(None, "dry_run", false, None, now),
+            choose_method(None, "dry_run", false, None, now, SUM),
             Method::DryRun
         );
         assert_eq!(
-            choose_method(None, "reported", true, Some(now), now),
+            choose_method(None, "reported", true, Some(now), now, SUM),
             Method::DryRun
         );
         assert_eq!(
-            choose_method(None, "reported", false, Some(now - 22 * H), now),
+            choose_method(None, "reported", false, Some(now - 22 * H), now, SUM),
             Method::Cancel
         );
         assert_eq!(
-            choose_method(None, "reported", false, Some(now - 23 * H), now),
+            choose_method(None, "reported", false, Some(now - 23 * H), now, SUM),
             Method::Correction,
             "one hour of margin before Stripe's 24 hours"
         );
         assert_eq!(
-            choose_method(None, "voided", false, None, now),
+            choose_method(None, "voided", false, None, now, SUM),
             Method::Nothing
         );
     }
@@ -566,11 +629,18 @@ mod tests {
             Method::DryRun,
         ] {
             assert_eq!(
-                choose_method(Some(m.as_str()), "reported", false, Some(now - 30 * H), now),
+                choose_method(
+                    Some(m.as_str()),
+                    "reported",
+                    false,
+                    Some(now - 30 * H),
+                    now,
+                    SUM
+                ),
                 m
             );
             assert_eq!(
-                choose_method(Some(m.as_str()), "reported", false, Some(now), now),
+                choose_method(Some(m.as_str()), "reported", false, Some(now), now, SUM),
                 m
             );
         }
@@ -578,8 +648,39 @@ mod tests {
 
     #[test]
     fn too_old_switches_to_a_correction_unless_a_cancel_is_in_doubt() {
-        assert_eq!(after_cancel_too_old(false), Ok(Method::Correction));
-        let why = after_cancel_too_old(true).expect_err("parked");
+        assert_eq!(
+            after_cancel_too_old(false, "m", SUM),
+            Ok(Method::Correction)
+        );
+        let why = after_cancel_too_old(true, "m", SUM).expect_err("parked");
         assert!(why.contains("may have been applied"), "{why}");
+        let why = after_cancel_too_old(false, "m", MeterAggregation::Count).expect_err("parked");
+        assert!(why.contains("aggregates by `count`"), "{why}");
+    }
+
+    #[test]
+    fn a_meter_that_does_not_sum_never_gets_a_correction() {
+        let now = 100 * H;
+        let old = Some(now - 30 * H);
+        for agg in [MeterAggregation::Count, MeterAggregation::Last] {
+            assert_eq!(
+                choose_method(None, "reported", false, old, now, agg),
+                Method::Manual
+            );
+            assert_eq!(
+                choose_method(None, "reported", false, Some(now - H), now, agg),
+                Method::Cancel,
+                "any meter can cancel within the window"
+            );
+        }
+        assert_eq!(
+            choose_method(None, "reported", false, old, now, SUM),
+            Method::Correction
+        );
+        let why = manual_reason("escalation", MeterAggregation::Last);
+        assert!(
+            why.contains("`escalation`") && why.contains("credit"),
+            "{why}"
+        );
     }
 }

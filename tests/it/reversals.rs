@@ -5,6 +5,7 @@ use chrono::Duration as Minutes;
 use outcome_meter::clock::Clock;
 use outcome_meter::contract::ContractTerms;
 use outcome_meter::outcome::outcome_id;
+use outcome_meter::settings::MeterAggregation;
 use outcome_meter::store::ReversalRow;
 use std::time::Duration;
 use testkit::fake_stripe::{FakeStripe, Fault};
@@ -237,10 +238,75 @@ async fn a_cancel_in_doubt_then_too_old_is_parked_not_reversed_twice(backend: Ba
     app.stop().await;
 }
 
+async fn a_meter_that_does_not_sum_gets_no_correcting_event(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let mut app = app(backend, &stripe).await;
+    app.settings
+        .stripe
+        .meter_aggregations
+        .insert("resolved_ticket".into(), MeterAggregation::Count);
+    let app = app.restart().await;
+    app.send(&event("Y1-r", "Y1", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("Y2-r", "Y2", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    // Within 24 hours any meter can cancel.
+    app.advance_hours(7);
+    app.send(&event("Y1-o", "Y1", "reopened", 80, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.adjustments().len(), 1);
+    // After that, a negative event would count one more: parked, not sent.
+    app.advance_hours(41);
+    app.send(&event("Y2-o", "Y2", "reopened", 121, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(
+        stripe.events().len(),
+        2,
+        "no correcting event on a count meter"
+    );
+    let y2 = outcome_id(TENANT, "generic", "Y2", 1);
+    let r = app
+        .services
+        .store
+        .reversals(TENANT)
+        .await
+        .expect("reversals")
+        .into_iter()
+        .find(|r| r.outcome_id == y2)
+        .expect("Y2 reversal");
+    assert_eq!(r.state, "failed", "{r:?}");
+    let why = r.last_error.unwrap_or_default();
+    assert!(
+        why.contains("aggregates by `count`") && why.contains("credit the customer"),
+        "{why}"
+    );
+    let explained = outcome_meter::report::explain::explain(&app.services.store, TENANT, "Y2")
+        .await
+        .expect("explain")
+        .render();
+    assert!(explained.contains("aggregates by `count`"), "{explained}");
+    assert_eq!(
+        app.outcomes()
+            .await
+            .iter()
+            .find(|o| o.id == y2)
+            .map(|o| o.state.clone()),
+        Some("reported".to_string()),
+        "still billed at Stripe, and shown so"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
     correction_survives_a_crash_after_stripe_accepted_it,
     cancel_survives_a_crash_across_the_23h_boundary,
     cancel_age_counts_from_the_first_send_not_the_recorded_report,
     a_cancel_refused_as_too_old_switches_to_a_correction_once,
     a_cancel_in_doubt_then_too_old_is_parked_not_reversed_twice,
+    a_meter_that_does_not_sum_gets_no_correcting_event,
 );
