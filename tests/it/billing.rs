@@ -550,6 +550,117 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
     app.stop().await;
 }
 
+fn stripe_client(stripe: &FakeStripe) -> StripeClient {
+    StripeClient::new(
+        &stripe.base_url(),
+        FakeStripe::API_KEY,
+        "2025-03-31.basil",
+        Duration::from_secs(5),
+    )
+    .expect("client")
+}
+
+/// A correcting event lands at its own time, here the next month: each month's
+/// statement says what Stripe holds for that month, as reconcile does, in all formats.
+async fn a_correction_counts_in_the_month_stripe_received_it(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_meter("mtr_resolved", "resolved_ticket");
+    let app = app(backend, &stripe, clawback_contract()).await;
+    // Resolved 27 January, confirmed and reported 30 January, reopened 2 February.
+    app.send(&event("E1-r", "E1", "resolved", 26 * 24, Some("ai")))
+        .await;
+    app.advance_hours(26 * 24 + 73);
+    app.settle().await;
+    app.report().await;
+    app.advance_hours(32 * 24 - (26 * 24 + 73));
+    app.send(&event("E1-o", "E1", "reopened", 32 * 24, None))
+        .await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.events().len(), 2, "the event and its correction");
+
+    let february = Period::parse("2026-02-01", "2026-02-28").expect("period");
+    let store = &app.services.store;
+    let jan = statement::build(store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    let feb = statement::build(store, TENANT, CUSTOMER, february)
+        .await
+        .expect("statement");
+    let sums = |st: &statement::Statement| {
+        let t = &st.totals[0];
+        (t.reported_value, t.reversed_value, t.net_value)
+    };
+    assert_eq!(
+        sums(&jan),
+        (1, 0, 1),
+        "January keeps the event Stripe bills"
+    );
+    assert_eq!(sums(&feb), (0, 1, -1), "February has the correcting event");
+    assert!(jan.reversals.is_empty());
+
+    // Reconcile agrees, month by month, with Stripe and with the statements.
+    let client = stripe_client(&stripe);
+    let meters = [("resolved_ticket".to_string(), "mtr_resolved".to_string())].into();
+    for (period, st) in [(january(), &jan), (february, &feb)] {
+        let r = reconcile(store, &client, &meters, TENANT, CUSTOMER, period)
+            .await
+            .expect("reconcile");
+        assert!(!r.has_drift(), "{}", r.render());
+        assert_eq!(r.meters[0].expected, st.totals[0].net_value);
+    }
+
+    // The reversal line and its evidence, in all three formats.
+    let line = &feb.reversals[0];
+    let id = outcome_id(TENANT, "generic", "E1", 1);
+    assert_eq!(
+        (line.method.as_str(), line.state.as_str(), line.counted),
+        ("correction", "done", true)
+    );
+    assert_eq!(line.stripe_identifier, format!("{id}_reversal"));
+    assert_eq!(
+        (line.reopen_event_key.as_str(), line.clause.as_str()),
+        ("E1-o", "clawback")
+    );
+    let request_id = line.stripe_request_id.clone().expect("Stripe request id");
+    let json = serde_json::to_value(&feb).expect("json");
+    assert_eq!(json["reversals"][0]["method"], "correction");
+    assert_eq!(
+        json["reversals"][0]["stripe_request_id"],
+        request_id.as_str()
+    );
+    let csv = feb.to_csv();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("reversal,"))
+        .unwrap_or_else(|| panic!("no reversal line in {csv}"));
+    for part in [
+        "E1",
+        "-1",
+        "correction",
+        request_id.as_str(),
+        "E1-o",
+        "clawback",
+    ] {
+        assert!(row.contains(part), "{part} missing from {row}");
+    }
+    let html = feb.to_html();
+    assert!(html.contains("id=\"reversals\"") && html.contains(&request_id));
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    if let Some(chromium) = crate::chromium::find() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let page = dir.path().join("february.html");
+        std::fs::write(&page, &html).expect("write page");
+        let dom = crate::chromium::dump_dom(&chromium, &page, dir.path());
+        assert_eq!(
+            crate::chromium::text_by_id(&dom, "net-value").as_deref(),
+            Some("-1")
+        );
+        assert_eq!(dom.matches("class=\"reversal\"").count(), 1);
+    }
+    app.stop().await;
+}
+
 async fn changing_the_contract_never_changes_decisions_already_made(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe, ContractTerms::default()).await;
@@ -639,5 +750,6 @@ crate::dual!(
     statement_totals_match_what_stripe_received,
     statement_page_in_chromium_shows_the_database_numbers,
     reconcile_finds_no_drift_then_reports_injected_drift,
+    a_correction_counts_in_the_month_stripe_received_it,
     changing_the_contract_never_changes_decisions_already_made,
 );
