@@ -85,7 +85,8 @@ impl Reconciliation {
     }
 }
 
-/// Compare the local reported totals with Stripe's meter event summaries.
+/// Compare the local reported totals with Stripe's meter event summaries, for every
+/// meter with local outcomes in the period and every meter in `meter_ids`.
 pub async fn reconcile(
     store: &Store,
     client: &StripeClient,
@@ -119,6 +120,15 @@ pub async fn reconcile(
             )
         })
         .collect();
+    // Every configured meter too: usage at Stripe with no local outcome is drift.
+    for event_name in meter_ids.keys() {
+        lines
+            .entry(event_name.clone())
+            .or_insert_with(|| MeterLine {
+                event_name: event_name.clone(),
+                ..Default::default()
+            });
+    }
     let missing: Vec<String> = lines
         .keys()
         .filter(|k| !meter_ids.contains_key(*k))

@@ -7,7 +7,7 @@ use outcome_meter::report::period::Period;
 use outcome_meter::report::{reconcile::reconcile, statement};
 use outcome_meter::stripe::{MeterEvent, StripeClient};
 use std::time::Duration;
-use testkit::fake_stripe::FakeStripe;
+use testkit::fake_stripe::{FakeStripe, Fault};
 
 async fn app(backend: Backend, stripe: &FakeStripe, contract: ContractTerms) -> TestApp {
     TestApp::spawn(Options {
@@ -661,6 +661,92 @@ async fn a_correction_counts_in_the_month_stripe_received_it(backend: Backend) {
     app.stop().await;
 }
 
+/// Every configured meter is checked, even one with no local outcome in the period;
+/// outcomes not at Stripe yet (pending, failed) are listed apart, not as drift.
+async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_meter("mtr_resolved", "resolved_ticket");
+    stripe.set_meter("mtr_escalation", "escalation");
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    for t in ["R1", "R2", "R3"] {
+        app.send(&event(&format!("{t}-r"), t, "resolved", 0, Some("ai")))
+            .await;
+    }
+    app.send(&event("R4-r", "R4", "resolved", 2, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    stripe.push_fault(Fault::Status(400)); // one refused for good: failed
+    app.report().await;
+    app.advance_hours(2);
+    app.settle().await; // R4 confirmed, still pending in the outbox
+    let states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    assert_eq!(
+        (
+            states.iter().filter(|s| *s == "reported").count(),
+            states.iter().filter(|s| *s == "failed").count(),
+            states.iter().filter(|s| *s == "pending").count()
+        ),
+        (2, 1, 1),
+        "{states:?}"
+    );
+
+    let client = stripe_client(&stripe);
+    let meters = [
+        ("resolved_ticket".to_string(), "mtr_resolved".to_string()),
+        ("escalation".to_string(), "mtr_escalation".to_string()),
+    ]
+    .into();
+    let run = || {
+        reconcile(
+            &app.services.store,
+            &client,
+            &meters,
+            TENANT,
+            CUSTOMER,
+            january(),
+        )
+    };
+    let r = run().await.expect("reconcile");
+    assert!(!r.has_drift(), "{}", r.render());
+    let line = |r: &outcome_meter::report::reconcile::Reconciliation, m: &str| {
+        r.meters
+            .iter()
+            .find(|l| l.event_name == m)
+            .cloned()
+            .unwrap_or_else(|| panic!("no line for {m}: {}", r.render()))
+    };
+    let resolved = line(&r, "resolved_ticket");
+    assert_eq!(
+        (
+            resolved.expected,
+            resolved.stripe,
+            resolved.outbox_count,
+            resolved.outbox_value
+        ),
+        (2, 2.0, 2, 2)
+    );
+    assert_eq!(line(&r, "escalation").expected, 0);
+
+    // Usage on the escalation meter, where outcome-meter has nothing in the period.
+    let ev = MeterEvent {
+        event_name: "escalation".into(),
+        stripe_customer_id: CUSTOMER.into(),
+        value: 3,
+        identifier: "someone-else".into(),
+        timestamp: t0().timestamp() + 3600,
+    };
+    client
+        .create_meter_event(&ev, "someone-else")
+        .await
+        .expect("accepted");
+    let r = run().await.expect("reconcile");
+    assert!(r.has_drift(), "{}", r.render());
+    assert_eq!(line(&r, "escalation").drift, 3.0);
+    assert!(r.render().contains("mtr_escalation"));
+    app.stop().await;
+}
+
 async fn changing_the_contract_never_changes_decisions_already_made(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe, ContractTerms::default()).await;
@@ -738,6 +824,157 @@ async fn changing_the_contract_never_changes_decisions_already_made(backend: Bac
     app.stop().await;
 }
 
+/// Stored tickets for the shadow runs: D1 tagged `vip`, D2 reopened 2 hours after its
+/// resolution, D3 plain.
+async fn diff_tickets(app: &TestApp) {
+    let mut vip: serde_json::Value =
+        serde_json::from_str(&event("D1-r", "D1", "resolved", 0, Some("ai"))).expect("json");
+    vip["tags"] = serde_json::json!(["vip"]);
+    app.send(&vip.to_string()).await;
+    app.send(&event("D2-r", "D2", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("D2-o", "D2", "reopened", 2, None)).await;
+    app.send(&event("D3-r", "D3", "resolved", 0, Some("ai")))
+        .await;
+    app.settle().await;
+}
+
+fn proposed_contract() -> ContractTerms {
+    ContractTerms {
+        version: "2".into(),
+        excluded_tags: vec!["vip".into()],
+        reopen_window: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+/// `check --diff`'s shadow run over the stored events: what would change, and nothing
+/// written.
+async fn check_diff_shadow_run_lists_changes_and_writes_nothing(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    diff_tickets(&app).await;
+    let decisions = "SELECT COUNT(*) FROM decisions WHERE status = 'in_window'";
+    let before = (
+        app.count(decisions).await,
+        app.count("SELECT COUNT(*) FROM contracts").await,
+    );
+    let old = app.settings.clone();
+    let mut new = app.settings.clone();
+    new.contract = proposed_contract();
+    let now = outcome_meter::clock::to_millis(t0()) + 86_400_000;
+    let d = outcome_meter::report::diff::shadow_run(
+        &app.services.store,
+        &old,
+        &new,
+        now - 30 * 86_400_000,
+        now,
+    )
+    .await
+    .expect("shadow run");
+    assert_eq!((d.tickets, d.resolutions), (3, 3));
+    assert_eq!((d.billable_old, d.billable_new), (2, 2));
+    let changed: Vec<(&str, &str)> = d
+        .changes
+        .iter()
+        .map(|c| (c.ticket_id.as_str(), c.new.as_str()))
+        .collect();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(
+        changed[0].0 == "D1" && changed[0].1.contains("excluded_tag"),
+        "{changed:?}"
+    );
+    assert!(
+        changed[1].0 == "D2" && changed[1].1.starts_with("billed"),
+        "{changed:?}"
+    );
+    assert!(d.render().contains("D1 #1"));
+    // Outside the period: nothing replayed.
+    let none = outcome_meter::report::diff::shadow_run(
+        &app.services.store,
+        &old,
+        &new,
+        now + 86_400_000,
+        now + 2 * 86_400_000,
+    )
+    .await
+    .expect("shadow run");
+    assert_eq!(none.tickets, 0);
+    assert_eq!(
+        (
+            app.count(decisions).await,
+            app.count("SELECT COUNT(*) FROM contracts").await
+        ),
+        before,
+        "a shadow run writes nothing"
+    );
+    app.stop().await;
+}
+
+/// The same through the real binary: `outcome-meter check --diff OLD NEW --days N`.
+#[tokio::test]
+async fn check_diff_command_prints_what_a_contract_change_would_do() {
+    let stripe = FakeStripe::start().await;
+    let app = app(Backend::Sqlite, &stripe, ContractTerms::default()).await;
+    diff_tickets(&app).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let tenant = format!(
+        "[[tenants]]\nid = \"{TENANT}\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
+         [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n"
+    );
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+    let main = write(
+        "main.toml",
+        format!(
+            "[database]\nurl = \"{}\"\n{tenant}",
+            app.settings.database.url
+        ),
+    );
+    let old = write("old.toml", tenant.clone());
+    let new = write(
+        "new.toml",
+        format!(
+            "[contract]\nversion = \"2\"\nexcluded_tags = [\"vip\"]\nreopen_window = \"1h\"\n{tenant}"
+        ),
+    );
+    // The stored events are from 1 January 2026: replay enough days to reach them.
+    let days = (chrono::Utc::now() - t0()).num_days() + 2;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
+        .arg("--config")
+        .arg(&main)
+        .arg("check")
+        .arg("--diff")
+        .arg(&old)
+        .arg(&new)
+        .arg("--days")
+        .arg(days.to_string())
+        .current_dir(dir.path())
+        .output()
+        .expect("run outcome-meter");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Shadow run over 3 ticket(s), 3 resolution(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("acme generic D1 #1"), "{stdout}");
+    assert!(stdout.contains("excluded_tag"), "{stdout}");
+    assert!(stdout.contains("acme generic D2 #1"), "{stdout}");
+    assert!(
+        !stdout.contains("D3"),
+        "D3 is decided the same way: {stdout}"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
     caps_record_outcomes_over_the_cap_as_capped,
     clawback_within_24h_cancels_the_meter_event_exactly_once,
@@ -751,5 +988,7 @@ crate::dual!(
     statement_page_in_chromium_shows_the_database_numbers,
     reconcile_finds_no_drift_then_reports_injected_drift,
     a_correction_counts_in_the_month_stripe_received_it,
+    reconcile_checks_every_configured_meter_and_lists_the_outbox,
+    check_diff_shadow_run_lists_changes_and_writes_nothing,
     changing_the_contract_never_changes_decisions_already_made,
 );
