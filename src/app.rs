@@ -92,6 +92,7 @@ impl Services {
             self.settings.reporter.clone(),
             self.settings.worker.lease,
             s.timeout,
+            s.meter_aggregations.clone(),
         ))
     }
 }

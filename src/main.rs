@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use outcome_meter::app::{start, Roles, Services};
 use outcome_meter::clock::to_millis;
 use outcome_meter::contract::describe;
-use outcome_meter::report::diff::ContractDiff;
+use outcome_meter::report::diff::shadow_run;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::reconcile::reconcile;
 use outcome_meter::report::{explain::explain, outcomes, statement};
@@ -256,21 +256,8 @@ async fn main() -> Result<()> {
             };
             let store = open_store(&settings).await?;
             let now = to_millis(settings.clock.build().now());
-            let mut d = ContractDiff::default();
-            for t in &new.tenants {
-                let Some(old_t) = old.tenant(&t.id) else {
-                    out!("tenant {} is new: nothing to compare", t.id);
-                    continue;
-                };
-                let (oc, nc) = (old.contract_for(old_t), new.contract_for(t));
-                for (provider, ticket) in store
-                    .tickets_with_events(&t.id, now - days * 86_400_000, now)
-                    .await?
-                {
-                    let events = store.events_of(&t.id, &provider, &ticket).await?;
-                    d.add_ticket(&t.id, &provider, &ticket, &oc, &nc, &events);
-                }
-            }
+            let from = now.saturating_sub(days.saturating_mul(86_400_000));
+            let d = shadow_run(&store, &old, &new, from, now).await?;
             outp!("{}", d.render());
         }
         Command::Check { diff: None, .. } => {

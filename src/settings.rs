@@ -172,6 +172,38 @@ pub struct StripeSettings {
     pub timeout: Duration,
     /// Stripe meter id (`mtr_…`) of each event name, for `reconcile`.
     pub meter_ids: BTreeMap<String, String>,
+    /// How each meter (by event name) aggregates its events, as set on the meter in
+    /// Stripe; `sum` when not listed. Only a `sum` meter can take a correcting event.
+    pub meter_aggregations: BTreeMap<String, MeterAggregation>,
+}
+
+/// A Stripe meter's aggregation formula (`default_aggregation.formula`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeterAggregation {
+    /// Sum of the values: a negative correcting event subtracts.
+    #[default]
+    Sum,
+    /// Number of events: a correcting event would add one more.
+    Count,
+    /// Last value in the period: a correcting event would replace it.
+    Last,
+}
+
+impl MeterAggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeterAggregation::Sum => "sum",
+            MeterAggregation::Count => "count",
+            MeterAggregation::Last => "last",
+        }
+    }
+}
+
+impl std::fmt::Display for MeterAggregation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for StripeSettings {
@@ -182,6 +214,7 @@ impl Default for StripeSettings {
             api_version: "2025-03-31.basil".into(),
             timeout: Duration::from_secs(20),
             meter_ids: BTreeMap::new(),
+            meter_aggregations: BTreeMap::new(),
         }
     }
 }
@@ -189,6 +222,14 @@ impl Default for StripeSettings {
 impl StripeSettings {
     pub fn dry_run(&self) -> bool {
         self.api_key.trim().is_empty()
+    }
+
+    /// The aggregation of the meter of `event_name` (`sum` unless configured).
+    pub fn aggregation(&self, event_name: &str) -> MeterAggregation {
+        self.meter_aggregations
+            .get(event_name)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -207,6 +248,7 @@ impl std::fmt::Debug for StripeSettings {
             .field("api_version", &self.api_version)
             .field("timeout", &self.timeout)
             .field("meter_ids", &self.meter_ids)
+            .field("meter_aggregations", &self.meter_aggregations)
             .finish()
     }
 }
@@ -428,6 +470,23 @@ mod tests {
             !text.contains("provider `zohodesk` needs at least one secret"),
             "Zoho Desk verifies with keys, not secrets: {text}"
         );
+    }
+
+    #[test]
+    fn meter_aggregations_default_to_sum_and_reject_unknown_formulas() {
+        let parse = |toml: &str| {
+            config::Config::builder()
+                .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+                .build()
+                .and_then(|c| c.try_deserialize::<Settings>())
+        };
+        let s = parse("[stripe.meter_aggregations]\nescalation = \"count\"\n").expect("valid");
+        assert_eq!(s.stripe.aggregation("escalation"), MeterAggregation::Count);
+        assert_eq!(
+            s.stripe.aggregation("resolved_ticket"),
+            MeterAggregation::Sum
+        );
+        assert!(parse("[stripe.meter_aggregations]\nx = \"average\"\n").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::event::{EventKind, Resolver, TicketEvent};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
 
 /// The last resolution already confirmed (billed or finally declined). History up
 /// to it is frozen: events that happened before it no longer change anything.
@@ -17,12 +18,28 @@ pub struct Settled {
     pub resolved_at: DateTime<Utc>,
 }
 
-/// The event that ended a resolution inside its window.
+/// A reopen signal (status back to open, a customer reply, a hand-off) that
+/// ended a resolution: inside its window (never an outcome) or after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reopen {
     pub event_key: String,
     pub kind: EventKind,
     pub at: DateTime<Utc>,
+}
+
+impl Reopen {
+    /// Whether this reopen claws back an outcome resolved at `resolved_at` under a
+    /// contract whose `clawback` is `clawback` (`None`: never). The limit is inclusive.
+    pub fn claws_back(&self, resolved_at: DateTime<Utc>, clawback: Option<Duration>) -> bool {
+        let Some(window) = clawback else {
+            return false;
+        };
+        let limit = chrono::Duration::from_std(window)
+            .ok()
+            .and_then(|w| resolved_at.checked_add_signed(w))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        resolved_at < self.at && self.at <= limit
+    }
 }
 
 /// Where a resolution stands.
@@ -44,7 +61,11 @@ pub struct Resolution {
     pub resolver: Option<Resolver>,
     pub settle_at: DateTime<Utc>,
     pub verdict: Verdict,
+    /// The reopen that came inside the window, if any: then it is never an outcome.
     pub reopened: Option<Reopen>,
+    /// The first reopen after this resolution, inside its window or not: what ended
+    /// it. After the window it is what clawback looks at.
+    pub next_reopen: Option<Reopen>,
     /// The events of this resolution's cycle, in applied order (the evidence).
     pub evidence: Vec<String>,
 }
@@ -68,8 +89,8 @@ pub struct TicketHistory {
     pub resolutions: Vec<Resolution>,
     /// Events that came before the settled resolution and so were not applied.
     pub late: Vec<String>,
-    /// Reopen signals that hit the settled resolution (candidates for clawback).
-    pub reopened_after_settled: Vec<Reopen>,
+    /// The first reopen signal after the settled resolution (a clawback candidate).
+    pub reopen_after_settled: Option<Reopen>,
 }
 
 impl TicketHistory {
@@ -165,6 +186,7 @@ pub fn replay_pinned(
                     settle_at: e.occurred_at + terms.reopen_window_chrono(),
                     verdict: terms.evaluate(&facts),
                     reopened: None,
+                    next_reopen: None,
                     evidence: std::mem::take(&mut cycle),
                 });
                 state = State::Resolved(Some(out.resolutions.len() - 1));
@@ -180,10 +202,11 @@ pub fn replay_pinned(
                     State::Resolved(Some(i)) => {
                         let r = &mut out.resolutions[*i];
                         if e.occurred_at < r.settle_at {
-                            r.reopened = Some(reopen);
+                            r.reopened = Some(reopen.clone());
                         }
+                        r.next_reopen = Some(reopen);
                     }
-                    State::Resolved(None) => out.reopened_after_settled.push(reopen),
+                    State::Resolved(None) => out.reopen_after_settled = Some(reopen),
                     State::Open => {}
                 }
                 if matches!(current, State::Resolved(_)) {
@@ -365,9 +388,59 @@ mod tests {
             ],
         );
         assert_eq!(h.late, vec!["late".to_string(), "a".to_string()]);
-        assert_eq!(h.reopened_after_settled.len(), 1);
+        assert_eq!(
+            h.reopen_after_settled
+                .as_ref()
+                .map(|r| r.event_key.as_str()),
+            Some("r")
+        );
         assert_eq!(h.resolutions.len(), 1);
         assert_eq!(h.resolutions[0].seq, 2);
+    }
+
+    #[test]
+    fn each_resolution_knows_the_reopen_that_ended_it() {
+        let h = replay(
+            &c(),
+            None,
+            &[
+                resolved("a", 0, Resolver::Ai),
+                ev("o1", EventKind::Reopened, 80, None), // after seq 1's window
+                resolved("b", 90, Resolver::Ai),
+                ev("o2", EventKind::CustomerReplied, 95, None), // inside seq 2's window
+                ev("o3", EventKind::Reopened, 96, None),
+                resolved("c", 100, Resolver::Ai),
+            ],
+        );
+        let keys = |r: &Resolution| {
+            (
+                r.reopened.as_ref().map(|x| x.event_key.clone()),
+                r.next_reopen.as_ref().map(|x| x.event_key.clone()),
+            )
+        };
+        assert_eq!(keys(&h.resolutions[0]), (None, Some("o1".into())));
+        assert_eq!(
+            keys(&h.resolutions[1]),
+            (Some("o2".into()), Some("o2".into()))
+        );
+        assert_eq!(keys(&h.resolutions[2]), (None, None));
+    }
+
+    #[test]
+    fn clawback_limit_is_inclusive_and_none_never_claws_back() {
+        let reopen = |h: i64| Reopen {
+            event_key: "o".into(),
+            kind: EventKind::Reopened,
+            at: t0() + Duration::hours(h),
+        };
+        let day = Some(std::time::Duration::from_secs(86_400));
+        assert!(reopen(10).claws_back(t0(), day));
+        assert!(reopen(24).claws_back(t0(), day));
+        assert!(!reopen(25).claws_back(t0(), day));
+        assert!(!reopen(0).claws_back(t0(), day), "not after the resolution");
+        assert!(!reopen(10).claws_back(t0(), None));
+        let forever = Some(std::time::Duration::MAX);
+        assert!(reopen(1_000_000).claws_back(t0(), forever));
     }
 
     fn arb_event() -> impl Strategy<Value = TicketEvent> {
@@ -465,6 +538,24 @@ mod tests {
                 }
             }
             prop_assert_eq!(replay(&c(), None, &doubled), expected);
+        }
+
+        #[test]
+        fn every_resolution_but_the_last_was_ended_by_a_reopen(
+            events in prop::collection::vec(arb_event(), 0..24).prop_map(dedup_by_key),
+        ) {
+            let h = replay(&c(), None, &events);
+            let n = h.resolutions.len();
+            for (i, r) in h.resolutions.iter().enumerate() {
+                if i + 1 < n {
+                    let next = r.next_reopen.as_ref();
+                    prop_assert!(next.is_some());
+                    prop_assert!(next.is_some_and(|x| x.at >= r.resolved_at && x.at <= h.resolutions[i + 1].resolved_at));
+                }
+                if r.reopened.is_some() {
+                    prop_assert_eq!(&r.reopened, &r.next_reopen);
+                }
+            }
         }
 
         #[test]

@@ -4,6 +4,8 @@
 
 use crate::contract::ContractTerms;
 use crate::event::TicketEvent;
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
 use crate::ticket::replay;
 use serde::Serialize;
 use std::fmt::Write;
@@ -26,6 +28,32 @@ pub struct ContractDiff {
     pub billable_old: usize,
     pub billable_new: usize,
     pub changes: Vec<Change>,
+    /// Tenants only in the new configuration: nothing to compare.
+    pub new_tenants: Vec<String>,
+}
+
+/// The shadow run of `check --diff`: replay the stored events of every ticket with an
+/// event in `[from, to)` under each tenant's old and new effective contract. Reads only.
+pub async fn shadow_run(
+    store: &Store,
+    old: &Settings,
+    new: &Settings,
+    from: i64,
+    to: i64,
+) -> Result<ContractDiff, StoreError> {
+    let mut d = ContractDiff::default();
+    for t in &new.tenants {
+        let Some(old_t) = old.tenant(&t.id) else {
+            d.new_tenants.push(t.id.clone());
+            continue;
+        };
+        let (oc, nc) = (old.contract_for(old_t), new.contract_for(t));
+        for (provider, ticket) in store.tickets_with_events(&t.id, from, to).await? {
+            let events = store.events_of(&t.id, &provider, &ticket).await?;
+            d.add_ticket(&t.id, &provider, &ticket, &oc, &nc, &events);
+        }
+    }
+    Ok(d)
 }
 
 /// One resolution's fate under a contract: `Ok(meter x value)` or `Err(reason)`.
@@ -83,6 +111,9 @@ impl ContractDiff {
 
     pub fn render(&self) -> String {
         let mut s = String::new();
+        for t in &self.new_tenants {
+            let _ = writeln!(s, "tenant {t} is new: nothing to compare");
+        }
         let _ = writeln!(
             s,
             "Shadow run over {} ticket(s), {} resolution(s): billable {} under the old contract, {} under the new ({:+}).",

@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod explain;
+pub mod ledger;
 pub mod outcomes;
 pub mod period;
 pub mod reconcile;

@@ -2,6 +2,7 @@
 //! reported, per customer and meter. Any drift makes the command exit non-zero.
 
 use super::fmt_ms;
+use super::ledger::totals;
 use super::period::Period;
 use crate::store::{OutcomeFilter, Store, StoreError};
 use crate::stripe::{StripeClient, StripeError};
@@ -84,7 +85,8 @@ impl Reconciliation {
     }
 }
 
-/// Compare the local reported totals with Stripe's meter event summaries.
+/// Compare the local reported totals with Stripe's meter event summaries, for every
+/// meter with local outcomes in the period and every meter in `meter_ids`.
 pub async fn reconcile(
     store: &Store,
     client: &StripeClient,
@@ -102,42 +104,30 @@ pub async fn reconcile(
         })
         .await?;
     let reversals = store.reversals(tenant).await?;
-    let cancelled: std::collections::HashSet<&str> = reversals
-        .iter()
-        .filter(|r| r.state == "done" && r.method.as_deref() == Some("cancel"))
-        .map(|r| r.outcome_id.as_str())
+    // The same arithmetic as the statement's totals (see `ledger`).
+    let mut lines: BTreeMap<String, MeterLine> = totals(&outcomes, &reversals, period)
+        .into_values()
+        .map(|t| {
+            (
+                t.event_name.clone(),
+                MeterLine {
+                    event_name: t.event_name,
+                    expected: t.net_value,
+                    outbox_count: t.awaiting_count,
+                    outbox_value: t.awaiting_value,
+                    ..Default::default()
+                },
+            )
+        })
         .collect();
-    let mut lines: BTreeMap<String, MeterLine> = BTreeMap::new();
-    for o in &outcomes {
-        let l = lines
-            .entry(o.event_name.clone())
+    // Every configured meter too: usage at Stripe with no local outcome is drift.
+    for event_name in meter_ids.keys() {
+        lines
+            .entry(event_name.clone())
             .or_insert_with(|| MeterLine {
-                event_name: o.event_name.clone(),
+                event_name: event_name.clone(),
                 ..Default::default()
             });
-        match o.state.as_str() {
-            "reported" => l.expected += o.value,
-            "reversed" if !cancelled.contains(o.id.as_str()) => l.expected += o.value,
-            "pending" | "failed" => {
-                l.outbox_count += 1;
-                l.outbox_value += o.value;
-            }
-            _ => {}
-        }
-    }
-    for r in &reversals {
-        let in_period = r
-            .stripe_timestamp
-            .is_some_and(|t| t * 1000 >= period.from && t * 1000 < period.to);
-        if r.state == "done" && r.method.as_deref() == Some("correction") && in_period {
-            let l = lines
-                .entry(r.event_name.clone())
-                .or_insert_with(|| MeterLine {
-                    event_name: r.event_name.clone(),
-                    ..Default::default()
-                });
-            l.expected -= r.value;
-        }
     }
     let missing: Vec<String> = lines
         .keys()

@@ -2,6 +2,8 @@
 //! every resolution not billed and why, and totals that match what Stripe received.
 
 use super::fmt_ms;
+pub use super::ledger::MeterTotals;
+use super::ledger::{reversal_applied, reversal_effective_at, totals};
 use super::period::Period;
 use crate::store::{OutcomeFilter, Store, StoreError};
 use serde::Serialize;
@@ -39,21 +41,40 @@ pub struct NotBilledLine {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct MeterTotals {
+/// A clawback reversal, in the period where Stripe applies it (a correcting event at
+/// its own timestamp; a cancel, or a reversal not done, with its outcome).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReversalLine {
+    /// The reversed outcome (its meter event's `identifier`).
+    pub outcome_id: String,
+    /// The Stripe event this reversal is: the cancelled event's identifier, or the
+    /// correcting event's (`<outcome id>_reversal`).
+    pub stripe_identifier: String,
+    pub ticket_id: String,
+    pub provider: String,
+    pub seq: i64,
     pub event_name: String,
-    /// Accepted by Stripe (including later reversed ones).
-    pub reported_count: i64,
-    pub reported_value: i64,
-    /// Taken back by clawback.
-    pub reversed_count: i64,
-    pub reversed_value: i64,
-    /// What Stripe bills: reported minus reversed.
-    pub net_value: i64,
-    /// Confirmed, still in the outbox (pending or failed), or recorded in dry-run.
-    pub awaiting_count: i64,
-    pub dry_run_count: i64,
-    pub capped_count: i64,
+    /// The reversed outcome's value.
+    pub value: i64,
+    /// What it changes at Stripe in this period: minus the value once applied, else 0.
+    pub net_effect: i64,
+    /// cancel | correction | void | dry_run | manual | none (not yet attempted: empty)
+    pub method: String,
+    /// pending | done | failed
+    pub state: String,
+    /// Applied at Stripe (done, by cancel or correction): counted in the totals.
+    pub counted: bool,
+    /// When it counts: the correcting event's timestamp, else the outcome's.
+    pub at: String,
+    pub stripe_request_id: Option<String>,
+    pub reopen_event_key: String,
+    pub reopen_kind: String,
+    pub reopened_at: String,
+    /// The contract clause (`clawback`) and its explanation.
+    pub clause: String,
+    pub explanation: String,
+    pub contract: String,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +85,7 @@ pub struct Statement {
     pub to: String,
     pub billed: Vec<BilledLine>,
     pub not_billed: Vec<NotBilledLine>,
+    pub reversals: Vec<ReversalLine>,
     pub totals: Vec<MeterTotals>,
     pub billed_count: i64,
     pub disqualified_by_reason: BTreeMap<String, i64>,
@@ -94,33 +116,12 @@ pub async fn build(
             ..Default::default()
         })
         .await?;
-    let mut totals: BTreeMap<String, MeterTotals> = BTreeMap::new();
+    let reversal_rows = store.reversals(tenant).await?;
+    let totals = totals(&outcomes, &reversal_rows, period);
     let mut per_day: BTreeMap<String, i64> = BTreeMap::new();
     let mut billed = Vec::with_capacity(outcomes.len());
     let mut billed_count = 0;
     for o in &outcomes {
-        let t = totals
-            .entry(o.event_name.clone())
-            .or_insert_with(|| MeterTotals {
-                event_name: o.event_name.clone(),
-                ..Default::default()
-            });
-        match o.state.as_str() {
-            "reported" => {
-                t.reported_count += 1;
-                t.reported_value += o.value;
-            }
-            "reversed" => {
-                t.reported_count += 1;
-                t.reported_value += o.value;
-                t.reversed_count += 1;
-                t.reversed_value += o.value;
-            }
-            "pending" | "failed" => t.awaiting_count += 1,
-            "dry_run" => t.dry_run_count += 1,
-            "capped" => t.capped_count += 1,
-            _ => {}
-        }
         if matches!(
             o.state.as_str(),
             "reported" | "pending" | "failed" | "dry_run"
@@ -165,8 +166,46 @@ pub async fn build(
             contract: format!("{} ({})", o.contract_version, o.contract_hash),
         });
     }
-    for t in totals.values_mut() {
-        t.net_value = t.reported_value - t.reversed_value;
+    let mut reversals = Vec::new();
+    for r in &reversal_rows {
+        let at = reversal_effective_at(r);
+        if at < period.from || at >= period.to {
+            continue;
+        }
+        let ev: serde_json::Value = serde_json::from_str(&r.evidence).unwrap_or_default();
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let method = r.method.clone().unwrap_or_default();
+        let counted = reversal_applied(r);
+        reversals.push(ReversalLine {
+            outcome_id: r.outcome_id.clone(),
+            stripe_identifier: if method == "correction" {
+                format!("{}_reversal", r.outcome_id)
+            } else {
+                r.outcome_id.clone()
+            },
+            ticket_id: r.ticket_id.clone(),
+            provider: r.provider.clone(),
+            seq: ev["seq"].as_i64().unwrap_or_default(),
+            event_name: r.event_name.clone(),
+            value: r.value,
+            net_effect: if counted { -r.value } else { 0 },
+            method,
+            state: r.state.clone(),
+            counted,
+            at: fmt_ms(at),
+            stripe_request_id: r.stripe_request_id.clone(),
+            reopen_event_key: r.reopen_event_key.clone(),
+            reopen_kind: text(&ev["reopen"]["kind"]),
+            reopened_at: fmt_ms(r.reopened_at),
+            clause: text(&ev["clause"]),
+            explanation: text(&ev["explanation"]),
+            contract: format!(
+                "{} ({})",
+                text(&ev["contract"]["version"]),
+                text(&ev["contract"]["hash"])
+            ),
+            error: r.last_error.clone(),
+        });
     }
     let mut not_billed = Vec::new();
     let mut disqualified_by_reason: BTreeMap<String, i64> = BTreeMap::new();
@@ -198,11 +237,22 @@ pub async fn build(
         to: fmt_ms(period.to),
         billed,
         not_billed,
+        reversals,
         totals: totals.into_values().collect(),
         billed_count,
         disqualified_by_reason,
         per_day,
     })
+}
+
+impl ReversalLine {
+    /// The reopening event, in words.
+    pub fn reopen_evidence(&self) -> String {
+        format!(
+            "{} {} (event {})",
+            self.reopened_at, self.reopen_kind, self.reopen_event_key
+        )
+    }
 }
 
 fn csv_field(s: &str) -> String {
@@ -214,10 +264,12 @@ fn csv_field(s: &str) -> String {
 }
 
 impl Statement {
-    /// One CSV table: a `line` column says billed / not_billed / total.
+    /// One CSV table: a `line` column says billed / not_billed / reversal / total. A
+    /// reversal line's `confirmed_at` is when it counts at Stripe, its `value` is minus
+    /// the reversed value, its `evidence` the reopening event.
     pub fn to_csv(&self) -> String {
         let mut s = String::from(
-            "line,ticket_id,provider,seq,resolved_at,confirmed_at,meter,value,state,stripe_identifier,stripe_request_id,reason,detail,evidence\n",
+            "line,ticket_id,provider,seq,resolved_at,confirmed_at,meter,value,state,stripe_identifier,stripe_request_id,reason,detail,evidence,method\n",
         );
         let row = |cols: &[&str]| {
             cols.iter()
@@ -242,6 +294,7 @@ impl Statement {
                 "billable",
                 &b.why,
                 &b.evidence_events.join("; "),
+                "",
             ]);
         }
         for n in &self.not_billed {
@@ -260,6 +313,30 @@ impl Statement {
                 &n.reason,
                 &n.detail,
                 "",
+                "",
+            ]);
+        }
+        for r in &self.reversals {
+            let detail = match &r.error {
+                Some(e) => format!("{} ({e})", r.explanation),
+                None => r.explanation.clone(),
+            };
+            s += &row(&[
+                "reversal",
+                &r.ticket_id,
+                &r.provider,
+                &r.seq.to_string(),
+                "",
+                &r.at,
+                &r.event_name,
+                &(-r.value).to_string(),
+                &r.state,
+                &r.stripe_identifier,
+                r.stripe_request_id.as_deref().unwrap_or(""),
+                &r.clause,
+                &detail,
+                &r.reopen_evidence(),
+                &r.method,
             ]);
         }
         for t in &self.totals {
@@ -282,6 +359,7 @@ impl Statement {
                     t.dry_run_count, t.capped_count
                 ),
                 "",
+                "",
             ]);
         }
         s
@@ -301,7 +379,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:.9em;text-align:left;vert
 .cards{{display:flex;gap:1em;flex-wrap:wrap}}.card{{border:1px solid #ccc;border-radius:6px;padding:.8em 1.2em;min-width:10em}}
 .card b{{display:block;font-size:1.8em}}.muted{{color:#777;font-size:.85em}}</style></head><body>
 <h1>Outcome statement: {tenant}</h1>
-<p>Stripe customer <code>{customer}</code> · period from {from} up to {to} (UTC; outcomes by confirmation time, resolutions by resolution time). Billable outcomes include those still awaiting report or recorded in dry-run; the net value is what Stripe has received.</p>
+<p>Stripe customer <code>{customer}</code> · period from {from} up to {to} (UTC; outcomes by confirmation time, resolutions by resolution time). Billable outcomes include those still awaiting report or recorded in dry-run; the net value is what Stripe has received for the period. Reversals (clawback) count where Stripe applies them: a cancelled event with its outcome, a correcting event at its own time, which can be the next period.</p>
 <div class="cards">
 <div class="card">Billable outcomes<b id="billed-count">{billed}</b></div>
 <div class="card">Net value sent to Stripe<b id="net-value">{net}</b></div>
@@ -324,14 +402,15 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:.9em;text-align:left;vert
         }
         h += "</table><h2>Outcomes per day</h2>";
         h += &self.chart();
-        h += "<h2>Totals per meter</h2><table id=\"totals\"><tr><th>meter</th><th>reported</th><th>reported value</th><th>reversed</th><th>net value sent</th><th>awaiting report</th><th>dry-run</th><th>capped</th></tr>";
+        h += "<h2>Totals per meter</h2><table id=\"totals\"><tr><th>meter</th><th>reported</th><th>reported value</th><th>reversed</th><th>reversed value</th><th>net value sent</th><th>awaiting report</th><th>dry-run</th><th>capped</th></tr>";
         for t in &self.totals {
             let _ = write!(
                 h,
-                "<tr data-meter=\"{m}\"><td>{m}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"net\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr data-meter=\"{m}\"><td>{m}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"net\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 t.reported_count,
                 t.reported_value,
                 t.reversed_count,
+                t.reversed_value,
                 t.net_value,
                 t.awaiting_count,
                 t.dry_run_count,
@@ -372,7 +451,42 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:.9em;text-align:left;vert
                 e(&n.detail)
             );
         }
-        h += "</table><p class=\"muted\">Generated by outcome-meter. Each Stripe identifier is the meter event's <code>identifier</code>; `outcome-meter explain` gives the full trail of any ticket.</p></body></html>\n";
+        h += "</table><h2>Reversals (clawback)</h2>";
+        if self.reversals.is_empty() {
+            h += "<p class=\"muted\">No reversal in this period.</p>";
+        } else {
+            h += "<table id=\"reversals\"><tr><th>ticket</th><th>counts at</th><th>meter</th><th>value</th><th>method</th><th>state</th><th>Stripe event</th><th>Stripe request</th><th>reopened by</th><th>why</th></tr>";
+        }
+        for r in &self.reversals {
+            let _ = write!(
+                h,
+                "<tr class=\"reversal\" data-counted=\"{}\"><td>{} <span class=\"muted\">{} #{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code><div class=\"muted\">reverses <code>{}</code></div></td><td><code>{}</code></td><td>{}</td><td>{}: {}<div class=\"muted\">contract {}</div>{}</td></tr>",
+                r.counted,
+                e(&r.ticket_id),
+                e(&r.provider),
+                r.seq,
+                e(&r.at),
+                e(&r.event_name),
+                -r.value,
+                e(if r.method.is_empty() { "(not yet attempted)" } else { &r.method }),
+                e(&r.state),
+                e(&r.stripe_identifier),
+                e(&r.outcome_id),
+                e(r.stripe_request_id.as_deref().unwrap_or("")),
+                e(&r.reopen_evidence()),
+                e(&r.clause),
+                e(&r.explanation),
+                e(&r.contract),
+                r.error
+                    .as_deref()
+                    .map(|x| format!("<div class=\"muted\">{}</div>", e(x)))
+                    .unwrap_or_default()
+            );
+        }
+        if !self.reversals.is_empty() {
+            h += "</table>";
+        }
+        h += "<p class=\"muted\">Generated by outcome-meter. Each Stripe identifier is the meter event's <code>identifier</code>; `outcome-meter explain` gives the full trail of any ticket.</p></body></html>\n";
         h
     }
 

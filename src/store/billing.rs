@@ -10,6 +10,9 @@ pub struct OutcomeBrief {
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
+    /// The contract the outcome was decided under.
+    pub contract_version: String,
+    pub contract_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -37,10 +40,14 @@ pub struct ClaimedReversal {
     pub method: Option<String>,
     pub attempts: u32,
     pub outcome_state: String,
-    pub outcome_reported_at: Option<i64>,
+    /// When the outcome was first taken to be sent to Stripe (no later than Stripe
+    /// received it; `reported_at` for rows older than that column).
+    pub outcome_first_sent_at: Option<i64>,
     pub outcome_lease_until: Option<i64>,
-    /// Timestamp of the correcting event, fixed by the first attempt.
+    /// Timestamp of the correcting event, fixed before the first correction request.
     pub stripe_timestamp: Option<i64>,
+    /// An earlier cancel request may have been applied without us hearing so.
+    pub cancel_in_doubt: bool,
 }
 
 /// How a reversal attempt ended.
@@ -59,6 +66,9 @@ pub struct ReversalAttempt<'a> {
     pub state: &'a str,
     pub next_attempt_at: i64,
     pub stripe_timestamp: Option<i64>,
+    /// The request may have been applied without a definite answer (network error,
+    /// 5xx): a cancel stays "in doubt".
+    pub in_doubt: bool,
 }
 
 impl Tx {
@@ -76,7 +86,8 @@ impl Tx {
         Ok(())
     }
 
-    /// Outcomes of a customer confirmed in `[from, to)` that count against caps.
+    /// Outcomes of a customer confirmed in `[from, to)` that count against caps: not
+    /// capped, voided or reversed, and not being reversed (a clawback is recorded).
     pub async fn count_billed(
         &mut self,
         customer: &str,
@@ -85,7 +96,8 @@ impl Tx {
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM outcomes WHERE stripe_customer_id = $1 AND confirmed_at >= $2 \
-             AND confirmed_at < $3 AND state NOT IN ('capped', 'voided', 'reversed')",
+             AND confirmed_at < $3 AND state NOT IN ('capped', 'voided', 'reversed') \
+             AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id)",
         )
         .bind(customer)
         .bind(from)
@@ -103,7 +115,7 @@ impl Tx {
         seq: u32,
     ) -> Result<Option<OutcomeBrief>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, state, event_name, value, stripe_customer_id FROM outcomes \
+            "SELECT id, state, event_name, value, stripe_customer_id, contract_version, contract_hash FROM outcomes \
              WHERE tenant = $1 AND provider = $2 AND ticket_id = $3 AND seq = $4",
         )
         .bind(tenant)
@@ -119,9 +131,20 @@ impl Tx {
                 event_name: col(&r, "event_name")?,
                 value: col(&r, "value")?,
                 stripe_customer_id: col(&r, "stripe_customer_id")?,
+                contract_version: col(&r, "contract_version")?,
+                contract_hash: col(&r, "contract_hash")?,
             })
         })
         .transpose()
+    }
+
+    /// The terms (JSON) of a contract ever used, by hash.
+    pub async fn contract_terms(&mut self, hash: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT terms FROM contracts WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| col(&r, "terms")).transpose()
     }
 
     /// Record a reversal once per outcome. Returns whether it is new.
@@ -174,7 +197,8 @@ impl Store {
             let id: String = col(&r, "outcome_id")?;
             let row = sqlx::query(
                 "SELECT r.outcome_id, r.event_name, r.value, r.stripe_customer_id, r.method, r.attempts, r.stripe_timestamp, \
-                 o.state AS outcome_state, o.reported_at, o.lease_until AS outcome_lease \
+                 r.cancel_in_doubt, o.state AS outcome_state, COALESCE(o.first_sent_at, o.reported_at) AS first_sent_at, \
+                 o.lease_until AS outcome_lease \
                  FROM reversals r JOIN outcomes o ON o.id = r.outcome_id WHERE r.outcome_id = $1",
             )
             .bind(&id)
@@ -188,9 +212,10 @@ impl Store {
                 method: col(&row, "method")?,
                 attempts: u32::try_from(col::<i64>(&row, "attempts")?).unwrap_or(u32::MAX),
                 outcome_state: col(&row, "outcome_state")?,
-                outcome_reported_at: col(&row, "reported_at")?,
+                outcome_first_sent_at: col(&row, "first_sent_at")?,
                 outcome_lease_until: col(&row, "outcome_lease")?,
                 stripe_timestamp: col(&row, "stripe_timestamp")?,
+                cancel_in_doubt: col::<i64>(&row, "cancel_in_doubt")? != 0,
             });
         }
         Ok(out)
@@ -225,30 +250,46 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Fix the reversal's method (and, for a correction, its Stripe timestamp) before
+    /// the first request, so a retry after a crash sends exactly the same request with
+    /// the same idempotency key. A cancel is marked in doubt until a definite answer.
+    /// Returns the stored method and timestamp (an earlier call's win), or `None` when
+    /// the reversal is no longer pending.
+    pub async fn start_reversal_call(
+        &self,
+        outcome_id: &str,
+        method: &str,
+        stripe_timestamp: i64,
+    ) -> Result<Option<(String, Option<i64>)>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE reversals SET method = COALESCE(method, $1), \
+             stripe_timestamp = CASE WHEN COALESCE(method, $1) = 'correction' \
+               THEN COALESCE(stripe_timestamp, $2) ELSE stripe_timestamp END, \
+             cancel_in_doubt = CASE WHEN COALESCE(method, $1) = 'cancel' THEN 1 ELSE cancel_in_doubt END \
+             WHERE outcome_id = $3 AND state = 'pending' RETURNING method, stripe_timestamp",
+        )
+        .bind(method)
+        .bind(stripe_timestamp)
+        .bind(outcome_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((col(&r, "method")?, col(&r, "stripe_timestamp")?)))
+            .transpose()
+    }
+
     /// Log a reversal attempt and move the reversal to its new state (one transaction).
-    /// The method is fixed by the first attempt and never changes afterwards.
+    /// The method is fixed before the first request and never changes afterwards, but
+    /// for [`Store::switch_reversal_to_correction`].
     pub async fn record_reversal_attempt(&self, a: &ReversalAttempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(a.outcome_id)
-        .bind(a.now)
-        .bind(i64::from(a.dry_run))
-        .bind(a.request)
-        .bind(a.status_code.map(i64::from))
-        .bind(a.request_id)
-        .bind(format!("reversal:{}:{}", a.method, a.result))
-        .bind(a.error)
-        .execute(&mut *tx.tx)
-        .await?;
+        log_reversal_attempt(&mut tx, a).await?;
         sqlx::query(
             "UPDATE reversals SET method = COALESCE(method, $1), state = $2, attempts = attempts + 1, \
              next_attempt_at = $3, lease_until = NULL, last_error = $4, \
              stripe_request_id = COALESCE($5, stripe_request_id), \
              stripe_timestamp = COALESCE(stripe_timestamp, $6), \
-             done_at = CASE WHEN $2 = 'done' THEN $7 ELSE done_at END \
+             done_at = CASE WHEN $2 = 'done' THEN $7 ELSE done_at END, \
+             cancel_in_doubt = CASE WHEN $9 = 1 THEN cancel_in_doubt ELSE 0 END \
              WHERE outcome_id = $8 AND state = 'pending'",
         )
         .bind(a.method)
@@ -259,6 +300,7 @@ impl Store {
         .bind(a.stripe_timestamp)
         .bind(a.now)
         .bind(a.outcome_id)
+        .bind(i64::from(a.in_doubt))
         .execute(&mut *tx.tx)
         .await?;
         if a.state == "done" {
@@ -268,6 +310,33 @@ impl Store {
                 .await?;
         }
         tx.commit().await
+    }
+
+    /// Stripe refused a cancel because the event is too old to cancel, and no earlier
+    /// cancel request is in doubt: log that answer and switch the reversal, once, to a
+    /// correcting event with `stripe_timestamp`, due at once. Returns whether it switched.
+    pub async fn switch_reversal_to_correction(
+        &self,
+        a: &ReversalAttempt<'_>,
+        stripe_timestamp: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        log_reversal_attempt(&mut tx, a).await?;
+        let r = sqlx::query(
+            "UPDATE reversals SET method = 'correction', stripe_timestamp = $1, cancel_in_doubt = 0, \
+             attempts = attempts + 1, next_attempt_at = $2, lease_until = NULL, last_error = $3, \
+             stripe_request_id = COALESCE($4, stripe_request_id) \
+             WHERE outcome_id = $5 AND state = 'pending' AND method = 'cancel'",
+        )
+        .bind(stripe_timestamp)
+        .bind(a.next_attempt_at)
+        .bind(a.error)
+        .bind(a.request_id)
+        .bind(a.outcome_id)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Remember an effective contract (idempotent).
@@ -289,4 +358,23 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// One row of `stripe_attempts` for a reversal request (`result` = `reversal:<method>:<result>`).
+async fn log_reversal_attempt(tx: &mut Tx, a: &ReversalAttempt<'_>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(a.outcome_id)
+    .bind(a.now)
+    .bind(i64::from(a.dry_run))
+    .bind(a.request)
+    .bind(a.status_code.map(i64::from))
+    .bind(a.request_id)
+    .bind(format!("reversal:{}:{}", a.method, a.result))
+    .bind(a.error)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(())
 }

@@ -64,7 +64,9 @@ impl Tx {
 
 impl Store {
     /// Claim pending outcomes that are due, with a lease. No transaction stays
-    /// open while Stripe is called: the lease is what keeps others away.
+    /// open while Stripe is called: the lease is what keeps others away. The first
+    /// claim also stamps `first_sent_at`: Stripe cannot have received the event
+    /// earlier, so its cancellation window is measured from there.
     pub async fn claim_outcomes(
         &self,
         now: i64,
@@ -72,7 +74,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ClaimedOutcome>, StoreError> {
         let sql = format!(
-            "UPDATE outcomes SET lease_until = $1 WHERE id IN ( \
+            "UPDATE outcomes SET lease_until = $1, first_sent_at = COALESCE(first_sent_at, $2) WHERE id IN ( \
                SELECT id FROM outcomes WHERE state = 'pending' AND next_attempt_at <= $2 \
                AND (lease_until IS NULL OR lease_until <= $2) \
                AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \

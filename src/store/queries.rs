@@ -16,7 +16,7 @@ pub struct OutcomeFilter {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct OutcomeRow {
     pub id: String,
     pub tenant: String,
@@ -57,20 +57,28 @@ pub struct DecisionRow {
     pub is_final: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReversalRow {
     pub outcome_id: String,
+    pub provider: String,
     pub ticket_id: String,
     pub event_name: String,
     pub value: i64,
+    /// The reopening event (its key) and when it happened.
+    pub reopen_event_key: String,
     pub reopened_at: i64,
     pub created_at: i64,
     pub evidence: String,
     pub method: Option<String>,
     pub state: String,
     pub last_error: Option<String>,
+    /// `Request-Id` of Stripe's answer to the reversal request.
+    pub stripe_request_id: Option<String>,
+    /// The correcting event's timestamp (Unix seconds; method `correction`).
     pub stripe_timestamp: Option<i64>,
     pub done_at: Option<i64>,
+    /// When the reversed outcome was confirmed (its meter event's timestamp).
+    pub outcome_confirmed_at: i64,
 }
 
 const DECISION_COLUMNS: &str =
@@ -247,8 +255,11 @@ impl Store {
     /// Clawback reversals of a tenant.
     pub async fn reversals(&self, tenant: &str) -> Result<Vec<ReversalRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT outcome_id, ticket_id, event_name, value, reopened_at, created_at, evidence, method, state, \
-             last_error, stripe_timestamp, done_at FROM reversals WHERE tenant = $1 ORDER BY created_at, outcome_id",
+            "SELECT r.outcome_id, r.provider, r.ticket_id, r.event_name, r.value, r.reopen_event_key, r.reopened_at, \
+             r.created_at, r.evidence, r.method, r.state, r.last_error, r.stripe_request_id, r.stripe_timestamp, \
+             r.done_at, o.confirmed_at AS outcome_confirmed_at \
+             FROM reversals r JOIN outcomes o ON o.id = r.outcome_id \
+             WHERE r.tenant = $1 ORDER BY r.created_at, r.outcome_id",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -257,17 +268,21 @@ impl Store {
             .map(|r| {
                 Ok(ReversalRow {
                     outcome_id: col(r, "outcome_id")?,
+                    provider: col(r, "provider")?,
                     ticket_id: col(r, "ticket_id")?,
                     event_name: col(r, "event_name")?,
                     value: col(r, "value")?,
+                    reopen_event_key: col(r, "reopen_event_key")?,
                     reopened_at: col(r, "reopened_at")?,
                     created_at: col(r, "created_at")?,
                     evidence: col(r, "evidence")?,
                     method: col(r, "method")?,
                     state: col(r, "state")?,
                     last_error: col(r, "last_error")?,
+                    stripe_request_id: col(r, "stripe_request_id")?,
                     stripe_timestamp: col(r, "stripe_timestamp")?,
                     done_at: col(r, "done_at")?,
+                    outcome_confirmed_at: col(r, "outcome_confirmed_at")?,
                 })
             })
             .collect()

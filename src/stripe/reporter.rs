@@ -2,11 +2,11 @@
 //! different pairs concurrently, never above the configured rate.
 
 use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
-use super::retry::{backoff, classify, Disposition};
+use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
 use crate::outcome::idempotency_key;
-use crate::settings::ReporterSettings;
+use crate::settings::{MeterAggregation, ReporterSettings};
 use crate::store::{ClaimedOutcome, ClaimedReversal, ReversalAttempt, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub struct Reporter {
     /// The Stripe client's timeout: a claim must outlast a call.
     call_timeout: Duration,
     limiter: Arc<RateLimiter>,
+    /// Aggregation of each meter by event name (`sum` when absent).
+    aggregations: Arc<BTreeMap<String, MeterAggregation>>,
 }
 
 impl Reporter {
@@ -63,6 +65,7 @@ impl Reporter {
         settings: ReporterSettings,
         lease: Duration,
         call_timeout: Duration,
+        aggregations: BTreeMap<String, MeterAggregation>,
     ) -> Reporter {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
         Reporter {
@@ -74,7 +77,15 @@ impl Reporter {
             lease,
             call_timeout,
             limiter,
+            aggregations: Arc::new(aggregations),
         }
+    }
+
+    fn aggregation(&self, event_name: &str) -> MeterAggregation {
+        self.aggregations
+            .get(event_name)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn dry_run(&self) -> bool {
@@ -290,6 +301,123 @@ impl Reporter {
 /// Stripe lets an event be cancelled within 24 hours of receiving it; keep a margin.
 const CANCEL_WINDOW_MS: i64 = 23 * 3_600_000;
 
+/// How a clawback reversal is carried out (stored in `reversals.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The outcome was never sent: void it.
+    Void,
+    /// A meter event adjustment cancels the event by its identifier (within 24h).
+    Cancel,
+    /// A correcting event with the negative value (`<outcome id>_reversal`).
+    Correction,
+    /// Dry-run: record what would be sent.
+    DryRun,
+    /// Nothing to reverse.
+    Nothing,
+    /// Cannot be reversed at Stripe (too late to cancel, and the meter does not sum):
+    /// parked as failed with the explanation, for a credit by hand.
+    Manual,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Void => "void",
+            Method::Cancel => "cancel",
+            Method::Correction => "correction",
+            Method::DryRun => "dry_run",
+            Method::Nothing => "none",
+            Method::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "void" => Method::Void,
+            "cancel" => Method::Cancel,
+            "correction" => Method::Correction,
+            "dry_run" => Method::DryRun,
+            "manual" => Method::Manual,
+            _ => Method::Nothing,
+        }
+    }
+}
+
+/// Choose how to reverse an outcome (pure). A method already stored is kept: it was
+/// fixed before the first request and may have reached Stripe. Otherwise: not sent,
+/// void; sent less than 23 hours ago (counted from when it was first taken to be
+/// sent, which is no later than Stripe received it), cancel; older, a correction if
+/// the meter sums its events, else nothing Stripe can do ([`Method::Manual`]).
+pub fn choose_method(
+    stored: Option<&str>,
+    outcome_state: &str,
+    dry_run: bool,
+    first_sent_at: Option<i64>,
+    now: i64,
+    aggregation: MeterAggregation,
+) -> Method {
+    if let Some(m) = stored {
+        return Method::parse(m);
+    }
+    match outcome_state {
+        "pending" | "failed" => Method::Void,
+        "dry_run" => Method::DryRun,
+        "reported" if dry_run => Method::DryRun,
+        "reported" => {
+            let age = now - first_sent_at.unwrap_or(now);
+            if age < CANCEL_WINDOW_MS {
+                Method::Cancel
+            } else {
+                correction_for(aggregation)
+            }
+        }
+        _ => Method::Nothing,
+    }
+}
+
+/// A correction when the meter sums its events; otherwise a negative event would be
+/// counted (or taken as the last value), not subtracted.
+fn correction_for(aggregation: MeterAggregation) -> Method {
+    match aggregation {
+        MeterAggregation::Sum => Method::Correction,
+        MeterAggregation::Count | MeterAggregation::Last => Method::Manual,
+    }
+}
+
+/// Why a reversal is parked as [`Method::Manual`].
+pub fn manual_reason(event_name: &str, aggregation: MeterAggregation) -> String {
+    let effect = match aggregation {
+        MeterAggregation::Count => "counted as one more event",
+        MeterAggregation::Last => "taken as the meter's last value",
+        MeterAggregation::Sum => "subtracted", // never parked for this reason
+    };
+    format!(
+        "not reversed at Stripe: Stripe's 24-hour cancellation window has passed, and meter \
+         `{event_name}` aggregates by `{aggregation}`, so a correcting event with a negative value \
+         would be {effect}, not subtracted; credit the customer by hand (e.g. a credit note)"
+    )
+}
+
+/// Stripe refused a cancel as too old. Switch to a correction, unless an earlier cancel
+/// request may have been applied (then reversing again could reverse twice) or the meter
+/// does not sum: `Err` with the explanation for an operator.
+pub fn after_cancel_too_old(
+    cancel_in_doubt: bool,
+    event_name: &str,
+    aggregation: MeterAggregation,
+) -> Result<Method, String> {
+    if cancel_in_doubt {
+        return Err("Stripe refuses to cancel the event (more than 24 hours old), and an earlier cancel \
+                    request got no definite answer, so it may have been applied: check the event in \
+                    Stripe; if it is still billed, credit the customer by hand"
+            .to_string());
+    }
+    match correction_for(aggregation) {
+        Method::Correction => Ok(Method::Correction),
+        _ => Err(manual_reason(event_name, aggregation)),
+    }
+}
+
 impl Reporter {
     /// Claim one batch of clawback reversals and carry them out.
     async fn reverse_batch(&self) -> Result<usize, StoreError> {
@@ -304,38 +432,21 @@ impl Reporter {
         Ok(claimed.len())
     }
 
-    /// The method is chosen once, from the outcome's state, and then kept.
-    fn choose_method(&self, r: &ClaimedReversal, now: i64) -> &'static str {
-        match r.method.as_deref() {
-            Some("void") => "void",
-            Some("cancel") => "cancel",
-            Some("correction") => "correction",
-            Some("dry_run") => "dry_run",
-            Some(_) => "none",
-            None => match r.outcome_state.as_str() {
-                "pending" | "failed" => "void",
-                "dry_run" => "dry_run",
-                "reported" if self.client.is_none() => "dry_run",
-                "reported" => {
-                    let age = now - r.outcome_reported_at.unwrap_or(now);
-                    if age < CANCEL_WINDOW_MS {
-                        "cancel"
-                    } else {
-                        "correction"
-                    }
-                }
-                _ => "none",
-            },
-        }
-    }
-
     async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
         let now = to_millis(self.clock.now());
-        let method = self.choose_method(r, now);
+        let aggregation = self.aggregation(&r.event_name);
+        let method = choose_method(
+            r.method.as_deref(),
+            &r.outcome_state,
+            self.client.is_none(),
+            r.outcome_first_sent_at,
+            now,
+            aggregation,
+        );
         let done = |request: &'static str, result: &'static str, dry_run: bool| ReversalAttempt {
             outcome_id: &r.outcome_id,
             now,
-            method,
+            method: method.as_str(),
             dry_run,
             request,
             status_code: None,
@@ -345,13 +456,14 @@ impl Reporter {
             state: "done",
             next_attempt_at: now,
             stripe_timestamp: None,
+            in_doubt: false,
         };
         match method {
-            "none" => {
+            Method::Nothing => {
                 let a = done("", "nothing_to_reverse", false);
                 self.store.record_reversal_attempt(&a).await
             }
-            "void" => {
+            Method::Void => {
                 if self.store.void_outcome_if_idle(&r.outcome_id, now).await? {
                     tracing::info!(outcome = %r.outcome_id, "clawback: outcome voided before it was sent");
                     let a = done("", "voided_before_sending", false);
@@ -362,85 +474,245 @@ impl Reporter {
                     self.store.postpone_reversal(&r.outcome_id, next).await
                 }
             }
-            "dry_run" => {
+            Method::DryRun => {
                 let request = cancel_form(&r.event_name, &r.outcome_id);
                 let mut a = done("", "dry_run", true);
                 a.request = &request;
                 self.store.record_reversal_attempt(&a).await
             }
-            _ => self.reverse_at_stripe(r, method, now).await,
+            Method::Manual => {
+                let why = manual_reason(&r.event_name, aggregation);
+                tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
+                let mut a = done("", "not_reversible", false);
+                a.state = "failed";
+                a.error = Some(&why);
+                self.store.record_reversal_attempt(&a).await
+            }
+            Method::Cancel | Method::Correction => self.reverse_at_stripe(r, method, now).await,
         }
     }
 
     async fn reverse_at_stripe(
         &self,
         r: &ClaimedReversal,
-        method: &'static str,
+        method: Method,
         now: i64,
     ) -> Result<(), StoreError> {
         let Some(client) = &self.client else {
             return Ok(());
         };
-        let stripe_timestamp = r.stripe_timestamp.unwrap_or(now.div_euclid(1000));
-        let (request, result): (String, Result<Ack, StripeError>) = if method == "cancel" {
-            self.limiter.acquire().await;
-            let key = idempotency_key(&r.outcome_id, "cancel");
-            let res = client
-                .cancel_meter_event(&r.event_name, &r.outcome_id, &key)
-                .await;
-            (cancel_form(&r.event_name, &r.outcome_id), res)
-        } else {
-            // After Stripe's cancellation window: a correcting event with the negative value.
-            let ev = MeterEvent {
-                event_name: r.event_name.clone(),
-                stripe_customer_id: r.stripe_customer_id.clone(),
-                value: -r.value,
-                identifier: format!("{}_reversal", r.outcome_id),
-                timestamp: stripe_timestamp,
-            };
-            self.limiter.acquire().await;
-            let key = idempotency_key(&r.outcome_id, "reversal");
-            (ev.encoded(), client.create_meter_event(&ev, &key).await)
+        // Persist the method (and a correction's timestamp) before Stripe can see the
+        // request: a retry after a crash then sends the very same request and key.
+        let Some((stored, stored_ts)) = self
+            .store
+            .start_reversal_call(&r.outcome_id, method.as_str(), now.div_euclid(1000))
+            .await?
+        else {
+            return Ok(()); // no longer pending: another reporter finished it
+        };
+        let method = Method::parse(&stored);
+        let stripe_timestamp = stored_ts.unwrap_or(now.div_euclid(1000));
+        let (request, result): (String, Result<Ack, StripeError>) = match method {
+            Method::Cancel => {
+                self.limiter.acquire().await;
+                let key = idempotency_key(&r.outcome_id, "cancel");
+                let res = client
+                    .cancel_meter_event(&r.event_name, &r.outcome_id, &key)
+                    .await;
+                (cancel_form(&r.event_name, &r.outcome_id), res)
+            }
+            Method::Correction => {
+                // After Stripe's cancellation window: a correcting event with the negative value.
+                let ev = MeterEvent {
+                    event_name: r.event_name.clone(),
+                    stripe_customer_id: r.stripe_customer_id.clone(),
+                    value: -r.value,
+                    identifier: format!("{}_reversal", r.outcome_id),
+                    timestamp: stripe_timestamp,
+                };
+                self.limiter.acquire().await;
+                let key = idempotency_key(&r.outcome_id, "reversal");
+                (ev.encoded(), client.create_meter_event(&ev, &key).await)
+            }
+            other => {
+                // Stored by another path meanwhile: plan again on the next pass.
+                tracing::warn!(outcome = %r.outcome_id, method = other.as_str(), "reversal method changed; planning again");
+                return self.store.postpone_reversal(&r.outcome_id, now).await;
+            }
         };
         let (status_code, request_id) = match &result {
             Ok(ack) => (Some(ack.status), ack.request_id.clone()),
             Err(e) => (e.status(), e.request_id().map(str::to_string)),
         };
         let error = result.as_ref().err().map(|e| e.to_string());
-        let (state, result_text, next) = match classify(&result) {
-            Disposition::Delivered => ("done", "accepted", now),
-            Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
-                let delay = backoff(
-                    r.attempts,
-                    self.settings.backoff_base,
-                    self.settings.backoff_max,
-                    after,
-                    fastrand::f64(),
-                );
-                (
-                    "pending",
-                    "retry",
-                    now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4),
-                )
-            }
-            _ => ("failed", "failed", now),
+        let mut attempt = ReversalAttempt {
+            outcome_id: &r.outcome_id,
+            now,
+            method: method.as_str(),
+            dry_run: false,
+            request: &request,
+            status_code,
+            request_id: request_id.as_deref(),
+            result: "accepted",
+            error: error.as_deref(),
+            state: "done",
+            next_attempt_at: now,
+            stripe_timestamp: (method == Method::Correction).then_some(stripe_timestamp),
+            in_doubt: maybe_applied(&result),
         };
-        tracing::info!(outcome = %r.outcome_id, method, state, "clawback reversal attempt");
-        self.store
-            .record_reversal_attempt(&ReversalAttempt {
-                outcome_id: &r.outcome_id,
-                now,
-                method,
-                dry_run: false,
-                request: &request,
-                status_code,
-                request_id: request_id.as_deref(),
-                result: result_text,
-                error: error.as_deref(),
-                state,
-                next_attempt_at: next,
-                stripe_timestamp: (method == "correction").then_some(stripe_timestamp),
-            })
-            .await
+        let too_old =
+            method == Method::Cancel && result.as_ref().err().is_some_and(is_cancel_too_old);
+        let parked;
+        if too_old {
+            attempt.result = "too_old";
+            match after_cancel_too_old(
+                r.cancel_in_doubt,
+                &r.event_name,
+                self.aggregation(&r.event_name),
+            ) {
+                Ok(_) => {
+                    tracing::warn!(outcome = %r.outcome_id, "Stripe refused the cancel as too old: switching to a correcting event");
+                    self.store
+                        .switch_reversal_to_correction(&attempt, now.div_euclid(1000))
+                        .await?;
+                    return Ok(());
+                }
+                Err(why) => {
+                    parked = format!("{why} (Stripe: {})", error.as_deref().unwrap_or(""));
+                    attempt.state = "failed";
+                    attempt.error = Some(&parked);
+                }
+            }
+        } else {
+            match classify(&result) {
+                Disposition::Delivered => {}
+                Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
+                    let delay = backoff(
+                        r.attempts,
+                        self.settings.backoff_base,
+                        self.settings.backoff_max,
+                        after,
+                        fastrand::f64(),
+                    );
+                    attempt.state = "pending";
+                    attempt.result = "retry";
+                    attempt.next_attempt_at =
+                        now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                }
+                _ => {
+                    attempt.state = "failed";
+                    attempt.result = "failed";
+                }
+            }
+        }
+        tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state, "clawback reversal attempt");
+        self.store.record_reversal_attempt(&attempt).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+    const SUM: MeterAggregation = MeterAggregation::Sum;
+
+    #[test]
+    fn method_follows_the_outcome_and_the_age_since_first_sent() {
+        let now = 100 * H;
+        assert_eq!(
+            choose_method(None, "pending", false, None, now, SUM),
+            Method::Void
+        );
+        assert_eq!(
+            choose_method(None, "failed", false, Some(now - 50 * H), now, SUM),
+            Method::Void
+        );
+        assert_eq!(
+            choose_method(None, "dry_run", false, None, now, SUM),
+            Method::DryRun
+        );
+        assert_eq!(
+            choose_method(None, "reported", true, Some(now), now, SUM),
+            Method::DryRun
+        );
+        assert_eq!(
+            choose_method(None, "reported", false, Some(now - 22 * H), now, SUM),
+            Method::Cancel
+        );
+        assert_eq!(
+            choose_method(None, "reported", false, Some(now - 23 * H), now, SUM),
+            Method::Correction,
+            "one hour of margin before Stripe's 24 hours"
+        );
+        assert_eq!(
+            choose_method(None, "voided", false, None, now, SUM),
+            Method::Nothing
+        );
+    }
+
+    #[test]
+    fn a_stored_method_is_kept_whatever_the_age() {
+        let now = 100 * H;
+        for m in [
+            Method::Cancel,
+            Method::Correction,
+            Method::Void,
+            Method::DryRun,
+        ] {
+            assert_eq!(
+                choose_method(
+                    Some(m.as_str()),
+                    "reported",
+                    false,
+                    Some(now - 30 * H),
+                    now,
+                    SUM
+                ),
+                m
+            );
+            assert_eq!(
+                choose_method(Some(m.as_str()), "reported", false, Some(now), now, SUM),
+                m
+            );
+        }
+    }
+
+    #[test]
+    fn too_old_switches_to_a_correction_unless_a_cancel_is_in_doubt() {
+        assert_eq!(
+            after_cancel_too_old(false, "m", SUM),
+            Ok(Method::Correction)
+        );
+        let why = after_cancel_too_old(true, "m", SUM).expect_err("parked");
+        assert!(why.contains("may have been applied"), "{why}");
+        let why = after_cancel_too_old(false, "m", MeterAggregation::Count).expect_err("parked");
+        assert!(why.contains("aggregates by `count`"), "{why}");
+    }
+
+    #[test]
+    fn a_meter_that_does_not_sum_never_gets_a_correction() {
+        let now = 100 * H;
+        let old = Some(now - 30 * H);
+        for agg in [MeterAggregation::Count, MeterAggregation::Last] {
+            assert_eq!(
+                choose_method(None, "reported", false, old, now, agg),
+                Method::Manual
+            );
+            assert_eq!(
+                choose_method(None, "reported", false, Some(now - H), now, agg),
+                Method::Cancel,
+                "any meter can cancel within the window"
+            );
+        }
+        assert_eq!(
+            choose_method(None, "reported", false, old, now, SUM),
+            Method::Correction
+        );
+        let why = manual_reason("escalation", MeterAggregation::Last);
+        assert!(
+            why.contains("`escalation`") && why.contains("credit"),
+            "{why}"
+        );
     }
 }

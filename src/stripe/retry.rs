@@ -31,6 +31,39 @@ pub fn is_duplicate_identifier(err: &StripeError) -> bool {
     }
 }
 
+/// Stripe's refusal to cancel an event it received more than 24 hours ago. Stripe
+/// does not document this error's code or text: a 400 whose code says `out_of_window`,
+/// or whose message speaks of the 24 hours or of the event being too old to cancel.
+/// Anything else stays a permanent error (the reversal is parked, never guessed at).
+pub fn is_cancel_too_old(err: &StripeError) -> bool {
+    match err {
+        StripeError::Api {
+            status: 400, error, ..
+        } => {
+            let msg = error.message.as_deref().unwrap_or("").to_ascii_lowercase();
+            let code_says = error
+                .code
+                .as_deref()
+                .is_some_and(|c| c.contains("out_of_window") || c.contains("too_old"));
+            code_says
+                || msg.contains("24 hours")
+                || (msg.contains("cancel")
+                    && (msg.contains("too old") || msg.contains("no longer")))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a failed request may nevertheless have been applied by Stripe: no answer
+/// (network error, timeout) or a server error.
+pub fn maybe_applied(result: &Result<Ack, StripeError>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(StripeError::Network(_)) => true,
+        Err(StripeError::Api { status, .. }) => *status >= 500,
+    }
+}
+
 pub fn classify(result: &Result<Ack, StripeError>) -> Disposition {
     let err = match result {
         Ok(_) => return Disposition::Delivered,
@@ -138,6 +171,36 @@ mod tests {
             "An event already exists with identifier om_1. Please use a different identifier.",
         );
         assert_eq!(classify(&dup), Disposition::Delivered);
+    }
+
+    #[test]
+    fn cancel_too_old_is_recognized_and_nothing_else() {
+        let err = |status, message: &str| match api(status, None, message) {
+            Err(e) => e,
+            Ok(_) => unreachable!(),
+        };
+        assert!(is_cancel_too_old(&err(
+            400,
+            "Meter events can only be cancelled within 24 hours of Stripe receiving them."
+        )));
+        assert!(is_cancel_too_old(&err(
+            400,
+            "This event is too old to cancel."
+        )));
+        assert!(!is_cancel_too_old(&err(
+            400,
+            "Missing required param: event_name."
+        )));
+        assert!(!is_cancel_too_old(&err(500, "within 24 hours")));
+        assert!(!is_cancel_too_old(&StripeError::Network("reset".into())));
+    }
+
+    #[test]
+    fn only_no_answer_or_a_server_error_may_have_been_applied() {
+        assert!(maybe_applied(&Err(StripeError::Network("timeout".into()))));
+        assert!(maybe_applied(&api(502, None, "x")));
+        assert!(!maybe_applied(&api(400, None, "x")));
+        assert!(!maybe_applied(&api(429, None, "x")));
     }
 
     #[test]

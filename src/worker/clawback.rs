@@ -2,10 +2,10 @@
 
 use super::Worker;
 use crate::clock::to_millis;
-use crate::contract::Caps;
+use crate::contract::{Caps, ContractTerms};
 use crate::store::{NewReversal, StoreError, Tx};
 use crate::tenants::Tenant;
-use crate::ticket::{Reopen, Settled};
+use crate::ticket::Reopen;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::json;
 
@@ -57,8 +57,35 @@ pub(super) async fn over_cap(
 }
 
 impl Worker {
-    /// When the settled (confirmed) resolution's ticket was reopened within the
-    /// contract's clawback duration, record its reversal (once per outcome).
+    /// The terms of contract `hash` (one this tenant used), from the contracts table.
+    /// Unknown or unreadable (never expected): the current contract, with an error logged.
+    pub(super) async fn decided_under(
+        &self,
+        tx: &mut Tx,
+        tenant: &Tenant,
+        hash: &str,
+    ) -> Result<ContractTerms, StoreError> {
+        if hash == tenant.contract_hash {
+            return Ok(tenant.contract.clone());
+        }
+        match tx.contract_terms(hash).await? {
+            Some(terms) => match serde_json::from_str(&terms) {
+                Ok(t) => return Ok(t),
+                Err(e) => {
+                    tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")
+                }
+            },
+            None => {
+                tracing::error!(%hash, "contract not in the contracts table; using the current one")
+            }
+        }
+        Ok(tenant.contract.clone())
+    }
+
+    /// Resolution `seq` of a ticket, resolved at `resolved_at`, was ended by `reopen`
+    /// after its window. When that resolution is a billed outcome and the reopen is
+    /// within the contract's clawback duration, record its reversal (once per outcome:
+    /// the reversals table is keyed by the outcome id).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn clawback(
         &self,
@@ -66,20 +93,13 @@ impl Worker {
         tenant: &Tenant,
         provider: &str,
         ticket_id: &str,
-        settled: Option<Settled>,
-        reopens: &[Reopen],
+        seq: u32,
+        resolved_at: DateTime<Utc>,
+        reopen: &Reopen,
         now: i64,
     ) -> Result<(), StoreError> {
-        let (Some(window), Some(s)) = (tenant.contract.clawback, settled) else {
-            return Ok(());
-        };
-        let limit =
-            s.resolved_at + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let Some(reopen) = reopens.iter().find(|r| r.at <= limit) else {
-            return Ok(());
-        };
         let Some(o) = tx
-            .outcome_for_seq(&tenant.settings.id, provider, ticket_id, s.seq)
+            .outcome_for_seq(&tenant.settings.id, provider, ticket_id, seq)
             .await?
         else {
             return Ok(()); // that resolution was not billable: nothing to reverse
@@ -87,16 +107,27 @@ impl Worker {
         if matches!(o.state.as_str(), "capped" | "voided" | "reversed") {
             return Ok(());
         }
+        // The clawback term of the contract the outcome was decided under, not today's.
+        let window = self
+            .decided_under(tx, tenant, &o.contract_hash)
+            .await?
+            .clawback;
+        if !reopen.claws_back(resolved_at, window) {
+            return Ok(());
+        }
         let evidence = json!({
             "clause": "clawback",
             "explanation": format!(
                 "reversed: the ticket was reopened ({}) at {} within the clawback period of {} after its resolution at {}",
-                reopen.kind, reopen.at.to_rfc3339(), humantime::format_duration(window), s.resolved_at.to_rfc3339()
+                reopen.kind,
+                reopen.at.to_rfc3339(),
+                window.map(|w| humantime::format_duration(w).to_string()).unwrap_or_default(),
+                resolved_at.to_rfc3339()
             ),
             "outcome_id": o.id,
-            "seq": s.seq,
+            "seq": seq,
             "reopen": reopen,
-            "contract": { "version": tenant.contract.version, "hash": tenant.contract_hash },
+            "contract": { "version": o.contract_version, "hash": o.contract_hash },
         });
         let new = tx
             .insert_reversal(&NewReversal {
@@ -114,7 +145,7 @@ impl Worker {
             })
             .await?;
         if new {
-            tracing::info!(outcome = %o.id, %ticket_id, "ticket reopened within the clawback period: reversal queued");
+            tracing::info!(outcome = %o.id, %ticket_id, seq, "ticket reopened within the clawback period: reversal queued");
         }
         Ok(())
     }

@@ -62,15 +62,12 @@ impl Worker {
                     .meter
                     .clone()
                     .map(|m| (outcome_id(tenant_id, provider, ticket_id, r.seq), m));
+                // Caps of the contract this resolution is pinned to (the one it was first
+                // decided under), like every other term.
+                let caps = &pins.terms.get(&r.seq).unwrap_or(&tenant.contract).caps;
                 let capped = match &billable {
                     Some(_) => {
-                        over_cap(
-                            &mut tx,
-                            &tenant.contract.caps,
-                            &tenant.settings.stripe_customer_id,
-                            now_t,
-                        )
-                        .await?
+                        over_cap(&mut tx, caps, &tenant.settings.stripe_customer_id, now_t).await?
                     }
                     None => None,
                 };
@@ -126,25 +123,29 @@ impl Worker {
                     seq: r.seq,
                     resolved_at: r.resolved_at,
                 });
+                // A reopen already stored after this resolution's window may claw back the
+                // outcome just confirmed: checked for every resolution confirmed in this pass,
+                // so the result does not depend on how many are confirmed at once.
+                if let Some(reopen) = &r.next_reopen {
+                    self.clawback(
+                        &mut tx,
+                        tenant,
+                        provider,
+                        ticket_id,
+                        r.seq,
+                        r.resolved_at,
+                        reopen,
+                        now,
+                    )
+                    .await?;
+                }
             }
             let next = if new_settled != settled {
                 if let Some(s) = new_settled {
                     tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
                         .await?;
                 }
-                let after = replay_pinned(&tenant.contract, &pins.terms, new_settled, &events);
-                // A reopen already stored may hit the outcome just confirmed.
-                self.clawback(
-                    &mut tx,
-                    tenant,
-                    provider,
-                    ticket_id,
-                    new_settled,
-                    &after.reopened_after_settled,
-                    now,
-                )
-                .await?;
-                after.next_settle_at()
+                replay_pinned(&tenant.contract, &pins.terms, new_settled, &events).next_settle_at()
             } else {
                 history.next_settle_at()
             };

@@ -183,16 +183,20 @@ impl Worker {
             });
             tx.write_decision(&d).await?;
         }
-        self.clawback(
-            tx,
-            tenant,
-            provider,
-            ticket_id,
-            settled,
-            &history.reopened_after_settled,
-            now,
-        )
-        .await?;
+        if let (Some(s), Some(reopen)) = (settled, &history.reopen_after_settled) {
+            // A reopen of the resolution already confirmed: clawback, if the contract says so.
+            self.clawback(
+                tx,
+                tenant,
+                provider,
+                ticket_id,
+                s.seq,
+                s.resolved_at,
+                reopen,
+                now,
+            )
+            .await?;
+        }
         let next = history.next_settle_at().map(to_millis);
         tx.save_ticket(&tenant.settings.id, provider, ticket_id, settled, next, now)
             .await

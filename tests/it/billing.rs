@@ -7,7 +7,7 @@ use outcome_meter::report::period::Period;
 use outcome_meter::report::{reconcile::reconcile, statement};
 use outcome_meter::stripe::{MeterEvent, StripeClient};
 use std::time::Duration;
-use testkit::fake_stripe::FakeStripe;
+use testkit::fake_stripe::{FakeStripe, Fault};
 
 async fn app(backend: Backend, stripe: &FakeStripe, contract: ContractTerms) -> TestApp {
     TestApp::spawn(Options {
@@ -186,6 +186,181 @@ async fn without_clawback_a_late_reopen_leaves_the_outcome_billed(backend: Backe
     app.report().await;
     assert_eq!(app.outcomes().await[0].state, "reported");
     assert!(stripe.adjustments().is_empty());
+    app.stop().await;
+}
+
+/// Resolutions of a ticket still billed (sent, or on their way to Stripe).
+async fn billed_seqs(app: &TestApp, ticket: &str) -> Vec<i64> {
+    app.outcomes()
+        .await
+        .iter()
+        .filter(|o| o.ticket_id == ticket)
+        .filter(|o| {
+            matches!(
+                o.state.as_str(),
+                "reported" | "pending" | "dry_run" | "failed"
+            )
+        })
+        .map(|o| o.seq)
+        .collect()
+}
+
+/// Seq 1 is billable, reopened after its window but within the clawback period, then
+/// resolved again (seq 2). Whether the confirmer sees the two resolutions one by one
+/// (L1) or both in one pass (B1), seq 1 is reversed exactly once and seq 2 stays billed.
+async fn clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    // Live: every stage runs as the events arrive.
+    app.send(&event("l-r1", "L1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    app.advance_hours(7); // 80h
+    app.send(&event("l-o1", "L1", "reopened", 80, None)).await;
+    app.settle().await;
+    app.report().await;
+    app.advance_hours(10); // 90h
+    app.send(&event("l-r2", "L1", "resolved", 90, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+
+    // Batched: the same story (200h later) is stored before the confirmer runs once.
+    app.send(&event("b-r1", "B1", "resolved", 200, Some("ai")))
+        .await;
+    app.send(&event("b-o1", "B1", "reopened", 280, None)).await;
+    app.send(&event("b-r2", "B1", "resolved", 290, Some("ai")))
+        .await;
+    app.advance_hours(380 - 163);
+    app.settle().await;
+    app.report().await;
+
+    assert_eq!(billed_seqs(&app, "L1").await, vec![2]);
+    assert_eq!(
+        billed_seqs(&app, "B1").await,
+        vec![2],
+        "seq 1 was confirmed in the same pass as seq 2 and must still be clawed back"
+    );
+    let b1 = outcome_id(TENANT, "generic", "B1", 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM reversals WHERE outcome_id = '{b1}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM reversals").await, 2);
+    // Replays of every stage reverse nothing again.
+    app.send(&event("b-o1", "B1", "reopened", 280, None)).await;
+    app.advance_hours(100);
+    app.settle().await;
+    app.report().await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM reversals").await, 2);
+    assert_eq!(
+        stripe.adjustments().len(),
+        1,
+        "only L1's seq 1 had been sent"
+    );
+    app.stop().await;
+}
+
+/// Restart the app with a new contract (as a deploy would).
+async fn redeploy(app: TestApp, contract: ContractTerms) -> TestApp {
+    let mut app = app;
+    app.settings.contract = contract;
+    app.restart().await
+}
+
+/// Clawback follows the contract an outcome was decided under, in both directions.
+async fn clawback_uses_the_contract_the_outcome_was_decided_under(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    app.send(&event("r1", "K6", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let k6 = outcome_id(TENANT, "generic", "K6", 1);
+    let v1_hash = app.outcomes().await[0].contract_hash.clone();
+
+    // Version 2 has no clawback; K6 was billed under version 1, which has.
+    let no_clawback = ContractTerms {
+        version: "2".into(),
+        ..Default::default()
+    };
+    let app = redeploy(app, no_clawback).await;
+    app.send(&event("o1", "K6", "reopened", 74, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.adjustments(), vec![k6.clone()]);
+    let reversal = app
+        .services
+        .store
+        .reversals(TENANT)
+        .await
+        .expect("reversals");
+    let evidence: serde_json::Value =
+        serde_json::from_str(&reversal[0].evidence).expect("evidence");
+    assert_eq!(evidence["contract"]["hash"], v1_hash.as_str());
+
+    // K7 is billed under version 2 (no clawback); version 3 adds clawback later.
+    app.send(&event("k7-r1", "K7", "resolved", 80, Some("ai")))
+        .await;
+    app.advance_hours(80);
+    app.settle().await;
+    app.report().await;
+    let app = redeploy(
+        app,
+        ContractTerms {
+            version: "3".into(),
+            ..clawback_contract()
+        },
+    )
+    .await;
+    app.send(&event("k7-o1", "K7", "reopened", 160, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(billed_seqs(&app, "K7").await, vec![1]);
+    assert_eq!(stripe.adjustments().len(), 1);
+    app.stop().await;
+}
+
+/// Caps follow the contract a resolution is pinned to: a resolution decided under a
+/// capped contract stays capped when a contract without caps is deployed before it
+/// is confirmed.
+async fn caps_use_the_contract_the_resolution_was_decided_under(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let capped = ContractTerms {
+        caps: Caps {
+            per_day: Some(1),
+            per_period: None,
+        },
+        ..Default::default()
+    };
+    let app = app(backend, &stripe, capped).await;
+    app.send(&event("C1-r", "C1", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("C2-r", "C2", "resolved", 1, Some("ai")))
+        .await;
+    app.settle().await; // both in their window, decided under the capped contract
+    let app = redeploy(
+        app,
+        ContractTerms {
+            version: "2".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.advance_hours(80);
+    app.settle().await;
+    app.report().await;
+    let mut states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    states.sort();
+    assert_eq!(states, vec!["capped", "reported"]);
+    assert_eq!(stripe.events().len(), 1);
     app.stop().await;
 }
 
@@ -375,6 +550,203 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
     app.stop().await;
 }
 
+fn stripe_client(stripe: &FakeStripe) -> StripeClient {
+    StripeClient::new(
+        &stripe.base_url(),
+        FakeStripe::API_KEY,
+        "2025-03-31.basil",
+        Duration::from_secs(5),
+    )
+    .expect("client")
+}
+
+/// A correcting event lands at its own time, here the next month: each month's
+/// statement says what Stripe holds for that month, as reconcile does, in all formats.
+async fn a_correction_counts_in_the_month_stripe_received_it(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_meter("mtr_resolved", "resolved_ticket");
+    let app = app(backend, &stripe, clawback_contract()).await;
+    // Resolved 27 January, confirmed and reported 30 January, reopened 2 February.
+    app.send(&event("E1-r", "E1", "resolved", 26 * 24, Some("ai")))
+        .await;
+    app.advance_hours(26 * 24 + 73);
+    app.settle().await;
+    app.report().await;
+    app.advance_hours(32 * 24 - (26 * 24 + 73));
+    app.send(&event("E1-o", "E1", "reopened", 32 * 24, None))
+        .await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.events().len(), 2, "the event and its correction");
+
+    let february = Period::parse("2026-02-01", "2026-02-28").expect("period");
+    let store = &app.services.store;
+    let jan = statement::build(store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    let feb = statement::build(store, TENANT, CUSTOMER, february)
+        .await
+        .expect("statement");
+    let sums = |st: &statement::Statement| {
+        let t = &st.totals[0];
+        (t.reported_value, t.reversed_value, t.net_value)
+    };
+    assert_eq!(
+        sums(&jan),
+        (1, 0, 1),
+        "January keeps the event Stripe bills"
+    );
+    assert_eq!(sums(&feb), (0, 1, -1), "February has the correcting event");
+    assert!(jan.reversals.is_empty());
+
+    // Reconcile agrees, month by month, with Stripe and with the statements.
+    let client = stripe_client(&stripe);
+    let meters = [("resolved_ticket".to_string(), "mtr_resolved".to_string())].into();
+    for (period, st) in [(january(), &jan), (february, &feb)] {
+        let r = reconcile(store, &client, &meters, TENANT, CUSTOMER, period)
+            .await
+            .expect("reconcile");
+        assert!(!r.has_drift(), "{}", r.render());
+        assert_eq!(r.meters[0].expected, st.totals[0].net_value);
+    }
+
+    // The reversal line and its evidence, in all three formats.
+    let line = &feb.reversals[0];
+    let id = outcome_id(TENANT, "generic", "E1", 1);
+    assert_eq!(
+        (line.method.as_str(), line.state.as_str(), line.counted),
+        ("correction", "done", true)
+    );
+    assert_eq!(line.stripe_identifier, format!("{id}_reversal"));
+    assert_eq!(
+        (line.reopen_event_key.as_str(), line.clause.as_str()),
+        ("E1-o", "clawback")
+    );
+    let request_id = line.stripe_request_id.clone().expect("Stripe request id");
+    let json = serde_json::to_value(&feb).expect("json");
+    assert_eq!(json["reversals"][0]["method"], "correction");
+    assert_eq!(
+        json["reversals"][0]["stripe_request_id"],
+        request_id.as_str()
+    );
+    let csv = feb.to_csv();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("reversal,"))
+        .unwrap_or_else(|| panic!("no reversal line in {csv}"));
+    for part in [
+        "E1",
+        "-1",
+        "correction",
+        request_id.as_str(),
+        "E1-o",
+        "clawback",
+    ] {
+        assert!(row.contains(part), "{part} missing from {row}");
+    }
+    let html = feb.to_html();
+    assert!(html.contains("id=\"reversals\"") && html.contains(&request_id));
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    if let Some(chromium) = crate::chromium::find() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let page = dir.path().join("february.html");
+        std::fs::write(&page, &html).expect("write page");
+        let dom = crate::chromium::dump_dom(&chromium, &page, dir.path());
+        assert_eq!(
+            crate::chromium::text_by_id(&dom, "net-value").as_deref(),
+            Some("-1")
+        );
+        assert_eq!(dom.matches("class=\"reversal\"").count(), 1);
+    }
+    app.stop().await;
+}
+
+/// Every configured meter is checked, even one with no local outcome in the period;
+/// outcomes not at Stripe yet (pending, failed) are listed apart, not as drift.
+async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_meter("mtr_resolved", "resolved_ticket");
+    stripe.set_meter("mtr_escalation", "escalation");
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    for t in ["R1", "R2", "R3"] {
+        app.send(&event(&format!("{t}-r"), t, "resolved", 0, Some("ai")))
+            .await;
+    }
+    app.send(&event("R4-r", "R4", "resolved", 2, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    stripe.push_fault(Fault::Status(400)); // one refused for good: failed
+    app.report().await;
+    app.advance_hours(2);
+    app.settle().await; // R4 confirmed, still pending in the outbox
+    let states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    assert_eq!(
+        (
+            states.iter().filter(|s| *s == "reported").count(),
+            states.iter().filter(|s| *s == "failed").count(),
+            states.iter().filter(|s| *s == "pending").count()
+        ),
+        (2, 1, 1),
+        "{states:?}"
+    );
+
+    let client = stripe_client(&stripe);
+    let meters = [
+        ("resolved_ticket".to_string(), "mtr_resolved".to_string()),
+        ("escalation".to_string(), "mtr_escalation".to_string()),
+    ]
+    .into();
+    let run = || {
+        reconcile(
+            &app.services.store,
+            &client,
+            &meters,
+            TENANT,
+            CUSTOMER,
+            january(),
+        )
+    };
+    let r = run().await.expect("reconcile");
+    assert!(!r.has_drift(), "{}", r.render());
+    let line = |r: &outcome_meter::report::reconcile::Reconciliation, m: &str| {
+        r.meters
+            .iter()
+            .find(|l| l.event_name == m)
+            .cloned()
+            .unwrap_or_else(|| panic!("no line for {m}: {}", r.render()))
+    };
+    let resolved = line(&r, "resolved_ticket");
+    assert_eq!(
+        (
+            resolved.expected,
+            resolved.stripe,
+            resolved.outbox_count,
+            resolved.outbox_value
+        ),
+        (2, 2.0, 2, 2)
+    );
+    assert_eq!(line(&r, "escalation").expected, 0);
+
+    // Usage on the escalation meter, where outcome-meter has nothing in the period.
+    let ev = MeterEvent {
+        event_name: "escalation".into(),
+        stripe_customer_id: CUSTOMER.into(),
+        value: 3,
+        identifier: "someone-else".into(),
+        timestamp: t0().timestamp() + 3600,
+    };
+    client
+        .create_meter_event(&ev, "someone-else")
+        .await
+        .expect("accepted");
+    let r = run().await.expect("reconcile");
+    assert!(r.has_drift(), "{}", r.render());
+    assert_eq!(line(&r, "escalation").drift, 3.0);
+    assert!(r.render().contains("mtr_escalation"));
+    app.stop().await;
+}
+
 async fn changing_the_contract_never_changes_decisions_already_made(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe, ContractTerms::default()).await;
@@ -452,14 +824,171 @@ async fn changing_the_contract_never_changes_decisions_already_made(backend: Bac
     app.stop().await;
 }
 
+/// Stored tickets for the shadow runs: D1 tagged `vip`, D2 reopened 2 hours after its
+/// resolution, D3 plain.
+async fn diff_tickets(app: &TestApp) {
+    let mut vip: serde_json::Value =
+        serde_json::from_str(&event("D1-r", "D1", "resolved", 0, Some("ai"))).expect("json");
+    vip["tags"] = serde_json::json!(["vip"]);
+    app.send(&vip.to_string()).await;
+    app.send(&event("D2-r", "D2", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("D2-o", "D2", "reopened", 2, None)).await;
+    app.send(&event("D3-r", "D3", "resolved", 0, Some("ai")))
+        .await;
+    app.settle().await;
+}
+
+fn proposed_contract() -> ContractTerms {
+    ContractTerms {
+        version: "2".into(),
+        excluded_tags: vec!["vip".into()],
+        reopen_window: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+/// `check --diff`'s shadow run over the stored events: what would change, and nothing
+/// written.
+async fn check_diff_shadow_run_lists_changes_and_writes_nothing(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    diff_tickets(&app).await;
+    let decisions = "SELECT COUNT(*) FROM decisions WHERE status = 'in_window'";
+    let before = (
+        app.count(decisions).await,
+        app.count("SELECT COUNT(*) FROM contracts").await,
+    );
+    let old = app.settings.clone();
+    let mut new = app.settings.clone();
+    new.contract = proposed_contract();
+    let now = outcome_meter::clock::to_millis(t0()) + 86_400_000;
+    let d = outcome_meter::report::diff::shadow_run(
+        &app.services.store,
+        &old,
+        &new,
+        now - 30 * 86_400_000,
+        now,
+    )
+    .await
+    .expect("shadow run");
+    assert_eq!((d.tickets, d.resolutions), (3, 3));
+    assert_eq!((d.billable_old, d.billable_new), (2, 2));
+    let changed: Vec<(&str, &str)> = d
+        .changes
+        .iter()
+        .map(|c| (c.ticket_id.as_str(), c.new.as_str()))
+        .collect();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(
+        changed[0].0 == "D1" && changed[0].1.contains("excluded_tag"),
+        "{changed:?}"
+    );
+    assert!(
+        changed[1].0 == "D2" && changed[1].1.starts_with("billed"),
+        "{changed:?}"
+    );
+    assert!(d.render().contains("D1 #1"));
+    // Outside the period: nothing replayed.
+    let none = outcome_meter::report::diff::shadow_run(
+        &app.services.store,
+        &old,
+        &new,
+        now + 86_400_000,
+        now + 2 * 86_400_000,
+    )
+    .await
+    .expect("shadow run");
+    assert_eq!(none.tickets, 0);
+    assert_eq!(
+        (
+            app.count(decisions).await,
+            app.count("SELECT COUNT(*) FROM contracts").await
+        ),
+        before,
+        "a shadow run writes nothing"
+    );
+    app.stop().await;
+}
+
+/// The same through the real binary: `outcome-meter check --diff OLD NEW --days N`.
+#[tokio::test]
+async fn check_diff_command_prints_what_a_contract_change_would_do() {
+    let stripe = FakeStripe::start().await;
+    let app = app(Backend::Sqlite, &stripe, ContractTerms::default()).await;
+    diff_tickets(&app).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let tenant = format!(
+        "[[tenants]]\nid = \"{TENANT}\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
+         [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n"
+    );
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+    let main = write(
+        "main.toml",
+        format!(
+            "[database]\nurl = \"{}\"\n{tenant}",
+            app.settings.database.url
+        ),
+    );
+    let old = write("old.toml", tenant.clone());
+    let new = write(
+        "new.toml",
+        format!(
+            "[contract]\nversion = \"2\"\nexcluded_tags = [\"vip\"]\nreopen_window = \"1h\"\n{tenant}"
+        ),
+    );
+    // The stored events are from 1 January 2026: replay enough days to reach them.
+    let days = (chrono::Utc::now() - t0()).num_days() + 2;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
+        .arg("--config")
+        .arg(&main)
+        .arg("check")
+        .arg("--diff")
+        .arg(&old)
+        .arg(&new)
+        .arg("--days")
+        .arg(days.to_string())
+        .current_dir(dir.path())
+        .output()
+        .expect("run outcome-meter");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Shadow run over 3 ticket(s), 3 resolution(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("acme generic D1 #1"), "{stdout}");
+    assert!(stdout.contains("excluded_tag"), "{stdout}");
+    assert!(stdout.contains("acme generic D2 #1"), "{stdout}");
+    assert!(
+        !stdout.contains("D3"),
+        "D3 is decided the same way: {stdout}"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
     caps_record_outcomes_over_the_cap_as_capped,
     clawback_within_24h_cancels_the_meter_event_exactly_once,
     clawback_after_24h_sends_a_correcting_event,
     clawback_of_an_outcome_not_yet_sent_voids_it,
+    clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms,
+    clawback_uses_the_contract_the_outcome_was_decided_under,
+    caps_use_the_contract_the_resolution_was_decided_under,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
     statement_page_in_chromium_shows_the_database_numbers,
     reconcile_finds_no_drift_then_reports_injected_drift,
+    a_correction_counts_in_the_month_stripe_received_it,
+    reconcile_checks_every_configured_meter_and_lists_the_outbox,
+    check_diff_shadow_run_lists_changes_and_writes_nothing,
     changing_the_contract_never_changes_decisions_already_made,
 );

@@ -9,5 +9,6 @@ mod pipeline;
 mod process;
 mod providers;
 mod reporting;
+mod reversals;
 mod scaleout;
 mod support;

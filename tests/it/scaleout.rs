@@ -64,7 +64,7 @@ rate_per_second = 1000.0
 [stripe]
 api_key = "{key}"
 api_base = "{base}"
-timeout = "2s"
+timeout = "1s"
 [[tenants]]
 id = "acme"
 stripe_customer_id = "{CUSTOMER}"

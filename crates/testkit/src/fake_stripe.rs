@@ -21,7 +21,12 @@
 //!   `billing.meter_event_adjustment` (status "pending").
 //!   https://docs.stripe.com/api/billing/meter-event-summary/object
 //!
-//! Assumed: only 200s are saved for replay (`Fault::Status*` never are); a replay has a new
+//! - Cancellation (meter event adjustment): "You can only cancel events within 24 hours of
+//!   Stripe receiving them." https://docs.stripe.com/api/billing/meter-event-adjustment/create
+//!
+//! Assumed: a cancel of an event received more than 24 hours ago (by the fake's clock, see
+//! `set_clock`) is a 400 `invalid_request_error` at once; Stripe documents neither its code nor
+//! its text (one client library names it `out_of_window`), so both are guesses. Only 200s are saved for replay (`Fault::Status*` never are); a replay has a new
 //! `Request-Id` and the original `Original-Request`. Payload problems (Stripe reports them
 //! asynchronously) and a bad timestamp window are a 400 at once; that message text is a guess.
 //! Only Bearer auth; form bodies only; no `value_grouping_window`. Every response says
@@ -52,6 +57,8 @@ pub struct RecordedEvent {
     pub timestamp: i64,
     pub idempotency_key: Option<String>,
     pub stripe_version: Option<String>,
+    /// When the fake received it (Unix seconds, by the fake's clock).
+    pub created: i64,
 }
 
 /// Injected failures. Each `POST /v1/billing/meter_events` takes one, first in first out.
@@ -159,10 +166,19 @@ struct Saved {
     resp: Resp,
 }
 
+/// Where the fake's time comes from (Unix seconds).
+type ClockFn = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     events: Vec<RecordedEvent>,
     faults: VecDeque<Fault>,
+    /// Faults for `POST /v1/billing/meter_event_adjustments`, first in first out.
+    adjustment_faults: VecDeque<Fault>,
+    /// `None`: the system clock.
+    clock: Option<ClockFn>,
+    /// How long after receiving an event it can be cancelled (default 24 hours).
+    cancel_window: Option<i64>,
     requests: usize,
     /// Cancelled (event_name, identifier) pairs.
     adjustments: Vec<(String, String)>,
@@ -183,6 +199,12 @@ struct State {
     latency: Option<std::time::Duration>,
     in_flight: HashSet<(String, String)>,
     pair_conflicts: usize,
+}
+
+impl State {
+    fn now(&self) -> i64 {
+        self.clock.as_ref().map_or_else(now, |f| f())
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -220,6 +242,23 @@ impl FakeStripe {
 
     pub fn push_fault(&self, f: Fault) {
         lock(&self.state).faults.push_back(f);
+    }
+
+    /// Queue a fault for the next meter event adjustment (cancel) request.
+    pub fn push_adjustment_fault(&self, f: Fault) {
+        lock(&self.state).adjustment_faults.push_back(f);
+    }
+
+    /// Take time from `clock` (Unix seconds) instead of the system clock: when events are
+    /// received, whether they can still be cancelled, and the timestamp window. Tests pass
+    /// the service's manual clock, so both sides agree on the time.
+    pub fn set_clock(&self, clock: impl Fn() -> i64 + Send + Sync + 'static) {
+        lock(&self.state).clock = Some(Arc::new(clock));
+    }
+
+    /// How long after receiving an event Stripe lets it be cancelled (24 hours unless set).
+    pub fn set_cancel_window(&self, window: std::time::Duration) {
+        lock(&self.state).cancel_window = Some(i64::try_from(window.as_secs()).unwrap_or(i64::MAX));
     }
 
     pub fn events(&self) -> Vec<RecordedEvent> {
@@ -629,7 +668,7 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         None => format!("{event_name}_{}", token(20)),
         Some(_) => required(form, "identifier")?.to_string(),
     };
-    let created = now();
+    let created = s.now();
     let timestamp = integer(form, "timestamp")?.unwrap_or(created);
     if s.check_timestamps && (timestamp < created - 35 * 86_400 || timestamp > created + 300) {
         let msg = "Timestamp must be within the past 35 calendar days or up to 5 minutes in the \
@@ -650,6 +689,7 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         timestamp,
         idempotency_key: req.header("idempotency-key").map(str::to_string),
         stripe_version: req.header("stripe-version").map(str::to_string),
+        created,
     });
     let payload: Map<String, Value> = form
         .iter()
@@ -678,6 +718,20 @@ fn create_adjustment(s: &mut State, form: &Form, _req: &Request) -> Result<Value
     }
     let identifier = required(form, "cancel[identifier]")?;
     // Stripe applies adjustments asynchronously, so an unknown identifier is accepted here.
+    let window = s.cancel_window.unwrap_or(24 * 3600);
+    let now = s.now();
+    let received = s
+        .events
+        .iter()
+        .find(|e| e.identifier == identifier && e.event_name == event_name)
+        .map(|e| e.created);
+    if received.is_some_and(|at| now - at > window) {
+        let msg = format!(
+            "Meter events can only be cancelled within 24 hours of Stripe receiving them; the event \
+             with identifier {identifier} is too old to cancel."
+        );
+        return Err(bad("cancel[identifier]", Some("out_of_window"), msg));
+    }
     s.adjustments.push((event_name.into(), identifier.into()));
     Ok(json!({
         "object": "billing.meter_event_adjustment",
@@ -773,6 +827,53 @@ async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
         s.faults_injected += usize::from(fault.is_some());
         fault
     };
+    if let Some(busy) = hold_pair(state, req, rid).await {
+        return busy;
+    }
+    with_fault(state, req, rid, fault, create_meter_event).await
+}
+
+/// With a latency set: the call holds its (customer, meter) pair for that long; a
+/// concurrent call for the same pair gets Stripe's 429 `lock_timeout`.
+async fn hold_pair(state: &Shared, req: &Request, rid: &str) -> Option<Outcome> {
+    let d = lock(state).latency?;
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body).unwrap_or_default();
+    let pair = (
+        get(&form, "payload[stripe_customer_id]")
+            .unwrap_or_default()
+            .to_string(),
+        get(&form, "event_name").unwrap_or_default().to_string(),
+    );
+    if !lock(state).in_flight.insert(pair.clone()) {
+        lock(state).pair_conflicts += 1;
+        let msg = "This object cannot be accessed right now because another API request or \
+                   Stripe process is currently accessing it.";
+        let e = api(429, IRE, Some("lock_timeout"), msg.into());
+        return Some(Outcome::Respond(e.into_resp(rid)));
+    }
+    tokio::time::sleep(d).await;
+    lock(state).in_flight.remove(&pair);
+    None
+}
+
+async fn adjustment(state: &Shared, req: &Request, rid: &str) -> Outcome {
+    let fault = {
+        let mut s = lock(state);
+        let fault = s.adjustment_faults.pop_front();
+        s.faults_injected += usize::from(fault.is_some());
+        fault
+    };
+    with_fault(state, req, rid, fault, create_adjustment).await
+}
+
+/// Handle a POST with an optional injected fault.
+async fn with_fault(
+    state: &Shared,
+    req: &Request,
+    rid: &str,
+    fault: Option<Fault>,
+    handler: Handler,
+) -> Outcome {
     let early = match &fault {
         Some(Fault::Status(code)) => Some(fault_error(*code)),
         Some(Fault::StatusWithRetryAfter(code, secs)) => {
@@ -790,27 +891,7 @@ async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
     if let Some(e) = early {
         return Outcome::Respond(e.into_resp(rid));
     }
-    let latency = lock(state).latency;
-    if let Some(d) = latency {
-        let form: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(&req.body).unwrap_or_default();
-        let pair = (
-            get(&form, "payload[stripe_customer_id]")
-                .unwrap_or_default()
-                .to_string(),
-            get(&form, "event_name").unwrap_or_default().to_string(),
-        );
-        if !lock(state).in_flight.insert(pair.clone()) {
-            lock(state).pair_conflicts += 1;
-            let msg = "This object cannot be accessed right now because another API request or \
-                       Stripe process is currently accessing it.";
-            let e = api(429, IRE, Some("lock_timeout"), msg.into());
-            return Outcome::Respond(e.into_resp(rid));
-        }
-        tokio::time::sleep(d).await;
-        lock(state).in_flight.remove(&pair);
-    }
-    let resp = post(&mut lock(state), req, rid, create_meter_event);
+    let resp = post(&mut lock(state), req, rid, handler);
     match fault {
         Some(Fault::AcceptThenDrop) => Outcome::Drop,
         Some(Fault::AcceptThenStatus(code)) => Outcome::Respond(fault_error(code).into_resp(rid)),
@@ -827,7 +908,7 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
     let resp = match (req.method.as_str(), req.path.as_str(), summary_meter) {
         ("POST", "/v1/billing/meter_events", _) => return meter_event(state, req, rid).await,
         ("POST", "/v1/billing/meter_event_adjustments", _) => {
-            post(&mut lock(state), req, rid, create_adjustment)
+            return adjustment(state, req, rid).await
         }
         ("GET", _, Some(meter_id)) => {
             let result = summaries(&lock(state), req, meter_id);

@@ -1,0 +1,221 @@
+//! What Stripe holds for one customer in a period, meter by meter: the money arithmetic
+//! that statements and reconciliation share, so the two always agree. Pure.
+//!
+//! An outcome's meter event counts at its timestamp (the confirmation time). A reversal
+//! counts where Stripe applies it: a cancel removes the original event, so it nets out in
+//! the outcome's period; a correcting event is a new event, counted at its own timestamp
+//! (often the next month).
+
+use super::period::Period;
+use crate::store::{OutcomeRow, ReversalRow};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct MeterTotals {
+    pub event_name: String,
+    /// Outcomes of the period accepted by Stripe (including later reversed ones).
+    pub reported_count: i64,
+    pub reported_value: i64,
+    /// Reversals Stripe applied in the period (cancels of the period's outcomes, and
+    /// correcting events timestamped in it, whatever the period of their outcome).
+    pub reversed_count: i64,
+    pub reversed_value: i64,
+    /// What Stripe bills for the period: reported minus reversed.
+    pub net_value: i64,
+    /// Confirmed, still in the outbox (pending or failed).
+    pub awaiting_count: i64,
+    pub awaiting_value: i64,
+    pub dry_run_count: i64,
+    pub capped_count: i64,
+}
+
+/// When a reversal takes effect at Stripe (Unix millis): a correcting event at its own
+/// timestamp; anything else (a cancel, a void, a dry run, one not done) with its outcome.
+pub fn reversal_effective_at(r: &ReversalRow) -> i64 {
+    match (r.method.as_deref(), r.stripe_timestamp) {
+        (Some("correction"), Some(ts)) => ts.saturating_mul(1000),
+        _ => r.outcome_confirmed_at,
+    }
+}
+
+/// Whether a reversal changed what Stripe bills (done, by a cancel or a correction).
+pub fn reversal_applied(r: &ReversalRow) -> bool {
+    r.state == "done" && matches!(r.method.as_deref(), Some("cancel" | "correction"))
+}
+
+/// The totals of meter `name`, created empty.
+pub fn meter<'a>(out: &'a mut BTreeMap<String, MeterTotals>, name: &str) -> &'a mut MeterTotals {
+    out.entry(name.to_string()).or_insert_with(|| MeterTotals {
+        event_name: name.to_string(),
+        ..Default::default()
+    })
+}
+
+/// Totals per meter. `outcomes`: those confirmed in `period`; `reversals`: any (those
+/// taking effect outside `period` are skipped).
+pub fn totals(
+    outcomes: &[OutcomeRow],
+    reversals: &[ReversalRow],
+    period: Period,
+) -> BTreeMap<String, MeterTotals> {
+    let mut out: BTreeMap<String, MeterTotals> = BTreeMap::new();
+    let method_of: HashMap<&str, Option<&str>> = reversals
+        .iter()
+        .map(|r| (r.outcome_id.as_str(), r.method.as_deref()))
+        .collect();
+    for o in outcomes {
+        let t = meter(&mut out, &o.event_name);
+        match o.state.as_str() {
+            "reported" => {
+                t.reported_count += 1;
+                t.reported_value += o.value;
+            }
+            "reversed" if method_of.get(o.id.as_str()) == Some(&Some("dry_run")) => {
+                t.dry_run_count += 1;
+            }
+            "reversed" => {
+                t.reported_count += 1;
+                t.reported_value += o.value;
+            }
+            "pending" | "failed" => {
+                t.awaiting_count += 1;
+                t.awaiting_value += o.value;
+            }
+            "dry_run" => t.dry_run_count += 1,
+            "capped" => t.capped_count += 1,
+            _ => {}
+        }
+    }
+    for r in reversals {
+        let at = reversal_effective_at(r);
+        if reversal_applied(r) && period.from <= at && at < period.to {
+            let t = meter(&mut out, &r.event_name);
+            t.reversed_count += 1;
+            t.reversed_value += r.value;
+        }
+    }
+    for t in out.values_mut() {
+        t.net_value = t.reported_value - t.reversed_value;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const JAN: Period = Period {
+        from: 0,
+        to: 31 * DAY,
+    };
+    const FEB: Period = Period {
+        from: 31 * DAY,
+        to: 59 * DAY,
+    };
+
+    fn outcome(id: &str, state: &str, confirmed_at: i64) -> OutcomeRow {
+        OutcomeRow {
+            id: id.into(),
+            event_name: "resolved_ticket".into(),
+            value: 2,
+            state: state.into(),
+            confirmed_at,
+            ..Default::default()
+        }
+    }
+
+    fn reversal(
+        id: &str,
+        method: &str,
+        state: &str,
+        confirmed_at: i64,
+        ts: Option<i64>,
+    ) -> ReversalRow {
+        ReversalRow {
+            outcome_id: id.into(),
+            event_name: "resolved_ticket".into(),
+            value: 2,
+            method: Some(method.into()),
+            state: state.into(),
+            stripe_timestamp: ts,
+            outcome_confirmed_at: confirmed_at,
+            ..Default::default()
+        }
+    }
+
+    fn net(outcomes: &[OutcomeRow], reversals: &[ReversalRow], p: Period) -> (i64, i64, i64) {
+        let t = totals(outcomes, reversals, p);
+        let t = t.get("resolved_ticket").cloned().unwrap_or_default();
+        (t.reported_value, t.reversed_value, t.net_value)
+    }
+
+    #[test]
+    fn a_correction_counts_in_the_period_of_its_own_timestamp() {
+        // Confirmed 30 January, corrected 2 February.
+        let o = [outcome("a", "reversed", 30 * DAY)];
+        let r = [reversal(
+            "a",
+            "correction",
+            "done",
+            30 * DAY,
+            Some(33 * 86_400),
+        )];
+        assert_eq!(net(&o, &r, JAN), (2, 0, 2), "January keeps its event");
+        assert_eq!(
+            net(&[], &r, FEB),
+            (0, 2, -2),
+            "February gets the correcting event"
+        );
+    }
+
+    #[test]
+    fn a_cancel_nets_out_in_the_outcomes_period() {
+        let o = [outcome("a", "reversed", 30 * DAY)];
+        let r = [reversal("a", "cancel", "done", 30 * DAY, None)];
+        assert_eq!(net(&o, &r, JAN), (2, 2, 0));
+        assert_eq!(net(&[], &r, FEB), (0, 0, 0));
+    }
+
+    #[test]
+    fn reversals_not_applied_change_nothing() {
+        let o = [
+            outcome("a", "reported", DAY),
+            outcome("b", "voided", DAY),
+            outcome("c", "reversed", DAY),
+        ];
+        let r = [
+            reversal("a", "correction", "failed", DAY, Some(2 * 86_400)),
+            reversal("b", "void", "done", DAY, None),
+            reversal("c", "dry_run", "done", DAY, None),
+        ];
+        let t = totals(&o, &r, JAN);
+        let t = &t["resolved_ticket"];
+        assert_eq!((t.reported_value, t.reversed_value, t.net_value), (2, 0, 2));
+        assert_eq!(t.dry_run_count, 1, "a dry-run reversal was never at Stripe");
+    }
+
+    #[test]
+    fn the_outbox_is_counted_apart() {
+        let o = [
+            outcome("a", "pending", DAY),
+            outcome("b", "failed", DAY),
+            outcome("c", "capped", DAY),
+        ];
+        let t = totals(&o, &[], JAN);
+        let t = &t["resolved_ticket"];
+        assert_eq!((t.awaiting_count, t.awaiting_value), (2, 4));
+        assert_eq!((t.capped_count, t.net_value), (1, 0));
+    }
+
+    #[test]
+    fn effective_time_of_each_kind() {
+        let c = reversal("a", "correction", "done", DAY, Some(5));
+        assert_eq!(reversal_effective_at(&c), 5_000);
+        let k = reversal("a", "cancel", "done", DAY, None);
+        assert_eq!(reversal_effective_at(&k), DAY);
+        let pending = reversal("a", "correction", "pending", DAY, None);
+        assert_eq!(reversal_effective_at(&pending), DAY);
+    }
+}

@@ -1,0 +1,312 @@
+//! Clawback reversals at Stripe: crash safety, Stripe's 24-hour cancellation window.
+
+use crate::support::*;
+use chrono::Duration as Minutes;
+use outcome_meter::clock::Clock;
+use outcome_meter::contract::ContractTerms;
+use outcome_meter::outcome::outcome_id;
+use outcome_meter::settings::MeterAggregation;
+use outcome_meter::store::ReversalRow;
+use std::time::Duration;
+use testkit::fake_stripe::{FakeStripe, Fault};
+
+fn clawback_contract() -> ContractTerms {
+    ContractTerms {
+        clawback: Some(Duration::from_secs(30 * 86_400)),
+        ..Default::default()
+    }
+}
+
+/// An app whose fake Stripe tells time by the app's manual clock.
+async fn app(backend: Backend, stripe: &FakeStripe) -> TestApp {
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        contract: clawback_contract(),
+        ..Default::default()
+    })
+    .await;
+    let clock = app.clock.clone();
+    stripe.set_clock(move || clock.now().timestamp());
+    app
+}
+
+/// Ticket `ticket` resolved by the AI at hour 0, confirmed and reported at hour 73.
+async fn billed(app: &TestApp, ticket: &str) {
+    app.send(&event(
+        &format!("{ticket}-r"),
+        ticket,
+        "resolved",
+        0,
+        Some("ai"),
+    ))
+    .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+}
+
+async fn reversal(app: &TestApp) -> ReversalRow {
+    let mut all = app
+        .services
+        .store
+        .reversals(TENANT)
+        .await
+        .expect("reversals");
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+/// Results of the Stripe attempts about an outcome (`reversal:<method>:<result>`, ...).
+async fn attempt_results(app: &TestApp, outcome: &str) -> Vec<String> {
+    app.services
+        .store
+        .attempts(outcome)
+        .await
+        .expect("attempts")
+        .into_iter()
+        .map(|a| a.result)
+        .collect()
+}
+
+/// The reporter dies while Stripe is applying its request: Stripe has it, nothing is
+/// recorded locally (the request is delayed at the fake past the point where the
+/// reporter is stopped, well inside the client timeout).
+async fn crash_during_the_call(app: &TestApp) {
+    let crashed = tokio::time::timeout(Duration::from_millis(500), app.report()).await;
+    assert!(
+        crashed.is_err(),
+        "the reporter was still waiting for Stripe"
+    );
+}
+
+/// Wait for the fake to finish a request the crashed reporter left behind.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fake Stripe never got to: {what}");
+}
+
+async fn correction_survives_a_crash_after_stripe_accepted_it(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe).await;
+    billed(&app, "X1").await;
+    app.advance_hours(48);
+    app.send(&event("X1-o", "X1", "reopened", 121, None)).await;
+    app.settle().await;
+    stripe.push_fault(Fault::Delay(Duration::from_millis(1000)));
+    crash_during_the_call(&app).await;
+    until("record the correction", || stripe.event_count() == 2).await;
+
+    // Restarted a few minutes later (after the lease): same request, same key.
+    app.clock.advance(Minutes::minutes(5));
+    let app = app.restart().await;
+    app.report().await;
+    let r = reversal(&app).await;
+    assert_eq!(
+        (r.state.as_str(), r.method.as_deref()),
+        ("done", Some("correction")),
+        "{r:?}"
+    );
+    let events = stripe.events();
+    assert_eq!(events.len(), 2, "one correction");
+    assert_eq!(events[1].value, "-1");
+    assert_eq!(Some(events[1].timestamp), r.stripe_timestamp);
+    app.stop().await;
+}
+
+async fn cancel_survives_a_crash_across_the_23h_boundary(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe).await;
+    billed(&app, "X2").await;
+    app.advance_hours(22); // 22h after sending: a cancel
+    app.send(&event("X2-o", "X2", "reopened", 95, None)).await;
+    app.settle().await;
+    stripe.push_adjustment_fault(Fault::Delay(Duration::from_millis(1000)));
+    crash_during_the_call(&app).await;
+    until("apply the cancel", || stripe.adjustments().len() == 1).await;
+
+    // Back 90 minutes later: past our 23-hour margin, so a fresh choice would be a
+    // correction, which would reverse the outcome a second time.
+    app.clock.advance(Minutes::minutes(90));
+    let app = app.restart().await;
+    app.report().await;
+    let r = reversal(&app).await;
+    assert_eq!(
+        (r.state.as_str(), r.method.as_deref()),
+        ("done", Some("cancel")),
+        "{r:?}"
+    );
+    assert_eq!(stripe.adjustments().len(), 1);
+    assert_eq!(stripe.events().len(), 1, "no correcting event");
+    app.stop().await;
+}
+
+async fn cancel_age_counts_from_the_first_send_not_the_recorded_report(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe).await;
+    app.send(&event("X3-r", "X3", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    // Stripe receives the event at 73h but the answer is lost; the retry 5 hours later
+    // is what records the outcome as reported.
+    stripe.push_fault(Fault::AcceptThenDrop);
+    app.report().await;
+    app.advance_hours(5);
+    app.report().await;
+    let id = outcome_id(TENANT, "generic", "X3", 1);
+    assert_eq!(app.outcomes().await[0].state, "reported");
+
+    // 20 hours after the recorded report, 25 after Stripe received the event.
+    app.advance_hours(20);
+    app.send(&event("X3-o", "X3", "reopened", 98, None)).await;
+    app.settle().await;
+    app.report().await;
+    let r = reversal(&app).await;
+    assert_eq!(
+        (r.state.as_str(), r.method.as_deref()),
+        ("done", Some("correction")),
+        "{r:?}"
+    );
+    assert!(
+        !attempt_results(&app, &id)
+            .await
+            .iter()
+            .any(|a| a.starts_with("reversal:cancel")),
+        "too late to cancel: not even tried"
+    );
+    app.stop().await;
+}
+
+async fn a_cancel_refused_as_too_old_switches_to_a_correction_once(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    // This Stripe only lets events be cancelled for an hour: our 23 hours are too many.
+    stripe.set_cancel_window(Duration::from_secs(3600));
+    let app = app(backend, &stripe).await;
+    billed(&app, "X4").await;
+    app.advance_hours(2);
+    app.send(&event("X4-o", "X4", "reopened", 75, None)).await;
+    app.settle().await;
+    app.report().await;
+    let id = outcome_id(TENANT, "generic", "X4", 1);
+    let r = reversal(&app).await;
+    assert_eq!(
+        (r.state.as_str(), r.method.as_deref()),
+        ("done", Some("correction")),
+        "{r:?}"
+    );
+    assert!(stripe.adjustments().is_empty());
+    assert_eq!(stripe.events().len(), 2);
+    let results = attempt_results(&app, &id).await;
+    assert_eq!(
+        results
+            .iter()
+            .filter(|a| a.starts_with("reversal:"))
+            .collect::<Vec<_>>(),
+        vec!["reversal:cancel:too_old", "reversal:correction:accepted"]
+    );
+    app.advance_hours(1);
+    app.report().await;
+    assert_eq!(stripe.events().len(), 2, "nothing more");
+    app.stop().await;
+}
+
+async fn a_cancel_in_doubt_then_too_old_is_parked_not_reversed_twice(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_cancel_window(Duration::from_secs(3600));
+    let app = app(backend, &stripe).await;
+    billed(&app, "X5").await;
+    app.clock.advance(Minutes::minutes(30));
+    app.send(&event("X5-o", "X5", "reopened", 73, None)).await;
+    app.settle().await;
+    // No definite answer to the cancel: Stripe may or may not have applied it.
+    stripe.push_adjustment_fault(Fault::Status(502));
+    app.report().await;
+    assert_eq!(reversal(&app).await.state, "pending");
+    app.advance_hours(2);
+    app.report().await;
+    let r = reversal(&app).await;
+    assert_eq!(r.state, "failed", "{r:?}");
+    let why = r.last_error.unwrap_or_default();
+    assert!(why.contains("may have been applied"), "{why}");
+    assert_eq!(stripe.events().len(), 1, "no correcting event");
+    app.stop().await;
+}
+
+async fn a_meter_that_does_not_sum_gets_no_correcting_event(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let mut app = app(backend, &stripe).await;
+    app.settings
+        .stripe
+        .meter_aggregations
+        .insert("resolved_ticket".into(), MeterAggregation::Count);
+    let app = app.restart().await;
+    app.send(&event("Y1-r", "Y1", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("Y2-r", "Y2", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    // Within 24 hours any meter can cancel.
+    app.advance_hours(7);
+    app.send(&event("Y1-o", "Y1", "reopened", 80, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.adjustments().len(), 1);
+    // After that, a negative event would count one more: parked, not sent.
+    app.advance_hours(41);
+    app.send(&event("Y2-o", "Y2", "reopened", 121, None)).await;
+    app.settle().await;
+    app.report().await;
+    assert_eq!(
+        stripe.events().len(),
+        2,
+        "no correcting event on a count meter"
+    );
+    let y2 = outcome_id(TENANT, "generic", "Y2", 1);
+    let r = app
+        .services
+        .store
+        .reversals(TENANT)
+        .await
+        .expect("reversals")
+        .into_iter()
+        .find(|r| r.outcome_id == y2)
+        .expect("Y2 reversal");
+    assert_eq!(r.state, "failed", "{r:?}");
+    let why = r.last_error.unwrap_or_default();
+    assert!(
+        why.contains("aggregates by `count`") && why.contains("credit the customer"),
+        "{why}"
+    );
+    let explained = outcome_meter::report::explain::explain(&app.services.store, TENANT, "Y2")
+        .await
+        .expect("explain")
+        .render();
+    assert!(explained.contains("aggregates by `count`"), "{explained}");
+    assert_eq!(
+        app.outcomes()
+            .await
+            .iter()
+            .find(|o| o.id == y2)
+            .map(|o| o.state.clone()),
+        Some("reported".to_string()),
+        "still billed at Stripe, and shown so"
+    );
+    app.stop().await;
+}
+
+crate::dual!(
+    correction_survives_a_crash_after_stripe_accepted_it,
+    cancel_survives_a_crash_across_the_23h_boundary,
+    cancel_age_counts_from_the_first_send_not_the_recorded_report,
+    a_cancel_refused_as_too_old_switches_to_a_correction_once,
+    a_cancel_in_doubt_then_too_old_is_parked_not_reversed_twice,
+    a_meter_that_does_not_sum_gets_no_correcting_event,
+);
