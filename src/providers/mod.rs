@@ -244,7 +244,8 @@ pub fn lookup(name: &str) -> Option<&'static dyn Provider> {
 
 /// Unix seconds or milliseconds (values past year 5138 in seconds are milliseconds).
 pub fn unix_seconds_or_millis(n: i64) -> Option<DateTime<Utc>> {
-    if n.abs() >= 100_000_000_000 {
+    // `unsigned_abs`: `i64::MIN.abs()` overflows (found by the fuzz target).
+    if n.unsigned_abs() >= 100_000_000_000 {
         DateTime::from_timestamp_millis(n)
     } else {
         unix_seconds(n)
@@ -361,6 +362,20 @@ mod robustness {
         }
     }
 
+    #[test]
+    fn extreme_unix_times_are_refused_not_a_panic() {
+        for n in [
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+            -100_000_000_000,
+            100_000_000_000,
+        ] {
+            let _ = unix_seconds_or_millis(n);
+        }
+        assert!(unix_seconds_or_millis(i64::MIN).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -377,6 +392,7 @@ mod robustness {
                 Just(r#"{"event":"ticket-updated","ticket_id":"1","status":"closed","closed_datetime":"garbage"}"#.to_string()),
                 Just(r#"{"id":1,"status":"closed","closedAt":"x"}"#.to_string()),
                 Just(r#"{"id":"evt","type":"archive","emitted_at":1e300,"conversation":{"id":"c"}}"#.to_string()),
+                Just(r#"[{"eventType":"Ticket_Update","payload":{"id":"1","statusType":"Closed"},"eventTime":-9223372036854775808}]"#.to_string()),
             ],
             header in "[ -~]{0,64}",
         ) {

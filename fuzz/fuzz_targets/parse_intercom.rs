@@ -1,0 +1,3 @@
+#![no_main]
+//! `intercom`: `delivery_key`, `challenge` and `parse` on any request (see README.md).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| outcome_meter_fuzz::fuzz_parse("intercom", data));
