@@ -89,10 +89,7 @@ impl Services {
             client,
             self.clock.clone(),
             self.metrics.clone(),
-            self.settings.reporter.clone(),
-            self.settings.worker.lease,
-            s.timeout,
-            s.meter_aggregations.clone(),
+            &self.settings,
         ))
     }
 }

@@ -1,6 +1,7 @@
 //! The deliveries inbox.
 
-use super::{col, Store, StoreError, Tx};
+use super::{col, Backend, Store, StoreError, Tx};
+use sqlx::AnyConnection;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -34,71 +35,35 @@ pub struct ClaimedDelivery {
 impl Store {
     /// Store a group of deliveries in one transaction (one fsync for all), with
     /// multi-row INSERTs. The dedupe key is claimed by the same statement that
-    /// writes the row; `RETURNING` says which rows were new.
+    /// writes the row (`ON CONFLICT DO NOTHING`); the result says, per delivery,
+    /// whether it is new (the first of its key) or a duplicate.
     pub async fn insert_deliveries(
         &self,
         batch: &[NewDelivery],
     ) -> Result<Vec<Stored>, StoreError> {
-        /// Rows per statement: 6 parameters each, far below both engines' limits.
-        const ROWS: usize = 256;
-        let mut tx = self.begin().await?;
-        let mut inserted: HashSet<(String, String, String)> = HashSet::with_capacity(batch.len());
-        for chunk in batch.chunks(ROWS) {
-            let mut sql = String::with_capacity(96 + chunk.len() * 40);
-            sql.push_str(
-                "INSERT INTO deliveries (tenant, provider, delivery_key, received_at, headers, body) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let p = i * 6;
-                if i > 0 {
-                    sql.push(',');
-                }
-                let _ = write!(
-                    sql,
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6
-                );
-            }
-            sql.push_str(
-                " ON CONFLICT (tenant, provider, delivery_key) DO NOTHING \
-                 RETURNING tenant, provider, delivery_key",
-            );
-            let mut q = sqlx::query(&sql);
-            for d in chunk {
-                q = q
-                    .bind(&d.tenant)
-                    .bind(&d.provider)
-                    .bind(&d.delivery_key)
-                    .bind(d.received_at)
-                    .bind(&d.headers)
-                    .bind(&d.body);
-            }
-            for r in q.fetch_all(&mut *tx.tx).await? {
-                inserted.insert((
-                    col(&r, "tenant")?,
-                    col(&r, "provider")?,
-                    col(&r, "delivery_key")?,
-                ));
-            }
+        // One statement is atomic on its own: a batch that fits in one needs no
+        // BEGIN and COMMIT round trips (the group commit's cycle is the ack latency).
+        let new = if batch.len() <= ROWS {
+            let mut conn = self.pool.acquire().await?;
+            self.insert_rows(&mut conn, batch).await?
+        } else {
+            let mut tx = self.begin().await?;
+            let new = self.insert_rows(&mut tx.tx, batch).await?;
+            tx.commit().await?;
+            new
+        };
+        Ok(classify(batch, new))
+    }
+
+    async fn insert_rows(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[NewDelivery],
+    ) -> Result<HashSet<Key>, StoreError> {
+        match self.backend {
+            Backend::Postgres => insert_returning(conn, batch).await,
+            Backend::Sqlite => insert_counting(conn, batch).await,
         }
-        tx.commit().await?;
-        // The first of a key in the batch is the new row; a repeat is a duplicate.
-        Ok(batch
-            .iter()
-            .map(|d| {
-                let key = (d.tenant.clone(), d.provider.clone(), d.delivery_key.clone());
-                if inserted.remove(&key) {
-                    Stored::New
-                } else {
-                    Stored::Duplicate
-                }
-            })
-            .collect())
     }
 
     /// Claim up to `limit` pending deliveries whose lease is free, oldest first.
@@ -164,6 +129,142 @@ impl Store {
         .await?;
         Ok(r.rows_affected())
     }
+}
+
+type Key = (String, String, String);
+
+fn key(d: &NewDelivery) -> Key {
+    (d.tenant.clone(), d.provider.clone(), d.delivery_key.clone())
+}
+
+/// Rows per statement: 6 parameters each, far below both engines' limits.
+const ROWS: usize = 256;
+
+/// `INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING` for `chunk.len()` rows.
+/// SQLite gets anonymous `?` placeholders: the driver resolves each `$N` by name,
+/// a linear search per parameter, which makes a large statement quadratic.
+fn insert_sql(backend: Backend, rows: usize, returning: bool) -> String {
+    let mut sql = String::with_capacity(128 + rows * 40);
+    sql.push_str(
+        "INSERT INTO deliveries (tenant, provider, delivery_key, received_at, headers, body) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        match backend {
+            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?)"),
+            Backend::Postgres => {
+                let p = i * 6;
+                let _ = write!(
+                    sql,
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                );
+            }
+        }
+    }
+    sql.push_str(" ON CONFLICT (tenant, provider, delivery_key) DO NOTHING");
+    if returning {
+        sql.push_str(" RETURNING tenant, provider, delivery_key");
+    }
+    sql
+}
+
+fn bind_rows<'q>(
+    sql: &'q str,
+    chunk: &'q [NewDelivery],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let mut q = sqlx::query(sql);
+    for d in chunk {
+        q = q
+            .bind(&d.tenant)
+            .bind(&d.provider)
+            .bind(&d.delivery_key)
+            .bind(d.received_at)
+            .bind(&d.headers)
+            .bind(&d.body);
+    }
+    q
+}
+
+/// PostgreSQL: the new rows come back with `RETURNING` (concurrent receivers
+/// may interleave their ids, so ids say nothing).
+async fn insert_returning(
+    conn: &mut AnyConnection,
+    batch: &[NewDelivery],
+) -> Result<HashSet<Key>, StoreError> {
+    let mut new = HashSet::with_capacity(batch.len());
+    for chunk in batch.chunks(ROWS) {
+        let sql = insert_sql(Backend::Postgres, chunk.len(), true);
+        for r in bind_rows(&sql, chunk).fetch_all(&mut *conn).await? {
+            new.insert((
+                col(&r, "tenant")?,
+                col(&r, "provider")?,
+                col(&r, "delivery_key")?,
+            ));
+        }
+    }
+    Ok(new)
+}
+
+/// SQLite: when every distinct key was inserted, the row count says so without
+/// reading anything back (each row read is a hop to the driver's thread).
+/// Otherwise the rows this connection just inserted are the `affected` ids up to
+/// its `last_insert_rowid()` (AUTOINCREMENT under the write lock: contiguous),
+/// and only those are read back.
+async fn insert_counting(
+    conn: &mut AnyConnection,
+    batch: &[NewDelivery],
+) -> Result<HashSet<Key>, StoreError> {
+    let mut affected = 0i64;
+    for chunk in batch.chunks(ROWS) {
+        let sql = insert_sql(Backend::Sqlite, chunk.len(), false);
+        let n = bind_rows(&sql, chunk)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        affected += i64::try_from(n).unwrap_or(i64::MAX);
+    }
+    let distinct: HashSet<Key> = batch.iter().map(key).collect();
+    if usize::try_from(affected).is_ok_and(|n| n == distinct.len()) {
+        return Ok(distinct);
+    }
+    let rows = sqlx::query(
+        "SELECT tenant, provider, delivery_key FROM deliveries \
+         WHERE id > last_insert_rowid() - $1 AND id <= last_insert_rowid()",
+    )
+    .bind(affected)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                col(r, "tenant")?,
+                col(r, "provider")?,
+                col(r, "delivery_key")?,
+            ))
+        })
+        .collect()
+}
+
+/// The first of a key in the batch is new if its row was inserted; a repeat is a duplicate.
+fn classify(batch: &[NewDelivery], mut new: HashSet<Key>) -> Vec<Stored> {
+    batch
+        .iter()
+        .map(|d| {
+            if new.remove(&key(d)) {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            }
+        })
+        .collect()
 }
 
 impl Tx {

@@ -149,6 +149,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(std::time::Duration::from_secs(10))
+            // An embedded SQLite connection needs no ping before each use (a hop to
+            // the driver's thread on the ingest hot path); PostgreSQL's may have died.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

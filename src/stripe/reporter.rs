@@ -6,7 +6,7 @@ use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposit
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
 use crate::outcome::idempotency_key;
-use crate::settings::{MeterAggregation, ReporterSettings};
+use crate::settings::{MeterAggregation, ReporterSettings, Settings};
 use crate::store::{ClaimedOutcome, ClaimedReversal, ReversalAttempt, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,27 +57,26 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// `settings`: the reporter's own section, `worker.lease` (its claims),
+    /// `stripe.timeout` (a claim must outlast a call) and the meters' aggregations.
     pub fn new(
         store: Store,
         client: Option<StripeClient>,
         clock: SharedClock,
         metrics: Arc<Metrics>,
-        settings: ReporterSettings,
-        lease: Duration,
-        call_timeout: Duration,
-        aggregations: BTreeMap<String, MeterAggregation>,
+        settings: &Settings,
     ) -> Reporter {
-        let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
+        let limiter = Arc::new(RateLimiter::new(settings.reporter.rate_per_second));
         Reporter {
             store,
             client,
             clock,
             metrics,
-            settings,
-            lease,
-            call_timeout,
+            settings: settings.reporter.clone(),
+            lease: settings.worker.lease,
+            call_timeout: settings.stripe.timeout,
             limiter,
-            aggregations: Arc::new(aggregations),
+            aggregations: Arc::new(settings.stripe.meter_aggregations.clone()),
         }
     }
 
