@@ -63,19 +63,13 @@ async fn count(store: &Store, sql: &str) -> i64 {
 }
 
 /// Poll `done` every 250 ms (a bench has no deadline but a generous one).
-async fn until<F, Fut>(what: &str, mut done: F)
+async fn until<F, Fut>(what: &str, done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !done().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(3 * 3600),
-            "gave up waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (limit, every) = (Duration::from_secs(3 * 3600), Duration::from_millis(250));
+    testkit::poll::until(what, limit, every, done).await
 }
 
 /// Samples the child's RSS every 250 ms; keeps the peak.

@@ -3,8 +3,7 @@
 
 use crate::app::{start, AppError, Roles, Services};
 use crate::clock::{Clock, ManualClock};
-use crate::contract::ContractOverrides;
-use crate::providers::{generic, ProviderSettings};
+use crate::providers::generic;
 use crate::report::{explain::explain, outcomes};
 use crate::settings::{Settings, TenantSettings};
 use crate::store::OutcomeFilter;
@@ -35,19 +34,7 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
     let _ = std::fs::remove_file(db_path);
     settings.database.url = format!("sqlite://{db_path}");
     settings.stripe.api_key.clear(); // always dry-run: the demo's clock runs ahead of Stripe's
-    settings.tenants = vec![TenantSettings {
-        id: "demo".into(),
-        stripe_customer_id: "cus_demo".into(),
-        providers: [(
-            "generic".to_string(),
-            ProviderSettings {
-                secrets: vec![SECRET.into()],
-                ..Default::default()
-            },
-        )]
-        .into(),
-        contract: ContractOverrides::default(),
-    }];
+    settings.tenants = vec![TenantSettings::generic("demo", "cus_demo", SECRET)];
     let clock = ManualClock::new(chrono::Utc::now());
     let services = Services::open(settings, Arc::new(clock.clone())).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

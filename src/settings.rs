@@ -267,6 +267,26 @@ pub struct TenantSettings {
     pub contract: ContractOverrides,
 }
 
+impl TenantSettings {
+    /// A tenant on the generic provider alone, signed with `secret`, under the
+    /// global contract (the demo and the benchmarks use this).
+    pub fn generic(id: &str, stripe_customer_id: &str, secret: &str) -> TenantSettings {
+        TenantSettings {
+            id: id.into(),
+            stripe_customer_id: stripe_customer_id.into(),
+            providers: [(
+                "generic".to_string(),
+                ProviderSettings {
+                    secrets: vec![secret.into()],
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            contract: ContractOverrides::default(),
+        }
+    }
+}
+
 impl Settings {
     /// Load and validate, as `serve` and every command do.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {

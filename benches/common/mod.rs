@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use outcome_meter::providers::ProviderSettings;
 use outcome_meter::settings::{Settings, TenantSettings};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,19 +26,7 @@ pub fn settings(db_url: &str, tenants: usize) -> Settings {
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
     s.tenants = (0..tenants)
-        .map(|i| TenantSettings {
-            id: format!("t{i}"),
-            stripe_customer_id: format!("cus_bench_{i}"),
-            providers: [(
-                "generic".to_string(),
-                ProviderSettings {
-                    secrets: vec![SECRET.into()],
-                    ..Default::default()
-                },
-            )]
-            .into(),
-            contract: Default::default(),
-        })
+        .map(|i| TenantSettings::generic(&format!("t{i}"), &format!("cus_bench_{i}"), SECRET))
         .collect();
     s
 }

@@ -13,22 +13,28 @@ pub enum Disposition {
     Permanent,
 }
 
-/// Stripe's answer when an event with the same `identifier` already exists
-/// (a 400 whose message says so): the event was delivered before.
-pub fn is_duplicate_identifier(err: &StripeError) -> bool {
+/// A 400 from Stripe, as (lower-case message, code): the refusals below are
+/// recognised from these.
+fn bad_request(err: &StripeError) -> Option<(String, &str)> {
     match err {
         StripeError::Api {
             status: 400, error, ..
-        } => {
-            let msg = error.message.as_deref().unwrap_or("").to_ascii_lowercase();
-            let code_says = error
-                .code
-                .as_deref()
-                .is_some_and(|c| c.contains("duplicate") || c.contains("already_exists"));
-            code_says || (msg.contains("identifier") && msg.contains("already exists"))
-        }
-        _ => false,
+        } => Some((
+            error.message.as_deref().unwrap_or("").to_ascii_lowercase(),
+            error.code.as_deref().unwrap_or(""),
+        )),
+        _ => None,
     }
+}
+
+/// Stripe's answer when an event with the same `identifier` already exists
+/// (a 400 whose message says so): the event was delivered before.
+pub fn is_duplicate_identifier(err: &StripeError) -> bool {
+    bad_request(err).is_some_and(|(msg, code)| {
+        code.contains("duplicate")
+            || code.contains("already_exists")
+            || (msg.contains("identifier") && msg.contains("already exists"))
+    })
 }
 
 /// Stripe's refusal to cancel an event it received more than 24 hours ago. Stripe
@@ -36,22 +42,12 @@ pub fn is_duplicate_identifier(err: &StripeError) -> bool {
 /// or whose message speaks of the 24 hours or of the event being too old to cancel.
 /// Anything else stays a permanent error (the reversal is parked, never guessed at).
 pub fn is_cancel_too_old(err: &StripeError) -> bool {
-    match err {
-        StripeError::Api {
-            status: 400, error, ..
-        } => {
-            let msg = error.message.as_deref().unwrap_or("").to_ascii_lowercase();
-            let code_says = error
-                .code
-                .as_deref()
-                .is_some_and(|c| c.contains("out_of_window") || c.contains("too_old"));
-            code_says
-                || msg.contains("24 hours")
-                || (msg.contains("cancel")
-                    && (msg.contains("too old") || msg.contains("no longer")))
-        }
-        _ => false,
-    }
+    bad_request(err).is_some_and(|(msg, code)| {
+        code.contains("out_of_window")
+            || code.contains("too_old")
+            || msg.contains("24 hours")
+            || (msg.contains("cancel") && (msg.contains("too old") || msg.contains("no longer")))
+    })
 }
 
 /// Whether a failed request may nevertheless have been applied by Stripe: no answer

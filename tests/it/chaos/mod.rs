@@ -243,17 +243,13 @@ async fn count(store: &outcome_meter::store::Store, sql: &str) -> i64 {
     n
 }
 
-/// Poll until `done` or the deadline.
-async fn until<F, Fut>(what: &str, limit: Duration, mut done: F)
+/// Poll every 50 ms until `done`, for at most `limit`.
+async fn until<F, Fut>(what: &str, limit: Duration, done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testkit::poll::until(what, limit, Duration::from_millis(50), done).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
