@@ -141,7 +141,7 @@ impl Provider for Intercom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testdata::{headers, payload, vectors};
+    use crate::providers::testdata::{headers, hook, payload, vectors};
 
     fn ctx(s: &ProviderSettings) -> VerifyContext<'_> {
         VerifyContext {
@@ -165,29 +165,10 @@ mod tests {
                 ..Default::default()
             };
             let h = headers(&[(SIGNATURE_HEADER, sig)]);
-            assert_eq!(
-                Intercom.verify(
-                    &Webhook {
-                        method: "POST",
-                        path_and_query: "/",
-                        headers: &h,
-                        body
-                    },
-                    &ctx(&s)
-                ),
-                Ok(())
-            );
+            assert_eq!(Intercom.verify(&hook(&h, body), &ctx(&s)), Ok(()));
             let tampered = [body, b" "].concat();
             assert_eq!(
-                Intercom.verify(
-                    &Webhook {
-                        method: "POST",
-                        path_and_query: "/",
-                        headers: &h,
-                        body: &tampered
-                    },
-                    &ctx(&s)
-                ),
+                Intercom.verify(&hook(&h, &tampered), &ctx(&s)),
                 Err(VerifyError::Mismatch)
             );
         }
@@ -197,15 +178,7 @@ mod tests {
         };
         let h = headers(&[(SIGNATURE_HEADER, "md5=00")]);
         assert_eq!(
-            Intercom.verify(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: b"{}"
-                },
-                &ctx(&s)
-            ),
+            Intercom.verify(&hook(&h, b"{}"), &ctx(&s)),
             Err(VerifyError::Malformed("X-Hub-Signature"))
         );
     }
@@ -215,34 +188,14 @@ mod tests {
         let s = ProviderSettings::default();
         let h = headers(&[]);
         let body = payload("intercom-conversation.admin.closed-fin.json");
-        let ev = Intercom
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: &body,
-                },
-                &s,
-            )
-            .expect("parses");
+        let ev = Intercom.parse(&hook(&h, &body), &s).expect("parses");
         assert_eq!(ev[0].kind, EventKind::Resolved);
         assert_eq!(ev[0].resolver, Some(Resolver::Ai));
         assert_eq!(ev[0].ticket_id, "471");
         assert_eq!(ev[0].occurred_at.timestamp(), 1_734_541_120);
 
         let body = payload("intercom-conversation.user.replied-reopen.json");
-        let ev = Intercom
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: &body,
-                },
-                &s,
-            )
-            .expect("parses");
+        let ev = Intercom.parse(&hook(&h, &body), &s).expect("parses");
         assert_eq!(ev[0].kind, EventKind::CustomerReplied);
         assert_eq!(ev[0].occurred_at.timestamp(), 1_734_600_000);
     }
@@ -251,14 +204,9 @@ mod tests {
     fn admin_close_is_human_unless_admin_is_configured_as_ai() {
         let h = headers(&[]);
         let body = payload("intercom-conversation.admin.closed.json");
-        let hook = Webhook {
-            method: "POST",
-            path_and_query: "/",
-            headers: &h,
-            body: &body,
-        };
+        let webhook = hook(&h, &body);
         let ev = Intercom
-            .parse(&hook, &ProviderSettings::default())
+            .parse(&webhook, &ProviderSettings::default())
             .expect("parses");
         assert_eq!(ev[0].resolver, Some(Resolver::Human));
         let s = ProviderSettings {
@@ -266,7 +214,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            Intercom.parse(&hook, &s).expect("parses")[0].resolver,
+            Intercom.parse(&webhook, &s).expect("parses")[0].resolver,
             Some(Resolver::Ai)
         );
     }
@@ -280,14 +228,9 @@ mod tests {
         v["data"]["item"]["ai_agent"] =
             serde_json::json!({"resolution_state": "assumed_resolution"});
         let body = v.to_string().into_bytes();
-        let hook = Webhook {
-            method: "POST",
-            path_and_query: "/",
-            headers: &h,
-            body: &body,
-        };
+        let webhook = hook(&h, &body);
         let ev = Intercom
-            .parse(&hook, &ProviderSettings::default())
+            .parse(&webhook, &ProviderSettings::default())
             .expect("parses");
         assert_eq!(ev[0].resolver, Some(Resolver::Human));
     }
@@ -297,29 +240,13 @@ mod tests {
         let h = headers(&[]);
         let body = br#"{"type":"notification_event","id":"notif_1","topic":"conversation.admin.assigned","created_at":1734600000,"data":{"item":{"type":"conversation","id":"471","team_assignee_id":"5","admin_assignee_id":null,"updated_at":1734600000}}}"#;
         let ev = Intercom
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body,
-                },
-                &ProviderSettings::default(),
-            )
+            .parse(&hook(&h, body), &ProviderSettings::default())
             .expect("parses");
         assert_eq!(ev[0].kind, EventKind::HandedOffToHuman);
         let ping =
             br#"{"type":"notification_event","id":"notif_2","topic":"ping","data":{"item":{}}}"#;
         assert!(Intercom
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: ping
-                },
-                &ProviderSettings::default()
-            )
+            .parse(&hook(&h, ping), &ProviderSettings::default())
             .expect("parses")
             .is_empty());
     }

@@ -198,7 +198,7 @@ impl Provider for Zendesk {
 mod tests {
     use super::*;
     use crate::event::Resolver;
-    use crate::providers::testdata::{headers, payload, vectors};
+    use crate::providers::testdata::{headers, hook, payload, vectors};
 
     fn settings(secret: &str) -> ProviderSettings {
         ProviderSettings {
@@ -230,21 +230,16 @@ mod tests {
                 .expect("sig");
             let s = settings(v["secret"].as_str().expect("secret"));
             let h = headers(&[(SIGNATURE_HEADER, sig), (TIMESTAMP_HEADER, ts)]);
-            let hook = Webhook {
-                method: "POST",
-                path_and_query: "/",
-                headers: &h,
-                body,
-            };
-            assert_eq!(Zendesk.verify(&hook, &ctx(&s, ts)), Ok(()));
+            let webhook = hook(&h, body);
+            assert_eq!(Zendesk.verify(&webhook, &ctx(&s, ts)), Ok(()));
             // An hour later the same request is stale.
             assert_eq!(
-                Zendesk.verify(&hook, &ctx(&s, "2025-01-08T11:14:23Z")),
+                Zendesk.verify(&webhook, &ctx(&s, "2025-01-08T11:14:23Z")),
                 Err(VerifyError::Stale)
             );
             let wrong = settings("another-secret");
             assert_eq!(
-                Zendesk.verify(&hook, &ctx(&wrong, ts)),
+                Zendesk.verify(&webhook, &ctx(&wrong, ts)),
                 Err(VerifyError::Mismatch)
             );
         }
@@ -255,13 +250,8 @@ mod tests {
         let s = settings("x");
         let h = headers(&[]);
         let body = payload("zendesk-ticket.status_changed-solved.json");
-        let hook = Webhook {
-            method: "POST",
-            path_and_query: "/",
-            headers: &h,
-            body: &body,
-        };
-        let ev = Zendesk.parse(&hook, &s).expect("solved parses");
+        let webhook = hook(&h, &body);
+        let ev = Zendesk.parse(&webhook, &s).expect("solved parses");
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].kind, EventKind::Resolved);
         assert_eq!(ev[0].ticket_id, "35436");
@@ -272,18 +262,13 @@ mod tests {
         );
         assert_eq!(ev[0].event_key, "5d3ac8a1-1c0e-4b9c-8f43-6a9b1f3a2e11");
         assert_eq!(
-            Zendesk.delivery_key(&hook).as_deref(),
+            Zendesk.delivery_key(&webhook).as_deref(),
             Some("5d3ac8a1-1c0e-4b9c-8f43-6a9b1f3a2e11")
         );
 
         let body = payload("zendesk-ticket.status_changed-reopened.json");
-        let hook = Webhook {
-            method: "POST",
-            path_and_query: "/",
-            headers: &h,
-            body: &body,
-        };
-        let ev = Zendesk.parse(&hook, &s).expect("reopen parses");
+        let webhook = hook(&h, &body);
+        let ev = Zendesk.parse(&webhook, &s).expect("reopen parses");
         assert_eq!(ev[0].kind, EventKind::Reopened);
         assert_eq!(ev[0].channel.as_deref(), Some("email"));
     }
@@ -293,17 +278,7 @@ mod tests {
         let s = ProviderSettings::default();
         let h = headers(&[]);
         let body = payload("zendesk-ticket.status_changed-solved.json");
-        let ev = Zendesk
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: &body,
-                },
-                &s,
-            )
-            .expect("parses");
+        let ev = Zendesk.parse(&hook(&h, &body), &s).expect("parses");
         assert_eq!(ev[0].resolver, Some(Resolver::Human));
     }
 
@@ -315,18 +290,13 @@ mod tests {
         };
         let body = br#"{"event":"ticket_solved","ticket_id":"88","status":"Solved","via":"Web Form","assignee_id":"1","requester_id":"2","updated_by_id":"1","tags":"billing ai_resolved","updated_at":"2025-01-08T10:14:22Z"}"#;
         let h = headers(&[]);
-        let hook = Webhook {
-            method: "POST",
-            path_and_query: "/",
-            headers: &h,
-            body,
-        };
-        let ev = Zendesk.parse(&hook, &s).expect("parses");
+        let webhook = hook(&h, body);
+        let ev = Zendesk.parse(&webhook, &s).expect("parses");
         assert_eq!(ev[0].kind, EventKind::Resolved);
         assert_eq!(ev[0].resolver, Some(Resolver::Ai));
         assert_eq!(ev[0].tags, vec!["billing", "ai_resolved"]);
         assert!(Zendesk
-            .delivery_key(&hook)
+            .delivery_key(&webhook)
             .is_some_and(|k| k == ev[0].event_key));
     }
 
@@ -335,15 +305,7 @@ mod tests {
         let body = payload("zendesk-trigger-webhook-solved.json");
         let h = headers(&[]);
         assert!(Zendesk
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: &body
-                },
-                &ProviderSettings::default()
-            )
+            .parse(&hook(&h, &body), &ProviderSettings::default())
             .is_err());
     }
 
@@ -352,42 +314,14 @@ mod tests {
         let s = settings("x");
         let h = headers(&[]);
         let comment = br#"{"type":"zen:event-type:ticket.comment_added","id":"c1","time":"2025-01-09T08:00:00Z","subject":"zen:ticket:35436","detail":{"id":"35436","requester_id":"42","actor_id":"42"},"event":{"comment":{"id":"9","author":{"id":"42","is_staff":false}}}}"#;
-        let ev = Zendesk
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: comment,
-                },
-                &s,
-            )
-            .expect("parses");
+        let ev = Zendesk.parse(&hook(&h, comment), &s).expect("parses");
         assert_eq!(ev[0].kind, EventKind::CustomerReplied);
         let assign = br#"{"type":"zen:event-type:ticket.agent_assignment_changed","id":"a1","time":"2025-01-09T08:00:00Z","detail":{"id":"35436"},"event":{"current":"777","previous":"8447388090494"}}"#;
-        let ev = Zendesk
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: assign,
-                },
-                &s,
-            )
-            .expect("parses");
+        let ev = Zendesk.parse(&hook(&h, assign), &s).expect("parses");
         assert_eq!(ev[0].kind, EventKind::HandedOffToHuman);
         let to_ai = br#"{"type":"zen:event-type:ticket.agent_assignment_changed","id":"a2","time":"2025-01-09T08:00:00Z","detail":{"id":"35436"},"event":{"current":"8447388090494"}}"#;
         assert!(Zendesk
-            .parse(
-                &Webhook {
-                    method: "POST",
-                    path_and_query: "/",
-                    headers: &h,
-                    body: to_ai
-                },
-                &s
-            )
+            .parse(&hook(&h, to_ai), &s)
             .expect("parses")
             .is_empty());
     }

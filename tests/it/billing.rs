@@ -5,7 +5,7 @@ use outcome_meter::contract::{Caps, ContractTerms};
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::{reconcile::reconcile, statement};
-use outcome_meter::stripe::{MeterEvent, StripeClient};
+use outcome_meter::stripe::MeterEvent;
 use std::time::Duration;
 use testkit::fake_stripe::{FakeStripe, Fault};
 
@@ -487,13 +487,7 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
     app.settle().await;
     app.report().await;
 
-    let client = StripeClient::new(
-        &stripe.base_url(),
-        FakeStripe::API_KEY,
-        "2025-03-31.basil",
-        Duration::from_secs(5),
-    )
-    .expect("client");
+    let client = stripe_client(&stripe);
     let meters = [("resolved_ticket".to_string(), "mtr_resolved".to_string())].into();
     let r = reconcile(
         &app.services.store,
@@ -548,16 +542,6 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
         "an unmapped meter is an error, not a silent zero"
     );
     app.stop().await;
-}
-
-fn stripe_client(stripe: &FakeStripe) -> StripeClient {
-    StripeClient::new(
-        &stripe.base_url(),
-        FakeStripe::API_KEY,
-        "2025-03-31.basil",
-        Duration::from_secs(5),
-    )
-    .expect("client")
 }
 
 /// A correcting event lands at its own time, here the next month: each month's

@@ -4,7 +4,7 @@
 use crate::support::*;
 use outcome_meter::clock::Clock;
 use outcome_meter::outcome::{idempotency_key, outcome_id};
-use outcome_meter::stripe::{MeterEvent, StripeClient};
+use outcome_meter::stripe::MeterEvent;
 use std::time::Duration;
 use testkit::fake_stripe::{FakeStripe, Fault};
 
@@ -152,13 +152,7 @@ async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(
         .expect("claim");
     assert_eq!(claimed.len(), 1);
     let o = &claimed[0];
-    let client = StripeClient::new(
-        &stripe.base_url(),
-        FakeStripe::API_KEY,
-        "2025-03-31.basil",
-        Duration::from_secs(5),
-    )
-    .expect("client");
+    let client = stripe_client(&stripe);
     let ev = MeterEvent {
         event_name: o.event_name.clone(),
         stripe_customer_id: o.stripe_customer_id.clone(),
@@ -189,13 +183,7 @@ async fn identifier_already_at_stripe_under_another_key_counts_as_delivered(back
     let stripe = FakeStripe::start().await;
     let app = app_with_one_outcome(backend, &stripe).await;
     let id = outcome_id(TENANT, "generic", "T1", 1);
-    let client = StripeClient::new(
-        &stripe.base_url(),
-        FakeStripe::API_KEY,
-        "2025-03-31.basil",
-        Duration::from_secs(5),
-    )
-    .expect("client");
+    let client = stripe_client(&stripe);
     let ev = MeterEvent {
         event_name: "resolved_ticket".into(),
         stripe_customer_id: CUSTOMER.into(),

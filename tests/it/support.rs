@@ -192,6 +192,18 @@ macro_rules! dual {
     };
 }
 
+/// A Stripe client pointed at the fake, as the reporter builds it (pinned version).
+pub fn stripe_client(stripe: &FakeStripe) -> outcome_meter::stripe::StripeClient {
+    let s = outcome_meter::settings::StripeSettings::default();
+    outcome_meter::stripe::StripeClient::new(
+        &stripe.base_url(),
+        FakeStripe::API_KEY,
+        &s.api_version,
+        std::time::Duration::from_secs(5),
+    )
+    .expect("client")
+}
+
 pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
