@@ -433,7 +433,7 @@ mod tests {
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {
-                    secrets: vec!["s".into()],
+                    secrets: vec!["tenant-signing-secret".into()],
                     ..Default::default()
                 },
             )]
@@ -510,6 +510,26 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_secret_beside_a_real_one_is_refused_at_load() {
+        for weak in ["", " ", "short"] {
+            let mut t = tenant();
+            if let Some(p) = t.providers.get_mut("generic") {
+                p.secrets.push(weak.into());
+            }
+            let s = Settings {
+                tenants: vec![t],
+                ..Default::default()
+            };
+            let Err(SettingsError::Invalid(errs)) = s.validate() else {
+                panic!("a secret of {weak:?} was accepted");
+            };
+            let text = errs.join("\n");
+            assert!(text.contains("provider `generic` secrets[1]"), "{text}");
+            assert!(!text.contains("tenant-signing-secret"), "{text}");
+        }
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let mut s = Settings {
             tenants: vec![tenant()],
@@ -518,6 +538,6 @@ mod tests {
         s.stripe.api_key = "sk_test_supersecret".into();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("supersecret"));
-        assert!(!dbg.contains("secrets: [\"s\"]"));
+        assert!(!dbg.contains("tenant-signing-secret"));
     }
 }

@@ -208,7 +208,7 @@ mod tests {
             Ok(())
         );
         let wrong = ProviderSettings {
-            secrets: vec!["another".into()],
+            secrets: vec!["another-secret".into()],
             ..settings()
         };
         assert_eq!(

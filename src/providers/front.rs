@@ -46,7 +46,7 @@ impl Provider for Front {
     }
 
     fn verify(&self, hook: &Webhook<'_>, ctx: &VerifyContext<'_>) -> Result<(), VerifyError> {
-        if ctx.settings.secrets.is_empty() {
+        if !ctx.settings.has_usable_secret() {
             return Err(VerifyError::NoSecret);
         }
         let sig = hook
@@ -61,7 +61,7 @@ impl Provider for Front {
                     .map_err(|_| VerifyError::Malformed("X-Front-Request-Timestamp"))?;
                 let at = chrono::DateTime::from_timestamp_millis(ms)
                     .ok_or(VerifyError::Malformed("X-Front-Request-Timestamp"))?;
-                if !any_secret_matches(&ctx.settings.secrets, &given, |k| {
+                if !any_secret_matches(ctx.settings, &given, |k| {
                     hmac_sha256(k, &[ts.trim().as_bytes(), b":", hook.body])
                 }) {
                     return Err(VerifyError::Mismatch);
@@ -69,9 +69,7 @@ impl Provider for Front {
                 super::generic::check_age(at, ctx)
             }
             None => {
-                if any_secret_matches(&ctx.settings.secrets, &given, |k| {
-                    hmac_sha1(k, &[hook.body])
-                }) {
+                if any_secret_matches(ctx.settings, &given, |k| hmac_sha1(k, &[hook.body])) {
                     Ok(())
                 } else {
                     Err(VerifyError::Mismatch)
@@ -176,7 +174,7 @@ mod tests {
                         Err(VerifyError::Stale)
                     );
                     assert_eq!(
-                        Front.verify(&hook(&h, body), &ctx_at(&settings("wrong"), now)),
+                        Front.verify(&hook(&h, body), &ctx_at(&settings("wrong-secret"), now)),
                         Err(VerifyError::Mismatch)
                     );
                     // Dropping the timestamp header does not downgrade to the SHA-1 form.

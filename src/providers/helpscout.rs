@@ -55,16 +55,14 @@ impl Provider for HelpScout {
     }
 
     fn verify(&self, hook: &Webhook<'_>, ctx: &VerifyContext<'_>) -> Result<(), VerifyError> {
-        if ctx.settings.secrets.is_empty() {
+        if !ctx.settings.has_usable_secret() {
             return Err(VerifyError::NoSecret);
         }
         let sig = hook
             .header(SIGNATURE_HEADER)
             .ok_or(VerifyError::Missing("X-HelpScout-Signature"))?;
         let given = b64_decode(sig).ok_or(VerifyError::Malformed("X-HelpScout-Signature"))?;
-        if any_secret_matches(&ctx.settings.secrets, &given, |k| {
-            hmac_sha1(k, &[hook.body])
-        }) {
+        if any_secret_matches(ctx.settings, &given, |k| hmac_sha1(k, &[hook.body])) {
             Ok(())
         } else {
             Err(VerifyError::Mismatch)
@@ -168,20 +166,20 @@ mod tests {
                 Err(VerifyError::Mismatch)
             );
             assert_eq!(
-                HelpScout.verify(&hook(&h, body), &ctx_at(&settings("wrong"), 0)),
+                HelpScout.verify(&hook(&h, body), &ctx_at(&settings("wrong-secret"), 0)),
                 Err(VerifyError::Mismatch)
             );
         }
         let h = headers(&[(SIGNATURE_HEADER, "***")]);
         assert_eq!(
-            HelpScout.verify(&hook(&h, b"{}"), &ctx_at(&settings("k"), 0)),
+            HelpScout.verify(&hook(&h, b"{}"), &ctx_at(&settings("test-secret"), 0)),
             Err(VerifyError::Malformed("X-HelpScout-Signature"))
         );
     }
 
     #[test]
     fn closed_then_customer_reply_from_reference_payloads() {
-        let s = settings("k");
+        let s = settings("test-secret");
         let h = headers(&[(EVENT_HEADER, "convo.status")]);
         let body = payload("helpscout-convo.status-closed.json");
         let ev = HelpScout.parse(&hook(&h, &body), &s).expect("parses");
@@ -213,7 +211,7 @@ mod tests {
 
     #[test]
     fn status_back_to_active_reopens_assignment_hands_off_and_others_are_ignored() {
-        let s = settings("k");
+        let s = settings("test-secret");
         let body = payload("helpscout-convo.customer.reply.created-reopened.json");
         let h = headers(&[(EVENT_HEADER, "convo.status")]);
         assert_eq!(

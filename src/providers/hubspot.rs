@@ -182,7 +182,7 @@ impl Provider for HubSpot {
     }
 
     fn verify(&self, hook: &Webhook<'_>, ctx: &VerifyContext<'_>) -> Result<(), VerifyError> {
-        if ctx.settings.secrets.is_empty() {
+        if !ctx.settings.has_usable_secret() {
             return Err(VerifyError::NoSecret);
         }
         let sig = hook
@@ -201,7 +201,7 @@ impl Provider for HubSpot {
         let uri = signed_uri(hook, ctx.settings).ok_or(VerifyError::Missing(
             "Host (or configure webhook_url for HubSpot)",
         ))?;
-        if !any_secret_matches(&ctx.settings.secrets, &given, |k| {
+        if !any_secret_matches(ctx.settings, &given, |k| {
             hmac_sha256(
                 k,
                 &[

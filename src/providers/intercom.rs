@@ -55,7 +55,7 @@ impl Provider for Intercom {
     }
 
     fn verify(&self, hook: &Webhook<'_>, ctx: &VerifyContext<'_>) -> Result<(), VerifyError> {
-        if ctx.settings.secrets.is_empty() {
+        if !ctx.settings.has_usable_secret() {
             return Err(VerifyError::NoSecret);
         }
         let header = hook
@@ -66,9 +66,7 @@ impl Provider for Intercom {
             .strip_prefix("sha1=")
             .and_then(|h| hex::decode(h).ok())
             .ok_or(VerifyError::Malformed("X-Hub-Signature"))?;
-        if any_secret_matches(&ctx.settings.secrets, &given, |k| {
-            hmac_sha1(k, &[hook.body])
-        }) {
+        if any_secret_matches(ctx.settings, &given, |k| hmac_sha1(k, &[hook.body])) {
             Ok(())
         } else {
             Err(VerifyError::Mismatch)
@@ -173,7 +171,7 @@ mod tests {
             );
         }
         let s = ProviderSettings {
-            secrets: vec!["k".into()],
+            secrets: vec!["intercom-secret".into()],
             ..Default::default()
         };
         let h = headers(&[(SIGNATURE_HEADER, "md5=00")]);

@@ -15,6 +15,9 @@ pub mod signature;
 pub mod zendesk;
 pub mod zohodesk;
 
+#[cfg(test)]
+mod forgery_tests;
+
 use crate::event::{Resolver, TicketEvent};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -112,13 +115,53 @@ impl ProviderSettings {
         self.ai_agent_ids.iter().any(|a| a == id)
     }
 
-    /// The usual rule: at least one non-empty secret.
+    /// The secrets a verifier may use: those that pass [`secret_problem`].
+    /// An empty or implausibly short key never verifies anything, even when a
+    /// caller skipped `Settings::validate`.
+    pub fn usable_secrets(&self) -> impl Iterator<Item = &str> {
+        self.secrets
+            .iter()
+            .map(String::as_str)
+            .filter(|s| secret_problem(s).is_none())
+    }
+
+    pub fn has_usable_secret(&self) -> bool {
+        self.usable_secrets().next().is_some()
+    }
+
+    /// The usual rule: at least one secret, and every configured secret usable
+    /// (a rotation with an unset old-secret variable must not open a hole).
     pub fn secret_problems(&self) -> Vec<String> {
-        if self.secrets.iter().all(|s| s.trim().is_empty()) {
-            vec!["needs at least one secret".into()]
-        } else {
-            Vec::new()
+        let mut problems: Vec<String> = self
+            .secrets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| secret_problem(s).map(|p| format!("secrets[{i}] {p}")))
+            .collect();
+        if self.secrets.is_empty() {
+            problems.push("needs at least one secret".into());
         }
+        problems
+    }
+}
+
+/// The shortest signing secret (or shared secret) accepted, in characters.
+pub const MIN_SECRET_CHARS: usize = 8;
+
+/// Why a configured secret cannot be used, in words that never repeat it.
+/// One rule for every provider: an HMAC made with an empty key is something
+/// anyone can compute, so empty, blank and very short secrets are refused.
+pub fn secret_problem(secret: &str) -> Option<String> {
+    if secret.trim().is_empty() {
+        Some("is empty or blank (an unset environment variable?)".into())
+    } else if secret.trim() != secret {
+        Some("has leading or trailing whitespace (a newline from a file?)".into())
+    } else if secret.chars().count() < MIN_SECRET_CHARS {
+        Some(format!(
+            "is shorter than {MIN_SECRET_CHARS} characters, too short to be a signing secret"
+        ))
+    } else {
+        None
     }
 }
 
@@ -270,7 +313,7 @@ pub(crate) mod testdata {
     use std::path::PathBuf;
 
     pub fn reference_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/helpdesk")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/helpdesk")
     }
 
     /// A reference payload with its `_source` key removed, as compact JSON.
@@ -353,7 +396,7 @@ mod robustness {
 
     fn junk_settings() -> ProviderSettings {
         ProviderSettings {
-            secrets: vec!["k".into()],
+            secrets: vec!["junk-secret".into()],
             closed_stage_ids: vec!["4".into()],
             jwks_file: Some("/nonexistent/jwks.json".into()),
             issuer: Some("orgId:1".into()),

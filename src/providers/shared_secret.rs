@@ -19,12 +19,7 @@ pub fn verify(
     missing_name: &'static str,
 ) -> Result<(), VerifyError> {
     let s = ctx.settings;
-    let secrets: Vec<&str> = s
-        .secrets
-        .iter()
-        .map(String::as_str)
-        .filter(|x| !x.trim().is_empty())
-        .collect();
+    let secrets: Vec<&str> = s.usable_secrets().collect();
     if secrets.is_empty() {
         return Err(VerifyError::NoSecret);
     }

@@ -45,15 +45,16 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// True when any configured secret's MAC equals `given`.
+/// True when any usable configured secret's MAC equals `given`. Unusable
+/// secrets (empty, blank, too short: `providers::secret_problem`) never match.
 pub fn any_secret_matches(
-    secrets: &[String],
+    settings: &super::ProviderSettings,
     given: &[u8],
     mac: impl Fn(&[u8]) -> Vec<u8>,
 ) -> bool {
     // Check every secret (no early exit) so timing does not reveal which matched.
-    secrets
-        .iter()
+    settings
+        .usable_secrets()
         .fold(false, |ok, s| ok | ct_eq(&mac(s.as_bytes()), given))
 }
 

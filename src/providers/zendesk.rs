@@ -148,7 +148,7 @@ impl Provider for Zendesk {
     }
 
     fn verify(&self, hook: &Webhook<'_>, ctx: &VerifyContext<'_>) -> Result<(), VerifyError> {
-        if ctx.settings.secrets.is_empty() {
+        if !ctx.settings.has_usable_secret() {
             return Err(VerifyError::NoSecret);
         }
         let sig = hook
@@ -161,7 +161,7 @@ impl Provider for Zendesk {
         let at = super::parse_time(ts).ok_or(VerifyError::Malformed(
             "X-Zendesk-Webhook-Signature-Timestamp",
         ))?;
-        if !any_secret_matches(&ctx.settings.secrets, &given, |k| {
+        if !any_secret_matches(ctx.settings, &given, |k| {
             hmac_sha256(k, &[ts.as_bytes(), hook.body])
         }) {
             return Err(VerifyError::Mismatch);
