@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Seed fuzz/corpus/<target>/ from the reference payloads and signature vectors
-# (shared/reference/helpdesk beside the repository, or $OUTCOME_METER_REFERENCE).
+# (the repository's own tests/fixtures/helpdesk, or $OUTCOME_METER_REFERENCE).
 # Idempotent: seeds are named by content hash. Usage: fuzz/seed.sh
 set -euo pipefail
 cd "$(dirname "$0")"
-REF="${OUTCOME_METER_REFERENCE:-../../shared/reference/helpdesk}"
+REF="${OUTCOME_METER_REFERENCE:-../tests/fixtures/helpdesk}"
 [ -f "$REF/vectors.json" ] || { echo "no reference data at $REF (set OUTCOME_METER_REFERENCE)" >&2; exit 1; }
 python3 - "$REF" corpus <<'PY'
 import base64, hashlib, hmac, json, pathlib, sys

@@ -307,7 +307,7 @@ fn b64url(bytes: &[u8]) -> String {
 }
 
 /// The Zoho Desk reference test key (public JWKS written to a file, private key
-/// to sign with), from `shared/reference/helpdesk/vectors.json`.
+/// to sign with), from `tests/fixtures/helpdesk/vectors.json`.
 struct ZohoKey {
     jwks_file: String,
     kid: String,
@@ -332,10 +332,10 @@ impl ZohoKey {
     }
 }
 
-/// `shared/reference/helpdesk` beside the repository, or `$OUTCOME_METER_REFERENCE`.
+/// The repository's own fixtures (`tests/fixtures/helpdesk`), or `$OUTCOME_METER_REFERENCE`.
 pub fn reference_dir() -> PathBuf {
     std::env::var_os("OUTCOME_METER_REFERENCE").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/helpdesk"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/helpdesk"),
         PathBuf::from,
     )
 }

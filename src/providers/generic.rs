@@ -24,8 +24,9 @@ pub const SIGNATURE_HEADER: &str = "outcome-signature";
 
 pub struct Generic;
 
+/// Unknown fields are ignored, so an in-house helpdesk that adds one keeps
+/// billing; an unknown `type` or `resolver` value is still a clear error.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Body {
     event_id: String,
     ticket_id: String,
@@ -36,10 +37,15 @@ struct Body {
     resolver: Option<Resolver>,
     #[serde(default)]
     actor_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     tags: Vec<String>,
     #[serde(default)]
     channel: Option<String>,
+}
+
+/// `"tags": null` reads as no tags, as a missing key does.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The parts of an `Outcome-Signature` header.
@@ -105,7 +111,7 @@ impl Provider for Generic {
     }
 
     fn verify(&self, hook: &Webhook<'_>, ctx: &VerifyContext<'_>) -> Result<(), VerifyError> {
-        if ctx.settings.secrets.is_empty() {
+        if !ctx.settings.has_usable_secret() {
             return Err(VerifyError::NoSecret);
         }
         let header = hook
@@ -114,7 +120,7 @@ impl Provider for Generic {
         let sig = parse_signature_header(header)?;
         let t = sig.timestamp.to_string();
         let ok = sig.v1.iter().fold(false, |ok, given| {
-            ok | any_secret_matches(&ctx.settings.secrets, given, |k| {
+            ok | any_secret_matches(ctx.settings, given, |k| {
                 hmac_sha256(k, &[t.as_bytes(), b".", hook.body])
             })
         });
@@ -209,10 +215,13 @@ mod tests {
     #[test]
     fn rotation_accepts_any_configured_secret() {
         let s = ProviderSettings {
-            secrets: vec!["old".into(), "new".into()],
+            secrets: vec!["old-secret".into(), "new-secret".into()],
             ..Default::default()
         };
-        let h = headers(&[("Outcome-Signature", &sign("new", 1_767_225_600, BODY))]);
+        let h = headers(&[(
+            "Outcome-Signature",
+            &sign("new-secret", 1_767_225_600, BODY),
+        )]);
         let hook = Webhook {
             method: "POST",
             path_and_query: "/",
@@ -300,6 +309,36 @@ mod tests {
             body,
         };
         assert!(Generic.parse(&hook, &settings()).is_err());
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Vec<TicketEvent>, ParseError> {
+        let h = headers(&[]);
+        let hook = Webhook {
+            method: "POST",
+            path_and_query: "/",
+            headers: &h,
+            body,
+        };
+        Generic.parse(&hook, &settings())
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let body = br#"{"event_id":"e1","ticket_id":"T1","type":"resolved","occurred_at":"2026-01-01T00:00:00Z","resolver":"ai","priority":"high","sla":{"breached":false},"tags":null}"#;
+        let events = parse_body(body).expect("an extra field is not an error");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].resolver, Some(Resolver::Ai));
+        assert!(events[0].tags.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_value_of_a_known_enumeration_is_a_clear_error() {
+        let bad_type = br#"{"event_id":"e1","ticket_id":"T1","type":"escalated","occurred_at":"2026-01-01T00:00:00Z"}"#;
+        let err = parse_body(bad_type).expect_err("unknown type");
+        assert!(err.0.contains("escalated"), "{err}");
+        let bad_resolver = br#"{"event_id":"e1","ticket_id":"T1","type":"resolved","occurred_at":"2026-01-01T00:00:00Z","resolver":"robot"}"#;
+        let err = parse_body(bad_resolver).expect_err("unknown resolver");
+        assert!(err.0.contains("robot"), "{err}");
     }
 
     #[test]

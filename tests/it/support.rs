@@ -16,7 +16,7 @@ pub const CUSTOMER: &str = "cus_acme";
 pub const GENERIC_SECRET: &str = "whsec_generic_test";
 pub const ZENDESK_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
 pub const INTERCOM_SECRET: &str = "intercom-client-secret-for-testing";
-/// The reference vectors' secrets (`../shared/reference/helpdesk/vectors.json`).
+/// The reference vectors' secrets (`tests/fixtures/helpdesk/vectors.json`).
 pub const FRESHDESK_USER: &str = "sidecar";
 pub const FRESHDESK_PASSWORD: &str = "test-pass";
 pub const HELPSCOUT_SECRET: &str = "my-secret-key";
@@ -50,7 +50,7 @@ pub fn zoho_jwks_file() -> String {
 }
 
 pub fn reference_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/helpdesk")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/helpdesk")
 }
 
 /// 2026-01-01T00:00:00Z
