@@ -6,6 +6,13 @@ use std::sync::{Arc, Mutex};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// The time the outside world keeps (Stripe checks event timestamps against
+    /// it). The same as [`Clock::now`] unless `clock.offset` shifts this process
+    /// for a drill: then `now` is shifted and this is not.
+    fn world_now(&self) -> DateTime<Utc> {
+        self.now()
+    }
 }
 
 pub type SharedClock = Arc<dyn Clock>;
@@ -19,25 +26,36 @@ impl Clock for SystemClock {
     }
 }
 
-/// The system clock shifted by a fixed offset (`clock.offset`): for drills and
-/// for tests that drive the real binary, where time must pass days in seconds.
-/// It still runs forward at the real rate, so leases and backoffs elapse.
+/// A clock shifted by a fixed offset (`clock.offset` over the system clock): for
+/// drills and for tests that drive the real binary, where time must pass days in
+/// seconds. It still runs forward at the real rate, so leases and backoffs
+/// elapse; [`Clock::world_now`] stays the unshifted time.
 #[derive(Debug, Clone, Copy)]
-pub struct OffsetClock {
+pub struct OffsetClock<C = SystemClock> {
+    inner: C,
     offset: Duration,
 }
 
 impl OffsetClock {
     pub fn new(offset_ms: i64) -> Self {
-        Self {
-            offset: Duration::milliseconds(offset_ms),
-        }
+        Self::over(SystemClock, Duration::milliseconds(offset_ms))
     }
 }
 
-impl Clock for OffsetClock {
+impl<C: Clock> OffsetClock<C> {
+    /// `inner` shifted by `offset` (tests shift a [`ManualClock`]).
+    pub fn over(inner: C, offset: Duration) -> Self {
+        Self { inner, offset }
+    }
+}
+
+impl<C: Clock> Clock for OffsetClock<C> {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.offset
+        self.inner.now() + self.offset
+    }
+
+    fn world_now(&self) -> DateTime<Utc> {
+        self.inner.world_now()
     }
 }
 
@@ -101,6 +119,17 @@ mod tests {
         clock.advance(Duration::hours(73));
         assert_eq!(clock.now(), start + Duration::hours(73));
         assert_eq!(to_millis(clock.now()), 1_700_000_000_000 + 73 * 3_600_000);
+    }
+
+    #[test]
+    fn an_offset_shifts_now_but_not_the_world() {
+        let start = from_millis(1_700_000_000_000);
+        let manual = ManualClock::new(start);
+        let shifted = OffsetClock::over(manual.clone(), Duration::hours(73));
+        assert_eq!(shifted.now(), start + Duration::hours(73));
+        assert_eq!(shifted.world_now(), start);
+        manual.advance(Duration::hours(1));
+        assert_eq!(shifted.world_now(), start + Duration::hours(1));
     }
 
     #[test]

@@ -140,6 +140,29 @@ impl Store {
         Ok(())
     }
 
+    /// Put a claimed outcome back without a call and without spending an attempt,
+    /// to be tried again at `next_attempt_at`, with the reason it was not sent
+    /// (e.g. a timestamp Stripe would refuse as too far in the future).
+    pub async fn hold_outcome(
+        &self,
+        id: &str,
+        token: i64,
+        next_attempt_at: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outcomes SET lease_until = NULL, next_attempt_at = $1, last_error = $2 \
+             WHERE id = $3 AND state = 'pending' AND lease_until = $4",
+        )
+        .bind(next_attempt_at)
+        .bind(reason)
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Log one call (or dry-run) to Stripe and move the outcome to its new state,
     /// in one transaction. `state` is `reported`, `dry_run`, `failed` or `pending`
     /// (retry at `next_attempt_at`).

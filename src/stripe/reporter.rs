@@ -2,6 +2,7 @@
 //! different pairs concurrently, never above the configured rate.
 
 use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
+use super::limits::{ahead_reason, check_timestamp, TimestampCheck};
 use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
@@ -194,6 +195,20 @@ impl Reporter {
                 )
                 .await;
         };
+        if let TimestampCheck::Ahead { ready_at } =
+            check_timestamp(ev.timestamp, self.clock.world_now())
+        {
+            // Stripe would refuse it with a 400: hold it, unspent, until it is not.
+            let world_now = self.clock.world_now();
+            let wait = (ready_at - world_now).max(chrono::Duration::zero());
+            let next = to_millis(self.clock.now() + wait);
+            let reason = ahead_reason(ev.timestamp, world_now);
+            tracing::warn!(outcome = %o.id, %reason, "meter event held");
+            return self
+                .store
+                .hold_outcome(&o.id, o.lease_until, next, &reason)
+                .await;
+        }
         self.limiter.acquire().await;
         // Fencing: call only while this claim still holds the outcome. While the
         // lease outlasts the call, nobody else can have claimed or voided it (both

@@ -204,6 +204,50 @@ async fn identifier_already_at_stripe_under_another_key_counts_as_delivered(back
     app.stop().await;
 }
 
+/// A drill run with `clock.offset = "+73h"` confirms outcomes 73 hours ahead of
+/// Stripe's clock. Stripe refuses timestamps more than 5 minutes ahead, so the
+/// reporter holds such an event, unsent and without spending an attempt, with
+/// the reason on the outcome, and sends it once Stripe's clock has caught up.
+async fn a_timestamp_stripe_would_refuse_as_future_is_held_not_spent(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_check_timestamps(true);
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        clock_offset: chrono::Duration::hours(73),
+        ..Default::default()
+    })
+    .await;
+    let world = app.clock.clone();
+    stripe.set_clock(move || world.now().timestamp());
+    // Resolved "now" by the shifted clock; the window passes on that clock too.
+    assert_eq!(
+        app.send(&event("e1", "T1", "resolved", 73, Some("ai")))
+            .await,
+        202
+    );
+    app.advance_hours(74);
+    app.settle().await;
+    app.report().await;
+    let o = &app.outcomes().await[0];
+    assert_eq!((o.state.as_str(), o.attempts), ("pending", 0));
+    let why = o.last_error.as_deref().unwrap_or_default();
+    assert!(why.contains("ahead of Stripe's clock"), "{why}");
+    assert_eq!(
+        stripe.requests(),
+        0,
+        "nothing sent that Stripe would refuse"
+    );
+
+    // Once the world's clock reaches the timestamp, it is sent and accepted.
+    app.advance_hours(73);
+    app.report().await;
+    let o = &app.outcomes().await[0];
+    assert_eq!((o.state.as_str(), o.attempts), ("reported", 1));
+    assert_eq!(stripe.events().len(), 1);
+    app.stop().await;
+}
+
 async fn without_an_api_key_the_reporter_records_what_it_would_send(backend: Backend) {
     let app = TestApp::spawn(Options {
         backend,
@@ -289,7 +333,8 @@ crate::dual!(
     restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill,
     crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event,
     identifier_already_at_stripe_under_another_key_counts_as_delivered,
-    without_an_api_key_the_reporter_records_what_it_would_send
+    without_an_api_key_the_reporter_records_what_it_would_send,
+    a_timestamp_stripe_would_refuse_as_future_is_held_not_spent
 );
 
 /// Stripe allows one call at a time per (customer, meter). Two reporters on one

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::app::{start, Roles, Running, Services};
-use outcome_meter::clock::{Clock, ManualClock};
+use outcome_meter::clock::{ManualClock, OffsetClock};
 use outcome_meter::contract::{ContractOverrides, ContractTerms};
 use outcome_meter::providers::{generic, ProviderSettings};
 use outcome_meter::settings::{Settings, TenantSettings};
@@ -65,6 +65,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     running: Option<Running>,
     pub settings: Settings,
+    clock_offset: Duration,
     _dir: Option<tempfile::TempDir>,
     pg_db: Option<String>,
 }
@@ -82,6 +83,9 @@ pub struct Options {
     pub stripe: Option<String>,
     pub contract: ContractTerms,
     pub max_body_bytes: usize,
+    /// The service's clock runs this far ahead of the test's (and the outside
+    /// world's) clock, as `clock.offset` does for a drill.
+    pub clock_offset: Duration,
 }
 
 impl Default for Options {
@@ -91,6 +95,7 @@ impl Default for Options {
             stripe: None,
             contract: ContractTerms::default(),
             max_body_bytes: 64 * 1024,
+            clock_offset: Duration::zero(),
         }
     }
 }
@@ -284,17 +289,23 @@ impl TestApp {
         };
         let settings = settings_for(&url, &opts);
         let clock = ManualClock::new(t0());
-        Self::boot(settings, clock, dir, pg_db).await
+        Self::boot(settings, clock, opts.clock_offset, dir, pg_db).await
     }
 
     async fn boot(
         settings: Settings,
         clock: ManualClock,
+        clock_offset: Duration,
         dir: Option<tempfile::TempDir>,
         pg_db: Option<String>,
     ) -> TestApp {
         settings.validate().expect("test settings are valid");
-        let services = Services::open(settings.clone(), Arc::new(clock.clone()))
+        let shared: outcome_meter::clock::SharedClock = if clock_offset.is_zero() {
+            Arc::new(clock.clone())
+        } else {
+            Arc::new(OffsetClock::over(clock.clone(), clock_offset))
+        };
+        let services = Services::open(settings.clone(), shared)
             .await
             .expect("open services");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -314,6 +325,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             running: Some(running),
             settings,
+            clock_offset,
             _dir: dir,
             pg_db,
         }
@@ -327,7 +339,14 @@ impl TestApp {
         self.services.store.close().await;
         let dir = self._dir.take();
         let pg_db = self.pg_db.take();
-        Self::boot(self.settings.clone(), self.clock.clone(), dir, pg_db).await
+        Self::boot(
+            self.settings.clone(),
+            self.clock.clone(),
+            self.clock_offset,
+            dir,
+            pg_db,
+        )
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -349,11 +368,11 @@ impl TestApp {
         (status, resp.text().await.unwrap_or_default())
     }
 
-    /// Send a generic-format event, signed now.
+    /// Send a generic-format event, signed now (by the service's clock).
     pub async fn send(&self, body: &str) -> u16 {
         let sig = generic::sign(
             GENERIC_SECRET,
-            self.clock.now().timestamp(),
+            self.services.clock.now().timestamp(),
             body.as_bytes(),
         );
         self.post(

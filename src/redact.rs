@@ -1,0 +1,253 @@
+//! Credentials never leave the process: not in command output, logs, error
+//! messages or HTTP answers. Two tools: [`url`] hides the credentials a URL
+//! carries (user-info and password-like query parameters), and [`Redactor`]
+//! replaces every configured secret value (Stripe key, webhook secrets, the
+//! database password) wherever it appears in a text, as a last line of defence
+//! for anything that formats an error or a log line.
+
+use crate::settings::Settings;
+
+/// What a hidden value is replaced with.
+pub const MASK: &str = "***";
+
+/// Query parameters whose value is a credential (compared case-insensitively;
+/// a parameter matches when its name contains one of these).
+const SECRET_PARAMS: [&str; 6] = ["pass", "pwd", "secret", "token", "key", "auth"];
+
+/// `scheme://user:password@host/db?password=x&sslmode=require` →
+/// `scheme://user:***@host/db?password=***&sslmode=require`.
+pub fn url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let authority = match authority.rsplit_once('@') {
+                Some((info, host)) => match info.split_once(':') {
+                    Some((user, _password)) => format!("{user}:{MASK}@{host}"),
+                    None => format!("{info}@{host}"),
+                },
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if is_secret_param(k) => format!("{k}={MASK}"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|p| name.contains(p))
+}
+
+/// The credentials a URL carries: its user-info password and the values of
+/// password-like query parameters.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    if let Some((_, rest)) = base.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((info, _)) = authority.rsplit_once('@') {
+            if let Some((_, password)) = info.split_once(':') {
+                found.push(password.to_string());
+            }
+        }
+    }
+    for pair in query.unwrap_or_default().split('&') {
+        if let Some((k, v)) = pair.split_once('=') {
+            if is_secret_param(k) {
+                found.push(v.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Replaces every known secret value in a text with [`MASK`].
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Longest first, so a secret that contains another is hidden whole.
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+/// Values shorter than this are not scrubbed from text: they would mask
+/// ordinary words and digits (such secrets are refused at load anyway).
+const MIN_SCRUBBED: usize = 4;
+
+impl Redactor {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
+        let mut secrets: Vec<String> = values
+            .into_iter()
+            .flat_map(|v| {
+                // A percent-encoded value appears decoded in some messages.
+                let decoded = percent_decode(&v);
+                [v, decoded]
+            })
+            .filter(|v| v.trim().len() >= MIN_SCRUBBED)
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// Every secret the settings hold.
+    pub fn from_settings(s: &Settings) -> Redactor {
+        let mut values = vec![s.stripe.api_key.clone()];
+        values.extend(url_secrets(&s.database.url));
+        for t in &s.tenants {
+            for p in t.providers.values() {
+                values.extend(p.secrets.iter().cloned());
+            }
+        }
+        Redactor::new(values)
+    }
+
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Double-quoted values in a configuration error (`invalid type: string
+/// "sk_live_…", expected …`) hidden: the loader failed, so which of them are
+/// secrets is not known.
+pub fn quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find('"') {
+        out.push_str(&rest[..=start]);
+        match rest[start + 1..].find('"') {
+            Some(end) => {
+                out.push_str(MASK);
+                out.push('"');
+                rest = &rest[start + 1 + end + 1..];
+            }
+            None => {
+                out.push_str(MASK);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hides_user_info_password_and_password_like_parameters() {
+        assert_eq!(
+            url("postgres://om:hunter2@db:5432/om?sslmode=require&password=p4ss&sslpassword=x"),
+            "postgres://om:***@db:5432/om?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            url("postgres://host/db?user=om&password=secret"),
+            "postgres://host/db?user=om&password=***"
+        );
+        assert_eq!(url("sqlite://data/om.db"), "sqlite://data/om.db");
+        assert_eq!(url("postgres://om@db/om"), "postgres://om@db/om");
+        assert_eq!(
+            url("postgres://a:b@c@host/db"),
+            "postgres://a:***@host/db",
+            "the last @ ends the user-info"
+        );
+    }
+
+    #[test]
+    fn redactor_scrubs_every_known_value_and_its_decoded_form() {
+        let r = Redactor::new([
+            "sk_test_abcdef".to_string(),
+            "p%40ss-word".to_string(),
+            "".to_string(),
+            "ab".to_string(),
+        ]);
+        assert_eq!(
+            r.scrub("key sk_test_abcdef and p@ss-word and p%40ss-word; ab stays"),
+            "key *** and *** and ***; ab stays"
+        );
+    }
+
+    #[test]
+    fn settings_secrets_are_collected() {
+        let mut s = Settings::default();
+        s.stripe.api_key = "sk_live_planted".into();
+        s.database.url = "postgres://om:dbpass1@h/db?password=qpass1".into();
+        s.tenants = vec![crate::settings::TenantSettings::generic(
+            "t",
+            "cus_1",
+            "hook-secret-1",
+        )];
+        let r = Redactor::from_settings(&s);
+        let text = "sk_live_planted dbpass1 qpass1 hook-secret-1";
+        assert_eq!(r.scrub(text), "*** *** *** ***");
+    }
+
+    #[test]
+    fn quoted_values_are_hidden_in_config_errors() {
+        assert_eq!(
+            quoted_values(r#"invalid type: string "sk_live_x", expected a sequence for key `a.b`"#),
+            r#"invalid type: string "***", expected a sequence for key `a.b`"#
+        );
+        assert_eq!(quoted_values(r#"open "unterminated"#), r#"open "***"#);
+    }
+}

@@ -1,0 +1,89 @@
+//! Stripe's documented limits on a meter event's `timestamp`: "within the past
+//! 35 calendar days" and "no more than 5 minutes in the future" (Billing Meter
+//! events API reference). Checked before a call so an event Stripe would refuse
+//! is never sent: its outcome is held or parked with the reason instead of
+//! spending its retry budget on certain 400s.
+
+use chrono::{DateTime, Duration, Utc};
+
+/// How far ahead of Stripe's clock a timestamp may be.
+pub const MAX_AHEAD: Duration = Duration::minutes(5);
+
+/// Margin kept inside [`MAX_AHEAD`] for clock skew between us and Stripe.
+pub const AHEAD_MARGIN: Duration = Duration::seconds(30);
+
+/// What Stripe would say of a timestamp, by the world's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampCheck {
+    Acceptable,
+    /// Too far in Stripe's future; acceptable from `ready_at` (world time).
+    Ahead {
+        ready_at: DateTime<Utc>,
+    },
+}
+
+/// Check a meter event timestamp (Unix seconds) against the world's clock.
+pub fn check_timestamp(timestamp: i64, world_now: DateTime<Utc>) -> TimestampCheck {
+    let Some(at) = DateTime::from_timestamp(timestamp, 0) else {
+        return TimestampCheck::Acceptable;
+    };
+    let allowed = MAX_AHEAD - AHEAD_MARGIN;
+    if at > world_now + allowed {
+        TimestampCheck::Ahead {
+            ready_at: at - allowed,
+        }
+    } else {
+        TimestampCheck::Acceptable
+    }
+}
+
+/// The reason recorded on an outcome held for a future timestamp.
+pub fn ahead_reason(timestamp: i64, world_now: DateTime<Utc>) -> String {
+    let ahead = DateTime::from_timestamp(timestamp, 0)
+        .map(|at| at - world_now)
+        .unwrap_or_default();
+    format!(
+        "not sent: timestamp {timestamp} is {} ahead of Stripe's clock, which refuses more than 5 minutes \
+         (is clock.offset set?); held until then",
+        humantime::format_duration(ahead.to_std().unwrap_or_default())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(s, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn now_and_the_past_are_acceptable() {
+        let now = t(1_767_225_600);
+        assert_eq!(
+            check_timestamp(1_767_225_600, now),
+            TimestampCheck::Acceptable
+        );
+        assert_eq!(
+            check_timestamp(1_767_225_600 - 86_400, now),
+            TimestampCheck::Acceptable
+        );
+        assert_eq!(
+            check_timestamp(1_767_225_600 + 270, now),
+            TimestampCheck::Acceptable
+        );
+    }
+
+    #[test]
+    fn more_than_four_and_a_half_minutes_ahead_is_held_until_acceptable() {
+        let now = t(1_767_225_600);
+        let ts = 1_767_225_600 + 73 * 3600;
+        assert_eq!(
+            check_timestamp(ts, now),
+            TimestampCheck::Ahead {
+                ready_at: t(ts - 270)
+            }
+        );
+        assert!(ahead_reason(ts, now).contains("73h"));
+    }
+}
