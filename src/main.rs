@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use outcome_meter::app::{start, Roles, Services};
 use outcome_meter::clock::to_millis;
 use outcome_meter::contract::describe;
+use outcome_meter::logging;
+use outcome_meter::redact::{self, Redactor};
 use outcome_meter::report::diff::shadow_run;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::reconcile::reconcile;
@@ -149,15 +151,6 @@ enum Command {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -180,26 +173,37 @@ async fn open_store(settings: &Settings) -> Result<Store> {
     let store = Store::connect(&settings.database).await.with_context(|| {
         format!(
             "cannot open database {}",
-            redact_url(&settings.database.url)
+            redact::url(&settings.database.url)
         )
     })?;
     Ok(store)
 }
 
-/// Hide a password in a database URL.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&Redactor::default(), &e.into()),
+    };
+    let redactor = Redactor::from_settings(&settings);
+    if let Err(e) = logging::init(&settings.log, redactor.clone()) {
+        return fail(&redactor, &e.into());
+    }
+    match run(cli.command, settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(&redactor, &e),
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    init_tracing();
-    let settings = Settings::load(cli.config.as_deref())?;
-    match cli.command {
+/// Print an error to standard error, every known secret hidden, and exit 1.
+fn fail(redactor: &Redactor, e: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("Error: {}", redactor.scrub(&format!("{e:#}")));
+    std::process::ExitCode::FAILURE
+}
+
+async fn run(command: Command, settings: Settings) -> Result<()> {
+    match command {
         Command::Serve {
             no_receiver,
             no_worker,
@@ -228,7 +232,7 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let running = start(&services, listener, roles).await?;
-            tracing::info!(addr = %running.addr, ?roles, db = %redact_url(&services.settings.database.url), "outcome-meter serving");
+            tracing::info!(addr = %running.addr, ?roles, db = %redact::url(&services.settings.database.url), "outcome-meter serving");
             let token = running.shutdown.clone();
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -243,7 +247,7 @@ async fn main() -> Result<()> {
             store.migrate().await?;
             out!(
                 "migrations applied to {}",
-                redact_url(&settings.database.url)
+                redact::url(&settings.database.url)
             );
         }
         Command::Check {
@@ -264,7 +268,7 @@ async fn main() -> Result<()> {
             out!("configuration is valid");
             out!(
                 "database: {}\nstripe: {}",
-                redact_url(&settings.database.url),
+                redact::url(&settings.database.url),
                 if settings.stripe.dry_run() {
                     "dry-run (no API key)".to_string()
                 } else {

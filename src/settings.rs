@@ -11,8 +11,10 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// The loader's message, with every double-quoted value hidden: a type
+    /// error would otherwise echo the value, which may be a secret.
     #[error("could not read configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(String),
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
 }
@@ -28,6 +30,34 @@ pub struct Settings {
     pub contract: ContractTerms,
     pub tenants: Vec<TenantSettings>,
     pub clock: ClockSettings,
+    pub log: LogSettings,
+}
+
+/// `[log]`: where and how the process logs. Logs always go to standard error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (colour only on a terminal) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `debug`, `info,sqlx=warn`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info,sqlx=warn".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[clock]`: where time comes from.
@@ -74,7 +104,7 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH` (embedded default) or `postgres://…`.
@@ -83,6 +113,16 @@ pub struct DatabaseSettings {
     /// Raw delivery bodies older than this are pruned once processed.
     #[serde(with = "crate::duration_serde")]
     pub delivery_retention: Duration,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::redact::url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("delivery_retention", &self.delivery_retention)
+            .finish()
+    }
 }
 
 impl Default for DatabaseSettings {
@@ -287,6 +327,12 @@ impl TenantSettings {
     }
 }
 
+impl From<config::ConfigError> for SettingsError {
+    fn from(e: config::ConfigError) -> Self {
+        SettingsError::Load(crate::redact::quoted_values(&e.to_string()))
+    }
+}
+
 impl Settings {
     /// Load and validate, as `serve` and every command do.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
@@ -328,7 +374,7 @@ impl Settings {
         {
             errs.push(format!(
                 "database.url must start with sqlite:// or postgres://, got `{}`",
-                self.database.url
+                crate::redact::url(&self.database.url)
             ));
         }
         if self.worker.batch_size == 0 || self.reporter.batch_size == 0 {

@@ -84,6 +84,10 @@ mod tests {
                 ready_at: t(ts - 270)
             }
         );
-        assert!(ahead_reason(ts, now).contains("73h"));
+        assert!(
+            ahead_reason(ts, now).contains("3days 1h"),
+            "{}",
+            ahead_reason(ts, now)
+        );
     }
 }

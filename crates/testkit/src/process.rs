@@ -25,6 +25,8 @@ pub struct ServeCommand {
     /// `RUST_LOG` for the child; its stderr is inherited when `show_logs`.
     pub log: String,
     pub show_logs: bool,
+    /// Write the child's stderr (its logs) to this file instead (wins over `show_logs`).
+    pub log_file: Option<PathBuf>,
 }
 
 impl ServeCommand {
@@ -36,11 +38,17 @@ impl ServeCommand {
             args: Vec::new(),
             log: "error".into(),
             show_logs: true,
+            log_file: None,
         }
     }
 
     /// Start `serve` listening on `addr`.
     pub fn spawn_on(&self, addr: &str) -> std::io::Result<ServeProcess> {
+        let stderr = match &self.log_file {
+            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            None if self.show_logs => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         let child = Command::new(&self.binary)
             .arg("--config")
             .arg(&self.config)
@@ -49,11 +57,7 @@ impl ServeCommand {
             .current_dir(&self.dir)
             .env("RUST_LOG", &self.log)
             .stdout(Stdio::null())
-            .stderr(if self.show_logs {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()?;
         Ok(ServeProcess {
             child,
