@@ -132,7 +132,7 @@ async fn run(tickets: usize, concurrency: usize) {
     let http = reqwest::Client::new();
 
     let reopened = |i: usize| i % 10 == 5;
-    let human = |i: usize| i % 10 == 0;
+    let human = |i: usize| i.is_multiple_of(10);
     let deliveries = tickets + (0..tickets).filter(|i| reopened(*i)).count();
     let expected = (0..tickets).filter(|i| !reopened(*i) && !human(*i)).count();
     println!(

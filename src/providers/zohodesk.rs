@@ -287,10 +287,10 @@ impl Provider for ZohoDesk {
             }
             _ => {}
         }
-        if s.issuer.as_deref().map_or(true, |x| x.trim().is_empty()) {
+        if s.issuer.as_deref().is_none_or(|x| x.trim().is_empty()) {
             errs.push("needs issuer (`orgId:<your Zoho Desk org id>`)".into());
         }
-        if s.audience.as_deref().map_or(true, |x| x.trim().is_empty()) {
+        if s.audience.as_deref().is_none_or(|x| x.trim().is_empty()) {
             errs.push("needs audience (`webhookId:<the webhook's id>`)".into());
         }
         errs
