@@ -149,7 +149,11 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
     }
     for ticket in ["D-101", "D-104"] {
         out.push('\n');
-        out.push_str(&explain(&services.store, "demo", ticket).await?.render());
+        out.push_str(
+            &explain(&services.store, "demo", ticket, None)
+                .await?
+                .render(),
+        );
     }
     let _ = writeln!(out, "\nDatabase kept at {db_path}; try: outcome-meter explain demo D-103 (with database.url pointing there)");
     services.store.close().await;

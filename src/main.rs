@@ -120,10 +120,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Explain why a ticket was or was not billed.
+    /// Explain why a ticket was or was not billed, per helpdesk that has this ticket number.
     Explain {
         tenant: String,
         ticket: String,
+        /// Only this helpdesk's ticket (zendesk, intercom, generic, ...).
+        #[arg(long)]
+        provider: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -323,10 +326,11 @@ async fn main() -> Result<()> {
         Command::Explain {
             tenant,
             ticket,
+            provider,
             json,
         } => {
             let store = open_store(&settings).await?;
-            let e = explain(&store, &tenant, &ticket).await?;
+            let e = explain(&store, &tenant, &ticket, provider.as_deref()).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&e)?);
             } else {
