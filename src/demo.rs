@@ -133,12 +133,9 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         out,
         "Confirmation pass looked at {confirmed} due ticket(s).\n"
     );
-    let rows = services
-        .store
-        .list_outcomes(&OutcomeFilter::default())
-        .await?;
-    out.push_str(&outcomes::render(&rows));
-    for o in &rows {
+    let listing = outcomes::page(&services.store, &OutcomeFilter::default()).await?;
+    out.push_str(&outcomes::render(&listing));
+    for o in &listing.outcomes {
         for a in services.store.attempts(&o.id).await? {
             let _ = writeln!(
                 out,
