@@ -4,6 +4,7 @@
 mod billing;
 mod chaos;
 mod chromium;
+mod cli;
 mod ingest;
 mod pipeline;
 mod process;
