@@ -133,12 +133,9 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         out,
         "Confirmation pass looked at {confirmed} due ticket(s).\n"
     );
-    let rows = services
-        .store
-        .list_outcomes(&OutcomeFilter::default())
-        .await?;
-    out.push_str(&outcomes::render(&rows));
-    for o in &rows {
+    let listing = outcomes::page(&services.store, &OutcomeFilter::default()).await?;
+    out.push_str(&outcomes::render(&listing));
+    for o in &listing.outcomes {
         for a in services.store.attempts(&o.id).await? {
             let _ = writeln!(
                 out,
@@ -149,7 +146,11 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
     }
     for ticket in ["D-101", "D-104"] {
         out.push('\n');
-        out.push_str(&explain(&services.store, "demo", ticket).await?.render());
+        out.push_str(
+            &explain(&services.store, "demo", ticket, None)
+                .await?
+                .render(),
+        );
     }
     let _ = writeln!(out, "\nDatabase kept at {db_path}; try: outcome-meter explain demo D-103 (with database.url pointing there)");
     services.store.close().await;

@@ -105,7 +105,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List outcomes in the outbox.
+    /// List outcomes in the outbox, oldest confirmation first, with their total.
     Outcomes {
         #[arg(long)]
         tenant: Option<String>,
@@ -117,15 +117,23 @@ enum Command {
         failed: bool,
         #[arg(long)]
         ticket: Option<String>,
-        #[arg(long, default_value_t = 100)]
+        /// List at most N outcomes (a page); 0 lists them all. The total is always printed.
+        #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
+        /// Start after this outcome id (the next page: the `next_after` of the previous one).
+        #[arg(long, value_name = "OUTCOME")]
+        after: Option<String>,
+        /// One JSON object: total, count, next_after (null on the last page) and outcomes.
         #[arg(long)]
         json: bool,
     },
-    /// Explain why a ticket was or was not billed.
+    /// Explain why a ticket was or was not billed, per helpdesk that has this ticket number.
     Explain {
         tenant: String,
         ticket: String,
+        /// Only this helpdesk's ticket (zendesk, intercom, generic, ...).
+        #[arg(long)]
+        provider: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -296,6 +304,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             failed,
             ticket,
             limit,
+            after,
             json,
         } => {
             let store = open_store(&settings).await?;
@@ -309,28 +318,33 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                     bail!("--state must be pending, reported, dry_run or failed");
                 }
             }
-            let rows = store
-                .list_outcomes(&OutcomeFilter {
-                    tenant,
-                    state,
-                    ticket_id: ticket,
-                    limit,
-                    ..Default::default()
-                })
-                .await?;
+            let after = match after {
+                Some(id) => Some(outcomes::cursor(&store, &id).await?),
+                None => None,
+            };
+            let filter = OutcomeFilter {
+                tenant,
+                state,
+                ticket_id: ticket,
+                after,
+                limit,
+                ..Default::default()
+            };
+            let page = outcomes::page(&store, &filter).await?;
             if json {
-                out!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&page)?);
             } else {
-                outp!("{}", outcomes::render(&rows));
+                outp!("{}", outcomes::render(&page));
             }
         }
         Command::Explain {
             tenant,
             ticket,
+            provider,
             json,
         } => {
             let store = open_store(&settings).await?;
-            let e = explain(&store, &tenant, &ticket).await?;
+            let e = explain(&store, &tenant, &ticket, provider.as_deref()).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&e)?);
             } else {

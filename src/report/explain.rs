@@ -1,77 +1,228 @@
 //! `outcome-meter explain <tenant> <ticket>`: why a ticket was (or was not) billed.
 
+use super::clause::{deciding_clause, DecidingClause};
 use super::fmt_ms;
 use crate::clock::to_millis;
 use crate::store::{
     AttemptRow, DecisionRow, EventRow, OutcomeFilter, OutcomeRow, ReversalRow, Store, StoreError,
 };
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// The trail of one ticket number of a tenant. A ticket number belongs to one
+/// helpdesk: the same number in two helpdesks is two tickets, each its own trail.
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub tenant: String,
     pub ticket_id: String,
+    /// The helpdesk asked for (`--provider`); `None`: every helpdesk with this number.
+    pub provider: Option<String>,
+    /// One trail per helpdesk, by provider name.
+    pub providers: Vec<ProviderTrail>,
+    /// With `provider` set: the other helpdesks that have a ticket with this number.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_providers: Vec<String>,
+}
+
+/// One helpdesk's ticket: its events, decisions (numbered per helpdesk), outcomes
+/// and clawbacks.
+#[derive(Debug, Default, Serialize)]
+pub struct ProviderTrail {
+    pub provider: String,
     pub events: Vec<EventRow>,
-    pub decisions: Vec<DecisionRow>,
-    pub outcomes: Vec<(OutcomeRow, Vec<AttemptRow>)>,
+    pub decisions: Vec<DecisionView>,
+    pub outcomes: Vec<OutcomeTrail>,
     pub reversals: Vec<ReversalRow>,
 }
 
+/// A decision as `explain` shows it: `clause` is the clause that decided, as data.
+#[derive(Debug, Serialize)]
+pub struct DecisionView {
+    pub seq: i64,
+    pub resolved_at: i64,
+    pub resolver: Option<String>,
+    pub settle_at: i64,
+    pub status: String,
+    pub billable: bool,
+    pub is_final: bool,
+    pub clause: DecidingClause,
+    pub contract_version: String,
+    pub contract_hash: String,
+    pub outcome_id: Option<String>,
+    pub evidence: serde_json::Value,
+}
+
+impl From<DecisionRow> for DecisionView {
+    fn from(d: DecisionRow) -> Self {
+        DecisionView {
+            clause: deciding_clause(&d),
+            seq: d.seq,
+            resolved_at: d.resolved_at,
+            resolver: d.resolver,
+            settle_at: d.settle_at,
+            status: d.status,
+            billable: d.billable,
+            is_final: d.is_final,
+            contract_version: d.contract_version,
+            contract_hash: d.contract_hash,
+            outcome_id: d.outcome_id,
+            evidence: d.evidence,
+        }
+    }
+}
+
+/// An outcome (its fields, `provider` included) and every Stripe attempt for it.
+#[derive(Debug, Serialize)]
+pub struct OutcomeTrail {
+    #[serde(flatten)]
+    pub outcome: OutcomeRow,
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// The stored rows of a ticket number, grouped by helpdesk; attempts not loaded yet.
+#[derive(Default)]
+struct Rows {
+    trail: ProviderTrail,
+    outcomes: Vec<OutcomeRow>,
+}
+
+/// The trail of `ticket_id` in `provider`, or in every helpdesk of `tenant` that has it.
 pub async fn explain(
     store: &Store,
     tenant: &str,
     ticket_id: &str,
+    provider: Option<&str>,
 ) -> Result<Explanation, StoreError> {
-    let events = store.ticket_events(tenant, ticket_id).await?;
-    let decisions = store.ticket_decisions(tenant, ticket_id).await?;
-    let rows = store
+    let mut by_provider = load_rows(store, tenant, ticket_id).await?;
+    let (chosen, other_providers) = match provider {
+        None => (std::mem::take(&mut by_provider), Vec::new()),
+        Some(p) => {
+            let chosen = by_provider.remove_entry(p).into_iter().collect();
+            (chosen, by_provider.into_keys().collect())
+        }
+    };
+    let mut providers = Vec::with_capacity(chosen.len());
+    for (_, mut rows) in chosen {
+        for outcome in rows.outcomes {
+            let attempts = store.attempts(&outcome.id).await?;
+            rows.trail.outcomes.push(OutcomeTrail { outcome, attempts });
+        }
+        providers.push(rows.trail);
+    }
+    Ok(Explanation {
+        tenant: tenant.to_string(),
+        ticket_id: ticket_id.to_string(),
+        provider: provider.map(str::to_string),
+        providers,
+        other_providers,
+    })
+}
+
+async fn load_rows(
+    store: &Store,
+    tenant: &str,
+    ticket_id: &str,
+) -> Result<BTreeMap<String, Rows>, StoreError> {
+    let mut by_provider: BTreeMap<String, Rows> = BTreeMap::new();
+    for e in store.ticket_events(tenant, ticket_id).await? {
+        rows_of(&mut by_provider, &e.provider).trail.events.push(e);
+    }
+    for d in store.ticket_decisions(tenant, ticket_id).await? {
+        rows_of(&mut by_provider, &d.provider)
+            .trail
+            .decisions
+            .push(d.into());
+    }
+    let outcomes = store
         .list_outcomes(&OutcomeFilter {
             tenant: Some(tenant.to_string()),
             ticket_id: Some(ticket_id.to_string()),
             ..Default::default()
         })
         .await?;
-    let mut outcomes = Vec::with_capacity(rows.len());
-    for o in rows {
-        let attempts = store.attempts(&o.id).await?;
-        outcomes.push((o, attempts));
+    for o in outcomes {
+        rows_of(&mut by_provider, &o.provider).outcomes.push(o);
     }
-    let reversals = store
-        .reversals(tenant)
-        .await?
-        .into_iter()
-        .filter(|r| r.ticket_id == ticket_id)
-        .collect();
-    Ok(Explanation {
-        tenant: tenant.to_string(),
-        ticket_id: ticket_id.to_string(),
-        events,
-        decisions,
-        outcomes,
-        reversals,
-    })
+    for r in store.reversals(tenant).await? {
+        if r.ticket_id == ticket_id {
+            rows_of(&mut by_provider, &r.provider)
+                .trail
+                .reversals
+                .push(r);
+        }
+    }
+    Ok(by_provider)
+}
+
+fn rows_of<'a>(by_provider: &'a mut BTreeMap<String, Rows>, provider: &str) -> &'a mut Rows {
+    by_provider
+        .entry(provider.to_string())
+        .or_insert_with(|| Rows {
+            trail: ProviderTrail {
+                provider: provider.to_string(),
+                ..Default::default()
+            },
+            outcomes: Vec::new(),
+        })
 }
 
 impl Explanation {
+    /// Nothing is stored for this ticket (in the helpdesk asked for).
     pub fn is_empty(&self) -> bool {
+        self.providers.iter().all(ProviderTrail::is_empty)
+    }
+
+    /// The decision trail in plain words, one section per helpdesk.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = write!(s, "Ticket {} of tenant {}", self.ticket_id, self.tenant);
+        match &self.provider {
+            Some(p) => {
+                let _ = writeln!(s, " in helpdesk {p}");
+            }
+            None if self.providers.len() > 1 => {
+                let names: Vec<&str> = self.providers.iter().map(|t| t.provider.as_str()).collect();
+                let _ = writeln!(
+                    s,
+                    ": {} helpdesks have this ticket number ({}); each is its own ticket",
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+            None => s.push('\n'),
+        }
+        if self.is_empty() {
+            let _ = writeln!(s, "  No events are stored for this ticket.");
+            if !self.other_providers.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  Helpdesks with this ticket number: {} (--provider NAME).",
+                    self.other_providers.join(", ")
+                );
+            }
+            return s;
+        }
+        for t in &self.providers {
+            let _ = writeln!(s, "\n== {} ticket {} ==", t.provider, self.ticket_id);
+            t.render(&mut s);
+        }
+        s
+    }
+}
+
+impl ProviderTrail {
+    fn is_empty(&self) -> bool {
         self.events.is_empty() && self.decisions.is_empty()
     }
 
-    /// The decision trail in plain words.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "Ticket {} of tenant {}", self.ticket_id, self.tenant);
-        if self.is_empty() {
-            let _ = writeln!(s, "  No events are stored for this ticket.");
-            return s;
-        }
+    fn render(&self, s: &mut String) {
         let _ = writeln!(s, "\nEvents (in the helpdesk's time order):");
         for e in &self.events {
             let ev = &e.event;
             let _ = writeln!(
                 s,
-                "  {}  {:<20} {}{}{}  [{} {}]",
+                "  {}  {:<20} {}{}{}  [{}]",
                 fmt_ms(to_millis(ev.occurred_at)),
                 ev.kind.as_str(),
                 ev.resolver.map(|r| format!("by {r} ")).unwrap_or_default(),
@@ -84,7 +235,6 @@ impl Explanation {
                 } else {
                     format!("tags {}", ev.tags.join(","))
                 },
-                e.provider,
                 ev.event_key
             );
         }
@@ -98,7 +248,7 @@ impl Explanation {
                 d.resolver.as_deref().unwrap_or("unknown"),
                 d.status,
                 if d.is_final { " (final)" } else { "" },
-                d.detail,
+                d.clause.text,
                 d.contract_version,
                 d.contract_hash,
                 fmt_ms(d.settle_at)
@@ -107,11 +257,16 @@ impl Explanation {
         if !self.outcomes.is_empty() {
             let _ = writeln!(s, "\nBilled outcomes:");
         }
-        for (o, attempts) in &self.outcomes {
+        for OutcomeTrail {
+            outcome: o,
+            attempts,
+        } in &self.outcomes
+        {
             let _ = writeln!(
                 s,
-                "  {} #{}: {} x{} on meter {} for {} -> {}{}",
+                "  {} ({} #{}): {} x{} on meter {} for {} -> {}{}",
                 o.id,
+                o.provider,
                 o.seq,
                 fmt_ms(o.confirmed_at),
                 o.value,
@@ -157,6 +312,5 @@ impl Explanation {
                     .unwrap_or_default()
             );
         }
-        s
     }
 }

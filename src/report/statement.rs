@@ -1,6 +1,7 @@
 //! `outcome-meter statement`: every billed outcome of a period with its evidence,
 //! every resolution not billed and why, and totals that match what Stripe received.
 
+use super::clause::deciding_clause;
 use super::fmt_ms;
 pub use super::ledger::MeterTotals;
 use super::ledger::{reversal_applied, reversal_effective_at, totals};
@@ -91,13 +92,6 @@ pub struct Statement {
     pub disqualified_by_reason: BTreeMap<String, i64>,
     /// Billed outcomes per day of confirmation (UTC), for the chart.
     pub per_day: BTreeMap<String, i64>,
-}
-
-fn clause_code(clause_json: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(clause_json)
-        .ok()
-        .and_then(|v| v["clause"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Build the statement of `tenant` for `period` (outcomes by confirmation time,
@@ -210,13 +204,10 @@ pub async fn build(
     let mut not_billed = Vec::new();
     let mut disqualified_by_reason: BTreeMap<String, i64> = BTreeMap::new();
     for d in store.decisions_in(tenant, period.from, period.to).await? {
-        let reason = match d.status.as_str() {
-            "confirmed" => continue,
-            "reopened" => "reopened_within_window".to_string(),
-            "capped" => "capped".to_string(),
-            "in_window" if d.billable => "awaiting_reopen_window".to_string(),
-            _ => clause_code(&d.clause),
-        };
+        if d.status == "confirmed" {
+            continue;
+        }
+        let reason = deciding_clause(&d).kind.to_string();
         if d.status != "in_window" {
             *disqualified_by_reason.entry(reason.clone()).or_default() += 1;
         }

@@ -14,8 +14,8 @@ pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
 pub use outbox::{ClaimedOutcome, NewOutcome};
 pub use pair_lock::{pair_key, PairLock};
 pub use queries::{
-    AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeFilter, OutcomeRow, QueueCounts,
-    ReversalRow,
+    AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeCursor, OutcomeFilter, OutcomeRow,
+    QueueCounts, ReversalRow,
 };
 pub use tickets::{DecisionWrite, TicketState};
 

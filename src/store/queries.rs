@@ -2,7 +2,10 @@
 
 use super::tickets::event_from_row;
 use super::{col, Store, StoreError};
+use crate::contract::Clause;
 use crate::event::TicketEvent;
+use crate::ticket::Reopen;
+use serde::Deserialize;
 use sqlx::any::AnyRow;
 
 #[derive(Debug, Clone, Default)]
@@ -13,7 +16,18 @@ pub struct OutcomeFilter {
     /// Confirmation time range `[from, to)`, Unix millis.
     pub confirmed_from: Option<i64>,
     pub confirmed_to: Option<i64>,
+    /// Only outcomes after this one in the listing order (keyset paging).
+    pub after: Option<OutcomeCursor>,
+    /// At most this many rows; 0: no limit.
     pub limit: u32,
+}
+
+/// A position in the outcome listing, which is ordered by `(confirmed_at, id)`:
+/// stable while outcomes are added (they are confirmed now, so they come last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCursor {
+    pub confirmed_at: i64,
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -48,11 +62,14 @@ pub struct DecisionRow {
     pub settle_at: i64,
     pub status: String,
     pub billable: bool,
-    pub clause: String,
+    /// The contract's clause on this resolution (before its reopen window is known).
+    pub clause: Clause,
     pub detail: String,
     pub contract_version: String,
     pub contract_hash: String,
-    pub evidence: String,
+    pub evidence: serde_json::Value,
+    /// The reopen that ended this resolution inside its window (from the evidence).
+    pub reopened: Option<Reopen>,
     pub outcome_id: Option<String>,
     pub is_final: bool,
 }
@@ -86,22 +103,41 @@ const DECISION_COLUMNS: &str =
      detail, contract_version, contract_hash, evidence, outcome_id, final";
 
 fn decision_from_row(r: &AnyRow) -> Result<DecisionRow, StoreError> {
+    let ticket_id: String = col(r, "ticket_id")?;
+    let provider: String = col(r, "provider")?;
+    let seq: i64 = col(r, "seq")?;
+    let corrupt = |what: &str, e: serde_json::Error| {
+        StoreError::corrupt(format!(
+            "decision on {provider} ticket {ticket_id} #{seq}: {what}: {e}"
+        ))
+    };
+    let clause: Clause =
+        serde_json::from_str(&col::<String>(r, "clause")?).map_err(|e| corrupt("clause", e))?;
+    let evidence: serde_json::Value =
+        serde_json::from_str(&col::<String>(r, "evidence")?).map_err(|e| corrupt("evidence", e))?;
+    let reopened = evidence
+        .get("reopened")
+        .map(Option::<Reopen>::deserialize)
+        .transpose()
+        .map_err(|e| corrupt("evidence.reopened", e))?
+        .flatten();
     Ok(DecisionRow {
-        ticket_id: col(r, "ticket_id")?,
-        provider: col(r, "provider")?,
-        seq: col(r, "seq")?,
         resolved_at: col(r, "resolved_at")?,
         resolver: col(r, "resolver")?,
         settle_at: col(r, "settle_at")?,
         status: col(r, "status")?,
         billable: col::<i64>(r, "billable")? != 0,
-        clause: col(r, "clause")?,
+        clause,
         detail: col(r, "detail")?,
         contract_version: col(r, "contract_version")?,
         contract_hash: col(r, "contract_hash")?,
-        evidence: col(r, "evidence")?,
+        evidence,
+        reopened,
         outcome_id: col(r, "outcome_id")?,
         is_final: col::<i64>(r, "final")? != 0,
+        ticket_id,
+        provider,
+        seq,
     })
 }
 
@@ -169,27 +205,67 @@ fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
     })
 }
 
+/// The conditions of an [`OutcomeFilter`], on parameters `$1`..`$5`
+/// (see [`bind_outcome_filter`]).
+const OUTCOME_FILTER: &str = "($1 = '' OR tenant = $1) AND ($2 = '' OR state = $2) \
+     AND ($3 = '' OR ticket_id = $3) AND confirmed_at >= $4 AND confirmed_at < $5";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind_outcome_filter<'q>(q: AnyQuery<'q>, f: &'q OutcomeFilter) -> AnyQuery<'q> {
+    q.bind(f.tenant.as_deref().unwrap_or(""))
+        .bind(f.state.as_deref().unwrap_or(""))
+        .bind(f.ticket_id.as_deref().unwrap_or(""))
+        .bind(f.confirmed_from.unwrap_or(i64::MIN))
+        .bind(f.confirmed_to.unwrap_or(i64::MAX))
+}
+
 impl Store {
+    /// Outcomes matching `f`, ordered by `(confirmed_at, id)`, after `f.after`,
+    /// at most `f.limit` (0: all).
     pub async fn list_outcomes(&self, f: &OutcomeFilter) -> Result<Vec<OutcomeRow>, StoreError> {
         let sql = format!(
-            "SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR state = $2) \
-             AND ($3 = '' OR ticket_id = $3) AND confirmed_at >= $4 AND confirmed_at < $5 \
-             ORDER BY confirmed_at, id LIMIT $6"
+            "SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE {OUTCOME_FILTER} \
+             AND (confirmed_at > $6 OR (confirmed_at = $6 AND id > $7)) \
+             ORDER BY confirmed_at, id LIMIT $8"
         );
-        let rows = sqlx::query(&sql)
-            .bind(f.tenant.as_deref().unwrap_or(""))
-            .bind(f.state.as_deref().unwrap_or(""))
-            .bind(f.ticket_id.as_deref().unwrap_or(""))
-            .bind(f.confirmed_from.unwrap_or(i64::MIN))
-            .bind(f.confirmed_to.unwrap_or(i64::MAX))
-            .bind(i64::from(if f.limit == 0 {
-                u32::MAX >> 1
-            } else {
-                f.limit
-            }))
+        // No cursor: before every row (ids are never empty).
+        let (after_at, after_id) = f
+            .after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| (c.confirmed_at, c.id.as_str()));
+        let limit = if f.limit == 0 { u32::MAX >> 1 } else { f.limit };
+        let rows = bind_outcome_filter(sqlx::query(&sql), f)
+            .bind(after_at)
+            .bind(after_id)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(outcome_from_row).collect()
+    }
+
+    /// How many outcomes match `f`, whatever its cursor and limit.
+    pub async fn count_outcomes(&self, f: &OutcomeFilter) -> Result<i64, StoreError> {
+        let sql = format!("SELECT COUNT(*) AS n FROM outcomes WHERE {OUTCOME_FILTER}");
+        let row = bind_outcome_filter(sqlx::query(&sql), f)
+            .fetch_one(&self.pool)
+            .await?;
+        col(&row, "n")
+    }
+
+    /// Where outcome `id` stands in the listing order; `None` if there is no such outcome.
+    pub async fn outcome_cursor(&self, id: &str) -> Result<Option<OutcomeCursor>, StoreError> {
+        let row = sqlx::query("SELECT confirmed_at FROM outcomes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(OutcomeCursor {
+                confirmed_at: col(&r, "confirmed_at")?,
+                id: id.to_string(),
+            })
+        })
+        .transpose()
     }
 
     pub async fn ticket_events(

@@ -116,7 +116,7 @@ async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backe
     app.settle().await;
     app.report().await;
     assert_eq!(stripe.adjustments().len(), 1);
-    let e = outcome_meter::report::explain::explain(&app.services.store, TENANT, "K1")
+    let e = outcome_meter::report::explain::explain(&app.services.store, TENANT, "K1", None)
         .await
         .expect("explain");
     assert!(e.render().contains("Clawback of"), "{}", e.render());

@@ -4,6 +4,7 @@
 mod billing;
 mod chaos;
 mod chromium;
+mod cli;
 mod cli_output;
 mod ingest;
 mod pipeline;

@@ -285,10 +285,11 @@ async fn a_meter_that_does_not_sum_gets_no_correcting_event(backend: Backend) {
         why.contains("aggregates by `count`") && why.contains("credit the customer"),
         "{why}"
     );
-    let explained = outcome_meter::report::explain::explain(&app.services.store, TENANT, "Y2")
-        .await
-        .expect("explain")
-        .render();
+    let explained =
+        outcome_meter::report::explain::explain(&app.services.store, TENANT, "Y2", None)
+            .await
+            .expect("explain")
+            .render();
     assert!(explained.contains("aggregates by `count`"), "{explained}");
     assert_eq!(
         app.outcomes()
