@@ -1,0 +1,260 @@
+//! `outcome-meter statement`: every billed outcome of a period with its evidence,
+//! every resolution not billed and why, and totals that match what Stripe received.
+
+use super::fmt_ms;
+pub use super::ledger::MeterTotals;
+use super::ledger::{reversal_applied, reversal_effective_at, totals};
+use super::period::Period;
+use crate::store::{OutcomeFilter, Store, StoreError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+mod csv;
+mod html;
+
+pub use html::escape;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BilledLine {
+    /// Also the Stripe meter event `identifier`.
+    pub outcome_id: String,
+    pub ticket_id: String,
+    pub provider: String,
+    pub seq: i64,
+    pub resolved_at: String,
+    pub confirmed_at: String,
+    pub event_name: String,
+    pub value: i64,
+    /// pending | reported | dry_run | failed | capped | voided | reversed
+    pub state: String,
+    pub stripe_request_id: Option<String>,
+    pub why: String,
+    pub evidence_events: Vec<String>,
+    pub contract: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotBilledLine {
+    pub ticket_id: String,
+    pub provider: String,
+    pub seq: i64,
+    pub resolved_at: String,
+    /// reopened | not_billable | capped | in_window
+    pub status: String,
+    pub reason: String,
+    pub detail: String,
+}
+
+/// A clawback reversal, in the period where Stripe applies it (a correcting event at
+/// its own timestamp; a cancel, or a reversal not done, with its outcome).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReversalLine {
+    /// The reversed outcome (its meter event's `identifier`).
+    pub outcome_id: String,
+    /// The Stripe event this reversal is: the cancelled event's identifier, or the
+    /// correcting event's (`<outcome id>_reversal`).
+    pub stripe_identifier: String,
+    pub ticket_id: String,
+    pub provider: String,
+    pub seq: i64,
+    pub event_name: String,
+    /// The reversed outcome's value.
+    pub value: i64,
+    /// What it changes at Stripe in this period: minus the value once applied, else 0.
+    pub net_effect: i64,
+    /// cancel | correction | void | dry_run | manual | none (not yet attempted: empty)
+    pub method: String,
+    /// pending | done | failed
+    pub state: String,
+    /// Applied at Stripe (done, by cancel or correction): counted in the totals.
+    pub counted: bool,
+    /// When it counts: the correcting event's timestamp, else the outcome's.
+    pub at: String,
+    pub stripe_request_id: Option<String>,
+    pub reopen_event_key: String,
+    pub reopen_kind: String,
+    pub reopened_at: String,
+    /// The contract clause (`clawback`) and its explanation.
+    pub clause: String,
+    pub explanation: String,
+    pub contract: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Statement {
+    pub tenant: String,
+    pub stripe_customer_id: String,
+    pub from: String,
+    pub to: String,
+    pub billed: Vec<BilledLine>,
+    pub not_billed: Vec<NotBilledLine>,
+    pub reversals: Vec<ReversalLine>,
+    pub totals: Vec<MeterTotals>,
+    pub billed_count: i64,
+    pub disqualified_by_reason: BTreeMap<String, i64>,
+    /// Billed outcomes per day of confirmation (UTC), for the chart.
+    pub per_day: BTreeMap<String, i64>,
+}
+
+fn clause_code(clause_json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(clause_json)
+        .ok()
+        .and_then(|v| v["clause"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Build the statement of `tenant` for `period` (outcomes by confirmation time,
+/// decisions by resolution time).
+pub async fn build(
+    store: &Store,
+    tenant: &str,
+    customer: &str,
+    period: Period,
+) -> Result<Statement, StoreError> {
+    let outcomes = store
+        .list_outcomes(&OutcomeFilter {
+            tenant: Some(tenant.to_string()),
+            confirmed_from: Some(period.from),
+            confirmed_to: Some(period.to),
+            ..Default::default()
+        })
+        .await?;
+    let reversal_rows = store.reversals(tenant).await?;
+    let totals = totals(&outcomes, &reversal_rows, period);
+    let mut per_day: BTreeMap<String, i64> = BTreeMap::new();
+    let mut billed = Vec::with_capacity(outcomes.len());
+    let mut billed_count = 0;
+    for o in &outcomes {
+        if matches!(
+            o.state.as_str(),
+            "reported" | "pending" | "failed" | "dry_run"
+        ) {
+            billed_count += 1;
+            *per_day
+                .entry(fmt_ms(o.confirmed_at)[..10].to_string())
+                .or_default() += 1;
+        }
+        let ev: serde_json::Value = serde_json::from_str(&o.evidence).unwrap_or_default();
+        let evidence_events = ev["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        format!(
+                            "{} {}{}",
+                            e["occurred_at"].as_str().unwrap_or(""),
+                            e["kind"].as_str().unwrap_or(""),
+                            e["resolver"]
+                                .as_str()
+                                .map(|r| format!(" by {r}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        billed.push(BilledLine {
+            outcome_id: o.id.clone(),
+            ticket_id: o.ticket_id.clone(),
+            provider: o.provider.clone(),
+            seq: o.seq,
+            resolved_at: fmt_ms(o.resolved_at),
+            confirmed_at: fmt_ms(o.confirmed_at),
+            event_name: o.event_name.clone(),
+            value: o.value,
+            state: o.state.clone(),
+            stripe_request_id: o.stripe_request_id.clone(),
+            why: ev["explanation"].as_str().unwrap_or_default().to_string(),
+            evidence_events,
+            contract: format!("{} ({})", o.contract_version, o.contract_hash),
+        });
+    }
+    let mut reversals = Vec::new();
+    for r in &reversal_rows {
+        let at = reversal_effective_at(r);
+        if at < period.from || at >= period.to {
+            continue;
+        }
+        let ev: serde_json::Value = serde_json::from_str(&r.evidence).unwrap_or_default();
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let method = r.method.clone().unwrap_or_default();
+        let counted = reversal_applied(r);
+        reversals.push(ReversalLine {
+            outcome_id: r.outcome_id.clone(),
+            stripe_identifier: if method == "correction" {
+                format!("{}_reversal", r.outcome_id)
+            } else {
+                r.outcome_id.clone()
+            },
+            ticket_id: r.ticket_id.clone(),
+            provider: r.provider.clone(),
+            seq: ev["seq"].as_i64().unwrap_or_default(),
+            event_name: r.event_name.clone(),
+            value: r.value,
+            net_effect: if counted { -r.value } else { 0 },
+            method,
+            state: r.state.clone(),
+            counted,
+            at: fmt_ms(at),
+            stripe_request_id: r.stripe_request_id.clone(),
+            reopen_event_key: r.reopen_event_key.clone(),
+            reopen_kind: text(&ev["reopen"]["kind"]),
+            reopened_at: fmt_ms(r.reopened_at),
+            clause: text(&ev["clause"]),
+            explanation: text(&ev["explanation"]),
+            contract: format!(
+                "{} ({})",
+                text(&ev["contract"]["version"]),
+                text(&ev["contract"]["hash"])
+            ),
+            error: r.last_error.clone(),
+        });
+    }
+    let mut not_billed = Vec::new();
+    let mut disqualified_by_reason: BTreeMap<String, i64> = BTreeMap::new();
+    for d in store.decisions_in(tenant, period.from, period.to).await? {
+        let reason = match d.status.as_str() {
+            "confirmed" => continue,
+            "reopened" => "reopened_within_window".to_string(),
+            "capped" => "capped".to_string(),
+            "in_window" if d.billable => "awaiting_reopen_window".to_string(),
+            _ => clause_code(&d.clause),
+        };
+        if d.status != "in_window" {
+            *disqualified_by_reason.entry(reason.clone()).or_default() += 1;
+        }
+        not_billed.push(NotBilledLine {
+            ticket_id: d.ticket_id,
+            provider: d.provider,
+            seq: d.seq,
+            resolved_at: fmt_ms(d.resolved_at),
+            status: d.status,
+            reason,
+            detail: d.detail,
+        });
+    }
+    Ok(Statement {
+        tenant: tenant.to_string(),
+        stripe_customer_id: customer.to_string(),
+        from: fmt_ms(period.from),
+        to: fmt_ms(period.to),
+        billed,
+        not_billed,
+        reversals,
+        totals: totals.into_values().collect(),
+        billed_count,
+        disqualified_by_reason,
+        per_day,
+    })
+}
+
+impl ReversalLine {
+    /// The reopening event, in words.
+    pub fn reopen_evidence(&self) -> String {
+        format!(
+            "{} {} (event {})",
+            self.reopened_at, self.reopen_kind, self.reopen_event_key
+        )
+    }
+}
