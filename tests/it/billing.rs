@@ -89,6 +89,78 @@ async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
     app.stop().await;
 }
 
+/// A capped outcome is one line, under not billed, with the cap that stopped it: not
+/// also under billed, in JSON, CSV or HTML; the totals are unchanged.
+async fn a_capped_outcome_is_listed_once_under_not_billed(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let contract = ContractTerms {
+        caps: Caps {
+            per_day: Some(2),
+            per_period: None,
+        },
+        ..Default::default()
+    };
+    let app = app(backend, &stripe, contract).await;
+    for t in ["K1", "K2", "K3"] {
+        app.send(&event(&format!("{t}-r"), t, "resolved", 0, Some("ai")))
+            .await;
+    }
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let capped = app
+        .outcomes()
+        .await
+        .into_iter()
+        .find(|o| o.state == "capped")
+        .expect("one outcome over the daily cap");
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+
+    let json = serde_json::to_value(&st).expect("json");
+    let lines_of = |list: &str| -> Vec<serde_json::Value> {
+        json[list]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|l| l["ticket_id"] == capped.ticket_id.as_str())
+            .cloned()
+            .collect()
+    };
+    assert!(lines_of("billed").is_empty(), "{json:#}");
+    let not_billed = lines_of("not_billed");
+    assert_eq!(not_billed.len(), 1, "{json:#}");
+    assert_eq!(not_billed[0]["reason"], "capped");
+    assert_eq!(not_billed[0]["outcome_id"], capped.id.as_str());
+    assert!(
+        not_billed[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("daily cap")),
+        "the cap that stopped it: {json:#}"
+    );
+    assert_eq!(json["billed"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["billed_count"], 2);
+    assert_eq!(json["disqualified_by_reason"]["capped"], 1);
+    assert_eq!(json["totals"][0]["capped_count"], 1);
+    assert_eq!(json["totals"][0]["net_value"], 2);
+
+    let csv = st.to_csv();
+    let rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.contains(&format!(",{},", capped.ticket_id)))
+        .collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert!(rows[0].starts_with("not_billed,"), "{csv}");
+    let html = st.to_html();
+    assert_eq!(
+        html.matches(&format!(">{} <", capped.ticket_id)).count(),
+        1,
+        "{html}"
+    );
+    app.stop().await;
+}
+
 async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe, clawback_contract()).await;
@@ -961,6 +1033,7 @@ async fn check_diff_command_prints_what_a_contract_change_would_do() {
 
 crate::dual!(
     caps_record_outcomes_over_the_cap_as_capped,
+    a_capped_outcome_is_listed_once_under_not_billed,
     clawback_within_24h_cancels_the_meter_event_exactly_once,
     clawback_after_24h_sends_a_correcting_event,
     clawback_of_an_outcome_not_yet_sent_voids_it,

@@ -5,7 +5,7 @@ use super::fmt_ms;
 pub use super::ledger::MeterTotals;
 use super::ledger::{reversal_applied, reversal_effective_at, totals};
 use super::period::Period;
-use crate::store::{OutcomeFilter, Store, StoreError};
+use crate::store::{DecisionRow, OutcomeFilter, Store, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -41,8 +41,20 @@ pub struct NotBilledLine {
     pub resolved_at: String,
     /// reopened | not_billable | capped | in_window
     pub status: String,
+    /// reopened_within_window | capped | awaiting_reopen_window | a clause code
+    /// (`handed_off_to_human`, ...).
     pub reason: String,
+    /// The decision in words; for a capped outcome, the cap that stopped it.
     pub detail: String,
+    /// A capped outcome's id (never sent to Stripe), else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome_id: Option<String>,
+    /// When a capped outcome was confirmed (the period it belongs to), else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<String>,
+    /// A capped outcome's meter, else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
 }
 
 /// A clawback reversal, in the period where Stripe applies it (a correcting event at
@@ -87,7 +99,12 @@ pub struct Statement {
     pub stripe_customer_id: String,
     pub from: String,
     pub to: String,
+    /// Outcomes confirmed in the period and sent, to be sent or taken back (every
+    /// state but `capped`: a capped outcome is never billed and is listed once, in
+    /// `not_billed`, with the cap that stopped it).
     pub billed: Vec<BilledLine>,
+    /// Resolutions of the period not billed (by resolution time), and the capped
+    /// outcomes confirmed in the period (as in the totals' `capped_count`).
     pub not_billed: Vec<NotBilledLine>,
     pub reversals: Vec<ReversalLine>,
     pub totals: Vec<MeterTotals>,
@@ -126,6 +143,9 @@ pub async fn build(
     let mut billed = Vec::with_capacity(outcomes.len());
     let mut billed_count = 0;
     for o in &outcomes {
+        if o.state == "capped" {
+            continue; // listed once, under not billed (below)
+        }
         if matches!(
             o.state.as_str(),
             "reported" | "pending" | "failed" | "dry_run"
@@ -211,29 +231,72 @@ pub async fn build(
             error: r.last_error.clone(),
         });
     }
-    let mut not_billed = Vec::new();
+    let decisions = store.decisions_in(tenant, period.from, period.to).await?;
+    // (resolution time, ticket, seq) orders the lines as the query does.
+    let mut not_billed: Vec<((i64, String, i64), NotBilledLine)> = Vec::new();
     let mut disqualified_by_reason: BTreeMap<String, i64> = BTreeMap::new();
-    for d in store.decisions_in(tenant, period.from, period.to).await? {
+    // A capped outcome counts in the period it was confirmed in, like the totals'
+    // `capped_count`: one line from the outcome, with its decision's cap.
+    for o in outcomes.iter().filter(|o| o.state == "capped") {
+        let mine = |d: &DecisionRow| d.outcome_id.as_deref() == Some(o.id.as_str());
+        let decision = match decisions.iter().find(|d| mine(d)) {
+            Some(d) => Some(d.clone()),
+            // Resolved before the period, confirmed in it.
+            None => store
+                .ticket_decisions(tenant, &o.ticket_id)
+                .await?
+                .into_iter()
+                .find(|d| mine(d)),
+        };
+        let detail = decision
+            .map(|d| d.detail)
+            .unwrap_or_else(|| "capped: over a cap of the contract".into());
+        *disqualified_by_reason.entry("capped".into()).or_default() += 1;
+        not_billed.push((
+            (o.resolved_at, o.ticket_id.clone(), o.seq),
+            NotBilledLine {
+                ticket_id: o.ticket_id.clone(),
+                provider: o.provider.clone(),
+                seq: o.seq,
+                resolved_at: fmt_ms(o.resolved_at),
+                status: "capped".into(),
+                reason: "capped".into(),
+                detail,
+                outcome_id: Some(o.id.clone()),
+                confirmed_at: Some(fmt_ms(o.confirmed_at)),
+                event_name: Some(o.event_name.clone()),
+            },
+        ));
+    }
+    for d in decisions {
         let reason = match d.status.as_str() {
-            "confirmed" => continue,
+            // Capped ones come from their outcomes, above.
+            "confirmed" | "capped" => continue,
             "reopened" => "reopened_within_window".to_string(),
-            "capped" => "capped".to_string(),
             "in_window" if d.billable => "awaiting_reopen_window".to_string(),
             _ => clause_code(&d.clause),
         };
         if d.status != "in_window" {
             *disqualified_by_reason.entry(reason.clone()).or_default() += 1;
         }
-        not_billed.push(NotBilledLine {
-            ticket_id: d.ticket_id,
-            provider: d.provider,
-            seq: d.seq,
-            resolved_at: fmt_ms(d.resolved_at),
-            status: d.status,
-            reason,
-            detail: d.detail,
-        });
+        not_billed.push((
+            (d.resolved_at, d.ticket_id.clone(), d.seq),
+            NotBilledLine {
+                ticket_id: d.ticket_id,
+                provider: d.provider,
+                seq: d.seq,
+                resolved_at: fmt_ms(d.resolved_at),
+                status: d.status,
+                reason,
+                detail: d.detail,
+                outcome_id: None,
+                confirmed_at: None,
+                event_name: None,
+            },
+        ));
     }
+    not_billed.sort_by(|a, b| a.0.cmp(&b.0));
+    let not_billed = not_billed.into_iter().map(|(_, line)| line).collect();
     Ok(Statement {
         tenant: tenant.to_string(),
         stripe_customer_id: customer.to_string(),
