@@ -508,6 +508,81 @@ async fn statement_totals_match_what_stripe_received(backend: Backend) {
     app.stop().await;
 }
 
+/// Ticket ids that a spreadsheet would run as formulas come out of the CSV statement
+/// as text (a leading `'`, OWASP), properly quoted; the JSON keeps them as sent, and
+/// numbers stay numbers.
+async fn statement_csv_neutralizes_formulas_and_json_keeps_values(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    let hostile = [
+        ("=HYPERLINK(\"http://evil.example\",\"x\")", "ai"),
+        ("@SUM(1+1)*cmd|' /C calc'!A0", "ai"),
+        ("+41 555 0100", "human"),
+        ("-2+3", "human"),
+    ];
+    for (i, (ticket, resolver)) in hostile.iter().enumerate() {
+        let status = app
+            .send(&event(
+                &format!("h{i}"),
+                ticket,
+                "resolved",
+                0,
+                Some(resolver),
+            ))
+            .await;
+        assert_eq!(status, 202, "{ticket}");
+    }
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+
+    let csv = st.to_csv();
+    assert!(
+        csv.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\",generic,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",'@SUM(1+1)*cmd|' /C calc'!A0,generic,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\nnot_billed,'+41 555 0100,generic,1,"),
+        "{csv}"
+    );
+    assert!(csv.contains("\nnot_billed,'-2+3,generic,1,"), "{csv}");
+    for line in csv.lines().skip(1) {
+        // No cell (outside quotes) starts a formula.
+        let mut quoted = false;
+        let mut start = true;
+        for c in line.chars() {
+            if start && !quoted {
+                assert!(!"=+-@\t\r".contains(c), "a cell starts a formula: {line}");
+            }
+            start = false;
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => start = true,
+                _ => {}
+            }
+        }
+    }
+
+    let json = serde_json::to_value(&st).expect("json");
+    let mut tickets: Vec<String> = ["billed", "not_billed"]
+        .iter()
+        .flat_map(|list| json[list].as_array().cloned().unwrap_or_default())
+        .filter_map(|l| l["ticket_id"].as_str().map(str::to_string))
+        .collect();
+    tickets.sort();
+    let mut sent: Vec<String> = hostile.iter().map(|(t, _)| t.to_string()).collect();
+    sent.sort();
+    assert_eq!(tickets, sent, "JSON keeps the values as sent");
+    app.stop().await;
+}
+
 async fn statement_page_in_chromium_shows_the_database_numbers(backend: Backend) {
     let Some(chromium) = crate::chromium::find() else {
         return;
@@ -1042,6 +1117,7 @@ crate::dual!(
     caps_use_the_contract_the_resolution_was_decided_under,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
+    statement_csv_neutralizes_formulas_and_json_keeps_values,
     statement_page_in_chromium_shows_the_database_numbers,
     reconcile_finds_no_drift_then_reports_injected_drift,
     a_correction_counts_in_the_month_stripe_received_it,

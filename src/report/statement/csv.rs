@@ -1,12 +1,49 @@
 //! The statement as one CSV table, for a spreadsheet.
+//!
+//! Text cells can hold what a helpdesk sent (ticket ids, tags and channels in the
+//! evidence and reasons, actor names): a spreadsheet would run such a cell as a formula
+//! when it starts with `=`, `+`, `-`, `@`, a tab or a carriage return. Following
+//! OWASP's CSV-injection guidance, every text cell starting with one of those gets a
+//! leading `'`, which spreadsheets show as text (the JSON statement keeps the values as
+//! they are). Numeric columns (`seq`, `value`) hold integers this program formats:
+//! they are never prefixed, so a reversal's `-1` stays a number a spreadsheet can sum.
 
 use super::Statement;
 
+/// One CSV cell: text (neutralized, then quoted) or an integer we formatted.
+enum Cell<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+use Cell::{Int, Text};
+
+/// OWASP: a cell starting with one of these is a formula (or becomes one) in Excel,
+/// LibreOffice or Google Sheets.
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell that a spreadsheet reads as text: `'` before a formula start.
+fn neutralize(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(FORMULA_START) {
+        format!("'{s}").into()
+    } else {
+        s.into()
+    }
+}
+
+/// RFC 4180 quoting: a field with a comma, quote or line break is quoted.
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+fn cell(c: &Cell<'_>) -> String {
+    match c {
+        Text(s) => csv_field(&neutralize(s)),
+        Int(n) => n.to_string(),
     }
 }
 
@@ -18,49 +55,43 @@ impl Statement {
         let mut s = String::from(
             "line,ticket_id,provider,seq,resolved_at,confirmed_at,meter,value,state,stripe_identifier,stripe_request_id,reason,detail,evidence,method\n",
         );
-        let row = |cols: &[&str]| {
-            cols.iter()
-                .map(|c| csv_field(c))
-                .collect::<Vec<_>>()
-                .join(",")
-                + "\n"
-        };
+        let row = |cols: &[Cell<'_>]| cols.iter().map(cell).collect::<Vec<_>>().join(",") + "\n";
         for b in &self.billed {
             s += &row(&[
-                "billed",
-                &b.ticket_id,
-                &b.provider,
-                &b.seq.to_string(),
-                &b.resolved_at,
-                &b.confirmed_at,
-                &b.event_name,
-                &b.value.to_string(),
-                &b.state,
-                &b.outcome_id,
-                b.stripe_request_id.as_deref().unwrap_or(""),
-                "billable",
-                &b.why,
-                &b.evidence_events.join("; "),
-                "",
+                Text("billed"),
+                Text(&b.ticket_id),
+                Text(&b.provider),
+                Int(b.seq),
+                Text(&b.resolved_at),
+                Text(&b.confirmed_at),
+                Text(&b.event_name),
+                Int(b.value),
+                Text(&b.state),
+                Text(&b.outcome_id),
+                Text(b.stripe_request_id.as_deref().unwrap_or("")),
+                Text("billable"),
+                Text(&b.why),
+                Text(&b.evidence_events.join("; ")),
+                Text(""),
             ]);
         }
         for n in &self.not_billed {
             s += &row(&[
-                "not_billed",
-                &n.ticket_id,
-                &n.provider,
-                &n.seq.to_string(),
-                &n.resolved_at,
-                n.confirmed_at.as_deref().unwrap_or(""),
-                n.event_name.as_deref().unwrap_or(""),
-                "0",
-                &n.status,
-                "",
-                "",
-                &n.reason,
-                &n.detail,
-                "",
-                "",
+                Text("not_billed"),
+                Text(&n.ticket_id),
+                Text(&n.provider),
+                Int(n.seq),
+                Text(&n.resolved_at),
+                Text(n.confirmed_at.as_deref().unwrap_or("")),
+                Text(n.event_name.as_deref().unwrap_or("")),
+                Int(0),
+                Text(&n.status),
+                Text(""),
+                Text(""),
+                Text(&n.reason),
+                Text(&n.detail),
+                Text(""),
+                Text(""),
             ]);
         }
         for r in &self.reversals {
@@ -69,44 +100,44 @@ impl Statement {
                 None => r.explanation.clone(),
             };
             s += &row(&[
-                "reversal",
-                &r.ticket_id,
-                &r.provider,
-                &r.seq.to_string(),
-                "",
-                &r.at,
-                &r.event_name,
-                &(-r.value).to_string(),
-                &r.state,
-                &r.stripe_identifier,
-                r.stripe_request_id.as_deref().unwrap_or(""),
-                &r.clause,
-                &detail,
-                &r.reopen_evidence(),
-                &r.method,
+                Text("reversal"),
+                Text(&r.ticket_id),
+                Text(&r.provider),
+                Int(r.seq),
+                Text(""),
+                Text(&r.at),
+                Text(&r.event_name),
+                Int(-r.value),
+                Text(&r.state),
+                Text(&r.stripe_identifier),
+                Text(r.stripe_request_id.as_deref().unwrap_or("")),
+                Text(&r.clause),
+                Text(&detail),
+                Text(&r.reopen_evidence()),
+                Text(&r.method),
             ]);
         }
         for t in &self.totals {
             s += &row(&[
-                "total",
-                "",
-                "",
-                "",
-                "",
-                "",
-                &t.event_name,
-                &t.net_value.to_string(),
-                "net_sent_to_stripe",
-                "",
-                "",
-                "",
-                &format!(
+                Text("total"),
+                Text(""),
+                Text(""),
+                Text(""),
+                Text(""),
+                Text(""),
+                Text(&t.event_name),
+                Int(t.net_value),
+                Text("net_sent_to_stripe"),
+                Text(""),
+                Text(""),
+                Text(""),
+                Text(&format!(
                     "reported {} (value {}), reversed {} (value {}), awaiting {}, dry-run {}, capped {}",
                     t.reported_count, t.reported_value, t.reversed_count, t.reversed_value, t.awaiting_count,
                     t.dry_run_count, t.capped_count
-                ),
-                "",
-                "",
+                )),
+                Text(""),
+                Text(""),
             ]);
         }
         s
@@ -122,5 +153,28 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("plain"), "plain");
+    }
+
+    #[test]
+    fn text_cells_that_start_a_formula_are_neutralized_numbers_are_not() {
+        for hostile in ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            let out = cell(&Text(hostile));
+            assert!(
+                out.starts_with('\'') || out.starts_with("\"'"),
+                "{hostile:?} -> {out:?}"
+            );
+        }
+        assert_eq!(
+            cell(&Text("=HYPERLINK(\"http://evil.example\",\"x\")")),
+            "\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\""
+        );
+        assert_eq!(
+            cell(&Text("\rx")),
+            "\"'\rx\"",
+            "quoted: it holds a line break"
+        );
+        assert_eq!(cell(&Text("a=b")), "a=b", "only the first character counts");
+        assert_eq!(cell(&Text("")), "");
+        assert_eq!(cell(&Int(-1)), "-1", "a reversal's value stays a number");
     }
 }
