@@ -624,6 +624,129 @@ async fn statement_page_in_chromium_shows_the_database_numbers(backend: Backend)
     app.stop().await;
 }
 
+/// The statement page as finance sees it on a laptop: a 1,200 x 800 window shows it
+/// without a horizontal scrollbar or a cell cut off, even with long evidence and a
+/// long hostile ticket id (escaped, never markup); reasons, states and events read as
+/// words and times carry no milliseconds. The screenshot is kept in the target
+/// directory (`statement-1200.png`) for a person to look at.
+async fn statement_page_fits_a_laptop_window_and_reads_as_words(backend: Backend) {
+    let Some(chromium) = crate::chromium::find() else {
+        return;
+    };
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    let at = |h: i64, ms: u32| {
+        (t0() + chrono::Duration::hours(h) + chrono::Duration::milliseconds(i64::from(ms)))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let send =
+        |id: String, ticket: &str, kind: &str, occurred_at: String, resolver: Option<&str>| {
+            let mut v = serde_json::json!({"event_id": id, "ticket_id": ticket, "type": kind,
+            "occurred_at": occurred_at, "channel": "chat"});
+            if let Some(r) = resolver {
+                v["resolver"] = r.into();
+            }
+            let app = &app;
+            async move { assert_eq!(app.send(&v.to_string()).await, 202) }
+        };
+    let hostile = format!(
+        "<img src=x onerror=alert(1)>=HYPERLINK(\"http://evil.example\",\"x\")&amp;{}",
+        "X".repeat(90)
+    );
+    // Long evidence: a long conversation before the AI resolves it.
+    let chatty = format!("CHATTY-{}", "0123456789".repeat(6));
+    for i in 0..15 {
+        send(
+            format!("c{i}"),
+            &chatty,
+            "customer_replied",
+            at(i, 123),
+            None,
+        )
+        .await;
+    }
+    send("c-r".into(), &chatty, "resolved", at(15, 456), Some("ai")).await;
+    send("h-r".into(), &hostile, "resolved", at(1, 789), Some("ai")).await;
+    send(
+        "d-h".into(),
+        "D-HANDOFF",
+        "handed_off_to_human",
+        at(0, 0),
+        None,
+    )
+    .await;
+    send("d-r".into(), "D-HANDOFF", "resolved", at(2, 0), Some("ai")).await;
+    send("p-r".into(), "D-HUMAN", "resolved", at(2, 0), Some("human")).await;
+    send("o-r".into(), "D-REOPEN", "resolved", at(2, 0), Some("ai")).await;
+    send("o-o".into(), "D-REOPEN", "reopened", at(3, 0), None).await;
+    send("k-r".into(), "K-CLAWBACK", "resolved", at(2, 0), Some("ai")).await;
+    app.advance_hours(90);
+    app.settle().await;
+    app.report().await;
+    send("k-o".into(), "K-CLAWBACK", "reopened", at(91, 0), None).await;
+    app.settle().await;
+    app.report().await;
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    assert_eq!(st.reversals.len(), 1, "one reversal to show");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let page = dir.path().join("statement.html");
+    std::fs::write(&page, st.to_html()).expect("write page");
+    let layout = crate::chromium::layout(&chromium, &page, dir.path(), (1200, 800));
+    assert!(
+        layout.viewport > 1100 && layout.viewport <= 1200,
+        "the window is 1200 pixels wide: {layout:?}"
+    );
+    assert!(
+        layout.scroll_width <= layout.viewport,
+        "no horizontal scrollbar: {layout:?}"
+    );
+    assert!(layout.overflowing.is_empty(), "nothing cut off: {layout:?}");
+    let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("statement-1200-{backend:?}.png").to_lowercase());
+    crate::chromium::screenshot(&chromium, &page, dir.path(), (1200, 800), &png);
+    assert_eq!(crate::chromium::png_size(&png), (1200, 800));
+    // A taller one, to look at every table.
+    let full = png.with_file_name(format!("statement-1200-full-{backend:?}.png").to_lowercase());
+    crate::chromium::screenshot(&chromium, &page, dir.path(), (1200, 3000), &full);
+
+    let dom = crate::chromium::dump_dom(&chromium, &page, dir.path());
+    for words in [
+        "handed off to a human",
+        "reopened within the reopen window",
+        "resolved by someone the contract does not bill",
+        "customer replied",
+        "resolved by the AI agent",
+        "reported to Stripe",
+        "event cancelled",
+        "2026-01-01 15:00 UTC",
+        "2026-01-01 to 2026-01-31",
+    ] {
+        assert!(dom.contains(words), "`{words}` on the page: {dom}");
+    }
+    for identifier in [
+        ">handed_off_to_human<",
+        ">resolver_not_billable<",
+        ">reopened_within_window<",
+        ".123",
+        ".456",
+        "T15:00",
+    ] {
+        assert!(!dom.contains(identifier), "`{identifier}` shown: {dom}");
+    }
+    // The hostile id is text: no element came of it, and it reads as sent.
+    assert!(!dom.contains("<img"), "{dom}");
+    assert!(
+        dom.contains(
+            "&lt;img src=x onerror=alert(1)&gt;=HYPERLINK(\"http://evil.example\",\"x\")&amp;amp;"
+        ),
+        "{dom}"
+    );
+    app.stop().await;
+}
+
 async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.set_meter("mtr_resolved", "resolved_ticket");
@@ -1119,6 +1242,7 @@ crate::dual!(
     statement_totals_match_what_stripe_received,
     statement_csv_neutralizes_formulas_and_json_keeps_values,
     statement_page_in_chromium_shows_the_database_numbers,
+    statement_page_fits_a_laptop_window_and_reads_as_words,
     reconcile_finds_no_drift_then_reports_injected_drift,
     a_correction_counts_in_the_month_stripe_received_it,
     reconcile_checks_every_configured_meter_and_lists_the_outbox,

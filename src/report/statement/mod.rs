@@ -29,8 +29,35 @@ pub struct BilledLine {
     pub state: String,
     pub stripe_request_id: Option<String>,
     pub why: String,
+    /// The evidence events, one string each: `<occurred_at> <kind>[ by <resolver>]`.
     pub evidence_events: Vec<String>,
+    /// The same events, in parts, for the page (not in the JSON).
+    #[serde(skip)]
+    pub evidence: Vec<EvidenceEvent>,
     pub contract: String,
+}
+
+/// One event of an outcome's evidence.
+#[derive(Debug, Clone)]
+pub struct EvidenceEvent {
+    /// As the helpdesk gave it (RFC 3339).
+    pub occurred_at: String,
+    pub kind: String,
+    pub resolver: Option<String>,
+}
+
+impl EvidenceEvent {
+    fn line(&self) -> String {
+        format!(
+            "{} {}{}",
+            self.occurred_at,
+            self.kind,
+            self.resolver
+                .as_deref()
+                .map(|r| format!(" by {r}"))
+                .unwrap_or_default()
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +69,7 @@ pub struct NotBilledLine {
     /// reopened | not_billable | capped | in_window
     pub status: String,
     /// reopened_within_window | capped | awaiting_reopen_window | a clause code
-    /// (`handed_off_to_human`, ...).
+    /// (`handed_off_to_human`, ...); [`crate::report::words::reason`] says it in words.
     pub reason: String,
     /// The decision in words; for a capped outcome, the cap that stopped it.
     pub detail: String,
@@ -151,25 +178,20 @@ pub async fn build(
             "reported" | "pending" | "failed" | "dry_run"
         ) {
             billed_count += 1;
+            let at = fmt_ms(o.confirmed_at);
             *per_day
-                .entry(fmt_ms(o.confirmed_at)[..10].to_string())
+                .entry(at.get(..10).unwrap_or(&at).to_string())
                 .or_default() += 1;
         }
         let ev: serde_json::Value = serde_json::from_str(&o.evidence).unwrap_or_default();
-        let evidence_events = ev["events"]
+        let evidence: Vec<EvidenceEvent> = ev["events"]
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|e| {
-                        format!(
-                            "{} {}{}",
-                            e["occurred_at"].as_str().unwrap_or(""),
-                            e["kind"].as_str().unwrap_or(""),
-                            e["resolver"]
-                                .as_str()
-                                .map(|r| format!(" by {r}"))
-                                .unwrap_or_default()
-                        )
+                    .map(|e| EvidenceEvent {
+                        occurred_at: e["occurred_at"].as_str().unwrap_or("").to_string(),
+                        kind: e["kind"].as_str().unwrap_or("").to_string(),
+                        resolver: e["resolver"].as_str().map(str::to_string),
                     })
                     .collect()
             })
@@ -186,7 +208,8 @@ pub async fn build(
             state: o.state.clone(),
             stripe_request_id: o.stripe_request_id.clone(),
             why: ev["explanation"].as_str().unwrap_or_default().to_string(),
-            evidence_events,
+            evidence_events: evidence.iter().map(EvidenceEvent::line).collect(),
+            evidence,
             contract: format!("{} ({})", o.contract_version, o.contract_hash),
         });
     }
