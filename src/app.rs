@@ -29,6 +29,11 @@ pub enum AppError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Everything the roles share.

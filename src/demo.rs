@@ -4,13 +4,17 @@
 use crate::app::{start, AppError, Roles, Services};
 use crate::clock::{Clock, ManualClock};
 use crate::providers::generic;
-use crate::report::{explain::explain, outcomes};
+use crate::report::period::Period;
+use crate::report::{explain::explain, outcomes, statement};
 use crate::settings::{Settings, TenantSettings};
 use crate::store::OutcomeFilter;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const SECRET: &str = "demo-signing-secret";
+const TENANT: &str = "demo";
+const CUSTOMER: &str = "cus_demo";
 
 fn event(
     id: &str,
@@ -29,12 +33,23 @@ fn event(
     v.to_string()
 }
 
+/// Where the demo writes the statement page: beside its database,
+/// `data/demo.db` -> `data/demo-statement.html`.
+pub fn statement_path(db_path: &str) -> PathBuf {
+    let db = Path::new(db_path);
+    let stem = db
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "demo".into());
+    db.with_file_name(format!("{stem}-statement.html"))
+}
+
 /// Run the demo; returns the report to print.
 pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppError> {
     let _ = std::fs::remove_file(db_path);
     settings.database.url = format!("sqlite://{db_path}");
     settings.stripe.api_key.clear(); // always dry-run: the demo's clock runs ahead of Stripe's
-    settings.tenants = vec![TenantSettings::generic("demo", "cus_demo", SECRET)];
+    settings.tenants = vec![TenantSettings::generic(TENANT, CUSTOMER, SECRET)];
     let clock = ManualClock::new(chrono::Utc::now());
     let services = Services::open(settings, Arc::new(clock.clone())).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -152,6 +167,29 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
                 .render(),
         );
     }
+    // What finance would get: the statement page of the days the demo covered.
+    let day = |t: chrono::DateTime<chrono::Utc>| {
+        t.date_naive()
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis()
+    };
+    let period = Period {
+        from: day(t0),
+        to: day(clock.now()) + 86_400_000,
+    };
+    let st = statement::build(&services.store, TENANT, CUSTOMER, period).await?;
+    let page = statement_path(db_path);
+    std::fs::write(&page, st.to_html()).map_err(|source| AppError::Write {
+        path: page.display().to_string(),
+        source,
+    })?;
+    let shown = std::fs::canonicalize(&page).unwrap_or_else(|_| page.clone());
+    let _ = writeln!(
+        out,
+        "\nStatement page (what finance gets, open it in a browser): {}",
+        shown.display()
+    );
     let _ = writeln!(out, "\nDatabase kept at {db_path}; try: outcome-meter explain demo D-103 (with database.url pointing there)");
     services.store.close().await;
     Ok(out)

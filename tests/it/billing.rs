@@ -89,6 +89,78 @@ async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
     app.stop().await;
 }
 
+/// A capped outcome is one line, under not billed, with the cap that stopped it: not
+/// also under billed, in JSON, CSV or HTML; the totals are unchanged.
+async fn a_capped_outcome_is_listed_once_under_not_billed(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let contract = ContractTerms {
+        caps: Caps {
+            per_day: Some(2),
+            per_period: None,
+        },
+        ..Default::default()
+    };
+    let app = app(backend, &stripe, contract).await;
+    for t in ["K1", "K2", "K3"] {
+        app.send(&event(&format!("{t}-r"), t, "resolved", 0, Some("ai")))
+            .await;
+    }
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let capped = app
+        .outcomes()
+        .await
+        .into_iter()
+        .find(|o| o.state == "capped")
+        .expect("one outcome over the daily cap");
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+
+    let json = serde_json::to_value(&st).expect("json");
+    let lines_of = |list: &str| -> Vec<serde_json::Value> {
+        json[list]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|l| l["ticket_id"] == capped.ticket_id.as_str())
+            .cloned()
+            .collect()
+    };
+    assert!(lines_of("billed").is_empty(), "{json:#}");
+    let not_billed = lines_of("not_billed");
+    assert_eq!(not_billed.len(), 1, "{json:#}");
+    assert_eq!(not_billed[0]["reason"], "capped");
+    assert_eq!(not_billed[0]["outcome_id"], capped.id.as_str());
+    assert!(
+        not_billed[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("daily cap")),
+        "the cap that stopped it: {json:#}"
+    );
+    assert_eq!(json["billed"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["billed_count"], 2);
+    assert_eq!(json["disqualified_by_reason"]["capped"], 1);
+    assert_eq!(json["totals"][0]["capped_count"], 1);
+    assert_eq!(json["totals"][0]["net_value"], 2);
+
+    let csv = st.to_csv();
+    let rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.contains(&format!(",{},", capped.ticket_id)))
+        .collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert!(rows[0].starts_with("not_billed,"), "{csv}");
+    let html = st.to_html();
+    assert_eq!(
+        html.matches(&format!(">{} <", capped.ticket_id)).count(),
+        1,
+        "{html}"
+    );
+    app.stop().await;
+}
+
 async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe, clawback_contract()).await;
@@ -436,6 +508,81 @@ async fn statement_totals_match_what_stripe_received(backend: Backend) {
     app.stop().await;
 }
 
+/// Ticket ids that a spreadsheet would run as formulas come out of the CSV statement
+/// as text (a leading `'`, OWASP), properly quoted; the JSON keeps them as sent, and
+/// numbers stay numbers.
+async fn statement_csv_neutralizes_formulas_and_json_keeps_values(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    let hostile = [
+        ("=HYPERLINK(\"http://evil.example\",\"x\")", "ai"),
+        ("@SUM(1+1)*cmd|' /C calc'!A0", "ai"),
+        ("+41 555 0100", "human"),
+        ("-2+3", "human"),
+    ];
+    for (i, (ticket, resolver)) in hostile.iter().enumerate() {
+        let status = app
+            .send(&event(
+                &format!("h{i}"),
+                ticket,
+                "resolved",
+                0,
+                Some(resolver),
+            ))
+            .await;
+        assert_eq!(status, 202, "{ticket}");
+    }
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+
+    let csv = st.to_csv();
+    assert!(
+        csv.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\",generic,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",'@SUM(1+1)*cmd|' /C calc'!A0,generic,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\nnot_billed,'+41 555 0100,generic,1,"),
+        "{csv}"
+    );
+    assert!(csv.contains("\nnot_billed,'-2+3,generic,1,"), "{csv}");
+    for line in csv.lines().skip(1) {
+        // No cell (outside quotes) starts a formula.
+        let mut quoted = false;
+        let mut start = true;
+        for c in line.chars() {
+            if start && !quoted {
+                assert!(!"=+-@\t\r".contains(c), "a cell starts a formula: {line}");
+            }
+            start = false;
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => start = true,
+                _ => {}
+            }
+        }
+    }
+
+    let json = serde_json::to_value(&st).expect("json");
+    let mut tickets: Vec<String> = ["billed", "not_billed"]
+        .iter()
+        .flat_map(|list| json[list].as_array().cloned().unwrap_or_default())
+        .filter_map(|l| l["ticket_id"].as_str().map(str::to_string))
+        .collect();
+    tickets.sort();
+    let mut sent: Vec<String> = hostile.iter().map(|(t, _)| t.to_string()).collect();
+    sent.sort();
+    assert_eq!(tickets, sent, "JSON keeps the values as sent");
+    app.stop().await;
+}
+
 async fn statement_page_in_chromium_shows_the_database_numbers(backend: Backend) {
     let Some(chromium) = crate::chromium::find() else {
         return;
@@ -473,6 +620,129 @@ async fn statement_page_in_chromium_shows_the_database_numbers(backend: Backend)
         dom.matches("<rect").count(),
         st.per_day.len(),
         "one bar per day"
+    );
+    app.stop().await;
+}
+
+/// The statement page as finance sees it on a laptop: a 1,200 x 800 window shows it
+/// without a horizontal scrollbar or a cell cut off, even with long evidence and a
+/// long hostile ticket id (escaped, never markup); reasons, states and events read as
+/// words and times carry no milliseconds. The screenshot is kept in the target
+/// directory (`statement-1200.png`) for a person to look at.
+async fn statement_page_fits_a_laptop_window_and_reads_as_words(backend: Backend) {
+    let Some(chromium) = crate::chromium::find() else {
+        return;
+    };
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe, clawback_contract()).await;
+    let at = |h: i64, ms: u32| {
+        (t0() + chrono::Duration::hours(h) + chrono::Duration::milliseconds(i64::from(ms)))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let send =
+        |id: String, ticket: &str, kind: &str, occurred_at: String, resolver: Option<&str>| {
+            let mut v = serde_json::json!({"event_id": id, "ticket_id": ticket, "type": kind,
+            "occurred_at": occurred_at, "channel": "chat"});
+            if let Some(r) = resolver {
+                v["resolver"] = r.into();
+            }
+            let app = &app;
+            async move { assert_eq!(app.send(&v.to_string()).await, 202) }
+        };
+    let hostile = format!(
+        "<img src=x onerror=alert(1)>=HYPERLINK(\"http://evil.example\",\"x\")&amp;{}",
+        "X".repeat(90)
+    );
+    // Long evidence: a long conversation before the AI resolves it.
+    let chatty = format!("CHATTY-{}", "0123456789".repeat(6));
+    for i in 0..15 {
+        send(
+            format!("c{i}"),
+            &chatty,
+            "customer_replied",
+            at(i, 123),
+            None,
+        )
+        .await;
+    }
+    send("c-r".into(), &chatty, "resolved", at(15, 456), Some("ai")).await;
+    send("h-r".into(), &hostile, "resolved", at(1, 789), Some("ai")).await;
+    send(
+        "d-h".into(),
+        "D-HANDOFF",
+        "handed_off_to_human",
+        at(0, 0),
+        None,
+    )
+    .await;
+    send("d-r".into(), "D-HANDOFF", "resolved", at(2, 0), Some("ai")).await;
+    send("p-r".into(), "D-HUMAN", "resolved", at(2, 0), Some("human")).await;
+    send("o-r".into(), "D-REOPEN", "resolved", at(2, 0), Some("ai")).await;
+    send("o-o".into(), "D-REOPEN", "reopened", at(3, 0), None).await;
+    send("k-r".into(), "K-CLAWBACK", "resolved", at(2, 0), Some("ai")).await;
+    app.advance_hours(90);
+    app.settle().await;
+    app.report().await;
+    send("k-o".into(), "K-CLAWBACK", "reopened", at(91, 0), None).await;
+    app.settle().await;
+    app.report().await;
+    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
+        .await
+        .expect("statement");
+    assert_eq!(st.reversals.len(), 1, "one reversal to show");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let page = dir.path().join("statement.html");
+    std::fs::write(&page, st.to_html()).expect("write page");
+    let layout = crate::chromium::layout(&chromium, &page, dir.path(), (1200, 800));
+    assert!(
+        layout.viewport > 1100 && layout.viewport <= 1200,
+        "the window is 1200 pixels wide: {layout:?}"
+    );
+    assert!(
+        layout.scroll_width <= layout.viewport,
+        "no horizontal scrollbar: {layout:?}"
+    );
+    assert!(layout.overflowing.is_empty(), "nothing cut off: {layout:?}");
+    let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("statement-1200-{backend:?}.png").to_lowercase());
+    crate::chromium::screenshot(&chromium, &page, dir.path(), (1200, 800), &png);
+    assert_eq!(crate::chromium::png_size(&png), (1200, 800));
+    // A taller one, to look at every table.
+    let full = png.with_file_name(format!("statement-1200-full-{backend:?}.png").to_lowercase());
+    crate::chromium::screenshot(&chromium, &page, dir.path(), (1200, 3000), &full);
+
+    let dom = crate::chromium::dump_dom(&chromium, &page, dir.path());
+    for words in [
+        "handed off to a human",
+        "reopened within the reopen window",
+        "resolved by someone the contract does not bill",
+        "customer replied",
+        "resolved by the AI agent",
+        "reported to Stripe",
+        "event cancelled",
+        "2026-01-01 15:00 UTC",
+        "2026-01-01 to 2026-01-31",
+    ] {
+        assert!(dom.contains(words), "`{words}` on the page: {dom}");
+    }
+    for identifier in [
+        ">handed_off_to_human<",
+        ">resolver_not_billable<",
+        ">reopened_within_window<",
+        ".123",
+        ".456",
+        "T15:00",
+    ] {
+        assert!(!dom.contains(identifier), "`{identifier}` shown: {dom}");
+    }
+    // The hostile id is text: no element came of it, and it reads as sent.
+    assert!(!dom.contains("<img"), "{dom}");
+    assert!(
+        dom.contains(
+            "&lt;img src=x onerror=alert(1)&gt;=HYPERLINK(\"http://evil.example\",\"x\")&amp;amp;"
+        ),
+        "{dom}"
     );
     app.stop().await;
 }
@@ -961,6 +1231,7 @@ async fn check_diff_command_prints_what_a_contract_change_would_do() {
 
 crate::dual!(
     caps_record_outcomes_over_the_cap_as_capped,
+    a_capped_outcome_is_listed_once_under_not_billed,
     clawback_within_24h_cancels_the_meter_event_exactly_once,
     clawback_after_24h_sends_a_correcting_event,
     clawback_of_an_outcome_not_yet_sent_voids_it,
@@ -969,7 +1240,9 @@ crate::dual!(
     caps_use_the_contract_the_resolution_was_decided_under,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
+    statement_csv_neutralizes_formulas_and_json_keeps_values,
     statement_page_in_chromium_shows_the_database_numbers,
+    statement_page_fits_a_laptop_window_and_reads_as_words,
     reconcile_finds_no_drift_then_reports_injected_drift,
     a_correction_counts_in_the_month_stripe_received_it,
     reconcile_checks_every_configured_meter_and_lists_the_outbox,

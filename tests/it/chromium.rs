@@ -21,8 +21,9 @@ pub fn find() -> Option<PathBuf> {
     None
 }
 
-/// The DOM Chromium renders for a local file.
-pub fn dump_dom(chromium: &Path, page: &Path, profile: &Path) -> String {
+/// Run headless Chromium on a local file with `extra` arguments (window size, what
+/// to produce); its standard output.
+fn run(chromium: &Path, page: &Path, profile: &Path, extra: &[String]) -> String {
     let out = Command::new(chromium)
         .args([
             "--headless",
@@ -37,9 +38,9 @@ pub fn dump_dom(chromium: &Path, page: &Path, profile: &Path) -> String {
                 "--user-data-dir={}",
                 profile.join("chromium-profile").display()
             ),
-            "--dump-dom",
-            &format!("file://{}", page.display()),
         ])
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
         .output()
         .expect("run chromium");
     assert!(
@@ -48,6 +49,95 @@ pub fn dump_dom(chromium: &Path, page: &Path, profile: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The DOM Chromium renders for a local file.
+pub fn dump_dom(chromium: &Path, page: &Path, profile: &Path) -> String {
+    run(chromium, page, profile, &["--dump-dom".into()])
+}
+
+/// A screenshot of the first `width` x `height` pixels of a page, seen in a window
+/// of that size, as PNG.
+pub fn screenshot(
+    chromium: &Path,
+    page: &Path,
+    profile: &Path,
+    (width, height): (u32, u32),
+    png: &Path,
+) {
+    run(
+        chromium,
+        page,
+        profile,
+        &[
+            format!("--window-size={width},{height}"),
+            format!("--screenshot={}", png.display()),
+        ],
+    );
+    assert!(png.exists(), "no screenshot at {}", png.display());
+}
+
+/// A PNG's width and height (from its header).
+pub fn png_size(png: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(png).expect("read png");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let be =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    (be(16), be(20))
+}
+
+/// How a page lays out in a window `width` pixels wide.
+#[derive(Debug)]
+pub struct Layout {
+    /// The window's inner width, as the page saw it.
+    pub viewport: i64,
+    /// `document.documentElement.scrollWidth`: wider than the viewport means a
+    /// horizontal scrollbar.
+    pub scroll_width: i64,
+    /// Table cells, headings and paragraphs whose content is wider than they are
+    /// (cut off or spilling over their neighbours): `tag#table-id` each.
+    pub overflowing: Vec<String>,
+}
+
+/// Lay a page out in a `width` x `height` window and measure it: a copy of the page
+/// with a probe script (the page itself has none) that writes the measures into the DOM.
+pub fn layout(chromium: &Path, page: &Path, profile: &Path, (width, height): (u32, u32)) -> Layout {
+    const PROBE: &str = r#"<script>(function(){var d=document.documentElement,bad=[];
+document.querySelectorAll('td,th,h1,h2,p,li,.card').forEach(function(e){
+if(e.scrollWidth>e.clientWidth+1){var t=e.closest('table');bad.push(e.tagName.toLowerCase()+'#'+(t&&t.id?t.id:'page'));}});
+var o=document.createElement('output');o.id='layout-probe';
+o.textContent=[window.innerWidth,d.scrollWidth].concat(bad).join(' ');document.body.appendChild(o);})();</script>"#;
+    let html = std::fs::read_to_string(page).expect("read page");
+    let probed = page.with_extension("probe.html");
+    let html = match html.rfind("</body>") {
+        Some(at) => format!("{}{PROBE}{}", &html[..at], &html[at..]),
+        None => html + PROBE,
+    };
+    std::fs::write(&probed, html).expect("write probe page");
+    let dom = run(
+        chromium,
+        &probed,
+        profile,
+        &[
+            format!("--window-size={width},{height}"),
+            "--dump-dom".into(),
+        ],
+    );
+    let text =
+        text_by_id(&dom, "layout-probe").unwrap_or_else(|| panic!("no probe output in {dom}"));
+    let mut parts = text.split_whitespace();
+    let mut number = || {
+        parts
+            .next()
+            .and_then(|n| n.parse::<i64>().ok())
+            .expect("probe number")
+    };
+    let (viewport, scroll_width) = (number(), number());
+    Layout {
+        viewport,
+        scroll_width,
+        overflowing: parts.map(str::to_string).collect(),
+    }
 }
 
 /// The text inside the element with `id` (no nested tags expected).

@@ -1,4 +1,4 @@
-//! The real binary: SIGTERM finishes in-flight work and exits cleanly.
+//! The real binary: SIGTERM finishes in-flight work and exits cleanly; the demo.
 
 use crate::support::*;
 use outcome_meter::providers::generic::sign;
@@ -70,4 +70,43 @@ async fn sigterm_drains_and_exits_cleanly() {
         "every acknowledged delivery is on disk"
     );
     store.close().await;
+}
+
+/// `demo` writes the statement page of its tenant beside its database and says where.
+#[test]
+fn demo_writes_the_statement_page_and_prints_where_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("demo.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
+        .arg("demo")
+        .arg("--database")
+        .arg(&db)
+        .current_dir(dir.path())
+        .env_remove("STRIPE_API_KEY")
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Statement page"))
+        .unwrap_or_else(|| panic!("no statement path in {stdout}"));
+    let printed = line.rsplit(": ").next().expect("a path");
+    let page = std::path::Path::new(printed);
+    assert!(page.is_absolute(), "{line}");
+    assert_eq!(
+        std::fs::canonicalize(page).expect("the printed page exists"),
+        std::fs::canonicalize(dir.path().join("demo-statement.html")).expect("beside the database")
+    );
+    let html = std::fs::read_to_string(page).expect("read page");
+    assert!(html.contains("Outcome statement: demo"), "{html}");
+    assert!(html.contains("handed off to a human"), "{html}");
+    assert!(
+        html.contains("class=\"outcome\""),
+        "billed outcomes listed: {html}"
+    );
 }
