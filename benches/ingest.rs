@@ -11,6 +11,7 @@ use common::{arg, drive, event, settings, signed};
 use outcome_meter::clock::{from_millis, ManualClock};
 use outcome_meter::ingest::{router, DeliverySink, DeliveryWriter, IngestState};
 use outcome_meter::metrics::Metrics;
+use outcome_meter::server::{self, connection_budget, ConnectionLimits};
 use outcome_meter::store::{NewDelivery, Store, StoreError, Stored};
 use outcome_meter::tenants::Tenants;
 use std::future::Future;
@@ -57,6 +58,13 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
         writer: Some(writer),
         max_body_bytes: s.server.max_body_bytes,
         signature_tolerance: s.server.signature_tolerance,
+        body_timeout: s.server.body_timeout,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
+    };
+    let limits = ConnectionLimits {
+        header_timeout: s.server.header_timeout,
+        max_connections: connection_budget(s.server.max_connections),
+        shutdown_timeout: s.server.shutdown_timeout,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -65,9 +73,8 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
+        let metrics = state.metrics.clone();
+        server::serve(listener, router(state), limits, metrics, token).await;
     });
     Server {
         base,

@@ -2,8 +2,9 @@
 //! store, one clock and one cancellation token. Each role can be switched off.
 
 use crate::clock::SharedClock;
-use crate::ingest::{router, DeliveryWriter, IngestState};
+use crate::ingest::{admin_router, router, DeliveryWriter, IngestState};
 use crate::metrics::Metrics;
+use crate::server::{connection_budget, ConnectionLimits};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use crate::stripe::{Reporter, StripeClient, StripeError};
@@ -110,6 +111,8 @@ pub struct Roles {
 /// A running `serve`.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The admin listener's address, when one was given.
+    pub admin_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -165,6 +168,29 @@ where
     })
 }
 
+/// Refresh the queue gauges of `/metrics` in the background, so a scrape never
+/// queries the database.
+fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinHandle<()> {
+    let (store, clock, metrics) = (
+        services.store.clone(),
+        services.clock.clone(),
+        services.metrics.clone(),
+    );
+    spawn_loop(
+        "metrics",
+        services.settings.server.metrics_refresh,
+        token,
+        move || {
+            let (store, clock, metrics) = (store.clone(), clock.clone(), metrics.clone());
+            async move {
+                let q = store.queue_counts().await?;
+                metrics.set_queues(&q, crate::clock::to_millis(clock.now()));
+                Ok(0) // never "busy": run again after the interval
+            }
+        },
+    )
+}
+
 /// Every JWKS URL a tenant's provider settings name (Zoho Desk), once each.
 fn jwks_urls(s: &Settings) -> Vec<String> {
     let mut urls: Vec<String> = s
@@ -179,17 +205,23 @@ fn jwks_urls(s: &Settings) -> Vec<String> {
     urls
 }
 
-/// Start the roles. `listener` is bound by the caller (port 0 in tests).
+/// Start the roles. The listeners are bound by the caller (port 0 in tests):
+/// `listener` serves webhooks, `admin` (optional) health, readiness and metrics.
 pub async fn start(
     services: &Services,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     roles: Roles,
 ) -> Result<Running, AppError> {
     let token = CancellationToken::new();
-    let addr = listener.local_addr().map_err(|source| AppError::Listen {
-        addr: "listener".into(),
-        source,
-    })?;
+    let local = |l: &TcpListener| {
+        l.local_addr().map_err(|source| AppError::Listen {
+            addr: "listener".into(),
+            source,
+        })
+    };
+    let addr = local(&listener)?;
+    let admin_addr = admin.as_ref().map(local).transpose()?;
     let s = &services.settings;
     let mut tasks = Vec::new();
 
@@ -207,21 +239,31 @@ pub async fn start(
         writer,
         max_body_bytes: s.server.max_body_bytes,
         signature_tolerance: s.server.signature_tolerance,
+        body_timeout: s.server.body_timeout,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
     };
-    let http_token = token.clone();
+    let limits = ConnectionLimits {
+        header_timeout: s.server.header_timeout,
+        max_connections: connection_budget(s.server.max_connections),
+        shutdown_timeout: s.server.shutdown_timeout,
+    };
+    if let Some(admin) = admin {
+        let app = admin_router(state.clone());
+        let (metrics, token) = (services.metrics.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            crate::server::serve(admin, app, limits, metrics, token).await;
+        }));
+    }
+    let (metrics, http_token) = (services.metrics.clone(), token.clone());
     tasks.push(tokio::spawn(async move {
         let app = router(state);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_token.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        crate::server::serve(listener, app, limits, metrics, http_token).await;
         // The router (and its writer handle) is dropped: the writer drains and ends.
         if let Some(t) = writer_task {
             let _ = t.await;
         }
     }));
+    tasks.push(spawn_queue_snapshots(services, token.clone()));
 
     if roles.receiver {
         let urls = jwks_urls(s);
@@ -307,6 +349,7 @@ pub async fn start(
     }
     Ok(Running {
         addr,
+        admin_addr,
         shutdown: token,
         tasks,
     })

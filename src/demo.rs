@@ -61,6 +61,7 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
     let running = start(
         &services,
         listener,
+        None,
         Roles {
             receiver: true,
             worker: false,

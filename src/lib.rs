@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod providers;
 pub mod redact;
 pub mod report;
+pub mod server;
 pub mod settings;
 pub mod store;
 pub mod stripe;

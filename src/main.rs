@@ -63,9 +63,12 @@ enum Command {
         no_worker: bool,
         #[arg(long)]
         no_reporter: bool,
-        /// Overrides server.listen.
+        /// Overrides server.listen (the webhook port).
         #[arg(long)]
         listen: Option<String>,
+        /// Overrides server.admin_listen (health, readiness, metrics); "" for none.
+        #[arg(long)]
+        admin_listen: Option<String>,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -217,11 +220,16 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             no_worker,
             no_reporter,
             listen,
+            admin_listen,
         } => {
             let mut settings = settings;
             if let Some(l) = listen {
                 settings.server.listen = l;
             }
+            if let Some(l) = admin_listen {
+                settings.server.admin_listen = l;
+            }
+            settings.validate()?;
             let roles = Roles {
                 receiver: settings.server.enabled && !no_receiver,
                 worker: settings.worker.enabled && !no_worker,
@@ -231,24 +239,47 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                 tracing::warn!("no [[tenants]] configured: every webhook will get 404");
             }
             let listen = settings.server.listen.clone();
+            let admin_listen = settings.server.admin_listen.clone();
+            let shutdown_timeout = settings.server.shutdown_timeout;
             if settings.clock.offset != 0 {
                 tracing::warn!(offset_ms = settings.clock.offset, "clock.offset is set: this process runs on shifted time (drills and tests only)");
             }
             let clock = settings.clock.build();
             let services = Services::open(settings, clock).await?;
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let running = start(&services, listener, roles).await?;
-            tracing::info!(addr = %running.addr, ?roles, db = %redact::url(&services.settings.database.url), "outcome-meter serving");
+            let bind = |addr: String| async move {
+                tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))
+            };
+            let listener = bind(listen).await?;
+            let admin = match admin_listen.as_str() {
+                "" => None,
+                _ => Some(bind(admin_listen).await?),
+            };
+            let running = start(&services, listener, admin, roles).await?;
+            tracing::info!(addr = %running.addr, admin = ?running.admin_addr, ?roles, db = %redact::url(&services.settings.database.url), "outcome-meter serving");
             let token = running.shutdown.clone();
+            let cancelled = running.shutdown.clone();
             tokio::spawn(async move {
                 shutdown_signal().await;
                 tracing::info!("shutting down: finishing in-flight work");
                 token.cancel();
             });
-            running.wait().await;
-            services.store.close().await;
+            // The HTTP servers keep their own deadline; this one covers the roles
+            // (a pass in progress), with a margin. Work cut short is redone on start.
+            let deadline = shutdown_timeout + std::time::Duration::from_secs(5);
+            let stopped = async {
+                running.wait().await;
+            };
+            tokio::select! {
+                _ = stopped => services.store.close().await,
+                _ = async {
+                    cancelled.cancelled().await;
+                    tokio::time::sleep(deadline).await;
+                } => {
+                    tracing::warn!("shutdown deadline passed: exiting with work still running");
+                }
+            }
         }
         Command::Migrate => {
             let store = open_store(&settings).await?;

@@ -1,21 +1,56 @@
-//! Process counters and the Prometheus text for `GET /metrics`.
+//! Process metrics in the OpenMetrics text format (`GET /metrics` on the admin
+//! listener), kept with the maintained `prometheus-client` crate. Every scrape
+//! costs O(1): counters and histograms move as work happens, and the queue
+//! gauges come from a snapshot a background task refreshes
+//! (`server.metrics_refresh`), never from a query per scrape.
 
 use crate::store::QueueCounts;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
 
-#[derive(Debug, Default)]
-pub struct Metrics {
-    webhooks_stored: AtomicU64,
-    webhooks_duplicate: AtomicU64,
-    webhooks_rejected: AtomicU64,
-    deliveries_processed: AtomicU64,
-    deliveries_quarantined: AtomicU64,
-    outcomes_confirmed: AtomicU64,
-    stripe_reported: AtomicU64,
-    stripe_retried: AtomicU64,
-    stripe_failed: AtomicU64,
-    stripe_dry_run: AtomicU64,
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabel {
+    call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// How a webhook request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    Stored,
+    Duplicate,
+    /// Refused for what the request is (4xx): the reason is its error code.
+    Rejected(&'static str),
+    /// Not stored because of us (503): storage down, overloaded, keys missing.
+    Unavailable(&'static str),
 }
 
 /// How a Stripe report ended, for counting.
@@ -27,98 +62,280 @@ pub enum ReportResult {
     DryRun,
 }
 
-impl Metrics {
-    pub fn webhook(&self, stored: bool, duplicate: bool) {
-        match (stored, duplicate) {
-            (true, false) => &self.webhooks_stored,
-            (true, true) => &self.webhooks_duplicate,
-            _ => &self.webhooks_rejected,
+impl ReportResult {
+    fn label(self) -> &'static str {
+        match self {
+            ReportResult::Reported => "reported",
+            ReportResult::Retried => "retried",
+            ReportResult::Failed => "failed",
+            ReportResult::DryRun => "dry_run",
         }
-        .fetch_add(1, Relaxed);
+    }
+}
+
+/// Counts one webhook request in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<ResultLabel, Counter>,
+    webhooks_rejected: Family<ReasonLabel, Counter>,
+    webhooks_unavailable: Family<ReasonLabel, Counter>,
+    ack_seconds: Histogram,
+    in_flight: Gauge,
+    connections_refused: Counter,
+    deliveries: Family<ResultLabel, Counter>,
+    outcomes_confirmed: Counter,
+    stripe_reports: Family<ResultLabel, Counter>,
+    stripe_call_seconds: Family<CallLabel, Histogram>,
+    queue_deliveries: Family<StatusLabel, Gauge>,
+    queue_outcomes: Family<StateLabel, Gauge>,
+    tickets_in_window: Gauge,
+    oldest_unbilled_seconds: Gauge,
+    snapshot_age_seconds: Gauge,
+    /// Confirmation time (ms) of the oldest unbilled outcome in the snapshot; -1: none.
+    oldest_unbilled_at: AtomicI64,
+    /// When the snapshot was taken (ms); -1: never.
+    snapshot_at: AtomicI64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("outcome_meter");
+        let webhooks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook requests by result: stored, duplicate, rejected (4xx), unavailable (503)",
+            webhooks.clone(),
+        );
+        let webhooks_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "webhooks_rejected",
+            "Webhook requests refused for what they are (4xx), by error code",
+            webhooks_rejected.clone(),
+        );
+        let webhooks_unavailable = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "webhooks_unavailable",
+            "Webhook requests answered 503 (the sender retries), by reason",
+            webhooks_unavailable.clone(),
+        );
+        let ack_seconds = latency_histogram();
+        registry.register(
+            "webhook_ack_seconds",
+            "Time from a webhook request to its answer (for stored ones: after the commit)",
+            ack_seconds.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "webhooks_in_flight",
+            "Webhook requests being handled now (at most server.max_in_flight)",
+            in_flight.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 and closed because server.max_connections were open",
+            connections_refused.clone(),
+        );
+        let deliveries = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Deliveries handled by the worker",
+            deliveries.clone(),
+        );
+        let outcomes_confirmed = Counter::default();
+        registry.register(
+            "outcomes_confirmed",
+            "Outcomes confirmed into the outbox",
+            outcomes_confirmed.clone(),
+        );
+        let stripe_reports = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "stripe_reports",
+            "Stripe report attempts by result",
+            stripe_reports.clone(),
+        );
+        let stripe_call_seconds =
+            Family::<CallLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "stripe_call_seconds",
+            "Duration of each call to Stripe, by call",
+            stripe_call_seconds.clone(),
+        );
+        let queue_deliveries = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "deliveries_queued",
+            "Stored deliveries waiting (pending) or kept aside (quarantined), from the last snapshot",
+            queue_deliveries.clone(),
+        );
+        let queue_outcomes = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "outcomes",
+            "Outcomes by outbox state, from the last snapshot",
+            queue_outcomes.clone(),
+        );
+        let tickets_in_window = Gauge::default();
+        registry.register(
+            "tickets_in_window",
+            "Tickets waiting for a reopen window to pass, from the last snapshot",
+            tickets_in_window.clone(),
+        );
+        let oldest_unbilled_seconds = Gauge::default();
+        registry.register(
+            "oldest_unreported_outcome_seconds",
+            "Age of the oldest outcome not billed yet (pending or failed); Stripe refuses events older than 35 days",
+            oldest_unbilled_seconds.clone(),
+        );
+        let snapshot_age_seconds = Gauge::default();
+        registry.register(
+            "queue_snapshot_age_seconds",
+            "Age of the snapshot the queue gauges come from (-1: none yet)",
+            snapshot_age_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            webhooks,
+            webhooks_rejected,
+            webhooks_unavailable,
+            ack_seconds,
+            in_flight,
+            connections_refused,
+            deliveries,
+            outcomes_confirmed,
+            stripe_reports,
+            stripe_call_seconds,
+            queue_deliveries,
+            queue_outcomes,
+            tickets_in_window,
+            oldest_unbilled_seconds,
+            snapshot_age_seconds,
+            oldest_unbilled_at: AtomicI64::new(-1),
+            snapshot_at: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn webhook(&self, result: WebhookResult, took: Duration) {
+        let label = match result {
+            WebhookResult::Stored => "stored",
+            WebhookResult::Duplicate => "duplicate",
+            WebhookResult::Rejected(reason) => {
+                self.webhooks_rejected
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+                "rejected"
+            }
+            WebhookResult::Unavailable(reason) => {
+                self.webhooks_unavailable
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+                "unavailable"
+            }
+        };
+        self.webhooks
+            .get_or_create(&ResultLabel { result: label })
+            .inc();
+        self.ack_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A webhook request started being handled; it ends when the guard drops.
+    pub fn request_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     pub fn deliveries_processed(&self, ok: usize, quarantined: usize) {
-        self.deliveries_processed.fetch_add(ok as u64, Relaxed);
-        self.deliveries_quarantined
-            .fetch_add(quarantined as u64, Relaxed);
+        let add = |result, n: usize| {
+            self.deliveries
+                .get_or_create(&ResultLabel { result })
+                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        };
+        add("processed", ok);
+        add("quarantined", quarantined);
     }
 
     pub fn outcomes_confirmed(&self, n: usize) {
-        self.outcomes_confirmed.fetch_add(n as u64, Relaxed);
+        self.outcomes_confirmed
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     pub fn report(&self, r: ReportResult) {
-        match r {
-            ReportResult::Reported => &self.stripe_reported,
-            ReportResult::Retried => &self.stripe_retried,
-            ReportResult::Failed => &self.stripe_failed,
-            ReportResult::DryRun => &self.stripe_dry_run,
-        }
-        .fetch_add(1, Relaxed);
+        self.stripe_reports
+            .get_or_create(&ResultLabel { result: r.label() })
+            .inc();
     }
 
-    /// Prometheus text exposition: process counters plus queue gauges.
-    pub fn render(&self, q: &QueueCounts, now_ms: i64) -> String {
-        let mut s = String::new();
-        let mut counter = |name: &str, help: &str, labels: &[(&str, &AtomicU64)]| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (l, v) in labels {
-                let _ = writeln!(s, "{name}{l} {}", v.load(Relaxed));
-            }
-        };
-        counter(
-            "outcome_meter_webhooks_total",
-            "Webhook requests by result.",
-            &[
-                ("{result=\"stored\"}", &self.webhooks_stored),
-                ("{result=\"duplicate\"}", &self.webhooks_duplicate),
-                ("{result=\"rejected\"}", &self.webhooks_rejected),
-            ],
-        );
-        counter(
-            "outcome_meter_deliveries_total",
-            "Deliveries handled by the worker.",
-            &[
-                ("{result=\"processed\"}", &self.deliveries_processed),
-                ("{result=\"quarantined\"}", &self.deliveries_quarantined),
-            ],
-        );
-        counter(
-            "outcome_meter_outcomes_confirmed_total",
-            "Outcomes confirmed into the outbox.",
-            &[("", &self.outcomes_confirmed)],
-        );
-        counter(
-            "outcome_meter_stripe_reports_total",
-            "Stripe report attempts by result.",
-            &[
-                ("{result=\"reported\"}", &self.stripe_reported),
-                ("{result=\"retried\"}", &self.stripe_retried),
-                ("{result=\"failed\"}", &self.stripe_failed),
-                ("{result=\"dry_run\"}", &self.stripe_dry_run),
-            ],
-        );
-        let _ = writeln!(s, "# HELP outcome_meter_deliveries Stored deliveries by status.\n# TYPE outcome_meter_deliveries gauge");
+    /// One call to Stripe took `took` (`call`: `meter_event`, `cancel`, …).
+    pub fn stripe_call(&self, call: &'static str, took: Duration) {
+        self.stripe_call_seconds
+            .get_or_create(&CallLabel { call })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Take a fresh queue snapshot (the background refresher calls this).
+    pub fn set_queues(&self, q: &QueueCounts, now_ms: i64) {
         for (status, n) in &q.deliveries {
-            let _ = writeln!(s, "outcome_meter_deliveries{{status=\"{status}\"}} {n}");
+            self.queue_deliveries
+                .get_or_create(&StatusLabel {
+                    status: status.clone(),
+                })
+                .set(*n);
         }
-        let _ = writeln!(s, "# HELP outcome_meter_outcomes Outcomes by outbox state.\n# TYPE outcome_meter_outcomes gauge");
         for (state, n) in &q.outcomes {
-            let _ = writeln!(s, "outcome_meter_outcomes{{state=\"{state}\"}} {n}");
+            self.queue_outcomes
+                .get_or_create(&StateLabel {
+                    state: state.clone(),
+                })
+                .set(*n);
         }
-        let _ = writeln!(
-            s,
-            "# HELP outcome_meter_tickets_in_window Tickets waiting for a reopen window to pass.\n# TYPE outcome_meter_tickets_in_window gauge\noutcome_meter_tickets_in_window {}",
-            q.tickets_waiting
-        );
-        let age = q
-            .oldest_pending_outcome
-            .map_or(0, |t| (now_ms - t).max(0) / 1000);
-        let _ = writeln!(
-            s,
-            "# HELP outcome_meter_oldest_unreported_outcome_seconds Age of the oldest outcome not yet reported (Stripe refuses events older than 35 days).\n# TYPE outcome_meter_oldest_unreported_outcome_seconds gauge\noutcome_meter_oldest_unreported_outcome_seconds {age}"
-        );
-        s
+        self.tickets_in_window.set(q.tickets_waiting);
+        self.oldest_unbilled_at
+            .store(q.oldest_unbilled_outcome.unwrap_or(-1), Relaxed);
+        self.snapshot_at.store(now_ms, Relaxed);
+    }
+
+    /// The OpenMetrics text. Costs the same whatever the database holds.
+    pub fn render(&self, now_ms: i64) -> String {
+        let oldest = self.oldest_unbilled_at.load(Relaxed);
+        self.oldest_unbilled_seconds.set(if oldest < 0 {
+            0
+        } else {
+            (now_ms - oldest).max(0) / 1000
+        });
+        let taken = self.snapshot_at.load(Relaxed);
+        self.snapshot_age_seconds.set(if taken < 0 {
+            -1
+        } else {
+            (now_ms - taken).max(0) / 1000
+        });
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 }
 
@@ -127,20 +344,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_gauges() {
+    fn renders_counters_histograms_and_gauges() {
         let m = Metrics::default();
-        m.webhook(true, false);
-        m.webhook(true, true);
+        m.webhook(WebhookResult::Stored, Duration::from_millis(3));
+        m.webhook(WebhookResult::Duplicate, Duration::from_millis(1));
+        m.webhook(WebhookResult::Rejected("bad_signature"), Duration::ZERO);
+        m.webhook(WebhookResult::Unavailable("unavailable"), Duration::ZERO);
         m.report(ReportResult::Failed);
+        m.stripe_call("meter_event", Duration::from_millis(40));
         let q = QueueCounts {
             outcomes: vec![("pending".into(), 3)],
-            oldest_pending_outcome: Some(0),
+            oldest_unbilled_outcome: Some(0),
             ..Default::default()
         };
-        let text = m.render(&q, 10_000);
-        assert!(text.contains("outcome_meter_webhooks_total{result=\"stored\"} 1"));
-        assert!(text.contains("outcome_meter_stripe_reports_total{result=\"failed\"} 1"));
-        assert!(text.contains("outcome_meter_outcomes{state=\"pending\"} 3"));
-        assert!(text.contains("outcome_meter_oldest_unreported_outcome_seconds 10"));
+        m.set_queues(&q, 5_000);
+        let text = m.render(10_000);
+        for line in [
+            "outcome_meter_webhooks_total{result=\"stored\"} 1",
+            "outcome_meter_webhooks_total{result=\"rejected\"} 1",
+            "outcome_meter_webhooks_total{result=\"unavailable\"} 1",
+            "outcome_meter_webhooks_rejected_total{reason=\"bad_signature\"} 1",
+            "outcome_meter_webhooks_unavailable_total{reason=\"unavailable\"} 1",
+            "outcome_meter_webhook_ack_seconds_count 4",
+            "outcome_meter_stripe_call_seconds_count{call=\"meter_event\"} 1",
+            "outcome_meter_stripe_reports_total{result=\"failed\"} 1",
+            "outcome_meter_outcomes{state=\"pending\"} 3",
+            "outcome_meter_oldest_unreported_outcome_seconds 10",
+            "outcome_meter_queue_snapshot_age_seconds 5",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -90,6 +90,28 @@ pub struct ServerSettings {
     pub signature_tolerance: Duration,
     /// How many deliveries one group commit may carry.
     pub commit_batch: usize,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics` (loopback by default;
+    /// the webhook port serves webhooks only). Empty: no admin listener.
+    pub admin_listen: String,
+    /// A request's headers must arrive within this; a keep-alive connection idle
+    /// this long is closed.
+    #[serde(with = "crate::duration_serde")]
+    pub header_timeout: Duration,
+    /// A webhook body must arrive within this (else 408, nothing stored).
+    #[serde(with = "crate::duration_serde")]
+    pub body_timeout: Duration,
+    /// Open connections per listener; one more gets 503 and is closed. Lowered
+    /// to fit the process's open-file limit.
+    pub max_connections: usize,
+    /// Webhook requests handled at once; more get 503 + Retry-After at once.
+    /// Bounds the memory of bodies in flight (this × `max_body_bytes`).
+    pub max_in_flight: usize,
+    /// On SIGTERM, in-flight requests get this long; then what is left is closed.
+    #[serde(with = "crate::duration_serde")]
+    pub shutdown_timeout: Duration,
+    /// How often the queue gauges of `/metrics` are refreshed from the database.
+    #[serde(with = "crate::duration_serde")]
+    pub metrics_refresh: Duration,
 }
 
 impl Default for ServerSettings {
@@ -100,6 +122,13 @@ impl Default for ServerSettings {
             max_body_bytes: 256 * 1024,
             signature_tolerance: Duration::from_secs(300),
             commit_batch: 512,
+            admin_listen: "127.0.0.1:9090".into(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_in_flight: 256,
+            shutdown_timeout: Duration::from_secs(30),
+            metrics_refresh: Duration::from_secs(15),
         }
     }
 }
@@ -369,6 +398,30 @@ impl Settings {
         }
         if self.server.max_body_bytes == 0 || self.server.commit_batch == 0 {
             errs.push("server.max_body_bytes and server.commit_batch must be positive".into());
+        }
+        if !self.server.admin_listen.is_empty()
+            && self
+                .server
+                .admin_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            errs.push(format!(
+                "server.admin_listen `{}` is not an address like 127.0.0.1:9090 (or empty for none)",
+                self.server.admin_listen
+            ));
+        }
+        if self.server.max_connections == 0 || self.server.max_in_flight == 0 {
+            errs.push("server.max_connections and server.max_in_flight must be positive".into());
+        }
+        for (key, d) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+            ("server.metrics_refresh", self.server.metrics_refresh),
+        ] {
+            if d.is_zero() {
+                errs.push(format!("{key} must be longer than zero"));
+            }
         }
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {

@@ -15,7 +15,11 @@ pub enum Rejection {
     MissingSignature,
     BadSignature,
     StaleSignature,
+    /// The body did not arrive within `server.body_timeout`.
+    BodyTimeout,
     Unavailable,
+    /// `server.max_in_flight` requests are being handled already.
+    Overloaded,
 }
 
 impl Rejection {
@@ -27,7 +31,8 @@ impl Rejection {
             Rejection::MissingSignature | Rejection::BadSignature | Rejection::StaleSignature => {
                 StatusCode::UNAUTHORIZED
             }
-            Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::Unavailable | Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -40,7 +45,9 @@ impl Rejection {
             Rejection::MissingSignature => "missing_signature",
             Rejection::BadSignature => "bad_signature",
             Rejection::StaleSignature => "stale_signature",
+            Rejection::BodyTimeout => "body_timeout",
             Rejection::Unavailable => "unavailable",
+            Rejection::Overloaded => "overloaded",
         }
     }
 
@@ -53,7 +60,9 @@ impl Rejection {
             Rejection::MissingSignature => "signature header missing",
             Rejection::BadSignature => "signature does not verify",
             Rejection::StaleSignature => "signature timestamp outside the allowed tolerance",
+            Rejection::BodyTimeout => "request body not received in time",
             Rejection::Unavailable => "storage unavailable, retry later",
+            Rejection::Overloaded => "too many requests in flight, retry later",
         }
     }
 }
@@ -62,10 +71,15 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code(), "message": self.message()}}));
         let mut resp = (self.status(), body).into_response();
-        if self == Rejection::Unavailable {
+        let retry_after = match self {
+            Rejection::Unavailable => Some("5"),
+            Rejection::Overloaded => Some("1"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
+                axum::http::HeaderValue::from_static(seconds),
             );
         }
         resp

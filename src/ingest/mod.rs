@@ -1,9 +1,9 @@
-//! The HTTP receiver: `POST /webhooks/{provider}/{tenant}`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`.
+//! The HTTP receiver: `POST /webhooks/{provider}/{tenant}` on the public
+//! listener; `GET /healthz`, `GET /readyz`, `GET /metrics` on the admin one.
 
 mod errors;
 mod routes;
 mod writer;
 
-pub use routes::{router, IngestState};
+pub use routes::{admin_router, router, IngestState};
 pub use writer::{DeliverySink, DeliveryWriter};

@@ -3,7 +3,7 @@
 use super::errors::Rejection;
 use super::writer::DeliveryWriter;
 use crate::clock::{to_millis, SharedClock};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WebhookResult};
 use crate::providers::{self, Headers, VerifyContext, VerifyError, Webhook};
 use crate::store::{NewDelivery, Store, Stored};
 use crate::tenants::Tenants;
@@ -17,6 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -28,11 +29,22 @@ pub struct IngestState {
     pub writer: Option<DeliveryWriter>,
     pub max_body_bytes: usize,
     pub signature_tolerance: Duration,
+    /// A body not received within this is refused (408).
+    pub body_timeout: Duration,
+    /// Webhook requests in flight; when none is left, 503 at once.
+    pub in_flight: Arc<Semaphore>,
 }
 
+/// The public listener: webhooks only.
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/webhooks/{provider}/{tenant}", post(webhook).get(probe))
+        .with_state(state)
+}
+
+/// The admin listener (loopback by default): health, readiness, metrics.
+pub fn admin_router(state: IngestState) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -58,21 +70,16 @@ async fn readyz(State(s): State<IngestState>) -> Response {
     }
 }
 
+/// O(1): counters as they are, queue gauges from the last background snapshot.
 async fn metrics(State(s): State<IngestState>) -> Response {
-    match s.store.queue_counts().await {
-        Ok(q) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4",
-            )],
-            s.metrics.render(&q, to_millis(s.clock.now())),
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: database unavailable");
-            Rejection::Unavailable.into_response()
-        }
-    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        s.metrics.render(to_millis(s.clock.now())),
+    )
+        .into_response()
 }
 
 fn header_map(h: &HeaderMap) -> Headers {
@@ -113,6 +120,16 @@ async fn webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = std::time::Instant::now();
+    // Shed load before reading anything: a permit per request in flight.
+    let Ok(_permit) = s.in_flight.clone().try_acquire_owned() else {
+        s.metrics.webhook(
+            WebhookResult::Unavailable(Rejection::Overloaded.code()),
+            started.elapsed(),
+        );
+        return Rejection::Overloaded.into_response();
+    };
+    let _in_flight = s.metrics.request_started();
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let request = Request {
         provider_name: &provider_name,
@@ -121,22 +138,30 @@ async fn webhook(
         path_and_query,
         headers: &headers,
     };
+    // Path segments are untrusted: logged with `?`, so control characters are
+    // escaped and cannot forge a log line.
     match accept(&s, request, body).await {
         Ok(Accepted::Challenge(challenge)) => {
-            tracing::info!(provider = %provider_name, tenant = %tenant_id, "webhook handshake answered");
+            tracing::info!(provider = ?provider_name, tenant = ?tenant_id, "webhook handshake answered");
             (StatusCode::OK, Json(json!({"challenge": challenge}))).into_response()
         }
         Ok(Accepted::Stored(Stored::New)) => {
-            s.metrics.webhook(true, false);
+            s.metrics.webhook(WebhookResult::Stored, started.elapsed());
             (StatusCode::ACCEPTED, Json(json!({"status": "stored"}))).into_response()
         }
         Ok(Accepted::Stored(Stored::Duplicate)) => {
-            s.metrics.webhook(true, true);
+            s.metrics
+                .webhook(WebhookResult::Duplicate, started.elapsed());
             (StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response()
         }
         Err(r) => {
-            s.metrics.webhook(false, false);
-            tracing::info!(provider = %provider_name, tenant = %tenant_id, code = r.code(), "webhook refused");
+            let result = if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                WebhookResult::Unavailable(r.code())
+            } else {
+                WebhookResult::Rejected(r.code())
+            };
+            s.metrics.webhook(result, started.elapsed());
+            tracing::info!(provider = ?provider_name, tenant = ?tenant_id, code = r.code(), "webhook refused");
             r.into_response()
         }
     }
@@ -173,8 +198,9 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
     if declared.is_some_and(|n| n > s.max_body_bytes) {
         return Err(Rejection::BodyTooLarge);
     }
-    let bytes = axum::body::to_bytes(body, s.max_body_bytes)
+    let bytes = tokio::time::timeout(s.body_timeout, axum::body::to_bytes(body, s.max_body_bytes))
         .await
+        .map_err(|_| Rejection::BodyTimeout)?
         .map_err(|_| Rejection::BodyTooLarge)?;
     let headers = header_map(headers);
     let hook = Webhook {
@@ -190,7 +216,7 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
     };
     provider.verify(&hook, &ctx).map_err(|e| match e {
         VerifyError::KeysUnavailable => {
-            tracing::warn!(provider = %provider_name, tenant = %tenant_id, "verification keys unavailable");
+            tracing::warn!(provider = ?provider_name, tenant = ?tenant_id, "verification keys unavailable");
             Rejection::Unavailable
         }
         VerifyError::Missing(_) => Rejection::MissingSignature,

@@ -221,8 +221,13 @@ impl Provider for ZohoDesk {
             Some(kid) => set.find(kid).into_iter().collect(),
             None => set.keys.iter().collect(),
         };
-        if candidates.is_empty() && ctx.settings.jwks_url.is_some() {
-            jwks::request_refresh();
+        if candidates.is_empty() {
+            // A key we do not have yet (Zoho rotated its keys): fetch the set
+            // again and have the sender retry (503), rather than refuse for good.
+            if ctx.settings.jwks_url.is_some() {
+                jwks::request_refresh();
+            }
+            return Err(VerifyError::KeysUnavailable);
         }
         let mut validation = Validation::new(Algorithm::RS256);
         // Time and audience are checked below against the injected clock.
@@ -442,6 +447,29 @@ mod tests {
         let keys: std::collections::BTreeSet<_> = ev.iter().map(|e| &e.event_key).collect();
         assert_eq!(keys.len(), 3);
         assert!(ZohoDesk.delivery_key(&hook(&h, body)).is_some());
+    }
+
+    #[test]
+    fn an_unknown_key_id_is_retry_later_not_a_refusal() {
+        let f = fixture();
+        let v = all_vectors("zohodesk").remove(0);
+        let mut rotated = v["jwks"].clone();
+        if let Some(keys) = rotated["keys"].as_array_mut() {
+            for k in keys {
+                k["kid"] = "a-newer-key".into();
+            }
+        }
+        let path = f._dir.path().join("rotated-jwks.json");
+        std::fs::write(&path, rotated.to_string()).expect("write jwks");
+        let s = ProviderSettings {
+            jwks_file: Some(path.display().to_string()),
+            ..f.settings.clone()
+        };
+        let h = headers(&[(JWT_HEADER, &f.jwt)]);
+        assert_eq!(
+            ZohoDesk.verify(&hook(&h, &f.body), &ctx_at(&s, f.at)),
+            Err(VerifyError::KeysUnavailable)
+        );
     }
 
     #[test]

@@ -176,7 +176,8 @@ pub struct QueueCounts {
     pub deliveries: Vec<(String, i64)>,
     pub outcomes: Vec<(String, i64)>,
     pub tickets_waiting: i64,
-    pub oldest_pending_outcome: Option<i64>,
+    /// Confirmation time of the oldest outcome not billed: pending or failed.
+    pub oldest_unbilled_outcome: Option<i64>,
 }
 
 const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
@@ -458,34 +459,43 @@ impl Store {
             .collect()
     }
 
+    /// Queue sizes for the metrics snapshot. Each query reads a partial index
+    /// (pending and quarantined deliveries, tickets in a window, pending
+    /// outcomes) or the outcomes table, never the stored delivery bodies.
     pub async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
-        let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, i64)>, StoreError> {
-            rows.iter()
-                .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
-                .collect()
+        let count = |sql: &'static str| async move {
+            let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+            col::<i64>(&row, "n")
         };
-        let deliveries = pairs(
-            sqlx::query("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")
-                .fetch_all(&self.pool)
-                .await?,
-        )?;
-        let outcomes = pairs(
+        let deliveries = vec![
+            (
+                "pending".to_string(),
+                count("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'pending'").await?,
+            ),
+            (
+                "quarantined".to_string(),
+                count("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'quarantined'").await?,
+            ),
+        ];
+        let outcomes =
             sqlx::query("SELECT state AS status, COUNT(*) AS n FROM outcomes GROUP BY state")
                 .fetch_all(&self.pool)
-                .await?,
-        )?;
-        let waiting = sqlx::query("SELECT COUNT(*) AS n FROM tickets WHERE settle_at IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await?;
-        let oldest =
-            sqlx::query("SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
+                .await?
+                .iter()
+                .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
+                .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
+        let tickets_waiting =
+            count("SELECT COUNT(*) AS n FROM tickets WHERE settle_at IS NOT NULL").await?;
+        let oldest = sqlx::query(
+            "SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state IN ('pending', 'failed')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(QueueCounts {
             deliveries,
             outcomes,
-            tickets_waiting: col(&waiting, "n")?,
-            oldest_pending_outcome: col(&oldest, "m")?,
+            tickets_waiting,
+            oldest_unbilled_outcome: col(&oldest, "m")?,
         })
     }
 }

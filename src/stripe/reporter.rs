@@ -112,6 +112,14 @@ impl Reporter {
         Ok(reported + reversed)
     }
 
+    /// Run one Stripe call and record how long it took (`/metrics`).
+    async fn timed<T>(&self, call: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = f.await;
+        self.metrics.stripe_call(call, started.elapsed());
+        out
+    }
+
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
@@ -225,8 +233,11 @@ impl Reporter {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
             return Ok(());
         }
-        let result = client
-            .create_meter_event(&ev, &idempotency_key(&o.id, "meter_event"))
+        let result = self
+            .timed(
+                "meter_event",
+                client.create_meter_event(&ev, &idempotency_key(&o.id, "meter_event")),
+            )
             .await;
         let now = to_millis(self.clock.now());
         let (status, request_id) = match &result {
@@ -530,8 +541,11 @@ impl Reporter {
             Method::Cancel => {
                 self.limiter.acquire().await;
                 let key = idempotency_key(&r.outcome_id, "cancel");
-                let res = client
-                    .cancel_meter_event(&r.event_name, &r.outcome_id, &key)
+                let res = self
+                    .timed(
+                        "cancel",
+                        client.cancel_meter_event(&r.event_name, &r.outcome_id, &key),
+                    )
                     .await;
                 (cancel_form(&r.event_name, &r.outcome_id), res)
             }
@@ -546,7 +560,10 @@ impl Reporter {
                 };
                 self.limiter.acquire().await;
                 let key = idempotency_key(&r.outcome_id, "reversal");
-                (ev.encoded(), client.create_meter_event(&ev, &key).await)
+                let res = self
+                    .timed("correction", client.create_meter_event(&ev, &key))
+                    .await;
+                (ev.encoded(), res)
             }
             other => {
                 // Stored by another path meanwhile: plan again on the next pass.

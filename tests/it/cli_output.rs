@@ -160,7 +160,7 @@ async fn serve_and_collect(
         ));
     }
     for path in ["/metrics", "/healthz", "/readyz"] {
-        let r = http.get(child.url(path)).send().await.expect("get");
+        let r = http.get(child.admin_url(path)).send().await.expect("get");
         answers.push(format!(
             "{path} {}: {}",
             r.status(),
@@ -175,7 +175,7 @@ async fn serve_and_collect(
     )
     .await;
     let r = http
-        .get(child.url("/metrics"))
+        .get(child.admin_url("/metrics"))
         .send()
         .await
         .expect("metrics");

@@ -160,29 +160,55 @@ async fn health_readiness_and_metrics(backend: Backend) {
         ..Default::default()
     })
     .await;
-    let get = |p: &str| app.http.get(app.url(p)).send();
+    let get = |p: &str| app.http.get(app.admin_url(p)).send();
     assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
     assert_eq!(get("/readyz").await.expect("readyz").status(), 200);
+    // The webhook port serves webhooks only.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = app.http.get(app.url(path)).send().await.expect("get");
+        assert_eq!(r.status(), 404, "{path} on the webhook port");
+    }
     app.send(&body_ok()).await;
     app.post("/webhooks/generic/acme", &[], "{}").await;
-    let text = get("/metrics")
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        text.contains("outcome_meter_webhooks_total{result=\"stored\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("outcome_meter_webhooks_total{result=\"rejected\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("outcome_meter_deliveries{status=\"pending\"} 1"),
-        "{text}"
-    );
+    app.post("/webhooks/generic/nobody", &[], "{}").await;
+    let metrics = || async {
+        let r = get("/metrics").await.expect("metrics");
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        r.text().await.expect("text")
+    };
+    // Queue gauges come from a background snapshot (every 50 ms in tests).
+    testkit::poll::until(
+        "the queue snapshot to show the stored delivery",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(20),
+        || async {
+            metrics()
+                .await
+                .contains("outcome_meter_deliveries_queued{status=\"pending\"} 1")
+        },
+    )
+    .await;
+    let text = metrics().await;
+    for line in [
+        "outcome_meter_webhooks_total{result=\"stored\"} 1",
+        "outcome_meter_webhooks_total{result=\"rejected\"} 2",
+        "outcome_meter_webhooks_rejected_total{reason=\"missing_signature\"} 1",
+        "outcome_meter_webhooks_rejected_total{reason=\"unknown_tenant\"} 1",
+        "outcome_meter_webhook_ack_seconds_count 3",
+        "outcome_meter_tickets_in_window 0",
+        "outcome_meter_oldest_unreported_outcome_seconds 0",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
     app.stop().await;
 }
 

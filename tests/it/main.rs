@@ -6,6 +6,7 @@ mod chaos;
 mod chromium;
 mod cli;
 mod cli_output;
+mod hostile;
 mod ingest;
 mod pipeline;
 mod process;

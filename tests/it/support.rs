@@ -62,6 +62,8 @@ pub struct TestApp {
     pub services: Services,
     pub clock: ManualClock,
     pub addr: std::net::SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     running: Option<Running>,
     pub settings: Settings,
@@ -217,6 +219,7 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     s.reporter.rate_per_second = 10_000.0;
     s.reporter.max_attempts = 5;
     s.stripe.timeout = std::time::Duration::from_millis(800);
+    s.server.metrics_refresh = std::time::Duration::from_millis(50);
     if let Some(base) = &opts.stripe {
         s.stripe.api_base = base.clone();
         s.stripe.api_key = FakeStripe::API_KEY.into();
@@ -317,9 +320,15 @@ impl TestApp {
             worker: false,
             reporter: false,
         };
-        let running = start(&services, listener, roles).await.expect("start");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let running = start(&services, listener, Some(admin), roles)
+            .await
+            .expect("start");
         TestApp {
             addr: running.addr,
+            admin_addr: running.admin_addr.expect("admin listener"),
             services,
             clock,
             http: reqwest::Client::new(),
@@ -351,6 +360,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
     }
 
     pub async fn post(

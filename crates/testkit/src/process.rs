@@ -42,8 +42,10 @@ impl ServeCommand {
         }
     }
 
-    /// Start `serve` listening on `addr`.
+    /// Start `serve` listening on `addr` (webhooks), with its admin listener
+    /// (health, readiness, metrics) on another free loopback port.
     pub fn spawn_on(&self, addr: &str) -> std::io::Result<ServeProcess> {
+        let admin = free_addr();
         let stderr = match &self.log_file {
             Some(path) => Stdio::from(std::fs::File::create(path)?),
             None if self.show_logs => Stdio::inherit(),
@@ -52,7 +54,7 @@ impl ServeCommand {
         let child = Command::new(&self.binary)
             .arg("--config")
             .arg(&self.config)
-            .args(["serve", "--listen", addr])
+            .args(["serve", "--listen", addr, "--admin-listen", &admin])
             .args(&self.args)
             .current_dir(&self.dir)
             .env("RUST_LOG", &self.log)
@@ -62,6 +64,7 @@ impl ServeCommand {
         Ok(ServeProcess {
             child,
             addr: addr.to_string(),
+            admin_addr: admin,
             alive: true,
         })
     }
@@ -76,6 +79,8 @@ impl ServeCommand {
 pub struct ServeProcess {
     child: Child,
     pub addr: String,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_addr: String,
     pub alive: bool,
 }
 
@@ -86,6 +91,11 @@ impl ServeProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
     }
 
     /// Poll `/readyz` until it answers 200.
@@ -100,7 +110,7 @@ impl ServeProcess {
                 self.alive = false;
                 return Err(format!("outcome-meter on {} exited: {status}", self.addr));
             }
-            if let Ok(r) = http.get(self.url("/readyz")).send().await {
+            if let Ok(r) = http.get(self.admin_url("/readyz")).send().await {
                 if r.status() == 200 {
                     return Ok(());
                 }
