@@ -8,12 +8,13 @@ use outcome_meter::contract::describe;
 use outcome_meter::logging;
 use outcome_meter::redact::{self, Redactor};
 use outcome_meter::report::diff::shadow_run;
+use outcome_meter::report::fmt_ms;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::reconcile::reconcile;
 use outcome_meter::report::{explain::explain, outcomes, statement};
 use outcome_meter::settings::Settings;
 use outcome_meter::store::{OutcomeFilter, Store};
-use outcome_meter::stripe::StripeClient;
+use outcome_meter::stripe::{limits, too_old, StripeClient};
 use std::path::PathBuf;
 
 /// `println!` that ignores a closed pipe (`outcome-meter check | head`).
@@ -146,14 +147,24 @@ enum Command {
         quarantined: bool,
         #[arg(long)]
         failed: bool,
+        /// Outcomes older than Stripe accepts (35 days): bill them at the current
+        /// time, the original time kept in their evidence (needs --yes).
+        #[arg(long)]
+        too_old: bool,
         #[arg(long)]
         tenant: Option<String>,
-        /// A delivery id (with --quarantined) or outcome id (with --failed).
+        /// A delivery id (with --quarantined) or outcome id (with --failed, --too-old).
         #[arg(long)]
         id: Option<String>,
         /// List what is quarantined instead of requeuing it.
         #[arg(long)]
         list: bool,
+        /// With --too-old: also those Stripe may have recorded (a lost answer or a 5xx).
+        #[arg(long)]
+        include_in_doubt: bool,
+        /// With --too-old: do it (without, only list what would be billed).
+        #[arg(long)]
+        yes: bool,
     },
     /// Run the whole pipeline on sample tickets (throwaway SQLite, dry-run).
     Demo {
@@ -388,11 +399,54 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Replay {
             quarantined,
             failed,
+            too_old,
             tenant,
             id,
             list,
+            include_in_doubt,
+            yes,
         } => {
             let store = open_store(&settings).await?;
+            let clock = settings.clock.build();
+            let oldest = 1000 * limits::oldest_acceptable(clock.world_now());
+            if too_old {
+                if quarantined || failed {
+                    bail!("--too-old goes alone: it takes failed and pending outcomes past Stripe's limit");
+                }
+                let found = store
+                    .too_old_outcomes(tenant.as_deref(), id.as_deref(), oldest)
+                    .await?;
+                let plan = too_old::plan(found, include_in_doubt);
+                for o in &plan.ready {
+                    out!(
+                        "{}\t{}\t{}\t{}",
+                        o.id,
+                        o.tenant,
+                        fmt_ms(o.confirmed_at),
+                        o.state
+                    );
+                }
+                for o in &plan.in_doubt {
+                    out!(
+                        "{}\t{}\t{}\t{}\tin doubt: {} call(s) without an answer or with a 5xx; Stripe may have it (check reconcile, then --include-in-doubt)",
+                        o.id, o.tenant, fmt_ms(o.confirmed_at), o.state, o.attempts_in_doubt
+                    );
+                }
+                if !yes {
+                    out!(
+                        "{} outcome(s) older than Stripe accepts would be billed at the current time ({} left aside as in doubt); run again with --yes to do it",
+                        plan.ready.len(),
+                        plan.in_doubt.len()
+                    );
+                    return Ok(());
+                }
+                let n = too_old::rebill(&store, &plan.ready, to_millis(clock.now())).await?;
+                out!(
+                    "{n} outcome(s) queued to be billed at the current time (original time kept in their evidence); {} left aside as in doubt",
+                    plan.in_doubt.len()
+                );
+                return Ok(());
+            }
             match (quarantined, failed) {
                 (true, false) if list => {
                     for d in store
@@ -418,16 +472,20 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                     out!("{n} quarantined deliveries requeued; a running worker picks them up");
                 }
                 (false, true) => {
-                    let n = store
+                    let (n, left) = store
                         .requeue_failed(
                             tenant.as_deref(),
                             id.as_deref(),
-                            to_millis(settings.clock.build().now()),
+                            to_millis(clock.now()),
+                            oldest,
                         )
                         .await?;
                     out!("{n} failed outcomes requeued for reporting (same identifier and idempotency key)");
+                    if left > 0 {
+                        out!("{left} failed outcome(s) are older than Stripe accepts (35 days) and were left as they are: `replay --too-old` bills them at the current time");
+                    }
                 }
-                _ => bail!("say what to replay: --quarantined or --failed"),
+                _ => bail!("say what to replay: --quarantined, --failed or --too-old"),
             }
         }
         Command::Statement {

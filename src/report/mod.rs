@@ -12,7 +12,7 @@ pub mod words;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-pub(crate) fn fmt_ms(ms: i64) -> String {
+pub fn fmt_ms(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
         .unwrap_or_else(|| ms.to_string())

@@ -11,7 +11,7 @@ mod tickets;
 
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
-pub use outbox::{ClaimedOutcome, NewOutcome};
+pub use outbox::{ClaimedOutcome, NewOutcome, TooOld};
 pub use pair_lock::{pair_key, PairLock};
 pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeCursor, OutcomeFilter, OutcomeRow,

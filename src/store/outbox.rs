@@ -22,6 +22,19 @@ pub struct NewOutcome {
 }
 
 /// An outcome claimed by a reporter, with what it needs to send it.
+/// An outcome Stripe would refuse as too old (`Store::too_old_outcomes`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TooOld {
+    pub id: String,
+    pub tenant: String,
+    pub confirmed_at: i64,
+    #[serde(skip)]
+    pub evidence: String,
+    pub state: String,
+    /// Calls whose answer was lost or a 5xx: Stripe may have recorded the event.
+    pub attempts_in_doubt: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClaimedOutcome {
     pub id: String,
@@ -163,6 +176,21 @@ impl Store {
         Ok(())
     }
 
+    /// Park a claimed outcome as failed without a call (e.g. its timestamp is
+    /// older than Stripe accepts), with the reason.
+    pub async fn park_outcome(&self, id: &str, token: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outcomes SET state = 'failed', lease_until = NULL, last_error = $1 \
+             WHERE id = $2 AND state = 'pending' AND lease_until = $3",
+        )
+        .bind(reason)
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Log one call (or dry-run) to Stripe and move the outcome to its new state,
     /// in one transaction. `state` is `reported`, `dry_run`, `failed` or `pending`
     /// (retry at `next_attempt_at`).
@@ -216,21 +244,98 @@ impl Store {
 
     /// Put failed outcomes back in the queue (an operator's `replay --failed`),
     /// with a fresh retry budget (the attempts stay in `stripe_attempts`).
+    /// Outcomes confirmed before `oldest` (ms) are left alone: Stripe would
+    /// refuse their timestamp (`replay --too-old` bills them at the current time).
+    /// Returns (requeued, left because too old).
     pub async fn requeue_failed(
         &self,
         tenant: Option<&str>,
         id: Option<&str>,
         now: i64,
-    ) -> Result<u64, StoreError> {
+        oldest: i64,
+    ) -> Result<(u64, u64), StoreError> {
         let r = sqlx::query(
             "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL, attempts = 0 \
-             WHERE state = 'failed' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3)",
+             WHERE state = 'failed' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3) \
+             AND confirmed_at >= $4",
         )
         .bind(now)
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
+        .bind(oldest)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected())
+        let left = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outcomes WHERE state = 'failed' \
+             AND ($1 = '' OR tenant = $1) AND ($2 = '' OR id = $2) AND confirmed_at < $3",
+        )
+        .bind(tenant.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .bind(oldest)
+        .fetch_one(&self.pool)
+        .await?;
+        let left: i64 = col(&left, "n")?;
+        Ok((r.rows_affected(), u64::try_from(left).unwrap_or(0)))
+    }
+
+    /// Outcomes not billed (pending or failed) confirmed before `oldest` (ms):
+    /// Stripe refuses their timestamps. With the Stripe attempts of each, so an
+    /// operator can see which ones Stripe may have recorded after all.
+    pub async fn too_old_outcomes(
+        &self,
+        tenant: Option<&str>,
+        id: Option<&str>,
+        oldest: i64,
+    ) -> Result<Vec<TooOld>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.tenant, o.confirmed_at, o.evidence, o.state, \
+             (SELECT COUNT(*) FROM stripe_attempts a WHERE a.outcome_id = o.id AND a.dry_run = 0 \
+              AND (a.status_code IS NULL OR a.status_code >= 500)) AS in_doubt \
+             FROM outcomes o WHERE o.state IN ('pending', 'failed') AND o.confirmed_at < $1 \
+             AND ($2 = '' OR o.tenant = $2) AND ($3 = '' OR o.id = $3) ORDER BY o.confirmed_at, o.id",
+        )
+        .bind(oldest)
+        .bind(tenant.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TooOld {
+                    id: col(r, "id")?,
+                    tenant: col(r, "tenant")?,
+                    confirmed_at: col(r, "confirmed_at")?,
+                    evidence: col(r, "evidence")?,
+                    state: col(r, "state")?,
+                    attempts_in_doubt: col(r, "in_doubt")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Bill a too-old outcome at `now` by operator decision: its confirmation
+    /// time becomes `now` (the meter event's timestamp), `evidence` (with the
+    /// original time recorded) replaces the old, and it is queued with a fresh
+    /// retry budget. Only if it is still as read (`confirmed_at` unchanged).
+    pub async fn rebill_at(
+        &self,
+        id: &str,
+        was_confirmed_at: i64,
+        now: i64,
+        evidence: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outcomes SET confirmed_at = $1, evidence = $2, state = 'pending', attempts = 0, \
+             next_attempt_at = $1, lease_until = NULL, last_error = NULL \
+             WHERE id = $3 AND confirmed_at = $4 AND state IN ('pending', 'failed') \
+             AND (lease_until IS NULL OR lease_until < $1)",
+        )
+        .bind(now)
+        .bind(evidence)
+        .bind(id)
+        .bind(was_confirmed_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 }

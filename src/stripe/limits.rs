@@ -1,8 +1,8 @@
 //! Stripe's documented limits on a meter event's `timestamp`: "within the past
 //! 35 calendar days" and "no more than 5 minutes in the future" (Billing Meter
 //! events API reference). Checked before a call so an event Stripe would refuse
-//! is never sent: its outcome is held or parked with the reason instead of
-//! spending its retry budget on certain 400s.
+//! is never sent: its outcome is held (future) or parked (too old) with the
+//! reason instead of spending its retry budget on certain 400s.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -12,6 +12,17 @@ pub const MAX_AHEAD: Duration = Duration::minutes(5);
 /// Margin kept inside [`MAX_AHEAD`] for clock skew between us and Stripe.
 pub const AHEAD_MARGIN: Duration = Duration::seconds(30);
 
+/// How old a timestamp Stripe accepts ("within the past 35 calendar days").
+pub const MAX_AGE: Duration = Duration::days(35);
+
+/// Margin kept inside [`MAX_AGE`]: a call takes time, and retries more.
+pub const AGE_MARGIN: Duration = Duration::hours(1);
+
+/// The oldest timestamp (Unix seconds) sent to Stripe at `world_now`.
+pub fn oldest_acceptable(world_now: DateTime<Utc>) -> i64 {
+    (world_now - (MAX_AGE - AGE_MARGIN)).timestamp()
+}
+
 /// What Stripe would say of a timestamp, by the world's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampCheck {
@@ -20,6 +31,9 @@ pub enum TimestampCheck {
     Ahead {
         ready_at: DateTime<Utc>,
     },
+    /// Older than Stripe accepts: only an operator can bill it now
+    /// (`replay --too-old`), at the current time.
+    TooOld,
 }
 
 /// Check a meter event timestamp (Unix seconds) against the world's clock.
@@ -28,7 +42,9 @@ pub fn check_timestamp(timestamp: i64, world_now: DateTime<Utc>) -> TimestampChe
         return TimestampCheck::Acceptable;
     };
     let allowed = MAX_AHEAD - AHEAD_MARGIN;
-    if at > world_now + allowed {
+    if timestamp < oldest_acceptable(world_now) {
+        TimestampCheck::TooOld
+    } else if at > world_now + allowed {
         TimestampCheck::Ahead {
             ready_at: at - allowed,
         }
@@ -46,6 +62,17 @@ pub fn ahead_reason(timestamp: i64, world_now: DateTime<Utc>) -> String {
         "not sent: timestamp {timestamp} is {} ahead of Stripe's clock, which refuses more than 5 minutes \
          (is clock.offset set?); held until then",
         humantime::format_duration(ahead.to_std().unwrap_or_default())
+    )
+}
+
+/// The reason recorded on an outcome parked because it is too old for Stripe.
+pub fn too_old_reason(timestamp: i64, outcome_id: &str) -> String {
+    let at = DateTime::from_timestamp(timestamp, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| timestamp.to_string());
+    format!(
+        "not sent: its timestamp ({at}) is older than Stripe accepts (35 days). Bill it now, by \
+         operator decision, with `outcome-meter replay --too-old --id {outcome_id} --yes`"
     )
 }
 
@@ -72,6 +99,15 @@ mod tests {
             check_timestamp(1_767_225_600 + 270, now),
             TimestampCheck::Acceptable
         );
+    }
+
+    #[test]
+    fn older_than_35_days_less_an_hour_is_too_old() {
+        let now = t(1_767_225_600);
+        let limit = 1_767_225_600 - 35 * 86_400 + 3600;
+        assert_eq!(check_timestamp(limit, now), TimestampCheck::Acceptable);
+        assert_eq!(check_timestamp(limit - 1, now), TimestampCheck::TooOld);
+        assert!(too_old_reason(limit - 1, "om_x").contains("replay --too-old --id om_x"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod client;
 pub mod limits;
 pub mod reporter;
 pub mod retry;
+pub mod too_old;
 
 pub use client::{Ack, ApiError, MeterEvent, StripeClient, StripeError};
 pub use reporter::Reporter;

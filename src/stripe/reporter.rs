@@ -2,7 +2,7 @@
 //! different pairs concurrently, never above the configured rate.
 
 use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
-use super::limits::{ahead_reason, check_timestamp, TimestampCheck};
+use super::limits::{ahead_reason, check_timestamp, too_old_reason, TimestampCheck};
 use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
@@ -203,19 +203,26 @@ impl Reporter {
                 )
                 .await;
         };
-        if let TimestampCheck::Ahead { ready_at } =
-            check_timestamp(ev.timestamp, self.clock.world_now())
-        {
-            // Stripe would refuse it with a 400: hold it, unspent, until it is not.
-            let world_now = self.clock.world_now();
-            let wait = (ready_at - world_now).max(chrono::Duration::zero());
-            let next = to_millis(self.clock.now() + wait);
-            let reason = ahead_reason(ev.timestamp, world_now);
-            tracing::warn!(outcome = %o.id, %reason, "meter event held");
-            return self
-                .store
-                .hold_outcome(&o.id, o.lease_until, next, &reason)
-                .await;
+        let world_now = self.clock.world_now();
+        match check_timestamp(ev.timestamp, world_now) {
+            TimestampCheck::Acceptable => {}
+            TimestampCheck::Ahead { ready_at } => {
+                // Stripe would refuse it with a 400: hold it, unspent, until it is not.
+                let wait = (ready_at - world_now).max(chrono::Duration::zero());
+                let next = to_millis(self.clock.now() + wait);
+                let reason = ahead_reason(ev.timestamp, world_now);
+                tracing::warn!(outcome = %o.id, %reason, "meter event held");
+                return self
+                    .store
+                    .hold_outcome(&o.id, o.lease_until, next, &reason)
+                    .await;
+            }
+            TimestampCheck::TooOld => {
+                let reason = too_old_reason(ev.timestamp, &o.id);
+                tracing::error!(outcome = %o.id, %reason, "meter event too old for Stripe; parked as failed");
+                self.metrics.report(ReportResult::Failed);
+                return self.store.park_outcome(&o.id, o.lease_until, &reason).await;
+            }
         }
         self.limiter.acquire().await;
         // Fencing: call only while this claim still holds the outcome. While the
@@ -295,14 +302,19 @@ impl Reporter {
                     )
                     .await
             }
-            Disposition::Retry { .. } | Disposition::Permanent => {
+            disposition @ (Disposition::Retry { .. } | Disposition::Permanent) => {
                 let why = match &result {
                     Err(StripeError::Api { .. }) | Err(StripeError::Network(_)) => {
                         error_text.clone()
                     }
                     Ok(_) => None,
                 };
-                tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, "Stripe refused the event; parked as failed");
+                // Say what happened: a refusal, or a transient failure that outlasted the budget.
+                if matches!(disposition, Disposition::Permanent) {
+                    tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, "Stripe refused the event; parked as failed");
+                } else {
+                    tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, attempts = o.attempts + 1, "Stripe kept failing or could not be reached for the whole retry budget (reporter.max_attempts); parked as failed");
+                }
                 self.metrics.report(ReportResult::Failed);
                 self.store
                     .record_attempt(

@@ -441,7 +441,50 @@ async fn outcomes_pages_return_every_outcome_exactly_once(backend: Backend) {
     app.stop().await;
 }
 
+/// `replay --too-old` as an operator runs it. The test clock stands at
+/// 2026-01-01, more than 35 days before the real clock the binary reads, so the
+/// parked outcome is too old for Stripe: listed without `--yes`, billed at the
+/// current time with it; `replay --failed` leaves it and says why.
+async fn replay_too_old_lists_then_bills_at_the_current_time(backend: Backend) {
+    let stripe = testkit::fake_stripe::FakeStripe::start().await;
+    stripe.push_fault(testkit::fake_stripe::Fault::ShouldRetryFalse(400));
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let id = outcome_id(TENANT, "generic", "T1", 1);
+    let failed = cli_ok(&app, &["replay", "--failed"]);
+    assert!(failed.contains("0 failed outcomes requeued"), "{failed}");
+    assert!(
+        failed.contains("1 failed outcome(s) are older than Stripe accepts"),
+        "{failed}"
+    );
+    let listed = cli_ok(&app, &["replay", "--too-old"]);
+    assert!(listed.contains(&id), "{listed}");
+    assert!(listed.contains("run again with --yes"), "{listed}");
+    let o = &app.outcomes().await[0];
+    assert_eq!(o.state, "failed", "nothing changes without --yes");
+    let done = cli_ok(&app, &["replay", "--too-old", "--yes"]);
+    assert!(done.contains("1 outcome(s) queued"), "{done}");
+    let o = &app.outcomes().await[0];
+    assert_eq!(o.state, "pending");
+    assert!(
+        o.confirmed_at > app.clock.now().timestamp_millis(),
+        "billed at the real time"
+    );
+    assert!(o.evidence.contains("billed_late"), "{}", o.evidence);
+    app.stop().await;
+}
+
 crate::dual!(
+    replay_too_old_lists_then_bills_at_the_current_time,
     explain_groups_the_same_ticket_number_by_helpdesk,
     explain_json_carries_the_deciding_clause_as_data,
     explain_json_names_a_refusing_contract_clause,

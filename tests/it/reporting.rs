@@ -97,10 +97,10 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
     let n = app
         .services
         .store
-        .requeue_failed(Some(TENANT), None, 0)
+        .requeue_failed(Some(TENANT), None, 0, i64::MIN)
         .await
         .expect("requeue");
-    assert_eq!(n, 1);
+    assert_eq!(n, (1, 0));
     assert_eq!(
         app.outcomes().await[0].attempts,
         0,
@@ -248,6 +248,142 @@ async fn a_timestamp_stripe_would_refuse_as_future_is_held_not_spent(backend: Ba
     app.stop().await;
 }
 
+/// Issue 10.7: an outcome older than Stripe's 35 days is parked with that
+/// reason, never sent; the oldest-unbilled gauge sees it; `replay --failed`
+/// leaves it; an operator bills it at the current time (`replay --too-old`),
+/// the original time in its evidence and on the statement. One whose call had a
+/// lost answer or a 5xx is set apart, since Stripe may have it.
+async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decision(
+    backend: Backend,
+) {
+    use outcome_meter::report::{period::Period, statement};
+    use outcome_meter::stripe::{limits, too_old};
+    let stripe = FakeStripe::start().await;
+    stripe.set_check_timestamps(true);
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    let world = app.clock.clone();
+    stripe.set_clock(move || world.now().timestamp());
+    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+        .await;
+    app.send(&event("e2", "T2", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    // The first call gets a 500 (Stripe may have recorded it: in doubt, retried
+    // later); the second a permanent 400 (certainly not recorded: parked).
+    stripe.push_fault(Fault::Status(500));
+    stripe.push_fault(Fault::ShouldRetryFalse(400));
+    app.report().await;
+    let store = &app.services.store;
+    let by_state = |state: &str, outcomes: &[outcome_meter::store::OutcomeRow]| {
+        outcomes
+            .iter()
+            .find(|o| o.state == state)
+            .map(|o| o.id.clone())
+            .unwrap_or_default()
+    };
+    let outcomes = app.outcomes().await;
+    let (doubtful, refused) = (
+        by_state("pending", &outcomes),
+        by_state("failed", &outcomes),
+    );
+    assert!(!doubtful.is_empty() && !refused.is_empty(), "{outcomes:?}");
+    let first_confirmed = outcomes[0].confirmed_at;
+
+    // 40 days later the retry's timestamp is too old: parked, never sent.
+    app.clock.advance(chrono::Duration::days(40));
+    app.report().await;
+    let parked = app
+        .outcomes()
+        .await
+        .into_iter()
+        .find(|o| o.id == doubtful)
+        .expect("outcome");
+    assert_eq!(parked.state, "failed");
+    let why = parked.last_error.clone().unwrap_or_default();
+    assert!(why.contains("older than Stripe accepts"), "{why}");
+    assert!(why.contains("replay --too-old"), "{why}");
+    assert!(
+        stripe.events().is_empty(),
+        "nothing sent that Stripe would refuse"
+    );
+    let q = store.queue_counts().await.expect("counts");
+    assert_eq!(
+        q.oldest_unbilled_outcome,
+        Some(first_confirmed),
+        "the gauge sees failed outcomes"
+    );
+
+    let now = app.clock.now();
+    let oldest = 1000 * limits::oldest_acceptable(now);
+    let (requeued, left) = store
+        .requeue_failed(None, None, now.timestamp_millis(), oldest)
+        .await
+        .expect("requeue");
+    assert_eq!(
+        (requeued, left),
+        (0, 2),
+        "replay --failed leaves too-old outcomes"
+    );
+
+    let found = store
+        .too_old_outcomes(None, None, oldest)
+        .await
+        .expect("too old");
+    let plan = too_old::plan(found, false);
+    let ids =
+        |v: &[outcome_meter::store::TooOld]| v.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&plan.ready), vec![refused.clone()]);
+    assert_eq!(
+        ids(&plan.in_doubt),
+        vec![doubtful.clone()],
+        "a 500 leaves it in doubt"
+    );
+    let n = too_old::rebill(store, &plan.ready, now.timestamp_millis())
+        .await
+        .expect("rebill");
+    assert_eq!(n, 1);
+    app.report().await;
+    let outcomes = app.outcomes().await;
+    let billed = outcomes.iter().find(|o| o.id == refused).expect("outcome");
+    assert_eq!(billed.state, "reported");
+    assert_eq!(billed.confirmed_at, now.timestamp_millis());
+    let doubt = outcomes.iter().find(|o| o.id == doubtful).expect("outcome");
+    assert_eq!(doubt.state, "failed", "in doubt: left for the operator");
+    let sent = stripe.events();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].identifier.as_str(), sent[0].timestamp),
+        (refused.as_str(), now.timestamp())
+    );
+
+    let period = Period {
+        from: now.timestamp_millis() - 86_400_000,
+        to: now.timestamp_millis() + 86_400_000,
+    };
+    let st = statement::build(store, TENANT, CUSTOMER, period)
+        .await
+        .expect("statement");
+    let line = st
+        .billed
+        .iter()
+        .find(|b| b.outcome_id == refused)
+        .expect("billed line");
+    let note = line.billed_late.clone().unwrap_or_default();
+    assert!(note.contains("first confirmed"), "{note}");
+    assert!(
+        line.why.contains("Billed late by operator decision"),
+        "{}",
+        line.why
+    );
+    app.stop().await;
+}
+
 async fn without_an_api_key_the_reporter_records_what_it_would_send(backend: Backend) {
     let app = TestApp::spawn(Options {
         backend,
@@ -334,7 +470,8 @@ crate::dual!(
     crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event,
     identifier_already_at_stripe_under_another_key_counts_as_delivered,
     without_an_api_key_the_reporter_records_what_it_would_send,
-    a_timestamp_stripe_would_refuse_as_future_is_held_not_spent
+    a_timestamp_stripe_would_refuse_as_future_is_held_not_spent,
+    an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decision
 );
 
 /// Stripe allows one call at a time per (customer, meter). Two reporters on one

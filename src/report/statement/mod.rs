@@ -30,6 +30,10 @@ pub struct BilledLine {
     pub state: String,
     pub stripe_request_id: Option<String>,
     pub why: String,
+    /// Set when an operator billed it late (`replay --too-old`): when it was
+    /// first confirmed and when it was billed instead. Also at the end of `why`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billed_late: Option<String>,
     /// The evidence events, one string each: `<occurred_at> <kind>[ by <resolver>]`.
     pub evidence_events: Vec<String>,
     /// The same events, in parts, for the page (not in the JSON).
@@ -190,6 +194,7 @@ pub async fn build(
                     .collect()
             })
             .unwrap_or_default();
+        let billed_late = crate::stripe::too_old::late_note(&ev);
         billed.push(BilledLine {
             outcome_id: o.id.clone(),
             ticket_id: o.ticket_id.clone(),
@@ -201,7 +206,11 @@ pub async fn build(
             value: o.value,
             state: o.state.clone(),
             stripe_request_id: o.stripe_request_id.clone(),
-            why: ev["explanation"].as_str().unwrap_or_default().to_string(),
+            why: match &billed_late {
+                Some(note) => format!("{} {note}", ev["explanation"].as_str().unwrap_or_default()),
+                None => ev["explanation"].as_str().unwrap_or_default().to_string(),
+            },
+            billed_late,
             evidence_events: evidence.iter().map(EvidenceEvent::line).collect(),
             evidence,
             contract: format!("{} ({})", o.contract_version, o.contract_hash),
