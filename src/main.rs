@@ -166,6 +166,19 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Ask a running service whether it is ready (exit 0) or not (exit 1): for
+    /// container health checks and Kubernetes exec probes.
+    Health {
+        /// Ask /healthz (alive) instead of /readyz (ready to take webhooks).
+        #[arg(long)]
+        live: bool,
+        /// The URL to ask; default: /readyz (or /healthz) on server.admin_listen.
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Run the whole pipeline on sample tickets (throwaway SQLite, dry-run).
     Demo {
         #[arg(long, default_value = "data/demo.db")]
@@ -545,6 +558,15 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             if r.has_drift() {
                 std::process::exit(3);
             }
+        }
+        Command::Health { live, url, timeout } => {
+            let path = if live { "/healthz" } else { "/readyz" };
+            let url = match url {
+                Some(u) => u,
+                None => outcome_meter::health::admin_url(&settings.server.admin_listen, path)?,
+            };
+            outcome_meter::health::probe(&url, timeout).await?;
+            out!("ok: {url}");
         }
         Command::Demo { database } => {
             outp!("{}", outcome_meter::demo::run(settings, &database).await?);

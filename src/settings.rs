@@ -138,6 +138,8 @@ impl Default for ServerSettings {
 pub struct DatabaseSettings {
     /// `sqlite://PATH` (embedded default) or `postgres://…`.
     pub url: String,
+    /// A file holding the URL instead (it carries the password).
+    pub url_file: Option<String>,
     pub max_connections: u32,
     /// Raw delivery bodies older than this are pruned once processed.
     #[serde(with = "crate::duration_serde")]
@@ -148,6 +150,7 @@ impl std::fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &crate::redact::url(&self.url))
+            .field("url_file", &self.url_file)
             .field("max_connections", &self.max_connections)
             .field("delivery_retention", &self.delivery_retention)
             .finish()
@@ -158,6 +161,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: "sqlite://data/outcome-meter.db".into(),
+            url_file: None,
             max_connections: 8,
             delivery_retention: Duration::from_secs(30 * 24 * 3600),
         }
@@ -234,6 +238,8 @@ impl Default for ReporterSettings {
 pub struct StripeSettings {
     /// Secret key. Empty means dry-run: record what would be sent, send nothing.
     pub api_key: String,
+    /// A file holding the secret key instead (Docker/Kubernetes secrets).
+    pub api_key_file: Option<String>,
     pub api_base: String,
     /// Pinned `Stripe-Version`.
     pub api_version: String,
@@ -279,6 +285,7 @@ impl Default for StripeSettings {
     fn default() -> Self {
         Self {
             api_key: String::new(),
+            api_key_file: None,
             api_base: "https://api.stripe.com".into(),
             api_version: "2025-03-31.basil".into(),
             timeout: Duration::from_secs(20),
@@ -313,6 +320,7 @@ impl std::fmt::Debug for StripeSettings {
                     "(redacted)"
                 },
             )
+            .field("api_key_file", &self.api_key_file)
             .field("api_base", &self.api_base)
             .field("api_version", &self.api_version)
             .field("timeout", &self.timeout)
@@ -383,7 +391,11 @@ impl Settings {
                 b = b.set_override("stripe.api_key", key)?;
             }
         }
-        let s: Settings = b.build()?.try_deserialize()?;
+        let mut s: Settings = b.build()?.try_deserialize()?;
+        let problems = crate::secret_sources::resolve(&mut s);
+        if !problems.is_empty() {
+            return Err(SettingsError::Invalid(problems));
+        }
         s.validate()?;
         Ok(s)
     }

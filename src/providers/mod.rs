@@ -32,6 +32,12 @@ pub struct ProviderSettings {
     /// Signing secrets (or shared secrets / passwords for helpdesks that do not
     /// sign); several are accepted during a rotation.
     pub secrets: Vec<String>,
+    /// Files holding one more secret each (Docker/Kubernetes secrets); read at
+    /// load and added to `secrets` (a trailing newline is dropped).
+    pub secret_files: Vec<String>,
+    /// Environment variables holding one more secret each; read at load and
+    /// added to `secrets`.
+    pub secret_env: Vec<String>,
     /// Helpdesk user/admin ids of the AI agent: what they resolve counts as AI.
     pub ai_agent_ids: Vec<String>,
     /// Tags the helpdesk puts on tickets the AI agent resolved.
@@ -70,6 +76,8 @@ impl std::fmt::Debug for ProviderSettings {
                 "secrets",
                 &format_args!("[{} redacted]", self.secrets.len()),
             )
+            .field("secret_files", &self.secret_files)
+            .field("secret_env", &self.secret_env)
             .field("ai_agent_ids", &self.ai_agent_ids)
             .field("ai_tags", &self.ai_tags)
             .field("ai_channels", &self.ai_channels)

@@ -110,3 +110,103 @@ fn demo_writes_the_statement_page_and_prints_where_it_is() {
         "billed outcomes listed: {html}"
     );
 }
+
+/// `outcome-meter health` (the image's HEALTHCHECK and the Kubernetes probes):
+/// exit 0 while the service is ready, non-zero once it is gone.
+#[tokio::test]
+async fn the_health_command_reports_readiness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("om.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"sqlite://{}\"\n[[tenants]]\nid = \"acme\"\nstripe_customer_id = \"{CUSTOMER}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
+            dir.path().join("om.db").display()
+        ),
+    )
+    .expect("config");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_outcome-meter"));
+    let mut serve = ServeCommand::new(binary, &config, dir.path());
+    serve.show_logs = false;
+    let mut child = serve.spawn().expect("spawn");
+    child
+        .wait_ready(&reqwest::Client::new(), Duration::from_secs(30))
+        .await
+        .expect("ready");
+    let admin = child.admin_addr.clone();
+    let health = |args: &[&str]| {
+        std::process::Command::new(binary)
+            .arg("--config")
+            .arg(&config)
+            .arg("health")
+            .args(args)
+            .current_dir(dir.path())
+            .env("OUTCOME_METER__SERVER__ADMIN_LISTEN", &admin)
+            .output()
+            .expect("run health")
+    };
+    for args in [&[][..], &["--live"][..]] {
+        let out = health(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: http://"));
+    }
+    child.terminate(Duration::from_secs(30)).await;
+    let out = health(&[]);
+    assert!(!out.status.success(), "healthy with the service gone");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not answer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The deployment examples' configurations load in the real loader, with
+/// their secret files in place (deploy/outcome-meter.toml and the ConfigMap
+/// of deploy/kubernetes/sidecar.yaml).
+#[test]
+fn deploy_examples_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    for name in [
+        "zendesk_acme",
+        "generic_acme",
+        "database_url",
+        "stripe_api_key",
+    ] {
+        std::fs::write(secrets.path().join(name), "example-secret-value\n").expect("secret");
+    }
+    let compose_config =
+        std::fs::read_to_string(root.join("deploy/outcome-meter.toml")).expect("toml");
+    let sidecar =
+        std::fs::read_to_string(root.join("deploy/kubernetes/sidecar.yaml")).expect("yaml");
+    // The ConfigMap's TOML: the indented block after `outcome-meter.toml: |`.
+    let block: String = sidecar
+        .split("outcome-meter.toml: |\n")
+        .nth(1)
+        .expect("ConfigMap block")
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    for (name, text, prefix) in [
+        ("compose", compose_config, "/run/secrets/"),
+        ("kubernetes", block, "/run/secrets/outcome-meter/"),
+    ] {
+        let text = text.replace(prefix, &format!("{}/", secrets.path().display()));
+        let file = secrets.path().join(format!("{name}.toml"));
+        std::fs::write(&file, text).expect("write");
+        let s = outcome_meter::settings::Settings::load(Some(&file))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(s.tenants[0].id, "acme", "{name}");
+        assert!(
+            s.tenants[0].providers["zendesk"]
+                .secrets
+                .contains(&"example-secret-value".to_string()),
+            "{name}"
+        );
+    }
+}
