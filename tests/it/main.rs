@@ -7,6 +7,7 @@ mod chromium;
 mod cli;
 mod cli_output;
 mod ingest;
+mod names;
 mod pipeline;
 mod process;
 mod providers;
