@@ -2,6 +2,7 @@
 //! resolution is a billable outcome. Pure: no I/O, no clock.
 
 mod describe;
+pub mod lint;
 pub mod names;
 mod terms;
 

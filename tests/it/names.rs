@@ -188,7 +188,129 @@ async fn a_resolution_decided_under_exact_matching_keeps_it(backend: Backend) {
     app.stop().await;
 }
 
+/// `outcome-meter check` with a configuration written for `app`'s database.
+fn run_check(app: &TestApp, contract: &str, provider_extra: &str, args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("om.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{url}\"\n[contract]\n{contract}\n\
+             [[tenants]]\nid = \"{TENANT}\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
+             [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n{provider_extra}\n\
+             [tenants.providers.zendesk]\nsecrets = [\"{ZENDESK_SECRET}\"]\n",
+            url = app.settings.database.url
+        ),
+    )
+    .expect("config");
+    // The stored events are from 1 January 2026: read enough days to reach them.
+    let days = ((chrono::Utc::now() - t0()).num_days() + 2).to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .args(["--days", &days])
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("OUTCOME_METER__DATABASE__URL")
+        .output()
+        .expect("run outcome-meter");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue 16.2: a name that matched no stored event is a warning naming the
+/// closest value the helpdesk sent; `--strict` makes it an error.
+async fn check_warns_about_names_that_matched_nothing(backend: Backend) {
+    let app = TestApp::spawn(Options {
+        backend,
+        ..Default::default()
+    })
+    .await;
+    for (ticket, tag) in [
+        ("A", "spam_filter"),
+        ("B", "spam_filter"),
+        ("C", "ai_resolved"),
+    ] {
+        app.send(&resolved_with(ticket, 0, &[tag], Some("PHONE")))
+            .await;
+    }
+    app.settle().await;
+
+    let contract = "excluded_tags = [\"spam-filter\"]\nexcluded_channels = [\"Phone \"]\n\
+                    [[contract.categories]]\nname = \"voice\"\nchannels_any = [\"voicemail\"]\ndecline = true\n";
+    let provider = "ai_tags = [\"ai-resolved\", \"AI_Resolved\"]";
+    let (status, text) = run_check(&app, contract, provider, &[]);
+    assert_eq!(status, 0, "warnings do not fail check: {text}");
+    for expected in [
+        "warning: acme: excluded tag `spam-filter` matched nothing; seen: `spam_filter` (2 tickets on generic)",
+        "warning: acme generic: ai_tags `ai-resolved` matched nothing; seen: `ai_resolved` (1 ticket on generic)",
+        "warning: acme: category `voice` channel `voicemail` matched nothing; nothing similar seen; most seen: `PHONE` (3 tickets on generic)",
+        "warning: acme: category `voice` matched no ticket",
+        "note: acme: no zendesk event in the last",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert_eq!(text.matches("warning:").count(), 4, "{text}");
+    assert!(!text.contains("`Phone `"), "Phone matches PHONE: {text}");
+
+    let (status, text) = run_check(&app, contract, provider, &["--strict"]);
+    assert_eq!(status, 1, "{text}");
+    assert!(
+        text.contains("error: acme: excluded tag `spam-filter`"),
+        "{text}"
+    );
+
+    let fixed = "excluded_tags = [\"Spam_Filter\"]\nexcluded_channels = [\"phone\"]\n";
+    let (status, text) = run_check(&app, fixed, "ai_tags = [\"AI_RESOLVED\"]", &["--strict"]);
+    assert_eq!(status, 0, "{text}");
+    assert!(
+        text.contains("Every configured tag, channel, resolver id and category matched"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+/// `check` never creates a database, and without one it still validates.
+#[tokio::test]
+async fn check_without_a_database_leaves_names_unchecked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("none.db");
+    let config = dir.path().join("om.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"sqlite://{}\"\n[[tenants]]\nid = \"{TENANT}\"\n\
+             stripe_customer_id = \"{CUSTOMER}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
+            db.display()
+        ),
+    )
+    .expect("config");
+    let check = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
+            .arg("--config")
+            .arg(&config)
+            .arg("check")
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("OUTCOME_METER__DATABASE__URL")
+            .output()
+            .expect("run outcome-meter")
+    };
+    let out = check(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("note: names not checked: no database yet"),
+        "{stdout}"
+    );
+    assert!(!db.exists(), "check created the database");
+    assert_eq!(check(&["--strict"]).status.code(), Some(1));
+}
+
 crate::dual!(
     mixed_case_and_padded_names_exclude_every_variant,
     a_resolution_decided_under_exact_matching_keeps_it,
+    check_warns_about_names_that_matched_nothing,
 );
