@@ -6,6 +6,7 @@ mod chaos;
 mod chromium;
 mod cli;
 mod cli_output;
+mod contract_terms;
 mod ingest;
 mod names;
 mod pipeline;
