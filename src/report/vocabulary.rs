@@ -38,6 +38,7 @@ pub async fn check_names(
     };
     for t in &settings.tenants {
         let mut seen = Vec::new();
+        let mut by_provider = Vec::new();
         for (provider, p) in &t.providers {
             let Some(v) = store
                 .vocabulary(&t.id, provider, since, VOCABULARY_LIMIT)
@@ -56,13 +57,14 @@ pub async fn check_names(
                     t.id
                 ));
             }
-            out.warnings.extend(lint_provider(&t.id, provider, p, &v));
+            by_provider.extend(lint_provider(&t.id, provider, p, &v));
             seen.push((provider.clone(), v));
         }
         if !seen.is_empty() {
             out.warnings
                 .extend(lint_contract(&t.id, &settings.contract_for(t), &seen));
         }
+        out.warnings.extend(by_provider);
     }
     Ok(out)
 }

@@ -191,7 +191,18 @@ async fn a_resolution_decided_under_exact_matching_keeps_it(backend: Backend) {
 /// `outcome-meter check` with a configuration written for `app`'s database.
 fn run_check(app: &TestApp, contract: &str, provider_extra: &str, args: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("om.toml");
+    let config = write_config(dir.path(), app, contract, provider_extra);
+    run_binary(dir.path(), &config, args)
+}
+
+/// A configuration for `app`'s database with this contract and generic settings.
+fn write_config(
+    dir: &std::path::Path,
+    app: &TestApp,
+    contract: &str,
+    provider_extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("om.toml");
     std::fs::write(
         &config,
         format!(
@@ -203,15 +214,20 @@ fn run_check(app: &TestApp, contract: &str, provider_extra: &str, args: &[&str])
         ),
     )
     .expect("config");
+    config
+}
+
+/// `outcome-meter --config CONFIG check --days N ARGS`: exit status, stdout and stderr.
+fn run_binary(dir: &std::path::Path, config: &std::path::Path, args: &[&str]) -> (i32, String) {
     // The stored events are from 1 January 2026: read enough days to reach them.
     let days = ((chrono::Utc::now() - t0()).num_days() + 2).to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("check")
         .args(["--days", &days])
         .args(args)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_remove("OUTCOME_METER__DATABASE__URL")
         .output()
         .expect("run outcome-meter");
@@ -272,6 +288,43 @@ async fn check_warns_about_names_that_matched_nothing(backend: Backend) {
     app.stop().await;
 }
 
+/// `check --diff FILE FILE` shows what ignoring case changes on stored history.
+async fn check_diff_with_one_file_twice_shows_what_the_name_rule_changes(backend: Backend) {
+    let app = TestApp::spawn(Options {
+        backend,
+        ..Default::default()
+    })
+    .await;
+    app.send(&resolved_with("N1", 0, &["spam "], None)).await;
+    app.send(&resolved_with("N2", 0, &["spam"], None)).await;
+    app.send(&resolved_with("N3", 0, &["ham"], None)).await;
+    app.settle().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), &app, "excluded_tags = [\"Spam\"]", "");
+    let file = config.display().to_string();
+    let (status, text) = run_binary(dir.path(), &config, &["--diff", &file, &file]);
+    assert_eq!(status, 0, "{text}");
+    assert!(
+        text.contains("No resolution would be decided differently."),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "2 resolution(s) decided differently by the new contract than with exact names"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "acme generic N1 #1: billed: resolved_ticket x1  ->  not billed: excluded_tag"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("acme generic N2 #1"), "{text}");
+    assert!(!text.contains("N3"), "{text}");
+    app.stop().await;
+}
+
 /// `check` never creates a database, and without one it still validates.
 #[tokio::test]
 async fn check_without_a_database_leaves_names_unchecked() {
@@ -313,4 +366,5 @@ crate::dual!(
     mixed_case_and_padded_names_exclude_every_variant,
     a_resolution_decided_under_exact_matching_keeps_it,
     check_warns_about_names_that_matched_nothing,
+    check_diff_with_one_file_twice_shows_what_the_name_rule_changes,
 );
