@@ -11,6 +11,7 @@ use outcome_meter::report::diff::shadow_run;
 use outcome_meter::report::fmt_ms;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::reconcile::reconcile;
+use outcome_meter::report::vocabulary::check_configured;
 use outcome_meter::report::{explain::explain, outcomes, statement};
 use outcome_meter::settings::Settings;
 use outcome_meter::store::{OutcomeFilter, Store};
@@ -73,14 +74,20 @@ enum Command {
     },
     /// Create or upgrade the database schema.
     Migrate,
-    /// Validate the configuration and print each tenant's contract in plain words.
+    /// Validate the configuration, print each tenant's contract in plain words, and
+    /// warn about configured tags, channels, resolver ids and categories that
+    /// matched no stored event.
     Check {
         /// Compare two configurations' contracts on recent stored tickets (shadow run).
         #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
         diff: Option<Vec<PathBuf>>,
-        /// With --diff: how many days of tickets to replay.
+        /// How many days of stored events to check names against (or, with
+        /// --diff, of tickets to replay).
         #[arg(long, default_value_t = 30)]
         days: i64,
+        /// Fail (exit 1) when a name matched nothing, or names could not be checked.
+        #[arg(long, conflicts_with = "diff")]
+        strict: bool,
     },
     /// A tenant's statement: billed outcomes with evidence, what was not billed and why, totals.
     Statement {
@@ -316,6 +323,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Check {
             diff: Some(files),
             days,
+            ..
         } => {
             let (old, new) = match files.as_slice() {
                 [o, n] => (Settings::load(Some(o))?, Settings::load(Some(n))?),
@@ -327,7 +335,11 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let d = shadow_run(&store, &old, &new, from, now).await?;
             outp!("{}", d.render());
         }
-        Command::Check { diff: None, .. } => {
+        Command::Check {
+            diff: None,
+            days,
+            strict,
+        } => {
             out!("configuration is valid");
             out!(
                 "database: {}\nstripe: {}",
@@ -351,6 +363,12 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                     providers.join(", "),
                     describe(&settings.contract_for(t))
                 );
+            }
+            let now = to_millis(settings.clock.build().now());
+            let names = check_configured(&settings, now, days).await;
+            outp!("{}", names.render(strict));
+            if names.fails(strict) {
+                bail!("check --strict: a configured name matched no stored event, or names could not be checked");
             }
         }
         Command::Outcomes {

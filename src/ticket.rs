@@ -426,6 +426,87 @@ mod tests {
         assert_eq!(keys(&h.resolutions[2]), (None, None));
     }
 
+    /// README, "What the contract means": any reopen signal after a confirmed
+    /// resolution is a clawback reopen; a second resolution event is not.
+    #[test]
+    fn a_customer_reply_or_hand_off_after_confirmation_is_a_clawback_reopen() {
+        let settled = Settled {
+            seq: 1,
+            resolved_at: t0(),
+        };
+        let clawback = Some(std::time::Duration::from_secs(30 * 86_400));
+        for kind in [EventKind::CustomerReplied, EventKind::HandedOffToHuman] {
+            let h = replay(
+                &c(),
+                Some(settled),
+                &[
+                    resolved("a", 0, Resolver::Ai),
+                    resolved("closed", 75, Resolver::Human),
+                    ev("x", kind, 100, None),
+                    ev("y", EventKind::Reopened, 101, None),
+                ],
+            );
+            let reopen = h.reopen_after_settled.expect("a reopen");
+            assert_eq!((reopen.kind, reopen.event_key.as_str()), (kind, "x"));
+            assert!(reopen.claws_back(t0(), clawback));
+            assert!(
+                h.resolutions.is_empty(),
+                "`closed` did not start a resolution"
+            );
+        }
+        let h = replay(
+            &c(),
+            Some(settled),
+            &[
+                resolved("a", 0, Resolver::Ai),
+                resolved("closed", 75, Resolver::Human),
+            ],
+        );
+        assert_eq!(h.reopen_after_settled, None, "closing again is no reopen");
+    }
+
+    /// README, "What the contract means": tags (and the channel) are read up to
+    /// and including the resolving event; a tag added later changes only the
+    /// ticket's later resolutions, even inside the window.
+    #[test]
+    fn a_tag_added_after_the_resolution_counts_only_for_later_resolutions() {
+        let terms = ContractTerms {
+            excluded_tags: vec!["spam".into()],
+            excluded_channels: vec!["voice".into()],
+            ..c()
+        };
+        let tagged = |key: &str, kind, hours, r, tag: &str, channel: &str| TicketEvent {
+            tags: vec![tag.into()],
+            channel: Some(channel.into()),
+            ..ev(key, kind, hours, r)
+        };
+        let h = replay(
+            &terms,
+            None,
+            &[
+                tagged("t", EventKind::CustomerReplied, 0, None, "billing", "chat"),
+                resolved("a", 1, Resolver::Ai),
+                tagged(
+                    "b",
+                    EventKind::Resolved,
+                    2,
+                    Some(Resolver::Ai),
+                    "spam",
+                    "voice",
+                ),
+                ev("o", EventKind::Reopened, 80, None),
+                resolved("c", 81, Resolver::Ai),
+            ],
+        );
+        let clauses: Vec<&str> = h
+            .resolutions
+            .iter()
+            .map(|r| r.verdict.clause.code())
+            .collect();
+        assert_eq!(clauses, vec!["billable", "excluded_tag"]);
+        assert!(h.resolutions[0].reopened.is_none());
+    }
+
     #[test]
     fn clawback_limit_is_inclusive_and_none_never_claws_back() {
         let reopen = |h: i64| Reopen {

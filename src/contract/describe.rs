@@ -1,6 +1,6 @@
 //! The contract in plain words (`outcome-meter check`).
 
-use super::ContractTerms;
+use super::{ContractTerms, NameMatching};
 use std::fmt::Write;
 
 pub fn describe(t: &ContractTerms) -> String {
@@ -40,6 +40,7 @@ pub fn describe(t: &ContractTerms) -> String {
             t.excluded_channels.join(", ")
         );
     }
+    let _ = writeln!(s, "- {}", matching_in_words(t.name_matching));
     if t.require_customer_message {
         let _ = writeln!(s, "- The customer must have written on the ticket.");
     }
@@ -95,6 +96,19 @@ pub fn describe(t: &ContractTerms) -> String {
     s
 }
 
+fn matching_in_words(m: NameMatching) -> &'static str {
+    match m {
+        NameMatching::Folded => {
+            "Tags and channels are compared ignoring case and surrounding whitespace \
+             (`Spam`, `spam` and `spam ` are the same tag)."
+        }
+        NameMatching::Exact => {
+            "Tags and channels are compared exactly as written (name_matching = \"exact\"): \
+             `Spam` and `spam` are different tags."
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +119,6 @@ mod tests {
         assert!(text.contains("3days"), "{text}");
         assert!(text.contains("resolved_ticket"), "{text}");
         assert!(text.contains("resolved by: ai"), "{text}");
+        assert!(text.contains("ignoring case"), "{text}");
     }
 }

@@ -2,9 +2,12 @@
 //! resolution is a billable outcome. Pure: no I/O, no clock.
 
 mod describe;
+pub mod lint;
+pub mod names;
 mod terms;
 
 pub use describe::describe;
+pub use names::NameMatching;
 pub use terms::{Caps, Category, ContractOverrides, ContractTerms, Meter};
 
 use crate::event::Resolver;
@@ -23,6 +26,18 @@ pub struct ResolutionFacts {
     pub channel: Option<String>,
     /// The customer wrote at least once before the resolution.
     pub customer_messaged: bool,
+}
+
+impl ResolutionFacts {
+    /// The ticket has a tag that is `name` under rule `m`.
+    pub fn has_tag(&self, name: &str, m: NameMatching) -> bool {
+        self.tags.iter().any(|t| m.same(name, t))
+    }
+
+    /// The ticket's channel is `name` under rule `m`.
+    pub fn has_channel(&self, name: &str, m: NameMatching) -> bool {
+        self.channel.as_deref().is_some_and(|c| m.same(name, c))
+    }
 }
 
 /// The clause of the contract that decided a resolution. Stored as JSON with
@@ -119,13 +134,14 @@ impl ContractTerms {
             clause,
             meter: None,
         };
-        if let Some(tag) = self.excluded_tags.iter().find(|t| facts.tags.contains(*t)) {
+        let m = self.name_matching;
+        if let Some(tag) = self.excluded_tags.iter().find(|t| facts.has_tag(t, m)) {
             return refuse(Clause::ExcludedTag { tag: tag.clone() });
         }
-        if let Some(channel) = facts
-            .channel
-            .as_ref()
-            .filter(|c| self.excluded_channels.contains(c))
+        if let Some(channel) = self
+            .excluded_channels
+            .iter()
+            .find(|c| facts.has_channel(c, m))
         {
             return refuse(Clause::ExcludedChannel {
                 channel: channel.clone(),
@@ -141,7 +157,7 @@ impl ContractTerms {
         if self.require_customer_message && !facts.customer_messaged {
             return refuse(Clause::NoCustomerMessage);
         }
-        match self.categories.iter().find(|c| c.matches(facts)) {
+        match self.categories.iter().find(|c| c.matches(facts, m)) {
             Some(c) if c.decline => refuse(Clause::CategoryDeclined {
                 category: c.name.clone(),
             }),
@@ -225,6 +241,88 @@ mod tests {
         let mut f = ai_facts();
         f.channel = Some("voice".into());
         assert_eq!(c.evaluate(&f).clause.code(), "excluded_channel");
+    }
+
+    /// Issue 16: names copied by hand from screens and e-mails.
+    fn hand_written_contract() -> ContractTerms {
+        ContractTerms {
+            excluded_tags: vec!["Spam".into()],
+            excluded_channels: vec![" Phone ".into()],
+            categories: vec![Category {
+                name: "refund".into(),
+                tags_any: vec!["REFUND".into()],
+                channels_any: vec!["Chat".into()],
+                event_name: Some("resolved_refund".into()),
+                value: Some(3),
+                decline: false,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exclusions_ignore_case_and_surrounding_whitespace() {
+        let c = hand_written_contract();
+        for tag in ["spam", "SPAM", "spam ", " Spam\n"] {
+            let mut f = ai_facts();
+            f.tags.insert(tag.into());
+            let v = c.evaluate(&f);
+            assert_eq!(
+                v.clause,
+                Clause::ExcludedTag { tag: "Spam".into() },
+                "{tag:?}"
+            );
+        }
+        for channel in ["phone", "PHONE", "Phone", "phone\t"] {
+            let mut f = ai_facts();
+            f.channel = Some(channel.into());
+            assert_eq!(
+                c.evaluate(&f).clause.code(),
+                "excluded_channel",
+                "{channel:?}"
+            );
+        }
+        let mut f = ai_facts();
+        f.tags.insert("spam_filter".into());
+        f.channel = Some("phone-in".into());
+        assert!(c.evaluate(&f).billable(), "other words are not excluded");
+    }
+
+    #[test]
+    fn categories_ignore_case_and_surrounding_whitespace() {
+        let c = hand_written_contract();
+        for (tag, channel) in [
+            (Some("refund"), None),
+            (Some(" Refund"), None),
+            (None, Some("chat")),
+        ] {
+            let mut f = ai_facts();
+            f.tags.extend(tag.map(String::from));
+            f.channel = channel.map(String::from);
+            let v = c.evaluate(&f);
+            assert_eq!(
+                v.clause,
+                Clause::Billable {
+                    category: Some("refund".into())
+                },
+                "{tag:?} {channel:?}"
+            );
+            assert_eq!(v.meter.map(|m| m.value), Some(3));
+        }
+    }
+
+    #[test]
+    fn a_contract_pinned_to_exact_matching_keeps_it() {
+        let c = ContractTerms {
+            name_matching: NameMatching::Exact,
+            ..hand_written_contract()
+        };
+        let mut f = ai_facts();
+        f.tags.insert("spam".into());
+        f.channel = Some("PHONE".into());
+        assert_eq!(c.evaluate(&f).clause, Clause::Billable { category: None });
+        f.tags.insert("Spam".into());
+        assert_eq!(c.evaluate(&f).clause.code(), "excluded_tag");
     }
 
     #[test]

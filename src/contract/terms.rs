@@ -1,6 +1,7 @@
 //! The contract's terms as they appear in config (`[contract]` and per-tenant
 //! `[tenants.contract]` overrides).
 
+use super::names::NameMatching;
 use super::ResolutionFacts;
 use crate::event::Resolver;
 use serde::{Deserialize, Serialize};
@@ -48,12 +49,9 @@ pub struct Category {
 }
 
 impl Category {
-    pub(super) fn matches(&self, facts: &ResolutionFacts) -> bool {
-        let tag = self.tags_any.iter().any(|t| facts.tags.contains(t));
-        let channel = facts
-            .channel
-            .as_ref()
-            .is_some_and(|c| self.channels_any.contains(c));
+    pub(super) fn matches(&self, facts: &ResolutionFacts, m: NameMatching) -> bool {
+        let tag = self.tags_any.iter().any(|t| facts.has_tag(t, m));
+        let channel = self.channels_any.iter().any(|c| facts.has_channel(c, m));
         tag || channel
     }
 }
@@ -95,6 +93,9 @@ pub struct ContractTerms {
     #[serde(with = "crate::duration_serde::none_or")]
     pub clawback: Option<Duration>,
     pub caps: Caps,
+    /// How tag and channel names are compared (default: ignoring case and
+    /// surrounding whitespace). `exact` is the rule of earlier releases.
+    pub name_matching: NameMatching,
 }
 
 impl Default for ContractTerms {
@@ -113,6 +114,7 @@ impl Default for ContractTerms {
             categories: Vec::new(),
             clawback: None,
             caps: Caps::default(),
+            name_matching: NameMatching::default(),
         }
     }
 }
@@ -123,6 +125,18 @@ impl ContractTerms {
         // Serializing a struct is deterministic (fields in declaration order).
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(&Sha256::digest(&bytes)[..12])
+    }
+
+    /// Terms read back from the `contracts` table. A contract stored before
+    /// `name_matching` existed compared names exactly, and resolutions pinned to
+    /// it keep that rule: the key reads as `exact` when it is absent.
+    pub fn from_stored(json: &str) -> Result<ContractTerms, serde_json::Error> {
+        let mut v: serde_json::Value = serde_json::from_str(json)?;
+        if let Some(o) = v.as_object_mut() {
+            o.entry("name_matching")
+                .or_insert_with(|| NameMatching::Exact.as_str().into());
+        }
+        serde_json::from_value(v)
     }
 
     pub fn reopen_window_chrono(&self) -> chrono::Duration {
@@ -184,6 +198,7 @@ pub struct ContractOverrides {
     #[serde(with = "crate::duration_serde::none_or_option")]
     pub clawback: Option<Option<Duration>>,
     pub caps: Option<Caps>,
+    pub name_matching: Option<NameMatching>,
 }
 
 impl ContractOverrides {
@@ -211,6 +226,7 @@ impl ContractOverrides {
             categories: self.categories.clone().unwrap_or(b.categories),
             clawback: self.clawback.unwrap_or(b.clawback),
             caps: self.caps.unwrap_or(b.caps),
+            name_matching: self.name_matching.unwrap_or(b.name_matching),
         }
     }
 }
@@ -292,6 +308,26 @@ mod tests {
             ContractOverrides::default().apply(&base).clawback,
             Some(Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn names_are_folded_unless_a_stored_contract_predates_the_rule() {
+        let t: ContractTerms = serde_json::from_value(serde_json::json!({})).expect("valid");
+        assert_eq!(t.name_matching, NameMatching::Folded);
+        let stored = serde_json::to_string(&t).expect("json");
+        let back = ContractTerms::from_stored(&stored).expect("stored terms");
+        assert_eq!(back, t, "a stored folded contract stays folded");
+        // A contract stored by an earlier release has no `name_matching`.
+        let mut legacy: serde_json::Value = serde_json::from_str(&stored).expect("json");
+        legacy.as_object_mut().map(|o| o.remove("name_matching"));
+        let old = ContractTerms::from_stored(&legacy.to_string()).expect("legacy terms");
+        assert_eq!(old.name_matching, NameMatching::Exact);
+        assert_ne!(
+            old.hash(),
+            t.hash(),
+            "the rule is part of the hash: pinned resolutions keep theirs"
+        );
+        assert!(ContractTerms::from_stored("not json").is_err());
     }
 
     #[test]

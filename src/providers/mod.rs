@@ -18,6 +18,7 @@ pub mod zohodesk;
 #[cfg(test)]
 mod forgery_tests;
 
+use crate::contract::names;
 use crate::event::{Resolver, TicketEvent};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -40,10 +41,11 @@ pub struct ProviderSettings {
     pub secret_env: Vec<String>,
     /// Helpdesk user/admin ids of the AI agent: what they resolve counts as AI.
     pub ai_agent_ids: Vec<String>,
-    /// Tags the helpdesk puts on tickets the AI agent resolved.
+    /// Tags the helpdesk puts on tickets the AI agent resolved. Compared as
+    /// the contract compares names ([`names::same`]).
     pub ai_tags: Vec<String>,
     /// Channels (as the helpdesk names them) whose resolutions count as AI,
-    /// e.g. a chat channel only the AI agent answers. Compared case-insensitively.
+    /// e.g. a chat channel only the AI agent answers ([`names::same`]).
     pub ai_channels: Vec<String>,
     /// Freshdesk, Gorgias: the request header that carries the shared secret
     /// (e.g. `X-Outcome-Secret`, Gorgias default `x-api-key`).
@@ -109,9 +111,11 @@ impl ProviderSettings {
         channel: Option<&str>,
     ) -> Resolver {
         let by_actor = actor_id.is_some_and(|a| self.is_ai_agent(a));
-        let by_tag = tags.iter().any(|t| self.ai_tags.contains(t));
+        let by_tag = tags
+            .iter()
+            .any(|t| self.ai_tags.iter().any(|a| names::same(a, t)));
         let by_channel =
-            channel.is_some_and(|c| self.ai_channels.iter().any(|a| a.eq_ignore_ascii_case(c)));
+            channel.is_some_and(|c| self.ai_channels.iter().any(|a| names::same(a, c)));
         if by_actor || by_tag || by_channel {
             Resolver::Ai
         } else {
@@ -119,8 +123,9 @@ impl ProviderSettings {
         }
     }
 
+    /// `id` is one of `ai_agent_ids` ([`names::same_id`]: case counts, padding does not).
     pub fn is_ai_agent(&self, id: &str) -> bool {
-        self.ai_agent_ids.iter().any(|a| a == id)
+        self.ai_agent_ids.iter().any(|a| names::same_id(a, id))
     }
 
     /// The secrets a verifier may use: those that pass [`secret_problem`].
@@ -394,6 +399,35 @@ pub(crate) mod testdata {
             now: super::unix_seconds(unix).expect("time"),
             tolerance: std::time::Duration::from_secs(300),
         }
+    }
+}
+
+#[cfg(test)]
+mod matching {
+    use super::*;
+
+    #[test]
+    fn ai_tags_channels_and_ids_match_hand_written_settings() {
+        let s = ProviderSettings {
+            ai_agent_ids: vec![" 8447388090494 ".into(), "Bot@Acme.example".into()],
+            ai_tags: vec!["AI_Resolved".into()],
+            ai_channels: vec!["Chat ".into()],
+            ..Default::default()
+        };
+        let ai = Some(Resolver::Ai);
+        let resolve = |actor: Option<&str>, tag: &str, channel: Option<&str>| {
+            Some(s.resolve(actor, &[tag.to_string()], channel))
+        };
+        assert_eq!(resolve(None, "ai_resolved ", None), ai);
+        assert_eq!(resolve(None, "AI_RESOLVED", None), ai);
+        assert_eq!(resolve(None, "x", Some("CHAT")), ai);
+        assert_eq!(resolve(Some("8447388090494"), "x", None), ai);
+        assert_eq!(resolve(Some("bot@acme.example"), "x", None), ai);
+        assert_eq!(
+            resolve(None, "ai-resolved", Some("chats")),
+            Some(Resolver::Human)
+        );
+        assert!(!s.is_ai_agent("84473880904"));
     }
 }
 

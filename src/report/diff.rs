@@ -1,8 +1,13 @@
 //! `outcome-meter check --diff OLD NEW`: what a contract change would do to
 //! recent tickets, by replaying their stored events under both contracts. Changes
 //! nothing: decisions already made are never rewritten.
+//!
+//! It also replays them under the new contract with names compared exactly, as
+//! releases before name folding did, and lists what folding changes: with the
+//! same file as OLD and NEW, that is what the matching rule alone would have
+//! changed on history.
 
-use crate::contract::ContractTerms;
+use crate::contract::{ContractTerms, NameMatching};
 use crate::event::TicketEvent;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -28,6 +33,12 @@ pub struct ContractDiff {
     pub billable_old: usize,
     pub billable_new: usize,
     pub changes: Vec<Change>,
+    /// Resolutions the new contract decides differently because it compares
+    /// names ignoring case and whitespace (`old`: with exact names). Empty when
+    /// the new contract compares names exactly.
+    pub folding_changes: Vec<Change>,
+    /// Whether any compared contract folds names (else `folding_changes` is moot).
+    pub folding: bool,
     /// Tenants only in the new configuration: nothing to compare.
     pub new_tenants: Vec<String>,
 }
@@ -72,6 +83,42 @@ fn fates(contract: &ContractTerms, events: &[TicketEvent]) -> Vec<(u32, Result<S
         .collect()
 }
 
+/// The resolutions of one ticket (`(tenant, provider, ticket)`) decided differently.
+fn changes(
+    (tenant, provider, ticket_id): (&str, &str, &str),
+    a: &[(u32, Result<String, String>)],
+    b: &[(u32, Result<String, String>)],
+) -> Vec<Change> {
+    let describe = |v: Option<&(u32, Result<String, String>)>| match v {
+        Some((_, Ok(m))) => format!("billed: {m}"),
+        Some((_, Err(why))) => format!("not billed: {why}"),
+        None => "no such resolution".to_string(),
+    };
+    (0..a.len().max(b.len()))
+        .filter_map(|i| {
+            let (x, y) = (describe(a.get(i)), describe(b.get(i)));
+            (x != y).then(|| Change {
+                tenant: tenant.to_string(),
+                provider: provider.to_string(),
+                ticket_id: ticket_id.to_string(),
+                seq: (i + 1) as u32,
+                old: x,
+                new: y,
+            })
+        })
+        .collect()
+}
+
+fn render_changes(s: &mut String, changes: &[Change]) {
+    for c in changes {
+        let _ = writeln!(
+            s,
+            "  {} {} {} #{}: {}  ->  {}",
+            c.tenant, c.provider, c.ticket_id, c.seq, c.old, c.new
+        );
+    }
+}
+
 impl ContractDiff {
     /// Add one ticket's comparison (pure).
     pub fn add_ticket(
@@ -85,27 +132,19 @@ impl ContractDiff {
     ) {
         self.tickets += 1;
         let (a, b) = (fates(old, events), fates(new, events));
-        let n = a.len().max(b.len());
-        self.resolutions += n;
+        self.resolutions += a.len().max(b.len());
         self.billable_old += a.iter().filter(|(_, f)| f.is_ok()).count();
         self.billable_new += b.iter().filter(|(_, f)| f.is_ok()).count();
-        for i in 0..n {
-            let describe = |v: Option<&(u32, Result<String, String>)>| match v {
-                Some((_, Ok(m))) => format!("billed: {m}"),
-                Some((_, Err(why))) => format!("not billed: {why}"),
-                None => "no such resolution".to_string(),
+        let at = (tenant, provider, ticket_id);
+        self.changes.extend(changes(at, &a, &b));
+        if new.name_matching == NameMatching::Folded {
+            self.folding = true;
+            let exact = ContractTerms {
+                name_matching: NameMatching::Exact,
+                ..new.clone()
             };
-            let (x, y) = (describe(a.get(i)), describe(b.get(i)));
-            if x != y {
-                self.changes.push(Change {
-                    tenant: tenant.to_string(),
-                    provider: provider.to_string(),
-                    ticket_id: ticket_id.to_string(),
-                    seq: (i + 1) as u32,
-                    old: x,
-                    new: y,
-                });
-            }
+            self.folding_changes
+                .extend(changes(at, &fates(&exact, events), &b));
         }
     }
 
@@ -126,12 +165,15 @@ impl ContractDiff {
         if self.changes.is_empty() {
             let _ = writeln!(s, "No resolution would be decided differently.");
         }
-        for c in &self.changes {
+        render_changes(&mut s, &self.changes);
+        if self.folding {
             let _ = writeln!(
                 s,
-                "  {} {} {} #{}: {}  ->  {}",
-                c.tenant, c.provider, c.ticket_id, c.seq, c.old, c.new
+                "Names compared ignoring case and surrounding whitespace: {} resolution(s) decided differently \
+                 by the new contract than with exact names (exact  ->  ignoring case).",
+                self.folding_changes.len()
             );
+            render_changes(&mut s, &self.folding_changes);
         }
         let _ = writeln!(s, "Decisions already made are not changed; the new contract applies to resolutions confirmed after it is deployed.");
         s
@@ -197,5 +239,40 @@ mod tests {
         assert!(d.changes[1].old.contains("reopened"));
         assert!(d.changes[1].new.starts_with("billed"));
         assert!(d.render().contains("A #1"));
+        assert!(d.folding_changes.is_empty(), "no name differs only by case");
+    }
+
+    #[test]
+    fn the_same_contract_shows_what_folding_names_changes() {
+        let c = ContractTerms {
+            excluded_tags: vec!["Spam".into()],
+            ..Default::default()
+        };
+        let mut d = ContractDiff::default();
+        for (ticket, tag) in [("S", "spam "), ("T", "Spam"), ("U", "ham")] {
+            let e = ev(ticket, EventKind::Resolved, 0, Some(Resolver::Ai), &[tag]);
+            d.add_ticket("acme", "generic", ticket, &c, &c, &[e]);
+        }
+        assert!(d.changes.is_empty(), "the same contract");
+        assert_eq!(d.folding_changes.len(), 1, "{:?}", d.folding_changes);
+        let change = &d.folding_changes[0];
+        assert_eq!(change.ticket_id, "S");
+        assert!(change.old.starts_with("billed"), "{change:?}");
+        assert_eq!(change.new, "not billed: excluded_tag");
+        let text = d.render();
+        assert!(
+            text.contains("1 resolution(s) decided differently"),
+            "{text}"
+        );
+        assert!(text.contains("acme generic S #1"), "{text}");
+
+        let exact = ContractTerms {
+            name_matching: NameMatching::Exact,
+            ..c.clone()
+        };
+        let mut d = ContractDiff::default();
+        let e = ev("S", EventKind::Resolved, 0, Some(Resolver::Ai), &["spam "]);
+        d.add_ticket("acme", "generic", "S", &exact, &c, &[e]);
+        assert_eq!(d.changes.len(), 1, "old exact, new folded: a change");
     }
 }

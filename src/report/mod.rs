@@ -8,6 +8,7 @@ pub mod outcomes;
 pub mod period;
 pub mod reconcile;
 pub mod statement;
+pub mod vocabulary;
 pub mod words;
 
 use chrono::{DateTime, SecondsFormat, Utc};

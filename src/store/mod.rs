@@ -8,6 +8,7 @@ mod outbox;
 mod pair_lock;
 mod queries;
 mod tickets;
+mod vocabulary;
 
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
@@ -108,6 +109,13 @@ impl Tx {
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// The file of a `sqlite://` URL; `None` for other URLs and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    (!path.is_empty() && path != ":memory:").then(|| Path::new(path).to_path_buf())
 }
 
 /// Add `mode=rwc` so a missing SQLite file is created, and create its directory.
@@ -230,6 +238,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_file_of_a_url() {
+        assert_eq!(
+            sqlite_file("sqlite://data/om.db?mode=rwc"),
+            Some(Path::new("data/om.db").to_path_buf())
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+    }
 
     #[test]
     fn sqlite_urls_get_create_mode() {

@@ -69,7 +69,7 @@ impl Worker {
             return Ok(tenant.contract.clone());
         }
         match tx.contract_terms(hash).await? {
-            Some(terms) => match serde_json::from_str(&terms) {
+            Some(terms) => match ContractTerms::from_stored(&terms) {
                 Ok(t) => return Ok(t),
                 Err(e) => {
                     tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")

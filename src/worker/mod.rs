@@ -7,6 +7,7 @@ mod evidence;
 mod inbox;
 
 use crate::clock::SharedClock;
+use crate::contract::ContractTerms;
 use crate::metrics::Metrics;
 use crate::settings::WorkerSettings;
 use crate::store::{Store, StoreError};
@@ -85,7 +86,7 @@ impl Worker {
             )
             .await?
         {
-            match serde_json::from_str(&terms) {
+            match ContractTerms::from_stored(&terms) {
                 Ok(t) => {
                     pins.terms.insert(seq, t);
                     pins.ids.insert(seq, (version, hash));
