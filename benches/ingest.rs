@@ -45,9 +45,13 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
     let store = Store::connect(&s.database).await.expect("open SQLite");
     store.migrate().await.expect("migrate");
     let (writer, _task) = if durable {
-        DeliveryWriter::spawn(store.clone(), s.server.commit_batch)
+        DeliveryWriter::spawn(
+            store.clone(),
+            s.server.commit_batch,
+            s.database.request_timeout,
+        )
     } else {
-        DeliveryWriter::spawn(NoopSink, s.server.commit_batch)
+        DeliveryWriter::spawn(NoopSink, s.server.commit_batch, s.database.request_timeout)
     };
     let state = IngestState {
         store: store.clone(),
@@ -57,6 +61,7 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
         writer: Some(writer),
         max_body_bytes: s.server.max_body_bytes,
         signature_tolerance: s.server.signature_tolerance,
+        request_timeout: s.database.request_timeout,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -126,10 +126,18 @@ impl Running {
     }
 }
 
+/// The longest wait between passes of a role whose storage keeps failing, so
+/// it is back within seconds of storage coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Run `f` every `every` until cancelled; a pass that finds work runs again at once.
+/// A failed pass is retried after `every`, doubled with each further failure up to
+/// [`MAX_BACKOFF`]; a failure because storage is unavailable is also reported to
+/// the store's health (readiness).
 fn spawn_loop<F, Fut>(
     name: &'static str,
     every: Duration,
+    store: Store,
     token: CancellationToken,
     f: F,
 ) -> JoinHandle<()>
@@ -138,26 +146,43 @@ where
     Fut: std::future::Future<Output = Result<usize, StoreError>> + Send,
 {
     tokio::spawn(async move {
+        let mut failures = 0u32;
         loop {
-            let busy = match f().await {
-                Ok(n) => n > 0,
+            let wait = match f().await {
+                Ok(n) => {
+                    if failures > 0 {
+                        tracing::info!(role = name, failures, "pass succeeded again");
+                    }
+                    failures = 0;
+                    (n == 0).then_some(every)
+                }
                 Err(e) => {
-                    tracing::error!(role = name, error = %e, "pass failed; retrying after the poll interval");
-                    false
+                    store.write_failed(&e);
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(every, failures);
+                    tracing::error!(role = name, error = %e, failures, retry_in = ?wait, "pass failed");
+                    Some(wait)
                 }
             };
             if token.is_cancelled() {
                 break;
             }
-            if !busy {
+            if let Some(wait) = wait {
                 tokio::select! {
                     _ = token.cancelled() => break,
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
         tracing::info!(role = name, "stopped");
     })
+}
+
+/// `every` doubled for each failure after the first, at most [`MAX_BACKOFF`]
+/// (never less than `every`).
+fn backoff(every: Duration, failures: u32) -> Duration {
+    let doubled = every.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_BACKOFF.max(every))
 }
 
 /// Every JWKS URL a tenant's provider settings name (Zoho Desk), once each.
@@ -189,7 +214,11 @@ pub async fn start(
     let mut tasks = Vec::new();
 
     let (writer, writer_task) = if roles.receiver {
-        let (w, t) = DeliveryWriter::spawn(services.store.clone(), s.server.commit_batch);
+        let (w, t) = DeliveryWriter::spawn(
+            services.store.clone(),
+            s.server.commit_batch,
+            s.database.request_timeout,
+        );
         (Some(w), Some(t))
     } else {
         (None, None)
@@ -202,6 +231,7 @@ pub async fn start(
         writer,
         max_body_bytes: s.server.max_body_bytes,
         signature_tolerance: s.server.signature_tolerance,
+        request_timeout: s.database.request_timeout,
     };
     let http_token = token.clone();
     tasks.push(tokio::spawn(async move {
@@ -245,6 +275,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "inbox",
             s.worker.poll_interval,
+            services.store.clone(),
             token.clone(),
             move || {
                 let w = w.clone();
@@ -254,6 +285,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "confirmer",
             s.worker.poll_interval,
+            services.store.clone(),
             token.clone(),
             move || {
                 let w = w2.clone();
@@ -271,6 +303,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "retention",
             Duration::from_secs(3600),
+            services.store.clone(),
             token.clone(),
             move || {
                 let (store, clock) = (store.clone(), clock.clone());
@@ -293,6 +326,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "reporter",
             s.reporter.poll_interval,
+            services.store.clone(),
             token.clone(),
             move || {
                 let r = r.clone();
@@ -305,4 +339,20 @@ pub async fn start(
         shutdown: token,
         tasks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let every = Duration::from_millis(500);
+        let waits: Vec<_> = (1..=6).map(|n| backoff(every, n).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(backoff(every, u32::MAX), MAX_BACKOFF);
+        // A poll interval above the cap is kept: the cap never makes a role busier.
+        let hourly = Duration::from_secs(3600);
+        assert_eq!(backoff(hourly, 3), hourly);
+    }
 }
