@@ -183,3 +183,35 @@ impl Store {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_outdates_the_probe_and_a_success_ends_the_degraded_period() {
+        let h = Health::default();
+        assert_eq!(h.cached(), None, "nothing known: probe");
+        h.probed(Ok(()));
+        assert_eq!(h.cached(), Some(Ok(())));
+        assert!(h.failed("disk full".into()), "the first failure is news");
+        assert!(!h.failed("disk full".into()), "the second is not");
+        assert_eq!(h.cached(), None, "a failure after the probe: probe again");
+        h.probed(Err("disk full".into()));
+        assert_eq!(h.cached(), Some(Err("disk full".into())));
+        assert!(
+            h.succeeded(),
+            "a write after failures ends the degraded period"
+        );
+        assert!(!h.succeeded());
+    }
+
+    #[test]
+    fn checkpoints_run_one_at_a_time() {
+        let h = Health::default();
+        assert!(h.start_checkpoint());
+        assert!(!h.start_checkpoint(), "one is running");
+        h.checkpoint_done();
+        assert!(!h.start_checkpoint(), "and the next waits CHECKPOINT_EVERY");
+    }
+}
