@@ -46,9 +46,13 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
     let store = Store::connect(&s.database).await.expect("open SQLite");
     store.migrate().await.expect("migrate");
     let (writer, _task) = if durable {
-        DeliveryWriter::spawn(store.clone(), s.server.commit_batch)
+        DeliveryWriter::spawn(
+            store.clone(),
+            s.server.commit_batch,
+            s.database.request_timeout,
+        )
     } else {
-        DeliveryWriter::spawn(NoopSink, s.server.commit_batch)
+        DeliveryWriter::spawn(NoopSink, s.server.commit_batch, s.database.request_timeout)
     };
     let state = IngestState {
         store: store.clone(),
@@ -60,6 +64,7 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
         signature_tolerance: s.server.signature_tolerance,
         body_timeout: s.server.body_timeout,
         in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
+        request_timeout: s.database.request_timeout,
     };
     let limits = ConnectionLimits {
         header_timeout: s.server.header_timeout,

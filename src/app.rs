@@ -134,10 +134,18 @@ impl Running {
     }
 }
 
+/// The longest wait between passes of a role whose storage keeps failing, so
+/// it is back within seconds of storage coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Run `f` every `every` until cancelled; a pass that finds work runs again at once.
+/// A failed pass is retried after `every`, doubled with each further failure up to
+/// [`MAX_BACKOFF`]; a failure because storage is unavailable is also reported to
+/// the store's health (readiness).
 fn spawn_loop<F, Fut>(
     name: &'static str,
     every: Duration,
+    store: Store,
     token: CancellationToken,
     f: F,
 ) -> JoinHandle<()>
@@ -146,21 +154,31 @@ where
     Fut: std::future::Future<Output = Result<usize, StoreError>> + Send,
 {
     tokio::spawn(async move {
+        let mut failures = 0u32;
         loop {
-            let busy = match f().await {
-                Ok(n) => n > 0,
+            let wait = match f().await {
+                Ok(n) => {
+                    if failures > 0 {
+                        tracing::info!(role = name, failures, "pass succeeded again");
+                    }
+                    failures = 0;
+                    (n == 0).then_some(every)
+                }
                 Err(e) => {
-                    tracing::error!(role = name, error = %e, "pass failed; retrying after the poll interval");
-                    false
+                    store.write_failed(&e);
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(every, failures);
+                    tracing::error!(role = name, error = %e, failures, retry_in = ?wait, "pass failed");
+                    Some(wait)
                 }
             };
             if token.is_cancelled() {
                 break;
             }
-            if !busy {
+            if let Some(wait) = wait {
                 tokio::select! {
                     _ = token.cancelled() => break,
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
@@ -179,6 +197,7 @@ fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinH
     spawn_loop(
         "metrics",
         services.settings.server.metrics_refresh,
+        services.store.clone(),
         token,
         move || {
             let (store, clock, metrics) = (store.clone(), clock.clone(), metrics.clone());
@@ -189,6 +208,13 @@ fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinH
             }
         },
     )
+}
+
+/// `every` doubled for each failure after the first, at most [`MAX_BACKOFF`]
+/// (never less than `every`).
+fn backoff(every: Duration, failures: u32) -> Duration {
+    let doubled = every.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_BACKOFF.max(every))
 }
 
 /// Every JWKS URL a tenant's provider settings name (Zoho Desk), once each.
@@ -226,7 +252,11 @@ pub async fn start(
     let mut tasks = Vec::new();
 
     let (writer, writer_task) = if roles.receiver {
-        let (w, t) = DeliveryWriter::spawn(services.store.clone(), s.server.commit_batch);
+        let (w, t) = DeliveryWriter::spawn(
+            services.store.clone(),
+            s.server.commit_batch,
+            s.database.request_timeout,
+        );
         (Some(w), Some(t))
     } else {
         (None, None)
@@ -241,6 +271,7 @@ pub async fn start(
         signature_tolerance: s.server.signature_tolerance,
         body_timeout: s.server.body_timeout,
         in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
+        request_timeout: s.database.request_timeout,
     };
     let limits = ConnectionLimits {
         header_timeout: s.server.header_timeout,
@@ -292,6 +323,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "inbox",
             s.worker.poll_interval,
+            services.store.clone(),
             token.clone(),
             move || {
                 let w = w.clone();
@@ -301,6 +333,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "confirmer",
             s.worker.poll_interval,
+            services.store.clone(),
             token.clone(),
             move || {
                 let w = w2.clone();
@@ -318,6 +351,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "retention",
             Duration::from_secs(3600),
+            services.store.clone(),
             token.clone(),
             move || {
                 let (store, clock) = (store.clone(), clock.clone());
@@ -340,6 +374,7 @@ pub async fn start(
         tasks.push(spawn_loop(
             "reporter",
             s.reporter.poll_interval,
+            services.store.clone(),
             token.clone(),
             move || {
                 let r = r.clone();
@@ -353,4 +388,20 @@ pub async fn start(
         shutdown: token,
         tasks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let every = Duration::from_millis(500);
+        let waits: Vec<_> = (1..=6).map(|n| backoff(every, n).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(backoff(every, u32::MAX), MAX_BACKOFF);
+        // A poll interval above the cap is kept: the cap never makes a role busier.
+        let hourly = Duration::from_secs(3600);
+        assert_eq!(backoff(hourly, 3), hourly);
+    }
 }

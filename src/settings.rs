@@ -144,6 +144,10 @@ pub struct DatabaseSettings {
     /// Raw delivery bodies older than this are pruned once processed.
     #[serde(with = "crate::duration_serde")]
     pub delivery_retention: Duration,
+    /// The longest a request waits for storage (a webhook's commit, `/readyz`,
+    /// `/metrics`) before it is answered 503.
+    #[serde(with = "crate::duration_serde")]
+    pub request_timeout: Duration,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -153,6 +157,7 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("url_file", &self.url_file)
             .field("max_connections", &self.max_connections)
             .field("delivery_retention", &self.delivery_retention)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -164,6 +169,7 @@ impl Default for DatabaseSettings {
             url_file: None,
             max_connections: 8,
             delivery_retention: Duration::from_secs(30 * 24 * 3600),
+            request_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -441,6 +447,9 @@ impl Settings {
                 "database.url must start with sqlite:// or postgres://, got `{}`",
                 crate::redact::url(&self.database.url)
             ));
+        }
+        if self.database.request_timeout.is_zero() {
+            errs.push("database.request_timeout must be positive".into());
         }
         if self.worker.batch_size == 0 || self.reporter.batch_size == 0 {
             errs.push("worker.batch_size and reporter.batch_size must be positive".into());

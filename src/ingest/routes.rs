@@ -33,6 +33,8 @@ pub struct IngestState {
     pub body_timeout: Duration,
     /// Webhook requests in flight; when none is left, 503 at once.
     pub in_flight: Arc<Semaphore>,
+    /// The longest a request waits for storage before it is answered 503.
+    pub request_timeout: Duration,
 }
 
 /// The public listener: webhooks only.
@@ -51,21 +53,34 @@ pub fn admin_router(state: IngestState) -> Router {
         .with_state(state)
 }
 
+/// Ready: storage answers, every migration is applied, and storage takes a
+/// write (a probe at most once a second, and any write failing for want of
+/// storage in between turns it to 503 at once; see `store::health`).
 async fn readyz(State(s): State<IngestState>) -> Response {
-    match s.store.ready().await {
-        Ok(true) => Json(json!({"status": "ready"})).into_response(),
-        Ok(false) => (
+    let unavailable = |status: &str| {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "migrations pending"})),
+            Json(json!({"status": status})),
         )
-            .into_response(),
-        Err(e) => {
+            .into_response()
+    };
+    match tokio::time::timeout(s.request_timeout, s.store.ready()).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return unavailable("migrations pending"),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "database unavailable"})),
-            )
-                .into_response()
+            return unavailable("database unavailable");
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?s.request_timeout, "readiness check: no answer from the database");
+            return unavailable("database unavailable");
+        }
+    }
+    match s.store.writable(s.request_timeout).await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => {
+            tracing::warn!(error = %why, "readiness check: storage cannot write");
+            unavailable("storage cannot write")
         }
     }
 }
@@ -242,16 +257,22 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
         .iter()
         .filter_map(|h| Some((h.to_string(), headers.get(*h)?.clone())))
         .collect();
-    writer
-        .store(NewDelivery {
-            tenant: tenant_id.to_string(),
-            provider: provider_name.to_string(),
-            delivery_key,
-            received_at: to_millis(s.clock.now()),
-            headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
-            body: bytes.to_vec(),
-        })
-        .await
-        .map(Accepted::Stored)
-        .map_err(|()| Rejection::Unavailable)
+    let stored = writer.store(NewDelivery {
+        tenant: tenant_id.to_string(),
+        provider: provider_name.to_string(),
+        delivery_key,
+        received_at: to_millis(s.clock.now()),
+        headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
+        body: bytes.to_vec(),
+    });
+    // The writer gives up on a batch after the same time; this also bounds the
+    // wait for room in its queue.
+    match tokio::time::timeout(s.request_timeout, stored).await {
+        Ok(Ok(stored)) => Ok(Accepted::Stored(stored)),
+        Ok(Err(())) => Err(Rejection::Unavailable),
+        Err(_) => {
+            tracing::warn!(timeout = ?s.request_timeout, "no commit within the request timeout; answering 503");
+            Err(Rejection::Unavailable)
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::store::{NewDelivery, Store, StoreError, Stored};
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply = oneshot::Sender<Result<Stored, ()>>;
@@ -35,9 +36,14 @@ pub struct DeliveryWriter {
 impl DeliveryWriter {
     /// Start the writer task. It ends when every `DeliveryWriter` clone is dropped,
     /// after committing what it already received.
+    ///
+    /// A batch that storage has not committed within `timeout` is answered 503
+    /// (it may still commit: the sender's retry is then a duplicate), so a
+    /// database outage is answered within `timeout`, not the pool's wait.
     pub fn spawn<S: DeliverySink>(
         sink: S,
         max_batch: usize,
+        timeout: Duration,
     ) -> (DeliveryWriter, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(NewDelivery, Reply)>(max_batch.max(1) * 4);
         let handle = tokio::spawn(async move {
@@ -51,7 +57,10 @@ impl DeliveryWriter {
                     }
                 }
                 let (rows, replies): (Vec<NewDelivery>, Vec<Reply>) = batch.drain(..).unzip();
-                match sink.write(&rows).await {
+                let written = tokio::time::timeout(timeout, sink.write(&rows))
+                    .await
+                    .unwrap_or(Err(StoreError::TimedOut(timeout)));
+                match written {
                     Ok(results) => {
                         for (reply, r) in replies.into_iter().zip(results) {
                             let _ = reply.send(Ok(r));

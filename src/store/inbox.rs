@@ -41,18 +41,22 @@ impl Store {
         &self,
         batch: &[NewDelivery],
     ) -> Result<Vec<Stored>, StoreError> {
+        let new = self.observe(self.write_rows(batch).await)?;
+        Ok(classify(batch, new))
+    }
+
+    async fn write_rows(&self, batch: &[NewDelivery]) -> Result<HashSet<Key>, StoreError> {
         // One statement is atomic on its own: a batch that fits in one needs no
         // BEGIN and COMMIT round trips (the group commit's cycle is the ack latency).
-        let new = if batch.len() <= ROWS {
+        if batch.len() <= ROWS {
             let mut conn = self.pool.acquire().await?;
-            self.insert_rows(&mut conn, batch).await?
+            self.insert_rows(&mut conn, batch).await
         } else {
             let mut tx = self.begin().await?;
             let new = self.insert_rows(&mut tx.tx, batch).await?;
             tx.commit().await?;
-            new
-        };
-        Ok(classify(batch, new))
+            Ok(new)
+        }
     }
 
     async fn insert_rows(
@@ -100,6 +104,31 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         out.sort_by_key(|d| d.id);
         Ok(out)
+    }
+
+    /// Give back claims taken with lease `lease_until` (a pass that failed for
+    /// a transient reason), so the next pass takes them at once instead of
+    /// after the lease. A claim someone else took over meanwhile is left alone.
+    pub async fn release_deliveries(
+        &self,
+        ids: &[i64],
+        lease_until: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in ids.chunks(ROWS) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            sqlx::query(&format!(
+                "UPDATE deliveries SET lease_until = NULL \
+                 WHERE status = 'pending' AND lease_until = $1 AND id IN ({list})"
+            ))
+            .bind(lease_until)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Put quarantined deliveries back in the queue (`replay`). Returns how many.

@@ -3,6 +3,7 @@
 //! engines accept it) through `sqlx::Any`; the few differences live in [`Backend`].
 
 mod billing;
+mod health;
 mod inbox;
 mod outbox;
 mod pair_lock;
@@ -20,15 +21,31 @@ pub use queries::{
 };
 pub use tickets::{DecisionWrite, TicketState};
 
+pub use health::PROBE_EVERY;
+
 use crate::settings::DatabaseSettings;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::any::{AnyPoolOptions, AnyRow, AnyTransactionManager};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Connection, Executor, TransactionManager};
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Storage cannot do it now, for a reason that is not the data: a full disk,
+    /// an I/O error, a lock, a lost connection. Retry as it is, with backoff;
+    /// never quarantine a delivery for it.
+    #[error("storage unavailable ({cause}): {source}")]
+    Unavailable {
+        cause: Unavailable,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Storage did not answer within the time the caller can wait.
+    #[error("storage did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create database directory {path}: {source}")]
@@ -36,8 +53,104 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot prepare database file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
+}
+
+/// Why storage is unavailable for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No space left: SQLite `SQLITE_FULL`, PostgreSQL `53100 disk_full`.
+    DiskFull,
+    /// The storage failed an operation: SQLite `SQLITE_IOERR` (any extended
+    /// code) and `SQLITE_CANTOPEN`, PostgreSQL class 58 (`58030 io_error`).
+    Io,
+    /// Storage refuses writes for now: SQLite `SQLITE_READONLY`, PostgreSQL
+    /// `25006` (a standby after a failover).
+    ReadOnly,
+    /// A lock or a conflict: SQLite `SQLITE_BUSY`/`SQLITE_LOCKED`, PostgreSQL
+    /// class 40 (serialization, deadlock) and 55 (lock not available).
+    Busy,
+    /// The server's other resources: PostgreSQL class 53, SQLite `SQLITE_NOMEM`.
+    Resources,
+    /// The connection: refused, lost, timed out, closed pool, TLS; PostgreSQL
+    /// class 08 and 57 (shutdown, cancelled statement).
+    Connection,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unavailable::DiskFull => "disk full",
+            Unavailable::Io => "I/O error",
+            Unavailable::ReadOnly => "read-only",
+            Unavailable::Busy => "locked",
+            Unavailable::Resources => "out of resources",
+            Unavailable::Connection => "connection",
+        })
+    }
+}
+
+impl Unavailable {
+    /// The storage device itself (space or I/O), as opposed to locks and connections.
+    pub fn is_storage(self) -> bool {
+        matches!(self, Unavailable::DiskFull | Unavailable::Io)
+    }
+
+    /// Classify a database error code: a PostgreSQL SQLSTATE (five characters)
+    /// or an SQLite result code (a number, primary or extended).
+    fn of_code(code: &str) -> Option<Unavailable> {
+        if code.len() == 5 {
+            return match code {
+                "53100" => Some(Unavailable::DiskFull),
+                "25006" => Some(Unavailable::ReadOnly),
+                "25P03" => Some(Unavailable::Connection),
+                _ => match &code[..2] {
+                    "58" => Some(Unavailable::Io),
+                    "40" | "55" => Some(Unavailable::Busy),
+                    "53" => Some(Unavailable::Resources),
+                    "08" | "57" => Some(Unavailable::Connection),
+                    _ => None,
+                },
+            };
+        }
+        // SQLite: the primary code is the low byte of an extended one.
+        match code.parse::<u32>().ok()? & 0xff {
+            13 => Some(Unavailable::DiskFull),
+            10 | 14 => Some(Unavailable::Io),
+            8 => Some(Unavailable::ReadOnly),
+            5 | 6 | 15 => Some(Unavailable::Busy),
+            7 => Some(Unavailable::Resources),
+            _ => None,
+        }
+    }
+
+    fn of(e: &sqlx::Error) -> Option<Unavailable> {
+        match e {
+            sqlx::Error::Database(db) => db.code().as_deref().and_then(Unavailable::of_code),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Some(Unavailable::Connection),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(source: sqlx::Error) -> Self {
+        match Unavailable::of(&source) {
+            Some(cause) => StoreError::Unavailable { cause, source },
+            None => StoreError::Db(source),
+        }
+    }
 }
 
 impl StoreError {
@@ -45,22 +158,28 @@ impl StoreError {
         StoreError::Corrupt(msg.into())
     }
 
-    /// Worth retrying as it is: the connection, a lock, a serialization
-    /// conflict or the server's resources. Otherwise the database refused the
-    /// data itself (a constraint, an encoding such as NUL in PostgreSQL text).
+    /// Why storage is unavailable, when that is what this error says.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        match self {
+            StoreError::Unavailable { cause, .. } => Some(*cause),
+            StoreError::TimedOut(_) => Some(Unavailable::Connection),
+            _ => None,
+        }
+    }
+
+    /// Worth retrying as it is: storage unavailable (see [`Unavailable`]) or
+    /// another failure that says nothing about the data. Otherwise the database
+    /// refused the data itself (a constraint, an encoding such as NUL in
+    /// PostgreSQL text), or what is stored cannot be read.
     pub fn is_transient(&self) -> bool {
-        let StoreError::Db(sqlx::Error::Database(db)) = self else {
-            return !matches!(self, StoreError::Corrupt(_));
-        };
-        let code = db.code();
-        let code = code.as_deref().unwrap_or("");
-        // PostgreSQL SQLSTATE classes: 08 connection, 40 rollback (serialization,
-        // deadlock), 53 resources, 55 lock not available, 57 operator intervention.
-        // SQLite: BUSY and LOCKED, with their extended codes.
-        ["08", "40", "53", "55", "57"]
-            .iter()
-            .any(|class| code.starts_with(class))
-            || matches!(code, "5" | "6" | "261" | "262" | "517")
+        match self {
+            StoreError::Unavailable { .. } | StoreError::TimedOut(_) => true,
+            StoreError::Db(sqlx::Error::Database(_)) | StoreError::Corrupt(_) => false,
+            StoreError::Db(_)
+            | StoreError::Migrate(_)
+            | StoreError::Dir { .. }
+            | StoreError::File { .. } => true,
+        }
     }
 }
 
@@ -95,19 +214,49 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    health: Arc<health::Health>,
 }
 
 /// A write transaction. On SQLite it holds the write lock from its first
 /// statement (`BEGIN IMMEDIATE`), so reads inside it are never stale.
+///
+/// It never leaves a connection in a transaction for the pool: a failed
+/// `COMMIT` is followed by an explicit `ROLLBACK`, and when that fails too (SQLite
+/// may already have rolled back on a full disk) or the connection still says it
+/// is in a transaction, the connection is closed instead of returned. Dropped
+/// without `commit`, it rolls back lazily, before the connection's next use; a
+/// connection whose `BEGIN` fails is closed (see [`Store::begin`]).
 pub struct Tx {
-    tx: Transaction<'static, Any>,
+    tx: PoolConnection<Any>,
     backend: Backend,
+    open: bool,
+    /// Told whether the commit wrote (storage health, see `health`).
+    store: Store,
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
-        Ok(())
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let committed = AnyTransactionManager::commit(&mut self.tx).await;
+        self.open = false;
+        let Err(e) = committed else {
+            return self.store.observe(Ok(()));
+        };
+        let rolled_back = AnyTransactionManager::rollback(&mut self.tx).await;
+        if rolled_back.is_err() || self.tx.is_in_transaction() {
+            tracing::warn!(error = %e, "COMMIT failed and the connection cannot roll back; closing it");
+            self.tx.close_on_drop();
+        }
+        self.store.observe(Err(e.into()))
+    }
+
+    /// Roll back now; close the connection when even that fails.
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        let r = AnyTransactionManager::rollback(&mut self.tx).await;
+        if r.is_err() || self.tx.is_in_transaction() {
+            self.tx.close_on_drop();
+        }
+        Ok(r?)
     }
 }
 
@@ -118,28 +267,98 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path).to_path_buf())
 }
 
-/// Add `mode=rwc` so a missing SQLite file is created, and create its directory.
-fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            // As sqlx's own transactions do: the ROLLBACK runs before the
+            // connection's next use (when returned to the pool, its ping).
+            AnyTransactionManager::start_rollback(&mut self.tx);
+        }
+    }
+}
+
+/// An SQLite URL ready to open, and the file it names (none in memory).
+struct SqliteTarget {
+    url: String,
+    file: Option<std::path::PathBuf>,
+}
+
+/// Add `mode=rwc` so a missing SQLite file is created, and create its
+/// directory (0700 when this creates it).
+fn prepare_sqlite_url(url: &str) -> Result<SqliteTarget, StoreError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:" && !path.is_empty() {
+    let in_memory = path == ":memory:" || path.is_empty() || query.contains("mode=memory");
+    if !in_memory {
         if let Some(dir) = Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|source| StoreError::Dir {
                 path: dir.display().to_string(),
                 source,
             })?;
         }
     }
-    Ok(if query.contains("mode=") {
+    let url = if query.contains("mode=") {
         url.to_string()
     } else if query.is_empty() {
         format!("sqlite://{path}?mode=rwc")
     } else {
         format!("sqlite://{path}?{query}&mode=rwc")
+    };
+    let creates = !query.contains("mode=") || query.contains("mode=rwc");
+    Ok(SqliteTarget {
+        url,
+        file: (!in_memory && creates).then(|| std::path::PathBuf::from(path)),
     })
+}
+
+/// The database file and its `-wal` and `-shm` companions hold raw webhook
+/// bodies: owner-only. A missing database file is created 0600 (SQLite gives
+/// its `-wal` and `-shm` the database file's mode); existing files readable or
+/// writable by group or others lose those bits.
+#[cfg(unix)]
+fn restrict_sqlite_files(db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| StoreError::File { path, source }
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(db)(e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        let Ok(meta) = std::fs::metadata(file) else {
+            continue; // not there (yet)
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), mode = format!("{:o}", mode & 0o777), "database file readable by others; making it owner-only");
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(err(file))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_sqlite_files(_db: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 impl Store {
@@ -150,10 +369,16 @@ impl Store {
         } else {
             Backend::Postgres
         };
-        let url = match backend {
-            Backend::Sqlite => prepare_sqlite_url(&settings.url)?,
-            Backend::Postgres => settings.url.clone(),
+        let (url, file) = match backend {
+            Backend::Sqlite => {
+                let target = prepare_sqlite_url(&settings.url)?;
+                (target.url, target.file)
+            }
+            Backend::Postgres => (settings.url.clone(), None),
         };
+        if let Some(file) = &file {
+            restrict_sqlite_files(file)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -163,9 +388,11 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL for concurrent readers; FULL so a commit survives power loss.
+                        // WAL for concurrent readers; FULL so a commit survives power loss;
+                        // a WAL reset after a checkpoint gives back all but 64 MiB of disk.
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 15000;",
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 15000; \
+                             PRAGMA journal_size_limit = 67108864;",
                         )
                         .await?;
                     }
@@ -174,7 +401,15 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Store { pool, backend })
+        if let Some(file) = &file {
+            // Files SQLite created just now, or left from before.
+            restrict_sqlite_files(file)?;
+        }
+        Ok(Store {
+            pool,
+            backend,
+            health: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -210,14 +445,24 @@ impl Store {
         }
     }
 
+    /// Start a write transaction. A connection that cannot begin one (a lock
+    /// that outlasted the busy timeout, a lost connection, or a connection some
+    /// earlier failure left in a transaction) is closed, never reused.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let mut conn = self.pool.acquire().await?;
+        let statement = match self.backend {
+            Backend::Sqlite => Some("BEGIN IMMEDIATE".into()),
+            Backend::Postgres => None,
         };
+        if let Err(e) = AnyTransactionManager::begin(&mut conn, statement).await {
+            conn.close_on_drop();
+            return self.observe(Err(e.into()));
+        }
         Ok(Tx {
-            tx,
+            tx: conn,
             backend: self.backend,
+            open: true,
+            store: self.clone(),
         })
     }
 
@@ -255,11 +500,69 @@ mod tests {
         let path = dir.path().join("a/b.db");
         let url = format!("sqlite://{}", path.display());
         let out = prepare_sqlite_url(&url).expect("ok");
-        assert!(out.ends_with("?mode=rwc"), "{out}");
+        assert!(out.url.ends_with("?mode=rwc"), "{}", out.url);
+        assert_eq!(out.file.as_deref(), Some(path.as_path()));
         assert!(dir.path().join("a").is_dir());
-        assert_eq!(
-            prepare_sqlite_url("sqlite::memory:?mode=memory").expect("ok"),
-            "sqlite::memory:?mode=memory"
+        let memory = prepare_sqlite_url("sqlite::memory:?mode=memory").expect("ok");
+        assert_eq!(memory.url, "sqlite::memory:?mode=memory");
+        assert!(memory.file.is_none());
+    }
+
+    #[test]
+    fn full_disk_io_locks_and_connections_are_unavailable_not_refusals() {
+        use Unavailable::*;
+        let cases = [
+            // SQLite: primary and extended codes.
+            ("13", Some(DiskFull)),
+            ("10", Some(Io)),
+            ("778", Some(Io)),  // SQLITE_IOERR_WRITE
+            ("1034", Some(Io)), // SQLITE_IOERR_FSYNC
+            ("14", Some(Io)),   // SQLITE_CANTOPEN
+            ("8", Some(ReadOnly)),
+            ("5", Some(Busy)),
+            ("517", Some(Busy)), // SQLITE_BUSY_SNAPSHOT
+            ("6", Some(Busy)),
+            ("262", Some(Busy)), // SQLITE_LOCKED_SHAREDCACHE
+            ("7", Some(Resources)),
+            ("19", None),   // SQLITE_CONSTRAINT: the data
+            ("2067", None), // SQLITE_CONSTRAINT_UNIQUE
+            ("1", None),
+            // PostgreSQL SQLSTATEs.
+            ("53100", Some(DiskFull)),
+            ("53200", Some(Resources)),
+            ("53300", Some(Resources)),
+            ("58030", Some(Io)),
+            ("25006", Some(ReadOnly)),
+            ("08006", Some(Connection)),
+            ("08001", Some(Connection)),
+            ("57P01", Some(Connection)),
+            ("40001", Some(Busy)),
+            ("40P01", Some(Busy)),
+            ("55P03", Some(Busy)),
+            ("23505", None), // unique violation: the data
+            ("22021", None), // invalid byte sequence (NUL): the data
+            ("42P01", None),
+        ];
+        for (code, want) in cases {
+            assert_eq!(Unavailable::of_code(code), want, "code {code}");
+        }
+    }
+
+    #[test]
+    fn unavailable_errors_are_transient_and_say_why() {
+        let e = StoreError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(e.unavailable(), Some(Unavailable::Connection));
+        assert!(e.is_transient());
+        let e = StoreError::from(sqlx::Error::Io(std::io::Error::other("reset")));
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .starts_with("storage unavailable (connection)"),
+            "{e}"
         );
+        assert!(StoreError::TimedOut(std::time::Duration::from_secs(2)).is_transient());
+        assert!(!StoreError::corrupt("x").is_transient());
+        assert!(Unavailable::DiskFull.is_storage() && Unavailable::Io.is_storage());
+        assert!(!Unavailable::Busy.is_storage());
     }
 }

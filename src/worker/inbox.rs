@@ -20,20 +20,65 @@ impl Worker {
     /// value the database refuses, say), the deliveries are applied one per
     /// transaction and the one that still fails is quarantined with the database's
     /// reason, so one poison delivery never holds the others back.
+    ///
+    /// A transient failure (a full disk, a lost connection) quarantines nothing:
+    /// the pass fails, its claims are given back (now, or by the next pass when
+    /// storage still refuses), and the deliveries are applied again later.
     pub async fn process_inbox_once(&self) -> Result<usize, StoreError> {
+        self.release_stuck_claims().await?;
         let now = to_millis(self.clock.now());
+        let lease_until = now + self.lease_ms();
         let claimed = self
             .store
-            .claim_deliveries(now, now + self.lease_ms(), self.batch)
+            .claim_deliveries(now, lease_until, self.batch)
             .await?;
         if claimed.is_empty() {
             return Ok(0);
         }
-        match self.apply(&claimed, now).await {
+        match self.apply_claimed(&claimed, now).await {
+            Err(e) if e.is_transient() => {
+                let ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+                if self
+                    .store
+                    .release_deliveries(&ids, lease_until)
+                    .await
+                    .is_err()
+                {
+                    self.stuck_claims()
+                        .extend(ids.into_iter().map(|id| (id, lease_until)));
+                }
+                Err(e)
+            }
+            other => other.map(|()| claimed.len()),
+        }
+    }
+
+    fn stuck_claims(&self) -> std::sync::MutexGuard<'_, Vec<(i64, i64)>> {
+        self.stuck.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Give back the claims of failed passes that could not be given back then.
+    async fn release_stuck_claims(&self) -> Result<(), StoreError> {
+        let stuck = std::mem::take(&mut *self.stuck_claims());
+        let mut by_lease: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for (id, lease) in &stuck {
+            by_lease.entry(*lease).or_default().push(*id);
+        }
+        for (lease, ids) in &by_lease {
+            if let Err(e) = self.store.release_deliveries(ids, *lease).await {
+                *self.stuck_claims() = stuck;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_claimed(&self, claimed: &[ClaimedDelivery], now: i64) -> Result<(), StoreError> {
+        match self.apply(claimed, now).await {
             Ok(()) => {}
             Err(e) if claimed.len() > 1 && !e.is_transient() => {
                 tracing::warn!(error = %e, n = claimed.len(), "inbox batch failed; applying its deliveries one by one");
-                for d in &claimed {
+                for d in claimed {
                     self.apply_alone(d, now).await?;
                 }
             }
@@ -45,7 +90,7 @@ impl Worker {
                 }
             }
         }
-        Ok(claimed.len())
+        Ok(())
     }
 
     /// Apply one delivery in its own transaction; quarantine it if the database

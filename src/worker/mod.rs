@@ -26,6 +26,8 @@ pub struct Worker {
     pub(crate) batch: u32,
     pub(crate) lease: Duration,
     pub(crate) confirm_grace: Duration,
+    /// Claims of failed passes not yet given back: (delivery id, lease).
+    stuck: Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
 }
 
 impl Worker {
@@ -44,6 +46,7 @@ impl Worker {
             batch: settings.batch_size,
             lease: settings.lease,
             confirm_grace: settings.confirm_grace,
+            stuck: Arc::default(),
         }
     }
 

@@ -16,4 +16,5 @@ mod providers;
 mod reporting;
 mod reversals;
 mod scaleout;
+mod storage;
 mod support;

@@ -88,6 +88,12 @@ pub struct Options {
     /// The service's clock runs this far ahead of the test's (and the outside
     /// world's) clock, as `clock.offset` does for a drill.
     pub clock_offset: Duration,
+    /// SQLite: the directory of the database file (default: a fresh temporary one).
+    pub sqlite_dir: Option<std::path::PathBuf>,
+    /// PostgreSQL: reach the server through this `host:port` (a proxy the test can cut).
+    pub postgres_via: Option<String>,
+    /// `database.request_timeout`.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -98,6 +104,9 @@ impl Default for Options {
             contract: ContractTerms::default(),
             max_body_bytes: 64 * 1024,
             clock_offset: Duration::zero(),
+            sqlite_dir: None,
+            postgres_via: None,
+            request_timeout: outcome_meter::settings::DatabaseSettings::default().request_timeout,
         }
     }
 }
@@ -129,14 +138,121 @@ pub async fn postgres_available() -> Result<(), String> {
 pub async fn postgres_or_skip() -> bool {
     match postgres_available().await {
         Ok(()) => true,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set, so PostgreSQL is required: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            false
+        Err(why) => skip(&why),
+    }
+}
+
+/// A test that cannot run here: print why and return false, or panic when `CI`
+/// is set (CI has everything, so a skip there would hide a failure).
+pub fn skip(why: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set, so this test must run: {why}");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+/// A small tmpfs mounted for one test (root only), to run out of disk space on
+/// purpose. Unmounted when dropped, also when the test fails.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+    fillers: std::sync::atomic::AtomicU32,
+}
+
+impl Tmpfs {
+    /// Mount one of `size` (`"4m"`), or `None` with the reason printed (see [`skip`]).
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir,
+                fillers: std::sync::atomic::AtomicU32::new(0),
+            }),
+            Ok(o) => {
+                skip(&format!(
+                    "cannot mount a tmpfs (root needed): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                None
+            }
+            Err(e) => {
+                skip(&format!("cannot run mount: {e}"));
+                None
+            }
         }
     }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Take every byte still free (a new filler file each call); returns how many.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write;
+        let n = self
+            .fillers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.path().join(format!("filler-{n}"));
+        let Ok(mut f) = std::fs::File::create(&path) else {
+            return 0; // not even an inode or a block left
+        };
+        let mut total = 0u64;
+        for chunk in [65536usize, 4096, 512, 1] {
+            let buf = vec![0xa5u8; chunk];
+            while let Ok(w) = f.write(&buf) {
+                if w == 0 {
+                    break;
+                }
+                total += w as u64;
+            }
+        }
+        total
+    }
+
+    /// Give back what [`fill`](Self::fill) took.
+    pub fn free(&self) {
+        for n in 0..self.fillers.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_file(self.path().join(format!("filler-{n}")));
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: connections still closing must not keep it mounted.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr` (user and database kept).
+pub fn with_authority(url: &str, addr: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
+    format!("{scheme}://{}{addr}/{path}", user.unwrap_or_default())
+}
+
+/// `host:port` of a PostgreSQL URL.
+pub fn authority_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hp)| hp)
+        .to_string()
 }
 
 /// A fresh database for one test; dropped by [`drop_postgres_db`].
@@ -215,6 +331,7 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
     s.server.max_body_bytes = opts.max_body_bytes;
+    s.database.request_timeout = opts.request_timeout;
     s.contract = opts.contract.clone();
     s.reporter.rate_per_second = 10_000.0;
     s.reporter.max_attempts = 5;
@@ -282,13 +399,24 @@ impl TestApp {
         let (dir, url, pg_db) = match opts.backend {
             Backend::Postgres => {
                 let (url, name) = create_postgres_db().await;
+                let url = match &opts.postgres_via {
+                    Some(addr) => with_authority(&url, addr),
+                    None => url,
+                };
                 (None, url, Some(name))
             }
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}", dir.path().join("om.db").display());
-                (Some(dir), url, None)
-            }
+            Backend::Sqlite => match &opts.sqlite_dir {
+                Some(dir) => (
+                    None,
+                    format!("sqlite://{}", dir.join("om.db").display()),
+                    None,
+                ),
+                None => {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let url = format!("sqlite://{}", dir.path().join("om.db").display());
+                    (Some(dir), url, None)
+                }
+            },
         };
         let settings = settings_for(&url, &opts);
         let clock = ManualClock::new(t0());
