@@ -14,42 +14,82 @@ pub const MASK: &str = "***";
 /// a parameter matches when its name contains one of these).
 const SECRET_PARAMS: [&str; 6] = ["pass", "pwd", "secret", "token", "key", "auth"];
 
+/// A URL cut where its credentials are: `scheme://`, the user-info (up to the
+/// `@` before the host), and what follows (host, path, query).
+struct UrlParts<'a> {
+    scheme: &'a str,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    rest: &'a str,
+}
+
+/// Characters a host, a port or a bracketed IPv6 address is written with.
+fn is_host_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || ".-_:[]%".contains(c)
+}
+
+/// Split off the user-info. A password may hold unencoded `/`, `?` or `@`, so
+/// the user-info ends at the last `@` that is followed by something shaped like
+/// a host (an `@` inside the query, as in `?user=a@b.com&x=1`, is not).
+fn parts(url: &str) -> Option<UrlParts<'_>> {
+    let (scheme, after) = url.split_once("://")?;
+    let at = after.match_indices('@').rev().map(|(i, _)| i).find(|&i| {
+        let host = after[i + 1..]
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default();
+        !host.is_empty() && host.chars().all(is_host_char)
+    });
+    Some(match at {
+        Some(i) => {
+            let info = &after[..i];
+            let (user, password) = match info.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (info, None),
+            };
+            UrlParts {
+                scheme,
+                user: Some(user),
+                password,
+                rest: &after[i + 1..],
+            }
+        }
+        None => UrlParts {
+            scheme,
+            user: None,
+            password: None,
+            rest: after,
+        },
+    })
+}
+
 /// `scheme://user:password@host/db?password=x&sslmode=require` →
 /// `scheme://user:***@host/db?password=***&sslmode=require`.
 pub fn url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    let Some(p) = parts(url) else {
+        return mask_query(url);
     };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            let authority = match authority.rsplit_once('@') {
-                Some((info, host)) => match info.split_once(':') {
-                    Some((user, _password)) => format!("{user}:{MASK}@{host}"),
-                    None => format!("{info}@{host}"),
-                },
-                None => authority.to_string(),
-            };
-            format!("{scheme}://{authority}{path}")
-        }
-        None => base.to_string(),
+    let info = match (p.user, p.password) {
+        (Some(user), Some(_)) => format!("{user}:{MASK}@"),
+        (Some(user), None) => format!("{user}@"),
+        (None, _) => String::new(),
     };
-    if let Some(q) = query {
-        let params: Vec<String> = q
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if is_secret_param(k) => format!("{k}={MASK}"),
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
+    format!("{}://{info}{}", p.scheme, mask_query(p.rest))
+}
+
+/// Mask the values of password-like parameters in the query of `rest`.
+fn mask_query(rest: &str) -> String {
+    let Some((before, query)) = rest.split_once('?') else {
+        return rest.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_param(k) => format!("{k}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{before}?{}", params.join("&"))
 }
 
 fn is_secret_param(name: &str) -> bool {
@@ -61,22 +101,19 @@ fn is_secret_param(name: &str) -> bool {
 /// password-like query parameters.
 fn url_secrets(url: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    if let Some((_, rest)) = base.split_once("://") {
-        let authority = rest.split('/').next().unwrap_or_default();
-        if let Some((info, _)) = authority.rsplit_once('@') {
-            if let Some((_, password)) = info.split_once(':') {
-                found.push(password.to_string());
-            }
+    let rest = match parts(url) {
+        Some(p) => {
+            found.extend(p.password.map(str::to_string));
+            p.rest
         }
-    }
-    for pair in query.unwrap_or_default().split('&') {
-        if let Some((k, v)) = pair.split_once('=') {
-            if is_secret_param(k) {
-                found.push(v.to_string());
+        None => url,
+    };
+    if let Some((_, query)) = rest.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if is_secret_param(k) {
+                    found.push(v.to_string());
+                }
             }
         }
     }
@@ -96,9 +133,11 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
-/// Values shorter than this are not scrubbed from text: they would mask
-/// ordinary words and digits (such secrets are refused at load anyway).
-const MIN_SCRUBBED: usize = 4;
+/// Values shorter than this are not scrubbed from free text: they would mask
+/// ordinary words (a database password `test` or `postgres` would hide the
+/// database name). Signing secrets are refused below 8 characters at load, and
+/// URLs are masked by their structure ([`url`]) whatever the password's length.
+const MIN_SCRUBBED: usize = 8;
 
 impl Redactor {
     pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
@@ -166,6 +205,23 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A parser's error message without the source lines it quotes (`2 | key =
+/// value` and the caret line under it): the position and the reason stay.
+pub fn without_source_lines(message: &str) -> String {
+    message
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let numbered = t
+                .split_once('|')
+                .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
+            !numbered && !t.starts_with('|')
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Double-quoted values in a configuration error (`invalid type: string
 /// "sk_live_…", expected …`) hidden: the loader failed, so which of them are
 /// secrets is not known.
@@ -211,6 +267,20 @@ mod tests {
             "postgres://a:***@host/db",
             "the last @ ends the user-info"
         );
+        assert_eq!(
+            url("postgres://om:PL/AN?TED@db:5432/om?sslmode=require"),
+            "postgres://om:***@db:5432/om?sslmode=require",
+            "a password with / and ?"
+        );
+        assert_eq!(
+            url("postgres://db/om?user=a@b.com&password=x"),
+            "postgres://db/om?user=a@b.com&password=***",
+            "an @ in the query is not user-info"
+        );
+        assert_eq!(
+            url_secrets("postgres://om:PL/AN?TED@db:5432/om?password=q1"),
+            vec!["PL/AN?TED".to_string(), "q1".to_string()]
+        );
     }
 
     #[test]
@@ -219,11 +289,11 @@ mod tests {
             "sk_test_abcdef".to_string(),
             "p%40ss-word".to_string(),
             "".to_string(),
-            "ab".to_string(),
+            "test".to_string(),
         ]);
         assert_eq!(
-            r.scrub("key sk_test_abcdef and p@ss-word and p%40ss-word; ab stays"),
-            "key *** and *** and ***; ab stays"
+            r.scrub("key sk_test_abcdef and p@ss-word and p%40ss-word; database test stays"),
+            "key *** and *** and ***; database test stays"
         );
     }
 
@@ -231,15 +301,24 @@ mod tests {
     fn settings_secrets_are_collected() {
         let mut s = Settings::default();
         s.stripe.api_key = "sk_live_planted".into();
-        s.database.url = "postgres://om:dbpass1@h/db?password=qpass1".into();
+        s.database.url = "postgres://om:dbpass-one@h/db?password=qpass-two".into();
         s.tenants = vec![crate::settings::TenantSettings::generic(
             "t",
             "cus_1",
             "hook-secret-1",
         )];
         let r = Redactor::from_settings(&s);
-        let text = "sk_live_planted dbpass1 qpass1 hook-secret-1";
+        let text = "sk_live_planted dbpass-one qpass-two hook-secret-1";
         assert_eq!(r.scrub(text), "*** *** *** ***");
+    }
+
+    #[test]
+    fn parse_errors_lose_their_source_lines() {
+        let msg = "TOML parse error at line 2, column 11\n  |\n2 | api_key = sk_live_X\n  |           ^\ninvalid string\nexpected `\"`, `'`\n";
+        let out = without_source_lines(msg);
+        assert!(!out.contains("sk_live_X"), "{out}");
+        assert!(out.contains("line 2, column 11"), "{out}");
+        assert!(out.contains("invalid string"), "{out}");
     }
 
     #[test]

@@ -372,7 +372,20 @@ impl TenantSettings {
 
 impl From<config::ConfigError> for SettingsError {
     fn from(e: config::ConfigError) -> Self {
-        SettingsError::Load(crate::redact::quoted_values(&e.to_string()))
+        let text = match &e {
+            // The parser quotes the offending line, which may hold a secret: keep
+            // where it is and what is wrong, drop the quoted source.
+            config::ConfigError::FileParse { uri, cause } => format!(
+                "{}: {}",
+                uri.as_deref().unwrap_or("configuration"),
+                crate::redact::without_source_lines(&cause.to_string())
+            ),
+            // A missing file names only its path.
+            config::ConfigError::NotFound(_) => e.to_string(),
+            // Type and value errors echo the value: hide every quoted value.
+            _ => crate::redact::quoted_values(&e.to_string()),
+        };
+        SettingsError::Load(text)
     }
 }
 

@@ -28,19 +28,48 @@ pub struct Generic;
 /// billing; an unknown `type` or `resolver` value is still a clear error.
 #[derive(Debug, Deserialize)]
 struct Body {
+    #[serde(deserialize_with = "string_or_integer")]
     event_id: String,
+    #[serde(deserialize_with = "string_or_integer")]
     ticket_id: String,
     #[serde(rename = "type")]
     kind: EventKind,
     occurred_at: DateTime<Utc>,
     #[serde(default)]
     resolver: Option<Resolver>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_string_or_integer")]
     actor_id: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     tags: Vec<String>,
     #[serde(default)]
     channel: Option<String>,
+}
+
+/// An id written as a string or an integer (in-house systems use both).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Text(String),
+    Integer(i64),
+}
+
+impl From<Id> for String {
+    fn from(id: Id) -> String {
+        match id {
+            Id::Text(s) => s,
+            Id::Integer(n) => n.to_string(),
+        }
+    }
+}
+
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Id::deserialize(d)?.into())
+}
+
+fn optional_string_or_integer<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Id>::deserialize(d)?.map(String::from))
 }
 
 /// `"tags": null` reads as no tags, as a missing key does.
@@ -327,6 +356,16 @@ mod tests {
         let body = br#"{"event_id":"e1","ticket_id":"T1","type":"resolved","occurred_at":"2026-01-01T00:00:00Z","resolver":"ai","priority":"high","sla":{"breached":false},"tags":null}"#;
         let events = parse_body(body).expect("an extra field is not an error");
         assert_eq!(events.len(), 1);
+        let numeric = br#"{"event_id":17,"ticket_id":4021,"type":"resolved","occurred_at":"2026-01-01T00:00:00Z","resolver":"ai","actor_id":7}"#;
+        let ev = parse_body(numeric).expect("integer ids");
+        assert_eq!(
+            (
+                ev[0].event_key.as_str(),
+                ev[0].ticket_id.as_str(),
+                ev[0].actor_id.as_deref()
+            ),
+            ("17", "4021", Some("7"))
+        );
         assert_eq!(events[0].resolver, Some(Resolver::Ai));
         assert!(events[0].tags.is_empty());
     }

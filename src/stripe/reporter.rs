@@ -112,6 +112,13 @@ impl Reporter {
         Ok(reported + reversed)
     }
 
+    /// The timestamp (Unix seconds) of an event made now (a correction): this
+    /// process's time, but never ahead of the world's, which Stripe keeps
+    /// (a drill's positive `clock.offset` would make it refused as future).
+    fn stripe_seconds(&self, now: i64) -> i64 {
+        now.min(to_millis(self.clock.world_now())).div_euclid(1000)
+    }
+
     /// Run one Stripe call and record how long it took (`/metrics`).
     async fn timed<T>(&self, call: &'static str, f: impl std::future::Future<Output = T>) -> T {
         let started = Instant::now();
@@ -208,7 +215,10 @@ impl Reporter {
             TimestampCheck::Acceptable => {}
             TimestampCheck::Ahead { ready_at } => {
                 // Stripe would refuse it with a 400: hold it, unspent, until it is not.
-                let wait = (ready_at - world_now).max(chrono::Duration::zero());
+                // Check again within 5 minutes: if the clock is set right (the
+                // offset removed), it goes out then, not a whole offset later.
+                let wait = (ready_at - world_now)
+                    .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
                 let next = to_millis(self.clock.now() + wait);
                 let reason = ahead_reason(ev.timestamp, world_now);
                 tracing::warn!(outcome = %o.id, %reason, "meter event held");
@@ -542,13 +552,13 @@ impl Reporter {
         // request: a retry after a crash then sends the very same request and key.
         let Some((stored, stored_ts)) = self
             .store
-            .start_reversal_call(&r.outcome_id, method.as_str(), now.div_euclid(1000))
+            .start_reversal_call(&r.outcome_id, method.as_str(), self.stripe_seconds(now))
             .await?
         else {
             return Ok(()); // no longer pending: another reporter finished it
         };
         let method = Method::parse(&stored);
-        let stripe_timestamp = stored_ts.unwrap_or(now.div_euclid(1000));
+        let stripe_timestamp = stored_ts.unwrap_or(self.stripe_seconds(now));
         let (request, result): (String, Result<Ack, StripeError>) = match method {
             Method::Cancel => {
                 self.limiter.acquire().await;
@@ -616,7 +626,7 @@ impl Reporter {
                 Ok(_) => {
                     tracing::warn!(outcome = %r.outcome_id, "Stripe refused the cancel as too old: switching to a correcting event");
                     self.store
-                        .switch_reversal_to_correction(&attempt, now.div_euclid(1000))
+                        .switch_reversal_to_correction(&attempt, self.stripe_seconds(now))
                         .await?;
                     return Ok(());
                 }

@@ -307,6 +307,30 @@ async fn planted_secrets_appear_in_no_output_log_metric_or_answer() {
     assert!(o.stderr.contains("database.url"), "{}", o.stderr);
     assert_output_clean(&o);
 
+    // A password with unencoded `/` and `?` is still hidden.
+    let slashed = format!("postgres://om:{}/x?y@127.0.0.1:9/om", DB_PASSWORDS[2]);
+    for args in [["check"], ["migrate"]] {
+        let o = run(
+            dir.path(),
+            &config,
+            &args,
+            &[("OUTCOME_METER__DATABASE__URL", &slashed)],
+        );
+        assert_output_clean(&o);
+    }
+
+    // A syntax error on a secret's line says where, not what is written there.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        format!("[stripe]\napi_key = {TYPE_ERROR_SECRET}\n"),
+    )
+    .expect("broken config");
+    let o = run(dir.path(), &broken, &["check"], &[]);
+    assert_ne!(o.status, 0);
+    assert!(o.stderr.contains("line 2"), "{}", o.stderr);
+    assert_output_clean(&o);
+
     // A type error on a secret names the key, not the value.
     let bad = dir.path().join("bad.toml");
     std::fs::write(

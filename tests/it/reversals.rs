@@ -91,6 +91,54 @@ async fn until(what: &str, done: impl Fn() -> bool) {
     panic!("fake Stripe never got to: {what}");
 }
 
+/// With a drill's positive `clock.offset`, a correcting event is stamped by the
+/// world's clock (never ahead of it), so Stripe takes it instead of refusing a
+/// future timestamp.
+async fn a_correction_is_never_stamped_ahead_of_the_world(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_check_timestamps(true);
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        contract: clawback_contract(),
+        clock_offset: Minutes::hours(1),
+        ..Default::default()
+    })
+    .await;
+    let world = app.clock.clone();
+    stripe.set_clock(move || world.now().timestamp());
+    // Resolved at service hour 1 (world hour 0); the window passes; the meter
+    // event is held an hour (ahead of the world), then sent.
+    app.send(&event("Y1-r", "Y1", "resolved", 1, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.event_count(), 0, "held while ahead of the world");
+    app.advance_hours(1);
+    app.report().await;
+    assert_eq!(stripe.event_count(), 1);
+    // Reopened two days later: past the cancel window, so a correcting event.
+    app.advance_hours(48);
+    app.send(&event("Y1-o", "Y1", "reopened", 123, None)).await;
+    app.settle().await;
+    app.report().await;
+    let r = reversal(&app).await;
+    assert_eq!(
+        (r.state.as_str(), r.method.as_deref()),
+        ("done", Some("correction")),
+        "{r:?}"
+    );
+    let events = stripe.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1].timestamp,
+        app.clock.now().timestamp(),
+        "the world's time"
+    );
+    app.stop().await;
+}
+
 async fn correction_survives_a_crash_after_stripe_accepted_it(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe).await;
@@ -304,6 +352,7 @@ async fn a_meter_that_does_not_sum_gets_no_correcting_event(backend: Backend) {
 }
 
 crate::dual!(
+    a_correction_is_never_stamped_ahead_of_the_world,
     correction_survives_a_crash_after_stripe_accepted_it,
     cancel_survives_a_crash_across_the_23h_boundary,
     cancel_age_counts_from_the_first_send_not_the_recorded_report,
