@@ -51,8 +51,8 @@ impl NameKind {
             NameKind::ResolverId => {
                 names::same_id(configured, seen)
                     || seen
-                        .split_once(':')
-                        .is_some_and(|(_, id)| names::same_id(configured, id))
+                        .strip_prefix("userId:")
+                        .is_some_and(|id| names::same_id(configured, id))
             }
         }
     }

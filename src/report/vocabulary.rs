@@ -21,6 +21,10 @@ pub struct NameCheck {
     pub notes: Vec<String>,
     /// Why nothing could be checked (no database yet, unreachable, not migrated).
     pub unchecked: Option<String>,
+    /// Helpdesks with no event in the period: their names were not checked.
+    pub helpdesks_skipped: usize,
+    /// Tenants none of whose helpdesks had an event: nothing of theirs was checked.
+    pub tenants_unchecked: Vec<String>,
 }
 
 /// Check every tenant's names against its helpdesks' events since `since`
@@ -48,6 +52,7 @@ pub async fn check_names(
                     "{}: no {provider} event in the last {days} days: its names were not checked",
                     t.id
                 ));
+                out.helpdesks_skipped += 1;
                 continue;
             };
             if v.truncated {
@@ -60,7 +65,9 @@ pub async fn check_names(
             by_provider.extend(lint_provider(&t.id, provider, p, &v));
             seen.push((provider.clone(), v));
         }
-        if !seen.is_empty() {
+        if seen.is_empty() {
+            out.tenants_unchecked.push(t.id.clone());
+        } else {
             out.warnings
                 .extend(lint_contract(&t.id, &settings.contract_for(t), &seen));
         }
@@ -96,9 +103,13 @@ pub async fn check_configured(settings: &Settings, now: i64, days: i64) -> NameC
 }
 
 impl NameCheck {
-    /// Whether `check` fails: with `strict`, any warning, or names left unchecked.
+    /// Whether `check` fails: with `strict`, any warning, names left unchecked,
+    /// or a tenant none of whose names could be checked (no recent event).
     pub fn fails(&self, strict: bool) -> bool {
-        strict && (!self.warnings.is_empty() || self.unchecked.is_some())
+        strict
+            && (!self.warnings.is_empty()
+                || self.unchecked.is_some()
+                || !self.tenants_unchecked.is_empty())
     }
 
     /// One line per warning (`error:` with `strict`) and note.
@@ -113,13 +124,21 @@ impl NameCheck {
         if let Some(why) = &self.unchecked {
             let _ = writeln!(s, "{}: names not checked: {why}", level_or_note(strict));
         }
+        for t in &self.tenants_unchecked {
+            let _ = writeln!(
+                s,
+                "{}: {t}: no helpdesk of this tenant sent an event in the last {} days: none of its names was checked",
+                level_or_note(strict),
+                self.days
+            );
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "{level}: {}", describe(w));
         }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
-        if self.unchecked.is_none() && self.warnings.is_empty() {
+        if self.unchecked.is_none() && self.warnings.is_empty() && self.helpdesks_skipped == 0 {
             let _ = writeln!(
                 s,
                 "Every configured tag, channel, resolver id and category matched stored events."
@@ -239,5 +258,31 @@ mod tests {
         };
         assert!(unchecked.render(false).contains("note: names not checked"));
         assert!(unchecked.fails(true), "strict needs the names checked");
+    }
+
+    #[test]
+    fn a_tenant_with_no_recent_event_is_not_called_all_matched() {
+        let quiet = NameCheck {
+            days: 30,
+            helpdesks_skipped: 1,
+            tenants_unchecked: vec!["acme".into()],
+            notes: vec!["acme: no generic event in the last 30 days".into()],
+            ..Default::default()
+        };
+        let text = quiet.render(true);
+        assert!(!text.contains("Every configured tag"), "{text}");
+        assert!(
+            text.contains("error: acme: no helpdesk of this tenant"),
+            "{text}"
+        );
+        assert!(quiet.fails(true));
+        assert!(!quiet.fails(false));
+        // One quiet helpdesk beside a checked one: a note, not a failure.
+        let partly = NameCheck {
+            tenants_unchecked: Vec::new(),
+            ..quiet
+        };
+        assert!(!partly.render(false).contains("Every configured tag"));
+        assert!(!partly.fails(true));
     }
 }

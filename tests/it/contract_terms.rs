@@ -75,14 +75,24 @@ async fn a_cap_counts_an_outcome_on_its_confirmation_day(backend: Backend) {
         ..Default::default()
     };
     let app = app(backend, &stripe, contract).await;
-    // Resolved the same day (1 Jan, 01:00 and 23:00), confirmed on two days.
+    // Resolved the same day (1 Jan, 01:00 and 23:58), confirmed on two days:
+    // B's window and grace end at 5 Jan 00:03.
     app.send(&event("A-r", "A", "resolved", 1, Some("ai")))
         .await;
-    app.send(&event("B-r", "B", "resolved", 23, Some("ai")))
-        .await;
+    let mut late: serde_json::Value =
+        serde_json::from_str(&event("B-r", "B", "resolved", 0, Some("ai"))).unwrap_or_default();
+    late["occurred_at"] = (t0() + chrono::Duration::minutes(23 * 60 + 58))
+        .to_rfc3339()
+        .into();
+    app.send(&late.to_string()).await;
     app.advance_hours(74); // 4 Jan 02:00: A's window is over, B's is not
     app.settle().await;
-    app.advance_hours(22); // 5 Jan 00:00
+    // The worker runs through the evening of 4 Jan, as a running service does.
+    for _ in 0..22 {
+        app.clock.advance(chrono::Duration::hours(1));
+        app.settle().await;
+    }
+    app.clock.advance(chrono::Duration::minutes(10)); // 5 Jan 00:10
     app.settle().await;
     // Resolved on two days (6 and 7 Jan), confirmed together on 10 Jan.
     app.send(&event("C-r", "C", "resolved", 120, Some("ai")))
