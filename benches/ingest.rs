@@ -64,6 +64,7 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
         signature_tolerance: s.server.signature_tolerance,
         body_timeout: s.server.body_timeout,
         in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(s.server.body_memory_budget())),
         request_timeout: s.database.request_timeout,
     };
     let limits = ConnectionLimits {

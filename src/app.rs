@@ -271,18 +271,28 @@ pub async fn start(
         signature_tolerance: s.server.signature_tolerance,
         body_timeout: s.server.body_timeout,
         in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(s.server.body_memory_budget())),
         request_timeout: s.database.request_timeout,
     };
-    let limits = ConnectionLimits {
+    // One descriptor budget for both listeners: the admin one takes a few,
+    // the webhook one the rest.
+    let budget = connection_budget(s.server.max_connections + crate::server::ADMIN_CONNECTIONS);
+    let admin_limits = ConnectionLimits {
         header_timeout: s.server.header_timeout,
-        max_connections: connection_budget(s.server.max_connections),
+        max_connections: crate::server::ADMIN_CONNECTIONS.min(budget / 8).max(1),
         shutdown_timeout: s.server.shutdown_timeout,
+    };
+    let limits = ConnectionLimits {
+        max_connections: budget
+            .saturating_sub(admin_limits.max_connections)
+            .clamp(1, s.server.max_connections),
+        ..admin_limits
     };
     if let Some(admin) = admin {
         let app = admin_router(state.clone());
         let (metrics, token) = (services.metrics.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
-            crate::server::serve(admin, app, limits, metrics, token).await;
+            crate::server::serve(admin, app, admin_limits, metrics, token).await;
         }));
     }
     let (metrics, http_token) = (services.metrics.clone(), token.clone());

@@ -298,6 +298,17 @@ impl Metrics {
 
     /// Take a fresh queue snapshot (the background refresher calls this).
     pub fn set_queues(&self, q: &QueueCounts, now_ms: i64) {
+        // A state absent from this snapshot has no rows: it reads 0, not its
+        // last value (an alert on failed outcomes must clear).
+        self.queue_deliveries.clear();
+        self.queue_outcomes.clear();
+        for state in ["pending", "failed"] {
+            self.queue_outcomes
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(0);
+        }
         for (status, n) in &q.deliveries {
             self.queue_deliveries
                 .get_or_create(&StatusLabel {
@@ -359,6 +370,21 @@ mod tests {
         };
         m.set_queues(&q, 5_000);
         let text = m.render(10_000);
+        let later = QueueCounts {
+            outcomes: vec![("reported".into(), 3)],
+            ..Default::default()
+        };
+        m.set_queues(&later, 20_000);
+        let after = m.render(20_000);
+        assert!(
+            after.contains("outcome_meter_outcomes{state=\"pending\"} 0"),
+            "{after}"
+        );
+        assert!(
+            after.contains("outcome_meter_outcomes{state=\"failed\"} 0"),
+            "{after}"
+        );
+        assert!(after.contains("outcome_meter_outcomes{state=\"reported\"} 3"));
         for line in [
             "outcome_meter_webhooks_total{result=\"stored\"} 1",
             "outcome_meter_webhooks_total{result=\"rejected\"} 1",

@@ -222,6 +222,34 @@ pub fn without_source_lines(message: &str) -> String {
         .join("; ")
 }
 
+/// The value a type error quotes (`invalid type: integer `98765432123`,
+/// expected a sequence`), whatever its kind, hidden; the key path stays.
+pub fn unexpected_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| i + m.len()))
+        .min()
+    {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest.find(", expected").unwrap_or(rest.len());
+        let (what, tail) = rest.split_at(end);
+        match (what.find('`'), what.rfind('`')) {
+            (Some(a), Some(b)) if b > a => {
+                out.push_str(&what[..=a]);
+                out.push_str(MASK);
+                out.push_str(&what[b..]);
+            }
+            _ => out.push_str(what),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Double-quoted values in a configuration error (`invalid type: string
 /// "sk_live_…", expected …`) hidden: the loader failed, so which of them are
 /// secrets is not known.
@@ -319,6 +347,19 @@ mod tests {
         assert!(!out.contains("sk_live_X"), "{out}");
         assert!(out.contains("line 2, column 11"), "{out}");
         assert!(out.contains("invalid string"), "{out}");
+    }
+
+    #[test]
+    fn numbers_and_booleans_in_type_errors_are_hidden() {
+        let msg = "invalid type: integer `98765432123`, expected a sequence for key `tenants[0].providers.generic.secrets`";
+        assert_eq!(
+            unexpected_values(msg),
+            "invalid type: integer `***`, expected a sequence for key `tenants[0].providers.generic.secrets`"
+        );
+        assert_eq!(
+            unexpected_values("no type error here `x`"),
+            "no type error here `x`"
+        );
     }
 
     #[test]

@@ -39,6 +39,17 @@ const OVERLOADED: &[u8] =
 content-type: application/json\r\ncontent-length: 77\r\n\r\n\
 {\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections, retry later\"}}";
 
+/// The most a connection's request head (line and headers) may take; a larger
+/// one is answered 431 and the connection closed.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The most headers one request may carry.
+pub const MAX_HEADERS: usize = 64;
+
+/// Connections the admin listener (health, readiness, metrics) may hold open:
+/// probes and a scraper need few.
+pub const ADMIN_CONNECTIONS: usize = 64;
+
 /// File descriptors kept for everything but client connections (database pool,
 /// Stripe and JWKS clients, log files, the listeners).
 const RESERVED_DESCRIPTORS: u64 = 128;
@@ -124,6 +135,10 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // Request headers are held in memory per connection: keep them small
+        // (hyper's default buffer is ~400 KiB; 4,096 connections of that is 1.6 GiB).
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);

@@ -103,8 +103,9 @@ pub struct ServerSettings {
     /// Open connections per listener; one more gets 503 and is closed. Lowered
     /// to fit the process's open-file limit.
     pub max_connections: usize,
-    /// Webhook requests handled at once; more get 503 + Retry-After at once.
-    /// Bounds the memory of bodies in flight (this × `max_body_bytes`).
+    /// Webhook requests verified and stored at once (after their body is in);
+    /// more get 503 + Retry-After. Bodies held in memory are bounded by this ×
+    /// `max_body_bytes`, taken chunk by chunk as bytes arrive.
     pub max_in_flight: usize,
     /// On SIGTERM, in-flight requests get this long; then what is left is closed.
     #[serde(with = "crate::duration_serde")]
@@ -112,6 +113,15 @@ pub struct ServerSettings {
     /// How often the queue gauges of `/metrics` are refreshed from the database.
     #[serde(with = "crate::duration_serde")]
     pub metrics_refresh: Duration,
+}
+
+impl ServerSettings {
+    /// Bytes of webhook bodies held in memory at most: `max_in_flight` full bodies.
+    pub fn body_memory_budget(&self) -> usize {
+        self.max_in_flight
+            .saturating_mul(self.max_body_bytes)
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+    }
 }
 
 impl Default for ServerSettings {
@@ -383,7 +393,7 @@ impl From<config::ConfigError> for SettingsError {
             // A missing file names only its path.
             config::ConfigError::NotFound(_) => e.to_string(),
             // Type and value errors echo the value: hide every quoted value.
-            _ => crate::redact::quoted_values(&e.to_string()),
+            _ => crate::redact::unexpected_values(&crate::redact::quoted_values(&e.to_string())),
         };
         SettingsError::Load(text)
     }

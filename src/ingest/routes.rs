@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -31,8 +31,12 @@ pub struct IngestState {
     pub signature_tolerance: Duration,
     /// A body not received within this is refused (408).
     pub body_timeout: Duration,
-    /// Webhook requests in flight; when none is left, 503 at once.
+    /// Webhook requests being verified and stored (their body read); when none
+    /// is left, 503 at once.
     pub in_flight: Arc<Semaphore>,
+    /// Bytes of webhook bodies held in memory, taken as they arrive (a slow
+    /// client holds only what it sent); when none is left, 503 at once.
+    pub body_budget: Arc<Semaphore>,
     /// The longest a request waits for storage before it is answered 503.
     pub request_timeout: Duration,
 }
@@ -136,15 +140,6 @@ async fn webhook(
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    // Shed load before reading anything: a permit per request in flight.
-    let Ok(_permit) = s.in_flight.clone().try_acquire_owned() else {
-        s.metrics.webhook(
-            WebhookResult::Unavailable(Rejection::Overloaded.code()),
-            started.elapsed(),
-        );
-        return Rejection::Overloaded.into_response();
-    };
-    let _in_flight = s.metrics.request_started();
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let request = Request {
         provider_name: &provider_name,
@@ -182,6 +177,39 @@ async fn webhook(
     }
 }
 
+/// Read a body of at most `max` bytes, taking each chunk's size from `budget`
+/// as it arrives. A slow client holds only what it has sent, so trickling
+/// bodies cannot crowd out others; when the budget is spent, 503.
+async fn read_body(
+    mut body: Body,
+    max: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Rejection> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Rejection::MalformedBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > max {
+            return Err(Rejection::BodyTooLarge);
+        }
+        let n = u32::try_from(data.len()).map_err(|_| Rejection::BodyTooLarge)?;
+        let permit = budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| Rejection::Overloaded)?;
+        match &mut held {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf, held))
+}
+
 /// The parts of the request `accept` looks at besides the body.
 struct Request<'a> {
     provider_name: &'a str,
@@ -213,10 +241,19 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
     if declared.is_some_and(|n| n > s.max_body_bytes) {
         return Err(Rejection::BodyTooLarge);
     }
-    let bytes = tokio::time::timeout(s.body_timeout, axum::body::to_bytes(body, s.max_body_bytes))
-        .await
-        .map_err(|_| Rejection::BodyTimeout)?
-        .map_err(|_| Rejection::BodyTooLarge)?;
+    let (bytes, _held) = tokio::time::timeout(
+        s.body_timeout,
+        read_body(body, s.max_body_bytes, &s.body_budget),
+    )
+    .await
+    .map_err(|_| Rejection::BodyTimeout)??;
+    // The body is here: take a processing slot (verify, store) or shed.
+    let _slot = s
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Rejection::Overloaded)?;
+    let _in_flight = s.metrics.request_started();
     let headers = header_map(headers);
     let hook = Webhook {
         method,
@@ -274,5 +311,36 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
             tracing::warn!(timeout = ?s.request_timeout, "no commit within the request timeout; answering 503");
             Err(Rejection::Unavailable)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_takes_its_bytes_from_the_budget_until_dropped() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (bytes, held) = read_body(Body::from(vec![b'x'; 60]), 1000, &budget)
+            .await
+            .expect("fits");
+        assert_eq!(bytes.len(), 60);
+        assert_eq!(budget.available_permits(), 40);
+        // Another 60 bytes do not fit while the first body is held.
+        let second = read_body(Body::from(vec![b'y'; 60]), 1000, &budget).await;
+        assert_eq!(second.err(), Some(Rejection::Overloaded));
+        drop(held);
+        assert_eq!(budget.available_permits(), 100);
+        assert!(read_body(Body::from(vec![b'y'; 60]), 1000, &budget)
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_too_large_and_costs_nothing() {
+        let budget = Arc::new(Semaphore::new(10_000));
+        let r = read_body(Body::from(vec![b'x'; 2000]), 1000, &budget).await;
+        assert_eq!(r.err(), Some(Rejection::BodyTooLarge));
+        assert_eq!(budget.available_permits(), 10_000);
     }
 }

@@ -90,6 +90,53 @@ pub fn from_url(url: &str) -> Result<Arc<JwkSet>, JwksError> {
 }
 
 /// Ask the background refresher to fetch URL key sets now (rate-limited).
+/// Key ids asked for and not in their URL's set, with when first asked.
+static UNKNOWN_KIDS: LazyLock<RwLock<HashMap<(String, String), Instant>>> =
+    LazyLock::new(Default::default);
+
+/// At most this many unknown key ids are remembered (forged JWTs can name any).
+const MAX_UNKNOWN_KIDS: usize = 1024;
+
+/// A JWT names key `kid`, which the set fetched from `url` does not hold.
+/// `true` while the set has not been fetched again since that key was first
+/// asked for (the sender should retry: a refresh is requested); `false` once a
+/// fresh set still lacks it (the key is not Zoho's: refuse).
+pub fn unknown_kid_may_appear(url: &str, kid: &str) -> bool {
+    let key = (url.to_string(), kid.to_string());
+    let first_asked = match UNKNOWN_KIDS.read().ok().and_then(|m| m.get(&key).copied()) {
+        Some(t) => t,
+        None => {
+            let Ok(mut m) = UNKNOWN_KIDS.write() else {
+                return false;
+            };
+            if m.len() >= MAX_UNKNOWN_KIDS {
+                return false;
+            }
+            let now = Instant::now();
+            m.insert(key, now);
+            request_refresh();
+            return true;
+        }
+    };
+    let loaded = CACHE
+        .read()
+        .ok()
+        .and_then(|c| c.get(&format!("url:{url}")).map(|c| c.loaded));
+    match loaded {
+        Some(loaded) if loaded > first_asked => false,
+        _ => {
+            request_refresh();
+            true
+        }
+    }
+}
+
+/// Put a set in the cache as if fetched from `url` now (tests).
+#[cfg(test)]
+pub(crate) fn fetched_for_test(url: &str, set: JwkSet) {
+    put(&format!("url:{url}"), set);
+}
+
 pub fn request_refresh() {
     REFRESH.notify_one();
 }

@@ -222,12 +222,20 @@ impl Provider for ZohoDesk {
             None => set.keys.iter().collect(),
         };
         if candidates.is_empty() {
-            // A key we do not have yet (Zoho rotated its keys): fetch the set
-            // again and have the sender retry (503), rather than refuse for good.
-            if ctx.settings.jwks_url.is_some() {
-                jwks::request_refresh();
-            }
-            return Err(VerifyError::KeysUnavailable);
+            // A key we may not have yet (Zoho rotated its keys): until the set
+            // has been fetched again, have the sender retry (503); after that,
+            // or with a key file, the key is not Zoho's: refuse (401).
+            let may_appear = match (&header.kid, &ctx.settings.jwks_url) {
+                (Some(kid), Some(url)) if ctx.settings.jwks_file.is_none() => {
+                    jwks::unknown_kid_may_appear(url, kid)
+                }
+                _ => false,
+            };
+            return Err(if may_appear {
+                VerifyError::KeysUnavailable
+            } else {
+                VerifyError::Mismatch
+            });
         }
         let mut validation = Validation::new(Algorithm::RS256);
         // Time and audience are checked below against the injected clock.
@@ -450,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_key_id_is_retry_later_not_a_refusal() {
+    fn an_unknown_key_id_is_retry_later_until_the_set_is_fetched_again() {
         let f = fixture();
         let v = all_vectors("zohodesk").remove(0);
         let mut rotated = v["jwks"].clone();
@@ -459,17 +467,30 @@ mod tests {
                 k["kid"] = "a-newer-key".into();
             }
         }
-        let path = f._dir.path().join("rotated-jwks.json");
-        std::fs::write(&path, rotated.to_string()).expect("write jwks");
+        let set = || jwks::parse("test", rotated.to_string().as_bytes()).expect("jwks");
+        let url = "https://keys.test/rotation-jwks.json";
+        jwks::fetched_for_test(url, set());
         let s = ProviderSettings {
-            jwks_file: Some(path.display().to_string()),
+            jwks_file: None,
+            jwks_url: Some(url.into()),
             ..f.settings.clone()
         };
         let h = headers(&[(JWT_HEADER, &f.jwt)]);
-        assert_eq!(
-            ZohoDesk.verify(&hook(&h, &f.body), &ctx_at(&s, f.at)),
-            Err(VerifyError::KeysUnavailable)
-        );
+        let verify = |s: &ProviderSettings| ZohoDesk.verify(&hook(&h, &f.body), &ctx_at(s, f.at));
+        // Not in the set yet: retry later (the set is fetched again meanwhile).
+        assert_eq!(verify(&s), Err(VerifyError::KeysUnavailable));
+        assert_eq!(verify(&s), Err(VerifyError::KeysUnavailable));
+        // Fetched again and still absent: not Zoho's key.
+        jwks::fetched_for_test(url, set());
+        assert_eq!(verify(&s), Err(VerifyError::Mismatch));
+        // A key file is the operator's: an unknown key id is refused at once.
+        let path = f._dir.path().join("rotated-jwks.json");
+        std::fs::write(&path, rotated.to_string()).expect("write jwks");
+        let file = ProviderSettings {
+            jwks_file: Some(path.display().to_string()),
+            ..f.settings.clone()
+        };
+        assert_eq!(verify(&file), Err(VerifyError::Mismatch));
     }
 
     #[test]

@@ -331,6 +331,17 @@ async fn planted_secrets_appear_in_no_output_log_metric_or_answer() {
     assert!(o.stderr.contains("line 2"), "{}", o.stderr);
     assert_output_clean(&o);
 
+    // A number where a list of secrets belongs: the number is not printed.
+    let numeric = dir.path().join("numeric.toml");
+    std::fs::write(
+        &numeric,
+        "[[tenants]]\nid = \"acme\"\nstripe_customer_id = \"cus_1\"\n[tenants.providers.generic]\nsecrets = 98765432123\n",
+    )
+    .expect("numeric config");
+    let o = run(dir.path(), &numeric, &["check"], &[]);
+    assert_ne!(o.status, 0);
+    assert!(!o.stderr.contains("98765432123"), "{}", o.stderr);
+
     // A type error on a secret names the key, not the value.
     let bad = dir.path().join("bad.toml");
     std::fs::write(

@@ -17,13 +17,18 @@ fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_outcome-meter"))
 }
 
-/// A service with `extra` TOML appended under `[server]`.
+/// A service with `server` TOML under `[server]`.
 async fn serve(dir: &Path, server: &str) -> ServeProcess {
+    serve_with(dir, server, "").await
+}
+
+/// A service with `server` TOML under `[server]` and `database` under `[database]`.
+async fn serve_with(dir: &Path, server: &str, database: &str) -> ServeProcess {
     let config = dir.join("om.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\n{server}\n[database]\nurl = \"sqlite://{}\"\n[worker]\npoll_interval = \"50ms\"\n\
+            "[server]\n{server}\n[database]\n{database}\nurl = \"sqlite://{}\"\n[worker]\npoll_interval = \"50ms\"\n\
              [[tenants]]\nid = \"acme\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
              [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
             dir.join("om.db").display()
@@ -207,24 +212,35 @@ async fn connections_over_the_cap_get_503_and_are_closed() {
 #[tokio::test]
 async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = serve(dir.path(), "max_in_flight = 1\nbody_timeout = \"20s\"").await;
-    // One request in flight: headers sent, the body half-way.
-    let (body, sig) = signed_body(1);
-    let mut slow = connect(&child).await;
-    slow.write_all(
-        format!(
-            "POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nOutcome-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{}",
-            body.len(),
-            &body[..10]
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
+    let mut child = serve_with(dir.path(), "max_in_flight = 1", "request_timeout = \"20s\"").await;
+    // Another connection holds SQLite's write lock: the next webhook stays in
+    // flight (verified, waiting for its commit) and holds the only slot.
+    let db = dir.path().join("om.db");
+    let mut settings = outcome_meter::settings::Settings::default();
+    settings.database.url = format!("sqlite://{}", db.display());
+    let store = outcome_meter::store::Store::connect(&settings.database)
+        .await
+        .expect("open");
+    let mut blocker = store.pool().acquire().await.expect("conn");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
     let http = reqwest::Client::new();
-    // The handler holds the only permit while it waits for that body.
+    let first = tokio::spawn({
+        let (http, url) = (http.clone(), child.url("/webhooks/generic/acme"));
+        async move {
+            let (body, sig) = signed_body(1);
+            http.post(url)
+                .header("Outcome-Signature", sig)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
     testkit::poll::until(
-        "the half-sent request to be in flight",
+        "the first request to be in flight",
         Duration::from_secs(10),
         Duration::from_millis(20),
         || async {
@@ -240,22 +256,8 @@ async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
         },
     )
     .await;
-    let mut shed = None;
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let r = post_signed(&http, &child, 2).await;
-        if r.status() == 503 {
-            shed = Some(r);
-            break;
-        }
-        seen.push(r.status().as_u16());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let shed = shed.unwrap_or_else(|| {
-        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
-        panic!("a second request was never shed: {seen:?}\n{log}")
-    });
+    let shed = post_signed(&http, &child, 2).await;
+    assert_eq!(shed.status(), 503);
     assert_eq!(
         shed.headers()
             .get("retry-after")
@@ -263,11 +265,14 @@ async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
         Some("1")
     );
     assert!(shed.text().await.unwrap_or_default().contains("overloaded"));
-    // The first one completes and is stored; then there is room again.
-    slow.write_all(&body.as_bytes()[10..]).await.expect("write");
-    let mut answer = [0u8; 12];
-    slow.read_exact(&mut answer).await.expect("answer");
-    assert_eq!(&answer, b"HTTP/1.1 202");
+    // The lock goes: the first one is stored, and there is room again.
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *blocker)
+        .await
+        .expect("unlock");
+    drop(blocker);
+    store.close().await;
+    assert_eq!(first.await.expect("join").expect("first"), 202);
     assert_eq!(post_signed(&http, &child, 2).await.status(), 202);
     let metrics = http
         .get(child.admin_url("/metrics"))
@@ -278,8 +283,67 @@ async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("outcome_meter_webhooks_unavailable_total{reason=\"overloaded\"}"),
+        metrics.contains("outcome_meter_webhooks_unavailable_total{reason=\"overloaded\"} 1"),
         "{metrics}"
+    );
+    child.terminate(Duration::from_secs(30)).await;
+}
+
+/// 300 clients that send their headers and one byte of body, then stall, hold
+/// one byte of the body budget each and no processing slot: signed webhooks
+/// keep being stored.
+#[tokio::test]
+async fn slow_bodies_do_not_shed_signed_traffic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = serve(dir.path(), "max_in_flight = 4\nbody_timeout = \"60s\"").await;
+    let mut stalled = Vec::new();
+    for i in 0..300 {
+        let (body, sig) = signed_body(1000 + i);
+        let mut s = connect(&child).await;
+        s.write_all(
+            format!(
+                "POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nOutcome-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..1]
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+        stalled.push(s);
+    }
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        assert_eq!(
+            post_signed(&http, &child, i).await.status(),
+            202,
+            "signed webhook {i} while 300 bodies stall"
+        );
+    }
+    drop(stalled);
+    child.terminate(Duration::from_secs(30)).await;
+}
+
+/// Request headers are bounded: a head over 16 KiB is refused (431) and the
+/// connection closed, so unfinished heads cannot grow memory.
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = serve(dir.path(), "").await;
+    let mut s = connect(&child).await;
+    let filler = "a".repeat(20 * 1024);
+    s.write_all(
+        format!("POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nX-Fill: {filler}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .ok();
+    let answer = read_until_closed(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the connection was not closed");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
     );
     child.terminate(Duration::from_secs(30)).await;
 }

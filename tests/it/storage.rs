@@ -76,7 +76,28 @@ async fn full_disk_commit_never_poisons_a_connection() {
         "a full disk is storage unavailable, not refused data: {err}"
     );
     assert!(err.is_transient(), "{err}");
+    // The worker keeps trying while the disk is still full (as in the incident:
+    // a ROLLBACK queued for later fails too, on the full disk).
+    for _ in 0..3 {
+        fs.fill();
+        let again = store
+            .insert_deliveries(&deliveries("again", 300, 2048))
+            .await;
+        assert!(again.is_err(), "no room yet");
+    }
     fs.free();
+    // The pool's one connection was not handed back inside a transaction:
+    // sqlx's own BEGIN (not the store's, which would replace a bad connection)
+    // refuses a connection whose transaction depth is not zero.
+    {
+        use sqlx::Connection;
+        let mut conn = store.pool().acquire().await.expect("conn");
+        let tx = conn
+            .begin()
+            .await
+            .expect("the failed commit left its connection inside a transaction");
+        tx.rollback().await.expect("rollback");
+    }
     // Space is back: the next transaction works, on the pool's one connection.
     let t = Instant::now();
     let mut last = None;
