@@ -11,7 +11,7 @@ use common::{arg, drive, event, settings, signed};
 use outcome_meter::clock::{from_millis, ManualClock};
 use outcome_meter::ingest::{router, DeliverySink, DeliveryWriter, IngestState};
 use outcome_meter::metrics::Metrics;
-use outcome_meter::server::{self, connection_budget, ConnectionLimits};
+use outcome_meter::server;
 use outcome_meter::store::{NewDelivery, Store, StoreError, Stored};
 use outcome_meter::tenants::Tenants;
 use std::future::Future;
@@ -54,24 +54,15 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
     } else {
         DeliveryWriter::spawn(NoopSink, s.server.commit_batch, s.database.request_timeout)
     };
-    let state = IngestState {
-        store: store.clone(),
-        tenants: Arc::new(Tenants::from_settings(&s)),
-        clock: Arc::new(ManualClock::new(from_millis(START_MS))),
-        metrics: Arc::new(Metrics::default()),
-        writer: Some(writer),
-        max_body_bytes: s.server.max_body_bytes,
-        signature_tolerance: s.server.signature_tolerance,
-        body_timeout: s.server.body_timeout,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
-        body_budget: Arc::new(tokio::sync::Semaphore::new(s.server.body_memory_budget())),
-        request_timeout: s.database.request_timeout,
-    };
-    let limits = ConnectionLimits {
-        header_timeout: s.server.header_timeout,
-        max_connections: connection_budget(s.server.max_connections),
-        shutdown_timeout: s.server.shutdown_timeout,
-    };
+    let state = IngestState::new(
+        store.clone(),
+        Arc::new(Tenants::from_settings(&s)),
+        Arc::new(ManualClock::new(from_millis(START_MS))),
+        Arc::new(Metrics::default()),
+        Some(writer),
+        &s,
+    );
+    let (limits, _admin) = server::listener_limits(&s.server);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

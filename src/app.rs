@@ -4,7 +4,7 @@
 use crate::clock::SharedClock;
 use crate::ingest::{admin_router, router, DeliveryWriter, IngestState};
 use crate::metrics::Metrics;
-use crate::server::{connection_budget, ConnectionLimits};
+use crate::server::listener_limits;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use crate::stripe::{Reporter, StripeClient, StripeError};
@@ -261,33 +261,15 @@ pub async fn start(
     } else {
         (None, None)
     };
-    let state = IngestState {
-        store: services.store.clone(),
-        tenants: services.tenants.clone(),
-        clock: services.clock.clone(),
-        metrics: services.metrics.clone(),
+    let state = IngestState::new(
+        services.store.clone(),
+        services.tenants.clone(),
+        services.clock.clone(),
+        services.metrics.clone(),
         writer,
-        max_body_bytes: s.server.max_body_bytes,
-        signature_tolerance: s.server.signature_tolerance,
-        body_timeout: s.server.body_timeout,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(s.server.max_in_flight)),
-        body_budget: Arc::new(tokio::sync::Semaphore::new(s.server.body_memory_budget())),
-        request_timeout: s.database.request_timeout,
-    };
-    // One descriptor budget for both listeners: the admin one takes a few,
-    // the webhook one the rest.
-    let budget = connection_budget(s.server.max_connections + crate::server::ADMIN_CONNECTIONS);
-    let admin_limits = ConnectionLimits {
-        header_timeout: s.server.header_timeout,
-        max_connections: crate::server::ADMIN_CONNECTIONS.min(budget / 8).max(1),
-        shutdown_timeout: s.server.shutdown_timeout,
-    };
-    let limits = ConnectionLimits {
-        max_connections: budget
-            .saturating_sub(admin_limits.max_connections)
-            .clamp(1, s.server.max_connections),
-        ..admin_limits
-    };
+        s,
+    );
+    let (limits, admin_limits) = listener_limits(&s.server);
     if let Some(admin) = admin {
         let app = admin_router(state.clone());
         let (metrics, token) = (services.metrics.clone(), token.clone());

@@ -13,6 +13,7 @@
 //! the routes (`ingest`).
 
 use crate::metrics::Metrics;
+use crate::settings::ServerSettings;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -53,6 +54,25 @@ pub const ADMIN_CONNECTIONS: usize = 64;
 /// File descriptors kept for everything but client connections (database pool,
 /// Stripe and JWKS clients, log files, the listeners).
 const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The limits of the webhook listener and of the admin listener: one
+/// descriptor budget (see [`connection_budget`]), of which the admin listener
+/// takes at most [`ADMIN_CONNECTIONS`] and the webhook one the rest.
+pub fn listener_limits(s: &ServerSettings) -> (ConnectionLimits, ConnectionLimits) {
+    let budget = connection_budget(s.max_connections + ADMIN_CONNECTIONS);
+    let admin = ConnectionLimits {
+        header_timeout: s.header_timeout,
+        max_connections: ADMIN_CONNECTIONS.min(budget / 8).max(1),
+        shutdown_timeout: s.shutdown_timeout,
+    };
+    let public = ConnectionLimits {
+        max_connections: budget
+            .saturating_sub(admin.max_connections)
+            .clamp(1, s.max_connections),
+        ..admin
+    };
+    (public, admin)
+}
 
 /// Raise the soft open-file limit to the hard one and return how many client
 /// connections fit under it (at most `wanted`).

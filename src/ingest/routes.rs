@@ -41,6 +41,33 @@ pub struct IngestState {
     pub request_timeout: Duration,
 }
 
+impl IngestState {
+    /// The receiver's shared state, its limits taken from `settings`.
+    pub fn new(
+        store: Store,
+        tenants: Arc<Tenants>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        writer: Option<DeliveryWriter>,
+        settings: &crate::settings::Settings,
+    ) -> IngestState {
+        let server = &settings.server;
+        IngestState {
+            store,
+            tenants,
+            clock,
+            metrics,
+            writer,
+            max_body_bytes: server.max_body_bytes,
+            signature_tolerance: server.signature_tolerance,
+            body_timeout: server.body_timeout,
+            in_flight: Arc::new(Semaphore::new(server.max_in_flight)),
+            body_budget: Arc::new(Semaphore::new(server.body_memory_budget())),
+            request_timeout: settings.database.request_timeout,
+        }
+    }
+}
+
 /// The public listener: webhooks only.
 pub fn router(state: IngestState) -> Router {
     Router::new()
@@ -182,11 +209,12 @@ async fn webhook(
 /// bodies cannot crowd out others; when the budget is spent, 503.
 async fn read_body(
     mut body: Body,
+    declared: Option<usize>,
     max: usize,
     budget: &Arc<Semaphore>,
 ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Rejection> {
     use http_body_util::BodyExt;
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max));
     let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Rejection::MalformedBody)?;
@@ -243,7 +271,7 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
     }
     let (bytes, _held) = tokio::time::timeout(
         s.body_timeout,
-        read_body(body, s.max_body_bytes, &s.body_budget),
+        read_body(body, declared, s.max_body_bytes, &s.body_budget),
     )
     .await
     .map_err(|_| Rejection::BodyTimeout)??;
@@ -300,7 +328,7 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
         delivery_key,
         received_at: to_millis(s.clock.now()),
         headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
-        body: bytes.to_vec(),
+        body: bytes,
     });
     // The writer gives up on a batch after the same time; this also bounds the
     // wait for room in its queue.
@@ -321,25 +349,27 @@ mod tests {
     #[tokio::test]
     async fn a_body_takes_its_bytes_from_the_budget_until_dropped() {
         let budget = Arc::new(Semaphore::new(100));
-        let (bytes, held) = read_body(Body::from(vec![b'x'; 60]), 1000, &budget)
+        let (bytes, held) = read_body(Body::from(vec![b'x'; 60]), None, 1000, &budget)
             .await
             .expect("fits");
         assert_eq!(bytes.len(), 60);
         assert_eq!(budget.available_permits(), 40);
         // Another 60 bytes do not fit while the first body is held.
-        let second = read_body(Body::from(vec![b'y'; 60]), 1000, &budget).await;
+        let second = read_body(Body::from(vec![b'y'; 60]), None, 1000, &budget).await;
         assert_eq!(second.err(), Some(Rejection::Overloaded));
         drop(held);
         assert_eq!(budget.available_permits(), 100);
-        assert!(read_body(Body::from(vec![b'y'; 60]), 1000, &budget)
-            .await
-            .is_ok());
+        assert!(
+            read_body(Body::from(vec![b'y'; 60]), Some(60), 1000, &budget)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn a_body_over_the_limit_is_too_large_and_costs_nothing() {
         let budget = Arc::new(Semaphore::new(10_000));
-        let r = read_body(Body::from(vec![b'x'; 2000]), 1000, &budget).await;
+        let r = read_body(Body::from(vec![b'x'; 2000]), None, 1000, &budget).await;
         assert_eq!(r.err(), Some(Rejection::BodyTooLarge));
         assert_eq!(budget.available_permits(), 10_000);
     }

@@ -13,7 +13,7 @@ mod vocabulary;
 
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
-pub use outbox::{ClaimedOutcome, NewOutcome, TooOld};
+pub use outbox::{ClaimedOutcome, NewOutcome, SetAside, TooOld};
 pub use pair_lock::{pair_key, PairLock};
 pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeCursor, OutcomeFilter, OutcomeRow,
@@ -260,11 +260,17 @@ impl Tx {
     }
 }
 
+/// The path and query of a `sqlite:` URL; `None` for other URLs.
+fn sqlite_parts(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    Some(rest.split_once('?').unwrap_or((rest, "")))
+}
+
 /// The file of a `sqlite://` URL; `None` for other URLs and in-memory databases.
 pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
-    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
-    (!path.is_empty() && path != ":memory:").then(|| Path::new(path).to_path_buf())
+    let (path, query) = sqlite_parts(url)?;
+    let in_memory = path.is_empty() || path == ":memory:" || query.contains("mode=memory");
+    (!in_memory).then(|| Path::new(path).to_path_buf())
 }
 
 impl Drop for Tx {
@@ -286,14 +292,10 @@ struct SqliteTarget {
 /// Add `mode=rwc` so a missing SQLite file is created, and create its
 /// directory (0700 when this creates it).
 fn prepare_sqlite_url(url: &str) -> Result<SqliteTarget, StoreError> {
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let in_memory = path == ":memory:" || path.is_empty() || query.contains("mode=memory");
-    if !in_memory {
-        if let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
+    let (path, query) = sqlite_parts(url).unwrap_or(("", ""));
+    let file = sqlite_file(url);
+    if let Some(file) = &file {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             let mut builder = std::fs::DirBuilder::new();
             builder.recursive(true);
             #[cfg(unix)]
@@ -314,7 +316,7 @@ fn prepare_sqlite_url(url: &str) -> Result<SqliteTarget, StoreError> {
     let creates = !query.contains("mode=") || query.contains("mode=rwc");
     Ok(SqliteTarget {
         url,
-        file: (!in_memory && creates).then(|| std::path::PathBuf::from(path)),
+        file: file.filter(|_| creates),
     })
 }
 

@@ -22,6 +22,15 @@ pub struct NewOutcome {
 }
 
 /// An outcome claimed by a reporter, with what it needs to send it.
+/// Where [`Store::set_aside`] puts a claimed outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetAside {
+    /// Still pending, to be claimed again from this time (Unix millis).
+    RetryAt(i64),
+    /// Failed, for an operator to decide.
+    Park,
+}
+
 /// An outcome Stripe would refuse as too old (`Store::too_old_outcomes`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TooOld {
@@ -153,36 +162,27 @@ impl Store {
         Ok(())
     }
 
-    /// Put a claimed outcome back without a call and without spending an attempt,
-    /// to be tried again at `next_attempt_at`, with the reason it was not sent
-    /// (e.g. a timestamp Stripe would refuse as too far in the future).
-    pub async fn hold_outcome(
+    /// Give a claimed outcome back without a call and without spending an
+    /// attempt, with the reason it was not sent: to be tried again later
+    /// (a timestamp Stripe would refuse as future) or parked as failed (a
+    /// timestamp older than Stripe accepts). Only while this claim holds it.
+    pub async fn set_aside(
         &self,
         id: &str,
         token: i64,
-        next_attempt_at: i64,
         reason: &str,
+        how: SetAside,
     ) -> Result<(), StoreError> {
+        let (state, next_attempt_at) = match how {
+            SetAside::RetryAt(at) => ("pending", Some(at)),
+            SetAside::Park => ("failed", None),
+        };
         sqlx::query(
-            "UPDATE outcomes SET lease_until = NULL, next_attempt_at = $1, last_error = $2 \
-             WHERE id = $3 AND state = 'pending' AND lease_until = $4",
+            "UPDATE outcomes SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+             lease_until = NULL, last_error = $3 WHERE id = $4 AND state = 'pending' AND lease_until = $5",
         )
+        .bind(state)
         .bind(next_attempt_at)
-        .bind(reason)
-        .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Park a claimed outcome as failed without a call (e.g. its timestamp is
-    /// older than Stripe accepts), with the reason.
-    pub async fn park_outcome(&self, id: &str, token: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outcomes SET state = 'failed', lease_until = NULL, last_error = $1 \
-             WHERE id = $2 AND state = 'pending' AND lease_until = $3",
-        )
         .bind(reason)
         .bind(id)
         .bind(token)

@@ -8,7 +8,7 @@ use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
 use crate::outcome::idempotency_key;
 use crate::settings::{MeterAggregation, ReporterSettings, Settings};
-use crate::store::{ClaimedOutcome, ClaimedReversal, ReversalAttempt, Store, StoreError};
+use crate::store::{ClaimedOutcome, ClaimedReversal, ReversalAttempt, SetAside, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,14 +224,17 @@ impl Reporter {
                 tracing::warn!(outcome = %o.id, %reason, "meter event held");
                 return self
                     .store
-                    .hold_outcome(&o.id, o.lease_until, next, &reason)
+                    .set_aside(&o.id, o.lease_until, &reason, SetAside::RetryAt(next))
                     .await;
             }
             TimestampCheck::TooOld => {
                 let reason = too_old_reason(ev.timestamp, &o.id);
                 tracing::error!(outcome = %o.id, %reason, "meter event too old for Stripe; parked as failed");
                 self.metrics.report(ReportResult::Failed);
-                return self.store.park_outcome(&o.id, o.lease_until, &reason).await;
+                return self
+                    .store
+                    .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                    .await;
             }
         }
         self.limiter.acquire().await;

@@ -72,6 +72,35 @@ async fn connect(child: &ServeProcess) -> TcpStream {
     TcpStream::connect(&child.addr).await.expect("connect")
 }
 
+/// The admin listener's `/metrics` text.
+async fn metrics_text(http: &reqwest::Client, child: &ServeProcess) -> String {
+    http.get(child.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// A connection that sent the headers of signed webhook `i` and the first
+/// `sent` bytes of its body, then stalls.
+async fn half_sent(child: &ServeProcess, i: usize, sent: usize) -> TcpStream {
+    let (body, sig) = signed_body(i);
+    let mut s = connect(child).await;
+    s.write_all(
+        format!(
+            "POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nOutcome-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            &body[..sent]
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    s
+}
+
 /// Read until the server closes the connection; what it said before.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
     let mut got = Vec::new();
@@ -98,19 +127,7 @@ async fn slow_headers_slow_bodies_and_idle_keep_alives_are_closed() {
         .await
         .expect("write");
 
-    let (body, sig) = signed_body(1);
-    let mut slow_body = connect(&child).await;
-    slow_body
-        .write_all(
-            format!(
-                "POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nOutcome-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{}",
-                body.len(),
-                &body[..10]
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("write");
+    let mut slow_body = half_sent(&child, 1, 10).await;
 
     let mut idle = connect(&child).await;
     idle.write_all(b"GET /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -192,14 +209,7 @@ async fn connections_over_the_cap_get_503_and_are_closed() {
         || async { post_signed(&http, &child, 7).await.status().is_success() },
     )
     .await;
-    let metrics = http
-        .get(child.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&http, &child).await;
     let refused: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("outcome_meter_connections_refused_total "))
@@ -244,14 +254,7 @@ async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
         Duration::from_secs(10),
         Duration::from_millis(20),
         || async {
-            let text = http
-                .get(child.admin_url("/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .unwrap_or_default();
+            let text = metrics_text(&http, &child).await;
             text.contains("outcome_meter_webhooks_in_flight 1")
         },
     )
@@ -274,14 +277,7 @@ async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
     store.close().await;
     assert_eq!(first.await.expect("join").expect("first"), 202);
     assert_eq!(post_signed(&http, &child, 2).await.status(), 202);
-    let metrics = http
-        .get(child.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&http, &child).await;
     assert!(
         metrics.contains("outcome_meter_webhooks_unavailable_total{reason=\"overloaded\"} 1"),
         "{metrics}"
@@ -298,19 +294,7 @@ async fn slow_bodies_do_not_shed_signed_traffic() {
     let mut child = serve(dir.path(), "max_in_flight = 4\nbody_timeout = \"60s\"").await;
     let mut stalled = Vec::new();
     for i in 0..300 {
-        let (body, sig) = signed_body(1000 + i);
-        let mut s = connect(&child).await;
-        s.write_all(
-            format!(
-                "POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nOutcome-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{}",
-                body.len(),
-                &body[..1]
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("write");
-        stalled.push(s);
+        stalled.push(half_sent(&child, 1000 + i, 1).await);
     }
     let http = reqwest::Client::new();
     for i in 0..20 {
@@ -361,18 +345,7 @@ async fn sigterm_finishes_within_its_deadline_with_a_slow_client_connected() {
         assert_eq!(post_signed(&http, &child, i).await.status(), 202);
     }
     // A client stuck half-way through a body, and one that never finishes its headers.
-    let (body, sig) = signed_body(99);
-    let mut slow = connect(&child).await;
-    slow.write_all(
-        format!(
-            "POST /webhooks/generic/acme HTTP/1.1\r\nHost: x\r\nOutcome-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{}",
-            body.len(),
-            &body[..5]
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
+    let slow = half_sent(&child, 99, 5).await;
     let mut loris = connect(&child).await;
     loris
         .write_all(b"POST /webhooks/generic/acme HTTP/1.1\r\n")
