@@ -37,6 +37,7 @@ batch_size = 512
 rate_per_second = 100000.0
 concurrency = {TENANTS}
 [stripe]
+mode = "test"
 api_key = "{key}"
 api_base = "{stripe}"
 [clock]

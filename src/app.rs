@@ -30,6 +30,9 @@ pub enum AppError {
         addr: String,
         source: std::io::Error,
     },
+    /// `stripe.mode` and the key do not go together (see `stripe::mode`).
+    #[error("{0}")]
+    StripeMode(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -78,8 +81,13 @@ impl Services {
         )
     }
 
+    /// The reporter, in the configured mode. A mode that sends needs its key:
+    /// refused, never downgraded to a dry-run.
     pub fn reporter(&self) -> Result<Reporter, AppError> {
         let s = &self.settings.stripe;
+        if let Some(problem) = s.key_problem(true) {
+            return Err(AppError::StripeMode(problem));
+        }
         let client = if s.dry_run() {
             None
         } else {
@@ -250,6 +258,12 @@ pub async fn start(
     let admin_addr = admin.as_ref().map(local).transpose()?;
     let s = &services.settings;
     let mut tasks = Vec::new();
+    // Before anything listens: a mode without its key stops the start.
+    let reporter = if roles.reporter {
+        Some(services.reporter()?)
+    } else {
+        None
+    };
 
     let (writer, writer_task) = if roles.receiver {
         let (w, t) = DeliveryWriter::spawn(
@@ -358,11 +372,15 @@ pub async fn start(
             },
         ));
     }
-    if roles.reporter {
-        let r = services.reporter()?;
+    if let Some(r) = reporter {
         if r.dry_run() {
-            tracing::warn!("no Stripe API key: dry-run, recording what would be sent");
+            tracing::warn!(
+                "stripe.mode = \"dry-run\": recording what would be sent, sending nothing"
+            );
+        } else {
+            tracing::info!(mode = %s.stripe.mode(), rate_per_second = s.rate_per_second(), "reporting to Stripe");
         }
+        r.warn_other_modes().await?;
         tasks.push(spawn_loop(
             "reporter",
             s.reporter.poll_interval,

@@ -48,7 +48,9 @@ pub fn statement_path(db_path: &str) -> PathBuf {
 pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppError> {
     let _ = std::fs::remove_file(db_path);
     settings.database.url = format!("sqlite://{db_path}");
-    settings.stripe.api_key.clear(); // always dry-run: the demo's clock runs ahead of Stripe's
+    // Always a dry-run: the demo's clock runs ahead of Stripe's.
+    settings.stripe.api_key.clear();
+    settings.stripe.mode = Some(crate::stripe::mode::StripeMode::DryRun);
     settings.tenants = vec![TenantSettings::generic(TENANT, CUSTOMER, SECRET)];
     let clock = ManualClock::new(chrono::Utc::now());
     let services = Services::open(settings, Arc::new(clock.clone())).await?;
@@ -179,7 +181,14 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         from: day(t0),
         to: day(clock.now()) + 86_400_000,
     };
-    let st = statement::build(&services.store, TENANT, CUSTOMER, period).await?;
+    let st = statement::build(
+        &services.store,
+        TENANT,
+        CUSTOMER,
+        crate::stripe::mode::StripeMode::DryRun,
+        period,
+    )
+    .await?;
     let page = statement_path(db_path);
     std::fs::write(&page, st.to_html()).map_err(|source| AppError::Write {
         path: page.display().to_string(),

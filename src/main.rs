@@ -10,10 +10,11 @@ use outcome_meter::redact::{self, Redactor};
 use outcome_meter::report::diff::shadow_run;
 use outcome_meter::report::fmt_ms;
 use outcome_meter::report::period::Period;
-use outcome_meter::report::reconcile::reconcile;
+use outcome_meter::report::reconcile::{reconcile, StripeTarget};
 use outcome_meter::report::vocabulary::check_configured;
 use outcome_meter::report::{explain::explain, outcomes, statement};
 use outcome_meter::settings::Settings;
+use outcome_meter::settings::StripeMode;
 use outcome_meter::store::{OutcomeFilter, Store};
 use outcome_meter::stripe::{limits, too_old, StripeClient};
 use std::path::PathBuf;
@@ -169,7 +170,16 @@ enum Command {
         /// With --too-old: also those Stripe may have recorded (a lost answer or a 5xx).
         #[arg(long)]
         include_in_doubt: bool,
-        /// With --too-old: do it (without, only list what would be billed).
+        /// Outcomes recorded by a dry-run: send them in this mode (live or test),
+        /// with their identifiers (needs --yes).
+        #[arg(long = "dry-run")]
+        from_dry_run: bool,
+        /// Outcomes reported in Stripe's test mode: send them in live mode, with
+        /// their identifiers (needs --yes).
+        #[arg(long)]
+        from_test: bool,
+        /// With --too-old, --dry-run or --from-test: do it (without, only say
+        /// what would be done).
         #[arg(long)]
         yes: bool,
     },
@@ -224,7 +234,12 @@ async fn open_store(settings: &Settings) -> Result<Store> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
+    // The demo's manual clock runs ahead of Stripe's: it never sends.
+    let overrides: &[(&str, &str)] = match cli.command {
+        Command::Demo { .. } => &[("stripe.mode", "dry-run"), ("stripe.api_key", "")],
+        _ => &[],
+    };
+    let settings = match Settings::load_with(cli.config.as_deref(), overrides) {
         Ok(s) => s,
         Err(e) => return fail(&Redactor::default(), &e.into()),
     };
@@ -344,13 +359,17 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             out!(
                 "database: {}\nstripe: {}",
                 redact::url(&settings.database.url),
-                if settings.stripe.dry_run() {
-                    "dry-run (no API key)".to_string()
-                } else {
-                    format!(
-                        "{} (Stripe-Version {})",
-                        settings.stripe.api_base, settings.stripe.api_version
-                    )
+                match settings.stripe.key_problem(true) {
+                    _ if settings.stripe.dry_run() =>
+                        "mode dry-run: records what would be sent, sends nothing".to_string(),
+                    Some(problem) => format!("mode {}: {problem}", settings.stripe.mode()),
+                    None => format!(
+                        "mode {}, {} (Stripe-Version {}), at most {} calls/s",
+                        settings.stripe.mode(),
+                        settings.stripe.api_base,
+                        settings.stripe.api_version,
+                        settings.rate_per_second()
+                    ),
                 }
             );
             out!("\nDefault contract:\n{}", describe(&settings.contract));
@@ -435,11 +454,52 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             id,
             list,
             include_in_doubt,
+            from_dry_run,
+            from_test,
             yes,
         } => {
             let store = open_store(&settings).await?;
             let clock = settings.clock.build();
             let oldest = 1000 * limits::oldest_acceptable(clock.world_now());
+            if from_dry_run || from_test {
+                if quarantined || failed || too_old || (from_dry_run && from_test) {
+                    bail!("--dry-run and --from-test go alone (one at a time)");
+                }
+                let from = if from_test {
+                    StripeMode::Test
+                } else {
+                    StripeMode::DryRun
+                };
+                let mode = settings.stripe.mode();
+                if !mode.sends() || (from == StripeMode::Test && mode != StripeMode::Live) {
+                    bail!(
+                        "stripe.mode is \"{mode}\": outcomes recorded in {from} mode are sent from {}",
+                        if from == StripeMode::Test { "live mode" } else { "live or test mode" }
+                    );
+                }
+                let (n, old) = store
+                    .count_sent_in(from, tenant.as_deref(), id.as_deref(), oldest)
+                    .await?;
+                let old_note = format!(
+                    "{old} of them confirmed more than 35 days ago: Stripe refuses such timestamps, so the \
+                     reporter parks them as failed (too old), listed by `outcome-meter outcomes --failed` and \
+                     in statements; `replay --too-old` bills them at the current time"
+                );
+                if !yes {
+                    out!("{n} outcome(s) recorded in {from} mode would be sent in {mode} mode with their identifiers ({old_note}); run again with --yes to do it");
+                    return Ok(());
+                }
+                let queued = store
+                    .requeue_sent_in(
+                        from,
+                        tenant.as_deref(),
+                        id.as_deref(),
+                        to_millis(clock.now()),
+                    )
+                    .await?;
+                out!("{queued} outcome(s) recorded in {from} mode queued to be sent in {mode} mode ({old_note}); a running reporter sends them");
+                return Ok(());
+            }
             if too_old {
                 if quarantined || failed {
                     bail!("--too-old goes alone: it takes failed and pending outcomes past Stripe's limit");
@@ -531,7 +591,14 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                 .with_context(|| format!("no tenant `{tenant}` in the configuration"))?;
             let period = Period::parse(&from, &to)?;
             let store = open_store(&settings).await?;
-            let st = statement::build(&store, &tenant, &t.stripe_customer_id, period).await?;
+            let st = statement::build(
+                &store,
+                &tenant,
+                &t.stripe_customer_id,
+                settings.stripe.mode(),
+                period,
+            )
+            .await?;
             let text = match format {
                 Format::Csv => st.to_csv(),
                 Format::Json => serde_json::to_string_pretty(&st)? + "\n",
@@ -553,7 +620,10 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                 .tenant(&tenant)
                 .with_context(|| format!("no tenant `{tenant}` in the configuration"))?;
             if settings.stripe.dry_run() {
-                bail!("reconcile reads Stripe's meter summaries: set STRIPE_API_KEY (a restricted read key is enough)");
+                bail!("reconcile reads Stripe's meter summaries: stripe.mode is \"dry-run\", so nothing was sent to compare; set stripe.mode and STRIPE_API_KEY (a restricted read key is enough)");
+            }
+            if let Some(problem) = settings.stripe.key_problem(true) {
+                bail!("reconcile: {problem}");
             }
             let period = Period::parse(&from, &to)?;
             let store = open_store(&settings).await?;
@@ -564,7 +634,11 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                 &client,
                 &s.meter_ids,
                 &tenant,
-                &t.stripe_customer_id,
+                &StripeTarget {
+                    customer: &t.stripe_customer_id,
+                    account: t.stripe_account.as_deref(),
+                    mode: s.mode(),
+                },
                 period,
             )
             .await?;

@@ -116,6 +116,7 @@ mod tests {
                 "env-signing-secret"
             ]
         );
+        s.stripe.mode = Some(crate::settings::StripeMode::Test);
         assert!(s.validate().is_ok());
     }
 

@@ -4,6 +4,7 @@
 
 use crate::contract::{ContractOverrides, ContractTerms};
 use crate::providers::{self, ProviderSettings};
+pub use crate::stripe::mode::StripeMode;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -222,8 +223,9 @@ pub struct ReporterSettings {
     #[serde(with = "crate::duration_serde")]
     pub poll_interval: Duration,
     pub batch_size: u32,
-    /// Never more than this many Stripe calls per second.
-    pub rate_per_second: f64,
+    /// Never more than this many Stripe calls per second, per process. Unset: the
+    /// mode's default ([`StripeMode::default_rate_per_second`]).
+    pub rate_per_second: Option<f64>,
     /// Different (customer, meter) pairs reported at once.
     pub concurrency: usize,
     #[serde(with = "crate::duration_serde")]
@@ -240,7 +242,7 @@ impl Default for ReporterSettings {
             enabled: true,
             poll_interval: Duration::from_millis(500),
             batch_size: 100,
-            rate_per_second: 20.0,
+            rate_per_second: None,
             concurrency: 4,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(600),
@@ -252,7 +254,9 @@ impl Default for ReporterSettings {
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StripeSettings {
-    /// Secret key. Empty means dry-run: record what would be sent, send nothing.
+    /// `live`, `test` or `dry-run`; required (see [`StripeMode`]).
+    pub mode: Option<StripeMode>,
+    /// Secret or restricted key, of the mode's kind; none in dry-run.
     pub api_key: String,
     /// A file holding the secret key instead (Docker/Kubernetes secrets).
     pub api_key_file: Option<String>,
@@ -300,6 +304,7 @@ impl std::fmt::Display for MeterAggregation {
 impl Default for StripeSettings {
     fn default() -> Self {
         Self {
+            mode: None,
             api_key: String::new(),
             api_key_file: None,
             api_base: "https://api.stripe.com".into(),
@@ -311,9 +316,27 @@ impl Default for StripeSettings {
     }
 }
 
+const MODE_REQUIRED: &str = "stripe.mode is required: \"live\", \"test\" or \"dry-run\" \
+     (a dry-run records what would be sent and sends nothing; it is never chosen for you)";
+
 impl StripeSettings {
+    /// The configured mode. `stripe.mode` is required when settings are loaded
+    /// ([`Settings::validate`]); settings built in code without one send nothing.
+    pub fn mode(&self) -> StripeMode {
+        self.mode.unwrap_or(StripeMode::DryRun)
+    }
+
     pub fn dry_run(&self) -> bool {
-        self.api_key.trim().is_empty()
+        !self.mode().sends()
+    }
+
+    /// Why this configuration cannot call Stripe, if it can't: no key for a
+    /// mode that sends, a key of the other kind, or a key in dry-run.
+    pub fn key_problem(&self, needs_key: bool) -> Option<String> {
+        match self.mode {
+            None => Some(MODE_REQUIRED.into()),
+            Some(mode) => crate::stripe::mode::key_problem(mode, &self.api_key, needs_key),
+        }
     }
 
     /// The aggregation of the meter of `event_name` (`sum` unless configured).
@@ -328,10 +351,11 @@ impl StripeSettings {
 impl std::fmt::Debug for StripeSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StripeSettings")
+            .field("mode", &self.mode)
             .field(
                 "api_key",
-                &if self.dry_run() {
-                    "(none: dry-run)"
+                &if self.api_key.trim().is_empty() {
+                    "(none)"
                 } else {
                     "(redacted)"
                 },
@@ -352,6 +376,10 @@ pub struct TenantSettings {
     pub id: String,
     /// The Stripe customer billed for this tenant's outcomes.
     pub stripe_customer_id: String,
+    /// Stripe Connect: the connected account (`acct_…`) the customer and meters
+    /// live on, sent as the `Stripe-Account` header. None: the platform's own.
+    #[serde(default)]
+    pub stripe_account: Option<String>,
     /// Helpdesks this tenant sends from, by provider name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
@@ -367,6 +395,7 @@ impl TenantSettings {
         TenantSettings {
             id: id.into(),
             stripe_customer_id: stripe_customer_id.into(),
+            stripe_account: None,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {
@@ -402,6 +431,15 @@ impl From<config::ConfigError> for SettingsError {
 impl Settings {
     /// Load and validate, as `serve` and every command do.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_with(file, &[])
+    }
+
+    /// Load with `overrides` (key, value) above every source, then validate (the
+    /// demo: always a dry-run, whatever the environment says).
+    pub fn load_with(
+        file: Option<&Path>,
+        overrides: &[(&str, &str)],
+    ) -> Result<Settings, SettingsError> {
         let mut b = config::Config::builder();
         if Path::new("config/default.toml").exists() {
             b = b.add_source(config::File::with_name("config/default.toml").required(true));
@@ -419,6 +457,9 @@ impl Settings {
             if std::env::var("OUTCOME_METER__STRIPE__API_KEY").is_err() {
                 b = b.set_override("stripe.api_key", key)?;
             }
+        }
+        for (key, value) in overrides {
+            b = b.set_override(*key, *value)?;
         }
         let mut s: Settings = b.build()?.try_deserialize()?;
         let problems = crate::secret_sources::resolve(&mut s);
@@ -477,8 +518,10 @@ impl Settings {
         if self.worker.batch_size == 0 || self.reporter.batch_size == 0 {
             errs.push("worker.batch_size and reporter.batch_size must be positive".into());
         }
-        if self.reporter.rate_per_second.is_nan()
-            || self.reporter.rate_per_second <= 0.0
+        if self
+            .reporter
+            .rate_per_second
+            .is_some_and(|r| r.is_nan() || r <= 0.0)
             || self.reporter.concurrency == 0
         {
             errs.push("reporter.rate_per_second and reporter.concurrency must be positive".into());
@@ -489,6 +532,9 @@ impl Settings {
                 humantime::format_duration(self.stripe.timeout),
                 humantime::format_duration(self.worker.lease)
             ));
+        }
+        if let Some(problem) = self.stripe.key_problem(false) {
+            errs.push(problem);
         }
         if self.reporter.max_attempts == 0 {
             errs.push("reporter.max_attempts must be at least 1".into());
@@ -520,6 +566,19 @@ impl Settings {
             }
             if t.stripe_customer_id.trim().is_empty() {
                 errs.push(format!("tenant `{}` has no stripe_customer_id", t.id));
+            }
+            if let Some(account) = &t.stripe_account {
+                if !account.starts_with("acct_")
+                    || account.len() < 6
+                    || !account
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    errs.push(format!(
+                        "tenant `{}`: stripe_account `{account}` is not a connected account id (acct_…)",
+                        t.id
+                    ));
+                }
             }
             if t.providers.is_empty() {
                 errs.push(format!(
@@ -555,6 +614,14 @@ impl Settings {
         }
     }
 
+    /// Stripe calls per second for this process: `reporter.rate_per_second`,
+    /// or the default of the Stripe mode.
+    pub fn rate_per_second(&self) -> f64 {
+        self.reporter
+            .rate_per_second
+            .unwrap_or_else(|| self.stripe.mode().default_rate_per_second())
+    }
+
     pub fn tenant(&self, id: &str) -> Option<&TenantSettings> {
         self.tenants.iter().find(|t| t.id == id)
     }
@@ -573,6 +640,7 @@ mod tests {
         TenantSettings {
             id: "acme".into(),
             stripe_customer_id: "cus_1".into(),
+            stripe_account: None,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {
@@ -586,13 +654,45 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid() {
-        let s = Settings {
+    fn defaults_are_valid_once_a_mode_is_chosen() {
+        let mut s = Settings {
             tenants: vec![tenant()],
             ..Default::default()
         };
+        let Err(SettingsError::Invalid(errs)) = s.validate() else {
+            panic!("a missing stripe.mode must be refused");
+        };
+        assert!(
+            errs.iter().any(|e| e.contains("stripe.mode is required")),
+            "{errs:?}"
+        );
+        s.stripe.mode = Some(StripeMode::DryRun);
         assert!(s.validate().is_ok());
         assert!(s.stripe.dry_run());
+    }
+
+    #[test]
+    fn the_rate_defaults_to_the_modes() {
+        let mut s = Settings::default();
+        for (mode, rate) in [(StripeMode::Live, 800.0), (StripeMode::Test, 20.0)] {
+            s.stripe.mode = Some(mode);
+            assert_eq!(s.rate_per_second(), rate);
+        }
+        s.reporter.rate_per_second = Some(50.0);
+        assert_eq!(s.rate_per_second(), 50.0, "a configured rate wins");
+    }
+
+    #[test]
+    fn a_connected_account_must_look_like_one() {
+        let mut s = Settings {
+            tenants: vec![tenant()],
+            ..Default::default()
+        };
+        s.stripe.mode = Some(StripeMode::DryRun);
+        s.tenants[0].stripe_account = Some("acct_1Nv0FGQ9RKHgCVdK".into());
+        assert!(s.validate().is_ok());
+        s.tenants[0].stripe_account = Some("cus_123".into());
+        assert!(s.validate().is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn arg(name: &str, default: u64) -> u64 {
 pub fn settings(db_url: &str, tenants: usize) -> Settings {
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
+    s.stripe.mode = Some(outcome_meter::settings::StripeMode::DryRun);
     s.tenants = (0..tenants)
         .map(|i| TenantSettings::generic(&format!("t{i}"), &format!("cus_bench_{i}"), SECRET))
         .collect();

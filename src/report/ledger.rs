@@ -8,6 +8,7 @@
 
 use super::period::Period;
 use crate::store::{OutcomeRow, ReversalRow};
+use crate::stripe::mode::StripeMode;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +29,17 @@ pub struct MeterTotals {
     pub awaiting_value: i64,
     pub dry_run_count: i64,
     pub capped_count: i64,
+    /// Reported in another Stripe mode than this ledger's (test-mode events seen
+    /// from live mode): not billed here.
+    pub other_mode_count: i64,
+}
+
+/// Whether an outcome's event counts in `mode`'s account: reported there, or
+/// before modes were recorded (taken as this mode's).
+pub fn reported_in(o: &OutcomeRow, mode: StripeMode) -> bool {
+    o.reported_mode
+        .as_deref()
+        .is_none_or(|m| m == mode.as_str())
 }
 
 /// When a reversal takes effect at Stripe (Unix millis): a correcting event at its own
@@ -52,12 +64,13 @@ pub fn meter<'a>(out: &'a mut BTreeMap<String, MeterTotals>, name: &str) -> &'a 
     })
 }
 
-/// Totals per meter. `outcomes`: those confirmed in `period`; `reversals`: any (those
-/// taking effect outside `period` are skipped).
+/// Totals per meter, in the account of Stripe `mode`. `outcomes`: those confirmed
+/// in `period`; `reversals`: any (those taking effect outside `period` are skipped).
 pub fn totals(
     outcomes: &[OutcomeRow],
     reversals: &[ReversalRow],
     period: Period,
+    mode: StripeMode,
 ) -> BTreeMap<String, MeterTotals> {
     let mut out: BTreeMap<String, MeterTotals> = BTreeMap::new();
     let method_of: HashMap<&str, Option<&str>> = reversals
@@ -67,6 +80,7 @@ pub fn totals(
     for o in outcomes {
         let t = meter(&mut out, &o.event_name);
         match o.state.as_str() {
+            "reported" | "reversed" if !reported_in(o, mode) => t.other_mode_count += 1,
             "reported" => {
                 t.reported_count += 1;
                 t.reported_value += o.value;
@@ -89,7 +103,11 @@ pub fn totals(
     }
     for r in reversals {
         let at = reversal_effective_at(r);
-        if reversal_applied(r) && period.from <= at && at < period.to {
+        let here = r
+            .outcome_reported_mode
+            .as_deref()
+            .is_none_or(|m| m == mode.as_str());
+        if here && reversal_applied(r) && period.from <= at && at < period.to {
             let t = meter(&mut out, &r.event_name);
             t.reversed_count += 1;
             t.reversed_value += r.value;
@@ -146,7 +164,7 @@ mod tests {
     }
 
     fn net(outcomes: &[OutcomeRow], reversals: &[ReversalRow], p: Period) -> (i64, i64, i64) {
-        let t = totals(outcomes, reversals, p);
+        let t = totals(outcomes, reversals, p, StripeMode::Live);
         let t = t.get("resolved_ticket").cloned().unwrap_or_default();
         (t.reported_value, t.reversed_value, t.net_value)
     }
@@ -190,7 +208,7 @@ mod tests {
             reversal("b", "void", "done", DAY, None),
             reversal("c", "dry_run", "done", DAY, None),
         ];
-        let t = totals(&o, &r, JAN);
+        let t = totals(&o, &r, JAN, StripeMode::Live);
         let t = &t["resolved_ticket"];
         assert_eq!((t.reported_value, t.reversed_value, t.net_value), (2, 0, 2));
         assert_eq!(t.dry_run_count, 1, "a dry-run reversal was never at Stripe");
@@ -203,7 +221,7 @@ mod tests {
             outcome("b", "failed", DAY),
             outcome("c", "capped", DAY),
         ];
-        let t = totals(&o, &[], JAN);
+        let t = totals(&o, &[], JAN, StripeMode::Live);
         let t = &t["resolved_ticket"];
         assert_eq!((t.awaiting_count, t.awaiting_value), (2, 4));
         assert_eq!((t.capped_count, t.net_value), (1, 0));

@@ -77,13 +77,13 @@ pub fn render(page: &OutcomePage) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<36} {:<10} {:<10} {:<14} {:>4} {:<21} {:<20} {:>5} {:<9} stripe",
+        "{:<36} {:<10} {:<10} {:<14} {:>4} {:<21} {:<20} {:>5} {:<14} stripe",
         "outcome", "tenant", "helpdesk", "ticket", "seq", "confirmed", "meter", "value", "state"
     );
     for o in &page.outcomes {
         let _ = writeln!(
             s,
-            "{:<36} {:<10} {:<10} {:<14} {:>4} {:<21} {:<20} {:>5} {:<9} {}",
+            "{:<36} {:<10} {:<10} {:<14} {:>4} {:<21} {:<20} {:>5} {:<14} {}",
             o.id,
             o.tenant,
             o.provider,
@@ -92,12 +92,21 @@ pub fn render(page: &OutcomePage) -> String {
             fmt_ms(o.confirmed_at),
             o.event_name,
             o.value,
-            o.state,
+            state_column(o),
             stripe_column(o)
         );
     }
     s.push_str(&footer(page));
     s
+}
+
+/// The state, and for a reported outcome the Stripe mode it was reported in
+/// (`reported (test)` is not billed in live mode).
+fn state_column(o: &OutcomeRow) -> String {
+    match (o.state.as_str(), o.reported_mode.as_deref()) {
+        ("reported", Some(mode)) => format!("reported ({mode})"),
+        (state, _) => state.to_string(),
+    }
 }
 
 /// Stripe's error for an outcome not reported, else its request id.

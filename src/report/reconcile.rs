@@ -85,6 +85,15 @@ impl Reconciliation {
     }
 }
 
+/// Where a tenant's usage is at Stripe: its customer, on the platform or a
+/// connected account, in one mode.
+#[derive(Debug, Clone, Copy)]
+pub struct StripeTarget<'a> {
+    pub customer: &'a str,
+    pub account: Option<&'a str>,
+    pub mode: crate::stripe::mode::StripeMode,
+}
+
 /// Compare the local reported totals with Stripe's meter event summaries, for every
 /// meter with local outcomes in the period and every meter in `meter_ids`.
 pub async fn reconcile(
@@ -92,9 +101,10 @@ pub async fn reconcile(
     client: &StripeClient,
     meter_ids: &BTreeMap<String, String>,
     tenant: &str,
-    customer: &str,
+    at: &StripeTarget<'_>,
     period: Period,
 ) -> Result<Reconciliation, ReconcileError> {
+    let (customer, account, mode) = (at.customer, at.account, at.mode);
     let outcomes = store
         .list_outcomes(&OutcomeFilter {
             tenant: Some(tenant.to_string()),
@@ -105,7 +115,7 @@ pub async fn reconcile(
         .await?;
     let reversals = store.reversals(tenant).await?;
     // The same arithmetic as the statement's totals (see `ledger`).
-    let mut lines: BTreeMap<String, MeterLine> = totals(&outcomes, &reversals, period)
+    let mut lines: BTreeMap<String, MeterLine> = totals(&outcomes, &reversals, period, mode)
         .into_values()
         .map(|t| {
             (
@@ -142,7 +152,7 @@ pub async fn reconcile(
     for l in lines.values_mut() {
         l.meter_id = meter_ids.get(&l.event_name).cloned().unwrap_or_default();
         l.stripe = client
-            .meter_total(&l.meter_id, customer, start, end)
+            .meter_total(&l.meter_id, customer, start, end, account)
             .await?;
         l.drift = l.stripe - l.expected as f64;
     }

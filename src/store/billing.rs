@@ -1,6 +1,7 @@
 //! Caps, clawback reversals and the contract registry.
 
 use super::{col, Backend, Store, StoreError, Tx};
+use crate::stripe::mode::StripeMode;
 
 /// What clawback needs to know about a confirmed outcome.
 #[derive(Debug, Clone)]
@@ -37,9 +38,14 @@ pub struct ClaimedReversal {
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
+    /// The outcome's Stripe Connect account, if any.
+    pub stripe_account: Option<String>,
     pub method: Option<String>,
     pub attempts: u32,
     pub outcome_state: String,
+    /// Where the outcome's event was reported (`live`, `test`, `dry_run`; none
+    /// before modes were recorded).
+    pub outcome_reported_mode: Option<String>,
     /// When the outcome was first taken to be sent to Stripe (no later than Stripe
     /// received it; `reported_at` for rows older than that column).
     pub outcome_first_sent_at: Option<i64>,
@@ -57,6 +63,9 @@ pub struct ReversalAttempt<'a> {
     pub now: i64,
     pub method: &'a str,
     pub dry_run: bool,
+    /// The mode the request was made in (or would have been: dry-run).
+    pub mode: StripeMode,
+    pub idempotency_key: Option<&'a str>,
     pub request: &'a str,
     pub status_code: Option<u16>,
     pub request_id: Option<&'a str>,
@@ -197,7 +206,7 @@ impl Store {
             let id: String = col(&r, "outcome_id")?;
             let row = sqlx::query(
                 "SELECT r.outcome_id, r.event_name, r.value, r.stripe_customer_id, r.method, r.attempts, r.stripe_timestamp, \
-                 r.cancel_in_doubt, o.state AS outcome_state, COALESCE(o.first_sent_at, o.reported_at) AS first_sent_at, \
+                 r.cancel_in_doubt, o.stripe_account, o.reported_mode, o.state AS outcome_state, COALESCE(o.first_sent_at, o.reported_at) AS first_sent_at, \
                  o.lease_until AS outcome_lease \
                  FROM reversals r JOIN outcomes o ON o.id = r.outcome_id WHERE r.outcome_id = $1",
             )
@@ -209,9 +218,11 @@ impl Store {
                 event_name: col(&row, "event_name")?,
                 value: col(&row, "value")?,
                 stripe_customer_id: col(&row, "stripe_customer_id")?,
+                stripe_account: col(&row, "stripe_account")?,
                 method: col(&row, "method")?,
                 attempts: u32::try_from(col::<i64>(&row, "attempts")?).unwrap_or(u32::MAX),
                 outcome_state: col(&row, "outcome_state")?,
+                outcome_reported_mode: col(&row, "reported_mode")?,
                 outcome_first_sent_at: col(&row, "first_sent_at")?,
                 outcome_lease_until: col(&row, "outcome_lease")?,
                 stripe_timestamp: col(&row, "stripe_timestamp")?,
@@ -363,8 +374,8 @@ impl Store {
 /// One row of `stripe_attempts` for a reversal request (`result` = `reversal:<method>:<result>`).
 async fn log_reversal_attempt(tx: &mut Tx, a: &ReversalAttempt<'_>) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
+         mode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(a.outcome_id)
     .bind(a.now)
@@ -374,6 +385,8 @@ async fn log_reversal_attempt(tx: &mut Tx, a: &ReversalAttempt<'_>) -> Result<()
     .bind(a.request_id)
     .bind(format!("reversal:{}:{}", a.method, a.result))
     .bind(a.error)
+    .bind(if a.dry_run { StripeMode::DryRun } else { a.mode }.as_str())
+    .bind(a.idempotency_key)
     .execute(&mut *tx.tx)
     .await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! The outbox: confirmed outcomes waiting to be (or already) reported to Stripe.
 
 use super::{col, Store, StoreError, Tx};
+use crate::stripe::mode::StripeMode;
 
 #[derive(Debug, Clone)]
 pub struct NewOutcome {
@@ -14,6 +15,8 @@ pub struct NewOutcome {
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
+    /// Stripe Connect account (`Stripe-Account`), if the tenant bills on one.
+    pub stripe_account: Option<String>,
     pub contract_version: String,
     pub contract_hash: String,
     pub evidence: String,
@@ -50,19 +53,58 @@ pub struct ClaimedOutcome {
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
+    pub stripe_account: Option<String>,
     pub confirmed_at: i64,
+    /// Failed attempts in the current retry budget (a replay resets it).
     pub attempts: u32,
+    /// Stripe calls ever made for it: the next call's idempotency-key counter.
+    pub calls: u32,
     /// The claim's `lease_until`: the fencing token this reporter holds.
     pub lease_until: i64,
 }
+
+/// One call to Stripe (or, in dry-run, one that would have been made) for an
+/// outcome's meter event, and the outcome's new state.
+#[derive(Debug, Clone)]
+pub struct OutcomeAttempt<'a> {
+    pub outcome_id: &'a str,
+    pub now: i64,
+    /// The mode the call was made in (`dry_run`: not made).
+    pub mode: StripeMode,
+    pub request: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub status_code: Option<u16>,
+    pub request_id: Option<&'a str>,
+    /// Stripe's `livemode` in its answer, when it answered.
+    pub livemode: Option<bool>,
+    pub result: &'a str,
+    pub error: Option<&'a str>,
+    /// `reported`, `dry_run`, `failed` or `pending` (retry at `next_attempt_at`).
+    pub state: &'a str,
+    pub next_attempt_at: i64,
+}
+
+impl OutcomeAttempt<'_> {
+    /// The mode the event is reported in: Stripe's word when it gave one.
+    fn reported_mode(&self) -> StripeMode {
+        match self.livemode {
+            Some(live) if self.mode.sends() => StripeMode::from_livemode(live),
+            _ => self.mode,
+        }
+    }
+}
+
+/// Outcomes recorded in the mode bound to `$2`: `dry_run` ones, or reported there.
+const SENT_IN: &str =
+    "((state = 'dry_run' AND $2 = 'dry_run') OR (state = 'reported' AND reported_mode = $2))";
 
 impl Tx {
     /// Insert a confirmed outcome into the outbox (idempotent on its id).
     pub async fn insert_outcome(&mut self, o: &NewOutcome) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO outcomes (id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
-             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7, $14) ON CONFLICT (id) DO NOTHING",
+             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state, stripe_account) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7, $14, $15) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&o.id)
         .bind(&o.tenant)
@@ -78,6 +120,7 @@ impl Tx {
         .bind(&o.contract_hash)
         .bind(&o.evidence)
         .bind(o.state)
+        .bind(o.stripe_account.as_deref())
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -101,7 +144,7 @@ impl Store {
                AND (lease_until IS NULL OR lease_until <= $2) \
                AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \
                ORDER BY next_attempt_at, id LIMIT $3{}) \
-             RETURNING id, event_name, value, stripe_customer_id, confirmed_at, attempts, lease_until",
+             RETURNING id, event_name, value, stripe_customer_id, stripe_account, confirmed_at, attempts, calls, lease_until",
             self.backend.skip_locked()
         );
         let rows = sqlx::query(&sql)
@@ -117,8 +160,10 @@ impl Store {
                     event_name: col(r, "event_name")?,
                     value: col(r, "value")?,
                     stripe_customer_id: col(r, "stripe_customer_id")?,
+                    stripe_account: col(r, "stripe_account")?,
                     confirmed_at: col(r, "confirmed_at")?,
                     attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
+                    calls: u32::try_from(col::<i64>(r, "calls")?).unwrap_or(u32::MAX),
                     lease_until: col(r, "lease_until")?,
                 })
             })
@@ -192,54 +237,125 @@ impl Store {
     }
 
     /// Log one call (or dry-run) to Stripe and move the outcome to its new state,
-    /// in one transaction. `state` is `reported`, `dry_run`, `failed` or `pending`
-    /// (retry at `next_attempt_at`).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_attempt(
-        &self,
-        outcome_id: &str,
-        now: i64,
-        dry_run: bool,
-        request: &str,
-        status_code: Option<u16>,
-        request_id: Option<&str>,
-        result: &str,
-        error: Option<&str>,
-        state: &str,
-        next_attempt_at: i64,
-    ) -> Result<(), StoreError> {
+    /// in one transaction. A call that was made counts in `calls` (the next key).
+    pub async fn record_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
+             mode, livemode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(outcome_id)
-        .bind(now)
-        .bind(i64::from(dry_run))
-        .bind(request)
-        .bind(status_code.map(i64::from))
-        .bind(request_id)
-        .bind(result)
-        .bind(error)
+        .bind(a.outcome_id)
+        .bind(a.now)
+        .bind(i64::from(!a.mode.sends()))
+        .bind(a.request)
+        .bind(a.status_code.map(i64::from))
+        .bind(a.request_id)
+        .bind(a.result)
+        .bind(a.error)
+        .bind(a.mode.as_str())
+        .bind(a.livemode.map(i64::from))
+        .bind(a.idempotency_key)
         .execute(&mut *tx.tx)
         .await?;
-        let done = state != "pending";
+        let sent = a.state == "reported" || a.state == "dry_run";
         sqlx::query(
-            "UPDATE outcomes SET state = $1, attempts = attempts + 1, next_attempt_at = $2, lease_until = NULL, \
-             last_error = $3, stripe_request_id = COALESCE($4, stripe_request_id), \
-             reported_at = CASE WHEN $5 = 1 THEN $6 ELSE reported_at END \
-             WHERE id = $7 AND state = 'pending'",
+            "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
+             lease_until = NULL, last_error = $4, stripe_request_id = COALESCE($5, stripe_request_id), \
+             reported_at = CASE WHEN $6 = 1 THEN $7 ELSE reported_at END, \
+             reported_mode = CASE WHEN $6 = 1 THEN $8 ELSE reported_mode END \
+             WHERE id = $9 AND state = 'pending'",
         )
-        .bind(state)
-        .bind(next_attempt_at)
-        .bind(error)
-        .bind(request_id)
-        .bind(i64::from(done && state != "failed"))
-        .bind(now)
-        .bind(outcome_id)
+        .bind(a.state)
+        .bind(i64::from(a.mode.sends()))
+        .bind(a.next_attempt_at)
+        .bind(a.error)
+        .bind(a.request_id)
+        .bind(i64::from(sent))
+        .bind(a.now)
+        .bind(a.reported_mode().as_str())
+        .bind(a.outcome_id)
         .execute(&mut *tx.tx)
         .await?;
         tx.commit().await
+    }
+
+    /// Outcomes sent (or recorded as a dry-run) in another mode than `mode`, by
+    /// that mode: in live mode, those were never billed.
+    pub async fn sent_in_other_modes(
+        &self,
+        mode: StripeMode,
+    ) -> Result<Vec<(StripeMode, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT reported_mode, COUNT(*) AS n FROM outcomes WHERE state IN ('reported', 'dry_run') \
+             AND reported_mode IS NOT NULL AND reported_mode <> $1 GROUP BY reported_mode ORDER BY reported_mode",
+        )
+        .bind(mode.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let stored: String = col(&r, "reported_mode")?;
+            let mode = StripeMode::parse(&stored)
+                .ok_or_else(|| StoreError::corrupt(format!("unknown reported_mode `{stored}`")))?;
+            out.push((mode, col(&r, "n")?));
+        }
+        Ok(out)
+    }
+
+    /// Outcomes recorded in `from` (dry-run: state `dry_run`; test: `reported` in
+    /// test mode), of a tenant or one id: how many, and how many of those were
+    /// confirmed before `oldest` (ms), older than Stripe accepts.
+    pub async fn count_sent_in(
+        &self,
+        from: StripeMode,
+        tenant: Option<&str>,
+        id: Option<&str>,
+        oldest: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN confirmed_at < $1 THEN 1 ELSE 0 END), 0) AS old \
+             FROM outcomes WHERE {} AND ($3 = '' OR tenant = $3) AND ($4 = '' OR id = $4)",
+            SENT_IN
+        ))
+        .bind(oldest)
+        .bind(from.as_str())
+        .bind(tenant.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = col(&row, "n")?;
+        let old: i64 = col(&row, "old")?;
+        Ok((
+            u64::try_from(n).unwrap_or(0),
+            u64::try_from(old).unwrap_or(0),
+        ))
+    }
+
+    /// Queue the outcomes recorded in `from` to be sent in this mode, with their
+    /// identifiers, as if never sent: a fresh retry budget, and the cancellation
+    /// window counted from their first call in this mode.
+    pub async fn requeue_sent_in(
+        &self,
+        from: StripeMode,
+        tenant: Option<&str>,
+        id: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let note = format!("recorded in {from} mode, queued to be sent by an operator's replay");
+        let r = sqlx::query(&format!(
+            "UPDATE outcomes SET state = 'pending', attempts = 0, next_attempt_at = $1, lease_until = NULL, \
+             last_error = $5, stripe_request_id = NULL, reported_at = NULL, reported_mode = NULL, first_sent_at = NULL \
+             WHERE {} AND ($3 = '' OR tenant = $3) AND ($4 = '' OR id = $4)",
+            SENT_IN
+        ))
+        .bind(now)
+        .bind(from.as_str())
+        .bind(tenant.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .bind(note)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// Put failed outcomes back in the queue (an operator's `replay --failed`),

@@ -50,6 +50,9 @@ pub struct OutcomeRow {
     pub last_error: Option<String>,
     pub stripe_request_id: Option<String>,
     pub reported_at: Option<i64>,
+    /// `live`, `test` or `dry_run` once reported (or recorded); none before modes
+    /// were recorded.
+    pub reported_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,6 +99,8 @@ pub struct ReversalRow {
     pub done_at: Option<i64>,
     /// When the reversed outcome was confirmed (its meter event's timestamp).
     pub outcome_confirmed_at: i64,
+    /// Where the reversed outcome was reported (`OutcomeRow::reported_mode`).
+    pub outcome_reported_mode: Option<String>,
 }
 
 const DECISION_COLUMNS: &str =
@@ -168,6 +173,11 @@ pub struct AttemptRow {
     pub request_id: Option<String>,
     pub result: String,
     pub error: Option<String>,
+    /// `live`, `test` or `dry_run` (none before modes were recorded).
+    pub mode: Option<String>,
+    /// Stripe's `livemode` in its answer.
+    pub livemode: Option<bool>,
+    pub idempotency_key: Option<String>,
 }
 
 /// Sizes of every queue, for `/metrics`.
@@ -181,7 +191,7 @@ pub struct QueueCounts {
 }
 
 const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
-     stripe_customer_id, contract_version, contract_hash, evidence, state, attempts, last_error, stripe_request_id, reported_at";
+     stripe_customer_id, contract_version, contract_hash, evidence, state, attempts, last_error, stripe_request_id, reported_at, reported_mode";
 
 fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
     Ok(OutcomeRow {
@@ -203,6 +213,7 @@ fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
         last_error: col(r, "last_error")?,
         stripe_request_id: col(r, "stripe_request_id")?,
         reported_at: col(r, "reported_at")?,
+        reported_mode: col(r, "reported_mode")?,
     })
 }
 
@@ -334,7 +345,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.outcome_id, r.provider, r.ticket_id, r.event_name, r.value, r.reopen_event_key, r.reopened_at, \
              r.created_at, r.evidence, r.method, r.state, r.last_error, r.stripe_request_id, r.stripe_timestamp, \
-             r.done_at, o.confirmed_at AS outcome_confirmed_at \
+             r.done_at, o.confirmed_at AS outcome_confirmed_at, o.reported_mode AS outcome_reported_mode \
              FROM reversals r JOIN outcomes o ON o.id = r.outcome_id \
              WHERE r.tenant = $1 ORDER BY r.created_at, r.outcome_id",
         )
@@ -360,6 +371,7 @@ impl Store {
                     stripe_timestamp: col(r, "stripe_timestamp")?,
                     done_at: col(r, "done_at")?,
                     outcome_confirmed_at: col(r, "outcome_confirmed_at")?,
+                    outcome_reported_mode: col(r, "outcome_reported_mode")?,
                 })
             })
             .collect()
@@ -407,7 +419,8 @@ impl Store {
 
     pub async fn attempts(&self, outcome_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT attempted_at, dry_run, request, status_code, request_id, result, error FROM stripe_attempts \
+            "SELECT attempted_at, dry_run, request, status_code, request_id, result, error, mode, livemode, \
+             idempotency_key FROM stripe_attempts \
              WHERE outcome_id = $1 ORDER BY id",
         )
         .bind(outcome_id)
@@ -423,6 +436,9 @@ impl Store {
                     request_id: col(r, "request_id")?,
                     result: col(r, "result")?,
                     error: col(r, "error")?,
+                    mode: col(r, "mode")?,
+                    livemode: col::<Option<i64>>(r, "livemode")?.map(|v| v != 0),
+                    idempotency_key: col(r, "idempotency_key")?,
                 })
             })
             .collect()

@@ -84,6 +84,29 @@ pub struct Ack {
     pub request_id: Option<String>,
     /// Stripe replayed the stored response of an earlier request with the same key.
     pub replayed: bool,
+    /// `livemode` of the object Stripe returned: the mode the call was made in.
+    pub livemode: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Livemode {
+    livemode: Option<bool>,
+}
+
+/// `Retry-After` in either form HTTP allows (RFC 9110 §10.2.3): a number of
+/// seconds, or an HTTP date, measured from the response's own `Date` header (so
+/// neither clock's skew counts; without `Date`, a date is ignored).
+pub fn retry_after(value: &str, date: Option<&str>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let now = chrono::DateTime::parse_from_rfc2822(date?.trim()).ok()?;
+    (at - now).to_std().ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,15 +185,22 @@ impl StripeClient {
         })
     }
 
-    /// `POST /v1/billing/meter_events` with a stable `Idempotency-Key`.
+    /// `POST /v1/billing/meter_events` with this call's `Idempotency-Key`, on the
+    /// connected `account` when given.
     pub async fn create_meter_event(
         &self,
         ev: &MeterEvent,
         idempotency_key: &str,
+        account: Option<&str>,
     ) -> Result<Ack, StripeError> {
-        self.post_form("/v1/billing/meter_events", ev.encoded(), idempotency_key)
-            .await
-            .map(|(ack, _)| ack)
+        self.post_form(
+            "/v1/billing/meter_events",
+            ev.encoded(),
+            idempotency_key,
+            account,
+        )
+        .await
+        .map(|(ack, _)| ack)
     }
 
     /// `POST /v1/billing/meter_event_adjustments`: cancel one event by identifier
@@ -180,11 +210,13 @@ impl StripeClient {
         event_name: &str,
         identifier: &str,
         idempotency_key: &str,
+        account: Option<&str>,
     ) -> Result<Ack, StripeError> {
         self.post_form(
             "/v1/billing/meter_event_adjustments",
             cancel_form(event_name, identifier),
             idempotency_key,
+            account,
         )
         .await
         .map(|(ack, _)| ack)
@@ -198,6 +230,7 @@ impl StripeClient {
         customer: &str,
         start: i64,
         end: i64,
+        account: Option<&str>,
     ) -> Result<f64, StripeError> {
         let mut total = 0.0;
         let mut after: Option<String> = None;
@@ -216,9 +249,7 @@ impl StripeClient {
                 self.api_base, meter_id
             );
             let resp = self
-                .http
-                .get(url)
-                .query(&query)
+                .with_account(self.http.get(url).query(&query), account)
                 .bearer_auth(&self.api_key)
                 .header("Stripe-Version", &self.api_version)
                 .send()
@@ -235,15 +266,31 @@ impl StripeClient {
         }
     }
 
+    /// Stripe Connect: act on a connected account (`Stripe-Account`,
+    /// <https://docs.stripe.com/connect/authentication>).
+    fn with_account(
+        &self,
+        req: reqwest::RequestBuilder,
+        account: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        match account {
+            Some(a) => req.header("Stripe-Account", a),
+            None => req,
+        }
+    }
+
     async fn post_form(
         &self,
         path: &str,
         body: String,
         idempotency_key: &str,
+        account: Option<&str>,
     ) -> Result<(Ack, Vec<u8>), StripeError> {
         let resp = self
-            .http
-            .post(format!("{}{}", self.api_base, path))
+            .with_account(
+                self.http.post(format!("{}{}", self.api_base, path)),
+                account,
+            )
             .bearer_auth(&self.api_key)
             .header("Stripe-Version", &self.api_version)
             .header("Idempotency-Key", idempotency_key)
@@ -263,19 +310,22 @@ impl StripeClient {
         let should_retry =
             header(&resp, "stripe-should-retry").and_then(|v| v.parse::<bool>().ok());
         let retry_after = header(&resp, "retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| retry_after(&v, header(&resp, "date").as_deref()));
         // Read the whole body so the connection can be reused.
         let body = resp
             .bytes()
             .await
             .map_err(|e| StripeError::Network(e.to_string()))?;
         if (200..300).contains(&status) {
+            let livemode = serde_json::from_slice::<Livemode>(&body)
+                .ok()
+                .and_then(|l| l.livemode);
             return Ok((
                 Ack {
                     status,
                     request_id,
                     replayed,
+                    livemode,
                 },
                 body.to_vec(),
             ));
@@ -314,5 +364,29 @@ mod tests {
             ev.encoded(),
             "event_name=resolved_ticket&payload%5Bstripe_customer_id%5D=cus_1&payload%5Bvalue%5D=1&identifier=om_x&timestamp=1700000000"
         );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(retry_after("30", None), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(" 2 ", None), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after("0.5", None), Some(Duration::from_millis(500)));
+        let date = Some("Wed, 21 Oct 2026 07:28:00 GMT");
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2026 07:29:30 GMT", date),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2026 07:27:00 GMT", date),
+            None,
+            "a date in the past is no wait"
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2026 07:29:30 GMT", None),
+            None,
+            "a date needs the response's Date"
+        );
+        assert_eq!(retry_after("-1", None), None);
+        assert_eq!(retry_after("soon", None), None);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod limits;
+pub mod mode;
 pub mod reporter;
 pub mod retry;
 pub mod too_old;

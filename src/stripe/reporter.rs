@@ -3,12 +3,15 @@
 
 use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
 use super::limits::{ahead_reason, check_timestamp, too_old_reason, TimestampCheck};
+use super::mode::StripeMode;
 use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
 use crate::outcome::idempotency_key;
 use crate::settings::{MeterAggregation, ReporterSettings, Settings};
-use crate::store::{ClaimedOutcome, ClaimedReversal, ReversalAttempt, SetAside, Store, StoreError};
+use crate::store::{
+    ClaimedOutcome, ClaimedReversal, OutcomeAttempt, ReversalAttempt, SetAside, Store, StoreError,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +47,10 @@ impl RateLimiter {
 #[derive(Clone)]
 pub struct Reporter {
     store: Store,
-    /// `None`: dry-run (no API key): record what would be sent.
+    /// `None`: dry-run: record what would be sent.
     client: Option<StripeClient>,
+    /// The mode calls are made in (`stripe.mode`).
+    mode: StripeMode,
     clock: SharedClock,
     metrics: Arc<Metrics>,
     settings: ReporterSettings,
@@ -67,10 +72,15 @@ impl Reporter {
         metrics: Arc<Metrics>,
         settings: &Settings,
     ) -> Reporter {
-        let limiter = Arc::new(RateLimiter::new(settings.reporter.rate_per_second));
+        let limiter = Arc::new(RateLimiter::new(settings.rate_per_second()));
+        let mode = match &client {
+            Some(_) => settings.stripe.mode(),
+            None => StripeMode::DryRun,
+        };
         Reporter {
             store,
             client,
+            mode,
             clock,
             metrics,
             settings: settings.reporter.clone(),
@@ -90,6 +100,23 @@ impl Reporter {
 
     pub fn dry_run(&self) -> bool {
         self.client.is_none()
+    }
+
+    /// Say, at start, what this database holds that was sent in another mode and
+    /// is therefore not billed in this one, and how to send it.
+    pub async fn warn_other_modes(&self) -> Result<(), StoreError> {
+        if self.mode == StripeMode::DryRun {
+            return Ok(());
+        }
+        for (mode, n) in self.store.sent_in_other_modes(self.mode).await? {
+            let replay = match (mode, self.mode) {
+                (StripeMode::DryRun, _) => "outcome-meter replay --dry-run",
+                (StripeMode::Test, StripeMode::Live) => "outcome-meter replay --from-test",
+                _ => continue, // live outcomes seen from test mode are billed already
+            };
+            tracing::warn!(outcomes = n, recorded_in = %mode, mode = %self.mode, "outcomes recorded in another mode are not billed in this one; `{replay}` sends them");
+        }
+        Ok(())
     }
 
     /// Report everything due now. Returns how many outcomes were attempted.
@@ -205,9 +232,20 @@ impl Reporter {
             self.metrics.report(ReportResult::DryRun);
             return self
                 .store
-                .record_attempt(
-                    &o.id, now, true, &request, None, None, "dry_run", None, "dry_run", now,
-                )
+                .record_attempt(&OutcomeAttempt {
+                    outcome_id: &o.id,
+                    now,
+                    mode: StripeMode::DryRun,
+                    request: &request,
+                    idempotency_key: None,
+                    status_code: None,
+                    request_id: None,
+                    livemode: None,
+                    result: "dry_run",
+                    error: None,
+                    state: "dry_run",
+                    next_attempt_at: now,
+                })
                 .await;
         };
         let world_now = self.clock.world_now();
@@ -253,10 +291,11 @@ impl Reporter {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
             return Ok(());
         }
+        let key = idempotency_key(&o.id, "meter_event", o.calls);
         let result = self
             .timed(
                 "meter_event",
-                client.create_meter_event(&ev, &idempotency_key(&o.id, "meter_event")),
+                client.create_meter_event(&ev, &key, o.stripe_account.as_deref()),
             )
             .await;
         let now = to_millis(self.clock.now());
@@ -264,7 +303,25 @@ impl Reporter {
             Ok(ack) => (Some(ack.status), ack.request_id.clone()),
             Err(e) => (e.status(), e.request_id().map(str::to_string)),
         };
+        let livemode = result.as_ref().ok().and_then(|ack| ack.livemode);
+        if livemode.is_some_and(|live| StripeMode::from_livemode(live) != self.mode) {
+            tracing::error!(outcome = %o.id, mode = %self.mode, ?livemode, "Stripe answered in the other mode than stripe.mode; recorded as Stripe says");
+        }
         let error_text = result.as_ref().err().map(|e| e.to_string());
+        let attempt = OutcomeAttempt {
+            outcome_id: &o.id,
+            now,
+            mode: self.mode,
+            request: &request,
+            idempotency_key: Some(&key),
+            status_code: status,
+            request_id: request_id.as_deref(),
+            livemode,
+            result: "",
+            error: None,
+            state: "",
+            next_attempt_at: now,
+        };
         match classify(&result) {
             Disposition::Delivered => {
                 let how = match &result {
@@ -275,18 +332,11 @@ impl Reporter {
                 tracing::info!(outcome = %o.id, how, request_id = ?request_id, "reported to Stripe");
                 self.metrics.report(ReportResult::Reported);
                 self.store
-                    .record_attempt(
-                        &o.id,
-                        now,
-                        false,
-                        &request,
-                        status,
-                        request_id.as_deref(),
-                        how,
-                        None,
-                        "reported",
-                        now,
-                    )
+                    .record_attempt(&OutcomeAttempt {
+                        result: how,
+                        state: "reported",
+                        ..attempt
+                    })
                     .await
             }
             Disposition::Retry { after } if o.attempts + 1 < self.settings.max_attempts => {
@@ -301,18 +351,13 @@ impl Reporter {
                 tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, "Stripe call failed; will retry");
                 self.metrics.report(ReportResult::Retried);
                 self.store
-                    .record_attempt(
-                        &o.id,
-                        now,
-                        false,
-                        &request,
-                        status,
-                        request_id.as_deref(),
-                        "retry",
-                        error_text.as_deref(),
-                        "pending",
-                        next,
-                    )
+                    .record_attempt(&OutcomeAttempt {
+                        result: "retry",
+                        error: error_text.as_deref(),
+                        state: "pending",
+                        next_attempt_at: next,
+                        ..attempt
+                    })
                     .await
             }
             disposition @ (Disposition::Retry { .. } | Disposition::Permanent) => {
@@ -330,18 +375,12 @@ impl Reporter {
                 }
                 self.metrics.report(ReportResult::Failed);
                 self.store
-                    .record_attempt(
-                        &o.id,
-                        now,
-                        false,
-                        &request,
-                        status,
-                        request_id.as_deref(),
-                        "failed",
-                        why.as_deref(),
-                        "failed",
-                        now,
-                    )
+                    .record_attempt(&OutcomeAttempt {
+                        result: "failed",
+                        error: why.as_deref(),
+                        state: "failed",
+                        ..attempt
+                    })
                     .await
             }
         }
@@ -367,6 +406,9 @@ pub enum Method {
     /// Cannot be reversed at Stripe (too late to cancel, and the meter does not sum):
     /// parked as failed with the explanation, for a credit by hand.
     Manual,
+    /// Reported in live mode, and this process is not: wait for one that is
+    /// (never stored; nothing is sent).
+    WaitForLive,
 }
 
 impl Method {
@@ -378,6 +420,7 @@ impl Method {
             Method::DryRun => "dry_run",
             Method::Nothing => "none",
             Method::Manual => "manual",
+            Method::WaitForLive => "wait_for_live",
         }
     }
 
@@ -398,10 +441,17 @@ impl Method {
 /// void; sent less than 23 hours ago (counted from when it was first taken to be
 /// sent, which is no later than Stripe received it), cancel; older, a correction if
 /// the meter sums its events, else nothing Stripe can do ([`Method::Manual`]).
+///
+/// An outcome reported in another mode than this process's: reported in test
+/// mode, nothing was billed in live mode (nothing to reverse there; a dry-run
+/// records what it would send); reported in live mode, only a live-mode process
+/// may reverse it ([`Method::WaitForLive`]). `reported_in` is `None` for rows
+/// older than the modes: taken as reported in this process's mode.
 pub fn choose_method(
     stored: Option<&str>,
     outcome_state: &str,
-    dry_run: bool,
+    reported_in: Option<StripeMode>,
+    mode: StripeMode,
     first_sent_at: Option<i64>,
     now: i64,
     aggregation: MeterAggregation,
@@ -409,10 +459,15 @@ pub fn choose_method(
     if let Some(m) = stored {
         return Method::parse(m);
     }
+    let reported_in = reported_in.unwrap_or(mode);
     match outcome_state {
         "pending" | "failed" => Method::Void,
         "dry_run" => Method::DryRun,
-        "reported" if dry_run => Method::DryRun,
+        "reported" if reported_in == StripeMode::Live && mode != StripeMode::Live => {
+            Method::WaitForLive
+        }
+        "reported" if mode == StripeMode::DryRun => Method::DryRun,
+        "reported" if reported_in != mode => Method::Nothing,
         "reported" => {
             let age = now - first_sent_at.unwrap_or(now);
             if age < CANCEL_WINDOW_MS {
@@ -488,7 +543,10 @@ impl Reporter {
         let method = choose_method(
             r.method.as_deref(),
             &r.outcome_state,
-            self.client.is_none(),
+            r.outcome_reported_mode
+                .as_deref()
+                .and_then(StripeMode::parse),
+            self.mode,
             r.outcome_first_sent_at,
             now,
             aggregation,
@@ -498,6 +556,8 @@ impl Reporter {
             now,
             method: method.as_str(),
             dry_run,
+            mode: self.mode,
+            idempotency_key: None,
             request,
             status_code: None,
             request_id: None,
@@ -509,6 +569,11 @@ impl Reporter {
             in_doubt: false,
         };
         match method {
+            Method::WaitForLive => {
+                tracing::warn!(outcome = %r.outcome_id, mode = %self.mode, "clawback: the outcome was reported in live mode; only a live-mode process reverses it");
+                let next = now + 5 * 60_000;
+                self.store.postpone_reversal(&r.outcome_id, next).await
+            }
             Method::Nothing => {
                 let a = done("", "nothing_to_reverse", false);
                 self.store.record_reversal_attempt(&a).await
@@ -562,14 +627,33 @@ impl Reporter {
         };
         let method = Method::parse(&stored);
         let stripe_timestamp = stored_ts.unwrap_or(self.stripe_seconds(now));
+        let key = idempotency_key(
+            &r.outcome_id,
+            if method == Method::Cancel {
+                "cancel"
+            } else {
+                "reversal"
+            },
+            r.attempts,
+        );
         let (request, result): (String, Result<Ack, StripeError>) = match method {
             Method::Cancel => {
                 self.limiter.acquire().await;
-                let key = idempotency_key(&r.outcome_id, "cancel");
+                // A fresh key per call (see `idempotency_key`). A cancel has no
+                // identifier of its own for Stripe to dedupe, but it names the one
+                // event it cancels: a second cancel of the same event cannot take
+                // away anything more. What could subtract twice is a correction
+                // after a cancel that may have been applied: `cancel_in_doubt`
+                // keeps that from happening (see `after_cancel_too_old`).
                 let res = self
                     .timed(
                         "cancel",
-                        client.cancel_meter_event(&r.event_name, &r.outcome_id, &key),
+                        client.cancel_meter_event(
+                            &r.event_name,
+                            &r.outcome_id,
+                            &key,
+                            r.stripe_account.as_deref(),
+                        ),
                     )
                     .await;
                 (cancel_form(&r.event_name, &r.outcome_id), res)
@@ -584,9 +668,12 @@ impl Reporter {
                     timestamp: stripe_timestamp,
                 };
                 self.limiter.acquire().await;
-                let key = idempotency_key(&r.outcome_id, "reversal");
+                // Stripe dedupes the correction on its identifier across keys.
                 let res = self
-                    .timed("correction", client.create_meter_event(&ev, &key))
+                    .timed(
+                        "correction",
+                        client.create_meter_event(&ev, &key, r.stripe_account.as_deref()),
+                    )
                     .await;
                 (ev.encoded(), res)
             }
@@ -606,6 +693,8 @@ impl Reporter {
             now,
             method: method.as_str(),
             dry_run: false,
+            mode: self.mode,
+            idempotency_key: Some(&key),
             request: &request,
             status_code,
             request_id: request_id.as_deref(),
@@ -672,37 +761,46 @@ mod tests {
 
     const H: i64 = 3_600_000;
     const SUM: MeterAggregation = MeterAggregation::Sum;
+    const LIVE: StripeMode = StripeMode::Live;
 
     #[test]
     fn method_follows_the_outcome_and_the_age_since_first_sent() {
         let now = 100 * H;
         assert_eq!(
-            choose_method(None, "pending", false, None, now, SUM),
+            choose_method(None, "pending", None, LIVE, None, now, SUM),
             Method::Void
         );
         assert_eq!(
-            choose_method(None, "failed", false, Some(now - 50 * H), now, SUM),
+            choose_method(None, "failed", None, LIVE, Some(now - 50 * H), now, SUM),
             Method::Void
         );
         assert_eq!(
-            choose_method(None, "dry_run", false, None, now, SUM),
+            choose_method(None, "dry_run", None, LIVE, None, now, SUM),
             Method::DryRun
         );
         assert_eq!(
-            choose_method(None, "reported", true, Some(now), now, SUM),
+            choose_method(
+                None,
+                "reported",
+                None,
+                StripeMode::DryRun,
+                Some(now),
+                now,
+                SUM
+            ),
             Method::DryRun
         );
         assert_eq!(
-            choose_method(None, "reported", false, Some(now - 22 * H), now, SUM),
+            choose_method(None, "reported", None, LIVE, Some(now - 22 * H), now, SUM),
             Method::Cancel
         );
         assert_eq!(
-            choose_method(None, "reported", false, Some(now - 23 * H), now, SUM),
+            choose_method(None, "reported", None, LIVE, Some(now - 23 * H), now, SUM),
             Method::Correction,
             "one hour of margin before Stripe's 24 hours"
         );
         assert_eq!(
-            choose_method(None, "voided", false, None, now, SUM),
+            choose_method(None, "voided", None, LIVE, None, now, SUM),
             Method::Nothing
         );
     }
@@ -720,7 +818,8 @@ mod tests {
                 choose_method(
                     Some(m.as_str()),
                     "reported",
-                    false,
+                    None,
+                    LIVE,
                     Some(now - 30 * H),
                     now,
                     SUM
@@ -728,7 +827,15 @@ mod tests {
                 m
             );
             assert_eq!(
-                choose_method(Some(m.as_str()), "reported", false, Some(now), now, SUM),
+                choose_method(
+                    Some(m.as_str()),
+                    "reported",
+                    None,
+                    LIVE,
+                    Some(now),
+                    now,
+                    SUM
+                ),
                 m
             );
         }
@@ -752,23 +859,56 @@ mod tests {
         let old = Some(now - 30 * H);
         for agg in [MeterAggregation::Count, MeterAggregation::Last] {
             assert_eq!(
-                choose_method(None, "reported", false, old, now, agg),
+                choose_method(None, "reported", None, LIVE, old, now, agg),
                 Method::Manual
             );
             assert_eq!(
-                choose_method(None, "reported", false, Some(now - H), now, agg),
+                choose_method(None, "reported", None, LIVE, Some(now - H), now, agg),
                 Method::Cancel,
                 "any meter can cancel within the window"
             );
         }
         assert_eq!(
-            choose_method(None, "reported", false, old, now, SUM),
+            choose_method(None, "reported", None, LIVE, old, now, SUM),
             Method::Correction
         );
         let why = manual_reason("escalation", MeterAggregation::Last);
         assert!(
             why.contains("`escalation`") && why.contains("credit"),
             "{why}"
+        );
+    }
+
+    #[test]
+    fn an_outcome_reported_in_another_mode_is_reversed_only_where_it_was_billed() {
+        let now = 100 * H;
+        let sent = Some(now - H);
+        let test = Some(StripeMode::Test);
+        let live = Some(StripeMode::Live);
+        assert_eq!(
+            choose_method(None, "reported", test, LIVE, sent, now, SUM),
+            Method::Nothing,
+            "test mode billed nothing in live mode"
+        );
+        for mode in [StripeMode::Test, StripeMode::DryRun] {
+            assert_eq!(
+                choose_method(None, "reported", live, mode, sent, now, SUM),
+                Method::WaitForLive,
+                "a live event is never marked reversed by a {mode} process"
+            );
+        }
+        assert_eq!(
+            choose_method(None, "reported", test, StripeMode::Test, sent, now, SUM),
+            Method::Cancel
+        );
+        assert_eq!(
+            choose_method(None, "reported", test, StripeMode::DryRun, sent, now, SUM),
+            Method::DryRun
+        );
+        assert_eq!(
+            choose_method(None, "reported", None, LIVE, sent, now, SUM),
+            Method::Cancel,
+            "rows from before the modes count as this process's"
         );
     }
 }

@@ -78,7 +78,8 @@ pub fn classify(result: &Result<Ack, StripeError>) -> Disposition {
         } => {
             let retry = match should_retry {
                 Some(explicit) => *explicit,
-                None => matches!(status, 409 | 429) || *status >= 500,
+                // 424: a dependency outside Stripe failed; the request can succeed later.
+                None => matches!(status, 409 | 424 | 429) || *status >= 500,
             };
             if retry {
                 Disposition::Retry {
@@ -104,7 +105,9 @@ pub fn backoff(
         .saturating_mul(2u32.saturating_pow(attempt.min(30)))
         .min(max);
     let jittered = step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-    jittered.max(retry_after.unwrap_or_default())
+    // Never sooner than Stripe asks, but a hostile or broken `Retry-After` of a day
+    // does not stall the queue beyond `reporter.backoff_max`.
+    jittered.max(retry_after.unwrap_or_default().min(max))
 }
 
 #[cfg(test)]
@@ -132,13 +135,14 @@ mod tests {
             status: 200,
             request_id: None,
             replayed: false,
+            livemode: Some(false),
         });
         assert_eq!(classify(&ok), Disposition::Delivered);
         assert_eq!(
             classify(&Err(StripeError::Network("reset".into()))),
             Disposition::Retry { after: None }
         );
-        for s in [409, 429, 500, 502, 503] {
+        for s in [409, 424, 429, 500, 502, 503] {
             assert_eq!(
                 classify(&api(s, None, "x")),
                 Disposition::Retry { after: None },
@@ -210,6 +214,11 @@ mod tests {
         assert_eq!(
             backoff(0, base, max, Some(Duration::from_secs(30)), 0.5),
             Duration::from_secs(30)
+        );
+        assert_eq!(
+            backoff(0, base, max, Some(Duration::from_secs(86_400)), 0.5),
+            max,
+            "Retry-After is honoured up to backoff_max"
         );
     }
 }

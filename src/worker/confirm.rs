@@ -85,6 +85,7 @@ impl Worker {
                             event_name: meter.event_name.clone(),
                             value: meter.value,
                             stripe_customer_id: tenant.settings.stripe_customer_id.clone(),
+                            stripe_account: tenant.settings.stripe_account.clone(),
                             contract_version: contract.0.to_string(),
                             contract_hash: contract.1.to_string(),
                             evidence: evidence(r, &events, contract),

@@ -4,7 +4,9 @@ use crate::support::*;
 use outcome_meter::contract::{Caps, ContractTerms};
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::report::period::Period;
-use outcome_meter::report::{reconcile::reconcile, statement};
+use outcome_meter::report::reconcile::{reconcile, StripeTarget};
+use outcome_meter::report::statement;
+use outcome_meter::settings::StripeMode;
 use outcome_meter::stripe::MeterEvent;
 use std::time::Duration;
 use testkit::fake_stripe::{FakeStripe, Fault};
@@ -81,9 +83,15 @@ async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
     app.report().await;
     assert_eq!(stripe.events().len(), 3);
 
-    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
-        .await
-        .expect("statement");
+    let st = statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.settings.stripe.mode(),
+        january(),
+    )
+    .await
+    .expect("statement");
     assert_eq!(st.totals[0].capped_count, 1);
     assert_eq!(st.totals[0].net_value, 3);
     app.stop().await;
@@ -114,9 +122,15 @@ async fn a_capped_outcome_is_listed_once_under_not_billed(backend: Backend) {
         .into_iter()
         .find(|o| o.state == "capped")
         .expect("one outcome over the daily cap");
-    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
-        .await
-        .expect("statement");
+    let st = statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.settings.stripe.mode(),
+        january(),
+    )
+    .await
+    .expect("statement");
 
     let json = serde_json::to_value(&st).expect("json");
     let lines_of = |list: &str| -> Vec<serde_json::Value> {
@@ -193,9 +207,15 @@ async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backe
         .expect("explain");
     assert!(e.render().contains("Clawback of"), "{}", e.render());
 
-    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
-        .await
-        .expect("statement");
+    let st = statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.settings.stripe.mode(),
+        january(),
+    )
+    .await
+    .expect("statement");
     assert_eq!(
         (
             st.totals[0].reported_value,
@@ -470,9 +490,15 @@ async fn statement_totals_match_what_stripe_received(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe, ContractTerms::default()).await;
     mixed_month(&app).await;
-    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
-        .await
-        .expect("statement");
+    let st = statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.settings.stripe.mode(),
+        january(),
+    )
+    .await
+    .expect("statement");
     let at_stripe: i64 = stripe
         .events()
         .iter()
@@ -535,9 +561,15 @@ async fn statement_csv_neutralizes_formulas_and_json_keeps_values(backend: Backe
     app.advance_hours(73);
     app.settle().await;
     app.report().await;
-    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
-        .await
-        .expect("statement");
+    let st = statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.settings.stripe.mode(),
+        january(),
+    )
+    .await
+    .expect("statement");
 
     let csv = st.to_csv();
     assert!(
@@ -590,9 +622,15 @@ async fn statement_page_in_chromium_shows_the_database_numbers(backend: Backend)
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe, ContractTerms::default()).await;
     mixed_month(&app).await;
-    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
-        .await
-        .expect("statement");
+    let st = statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.settings.stripe.mode(),
+        january(),
+    )
+    .await
+    .expect("statement");
     let dir = tempfile::tempdir().expect("tmp");
     let page = dir.path().join("statement.html");
     std::fs::write(&page, st.to_html()).expect("write page");
@@ -686,9 +724,15 @@ async fn statement_page_fits_a_laptop_window_and_reads_as_words(backend: Backend
     send("k-o".into(), "K-CLAWBACK", "reopened", at(91, 0), None).await;
     app.settle().await;
     app.report().await;
-    let st = statement::build(&app.services.store, TENANT, CUSTOMER, january())
-        .await
-        .expect("statement");
+    let st = statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.settings.stripe.mode(),
+        january(),
+    )
+    .await
+    .expect("statement");
     assert_eq!(st.reversals.len(), 1, "one reversal to show");
 
     let dir = tempfile::tempdir().expect("tmp");
@@ -764,7 +808,11 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
         &client,
         &meters,
         TENANT,
-        CUSTOMER,
+        &StripeTarget {
+            customer: CUSTOMER,
+            account: None,
+            mode: app.settings.stripe.mode(),
+        },
         january(),
     )
     .await
@@ -781,7 +829,7 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
         timestamp: t0().timestamp() + 3600,
     };
     client
-        .create_meter_event(&ev, "manual")
+        .create_meter_event(&ev, "manual", None)
         .await
         .expect("accepted");
     let r = reconcile(
@@ -789,7 +837,11 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
         &client,
         &meters,
         TENANT,
-        CUSTOMER,
+        &StripeTarget {
+            customer: CUSTOMER,
+            account: None,
+            mode: app.settings.stripe.mode(),
+        },
         january(),
     )
     .await
@@ -803,7 +855,11 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
         &client,
         &Default::default(),
         TENANT,
-        CUSTOMER,
+        &StripeTarget {
+            customer: CUSTOMER,
+            account: None,
+            mode: app.settings.stripe.mode(),
+        },
         january(),
     )
     .await;
@@ -835,10 +891,10 @@ async fn a_correction_counts_in_the_month_stripe_received_it(backend: Backend) {
 
     let february = Period::parse("2026-02-01", "2026-02-28").expect("period");
     let store = &app.services.store;
-    let jan = statement::build(store, TENANT, CUSTOMER, january())
+    let jan = statement::build(store, TENANT, CUSTOMER, StripeMode::Test, january())
         .await
         .expect("statement");
-    let feb = statement::build(store, TENANT, CUSTOMER, february)
+    let feb = statement::build(store, TENANT, CUSTOMER, StripeMode::Test, february)
         .await
         .expect("statement");
     let sums = |st: &statement::Statement| {
@@ -857,9 +913,20 @@ async fn a_correction_counts_in_the_month_stripe_received_it(backend: Backend) {
     let client = stripe_client(&stripe);
     let meters = [("resolved_ticket".to_string(), "mtr_resolved".to_string())].into();
     for (period, st) in [(january(), &jan), (february, &feb)] {
-        let r = reconcile(store, &client, &meters, TENANT, CUSTOMER, period)
-            .await
-            .expect("reconcile");
+        let r = reconcile(
+            store,
+            &client,
+            &meters,
+            TENANT,
+            &StripeTarget {
+                customer: CUSTOMER,
+                account: None,
+                mode: StripeMode::Test,
+            },
+            period,
+        )
+        .await
+        .expect("reconcile");
         assert!(!r.has_drift(), "{}", r.render());
         assert_eq!(r.meters[0].expected, st.totals[0].net_value);
     }
@@ -951,13 +1018,18 @@ async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: B
         ("escalation".to_string(), "mtr_escalation".to_string()),
     ]
     .into();
+    let target = StripeTarget {
+        customer: CUSTOMER,
+        account: None,
+        mode: app.settings.stripe.mode(),
+    };
     let run = || {
         reconcile(
             &app.services.store,
             &client,
             &meters,
             TENANT,
-            CUSTOMER,
+            &target,
             january(),
         )
     };
@@ -991,7 +1063,7 @@ async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: B
         timestamp: t0().timestamp() + 3600,
     };
     client
-        .create_meter_event(&ev, "someone-else")
+        .create_meter_event(&ev, "someone-else", None)
         .await
         .expect("accepted");
     let r = run().await.expect("reconcile");
@@ -1173,7 +1245,7 @@ async fn check_diff_command_prints_what_a_contract_change_would_do() {
     diff_tickets(&app).await;
     let dir = tempfile::tempdir().expect("tmp");
     let tenant = format!(
-        "[[tenants]]\nid = \"{TENANT}\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
+        "[stripe]\nmode = \"dry-run\"\n[[tenants]]\nid = \"{TENANT}\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
          [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n"
     );
     let write = |name: &str, text: String| {

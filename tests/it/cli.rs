@@ -22,6 +22,8 @@ fn cli(app: &TestApp, args: &[&str]) -> Output {
         .current_dir(dir.path())
         .env_remove("OUTCOME_METER_CONFIG")
         .env("OUTCOME_METER__DATABASE__URL", &app.settings.database.url)
+        .env("OUTCOME_METER__STRIPE__MODE", "dry-run")
+        .env_remove("STRIPE_API_KEY")
         .env("RUST_LOG", "error")
         .output()
         .expect("run outcome-meter")

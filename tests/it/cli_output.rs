@@ -66,6 +66,7 @@ confirm_grace = "1s"
 [reporter]
 poll_interval = "20ms"
 [stripe]
+mode = "test"
 api_key = "{STRIPE_KEY}"
 api_base = "{base}"
 timeout = "5s"

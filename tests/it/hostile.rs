@@ -28,7 +28,7 @@ async fn serve_with(dir: &Path, server: &str, database: &str) -> ServeProcess {
     std::fs::write(
         &config,
         format!(
-            "[server]\n{server}\n[database]\n{database}\nurl = \"sqlite://{}\"\n[worker]\npoll_interval = \"50ms\"\n\
+            "[server]\n{server}\n[database]\n{database}\nurl = \"sqlite://{}\"\n[worker]\npoll_interval = \"50ms\"\n[stripe]\nmode = \"dry-run\"\n\
              [[tenants]]\nid = \"acme\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
              [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
             dir.join("om.db").display()

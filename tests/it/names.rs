@@ -206,7 +206,7 @@ fn write_config(
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = \"{url}\"\n[contract]\n{contract}\n\
+            "[database]\nurl = \"{url}\"\n[stripe]\nmode = \"dry-run\"\n[contract]\n{contract}\n\
              [[tenants]]\nid = \"{TENANT}\"\nstripe_customer_id = \"{CUSTOMER}\"\n\
              [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n{provider_extra}\n\
              [tenants.providers.zendesk]\nsecrets = [\"{ZENDESK_SECRET}\"]\n",
@@ -337,7 +337,7 @@ async fn check_without_a_database_leaves_names_unchecked() {
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = \"sqlite://{}\"\n[[tenants]]\nid = \"{TENANT}\"\n\
+            "[database]\nurl = \"sqlite://{}\"\n[stripe]\nmode = \"dry-run\"\n[[tenants]]\nid = \"{TENANT}\"\n\
              stripe_customer_id = \"{CUSTOMER}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
             db.display()
         ),

@@ -57,7 +57,7 @@ async fn ai_resolution_never_reopened_is_billed_exactly_once(backend: Backend) {
     assert_eq!(e.timestamp, o.confirmed_at / 1000);
     assert_eq!(
         e.idempotency_key.as_deref(),
-        Some(format!("{}:meter_event", o.id).as_str())
+        Some(format!("{}:meter_event:0", o.id).as_str())
     );
     assert_eq!(e.stripe_version.as_deref(), Some("2025-03-31.basil"));
 

@@ -13,7 +13,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = \"sqlite://{}\"\n[worker]\npoll_interval = \"20ms\"\n[[tenants]]\nid = \"acme\"\nstripe_customer_id = \"{CUSTOMER}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
+            "[database]\nurl = \"sqlite://{}\"\n[worker]\npoll_interval = \"20ms\"\n[stripe]\nmode = \"dry-run\"\n[[tenants]]\nid = \"acme\"\nstripe_customer_id = \"{CUSTOMER}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
             db.display()
         ),
     )
@@ -120,7 +120,7 @@ async fn the_health_command_reports_readiness() {
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = \"sqlite://{}\"\n[[tenants]]\nid = \"acme\"\nstripe_customer_id = \"{CUSTOMER}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
+            "[database]\nurl = \"sqlite://{}\"\n[stripe]\nmode = \"dry-run\"\n[[tenants]]\nid = \"acme\"\nstripe_customer_id = \"{CUSTOMER}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
             dir.path().join("om.db").display()
         ),
     )

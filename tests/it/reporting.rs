@@ -4,6 +4,7 @@
 use crate::support::*;
 use outcome_meter::clock::Clock;
 use outcome_meter::outcome::{idempotency_key, outcome_id};
+use outcome_meter::settings::StripeMode;
 use outcome_meter::stripe::MeterEvent;
 use std::time::Duration;
 use testkit::fake_stripe::{FakeStripe, Fault};
@@ -132,10 +133,14 @@ async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(
     assert_eq!(
         stripe.events().len(),
         1,
-        "the retry was an idempotent replay"
+        "the retry met Stripe's duplicate-identifier check"
     );
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
-    assert_eq!(attempts.last().map(|a| a.result.as_str()), Some("replayed"));
+    assert_eq!(
+        attempts.last().map(|a| a.result.as_str()),
+        Some("already_exists"),
+        "a call without an answer is recorded, so the retry has a new key"
+    );
     app.stop().await;
 }
 
@@ -161,7 +166,7 @@ async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(
         timestamp: o.confirmed_at / 1000,
     };
     client
-        .create_meter_event(&ev, &idempotency_key(&o.id, "meter_event"))
+        .create_meter_event(&ev, &idempotency_key(&o.id, "meter_event", o.calls), None)
         .await
         .expect("accepted");
 
@@ -192,7 +197,7 @@ async fn identifier_already_at_stripe_under_another_key_counts_as_delivered(back
         timestamp: t0().timestamp(),
     };
     client
-        .create_meter_event(&ev, "some-other-key")
+        .create_meter_event(&ev, "some-other-key", None)
         .await
         .expect("accepted");
     app.report().await;
@@ -366,7 +371,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
         from: now.timestamp_millis() - 86_400_000,
         to: now.timestamp_millis() + 86_400_000,
     };
-    let st = statement::build(store, TENANT, CUSTOMER, period)
+    let st = statement::build(store, TENANT, CUSTOMER, StripeMode::Test, period)
         .await
         .expect("statement");
     let line = st

@@ -62,6 +62,7 @@ poll_interval = "50ms"
 batch_size = 40
 rate_per_second = 1000.0
 [stripe]
+mode = "test"
 api_key = "{key}"
 api_base = "{base}"
 timeout = "1s"

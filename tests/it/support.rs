@@ -6,7 +6,7 @@ use outcome_meter::app::{start, Roles, Running, Services};
 use outcome_meter::clock::{ManualClock, OffsetClock};
 use outcome_meter::contract::{ContractOverrides, ContractTerms};
 use outcome_meter::providers::{generic, ProviderSettings};
-use outcome_meter::settings::{Settings, TenantSettings};
+use outcome_meter::settings::{Settings, StripeMode, TenantSettings};
 use outcome_meter::store::{OutcomeFilter, OutcomeRow};
 use std::sync::Arc;
 use testkit::fake_stripe::FakeStripe;
@@ -83,6 +83,10 @@ pub enum Backend {
 pub struct Options {
     pub backend: Backend,
     pub stripe: Option<String>,
+    /// With `stripe`: live mode (the fake's live key) instead of test mode.
+    pub live: bool,
+    /// The tenant bills on this Stripe Connect account.
+    pub stripe_account: Option<String>,
     pub contract: ContractTerms,
     pub max_body_bytes: usize,
     /// The service's clock runs this far ahead of the test's (and the outside
@@ -101,6 +105,8 @@ impl Default for Options {
         Options {
             backend: Backend::Sqlite,
             stripe: None,
+            live: false,
+            stripe_account: None,
             contract: ContractTerms::default(),
             max_body_bytes: 64 * 1024,
             clock_offset: Duration::zero(),
@@ -333,13 +339,19 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     s.server.max_body_bytes = opts.max_body_bytes;
     s.database.request_timeout = opts.request_timeout;
     s.contract = opts.contract.clone();
-    s.reporter.rate_per_second = 10_000.0;
+    s.reporter.rate_per_second = Some(10_000.0);
     s.reporter.max_attempts = 5;
     s.stripe.timeout = std::time::Duration::from_millis(800);
     s.server.metrics_refresh = std::time::Duration::from_millis(50);
+    s.stripe.mode = Some(StripeMode::DryRun);
     if let Some(base) = &opts.stripe {
+        s.stripe.mode = Some(StripeMode::Test);
         s.stripe.api_base = base.clone();
         s.stripe.api_key = FakeStripe::API_KEY.into();
+        if opts.live {
+            s.stripe.mode = Some(StripeMode::Live);
+            s.stripe.api_key = FakeStripe::API_KEY_LIVE.into();
+        }
     }
     let provider = |secret: &str, ai: &[&str]| ProviderSettings {
         secrets: vec![secret.into()],
@@ -349,6 +361,7 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     s.tenants = vec![TenantSettings {
         id: TENANT.into(),
         stripe_customer_id: CUSTOMER.into(),
+        stripe_account: opts.stripe_account.clone(),
         providers: [
             ("generic".to_string(), provider(GENERIC_SECRET, &[])),
             (

@@ -24,6 +24,16 @@
 //! - Cancellation (meter event adjustment): "You can only cancel events within 24 hours of
 //!   Stripe receiving them." https://docs.stripe.com/api/billing/meter-event-adjustment/create
 //!
+//! - Idempotency: "saves the resulting status code and body of the first request made for any
+//!   given idempotency key, regardless of whether it succeeds or fails. Subsequent requests with
+//!   the same key return the same result, including 500 errors"; "Results are only saved if an
+//!   API endpoint started executing"; keys can be removed after at least 24 hours.
+//!   https://docs.stripe.com/api/idempotent_requests (`Fault::Saved5xx`).
+//! - Test and live mode are separate (objects, identifiers, idempotency keys), and so is each
+//!   connected account (`Stripe-Account`). The fake keeps one scope per (mode, account): the
+//!   key's prefix picks the mode; `livemode` in answers says which.
+//!   https://docs.stripe.com/keys , https://docs.stripe.com/connect/authentication
+//!
 //! Assumed: a cancel of an event received more than 24 hours ago (by the fake's clock, see
 //! `set_clock`) is a 400 `invalid_request_error` at once; Stripe documents neither its code nor
 //! its text (one client library names it `out_of_window`), so both are guesses. Only 200s are saved for replay (`Fault::Status*` never are); a replay has a new
@@ -59,6 +69,10 @@ pub struct RecordedEvent {
     pub stripe_version: Option<String>,
     /// When the fake received it (Unix seconds, by the fake's clock).
     pub created: i64,
+    /// Made with the live key.
+    pub livemode: bool,
+    /// The `Stripe-Account` header (Connect), if any.
+    pub account: Option<String>,
 }
 
 /// Injected failures. Each `POST /v1/billing/meter_events` takes one, first in first out.
@@ -77,6 +91,9 @@ pub enum Fault {
     AcceptThenDrop,
     /// Handle normally (record, save the idempotent 200), then answer this error status.
     AcceptThenStatus(u16),
+    /// Execution began and failed with this 5xx, nothing recorded: Stripe saves the error
+    /// under the idempotency key and replays it to any retry with the same key (24 hours).
+    Saved5xx(u16),
 }
 
 #[derive(Clone, Debug)]
@@ -164,6 +181,21 @@ enum Outcome {
 struct Saved {
     params: Vec<(String, String)>,
     resp: Resp,
+    /// When it was saved (fake clock): Stripe keeps keys at least 24 hours.
+    at: i64,
+}
+
+/// Test and live mode, and each connected account, keep their own objects.
+fn scope(req: &Request) -> String {
+    let live = req
+        .header("authorization")
+        .is_some_and(|v| v.contains(FakeStripe::API_KEY_LIVE));
+    let mode = if live { "live" } else { "test" };
+    format!("{mode}/{}", req.header("stripe-account").unwrap_or(""))
+}
+
+fn is_live(req: &Request) -> bool {
+    scope(req).starts_with("live/")
 }
 
 /// Where the fake's time comes from (Unix seconds).
@@ -180,12 +212,12 @@ struct State {
     /// How long after receiving an event it can be cancelled (default 24 hours).
     cancel_window: Option<i64>,
     requests: usize,
-    /// Cancelled (event_name, identifier) pairs.
-    adjustments: Vec<(String, String)>,
+    /// Cancelled (event_name, identifier) pairs, with their scope, in order received.
+    adjustments: Vec<(String, String, String)>,
     meters: HashMap<String, String>,
     idempotency: HashMap<String, Saved>,
-    /// Identifiers of `events`, for Stripe's duplicate check in O(1).
-    identifiers: HashSet<String>,
+    /// (scope, identifier) of `events`, for Stripe's duplicate check in O(1).
+    identifiers: HashSet<(String, String)>,
     check_timestamps: bool,
     /// Chaos: each meter-event request with no queued fault gets one of these
     /// with this probability.
@@ -224,6 +256,8 @@ pub struct FakeStripe {
 
 impl FakeStripe {
     pub const API_KEY: &'static str = "sk_test_fake_outcome_meter";
+    /// The same account's live-mode key: its objects are separate from test mode's.
+    pub const API_KEY_LIVE: &'static str = "sk_live_fake_outcome_meter";
 
     /// Binds 127.0.0.1:0 and serves from a background task.
     pub async fn start() -> FakeStripe {
@@ -307,7 +341,7 @@ impl FakeStripe {
         lock(&self.state)
             .adjustments
             .iter()
-            .map(|(_, id)| id.clone())
+            .map(|(_, _, id)| id.clone())
             .collect()
     }
 
@@ -583,7 +617,7 @@ fn authenticate(req: &Request) -> Result<(), ApiError> {
         return Err(api(401, IRE, None, msg.into()));
     };
     let key = value.strip_prefix("Bearer ").unwrap_or(value).trim();
-    if key == FakeStripe::API_KEY {
+    if key == FakeStripe::API_KEY || key == FakeStripe::API_KEY_LIVE {
         return Ok(());
     }
     let chars: Vec<char> = key.chars().collect();
@@ -604,11 +638,21 @@ fn authenticate(req: &Request) -> Result<(), ApiError> {
 type Handler = fn(&mut State, &Form, &Request) -> Result<Value, ApiError>;
 
 /// Authentication, form parsing and the idempotency layer shared by the POST endpoints.
-fn post(s: &mut State, req: &Request, rid: &str, handler: Handler) -> Resp {
+fn post(
+    s: &mut State,
+    req: &Request,
+    rid: &str,
+    handler: impl Fn(&mut State, &Form, &Request) -> Result<Value, ApiError>,
+) -> Resp {
     idempotent(s, req, rid, handler).unwrap_or_else(|e| e.into_resp(rid))
 }
 
-fn idempotent(s: &mut State, req: &Request, rid: &str, handler: Handler) -> Result<Resp, ApiError> {
+fn idempotent(
+    s: &mut State,
+    req: &Request,
+    rid: &str,
+    handler: impl Fn(&mut State, &Form, &Request) -> Result<Value, ApiError>,
+) -> Result<Resp, ApiError> {
     authenticate(req)?;
     let ctype = req.header("content-type").unwrap_or_default();
     const FORM: &str = "application/x-www-form-urlencoded";
@@ -619,11 +663,22 @@ fn idempotent(s: &mut State, req: &Request, rid: &str, handler: Handler) -> Resu
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body)
         .map_err(|e| api(400, IRE, None, format!("Invalid request body: {e}")))?;
     let key = req.header("idempotency-key");
+    // Keys are kept per mode and account, and for 24 hours.
+    let scoped = key.map(|k| format!("{}|{k}", scope(req)));
+    let now = s.now();
+    if let Some(k) = &scoped {
+        if s.idempotency
+            .get(k)
+            .is_some_and(|saved| now - saved.at > 24 * 3600)
+        {
+            s.idempotency.remove(k);
+        }
+    }
     // Stripe compares parameters, not their order; the endpoint counts too.
     let mut params = form.clone();
     params.push((" path".into(), req.path.clone()));
     params.sort();
-    if let Some((key, saved)) = key.and_then(|k| Some((k, s.idempotency.get(k)?))) {
+    if let Some((key, saved)) = key.zip(scoped.as_ref().and_then(|k| s.idempotency.get(k))) {
         if saved.params != params {
             let msg = format!(
                 "Keys for idempotent requests can only be used with the same parameters they were \
@@ -640,12 +695,21 @@ fn idempotent(s: &mut State, req: &Request, rid: &str, handler: Handler) -> Resu
         Ok(v) => Resp::ok(&v),
         Err(e) => e.into_resp(rid),
     };
-    if let Some(key) = key {
+    if let (Some(key), Some(scoped)) = (key, scoped) {
         resp.headers.push(("Idempotency-Key", key.into()));
         resp.headers.push(("Original-Request", rid.into()));
-        if resp.status == 200 {
+        // Execution began: the result is saved, a 5xx as much as a 200. A refusal on
+        // validation (4xx) is not.
+        if resp.status == 200 || resp.status >= 500 {
             let resp = resp.clone();
-            s.idempotency.insert(key.into(), Saved { params, resp });
+            s.idempotency.insert(
+                scoped,
+                Saved {
+                    params,
+                    resp,
+                    at: now,
+                },
+            );
         }
     }
     Ok(resp)
@@ -675,12 +739,13 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
                    future.";
         return Err(bad("timestamp", None, msg.into()));
     }
-    if s.identifiers.contains(&identifier) {
+    let scoped = (scope(req), identifier.clone());
+    if s.identifiers.contains(&scoped) {
         s.duplicate_refusals += 1;
         let msg = format!("An event already exists with identifier {identifier}.");
         return Err(api(400, IRE, None, msg).header("Stripe-Should-Retry", "false".into()));
     }
-    s.identifiers.insert(identifier.clone());
+    s.identifiers.insert(scoped);
     s.events.push(RecordedEvent {
         event_name: event_name.into(),
         customer: customer.into(),
@@ -690,6 +755,8 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         idempotency_key: req.header("idempotency-key").map(str::to_string),
         stripe_version: req.header("stripe-version").map(str::to_string),
         created,
+        livemode: is_live(req),
+        account: req.header("stripe-account").map(str::to_string),
     });
     let payload: Map<String, Value> = form
         .iter()
@@ -701,13 +768,13 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         "created": created,
         "event_name": event_name,
         "identifier": identifier,
-        "livemode": false,
+        "livemode": is_live(req),
         "payload": payload,
         "timestamp": timestamp,
     }))
 }
 
-fn create_adjustment(s: &mut State, form: &Form, _req: &Request) -> Result<Value, ApiError> {
+fn create_adjustment(s: &mut State, form: &Form, req: &Request) -> Result<Value, ApiError> {
     let allowed = ["event_name", "type", "cancel[identifier]"];
     check_params(form, &allowed, &["expand["])?;
     let event_name = required(form, "event_name")?;
@@ -720,10 +787,13 @@ fn create_adjustment(s: &mut State, form: &Form, _req: &Request) -> Result<Value
     // Stripe applies adjustments asynchronously, so an unknown identifier is accepted here.
     let window = s.cancel_window.unwrap_or(24 * 3600);
     let now = s.now();
+    let here = scope(req);
     let received = s
         .events
         .iter()
-        .find(|e| e.identifier == identifier && e.event_name == event_name)
+        .find(|e| {
+            e.identifier == identifier && e.event_name == event_name && event_scope(e) == here
+        })
         .map(|e| e.created);
     if received.is_some_and(|at| now - at > window) {
         let msg = format!(
@@ -732,15 +802,24 @@ fn create_adjustment(s: &mut State, form: &Form, _req: &Request) -> Result<Value
         );
         return Err(bad("cancel[identifier]", Some("out_of_window"), msg));
     }
-    s.adjustments.push((event_name.into(), identifier.into()));
+    // Assumed (undocumented): a second cancel of the same event is accepted and changes
+    // nothing; an event is cancelled at most once.
+    s.adjustments
+        .push((here, event_name.into(), identifier.into()));
     Ok(json!({
         "object": "billing.meter_event_adjustment",
-        "livemode": false,
+        "livemode": is_live(req),
         "status": "pending",
         "event_name": event_name,
         "type": "cancel",
         "cancel": { "identifier": identifier },
     }))
+}
+
+/// The scope an event was recorded in (see [`scope`]).
+fn event_scope(e: &RecordedEvent) -> String {
+    let mode = if e.livemode { "live" } else { "test" };
+    format!("{mode}/{}", e.account.as_deref().unwrap_or(""))
 }
 
 fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError> {
@@ -781,13 +860,15 @@ fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError
         let msg = "value_grouping_window is not supported by this fake.".into();
         return Err(bad("value_grouping_window", None, msg));
     }
+    let here = scope(req);
     let cancelled = |e: &RecordedEvent| {
         s.adjustments
-            .contains(&(e.event_name.clone(), e.identifier.clone()))
+            .contains(&(here.clone(), e.event_name.clone(), e.identifier.clone()))
     };
     let total: f64 = s
         .events
         .iter()
+        .filter(|e| event_scope(e) == here)
         .filter(|e| e.event_name == *event_name && e.customer == customer && !cancelled(e))
         .filter(|e| start <= e.timestamp && e.timestamp < end)
         .filter_map(|e| e.value.trim().parse::<f64>().ok())
@@ -803,7 +884,7 @@ fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError
             "object": "billing.meter_event_summary",
             "aggregated_value": aggregated,
             "end_time": end,
-            "livemode": false,
+            "livemode": is_live(req),
             "meter": meter_id,
             "start_time": start,
         }],
@@ -890,6 +971,10 @@ async fn with_fault(
     };
     if let Some(e) = early {
         return Outcome::Respond(e.into_resp(rid));
+    }
+    if let Some(Fault::Saved5xx(code)) = fault {
+        let failed = move |_: &mut State, _: &Form, _: &Request| Err(fault_error(code));
+        return Outcome::Respond(post(&mut lock(state), req, rid, failed));
     }
     let resp = post(&mut lock(state), req, rid, handler);
     match fault {

@@ -132,9 +132,9 @@ impl Statement {
                 Text(""),
                 Text(""),
                 Text(&format!(
-                    "reported {} (value {}), reversed {} (value {}), awaiting {}, dry-run {}, capped {}",
+                    "reported {} (value {}), reversed {} (value {}), awaiting {}, dry-run {}, capped {}, reported in another Stripe mode (not billed in {}) {}",
                     t.reported_count, t.reported_value, t.reversed_count, t.reversed_value, t.awaiting_count,
-                    t.dry_run_count, t.capped_count
+                    t.dry_run_count, t.capped_count, self.mode, t.other_mode_count
                 )),
                 Text(""),
                 Text(""),

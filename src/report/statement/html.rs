@@ -119,7 +119,7 @@ impl Statement {
             r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Outcome statement {tenant}, {period}</title>
 <style>{STYLE}</style></head><body>
 <h1>Outcome statement: {tenant}</h1>
-<p>Stripe customer <code>{customer}</code> · {period}. Outcomes are counted when they were confirmed, resolutions when they were resolved; all times are UTC. Billable outcomes include those still awaiting report or recorded in dry run; the net value is what Stripe has received for the period. Reversals (clawback) count where Stripe applies them: a cancelled event with its outcome, a correcting event at its own time, which can be the next period.</p>
+<p>Stripe customer <code>{customer}</code> · {period} · Stripe mode <b id="stripe-mode">{mode}</b>. Outcomes are counted when they were confirmed, resolutions when they were resolved; all times are UTC. Billable outcomes include those still awaiting report or recorded in dry run; the net value is what Stripe has received for the period in this mode (an event sent in another Stripe mode is counted under "other mode", not billed here). Reversals (clawback) count where Stripe applies them: a cancelled event with its outcome, a correcting event at its own time, which can be the next period.</p>
 <div class="cards">
 <div class="card">Billable outcomes<b id="billed-count">{billed}</b></div>
 <div class="card">Net value sent to Stripe<b id="net-value">{net}</b></div>
@@ -127,6 +127,7 @@ impl Statement {
 </div>"#,
             tenant = e(&self.tenant),
             customer = e(&self.stripe_customer_id),
+            mode = e(&self.mode.replace('_', "-")),
             period = e(&period),
             billed = self.billed_count,
         );
@@ -147,11 +148,11 @@ impl Statement {
         }
         h += "<h2>Outcomes per day</h2>";
         h += &self.chart();
-        h += "<h2>Totals per meter</h2><table id=\"totals\"><tr><th>meter</th><th class=\"num\">reported</th><th class=\"num\">reported value</th><th class=\"num\">reversed</th><th class=\"num\">reversed value</th><th class=\"num\">net value sent</th><th class=\"num\">awaiting report</th><th class=\"num\">dry run</th><th class=\"num\">capped</th></tr>";
+        h += "<h2>Totals per meter</h2><table id=\"totals\"><tr><th>meter</th><th class=\"num\">reported</th><th class=\"num\">reported value</th><th class=\"num\">reversed</th><th class=\"num\">reversed value</th><th class=\"num\">net value sent</th><th class=\"num\">awaiting report</th><th class=\"num\">dry run</th><th class=\"num\">capped</th><th class=\"num\">other mode</th></tr>";
         for t in &self.totals {
             let _ = write!(
                 h,
-                "<tr data-meter=\"{m}\"><td>{m}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num net\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                "<tr data-meter=\"{m}\"><td>{m}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num net\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 t.reported_count,
                 t.reported_value,
                 t.reversed_count,
@@ -160,6 +161,7 @@ impl Statement {
                 t.awaiting_count,
                 t.dry_run_count,
                 t.capped_count,
+                t.other_mode_count,
                 m = e(&t.event_name)
             );
         }

@@ -7,6 +7,7 @@ pub use super::ledger::MeterTotals;
 use super::ledger::{reversal_applied, reversal_effective_at, totals};
 use super::period::Period;
 use crate::store::{DecisionRow, OutcomeFilter, Store, StoreError};
+use crate::stripe::mode::StripeMode;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -129,6 +130,9 @@ pub struct ReversalLine {
 pub struct Statement {
     pub tenant: String,
     pub stripe_customer_id: String,
+    /// The Stripe mode it is the statement of (`live`, `test`, `dry_run`): only
+    /// what was reported in that mode counts as sent.
+    pub mode: String,
     pub from: String,
     pub to: String,
     /// Outcomes confirmed in the period and sent, to be sent or taken back (every
@@ -152,6 +156,7 @@ pub async fn build(
     store: &Store,
     tenant: &str,
     customer: &str,
+    mode: StripeMode,
     period: Period,
 ) -> Result<Statement, StoreError> {
     let outcomes = store
@@ -163,7 +168,7 @@ pub async fn build(
         })
         .await?;
     let reversal_rows = store.reversals(tenant).await?;
-    let totals = totals(&outcomes, &reversal_rows, period);
+    let totals = totals(&outcomes, &reversal_rows, period, mode);
     let mut per_day: BTreeMap<String, i64> = BTreeMap::new();
     let mut billed = Vec::with_capacity(outcomes.len());
     let mut billed_count = 0;
@@ -324,6 +329,7 @@ pub async fn build(
     Ok(Statement {
         tenant: tenant.to_string(),
         stripe_customer_id: customer.to_string(),
+        mode: mode.as_str().to_string(),
         from: fmt_ms(period.from),
         to: fmt_ms(period.to),
         billed,

@@ -55,6 +55,7 @@ backoff_base = "10ms"
 backoff_max = "200ms"
 max_attempts = 1000
 [stripe]
+mode = "test"
 api_key = "{key}"
 api_base = "{stripe}"
 timeout = "300ms"
