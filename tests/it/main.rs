@@ -16,6 +16,7 @@ mod providers;
 mod reporting;
 mod reversals;
 mod scaleout;
+mod schema;
 mod storage;
 mod stripe_modes;
 mod support;
