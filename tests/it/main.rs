@@ -6,6 +6,7 @@ mod chaos;
 mod chromium;
 mod cli;
 mod cli_output;
+mod config_keys;
 mod contract_terms;
 mod hostile;
 mod ingest;
