@@ -291,6 +291,20 @@ pub async fn start(
             crate::server::serve(admin, app, admin_limits, metrics, token).await;
         }));
     }
+    let (refusals, summary_token) = (state.refusals.clone(), token.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::ingest::refusals::SUMMARY_EVERY);
+        every.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                _ = every.tick() => refusals.log_summary(),
+                _ = summary_token.cancelled() => {
+                    refusals.log_summary();
+                    return;
+                }
+            }
+        }
+    }));
     let (metrics, http_token) = (services.metrics.clone(), token.clone());
     tasks.push(tokio::spawn(async move {
         let app = router(state);

@@ -2,6 +2,7 @@
 //! listener; `GET /healthz`, `GET /readyz`, `GET /metrics` on the admin one.
 
 mod errors;
+pub mod refusals;
 mod routes;
 mod writer;
 

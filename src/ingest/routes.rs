@@ -39,6 +39,8 @@ pub struct IngestState {
     pub body_budget: Arc<Semaphore>,
     /// The longest a request waits for storage before it is answered 503.
     pub request_timeout: Duration,
+    /// Refused requests, summarised in the log once a minute.
+    pub refusals: Arc<super::refusals::Refusals>,
 }
 
 impl IngestState {
@@ -64,6 +66,7 @@ impl IngestState {
             in_flight: Arc::new(Semaphore::new(server.max_in_flight)),
             body_budget: Arc::new(Semaphore::new(server.body_memory_budget())),
             request_timeout: settings.database.request_timeout,
+            refusals: Arc::default(),
         }
     }
 }
@@ -198,7 +201,7 @@ async fn webhook(
                 WebhookResult::Rejected(r.code())
             };
             s.metrics.webhook(result, started.elapsed());
-            tracing::info!(provider = ?provider_name, tenant = ?tenant_id, code = r.code(), "webhook refused");
+            s.refusals.record(r.code(), &provider_name, &tenant_id);
             r.into_response()
         }
     }
