@@ -30,6 +30,9 @@ pub enum AppError {
         addr: String,
         source: std::io::Error,
     },
+    /// A role of `serve` panicked or stopped while the process was not shutting down.
+    #[error("role failed: {0}")]
+    RoleFailed(String),
     /// `stripe.mode` and the key do not go together (see `stripe::mode`).
     #[error("{0}")]
     StripeMode(String),
@@ -116,28 +119,59 @@ pub struct Roles {
     pub reporter: bool,
 }
 
-/// A running `serve`.
+/// A running `serve`: its roles and listeners, supervised as one set.
 pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's address, when one was given.
     pub admin_addr: Option<SocketAddr>,
+    /// Cancelled on shutdown, and when a role fails (then `/readyz` answers 503).
     pub shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl Running {
-    /// Stop accepting, finish in-flight work, and wait for every role to end.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
+    /// Supervise one more task with the others (its end before shutdown, or its
+    /// panic, stops them all).
+    pub fn supervise(&mut self, name: &'static str, task: JoinHandle<()>) {
+        self.tasks.push((name, task));
     }
 
-    /// Wait until the token is cancelled elsewhere (signal) and every role ended.
-    pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
+    /// Stop accepting, finish in-flight work, and wait for every role to end.
+    pub async fn stop(self) -> Result<(), AppError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Wait until every role ended: after a shutdown (a signal), or because one
+    /// failed. A role that panics, or ends while the process is not shutting
+    /// down, fails the set: the others are stopped (they finish their pass),
+    /// readiness turns false, and the error names the role.
+    pub async fn wait(self) -> Result<(), AppError> {
+        let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        for (name, task) in self.tasks {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send((name, task.await));
+            });
+        }
+        drop(tx);
+        let mut failed: Option<String> = None;
+        while let Some((name, result)) = ended.recv().await {
+            let why = match result {
+                Err(e) if e.is_panic() => Some("panicked"),
+                Err(_) => None, // aborted: only on shutdown
+                Ok(()) if !self.shutdown.is_cancelled() => Some("stopped on its own"),
+                Ok(()) => None,
+            };
+            if let Some(why) = why {
+                tracing::error!(role = name, why, "a role failed: stopping the others");
+                self.shutdown.cancel();
+                failed.get_or_insert_with(|| format!("{name} {why}"));
+            }
+        }
+        match failed {
+            Some(role) => Err(AppError::RoleFailed(role)),
+            None => Ok(()),
         }
     }
 }
@@ -275,7 +309,7 @@ pub async fn start(
     } else {
         (None, None)
     };
-    let state = IngestState::new(
+    let mut state = IngestState::new(
         services.store.clone(),
         services.tenants.clone(),
         services.clock.clone(),
@@ -283,38 +317,48 @@ pub async fn start(
         writer,
         s,
     );
+    state.stopping = token.clone();
     let (limits, admin_limits) = listener_limits(&s.server);
     if let Some(admin) = admin {
         let app = admin_router(state.clone());
         let (metrics, token) = (services.metrics.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
-            crate::server::serve(admin, app, admin_limits, metrics, token).await;
-        }));
+        tasks.push((
+            "admin listener",
+            tokio::spawn(async move {
+                crate::server::serve(admin, app, admin_limits, metrics, token).await;
+            }),
+        ));
     }
     let (refusals, summary_token) = (state.refusals.clone(), token.clone());
-    tasks.push(tokio::spawn(async move {
-        let mut every = tokio::time::interval(crate::ingest::refusals::SUMMARY_EVERY);
-        every.tick().await; // the first tick is immediate
-        loop {
-            tokio::select! {
-                _ = every.tick() => refusals.log_summary(),
-                _ = summary_token.cancelled() => {
-                    refusals.log_summary();
-                    return;
+    tasks.push((
+        "refusal summaries",
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::ingest::refusals::SUMMARY_EVERY);
+            every.tick().await; // the first tick is immediate
+            loop {
+                tokio::select! {
+                    _ = every.tick() => refusals.log_summary(),
+                    _ = summary_token.cancelled() => {
+                        refusals.log_summary();
+                        return;
+                    }
                 }
             }
-        }
-    }));
+        }),
+    ));
     let (metrics, http_token) = (services.metrics.clone(), token.clone());
-    tasks.push(tokio::spawn(async move {
-        let app = router(state);
-        crate::server::serve(listener, app, limits, metrics, http_token).await;
-        // The router (and its writer handle) is dropped: the writer drains and ends.
-        if let Some(t) = writer_task {
-            let _ = t.await;
-        }
-    }));
-    tasks.push(spawn_queue_snapshots(services, token.clone()));
+    tasks.push((
+        "webhook listener",
+        tokio::spawn(async move {
+            let app = router(state);
+            crate::server::serve(listener, app, limits, metrics, http_token).await;
+            // The router (and its writer handle) is dropped: the writer drains and ends.
+            if let Some(t) = writer_task {
+                let _ = t.await;
+            }
+        }),
+    ));
+    tasks.push(("metrics", spawn_queue_snapshots(services, token.clone())));
 
     if roles.receiver {
         let urls = jwks_urls(s);
@@ -329,36 +373,45 @@ pub async fn start(
                     tracing::warn!(error = %e, "JWKS not available yet; retrying in the background");
                 }
             }
-            tasks.push(tokio::spawn(crate::providers::jwks::run_refresher(
-                client,
-                urls,
-                token.clone(),
-            )));
+            tasks.push((
+                "jwks refresher",
+                tokio::spawn(crate::providers::jwks::run_refresher(
+                    client,
+                    urls,
+                    token.clone(),
+                )),
+            ));
         }
     }
 
     if roles.worker {
         let w = services.worker();
         let w2 = w.clone();
-        tasks.push(spawn_loop(
+        tasks.push((
             "inbox",
-            s.worker.poll_interval,
-            services.store.clone(),
-            token.clone(),
-            move || {
-                let w = w.clone();
-                async move { w.process_inbox_once().await }
-            },
+            spawn_loop(
+                "inbox",
+                s.worker.poll_interval,
+                services.store.clone(),
+                token.clone(),
+                move || {
+                    let w = w.clone();
+                    async move { w.process_inbox_once().await }
+                },
+            ),
         ));
-        tasks.push(spawn_loop(
+        tasks.push((
             "confirmer",
-            s.worker.poll_interval,
-            services.store.clone(),
-            token.clone(),
-            move || {
-                let w = w2.clone();
-                async move { w.confirm_once().await }
-            },
+            spawn_loop(
+                "confirmer",
+                s.worker.poll_interval,
+                services.store.clone(),
+                token.clone(),
+                move || {
+                    let w = w2.clone();
+                    async move { w.confirm_once().await }
+                },
+            ),
         ));
     }
     if roles.worker {
@@ -368,22 +421,28 @@ pub async fn start(
         let clock = services.clock.clone();
         let retention =
             i64::try_from(s.database.delivery_retention.as_millis()).unwrap_or(i64::MAX / 2);
-        tasks.push(spawn_loop(
+        tasks.push((
             "retention",
-            Duration::from_secs(3600),
-            services.store.clone(),
-            token.clone(),
-            move || {
-                let (store, clock) = (store.clone(), clock.clone());
-                async move {
-                    let before = crate::clock::to_millis(clock.now()) - retention;
-                    let n = store.prune_delivery_bodies(before).await?;
-                    if n > 0 {
-                        tracing::info!(pruned = n, "raw delivery bodies past retention removed");
+            spawn_loop(
+                "retention",
+                Duration::from_secs(3600),
+                services.store.clone(),
+                token.clone(),
+                move || {
+                    let (store, clock) = (store.clone(), clock.clone());
+                    async move {
+                        let before = crate::clock::to_millis(clock.now()) - retention;
+                        let n = store.prune_delivery_bodies(before).await?;
+                        if n > 0 {
+                            tracing::info!(
+                                pruned = n,
+                                "raw delivery bodies past retention removed"
+                            );
+                        }
+                        Ok(0) // never "busy": run again after the interval
                     }
-                    Ok(0) // never "busy": run again after the interval
-                }
-            },
+                },
+            ),
         ));
     }
     if let Some(r) = reporter {
@@ -395,15 +454,18 @@ pub async fn start(
             tracing::info!(mode = %s.stripe.mode(), rate_per_second = s.rate_per_second(), "reporting to Stripe");
         }
         r.warn_other_modes().await?;
-        tasks.push(spawn_loop(
+        tasks.push((
             "reporter",
-            s.reporter.poll_interval,
-            services.store.clone(),
-            token.clone(),
-            move || {
-                let r = r.clone();
-                async move { r.run_once().await }
-            },
+            spawn_loop(
+                "reporter",
+                s.reporter.poll_interval,
+                services.store.clone(),
+                token.clone(),
+                move || {
+                    let r = r.clone();
+                    async move { r.run_once().await }
+                },
+            ),
         ));
     }
     Ok(Running {

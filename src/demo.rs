@@ -136,7 +136,7 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         }
         let _ = writeln!(out, "      -> HTTP {status}");
     }
-    running.stop().await;
+    running.stop().await?;
     let worker = services.worker();
     let reporter = services.reporter()?;
     worker.drain().await?;

@@ -314,11 +314,11 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             // The HTTP servers keep their own deadline; this one covers the roles
             // (a pass in progress), with a margin. Work cut short is redone on start.
             let deadline = shutdown_timeout + std::time::Duration::from_secs(5);
-            let stopped = async {
-                running.wait().await;
-            };
             tokio::select! {
-                _ = stopped => services.store.close().await,
+                ended = running.wait() => {
+                    services.store.close().await;
+                    ended?;
+                }
                 _ = async {
                     cancelled.cancelled().await;
                     tokio::time::sleep(deadline).await;

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -41,6 +42,8 @@ pub struct IngestState {
     pub request_timeout: Duration,
     /// Refused requests, summarised in the log once a minute.
     pub refusals: Arc<super::refusals::Refusals>,
+    /// Cancelled when the process stops or one of its roles failed: not ready.
+    pub stopping: CancellationToken,
 }
 
 impl IngestState {
@@ -67,6 +70,7 @@ impl IngestState {
             body_budget: Arc::new(Semaphore::new(server.body_memory_budget())),
             request_timeout: settings.database.request_timeout,
             refusals: Arc::default(),
+            stopping: CancellationToken::new(),
         }
     }
 }
@@ -87,7 +91,7 @@ pub fn admin_router(state: IngestState) -> Router {
         .with_state(state)
 }
 
-/// Ready: storage answers, every migration is applied, and storage takes a
+/// Ready: not stopping (a shutdown, or a failed role), storage answers, every migration is applied, and storage takes a
 /// write (a probe at most once a second, and any write failing for want of
 /// storage in between turns it to 503 at once; see `store::health`).
 async fn readyz(State(s): State<IngestState>) -> Response {
@@ -98,6 +102,9 @@ async fn readyz(State(s): State<IngestState>) -> Response {
         )
             .into_response()
     };
+    if s.stopping.is_cancelled() {
+        return unavailable("stopping");
+    }
     match tokio::time::timeout(s.request_timeout, s.store.ready()).await {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => return unavailable("migrations pending"),

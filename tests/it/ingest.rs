@@ -249,3 +249,30 @@ crate::dual!(
     health_readiness_and_metrics,
     group_commit_stores_each_key_once_even_within_one_batch
 );
+
+/// The roles of `serve` are one supervised set: when one panics, the others
+/// stop, readiness goes with them, and the failure names the role.
+#[tokio::test]
+async fn a_role_that_panics_stops_the_set_and_is_named() {
+    let mut app = TestApp::spawn(Options::default()).await;
+    let ready = reqwest::get(app.admin_url("/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    let token = app.running().shutdown.clone();
+    let addr = app.addr;
+    app.running().supervise(
+        "injected",
+        tokio::spawn(async { panic!("a bug in a role") }),
+    );
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), app.wait_roles())
+        .await
+        .expect("the set stops within its shutdown deadline");
+    let err = ended.expect_err("a failed role fails the set");
+    assert!(err.to_string().contains("injected panicked"), "{err}");
+    assert!(token.is_cancelled(), "the others were told to stop");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the webhook listener is closed"
+    );
+}

@@ -256,7 +256,7 @@ async fn full_disk_answers_503_and_recovers_by_itself() {
         "recovery took {ready_after:?} (ready), {processed_after:?} (processed)"
     );
     assert!(refused > 0);
-    worker.stop().await;
+    worker.stop().await.expect("the worker stopped cleanly");
     app.stop().await;
 }
 

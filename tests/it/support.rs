@@ -484,7 +484,7 @@ impl TestApp {
     /// Stop everything and start a new process on the same database and clock.
     pub async fn restart(mut self) -> TestApp {
         if let Some(r) = self.running.take() {
-            r.stop().await;
+            r.stop().await.expect("every role stopped cleanly");
         }
         self.services.store.close().await;
         let dir = self._dir.take();
@@ -573,9 +573,27 @@ impl TestApp {
         n
     }
 
+    /// The running roles, to supervise one more task with them.
+    pub fn running(&mut self) -> &mut Running {
+        self.running.as_mut().expect("running")
+    }
+
+    /// Wait for the roles to end by themselves (a failure), then clean up.
+    pub async fn wait_roles(mut self) -> Result<(), outcome_meter::app::AppError> {
+        let ended = match self.running.take() {
+            Some(r) => r.wait().await,
+            None => Ok(()),
+        };
+        self.services.store.close().await;
+        if let Some(name) = self.pg_db.take() {
+            drop_postgres_db(&name).await;
+        }
+        ended
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
-            r.stop().await;
+            r.stop().await.expect("every role stopped cleanly");
         }
         self.services.store.close().await;
         if let Some(name) = self.pg_db.take() {
