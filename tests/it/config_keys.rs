@@ -135,3 +135,20 @@ fn rows_until_heading(text: &str) -> Vec<&str> {
         .filter(|l| l.starts_with("| `"))
         .collect()
 }
+
+/// `config/default.toml` (what an operator reads and edits) says what the
+/// built-in defaults are: loading it alone changes nothing.
+#[test]
+fn config_default_toml_restates_the_built_in_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+    let loaded: Settings = config::Config::builder()
+        .add_source(config::File::from(path))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .expect("config/default.toml loads");
+    assert_eq!(
+        format!("{loaded:#?}"),
+        format!("{:#?}", Settings::default()),
+        "config/default.toml (left) and the Default impls (right) disagree"
+    );
+}
