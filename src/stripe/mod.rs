@@ -3,6 +3,7 @@
 //! drains the outbox.
 
 pub mod client;
+pub mod events;
 pub mod limits;
 pub mod reporter;
 pub mod retry;

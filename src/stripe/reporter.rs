@@ -196,7 +196,9 @@ impl Reporter {
             event_name: o.event_name.clone(),
             stripe_customer_id: o.stripe_customer_id.clone(),
             value: o.value,
-            identifier: o.id.clone(),
+            // The outcome id; after a rejection and a resend, `<id>_resend<N>` (see
+            // `super::rejections`: a rejected identifier is never reused).
+            identifier: o.stripe_identifier(),
             timestamp: o.confirmed_at.div_euclid(1000),
         };
         let request = ev.encoded();
@@ -256,7 +258,7 @@ impl Reporter {
         let result = self
             .timed(
                 "meter_event",
-                client.create_meter_event(&ev, &idempotency_key(&o.id, "meter_event")),
+                client.create_meter_event(&ev, &idempotency_key(&ev.identifier, "meter_event")),
             )
             .await;
         let now = to_millis(self.clock.now());
@@ -410,7 +412,8 @@ pub fn choose_method(
         return Method::parse(m);
     }
     match outcome_state {
-        "pending" | "failed" => Method::Void,
+        // Rejected by Stripe after it accepted the event: nothing is billed.
+        "pending" | "failed" | "rejected_by_stripe" => Method::Void,
         "dry_run" => Method::DryRun,
         "reported" if dry_run => Method::DryRun,
         "reported" => {
@@ -569,10 +572,10 @@ impl Reporter {
                 let res = self
                     .timed(
                         "cancel",
-                        client.cancel_meter_event(&r.event_name, &r.outcome_id, &key),
+                        client.cancel_meter_event(&r.event_name, &r.outcome_identifier, &key),
                     )
                     .await;
-                (cancel_form(&r.event_name, &r.outcome_id), res)
+                (cancel_form(&r.event_name, &r.outcome_identifier), res)
             }
             Method::Correction => {
                 // After Stripe's cancellation window: a correcting event with the negative value.
@@ -683,6 +686,11 @@ mod tests {
         assert_eq!(
             choose_method(None, "failed", false, Some(now - 50 * H), now, SUM),
             Method::Void
+        );
+        assert_eq!(
+            choose_method(None, "rejected_by_stripe", false, Some(now), now, SUM),
+            Method::Void,
+            "Stripe rejected it: nothing is billed, nothing to cancel"
         );
         assert_eq!(
             choose_method(None, "dry_run", false, None, now, SUM),
