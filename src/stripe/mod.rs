@@ -5,9 +5,11 @@
 pub mod client;
 pub mod events;
 pub mod limits;
+pub mod rejections;
 pub mod reporter;
 pub mod retry;
 pub mod too_old;
 
 pub use client::{Ack, ApiError, MeterEvent, StripeClient, StripeError};
+pub use rejections::Rejections;
 pub use reporter::Reporter;
