@@ -17,4 +17,5 @@ mod reporting;
 mod reversals;
 mod scaleout;
 mod storage;
+mod stripe_events;
 mod support;
