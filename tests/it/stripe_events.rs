@@ -603,6 +603,70 @@ async fn events_for_a_meter_that_does_not_exist_are_rejected(backend: Backend) {
     app.stop().await;
 }
 
+/// A clawback's correcting event (`<id>_reversal`) Stripe rejects: the reversal is
+/// failed with Stripe's reason, and the outcome still counts as billed, as at Stripe.
+async fn a_rejected_correction_fails_its_reversal(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn_tweaked(
+        Options {
+            backend,
+            stripe: Some(stripe.base_url()),
+            contract: outcome_meter::contract::ContractTerms {
+                clawback: Some(Duration::from_secs(30 * 86_400)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        |s| {
+            s.stripe.webhook_secret = WHSEC.into();
+            s.stripe.meter_ids = [("resolved_ticket".to_string(), METER.to_string())].into();
+        },
+    )
+    .await;
+    stripe.set_meter(METER, "resolved_ticket");
+    let clock = app.clock.clone();
+    stripe.set_clock(move || clock.now().timestamp());
+    stripe.set_event_destination(&app.url("/stripe/events"), WHSEC);
+    reported(&app, &["R1"]).await;
+    // Reopened a day later: past Stripe's cancellation window, so a correcting event.
+    stripe.reject_customer(CUSTOMER, "meter_event_customer_not_found");
+    app.advance_hours(25);
+    app.send(&event("R1-o", "R1", "reopened", 98, None)).await;
+    app.settle().await;
+    app.report().await;
+    let id = outcome_id(TENANT, "generic", "R1", 1);
+    assert_eq!(
+        stripe.rejected_identifiers(),
+        vec![format!("{id}_reversal")]
+    );
+    assert_eq!(stripe.publish_error_reports().await[0].1, 200);
+    rejections(&app).drain().await.expect("drain");
+    let store = &app.services.store;
+    let r = store.reversals(TENANT).await.expect("reversals").remove(0);
+    assert_eq!(
+        (r.method.as_deref(), r.state.as_str()),
+        (Some("correction"), "failed")
+    );
+    assert!(
+        r.last_error
+            .unwrap_or_default()
+            .contains("meter_event_customer_not_found"),
+        "Stripe's reason is kept"
+    );
+    let period = Period::parse("2026-01-01", "2026-01-31").expect("period");
+    let st = statement::build(store, TENANT, CUSTOMER, period)
+        .await
+        .expect("statement");
+    assert_eq!(st.totals[0].net_value, 1, "still billed, as at Stripe");
+    let client = stripe_client(&stripe);
+    let meters = [("resolved_ticket".to_string(), METER.to_string())].into();
+    let r = reconcile(store, &client, &meters, TENANT, CUSTOMER, period)
+        .await
+        .expect("reconcile");
+    assert!(!r.has_drift(), "{}", r.render());
+    app.stop().await;
+}
+
 /// Issue 11.5: with no outcome in the period and no meter configured, `reconcile` has
 /// nothing to ask Stripe: an error with the reason, never "No drift.".
 async fn reconcile_with_nothing_to_compare_fails_and_says_why(backend: Backend) {
@@ -668,5 +732,6 @@ crate::dual!(
     a_stored_notification_is_processed_after_a_failure_and_a_restart,
     rejections_the_samples_do_not_name_show_as_drift,
     events_for_a_meter_that_does_not_exist_are_rejected,
+    a_rejected_correction_fails_its_reversal,
     reconcile_with_nothing_to_compare_fails_and_says_why,
 );
