@@ -413,6 +413,28 @@ async fn only_authentic_notifications_are_stored(backend: Backend) {
     plain.stop().await;
 }
 
+/// Stripe signs with the world's clock: a drill's `clock.offset` does not shift the
+/// tolerance window.
+async fn signatures_are_checked_against_the_worlds_clock(backend: Backend) {
+    let app = TestApp::spawn_tweaked(
+        Options {
+            backend,
+            clock_offset: chrono::Duration::hours(73),
+            ..Default::default()
+        },
+        |s| s.stripe.webhook_secret = WHSEC.into(),
+    )
+    .await;
+    let body = notification("evt_world", "v1.billing.meter.updated");
+    let shifted = app.services.clock.now().timestamp();
+    let (status, _) = post_event(&app, &body, Some(sign(WHSEC, shifted, body.as_bytes()))).await;
+    assert_eq!(status, 401, "signed at the process's shifted time");
+    let world = app.clock.now().timestamp();
+    let (status, _) = post_event(&app, &body, Some(sign(WHSEC, world, body.as_bytes()))).await;
+    assert_eq!(status, 200, "signed at the world's time");
+    app.stop().await;
+}
+
 /// Stripe redelivers until it gets a 2xx: a redelivery is acknowledged, stored once
 /// and processed once; processing the same report again changes nothing.
 async fn a_redelivered_notification_is_processed_once(backend: Backend) {
@@ -728,6 +750,7 @@ async fn reconcile_with_nothing_to_compare_fails_and_says_why(backend: Backend) 
 crate::dual!(
     a_rejected_outcome_is_shown_as_not_billed_and_resent_once_fixed,
     only_authentic_notifications_are_stored,
+    signatures_are_checked_against_the_worlds_clock,
     a_redelivered_notification_is_processed_once,
     a_stored_notification_is_processed_after_a_failure_and_a_restart,
     rejections_the_samples_do_not_name_show_as_drift,
