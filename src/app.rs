@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::server::listener_limits;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
-use crate::stripe::{Reporter, StripeClient, StripeError};
+use crate::stripe::{Rejections, Reporter, StripeClient, StripeError};
 use crate::tenants::Tenants;
 use crate::worker::Worker;
 use std::net::SocketAddr;
@@ -108,6 +108,25 @@ impl Services {
             self.metrics.clone(),
             &self.settings,
         ))
+    }
+}
+
+impl Services {
+    /// The processor of Stripe's rejection notifications and the periodic reconcile;
+    /// `None` without a Stripe key (nothing was sent, and events cannot be fetched).
+    pub fn rejections(&self) -> Result<Option<Rejections>, AppError> {
+        let s = &self.settings.stripe;
+        if s.dry_run() {
+            return Ok(None);
+        }
+        let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
+        Ok(Some(Rejections::new(
+            self.store.clone(),
+            client,
+            self.clock.clone(),
+            self.metrics.clone(),
+            self.settings.clone(),
+        )))
     }
 }
 
@@ -468,12 +487,56 @@ pub async fn start(
             ),
         ));
     }
+    if roles.reporter {
+        tasks.extend(spawn_rejections(services, &token)?);
+    }
     Ok(Running {
         addr,
         admin_addr,
         shutdown: token,
         tasks,
     })
+}
+
+/// With the reporter role: process Stripe's rejection notifications, and compare every
+/// meter with Stripe every `reconcile.every` (when meters are configured).
+fn spawn_rejections(
+    services: &Services,
+    token: &CancellationToken,
+) -> Result<Vec<(&'static str, JoinHandle<()>)>, AppError> {
+    let s = &services.settings;
+    let Some(r) = services.rejections()? else {
+        if !s.stripe.webhook_secret.is_empty() {
+            tracing::warn!("stripe.webhook_secret is set but there is no Stripe API key: rejection notifications are stored, not processed");
+        }
+        return Ok(Vec::new());
+    };
+    let mut tasks = Vec::new();
+    let r2 = r.clone();
+    tasks.push((
+        "stripe-events",
+        spawn_loop(
+            "stripe-events",
+            s.reporter.poll_interval,
+            services.store.clone(),
+            token.clone(),
+            move || {
+                let r = r2.clone();
+                async move { r.run_once().await }
+            },
+        ),
+    ));
+    match s.reconcile.every {
+        Some(_) if s.stripe.meter_ids.is_empty() => tracing::info!(
+            "reconcile.every is set but [stripe.meter_ids] is empty: no periodic comparison with Stripe"
+        ),
+        Some(every) => tasks.push((
+            "periodic reconcile",
+            tokio::spawn(r.run_periodic(every, token.clone())),
+        )),
+        None => {}
+    }
+    Ok(tasks)
 }
 
 #[cfg(test)]

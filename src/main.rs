@@ -106,7 +106,8 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Compare reported totals with Stripe's meter summaries; exits 3 on any drift.
+    /// Compare reported totals with Stripe's meter summaries; exits 3 on any drift, 1
+    /// when there is nothing to compare (no outcome in the period and no meter id).
     Reconcile {
         #[arg(long)]
         tenant: String,
@@ -121,12 +122,15 @@ enum Command {
     Outcomes {
         #[arg(long)]
         tenant: Option<String>,
-        /// pending, reported, dry_run or failed.
+        /// pending, reported, dry_run, failed or rejected_by_stripe.
         #[arg(long)]
         state: Option<String>,
         /// Only outcomes Stripe refused (same as --state failed).
         #[arg(long)]
         failed: bool,
+        /// Only outcomes Stripe accepted, then rejected (same as --state rejected_by_stripe).
+        #[arg(long, conflicts_with = "failed")]
+        rejected: bool,
         #[arg(long)]
         ticket: Option<String>,
         /// List at most N outcomes (a page); 0 lists them all. The total is always printed.
@@ -149,7 +153,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Requeue quarantined deliveries or failed outcomes after a fix.
+    /// Requeue quarantined deliveries, or failed or rejected outcomes, after a fix.
     Replay {
         #[arg(long)]
         quarantined: bool,
@@ -159,9 +163,13 @@ enum Command {
         /// time, the original time kept in their evidence (needs --yes).
         #[arg(long)]
         too_old: bool,
+        /// Outcomes Stripe accepted, then rejected (rejected_by_stripe): send them again,
+        /// under a new identifier, once the cause is fixed (needs --yes).
+        #[arg(long)]
+        rejected: bool,
         #[arg(long)]
         tenant: Option<String>,
-        /// A delivery id (with --quarantined) or outcome id (with --failed, --too-old).
+        /// A delivery id (with --quarantined) or outcome id (with --failed, --too-old, --rejected).
         #[arg(long)]
         id: Option<String>,
         /// List what is quarantined instead of requeuing it.
@@ -178,8 +186,8 @@ enum Command {
         /// their identifiers (needs --yes).
         #[arg(long)]
         from_test: bool,
-        /// With --too-old, --dry-run or --from-test: do it (without, only say
-        /// what would be done).
+        /// With --too-old, --rejected, --dry-run or --from-test: do it (without,
+        /// only say what would be done).
         #[arg(long)]
         yes: bool,
     },
@@ -394,6 +402,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             tenant,
             state,
             failed,
+            rejected,
             ticket,
             limit,
             after,
@@ -402,12 +411,24 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let store = open_store(&settings).await?;
             let state = if failed {
                 Some("failed".to_string())
+            } else if rejected {
+                Some("rejected_by_stripe".to_string())
             } else {
                 state
             };
             if let Some(s) = &state {
-                if !["pending", "reported", "dry_run", "failed"].contains(&s.as_str()) {
-                    bail!("--state must be pending, reported, dry_run or failed");
+                if ![
+                    "pending",
+                    "reported",
+                    "dry_run",
+                    "failed",
+                    "rejected_by_stripe",
+                ]
+                .contains(&s.as_str())
+                {
+                    bail!(
+                        "--state must be pending, reported, dry_run, failed or rejected_by_stripe"
+                    );
                 }
             }
             let after = match after {
@@ -450,6 +471,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             quarantined,
             failed,
             too_old,
+            rejected,
             tenant,
             id,
             list,
@@ -462,7 +484,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let clock = settings.clock.build();
             let oldest = 1000 * limits::oldest_acceptable(clock.world_now());
             if from_dry_run || from_test {
-                if quarantined || failed || too_old || (from_dry_run && from_test) {
+                if quarantined || failed || too_old || rejected || (from_dry_run && from_test) {
                     bail!("--dry-run and --from-test go alone (one at a time)");
                 }
                 let from = if from_test {
@@ -500,8 +522,52 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                 out!("{queued} outcome(s) recorded in {from} mode queued to be sent in {mode} mode ({old_note}); a running reporter sends them");
                 return Ok(());
             }
+            if rejected {
+                if quarantined || failed || too_old {
+                    bail!("--rejected goes alone: it resends outcomes Stripe rejected after accepting them");
+                }
+                let found = store
+                    .list_outcomes(&OutcomeFilter {
+                        tenant: tenant.clone(),
+                        state: Some("rejected_by_stripe".into()),
+                        ..Default::default()
+                    })
+                    .await?;
+                let found: Vec<_> = found
+                    .into_iter()
+                    .filter(|o| id.as_deref().is_none_or(|i| i == o.id))
+                    .collect();
+                for o in &found {
+                    out!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        o.id,
+                        o.tenant,
+                        fmt_ms(o.confirmed_at),
+                        o.stripe_identifier(),
+                        o.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                if !yes {
+                    out!(
+                        "{} outcome(s) rejected by Stripe would be sent again, each under a new identifier \
+                         (<outcome id>_resend<N>); fix the cause first (the customer, the meter, the payload), \
+                         then run again with --yes",
+                        found.len()
+                    );
+                    return Ok(());
+                }
+                let n = store
+                    .requeue_rejected(tenant.as_deref(), id.as_deref(), to_millis(clock.now()))
+                    .await?;
+                out!("{n} outcome(s) queued to be sent again under a new identifier; a running reporter sends them");
+                let too_old: Vec<_> = found.iter().filter(|o| o.confirmed_at < oldest).collect();
+                if !too_old.is_empty() {
+                    out!("{} of them are older than Stripe accepts (35 days): the reporter parks them as failed, and `replay --too-old` bills them at the current time", too_old.len());
+                }
+                return Ok(());
+            }
             if too_old {
-                if quarantined || failed {
+                if quarantined || failed || rejected {
                     bail!("--too-old goes alone: it takes failed and pending outcomes past Stripe's limit");
                 }
                 let found = store
@@ -576,7 +642,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                         out!("{left} failed outcome(s) are older than Stripe accepts (35 days) and were left as they are: `replay --too-old` bills them at the current time");
                     }
                 }
-                _ => bail!("say what to replay: --quarantined, --failed or --too-old"),
+                _ => bail!("say what to replay: --quarantined, --failed, --too-old or --rejected"),
             }
         }
         Command::Statement {

@@ -42,6 +42,41 @@ struct StateLabel {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MeterLabel {
+    tenant: String,
+    meter: String,
+}
+
+/// Stripe's rejection codes, as labels: a code Stripe adds later is `other`, so the
+/// label set stays bounded whatever Stripe sends.
+/// https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-in-bulk#error-codes
+pub fn rejection_code_label(code: &str) -> &'static str {
+    const KNOWN: [&str; 11] = [
+        "archived_meter",
+        "meter_event_customer_not_found",
+        "meter_event_dimension_count_too_high",
+        "meter_event_invalid_value",
+        "meter_event_no_customer_defined",
+        "meter_event_value_not_found",
+        "missing_dimension_payload_keys",
+        "no_meter",
+        "timestamp_in_future",
+        "timestamp_too_far_in_past",
+        "other",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// How a webhook request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookResult {
@@ -104,6 +139,62 @@ pub struct Metrics {
     oldest_unbilled_at: AtomicI64,
     /// When the snapshot was taken (ms); -1: never.
     snapshot_at: AtomicI64,
+    stripe: StripeEventMetrics,
+}
+
+/// Stripe's asynchronous rejections: notifications at `POST /stripe/events`, their
+/// processing, the outcomes they mark, and the drift reconciliation finds.
+struct StripeEventMetrics {
+    notifications: Family<ResultLabel, Counter>,
+    processed: Family<ResultLabel, Counter>,
+    queued: Family<StatusLabel, Gauge>,
+    rejections: Family<CodeLabel, Counter>,
+    drift: Family<MeterLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    reconcile_runs: Family<ResultLabel, Counter>,
+}
+
+impl StripeEventMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = StripeEventMetrics {
+            notifications: Family::default(),
+            processed: Family::default(),
+            queued: Family::default(),
+            rejections: Family::default(),
+            drift: Family::default(),
+            reconcile_runs: Family::default(),
+        };
+        registry.register(
+            "stripe_notifications",
+            "Requests to POST /stripe/events by result: stored, duplicate, ignored (an event type not acted on), or the refusal's code",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "stripe_events_processed",
+            "Stored Stripe event notifications processed, by result: processed, retried, failed",
+            m.processed.clone(),
+        );
+        registry.register(
+            "stripe_events_queued",
+            "Stripe event notifications waiting (pending) or given up on (failed), from the last snapshot",
+            m.queued.clone(),
+        );
+        registry.register(
+            "stripe_rejections",
+            "Outcomes marked rejected_by_stripe (Stripe accepted the meter event, then rejected it), by Stripe's error code",
+            m.rejections.clone(),
+        );
+        registry.register(
+            "reconcile_drift",
+            "Stripe's meter total minus what outcome-meter reported, per tenant and meter, at the last comparison (after a rejection event, or reconcile.every)",
+            m.drift.clone(),
+        );
+        registry.register(
+            "reconcile_runs",
+            "Comparisons with Stripe's meter summaries by result: no_drift, drift, error",
+            m.reconcile_runs.clone(),
+        );
+        m
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -202,7 +293,7 @@ impl Default for Metrics {
         let oldest_unbilled_seconds = Gauge::default();
         registry.register(
             "oldest_unreported_outcome_seconds",
-            "Age of the oldest outcome not billed yet (pending or failed); Stripe refuses events older than 35 days",
+            "Age of the oldest outcome not billed yet (pending, failed or rejected by Stripe); Stripe refuses events older than 35 days",
             oldest_unbilled_seconds.clone(),
         );
         let snapshot_age_seconds = Gauge::default();
@@ -211,7 +302,9 @@ impl Default for Metrics {
             "Age of the snapshot the queue gauges come from (-1: none yet)",
             snapshot_age_seconds.clone(),
         );
+        let stripe = StripeEventMetrics::register(&mut registry);
         Metrics {
+            stripe,
             registry,
             webhooks,
             webhooks_rejected,
@@ -302,7 +395,24 @@ impl Metrics {
         // last value (an alert on failed outcomes must clear).
         self.queue_deliveries.clear();
         self.queue_outcomes.clear();
-        for state in ["pending", "failed"] {
+        self.stripe.queued.clear();
+        for status in ["pending", "failed"] {
+            self.stripe
+                .queued
+                .get_or_create(&StatusLabel {
+                    status: status.into(),
+                })
+                .set(0);
+        }
+        for (status, n) in &q.stripe_events {
+            self.stripe
+                .queued
+                .get_or_create(&StatusLabel {
+                    status: status.clone(),
+                })
+                .set(*n);
+        }
+        for state in ["pending", "failed", "rejected_by_stripe"] {
             self.queue_outcomes
                 .get_or_create(&StateLabel {
                     state: state.into(),
@@ -327,6 +437,52 @@ impl Metrics {
         self.oldest_unbilled_at
             .store(q.oldest_unbilled_outcome.unwrap_or(-1), Relaxed);
         self.snapshot_at.store(now_ms, Relaxed);
+    }
+
+    /// How a request to `POST /stripe/events` ended (`stored`, `duplicate`,
+    /// `ignored`, or a refusal's code).
+    pub fn stripe_notification(&self, result: &'static str) {
+        self.stripe
+            .notifications
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A stored notification was `processed`, `retried` or `failed`.
+    pub fn stripe_event_processed(&self, result: &'static str) {
+        self.stripe
+            .processed
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// An outcome was marked rejected by Stripe with this error code.
+    pub fn stripe_rejection(&self, code: &str) {
+        self.stripe
+            .rejections
+            .get_or_create(&CodeLabel {
+                code: rejection_code_label(code),
+            })
+            .inc();
+    }
+
+    /// The drift of one tenant's meter at the last comparison (0: none).
+    pub fn reconcile_drift(&self, tenant: &str, meter: &str, drift: f64) {
+        self.stripe
+            .drift
+            .get_or_create(&MeterLabel {
+                tenant: tenant.into(),
+                meter: meter.into(),
+            })
+            .set(drift);
+    }
+
+    /// One comparison with Stripe ended: `no_drift`, `drift` or `error`.
+    pub fn reconcile_run(&self, result: &'static str) {
+        self.stripe
+            .reconcile_runs
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// The OpenMetrics text. Costs the same whatever the database holds.
@@ -385,6 +541,14 @@ mod tests {
             "{after}"
         );
         assert!(after.contains("outcome_meter_outcomes{state=\"reported\"} 3"));
+        assert!(
+            after.contains("outcome_meter_outcomes{state=\"rejected_by_stripe\"} 0"),
+            "{after}"
+        );
+        assert!(
+            after.contains("outcome_meter_stripe_events_queued{status=\"failed\"} 0"),
+            "{after}"
+        );
         for line in [
             "outcome_meter_webhooks_total{result=\"stored\"} 1",
             "outcome_meter_webhooks_total{result=\"rejected\"} 1",
@@ -401,5 +565,29 @@ mod tests {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn rejections_and_drift_are_counted_with_bounded_labels() {
+        let m = Metrics::default();
+        m.stripe_notification("stored");
+        m.stripe_notification("bad_signature");
+        m.stripe_event_processed("processed");
+        m.stripe_rejection("meter_event_customer_not_found");
+        m.stripe_rejection("a_code_stripe_adds_next_year");
+        m.reconcile_drift("acme", "resolved_ticket", -2.0);
+        m.reconcile_run("drift");
+        let text = m.render(0);
+        for line in [
+            "outcome_meter_stripe_notifications_total{result=\"stored\"} 1",
+            "outcome_meter_stripe_notifications_total{result=\"bad_signature\"} 1",
+            "outcome_meter_stripe_events_processed_total{result=\"processed\"} 1",
+            "outcome_meter_stripe_rejections_total{code=\"meter_event_customer_not_found\"} 1",
+            "outcome_meter_stripe_rejections_total{code=\"other\"} 1",
+            "outcome_meter_reconcile_drift{tenant=\"acme\",meter=\"resolved_ticket\"} -2.0",
+            "outcome_meter_reconcile_runs_total{result=\"drift\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

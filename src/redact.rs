@@ -157,7 +157,7 @@ impl Redactor {
 
     /// Every secret the settings hold.
     pub fn from_settings(s: &Settings) -> Redactor {
-        let mut values = vec![s.stripe.api_key.clone()];
+        let mut values = vec![s.stripe.api_key.clone(), s.stripe.webhook_secret.clone()];
         values.extend(url_secrets(&s.database.url));
         for t in &s.tenants {
             for p in t.providers.values() {
@@ -335,9 +335,10 @@ mod tests {
             "cus_1",
             "hook-secret-1",
         )];
+        s.stripe.webhook_secret = "whsec_planted_destination".into();
         let r = Redactor::from_settings(&s);
-        let text = "sk_live_planted dbpass-one qpass-two hook-secret-1";
-        assert_eq!(r.scrub(text), "*** *** *** ***");
+        let text = "sk_live_planted dbpass-one qpass-two hook-secret-1 whsec_planted_destination";
+        assert_eq!(r.scrub(text), "*** *** *** *** ***");
     }
 
     #[test]

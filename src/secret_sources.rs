@@ -1,6 +1,6 @@
 //! Secrets that come from files (Docker and Kubernetes mount them as files) or
 //! from environment variables, for the keys that hold secrets:
-//! `stripe.api_key_file`, `database.url_file`, and per tenant provider
+//! `stripe.api_key_file`, `stripe.webhook_secret_file`, `database.url_file`, and per tenant provider
 //! `secret_files` / `secret_env` (tenants are a list, which environment
 //! overrides cannot address). Read once at load; a missing or unusable source
 //! is a configuration error that names the source, never the value.
@@ -30,6 +30,21 @@ pub fn resolve(s: &mut Settings) -> Vec<String> {
             }
             Ok(key) => s.stripe.api_key = key,
             Err(e) => errs.push(format!("stripe.api_key_file: {e}")),
+        }
+    }
+    if let Some(path) = s.stripe.webhook_secret_file.clone() {
+        if !s.stripe.webhook_secret.is_empty() {
+            errs.push(
+                "stripe.webhook_secret and stripe.webhook_secret_file are both set: keep one"
+                    .into(),
+            );
+        }
+        match read_file(&path) {
+            Ok(secret) if secret.trim().is_empty() => {
+                errs.push(format!("stripe.webhook_secret_file `{path}` is empty"))
+            }
+            Ok(secret) => s.stripe.webhook_secret = secret,
+            Err(e) => errs.push(format!("stripe.webhook_secret_file: {e}")),
         }
     }
     if let Some(path) = s.database.url_file.clone() {
@@ -95,12 +110,15 @@ mod tests {
         std::fs::write(&key, "sk_test_from_a_file\n").expect("write");
         let url = dir.path().join("db_url");
         std::fs::write(&url, "postgres://om:pw@db/om\r\n").expect("write");
+        let whsec = dir.path().join("stripe_webhook_secret");
+        std::fs::write(&whsec, "whsec_from_a_file_123\n").expect("write");
         let hook = dir.path().join("hook_secret");
         std::fs::write(&hook, "file-signing-secret\n").expect("write");
         std::env::set_var("OM_TEST_SECRET_SOURCES_A", "env-signing-secret");
         let mut s = settings();
         s.stripe.api_key_file = Some(key.display().to_string());
         s.database.url_file = Some(url.display().to_string());
+        s.stripe.webhook_secret_file = Some(whsec.display().to_string());
         if let Some(p) = s.tenants[0].providers.get_mut("generic") {
             p.secret_files = vec![hook.display().to_string()];
             p.secret_env = vec!["OM_TEST_SECRET_SOURCES_A".into()];
@@ -108,6 +126,7 @@ mod tests {
         assert_eq!(resolve(&mut s), Vec::<String>::new());
         assert_eq!(s.stripe.api_key, "sk_test_from_a_file");
         assert_eq!(s.database.url, "postgres://om:pw@db/om");
+        assert_eq!(s.stripe.webhook_secret, "whsec_from_a_file_123");
         assert_eq!(
             s.tenants[0].providers["generic"].secrets,
             vec![

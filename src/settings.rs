@@ -32,6 +32,7 @@ pub struct Settings {
     pub tenants: Vec<TenantSettings>,
     pub clock: ClockSettings,
     pub log: LogSettings,
+    pub reconcile: ReconcileSettings,
 }
 
 /// `[log]`: where and how the process logs. Logs always go to standard error.
@@ -270,6 +271,14 @@ pub struct StripeSettings {
     /// How each meter (by event name) aggregates its events, as set on the meter in
     /// Stripe; `sum` when not listed. Only a `sum` meter can take a correcting event.
     pub meter_aggregations: BTreeMap<String, MeterAggregation>,
+    /// The signing secret (`whsec_…`) of the Stripe event destination that sends
+    /// meter-event errors to `POST /stripe/events`. Empty: that endpoint answers 404.
+    pub webhook_secret: String,
+    /// A file holding `webhook_secret` instead (Docker/Kubernetes secrets).
+    pub webhook_secret_file: Option<String>,
+    /// A `Stripe-Signature` timestamp further than this from now is refused (401).
+    #[serde(with = "crate::duration_serde")]
+    pub webhook_tolerance: Duration,
 }
 
 /// A Stripe meter's aggregation formula (`default_aggregation.formula`).
@@ -312,6 +321,9 @@ impl Default for StripeSettings {
             timeout: Duration::from_secs(20),
             meter_ids: BTreeMap::new(),
             meter_aggregations: BTreeMap::new(),
+            webhook_secret: String::new(),
+            webhook_secret_file: None,
+            webhook_tolerance: Duration::from_secs(300),
         }
     }
 }
@@ -366,7 +378,61 @@ impl std::fmt::Debug for StripeSettings {
             .field("timeout", &self.timeout)
             .field("meter_ids", &self.meter_ids)
             .field("meter_aggregations", &self.meter_aggregations)
+            .field(
+                "webhook_secret",
+                &if self.webhook_secret.is_empty() {
+                    "(none)"
+                } else {
+                    "(redacted)"
+                },
+            )
+            .field("webhook_secret_file", &self.webhook_secret_file)
+            .field("webhook_tolerance", &self.webhook_tolerance)
             .finish()
+    }
+}
+
+/// `[reconcile]`: the periodic comparison with Stripe's meter summaries that `serve`
+/// runs (the reporter role), for what no event destination names: Stripe's rejection
+/// events name only samples of the events they reject.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// How often; `"none"`: never. Runs only with a Stripe key and `[stripe.meter_ids]`.
+    #[serde(with = "crate::duration_serde::none_or")]
+    pub every: Option<Duration>,
+    /// How far back each run compares (by meter-event timestamp).
+    #[serde(with = "crate::duration_serde")]
+    pub window: Duration,
+    /// The most recent stretch left out: Stripe's summaries are eventually consistent.
+    #[serde(with = "crate::duration_serde")]
+    pub lag: Duration,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            every: Some(Duration::from_secs(3600)),
+            window: Duration::from_secs(48 * 3600),
+            lag: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl ReconcileSettings {
+    fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.every.is_some_and(|d| d < Duration::from_secs(60)) {
+            errs.push("reconcile.every must be at least 1m (or \"none\")".into());
+        }
+        if self.window <= self.lag {
+            errs.push(format!(
+                "reconcile.window ({}) must be longer than reconcile.lag ({})",
+                humantime::format_duration(self.window),
+                humantime::format_duration(self.lag)
+            ));
+        }
+        errs
     }
 }
 
@@ -547,6 +613,8 @@ impl Settings {
                 self.stripe.api_base
             ));
         }
+        errs.extend(self.stripe_events_problems());
+        errs.extend(self.reconcile.problems());
         errs.extend(self.contract.validate());
         let mut seen = std::collections::HashSet::new();
         for t in &self.tenants {
@@ -620,6 +688,26 @@ impl Settings {
         self.reporter
             .rate_per_second
             .unwrap_or_else(|| self.stripe.mode().default_rate_per_second())
+    }
+
+    /// `stripe.webhook_secret` (when set) and `stripe.webhook_tolerance`.
+    fn stripe_events_problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let secret = &self.stripe.webhook_secret;
+        if !secret.is_empty() {
+            if let Some(p) = providers::secret_problem(secret) {
+                errs.push(format!("stripe.webhook_secret {p}"));
+            } else if !secret.starts_with("whsec_") {
+                errs.push(
+                    "stripe.webhook_secret is not an event destination's signing secret (they start with whsec_)"
+                        .into(),
+                );
+            }
+        }
+        if self.stripe.webhook_tolerance.is_zero() {
+            errs.push("stripe.webhook_tolerance must be longer than zero".into());
+        }
+        errs
     }
 
     pub fn tenant(&self, id: &str) -> Option<&TenantSettings> {
@@ -773,12 +861,70 @@ mod tests {
     }
 
     #[test]
+    fn the_stripe_events_secret_is_checked_like_a_signing_secret() {
+        let with = |secret: &str| Settings {
+            tenants: vec![tenant()],
+            stripe: StripeSettings {
+                mode: Some(StripeMode::DryRun),
+                webhook_secret: secret.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(with("").validate().is_ok(), "none: the endpoint is off");
+        assert!(with("whsec_0123456789abcdef").validate().is_ok());
+        for (bad, why) in [
+            (" ", "empty or blank"),
+            ("whsec_", "shorter than 8"),
+            ("whsec_0123456789abcdef\n", "whitespace"),
+            ("sk_test_0123456789abcdef", "start with whsec_"),
+        ] {
+            let Err(SettingsError::Invalid(errs)) = with(bad).validate() else {
+                panic!("{bad:?} was accepted");
+            };
+            let text = errs.join("\n");
+            assert!(
+                text.contains("stripe.webhook_secret") && text.contains(why),
+                "{text}"
+            );
+            assert!(!text.contains("0123456789abcdef"), "never repeated: {text}");
+        }
+    }
+
+    #[test]
+    fn reconcile_every_defaults_to_an_hour_and_can_be_turned_off() {
+        let parse = |toml: &str| {
+            config::Config::builder()
+                .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+                .build()
+                .and_then(|c| c.try_deserialize::<Settings>())
+        };
+        let s = parse("").expect("defaults");
+        assert_eq!(s.reconcile.every, Some(Duration::from_secs(3600)));
+        let s = parse("[reconcile]\nevery = \"none\"\n").expect("off");
+        assert_eq!(s.reconcile.every, None);
+        let mut s = parse("[reconcile]\nevery = \"10s\"\nwindow = \"5m\"\nlag = \"10m\"\n")
+            .expect("parses");
+        s.tenants = vec![tenant()];
+        let Err(SettingsError::Invalid(errs)) = s.validate() else {
+            panic!("accepted");
+        };
+        let text = errs.join("\n");
+        assert!(
+            text.contains("reconcile.every must be at least 1m"),
+            "{text}"
+        );
+        assert!(text.contains("reconcile.window"), "{text}");
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let mut s = Settings {
             tenants: vec![tenant()],
             ..Default::default()
         };
         s.stripe.api_key = "sk_test_supersecret".into();
+        s.stripe.webhook_secret = "whsec_hooksupersecret".into();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("supersecret"));
         assert!(!dbg.contains("tenant-signing-secret"));

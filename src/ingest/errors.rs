@@ -20,12 +20,16 @@ pub enum Rejection {
     Unavailable,
     /// `server.max_in_flight` requests are being handled already.
     Overloaded,
+    /// `POST /stripe/events` without `stripe.webhook_secret` configured.
+    NotConfigured,
 }
 
 impl Rejection {
     pub fn status(self) -> StatusCode {
         match self {
-            Rejection::UnknownTenant | Rejection::UnknownProvider => StatusCode::NOT_FOUND,
+            Rejection::UnknownTenant | Rejection::UnknownProvider | Rejection::NotConfigured => {
+                StatusCode::NOT_FOUND
+            }
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::MalformedBody => StatusCode::BAD_REQUEST,
             Rejection::MissingSignature | Rejection::BadSignature | Rejection::StaleSignature => {
@@ -48,6 +52,7 @@ impl Rejection {
             Rejection::BodyTimeout => "body_timeout",
             Rejection::Unavailable => "unavailable",
             Rejection::Overloaded => "overloaded",
+            Rejection::NotConfigured => "not_configured",
         }
     }
 
@@ -63,6 +68,7 @@ impl Rejection {
             Rejection::BodyTimeout => "request body not received in time",
             Rejection::Unavailable => "storage unavailable, retry later",
             Rejection::Overloaded => "too many requests in flight, retry later",
+            Rejection::NotConfigured => "no Stripe event destination is configured here",
         }
     }
 }

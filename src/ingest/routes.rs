@@ -1,6 +1,7 @@
 //! Routes and the webhook handler.
 
 use super::errors::Rejection;
+use super::stripe_events::StripeEndpoint;
 use super::writer::DeliveryWriter;
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, WebhookResult};
@@ -44,6 +45,8 @@ pub struct IngestState {
     pub refusals: Arc<super::refusals::Refusals>,
     /// Cancelled when the process stops or one of its roles failed: not ready.
     pub stopping: CancellationToken,
+    /// `POST /stripe/events`: `None` when no signing secret is configured (404).
+    pub stripe_events: Option<Arc<StripeEndpoint>>,
 }
 
 impl IngestState {
@@ -71,14 +74,16 @@ impl IngestState {
             request_timeout: settings.database.request_timeout,
             refusals: Arc::default(),
             stopping: CancellationToken::new(),
+            stripe_events: StripeEndpoint::from_settings(&settings.stripe).map(Arc::new),
         }
     }
 }
 
-/// The public listener: webhooks only.
+/// The public listener: helpdesk webhooks and Stripe's event destination.
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/webhooks/{provider}/{tenant}", post(webhook).get(probe))
+        .route("/stripe/events", post(super::stripe_events::receive))
         .with_state(state)
 }
 
@@ -217,7 +222,7 @@ async fn webhook(
 /// Read a body of at most `max` bytes, taking each chunk's size from `budget`
 /// as it arrives. A slow client holds only what it has sent, so trickling
 /// bodies cannot crowd out others; when the budget is spent, 503.
-async fn read_body(
+pub(super) async fn read_body(
     mut body: Body,
     declared: Option<usize>,
     max: usize,

@@ -4,7 +4,8 @@ use super::clause::{deciding_clause, DecidingClause};
 use super::fmt_ms;
 use crate::clock::to_millis;
 use crate::store::{
-    AttemptRow, DecisionRow, EventRow, OutcomeFilter, OutcomeRow, ReversalRow, Store, StoreError,
+    AttemptRow, DecisionRow, EventRow, OutcomeFilter, OutcomeRow, RejectionRow, ReversalRow, Store,
+    StoreError,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -72,12 +73,16 @@ impl From<DecisionRow> for DecisionView {
     }
 }
 
-/// An outcome (its fields, `provider` included) and every Stripe attempt for it.
+/// An outcome (its fields, `provider` included), every Stripe attempt for it, and
+/// every rejection of its meter events that Stripe reported after accepting them.
 #[derive(Debug, Serialize)]
 pub struct OutcomeTrail {
     #[serde(flatten)]
     pub outcome: OutcomeRow,
+    /// The meter event's `identifier` at Stripe now.
+    pub stripe_identifier: String,
     pub attempts: Vec<AttemptRow>,
+    pub rejections: Vec<RejectionRow>,
 }
 
 /// The stored rows of a ticket number, grouped by helpdesk; attempts not loaded yet.
@@ -106,7 +111,13 @@ pub async fn explain(
     for (_, mut rows) in chosen {
         for outcome in rows.outcomes {
             let attempts = store.attempts(&outcome.id).await?;
-            rows.trail.outcomes.push(OutcomeTrail { outcome, attempts });
+            let rejections = store.rejections_of(&outcome.id).await?;
+            rows.trail.outcomes.push(OutcomeTrail {
+                stripe_identifier: outcome.stripe_identifier(),
+                outcome,
+                attempts,
+                rejections,
+            });
         }
         providers.push(rows.trail);
     }
@@ -259,7 +270,9 @@ impl ProviderTrail {
         }
         for OutcomeTrail {
             outcome: o,
+            stripe_identifier,
             attempts,
+            rejections,
         } in &self.outcomes
         {
             let _ = writeln!(
@@ -291,6 +304,31 @@ impl ProviderTrail {
                         .as_deref()
                         .map(|r| format!(" request {r}"))
                         .unwrap_or_default()
+                );
+            }
+            for r in rejections {
+                let _ = writeln!(
+                    s,
+                    "      {} Stripe rejected {} after accepting it: {}: {} (Stripe event {})",
+                    fmt_ms(r.rejected_at),
+                    r.identifier,
+                    r.code,
+                    r.message,
+                    r.stripe_event_id
+                );
+            }
+            if o.state == "rejected_by_stripe" {
+                let _ = writeln!(
+                    s,
+                    "      not billed: Stripe accepted the meter event ({stripe_identifier}) and rejected it in its \
+                     asynchronous validation, so it counts nothing. Fix the cause, then resend it (under a new \
+                     identifier): outcome-meter replay --rejected --id {} --yes",
+                    o.id
+                );
+            } else if !rejections.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "      resent after Stripe's rejection as {stripe_identifier}"
                 );
             }
         }

@@ -29,6 +29,10 @@ pub struct MeterTotals {
     pub awaiting_value: i64,
     pub dry_run_count: i64,
     pub capped_count: i64,
+    /// Sent, accepted, then rejected by Stripe in its asynchronous validation: not
+    /// billed (until resent, `replay --rejected`).
+    pub rejected_count: i64,
+    pub rejected_value: i64,
     /// Reported in another Stripe mode than this ledger's (test-mode events seen
     /// from live mode): not billed here.
     pub other_mode_count: i64,
@@ -98,6 +102,10 @@ pub fn totals(
             }
             "dry_run" => t.dry_run_count += 1,
             "capped" => t.capped_count += 1,
+            "rejected_by_stripe" => {
+                t.rejected_count += 1;
+                t.rejected_value += o.value;
+            }
             _ => {}
         }
     }
@@ -225,6 +233,19 @@ mod tests {
         let t = &t["resolved_ticket"];
         assert_eq!((t.awaiting_count, t.awaiting_value), (2, 4));
         assert_eq!((t.capped_count, t.net_value), (1, 0));
+    }
+
+    #[test]
+    fn an_outcome_stripe_rejected_is_not_billed() {
+        let o = [
+            outcome("a", "reported", DAY),
+            outcome("b", "rejected_by_stripe", DAY),
+        ];
+        let t = totals(&o, &[], JAN, StripeMode::Live);
+        let t = &t["resolved_ticket"];
+        assert_eq!((t.reported_count, t.net_value), (1, 2));
+        assert_eq!((t.rejected_count, t.rejected_value), (1, 2));
+        assert_eq!(t.awaiting_count, 0, "not in the outbox until resent");
     }
 
     #[test]

@@ -18,6 +18,14 @@ pub enum ReconcileError {
     Stripe(#[from] StripeError),
     #[error("no Stripe meter id configured for event name(s) {0:?}: set [stripe.meter_ids] <event_name> = \"mtr_...\"")]
     MissingMeterIds(Vec<String>),
+    /// No outcome of the tenant in the period and no meter id configured: there is
+    /// nothing to ask Stripe about, and "no drift" would be a claim nobody checked.
+    #[error("nothing to compare for tenant `{tenant}` from {from} to {to}: it has no outcome in the period and no meter is configured, so Stripe was not asked; set [stripe.meter_ids] <event_name> = \"mtr_...\" for each meter (usage at Stripe with no outcome here is drift too)")]
+    NothingToCompare {
+        tenant: String,
+        from: String,
+        to: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -31,6 +39,9 @@ pub struct MeterLine {
     /// Confirmed but not at Stripe yet (pending or failed in the outbox).
     pub outbox_count: i64,
     pub outbox_value: i64,
+    /// Accepted, then rejected by Stripe (named by a rejection event): not expected.
+    pub rejected_count: i64,
+    pub rejected_value: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +83,14 @@ impl Reconciliation {
                 m.outbox_value
             );
         }
+        for m in self.meters.iter().filter(|m| m.rejected_count > 0) {
+            let _ = writeln!(
+                s,
+                "{}: {} outcome(s) (value {}) rejected by Stripe after it accepted them, not expected: \
+                 `outcomes --state rejected_by_stripe`, resend with `replay --rejected` once the cause is fixed.",
+                m.event_name, m.rejected_count, m.rejected_value
+            );
+        }
         let _ = writeln!(
             s,
             "{}",
@@ -81,6 +100,14 @@ impl Reconciliation {
                 "No drift."
             }
         );
+        if self.meters.iter().any(|m| m.drift < -f64::EPSILON) {
+            let _ = writeln!(
+                s,
+                "Stripe counts less than outcome-meter reported: it may have rejected events after accepting them \
+                 without naming them (its rejection events name samples only). Check the meter's errors in the \
+                 Stripe Dashboard; see README, \"Stripe's asynchronous rejections\"."
+            );
+        }
         s
     }
 }
@@ -92,6 +119,46 @@ pub struct StripeTarget<'a> {
     pub customer: &'a str,
     pub account: Option<&'a str>,
     pub mode: crate::stripe::mode::StripeMode,
+}
+
+/// Compare one meter of one tenant's customer with Stripe over `period` (sent to
+/// Stripe in whole minutes: give a minute-aligned period for an exact comparison).
+pub async fn reconcile_meter(
+    store: &Store,
+    client: &StripeClient,
+    tenant: &str,
+    at: &StripeTarget<'_>,
+    event_name: &str,
+    meter_id: &str,
+    period: Period,
+) -> Result<MeterLine, ReconcileError> {
+    let outcomes = store
+        .list_outcomes(&OutcomeFilter {
+            tenant: Some(tenant.to_string()),
+            confirmed_from: Some(period.from),
+            confirmed_to: Some(period.to),
+            ..Default::default()
+        })
+        .await?;
+    let reversals = store.reversals(tenant).await?;
+    let t = totals(&outcomes, &reversals, period, at.mode)
+        .remove(event_name)
+        .unwrap_or_default();
+    let (start, end) = ((period.from / 60_000) * 60, (period.to / 60_000) * 60);
+    let stripe = client
+        .meter_total(meter_id, at.customer, start, end, at.account)
+        .await?;
+    Ok(MeterLine {
+        event_name: event_name.to_string(),
+        meter_id: meter_id.to_string(),
+        expected: t.net_value,
+        stripe,
+        drift: stripe - t.net_value as f64,
+        outbox_count: t.awaiting_count,
+        outbox_value: t.awaiting_value,
+        rejected_count: t.rejected_count,
+        rejected_value: t.rejected_value,
+    })
 }
 
 /// Compare the local reported totals with Stripe's meter event summaries, for every
@@ -125,6 +192,8 @@ pub async fn reconcile(
                     expected: t.net_value,
                     outbox_count: t.awaiting_count,
                     outbox_value: t.awaiting_value,
+                    rejected_count: t.rejected_count,
+                    rejected_value: t.rejected_value,
                     ..Default::default()
                 },
             )
@@ -146,6 +215,13 @@ pub async fn reconcile(
         .collect();
     if !missing.is_empty() {
         return Err(ReconcileError::MissingMeterIds(missing));
+    }
+    if lines.is_empty() {
+        return Err(ReconcileError::NothingToCompare {
+            tenant: tenant.to_string(),
+            from: fmt_ms(period.from),
+            to: fmt_ms(period.to),
+        });
     }
     // Stripe wants whole minutes.
     let (start, end) = ((period.from / 60_000) * 60, (period.to / 60_000) * 60);

@@ -28,6 +28,7 @@ pub fn reason(code: &str) -> Cow<'static, str> {
         "handed_off_to_human" => "handed off to a human",
         "no_customer_message" => "the customer never wrote",
         "category_declined" => "in a category the contract declines",
+        "rejected_by_stripe" => "rejected by Stripe after it accepted the event",
         "unknown" => "unknown reason",
         other => return fallback(other),
     })
@@ -39,6 +40,7 @@ pub fn status(code: &str) -> Cow<'static, str> {
         "reopened" => "reopened",
         "not_billable" => "not billable",
         "capped" => "capped",
+        "rejected_by_stripe" => "rejected by Stripe",
         "in_window" => "not final yet: inside its reopen window",
         "confirmed" => "confirmed",
         other => return fallback(other),
@@ -55,6 +57,7 @@ pub fn outcome_state(code: &str) -> Cow<'static, str> {
         "capped" => "capped (not billed)",
         "voided" => "voided before sending",
         "reversed" => "reversed (clawback)",
+        "rejected_by_stripe" => "rejected by Stripe (not billed)",
         other => return fallback(other),
     })
 }

@@ -54,6 +54,9 @@ pub struct ClaimedReversal {
     pub stripe_timestamp: Option<i64>,
     /// An earlier cancel request may have been applied without us hearing so.
     pub cancel_in_doubt: bool,
+    /// The identifier of the outcome's meter event at Stripe (what a cancel names):
+    /// the outcome id, or `<outcome id>_resend<N>` once resent after a rejection.
+    pub outcome_identifier: String,
 }
 
 /// How a reversal attempt ended.
@@ -207,7 +210,7 @@ impl Store {
             let row = sqlx::query(
                 "SELECT r.outcome_id, r.event_name, r.value, r.stripe_customer_id, r.method, r.attempts, r.stripe_timestamp, \
                  r.cancel_in_doubt, o.stripe_account, o.reported_mode, o.state AS outcome_state, COALESCE(o.first_sent_at, o.reported_at) AS first_sent_at, \
-                 o.lease_until AS outcome_lease \
+                 o.lease_until AS outcome_lease, o.stripe_resends AS outcome_resends \
                  FROM reversals r JOIN outcomes o ON o.id = r.outcome_id WHERE r.outcome_id = $1",
             )
             .bind(&id)
@@ -227,6 +230,10 @@ impl Store {
                 outcome_lease_until: col(&row, "outcome_lease")?,
                 stripe_timestamp: col(&row, "stripe_timestamp")?,
                 cancel_in_doubt: col::<i64>(&row, "cancel_in_doubt")? != 0,
+                outcome_identifier: crate::stripe::events::outcome_identifier(
+                    &id,
+                    col(&row, "outcome_resends")?,
+                ),
             });
         }
         Ok(out)
@@ -248,11 +255,12 @@ impl Store {
         Ok(())
     }
 
-    /// Void an outcome that was never delivered, unless a reporter holds it now.
+    /// Void an outcome that was never delivered (or that Stripe rejected after
+    /// accepting it), unless a reporter holds it now.
     pub async fn void_outcome_if_idle(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE outcomes SET state = 'voided', lease_until = NULL \
-             WHERE id = $1 AND state IN ('pending', 'failed') AND (lease_until IS NULL OR lease_until <= $2)",
+             WHERE id = $1 AND state IN ('pending', 'failed', 'rejected_by_stripe') AND (lease_until IS NULL OR lease_until <= $2)",
         )
         .bind(id)
         .bind(now)

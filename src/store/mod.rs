@@ -8,6 +8,7 @@ mod inbox;
 mod outbox;
 mod pair_lock;
 mod queries;
+mod stripe_events;
 mod tickets;
 mod vocabulary;
 
@@ -18,6 +19,9 @@ pub use pair_lock::{pair_key, PairLock};
 pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeCursor, OutcomeFilter, OutcomeRow,
     QueueCounts, ReversalRow,
+};
+pub use stripe_events::{
+    rejection_text, Applied, ClaimedStripeEvent, Effect, NewStripeEvent, RejectionRow, SentRange,
 };
 pub use tickets::{DecisionWrite, TicketState};
 

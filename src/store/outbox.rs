@@ -61,6 +61,16 @@ pub struct ClaimedOutcome {
     pub calls: u32,
     /// The claim's `lease_until`: the fencing token this reporter holds.
     pub lease_until: i64,
+    /// Times it was sent again after Stripe rejected it: its identifier is
+    /// `crate::stripe::events::outcome_identifier(id, resends)`.
+    pub resends: i64,
+}
+
+impl ClaimedOutcome {
+    /// The `identifier` to send: never one Stripe rejected.
+    pub fn stripe_identifier(&self) -> String {
+        crate::stripe::events::outcome_identifier(&self.id, self.resends)
+    }
 }
 
 /// One call to Stripe (or, in dry-run, one that would have been made) for an
@@ -144,7 +154,7 @@ impl Store {
                AND (lease_until IS NULL OR lease_until <= $2) \
                AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \
                ORDER BY next_attempt_at, id LIMIT $3{}) \
-             RETURNING id, event_name, value, stripe_customer_id, stripe_account, confirmed_at, attempts, calls, lease_until",
+             RETURNING id, event_name, value, stripe_customer_id, stripe_account, confirmed_at, attempts, calls, lease_until, stripe_resends",
             self.backend.skip_locked()
         );
         let rows = sqlx::query(&sql)
@@ -165,6 +175,7 @@ impl Store {
                     attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
                     calls: u32::try_from(col::<i64>(r, "calls")?).unwrap_or(u32::MAX),
                     lease_until: col(r, "lease_until")?,
+                    resends: col(r, "stripe_resends")?,
                 })
             })
             .collect()

@@ -53,6 +53,16 @@ pub struct OutcomeRow {
     /// `live`, `test` or `dry_run` once reported (or recorded); none before modes
     /// were recorded.
     pub reported_mode: Option<String>,
+    /// Times it was sent again after Stripe rejected it (`replay --rejected`).
+    pub stripe_resends: i64,
+}
+
+impl OutcomeRow {
+    /// The `identifier` of its meter event at Stripe now: the outcome id, or
+    /// `<outcome id>_resend<N>` once resent after a rejection.
+    pub fn stripe_identifier(&self) -> String {
+        crate::stripe::events::outcome_identifier(&self.id, self.stripe_resends)
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -186,12 +196,16 @@ pub struct QueueCounts {
     pub deliveries: Vec<(String, i64)>,
     pub outcomes: Vec<(String, i64)>,
     pub tickets_waiting: i64,
-    /// Confirmation time of the oldest outcome not billed: pending or failed.
+    /// Confirmation time of the oldest outcome not billed: pending, failed or
+    /// rejected by Stripe.
     pub oldest_unbilled_outcome: Option<i64>,
+    /// Stripe event notifications waiting to be processed, or failed, by state.
+    pub stripe_events: Vec<(String, i64)>,
 }
 
 const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
-     stripe_customer_id, contract_version, contract_hash, evidence, state, attempts, last_error, stripe_request_id, reported_at, reported_mode";
+     stripe_customer_id, contract_version, contract_hash, evidence, state, attempts, last_error, stripe_request_id, reported_at, \
+     reported_mode, stripe_resends";
 
 fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
     Ok(OutcomeRow {
@@ -214,6 +228,7 @@ fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
         stripe_request_id: col(r, "stripe_request_id")?,
         reported_at: col(r, "reported_at")?,
         reported_mode: col(r, "reported_mode")?,
+        stripe_resends: col(r, "stripe_resends")?,
     })
 }
 
@@ -503,15 +518,24 @@ impl Store {
         let tickets_waiting =
             count("SELECT COUNT(*) AS n FROM tickets WHERE settle_at IS NOT NULL").await?;
         let oldest = sqlx::query(
-            "SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state IN ('pending', 'failed')",
+            "SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state IN ('pending', 'failed', 'rejected_by_stripe')",
         )
         .fetch_one(&self.pool)
         .await?;
+        let stripe_events = sqlx::query(
+            "SELECT state AS status, COUNT(*) AS n FROM stripe_events WHERE state IN ('pending', 'failed') GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
+        .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
         Ok(QueueCounts {
             deliveries,
             outcomes,
             tickets_waiting,
             oldest_unbilled_outcome: col(&oldest, "m")?,
+            stripe_events,
         })
     }
 }

@@ -347,6 +347,40 @@ impl StripeClient {
     }
 }
 
+// ------------------------------------------------------------------ v2 events
+// (Stripe's asynchronous rejections, see `super::events`.)
+
+impl StripeClient {
+    /// `GET /v2/core/events/{id}`: the full event behind a thin notification, as raw
+    /// JSON. `context` (the notification's `context`, a connected account) is sent as
+    /// `Stripe-Context` (https://docs.stripe.com/context). Only secret keys can read
+    /// `/v2` (https://docs.stripe.com/api-v2-overview).
+    ///
+    /// Assumed: the pinned `Stripe-Version` serves `/v2` too (Stripe's SDKs send their
+    /// one pinned version with every request; v2 events are generally available since
+    /// 2024-09-30.acacia, and `stripe.api_version` defaults to 2025-03-31.basil).
+    pub async fn v2_event(&self, id: &str, context: Option<&str>) -> Result<Vec<u8>, StripeError> {
+        // An event id is opaque: keep it one path segment.
+        let id: String = id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let mut req = self
+            .http
+            .get(format!("{}/v2/core/events/{id}", self.api_base))
+            .bearer_auth(&self.api_key)
+            .header("Stripe-Version", &self.api_version);
+        if let Some(ctx) = context.filter(|c| !c.is_empty()) {
+            req = req.header("Stripe-Context", ctx);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        Self::read(resp).await.map(|(_, body)| body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,14 @@
 //! drains the outbox.
 
 pub mod client;
+pub mod events;
 pub mod limits;
 pub mod mode;
+pub mod rejections;
 pub mod reporter;
 pub mod retry;
 pub mod too_old;
 
 pub use client::{Ack, ApiError, MeterEvent, StripeClient, StripeError};
+pub use rejections::Rejections;
 pub use reporter::Reporter;

@@ -223,7 +223,9 @@ impl Reporter {
             event_name: o.event_name.clone(),
             stripe_customer_id: o.stripe_customer_id.clone(),
             value: o.value,
-            identifier: o.id.clone(),
+            // The outcome id; after a rejection and a resend, `<id>_resend<N>` (see
+            // `super::rejections`: a rejected identifier is never reused).
+            identifier: o.stripe_identifier(),
             timestamp: o.confirmed_at.div_euclid(1000),
         };
         let request = ev.encoded();
@@ -291,7 +293,7 @@ impl Reporter {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
             return Ok(());
         }
-        let key = idempotency_key(&o.id, "meter_event", o.calls);
+        let key = idempotency_key(&ev.identifier, "meter_event", o.calls);
         let result = self
             .timed(
                 "meter_event",
@@ -461,7 +463,8 @@ pub fn choose_method(
     }
     let reported_in = reported_in.unwrap_or(mode);
     match outcome_state {
-        "pending" | "failed" => Method::Void,
+        // Rejected by Stripe after it accepted the event: nothing is billed.
+        "pending" | "failed" | "rejected_by_stripe" => Method::Void,
         "dry_run" => Method::DryRun,
         "reported" if reported_in == StripeMode::Live && mode != StripeMode::Live => {
             Method::WaitForLive
@@ -650,13 +653,13 @@ impl Reporter {
                         "cancel",
                         client.cancel_meter_event(
                             &r.event_name,
-                            &r.outcome_id,
+                            &r.outcome_identifier,
                             &key,
                             r.stripe_account.as_deref(),
                         ),
                     )
                     .await;
-                (cancel_form(&r.event_name, &r.outcome_id), res)
+                (cancel_form(&r.event_name, &r.outcome_identifier), res)
             }
             Method::Correction => {
                 // After Stripe's cancellation window: a correcting event with the negative value.
@@ -773,6 +776,11 @@ mod tests {
         assert_eq!(
             choose_method(None, "failed", None, LIVE, Some(now - 50 * H), now, SUM),
             Method::Void
+        );
+        assert_eq!(
+            choose_method(None, "rejected_by_stripe", None, LIVE, Some(now), now, SUM),
+            Method::Void,
+            "Stripe rejected it: nothing is billed, nothing to cancel"
         );
         assert_eq!(
             choose_method(None, "dry_run", None, LIVE, None, now, SUM),

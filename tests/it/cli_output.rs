@@ -22,6 +22,8 @@ const DB_PASSWORDS: [&str; 4] = [
     "PLANTED-db-pass-4",
 ];
 const TYPE_ERROR_SECRET: &str = "PLANTED-type-error-secret";
+/// The Stripe event destination's signing secret (`POST /stripe/events`).
+const STRIPE_EVENTS_SECRET: &str = "whsec_PLANTED-stripe-destination";
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_outcome-meter"))
@@ -70,6 +72,7 @@ mode = "test"
 api_key = "{STRIPE_KEY}"
 api_base = "{base}"
 timeout = "5s"
+webhook_secret = "{STRIPE_EVENTS_SECRET}"
 [[tenants]]
 id = "acme"
 stripe_customer_id = "{CUSTOMER}"
@@ -88,6 +91,7 @@ fn leaks(text: &str) -> Vec<&'static str> {
         "PLANTED-old-rotation-secret",
         STRIPE_KEY,
         TYPE_ERROR_SECRET,
+        STRIPE_EVENTS_SECRET,
     ];
     planted.extend(DB_PASSWORDS);
     planted.into_iter().filter(|p| text.contains(p)).collect()
@@ -156,6 +160,23 @@ async fn serve_and_collect(
         let r = req.send().await.expect("send");
         answers.push(format!(
             "{path} {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    // Stripe's event destination: a forged and a well-signed notification.
+    let note = r#"{"id":"evt_planted","object":"v2.core.event","type":"v1.billing.meter.updated"}"#;
+    for secret in ["whsec_PLANTED-but-wrong", STRIPE_EVENTS_SECRET] {
+        let sig = outcome_meter::stripe::events::sign(secret, now.timestamp(), note.as_bytes());
+        let r = http
+            .post(child.url("/stripe/events"))
+            .header("Stripe-Signature", sig)
+            .body(note)
+            .send()
+            .await
+            .expect("send");
+        answers.push(format!(
+            "/stripe/events {}: {}",
             r.status(),
             r.text().await.unwrap_or_default()
         ));

@@ -19,5 +19,6 @@ mod reversals;
 mod scaleout;
 mod schema;
 mod storage;
+mod stripe_events;
 mod stripe_modes;
 mod support;

@@ -409,6 +409,11 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
 
 impl TestApp {
     pub async fn spawn(opts: Options) -> TestApp {
+        Self::spawn_tweaked(opts, |_| {}).await
+    }
+
+    /// [`TestApp::spawn`] with settings `Options` has no field for.
+    pub async fn spawn_tweaked(opts: Options, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let (dir, url, pg_db) = match opts.backend {
             Backend::Postgres => {
                 let (url, name) = create_postgres_db().await;
@@ -431,7 +436,8 @@ impl TestApp {
                 }
             },
         };
-        let settings = settings_for(&url, &opts);
+        let mut settings = settings_for(&url, &opts);
+        tweak(&mut settings);
         let clock = ManualClock::new(t0());
         Self::boot(settings, clock, opts.clock_offset, dir, pg_db).await
     }

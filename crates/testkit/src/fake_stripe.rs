@@ -41,6 +41,10 @@
 //! asynchronously) and a bad timestamp window are a 400 at once; that message text is a guess.
 //! Only Bearer auth; form bodies only; no `value_grouping_window`. Every response says
 //! `Connection: close`, so `Fault::AcceptThenDrop` closes the request's own connection unanswered.
+//!
+//! Asynchronous rejections (the section at the end): events accepted with a 200 and rejected
+//! later, reported through thin events to an event destination and fetched from
+//! `GET /v2/core/events/{id}`; see that section for what is found and what is assumed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -231,6 +235,8 @@ struct State {
     latency: Option<std::time::Duration>,
     in_flight: HashSet<(String, String)>,
     pair_conflicts: usize,
+    /// Asynchronous rejections (see the section at the end of this file).
+    rejections: Rejections,
 }
 
 impl State {
@@ -746,6 +752,9 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         return Err(api(400, IRE, None, msg).header("Stripe-Should-Retry", "false".into()));
     }
     s.identifiers.insert(scoped);
+    let meter_known = s.meters.values().any(|n| n == event_name);
+    s.rejections
+        .judge(event_name, customer, &identifier, created, meter_known);
     s.events.push(RecordedEvent {
         event_name: event_name.into(),
         customer: customer.into(),
@@ -870,6 +879,7 @@ fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError
         .iter()
         .filter(|e| event_scope(e) == here)
         .filter(|e| e.event_name == *event_name && e.customer == customer && !cancelled(e))
+        .filter(|e| !s.rejections.rejected.contains(&e.identifier))
         .filter(|e| start <= e.timestamp && e.timestamp < end)
         .filter_map(|e| e.value.trim().parse::<f64>().ok())
         .sum();
@@ -999,6 +1009,10 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
             let result = summaries(&lock(state), req, meter_id);
             result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
         }
+        ("GET", path, None) if path.starts_with(V2_EVENTS) => {
+            let result = retrieve_v2_event(&mut lock(state), req);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
         (method, path, _) => {
             let msg = format!(
                 "Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs \
@@ -1008,4 +1022,353 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
         }
     };
     Outcome::Respond(resp)
+}
+
+// ------------------------------------------------------------------ asynchronous rejections
+//
+// Found (sources):
+// - A 200 from meter events means accepted for asynchronous validation; events that fail it
+//   are reported through the thin events `v1.billing.meter.error_report_triggered` (per meter;
+//   `related_object` is the meter) and `v1.billing.meter.no_meter_found` (`related_object`
+//   `{}`). The notification has no `data`; `GET /v2/core/events/{id}` returns the event with
+//   `data.developer_message_summary`, `data.reason.error_count`, `data.reason.error_types[]`
+//   (`code`, `error_count`, `sample_errors[]` of `error_message` and `request.identifier`) and
+//   `data.validation_start` / `validation_end` (RFC 3339); `created` is RFC 3339 too.
+//   https://docs.stripe.com/api/v2/core/events/object ,
+//   https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-in-bulk
+// - Error codes: `meter_event_customer_not_found`, `meter_event_no_customer_defined`,
+//   `meter_event_dimension_count_too_high`, `archived_meter`, `timestamp_too_far_in_past`,
+//   `timestamp_in_future`, `meter_event_value_not_found`, `meter_event_invalid_value`, and
+//   `no_meter` (only for `no_meter_found`). Same page.
+// - Notifications are signed like webhooks: `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256
+//   of "t.body" keyed with the destination's whsec_ secret>`. https://docs.stripe.com/webhooks
+//
+// Assumed: an event's rejection does not free its identifier (a resend with the same
+// identifier gets the usual "already exists" 400); the error messages' wording; how many
+// samples Stripe includes (5 per code here, `set_sample_limit`); that the validation window
+// spans the rejected events' receipt times; a 404 `resource_missing` for an unknown event id;
+// that a rejected event counts in no summary. Reports are published only when a test calls
+// `publish_error_reports`, never on a timer.
+
+const V2_EVENTS: &str = "/v2/core/events/";
+const ERROR_REPORT: &str = "v1.billing.meter.error_report_triggered";
+const NO_METER: &str = "v1.billing.meter.no_meter_found";
+
+/// An event accepted with a 200 that Stripe's validation rejects.
+#[derive(Clone, Debug)]
+struct Rejected {
+    kind: &'static str,
+    event_name: String,
+    identifier: String,
+    code: String,
+    message: String,
+    created: i64,
+}
+
+#[derive(Default)]
+struct Rejections {
+    /// `Some`: only these customers exist; events for any other are rejected with
+    /// `meter_event_customer_not_found`.
+    customers: Option<HashSet<String>>,
+    /// Events for these customers are rejected with the given code.
+    by_customer: HashMap<String, String>,
+    /// Events whose event name has no meter (`set_meter`) are rejected with `no_meter`.
+    strict_meters: bool,
+    /// Rejected, not yet reported.
+    unpublished: Vec<Rejected>,
+    /// Every rejected identifier: counted in no summary.
+    rejected: HashSet<String>,
+    /// Full v2 events by id, for `GET /v2/core/events/{id}`.
+    events: HashMap<String, Value>,
+    /// Thin notifications in publication order: (event id, body).
+    notifications: Vec<(String, String)>,
+    /// Where notifications go, and the signing secret.
+    destination: Option<(String, String)>,
+    sample_limit: Option<usize>,
+    /// Faults for `GET /v2/core/events/{id}`, first in first out.
+    faults: VecDeque<u16>,
+    fetches: usize,
+}
+
+impl Rejections {
+    /// Decide, when an event is accepted, whether validation will reject it.
+    fn judge(
+        &mut self,
+        event_name: &str,
+        customer: &str,
+        identifier: &str,
+        created: i64,
+        meter_known: bool,
+    ) {
+        let verdict = if self.strict_meters && !meter_known {
+            Some((
+                NO_METER,
+                "no_meter".to_string(),
+                format!("No meter was found matching event_name {event_name}."),
+            ))
+        } else if let Some(code) = self.by_customer.get(customer) {
+            Some((
+                ERROR_REPORT,
+                code.clone(),
+                format!("Rejected by the fake for customer {customer} ({code})."),
+            ))
+        } else if self
+            .customers
+            .as_ref()
+            .is_some_and(|known| !known.contains(customer))
+        {
+            Some((
+                ERROR_REPORT,
+                "meter_event_customer_not_found".to_string(),
+                format!("No customer found with id {customer}."),
+            ))
+        } else {
+            None
+        };
+        if let Some((kind, code, message)) = verdict {
+            self.rejected.insert(identifier.to_string());
+            self.unpublished.push(Rejected {
+                kind,
+                event_name: event_name.to_string(),
+                identifier: identifier.to_string(),
+                code,
+                message,
+                created,
+            });
+        }
+    }
+}
+
+fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `Stripe-Signature` for `body` at `t`, as Stripe signs event notifications.
+pub fn stripe_signature(secret: &str, t: i64, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Build the v2 events (full, and thin) for the rejections not reported yet: one
+/// `error_report_triggered` per meter, one `no_meter_found` for events with no meter.
+fn build_reports(s: &mut State) -> Vec<(String, String)> {
+    let pending = std::mem::take(&mut s.rejections.unpublished);
+    // (event type, meter id) -> its rejected events, in order of first appearance.
+    type Group = ((&'static str, Option<String>), Vec<Rejected>);
+    let mut groups: Vec<Group> = Vec::new();
+    for r in pending {
+        let meter = (r.kind == ERROR_REPORT).then(|| {
+            s.meters
+                .iter()
+                .find(|(_, name)| **name == r.event_name)
+                .map(|(id, _)| id.clone())
+                .unwrap_or_else(|| format!("mtr_fake_{}", r.event_name))
+        });
+        let key = (r.kind, meter);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    let limit = s.rejections.sample_limit.unwrap_or(5);
+    let now = s.now();
+    let mut out = Vec::new();
+    for ((kind, meter), rejected) in groups {
+        let mut codes: Vec<(String, Vec<&Rejected>)> = Vec::new();
+        for r in &rejected {
+            match codes.iter_mut().find(|(c, _)| *c == r.code) {
+                Some((_, v)) => v.push(r),
+                None => codes.push((r.code.clone(), vec![r])),
+            }
+        }
+        let error_types: Vec<Value> = codes
+            .iter()
+            .map(|(code, rs)| {
+                let samples: Vec<Value> = rs
+                    .iter()
+                    .take(limit)
+                    .map(|r| {
+                        json!({
+                            "error_message": r.message,
+                            "request": { "identifier": r.identifier },
+                        })
+                    })
+                    .collect();
+                json!({ "code": code, "error_count": rs.len(), "sample_errors": samples })
+            })
+            .collect();
+        let start = rejected.iter().map(|r| r.created).min().unwrap_or(now);
+        let end = rejected.iter().map(|r| r.created).max().unwrap_or(now) + 1;
+        let related = match &meter {
+            Some(id) => json!({
+                "id": id, "type": "billing.meter", "url": format!("/v1/billing/meters/{id}"),
+            }),
+            None => json!({}),
+        };
+        let id = format!("evt_test_{}", token(40));
+        let n = rejected.len();
+        let thin = json!({
+            "id": id,
+            "object": "v2.core.event",
+            "type": kind,
+            "created": rfc3339(now),
+            "livemode": false,
+            "context": null,
+            "reason": null,
+            "related_object": related,
+        });
+        let mut full = thin.clone();
+        full["data"] = json!({
+            "developer_message_summary": format!("There {} {n} invalid event{}", if n == 1 { "is" } else { "are" }, if n == 1 { "" } else { "s" }),
+            "reason": { "error_count": n, "error_types": error_types },
+            "validation_start": rfc3339(start),
+            "validation_end": rfc3339(end),
+        });
+        s.rejections.events.insert(id.clone(), full);
+        let body = thin.to_string();
+        s.rejections.notifications.push((id.clone(), body.clone()));
+        out.push((id, body));
+    }
+    out
+}
+
+fn retrieve_v2_event(s: &mut State, req: &Request) -> Result<Value, ApiError> {
+    authenticate(req)?;
+    s.rejections.fetches += 1;
+    if let Some(status) = s.rejections.faults.pop_front() {
+        s.faults_injected += 1;
+        return Err(fault_error(status));
+    }
+    let id = req.path.strip_prefix(V2_EVENTS).unwrap_or_default();
+    s.rejections.events.get(id).cloned().ok_or_else(|| {
+        let msg = format!("No such event: '{id}'");
+        api(404, IRE, Some("resource_missing"), msg)
+    })
+}
+
+impl FakeStripe {
+    /// Only these customers exist from now on: events for any other are accepted (200)
+    /// and rejected later with `meter_event_customer_not_found`.
+    pub fn set_customers(&self, customers: &[&str]) {
+        lock(&self.state).rejections.customers =
+            Some(customers.iter().map(|c| c.to_string()).collect());
+    }
+
+    /// Create a customer (with `set_customers`): its events are accepted from now on.
+    pub fn add_customer(&self, customer: &str) {
+        let mut s = lock(&self.state);
+        s.rejections
+            .customers
+            .get_or_insert_with(HashSet::new)
+            .insert(customer.to_string());
+        s.rejections.by_customer.remove(customer);
+    }
+
+    /// Reject every event for `customer` from now on with `code` (after a 200).
+    pub fn reject_customer(&self, customer: &str, code: &str) {
+        lock(&self.state)
+            .rejections
+            .by_customer
+            .insert(customer.into(), code.into());
+    }
+
+    /// Reject events whose event name has no meter (`set_meter`) with `no_meter`.
+    pub fn set_strict_meters(&self, on: bool) {
+        lock(&self.state).rejections.strict_meters = on;
+    }
+
+    /// At most this many sample errors per error code in a report (default 5).
+    pub fn set_sample_limit(&self, n: usize) {
+        lock(&self.state).rejections.sample_limit = Some(n);
+    }
+
+    /// Deliver notifications to `url` (the service's `…/stripe/events`), signed with `secret`.
+    pub fn set_event_destination(&self, url: &str, secret: &str) {
+        lock(&self.state).rejections.destination = Some((url.into(), secret.into()));
+    }
+
+    /// Queue a fault (an HTTP status) for the next `GET /v2/core/events/{id}`.
+    pub fn push_v2_event_fault(&self, status: u16) {
+        lock(&self.state).rejections.faults.push_back(status);
+    }
+
+    /// How many `GET /v2/core/events/{id}` requests were made.
+    pub fn v2_event_fetches(&self) -> usize {
+        lock(&self.state).rejections.fetches
+    }
+
+    /// Identifiers accepted and then rejected (published or not).
+    pub fn rejected_identifiers(&self) -> Vec<String> {
+        let s = lock(&self.state);
+        let mut v: Vec<String> = s.rejections.rejected.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Report every rejection not reported yet: create the v2 events and deliver their
+    /// thin notifications to the destination (when one is set). Returns each event id
+    /// with the destination's status (0: not delivered).
+    pub async fn publish_error_reports(&self) -> Vec<(String, u16)> {
+        let (built, destination, t) = {
+            let mut s = lock(&self.state);
+            let built = build_reports(&mut s);
+            (built, s.rejections.destination.clone(), s.now())
+        };
+        let mut out = Vec::new();
+        for (id, body) in built {
+            let status = match &destination {
+                Some((url, secret)) => deliver(url, secret, t, &body).await,
+                None => 0,
+            };
+            out.push((id, status));
+        }
+        out
+    }
+
+    /// Deliver an already published notification again (Stripe retries until a 2xx).
+    pub async fn redeliver(&self, event_id: &str) -> u16 {
+        let (body, destination, t) = {
+            let s = lock(&self.state);
+            let body = s
+                .rejections
+                .notifications
+                .iter()
+                .find(|(id, _)| id == event_id)
+                .map(|(_, b)| b.clone());
+            (body, s.rejections.destination.clone(), s.now())
+        };
+        match (body, destination) {
+            (Some(body), Some((url, secret))) => deliver(&url, &secret, t, &body).await,
+            _ => 0,
+        }
+    }
+
+    /// The thin notification of a published event, as delivered.
+    pub fn notification(&self, event_id: &str) -> Option<String> {
+        lock(&self.state)
+            .rejections
+            .notifications
+            .iter()
+            .find(|(id, _)| id == event_id)
+            .map(|(_, b)| b.clone())
+    }
+}
+
+/// POST a signed thin notification; the answer's status (0: no answer).
+async fn deliver(url: &str, secret: &str, t: i64, body: &str) -> u16 {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json; charset=utf-8")
+        .header("Stripe-Signature", stripe_signature(secret, t, body))
+        .body(body.to_string())
+        .send()
+        .await;
+    resp.map(|r| r.status().as_u16()).unwrap_or(0)
 }

@@ -67,7 +67,7 @@ impl Statement {
                 Text(&b.event_name),
                 Int(b.value),
                 Text(&b.state),
-                Text(&b.outcome_id),
+                Text(&b.stripe_identifier),
                 Text(b.stripe_request_id.as_deref().unwrap_or("")),
                 Text("billable"),
                 Text(&b.why),
@@ -132,9 +132,9 @@ impl Statement {
                 Text(""),
                 Text(""),
                 Text(&format!(
-                    "reported {} (value {}), reversed {} (value {}), awaiting {}, dry-run {}, capped {}, reported in another Stripe mode (not billed in {}) {}",
+                    "reported {} (value {}), reversed {} (value {}), awaiting {}, dry-run {}, capped {}, rejected by Stripe {} (value {}), reported in another Stripe mode (not billed in {}) {}",
                     t.reported_count, t.reported_value, t.reversed_count, t.reversed_value, t.awaiting_count,
-                    t.dry_run_count, t.capped_count, self.mode, t.other_mode_count
+                    t.dry_run_count, t.capped_count, t.rejected_count, t.rejected_value, self.mode, t.other_mode_count
                 )),
                 Text(""),
                 Text(""),

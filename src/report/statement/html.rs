@@ -148,11 +148,11 @@ impl Statement {
         }
         h += "<h2>Outcomes per day</h2>";
         h += &self.chart();
-        h += "<h2>Totals per meter</h2><table id=\"totals\"><tr><th>meter</th><th class=\"num\">reported</th><th class=\"num\">reported value</th><th class=\"num\">reversed</th><th class=\"num\">reversed value</th><th class=\"num\">net value sent</th><th class=\"num\">awaiting report</th><th class=\"num\">dry run</th><th class=\"num\">capped</th><th class=\"num\">other mode</th></tr>";
+        h += "<h2>Totals per meter</h2><table id=\"totals\"><tr><th>meter</th><th class=\"num\">reported</th><th class=\"num\">reported value</th><th class=\"num\">reversed</th><th class=\"num\">reversed value</th><th class=\"num\">net value sent</th><th class=\"num\">awaiting report</th><th class=\"num\">dry run</th><th class=\"num\">capped</th><th class=\"num\">rejected by Stripe</th><th class=\"num\">other mode</th></tr>";
         for t in &self.totals {
             let _ = write!(
                 h,
-                "<tr data-meter=\"{m}\"><td>{m}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num net\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                "<tr data-meter=\"{m}\"><td>{m}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num net\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num rejected\">{}</td><td class=\"num\">{}</td></tr>",
                 t.reported_count,
                 t.reported_value,
                 t.reversed_count,
@@ -161,6 +161,7 @@ impl Statement {
                 t.awaiting_count,
                 t.dry_run_count,
                 t.capped_count,
+                t.rejected_count,
                 t.other_mode_count,
                 m = e(&t.event_name)
             );
@@ -203,7 +204,7 @@ impl Statement {
                 e(&b.event_name),
                 b.value,
                 e(&words::outcome_state(&b.state)),
-                e(&b.outcome_id),
+                e(&b.stripe_identifier),
                 e(&b.why),
                 e(&b.contract),
                 state = e(&b.state),
@@ -313,9 +314,14 @@ impl Statement {
     }
 }
 
-/// A capped outcome's confirmation and meter, under its detail.
+/// A capped outcome's (or one Stripe rejected) confirmation and meter, under its detail.
 fn capped_note(n: &NotBilledLine) -> String {
     match (&n.confirmed_at, &n.event_name) {
+        (Some(at), Some(meter)) if n.status == "rejected_by_stripe" => format!(
+            "<div class=\"muted\">confirmed {} on meter {}, not billed: resend with <code>outcome-meter replay --rejected</code> once the cause is fixed</div>",
+            escape(&when(at)),
+            escape(meter)
+        ),
         (Some(at), Some(meter)) => format!(
             "<div class=\"muted\">confirmed {} on meter {}, not sent to Stripe</div>",
             escape(&when(at)),

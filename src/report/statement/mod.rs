@@ -18,8 +18,11 @@ pub use html::escape;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BilledLine {
-    /// Also the Stripe meter event `identifier`.
+    /// Also the Stripe meter event `identifier` (unless resent: `stripe_identifier`).
     pub outcome_id: String,
+    /// The meter event's `identifier` at Stripe: the outcome id, or
+    /// `<outcome id>_resend<N>` when it was sent again after Stripe rejected it.
+    pub stripe_identifier: String,
     pub ticket_id: String,
     pub provider: String,
     pub seq: i64,
@@ -27,7 +30,7 @@ pub struct BilledLine {
     pub confirmed_at: String,
     pub event_name: String,
     pub value: i64,
-    /// pending | reported | dry_run | failed | capped | voided | reversed
+    /// pending | reported | dry_run | failed | voided | reversed
     pub state: String,
     pub stripe_request_id: Option<String>,
     pub why: String,
@@ -72,14 +75,15 @@ pub struct NotBilledLine {
     pub provider: String,
     pub seq: i64,
     pub resolved_at: String,
-    /// reopened | not_billable | capped | in_window
+    /// reopened | not_billable | capped | in_window | rejected_by_stripe
     pub status: String,
-    /// reopened_within_window | capped | awaiting_reopen_window | a clause code
+    /// reopened_within_window | capped | awaiting_reopen_window | rejected_by_stripe | a clause code
     /// (`handed_off_to_human`, ...); [`crate::report::words::reason`] says it in words.
     pub reason: String,
     /// The decision in words; for a capped outcome, the cap that stopped it.
     pub detail: String,
-    /// A capped outcome's id (never sent to Stripe), else absent.
+    /// A capped outcome's id (never sent to Stripe), or the id of one Stripe
+    /// rejected, else absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome_id: Option<String>,
     /// When a capped outcome was confirmed (the period it belongs to), else absent.
@@ -136,8 +140,8 @@ pub struct Statement {
     pub from: String,
     pub to: String,
     /// Outcomes confirmed in the period and sent, to be sent or taken back (every
-    /// state but `capped`: a capped outcome is never billed and is listed once, in
-    /// `not_billed`, with the cap that stopped it).
+    /// state but `capped` and `rejected_by_stripe`: those are not billed and are
+    /// listed once, in `not_billed`, with the cap that stopped them or Stripe's reason).
     pub billed: Vec<BilledLine>,
     /// Resolutions of the period not billed (by resolution time), and the capped
     /// outcomes confirmed in the period (as in the totals' `capped_count`).
@@ -173,7 +177,7 @@ pub async fn build(
     let mut billed = Vec::with_capacity(outcomes.len());
     let mut billed_count = 0;
     for o in &outcomes {
-        if o.state == "capped" {
+        if o.state == "capped" || o.state == "rejected_by_stripe" {
             continue; // listed once, under not billed (below)
         }
         if matches!(
@@ -202,6 +206,7 @@ pub async fn build(
         let billed_late = crate::stripe::too_old::late_note(&ev);
         billed.push(BilledLine {
             outcome_id: o.id.clone(),
+            stripe_identifier: o.stripe_identifier(),
             ticket_id: o.ticket_id.clone(),
             provider: o.provider.clone(),
             seq: o.seq,
@@ -293,6 +298,35 @@ pub async fn build(
                 status: "capped".into(),
                 reason: "capped".into(),
                 detail,
+                outcome_id: Some(o.id.clone()),
+                confirmed_at: Some(fmt_ms(o.confirmed_at)),
+                event_name: Some(o.event_name.clone()),
+            },
+        ));
+    }
+    // An outcome Stripe rejected after accepting its meter event is not billed: one
+    // line, with Stripe's reason, in the period it was confirmed in (as the totals'
+    // `rejected_count`).
+    for o in outcomes.iter().filter(|o| o.state == "rejected_by_stripe") {
+        *disqualified_by_reason
+            .entry("rejected_by_stripe".into())
+            .or_default() += 1;
+        not_billed.push((
+            (o.resolved_at, o.ticket_id.clone(), o.seq),
+            NotBilledLine {
+                ticket_id: o.ticket_id.clone(),
+                provider: o.provider.clone(),
+                seq: o.seq,
+                resolved_at: fmt_ms(o.resolved_at),
+                status: "rejected_by_stripe".into(),
+                reason: "rejected_by_stripe".into(),
+                detail: format!(
+                    "sent to Stripe as {}; {}",
+                    o.stripe_identifier(),
+                    o.last_error
+                        .as_deref()
+                        .unwrap_or("rejected by Stripe after it accepted the event")
+                ),
                 outcome_id: Some(o.id.clone()),
                 confirmed_at: Some(fmt_ms(o.confirmed_at)),
                 event_name: Some(o.event_name.clone()),
