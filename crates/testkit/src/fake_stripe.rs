@@ -31,13 +31,40 @@
 //! asynchronously) and a bad timestamp window are a 400 at once; that message text is a guess.
 //! Only Bearer auth; form bodies only; no `value_grouping_window`. Every response says
 //! `Connection: close`, so `Fault::AcceptThenDrop` closes the request's own connection unanswered.
+//!
+//! The account's objects (what the preflight reads):
+//! - Meter object: id, object `billing.meter`, created, customer_mapping {event_payload_key, type
+//!   `by_id`}, default_aggregation {formula: sum | count | last}, display_name, event_name,
+//!   event_time_window (null, `day` or `hour`: "Stripe only uses the most recent meter event
+//!   within the hourly or daily window"), livemode, status (active | inactive: "No more events
+//!   for this meter will be accepted"), status_transitions {deactivated_at}, updated,
+//!   value_settings {event_payload_key}. https://docs.stripe.com/api/billing/meter/object ,
+//!   https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage
+//! - List meters: `GET /v1/billing/meters`, `limit` 1 to 100 (default 10), `starting_after`,
+//!   `ending_before`, `status`; answers `{object: "list", data, has_more, url}`.
+//!   https://docs.stripe.com/api/billing/meter/list ; retrieve: `GET /v1/billing/meters/{id}`.
+//!   https://docs.stripe.com/api/billing/meter/retrieve
+//! - A meter event's payload carries the meter's `customer_mapping.event_payload_key` (default
+//!   `stripe_customer_id`) and `value_settings.event_payload_key` (default `value`).
+//!   https://docs.stripe.com/api/billing/meter-event/object
+//! - Retrieve a customer: `GET /v1/customers/{id}`; "If it's for a deleted Customer, a subset of
+//!   the customer's information is returned, including a `deleted` property that's set to true"
+//!   (`{id, object: "customer", deleted: true}`). https://docs.stripe.com/api/customers/retrieve
+//!
+//! Assumed: lists are newest first (Stripe's usual order; the meter list does not say); an
+//! unknown id is a 404 `resource_missing` "No such customer: '<id>'" / "No such billing meter:
+//! '<id>'" (Stripe's usual shape), also as `starting_after` (there a 400); a meter event is
+//! checked against the newest meter of its event name (any status: Stripe reports an inactive
+//! meter asynchronously), its payload keys missing being a 400 at once as above. Meters and
+//! customers exist only once a test adds them (`add_meter`, `set_meter`, `add_customer`, or
+//! `ensure_account`, which the integration tests' harness calls for what it configures).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,8 +78,12 @@ const MAX_BODY: usize = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct RecordedEvent {
     pub event_name: String,
+    /// The payload's value under the meter's customer key.
     pub customer: String,
+    /// The payload's value under the meter's value key.
     pub value: String,
+    /// The whole payload as sent (`payload[<key>]` → value).
+    pub payload: BTreeMap<String, String>,
     pub identifier: String,
     pub timestamp: i64,
     pub idempotency_key: Option<String>,
@@ -182,7 +213,10 @@ struct State {
     requests: usize,
     /// Cancelled (event_name, identifier) pairs.
     adjustments: Vec<(String, String)>,
-    meters: HashMap<String, String>,
+    /// The account's meters, oldest first.
+    meters: Vec<FakeMeter>,
+    /// The account's customers: id → deleted.
+    customers: HashMap<String, bool>,
     idempotency: HashMap<String, Saved>,
     /// Identifiers of `events`, for Stripe's duplicate check in O(1).
     identifiers: HashSet<String>,
@@ -216,10 +250,90 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a test asks a new meter to be (`FakeStripe::add_meter`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeterSpec {
+    pub event_name: String,
+    /// `customer_mapping.event_payload_key`.
+    pub customer_key: String,
+    /// `value_settings.event_payload_key`.
+    pub value_key: String,
+    /// `default_aggregation.formula`: `sum`, `count` or `last`.
+    pub formula: String,
+    /// `None`, `day` or `hour`.
+    pub event_time_window: Option<String>,
+    pub active: bool,
+}
+
+impl MeterSpec {
+    /// An active `sum` meter of raw events with Stripe's default payload keys.
+    pub fn new(event_name: &str) -> MeterSpec {
+        MeterSpec {
+            event_name: event_name.into(),
+            customer_key: "stripe_customer_id".into(),
+            value_key: "value".into(),
+            formula: "sum".into(),
+            event_time_window: None,
+            active: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FakeMeter {
+    id: String,
+    spec: MeterSpec,
+    created: i64,
+    updated: i64,
+    deactivated_at: Option<i64>,
+}
+
+impl FakeMeter {
+    fn json(&self) -> Value {
+        let m = &self.spec;
+        json!({
+            "id": self.id,
+            "object": "billing.meter",
+            "created": self.created,
+            "customer_mapping": { "event_payload_key": m.customer_key, "type": "by_id" },
+            "default_aggregation": { "formula": m.formula },
+            "display_name": format!("{} (fake)", m.event_name),
+            "event_name": m.event_name,
+            "event_time_window": m.event_time_window,
+            "livemode": false,
+            "status": if m.active { "active" } else { "inactive" },
+            "status_transitions": { "deactivated_at": self.deactivated_at },
+            "updated": self.updated,
+            "value_settings": { "event_payload_key": m.value_key },
+        })
+    }
+}
+
+/// A running fake. Clones share it; it stops when the last one is dropped.
+#[derive(Clone)]
 pub struct FakeStripe {
     addr: SocketAddr,
     state: Shared,
+    server: Arc<Server>,
+}
+
+/// The accept loop, aborted (with every connection) when the last handle goes.
+struct Server {
+    addr: SocketAddr,
+    state: Shared,
     task: JoinHandle<()>,
+}
+
+/// Fakes by base URL.
+type Running = Vec<(String, Weak<Server>)>;
+
+/// Every fake running in this process, by base URL (see [`FakeStripe::find`]).
+fn running() -> MutexGuard<'static, Running> {
+    static RUNNING: OnceLock<Mutex<Running>> = OnceLock::new();
+    RUNNING
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl FakeStripe {
@@ -233,11 +347,132 @@ impl FakeStripe {
         let addr = listener.local_addr().expect("fake stripe: local_addr");
         let state: Shared = Arc::new(Mutex::new(State::default()));
         let task = tokio::spawn(serve(listener, state.clone()));
-        FakeStripe { addr, state, task }
+        let server = Arc::new(Server {
+            addr,
+            state: state.clone(),
+            task,
+        });
+        let fake = FakeStripe {
+            addr,
+            state,
+            server,
+        };
+        let mut all = running();
+        all.retain(|(_, s)| s.strong_count() > 0);
+        all.push((fake.base_url(), Arc::downgrade(&fake.server)));
+        fake
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The fake running in this process at `base_url`, if any: how the tests'
+    /// harness, given only the URL a test configured, sets up the account for
+    /// the configuration it starts (`ensure_account`).
+    pub fn find(base_url: &str) -> Option<FakeStripe> {
+        let base = base_url.trim_end_matches('/');
+        let server = running()
+            .iter()
+            .find(|(url, _)| url == base)
+            .and_then(|(_, s)| s.upgrade())?;
+        Some(FakeStripe {
+            addr: server.addr,
+            state: server.state.clone(),
+            server,
+        })
+    }
+
+    /// Add a meter to the account; returns its id. Several meters may share an
+    /// event name (to test that the preflight calls it ambiguous).
+    pub fn add_meter(&self, spec: MeterSpec) -> String {
+        let mut s = lock(&self.state);
+        let id = format!("mtr_test_{}", token(24));
+        let now = s.now();
+        let deactivated_at = (!spec.active).then_some(now);
+        s.meters.push(FakeMeter {
+            id: id.clone(),
+            spec,
+            created: now,
+            updated: now,
+            deactivated_at,
+        });
+        id
+    }
+
+    /// The meter of `event_name` is an active `sum` meter with id `meter_id` and
+    /// Stripe's default payload keys (any other meter of that event name goes).
+    pub fn set_meter(&self, meter_id: &str, event_name: &str) {
+        let mut s = lock(&self.state);
+        s.meters
+            .retain(|m| m.spec.event_name != event_name && m.id != meter_id);
+        let now = s.now();
+        s.meters.push(FakeMeter {
+            id: meter_id.into(),
+            spec: MeterSpec::new(event_name),
+            created: now,
+            updated: now,
+            deactivated_at: None,
+        });
+    }
+
+    /// The id of the newest meter of `event_name`.
+    pub fn meter_id(&self, event_name: &str) -> Option<String> {
+        let s = lock(&self.state);
+        let found = s
+            .meters
+            .iter()
+            .rev()
+            .find(|m| m.spec.event_name == event_name);
+        found.map(|m| m.id.clone())
+    }
+
+    /// Change a meter as a dashboard user would (status, keys, window, formula).
+    pub fn update_meter(&self, meter_id: &str, change: impl FnOnce(&mut MeterSpec)) {
+        let mut s = lock(&self.state);
+        let now = s.now();
+        if let Some(m) = s.meters.iter_mut().find(|m| m.id == meter_id) {
+            let was_active = m.spec.active;
+            change(&mut m.spec);
+            m.updated = now;
+            if was_active && !m.spec.active {
+                m.deactivated_at = Some(now);
+            } else if m.spec.active {
+                m.deactivated_at = None;
+            }
+        }
+    }
+
+    /// A customer that exists.
+    pub fn add_customer(&self, id: &str) {
+        lock(&self.state).customers.insert(id.into(), false);
+    }
+
+    /// Delete a customer: retrieving it then says `deleted: true`.
+    pub fn delete_customer(&self, id: &str) {
+        lock(&self.state).customers.insert(id.into(), true);
+    }
+
+    /// Set up the account for a configuration: each customer the fake has never
+    /// heard of is added, and each event name without any meter gets an active
+    /// `sum` meter with the default payload keys. What a test set up on purpose
+    /// (a deleted customer, an inactive meter) stays as it is.
+    pub fn ensure_account<'a>(
+        &self,
+        customers: impl IntoIterator<Item = &'a str>,
+        event_names: impl IntoIterator<Item = &'a str>,
+    ) {
+        for c in customers {
+            let known = lock(&self.state).customers.contains_key(c);
+            if !known {
+                self.add_customer(c);
+            }
+        }
+        for name in event_names {
+            if self.meter_id(name).is_none() {
+                self.add_meter(MeterSpec::new(name));
+            }
+        }
     }
 
     pub fn push_fault(&self, f: Fault) {
@@ -311,19 +546,13 @@ impl FakeStripe {
             .collect()
     }
 
-    pub fn set_meter(&self, meter_id: &str, event_name: &str) {
-        lock(&self.state)
-            .meters
-            .insert(meter_id.into(), event_name.into());
-    }
-
     /// Enforce the 35-days-past / 5-minutes-future window against the system clock.
     pub fn set_check_timestamps(&self, on: bool) {
         lock(&self.state).check_timestamps = on;
     }
 }
 
-impl Drop for FakeStripe {
+impl Drop for Server {
     fn drop(&mut self) {
         // The accept loop owns the JoinSet of connections, so this aborts them all.
         self.task.abort();
@@ -658,11 +887,12 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
     if !form.iter().any(|(k, _)| k.starts_with("payload[")) {
         return Err(missing("payload"));
     }
-    let customer = required(form, "payload[stripe_customer_id]")?;
-    let value = required(form, "payload[value]")?;
+    let (customer_key, value_key) = payload_keys(s, event_name);
+    let customer = required(form, &customer_key)?;
+    let value = required(form, &value_key)?;
     if !value.trim().parse::<f64>().is_ok_and(f64::is_finite) {
-        let msg = format!("Invalid payload[value]: '{value}' is not a number.");
-        return Err(bad("payload[value]", None, msg));
+        let msg = format!("Invalid {value_key}: '{value}' is not a number.");
+        return Err(bad(&value_key, None, msg));
     }
     let identifier = match get(form, "identifier") {
         None => format!("{event_name}_{}", token(20)),
@@ -681,21 +911,22 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         return Err(api(400, IRE, None, msg).header("Stripe-Should-Retry", "false".into()));
     }
     s.identifiers.insert(identifier.clone());
+    let payload: BTreeMap<String, String> = form
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("payload[")?.strip_suffix(']')?, v)))
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     s.events.push(RecordedEvent {
         event_name: event_name.into(),
         customer: customer.into(),
         value: value.into(),
+        payload: payload.clone(),
         identifier: identifier.clone(),
         timestamp,
         idempotency_key: req.header("idempotency-key").map(str::to_string),
         stripe_version: req.header("stripe-version").map(str::to_string),
         created,
     });
-    let payload: Map<String, Value> = form
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("payload[")?.strip_suffix(']')?, v)))
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
     Ok(json!({
         "object": "billing.meter_event",
         "created": created,
@@ -755,13 +986,13 @@ fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError
         "value_grouping_window",
     ];
     check_params(&query, &allowed, &prefixes)?;
-    let Some(event_name) = s.meters.get(meter_id) else {
-        let msg = format!("No such billing meter: '{meter_id}'");
-        let param = Some("id".into());
-        return Err(ApiError {
-            param,
-            ..api(404, IRE, Some("resource_missing"), msg)
-        });
+    let Some(event_name) = s
+        .meters
+        .iter()
+        .find(|m| m.id == meter_id)
+        .map(|m| &m.spec.event_name)
+    else {
+        return Err(no_such("billing meter", meter_id));
     };
     let customer = required(&query, "customer")?;
     let mut times = [0i64; 2];
@@ -838,11 +1069,11 @@ async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
 async fn hold_pair(state: &Shared, req: &Request, rid: &str) -> Option<Outcome> {
     let d = lock(state).latency?;
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body).unwrap_or_default();
+    let event_name = get(&form, "event_name").unwrap_or_default().to_string();
+    let (customer_key, _) = payload_keys(&lock(state), &event_name);
     let pair = (
-        get(&form, "payload[stripe_customer_id]")
-            .unwrap_or_default()
-            .to_string(),
-        get(&form, "event_name").unwrap_or_default().to_string(),
+        get(&form, &customer_key).unwrap_or_default().to_string(),
+        event_name,
     );
     if !lock(state).in_flight.insert(pair.clone()) {
         lock(state).pair_conflicts += 1;
@@ -914,6 +1145,20 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
             let result = summaries(&lock(state), req, meter_id);
             result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
         }
+        ("GET", "/v1/billing/meters", _) => {
+            let result = list_meters(&lock(state), req);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
+        ("GET", path, _) if one_segment(path, "/v1/billing/meters/").is_some() => {
+            let id = one_segment(path, "/v1/billing/meters/").unwrap_or_default();
+            let result = retrieve_meter(&lock(state), req, id);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
+        ("GET", path, _) if one_segment(path, "/v1/customers/").is_some() => {
+            let id = one_segment(path, "/v1/customers/").unwrap_or_default();
+            let result = retrieve_customer(&lock(state), req, id);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
         (method, path, _) => {
             let msg = format!(
                 "Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs \
@@ -923,4 +1168,116 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
         }
     };
     Outcome::Respond(resp)
+}
+
+// ------------------------------------------------------------------ the account: meters, customers
+
+/// `path` is `prefix` followed by one non-empty segment: that segment.
+fn one_segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// Stripe's answer for an unknown id.
+fn no_such(what: &str, id: &str) -> ApiError {
+    let msg = format!("No such {what}: '{id}'");
+    ApiError {
+        param: Some("id".into()),
+        ..api(404, IRE, Some("resource_missing"), msg)
+    }
+}
+
+/// The payload parameters of the meter of `event_name` (its newest meter, any
+/// status), or Stripe's defaults when the account has none.
+fn payload_keys(s: &State, event_name: &str) -> (String, String) {
+    let meter = s
+        .meters
+        .iter()
+        .rev()
+        .find(|m| m.spec.event_name == event_name);
+    let (c, v) = meter.map_or(("stripe_customer_id", "value"), |m| {
+        (m.spec.customer_key.as_str(), m.spec.value_key.as_str())
+    });
+    (format!("payload[{c}]"), format!("payload[{v}]"))
+}
+
+fn query(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
+    authenticate(req)?;
+    serde_urlencoded::from_str(&req.query)
+        .map_err(|e| api(400, IRE, None, format!("Invalid query string: {e}")))
+}
+
+fn list_meters(s: &State, req: &Request) -> Result<Value, ApiError> {
+    let q = query(req)?;
+    let allowed = ["limit", "starting_after", "ending_before", "status"];
+    check_params(&q, &allowed, &["expand["])?;
+    let limit = integer(&q, "limit")?.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        let msg = format!("Invalid limit: {limit}; must be between 1 and 100.");
+        return Err(bad("limit", Some("parameter_invalid_integer"), msg));
+    }
+    let status = get(&q, "status");
+    if let Some(st) = status.filter(|st| !["active", "inactive"].contains(st)) {
+        let msg = format!("Invalid status: must be one of active or inactive (got '{st}')");
+        return Err(bad("status", None, msg));
+    }
+    let newest_first: Vec<&FakeMeter> = s
+        .meters
+        .iter()
+        .rev()
+        .filter(|m| status.is_none_or(|st| (st == "active") == m.spec.active))
+        .collect();
+    let start = match get(&q, "starting_after") {
+        None => 0,
+        Some(after) => match newest_first.iter().position(|m| m.id == after) {
+            Some(i) => i + 1,
+            None => {
+                let e = no_such("billing meter", after);
+                return Err(ApiError {
+                    status: 400,
+                    param: Some("starting_after".into()),
+                    ..e
+                });
+            }
+        },
+    };
+    let n = usize::try_from(limit).unwrap_or(10);
+    let page: Vec<Value> = newest_first
+        .iter()
+        .skip(start)
+        .take(n)
+        .map(|m| m.json())
+        .collect();
+    Ok(json!({
+        "object": "list",
+        "data": page,
+        "has_more": start + n < newest_first.len(),
+        "url": "/v1/billing/meters",
+    }))
+}
+
+fn retrieve_meter(s: &State, req: &Request, id: &str) -> Result<Value, ApiError> {
+    authenticate(req)?;
+    s.meters
+        .iter()
+        .find(|m| m.id == id)
+        .map(FakeMeter::json)
+        .ok_or_else(|| no_such("billing meter", id))
+}
+
+fn retrieve_customer(s: &State, req: &Request, id: &str) -> Result<Value, ApiError> {
+    authenticate(req)?;
+    match s.customers.get(id) {
+        None => Err(no_such("customer", id)),
+        Some(true) => Ok(json!({ "id": id, "object": "customer", "deleted": true })),
+        Some(false) => Ok(json!({
+            "id": id,
+            "object": "customer",
+            "created": s.now(),
+            "email": null,
+            "livemode": false,
+            "metadata": {},
+            "name": null,
+        })),
+    }
 }
