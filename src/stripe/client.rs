@@ -16,6 +16,10 @@ pub struct MeterEvent {
     pub timestamp: i64,
 }
 
+/// Stripe's default payload keys of a meter: `stripe_customer_id` and `value`.
+pub const DEFAULT_CUSTOMER_KEY: &str = "stripe_customer_id";
+pub const DEFAULT_VALUE_KEY: &str = "value";
+
 impl MeterEvent {
     pub fn form(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -233,6 +237,24 @@ impl StripeClient {
                 _ => return Ok(total),
             }
         }
+    }
+
+    /// `GET path?query`: the body of a 2xx, or Stripe's error.
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<u8>, StripeError> {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.api_base, path))
+            .query(query)
+            .bearer_auth(&self.api_key)
+            .header("Stripe-Version", &self.api_version)
+            .send()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        Self::read(resp).await.map(|(_, body)| body)
     }
 
     async fn post_form(

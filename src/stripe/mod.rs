@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod limits;
+pub mod meters;
+pub mod preflight;
 pub mod reporter;
 pub mod retry;
 pub mod too_old;
