@@ -7,7 +7,8 @@ use crate::metrics::Metrics;
 use crate::server::listener_limits;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
-use crate::stripe::{Reporter, StripeClient, StripeError};
+use crate::stripe::preflight::Needs;
+use crate::stripe::{PreflightGate, Reporter, StripeClient, StripeError};
 use crate::tenants::Tenants;
 use crate::worker::Worker;
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ pub struct Services {
     pub tenants: Arc<Tenants>,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
+    /// The Stripe preflight the reporter sends by (`None` in dry-run).
+    pub preflight: Option<Arc<PreflightGate>>,
 }
 
 impl Services {
@@ -59,12 +62,25 @@ impl Services {
                 .record_contract(&t.contract_hash, &t.contract.version, &terms, now)
                 .await?;
         }
+        let metrics = Arc::new(Metrics::default());
+        let preflight = match stripe_client(&settings)? {
+            Some(client) => Some(Arc::new(PreflightGate::new(
+                client,
+                Needs::from_settings(&settings),
+                store.clone(),
+                clock.clone(),
+                metrics.clone(),
+                settings.stripe.preflight_every,
+            ))),
+            None => None,
+        };
         Ok(Services {
             tenants,
             settings: Arc::new(settings),
             store,
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            preflight,
         })
     }
 
@@ -79,25 +95,24 @@ impl Services {
     }
 
     pub fn reporter(&self) -> Result<Reporter, AppError> {
-        let s = &self.settings.stripe;
-        let client = if s.dry_run() {
-            None
-        } else {
-            Some(StripeClient::new(
-                &s.api_base,
-                &s.api_key,
-                &s.api_version,
-                s.timeout,
-            )?)
-        };
         Ok(Reporter::new(
             self.store.clone(),
-            client,
+            stripe_client(&self.settings)?,
             self.clock.clone(),
             self.metrics.clone(),
             &self.settings,
-        ))
+        )
+        .with_preflight(self.preflight.clone()))
     }
+}
+
+/// The configured Stripe client; `None` in dry-run (no API key).
+fn stripe_client(settings: &Settings) -> Result<Option<StripeClient>, StripeError> {
+    let s = &settings.stripe;
+    if s.dry_run() {
+        return Ok(None);
+    }
+    StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout).map(Some)
 }
 
 /// Which roles run in this process.
@@ -362,6 +377,24 @@ pub async fn start(
         let r = services.reporter()?;
         if r.dry_run() {
             tracing::warn!("no Stripe API key: dry-run, recording what would be sent");
+        }
+        if let Some(gate) = services.preflight.clone() {
+            // At start (the reporter's first pass waits for it), then whenever due
+            // by the service's clock; looked at every second or so.
+            let every = Duration::from_secs(1).min(s.stripe.preflight_every);
+            tasks.push(spawn_loop(
+                "preflight",
+                every,
+                services.store.clone(),
+                token.clone(),
+                move || {
+                    let gate = gate.clone();
+                    async move {
+                        gate.refresh_if_due().await;
+                        Ok(0) // never "busy": look again after the interval
+                    }
+                },
+            ));
         }
         tasks.push(spawn_loop(
             "reporter",

@@ -261,11 +261,16 @@ pub struct StripeSettings {
     pub api_version: String,
     #[serde(with = "crate::duration_serde")]
     pub timeout: Duration,
-    /// Stripe meter id (`mtr_…`) of each event name, for `reconcile`.
+    /// Optional override: the Stripe meter id (`mtr_…`) to use for an event name
+    /// (otherwise the preflight finds the account's active meter of that name).
     pub meter_ids: BTreeMap<String, String>,
-    /// How each meter (by event name) aggregates its events, as set on the meter in
-    /// Stripe; `sum` when not listed. Only a `sum` meter can take a correcting event.
+    /// Optional: how each meter (by event name) is expected to aggregate; the
+    /// preflight reads the formula from Stripe and calls any difference a problem.
+    /// Only a `sum` meter can take a correcting event.
     pub meter_aggregations: BTreeMap<String, MeterAggregation>,
+    /// How often `serve` runs the Stripe preflight (meters and customers).
+    #[serde(with = "crate::duration_serde")]
+    pub preflight_every: Duration,
 }
 
 /// A Stripe meter's aggregation formula (`default_aggregation.formula`).
@@ -307,6 +312,7 @@ impl Default for StripeSettings {
             timeout: Duration::from_secs(20),
             meter_ids: BTreeMap::new(),
             meter_aggregations: BTreeMap::new(),
+            preflight_every: Duration::from_secs(300),
         }
     }
 }
@@ -342,6 +348,7 @@ impl std::fmt::Debug for StripeSettings {
             .field("timeout", &self.timeout)
             .field("meter_ids", &self.meter_ids)
             .field("meter_aggregations", &self.meter_aggregations)
+            .field("preflight_every", &self.preflight_every)
             .finish()
     }
 }
@@ -489,6 +496,9 @@ impl Settings {
                 humantime::format_duration(self.stripe.timeout),
                 humantime::format_duration(self.worker.lease)
             ));
+        }
+        if self.stripe.preflight_every.is_zero() {
+            errs.push("stripe.preflight_every must be longer than zero".into());
         }
         if self.reporter.max_attempts == 0 {
             errs.push("reporter.max_attempts must be at least 1".into());

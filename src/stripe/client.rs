@@ -14,23 +14,45 @@ pub struct MeterEvent {
     pub identifier: String,
     /// Unix seconds.
     pub timestamp: i64,
+    /// The payload key the meter reads the customer from
+    /// (`customer_mapping.event_payload_key`, read by the preflight).
+    pub customer_key: String,
+    /// The payload key the meter reads the value from (`value_settings.event_payload_key`).
+    pub value_key: String,
 }
 
 /// Stripe's default payload keys of a meter: `stripe_customer_id` and `value`.
 pub const DEFAULT_CUSTOMER_KEY: &str = "stripe_customer_id";
 pub const DEFAULT_VALUE_KEY: &str = "value";
 
+impl Default for MeterEvent {
+    fn default() -> Self {
+        MeterEvent {
+            event_name: String::new(),
+            stripe_customer_id: String::new(),
+            value: 0,
+            identifier: String::new(),
+            timestamp: 0,
+            customer_key: DEFAULT_CUSTOMER_KEY.into(),
+            value_key: DEFAULT_VALUE_KEY.into(),
+        }
+    }
+}
+
 impl MeterEvent {
-    pub fn form(&self) -> Vec<(&'static str, String)> {
+    pub fn form(&self) -> Vec<(String, String)> {
         vec![
-            ("event_name", self.event_name.clone()),
+            ("event_name".into(), self.event_name.clone()),
             (
-                "payload[stripe_customer_id]",
+                format!("payload[{}]", self.customer_key),
                 self.stripe_customer_id.clone(),
             ),
-            ("payload[value]", self.value.to_string()),
-            ("identifier", self.identifier.clone()),
-            ("timestamp", self.timestamp.to_string()),
+            (
+                format!("payload[{}]", self.value_key),
+                self.value.to_string(),
+            ),
+            ("identifier".into(), self.identifier.clone()),
+            ("timestamp".into(), self.timestamp.to_string()),
         ]
     }
 
@@ -331,10 +353,28 @@ mod tests {
             value: 1,
             identifier: "om_x".into(),
             timestamp: 1_700_000_000,
+            ..Default::default()
         };
         assert_eq!(
             ev.encoded(),
             "event_name=resolved_ticket&payload%5Bstripe_customer_id%5D=cus_1&payload%5Bvalue%5D=1&identifier=om_x&timestamp=1700000000"
+        );
+    }
+
+    #[test]
+    fn form_uses_the_meters_payload_keys() {
+        let ev = MeterEvent {
+            event_name: "resolved_ticket".into(),
+            stripe_customer_id: "cus_1".into(),
+            value: 2,
+            identifier: "om_x".into(),
+            timestamp: 1_700_000_000,
+            customer_key: "account".into(),
+            value_key: "tickets".into(),
+        };
+        assert_eq!(
+            ev.encoded(),
+            "event_name=resolved_ticket&payload%5Baccount%5D=cus_1&payload%5Btickets%5D=2&identifier=om_x&timestamp=1700000000"
         );
     }
 }

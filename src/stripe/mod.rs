@@ -3,6 +3,7 @@
 //! drains the outbox.
 
 pub mod client;
+pub mod gate;
 pub mod limits;
 pub mod meters;
 pub mod preflight;
@@ -11,4 +12,5 @@ pub mod retry;
 pub mod too_old;
 
 pub use client::{Ack, ApiError, MeterEvent, StripeClient, StripeError};
+pub use gate::PreflightGate;
 pub use reporter::Reporter;

@@ -779,6 +779,7 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
         value: 2,
         identifier: "manual-entry".into(),
         timestamp: t0().timestamp() + 3600,
+        ..Default::default()
     };
     client
         .create_meter_event(&ev, "manual")
@@ -989,6 +990,7 @@ async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: B
         value: 3,
         identifier: "someone-else".into(),
         timestamp: t0().timestamp() + 3600,
+        ..Default::default()
     };
     client
         .create_meter_event(&ev, "someone-else")
