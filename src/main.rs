@@ -10,11 +10,12 @@ use outcome_meter::redact::{self, Redactor};
 use outcome_meter::report::diff::shadow_run;
 use outcome_meter::report::fmt_ms;
 use outcome_meter::report::period::Period;
-use outcome_meter::report::reconcile::reconcile;
+use outcome_meter::report::reconcile::reconcile_with;
 use outcome_meter::report::vocabulary::check_configured;
 use outcome_meter::report::{explain::explain, outcomes, statement};
 use outcome_meter::settings::Settings;
 use outcome_meter::store::{OutcomeFilter, Store};
+use outcome_meter::stripe::preflight::{self, Needs, Report};
 use outcome_meter::stripe::{limits, too_old, StripeClient};
 use std::path::PathBuf;
 
@@ -88,6 +89,13 @@ enum Command {
         /// Fail (exit 1) when a name matched nothing, or names could not be checked.
         #[arg(long, conflicts_with = "diff")]
         strict: bool,
+        /// Also preflight the Stripe account: every meter the contracts bill on and
+        /// every tenant's customer; exit 1 on any problem.
+        #[arg(long, conflicts_with = "diff")]
+        stripe: bool,
+        /// With --stripe: print only the preflight, as JSON.
+        #[arg(long, requires = "stripe")]
+        json: bool,
     },
     /// A tenant's statement: billed outcomes with evidence, what was not billed and why, totals.
     Statement {
@@ -238,6 +246,23 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// `check --stripe`: the preflight against the configured account.
+async fn stripe_preflight(settings: &Settings) -> Result<Report> {
+    let s = &settings.stripe;
+    if s.dry_run() {
+        bail!("check --stripe reads the Stripe account, and no API key is set (dry-run): set STRIPE_API_KEY (a restricted key that can read meters and customers is enough)");
+    }
+    let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
+    preflight::check(&client, &Needs::from_settings(settings), &[])
+        .await
+        .with_context(|| {
+            format!(
+                "Stripe preflight: cannot read the account at {}",
+                s.api_base
+            )
+        })
+}
+
 /// Print an error to standard error, every known secret hidden, and exit 1.
 fn fail(redactor: &Redactor, e: &anyhow::Error) -> std::process::ExitCode {
     eprintln!("Error: {}", redactor.scrub(&format!("{e:#}")));
@@ -337,8 +362,22 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         }
         Command::Check {
             diff: None,
+            stripe: true,
+            json: true,
+            ..
+        } => {
+            let report = stripe_preflight(&settings).await?;
+            out!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.is_ok() {
+                bail!("Stripe preflight: {} problem(s)", report.problem_count());
+            }
+        }
+        Command::Check {
+            diff: None,
             days,
             strict,
+            stripe,
+            ..
         } => {
             out!("configuration is valid");
             out!(
@@ -367,8 +406,22 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let now = to_millis(settings.clock.build().now());
             let names = check_configured(&settings, now, days).await;
             outp!("{}", names.render(strict));
+            let preflight = match stripe {
+                true => {
+                    let report = stripe_preflight(&settings).await?;
+                    outp!("\n{}", report.render());
+                    Some(report)
+                }
+                false => None,
+            };
             if names.fails(strict) {
                 bail!("check --strict: a configured name matched no stored event, or names could not be checked");
+            }
+            if let Some(r) = preflight.filter(|r| !r.is_ok()) {
+                bail!(
+                    "check --stripe: {} problem(s) in the Stripe account (above)",
+                    r.problem_count()
+                );
             }
         }
         Command::Outcomes {
@@ -559,10 +612,23 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let store = open_store(&settings).await?;
             let s = &settings.stripe;
             let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
-            let r = reconcile(
+            // Meter ids from Stripe ([stripe.meter_ids] wins): every meter the
+            // contracts bill on is checked, and any other event name with local
+            // outcomes is looked up among the account's meters.
+            let account = client
+                .list_meters()
+                .await
+                .context("cannot read the Stripe account's meters")?;
+            let preflight = preflight::verdict(
+                &Needs::from_settings(&settings),
+                account,
+                Default::default(),
+            );
+            let r = reconcile_with(
                 &store,
                 &client,
-                &s.meter_ids,
+                &preflight.meter_ids(),
+                &|name: &str| preflight.account_meter_id(name),
                 &tenant,
                 &t.stripe_customer_id,
                 period,
