@@ -217,6 +217,10 @@ struct State {
     meters: Vec<FakeMeter>,
     /// The account's customers: id → deleted.
     customers: HashMap<String, bool>,
+    /// Every GET of the account (meters, customers) answers this status instead.
+    read_failure: Option<u16>,
+    /// Pages of the meter list served.
+    meter_pages: usize,
     idempotency: HashMap<String, Saved>,
     /// Identifiers of `events`, for Stripe's duplicate check in O(1).
     identifiers: HashSet<String>,
@@ -451,6 +455,17 @@ impl FakeStripe {
     /// Delete a customer: retrieving it then says `deleted: true`.
     pub fn delete_customer(&self, id: &str) {
         lock(&self.state).customers.insert(id.into(), true);
+    }
+
+    /// From now on every read of the account (meter list and retrieve, customer
+    /// retrieve) fails with `status` (`None`: answered again).
+    pub fn set_read_failure(&self, status: Option<u16>) {
+        lock(&self.state).read_failure = status;
+    }
+
+    /// How many pages of the meter list were served.
+    pub fn meter_pages(&self) -> usize {
+        lock(&self.state).meter_pages
     }
 
     /// Set up the account for a configuration: each customer the fake has never
@@ -1146,7 +1161,7 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
             result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
         }
         ("GET", "/v1/billing/meters", _) => {
-            let result = list_meters(&lock(state), req);
+            let result = list_meters(&mut lock(state), req);
             result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
         }
         ("GET", path, _) if one_segment(path, "/v1/billing/meters/").is_some() => {
@@ -1201,14 +1216,23 @@ fn payload_keys(s: &State, event_name: &str) -> (String, String) {
     (format!("payload[{c}]"), format!("payload[{v}]"))
 }
 
-fn query(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
+/// A read of the account: authenticated, unless reads are set to fail.
+fn read(s: &State, req: &Request) -> Result<(), ApiError> {
     authenticate(req)?;
+    match s.read_failure {
+        Some(status) => Err(fault_error(status)),
+        None => Ok(()),
+    }
+}
+
+fn query(s: &State, req: &Request) -> Result<Vec<(String, String)>, ApiError> {
+    read(s, req)?;
     serde_urlencoded::from_str(&req.query)
         .map_err(|e| api(400, IRE, None, format!("Invalid query string: {e}")))
 }
 
-fn list_meters(s: &State, req: &Request) -> Result<Value, ApiError> {
-    let q = query(req)?;
+fn list_meters(s: &mut State, req: &Request) -> Result<Value, ApiError> {
+    let q = query(s, req)?;
     let allowed = ["limit", "starting_after", "ending_before", "status"];
     check_params(&q, &allowed, &["expand["])?;
     let limit = integer(&q, "limit")?.unwrap_or(10);
@@ -1242,6 +1266,7 @@ fn list_meters(s: &State, req: &Request) -> Result<Value, ApiError> {
         },
     };
     let n = usize::try_from(limit).unwrap_or(10);
+    s.meter_pages += 1;
     let page: Vec<Value> = newest_first
         .iter()
         .skip(start)
@@ -1257,7 +1282,7 @@ fn list_meters(s: &State, req: &Request) -> Result<Value, ApiError> {
 }
 
 fn retrieve_meter(s: &State, req: &Request, id: &str) -> Result<Value, ApiError> {
-    authenticate(req)?;
+    read(s, req)?;
     s.meters
         .iter()
         .find(|m| m.id == id)
@@ -1266,7 +1291,7 @@ fn retrieve_meter(s: &State, req: &Request, id: &str) -> Result<Value, ApiError>
 }
 
 fn retrieve_customer(s: &State, req: &Request, id: &str) -> Result<Value, ApiError> {
-    authenticate(req)?;
+    read(s, req)?;
     match s.customers.get(id) {
         None => Err(no_such("customer", id)),
         Some(true) => Ok(json!({ "id": id, "object": "customer", "deleted": true })),
