@@ -40,18 +40,10 @@ impl Needs {
         let tenants = s
             .tenants
             .iter()
-            .map(|t| {
-                let c = s.contract_for(t);
-                let mut event_names = BTreeSet::from([c.meter.event_name.clone()]);
-                for cat in c.categories.iter().filter(|cat| !cat.decline) {
-                    let name = cat.event_name.as_ref().unwrap_or(&c.meter.event_name);
-                    event_names.insert(name.clone());
-                }
-                TenantNeeds {
-                    tenant: t.id.clone(),
-                    customer: t.stripe_customer_id.clone(),
-                    event_names,
-                }
+            .map(|t| TenantNeeds {
+                tenant: t.id.clone(),
+                customer: t.stripe_customer_id.clone(),
+                event_names: s.contract_for(t).event_names(),
             })
             .collect();
         Needs {

@@ -457,8 +457,8 @@ impl FakeStripe {
         lock(&self.state).customers.insert(id.into(), true);
     }
 
-    /// From now on every read of the account (meter list and retrieve, customer
-    /// retrieve) fails with `status` (`None`: answered again).
+    /// From now on every read of the account (meter list, meter, event summaries,
+    /// customer) fails with `status` (`None`: answered again).
     pub fn set_read_failure(&self, status: Option<u16>) {
         lock(&self.state).read_failure = status;
     }
@@ -990,9 +990,7 @@ fn create_adjustment(s: &mut State, form: &Form, _req: &Request) -> Result<Value
 }
 
 fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError> {
-    authenticate(req)?;
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(&req.query)
-        .map_err(|e| api(400, IRE, None, format!("Invalid query string: {e}")))?;
+    let query = query(s, req)?;
     let allowed = ["customer", "start_time", "end_time", "limit"];
     let prefixes = [
         "expand[",
