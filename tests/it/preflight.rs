@@ -2,6 +2,8 @@
 //! holding the outcomes of a meter or customer that fails it until it is fixed.
 
 use crate::support::*;
+use outcome_meter::clock::Clock;
+use outcome_meter::contract::ContractTerms;
 use outcome_meter::outcome::outcome_id;
 use std::path::Path;
 use testkit::fake_stripe::{FakeStripe, MeterSpec};
@@ -269,6 +271,29 @@ async fn check_stripe_json_and_dry_run() {
     );
 }
 
+/// The app billing through `stripe` (whose account the harness sets up, unless
+/// the test made it otherwise first).
+async fn app(backend: Backend, stripe: &FakeStripe, contract: ContractTerms) -> TestApp {
+    TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        contract,
+        ..Default::default()
+    })
+    .await
+}
+
+/// Each of `tickets` resolved by the AI now, and confirmed 73 hours later.
+async fn confirmed(app: &TestApp, tickets: &[&str]) {
+    let at = (app.clock.now() - t0()).num_hours();
+    for t in tickets {
+        app.send(&event(&format!("{t}-r"), t, "resolved", at, Some("ai")))
+            .await;
+    }
+    app.advance_hours(73);
+    app.settle().await;
+}
+
 /// A meter with its own payload keys: events carry them, and nothing else.
 async fn events_use_the_meters_payload_keys(backend: Backend) {
     let stripe = FakeStripe::start().await;
@@ -278,16 +303,8 @@ async fn events_use_the_meters_payload_keys(backend: Backend) {
         value_key: "tickets".into(),
         ..MeterSpec::new("resolved_ticket")
     });
-    let app = TestApp::spawn(Options {
-        backend,
-        stripe: Some(stripe.base_url()),
-        ..Default::default()
-    })
-    .await;
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    confirmed(&app, &["T1"]).await;
     app.report().await;
     assert_eq!(app.outcomes().await[0].state, "reported");
     let events = stripe.events();
@@ -334,20 +351,12 @@ async fn an_inactive_meter_holds_its_outcomes_until_the_next_preflight_after_the
     backend: Backend,
 ) {
     let stripe = FakeStripe::start().await;
-    let app = TestApp::spawn(Options {
-        backend,
-        stripe: Some(stripe.base_url()),
-        ..Default::default()
-    })
-    .await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
     let meter = stripe
         .meter_id("resolved_ticket")
         .expect("the harness made it");
     stripe.update_meter(&meter, |m| m.active = false);
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
+    confirmed(&app, &["T1"]).await;
     app.report().await;
     let o = &app.outcomes().await[0];
     assert_eq!((o.state.as_str(), o.attempts), ("pending", 0));
@@ -390,18 +399,8 @@ async fn an_inactive_meter_holds_its_outcomes_until_the_next_preflight_after_the
 async fn a_deleted_customer_holds_its_outcomes(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.delete_customer(CUSTOMER);
-    let app = TestApp::spawn(Options {
-        backend,
-        stripe: Some(stripe.base_url()),
-        ..Default::default()
-    })
-    .await;
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.send(&event("e2", "T2", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    confirmed(&app, &["T1", "T2"]).await;
     app.report().await;
     for o in app.outcomes().await {
         assert_eq!((o.state.as_str(), o.attempts), ("pending", 0));
@@ -427,16 +426,8 @@ async fn a_deleted_customer_holds_its_outcomes(backend: Backend) {
 async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.set_read_failure(Some(503));
-    let app = TestApp::spawn(Options {
-        backend,
-        stripe: Some(stripe.base_url()),
-        ..Default::default()
-    })
-    .await;
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
+    confirmed(&app, &["T1"]).await;
     app.report().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state, "pending");
@@ -457,10 +448,7 @@ async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
 
     // Down again at the next preflight: the last good result is kept.
     stripe.set_read_failure(Some(500));
-    app.send(&event("e2", "T2", "resolved", 73, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
+    confirmed(&app, &["T2"]).await;
     app.report().await;
     let reported = app
         .outcomes()
@@ -480,20 +468,12 @@ async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
 /// A clawback reversal of a meter that fails the preflight waits for it too.
 async fn a_reversal_waits_while_its_meter_fails_the_preflight(backend: Backend) {
     let stripe = FakeStripe::start().await;
-    let app = TestApp::spawn(Options {
-        backend,
-        stripe: Some(stripe.base_url()),
-        contract: outcome_meter::contract::ContractTerms {
-            clawback: Some(std::time::Duration::from_secs(30 * 86_400)),
-            ..Default::default()
-        },
+    let clawback = ContractTerms {
+        clawback: Some(std::time::Duration::from_secs(30 * 86_400)),
         ..Default::default()
-    })
-    .await;
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
+    };
+    let app = app(backend, &stripe, clawback).await;
+    confirmed(&app, &["T1"]).await;
     app.report().await;
     assert_eq!(stripe.events().len(), 1);
     let meter = stripe.meter_id("resolved_ticket").expect("meter");
@@ -527,18 +507,10 @@ async fn a_reversal_waits_while_its_meter_fails_the_preflight(backend: Backend) 
 /// reconcile finds the meter in Stripe when [stripe.meter_ids] does not name it.
 async fn reconcile_reads_meter_ids_from_stripe(backend: Backend) {
     let stripe = FakeStripe::start().await;
-    let app = TestApp::spawn(Options {
-        backend,
-        stripe: Some(stripe.base_url()),
-        ..Default::default()
-    })
-    .await;
+    let app = app(backend, &stripe, ContractTerms::default()).await;
     let world = app.clock.clone();
-    stripe.set_clock(move || outcome_meter::clock::Clock::now(&world).timestamp());
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
+    stripe.set_clock(move || world.now().timestamp());
+    confirmed(&app, &["T1"]).await;
     app.report().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), &stripe, &app.settings.database.url, "");
