@@ -113,6 +113,8 @@ fn main() {
 
 async fn run(tickets: usize, concurrency: usize) {
     let stripe = FakeStripe::start().await;
+    let customers: Vec<String> = (0..TENANTS).map(|i| format!("cus_bench_{i}")).collect();
+    stripe.ensure_account(customers.iter().map(String::as_str), ["resolved_ticket"]);
     stripe.set_check_timestamps(true);
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("pipeline.db");

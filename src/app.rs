@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::server::listener_limits;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
-use crate::stripe::{Rejections, Reporter, StripeClient, StripeError};
+use crate::stripe::{PreflightGates, Rejections, Reporter, StripeClient, StripeError};
 use crate::tenants::Tenants;
 use crate::worker::Worker;
 use std::net::SocketAddr;
@@ -51,6 +51,8 @@ pub struct Services {
     pub tenants: Arc<Tenants>,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
+    /// The Stripe preflight (one per account) the reporter sends by (`None` in dry-run).
+    pub preflight: Option<Arc<PreflightGates>>,
 }
 
 impl Services {
@@ -65,12 +67,19 @@ impl Services {
                 .record_contract(&t.contract_hash, &t.contract.version, &terms, now)
                 .await?;
         }
+        let metrics = Arc::new(Metrics::default());
+        let preflight = stripe_client(&settings)?.map(|client| {
+            Arc::new(PreflightGates::new(
+                &client, &settings, &store, &clock, &metrics,
+            ))
+        });
         Ok(Services {
             tenants,
             settings: Arc::new(settings),
             store,
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            preflight,
         })
     }
 
@@ -87,39 +96,27 @@ impl Services {
     /// The reporter, in the configured mode. A mode that sends needs its key:
     /// refused, never downgraded to a dry-run.
     pub fn reporter(&self) -> Result<Reporter, AppError> {
-        let s = &self.settings.stripe;
-        if let Some(problem) = s.key_problem(true) {
+        if let Some(problem) = self.settings.stripe.key_problem(true) {
             return Err(AppError::StripeMode(problem));
         }
-        let client = if s.dry_run() {
-            None
-        } else {
-            Some(StripeClient::new(
-                &s.api_base,
-                &s.api_key,
-                &s.api_version,
-                s.timeout,
-            )?)
-        };
         Ok(Reporter::new(
             self.store.clone(),
-            client,
+            stripe_client(&self.settings)?,
             self.clock.clone(),
             self.metrics.clone(),
             &self.settings,
-        ))
+        )
+        .with_preflight(self.preflight.clone()))
     }
 }
 
 impl Services {
     /// The processor of Stripe's rejection notifications and the periodic reconcile;
-    /// `None` without a Stripe key (nothing was sent, and events cannot be fetched).
+    /// `None` without a Stripe client (nothing was sent, and events cannot be fetched).
     pub fn rejections(&self) -> Result<Option<Rejections>, AppError> {
-        let s = &self.settings.stripe;
-        if s.dry_run() {
+        let Some(client) = stripe_client(&self.settings)? else {
             return Ok(None);
-        }
-        let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
+        };
         Ok(Some(Rejections::new(
             self.store.clone(),
             client,
@@ -128,6 +125,16 @@ impl Services {
             self.settings.clone(),
         )))
     }
+}
+
+/// The configured Stripe client; `None` in dry-run, and when the mode's key is
+/// missing or of the other kind (the reporter refuses to start then).
+fn stripe_client(settings: &Settings) -> Result<Option<StripeClient>, StripeError> {
+    let s = &settings.stripe;
+    if s.dry_run() || s.key_problem(true).is_some() {
+        return Ok(None);
+    }
+    StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout).map(Some)
 }
 
 /// Which roles run in this process.
@@ -489,6 +496,27 @@ pub async fn start(
     }
     if roles.reporter {
         tasks.extend(spawn_rejections(services, &token)?);
+        if let Some(gate) = services.preflight.clone() {
+            // At start (the reporter's first pass waits for it), then whenever due
+            // by the service's clock; looked at every second or so.
+            let every = Duration::from_secs(1).min(s.stripe.preflight_every);
+            tasks.push((
+                "preflight",
+                spawn_loop(
+                    "preflight",
+                    every,
+                    services.store.clone(),
+                    token.clone(),
+                    move || {
+                        let gate = gate.clone();
+                        async move {
+                            gate.refresh_if_due().await;
+                            Ok(0) // never "busy": look again after the interval
+                        }
+                    },
+                ),
+            ));
+        }
     }
     Ok(Running {
         addr,

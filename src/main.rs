@@ -10,12 +10,13 @@ use outcome_meter::redact::{self, Redactor};
 use outcome_meter::report::diff::shadow_run;
 use outcome_meter::report::fmt_ms;
 use outcome_meter::report::period::Period;
-use outcome_meter::report::reconcile::{reconcile, StripeTarget};
+use outcome_meter::report::reconcile::{reconcile_with, StripeTarget};
 use outcome_meter::report::vocabulary::check_configured;
 use outcome_meter::report::{explain::explain, outcomes, statement};
 use outcome_meter::settings::Settings;
 use outcome_meter::settings::StripeMode;
 use outcome_meter::store::{OutcomeFilter, Store};
+use outcome_meter::stripe::preflight::{self, AccountReport, Needs};
 use outcome_meter::stripe::{limits, too_old, StripeClient};
 use std::path::PathBuf;
 
@@ -89,6 +90,13 @@ enum Command {
         /// Fail (exit 1) when a name matched nothing, or names could not be checked.
         #[arg(long, conflicts_with = "diff")]
         strict: bool,
+        /// Also preflight the Stripe account: every meter the contracts bill on and
+        /// every tenant's customer; exit 1 on any problem.
+        #[arg(long, conflicts_with = "diff")]
+        stripe: bool,
+        /// With --stripe: print only the preflight, as JSON.
+        #[arg(long, requires = "stripe")]
+        json: bool,
     },
     /// A tenant's statement: billed outcomes with evidence, what was not billed and why, totals.
     Statement {
@@ -261,6 +269,26 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// `check --stripe`: the preflight of every account the tenants bill on.
+async fn stripe_preflight(settings: &Settings) -> Result<Vec<AccountReport>> {
+    let s = &settings.stripe;
+    if s.dry_run() {
+        bail!("check --stripe reads the Stripe account, and stripe.mode is \"dry-run\": no API key is set (dry-run); set stripe.mode and STRIPE_API_KEY (a restricted key that can read meters and customers is enough)");
+    }
+    if let Some(problem) = s.key_problem(true) {
+        bail!("check --stripe: {problem}");
+    }
+    let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
+    preflight::check_accounts(&client, settings)
+        .await
+        .with_context(|| {
+            format!(
+                "Stripe preflight: cannot read the account at {}",
+                s.api_base
+            )
+        })
+}
+
 /// Print an error to standard error, every known secret hidden, and exit 1.
 fn fail(redactor: &Redactor, e: &anyhow::Error) -> std::process::ExitCode {
     eprintln!("Error: {}", redactor.scrub(&format!("{e:#}")));
@@ -360,8 +388,27 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         }
         Command::Check {
             diff: None,
+            stripe: true,
+            json: true,
+            ..
+        } => {
+            let reports = stripe_preflight(&settings).await?;
+            // One account: its report; several (Stripe Connect): each with its account.
+            match reports.as_slice() {
+                [one] => out!("{}", serde_json::to_string_pretty(&one.report)?),
+                all => out!("{}", serde_json::to_string_pretty(all)?),
+            }
+            let problems: usize = reports.iter().map(|r| r.report.problem_count()).sum();
+            if problems > 0 {
+                bail!("Stripe preflight: {problems} problem(s)");
+            }
+        }
+        Command::Check {
+            diff: None,
             days,
             strict,
+            stripe,
+            ..
         } => {
             out!("configuration is valid");
             out!(
@@ -394,8 +441,29 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let now = to_millis(settings.clock.build().now());
             let names = check_configured(&settings, now, days).await;
             outp!("{}", names.render(strict));
+            let preflight = match stripe {
+                true => {
+                    let reports = stripe_preflight(&settings).await?;
+                    for r in &reports {
+                        if let Some(account) = &r.account {
+                            outp!("\nStripe Connect account {account}:");
+                        }
+                        outp!("\n{}", r.report.render());
+                    }
+                    Some(
+                        reports
+                            .iter()
+                            .map(|r| r.report.problem_count())
+                            .sum::<usize>(),
+                    )
+                }
+                false => None,
+            };
             if names.fails(strict) {
                 bail!("check --strict: a configured name matched no stored event, or names could not be checked");
+            }
+            if let Some(problems) = preflight.filter(|n| *n > 0) {
+                bail!("check --stripe: {problems} problem(s) in the Stripe account (above)");
             }
         }
         Command::Outcomes {
@@ -694,11 +762,25 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let period = Period::parse(&from, &to)?;
             let store = open_store(&settings).await?;
             let s = &settings.stripe;
-            let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
-            let r = reconcile(
+            let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?
+                .on_account(t.stripe_account.as_deref());
+            // Meter ids from Stripe ([stripe.meter_ids] wins): every meter the
+            // contracts bill on is checked, and any other event name with local
+            // outcomes is looked up among the account's meters.
+            let account = client
+                .list_meters()
+                .await
+                .context("cannot read the Stripe account's meters")?;
+            let preflight = preflight::verdict(
+                &Needs::for_account(&settings, t.stripe_account.as_deref()),
+                account,
+                Default::default(),
+            );
+            let r = reconcile_with(
                 &store,
                 &client,
-                &s.meter_ids,
+                &preflight.meter_ids(),
+                &|name: &str| preflight.account_meter_id(name),
                 &tenant,
                 &StripeTarget {
                     customer: &t.stripe_customer_id,

@@ -135,6 +135,9 @@ pub struct Metrics {
     tickets_in_window: Gauge,
     oldest_unbilled_seconds: Gauge,
     snapshot_age_seconds: Gauge,
+    outcomes_held: Family<ReasonLabel, Counter>,
+    preflight_runs: Family<ResultLabel, Counter>,
+    preflight_problems: Family<ReasonLabel, Gauge>,
     /// Confirmation time (ms) of the oldest unbilled outcome in the snapshot; -1: none.
     oldest_unbilled_at: AtomicI64,
     /// When the snapshot was taken (ms); -1: never.
@@ -303,9 +306,30 @@ impl Default for Metrics {
             snapshot_age_seconds.clone(),
         );
         let stripe = StripeEventMetrics::register(&mut registry);
+        let outcomes_held = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "outcomes_held",
+            "Outcomes set aside unsent because their meter or customer fails the Stripe preflight (each time one is looked at), by reason",
+            outcomes_held.clone(),
+        );
+        let preflight_runs = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "preflight_runs",
+            "Stripe preflights run, by result: ok, or failed (Stripe not reached; the last good result stays in use)",
+            preflight_runs.clone(),
+        );
+        let preflight_problems = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "preflight_problems",
+            "Problems found by the last Stripe preflight that reached Stripe, by reason (meters, then tenants' customers)",
+            preflight_problems.clone(),
+        );
         Metrics {
             stripe,
             registry,
+            outcomes_held,
+            preflight_runs,
+            preflight_problems,
             webhooks,
             webhooks_rejected,
             webhooks_unavailable,
@@ -387,6 +411,30 @@ impl Metrics {
         self.stripe_call_seconds
             .get_or_create(&CallLabel { call })
             .observe(took.as_secs_f64());
+    }
+
+    /// `n` outcomes were set aside unsent by the preflight, for `reason`.
+    pub fn outcomes_held(&self, reason: &'static str, n: usize) {
+        self.outcomes_held
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// A Stripe preflight ended (`ok` or `failed`).
+    pub fn preflight_ran(&self, result: &'static str) {
+        self.preflight_runs
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// The problems of the latest preflight, by reason (a reason absent reads as gone).
+    pub fn set_preflight_problems(&self, problems: &std::collections::BTreeMap<&'static str, i64>) {
+        self.preflight_problems.clear();
+        for (reason, n) in problems {
+            self.preflight_problems
+                .get_or_create(&ReasonLabel { reason })
+                .set(*n);
+        }
     }
 
     /// Take a fresh queue snapshot (the background refresher calls this).
@@ -519,6 +567,9 @@ mod tests {
         m.webhook(WebhookResult::Unavailable("unavailable"), Duration::ZERO);
         m.report(ReportResult::Failed);
         m.stripe_call("meter_event", Duration::from_millis(40));
+        m.outcomes_held("customer_deleted", 2);
+        m.preflight_ran("ok");
+        m.set_preflight_problems(&[("meter_missing", 1)].into());
         let q = QueueCounts {
             outcomes: vec![("pending".into(), 3)],
             oldest_unbilled_outcome: Some(0),
@@ -561,6 +612,9 @@ mod tests {
             "outcome_meter_outcomes{state=\"pending\"} 3",
             "outcome_meter_oldest_unreported_outcome_seconds 10",
             "outcome_meter_queue_snapshot_age_seconds 5",
+            "outcome_meter_outcomes_held_total{reason=\"customer_deleted\"} 2",
+            "outcome_meter_preflight_runs_total{result=\"ok\"} 1",
+            "outcome_meter_preflight_problems{reason=\"meter_missing\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

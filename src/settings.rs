@@ -266,10 +266,12 @@ pub struct StripeSettings {
     pub api_version: String,
     #[serde(with = "crate::duration_serde")]
     pub timeout: Duration,
-    /// Stripe meter id (`mtr_…`) of each event name, for `reconcile`.
+    /// Optional override: the Stripe meter id (`mtr_…`) to use for an event name
+    /// (otherwise the preflight finds the account's active meter of that name).
     pub meter_ids: BTreeMap<String, String>,
-    /// How each meter (by event name) aggregates its events, as set on the meter in
-    /// Stripe; `sum` when not listed. Only a `sum` meter can take a correcting event.
+    /// Optional: how each meter (by event name) is expected to aggregate; the
+    /// preflight reads the formula from Stripe and calls any difference a problem.
+    /// Only a `sum` meter can take a correcting event.
     pub meter_aggregations: BTreeMap<String, MeterAggregation>,
     /// The signing secret (`whsec_…`) of the Stripe event destination that sends
     /// meter-event errors to `POST /stripe/events`. Empty: that endpoint answers 404.
@@ -279,6 +281,9 @@ pub struct StripeSettings {
     /// A `Stripe-Signature` timestamp further than this from now is refused (401).
     #[serde(with = "crate::duration_serde")]
     pub webhook_tolerance: Duration,
+    /// How often `serve` runs the Stripe preflight (meters and customers).
+    #[serde(with = "crate::duration_serde")]
+    pub preflight_every: Duration,
 }
 
 /// A Stripe meter's aggregation formula (`default_aggregation.formula`).
@@ -324,6 +329,7 @@ impl Default for StripeSettings {
             webhook_secret: String::new(),
             webhook_secret_file: None,
             webhook_tolerance: Duration::from_secs(300),
+            preflight_every: Duration::from_secs(300),
         }
     }
 }
@@ -388,6 +394,7 @@ impl std::fmt::Debug for StripeSettings {
             )
             .field("webhook_secret_file", &self.webhook_secret_file)
             .field("webhook_tolerance", &self.webhook_tolerance)
+            .field("preflight_every", &self.preflight_every)
             .finish()
     }
 }
@@ -601,6 +608,9 @@ impl Settings {
         }
         if let Some(problem) = self.stripe.key_problem(false) {
             errs.push(problem);
+        }
+        if self.stripe.preflight_every.is_zero() {
+            errs.push("stripe.preflight_every must be longer than zero".into());
         }
         if self.reporter.max_attempts == 0 {
             errs.push("reporter.max_attempts must be at least 1".into());

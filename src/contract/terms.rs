@@ -120,6 +120,16 @@ impl Default for ContractTerms {
 }
 
 impl ContractTerms {
+    /// Every meter (`event_name`) these terms can bill on: the default one and
+    /// each category's that is not declined.
+    pub fn event_names(&self) -> std::collections::BTreeSet<String> {
+        let categories = self.categories.iter().filter(|c| !c.decline);
+        std::iter::once(&self.meter.event_name)
+            .chain(categories.map(|c| c.event_name.as_ref().unwrap_or(&self.meter.event_name)))
+            .cloned()
+            .collect()
+    }
+
     /// A hash of the effective terms, stored on every decision and outcome.
     pub fn hash(&self) -> String {
         // Serializing a struct is deterministic (fields in declaration order).

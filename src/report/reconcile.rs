@@ -16,7 +16,7 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Stripe(#[from] StripeError),
-    #[error("no Stripe meter id configured for event name(s) {0:?}: set [stripe.meter_ids] <event_name> = \"mtr_...\"")]
+    #[error("no Stripe meter found for event name(s) {0:?}: create the meter in Stripe, or name it in [stripe.meter_ids] <event_name> = \"mtr_...\"")]
     MissingMeterIds(Vec<String>),
     /// No outcome of the tenant in the period and no meter id configured: there is
     /// nothing to ask Stripe about, and "no drift" would be a claim nobody checked.
@@ -171,7 +171,23 @@ pub async fn reconcile(
     at: &StripeTarget<'_>,
     period: Period,
 ) -> Result<Reconciliation, ReconcileError> {
+    reconcile_with(store, client, meter_ids, &|_| None, tenant, at, period).await
+}
+
+/// [`reconcile`], where an event name with local outcomes that `meter_ids` does
+/// not name gets its meter id from `lookup` (the account's meters, as the
+/// preflight read them).
+pub async fn reconcile_with(
+    store: &Store,
+    client: &StripeClient,
+    meter_ids: &BTreeMap<String, String>,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    tenant: &str,
+    at: &StripeTarget<'_>,
+    period: Period,
+) -> Result<Reconciliation, ReconcileError> {
     let (customer, account, mode) = (at.customer, at.account, at.mode);
+    let mut meter_ids = meter_ids.clone();
     let outcomes = store
         .list_outcomes(&OutcomeFilter {
             tenant: Some(tenant.to_string()),
@@ -207,6 +223,13 @@ pub async fn reconcile(
                 event_name: event_name.clone(),
                 ..Default::default()
             });
+    }
+    for name in lines.keys() {
+        if !meter_ids.contains_key(name) {
+            if let Some(id) = lookup(name) {
+                meter_ids.insert(name.clone(), id);
+            }
+        }
     }
     let missing: Vec<String> = lines
         .keys()

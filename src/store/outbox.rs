@@ -181,6 +181,19 @@ impl Store {
             .collect()
     }
 
+    /// The Stripe customers of outcomes still to be sent (pending), once each:
+    /// the preflight checks them too, whether a tenant still names them or not.
+    pub async fn unsent_customers(&self, account: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT stripe_customer_id FROM outcomes WHERE state = 'pending' \
+             AND COALESCE(stripe_account, '') = $1 ORDER BY stripe_customer_id",
+        )
+        .bind(account.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| col(r, "stripe_customer_id")).collect()
+    }
+
     /// Right before a Stripe call: extend this reporter's lease on a claimed
     /// outcome, only if it still holds it (`token` = the `lease_until` it set) and
     /// the outcome is still pending. `false`: the claim was lost (the lease expired

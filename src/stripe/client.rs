@@ -14,19 +14,45 @@ pub struct MeterEvent {
     pub identifier: String,
     /// Unix seconds.
     pub timestamp: i64,
+    /// The payload key the meter reads the customer from
+    /// (`customer_mapping.event_payload_key`, read by the preflight).
+    pub customer_key: String,
+    /// The payload key the meter reads the value from (`value_settings.event_payload_key`).
+    pub value_key: String,
+}
+
+/// Stripe's default payload keys of a meter: `stripe_customer_id` and `value`.
+pub const DEFAULT_CUSTOMER_KEY: &str = "stripe_customer_id";
+pub const DEFAULT_VALUE_KEY: &str = "value";
+
+impl Default for MeterEvent {
+    fn default() -> Self {
+        MeterEvent {
+            event_name: String::new(),
+            stripe_customer_id: String::new(),
+            value: 0,
+            identifier: String::new(),
+            timestamp: 0,
+            customer_key: DEFAULT_CUSTOMER_KEY.into(),
+            value_key: DEFAULT_VALUE_KEY.into(),
+        }
+    }
 }
 
 impl MeterEvent {
-    pub fn form(&self) -> Vec<(&'static str, String)> {
+    pub fn form(&self) -> Vec<(String, String)> {
         vec![
-            ("event_name", self.event_name.clone()),
+            ("event_name".into(), self.event_name.clone()),
             (
-                "payload[stripe_customer_id]",
+                format!("payload[{}]", self.customer_key),
                 self.stripe_customer_id.clone(),
             ),
-            ("payload[value]", self.value.to_string()),
-            ("identifier", self.identifier.clone()),
-            ("timestamp", self.timestamp.to_string()),
+            (
+                format!("payload[{}]", self.value_key),
+                self.value.to_string(),
+            ),
+            ("identifier".into(), self.identifier.clone()),
+            ("timestamp".into(), self.timestamp.to_string()),
         ]
     }
 
@@ -145,6 +171,9 @@ pub struct StripeClient {
     api_base: String,
     api_key: String,
     api_version: String,
+    /// Stripe Connect: every call acts on this connected account unless the
+    /// call names one (see [`StripeClient::on_account`]).
+    account: Option<String>,
 }
 
 impl std::fmt::Debug for StripeClient {
@@ -182,6 +211,7 @@ impl StripeClient {
             api_base: api_base.trim_end_matches('/').to_string(),
             api_key: api_key.to_string(),
             api_version: api_version.to_string(),
+            account: None,
         })
     }
 
@@ -266,17 +296,47 @@ impl StripeClient {
         }
     }
 
+    /// The same client, acting on connected `account` (`None`: the platform's own).
+    pub fn on_account(&self, account: Option<&str>) -> StripeClient {
+        StripeClient {
+            account: account.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
     /// Stripe Connect: act on a connected account (`Stripe-Account`,
-    /// <https://docs.stripe.com/connect/authentication>).
+    /// <https://docs.stripe.com/connect/authentication>): the one the call names,
+    /// else the client's.
     fn with_account(
         &self,
         req: reqwest::RequestBuilder,
         account: Option<&str>,
     ) -> reqwest::RequestBuilder {
-        match account {
+        match account.or(self.account.as_deref()) {
             Some(a) => req.header("Stripe-Account", a),
             None => req,
         }
+    }
+
+    /// `GET path?query`: the body of a 2xx, or Stripe's error.
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<u8>, StripeError> {
+        let resp = self
+            .with_account(
+                self.http
+                    .get(format!("{}{}", self.api_base, path))
+                    .query(query),
+                None,
+            )
+            .bearer_auth(&self.api_key)
+            .header("Stripe-Version", &self.api_version)
+            .send()
+            .await
+            .map_err(|e| StripeError::Network(e.to_string()))?;
+        Self::read(resp).await.map(|(_, body)| body)
     }
 
     async fn post_form(
@@ -393,6 +453,7 @@ mod tests {
             value: 1,
             identifier: "om_x".into(),
             timestamp: 1_700_000_000,
+            ..Default::default()
         };
         assert_eq!(
             ev.encoded(),
@@ -422,5 +483,22 @@ mod tests {
         );
         assert_eq!(retry_after("-1", None), None);
         assert_eq!(retry_after("soon", None), None);
+    }
+
+    #[test]
+    fn form_uses_the_meters_payload_keys() {
+        let ev = MeterEvent {
+            event_name: "resolved_ticket".into(),
+            stripe_customer_id: "cus_1".into(),
+            value: 2,
+            identifier: "om_x".into(),
+            timestamp: 1_700_000_000,
+            customer_key: "account".into(),
+            value_key: "tickets".into(),
+        };
+        assert_eq!(
+            ev.encoded(),
+            "event_name=resolved_ticket&payload%5Baccount%5D=cus_1&payload%5Btickets%5D=2&identifier=om_x&timestamp=1700000000"
+        );
     }
 }

@@ -4,13 +4,17 @@
 
 pub mod client;
 pub mod events;
+pub mod gate;
 pub mod limits;
+pub mod meters;
 pub mod mode;
+pub mod preflight;
 pub mod rejections;
 pub mod reporter;
 pub mod retry;
 pub mod too_old;
 
 pub use client::{Ack, ApiError, MeterEvent, StripeClient, StripeError};
+pub use gate::{PreflightGate, PreflightGates};
 pub use rejections::Rejections;
 pub use reporter::Reporter;

@@ -2,8 +2,10 @@
 //! different pairs concurrently, never above the configured rate.
 
 use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
+use super::gate::{Hold, PreflightGates};
 use super::limits::{ahead_reason, check_timestamp, too_old_reason, TimestampCheck};
 use super::mode::StripeMode;
+use super::preflight::MeterInfo;
 use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 use crate::clock::{to_millis, SharedClock};
 use crate::metrics::{Metrics, ReportResult};
@@ -58,8 +60,11 @@ pub struct Reporter {
     /// The Stripe client's timeout: a claim must outlast a call.
     call_timeout: Duration,
     limiter: Arc<RateLimiter>,
-    /// Aggregation of each meter by event name (`sum` when absent).
+    /// Aggregation of each meter by event name (`sum` when absent): dry-run only;
+    /// otherwise the preflight reads it from Stripe.
     aggregations: Arc<BTreeMap<String, MeterAggregation>>,
+    /// The Stripe preflight (`None` in dry-run): what is sent, and how.
+    gate: Option<Arc<PreflightGates>>,
 }
 
 impl Reporter {
@@ -88,14 +93,8 @@ impl Reporter {
             call_timeout: settings.stripe.timeout,
             limiter,
             aggregations: Arc::new(settings.stripe.meter_aggregations.clone()),
+            gate: None,
         }
-    }
-
-    fn aggregation(&self, event_name: &str) -> MeterAggregation {
-        self.aggregations
-            .get(event_name)
-            .copied()
-            .unwrap_or_default()
     }
 
     pub fn dry_run(&self) -> bool {
@@ -133,6 +132,9 @@ impl Reporter {
 
     /// Report one batch of outcomes, then process one batch of reversals.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        if let Some(g) = &self.gate {
+            g.ensure_started().await;
+        }
         // Reversals first: an outcome clawed back before it was sent is voided, never sent.
         let reversed = self.reverse_batch().await?;
         let reported = self.report_batch().await?;
@@ -166,19 +168,30 @@ impl Reporter {
             .claim_outcomes(now, now + self.lease_ms(), self.settings.batch_size)
             .await?;
         let n = claimed.len();
-        let mut groups: BTreeMap<(String, String), Vec<ClaimedOutcome>> = BTreeMap::new();
+        // By (account, customer, meter): Stripe serializes calls per customer and
+        // meter, and each Connect account has its own meters and customers.
+        type Pair = (Option<String>, String, String);
+        let mut groups: BTreeMap<Pair, Vec<ClaimedOutcome>> = BTreeMap::new();
         for o in claimed {
             groups
-                .entry((o.stripe_customer_id.clone(), o.event_name.clone()))
+                .entry((
+                    o.stripe_account.clone(),
+                    o.stripe_customer_id.clone(),
+                    o.event_name.clone(),
+                ))
                 .or_default()
                 .push(o);
         }
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
-        for ((customer, meter), group) in groups {
+        for ((account, customer, meter), group) in groups {
             let me = self.clone();
             let permits = permits.clone();
             tasks.spawn(async move {
+                let info = match me.admit(account.as_deref(), &customer, &meter) {
+                    Ok(info) => info,
+                    Err(hold) => return me.hold_outcomes(&customer, &meter, &group, &hold).await,
+                };
                 let _permit = permits.acquire_owned().await;
                 // One process at a time per pair (other replicas on PostgreSQL).
                 let Some(lock) = me.store.try_lock_pair(&customer, &meter).await? else {
@@ -190,7 +203,7 @@ impl Reporter {
                 };
                 let mut result = Ok(());
                 for o in &group {
-                    result = me.report_one(o).await;
+                    result = me.report_one(o, &info).await;
                     if result.is_err() {
                         break;
                     }
@@ -218,7 +231,7 @@ impl Reporter {
         }
     }
 
-    async fn report_one(&self, o: &ClaimedOutcome) -> Result<(), StoreError> {
+    async fn report_one(&self, o: &ClaimedOutcome, meter: &MeterInfo) -> Result<(), StoreError> {
         let ev = MeterEvent {
             event_name: o.event_name.clone(),
             stripe_customer_id: o.stripe_customer_id.clone(),
@@ -227,6 +240,8 @@ impl Reporter {
             // `super::rejections`: a rejected identifier is never reused).
             identifier: o.stripe_identifier(),
             timestamp: o.confirmed_at.div_euclid(1000),
+            customer_key: meter.customer_key.clone(),
+            value_key: meter.value_key.clone(),
         };
         let request = ev.encoded();
         let Some(client) = &self.client else {
@@ -542,7 +557,11 @@ impl Reporter {
 
     async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
         let now = to_millis(self.clock.now());
-        let aggregation = self.aggregation(&r.event_name);
+        let meter = self.meter_info(r.stripe_account.as_deref(), &r.event_name);
+        // A meter failing the preflight waits below; its placeholder never parks anything.
+        let aggregation = meter
+            .as_ref()
+            .map_or(MeterAggregation::Sum, |m| m.aggregation);
         let method = choose_method(
             r.method.as_deref(),
             &r.outcome_state,
@@ -570,6 +589,16 @@ impl Reporter {
             next_attempt_at: now,
             stripe_timestamp: None,
             in_doubt: false,
+        };
+        let meter = match (method, meter) {
+            (Method::Cancel | Method::Correction | Method::Manual, Err(hold)) => {
+                tracing::warn!(outcome = %r.outcome_id, method = method.as_str(), reason = hold.reason, why = %hold.text, "clawback reversal waits for the Stripe preflight");
+                return self
+                    .store
+                    .postpone_reversal(&r.outcome_id, hold.until)
+                    .await;
+            }
+            (_, meter) => meter.unwrap_or_else(|_| MeterInfo::defaults(aggregation)),
         };
         match method {
             Method::WaitForLive => {
@@ -606,7 +635,9 @@ impl Reporter {
                 a.error = Some(&why);
                 self.store.record_reversal_attempt(&a).await
             }
-            Method::Cancel | Method::Correction => self.reverse_at_stripe(r, method, now).await,
+            Method::Cancel | Method::Correction => {
+                self.reverse_at_stripe(r, method, now, &meter).await
+            }
         }
     }
 
@@ -615,6 +646,7 @@ impl Reporter {
         r: &ClaimedReversal,
         method: Method,
         now: i64,
+        meter: &MeterInfo,
     ) -> Result<(), StoreError> {
         let Some(client) = &self.client else {
             return Ok(());
@@ -669,6 +701,8 @@ impl Reporter {
                     value: -r.value,
                     identifier: format!("{}_reversal", r.outcome_id),
                     timestamp: stripe_timestamp,
+                    customer_key: meter.customer_key.clone(),
+                    value_key: meter.value_key.clone(),
                 };
                 self.limiter.acquire().await;
                 // Stripe dedupes the correction on its identifier across keys.
@@ -713,11 +747,7 @@ impl Reporter {
         let parked;
         if too_old {
             attempt.result = "too_old";
-            match after_cancel_too_old(
-                r.cancel_in_doubt,
-                &r.event_name,
-                self.aggregation(&r.event_name),
-            ) {
+            match after_cancel_too_old(r.cancel_in_doubt, &r.event_name, meter.aggregation) {
                 Ok(_) => {
                     tracing::warn!(outcome = %r.outcome_id, "Stripe refused the cancel as too old: switching to a correcting event");
                     self.store
@@ -755,6 +785,68 @@ impl Reporter {
         }
         tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state, "clawback reversal attempt");
         self.store.record_reversal_attempt(&attempt).await
+    }
+}
+
+// ------------------------------------------------------------------ preflight
+
+impl Reporter {
+    /// Send only what the Stripe preflight admits (`gate`: `None` in dry-run).
+    pub fn with_preflight(mut self, gate: Option<Arc<PreflightGates>>) -> Reporter {
+        self.gate = gate;
+        self
+    }
+
+    /// The meter of `event_name` on `account` as the preflight read it; without a
+    /// preflight (dry-run): Stripe's default payload keys and the configured aggregation.
+    fn meter_info(&self, account: Option<&str>, event_name: &str) -> Result<MeterInfo, Hold> {
+        match &self.gate {
+            Some(g) => g.meter(account, event_name),
+            None => Ok(MeterInfo::defaults(
+                self.aggregations
+                    .get(event_name)
+                    .copied()
+                    .unwrap_or_default(),
+            )),
+        }
+    }
+
+    /// Whether outcomes for (`customer`, `event_name`) on `account` may be sent
+    /// now, and how.
+    fn admit(
+        &self,
+        account: Option<&str>,
+        customer: &str,
+        event_name: &str,
+    ) -> Result<MeterInfo, Hold> {
+        match &self.gate {
+            Some(g) => g.admit(account, customer, event_name),
+            None => self.meter_info(account, event_name),
+        }
+    }
+
+    /// Give claimed outcomes back unsent, pending, with the preflight's reason as
+    /// their last error, until after the next preflight; no attempt is spent.
+    async fn hold_outcomes(
+        &self,
+        customer: &str,
+        event_name: &str,
+        group: &[ClaimedOutcome],
+        hold: &Hold,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(customer, meter = event_name, outcomes = group.len(), reason = hold.reason, why = %hold.text, "outcomes held by the Stripe preflight, not sent");
+        self.metrics.outcomes_held(hold.reason, group.len());
+        for o in group {
+            self.store
+                .set_aside(
+                    &o.id,
+                    o.lease_until,
+                    &hold.text,
+                    SetAside::RetryAt(hold.until),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -827,6 +827,7 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
         value: 2,
         identifier: "manual-entry".into(),
         timestamp: t0().timestamp() + 3600,
+        ..Default::default()
     };
     client
         .create_meter_event(&ev, "manual", None)
@@ -1061,6 +1062,7 @@ async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: B
         value: 3,
         identifier: "someone-else".into(),
         timestamp: t0().timestamp() + 3600,
+        ..Default::default()
     };
     client
         .create_meter_event(&ev, "someone-else", None)

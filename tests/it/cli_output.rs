@@ -58,7 +58,10 @@ fn run(dir: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output
     }
 }
 
+/// The configuration of a service billing `stripe` (whose account gets the
+/// customer and the meter it bills to).
 fn config_text(db: &Path, stripe: &FakeStripe) -> String {
+    stripe.ensure_account([CUSTOMER], ["resolved_ticket"]);
     format!(
         r#"[database]
 url = "sqlite://{db}"

@@ -12,6 +12,7 @@ mod hostile;
 mod ingest;
 mod names;
 mod pipeline;
+mod preflight;
 mod process;
 mod providers;
 mod reporting;

@@ -164,6 +164,7 @@ async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(
         value: o.value,
         identifier: o.id.clone(),
         timestamp: o.confirmed_at / 1000,
+        ..Default::default()
     };
     client
         .create_meter_event(&ev, &idempotency_key(&o.id, "meter_event", o.calls), None)
@@ -195,6 +196,7 @@ async fn identifier_already_at_stripe_under_another_key_counts_as_delivered(back
         value: 1,
         identifier: id.clone(),
         timestamp: t0().timestamp(),
+        ..Default::default()
     };
     client
         .create_meter_event(&ev, "some-other-key", None)

@@ -5,10 +5,9 @@ use chrono::Duration as Minutes;
 use outcome_meter::clock::Clock;
 use outcome_meter::contract::ContractTerms;
 use outcome_meter::outcome::outcome_id;
-use outcome_meter::settings::MeterAggregation;
 use outcome_meter::store::ReversalRow;
 use std::time::Duration;
-use testkit::fake_stripe::{FakeStripe, Fault};
+use testkit::fake_stripe::{FakeStripe, Fault, MeterSpec};
 
 fn clawback_contract() -> ContractTerms {
     ContractTerms {
@@ -288,12 +287,12 @@ async fn a_cancel_in_doubt_then_too_old_is_parked_not_reversed_twice(backend: Ba
 
 async fn a_meter_that_does_not_sum_gets_no_correcting_event(backend: Backend) {
     let stripe = FakeStripe::start().await;
-    let mut app = app(backend, &stripe).await;
-    app.settings
-        .stripe
-        .meter_aggregations
-        .insert("resolved_ticket".into(), MeterAggregation::Count);
-    let app = app.restart().await;
+    // The meter counts its events: the preflight reads that from Stripe.
+    stripe.add_meter(MeterSpec {
+        formula: "count".into(),
+        ..MeterSpec::new("resolved_ticket")
+    });
+    let app = app(backend, &stripe).await;
     app.send(&event("Y1-r", "Y1", "resolved", 0, Some("ai")))
         .await;
     app.send(&event("Y2-r", "Y2", "resolved", 0, Some("ai")))

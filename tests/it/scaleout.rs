@@ -43,6 +43,7 @@ async fn three_replicas_on_postgres_one_sigkilled_bill_everything_exactly_once()
         return;
     }
     let stripe = FakeStripe::start().await;
+    stripe.ensure_account([CUSTOMER], ["resolved_ticket"]);
     let (url, db) = create_postgres_db().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("scaleout.toml");

@@ -83,7 +83,25 @@ async fn state_of(app: &TestApp, ticket: &str) -> String {
 
 /// Run `outcome-meter ARGS` on the app's database, its clock shifted to the test's.
 fn cli(app: &TestApp, args: &[&str], config: Option<&std::path::Path>) -> Output {
-    let dir = tempfile::tempdir().expect("tempdir");
+    command(app, args, config)
+        .output()
+        .expect("run outcome-meter")
+}
+
+/// [`cli`] off the test's runtime, so a fake served by that runtime can answer it.
+async fn cli_async(app: &TestApp, args: &[&str], config: Option<&std::path::Path>) -> Output {
+    let mut cmd = command(app, args, config);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run outcome-meter"))
+        .await
+        .expect("join")
+}
+
+fn command(
+    app: &TestApp,
+    args: &[&str],
+    config: Option<&std::path::Path>,
+) -> std::process::Command {
+    let dir = std::env::temp_dir();
     let offset = (app.clock.now() - chrono::Utc::now()).num_milliseconds();
     let offset = if offset < 0 {
         format!("-{}ms", -offset)
@@ -95,7 +113,7 @@ fn cli(app: &TestApp, args: &[&str], config: Option<&std::path::Path>) -> Output
         cmd.arg("--config").arg(c);
     }
     cmd.args(args)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_remove("OUTCOME_METER_CONFIG")
         .env_remove("STRIPE_API_KEY")
         .env("OUTCOME_METER__DATABASE__URL", &app.settings.database.url)
@@ -104,9 +122,8 @@ fn cli(app: &TestApp, args: &[&str], config: Option<&std::path::Path>) -> Output
             "OUTCOME_METER__STRIPE__MODE",
             if config.is_some() { "test" } else { "dry-run" },
         )
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run outcome-meter")
+        .env("RUST_LOG", "error");
+    cmd
 }
 
 fn stdout_ok(out: &Output, args: &[&str]) -> String {
@@ -614,7 +631,22 @@ async fn events_for_a_meter_that_does_not_exist_are_rejected(backend: Backend) {
     let clock = app.clock.clone();
     stripe.set_clock(move || clock.now().timestamp());
     stripe.set_event_destination(&app.url("/stripe/events"), WHSEC);
-    reported(&app, &["N1"]).await;
+    // The preflight passes, then the meter goes (Stripe's check of it comes
+    // later, asynchronously): sent before the next preflight, then rejected.
+    assert_eq!(
+        app.send(&event("N1-r", "N1", "resolved", 0, Some("ai")))
+            .await,
+        202
+    );
+    app.advance_hours(73);
+    app.settle().await;
+    app.preflight().await;
+    let meter = stripe
+        .meter_id("resolved_ticket")
+        .expect("the harness's meter");
+    stripe.update_meter(&meter, |m| m.event_name = "gone".into());
+    app.report().await;
+    assert_eq!(app.outcomes().await[0].state, "reported");
     assert_eq!(stripe.publish_error_reports().await[0].1, 200);
     assert_eq!(
         app.count(
@@ -698,9 +730,11 @@ async fn a_rejected_correction_fails_its_reversal(backend: Backend) {
 /// nothing to ask Stripe: an error with the reason, never "No drift.".
 async fn reconcile_with_nothing_to_compare_fails_and_says_why(backend: Backend) {
     let stripe = FakeStripe::start().await;
+    // An account with no meter at all (no harness set-up), and no outcome.
     let app = TestApp::spawn(Options {
         backend,
         stripe: Some(stripe.base_url()),
+        stripe_setup: false,
         ..Default::default()
     })
     .await;
@@ -730,7 +764,7 @@ async fn reconcile_with_nothing_to_compare_fails_and_says_why(backend: Backend) 
         ),
     )
     .expect("config");
-    let out = cli(
+    let out = cli_async(
         &app,
         &[
             "reconcile",
@@ -742,7 +776,8 @@ async fn reconcile_with_nothing_to_compare_fails_and_says_why(backend: Backend) 
             "2026-01-31",
         ],
         Some(&config),
-    );
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("nothing to compare"), "{stderr}");

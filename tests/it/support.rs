@@ -68,6 +68,7 @@ pub struct TestApp {
     running: Option<Running>,
     pub settings: Settings,
     clock_offset: Duration,
+    stripe_setup: bool,
     _dir: Option<tempfile::TempDir>,
     pg_db: Option<String>,
 }
@@ -98,6 +99,10 @@ pub struct Options {
     pub postgres_via: Option<String>,
     /// `database.request_timeout`.
     pub request_timeout: std::time::Duration,
+    /// Set up the fake Stripe at `stripe` for the configuration (default): the
+    /// tenants' customers and a meter for each event name (see [`setup_stripe`]).
+    /// `false` leaves the account as the test made it.
+    pub stripe_setup: bool,
 }
 
 impl Default for Options {
@@ -113,6 +118,7 @@ impl Default for Options {
             sqlite_dir: None,
             postgres_via: None,
             request_timeout: outcome_meter::settings::DatabaseSettings::default().request_timeout,
+            stripe_setup: true,
         }
     }
 }
@@ -333,6 +339,27 @@ pub fn stripe_client(stripe: &FakeStripe) -> outcome_meter::stripe::StripeClient
     .expect("client")
 }
 
+/// Set up the fake Stripe `settings` point at (when one runs in this process),
+/// as an operator sets up the account before starting the service: each
+/// tenant's customer exists, and each event name its contract bills on has an
+/// active `sum` meter with Stripe's default payload keys. What the test already
+/// made (a deleted customer, another meter) is left as it is.
+pub fn setup_stripe(settings: &Settings) {
+    if settings.stripe.dry_run() {
+        return;
+    }
+    let Some(fake) = FakeStripe::find(&settings.stripe.api_base) else {
+        return;
+    };
+    let needs = outcome_meter::stripe::preflight::Needs::from_settings(settings);
+    let names: std::collections::BTreeSet<&str> = needs
+        .tenants
+        .iter()
+        .flat_map(|t| t.event_names.iter().map(String::as_str))
+        .collect();
+    fake.ensure_account(needs.customers(), names);
+}
+
 pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
@@ -439,17 +466,29 @@ impl TestApp {
         let mut settings = settings_for(&url, &opts);
         tweak(&mut settings);
         let clock = ManualClock::new(t0());
-        Self::boot(settings, clock, opts.clock_offset, dir, pg_db).await
+        Self::boot(
+            settings,
+            clock,
+            opts.clock_offset,
+            opts.stripe_setup,
+            dir,
+            pg_db,
+        )
+        .await
     }
 
     async fn boot(
         settings: Settings,
         clock: ManualClock,
         clock_offset: Duration,
+        stripe_setup: bool,
         dir: Option<tempfile::TempDir>,
         pg_db: Option<String>,
     ) -> TestApp {
         settings.validate().expect("test settings are valid");
+        if stripe_setup {
+            setup_stripe(&settings);
+        }
         let shared: outcome_meter::clock::SharedClock = if clock_offset.is_zero() {
             Arc::new(clock.clone())
         } else {
@@ -482,6 +521,7 @@ impl TestApp {
             running: Some(running),
             settings,
             clock_offset,
+            stripe_setup,
             _dir: dir,
             pg_db,
         }
@@ -499,6 +539,7 @@ impl TestApp {
             self.settings.clone(),
             self.clock.clone(),
             self.clock_offset,
+            self.stripe_setup,
             dir,
             pg_db,
         )
@@ -554,13 +595,24 @@ impl TestApp {
         self.services.worker().drain().await.expect("worker drain");
     }
 
+    /// Run the reporter until nothing is due, after the Stripe preflight if one
+    /// is due by the service's clock (as `serve` runs it in the background).
     pub async fn report(&self) {
+        self.preflight().await;
         self.services
             .reporter()
             .expect("reporter")
             .drain()
             .await
             .expect("reporter drain");
+    }
+
+    /// Run the Stripe preflight now if it is due (`stripe.preflight_every` after
+    /// the last one, by the service's clock); nothing in dry-run.
+    pub async fn preflight(&self) {
+        if let Some(gate) = &self.services.preflight {
+            gate.refresh_if_due().await;
+        }
     }
 
     pub async fn outcomes(&self) -> Vec<OutcomeRow> {

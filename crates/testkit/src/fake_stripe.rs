@@ -45,13 +45,39 @@
 //! Asynchronous rejections (the section at the end): events accepted with a 200 and rejected
 //! later, reported through thin events to an event destination and fetched from
 //! `GET /v2/core/events/{id}`; see that section for what is found and what is assumed.
+//! The account's objects (what the preflight reads):
+//! - Meter object: id, object `billing.meter`, created, customer_mapping {event_payload_key, type
+//!   `by_id`}, default_aggregation {formula: sum | count | last}, display_name, event_name,
+//!   event_time_window (null, `day` or `hour`: "Stripe only uses the most recent meter event
+//!   within the hourly or daily window"), livemode, status (active | inactive: "No more events
+//!   for this meter will be accepted"), status_transitions {deactivated_at}, updated,
+//!   value_settings {event_payload_key}. https://docs.stripe.com/api/billing/meter/object ,
+//!   https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage
+//! - List meters: `GET /v1/billing/meters`, `limit` 1 to 100 (default 10), `starting_after`,
+//!   `ending_before`, `status`; answers `{object: "list", data, has_more, url}`.
+//!   https://docs.stripe.com/api/billing/meter/list ; retrieve: `GET /v1/billing/meters/{id}`.
+//!   https://docs.stripe.com/api/billing/meter/retrieve
+//! - A meter event's payload carries the meter's `customer_mapping.event_payload_key` (default
+//!   `stripe_customer_id`) and `value_settings.event_payload_key` (default `value`).
+//!   https://docs.stripe.com/api/billing/meter-event/object
+//! - Retrieve a customer: `GET /v1/customers/{id}`; "If it's for a deleted Customer, a subset of
+//!   the customer's information is returned, including a `deleted` property that's set to true"
+//!   (`{id, object: "customer", deleted: true}`). https://docs.stripe.com/api/customers/retrieve
+//!
+//! Assumed: lists are newest first (Stripe's usual order; the meter list does not say); an
+//! unknown id is a 404 `resource_missing` "No such customer: '<id>'" / "No such billing meter:
+//! '<id>'" (Stripe's usual shape), also as `starting_after` (there a 400); a meter event is
+//! checked against the newest meter of its event name (any status: Stripe reports an inactive
+//! meter asynchronously), its payload keys missing being a 400 at once as above. Meters and
+//! customers exist only once a test adds them (`add_meter`, `set_meter`, `add_customer`, or
+//! `ensure_account`, which the integration tests' harness calls for what it configures).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,8 +91,12 @@ const MAX_BODY: usize = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct RecordedEvent {
     pub event_name: String,
+    /// The payload's value under the meter's customer key.
     pub customer: String,
+    /// The payload's value under the meter's value key.
     pub value: String,
+    /// The whole payload as sent (`payload[<key>]` → value).
+    pub payload: BTreeMap<String, String>,
     pub identifier: String,
     pub timestamp: i64,
     pub idempotency_key: Option<String>,
@@ -218,7 +248,14 @@ struct State {
     requests: usize,
     /// Cancelled (event_name, identifier) pairs, with their scope, in order received.
     adjustments: Vec<(String, String, String)>,
-    meters: HashMap<String, String>,
+    /// The account's meters, oldest first.
+    meters: Vec<FakeMeter>,
+    /// The account's customers: id → deleted.
+    customers: HashMap<String, bool>,
+    /// Every GET of the account (meters, customers) answers this status instead.
+    read_failure: Option<u16>,
+    /// Pages of the meter list served.
+    meter_pages: usize,
     idempotency: HashMap<String, Saved>,
     /// (scope, identifier) of `events`, for Stripe's duplicate check in O(1).
     identifiers: HashSet<(String, String)>,
@@ -254,10 +291,90 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a test asks a new meter to be (`FakeStripe::add_meter`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeterSpec {
+    pub event_name: String,
+    /// `customer_mapping.event_payload_key`.
+    pub customer_key: String,
+    /// `value_settings.event_payload_key`.
+    pub value_key: String,
+    /// `default_aggregation.formula`: `sum`, `count` or `last`.
+    pub formula: String,
+    /// `None`, `day` or `hour`.
+    pub event_time_window: Option<String>,
+    pub active: bool,
+}
+
+impl MeterSpec {
+    /// An active `sum` meter of raw events with Stripe's default payload keys.
+    pub fn new(event_name: &str) -> MeterSpec {
+        MeterSpec {
+            event_name: event_name.into(),
+            customer_key: "stripe_customer_id".into(),
+            value_key: "value".into(),
+            formula: "sum".into(),
+            event_time_window: None,
+            active: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FakeMeter {
+    id: String,
+    spec: MeterSpec,
+    created: i64,
+    updated: i64,
+    deactivated_at: Option<i64>,
+}
+
+impl FakeMeter {
+    fn json(&self) -> Value {
+        let m = &self.spec;
+        json!({
+            "id": self.id,
+            "object": "billing.meter",
+            "created": self.created,
+            "customer_mapping": { "event_payload_key": m.customer_key, "type": "by_id" },
+            "default_aggregation": { "formula": m.formula },
+            "display_name": format!("{} (fake)", m.event_name),
+            "event_name": m.event_name,
+            "event_time_window": m.event_time_window,
+            "livemode": false,
+            "status": if m.active { "active" } else { "inactive" },
+            "status_transitions": { "deactivated_at": self.deactivated_at },
+            "updated": self.updated,
+            "value_settings": { "event_payload_key": m.value_key },
+        })
+    }
+}
+
+/// A running fake. Clones share it; it stops when the last one is dropped.
+#[derive(Clone)]
 pub struct FakeStripe {
     addr: SocketAddr,
     state: Shared,
+    server: Arc<Server>,
+}
+
+/// The accept loop, aborted (with every connection) when the last handle goes.
+struct Server {
+    addr: SocketAddr,
+    state: Shared,
     task: JoinHandle<()>,
+}
+
+/// Fakes by base URL.
+type Running = Vec<(String, Weak<Server>)>;
+
+/// Every fake running in this process, by base URL (see [`FakeStripe::find`]).
+fn running() -> MutexGuard<'static, Running> {
+    static RUNNING: OnceLock<Mutex<Running>> = OnceLock::new();
+    RUNNING
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl FakeStripe {
@@ -273,11 +390,151 @@ impl FakeStripe {
         let addr = listener.local_addr().expect("fake stripe: local_addr");
         let state: Shared = Arc::new(Mutex::new(State::default()));
         let task = tokio::spawn(serve(listener, state.clone()));
-        FakeStripe { addr, state, task }
+        let server = Arc::new(Server {
+            addr,
+            state: state.clone(),
+            task,
+        });
+        let fake = FakeStripe {
+            addr,
+            state,
+            server,
+        };
+        let mut all = running();
+        all.retain(|(_, s)| s.strong_count() > 0);
+        all.push((fake.base_url(), Arc::downgrade(&fake.server)));
+        fake
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The fake running in this process at `base_url`, if any: how the tests'
+    /// harness, given only the URL a test configured, sets up the account for
+    /// the configuration it starts (`ensure_account`).
+    pub fn find(base_url: &str) -> Option<FakeStripe> {
+        let base = base_url.trim_end_matches('/');
+        let server = running()
+            .iter()
+            .find(|(url, _)| url == base)
+            .and_then(|(_, s)| s.upgrade())?;
+        Some(FakeStripe {
+            addr: server.addr,
+            state: server.state.clone(),
+            server,
+        })
+    }
+
+    /// Add a meter to the account; returns its id. Several meters may share an
+    /// event name (to test that the preflight calls it ambiguous).
+    pub fn add_meter(&self, spec: MeterSpec) -> String {
+        let mut s = lock(&self.state);
+        let id = format!("mtr_test_{}", token(24));
+        let now = s.now();
+        let deactivated_at = (!spec.active).then_some(now);
+        s.meters.push(FakeMeter {
+            id: id.clone(),
+            spec,
+            created: now,
+            updated: now,
+            deactivated_at,
+        });
+        id
+    }
+
+    /// The meter of `event_name` is an active `sum` meter with id `meter_id` and
+    /// Stripe's default payload keys (any other meter of that event name goes).
+    pub fn set_meter(&self, meter_id: &str, event_name: &str) {
+        let mut s = lock(&self.state);
+        s.meters
+            .retain(|m| m.spec.event_name != event_name && m.id != meter_id);
+        let now = s.now();
+        s.meters.push(FakeMeter {
+            id: meter_id.into(),
+            spec: MeterSpec::new(event_name),
+            created: now,
+            updated: now,
+            deactivated_at: None,
+        });
+    }
+
+    /// The id of the newest meter of `event_name`.
+    pub fn meter_id(&self, event_name: &str) -> Option<String> {
+        let s = lock(&self.state);
+        let found = s
+            .meters
+            .iter()
+            .rev()
+            .find(|m| m.spec.event_name == event_name);
+        found.map(|m| m.id.clone())
+    }
+
+    /// Change a meter as a dashboard user would (status, keys, window, formula).
+    pub fn update_meter(&self, meter_id: &str, change: impl FnOnce(&mut MeterSpec)) {
+        let mut s = lock(&self.state);
+        let now = s.now();
+        if let Some(m) = s.meters.iter_mut().find(|m| m.id == meter_id) {
+            let was_active = m.spec.active;
+            change(&mut m.spec);
+            m.updated = now;
+            if was_active && !m.spec.active {
+                m.deactivated_at = Some(now);
+            } else if m.spec.active {
+                m.deactivated_at = None;
+            }
+        }
+    }
+
+    /// A customer that exists (also for asynchronous validation, see
+    /// `set_customers`): its events are accepted from now on.
+    pub fn add_customer(&self, id: &str) {
+        let mut s = lock(&self.state);
+        s.customers.insert(id.into(), false);
+        if let Some(known) = s.rejections.customers.as_mut() {
+            known.insert(id.to_string());
+        }
+        s.rejections.by_customer.remove(id);
+    }
+
+    /// Delete a customer: retrieving it then says `deleted: true`.
+    pub fn delete_customer(&self, id: &str) {
+        lock(&self.state).customers.insert(id.into(), true);
+    }
+
+    /// From now on every read of the account (meter list, meter, event summaries,
+    /// customer) fails with `status` (`None`: answered again).
+    pub fn set_read_failure(&self, status: Option<u16>) {
+        lock(&self.state).read_failure = status;
+    }
+
+    /// How many pages of the meter list were served.
+    pub fn meter_pages(&self) -> usize {
+        lock(&self.state).meter_pages
+    }
+
+    /// Set up the account for a configuration: each customer the fake has never
+    /// heard of is added, and each event name without any meter gets an active
+    /// `sum` meter with the default payload keys. What a test set up on purpose
+    /// (a deleted customer, an inactive meter) stays as it is.
+    pub fn ensure_account<'a>(
+        &self,
+        customers: impl IntoIterator<Item = &'a str>,
+        event_names: impl IntoIterator<Item = &'a str>,
+    ) {
+        for c in customers {
+            // The account's customer only: what a test set for asynchronous
+            // validation (`set_customers`, `reject_customer`) stays as it is.
+            lock(&self.state)
+                .customers
+                .entry(c.to_string())
+                .or_insert(false);
+        }
+        for name in event_names {
+            if self.meter_id(name).is_none() {
+                self.add_meter(MeterSpec::new(name));
+            }
+        }
     }
 
     pub fn push_fault(&self, f: Fault) {
@@ -351,19 +608,13 @@ impl FakeStripe {
             .collect()
     }
 
-    pub fn set_meter(&self, meter_id: &str, event_name: &str) {
-        lock(&self.state)
-            .meters
-            .insert(meter_id.into(), event_name.into());
-    }
-
     /// Enforce the 35-days-past / 5-minutes-future window against the system clock.
     pub fn set_check_timestamps(&self, on: bool) {
         lock(&self.state).check_timestamps = on;
     }
 }
 
-impl Drop for FakeStripe {
+impl Drop for Server {
     fn drop(&mut self) {
         // The accept loop owns the JoinSet of connections, so this aborts them all.
         self.task.abort();
@@ -728,11 +979,12 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
     if !form.iter().any(|(k, _)| k.starts_with("payload[")) {
         return Err(missing("payload"));
     }
-    let customer = required(form, "payload[stripe_customer_id]")?;
-    let value = required(form, "payload[value]")?;
+    let (customer_key, value_key) = payload_keys(s, event_name);
+    let customer = required(form, &customer_key)?;
+    let value = required(form, &value_key)?;
     if !value.trim().parse::<f64>().is_ok_and(f64::is_finite) {
-        let msg = format!("Invalid payload[value]: '{value}' is not a number.");
-        return Err(bad("payload[value]", None, msg));
+        let msg = format!("Invalid {value_key}: '{value}' is not a number.");
+        return Err(bad(&value_key, None, msg));
     }
     let identifier = match get(form, "identifier") {
         None => format!("{event_name}_{}", token(20)),
@@ -752,13 +1004,19 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         return Err(api(400, IRE, None, msg).header("Stripe-Should-Retry", "false".into()));
     }
     s.identifiers.insert(scoped);
-    let meter_known = s.meters.values().any(|n| n == event_name);
+    let meter_known = s.meters.iter().any(|m| m.spec.event_name == event_name);
     s.rejections
         .judge(event_name, customer, &identifier, created, meter_known);
+    let payload: BTreeMap<String, String> = form
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("payload[")?.strip_suffix(']')?, v)))
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     s.events.push(RecordedEvent {
         event_name: event_name.into(),
         customer: customer.into(),
         value: value.into(),
+        payload: payload.clone(),
         identifier: identifier.clone(),
         timestamp,
         idempotency_key: req.header("idempotency-key").map(str::to_string),
@@ -767,11 +1025,6 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         livemode: is_live(req),
         account: req.header("stripe-account").map(str::to_string),
     });
-    let payload: Map<String, Value> = form
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("payload[")?.strip_suffix(']')?, v)))
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
     Ok(json!({
         "object": "billing.meter_event",
         "created": created,
@@ -832,9 +1085,7 @@ fn event_scope(e: &RecordedEvent) -> String {
 }
 
 fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError> {
-    authenticate(req)?;
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(&req.query)
-        .map_err(|e| api(400, IRE, None, format!("Invalid query string: {e}")))?;
+    let query = query(s, req)?;
     let allowed = ["customer", "start_time", "end_time", "limit"];
     let prefixes = [
         "expand[",
@@ -843,13 +1094,13 @@ fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError
         "value_grouping_window",
     ];
     check_params(&query, &allowed, &prefixes)?;
-    let Some(event_name) = s.meters.get(meter_id) else {
-        let msg = format!("No such billing meter: '{meter_id}'");
-        let param = Some("id".into());
-        return Err(ApiError {
-            param,
-            ..api(404, IRE, Some("resource_missing"), msg)
-        });
+    let Some(event_name) = s
+        .meters
+        .iter()
+        .find(|m| m.id == meter_id)
+        .map(|m| &m.spec.event_name)
+    else {
+        return Err(no_such("billing meter", meter_id));
     };
     let customer = required(&query, "customer")?;
     let mut times = [0i64; 2];
@@ -929,11 +1180,11 @@ async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
 async fn hold_pair(state: &Shared, req: &Request, rid: &str) -> Option<Outcome> {
     let d = lock(state).latency?;
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&req.body).unwrap_or_default();
+    let event_name = get(&form, "event_name").unwrap_or_default().to_string();
+    let (customer_key, _) = payload_keys(&lock(state), &event_name);
     let pair = (
-        get(&form, "payload[stripe_customer_id]")
-            .unwrap_or_default()
-            .to_string(),
-        get(&form, "event_name").unwrap_or_default().to_string(),
+        get(&form, &customer_key).unwrap_or_default().to_string(),
+        event_name,
     );
     if !lock(state).in_flight.insert(pair.clone()) {
         lock(state).pair_conflicts += 1;
@@ -1011,6 +1262,20 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
         }
         ("GET", path, None) if path.starts_with(V2_EVENTS) => {
             let result = retrieve_v2_event(&mut lock(state), req);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
+        ("GET", "/v1/billing/meters", _) => {
+            let result = list_meters(&mut lock(state), req);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
+        ("GET", path, _) if one_segment(path, "/v1/billing/meters/").is_some() => {
+            let id = one_segment(path, "/v1/billing/meters/").unwrap_or_default();
+            let result = retrieve_meter(&lock(state), req, id);
+            result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
+        }
+        ("GET", path, _) if one_segment(path, "/v1/customers/").is_some() => {
+            let id = one_segment(path, "/v1/customers/").unwrap_or_default();
+            let result = retrieve_customer(&lock(state), req, id);
             result.map_or_else(|e| e.into_resp(rid), |v| Resp::ok(&v))
         }
         (method, path, _) => {
@@ -1167,8 +1432,8 @@ fn build_reports(s: &mut State) -> Vec<(String, String)> {
         let meter = (r.kind == ERROR_REPORT).then(|| {
             s.meters
                 .iter()
-                .find(|(_, name)| **name == r.event_name)
-                .map(|(id, _)| id.clone())
+                .find(|m| m.spec.event_name == r.event_name)
+                .map(|m| m.id.clone())
                 .unwrap_or_else(|| format!("mtr_fake_{}", r.event_name))
         });
         let key = (r.kind, meter);
@@ -1259,16 +1524,6 @@ impl FakeStripe {
     pub fn set_customers(&self, customers: &[&str]) {
         lock(&self.state).rejections.customers =
             Some(customers.iter().map(|c| c.to_string()).collect());
-    }
-
-    /// Create a customer (with `set_customers`): its events are accepted from now on.
-    pub fn add_customer(&self, customer: &str) {
-        let mut s = lock(&self.state);
-        s.rejections
-            .customers
-            .get_or_insert_with(HashSet::new)
-            .insert(customer.to_string());
-        s.rejections.by_customer.remove(customer);
     }
 
     /// Reject every event for `customer` from now on with `code` (after a 200).
@@ -1371,4 +1626,126 @@ async fn deliver(url: &str, secret: &str, t: i64, body: &str) -> u16 {
         .send()
         .await;
     resp.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ the account: meters, customers
+
+/// `path` is `prefix` followed by one non-empty segment: that segment.
+fn one_segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// Stripe's answer for an unknown id.
+fn no_such(what: &str, id: &str) -> ApiError {
+    let msg = format!("No such {what}: '{id}'");
+    ApiError {
+        param: Some("id".into()),
+        ..api(404, IRE, Some("resource_missing"), msg)
+    }
+}
+
+/// The payload parameters of the meter of `event_name` (its newest meter, any
+/// status), or Stripe's defaults when the account has none.
+fn payload_keys(s: &State, event_name: &str) -> (String, String) {
+    let meter = s
+        .meters
+        .iter()
+        .rev()
+        .find(|m| m.spec.event_name == event_name);
+    let (c, v) = meter.map_or(("stripe_customer_id", "value"), |m| {
+        (m.spec.customer_key.as_str(), m.spec.value_key.as_str())
+    });
+    (format!("payload[{c}]"), format!("payload[{v}]"))
+}
+
+/// A read of the account: authenticated, unless reads are set to fail.
+fn read(s: &State, req: &Request) -> Result<(), ApiError> {
+    authenticate(req)?;
+    match s.read_failure {
+        Some(status) => Err(fault_error(status)),
+        None => Ok(()),
+    }
+}
+
+fn query(s: &State, req: &Request) -> Result<Vec<(String, String)>, ApiError> {
+    read(s, req)?;
+    serde_urlencoded::from_str(&req.query)
+        .map_err(|e| api(400, IRE, None, format!("Invalid query string: {e}")))
+}
+
+fn list_meters(s: &mut State, req: &Request) -> Result<Value, ApiError> {
+    let q = query(s, req)?;
+    let allowed = ["limit", "starting_after", "ending_before", "status"];
+    check_params(&q, &allowed, &["expand["])?;
+    let limit = integer(&q, "limit")?.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        let msg = format!("Invalid limit: {limit}; must be between 1 and 100.");
+        return Err(bad("limit", Some("parameter_invalid_integer"), msg));
+    }
+    let status = get(&q, "status");
+    if let Some(st) = status.filter(|st| !["active", "inactive"].contains(st)) {
+        let msg = format!("Invalid status: must be one of active or inactive (got '{st}')");
+        return Err(bad("status", None, msg));
+    }
+    let newest_first: Vec<&FakeMeter> = s
+        .meters
+        .iter()
+        .rev()
+        .filter(|m| status.is_none_or(|st| (st == "active") == m.spec.active))
+        .collect();
+    let start = match get(&q, "starting_after") {
+        None => 0,
+        Some(after) => match newest_first.iter().position(|m| m.id == after) {
+            Some(i) => i + 1,
+            None => {
+                let e = no_such("billing meter", after);
+                return Err(ApiError {
+                    status: 400,
+                    param: Some("starting_after".into()),
+                    ..e
+                });
+            }
+        },
+    };
+    let n = usize::try_from(limit).unwrap_or(10);
+    s.meter_pages += 1;
+    let page: Vec<Value> = newest_first
+        .iter()
+        .skip(start)
+        .take(n)
+        .map(|m| m.json())
+        .collect();
+    Ok(json!({
+        "object": "list",
+        "data": page,
+        "has_more": start + n < newest_first.len(),
+        "url": "/v1/billing/meters",
+    }))
+}
+
+fn retrieve_meter(s: &State, req: &Request, id: &str) -> Result<Value, ApiError> {
+    read(s, req)?;
+    s.meters
+        .iter()
+        .find(|m| m.id == id)
+        .map(FakeMeter::json)
+        .ok_or_else(|| no_such("billing meter", id))
+}
+
+fn retrieve_customer(s: &State, req: &Request, id: &str) -> Result<Value, ApiError> {
+    read(s, req)?;
+    match s.customers.get(id) {
+        None => Err(no_such("customer", id)),
+        Some(true) => Ok(json!({ "id": id, "object": "customer", "deleted": true })),
+        Some(false) => Ok(json!({
+            "id": id,
+            "object": "customer",
+            "created": s.now(),
+            "email": null,
+            "livemode": false,
+            "metadata": {},
+            "name": null,
+        })),
+    }
 }

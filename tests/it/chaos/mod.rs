@@ -293,6 +293,8 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
         .count() as i64;
 
     let stripe = FakeStripe::start().await;
+    let customers: Vec<String> = TENANTS.iter().map(|t| customer(t)).collect();
+    stripe.ensure_account(customers.iter().map(String::as_str), ["resolved_ticket"]);
     stripe.set_check_timestamps(true);
     stripe.set_random_faults(
         0.3,
