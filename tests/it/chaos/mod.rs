@@ -31,6 +31,13 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The tenant whose Stripe customer passes the preflight but fails Stripe's
+/// asynchronous validation: its events are accepted (200), then rejected.
+const REJECTED_TENANT: &str = "umbrella";
+
+/// The signing secret of the event destination that tells the service so.
+const WHSEC: &str = "whsec_chaos_destination_secret";
+
 fn customer(tenant: &str) -> String {
     format!("cus_{tenant}")
 }
@@ -59,6 +66,7 @@ mode = "test"
 api_key = "{key}"
 api_base = "{stripe}"
 timeout = "300ms"
+webhook_secret = "{WHSEC}"
 [clock]
 offset = "{offset}ms"
 [contract]
@@ -295,6 +303,10 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
     let stripe = FakeStripe::start().await;
     let customers: Vec<String> = TENANTS.iter().map(|t| customer(t)).collect();
     stripe.ensure_account(customers.iter().map(String::as_str), ["resolved_ticket"]);
+    stripe.reject_customer(&customer(REJECTED_TENANT), "meter_event_customer_not_found");
+    // Every rejected event named in the report (Stripe names a few samples; the
+    // rest would only show as drift), so each can be checked below.
+    stripe.set_sample_limit(usize::MAX);
     stripe.set_check_timestamps(true);
     stripe.set_random_faults(
         0.3,
@@ -417,6 +429,32 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
     // One more clean pass: nothing left to send may still show up late.
     target.kill_and_restart(&http).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stripe's validation rejects the unknown customer's events, and says so to the
+    // event destination; the service marks each one rejected, never billed.
+    let rejected_tenant = count(
+        &store,
+        &format!("SELECT COUNT(*) FROM outcomes WHERE tenant = '{REJECTED_TENANT}'"),
+    )
+    .await;
+    stripe.set_event_destination(&format!("http://{}/stripe/events", target.addr), WHSEC);
+    let published = stripe.publish_error_reports().await;
+    assert!(
+        published.iter().all(|(_, status)| *status == 200),
+        "{published:?}"
+    );
+    until(
+        "every rejected outcome to be marked rejected",
+        Duration::from_secs(60),
+        || async {
+            count(
+                &store,
+                "SELECT COUNT(*) FROM outcomes WHERE state = 'rejected_by_stripe'",
+            )
+            .await
+                == rejected_tenant
+        },
+    )
+    .await;
     let _ = target
         .proc
         .lock()
@@ -439,15 +477,28 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
     .await;
     let failed = count(
         &store,
-        "SELECT COUNT(*) FROM outcomes WHERE state <> 'reported'",
+        "SELECT COUNT(*) FROM outcomes WHERE state NOT IN ('reported', 'rejected_by_stripe')",
+    )
+    .await;
+    let rejected = count(
+        &store,
+        "SELECT COUNT(*) FROM outcomes WHERE state = 'rejected_by_stripe'",
+    )
+    .await;
+    let rejected_elsewhere = count(
+        &store,
+        &format!(
+            "SELECT COUNT(*) FROM outcomes WHERE (state = 'rejected_by_stripe') <> (tenant = '{REJECTED_TENANT}')"
+        ),
     )
     .await;
     let wrong = wrong.lock().unwrap_or_else(|p| p.into_inner()).clone();
     eprintln!(
         "chaos: {tickets} tickets, {} events, {} requests ({} garbage), {} SIGKILLs; \
          Stripe: {} requests, {} faults injected, {} resends refused as duplicates; \
-         expected {} outcomes, billed {}, lost {}, billed twice {}, disqualified billed {}; \
-         deliveries stored {stored} (quarantined {quarantined}), garbage answered wrongly {}",
+         expected {} outcomes, accepted by Stripe {}, lost {}, sent twice {}, disqualified sent {}; \
+         deliveries stored {stored} (quarantined {quarantined}), garbage answered wrongly {}; \
+         rejected by Stripe after acceptance and shown as rejected {rejected} of {rejected_tenant}",
         sc.events.len(),
         items.len(),
         garbage_n,
@@ -474,7 +525,18 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
         assert_eq!(e.event_name, "resolved_ticket");
         assert!(e.customer.starts_with("cus_"), "{}", e.customer);
     }
-    assert_eq!(failed, 0, "every outcome is reported");
+    assert_eq!(
+        failed, 0,
+        "every outcome is reported, or rejected by Stripe"
+    );
+    assert!(
+        rejected > 0,
+        "the unknown customer's outcomes were rejected"
+    );
+    assert_eq!(
+        rejected_elsewhere, 0,
+        "exactly the unknown customer's outcomes are shown as rejected"
+    );
     assert!(wrong.is_empty(), "garbage answered wrongly: {wrong:?}");
     assert_eq!(
         quarantined, unparseable,
