@@ -546,3 +546,33 @@ crate::dual!(
     a_reversal_waits_while_its_meter_fails_the_preflight,
     reconcile_reads_meter_ids_from_stripe,
 );
+
+/// Stripe Connect: a tenant on a connected account is preflighted on that
+/// account (its own meters and customers), the others on the platform's.
+#[tokio::test]
+async fn each_connected_account_is_preflighted_on_its_own() {
+    let stripe = FakeStripe::start().await;
+    stripe.add_customer(CUSTOMER);
+    stripe.add_customer("cus_connected");
+    stripe.add_meter(MeterSpec::new("resolved_ticket"));
+    let extra = "[[tenants]]\nid = \"platformed\"\nstripe_customer_id = \"cus_connected\"\n\
+                 stripe_account = \"acct_1Connected\"\n[tenants.providers.generic]\n\
+                 secrets = [\"a-long-generic-secret\"]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("none.db").display());
+    let path = config(dir.path(), &stripe, &db, "");
+    let text = std::fs::read_to_string(&path).expect("config") + extra;
+    std::fs::write(&path, text).expect("config");
+    let r = run(dir.path(), &path, &["check", "--stripe"]).await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("Stripe Connect account acct_1Connected:"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        stripe.reads_on(Some("acct_1Connected")) >= 2,
+        "meters and customer read there"
+    );
+    assert!(stripe.reads_on(None) >= 2, "and the platform's own");
+}

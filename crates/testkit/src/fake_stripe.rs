@@ -256,6 +256,8 @@ struct State {
     read_failure: Option<u16>,
     /// Pages of the meter list served.
     meter_pages: usize,
+    /// `Stripe-Account` of every GET (meters, customers, summaries, events).
+    read_accounts: Vec<Option<String>>,
     idempotency: HashMap<String, Saved>,
     /// (scope, identifier) of `events`, for Stripe's duplicate check in O(1).
     identifiers: HashSet<(String, String)>,
@@ -506,6 +508,15 @@ impl FakeStripe {
     /// customer) fails with `status` (`None`: answered again).
     pub fn set_read_failure(&self, status: Option<u16>) {
         lock(&self.state).read_failure = status;
+    }
+
+    /// How many reads (GETs) were made on connected `account` (`None`: the platform's own).
+    pub fn reads_on(&self, account: Option<&str>) -> usize {
+        lock(&self.state)
+            .read_accounts
+            .iter()
+            .filter(|a| a.as_deref() == account)
+            .count()
     }
 
     /// How many pages of the meter list were served.
@@ -1246,6 +1257,10 @@ async fn with_fault(
 }
 
 async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
+    if req.method == "GET" {
+        let account = req.header("stripe-account").map(str::to_string);
+        lock(state).read_accounts.push(account);
+    }
     let summary_meter = req
         .path
         .strip_prefix("/v1/billing/meters/")
