@@ -162,7 +162,11 @@ pub fn problems(s: &Settings) -> Vec<String> {
             m.api_base
         ));
     }
-    if m.timeout.is_zero() || m.timeout >= s.worker.lease {
+    // The lease bound only matters where Metronome is used: a configuration
+    // without it keeps its short lease (tests, drills) and the default timeout.
+    let in_use = !m.api_token.trim().is_empty()
+        || s.tenants.iter().any(|t| t.metronome_customer_id.is_some());
+    if m.timeout.is_zero() || (in_use && m.timeout >= s.worker.lease) {
         errs.push(format!(
             "metronome.timeout ({}) must be longer than zero and shorter than worker.lease ({}): a reporter's claim must outlast its call",
             humantime::format_duration(m.timeout),
@@ -248,6 +252,16 @@ mod tests {
         s.metronome.api_base = "api.metronome.com".into();
         s.metronome.rate_per_second = 0.0;
         s.metronome.timeout = s.worker.lease;
+        assert!(s.validate().is_err(), "rate and base are checked anyway");
+        s.metronome.api_base = "https://api.metronome.com".into();
+        s.metronome.rate_per_second = 1.0;
+        assert!(
+            s.validate().is_ok(),
+            "the lease bound applies only where Metronome is used"
+        );
+        s.metronome.api_base = "api.metronome.com".into();
+        s.metronome.rate_per_second = 0.0;
+        s.tenants[0].metronome_customer_id = Some("acme".into());
         let Err(SettingsError::Invalid(errs)) = s.validate() else {
             panic!("accepted");
         };
