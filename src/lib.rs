@@ -15,6 +15,7 @@ pub mod health;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod metronome;
 pub mod outcome;
 pub mod providers;
 pub mod redact;

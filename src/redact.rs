@@ -157,7 +157,11 @@ impl Redactor {
 
     /// Every secret the settings hold.
     pub fn from_settings(s: &Settings) -> Redactor {
-        let mut values = vec![s.stripe.api_key.clone(), s.stripe.webhook_secret.clone()];
+        let mut values = vec![
+            s.stripe.api_key.clone(),
+            s.stripe.webhook_secret.clone(),
+            s.metronome.api_token.clone(),
+        ];
         values.extend(url_secrets(&s.database.url));
         for t in &s.tenants {
             for p in t.providers.values() {
@@ -329,6 +333,7 @@ mod tests {
     fn settings_secrets_are_collected() {
         let mut s = Settings::default();
         s.stripe.api_key = "sk_live_planted".into();
+        s.metronome.api_token = "mtr_token_planted".into();
         s.database.url = "postgres://om:dbpass-one@h/db?password=qpass-two".into();
         s.tenants = vec![crate::settings::TenantSettings::generic(
             "t",
@@ -337,8 +342,8 @@ mod tests {
         )];
         s.stripe.webhook_secret = "whsec_planted_destination".into();
         let r = Redactor::from_settings(&s);
-        let text = "sk_live_planted dbpass-one qpass-two hook-secret-1 whsec_planted_destination";
-        assert_eq!(r.scrub(text), "*** *** *** *** ***");
+        let text = "sk_live_planted dbpass-one qpass-two hook-secret-1 whsec_planted_destination mtr_token_planted";
+        assert_eq!(r.scrub(text), "*** *** *** *** *** ***");
     }
 
     #[test]

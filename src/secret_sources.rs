@@ -1,6 +1,6 @@
 //! Secrets that come from files (Docker and Kubernetes mount them as files) or
 //! from environment variables, for the keys that hold secrets:
-//! `stripe.api_key_file`, `stripe.webhook_secret_file`, `database.url_file`, and per tenant provider
+//! `stripe.api_key_file`, `stripe.webhook_secret_file`, `metronome.api_token_file`, `database.url_file`, and per tenant provider
 //! `secret_files` / `secret_env` (tenants are a list, which environment
 //! overrides cannot address). Read once at load; a missing or unusable source
 //! is a configuration error that names the source, never the value.
@@ -10,7 +10,7 @@ use crate::settings::Settings;
 
 /// A file's secret: its content without one trailing newline (`\n` or `\r\n`),
 /// as `echo` and most secret stores leave it.
-fn read_file(path: &str) -> Result<String, String> {
+pub(crate) fn read_file(path: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
     Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
@@ -47,6 +47,7 @@ pub fn resolve(s: &mut Settings) -> Vec<String> {
             Err(e) => errs.push(format!("stripe.webhook_secret_file: {e}")),
         }
     }
+    errs.extend(s.metronome.resolve_token_file());
     if let Some(path) = s.database.url_file.clone() {
         match read_file(&path) {
             Ok(url) if url.trim().is_empty() => {

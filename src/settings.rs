@@ -28,6 +28,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub reporter: ReporterSettings,
     pub stripe: StripeSettings,
+    pub metronome: crate::metronome::settings::MetronomeSettings,
     pub contract: ContractTerms,
     pub tenants: Vec<TenantSettings>,
     pub clock: ClockSettings,
@@ -453,6 +454,10 @@ pub struct TenantSettings {
     /// live on, sent as the `Stripe-Account` header. None: the platform's own.
     #[serde(default)]
     pub stripe_account: Option<String>,
+    /// Metronome: the customer billed for this tenant's outcomes, by its id or one
+    /// of its ingest aliases. None: the tenant is not billed through Metronome.
+    #[serde(default)]
+    pub metronome_customer_id: Option<String>,
     /// Helpdesks this tenant sends from, by provider name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
@@ -469,6 +474,7 @@ impl TenantSettings {
             id: id.into(),
             stripe_customer_id: stripe_customer_id.into(),
             stripe_account: None,
+            metronome_customer_id: None,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {
@@ -626,6 +632,7 @@ impl Settings {
         errs.extend(self.stripe_events_problems());
         errs.extend(self.reconcile.problems());
         errs.extend(self.contract.validate());
+        errs.extend(crate::metronome::settings::problems(self));
         let mut seen = std::collections::HashSet::new();
         for t in &self.tenants {
             if t.id.trim().is_empty()
@@ -739,6 +746,7 @@ mod tests {
             id: "acme".into(),
             stripe_customer_id: "cus_1".into(),
             stripe_account: None,
+            metronome_customer_id: None,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {

@@ -10,6 +10,7 @@ mod config_keys;
 mod contract_terms;
 mod hostile;
 mod ingest;
+mod metronome;
 mod names;
 mod pipeline;
 mod preflight;
