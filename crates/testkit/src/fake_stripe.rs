@@ -74,18 +74,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use serde_json::{json, Map, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+
+use crate::http::{Reply, Request, Response};
 
 const IRE: &str = "invalid_request_error";
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 1024 * 1024;
 
 /// A meter event the fake accepted.
 #[derive(Clone, Debug)]
@@ -386,12 +384,8 @@ impl FakeStripe {
 
     /// Binds 127.0.0.1:0 and serves from a background task.
     pub async fn start() -> FakeStripe {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("fake stripe: bind");
-        let addr = listener.local_addr().expect("fake stripe: local_addr");
         let state: Shared = Arc::new(Mutex::new(State::default()));
-        let task = tokio::spawn(serve(listener, state.clone()));
+        let (addr, task) = crate::http::serve(handler(state.clone())).await;
         let server = Arc::new(Server {
             addr,
             state: state.clone(),
@@ -632,160 +626,34 @@ impl Drop for Server {
     }
 }
 
-async fn serve(listener: TcpListener, state: Shared) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    conns.spawn(handle_conn(stream, state.clone()));
+/// Every request gets a `Request-Id`, and the `Stripe-Version` it asked for back.
+fn handler(
+    state: Shared,
+) -> impl Fn(Request) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |req: Request| {
+        let state = state.clone();
+        Box::pin(async move {
+            let rid = format!("req_{}", token(14));
+            match route(&state, &req, &rid).await {
+                Outcome::Respond(r) => {
+                    let mut resp = Response::new(r.status, r.body);
+                    resp = resp.header("Request-Id", rid);
+                    if let Some(v) = req.header("stripe-version") {
+                        resp = resp.header("Stripe-Version", v.to_string());
+                    }
+                    for (k, v) in r.headers {
+                        resp = resp.header(k, v);
+                    }
+                    Reply::Respond(resp)
                 }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-}
-
-// ------------------------------------------------------------------ HTTP/1.1
-
-struct Request {
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        let found = self
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name));
-        found.map(|(_, v)| v.as_str())
-    }
-}
-
-async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut chunk = [0u8; 8192];
-    loop {
-        stream.readable().await?;
-        match stream.try_read(&mut chunk) {
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(n);
+                // Dropping the connection closes it without a reply.
+                Outcome::Drop => Reply::Drop,
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// `Ok(None)`: the client closed before sending anything. `Err`: a malformed request.
-async fn read_request(stream: &TcpStream) -> Result<Option<Request>, &'static str> {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err("request head too large");
-        }
-        match read_some(stream, &mut buf).await {
-            Ok(0) | Err(_) if buf.is_empty() => return Ok(None),
-            Ok(0) | Err(_) => return Err("truncated request head"),
-            Ok(_) => {}
-        }
-    };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "non-UTF-8 request head")?;
-    let mut lines = head.split("\r\n");
-    let mut start = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = match (start.next(), start.next(), start.next()) {
-        (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => (m, t),
-        _ => return Err("malformed request line"),
-    };
-    let mut headers = Vec::new();
-    for line in lines {
-        let (k, v) = line.split_once(':').ok_or("malformed header")?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut req = Request {
-        method: method.into(),
-        path: path.into(),
-        query: query.into(),
-        headers,
-        body: buf[head_end + 4..].to_vec(),
-    };
-    if req.header("transfer-encoding").is_some() {
-        return Err("chunked bodies are not supported, send Content-Length");
-    }
-    let len = req.header("content-length").unwrap_or("0");
-    let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
-    if len > MAX_BODY {
-        return Err("body too large");
-    }
-    while req.body.len() < len {
-        if let Ok(0) | Err(_) = read_some(stream, &mut req.body).await {
-            return Err("truncated body");
-        }
-    }
-    req.body.truncate(len);
-    Ok(Some(req))
-}
-
-async fn write_resp(stream: &TcpStream, r: &Resp, rid: &str, version: Option<&str>) {
-    let reason = match r.status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        s if s >= 500 => "Server Error",
-        _ => "Error",
-    };
-    let status = r.status;
-    let mut out = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n");
-    out += &format!("Content-Length: {}\r\nConnection: close\r\n", r.body.len());
-    out += &format!("Request-Id: {rid}\r\n");
-    if let Some(v) = version {
-        out += &format!("Stripe-Version: {v}\r\n");
-    }
-    for (k, v) in &r.headers {
-        out += &format!("{k}: {v}\r\n");
-    }
-    out += "\r\n";
-    out += &r.body;
-    let _ = write_all(stream, out.as_bytes()).await;
-}
-
-async fn handle_conn(stream: TcpStream, state: Shared) {
-    let rid = format!("req_{}", token(14));
-    let req = match read_request(&stream).await {
-        Ok(Some(req)) => req,
-        Ok(None) => return,
-        Err(msg) => {
-            let r = api(400, IRE, None, format!("Invalid HTTP request: {msg}.")).into_resp(&rid);
-            return write_resp(&stream, &r, &rid, None).await;
-        }
-    };
-    match route(&state, &req, &rid).await {
-        Outcome::Respond(r) => write_resp(&stream, &r, &rid, req.header("stripe-version")).await,
-        // Dropping the socket closes it without a reply.
-        Outcome::Drop => drop(stream),
+        })
     }
 }
 

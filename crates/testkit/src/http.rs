@@ -2,9 +2,7 @@
 //! one request per connection (`Content-Length` bodies only), answer it with
 //! `Connection: close`, or drop the connection unanswered.
 //!
-//! Used by [`crate::fake_metronome`]. `fake_stripe.rs` still has its own copy of
-//! the same functions (it is being changed by others; moving it over is a
-//! mechanical follow-up).
+//! Used by [`crate::fake_stripe`] and [`crate::fake_metronome`].
 
 use std::future::Future;
 use std::io::ErrorKind;
