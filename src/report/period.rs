@@ -46,6 +46,32 @@ impl Period {
     }
 }
 
+/// What statements and reconciliation read of a tenant's period: the outcomes
+/// confirmed in it, and every reversal of the tenant (a correction may take
+/// effect in another period than its outcome's; see `ledger`).
+pub async fn period_rows(
+    store: &crate::store::Store,
+    tenant: &str,
+    period: Period,
+) -> Result<
+    (
+        Vec<crate::store::OutcomeRow>,
+        Vec<crate::store::ReversalRow>,
+    ),
+    crate::store::StoreError,
+> {
+    let outcomes = store
+        .list_outcomes(&crate::store::OutcomeFilter {
+            tenant: Some(tenant.to_string()),
+            confirmed_from: Some(period.from),
+            confirmed_to: Some(period.to),
+            ..Default::default()
+        })
+        .await?;
+    let reversals = store.reversals(tenant).await?;
+    Ok((outcomes, reversals))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,9 @@
 //! reported, per customer and meter. Any drift makes the command exit non-zero.
 
 use super::fmt_ms;
-use super::ledger::totals;
-use super::period::Period;
-use crate::store::{OutcomeFilter, Store, StoreError};
+use super::ledger::{totals, MeterTotals};
+use super::period::{period_rows, Period};
+use crate::store::{Store, StoreError};
 use crate::stripe::{StripeClient, StripeError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -132,15 +132,7 @@ pub async fn reconcile_meter(
     meter_id: &str,
     period: Period,
 ) -> Result<MeterLine, ReconcileError> {
-    let outcomes = store
-        .list_outcomes(&OutcomeFilter {
-            tenant: Some(tenant.to_string()),
-            confirmed_from: Some(period.from),
-            confirmed_to: Some(period.to),
-            ..Default::default()
-        })
-        .await?;
-    let reversals = store.reversals(tenant).await?;
+    let (outcomes, reversals) = period_rows(store, tenant, period).await?;
     let t = totals(&outcomes, &reversals, period, at.mode)
         .remove(event_name)
         .unwrap_or_default();
@@ -148,17 +140,27 @@ pub async fn reconcile_meter(
     let stripe = client
         .meter_total(meter_id, at.customer, start, end, at.account)
         .await?;
-    Ok(MeterLine {
-        event_name: event_name.to_string(),
-        meter_id: meter_id.to_string(),
-        expected: t.net_value,
-        stripe,
-        drift: stripe - t.net_value as f64,
-        outbox_count: t.awaiting_count,
-        outbox_value: t.awaiting_value,
-        rejected_count: t.rejected_count,
-        rejected_value: t.rejected_value,
-    })
+    let mut line = MeterLine::expecting(t);
+    line.event_name = event_name.to_string();
+    line.meter_id = meter_id.to_string();
+    line.stripe = stripe;
+    line.drift = stripe - line.expected as f64;
+    Ok(line)
+}
+
+impl MeterLine {
+    /// What the ledger expects at Stripe for a meter (Stripe's side not yet read).
+    fn expecting(t: MeterTotals) -> MeterLine {
+        MeterLine {
+            event_name: t.event_name,
+            expected: t.net_value,
+            outbox_count: t.awaiting_count,
+            outbox_value: t.awaiting_value,
+            rejected_count: t.rejected_count,
+            rejected_value: t.rejected_value,
+            ..Default::default()
+        }
+    }
 }
 
 /// Compare the local reported totals with Stripe's meter event summaries, for every
@@ -188,32 +190,11 @@ pub async fn reconcile_with(
 ) -> Result<Reconciliation, ReconcileError> {
     let (customer, account, mode) = (at.customer, at.account, at.mode);
     let mut meter_ids = meter_ids.clone();
-    let outcomes = store
-        .list_outcomes(&OutcomeFilter {
-            tenant: Some(tenant.to_string()),
-            confirmed_from: Some(period.from),
-            confirmed_to: Some(period.to),
-            ..Default::default()
-        })
-        .await?;
-    let reversals = store.reversals(tenant).await?;
+    let (outcomes, reversals) = period_rows(store, tenant, period).await?;
     // The same arithmetic as the statement's totals (see `ledger`).
     let mut lines: BTreeMap<String, MeterLine> = totals(&outcomes, &reversals, period, mode)
         .into_values()
-        .map(|t| {
-            (
-                t.event_name.clone(),
-                MeterLine {
-                    event_name: t.event_name,
-                    expected: t.net_value,
-                    outbox_count: t.awaiting_count,
-                    outbox_value: t.awaiting_value,
-                    rejected_count: t.rejected_count,
-                    rejected_value: t.rejected_value,
-                    ..Default::default()
-                },
-            )
-        })
+        .map(|t| (t.event_name.clone(), MeterLine::expecting(t)))
         .collect();
     // Every configured meter too: usage at Stripe with no local outcome is drift.
     for event_name in meter_ids.keys() {

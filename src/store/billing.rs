@@ -52,7 +52,9 @@ pub struct ClaimedReversal {
     pub outcome_lease_until: Option<i64>,
     /// Timestamp of the correcting event, fixed before the first correction request.
     pub stripe_timestamp: Option<i64>,
-    /// An earlier cancel request may have been applied without us hearing so.
+    /// An earlier cancel request may have been applied without us hearing so:
+    /// one is under way (or was cut by a crash), or any earlier one got no answer
+    /// or a 5xx.
     pub cancel_in_doubt: bool,
     /// The identifier of the outcome's meter event at Stripe (what a cancel names):
     /// the outcome id, or `<outcome id>_resend<N>` once resent after a rejection.
@@ -210,7 +212,10 @@ impl Store {
             let row = sqlx::query(
                 "SELECT r.outcome_id, r.event_name, r.value, r.stripe_customer_id, r.method, r.attempts, r.stripe_timestamp, \
                  r.cancel_in_doubt, o.stripe_account, o.reported_mode, o.state AS outcome_state, COALESCE(o.first_sent_at, o.reported_at) AS first_sent_at, \
-                 o.lease_until AS outcome_lease, o.stripe_resends AS outcome_resends \
+                 o.lease_until AS outcome_lease, o.stripe_resends AS outcome_resends, \
+                 (SELECT COUNT(*) FROM stripe_attempts a WHERE a.outcome_id = r.outcome_id AND a.dry_run = 0 \
+                  AND a.result LIKE 'reversal:cancel:%' AND (a.status_code IS NULL OR a.status_code >= 500)) \
+                  AS cancels_unanswered \
                  FROM reversals r JOIN outcomes o ON o.id = r.outcome_id WHERE r.outcome_id = $1",
             )
             .bind(&id)
@@ -229,7 +234,11 @@ impl Store {
                 outcome_first_sent_at: col(&row, "first_sent_at")?,
                 outcome_lease_until: col(&row, "outcome_lease")?,
                 stripe_timestamp: col(&row, "stripe_timestamp")?,
-                cancel_in_doubt: col::<i64>(&row, "cancel_in_doubt")? != 0,
+                // In doubt for good once any cancel call went unanswered or got a 5xx
+                // (each call has its own key: a later definite answer says nothing
+                // about an earlier call), or one is under way or was cut by a crash.
+                cancel_in_doubt: col::<i64>(&row, "cancel_in_doubt")? != 0
+                    || col::<i64>(&row, "cancels_unanswered")? > 0,
                 outcome_identifier: crate::stripe::events::outcome_identifier(
                     &id,
                     col(&row, "outcome_resends")?,

@@ -128,7 +128,8 @@ pub fn retry_after(value: &str, date: Option<&str>) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // `try_`: a value too large for a Duration (`1e30`) is no wait, not a panic.
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let now = chrono::DateTime::parse_from_rfc2822(date?.trim()).ok()?;
@@ -482,6 +483,8 @@ mod tests {
             "a date needs the response's Date"
         );
         assert_eq!(retry_after("-1", None), None);
+        assert_eq!(retry_after("1e30", None), None, "no panic on a huge value");
+        assert_eq!(retry_after("NaN", None), None);
         assert_eq!(retry_after("soon", None), None);
     }
 

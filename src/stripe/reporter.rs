@@ -557,7 +557,13 @@ impl Reporter {
 
     async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
         let now = to_millis(self.clock.now());
-        let meter = self.meter_info(r.stripe_account.as_deref(), &r.event_name);
+        // A cancel or a correction goes to the customer's meter: both must pass
+        // the preflight (a correction for a deleted customer would be rejected).
+        let meter = self.admit(
+            r.stripe_account.as_deref(),
+            &r.stripe_customer_id,
+            &r.event_name,
+        );
         // A meter failing the preflight waits below; its placeholder never parks anything.
         let aggregation = meter
             .as_ref()

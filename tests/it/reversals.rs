@@ -359,3 +359,38 @@ crate::dual!(
     a_cancel_in_doubt_then_too_old_is_parked_not_reversed_twice,
     a_meter_that_does_not_sum_gets_no_correcting_event,
 );
+
+/// Each cancel call has its own idempotency key, so a definite answer to a later
+/// call (a 429) says nothing about an earlier one that got a 502 after Stripe
+/// applied it: once the event is too old to cancel, no correcting event is sent
+/// (that would reverse twice); the reversal is parked for an operator.
+async fn a_cancel_once_in_doubt_stays_in_doubt(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_cancel_window(Duration::from_secs(3600));
+    let app = app(backend, &stripe).await;
+    billed(&app, "X9").await;
+    app.clock.advance(Minutes::minutes(30));
+    app.send(&event("X9-o", "X9", "reopened", 73, None)).await;
+    app.settle().await;
+    stripe.push_adjustment_fault(Fault::AcceptThenStatus(502));
+    app.report().await;
+    assert_eq!(reversal(&app).await.state, "pending");
+    stripe.push_adjustment_fault(Fault::Status(429));
+    app.clock.advance(Minutes::minutes(10));
+    app.report().await;
+    assert_eq!(reversal(&app).await.state, "pending");
+    app.advance_hours(2);
+    app.report().await;
+    let r = reversal(&app).await;
+    assert_eq!(stripe.events().len(), 1, "no correcting event: {r:?}");
+    assert_eq!(r.state, "failed", "{r:?}");
+    assert!(
+        r.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("may have been applied")),
+        "{r:?}"
+    );
+    app.stop().await;
+}
+
+crate::dual!(a_cancel_once_in_doubt_stays_in_doubt,);

@@ -6,7 +6,7 @@ use super::fmt_ms;
 pub use super::ledger::MeterTotals;
 use super::ledger::{reversal_applied, reversal_effective_at, totals};
 use super::period::Period;
-use crate::store::{DecisionRow, OutcomeFilter, Store, StoreError};
+use crate::store::{DecisionRow, Store, StoreError};
 use crate::stripe::mode::StripeMode;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -163,15 +163,7 @@ pub async fn build(
     mode: StripeMode,
     period: Period,
 ) -> Result<Statement, StoreError> {
-    let outcomes = store
-        .list_outcomes(&OutcomeFilter {
-            tenant: Some(tenant.to_string()),
-            confirmed_from: Some(period.from),
-            confirmed_to: Some(period.to),
-            ..Default::default()
-        })
-        .await?;
-    let reversal_rows = store.reversals(tenant).await?;
+    let (outcomes, reversal_rows) = super::period::period_rows(store, tenant, period).await?;
     let totals = totals(&outcomes, &reversal_rows, period, mode);
     let mut per_day: BTreeMap<String, i64> = BTreeMap::new();
     let mut billed = Vec::with_capacity(outcomes.len());
