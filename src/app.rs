@@ -117,13 +117,16 @@ impl Services {
         let Some(client) = stripe_client(&self.settings)? else {
             return Ok(None);
         };
-        Ok(Some(Rejections::new(
-            self.store.clone(),
-            client,
-            self.clock.clone(),
-            self.metrics.clone(),
-            self.settings.clone(),
-        )))
+        Ok(Some(
+            Rejections::new(
+                self.store.clone(),
+                client,
+                self.clock.clone(),
+                self.metrics.clone(),
+                self.settings.clone(),
+            )
+            .with_preflight(self.preflight.clone()),
+        ))
     }
 }
 
@@ -555,9 +558,6 @@ fn spawn_rejections(
         ),
     ));
     match s.reconcile.every {
-        Some(_) if s.stripe.meter_ids.is_empty() => tracing::info!(
-            "reconcile.every is set but [stripe.meter_ids] is empty: no periodic comparison with Stripe"
-        ),
         Some(every) => tasks.push((
             "periodic reconcile",
             tokio::spawn(r.run_periodic(every, token.clone())),

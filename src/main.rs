@@ -705,7 +705,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                             oldest,
                         )
                         .await?;
-                    out!("{n} failed outcomes requeued for reporting (same identifier and idempotency key)");
+                    out!("{n} failed outcomes requeued for reporting (same identifier, a new idempotency key per call)");
                     if left > 0 {
                         out!("{left} failed outcome(s) are older than Stripe accepts (35 days) and were left as they are: `replay --too-old` bills them at the current time");
                     }

@@ -322,6 +322,28 @@ impl PreflightGates {
         })
     }
 
+    /// Meter ids by event name on `account`, as its latest preflight read them
+    /// (`[stripe.meter_ids]` already winning); empty before a first preflight.
+    pub fn meter_ids(&self, account: Option<&str>) -> std::collections::BTreeMap<String, String> {
+        self.get(account)
+            .ok()
+            .and_then(|g| g.latest())
+            .map(|r| r.meter_ids())
+            .unwrap_or_default()
+    }
+
+    /// Meter ids by event name over every account (meter ids are unique across
+    /// accounts; an event name on several accounts keeps one of them).
+    pub fn all_meter_ids(&self) -> std::collections::BTreeMap<String, String> {
+        let mut all = std::collections::BTreeMap::new();
+        for g in self.gates.values() {
+            if let Some(r) = g.latest() {
+                all.extend(r.meter_ids());
+            }
+        }
+        all
+    }
+
     /// Run each account's preflight that is due.
     pub async fn refresh_if_due(&self) {
         for g in self.gates.values() {

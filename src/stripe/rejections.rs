@@ -38,6 +38,7 @@ use crate::report::reconcile::{
 use crate::settings::Settings;
 use crate::store::{Applied, ClaimedStripeEvent, Effect, SentRange, Store, StoreError};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +93,8 @@ pub struct Rejections {
     clock: SharedClock,
     metrics: Arc<Metrics>,
     settings: Arc<Settings>,
+    /// Where meter ids come from: the preflight's reading of each account.
+    gates: Option<Arc<super::PreflightGates>>,
 }
 
 /// Whether a failed fetch is worth retrying (Stripe's `Stripe-Should-Retry` first;
@@ -130,7 +133,27 @@ impl Rejections {
             clock,
             metrics,
             settings,
+            gates: None,
         }
+    }
+
+    /// Take meter ids from the preflight (Stripe's meters), not only from
+    /// `[stripe.meter_ids]`.
+    pub fn with_preflight(mut self, gates: Option<Arc<super::PreflightGates>>) -> Rejections {
+        self.gates = gates;
+        self
+    }
+
+    /// Meter ids by event name: those the preflight read from Stripe (on
+    /// `account`, or on every account for `None`), `[stripe.meter_ids]` winning.
+    fn meter_ids(&self, account: Option<Option<&str>>) -> BTreeMap<String, String> {
+        let mut ids = match (&self.gates, account) {
+            (Some(g), Some(account)) => g.meter_ids(account),
+            (Some(g), None) => g.all_meter_ids(),
+            (None, _) => BTreeMap::new(),
+        };
+        ids.extend(self.settings.stripe.meter_ids.clone());
+        ids
     }
 
     fn lease_ms(&self) -> i64 {
@@ -284,7 +307,7 @@ impl Rejections {
             tracing::warn!(stripe_event = %e.id, error_count = summary.error_count, named = samples.len(),
                 "Stripe counted more rejected events than its samples name: those are not marked; comparing the meter with Stripe to surface them");
         }
-        let meter_ids = &self.settings.stripe.meter_ids;
+        let meter_ids = &self.meter_ids(None);
         let meter_id = report.meter_id.clone().or_else(|| e.related_object.clone());
         if let Some(m) = &meter_id {
             match meter_ids.iter().find(|(_, id)| *id == m) {
@@ -292,7 +315,7 @@ impl Rejections {
                     event_names.insert(name.clone());
                 }
                 None => summary.notes.push(format!(
-                    "meter {m} is not in [stripe.meter_ids]: its totals are compared only for event names a sample named"
+                    "meter {m} is neither among the meters the preflight read nor in [stripe.meter_ids]: its totals are compared only for event names a sample named"
                 )),
             }
         }
@@ -315,7 +338,7 @@ impl Rejections {
             });
             let Some(id) = id else {
                 summary.notes.push(format!(
-                    "no meter id for `{name}` in [stripe.meter_ids]: its totals were not compared"
+                    "no meter id for `{name}` (from the preflight or [stripe.meter_ids]): its totals were not compared"
                 ));
                 continue;
             };
@@ -407,7 +430,8 @@ impl Rejections {
         }
     }
 
-    /// The periodic reconcile (`reconcile.every`): every tenant, every configured meter,
+    /// The periodic reconcile (`reconcile.every`): every tenant, every meter it bills on
+    /// (as the preflight read the account; `[stripe.meter_ids]` winning),
     /// over `[now - reconcile.window, now - reconcile.lag)` in whole minutes. Drift is
     /// logged and set on `outcome_meter_reconcile_drift`; which outcomes Stripe did not
     /// count cannot be said from totals.
@@ -421,14 +445,19 @@ impl Rejections {
             to: floor_minute(now - lag),
         };
         let mut out = Vec::new();
-        if period.to <= period.from || s.stripe.meter_ids.is_empty() {
+        if period.to <= period.from {
             return Ok(out);
         }
         for t in &s.tenants {
+            let meter_ids = self.meter_ids(Some(t.stripe_account.as_deref()));
+            if meter_ids.is_empty() {
+                tracing::info!(tenant = %t.id, "periodic reconcile: no meter known yet (no preflight has read the account, and no [stripe.meter_ids])");
+                continue;
+            }
             let r = reconcile(
                 &self.store,
                 &self.client,
-                &s.stripe.meter_ids,
+                &meter_ids,
                 &t.id,
                 &StripeTarget {
                     customer: &t.stripe_customer_id,

@@ -787,7 +787,33 @@ async fn reconcile_with_nothing_to_compare_fails_and_says_why(backend: Backend) 
     app.stop().await;
 }
 
+/// Without `[stripe.meter_ids]` and without an event destination, the periodic
+/// reconcile still compares every meter, with the ids the preflight read.
+async fn the_periodic_reconcile_needs_no_configured_meter_ids(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    let clock = app.clock.clone();
+    stripe.set_clock(move || clock.now().timestamp());
+    stripe.reject_customer(CUSTOMER, "meter_event_customer_not_found");
+    reported(&app, &["P1", "P2"]).await;
+    app.advance_hours(1); // past reconcile.lag
+    let lines = rejections(&app).reconcile_all().await.expect("reconcile");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let meter = stripe
+        .meter_id("resolved_ticket")
+        .expect("the account's meter");
+    assert_eq!(lines[0].line.meter_id, meter);
+    assert_eq!((lines[0].line.expected, lines[0].line.stripe), (2, 0.0));
+    app.stop().await;
+}
+
 crate::dual!(
+    the_periodic_reconcile_needs_no_configured_meter_ids,
     a_rejected_outcome_is_shown_as_not_billed_and_resent_once_fixed,
     only_authentic_notifications_are_stored,
     signatures_are_checked_against_the_worlds_clock,
