@@ -557,12 +557,11 @@ fn spawn_rejections(
             },
         ),
     ));
-    match s.reconcile.every {
-        Some(every) => tasks.push((
+    if let Some(every) = s.reconcile.every {
+        tasks.push((
             "periodic reconcile",
             tokio::spawn(r.run_periodic(every, token.clone())),
-        )),
-        None => {}
+        ));
     }
     Ok(tasks)
 }
