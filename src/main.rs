@@ -183,7 +183,8 @@ enum Command {
         /// List what is quarantined instead of requeuing it.
         #[arg(long)]
         list: bool,
-        /// With --too-old: also those Stripe may have recorded (a lost answer or a 5xx).
+        /// With --too-old or --failed: also those Stripe may have recorded (a lost
+        /// answer or a 5xx), after checking Stripe.
         #[arg(long)]
         include_in_doubt: bool,
         /// Outcomes recorded by a dry-run: send them in this mode (live or test),
@@ -697,15 +698,19 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                     out!("{n} quarantined deliveries requeued; a running worker picks them up");
                 }
                 (false, true) => {
-                    let (n, left) = store
+                    let (n, left, in_doubt) = store
                         .requeue_failed(
                             tenant.as_deref(),
                             id.as_deref(),
                             to_millis(clock.now()),
                             oldest,
+                            include_in_doubt,
                         )
                         .await?;
                     out!("{n} failed outcomes requeued for reporting (same identifier, a new idempotency key per call)");
+                    if in_doubt > 0 {
+                        out!("{in_doubt} failed outcome(s) were left as they are: an earlier call got no answer or a 5xx, so Stripe may have them, past its 24-hour identifier dedupe; check the meter in Stripe (`reconcile`), then replay them with --include-in-doubt");
+                    }
                     if left > 0 {
                         out!("{left} failed outcome(s) are older than Stripe accepts (35 days) and were left as they are: `replay --too-old` bills them at the current time");
                     }

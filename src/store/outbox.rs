@@ -59,6 +59,9 @@ pub struct ClaimedOutcome {
     pub attempts: u32,
     /// Stripe calls ever made for it: the next call's idempotency-key counter.
     pub calls: u32,
+    /// When a call for its current identifier first went unanswered or got a
+    /// 5xx (Stripe may have the event); see migration 0007.
+    pub doubt_since: Option<i64>,
     /// The claim's `lease_until`: the fencing token this reporter holds.
     pub lease_until: i64,
     /// Times it was sent again after Stripe rejected it: its identifier is
@@ -92,6 +95,8 @@ pub struct OutcomeAttempt<'a> {
     /// `reported`, `dry_run`, `failed` or `pending` (retry at `next_attempt_at`).
     pub state: &'a str,
     pub next_attempt_at: i64,
+    /// The call may have been applied without a definite answer (none, or a 5xx).
+    pub in_doubt: bool,
 }
 
 impl OutcomeAttempt<'_> {
@@ -154,7 +159,8 @@ impl Store {
                AND (lease_until IS NULL OR lease_until <= $2) \
                AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \
                ORDER BY next_attempt_at, id LIMIT $3{}) \
-             RETURNING id, event_name, value, stripe_customer_id, stripe_account, confirmed_at, attempts, calls, lease_until, stripe_resends",
+             RETURNING id, event_name, value, stripe_customer_id, stripe_account, confirmed_at, attempts, calls, lease_until, stripe_resends, \
+             doubt_since",
             self.backend.skip_locked()
         );
         let rows = sqlx::query(&sql)
@@ -174,6 +180,7 @@ impl Store {
                     confirmed_at: col(r, "confirmed_at")?,
                     attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
                     calls: u32::try_from(col::<i64>(r, "calls")?).unwrap_or(u32::MAX),
+                    doubt_since: col(r, "doubt_since")?,
                     lease_until: col(r, "lease_until")?,
                     resends: col(r, "stripe_resends")?,
                 })
@@ -286,7 +293,8 @@ impl Store {
             "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
              lease_until = NULL, last_error = $4, stripe_request_id = COALESCE($5, stripe_request_id), \
              reported_at = CASE WHEN $6 = 1 THEN $7 ELSE reported_at END, \
-             reported_mode = CASE WHEN $6 = 1 THEN $8 ELSE reported_mode END \
+             reported_mode = CASE WHEN $6 = 1 THEN $8 ELSE reported_mode END, \
+             doubt_since = CASE WHEN $10 = 1 THEN COALESCE(doubt_since, $7) ELSE doubt_since END \
              WHERE id = $9 AND state = 'pending'",
         )
         .bind(a.state)
@@ -298,6 +306,7 @@ impl Store {
         .bind(a.now)
         .bind(a.reported_mode().as_str())
         .bind(a.outcome_id)
+        .bind(i64::from(a.in_doubt))
         .execute(&mut *tx.tx)
         .await?;
         tx.commit().await
@@ -386,25 +395,40 @@ impl Store {
     /// with a fresh retry budget (the attempts stay in `stripe_attempts`).
     /// Outcomes confirmed before `oldest` (ms) are left alone: Stripe would
     /// refuse their timestamp (`replay --too-old` bills them at the current time).
-    /// Returns (requeued, left because too old).
+    /// Outcomes whose identifier may already be at Stripe past its dedupe window
+    /// (`doubt_since` set) are requeued only with `include_in_doubt`, once an
+    /// operator checked Stripe. Returns (requeued, left because too old, left in doubt).
     pub async fn requeue_failed(
         &self,
         tenant: Option<&str>,
         id: Option<&str>,
         now: i64,
         oldest: i64,
-    ) -> Result<(u64, u64), StoreError> {
+        include_in_doubt: bool,
+    ) -> Result<(u64, u64, u64), StoreError> {
         let r = sqlx::query(
-            "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL, attempts = 0 \
+            "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL, attempts = 0, \
+             doubt_since = NULL \
              WHERE state = 'failed' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3) \
-             AND confirmed_at >= $4",
+             AND confirmed_at >= $4 AND ($5 = 1 OR doubt_since IS NULL)",
         )
         .bind(now)
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
         .bind(oldest)
+        .bind(i64::from(include_in_doubt))
         .execute(&self.pool)
         .await?;
+        let in_doubt = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outcomes WHERE state = 'failed' AND doubt_since IS NOT NULL \
+             AND ($1 = '' OR tenant = $1) AND ($2 = '' OR id = $2) AND confirmed_at >= $3",
+        )
+        .bind(tenant.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .bind(oldest)
+        .fetch_one(&self.pool)
+        .await?;
+        let in_doubt: i64 = col(&in_doubt, "n")?;
         let left = sqlx::query(
             "SELECT COUNT(*) AS n FROM outcomes WHERE state = 'failed' \
              AND ($1 = '' OR tenant = $1) AND ($2 = '' OR id = $2) AND confirmed_at < $3",
@@ -415,7 +439,11 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         let left: i64 = col(&left, "n")?;
-        Ok((r.rows_affected(), u64::try_from(left).unwrap_or(0)))
+        Ok((
+            r.rows_affected(),
+            u64::try_from(left).unwrap_or(0),
+            u64::try_from(in_doubt).unwrap_or(0),
+        ))
     }
 
     /// Outcomes not billed (pending or failed) confirmed before `oldest` (ms):

@@ -341,8 +341,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE outcomes SET state = 'pending', stripe_resends = stripe_resends + 1, attempts = 0, \
-             next_attempt_at = $1, lease_until = NULL, last_error = NULL, first_sent_at = NULL, reported_at = NULL \
-             WHERE state = 'rejected_by_stripe' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3) \
+             next_attempt_at = $1, lease_until = NULL, last_error = NULL, first_sent_at = NULL, reported_at = NULL, \
+             doubt_since = NULL WHERE state = 'rejected_by_stripe' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3) \
              AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id)",
         )
         .bind(now)

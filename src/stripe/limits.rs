@@ -76,6 +76,31 @@ pub fn too_old_reason(timestamp: i64, outcome_id: &str) -> String {
     )
 }
 
+/// Stripe deduplicates a meter event's `identifier` "within a rolling period of
+/// at least 24 hours" (<https://docs.stripe.com/api/billing/meter-event/create>):
+/// an event whose first unanswered call is older than this (an hour of margin)
+/// is not sent again blindly.
+pub const IDENTIFIER_DEDUPE_MS: i64 = 23 * 3_600_000;
+
+/// Whether an outcome whose call for its identifier first went unanswered (or
+/// got a 5xx) at `doubt_since` may still be sent again under Stripe's dedupe.
+pub fn resend_is_deduplicated(doubt_since: Option<i64>, now: i64) -> bool {
+    doubt_since.is_none_or(|since| now - since < IDENTIFIER_DEDUPE_MS)
+}
+
+/// Why such an outcome is parked instead of sent.
+pub fn in_doubt_reason(outcome_id: &str, doubt_since: i64) -> String {
+    let at = DateTime::from_timestamp_millis(doubt_since)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| doubt_since.to_string());
+    format!(
+        "not sent again: a call at {at} got no answer or a 5xx, so Stripe may have the event, and \
+         Stripe deduplicates identifiers for 24 hours only; check the customer's meter in Stripe \
+         (`outcome-meter reconcile`), then `outcome-meter replay --failed --id {outcome_id} \
+         --include-in-doubt` if it is not there"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +150,14 @@ mod tests {
             "{}",
             ahead_reason(ts, now)
         );
+    }
+
+    #[test]
+    fn an_old_doubt_stops_a_resend() {
+        let h = 3_600_000;
+        assert!(resend_is_deduplicated(None, 100 * h));
+        assert!(resend_is_deduplicated(Some(90 * h), 100 * h));
+        assert!(!resend_is_deduplicated(Some(77 * h), 100 * h));
+        assert!(in_doubt_reason("om_1", 0).contains("--include-in-doubt"));
     }
 }

@@ -3,7 +3,10 @@
 
 use super::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
 use super::gate::{Hold, PreflightGates};
-use super::limits::{ahead_reason, check_timestamp, too_old_reason, TimestampCheck};
+use super::limits::{
+    ahead_reason, check_timestamp, in_doubt_reason, resend_is_deduplicated, too_old_reason,
+    TimestampCheck,
+};
 use super::mode::StripeMode;
 use super::preflight::MeterInfo;
 use super::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
@@ -262,6 +265,7 @@ impl Reporter {
                     error: None,
                     state: "dry_run",
                     next_attempt_at: now,
+                    in_doubt: false,
                 })
                 .await;
         };
@@ -291,6 +295,16 @@ impl Reporter {
                     .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
                     .await;
             }
+        }
+        if !resend_is_deduplicated(o.doubt_since, to_millis(self.clock.now())) {
+            let since = o.doubt_since.unwrap_or_default();
+            let reason = in_doubt_reason(&o.id, since);
+            tracing::error!(outcome = %o.id, %reason, "meter event in doubt past Stripe's dedupe window; parked as failed");
+            self.metrics.report(ReportResult::Failed);
+            return self
+                .store
+                .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                .await;
         }
         self.limiter.acquire().await;
         // Fencing: call only while this claim still holds the outcome. While the
@@ -338,6 +352,7 @@ impl Reporter {
             error: None,
             state: "",
             next_attempt_at: now,
+            in_doubt: maybe_applied(&result),
         };
         match classify(&result) {
             Disposition::Delivered => {

@@ -98,10 +98,10 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
     let n = app
         .services
         .store
-        .requeue_failed(Some(TENANT), None, 0, i64::MIN)
+        .requeue_failed(Some(TENANT), None, 0, i64::MIN, false)
         .await
         .expect("requeue");
-    assert_eq!(n, (1, 0));
+    assert_eq!(n, (1, 0, 0));
     assert_eq!(
         app.outcomes().await[0].attempts,
         0,
@@ -328,8 +328,8 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
 
     let now = app.clock.now();
     let oldest = 1000 * limits::oldest_acceptable(now);
-    let (requeued, left) = store
-        .requeue_failed(None, None, now.timestamp_millis(), oldest)
+    let (requeued, left, _) = store
+        .requeue_failed(None, None, now.timestamp_millis(), oldest, false)
         .await
         .expect("requeue");
     assert_eq!(

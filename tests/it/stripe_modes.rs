@@ -364,7 +364,54 @@ async fn a_connected_account_is_sent_as_stripe_account(backend: Backend) {
     app.stop().await;
 }
 
+/// Stripe applied a call but its answer was lost, and the outcome could not be
+/// sent again within a day (a preflight problem, a stopped reporter): Stripe's
+/// identifier dedupe may have expired, so it is parked for an operator, not
+/// sent into a second bill; `replay --failed` leaves it unless told.
+async fn an_unanswered_call_is_not_resent_past_stripes_dedupe_window(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.push_fault(Fault::AcceptThenDrop);
+    let app = one_outcome(backend, &stripe, false).await;
+    let clock = app.clock.clone();
+    stripe.set_clock(move || clock.now().timestamp());
+    app.report().await;
+    assert_eq!(stripe.events().len(), 1, "Stripe has it");
+    assert_eq!(app.outcomes().await[0].state, "pending");
+    app.advance_hours(25);
+    app.report().await;
+    let o = app.outcomes().await.remove(0);
+    assert_eq!(o.state, "failed");
+    assert!(
+        o.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("24 hours") && e.contains("--include-in-doubt")),
+        "{:?}",
+        o.last_error
+    );
+    assert_eq!(stripe.events().len(), 1, "not sent a second time");
+    let store = &app.services.store;
+    let now = app.clock.now().timestamp_millis();
+    assert_eq!(
+        store
+            .requeue_failed(None, None, now, i64::MIN, false)
+            .await
+            .expect("requeue"),
+        (0, 0, 1),
+        "left in doubt"
+    );
+    assert_eq!(
+        store
+            .requeue_failed(None, None, now, i64::MIN, true)
+            .await
+            .expect("requeue"),
+        (1, 0, 0),
+        "an operator who checked Stripe sends it"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
+    an_unanswered_call_is_not_resent_past_stripes_dedupe_window,
     a_saved_500_does_not_block_the_retry,
     accepted_then_500_is_deduplicated_by_the_identifier,
     a_cancel_after_a_500_never_reverses_twice,

@@ -257,8 +257,10 @@ struct State {
     /// `Stripe-Account` of every GET (meters, customers, summaries, events).
     read_accounts: Vec<Option<String>>,
     idempotency: HashMap<String, Saved>,
-    /// (scope, identifier) of `events`, for Stripe's duplicate check in O(1).
-    identifiers: HashSet<(String, String)>,
+    /// (scope, identifier) of `events` → when received, for Stripe's duplicate
+    /// check in O(1). Stripe promises the check for "at least 24 hours"; the fake
+    /// forgets after exactly 24 hours (its clock), the worst case.
+    identifiers: HashMap<(String, String), i64>,
     check_timestamps: bool,
     /// Chaos: each meter-event request with no queued fault gets one of these
     /// with this probability.
@@ -877,12 +879,15 @@ fn create_meter_event(s: &mut State, form: &Form, req: &Request) -> Result<Value
         return Err(bad("timestamp", None, msg.into()));
     }
     let scoped = (scope(req), identifier.clone());
-    if s.identifiers.contains(&scoped) {
+    if s.identifiers
+        .get(&scoped)
+        .is_some_and(|at| created - at < 24 * 3600)
+    {
         s.duplicate_refusals += 1;
         let msg = format!("An event already exists with identifier {identifier}.");
         return Err(api(400, IRE, None, msg).header("Stripe-Should-Retry", "false".into()));
     }
-    s.identifiers.insert(scoped);
+    s.identifiers.insert(scoped, created);
     let meter_known = s.meters.iter().any(|m| m.spec.event_name == event_name);
     s.rejections
         .judge(event_name, customer, &identifier, created, meter_known);
