@@ -187,6 +187,12 @@ async fn test_mode_outcomes_are_sent_to_live_only_by_replay(backend: Backend) {
         (0, 1),
         "nothing billed in live mode yet"
     );
+    assert_eq!(
+        st.billed[0].status_note.as_deref(),
+        Some("reported in test mode, not billed in live mode")
+    );
+    assert!(st.to_html().contains("not billed in live mode"));
+    assert!(st.to_csv().contains("not billed in live mode"));
     let page = outcomes::page(store, &Default::default())
         .await
         .expect("outcomes");
@@ -299,6 +305,26 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
     assert_eq!(
         (all[1].state.as_str(), all[1].reported_mode.as_deref()),
         ("reported", Some("test"))
+    );
+    // The statement shows why the old one is not billed.
+    let from = all[0].confirmed_at - 86_400_000;
+    let period = Period {
+        from,
+        to: app.clock.now().timestamp_millis() + 86_400_000,
+    };
+    let st = statement::build(store, TENANT, CUSTOMER, StripeMode::Test, period)
+        .await
+        .expect("statement");
+    let line = st
+        .billed
+        .iter()
+        .find(|b| b.outcome_id == all[0].id)
+        .expect("the parked outcome's line");
+    assert!(
+        line.status_note
+            .as_deref()
+            .is_some_and(|n| n.contains("older than Stripe accepts")),
+        "{line:?}"
     );
     assert_eq!(stripe.events().len(), 1);
     app.stop().await;

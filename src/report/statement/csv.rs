@@ -70,7 +70,10 @@ impl Statement {
                 Text(&b.stripe_identifier),
                 Text(b.stripe_request_id.as_deref().unwrap_or("")),
                 Text("billable"),
-                Text(&b.why),
+                Text(&match &b.status_note {
+                    Some(note) => format!("{} ({note})", b.why),
+                    None => b.why.clone(),
+                }),
                 Text(&b.evidence_events.join("; ")),
                 Text(""),
             ]);

@@ -3,7 +3,7 @@
 //! values), says reasons and states in words ([`crate::report::words`]) and times to
 //! the minute in UTC. Every value from outside is escaped ([`escape`]).
 
-use super::{NotBilledLine, ReversalLine, Statement};
+use super::{BilledLine, NotBilledLine, ReversalLine, Statement};
 use crate::report::words;
 use chrono::{DateTime, Duration, Utc};
 use std::fmt::Write;
@@ -106,6 +106,15 @@ fn ticket(id: &str, provider: &str, seq: i64) -> String {
     )
 }
 
+/// The state in words, and why it is not billed yet when it is not.
+fn state_cell(b: &BilledLine) -> String {
+    let mut cell = escape(&words::outcome_state(&b.state));
+    if let Some(note) = &b.status_note {
+        let _ = write!(cell, "<div class=\"muted note\">{}</div>", escape(note));
+    }
+    cell
+}
+
 impl Statement {
     /// One self-contained page (inline CSS and SVG, no scripts, no external files).
     pub fn to_html(&self) -> String {
@@ -203,7 +212,7 @@ impl Statement {
                 e(&when(&b.confirmed_at)),
                 e(&b.event_name),
                 b.value,
-                e(&words::outcome_state(&b.state)),
+                state_cell(b),
                 e(&b.stripe_identifier),
                 e(&b.why),
                 e(&b.contract),

@@ -32,6 +32,14 @@ pub struct BilledLine {
     pub value: i64,
     /// pending | reported | dry_run | failed | voided | reversed
     pub state: String,
+    /// Where it was reported: `live`, `test` or `dry_run` (none before modes
+    /// were recorded, or not yet reported).
+    pub reported_mode: Option<String>,
+    /// Why it is not (yet) billed in this statement's mode: the reason it is
+    /// held or parked (Stripe's error, too old, in doubt, a preflight problem),
+    /// or the other mode it was reported in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_note: Option<String>,
     pub stripe_request_id: Option<String>,
     pub why: String,
     /// Set when an operator billed it late (`replay --too-old`): when it was
@@ -154,6 +162,23 @@ pub struct Statement {
     pub per_day: BTreeMap<String, i64>,
 }
 
+/// Why an outcome is not billed in `mode` (yet): the reason it waits or was
+/// parked, or the other Stripe mode it was reported in; `None` when billed.
+fn status_note(o: &crate::store::OutcomeRow, mode: StripeMode) -> Option<String> {
+    match o.state.as_str() {
+        "reported" | "reversed" if !super::ledger::reported_in(o, mode) => Some(format!(
+            "reported in {} mode, not billed in {} mode",
+            o.reported_mode
+                .as_deref()
+                .unwrap_or("another")
+                .replace('_', "-"),
+            mode.config_name()
+        )),
+        "pending" | "failed" | "rejected_by_stripe" => o.last_error.clone(),
+        _ => None,
+    }
+}
+
 /// Build the statement of `tenant` for `period` (outcomes by confirmation time,
 /// decisions by resolution time).
 pub async fn build(
@@ -207,6 +232,8 @@ pub async fn build(
             event_name: o.event_name.clone(),
             value: o.value,
             state: o.state.clone(),
+            reported_mode: o.reported_mode.clone(),
+            status_note: status_note(o, mode),
             stripe_request_id: o.stripe_request_id.clone(),
             why: match &billed_late {
                 Some(note) => format!("{} {note}", ev["explanation"].as_str().unwrap_or_default()),
