@@ -265,6 +265,7 @@ fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinH
         services.clock.clone(),
         services.metrics.clone(),
     );
+    let mode = services.settings.stripe.mode();
     spawn_loop(
         "metrics",
         services.settings.server.metrics_refresh,
@@ -273,7 +274,7 @@ fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinH
         move || {
             let (store, clock, metrics) = (store.clone(), clock.clone(), metrics.clone());
             async move {
-                let q = store.queue_counts().await?;
+                let q = store.queue_counts(mode).await?;
                 metrics.set_queues(&q, crate::clock::to_millis(clock.now()));
                 Ok(0) // never "busy": run again after the interval
             }

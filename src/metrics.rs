@@ -133,6 +133,7 @@ pub struct Metrics {
     queue_deliveries: Family<StatusLabel, Gauge>,
     queue_outcomes: Family<StateLabel, Gauge>,
     tickets_in_window: Gauge,
+    unbilled_other_mode: Gauge,
     oldest_unbilled_seconds: Gauge,
     snapshot_age_seconds: Gauge,
     outcomes_held: Family<ReasonLabel, Counter>,
@@ -296,8 +297,14 @@ impl Default for Metrics {
         let oldest_unbilled_seconds = Gauge::default();
         registry.register(
             "oldest_unreported_outcome_seconds",
-            "Age of the oldest outcome not billed yet (pending, failed or rejected by Stripe); Stripe refuses events older than 35 days",
+            "Age of the oldest outcome not billed yet (pending, failed, rejected by Stripe, or sent in another Stripe mode than the service's); Stripe refuses events older than 35 days",
             oldest_unbilled_seconds.clone(),
+        );
+        let unbilled_other_mode = Gauge::default();
+        registry.register(
+            "outcomes_unbilled_other_mode",
+            "Outcomes recorded by a dry-run or reported in test mode while the service sends in another mode: not billed there until `replay --dry-run` / `--from-test`",
+            unbilled_other_mode.clone(),
         );
         let snapshot_age_seconds = Gauge::default();
         registry.register(
@@ -343,6 +350,7 @@ impl Default for Metrics {
             queue_deliveries,
             queue_outcomes,
             tickets_in_window,
+            unbilled_other_mode,
             oldest_unbilled_seconds,
             snapshot_age_seconds,
             oldest_unbilled_at: AtomicI64::new(-1),
@@ -482,6 +490,7 @@ impl Metrics {
                 .set(*n);
         }
         self.tickets_in_window.set(q.tickets_waiting);
+        self.unbilled_other_mode.set(q.unbilled_other_mode);
         self.oldest_unbilled_at
             .store(q.oldest_unbilled_outcome.unwrap_or(-1), Relaxed);
         self.snapshot_at.store(now_ms, Relaxed);

@@ -199,6 +199,9 @@ pub struct QueueCounts {
     /// Confirmation time of the oldest outcome not billed: pending, failed or
     /// rejected by Stripe.
     pub oldest_unbilled_outcome: Option<i64>,
+    /// Outcomes sent (or recorded as a dry-run) in another Stripe mode than the
+    /// service's: not billed in its mode until replayed.
+    pub unbilled_other_mode: i64,
     /// Stripe event notifications waiting to be processed, or failed, by state.
     pub stripe_events: Vec<(String, i64)>,
 }
@@ -493,7 +496,11 @@ impl Store {
     /// Queue sizes for the metrics snapshot. Each query reads a partial index
     /// (pending and quarantined deliveries, tickets in a window, pending
     /// outcomes) or the outcomes table, never the stored delivery bodies.
-    pub async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
+    /// Sizes of every queue, for `/metrics`, as seen by a service in Stripe `mode`.
+    pub async fn queue_counts(
+        &self,
+        mode: crate::stripe::mode::StripeMode,
+    ) -> Result<QueueCounts, StoreError> {
         let count = |sql: &'static str| async move {
             let row = sqlx::query(sql).fetch_one(&self.pool).await?;
             col::<i64>(&row, "n")
@@ -517,9 +524,24 @@ impl Store {
                 .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
         let tickets_waiting =
             count("SELECT COUNT(*) AS n FROM tickets WHERE settle_at IS NOT NULL").await?;
-        let oldest = sqlx::query(
-            "SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state IN ('pending', 'failed', 'rejected_by_stripe')",
-        )
+        // Sent in another mode than the service's (a dry-run's, or test mode's seen from
+        // live): not billed here either, and ageing towards Stripe's 35 days as well.
+        const OTHER_MODE: &str =
+            "(state = 'dry_run' OR (state = 'reported' AND reported_mode IS NOT NULL \
+             AND reported_mode <> $1))";
+        let oldest = sqlx::query(&format!(
+            "SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state IN ('pending', 'failed', 'rejected_by_stripe') \
+             OR ($2 = 1 AND {OTHER_MODE})"
+        ))
+        .bind(mode.as_str())
+        .bind(i64::from(mode.sends()))
+        .fetch_one(&self.pool)
+        .await?;
+        let other_mode = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM outcomes WHERE $2 = 1 AND {OTHER_MODE}"
+        ))
+        .bind(mode.as_str())
+        .bind(i64::from(mode.sends()))
         .fetch_one(&self.pool)
         .await?;
         let stripe_events = sqlx::query(
@@ -535,6 +557,7 @@ impl Store {
             outcomes,
             tickets_waiting,
             oldest_unbilled_outcome: col(&oldest, "m")?,
+            unbilled_other_mode: col(&other_mode, "n")?,
             stripe_events,
         })
     }

@@ -319,7 +319,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
         stripe.events().is_empty(),
         "nothing sent that Stripe would refuse"
     );
-    let q = store.queue_counts().await.expect("counts");
+    let q = store.queue_counts(StripeMode::Test).await.expect("counts");
     assert_eq!(
         q.oldest_unbilled_outcome,
         Some(first_confirmed),

@@ -203,6 +203,12 @@ async fn test_mode_outcomes_are_sent_to_live_only_by_replay(backend: Backend) {
     );
     app.report().await;
     assert_eq!(stripe.events().len(), 1, "nothing is sent by itself");
+    let q = store.queue_counts(StripeMode::Live).await.expect("counts");
+    assert_eq!(
+        (q.unbilled_other_mode, q.oldest_unbilled_outcome),
+        (1, Some(o.confirmed_at)),
+        "/metrics shows it unbilled, and ageing"
+    );
 
     let oldest = 1000 * limits::oldest_acceptable(app.clock.world_now());
     assert_eq!(
