@@ -537,6 +537,9 @@ fn spawn_rejections(
     token: &CancellationToken,
 ) -> Result<Vec<(&'static str, JoinHandle<()>)>, AppError> {
     let s = &services.settings;
+    if !s.stripe.webhook_secret.is_empty() && s.stripe.api_key.trim().starts_with("rk_") {
+        tracing::warn!("stripe.webhook_secret is set but the Stripe key is a restricted key: Stripe's /v2 event API refuses restricted keys, so rejection notifications will be stored but cannot be fetched; use a secret key, or rely on reconcile.every");
+    }
     let Some(r) = services.rejections()? else {
         if !s.stripe.webhook_secret.is_empty() {
             tracing::warn!("stripe.webhook_secret is set but there is no Stripe API key: rejection notifications are stored, not processed");

@@ -70,6 +70,8 @@ pub struct ReversalAttempt<'a> {
     pub dry_run: bool,
     /// The mode the request was made in (or would have been: dry-run).
     pub mode: StripeMode,
+    /// Stripe's `livemode` in its answer, when it answered.
+    pub livemode: Option<bool>,
     pub idempotency_key: Option<&'a str>,
     pub request: &'a str,
     pub status_code: Option<u16>,
@@ -392,7 +394,7 @@ impl Store {
 async fn log_reversal_attempt(tx: &mut Tx, a: &ReversalAttempt<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
-         mode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         mode, idempotency_key, livemode) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(a.outcome_id)
     .bind(a.now)
@@ -404,6 +406,7 @@ async fn log_reversal_attempt(tx: &mut Tx, a: &ReversalAttempt<'_>) -> Result<()
     .bind(a.error)
     .bind(if a.dry_run { StripeMode::DryRun } else { a.mode }.as_str())
     .bind(a.idempotency_key)
+    .bind(a.livemode.map(i64::from))
     .execute(&mut *tx.tx)
     .await?;
     Ok(())

@@ -137,6 +137,24 @@ async fn a_cancel_after_a_500_never_reverses_twice(backend: Backend) {
         ("done", Some("cancel"))
     );
     assert_eq!(stripe.adjustments().len(), 2, "sent twice, under two keys");
+    let id = app.outcomes().await[0].id.clone();
+    let attempts = app.services.store.attempts(&id).await.expect("attempts");
+    let cancels: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.result.starts_with("reversal:cancel:"))
+        .collect();
+    assert_eq!(cancels.len(), 2, "{attempts:?}");
+    assert!(
+        cancels
+            .iter()
+            .all(|a| a.mode.as_deref() == Some("test") && a.idempotency_key.is_some()),
+        "{cancels:?}"
+    );
+    assert_eq!(
+        cancels[1].livemode,
+        Some(false),
+        "Stripe's livemode is kept for reversals too"
+    );
     assert_eq!(stripe.events().len(), 1, "no correcting event");
     let client = stripe_client(&stripe);
     let mut meters = std::collections::BTreeMap::new();
