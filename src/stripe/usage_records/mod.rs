@@ -71,6 +71,7 @@
 pub mod client;
 pub mod record;
 pub mod rules;
+pub mod settings;
 
 pub use record::{
     Period, Recorded, SubscriptionItemInfo, UsageAction, UsageRecord, UsageRecordError,
