@@ -265,6 +265,8 @@ pub struct StripeSettings {
     pub api_base: String,
     /// Pinned `Stripe-Version`.
     pub api_version: String,
+    /// `Stripe-Version` of legacy usage records (before 2025-03-31.basil).
+    pub legacy_api_version: String,
     #[serde(with = "crate::duration_serde")]
     pub timeout: Duration,
     /// Optional override: the Stripe meter id (`mtr_…`) to use for an event name
@@ -324,6 +326,7 @@ impl Default for StripeSettings {
             api_key_file: None,
             api_base: "https://api.stripe.com".into(),
             api_version: "2025-03-31.basil".into(),
+            legacy_api_version: crate::stripe::usage_records::rules::LEGACY_API_VERSION.into(),
             timeout: Duration::from_secs(20),
             meter_ids: BTreeMap::new(),
             meter_aggregations: BTreeMap::new(),
@@ -382,6 +385,7 @@ impl std::fmt::Debug for StripeSettings {
             .field("api_key_file", &self.api_key_file)
             .field("api_base", &self.api_base)
             .field("api_version", &self.api_version)
+            .field("legacy_api_version", &self.legacy_api_version)
             .field("timeout", &self.timeout)
             .field("meter_ids", &self.meter_ids)
             .field("meter_aggregations", &self.meter_aggregations)
@@ -458,6 +462,9 @@ pub struct TenantSettings {
     /// of its ingest aliases. None: the tenant is not billed through Metronome.
     #[serde(default)]
     pub metronome_customer_id: Option<String>,
+    /// Legacy usage records: the subscription item (`si_…`) of the tenant's legacy metered price.
+    #[serde(default)]
+    pub stripe_subscription_item: Option<String>,
     /// Helpdesks this tenant sends from, by provider name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
@@ -475,6 +482,7 @@ impl TenantSettings {
             stripe_customer_id: stripe_customer_id.into(),
             stripe_account: None,
             metronome_customer_id: None,
+            stripe_subscription_item: None,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {
@@ -633,6 +641,7 @@ impl Settings {
         errs.extend(self.reconcile.problems());
         errs.extend(self.contract.validate());
         errs.extend(crate::metronome::settings::problems(self));
+        errs.extend(crate::stripe::usage_records::settings::problems(self));
         let mut seen = std::collections::HashSet::new();
         for t in &self.tenants {
             if t.id.trim().is_empty()
@@ -747,6 +756,7 @@ mod tests {
             stripe_customer_id: "cus_1".into(),
             stripe_account: None,
             metronome_customer_id: None,
+            stripe_subscription_item: None,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {

@@ -297,6 +297,19 @@ impl StripeClient {
         }
     }
 
+    /// The same client (and connection pool), pinned to another `Stripe-Version`
+    /// (legacy usage records need one before 2025-03-31.basil).
+    pub fn with_api_version(&self, api_version: &str) -> StripeClient {
+        StripeClient {
+            api_version: api_version.to_string(),
+            ..self.clone()
+        }
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
     /// The same client, acting on connected `account` (`None`: the platform's own).
     pub fn on_account(&self, account: Option<&str>) -> StripeClient {
         StripeClient {
@@ -340,7 +353,7 @@ impl StripeClient {
         Self::read(resp).await.map(|(_, body)| body)
     }
 
-    async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         path: &str,
         body: String,

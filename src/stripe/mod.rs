@@ -13,6 +13,7 @@ pub mod rejections;
 pub mod reporter;
 pub mod retry;
 pub mod too_old;
+pub mod usage_records;
 
 pub use client::{Ack, ApiError, MeterEvent, StripeClient, StripeError};
 pub use gate::{PreflightGate, PreflightGates};

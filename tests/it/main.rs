@@ -24,3 +24,4 @@ mod storage;
 mod stripe_events;
 mod stripe_modes;
 mod support;
+mod usage_records;

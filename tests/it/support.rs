@@ -390,6 +390,7 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
         stripe_customer_id: CUSTOMER.into(),
         stripe_account: opts.stripe_account.clone(),
         metronome_customer_id: None,
+        stripe_subscription_item: None,
         providers: [
             ("generic".to_string(), provider(GENERIC_SECRET, &[])),
             (

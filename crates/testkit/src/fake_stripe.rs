@@ -72,6 +72,9 @@
 //! customers exist only once a test adds them (`add_meter`, `set_meter`, `add_customer`, or
 //! `ensure_account`, which the integration tests' harness calls for what it configures).
 
+mod usage_records;
+pub use usage_records::RecordedUsage;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -276,6 +279,8 @@ struct State {
     pair_conflicts: usize,
     /// Asynchronous rejections (see the section at the end of this file).
     rejections: Rejections,
+    /// Legacy usage records (`fake_stripe/usage_records.rs`).
+    usage: usage_records::Usage,
 }
 
 impl State {
@@ -1133,6 +1138,9 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
     if req.method == "GET" {
         let account = req.header("stripe-account").map(str::to_string);
         lock(state).read_accounts.push(account);
+    }
+    if let Some(out) = usage_records::route(state, req, rid).await {
+        return out;
     }
     let summary_meter = req
         .path
