@@ -40,6 +40,8 @@ pub enum Effect {
     /// Already marked (the same notification processed again, or another one).
     Already,
     /// It names an identifier the outcome no longer uses (it was resent since).
+    /// Names an identifier the outcome no longer uses, or one in another Stripe
+    /// mode or account than the outcome's: changes nothing.
     Stale,
     /// A clawback's correcting event was rejected: the reversal is `failed` now.
     ReversalFailed,
@@ -205,10 +207,17 @@ impl Store {
     /// outcome is marked only while the named identifier is the one it uses now, and
     /// only from a state where it was (or may have been) sent; a rejection is recorded
     /// once per identifier. Running it again changes nothing.
+    ///
+    /// `mode` (`live`/`test`, from the event's `livemode`) and `account` (its
+    /// `context`) say where the rejected events were: an outcome reported in
+    /// another mode, or sent to another account, is not the one rejected (the
+    /// same identifier lives in each mode and account) and is left as it is.
     pub async fn apply_rejections(
         &self,
         stripe_event_id: &str,
         samples: &[Sample],
+        mode: &str,
+        account: Option<&str>,
         now: i64,
     ) -> Result<Vec<Applied>, StoreError> {
         let mut tx = self.begin().await?;
@@ -221,7 +230,8 @@ impl Store {
                     resends,
                 }) => {
                     let sql = format!(
-                        "SELECT state, stripe_resends, tenant, event_name FROM outcomes WHERE id = $1{}",
+                        "SELECT state, stripe_resends, tenant, event_name, reported_mode, stripe_account \
+                         FROM outcomes WHERE id = $1{}",
                         tx.backend.for_update()
                     );
                     let row = sqlx::query(&sql)
@@ -233,7 +243,11 @@ impl Store {
                         Some(row) => {
                             let state: String = col(&row, "state")?;
                             let current: i64 = col(&row, "stripe_resends")?;
-                            if current != resends {
+                            let reported_mode: Option<String> = col(&row, "reported_mode")?;
+                            let sent_to: Option<String> = col(&row, "stripe_account")?;
+                            let elsewhere = reported_mode.as_deref().is_some_and(|m| m != mode)
+                                || sent_to.as_deref() != account;
+                            if current != resends || elsewhere {
                                 Effect::Stale
                             } else {
                                 record_rejection(&mut tx, &outcome_id, s, stripe_event_id, now)

@@ -246,6 +246,9 @@ pub struct ErrorReport {
     /// `validation_start` / `validation_end` as Unix milliseconds, when readable.
     pub validation_start: Option<i64>,
     pub validation_end: Option<i64>,
+    /// Live or test mode, and the connected account (`context`), of the events.
+    pub livemode: bool,
+    pub context: Option<String>,
 }
 
 /// One rejected meter event named by a sample.
@@ -278,6 +281,8 @@ impl ErrorReport {
             .ok_or(NotificationError::Shape("the event has no `data`"))?;
         Ok(ErrorReport {
             meter_id: full.envelope.related_id().map(str::to_string),
+            livemode: full.envelope.livemode,
+            context: full.envelope.context.clone(),
             id: full.envelope.id,
             kind: full.envelope.kind,
             validation_start: rfc3339_millis(data.validation_start.as_deref()),

@@ -272,7 +272,12 @@ impl Rejections {
         now: i64,
     ) -> Result<Summary, StoreError> {
         let samples = report.samples();
-        let applied = self.store.apply_rejections(&e.id, &samples, now).await?;
+        let mode = if report.livemode { "live" } else { "test" };
+        let account = report.context.as_deref().or(e.context.as_deref());
+        let applied = self
+            .store
+            .apply_rejections(&e.id, &samples, mode, account, now)
+            .await?;
         let mut summary = Summary {
             error_count: report.error_count(),
             unnamed: (report.error_count() - samples.len() as i64).max(0),

@@ -489,7 +489,7 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
     let again = app
         .services
         .store
-        .apply_rejections(id, &[sample], 0)
+        .apply_rejections(id, &[sample], "test", None, 0)
         .await
         .expect("apply");
     assert_eq!(again[0].effect, Effect::Already);
@@ -512,11 +512,35 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
     let late = app
         .services
         .store
-        .apply_rejections("evt_late", &[stale], 0)
+        .apply_rejections("evt_late", &[stale.clone()], "test", None, 0)
         .await
         .expect("apply");
     assert_eq!(late[0].effect, Effect::Stale);
     assert_eq!(state_of(&app, "D1").await, "pending");
+    // A rejection in another mode or account than the outcome's is not about it
+    // (the same identifier lives in each).
+    app.report().await;
+    assert_eq!(state_of(&app, "D1").await, "reported");
+    let d1 = app
+        .outcomes()
+        .await
+        .into_iter()
+        .find(|o| o.id == oid)
+        .expect("D1");
+    let resent = Sample {
+        identifier: d1.stripe_identifier(),
+        ..stale
+    };
+    for (mode, account) in [("live", None), ("test", Some("acct_1Other"))] {
+        let other = app
+            .services
+            .store
+            .apply_rejections("evt_other", std::slice::from_ref(&resent), mode, account, 0)
+            .await
+            .expect("apply");
+        assert_eq!(other[0].effect, Effect::Stale, "{mode} {account:?}");
+    }
+    assert_eq!(state_of(&app, "D1").await, "reported");
     app.stop().await;
 }
 
