@@ -512,7 +512,7 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
     let late = app
         .services
         .store
-        .apply_rejections("evt_late", &[stale.clone()], "test", None, 0)
+        .apply_rejections("evt_late", std::slice::from_ref(&stale), "test", None, 0)
         .await
         .expect("apply");
     assert_eq!(late[0].effect, Effect::Stale);
