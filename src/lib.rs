@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod providers;
 pub mod redact;
 pub mod report;
+pub mod retry_after;
 pub mod secret_sources;
 pub mod server;
 pub mod settings;

@@ -143,23 +143,14 @@ pub fn maybe_applied(result: &Result<Ack, MetronomeError>) -> bool {
 /// date. A date is measured from the response's own `Date` (neither clock's skew
 /// counts); without `Date` it is ignored.
 pub fn retry_after(ms: Option<&str>, value: Option<&str>, date: Option<&str>) -> Option<Duration> {
-    let finite = |x: f64| (x.is_finite() && x >= 0.0).then_some(x);
-    if let Some(ms) = ms
+    // `try_`: a value too large for a Duration is no wait, not a panic.
+    if let Some(wait) = ms
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .and_then(finite)
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(wait);
     }
-    let value = value?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = value.parse::<f64>() {
-        return finite(secs).map(Duration::from_secs_f64);
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    let now = DateTime::parse_from_rfc2822(date?.trim()).ok()?;
-    (at - now).to_std().ok()
+    crate::retry_after::parse(value?, date)
 }
 
 /// What Metronome would say of a timestamp, by the world's clock.
@@ -429,6 +420,7 @@ mod tests {
             None
         );
         assert_eq!(retry_after(Some("-5"), Some("-1"), None), None);
+        assert_eq!(retry_after(Some("1e300"), None, None), None, "no panic");
         assert_eq!(retry_after(None, None, None), None);
     }
 
