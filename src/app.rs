@@ -137,7 +137,7 @@ fn stripe_client(settings: &Settings) -> Result<Option<StripeClient>, StripeErro
     if s.dry_run() || s.key_problem(true).is_some() {
         return Ok(None);
     }
-    StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout).map(Some)
+    s.client().map(Some)
 }
 
 /// Which roles run in this process.

@@ -273,13 +273,11 @@ async fn main() -> std::process::ExitCode {
 /// `check --stripe`: the preflight of every account the tenants bill on.
 async fn stripe_preflight(settings: &Settings) -> Result<Vec<AccountReport>> {
     let s = &settings.stripe;
-    if s.dry_run() {
-        bail!("check --stripe reads the Stripe account, and stripe.mode is \"dry-run\": no API key is set (dry-run); set stripe.mode and STRIPE_API_KEY (a restricted key that can read meters and customers is enough)");
-    }
-    if let Some(problem) = s.key_problem(true) {
-        bail!("check --stripe: {problem}");
-    }
-    let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?;
+    let client = stripe_for(
+        settings,
+        "check --stripe",
+        "check --stripe reads the Stripe account, and stripe.mode is \"dry-run\": no API key is set (dry-run); set stripe.mode and STRIPE_API_KEY (a restricted key that can read meters and customers is enough)",
+    )?;
     preflight::check_accounts(&client, settings)
         .await
         .with_context(|| {
@@ -288,6 +286,20 @@ async fn stripe_preflight(settings: &Settings) -> Result<Vec<AccountReport>> {
                 s.api_base
             )
         })
+}
+
+/// The Stripe client for a command that reads Stripe (`what`): refused in a
+/// dry-run (saying `in_dry_run`) and when the mode's key is missing or of the
+/// other kind.
+fn stripe_for(settings: &Settings, what: &str, in_dry_run: &str) -> Result<StripeClient> {
+    let s = &settings.stripe;
+    if s.dry_run() {
+        bail!("{in_dry_run}");
+    }
+    if let Some(problem) = s.key_problem(true) {
+        bail!("{what}: {problem}");
+    }
+    Ok(s.client()?)
 }
 
 /// Print an error to standard error, every known secret hidden, and exit 1.
@@ -758,17 +770,15 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             let t = settings
                 .tenant(&tenant)
                 .with_context(|| format!("no tenant `{tenant}` in the configuration"))?;
-            if settings.stripe.dry_run() {
-                bail!("reconcile reads Stripe's meter summaries: stripe.mode is \"dry-run\", so nothing was sent to compare; set stripe.mode and STRIPE_API_KEY (a restricted read key is enough)");
-            }
-            if let Some(problem) = settings.stripe.key_problem(true) {
-                bail!("reconcile: {problem}");
-            }
+            let client = stripe_for(
+                &settings,
+                "reconcile",
+                "reconcile reads Stripe's meter summaries: stripe.mode is \"dry-run\", so nothing was sent to compare; set stripe.mode and STRIPE_API_KEY (a restricted read key is enough)",
+            )?
+            .on_account(t.stripe_account.as_deref());
             let period = Period::parse(&from, &to)?;
             let store = open_store(&settings).await?;
             let s = &settings.stripe;
-            let client = StripeClient::new(&s.api_base, &s.api_key, &s.api_version, s.timeout)?
-                .on_account(t.stripe_account.as_deref());
             // Meter ids from Stripe ([stripe.meter_ids] wins): every meter the
             // contracts bill on is checked, and any other event name with local
             // outcomes is looked up among the account's meters.

@@ -352,6 +352,17 @@ impl StripeSettings {
         !self.mode().sends()
     }
 
+    /// The Stripe client of this configuration (whatever the mode; see
+    /// [`StripeSettings::key_problem`] before calling).
+    pub fn client(&self) -> Result<crate::stripe::StripeClient, crate::stripe::StripeError> {
+        crate::stripe::StripeClient::new(
+            &self.api_base,
+            &self.api_key,
+            &self.api_version,
+            self.timeout,
+        )
+    }
+
     /// Why this configuration cannot call Stripe, if it can't: no key for a
     /// mode that sends, a key of the other kind, or a key in dry-run.
     pub fn key_problem(&self, needs_key: bool) -> Option<String> {
@@ -734,6 +745,23 @@ impl Settings {
             errs.push("stripe.webhook_tolerance must be longer than zero".into());
         }
         errs
+    }
+
+    /// Every Stripe account the tenants bill on, once each: the platform's own
+    /// (`None`) and each Connect account (`tenants[].stripe_account`); the
+    /// platform's alone when there is no tenant.
+    pub fn stripe_accounts(&self) -> Vec<Option<String>> {
+        let mut accounts: Vec<Option<String>> = self
+            .tenants
+            .iter()
+            .map(|t| t.stripe_account.clone())
+            .collect();
+        if accounts.is_empty() {
+            accounts.push(None);
+        }
+        accounts.sort();
+        accounts.dedup();
+        accounts
     }
 
     pub fn tenant(&self, id: &str) -> Option<&TenantSettings> {

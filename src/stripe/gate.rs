@@ -272,17 +272,8 @@ impl PreflightGates {
         clock: &SharedClock,
         metrics: &Arc<Metrics>,
     ) -> PreflightGates {
-        let mut accounts: Vec<Option<String>> = settings
-            .tenants
-            .iter()
-            .map(|t| t.stripe_account.clone())
-            .collect();
-        if accounts.is_empty() {
-            accounts.push(None);
-        }
-        accounts.sort();
-        accounts.dedup();
-        let gates = accounts
+        let gates = settings
+            .stripe_accounts()
             .into_iter()
             .map(|account| {
                 let needs = Needs::for_account(settings, account.as_deref());

@@ -625,16 +625,7 @@ pub async fn check_accounts(
     client: &StripeClient,
     settings: &Settings,
 ) -> Result<Vec<AccountReport>, StripeError> {
-    let mut accounts: Vec<Option<String>> = settings
-        .tenants
-        .iter()
-        .map(|t| t.stripe_account.clone())
-        .collect();
-    if accounts.is_empty() {
-        accounts.push(None);
-    }
-    accounts.sort();
-    accounts.dedup();
+    let accounts = settings.stripe_accounts();
     let mut out = Vec::with_capacity(accounts.len());
     for account in accounts {
         let needs = Needs::for_account(settings, account.as_deref());
