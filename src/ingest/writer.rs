@@ -43,26 +43,25 @@ pub struct DeliveryWriter {
 /// here still goes to the database, whose unique key decides.
 #[derive(Debug, Default)]
 pub struct RecentKeys {
-    set: HashSet<(String, String, String)>,
-    order: VecDeque<(String, String, String)>,
+    set: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl RecentKeys {
     /// About 16 MiB of keys at most: helpdesks retry within minutes.
     pub const CAPACITY: usize = 65_536;
 
-    fn key(d: &NewDelivery) -> (String, String, String) {
-        (d.tenant.clone(), d.provider.clone(), d.delivery_key.clone())
+    /// The whole key, one string: tenant ids and provider names never hold a NUL.
+    fn key(d: &NewDelivery) -> String {
+        format!("{}\0{}\0{}", d.tenant, d.provider, d.delivery_key)
     }
 
     pub fn contains(&self, d: &NewDelivery) -> bool {
-        // A borrowed lookup would need a custom key type; the clone is small
-        // next to the write it saves.
-        self.set.contains(&Self::key(d))
+        self.set.contains(Self::key(d).as_str())
     }
 
     pub fn insert(&mut self, d: &NewDelivery) {
-        let key = Self::key(d);
+        let key: Arc<str> = Self::key(d).into();
         if self.set.insert(key.clone()) {
             self.order.push_back(key);
             while self.order.len() > Self::CAPACITY {
