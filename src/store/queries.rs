@@ -529,16 +529,12 @@ impl Store {
         const OTHER_MODE: &str =
             "(state = 'dry_run' OR (state = 'reported' AND reported_mode IS NOT NULL \
              AND reported_mode <> $1))";
-        let oldest = sqlx::query(&format!(
-            "SELECT MIN(confirmed_at) AS m FROM outcomes WHERE state IN ('pending', 'failed', 'rejected_by_stripe') \
+        // One pass over the outcomes for both.
+        let unbilled = sqlx::query(&format!(
+            "SELECT MIN(confirmed_at) AS m, \
+             COALESCE(SUM(CASE WHEN $2 = 1 AND {OTHER_MODE} THEN 1 ELSE 0 END), 0) AS other \
+             FROM outcomes WHERE state IN ('pending', 'failed', 'rejected_by_stripe') \
              OR ($2 = 1 AND {OTHER_MODE})"
-        ))
-        .bind(mode.as_str())
-        .bind(i64::from(mode.sends()))
-        .fetch_one(&self.pool)
-        .await?;
-        let other_mode = sqlx::query(&format!(
-            "SELECT COUNT(*) AS n FROM outcomes WHERE $2 = 1 AND {OTHER_MODE}"
         ))
         .bind(mode.as_str())
         .bind(i64::from(mode.sends()))
@@ -556,8 +552,8 @@ impl Store {
             deliveries,
             outcomes,
             tickets_waiting,
-            oldest_unbilled_outcome: col(&oldest, "m")?,
-            unbilled_other_mode: col(&other_mode, "n")?,
+            oldest_unbilled_outcome: col(&unbilled, "m")?,
+            unbilled_other_mode: col(&unbilled, "other")?,
             stripe_events,
         })
     }
