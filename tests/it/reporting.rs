@@ -11,18 +11,12 @@ use testkit::fake_stripe::{FakeStripe, Fault};
 
 /// One confirmed, billable outcome waiting in the outbox.
 async fn app_with_one_outcome(backend: Backend, stripe: &FakeStripe) -> TestApp {
-    let app = TestApp::spawn(Options {
+    with_one_outcome(Options {
         backend,
         stripe: Some(stripe.base_url()),
         ..Default::default()
     })
-    .await;
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
-    assert_eq!(app.outcomes().await.len(), 1);
-    app
+    .await
 }
 
 async fn transient_failures_are_retried_until_billed_once(backend: Backend) {

@@ -15,18 +15,13 @@ use testkit::fake_stripe::{FakeStripe, Fault};
 /// An app on the fake Stripe (test mode unless `live`), with one billable
 /// outcome confirmed and waiting in the outbox.
 async fn one_outcome(backend: Backend, stripe: &FakeStripe, live: bool) -> TestApp {
-    let app = TestApp::spawn(Options {
+    with_one_outcome(Options {
         backend,
         stripe: Some(stripe.base_url()),
         live,
         ..Default::default()
     })
-    .await;
-    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
-        .await;
-    app.advance_hours(73);
-    app.settle().await;
-    app
+    .await
 }
 
 fn around_now(app: &TestApp) -> Period {

@@ -662,6 +662,18 @@ impl TestApp {
     }
 }
 
+/// An app with one confirmed, billable outcome waiting in the outbox (ticket
+/// `T1` resolved by the AI at hour 0, the window passed).
+pub async fn with_one_outcome(opts: Options) -> TestApp {
+    let app = TestApp::spawn(opts).await;
+    app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    assert_eq!(app.outcomes().await.len(), 1);
+    app
+}
+
 /// A generic-format event body.
 pub fn event(id: &str, ticket: &str, kind: &str, hours: i64, resolver: Option<&str>) -> String {
     let mut v = serde_json::json!({
