@@ -4,10 +4,11 @@
 use crate::clock::SharedClock;
 use crate::ingest::{admin_router, router, DeliveryWriter, IngestState};
 use crate::metrics::Metrics;
+use crate::reporter::Reporter;
 use crate::server::listener_limits;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
-use crate::stripe::{PreflightGates, Rejections, Reporter, StripeClient, StripeError};
+use crate::stripe::{PreflightGates, Rejections, StripeClient, StripeError};
 use crate::tenants::Tenants;
 use crate::worker::Worker;
 use std::net::SocketAddr;

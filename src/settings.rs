@@ -476,6 +476,11 @@ pub struct TenantSettings {
     /// Legacy usage records: the subscription item (`si_…`) of the tenant's legacy metered price.
     #[serde(default)]
     pub stripe_subscription_item: Option<String>,
+    /// Where this tenant's outcomes are billed: `stripe_meters` (the default),
+    /// `metronome` (needs `metronome_customer_id`) or `stripe_usage_records`
+    /// (needs `stripe_subscription_item`).
+    #[serde(default)]
+    pub sink: crate::sink::Sink,
     /// Helpdesks this tenant sends from, by provider name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
@@ -494,6 +499,7 @@ impl TenantSettings {
             stripe_account: None,
             metronome_customer_id: None,
             stripe_subscription_item: None,
+            sink: crate::sink::Sink::StripeMeters,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {
@@ -672,6 +678,7 @@ impl Settings {
             if t.stripe_customer_id.trim().is_empty() {
                 errs.push(format!("tenant `{}` has no stripe_customer_id", t.id));
             }
+            errs.extend(crate::sink::problems(t));
             if let Some(account) = &t.stripe_account {
                 if !account.starts_with("acct_")
                     || account.len() < 6
@@ -785,6 +792,7 @@ mod tests {
             stripe_account: None,
             metronome_customer_id: None,
             stripe_subscription_item: None,
+            sink: crate::sink::Sink::StripeMeters,
             providers: [(
                 "generic".to_string(),
                 ProviderSettings {

@@ -486,6 +486,12 @@ where
     row.try_get(name).map_err(StoreError::from)
 }
 
+/// The `sink` column, decoded: an unknown value is corruption, never a default.
+pub(crate) fn sink_col(row: &AnyRow) -> Result<crate::sink::Sink, StoreError> {
+    let s: String = col(row, "sink")?;
+    crate::sink::Sink::parse(&s).map_err(|e| StoreError::corrupt(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

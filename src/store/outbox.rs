@@ -1,6 +1,7 @@
 //! The outbox: confirmed outcomes waiting to be (or already) reported to Stripe.
 
-use super::{col, Store, StoreError, Tx};
+use super::{col, sink_col, Store, StoreError, Tx};
+use crate::sink::Sink;
 use crate::stripe::mode::StripeMode;
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,10 @@ pub struct NewOutcome {
     pub evidence: String,
     /// `pending` (to report) or `capped` (recorded, never reported).
     pub state: &'static str,
+    /// Where it is billed, frozen from the tenant's `sink`.
+    pub sink: Sink,
+    /// The Metronome customer or the subscription item (`Sink::target`).
+    pub sink_target: Option<String>,
 }
 
 /// An outcome claimed by a reporter, with what it needs to send it.
@@ -67,6 +72,10 @@ pub struct ClaimedOutcome {
     /// Times it was sent again after Stripe rejected it: its identifier is
     /// `crate::stripe::events::outcome_identifier(id, resends)`.
     pub resends: i64,
+    /// Where it is billed (`outcomes.sink`).
+    pub sink: Sink,
+    /// The Metronome customer or the subscription item, for those sinks.
+    pub sink_target: Option<String>,
 }
 
 impl ClaimedOutcome {
@@ -118,8 +127,8 @@ impl Tx {
     pub async fn insert_outcome(&mut self, o: &NewOutcome) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO outcomes (id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
-             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state, stripe_account) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7, $14, $15) ON CONFLICT (id) DO NOTHING",
+             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state, stripe_account, sink, sink_target) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&o.id)
         .bind(&o.tenant)
@@ -136,6 +145,8 @@ impl Tx {
         .bind(&o.evidence)
         .bind(o.state)
         .bind(o.stripe_account.as_deref())
+        .bind(o.sink.as_str())
+        .bind(o.sink_target.as_deref())
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -160,7 +171,7 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \
                ORDER BY next_attempt_at, id LIMIT $3{}) \
              RETURNING id, event_name, value, stripe_customer_id, stripe_account, confirmed_at, attempts, calls, lease_until, stripe_resends, \
-             doubt_since",
+             doubt_since, sink, sink_target",
             self.backend.skip_locked()
         );
         let rows = sqlx::query(&sql)
@@ -183,6 +194,8 @@ impl Store {
                     doubt_since: col(r, "doubt_since")?,
                     lease_until: col(r, "lease_until")?,
                     resends: col(r, "stripe_resends")?,
+                    sink: sink_col(r)?,
+                    sink_target: col(r, "sink_target")?,
                 })
             })
             .collect()

@@ -86,6 +86,8 @@ impl Worker {
                             value: meter.value,
                             stripe_customer_id: tenant.settings.stripe_customer_id.clone(),
                             stripe_account: tenant.settings.stripe_account.clone(),
+                            sink: tenant.settings.sink,
+                            sink_target: tenant.settings.sink.target(&tenant.settings),
                             contract_version: contract.0.to_string(),
                             contract_hash: contract.1.to_string(),
                             evidence: evidence(r, &events, contract),

@@ -7,12 +7,17 @@ use outcome_meter::clock::{ManualClock, OffsetClock};
 use outcome_meter::contract::{ContractOverrides, ContractTerms};
 use outcome_meter::providers::{generic, ProviderSettings};
 use outcome_meter::settings::{Settings, StripeMode, TenantSettings};
+pub use outcome_meter::sink::Sink;
 use outcome_meter::store::{OutcomeFilter, OutcomeRow};
 use std::sync::Arc;
 use testkit::fake_stripe::FakeStripe;
 
 pub const TENANT: &str = "acme";
 pub const CUSTOMER: &str = "cus_acme";
+/// The tenant's Metronome customer (an ingest alias) with `sink = "metronome"`.
+pub const METRONOME_CUSTOMER: &str = "acme-metronome";
+/// The tenant's legacy subscription item with `sink = "stripe_usage_records"`.
+pub const SUBSCRIPTION_ITEM: &str = "si_acme";
 pub const GENERIC_SECRET: &str = "whsec_generic_test";
 pub const ZENDESK_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
 pub const INTERCOM_SECRET: &str = "intercom-client-secret-for-testing";
@@ -103,6 +108,8 @@ pub struct Options {
     /// tenants' customers and a meter for each event name (see [`setup_stripe`]).
     /// `false` leaves the account as the test made it.
     pub stripe_setup: bool,
+    /// The tenant's `sink` (its target: [`METRONOME_CUSTOMER`], [`SUBSCRIPTION_ITEM`]).
+    pub sink: Sink,
 }
 
 impl Default for Options {
@@ -119,6 +126,7 @@ impl Default for Options {
             postgres_via: None,
             request_timeout: outcome_meter::settings::DatabaseSettings::default().request_timeout,
             stripe_setup: true,
+            sink: Sink::StripeMeters,
         }
     }
 }
@@ -389,8 +397,10 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
         id: TENANT.into(),
         stripe_customer_id: CUSTOMER.into(),
         stripe_account: opts.stripe_account.clone(),
-        metronome_customer_id: None,
-        stripe_subscription_item: None,
+        metronome_customer_id: (opts.sink == Sink::Metronome).then(|| METRONOME_CUSTOMER.into()),
+        stripe_subscription_item: (opts.sink == Sink::StripeUsageRecords)
+            .then(|| SUBSCRIPTION_ITEM.into()),
+        sink: opts.sink,
         providers: [
             ("generic".to_string(), provider(GENERIC_SECRET, &[])),
             (

@@ -1,0 +1,274 @@
+//! Clawback reversals: claimed in batches and carried out on the sink the
+//! outcome was billed on; on `stripe_meters`, a void, a cancel within 24 hours
+//! or a correcting event (see [`super::reversal_method`]).
+
+use super::reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
+use super::Reporter;
+use crate::clock::to_millis;
+use crate::outcome::idempotency_key;
+use crate::settings::MeterAggregation;
+use crate::sink::Sink;
+use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
+use crate::stripe::client::{cancel_form, Ack, MeterEvent, StripeError};
+use crate::stripe::mode::StripeMode;
+use crate::stripe::preflight::MeterInfo;
+use crate::stripe::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
+
+impl Reporter {
+    /// Claim one batch of clawback reversals and carry them out.
+    pub(super) async fn reverse_batch(&self) -> Result<usize, StoreError> {
+        let now = to_millis(self.clock.now());
+        let claimed = self
+            .store
+            .claim_reversals(now, now + self.lease_ms(), self.settings.batch_size)
+            .await?;
+        for r in &claimed {
+            match r.sink {
+                Sink::StripeMeters => self.reverse_one(r).await?,
+                Sink::Metronome => self.reverse_metronome(r).await?,
+                Sink::StripeUsageRecords => self.reverse_usage_record(r).await?,
+            }
+        }
+        Ok(claimed.len())
+    }
+
+    async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
+        let now = to_millis(self.clock.now());
+        // A cancel or a correction goes to the customer's meter: both must pass
+        // the preflight (a correction for a deleted customer would be rejected).
+        let meter = self.admit(
+            r.stripe_account.as_deref(),
+            &r.stripe_customer_id,
+            &r.event_name,
+        );
+        // A meter failing the preflight waits below; its placeholder never parks anything.
+        let aggregation = meter
+            .as_ref()
+            .map_or(MeterAggregation::Sum, |m| m.aggregation);
+        let method = choose_method(
+            r.method.as_deref(),
+            &r.outcome_state,
+            r.outcome_reported_mode
+                .as_deref()
+                .and_then(StripeMode::parse),
+            self.mode,
+            r.outcome_first_sent_at,
+            now,
+            aggregation,
+        );
+        let done = |request: &'static str, result: &'static str, dry_run: bool| ReversalAttempt {
+            outcome_id: &r.outcome_id,
+            now,
+            method: method.as_str(),
+            dry_run,
+            mode: self.mode,
+            livemode: None,
+            idempotency_key: None,
+            request,
+            status_code: None,
+            request_id: None,
+            result,
+            error: None,
+            state: "done",
+            next_attempt_at: now,
+            stripe_timestamp: None,
+            in_doubt: false,
+        };
+        let meter = match (method, meter) {
+            (Method::Cancel | Method::Correction | Method::Manual, Err(hold)) => {
+                tracing::warn!(outcome = %r.outcome_id, method = method.as_str(), reason = hold.reason, why = %hold.text, "clawback reversal waits for the Stripe preflight");
+                return self
+                    .store
+                    .postpone_reversal(&r.outcome_id, hold.until)
+                    .await;
+            }
+            (_, meter) => meter.unwrap_or_else(|_| MeterInfo::defaults(aggregation)),
+        };
+        match method {
+            Method::WaitForLive => {
+                tracing::warn!(outcome = %r.outcome_id, mode = %self.mode, "clawback: the outcome was reported in live mode; only a live-mode process reverses it");
+                let next = now + 5 * 60_000;
+                self.store.postpone_reversal(&r.outcome_id, next).await
+            }
+            Method::Nothing => {
+                let a = done("", "nothing_to_reverse", false);
+                self.store.record_reversal_attempt(&a).await
+            }
+            Method::Void => {
+                if self.store.void_outcome_if_idle(&r.outcome_id, now).await? {
+                    tracing::info!(outcome = %r.outcome_id, "clawback: outcome voided before it was sent");
+                    let a = done("", "voided_before_sending", false);
+                    self.store.record_reversal_attempt(&a).await
+                } else {
+                    // A reporter holds it right now: look again when its lease ends.
+                    let next = r.outcome_lease_until.unwrap_or(now).max(now) + 1_000;
+                    self.store.postpone_reversal(&r.outcome_id, next).await
+                }
+            }
+            Method::DryRun => {
+                let request = cancel_form(&r.event_name, &r.outcome_id);
+                let mut a = done("", "dry_run", true);
+                a.request = &request;
+                self.store.record_reversal_attempt(&a).await
+            }
+            Method::Manual => {
+                let why = manual_reason(&r.event_name, aggregation);
+                tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
+                let mut a = done("", "not_reversible", false);
+                a.state = "failed";
+                a.error = Some(&why);
+                self.store.record_reversal_attempt(&a).await
+            }
+            Method::Cancel | Method::Correction => {
+                self.reverse_at_stripe(r, method, now, &meter).await
+            }
+        }
+    }
+
+    async fn reverse_at_stripe(
+        &self,
+        r: &ClaimedReversal,
+        method: Method,
+        now: i64,
+        meter: &MeterInfo,
+    ) -> Result<(), StoreError> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        // Persist the method (and a correction's timestamp) before Stripe can see the
+        // request: a retry after a crash then sends the very same request and key.
+        let Some((stored, stored_ts)) = self
+            .store
+            .start_reversal_call(&r.outcome_id, method.as_str(), self.stripe_seconds(now))
+            .await?
+        else {
+            return Ok(()); // no longer pending: another reporter finished it
+        };
+        let method = Method::parse(&stored);
+        let stripe_timestamp = stored_ts.unwrap_or(self.stripe_seconds(now));
+        let key = idempotency_key(
+            &r.outcome_id,
+            if method == Method::Cancel {
+                "cancel"
+            } else {
+                "reversal"
+            },
+            r.attempts,
+        );
+        let (request, result): (String, Result<Ack, StripeError>) = match method {
+            Method::Cancel => {
+                self.limiter.acquire().await;
+                // A fresh key per call (see `idempotency_key`). A cancel has no
+                // identifier of its own for Stripe to dedupe, but it names the one
+                // event it cancels: a second cancel of the same event cannot take
+                // away anything more. What could subtract twice is a correction
+                // after a cancel that may have been applied: `cancel_in_doubt`
+                // keeps that from happening (see `after_cancel_too_old`).
+                let res = self
+                    .timed(
+                        "cancel",
+                        client.cancel_meter_event(
+                            &r.event_name,
+                            &r.outcome_identifier,
+                            &key,
+                            r.stripe_account.as_deref(),
+                        ),
+                    )
+                    .await;
+                (cancel_form(&r.event_name, &r.outcome_identifier), res)
+            }
+            Method::Correction => {
+                // After Stripe's cancellation window: a correcting event with the negative value.
+                let ev = MeterEvent {
+                    event_name: r.event_name.clone(),
+                    stripe_customer_id: r.stripe_customer_id.clone(),
+                    value: -r.value,
+                    identifier: format!("{}_reversal", r.outcome_id),
+                    timestamp: stripe_timestamp,
+                    customer_key: meter.customer_key.clone(),
+                    value_key: meter.value_key.clone(),
+                };
+                self.limiter.acquire().await;
+                // Stripe dedupes the correction on its identifier across keys.
+                let res = self
+                    .timed(
+                        "correction",
+                        client.create_meter_event(&ev, &key, r.stripe_account.as_deref()),
+                    )
+                    .await;
+                (ev.encoded(), res)
+            }
+            other => {
+                // Stored by another path meanwhile: plan again on the next pass.
+                tracing::warn!(outcome = %r.outcome_id, method = other.as_str(), "reversal method changed; planning again");
+                return self.store.postpone_reversal(&r.outcome_id, now).await;
+            }
+        };
+        let (status_code, request_id) = match &result {
+            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
+            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        };
+        let error = result.as_ref().err().map(|e| e.to_string());
+        let mut attempt = ReversalAttempt {
+            outcome_id: &r.outcome_id,
+            now,
+            method: method.as_str(),
+            dry_run: false,
+            mode: self.mode,
+            livemode: result.as_ref().ok().and_then(|ack| ack.livemode),
+            idempotency_key: Some(&key),
+            request: &request,
+            status_code,
+            request_id: request_id.as_deref(),
+            result: "accepted",
+            error: error.as_deref(),
+            state: "done",
+            next_attempt_at: now,
+            stripe_timestamp: (method == Method::Correction).then_some(stripe_timestamp),
+            in_doubt: maybe_applied(&result),
+        };
+        let too_old =
+            method == Method::Cancel && result.as_ref().err().is_some_and(is_cancel_too_old);
+        let parked;
+        if too_old {
+            attempt.result = "too_old";
+            match after_cancel_too_old(r.cancel_in_doubt, &r.event_name, meter.aggregation) {
+                Ok(_) => {
+                    tracing::warn!(outcome = %r.outcome_id, "Stripe refused the cancel as too old: switching to a correcting event");
+                    self.store
+                        .switch_reversal_to_correction(&attempt, self.stripe_seconds(now))
+                        .await?;
+                    return Ok(());
+                }
+                Err(why) => {
+                    parked = format!("{why} (Stripe: {})", error.as_deref().unwrap_or(""));
+                    attempt.state = "failed";
+                    attempt.error = Some(&parked);
+                }
+            }
+        } else {
+            match classify(&result) {
+                Disposition::Delivered => {}
+                Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
+                    let delay = backoff(
+                        r.attempts,
+                        self.settings.backoff_base,
+                        self.settings.backoff_max,
+                        after,
+                        fastrand::f64(),
+                    );
+                    attempt.state = "pending";
+                    attempt.result = "retry";
+                    attempt.next_attempt_at =
+                        now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                }
+                _ => {
+                    attempt.state = "failed";
+                    attempt.result = "failed";
+                }
+            }
+        }
+        tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state, "clawback reversal attempt");
+        self.store.record_reversal_attempt(&attempt).await
+    }
+}

@@ -1,0 +1,323 @@
+//! The `stripe_meters` sink: one Billing Meter event per outcome
+//! (`POST /v1/billing/meter_events`), deduplicated by Stripe on its `identifier`
+//! (the outcome id) for at least 24 hours, sent one at a time per (account,
+//! customer, meter) and only as the Stripe preflight admits.
+
+use super::{Reporter, Tasks};
+use crate::clock::to_millis;
+use crate::metrics::ReportResult;
+use crate::outcome::idempotency_key;
+use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
+use crate::stripe::client::{MeterEvent, StripeError};
+use crate::stripe::gate::{Hold, PreflightGates};
+use crate::stripe::limits::{
+    ahead_reason, check_timestamp, in_doubt_reason, resend_is_deduplicated, too_old_reason,
+    TimestampCheck,
+};
+use crate::stripe::mode::StripeMode;
+use crate::stripe::preflight::MeterInfo;
+use crate::stripe::retry::{backoff, classify, maybe_applied, Disposition};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+impl Reporter {
+    /// Send meter events: by (account, customer, meter), one at a time per
+    /// pair (Stripe serializes calls per customer and meter, and each Connect
+    /// account has its own), different pairs concurrently.
+    pub(super) fn spawn_meter_events(
+        &self,
+        claimed: Vec<ClaimedOutcome>,
+        permits: &Arc<Semaphore>,
+        tasks: &mut Tasks,
+    ) {
+        type Pair = (Option<String>, String, String);
+        let mut groups: BTreeMap<Pair, Vec<ClaimedOutcome>> = BTreeMap::new();
+        for o in claimed {
+            groups
+                .entry((
+                    o.stripe_account.clone(),
+                    o.stripe_customer_id.clone(),
+                    o.event_name.clone(),
+                ))
+                .or_default()
+                .push(o);
+        }
+        for ((account, customer, meter), group) in groups {
+            let me = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let info = match me.admit(account.as_deref(), &customer, &meter) {
+                    Ok(info) => info,
+                    Err(hold) => return me.hold_outcomes(&customer, &meter, &group, &hold).await,
+                };
+                let _permit = permits.acquire_owned().await;
+                // One process at a time per pair (other replicas on PostgreSQL).
+                let Some(lock) = me.store.try_lock_pair(&customer, &meter).await? else {
+                    let claims: Vec<(String, i64)> = group
+                        .iter()
+                        .map(|o| (o.id.clone(), o.lease_until))
+                        .collect();
+                    return me.store.release_outcomes(&claims).await;
+                };
+                let mut result = Ok(());
+                for o in &group {
+                    result = me.report_one(o, &info).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                lock.release().await;
+                result
+            });
+        }
+    }
+
+    async fn report_one(&self, o: &ClaimedOutcome, meter: &MeterInfo) -> Result<(), StoreError> {
+        let ev = MeterEvent {
+            event_name: o.event_name.clone(),
+            stripe_customer_id: o.stripe_customer_id.clone(),
+            value: o.value,
+            // The outcome id; after a rejection and a resend, `<id>_resend<N>` (see
+            // `super::rejections`: a rejected identifier is never reused).
+            identifier: o.stripe_identifier(),
+            timestamp: o.confirmed_at.div_euclid(1000),
+            customer_key: meter.customer_key.clone(),
+            value_key: meter.value_key.clone(),
+        };
+        let request = ev.encoded();
+        let Some(client) = &self.client else {
+            let now = to_millis(self.clock.now());
+            self.metrics.report(ReportResult::DryRun);
+            return self
+                .store
+                .record_attempt(&OutcomeAttempt {
+                    outcome_id: &o.id,
+                    now,
+                    mode: StripeMode::DryRun,
+                    request: &request,
+                    idempotency_key: None,
+                    status_code: None,
+                    request_id: None,
+                    livemode: None,
+                    result: "dry_run",
+                    error: None,
+                    state: "dry_run",
+                    next_attempt_at: now,
+                    in_doubt: false,
+                })
+                .await;
+        };
+        let world_now = self.clock.world_now();
+        match check_timestamp(ev.timestamp, world_now) {
+            TimestampCheck::Acceptable => {}
+            TimestampCheck::Ahead { ready_at } => {
+                // Stripe would refuse it with a 400: hold it, unspent, until it is not.
+                // Check again within 5 minutes: if the clock is set right (the
+                // offset removed), it goes out then, not a whole offset later.
+                let wait = (ready_at - world_now)
+                    .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
+                let next = to_millis(self.clock.now() + wait);
+                let reason = ahead_reason(ev.timestamp, world_now);
+                tracing::warn!(outcome = %o.id, %reason, "meter event held");
+                return self
+                    .store
+                    .set_aside(&o.id, o.lease_until, &reason, SetAside::RetryAt(next))
+                    .await;
+            }
+            TimestampCheck::TooOld => {
+                let reason = too_old_reason(ev.timestamp, &o.id);
+                tracing::error!(outcome = %o.id, %reason, "meter event too old for Stripe; parked as failed");
+                self.metrics.report(ReportResult::Failed);
+                return self
+                    .store
+                    .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                    .await;
+            }
+        }
+        if !resend_is_deduplicated(o.doubt_since, to_millis(self.clock.now())) {
+            let since = o.doubt_since.unwrap_or_default();
+            let reason = in_doubt_reason(&o.id, since);
+            tracing::error!(outcome = %o.id, %reason, "meter event in doubt past Stripe's dedupe window; parked as failed");
+            self.metrics.report(ReportResult::Failed);
+            return self
+                .store
+                .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                .await;
+        }
+        self.limiter.acquire().await;
+        // Fencing: call only while this claim still holds the outcome. While the
+        // lease outlasts the call, nobody else can have claimed or voided it (both
+        // need an expired lease); when it may not, renew it, only if still ours
+        // (stripe.timeout < worker.lease is enforced, so a renewal always suffices).
+        let now = to_millis(self.clock.now());
+        let needed = i64::try_from((self.call_timeout * 2).as_millis()).unwrap_or(i64::MAX / 4);
+        if o.lease_until - now < needed
+            && !self
+                .store
+                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease_ms())
+                .await?
+        {
+            tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
+            return Ok(());
+        }
+        let key = idempotency_key(&ev.identifier, "meter_event", o.calls);
+        let result = self
+            .timed(
+                "meter_event",
+                client.create_meter_event(&ev, &key, o.stripe_account.as_deref()),
+            )
+            .await;
+        let now = to_millis(self.clock.now());
+        let (status, request_id) = match &result {
+            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
+            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        };
+        let livemode = result.as_ref().ok().and_then(|ack| ack.livemode);
+        if livemode.is_some_and(|live| StripeMode::from_livemode(live) != self.mode) {
+            tracing::error!(outcome = %o.id, mode = %self.mode, ?livemode, "Stripe answered in the other mode than stripe.mode; recorded as Stripe says");
+        }
+        let error_text = result.as_ref().err().map(|e| e.to_string());
+        let attempt = OutcomeAttempt {
+            outcome_id: &o.id,
+            now,
+            mode: self.mode,
+            request: &request,
+            idempotency_key: Some(&key),
+            status_code: status,
+            request_id: request_id.as_deref(),
+            livemode,
+            result: "",
+            error: None,
+            state: "",
+            next_attempt_at: now,
+            in_doubt: maybe_applied(&result),
+        };
+        match classify(&result) {
+            Disposition::Delivered => {
+                let how = match &result {
+                    Ok(ack) if ack.replayed => "replayed",
+                    Ok(_) => "accepted",
+                    Err(_) => "already_exists",
+                };
+                tracing::info!(outcome = %o.id, how, request_id = ?request_id, "reported to Stripe");
+                self.metrics.report(ReportResult::Reported);
+                self.store
+                    .record_attempt(&OutcomeAttempt {
+                        result: how,
+                        state: "reported",
+                        ..attempt
+                    })
+                    .await
+            }
+            Disposition::Retry { after } if o.attempts + 1 < self.settings.max_attempts => {
+                let delay = backoff(
+                    o.attempts,
+                    self.settings.backoff_base,
+                    self.settings.backoff_max,
+                    after,
+                    fastrand::f64(),
+                );
+                let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, "Stripe call failed; will retry");
+                self.metrics.report(ReportResult::Retried);
+                self.store
+                    .record_attempt(&OutcomeAttempt {
+                        result: "retry",
+                        error: error_text.as_deref(),
+                        state: "pending",
+                        next_attempt_at: next,
+                        ..attempt
+                    })
+                    .await
+            }
+            disposition @ (Disposition::Retry { .. } | Disposition::Permanent) => {
+                let why = match &result {
+                    Err(StripeError::Api { .. }) | Err(StripeError::Network(_)) => {
+                        error_text.clone()
+                    }
+                    Ok(_) => None,
+                };
+                // Say what happened: a refusal, or a transient failure that outlasted the budget.
+                if matches!(disposition, Disposition::Permanent) {
+                    tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, "Stripe refused the event; parked as failed");
+                } else {
+                    tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, attempts = o.attempts + 1, "Stripe kept failing or could not be reached for the whole retry budget (reporter.max_attempts); parked as failed");
+                }
+                self.metrics.report(ReportResult::Failed);
+                self.store
+                    .record_attempt(&OutcomeAttempt {
+                        result: "failed",
+                        error: why.as_deref(),
+                        state: "failed",
+                        ..attempt
+                    })
+                    .await
+            }
+        }
+    }
+}
+
+impl Reporter {
+    /// Send only what the Stripe preflight admits (`gate`: `None` in dry-run).
+    pub fn with_preflight(mut self, gate: Option<Arc<PreflightGates>>) -> Reporter {
+        self.gate = gate;
+        self
+    }
+
+    /// The meter of `event_name` on `account` as the preflight read it; without a
+    /// preflight (dry-run): Stripe's default payload keys and the configured aggregation.
+    pub(super) fn meter_info(
+        &self,
+        account: Option<&str>,
+        event_name: &str,
+    ) -> Result<MeterInfo, Hold> {
+        match &self.gate {
+            Some(g) => g.meter(account, event_name),
+            None => Ok(MeterInfo::defaults(
+                self.aggregations
+                    .get(event_name)
+                    .copied()
+                    .unwrap_or_default(),
+            )),
+        }
+    }
+
+    /// Whether outcomes for (`customer`, `event_name`) on `account` may be sent
+    /// now, and how.
+    pub(super) fn admit(
+        &self,
+        account: Option<&str>,
+        customer: &str,
+        event_name: &str,
+    ) -> Result<MeterInfo, Hold> {
+        match &self.gate {
+            Some(g) => g.admit(account, customer, event_name),
+            None => self.meter_info(account, event_name),
+        }
+    }
+
+    /// Give claimed outcomes back unsent, pending, with the preflight's reason as
+    /// their last error, until after the next preflight; no attempt is spent.
+    async fn hold_outcomes(
+        &self,
+        customer: &str,
+        event_name: &str,
+        group: &[ClaimedOutcome],
+        hold: &Hold,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(customer, meter = event_name, outcomes = group.len(), reason = hold.reason, why = %hold.text, "outcomes held by the Stripe preflight, not sent");
+        self.metrics.outcomes_held(hold.reason, group.len());
+        for o in group {
+            self.store
+                .set_aside(
+                    &o.id,
+                    o.lease_until,
+                    &hold.text,
+                    SetAside::RetryAt(hold.until),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

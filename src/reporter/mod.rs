@@ -1,0 +1,193 @@
+//! Drains the outbox to the billing system each outcome is frozen to
+//! (`outcomes.sink`): Stripe meter events ([`meter_events`]), Metronome
+//! ([`metronome`]) or Stripe's legacy usage records ([`usage_records`]). Claims,
+//! leases, the rate limit and the order (reversals before sends) are the same
+//! for every sink; each sink owns its requests, dedupe key, retry
+//! classification, reversal method and reconcile source.
+
+mod clawback;
+mod meter_events;
+mod metronome;
+mod rate_limit;
+pub mod reversal_method;
+mod usage_records;
+
+pub use reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
+
+use crate::clock::{to_millis, SharedClock};
+use crate::metrics::Metrics;
+use crate::settings::{MeterAggregation, ReporterSettings, Settings};
+use crate::sink::Sink;
+use crate::store::{ClaimedOutcome, Store, StoreError};
+use crate::stripe::gate::PreflightGates;
+use crate::stripe::mode::StripeMode;
+use crate::stripe::StripeClient;
+use rate_limit::RateLimiter;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+#[derive(Clone)]
+pub struct Reporter {
+    store: Store,
+    /// `None`: dry-run: record what would be sent.
+    client: Option<StripeClient>,
+    /// The mode calls are made in (`stripe.mode`).
+    mode: StripeMode,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    settings: ReporterSettings,
+    lease: Duration,
+    /// The Stripe client's timeout: a claim must outlast a call.
+    call_timeout: Duration,
+    pub(crate) limiter: Arc<RateLimiter>,
+    /// Aggregation of each meter by event name (`sum` when absent): dry-run only;
+    /// otherwise the preflight reads it from Stripe.
+    aggregations: Arc<BTreeMap<String, MeterAggregation>>,
+    /// The Stripe preflight (`None` in dry-run): what is sent, and how.
+    gate: Option<Arc<PreflightGates>>,
+}
+
+impl Reporter {
+    /// `settings`: the reporter's own section, `worker.lease` (its claims),
+    /// `stripe.timeout` (a claim must outlast a call) and the meters' aggregations.
+    pub fn new(
+        store: Store,
+        client: Option<StripeClient>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        settings: &Settings,
+    ) -> Reporter {
+        let limiter = Arc::new(RateLimiter::new(settings.rate_per_second()));
+        let mode = match &client {
+            Some(_) => settings.stripe.mode(),
+            None => StripeMode::DryRun,
+        };
+        Reporter {
+            store,
+            client,
+            mode,
+            clock,
+            metrics,
+            settings: settings.reporter.clone(),
+            lease: settings.worker.lease,
+            call_timeout: settings.stripe.timeout,
+            limiter,
+            aggregations: Arc::new(settings.stripe.meter_aggregations.clone()),
+            gate: None,
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.client.is_none()
+    }
+
+    /// Say, at start, what this database holds that was sent in another mode and
+    /// is therefore not billed in this one, and how to send it.
+    pub async fn warn_other_modes(&self) -> Result<(), StoreError> {
+        if self.mode == StripeMode::DryRun {
+            return Ok(());
+        }
+        for (mode, n) in self.store.sent_in_other_modes(self.mode).await? {
+            let replay = match (mode, self.mode) {
+                (StripeMode::DryRun, _) => "outcome-meter replay --dry-run",
+                (StripeMode::Test, StripeMode::Live) => "outcome-meter replay --from-test",
+                _ => continue, // live outcomes seen from test mode are billed already
+            };
+            tracing::warn!(outcomes = n, recorded_in = %mode, mode = %self.mode, "outcomes recorded in another mode are not billed in this one; `{replay}` sends them");
+        }
+        Ok(())
+    }
+
+    /// Report everything due now. Returns how many outcomes were attempted.
+    pub async fn drain(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.run_once().await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Report one batch of outcomes, then process one batch of reversals.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        if let Some(g) = &self.gate {
+            g.ensure_started().await;
+        }
+        // Reversals first: an outcome clawed back before it was sent is voided, never sent.
+        let reversed = self.reverse_batch().await?;
+        let reported = self.report_batch().await?;
+        Ok(reported + reversed)
+    }
+
+    /// The timestamp (Unix seconds) of an event made now (a correction): this
+    /// process's time, but never ahead of the world's, which Stripe keeps
+    /// (a drill's positive `clock.offset` would make it refused as future).
+    fn stripe_seconds(&self, now: i64) -> i64 {
+        now.min(to_millis(self.clock.world_now())).div_euclid(1000)
+    }
+
+    /// Run one Stripe call and record how long it took (`/metrics`).
+    async fn timed<T>(&self, call: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = f.await;
+        self.metrics.stripe_call(call, started.elapsed());
+        out
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Claim one batch of outcomes and send each through its sink.
+    async fn report_batch(&self) -> Result<usize, StoreError> {
+        let now = to_millis(self.clock.now());
+        let claimed = self
+            .store
+            .claim_outcomes(now, now + self.lease_ms(), self.settings.batch_size)
+            .await?;
+        let n = claimed.len();
+        let mut by_sink: BTreeMap<Sink, Vec<ClaimedOutcome>> = BTreeMap::new();
+        for o in claimed {
+            by_sink.entry(o.sink).or_default().push(o);
+        }
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for (sink, outcomes) in by_sink {
+            match sink {
+                Sink::StripeMeters => self.spawn_meter_events(outcomes, &permits, &mut tasks),
+                Sink::Metronome => self.spawn_metronome(outcomes, &permits, &mut tasks),
+                Sink::StripeUsageRecords => {
+                    self.spawn_usage_records(outcomes, &permits, &mut tasks)
+                }
+            }
+        }
+        joined(tasks).await.map(|()| n)
+    }
+}
+
+/// Tasks sending outcomes, each `Err` when its store writes failed.
+pub(crate) type Tasks = JoinSet<Result<(), StoreError>>;
+
+/// Wait for every task; the first error (a store write, or a task that
+/// panicked) is the batch's.
+async fn joined(mut tasks: Tasks) -> Result<(), StoreError> {
+    let mut first_err = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(StoreError::corrupt(format!("reporter task failed: {e}")));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
