@@ -426,7 +426,7 @@ mod tests {
         assert_eq!(keys(&h.resolutions[2]), (None, None));
     }
 
-    /// README, "What the contract means": any reopen signal after a confirmed
+    /// docs/contract.md, "What the contract means": any reopen signal after a confirmed
     /// resolution is a clawback reopen; a second resolution event is not.
     #[test]
     fn a_customer_reply_or_hand_off_after_confirmation_is_a_clawback_reopen() {
@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(h.reopen_after_settled, None, "closing again is no reopen");
     }
 
-    /// README, "What the contract means": tags (and the channel) are read up to
+    /// docs/contract.md, "What the contract means": tags (and the channel) are read up to
     /// and including the resolving event; a tag added later changes only the
     /// ticket's later resolutions, even inside the window.
     #[test]

@@ -1,5 +1,5 @@
 //! Freshdesk: automation rules ("Ticket updates") whose action is **Trigger
-//! webhook**, with a JSON body the admin pastes (README, "Freshdesk").
+//! webhook**, with a JSON body the admin pastes (docs/helpdesks.md, "Freshdesk").
 //!
 //! Authenticity: Freshdesk does not sign webhooks. The rule sends a per-tenant
 //! secret, as Basic auth (`basic_auth_user` + a password from `secrets`) or in a
@@ -112,7 +112,7 @@ impl Provider for Freshdesk {
         let v: Value = serde_json::from_slice(hook.body)
             .map_err(|e| ParseError::new(format!("freshdesk body: {e}")))?;
         let event = str_at(&v, &["event"]).ok_or_else(|| {
-            ParseError::new("freshdesk body has no `event` (see the README template)")
+            ParseError::new("freshdesk body has no `event` (see the template in docs/helpdesks.md)")
         })?;
         let ticket_id = str_at(&v, &["ticket_id"])
             .filter(|t| !unrendered(t))

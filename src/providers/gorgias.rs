@@ -1,6 +1,6 @@
 //! Gorgias: HTTP integrations (Settings → Apps → HTTP integration) triggered on
 //! *Ticket updated* and *Ticket message created*, with a JSON body the admin
-//! pastes (README, "Gorgias"); Gorgias renders `{{ticket.*}}` variables into it.
+//! pastes (docs/helpdesks.md, "Gorgias"); Gorgias renders `{{ticket.*}}` variables into it.
 //!
 //! Authenticity: Gorgias does not sign requests; the integration sends a custom
 //! header the admin adds, here a per-tenant secret in `auth_header` (default

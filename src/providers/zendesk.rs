@@ -1,5 +1,5 @@
 //! Zendesk: event-subscription webhooks (`zen:event-type:ticket.*`) and
-//! trigger/automation webhooks whose JSON body the admin writes (README).
+//! trigger/automation webhooks whose JSON body the admin writes (docs/helpdesks.md).
 //!
 //! Authenticity: `X-Zendesk-Webhook-Signature` =
 //! base64(HMAC-SHA256(signing secret, `X-Zendesk-Webhook-Signature-Timestamp` + raw body)),

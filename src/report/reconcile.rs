@@ -105,7 +105,7 @@ impl Reconciliation {
                 s,
                 "Stripe counts less than outcome-meter reported: it may have rejected events after accepting them \
                  without naming them (its rejection events name samples only). Check the meter's errors in the \
-                 Stripe Dashboard; see README, \"Stripe's asynchronous rejections\"."
+                 Stripe Dashboard; see docs/stripe.md, \"Stripe's asynchronous rejections\"."
             );
         }
         s

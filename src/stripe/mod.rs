@@ -1,5 +1,5 @@
-//! Reporting to Stripe through a thin typed client over reqwest (see README:
-//! "Why not async-stripe"). The policy ([`retry`]) is pure; the [`reporter`]
+//! Reporting to Stripe through a thin typed client over reqwest (see docs/stripe.md:
+//! "Why not async-stripe"). The policy ([`retry`]) is pure; [`crate::reporter`]
 //! drains the outbox.
 
 pub mod client;

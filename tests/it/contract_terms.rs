@@ -1,4 +1,4 @@
-//! Issue 16.5: what the contract means where it used to be silent (README,
+//! Issue 16.5: what the contract means where it used to be silent (docs/contract.md,
 //! "What the contract means, case by case"), end to end on both databases.
 
 use crate::names::resolved_with;

@@ -342,7 +342,7 @@ async fn gorgias_http_integration_with_secret_header_is_billed(backend: Backend)
     let (app, stripe) = app_with_stripe(backend).await;
     let path = "/webhooks/gorgias/acme";
     let at = app.now().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
-    // The README template as Gorgias renders it.
+    // The docs/helpdesks.md template as Gorgias renders it.
     let body = bytes(&json!({
         "event": "ticket-updated", "ticket_id": "9001", "status": "closed",
         "assignee_user_id": "555", "channel": "chat", "tags": "billing",
