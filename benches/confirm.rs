@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench confirm -- --waiting 1000000 --due 1000`
 
+// Test and bench code: a failed expectation is the report (the library denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use chrono::Duration as Span;

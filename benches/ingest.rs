@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench ingest -- --requests 100000 --concurrency 64 --rounds 3`
 
+// Test and bench code: a failed expectation is the report (the library denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::{arg, drive, event, settings, signed};

@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     UnknownTenant,
     UnknownProvider,
     BodyTooLarge,
@@ -25,7 +25,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Rejection::UnknownTenant | Rejection::UnknownProvider | Rejection::NotConfigured => {
                 StatusCode::NOT_FOUND
@@ -40,7 +40,7 @@ impl Rejection {
         }
     }
 
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Rejection::UnknownTenant => "unknown_tenant",
             Rejection::UnknownProvider => "unknown_provider",

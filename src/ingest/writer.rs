@@ -42,25 +42,25 @@ pub struct DeliveryWriter {
 /// hash of them: a false "duplicate" would lose a delivery. A key not found
 /// here still goes to the database, whose unique key decides.
 #[derive(Debug, Default)]
-pub struct RecentKeys {
+pub(crate) struct RecentKeys {
     set: HashSet<Arc<str>>,
     order: VecDeque<Arc<str>>,
 }
 
 impl RecentKeys {
     /// About 16 MiB of keys at most: helpdesks retry within minutes.
-    pub const CAPACITY: usize = 65_536;
+    pub(crate) const CAPACITY: usize = 65_536;
 
     /// The whole key, one string: tenant ids and provider names never hold a NUL.
     fn key(d: &NewDelivery) -> String {
         format!("{}\0{}\0{}", d.tenant, d.provider, d.delivery_key)
     }
 
-    pub fn contains(&self, d: &NewDelivery) -> bool {
+    pub(crate) fn contains(&self, d: &NewDelivery) -> bool {
         self.set.contains(Self::key(d).as_str())
     }
 
-    pub fn insert(&mut self, d: &NewDelivery) {
+    pub(crate) fn insert(&mut self, d: &NewDelivery) {
         let key: Arc<str> = Self::key(d).into();
         if self.set.insert(key.clone()) {
             self.order.push_back(key);

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 /// A string at `path`, accepting JSON strings and numbers (ids are often either).
-pub fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+pub(crate) fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     let mut cur = v;
     for p in path {
         cur = cur.get(*p)?;
@@ -15,7 +15,7 @@ pub fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     }
 }
 
-pub fn i64_at(v: &Value, path: &[&str]) -> Option<i64> {
+pub(crate) fn i64_at(v: &Value, path: &[&str]) -> Option<i64> {
     let mut cur = v;
     for p in path {
         cur = cur.get(*p)?;
@@ -24,7 +24,7 @@ pub fn i64_at(v: &Value, path: &[&str]) -> Option<i64> {
 }
 
 /// Strings of an array at `path`, or of a `field` of each object in it.
-pub fn strings_at(v: &Value, path: &[&str], field: Option<&str>) -> Vec<String> {
+pub(crate) fn strings_at(v: &Value, path: &[&str], field: Option<&str>) -> Vec<String> {
     let mut cur = v;
     for p in path {
         match cur.get(*p) {

@@ -325,12 +325,12 @@ pub(crate) mod testdata {
     //! The shared reference payloads and signature vectors.
     use std::path::PathBuf;
 
-    pub fn reference_dir() -> PathBuf {
+    pub(crate) fn reference_dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/helpdesk")
     }
 
     /// A reference payload with its `_source` key removed, as compact JSON.
-    pub fn payload(name: &str) -> Vec<u8> {
+    pub(crate) fn payload(name: &str) -> Vec<u8> {
         let path = reference_dir().join("payloads").join(name);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -342,7 +342,7 @@ pub(crate) mod testdata {
     }
 
     /// The signature vectors for one vendor.
-    pub fn vectors(vendor: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn vectors(vendor: &str) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(reference_dir().join("vectors.json")).expect("vectors");
         let v: serde_json::Value = serde_json::from_str(&text).expect("vectors JSON");
         v["vectors"]
@@ -355,7 +355,7 @@ pub(crate) mod testdata {
     }
 
     /// A batch reference payload (HubSpot, Zoho Desk): the array under `body`.
-    pub fn batch_payload(name: &str) -> Vec<u8> {
+    pub(crate) fn batch_payload(name: &str) -> Vec<u8> {
         let path = reference_dir().join("payloads").join(name);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -364,7 +364,7 @@ pub(crate) mod testdata {
     }
 
     /// Every vector of one vendor, including those without a body.
-    pub fn all_vectors(vendor: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn all_vectors(vendor: &str) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(reference_dir().join("vectors.json")).expect("vectors");
         let v: serde_json::Value = serde_json::from_str(&text).expect("vectors JSON");
         v["vectors"]
@@ -376,7 +376,7 @@ pub(crate) mod testdata {
             .collect()
     }
 
-    pub fn headers(pairs: &[(&str, &str)]) -> super::Headers {
+    pub(crate) fn headers(pairs: &[(&str, &str)]) -> super::Headers {
         pairs
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
@@ -384,7 +384,7 @@ pub(crate) mod testdata {
     }
 
     /// A POST to `/` with these headers and body.
-    pub fn hook<'a>(h: &'a super::Headers, body: &'a [u8]) -> super::Webhook<'a> {
+    pub(crate) fn hook<'a>(h: &'a super::Headers, body: &'a [u8]) -> super::Webhook<'a> {
         super::Webhook {
             method: "POST",
             path_and_query: "/",
@@ -393,7 +393,7 @@ pub(crate) mod testdata {
         }
     }
 
-    pub fn ctx_at(s: &super::ProviderSettings, unix: i64) -> super::VerifyContext<'_> {
+    pub(crate) fn ctx_at(s: &super::ProviderSettings, unix: i64) -> super::VerifyContext<'_> {
         super::VerifyContext {
             settings: s,
             now: super::unix_seconds(unix).expect("time"),

@@ -12,7 +12,7 @@ use super::{VerifyContext, VerifyError, Webhook};
 /// Accept the request when the configured header (or, failing that,
 /// `default_header`) carries a secret, or when `Authorization: Basic` carries
 /// a secret as its password (and the configured user, if one is set).
-pub fn verify(
+pub(crate) fn verify(
     hook: &Webhook<'_>,
     ctx: &VerifyContext<'_>,
     default_header: Option<&'static str>,
@@ -66,7 +66,7 @@ fn any_matches(secrets: &[&str], given: &[u8]) -> bool {
 }
 
 /// `Basic base64(user:password)` → (user, password).
-pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+pub(crate) fn basic_credentials(value: &str) -> Option<(String, String)> {
     let (scheme, token) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

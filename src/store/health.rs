@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// How long a probe's answer stands (unless a write fails in between).
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Checkpoints after failures are at least this far apart.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(crate) struct Health {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// Contracts pinned to resolutions decided under an earlier contract.
 #[derive(Debug, Default)]
-pub struct Pins {
+pub(crate) struct Pins {
     pub terms: BTreeMap<u32, ContractTerms>,
     /// `(version, hash)` of each pinned contract.
     pub ids: BTreeMap<u32, (String, String)>,
@@ -19,7 +19,7 @@ pub struct Pins {
 
 impl Pins {
     /// The `(version, hash)` that judged resolution `seq`.
-    pub fn contract_id<'a>(&'a self, seq: u32, t: &'a Tenant) -> (&'a str, &'a str) {
+    pub(crate) fn contract_id<'a>(&'a self, seq: u32, t: &'a Tenant) -> (&'a str, &'a str) {
         match self.ids.get(&seq) {
             Some((v, h)) => (v, h),
             None => (&t.contract.version, &t.contract_hash),
@@ -28,7 +28,7 @@ impl Pins {
 }
 
 /// The evidence for one resolution: its events, the clause, the contract.
-pub fn evidence(r: &Resolution, events: &[TicketEvent], contract: (&str, &str)) -> String {
+pub(crate) fn evidence(r: &Resolution, events: &[TicketEvent], contract: (&str, &str)) -> String {
     let evs: Vec<_> = r
         .evidence
         .iter()
@@ -48,7 +48,7 @@ pub fn evidence(r: &Resolution, events: &[TicketEvent], contract: (&str, &str)) 
     .to_string()
 }
 
-pub struct DecisionInput<'a> {
+pub(crate) struct DecisionInput<'a> {
     pub tenant: &'a Tenant,
     pub provider: &'a str,
     pub ticket_id: &'a str,
@@ -61,7 +61,7 @@ pub struct DecisionInput<'a> {
     pub pins: &'a Pins,
 }
 
-pub fn decision(d: DecisionInput<'_>) -> DecisionWrite {
+pub(crate) fn decision(d: DecisionInput<'_>) -> DecisionWrite {
     let r = d.resolution;
     let contract = d.pins.contract_id(r.seq, d.tenant);
     let ts =

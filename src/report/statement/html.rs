@@ -22,7 +22,7 @@ code{font-size:.92em}ul.events{margin:0;padding-left:1.1em}\
 
 /// A time as finance reads it: `2026-01-04 00:05 UTC` (to the minute, no
 /// milliseconds); anything that is not RFC 3339 as it is.
-pub fn when(s: &str) -> String {
+pub(crate) fn when(s: &str) -> String {
     match DateTime::parse_from_rfc3339(s) {
         Ok(t) => t
             .with_timezone(&Utc)
@@ -34,7 +34,7 @@ pub fn when(s: &str) -> String {
 
 /// A sentence with RFC 3339 times in it (decision details and explanations are
 /// stored with them) with each time as [`when`] writes it.
-pub fn times_in_words(text: &str) -> String {
+pub(crate) fn times_in_words(text: &str) -> String {
     let b = text.as_bytes();
     let digits =
         |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
