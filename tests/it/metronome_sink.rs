@@ -7,6 +7,7 @@ use chrono::Duration as Span;
 use outcome_meter::clock::Clock;
 use outcome_meter::contract::ContractTerms;
 use outcome_meter::metronome::MetricAggregation;
+use outcome_meter::settings::StripeMode;
 use outcome_meter::store::ReversalRow;
 use std::time::Duration;
 use testkit::fake_metronome::{FakeMetronome, Fault};
@@ -376,7 +377,101 @@ async fn the_reporter_refuses_to_start_without_a_token(backend: Backend) {
     dry.stop().await;
 }
 
+const CUSTOMER_ID: &str = "d7abd0cd-4ae9-4db7-8676-e986a4ebd8dc";
+const METRIC_ID: &str = "9570e4f3-d1da-4b95-ba81-bd40ee002727";
+
+/// reconcile reads Metronome's usage for the customer's id (the tenant reports
+/// under an ingest alias): no drift after reporting and a correction; drift once
+/// Metronome holds usage that outcome-meter never sent.
+async fn reconcile_matches_after_reporting_and_shows_drift(backend: Backend) {
+    use outcome_meter::report::period::Period;
+    use outcome_meter::report::reconcile_metronome::reconcile_tenant;
+    let w = world_with(backend, clawback_contract(), |s| {
+        let name = s.contract.meter.event_name.clone();
+        s.metronome
+            .billable_metric_ids
+            .insert(name, METRIC_ID.into());
+    })
+    .await;
+    let event_type = w.app.settings.contract.meter.event_name.clone();
+    w.metronome.set_billable_metric(
+        METRIC_ID,
+        "Resolved tickets",
+        &event_type,
+        testkit::fake_metronome::Aggregate::Sum("value".into()),
+    );
+    w.metronome
+        .add_ingest_alias(METRONOME_CUSTOMER, CUSTOMER_ID);
+    confirmed(&w.app, 3).await;
+    w.app.report().await;
+    // One of them clawed back: a correcting event, dated now (still January).
+    w.app.advance_hours(48);
+    w.app
+        .send(&event("M0-o", "M0", "reopened", 121, None))
+        .await;
+    w.app.settle().await;
+    w.app.report().await;
+    assert_eq!(reversal(&w.app).await.state, "done");
+
+    let period = Period::parse("2026-01-01", "2026-01-31").expect("period");
+    let tenant = w.app.settings.tenant(TENANT).expect("tenant").clone();
+    let run = || {
+        reconcile_tenant(
+            &w.app.settings,
+            &w.app.services.store,
+            &tenant,
+            Some(CUSTOMER_ID),
+            period,
+        )
+    };
+    let r = run().await.expect("reconcile");
+    assert!(!r.has_drift(), "{}", r.render());
+    assert_eq!(r.metrics.len(), 1);
+    assert_eq!((r.metrics[0].expected, r.metrics[0].metronome), (2, 2.0));
+    assert_eq!(r.metrics[0].billable_metric_id, METRIC_ID);
+    assert!(r.render().contains("No drift."));
+
+    // Another sender's event for the same customer and metric.
+    let client = outcome_meter::metronome::MetronomeClient::new(
+        &w.metronome.base_url(),
+        FakeMetronome::TOKEN,
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let mut stray = outcome_meter::metronome::UsageEvent::from_outcome(
+        &outcome_meter::metronome::OutcomeInput {
+            id: "stray".into(),
+            customer_id: CUSTOMER_ID.into(),
+            event_type: event_type.clone(),
+            value: 5,
+            confirmed_at: outcome_meter::clock::to_millis(w.app.clock.now()),
+            ticket_id: "X".into(),
+            provider: "generic".into(),
+            seq: 1,
+            contract_hash: "h".into(),
+        },
+    );
+    stray.properties.insert("value".into(), "5".into());
+    client.ingest(&[stray]).await.expect("ingest");
+    let r = run().await.expect("reconcile");
+    assert!(r.has_drift());
+    assert_eq!(r.metrics[0].drift, 5.0);
+    assert!(r.render().contains("DRIFT"), "{}", r.render());
+
+    // A dry-run has nothing to compare.
+    let mut dry = w.app.settings.clone();
+    dry.stripe.mode = Some(StripeMode::DryRun);
+    let refused = reconcile_tenant(&dry, &w.app.services.store, &tenant, None, period)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("dry-run"), "{refused}");
+    w.app.stop().await;
+}
+
 crate::dual!(
+    reconcile_matches_after_reporting_and_shows_drift,
     outcomes_reach_metronome_exactly_once_through_faults,
     more_than_one_hundred_outcomes_are_sent_in_batches_of_one_hundred,
     a_refused_batch_is_split_into_single_events,
