@@ -470,7 +470,39 @@ async fn reconcile_matches_after_reporting_and_shows_drift(backend: Backend) {
     w.app.stop().await;
 }
 
+/// explain and the statement say the outcome went to Metronome, under which key.
+async fn explain_and_the_statement_name_metronome(backend: Backend) {
+    use outcome_meter::report::{explain::explain, period::Period, statement};
+    let w = world(backend).await;
+    confirmed(&w.app, 1).await;
+    w.app.report().await;
+    let id = w.app.outcomes().await[0].id.clone();
+    let text = explain(&w.app.services.store, TENANT, "M0", None)
+        .await
+        .expect("explain")
+        .render();
+    assert!(
+        text.contains(&format!(
+            "sent to Metronome as a usage event, transaction_id {id}"
+        )),
+        "{text}"
+    );
+    let st = statement::build(
+        &w.app.services.store,
+        TENANT,
+        CUSTOMER,
+        StripeMode::Test,
+        Period::parse("2026-01-01", "2026-01-31").expect("period"),
+    )
+    .await
+    .expect("statement");
+    assert_eq!(st.billed[0].sink, Sink::Metronome);
+    assert!(st.to_html().contains("sent to Metronome as a usage event"));
+    w.app.stop().await;
+}
+
 crate::dual!(
+    explain_and_the_statement_name_metronome,
     reconcile_matches_after_reporting_and_shows_drift,
     outcomes_reach_metronome_exactly_once_through_faults,
     more_than_one_hundred_outcomes_are_sent_in_batches_of_one_hundred,
