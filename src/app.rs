@@ -37,6 +37,9 @@ pub enum AppError {
     /// `stripe.mode` and the key do not go together (see `stripe::mode`).
     #[error("{0}")]
     StripeMode(String),
+    /// A tenant bills on Metronome and this process, which sends, has no token.
+    #[error("{0}")]
+    Metronome(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -100,6 +103,9 @@ impl Services {
         if let Some(problem) = self.settings.stripe.key_problem(true) {
             return Err(AppError::StripeMode(problem));
         }
+        if let Some(problem) = metronome_problem(&self.settings) {
+            return Err(AppError::Metronome(problem));
+        }
         Ok(Reporter::new(
             self.store.clone(),
             stripe_client(&self.settings)?,
@@ -129,6 +135,27 @@ impl Services {
             .with_preflight(self.preflight.clone()),
         ))
     }
+}
+
+/// Why a process that sends cannot report a tenant billed on Metronome: no
+/// token. Refused at start, never downgraded to a dry-run (in a dry-run nothing
+/// is sent, so no token is needed).
+fn metronome_problem(settings: &Settings) -> Option<String> {
+    let tenants: Vec<&str> = settings
+        .tenants
+        .iter()
+        .filter(|t| t.sink == crate::sink::Sink::Metronome)
+        .map(|t| t.id.as_str())
+        .collect();
+    if settings.stripe.dry_run() || tenants.is_empty() {
+        return None;
+    }
+    let problem = settings.metronome.token_problem()?;
+    Some(format!(
+        "{problem} (tenant(s) {} use sink = \"metronome\" and stripe.mode is \"{}\")",
+        tenants.join(", "),
+        settings.stripe.mode()
+    ))
 }
 
 /// The configured Stripe client; `None` in dry-run, and when the mode's key is

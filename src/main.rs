@@ -114,8 +114,9 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Compare reported totals with Stripe's meter summaries; exits 3 on any drift, 1
-    /// when there is nothing to compare (no outcome in the period and no meter id).
+    /// Compare reported totals with Stripe's meter summaries (Metronome's usage for a
+    /// tenant with sink = "metronome"); exits 3 on any drift, 1 when there is nothing
+    /// to compare (no outcome in the period and no meter or billable metric id).
     Reconcile {
         #[arg(long)]
         tenant: String,
@@ -125,6 +126,10 @@ enum Command {
         to: String,
         #[arg(long)]
         json: bool,
+        /// Metronome only: the customer's id (UUID) when the tenant's
+        /// metronome_customer_id is an ingest alias (the usage API takes ids only).
+        #[arg(long, value_name = "ID")]
+        metronome_customer: Option<String>,
     },
     /// List outcomes in the outbox, oldest confirmation first, with their total.
     Outcomes {
@@ -766,10 +771,32 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             from,
             to,
             json,
+            metronome_customer,
         } => {
             let t = settings
                 .tenant(&tenant)
                 .with_context(|| format!("no tenant `{tenant}` in the configuration"))?;
+            if t.sink == outcome_meter::sink::Sink::Metronome {
+                let period = Period::parse(&from, &to)?;
+                let store = open_store(&settings).await?;
+                let r = outcome_meter::report::reconcile_metronome::reconcile_tenant(
+                    &settings,
+                    &store,
+                    t,
+                    metronome_customer.as_deref(),
+                    period,
+                )
+                .await?;
+                if json {
+                    out!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    outp!("{}", r.render());
+                }
+                if r.has_drift() {
+                    std::process::exit(3);
+                }
+                return Ok(());
+            }
             let client = stripe_for(
                 &settings,
                 "reconcile",

@@ -1,8 +1,8 @@
 //! Metronome as a billing sink (issue 15): a thin typed client over reqwest
 //! ([`client`]), the usage event and its builder ([`event`]), the pure rules for
 //! batching, retries, the 34-day window and clawback ([`rules`]), and the
-//! settings ([`settings`]). Not yet wired into the reporter: see
-//! `docs/metronome.md` for what the sink has to do with these.
+//! settings ([`settings`]). The reporter's `metronome` sink applies them
+//! (`src/reporter/metronome.rs`); see `docs/metronome.md`.
 
 pub mod client;
 pub mod event;

@@ -291,6 +291,9 @@ impl ProviderTrail {
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
+            if let Some(note) = super::sink_words::sent_note(o.sink, &o.state, stripe_identifier) {
+                let _ = writeln!(s, "      {note}");
+            }
             for a in attempts {
                 let _ = writeln!(
                     s,

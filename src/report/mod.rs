@@ -7,6 +7,8 @@ pub mod ledger;
 pub mod outcomes;
 pub mod period;
 pub mod reconcile;
+pub mod reconcile_metronome;
+pub mod sink_words;
 pub mod statement;
 pub mod vocabulary;
 pub mod words;

@@ -104,6 +104,9 @@ pub fn render(page: &OutcomePage) -> String {
 /// (`reported (test)` is not billed in live mode).
 fn state_column(o: &OutcomeRow) -> String {
     match (o.state.as_str(), o.reported_mode.as_deref()) {
+        ("reported", Some(mode)) if o.sink == crate::sink::Sink::Metronome => {
+            format!("reported to Metronome ({mode})")
+        }
         ("reported", Some(mode)) => format!("reported ({mode})"),
         (state, _) => state.to_string(),
     }

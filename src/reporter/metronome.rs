@@ -1,38 +1,345 @@
-//! The `metronome` sink: not wired yet (issue 15). Outcomes and reversals frozen to
-//! it are held, unsent, with the reason, until it is.
+//! The `metronome` sink: usage events (`POST /v1/ingest`), up to 100 a request,
+//! deduplicated by Metronome on their `transaction_id` (the outcome id) for 34
+//! days. The rules (batches, retries, the 34-day window) are pure, in
+//! [`crate::metronome::rules`]; this module applies them to claimed outcomes.
+//! See `docs/metronome.md`.
+//!
+//! What is recorded per outcome and call (`stripe_attempts`): the outcome's own
+//! event as JSON (a batch is the array of these), the status and request id of
+//! the batch's answer, and no idempotency key: Metronome dedupes on the
+//! event's `transaction_id`, which is in the recorded request, and no
+//! `Idempotency-Key` header is sent (a cached 500 would be replayed to every
+//! retry). The mode is the process's (`stripe.mode`): Metronome's answers carry
+//! no test/live flag; a Metronome sandbox is chosen by the token.
 
 use super::{Reporter, Tasks};
 use crate::clock::to_millis;
+use crate::metrics::ReportResult;
+use crate::metronome::event::body;
+use crate::metronome::rules::{
+    ahead_reason, batches, check_timestamp, classify_batch, maybe_applied, too_old_reason,
+    BatchDisposition, Disposition, TimestampCheck, MAX_BATCH,
+};
+use crate::metronome::{MetronomeClient, MetronomeSettings, OutcomeInput, UsageEvent};
 use crate::sink::Sink;
-use crate::store::{ClaimedOutcome, ClaimedReversal, SetAside, StoreError};
+use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
+use crate::stripe::mode::StripeMode;
+use crate::stripe::retry::backoff;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-const NOT_WIRED: &str = "this build cannot send to this sink yet; held unsent";
+/// Why outcomes frozen to Metronome wait when this process cannot reach it.
+const NO_TOKEN: &str =
+    "not sent: metronome.api_token is not set in this process (outcomes frozen to the \
+                        metronome sink wait, unsent, for a process that has it)";
+
+/// The Metronome client of a process that sends (`None` without a token).
+pub(super) fn client_from(s: &MetronomeSettings) -> Option<MetronomeClient> {
+    if s.token_problem().is_some() {
+        return None;
+    }
+    match MetronomeClient::new(&s.api_base, &s.api_token, s.timeout) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the Metronome client; outcomes for Metronome wait");
+            None
+        }
+    }
+}
+
+/// What the Metronome sink knows of an outcome, as its event is built from it.
+pub(super) fn outcome_input(o: &ClaimedOutcome) -> OutcomeInput {
+    OutcomeInput {
+        id: o.id.clone(),
+        // Missing: `UsageEvent::problem` parks it instead of sending it.
+        customer_id: o.sink_target.clone().unwrap_or_default(),
+        event_type: o.event_name.clone(),
+        value: o.value,
+        confirmed_at: o.confirmed_at,
+        ticket_id: o.identity.ticket_id.clone(),
+        provider: o.identity.provider.clone(),
+        seq: o.identity.seq,
+        contract_hash: o.identity.contract_hash.clone(),
+    }
+}
+
+/// A claimed outcome ready to be sent: its claim, the claim's current fencing
+/// token (`lease_until`, renewed before a call), and its event.
+struct Ready {
+    o: ClaimedOutcome,
+    token: i64,
+    ev: UsageEvent,
+}
 
 impl Reporter {
+    /// Send usage events: the claimed outcomes in batches of up to 100 (any
+    /// customers mixed: Metronome has no per-customer ordering to respect), each
+    /// batch a task.
     pub(super) fn spawn_metronome(
         &self,
         claimed: Vec<ClaimedOutcome>,
-        _permits: &Arc<Semaphore>,
+        permits: &Arc<Semaphore>,
         tasks: &mut Tasks,
     ) {
-        let me = self.clone();
-        tasks.spawn(async move {
-            let next = to_millis(me.clock.now()) + 5 * 60_000;
-            for o in &claimed {
-                tracing::warn!(outcome = %o.id, sink = %Sink::Metronome, "{NOT_WIRED}");
-                me.store
-                    .set_aside(&o.id, o.lease_until, NOT_WIRED, SetAside::RetryAt(next))
-                    .await?;
-            }
-            Ok(())
-        });
+        for chunk in batches(&claimed, MAX_BATCH) {
+            let me = self.clone();
+            let permits = permits.clone();
+            let group = chunk.to_vec();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                me.send_to_metronome(group).await
+            });
+        }
     }
 
-    pub(super) async fn reverse_metronome(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
-        let next = to_millis(self.clock.now()) + 5 * 60_000;
-        tracing::warn!(outcome = %r.outcome_id, sink = %Sink::Metronome, "{NOT_WIRED}");
-        self.store.postpone_reversal(&r.outcome_id, next).await
+    async fn send_to_metronome(&self, group: Vec<ClaimedOutcome>) -> Result<(), StoreError> {
+        if self.dry_run() {
+            return self.record_metronome_dry_run(&group).await;
+        }
+        let ready = self.ready_for_metronome(group).await?;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let Some(client) = self.metronome.clone() else {
+            let next = to_millis(self.clock.now()) + 5 * 60_000;
+            tracing::warn!(outcomes = ready.len(), sink = %Sink::Metronome, "{NO_TOKEN}");
+            for r in &ready {
+                self.store
+                    .set_aside(&r.o.id, r.token, NO_TOKEN, SetAside::RetryAt(next))
+                    .await?;
+            }
+            return Ok(());
+        };
+        // A refused batch is sent again event by event; a single event is never split.
+        let alone = self.ingest_batch(&client, ready).await?;
+        for r in alone {
+            self.ingest_batch(&client, vec![r]).await?;
+        }
+        Ok(())
+    }
+
+    /// Dry-run: record each event that would be sent, send nothing.
+    async fn record_metronome_dry_run(&self, group: &[ClaimedOutcome]) -> Result<(), StoreError> {
+        for o in group {
+            let ev = UsageEvent::from_outcome(&outcome_input(o));
+            let request = body(std::slice::from_ref(&ev));
+            let now = to_millis(self.clock.now());
+            self.metrics.report(ReportResult::DryRun);
+            self.store
+                .record_attempt(&OutcomeAttempt {
+                    outcome_id: &o.id,
+                    now,
+                    mode: StripeMode::DryRun,
+                    request: &request,
+                    idempotency_key: None,
+                    status_code: None,
+                    request_id: None,
+                    livemode: None,
+                    result: "dry_run",
+                    error: None,
+                    state: "dry_run",
+                    next_attempt_at: now,
+                    in_doubt: false,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Build each outcome's event and check it as Metronome would, before every
+    /// send (resends included): an event Metronome's schema refuses, or one older
+    /// than the 34 days it accepts, is parked with the reason; one ahead of the
+    /// world's clock is held. Together with [`check_timestamp`]'s bounds this keeps
+    /// every resend inside the 34-day dedupe window (`docs/metronome.md`).
+    async fn ready_for_metronome(
+        &self,
+        group: Vec<ClaimedOutcome>,
+    ) -> Result<Vec<Ready>, StoreError> {
+        let world_now = self.clock.world_now();
+        let mut ready = Vec::with_capacity(group.len());
+        for o in group {
+            let ev = UsageEvent::from_outcome(&outcome_input(&o));
+            if let Some(reason) = ev.problem() {
+                tracing::error!(outcome = %o.id, %reason, "usage event Metronome would refuse; parked as failed");
+                self.metrics.report(ReportResult::Failed);
+                self.store
+                    .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                    .await?;
+                continue;
+            }
+            match check_timestamp(ev.at_ms, world_now) {
+                TimestampCheck::Acceptable => ready.push(Ready {
+                    token: o.lease_until,
+                    o,
+                    ev,
+                }),
+                TimestampCheck::Ahead { ready_at } => {
+                    // Check again within 5 minutes: a clock set right goes out then.
+                    let wait = (ready_at - world_now)
+                        .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
+                    let next = to_millis(self.clock.now() + wait);
+                    let reason = ahead_reason(ev.at_ms, world_now);
+                    tracing::warn!(outcome = %o.id, %reason, "usage event held");
+                    self.store
+                        .set_aside(&o.id, o.lease_until, &reason, SetAside::RetryAt(next))
+                        .await?;
+                }
+                TimestampCheck::TooOld => {
+                    let reason = too_old_reason(ev.at_ms, &o.id);
+                    tracing::error!(outcome = %o.id, %reason, "usage event too old for Metronome; parked as failed");
+                    self.metrics.report(ReportResult::Failed);
+                    self.store
+                        .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                        .await?;
+                }
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Fencing: keep only the outcomes this claim still holds for the whole call,
+    /// renewing a lease that might not outlast it (`metronome.timeout` is shorter
+    /// than `worker.lease`, so one renewal suffices). A lost claim is not sent.
+    async fn still_held(&self, batch: Vec<Ready>) -> Result<Vec<Ready>, StoreError> {
+        let now = to_millis(self.clock.now());
+        let needed = i64::try_from((self.metronome_settings.timeout * 2).as_millis())
+            .unwrap_or(i64::MAX / 4);
+        let mut held = Vec::with_capacity(batch.len());
+        for mut r in batch {
+            if r.token - now >= needed {
+                held.push(r);
+                continue;
+            }
+            let until = now + self.lease_ms();
+            if self
+                .store
+                .renew_outcome_lease(&r.o.id, r.token, until)
+                .await?
+            {
+                r.token = until;
+                held.push(r);
+            } else {
+                tracing::warn!(outcome = %r.o.id, "claim lost before the Metronome call (lease expired or outcome voided); not sent");
+            }
+        }
+        Ok(held)
+    }
+
+    /// One `POST /v1/ingest` with `batch`, and each outcome's attempt recorded.
+    /// Returns the outcomes to send again one by one (a batch refused as a payload).
+    async fn ingest_batch(
+        &self,
+        client: &MetronomeClient,
+        batch: Vec<Ready>,
+    ) -> Result<Vec<Ready>, StoreError> {
+        let batch = self.still_held(batch).await?;
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let events: Vec<UsageEvent> = batch.iter().map(|r| r.ev.clone()).collect();
+        self.metronome_limiter.acquire().await;
+        let result = self.timed("metronome_ingest", client.ingest(&events)).await;
+        let now = to_millis(self.clock.now());
+        let (status_code, request_id) = match &result {
+            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
+            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        };
+        let error = result.as_ref().err().map(|e| e.to_string());
+        let in_doubt = maybe_applied(&result);
+        let disposition = match classify_batch(&result, batch.len()) {
+            BatchDisposition::Isolate => {
+                tracing::warn!(events = batch.len(), error = ?error, request_id = ?request_id, "Metronome refused the batch; sending each event alone");
+                for r in &batch {
+                    let request = body(std::slice::from_ref(&r.ev));
+                    self.store
+                        .log_attempt(&OutcomeAttempt {
+                            outcome_id: &r.o.id,
+                            now,
+                            mode: self.mode,
+                            request: &request,
+                            idempotency_key: None,
+                            status_code,
+                            request_id: request_id.as_deref(),
+                            livemode: None,
+                            result: "split",
+                            error: error.as_deref(),
+                            state: "pending",
+                            next_attempt_at: now,
+                            in_doubt,
+                        })
+                        .await?;
+                }
+                return Ok(batch);
+            }
+            BatchDisposition::All(d) => d,
+        };
+        for r in &batch {
+            let request = body(std::slice::from_ref(&r.ev));
+            let attempt = OutcomeAttempt {
+                outcome_id: &r.o.id,
+                now,
+                mode: self.mode,
+                request: &request,
+                idempotency_key: None,
+                status_code,
+                request_id: request_id.as_deref(),
+                livemode: None,
+                result: "",
+                error: None,
+                state: "",
+                next_attempt_at: now,
+                in_doubt,
+            };
+            let attempt = match disposition {
+                Disposition::Delivered => {
+                    self.metrics.report(ReportResult::Reported);
+                    OutcomeAttempt {
+                        result: "accepted",
+                        state: "reported",
+                        ..attempt
+                    }
+                }
+                Disposition::Retry { after } if r.o.attempts + 1 < self.settings.max_attempts => {
+                    let delay = backoff(
+                        r.o.attempts,
+                        self.settings.backoff_base,
+                        self.settings.backoff_max,
+                        after,
+                        fastrand::f64(),
+                    );
+                    self.metrics.report(ReportResult::Retried);
+                    OutcomeAttempt {
+                        result: "retry",
+                        error: error.as_deref(),
+                        state: "pending",
+                        next_attempt_at: now
+                            + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4),
+                        ..attempt
+                    }
+                }
+                Disposition::Retry { .. } | Disposition::Permanent => {
+                    self.metrics.report(ReportResult::Failed);
+                    OutcomeAttempt {
+                        result: "failed",
+                        error: error.as_deref(),
+                        state: "failed",
+                        ..attempt
+                    }
+                }
+            };
+            self.store.record_attempt(&attempt).await?;
+        }
+        match disposition {
+            Disposition::Delivered => {
+                tracing::info!(events = batch.len(), request_id = ?request_id, "reported to Metronome")
+            }
+            Disposition::Retry { .. } => {
+                tracing::warn!(events = batch.len(), error = ?error, "Metronome call failed; will retry (parked once reporter.max_attempts is spent)")
+            }
+            Disposition::Permanent => {
+                tracing::error!(events = batch.len(), error = ?error, request_id = ?request_id, "Metronome refused the events; parked as failed")
+            }
+        }
+        Ok(Vec::new())
     }
 }

@@ -8,10 +8,12 @@
 mod clawback;
 mod meter_events;
 mod metronome;
+mod metronome_clawback;
 mod rate_limit;
 pub mod reversal_method;
 mod usage_records;
 
+pub use metronome_clawback::choose_metronome_method;
 pub use reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
 
 use crate::clock::{to_millis, SharedClock};
@@ -49,6 +51,11 @@ pub struct Reporter {
     aggregations: Arc<BTreeMap<String, MeterAggregation>>,
     /// The Stripe preflight (`None` in dry-run): what is sent, and how.
     gate: Option<Arc<PreflightGates>>,
+    /// Metronome (`None` in dry-run, or without `metronome.api_token`).
+    metronome: Option<crate::metronome::MetronomeClient>,
+    /// `metronome.rate_per_second`: ingest requests, apart from Stripe's calls.
+    metronome_limiter: Arc<RateLimiter>,
+    metronome_settings: Arc<crate::metronome::MetronomeSettings>,
 }
 
 impl Reporter {
@@ -66,6 +73,10 @@ impl Reporter {
             Some(_) => settings.stripe.mode(),
             None => StripeMode::DryRun,
         };
+        // Sending to Metronome follows the process's mode: nothing in a dry-run.
+        let metronome = client
+            .as_ref()
+            .and_then(|_| metronome::client_from(&settings.metronome));
         Reporter {
             store,
             client,
@@ -78,6 +89,9 @@ impl Reporter {
             limiter,
             aggregations: Arc::new(settings.stripe.meter_aggregations.clone()),
             gate: None,
+            metronome,
+            metronome_limiter: Arc::new(RateLimiter::new(settings.metronome.rate_per_second)),
+            metronome_settings: Arc::new(settings.metronome.clone()),
         }
     }
 

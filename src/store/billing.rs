@@ -63,6 +63,8 @@ pub struct ClaimedReversal {
     pub sink: crate::sink::Sink,
     /// The Metronome customer or the subscription item, for those sinks.
     pub sink_target: Option<String>,
+    /// The outcome's identity and contract (a Metronome correction carries them).
+    pub identity: super::OutcomeIdentity,
 }
 
 /// How a reversal attempt ended.
@@ -219,6 +221,7 @@ impl Store {
                 "SELECT r.outcome_id, r.event_name, r.value, r.stripe_customer_id, r.method, r.attempts, r.stripe_timestamp, \
                  r.cancel_in_doubt, o.stripe_account, o.reported_mode, o.state AS outcome_state, COALESCE(o.first_sent_at, o.reported_at) AS first_sent_at, \
                  o.lease_until AS outcome_lease, o.stripe_resends AS outcome_resends, o.sink, o.sink_target, \
+                 o.tenant, o.provider, o.ticket_id, o.seq, o.contract_hash, \
                  (SELECT COUNT(*) FROM stripe_attempts a WHERE a.outcome_id = r.outcome_id AND a.dry_run = 0 \
                   AND a.result LIKE 'reversal:cancel:%' AND (a.status_code IS NULL OR a.status_code >= 500)) \
                   AS cancels_unanswered \
@@ -251,6 +254,7 @@ impl Store {
                 ),
                 sink: super::sink_col(&row)?,
                 sink_target: col(&row, "sink_target")?,
+                identity: super::OutcomeIdentity::from_row(&row)?,
             });
         }
         Ok(out)

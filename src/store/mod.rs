@@ -14,7 +14,7 @@ mod vocabulary;
 
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
-pub use outbox::{ClaimedOutcome, NewOutcome, OutcomeAttempt, SetAside, TooOld};
+pub use outbox::{ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld};
 pub use pair_lock::{pair_key, PairLock};
 pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeCursor, OutcomeFilter, OutcomeRow,

@@ -76,6 +76,33 @@ pub struct ClaimedOutcome {
     pub sink: Sink,
     /// The Metronome customer or the subscription item, for those sinks.
     pub sink_target: Option<String>,
+    /// The outcome's identity (tenant, helpdesk ticket, resolution sequence) and
+    /// contract, for sinks that send it along (Metronome's event properties).
+    pub identity: OutcomeIdentity,
+}
+
+/// Who an outcome is about and under which contract it was decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutcomeIdentity {
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub seq: u32,
+    pub contract_hash: String,
+}
+
+impl OutcomeIdentity {
+    /// Read from a row holding `tenant`, `provider`, `ticket_id`, `seq`, `contract_hash`.
+    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<OutcomeIdentity, StoreError> {
+        Ok(OutcomeIdentity {
+            tenant: col(r, "tenant")?,
+            provider: col(r, "provider")?,
+            ticket_id: col(r, "ticket_id")?,
+            seq: u32::try_from(col::<i64>(r, "seq")?)
+                .map_err(|_| StoreError::corrupt("outcome seq out of range"))?,
+            contract_hash: col(r, "contract_hash")?,
+        })
+    }
 }
 
 impl ClaimedOutcome {
@@ -171,7 +198,7 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.outcome_id = outcomes.id) \
                ORDER BY next_attempt_at, id LIMIT $3{}) \
              RETURNING id, event_name, value, stripe_customer_id, stripe_account, confirmed_at, attempts, calls, lease_until, stripe_resends, \
-             doubt_since, sink, sink_target",
+             doubt_since, sink, sink_target, tenant, provider, ticket_id, seq, contract_hash",
             self.backend.skip_locked()
         );
         let rows = sqlx::query(&sql)
@@ -196,6 +223,7 @@ impl Store {
                     resends: col(r, "stripe_resends")?,
                     sink: sink_col(r)?,
                     sink_target: col(r, "sink_target")?,
+                    identity: OutcomeIdentity::from_row(r)?,
                 })
             })
             .collect()
@@ -323,6 +351,30 @@ impl Store {
         .execute(&mut *tx.tx)
         .await?;
         tx.commit().await
+    }
+
+    /// Log one call for an outcome without changing the outcome: a batch refused
+    /// as a whole before each of its events is sent alone (Metronome), whose
+    /// own attempts then move the outcome.
+    pub async fn log_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
+             mode, livemode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(a.outcome_id)
+        .bind(a.now)
+        .bind(i64::from(!a.mode.sends()))
+        .bind(a.request)
+        .bind(a.status_code.map(i64::from))
+        .bind(a.request_id)
+        .bind(a.result)
+        .bind(a.error)
+        .bind(a.mode.as_str())
+        .bind(a.livemode.map(i64::from))
+        .bind(a.idempotency_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Outcomes sent (or recorded as a dry-run) in another mode than `mode`, by

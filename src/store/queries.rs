@@ -55,6 +55,8 @@ pub struct OutcomeRow {
     pub reported_mode: Option<String>,
     /// Times it was sent again after Stripe rejected it (`replay --rejected`).
     pub stripe_resends: i64,
+    /// Where it is billed (`outcomes.sink`, frozen at confirmation).
+    pub sink: crate::sink::Sink,
 }
 
 impl OutcomeRow {
@@ -111,6 +113,8 @@ pub struct ReversalRow {
     pub outcome_confirmed_at: i64,
     /// Where the reversed outcome was reported (`OutcomeRow::reported_mode`).
     pub outcome_reported_mode: Option<String>,
+    /// Where the reversed outcome is billed (`OutcomeRow::sink`).
+    pub sink: crate::sink::Sink,
 }
 
 const DECISION_COLUMNS: &str =
@@ -208,7 +212,7 @@ pub struct QueueCounts {
 
 const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
      stripe_customer_id, contract_version, contract_hash, evidence, state, attempts, last_error, stripe_request_id, reported_at, \
-     reported_mode, stripe_resends";
+     reported_mode, stripe_resends, sink";
 
 fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
     Ok(OutcomeRow {
@@ -232,6 +236,7 @@ fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
         reported_at: col(r, "reported_at")?,
         reported_mode: col(r, "reported_mode")?,
         stripe_resends: col(r, "stripe_resends")?,
+        sink: super::sink_col(r)?,
     })
 }
 
@@ -363,7 +368,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.outcome_id, r.provider, r.ticket_id, r.event_name, r.value, r.reopen_event_key, r.reopened_at, \
              r.created_at, r.evidence, r.method, r.state, r.last_error, r.stripe_request_id, r.stripe_timestamp, \
-             r.done_at, o.confirmed_at AS outcome_confirmed_at, o.reported_mode AS outcome_reported_mode \
+             r.done_at, o.confirmed_at AS outcome_confirmed_at, o.reported_mode AS outcome_reported_mode, o.sink \
              FROM reversals r JOIN outcomes o ON o.id = r.outcome_id \
              WHERE r.tenant = $1 ORDER BY r.created_at, r.outcome_id",
         )
@@ -390,6 +395,7 @@ impl Store {
                     done_at: col(r, "done_at")?,
                     outcome_confirmed_at: col(r, "outcome_confirmed_at")?,
                     outcome_reported_mode: col(r, "outcome_reported_mode")?,
+                    sink: super::sink_col(r)?,
                 })
             })
             .collect()

@@ -14,6 +14,7 @@ mod contract_terms;
 mod hostile;
 mod ingest;
 mod metronome;
+mod metronome_sink;
 mod names;
 mod pipeline;
 mod preflight;

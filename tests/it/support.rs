@@ -110,6 +110,8 @@ pub struct Options {
     pub stripe_setup: bool,
     /// The tenant's `sink` (its target: [`METRONOME_CUSTOMER`], [`SUBSCRIPTION_ITEM`]).
     pub sink: Sink,
+    /// Metronome's base URL (a fake's) and its token: the process can send there.
+    pub metronome: Option<String>,
 }
 
 impl Default for Options {
@@ -127,6 +129,7 @@ impl Default for Options {
             request_timeout: outcome_meter::settings::DatabaseSettings::default().request_timeout,
             stripe_setup: true,
             sink: Sink::StripeMeters,
+            metronome: None,
         }
     }
 }
@@ -387,6 +390,11 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
             s.stripe.mode = Some(StripeMode::Live);
             s.stripe.api_key = FakeStripe::API_KEY_LIVE.into();
         }
+    }
+    if let Some(base) = &opts.metronome {
+        s.metronome.api_base = base.clone();
+        s.metronome.api_token = testkit::fake_metronome::FakeMetronome::TOKEN.into();
+        s.metronome.timeout = std::time::Duration::from_millis(800);
     }
     let provider = |secret: &str, ai: &[&str]| ProviderSettings {
         secrets: vec![secret.into()],

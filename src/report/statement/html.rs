@@ -206,7 +206,7 @@ impl Statement {
             evidence += "</ul>";
             let _ = write!(
                 h,
-                "<tr class=\"outcome\" data-state=\"{state}\">{}<td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td><td>{}<div class=\"muted\">contract {}</div></td><td>{evidence}</td></tr>",
+                "<tr class=\"outcome\" data-state=\"{state}\">{}<td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code>{}</td><td>{}<div class=\"muted\">contract {}</div></td><td>{evidence}</td></tr>",
                 ticket(&b.ticket_id, &b.provider, b.seq),
                 e(&when(&b.resolved_at)),
                 e(&when(&b.confirmed_at)),
@@ -214,6 +214,9 @@ impl Statement {
                 b.value,
                 state_cell(b),
                 e(&b.stripe_identifier),
+                crate::report::sink_words::sent_note(b.sink, &b.state, &b.stripe_identifier)
+                    .map(|n| format!("<div class=\"muted\">{}</div>", e(&n)))
+                    .unwrap_or_default(),
                 e(&b.why),
                 e(&b.contract),
                 state = e(&b.state),

@@ -23,6 +23,9 @@ pub struct BilledLine {
     /// The meter event's `identifier` at Stripe: the outcome id, or
     /// `<outcome id>_resend<N>` when it was sent again after Stripe rejected it.
     pub stripe_identifier: String,
+    /// Where it is billed (`stripe_identifier` is then Metronome's `transaction_id`
+    /// for `metronome`).
+    pub sink: crate::sink::Sink,
     pub ticket_id: String,
     pub provider: String,
     pub seq: i64,
@@ -224,6 +227,7 @@ pub async fn build(
         billed.push(BilledLine {
             outcome_id: o.id.clone(),
             stripe_identifier: o.stripe_identifier(),
+            sink: o.sink,
             ticket_id: o.ticket_id.clone(),
             provider: o.provider.clone(),
             seq: o.seq,

@@ -1,0 +1,59 @@
+//! How statements, `explain` and `outcomes` name where an outcome was billed
+//! (its frozen `outcomes.sink`). Pure.
+
+use crate::sink::Sink;
+
+/// What an outcome became at its sink, for a line that shows a billed outcome.
+pub fn billed_as(sink: Sink) -> &'static str {
+    match sink {
+        Sink::StripeMeters => "Stripe meter event",
+        Sink::Metronome => "Metronome usage event",
+        Sink::StripeUsageRecords => "Stripe usage record",
+    }
+}
+
+/// The billing system of a sink, by name.
+pub fn system(sink: Sink) -> &'static str {
+    match sink {
+        Sink::StripeMeters | Sink::StripeUsageRecords => "Stripe",
+        Sink::Metronome => "Metronome",
+    }
+}
+
+/// For an outcome sent (or recorded as sent) to a sink other than Stripe's meter
+/// events, the line saying where, with the key it is known by there; `None` for
+/// meter events, whose wording already says Stripe, and for unsent outcomes.
+pub fn sent_note(sink: Sink, state: &str, identifier: &str) -> Option<String> {
+    if sink == Sink::StripeMeters || !matches!(state, "reported" | "reversed" | "dry_run") {
+        return None;
+    }
+    let verb = if state == "dry_run" {
+        "recorded (dry-run) as it would be sent to"
+    } else {
+        "sent to"
+    };
+    Some(match sink {
+        Sink::Metronome => {
+            format!("{verb} Metronome as a usage event, transaction_id {identifier}")
+        }
+        other => format!("{verb} {} as a {}", system(other), billed_as(other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metronome_outcome_says_metronome() {
+        assert_eq!(
+            sent_note(Sink::Metronome, "reported", "om_1").as_deref(),
+            Some("sent to Metronome as a usage event, transaction_id om_1")
+        );
+        assert!(sent_note(Sink::Metronome, "dry_run", "om_1")
+            .is_some_and(|n| n.contains("dry-run") && n.contains("Metronome")));
+        assert_eq!(sent_note(Sink::Metronome, "pending", "om_1"), None);
+        assert_eq!(sent_note(Sink::StripeMeters, "reported", "om_1"), None);
+        assert_eq!(system(Sink::StripeUsageRecords), "Stripe");
+    }
+}
