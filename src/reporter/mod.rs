@@ -10,6 +10,8 @@ mod meter_events;
 mod metronome;
 mod rate_limit;
 pub mod reversal_method;
+mod usage_clawback;
+mod usage_doubt;
 mod usage_records;
 
 pub use reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
@@ -49,6 +51,9 @@ pub struct Reporter {
     aggregations: Arc<BTreeMap<String, MeterAggregation>>,
     /// The Stripe preflight (`None` in dry-run): what is sent, and how.
     gate: Option<Arc<PreflightGates>>,
+    /// The client pinned to `stripe.legacy_api_version` for usage records
+    /// (`None` in dry-run).
+    legacy: Option<StripeClient>,
 }
 
 impl Reporter {
@@ -62,6 +67,9 @@ impl Reporter {
         settings: &Settings,
     ) -> Reporter {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second()));
+        let legacy = client
+            .as_ref()
+            .and_then(|c| c.legacy_usage(&settings.stripe.legacy_api_version).ok());
         let mode = match &client {
             Some(_) => settings.stripe.mode(),
             None => StripeMode::DryRun,
@@ -78,6 +86,7 @@ impl Reporter {
             limiter,
             aggregations: Arc::new(settings.stripe.meter_aggregations.clone()),
             gate: None,
+            legacy,
         }
     }
 
