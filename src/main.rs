@@ -302,6 +302,35 @@ fn stripe_for(settings: &Settings, what: &str, in_dry_run: &str) -> Result<Strip
     Ok(s.client()?)
 }
 
+/// `reconcile` for a tenant on the legacy usage-records sink: its subscription
+/// item's summaries, read with `stripe.legacy_api_version`.
+async fn reconcile_usage_records(
+    settings: &Settings,
+    store: &Store,
+    client: &StripeClient,
+    t: &outcome_meter::settings::TenantSettings,
+    period: Period,
+) -> Result<outcome_meter::report::reconcile_usage_records::UsageReconcile> {
+    let item = t
+        .stripe_subscription_item
+        .as_deref()
+        .with_context(|| format!("tenant `{}` has no stripe_subscription_item", t.id))?;
+    let legacy = client.legacy_usage(&settings.stripe.legacy_api_version)?;
+    Ok(
+        outcome_meter::report::reconcile_usage_records::reconcile_usage_records(
+            store,
+            &legacy,
+            &t.id,
+            item,
+            t.stripe_account.as_deref(),
+            settings.stripe.mode(),
+            period,
+            settings.clock.build().world_now(),
+        )
+        .await?,
+    )
+}
+
 /// Print an error to standard error, every known secret hidden, and exit 1.
 fn fail(redactor: &Redactor, e: &anyhow::Error) -> std::process::ExitCode {
     eprintln!("Error: {}", redactor.scrub(&format!("{e:#}")));
@@ -778,6 +807,18 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             .on_account(t.stripe_account.as_deref());
             let period = Period::parse(&from, &to)?;
             let store = open_store(&settings).await?;
+            if t.sink == outcome_meter::sink::Sink::StripeUsageRecords {
+                let r = reconcile_usage_records(&settings, &store, &client, t, period).await?;
+                if json {
+                    out!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    outp!("{}", r.render());
+                }
+                if r.has_drift() {
+                    std::process::exit(3);
+                }
+                return Ok(());
+            }
             let s = &settings.stripe;
             // Meter ids from Stripe ([stripe.meter_ids] wins): every meter the
             // contracts bill on is checked, and any other event name with local

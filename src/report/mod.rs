@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod outcomes;
 pub mod period;
 pub mod reconcile;
+pub mod reconcile_usage_records;
 pub mod statement;
 pub mod vocabulary;
 pub mod words;
