@@ -17,6 +17,7 @@ use outcome_meter::settings::Settings;
 use outcome_meter::settings::StripeMode;
 use outcome_meter::store::{OutcomeFilter, Store};
 use outcome_meter::stripe::preflight::{self, AccountReport, Needs};
+use outcome_meter::stripe::usage_records::item_check;
 use outcome_meter::stripe::{limits, too_old, StripeClient};
 use std::path::PathBuf;
 
@@ -288,6 +289,16 @@ async fn stripe_preflight(settings: &Settings) -> Result<Vec<AccountReport>> {
         })
 }
 
+/// `check --stripe` for tenants on the legacy usage-records sink: their items.
+async fn usage_item_checks(settings: &Settings) -> Result<Vec<item_check::ItemCheck>> {
+    let client = stripe_for(
+        settings,
+        "check --stripe",
+        "check --stripe needs a Stripe key",
+    )?;
+    Ok(item_check::check_items(&client, settings).await)
+}
+
 /// The Stripe client for a command that reads Stripe (`what`): refused in a
 /// dry-run (saying `in_dry_run`) and when the mode's key is missing or of the
 /// other kind.
@@ -492,11 +503,16 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                         }
                         outp!("\n{}", r.report.render());
                     }
+                    let items = usage_item_checks(&settings).await?;
+                    if !items.is_empty() {
+                        outp!("\n{}", item_check::render(&items));
+                    }
                     Some(
                         reports
                             .iter()
                             .map(|r| r.report.problem_count())
-                            .sum::<usize>(),
+                            .sum::<usize>()
+                            + items.iter().map(|c| c.problems.len()).sum::<usize>(),
                     )
                 }
                 false => None,

@@ -12,6 +12,7 @@ use outcome_meter::report::period::Period as Dates;
 use outcome_meter::report::reconcile_usage_records::reconcile_usage_records;
 use outcome_meter::settings::StripeMode;
 use outcome_meter::store::ReversalRow;
+use outcome_meter::stripe::usage_records::item_check;
 use outcome_meter::stripe::usage_records::rules::LEGACY_API_VERSION;
 use testkit::fake_stripe::{FakeStripe, Fault};
 
@@ -297,7 +298,21 @@ async fn reconcile_matches_then_shows_drift(backend: Backend) {
     app.stop().await;
 }
 
+async fn check_stripe_reports_an_item_unfit_for_usage_records(backend: Backend) {
+    let (app, fake) = app_on(backend, -10 * DAY, 30 * DAY).await;
+    let client = stripe_client(&fake);
+    let checks = item_check::check_items(&client, &app.settings).await;
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].problems.is_empty(), "{checks:?}");
+    fake.set_subscription_item_price(SUBSCRIPTION_ITEM, "max", None);
+    let checks = item_check::check_items(&client, &app.settings).await;
+    let text = item_check::render(&checks);
+    assert!(text.contains("PROBLEM") && text.contains("`max`"), "{text}");
+    app.stop().await;
+}
+
 dual!(
+    check_stripe_reports_an_item_unfit_for_usage_records,
     each_outcome_is_recorded_once_through_lost_answers_and_5xx,
     a_record_in_doubt_past_23_hours_that_landed_is_not_resent,
     a_record_in_doubt_past_23_hours_that_did_not_land_is_sent_with_a_new_key,

@@ -69,6 +69,7 @@
 //! record within [`rules::SUMMARY_LAG`].
 
 pub mod client;
+pub mod item_check;
 pub mod record;
 pub mod rules;
 pub mod settings;
