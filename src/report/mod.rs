@@ -1,5 +1,6 @@
 //! What finance, support and customers read: `explain` and `outcomes`.
 
+pub mod billed_on;
 pub mod clause;
 pub mod diff;
 pub mod explain;

@@ -29,6 +29,10 @@ pub struct BilledLine {
     pub resolved_at: String,
     pub confirmed_at: String,
     pub event_name: String,
+    /// Where it is billed, in words (`report::billed_on`): the meter, or the
+    /// usage record's subscription item, …
+    pub billed_on: String,
+    pub sink: crate::sink::Sink,
     pub value: i64,
     /// pending | reported | dry_run | failed | voided | reversed
     pub state: String,
@@ -230,6 +234,13 @@ pub async fn build(
             resolved_at: fmt_ms(o.resolved_at),
             confirmed_at: fmt_ms(o.confirmed_at),
             event_name: o.event_name.clone(),
+            billed_on: crate::report::billed_on::billed_on(
+                o.sink,
+                &o.event_name,
+                &o.stripe_customer_id,
+                o.sink_target.as_deref(),
+            ),
+            sink: o.sink,
             value: o.value,
             state: o.state.clone(),
             reported_mode: o.reported_mode.clone(),
