@@ -17,6 +17,7 @@ use outcome_meter::settings::Settings;
 use outcome_meter::settings::StripeMode;
 use outcome_meter::store::{OutcomeFilter, Store};
 use outcome_meter::stripe::preflight::{self, AccountReport, Needs};
+use outcome_meter::stripe::usage_records::item_check;
 use outcome_meter::stripe::{limits, too_old, StripeClient};
 use std::path::PathBuf;
 
@@ -293,6 +294,16 @@ async fn stripe_preflight(settings: &Settings) -> Result<Vec<AccountReport>> {
         })
 }
 
+/// `check --stripe` for tenants on the legacy usage-records sink: their items.
+async fn usage_item_checks(settings: &Settings) -> Result<Vec<item_check::ItemCheck>> {
+    let client = stripe_for(
+        settings,
+        "check --stripe",
+        "check --stripe needs a Stripe key",
+    )?;
+    Ok(item_check::check_items(&client, settings).await)
+}
+
 /// The Stripe client for a command that reads Stripe (`what`): refused in a
 /// dry-run (saying `in_dry_run`) and when the mode's key is missing or of the
 /// other kind.
@@ -305,6 +316,35 @@ fn stripe_for(settings: &Settings, what: &str, in_dry_run: &str) -> Result<Strip
         bail!("{what}: {problem}");
     }
     Ok(s.client()?)
+}
+
+/// `reconcile` for a tenant on the legacy usage-records sink: its subscription
+/// item's summaries, read with `stripe.legacy_api_version`.
+async fn reconcile_usage_records(
+    settings: &Settings,
+    store: &Store,
+    client: &StripeClient,
+    t: &outcome_meter::settings::TenantSettings,
+    period: Period,
+) -> Result<outcome_meter::report::reconcile_usage_records::UsageReconcile> {
+    let item = t
+        .stripe_subscription_item
+        .as_deref()
+        .with_context(|| format!("tenant `{}` has no stripe_subscription_item", t.id))?;
+    let legacy = client.legacy_usage(&settings.stripe.legacy_api_version)?;
+    Ok(
+        outcome_meter::report::reconcile_usage_records::reconcile_usage_records(
+            store,
+            &legacy,
+            &t.id,
+            item,
+            t.stripe_account.as_deref(),
+            settings.stripe.mode(),
+            period,
+            settings.clock.build().world_now(),
+        )
+        .await?,
+    )
 }
 
 /// Print an error to standard error, every known secret hidden, and exit 1.
@@ -468,11 +508,16 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                         }
                         outp!("\n{}", r.report.render());
                     }
+                    let items = usage_item_checks(&settings).await?;
+                    if !items.is_empty() {
+                        outp!("\n{}", item_check::render(&items));
+                    }
                     Some(
                         reports
                             .iter()
                             .map(|r| r.report.problem_count())
-                            .sum::<usize>(),
+                            .sum::<usize>()
+                            + items.iter().map(|c| c.problems.len()).sum::<usize>(),
                     )
                 }
                 false => None,
@@ -805,6 +850,18 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             .on_account(t.stripe_account.as_deref());
             let period = Period::parse(&from, &to)?;
             let store = open_store(&settings).await?;
+            if t.sink == outcome_meter::sink::Sink::StripeUsageRecords {
+                let r = reconcile_usage_records(&settings, &store, &client, t, period).await?;
+                if json {
+                    out!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    outp!("{}", r.render());
+                }
+                if r.has_drift() {
+                    std::process::exit(3);
+                }
+                return Ok(());
+            }
             let s = &settings.stripe;
             // Meter ids from Stripe ([stripe.meter_ids] wins): every meter the
             // contracts bill on is checked, and any other event name with local

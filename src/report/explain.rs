@@ -277,14 +277,18 @@ impl ProviderTrail {
         {
             let _ = writeln!(
                 s,
-                "  {} ({} #{}): {} x{} on meter {} for {} -> {}{}",
+                "  {} ({} #{}): {} x{} {} -> {}{}",
                 o.id,
                 o.provider,
                 o.seq,
                 fmt_ms(o.confirmed_at),
                 o.value,
-                o.event_name,
-                o.stripe_customer_id,
+                super::sink_words::billed_on(
+                    o.sink,
+                    &o.event_name,
+                    &o.stripe_customer_id,
+                    o.sink_target.as_deref()
+                ),
                 o.state,
                 o.last_error
                     .as_deref()

@@ -8,6 +8,7 @@ pub mod outcomes;
 pub mod period;
 pub mod reconcile;
 pub mod reconcile_metronome;
+pub mod reconcile_usage_records;
 pub mod sink_words;
 pub mod statement;
 pub mod vocabulary;

@@ -1,5 +1,5 @@
 //! How statements, `explain` and `outcomes` name where an outcome was billed
-//! (its frozen `outcomes.sink`). Pure.
+//! (its frozen `outcomes.sink`): one place for the words of every sink. Pure.
 
 use crate::sink::Sink;
 
@@ -40,6 +40,19 @@ pub fn sent_note(sink: Sink, state: &str, identifier: &str) -> Option<String> {
     })
 }
 
+/// "on meter resolved_ticket for cus_1", "as a Stripe usage record on
+/// subscription item si_1 for cus_1", …
+pub fn billed_on(sink: Sink, event_name: &str, customer: &str, target: Option<&str>) -> String {
+    match sink {
+        Sink::StripeMeters => format!("on meter {event_name} for {customer}"),
+        Sink::Metronome => format!("on Metronome for {}", target.unwrap_or(customer)),
+        Sink::StripeUsageRecords => format!(
+            "as a Stripe usage record on subscription item {} for {customer}",
+            target.unwrap_or("(none)")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +68,22 @@ mod tests {
         assert_eq!(sent_note(Sink::Metronome, "pending", "om_1"), None);
         assert_eq!(sent_note(Sink::StripeMeters, "reported", "om_1"), None);
         assert_eq!(system(Sink::StripeUsageRecords), "Stripe");
+    }
+
+    #[test]
+    fn each_sink_says_where() {
+        assert_eq!(
+            billed_on(Sink::StripeMeters, "resolved_ticket", "cus_1", None),
+            "on meter resolved_ticket for cus_1"
+        );
+        assert_eq!(
+            billed_on(
+                Sink::StripeUsageRecords,
+                "resolved_ticket",
+                "cus_1",
+                Some("si_1")
+            ),
+            "as a Stripe usage record on subscription item si_1 for cus_1"
+        );
     }
 }

@@ -122,6 +122,12 @@ impl Reporter {
             Method::Cancel | Method::Correction => {
                 self.reverse_at_stripe(r, method, now, &meter).await
             }
+            Method::UsageSet => {
+                let mut a = done("", "not_reversible", false);
+                a.state = "failed";
+                a.error = Some("a usage-record reversal stored for a meter event: credit by hand");
+                self.store.record_reversal_attempt(&a).await
+            }
         }
     }
 

@@ -137,6 +137,13 @@ impl Reporter {
                 self.store.record_reversal_attempt(&a).await
             }
             Method::Correction => self.correct_at_metronome(r, now, aggregation).await,
+            Method::UsageSet => {
+                let mut a = done("not_reversible", false);
+                a.state = "failed";
+                a.error =
+                    Some("a usage-record reversal stored for a Metronome event: credit by hand");
+                self.store.record_reversal_attempt(&a).await
+            }
         }
     }
 

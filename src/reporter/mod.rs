@@ -11,6 +11,8 @@ mod metronome;
 mod metronome_clawback;
 mod rate_limit;
 pub mod reversal_method;
+mod usage_clawback;
+mod usage_doubt;
 mod usage_records;
 
 pub use metronome_clawback::choose_metronome_method;
@@ -56,6 +58,9 @@ pub struct Reporter {
     /// `metronome.rate_per_second`: ingest requests, apart from Stripe's calls.
     metronome_limiter: Arc<RateLimiter>,
     metronome_settings: Arc<crate::metronome::MetronomeSettings>,
+    /// The client pinned to `stripe.legacy_api_version` for usage records
+    /// (`None` in dry-run).
+    legacy: Option<StripeClient>,
 }
 
 impl Reporter {
@@ -69,6 +74,9 @@ impl Reporter {
         settings: &Settings,
     ) -> Reporter {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second()));
+        let legacy = client
+            .as_ref()
+            .and_then(|c| c.legacy_usage(&settings.stripe.legacy_api_version).ok());
         let mode = match &client {
             Some(_) => settings.stripe.mode(),
             None => StripeMode::DryRun,
@@ -92,6 +100,7 @@ impl Reporter {
             metronome,
             metronome_limiter: Arc::new(RateLimiter::new(settings.metronome.rate_per_second)),
             metronome_settings: Arc::new(settings.metronome.clone()),
+            legacy,
         }
     }
 

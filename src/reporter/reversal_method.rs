@@ -23,6 +23,9 @@ pub enum Method {
     /// Cannot be reversed at Stripe (too late to cancel, and the meter does not sum):
     /// parked as failed with the explanation, for a credit by hand.
     Manual,
+    /// Stripe legacy usage records: `action=set` at the record's timestamp to the
+    /// usage there less the outcome's quantity (`reversals.usage_set_quantity`).
+    UsageSet,
     /// Reported in live mode, and this process is not: wait for one that is
     /// (never stored; nothing is sent).
     WaitForLive,
@@ -37,6 +40,7 @@ impl Method {
             Method::DryRun => "dry_run",
             Method::Nothing => "none",
             Method::Manual => "manual",
+            Method::UsageSet => "usage_set",
             Method::WaitForLive => "wait_for_live",
         }
     }
@@ -48,6 +52,7 @@ impl Method {
             "correction" => Method::Correction,
             "dry_run" => Method::DryRun,
             "manual" => Method::Manual,
+            "usage_set" => Method::UsageSet,
             _ => Method::Nothing,
         }
     }

@@ -1,38 +1,500 @@
-//! The `usage_records` sink: not wired yet (issue 15). Outcomes and reversals frozen to
-//! it are held, unsent, with the reason, until it is.
+//! The `stripe_usage_records` sink: one legacy usage record per outcome
+//! (`POST /v1/subscription_items/{item}/usage_records`, `action=increment`,
+//! the outcome's value at its confirmation second), on the pinned
+//! `stripe.legacy_api_version`. See `docs/usage-records.md`.
+//!
+//! A usage record has no identifier Stripe deduplicates on; the
+//! `Idempotency-Key` is the only protection, and Stripe keeps keys "at least 24
+//! hours" (<https://docs.stripe.com/api/idempotent_requests>). So:
+//! - before each call the call is marked as possibly applied (migration 0009),
+//!   and only an answer clears it ([`super::usage_doubt::doubt_after`]);
+//! - a record in doubt is resent under the same key within 23 hours, and after
+//!   that only once Stripe's usage record summaries say it did not land
+//!   ([`rules::settle`]), never blindly;
+//! - calls on one subscription item are serialized across tasks and replicas
+//!   (the item lock), as settle, reversals and reconcile compare Stripe's totals
+//!   with outcome-meter's and need it to be the only writer.
 
+use super::usage_doubt::{doubt_after, in_period, next_call, periods_to_settle, DoubtAfter};
 use super::{Reporter, Tasks};
-use crate::clock::to_millis;
-use crate::sink::Sink;
-use crate::store::{ClaimedOutcome, ClaimedReversal, SetAside, StoreError};
+use crate::clock::{from_millis, to_millis};
+use crate::metrics::ReportResult;
+use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError, UsageDoubt};
+use crate::stripe::client::{StripeClient, StripeError};
+use crate::stripe::limits::ahead_reason;
+use crate::stripe::mode::StripeMode;
+use crate::stripe::retry::backoff;
+use crate::stripe::usage_records::rules::{
+    before_period_reason, check_timestamp, classify, current_period, maybe_applied, park_reason,
+    record_key, settle, Disposition, InDoubt, PeriodLedger, Resend, Settlement, TimestampCheck,
+};
+use crate::stripe::usage_records::{Period, UsageRecord, UsageRecordSummary};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-const NOT_WIRED: &str = "this build cannot send to this sink yet; held unsent";
+/// The second name of an item's lock (the first is the item id).
+pub(super) const ITEM_LOCK: &str = "usage_records";
+
+/// How long a record waits when the sink cannot go on with its item now.
+const LATER_MS: i64 = 60_000;
+
+/// What settling an item's records in doubt came to.
+pub(super) enum SettleStep {
+    /// Nothing to settle now.
+    Nothing,
+    /// Records changed state: plan again from the store.
+    Changed,
+    /// A call on the item is too recent for its summary: hold every call on the
+    /// item until then (Unix ms).
+    Wait(i64),
+}
 
 impl Reporter {
+    /// Send usage records: by (account, subscription item), one item at a time
+    /// across tasks and replicas, different items concurrently.
     pub(super) fn spawn_usage_records(
         &self,
         claimed: Vec<ClaimedOutcome>,
-        _permits: &Arc<Semaphore>,
+        permits: &Arc<Semaphore>,
         tasks: &mut Tasks,
     ) {
-        let me = self.clone();
-        tasks.spawn(async move {
-            let next = to_millis(me.clock.now()) + 5 * 60_000;
-            for o in &claimed {
-                tracing::warn!(outcome = %o.id, sink = %Sink::StripeUsageRecords, "{NOT_WIRED}");
-                me.store
-                    .set_aside(&o.id, o.lease_until, NOT_WIRED, SetAside::RetryAt(next))
-                    .await?;
-            }
-            Ok(())
-        });
+        type Item = (Option<String>, Option<String>);
+        let mut groups: BTreeMap<Item, Vec<ClaimedOutcome>> = BTreeMap::new();
+        for o in claimed {
+            groups
+                .entry((o.stripe_account.clone(), o.sink_target.clone()))
+                .or_default()
+                .push(o);
+        }
+        for ((account, item), group) in groups {
+            let me = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let Some(item) = item else {
+                    let reason = "not sent: the outcome names no subscription item (tenants[].stripe_subscription_item was unset when it was confirmed)";
+                    return me.put_aside(&group, reason, SetAside::Park).await;
+                };
+                if me.client.is_none() {
+                    for o in &group {
+                        me.record_usage_dry_run(o).await?;
+                    }
+                    return Ok(());
+                }
+                let Some(client) = me.legacy.clone() else {
+                    let reason = "held: no Stripe client for stripe.legacy_api_version";
+                    let next = to_millis(me.clock.now()) + 5 * LATER_MS;
+                    return me.put_aside(&group, reason, SetAside::RetryAt(next)).await;
+                };
+                let _permit = permits.acquire_owned().await;
+                let Some(lock) = me.store.try_lock_pair(&item, ITEM_LOCK).await? else {
+                    let claims: Vec<(String, i64)> = group
+                        .iter()
+                        .map(|o| (o.id.clone(), o.lease_until))
+                        .collect();
+                    return me.store.release_outcomes(&claims).await;
+                };
+                let result = me
+                    .report_item(&client, account.as_deref(), &item, &group)
+                    .await;
+                lock.release().await;
+                result
+            });
+        }
     }
 
-    pub(super) async fn reverse_usage_record(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
-        let next = to_millis(self.clock.now()) + 5 * 60_000;
-        tracing::warn!(outcome = %r.outcome_id, sink = %Sink::StripeUsageRecords, "{NOT_WIRED}");
-        self.store.postpone_reversal(&r.outcome_id, next).await
+    /// Set claimed outcomes aside without a call, with `reason`.
+    async fn put_aside(
+        &self,
+        group: &[ClaimedOutcome],
+        reason: &str,
+        how: SetAside,
+    ) -> Result<(), StoreError> {
+        if how == SetAside::Park {
+            tracing::error!(
+                outcomes = group.len(),
+                reason,
+                "usage records parked as failed"
+            );
+        } else {
+            tracing::warn!(outcomes = group.len(), reason, "usage records held");
+        }
+        for o in group {
+            if how == SetAside::Park {
+                self.metrics.report(ReportResult::Failed);
+            }
+            self.store
+                .set_aside(&o.id, o.lease_until, reason, how)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn record_usage_dry_run(&self, o: &ClaimedOutcome) -> Result<(), StoreError> {
+        let now = to_millis(self.clock.now());
+        let request = UsageRecord::increment(o.value, o.confirmed_at.div_euclid(1000))
+            .map(|r| r.encoded())
+            .unwrap_or_else(|e| e.to_string());
+        self.metrics.report(ReportResult::DryRun);
+        self.store
+            .record_attempt(&OutcomeAttempt {
+                outcome_id: &o.id,
+                now,
+                mode: StripeMode::DryRun,
+                request: &request,
+                idempotency_key: None,
+                status_code: None,
+                request_id: None,
+                livemode: None,
+                result: "dry_run",
+                error: None,
+                state: "dry_run",
+                next_attempt_at: now,
+                in_doubt: false,
+            })
+            .await
+    }
+
+    /// Under the item's lock: read the summaries, settle old records in doubt,
+    /// then send the group's records one after another.
+    async fn report_item(
+        &self,
+        client: &StripeClient,
+        account: Option<&str>,
+        item: &str,
+        group: &[ClaimedOutcome],
+    ) -> Result<(), StoreError> {
+        let summaries = match self.read_summaries(client, account, item).await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!(
+                    "held: cannot read the usage record summaries of {item}, needed before any usage record is sent: {e}"
+                );
+                let next = to_millis(self.clock.now()) + 5 * LATER_MS;
+                return self
+                    .put_aside(group, &reason, SetAside::RetryAt(next))
+                    .await;
+            }
+        };
+        let Some(current) = current_period(&summaries) else {
+            let reason = format!(
+                "held: Stripe lists no usage record summary for {item}, so its current billing period is unknown"
+            );
+            let next = to_millis(self.clock.now()) + 5 * LATER_MS;
+            return self
+                .put_aside(group, &reason, SetAside::RetryAt(next))
+                .await;
+        };
+        match self.settle_item(account, item, &summaries).await? {
+            SettleStep::Nothing => {}
+            SettleStep::Changed => {
+                // Claimed again at once, as the store now says.
+                let claims: Vec<(String, i64)> = group
+                    .iter()
+                    .map(|o| (o.id.clone(), o.lease_until))
+                    .collect();
+                return self.store.release_outcomes(&claims).await;
+            }
+            SettleStep::Wait(until) => {
+                let reason = format!(
+                    "held: a record of {item} in doubt is being settled from Stripe's usage record summaries, which \
+                     may lag the latest call; no call on the item until then"
+                );
+                return self
+                    .put_aside(group, &reason, SetAside::RetryAt(until))
+                    .await;
+            }
+        }
+        let doubts: BTreeMap<String, UsageDoubt> = self
+            .store
+            .usage_in_doubt(item, account)
+            .await?
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        for o in group {
+            self.send_record(client, account, item, o, doubts.get(&o.id), current)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn read_summaries(
+        &self,
+        client: &StripeClient,
+        account: Option<&str>,
+        item: &str,
+    ) -> Result<Vec<UsageRecordSummary>, StripeError> {
+        self.limiter.acquire().await;
+        self.timed(
+            "usage_record_summaries",
+            client.usage_record_summaries(item, account),
+        )
+        .await
+    }
+
+    /// Settle, from Stripe's summaries, the periods holding a pending record in
+    /// doubt whose key may be forgotten (23 hours or older): the records that
+    /// landed are reported, the others are no longer in doubt (and sent again
+    /// with a new key), and a total no combination explains parks them.
+    pub(super) async fn settle_item(
+        &self,
+        account: Option<&str>,
+        item: &str,
+        summaries: &[UsageRecordSummary],
+    ) -> Result<SettleStep, StoreError> {
+        let doubts = self.store.usage_in_doubt(item, account).await?;
+        let now = self.clock.now();
+        let now_ms = to_millis(now);
+        let (periods, unplaced) = periods_to_settle(&doubts, summaries, now);
+        let mut changed = false;
+        if !unplaced.is_empty() {
+            let reason = format!(
+                "not billed, in doubt: an earlier call may have recorded it, its idempotency key may be forgotten, and \
+                 its timestamp is in no billing period Stripe lists for {item}; check the item's usage by hand"
+            );
+            tracing::error!(item, outcomes = ?unplaced, "usage records in doubt outside every listed period; parked");
+            self.store.park_usage(&unplaced, &reason).await?;
+            changed = true;
+        }
+        for period in periods {
+            let of_period = in_period(&doubts, period);
+            let in_doubt: Vec<InDoubt> = of_period
+                .iter()
+                .map(|d| InDoubt {
+                    id: d.id.clone(),
+                    quantity: d.value,
+                })
+                .collect();
+            let settled_total = self
+                .store
+                .usage_settled_total(item, account, self.mode, period.start + 1, period.end)
+                .await?;
+            let last_call_at = self
+                .store
+                .usage_last_call(item, account)
+                .await?
+                .map(from_millis);
+            let ledger = PeriodLedger {
+                period,
+                settled_total,
+                in_doubt: &in_doubt,
+                last_call_at,
+            };
+            match settle(&ledger, summaries, now) {
+                Settlement::Wait { until } => {
+                    tracing::info!(item, until = %until, "usage records in doubt: waiting for the summary to include the latest call");
+                    return Ok(SettleStep::Wait(to_millis(until)));
+                }
+                Settlement::Resolved { landed, not_landed } => {
+                    tracing::info!(
+                        item,
+                        ?landed,
+                        ?not_landed,
+                        "usage records in doubt settled from Stripe's summary"
+                    );
+                    let note = "settled from Stripe's usage record summary: the call in doubt was recorded";
+                    self.store
+                        .usage_landed(&landed, self.mode, now_ms, note)
+                        .await?;
+                    for _ in &landed {
+                        self.metrics.report(ReportResult::Reported);
+                    }
+                    let note = "settled from Stripe's usage record summary: the call in doubt was not recorded; sent again with a new key";
+                    self.store
+                        .usage_not_landed(&not_landed, now_ms, note)
+                        .await?;
+                    changed = true;
+                }
+                Settlement::Unresolved { reason } => {
+                    let pending: Vec<String> = of_period
+                        .iter()
+                        .filter(|d| d.state == "pending")
+                        .map(|d| d.id.clone())
+                        .collect();
+                    let reason = format!("not billed, in doubt, parked for an operator: {reason}");
+                    tracing::error!(item, outcomes = ?pending, %reason, "usage records in doubt cannot be settled");
+                    for _ in &pending {
+                        self.metrics.report(ReportResult::Failed);
+                    }
+                    self.store.park_usage(&pending, &reason).await?;
+                    changed = true;
+                }
+            }
+        }
+        Ok(if changed {
+            SettleStep::Changed
+        } else {
+            SettleStep::Nothing
+        })
+    }
+
+    /// Send one outcome's usage record, or set it aside with the reason.
+    async fn send_record(
+        &self,
+        client: &StripeClient,
+        account: Option<&str>,
+        item: &str,
+        o: &ClaimedOutcome,
+        doubt: Option<&UsageDoubt>,
+        current: Period,
+    ) -> Result<(), StoreError> {
+        let timestamp = o.confirmed_at.div_euclid(1000);
+        let record = match UsageRecord::increment(o.value, timestamp) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("not sent: {e}");
+                return self
+                    .put_aside(std::slice::from_ref(o), &reason, SetAside::Park)
+                    .await;
+            }
+        };
+        let world_now = self.clock.world_now();
+        match check_timestamp(timestamp, current, world_now) {
+            TimestampCheck::Acceptable => {}
+            TimestampCheck::Ahead { ready_at } => {
+                let wait = (ready_at - world_now)
+                    .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
+                let next = to_millis(self.clock.now() + wait);
+                let reason = ahead_reason(timestamp, world_now);
+                return self
+                    .put_aside(std::slice::from_ref(o), &reason, SetAside::RetryAt(next))
+                    .await;
+            }
+            TimestampCheck::AfterPeriod => {
+                let next = to_millis(self.clock.now()) + LATER_MS;
+                let reason = "held: the billing period Stripe listed for the item has ended; its summaries are read again";
+                return self
+                    .put_aside(std::slice::from_ref(o), reason, SetAside::RetryAt(next))
+                    .await;
+            }
+            TimestampCheck::BeforePeriod => {
+                let mut reason = before_period_reason(timestamp, current, &o.id);
+                if doubt.is_some() {
+                    reason.push_str("; an earlier call got no definite answer and may have been recorded in an earlier period: check that period's invoice first");
+                }
+                return self
+                    .put_aside(std::slice::from_ref(o), &reason, SetAside::Park)
+                    .await;
+            }
+        }
+        let now = self.clock.now();
+        let (resend, n) = next_call(doubt, o.calls, now);
+        if resend == Resend::CheckSummariesFirst {
+            // Settled before any send (`settle_item`); never resent blindly.
+            let next = to_millis(now) + LATER_MS;
+            let reason = "held: in doubt past its idempotency key's safe age; to be settled from the usage record summaries";
+            return self
+                .put_aside(std::slice::from_ref(o), reason, SetAside::RetryAt(next))
+                .await;
+        }
+        let key = record_key(&o.id, n);
+        let request = record.encoded();
+        self.limiter.acquire().await;
+        // Fencing and doubt in one write, right before the call: only while this
+        // claim still holds the outcome, with a lease that outlasts the call
+        // (stripe.timeout < worker.lease), marked as possibly applied until an
+        // answer says otherwise (a crash during the call leaves it in doubt).
+        let started = to_millis(self.clock.now());
+        if !self
+            .store
+            .begin_usage_call(&o.id, o.lease_until, started + self.lease_ms(), n, started)
+            .await?
+        {
+            tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
+            return Ok(());
+        }
+        let result = self
+            .timed(
+                "usage_record",
+                client.create_usage_record(item, &record, &key, account),
+            )
+            .await;
+        let now = to_millis(self.clock.now());
+        let (status, request_id) = match &result {
+            Ok(r) => (Some(r.ack.status), r.ack.request_id.clone()),
+            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        };
+        let livemode = result.as_ref().ok().and_then(|r| r.ack.livemode);
+        if livemode.is_some_and(|live| StripeMode::from_livemode(live) != self.mode) {
+            tracing::error!(outcome = %o.id, mode = %self.mode, ?livemode, "Stripe answered in the other mode than stripe.mode; recorded as Stripe says");
+        }
+        let settled = doubt_after(resend, &result) == DoubtAfter::Clear;
+        let error_text = result.as_ref().err().map(|e| e.to_string());
+        let attempt = OutcomeAttempt {
+            outcome_id: &o.id,
+            now,
+            mode: self.mode,
+            request: &request,
+            idempotency_key: Some(&key),
+            status_code: status,
+            request_id: request_id.as_deref(),
+            livemode,
+            result: "",
+            error: None,
+            state: "",
+            next_attempt_at: now,
+            in_doubt: maybe_applied(&result),
+        };
+        match classify(&result) {
+            Disposition::Delivered => {
+                let how = match &result {
+                    Ok(r) if r.ack.replayed => "replayed",
+                    _ => "accepted",
+                };
+                tracing::info!(outcome = %o.id, how, item, request_id = ?request_id, "usage record reported to Stripe");
+                self.metrics.report(ReportResult::Reported);
+                self.store
+                    .record_attempt(&OutcomeAttempt {
+                        result: how,
+                        state: "reported",
+                        ..attempt
+                    })
+                    .await?;
+            }
+            Disposition::Retry { after } if o.attempts + 1 < self.settings.max_attempts => {
+                let delay = backoff(
+                    o.attempts,
+                    self.settings.backoff_base,
+                    self.settings.backoff_max,
+                    after,
+                    fastrand::f64(),
+                );
+                let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, in_doubt = !settled, "usage record call failed; will retry");
+                self.metrics.report(ReportResult::Retried);
+                self.store
+                    .record_attempt(&OutcomeAttempt {
+                        result: "retry",
+                        error: error_text.as_deref(),
+                        state: "pending",
+                        next_attempt_at: next,
+                        ..attempt
+                    })
+                    .await?;
+            }
+            Disposition::Retry { .. } | Disposition::Permanent => {
+                let why = match &result {
+                    Err(e) => park_reason(e, !settled),
+                    Ok(_) => "not billed".to_string(),
+                };
+                tracing::error!(outcome = %o.id, error = %why, request_id = ?request_id, attempts = o.attempts + 1, "usage record parked as failed");
+                self.metrics.report(ReportResult::Failed);
+                self.store
+                    .record_attempt(&OutcomeAttempt {
+                        result: "failed",
+                        error: Some(&why),
+                        state: "failed",
+                        ..attempt
+                    })
+                    .await?;
+            }
+        }
+        // After the attempt is stored: a crash between the two leaves the record
+        // in doubt, which only costs a check of the summaries.
+        if settled {
+            self.store.clear_usage_doubt(&o.id).await?;
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ mod pair_lock;
 mod queries;
 mod stripe_events;
 mod tickets;
+mod usage_records;
 mod vocabulary;
 
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
@@ -24,6 +25,7 @@ pub use stripe_events::{
     rejection_text, Applied, ClaimedStripeEvent, Effect, NewStripeEvent, RejectionRow, SentRange,
 };
 pub use tickets::{DecisionWrite, TicketState};
+pub use usage_records::{UsageDoubt, UsageLocal};
 
 pub use health::PROBE_EVERY;
 

@@ -55,8 +55,9 @@ pub struct OutcomeRow {
     pub reported_mode: Option<String>,
     /// Times it was sent again after Stripe rejected it (`replay --rejected`).
     pub stripe_resends: i64,
-    /// Where it is billed (`outcomes.sink`, frozen at confirmation).
+    /// Where it is billed (`outcomes.sink`) and who there (`sink_target`).
     pub sink: crate::sink::Sink,
+    pub sink_target: Option<String>,
 }
 
 impl OutcomeRow {
@@ -212,7 +213,7 @@ pub struct QueueCounts {
 
 const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
      stripe_customer_id, contract_version, contract_hash, evidence, state, attempts, last_error, stripe_request_id, reported_at, \
-     reported_mode, stripe_resends, sink";
+     reported_mode, stripe_resends, sink, sink_target";
 
 fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
     Ok(OutcomeRow {
@@ -237,6 +238,7 @@ fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
         reported_mode: col(r, "reported_mode")?,
         stripe_resends: col(r, "stripe_resends")?,
         sink: super::sink_col(r)?,
+        sink_target: col(r, "sink_target")?,
     })
 }
 

@@ -29,3 +29,4 @@ mod stripe_events;
 mod stripe_modes;
 mod support;
 mod usage_records;
+mod usage_records_sink;

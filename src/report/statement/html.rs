@@ -210,7 +210,10 @@ impl Statement {
                 ticket(&b.ticket_id, &b.provider, b.seq),
                 e(&when(&b.resolved_at)),
                 e(&when(&b.confirmed_at)),
-                e(&b.event_name),
+                match b.sink {
+                    crate::sink::Sink::StripeMeters => e(&b.event_name),
+                    _ => e(&b.billed_on),
+                },
                 b.value,
                 state_cell(b),
                 e(&b.stripe_identifier),

@@ -32,6 +32,9 @@ pub struct BilledLine {
     pub resolved_at: String,
     pub confirmed_at: String,
     pub event_name: String,
+    /// Where it is billed, in words (`report::sink_words::billed_on`): the meter, or the
+    /// usage record's subscription item, …
+    pub billed_on: String,
     pub value: i64,
     /// pending | reported | dry_run | failed | voided | reversed
     pub state: String,
@@ -234,6 +237,12 @@ pub async fn build(
             resolved_at: fmt_ms(o.resolved_at),
             confirmed_at: fmt_ms(o.confirmed_at),
             event_name: o.event_name.clone(),
+            billed_on: crate::report::sink_words::billed_on(
+                o.sink,
+                &o.event_name,
+                &o.stripe_customer_id,
+                o.sink_target.as_deref(),
+            ),
             value: o.value,
             state: o.state.clone(),
             reported_mode: o.reported_mode.clone(),

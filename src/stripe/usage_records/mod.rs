@@ -1,9 +1,9 @@
 //! Stripe legacy usage records as a billing sink (issue 15): the request and
 //! the objects ([`record`]), the calls on [`crate::stripe::StripeClient`]
 //! ([`client`]), the pure rules for resends, in-doubt records, clawback and
-//! reconcile ([`rules`]), and the settings' checks ([`settings`]). Not yet
-//! wired into the reporter: `docs/usage-records.md` says what the sink has to
-//! do with these.
+//! reconcile ([`rules`]), the settings' checks ([`settings`]) and the
+//! preflight of a tenant's item ([`item_check`]). The sink that uses them is
+//! `crate::reporter` (`usage_records.rs`); see `docs/usage-records.md`.
 //!
 //! Found in Stripe's documentation (read 2026-08):
 //! - `POST /v1/subscription_items/{subscription_item}/usage_records`, form
@@ -69,6 +69,7 @@
 //! record within [`rules::SUMMARY_LAG`].
 
 pub mod client;
+pub mod item_check;
 pub mod record;
 pub mod rules;
 pub mod settings;

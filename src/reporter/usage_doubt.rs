@@ -1,0 +1,245 @@
+//! The usage-records sink's bookkeeping of records in doubt: when an answer
+//! settles a call, and which billing periods must be settled from Stripe's
+//! summaries before anything more is sent. Pure; the rules themselves are in
+//! [`crate::stripe::usage_records::rules`].
+
+use crate::clock::from_millis;
+use crate::store::UsageDoubt;
+use crate::stripe::client::StripeError;
+use crate::stripe::usage_records::rules::{
+    after_same_key, maybe_applied, plan_resend, Resend, SameKeyAnswer,
+};
+use crate::stripe::usage_records::{Period, Recorded, UsageRecordSummary};
+use chrono::{DateTime, Utc};
+
+/// Whether a record is still in doubt after the answer to one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DoubtAfter {
+    /// Settled: recorded (a 2xx), or Stripe did not execute the call in doubt.
+    Clear,
+    /// It may have been recorded: resend only as `plan_resend` says.
+    Keep,
+}
+
+/// What the answer to a call sent as `resend` says of the record.
+///
+/// - A 2xx: recorded, once (a replay of the call in doubt, or this one).
+/// - A fresh key: in doubt if the call may have been applied (no answer, a 5xx).
+/// - The key of a call in doubt: settled only by a 2xx or a validation refusal
+///   (Stripe would have replayed the earlier call's saved result had it executed,
+///   see [`after_same_key`]); anything else leaves the earlier call in doubt.
+pub(crate) fn doubt_after(resend: Resend, result: &Result<Recorded, StripeError>) -> DoubtAfter {
+    let in_doubt = match resend {
+        _ if result.is_ok() => false,
+        Resend::SameKey => after_same_key(result) == SameKeyAnswer::StillInDoubt,
+        Resend::Fresh | Resend::CheckSummariesFirst => maybe_applied(result),
+    };
+    if in_doubt {
+        DoubtAfter::Keep
+    } else {
+        DoubtAfter::Clear
+    }
+}
+
+/// How to send a record now: under the key of its call in doubt (`SameKey`,
+/// call `n`), after settling it from the summaries, or fresh (call `calls`).
+pub(crate) fn next_call(
+    doubt: Option<&UsageDoubt>,
+    calls: u32,
+    now: DateTime<Utc>,
+) -> (Resend, u32) {
+    match doubt {
+        Some(d) => match plan_resend(from_millis(d.since), now, true) {
+            Resend::SameKey => (Resend::SameKey, d.call),
+            other => (other, calls),
+        },
+        None => (Resend::Fresh, calls),
+    }
+}
+
+/// The billing periods to settle from the summaries now: those holding a pending
+/// record in doubt whose key may be forgotten (23 hours or older). `Err`: the
+/// ids of such records whose timestamp is in no period Stripe lists.
+pub(crate) fn periods_to_settle(
+    doubts: &[UsageDoubt],
+    summaries: &[UsageRecordSummary],
+    now: DateTime<Utc>,
+) -> (Vec<Period>, Vec<String>) {
+    let mut periods: Vec<Period> = Vec::new();
+    let mut unplaced = Vec::new();
+    for d in doubts.iter().filter(|d| d.state == "pending") {
+        if plan_resend(from_millis(d.since), now, true) != Resend::CheckSummariesFirst {
+            continue;
+        }
+        let ts = d.confirmed_at.div_euclid(1000);
+        match summaries
+            .iter()
+            .filter_map(UsageRecordSummary::billing_period)
+            .find(|p| p.contains(ts))
+        {
+            Some(p) if !periods.contains(&p) => periods.push(p),
+            Some(_) => {}
+            None => unplaced.push(d.id.clone()),
+        }
+    }
+    (periods, unplaced)
+}
+
+/// The records in doubt (pending or parked) with a timestamp in `period`.
+pub(crate) fn in_period(doubts: &[UsageDoubt], period: Period) -> Vec<&UsageDoubt> {
+    doubts
+        .iter()
+        .filter(|d| period.contains(d.confirmed_at.div_euclid(1000)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stripe::client::{Ack, ApiError};
+    use crate::stripe::usage_records::record::SummaryPeriod;
+
+    const T: i64 = 1_767_225_600;
+
+    fn ok() -> Result<Recorded, StripeError> {
+        Ok(Recorded {
+            ack: Ack {
+                status: 200,
+                request_id: None,
+                replayed: false,
+                livemode: Some(false),
+            },
+            record: None,
+        })
+    }
+
+    fn api(status: u16, kind: &str) -> Result<Recorded, StripeError> {
+        Err(StripeError::Api {
+            status,
+            error: Box::new(ApiError {
+                kind: kind.into(),
+                code: None,
+                message: None,
+                param: None,
+            }),
+            request_id: None,
+            should_retry: None,
+            retry_after: None,
+        })
+    }
+
+    fn network() -> Result<Recorded, StripeError> {
+        Err(StripeError::Network("timed out".into()))
+    }
+
+    fn doubt(id: &str, ts: i64, since: i64, state: &str) -> UsageDoubt {
+        UsageDoubt {
+            id: id.into(),
+            value: 1,
+            confirmed_at: ts * 1000,
+            state: state.into(),
+            call: 0,
+            since: since * 1000,
+        }
+    }
+
+    fn summary(start: i64, end: i64) -> UsageRecordSummary {
+        UsageRecordSummary {
+            id: format!("sis_{start}"),
+            invoice: None,
+            livemode: false,
+            period: SummaryPeriod {
+                start: Some(start),
+                end: Some(end),
+            },
+            subscription_item: "si_1".into(),
+            total_usage: 0,
+        }
+    }
+
+    #[test]
+    fn a_fresh_call_is_in_doubt_only_when_it_may_have_been_applied() {
+        assert_eq!(doubt_after(Resend::Fresh, &ok()), DoubtAfter::Clear);
+        assert_eq!(doubt_after(Resend::Fresh, &network()), DoubtAfter::Keep);
+        assert_eq!(
+            doubt_after(Resend::Fresh, &api(500, "api_error")),
+            DoubtAfter::Keep
+        );
+        for (status, kind) in [
+            (429, "rate_limit_error"),
+            (409, "idempotency_error"),
+            (400, "invalid_request_error"),
+        ] {
+            assert_eq!(
+                doubt_after(Resend::Fresh, &api(status, kind)),
+                DoubtAfter::Clear,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resend_under_the_same_key_settles_only_on_a_2xx_or_a_validation_refusal() {
+        assert_eq!(doubt_after(Resend::SameKey, &ok()), DoubtAfter::Clear);
+        assert_eq!(
+            doubt_after(Resend::SameKey, &api(400, "invalid_request_error")),
+            DoubtAfter::Clear
+        );
+        // A 429 or a 409 under the same key says nothing of the earlier call.
+        for r in [
+            network(),
+            api(500, "api_error"),
+            api(429, "rate_limit_error"),
+            api(409, "idempotency_error"),
+        ] {
+            assert_eq!(doubt_after(Resend::SameKey, &r), DoubtAfter::Keep);
+        }
+    }
+
+    #[test]
+    fn the_key_in_doubt_is_reused_within_23_hours_then_the_summaries_decide() {
+        let now = from_millis(T * 1000);
+        assert_eq!(next_call(None, 4, now), (Resend::Fresh, 4));
+        let mut d = doubt("om_1", T, T - 3600, "pending");
+        d.call = 2;
+        assert_eq!(next_call(Some(&d), 4, now), (Resend::SameKey, 2));
+        d.since = (T - 23 * 3600) * 1000;
+        assert_eq!(
+            next_call(Some(&d), 4, now),
+            (Resend::CheckSummariesFirst, 4)
+        );
+    }
+
+    #[test]
+    fn only_old_pending_doubts_make_a_period_to_settle() {
+        let now = from_millis((T + 30 * 3600) * 1000);
+        let sums = [summary(T + 100, T + 200), summary(T - 100, T + 100)];
+        let doubts = [
+            doubt("old", T + 50, T, "pending"),
+            doubt("old_same_period", T + 60, T, "pending"),
+            doubt("young", T + 150, T + 29 * 3600, "pending"),
+            doubt("parked", T + 150, T, "failed"),
+            doubt("nowhere", T + 500, T, "pending"),
+        ];
+        let (periods, unplaced) = periods_to_settle(&doubts, &sums, now);
+        assert_eq!(
+            periods,
+            vec![Period {
+                start: T - 100,
+                end: T + 100
+            }]
+        );
+        assert_eq!(unplaced, vec!["nowhere".to_string()]);
+        let ids: Vec<&str> = in_period(
+            &doubts,
+            Period {
+                start: T + 100,
+                end: T + 200,
+            },
+        )
+        .iter()
+        .map(|d| d.id.as_str())
+        .collect();
+        assert_eq!(ids, ["young", "parked"]);
+    }
+}
