@@ -4,6 +4,9 @@
 //! outcomes per second and the service's peak RSS (it must stay flat as N grows).
 //!
 //! `cargo bench --bench pipeline -- --tickets 100000` (1,000,000 works too).
+//! `--sink metronome` or `--sink stripe_usage_records` bills every tenant through
+//! that sink (a fake Metronome, or usage records in the fake Stripe) instead of
+//! Stripe meter events.
 //!
 //! The clock is moved by restarting the service with a later `clock.offset`.
 //! Per ticket: AI resolution (billed), except every 10th resolved by a human and
@@ -15,18 +18,45 @@
 mod common;
 
 use chrono::{Duration as Span, Utc};
-use common::{arg, drive, event, signed};
+use common::{arg, arg_text, drive, event, signed};
+use outcome_meter::sink::Sink;
 use outcome_meter::store::Store;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::fake_metronome::FakeMetronome;
 use testkit::fake_stripe::FakeStripe;
 use testkit::process::{ServeCommand, ServeProcess};
 
 const TENANTS: usize = 16;
 
-fn write_config(path: &Path, db: &Path, stripe: &str, offset_ms: i64) {
+/// The fakes the outcomes go to.
+struct Billing {
+    sink: Sink,
+    stripe: FakeStripe,
+    metronome: FakeMetronome,
+}
+
+impl Billing {
+    /// Outcomes recorded by the sink's fake.
+    fn billed(&self) -> usize {
+        match self.sink {
+            Sink::StripeMeters => self.stripe.event_count(),
+            Sink::Metronome => self.metronome.event_count(),
+            Sink::StripeUsageRecords => self.stripe.usage_records().len(),
+        }
+    }
+
+    fn requests(&self) -> usize {
+        match self.sink {
+            Sink::Metronome => self.metronome.requests(),
+            Sink::StripeMeters | Sink::StripeUsageRecords => self.stripe.requests(),
+        }
+    }
+}
+
+fn write_config(path: &Path, db: &Path, billing: &Billing, offset_ms: i64) {
     let mut toml = format!(
         r#"
 [database]
@@ -43,15 +73,25 @@ concurrency = {TENANTS}
 mode = "test"
 api_key = "{key}"
 api_base = "{stripe}"
+[metronome]
+api_base = "{metronome}"
+api_token = "{metronome_token}"
+rate_per_second = 100000.0
 [clock]
 offset = "{offset_ms}ms"
 "#,
         db = db.display(),
         key = FakeStripe::API_KEY,
+        stripe = billing.stripe.base_url(),
+        metronome = billing.metronome.base_url(),
+        metronome_token = FakeMetronome::TOKEN,
     );
     for i in 0..TENANTS {
         toml += &format!(
-            "[[tenants]]\nid = \"t{i}\"\nstripe_customer_id = \"cus_bench_{i}\"\n[tenants.providers.generic]\nsecrets = [\"{}\"]\n",
+            "[[tenants]]\nid = \"t{i}\"\nstripe_customer_id = \"cus_bench_{i}\"\nsink = \"{}\"\n\
+             metronome_customer_id = \"bench-{i}\"\nstripe_subscription_item = \"si_bench_{i}\"\n\
+             [tenants.providers.generic]\nsecrets = [\"{}\"]\n",
+            billing.sink,
             common::SECRET
         );
     }
@@ -111,24 +151,43 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(tickets, concurrency));
+    let sink = match Sink::parse(&arg_text("sink", "stripe_meters")) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("pipeline: --sink: {e}");
+            std::process::exit(2);
+        }
+    };
+    rt.block_on(run(tickets, concurrency, sink));
 }
 
-async fn run(tickets: usize, concurrency: usize) {
+async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let stripe = FakeStripe::start().await;
     let customers: Vec<String> = (0..TENANTS).map(|i| format!("cus_bench_{i}")).collect();
     stripe.ensure_account(customers.iter().map(String::as_str), ["resolved_ticket"]);
     stripe.set_check_timestamps(true);
+    let real_now = Utc::now();
+    for i in 0..TENANTS {
+        stripe.add_subscription_item(
+            &format!("si_bench_{i}"),
+            (real_now - Span::days(30)).timestamp(),
+            (real_now + Span::days(5)).timestamp(),
+        );
+    }
+    let billing = Billing {
+        sink,
+        stripe,
+        metronome: FakeMetronome::start().await,
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("pipeline.db");
     let config = dir.path().join("pipeline.toml");
 
     // Service time S = 20 days ago; resolutions in the two hours before S.
-    let real_now = Utc::now();
     let s = real_now - Span::days(20);
     let offset_ingest = (s - real_now).num_milliseconds();
     let offset_settle = (s + Span::hours(73) - real_now).num_milliseconds();
-    write_config(&config, &db, &stripe.base_url(), offset_ingest);
+    write_config(&config, &db, &billing, offset_ingest);
     let mut serve = ServeCommand::new(
         Path::new(env!("CARGO_BIN_EXE_outcome-meter")),
         &config,
@@ -142,7 +201,7 @@ async fn run(tickets: usize, concurrency: usize) {
     let deliveries = tickets + (0..tickets).filter(|i| reopened(*i)).count();
     let expected = (0..tickets).filter(|i| !reopened(*i) && !human(*i)).count();
     println!(
-        "pipeline: {tickets} tickets ({deliveries} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, fake Stripe on loopback"
+        "pipeline: {tickets} tickets ({deliveries} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, sink {sink} (a fake on loopback)"
     );
 
     let started = Instant::now();
@@ -200,14 +259,14 @@ async fn run(tickets: usize, concurrency: usize) {
     let _ = watcher.await;
 
     // Phase 2: the clock passes the window; confirm and report everything.
-    write_config(&config, &db, &stripe.base_url(), offset_settle);
+    write_config(&config, &db, &billing, offset_settle);
     let settle_started = Instant::now();
     let proc = start(&serve, &http).await;
     let stop = Arc::new(AtomicBool::new(false));
     let peak2 = Arc::new(AtomicU64::new(0));
     let watcher = watch_rss(proc.pid(), stop.clone(), peak2.clone());
-    until("every outcome at Stripe", || async {
-        stripe.event_count() >= expected
+    until("every outcome at the billing system", || async {
+        billing.billed() >= expected
             && count(
                 &store,
                 "SELECT COUNT(*) FROM outcomes WHERE state = 'pending'",
@@ -229,12 +288,12 @@ async fn run(tickets: usize, concurrency: usize) {
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.await;
 
-    let billed = stripe.event_count();
+    let billed = billing.billed();
     println!(
-        "  confirmed and reported: {billed} meter events (expected {expected}) in {:.1}s = {:.0} outcomes/s; {} Stripe requests; service peak RSS {:.0} MiB",
+        "  confirmed and reported: {billed} outcomes at {sink} (expected {expected}) in {:.1}s = {:.0} outcomes/s; {} requests; service peak RSS {:.0} MiB",
         settled.as_secs_f64(),
         billed as f64 / settled.as_secs_f64(),
-        stripe.requests(),
+        billing.requests(),
         mib(peak2.load(Ordering::Relaxed))
     );
     println!(

@@ -21,6 +21,17 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `--name VALUE` from the command line, as text.
+pub fn arg_text(name: &str, default: &str) -> String {
+    let flag = format!("--{name}");
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// Settings with `tenants` tenants `t0`, `t1`, … on the generic provider.
 pub fn settings(db_url: &str, tenants: usize) -> Settings {
     let mut s = Settings::default();

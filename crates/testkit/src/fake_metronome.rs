@@ -125,6 +125,8 @@ struct State {
     usage_requests: usize,
     faults: VecDeque<Fault>,
     faults_injected: usize,
+    /// Drawn for an ingest request with no queued fault: (rate, kinds).
+    random_faults: Option<(f64, Vec<Fault>)>,
     clock: Option<ClockFn>,
     metrics: BTreeMap<String, Metric>,
     /// ingest alias → customer id.
@@ -180,6 +182,13 @@ impl FakeMetronome {
 
     pub fn push_fault(&self, f: Fault) {
         lock(&self.state).faults.push_back(f);
+    }
+
+    /// Apply one of `kinds` to a fraction `rate` of ingest requests with no
+    /// queued fault (the chaos suite).
+    pub fn set_random_faults(&self, rate: f64, kinds: Vec<Fault>) {
+        lock(&self.state).random_faults =
+            (rate > 0.0 && !kinds.is_empty()).then_some((rate, kinds));
     }
 
     /// Take time from `clock` (Unix seconds) instead of the system clock: the
@@ -423,7 +432,14 @@ async fn ingest_with_fault(state: &Shared, req: &Request) -> Reply {
     let fault = {
         let mut s = lock(state);
         s.requests += 1;
-        let f = s.faults.pop_front();
+        let queued = s.faults.pop_front();
+        let drawn = match (&queued, &s.random_faults) {
+            (None, Some((rate, kinds))) if fastrand::f64() < *rate => {
+                kinds.get(fastrand::usize(..kinds.len())).cloned()
+            }
+            _ => None,
+        };
+        let f = queued.or(drawn);
         s.faults_injected += usize::from(f.is_some());
         f
     };

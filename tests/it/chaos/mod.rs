@@ -3,6 +3,13 @@
 //! At the end the events Stripe accepted must equal what an independent oracle
 //! computes from the scenario: nothing lost, nothing twice, nothing disqualified.
 //!
+//! Every sink is in the run: by default `acme` bills through Stripe meter
+//! events, `globex` through Metronome, `initech` through Stripe's legacy usage
+//! records (and `umbrella`, the customer Stripe rejects, through meter events);
+//! `OUTCOME_METER_CHAOS_SINK=metronome` (or another sink's name) puts the first
+//! three on that one sink. Each fake faults, drops after accepting and is
+//! checked for lost and doubled outcomes on its own.
+//!
 //! Small by default (CI). Larger: `OUTCOME_METER_CHAOS_TICKETS=20000`; replay a
 //! run with the seed it printed: `OUTCOME_METER_CHAOS_SEED=<seed>`.
 
@@ -11,12 +18,14 @@ mod scenario;
 use crate::support::GENERIC_SECRET;
 use chrono::{Duration as Span, Utc};
 use outcome_meter::providers::generic::sign;
+use outcome_meter::sink::Sink;
 use scenario::{generate, oracle, WINDOW_HOURS};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::fake_metronome::{self, FakeMetronome};
 use testkit::fake_stripe::{FakeStripe, Fault};
 use testkit::process::{free_addr, ServeCommand, ServeProcess};
 use tokio::sync::Mutex;
@@ -42,7 +51,106 @@ fn customer(tenant: &str) -> String {
     format!("cus_{tenant}")
 }
 
-fn write_config(path: &Path, db: &Path, stripe: &str, offset_ms: i64) {
+/// A tenant's Metronome customer (an ingest alias) and legacy subscription item.
+fn metronome_customer(tenant: &str) -> String {
+    format!("{tenant}-metronome")
+}
+
+fn subscription_item(tenant: &str) -> String {
+    format!("si_{tenant}")
+}
+
+/// Where each tenant bills (see the module's comment).
+fn sinks() -> BTreeMap<&'static str, Sink> {
+    let one = std::env::var("OUTCOME_METER_CHAOS_SINK")
+        .ok()
+        .map(|s| Sink::parse(&s).expect("OUTCOME_METER_CHAOS_SINK names a sink"));
+    let defaults = [
+        Sink::StripeMeters,
+        Sink::Metronome,
+        Sink::StripeUsageRecords,
+    ];
+    TENANTS
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let sink = match (t, one) {
+                (REJECTED_TENANT, _) => Sink::StripeMeters,
+                (_, Some(s)) => s,
+                _ => defaults[i % defaults.len()],
+            };
+            (t, sink)
+        })
+        .collect()
+}
+
+/// What the billing systems recorded, by outcome id (a repeat is a double bill).
+struct Billed {
+    by_outcome: BTreeMap<String, usize>,
+    total: usize,
+}
+
+impl Billed {
+    fn read(
+        stripe: &FakeStripe,
+        metronome: &FakeMetronome,
+        sinks: &BTreeMap<&str, Sink>,
+    ) -> Billed {
+        let on = |tenant: &str, sink: Sink| sinks.get(tenant) == Some(&sink);
+        let tenant_of =
+            |f: &dyn Fn(&str) -> String, id: &str| TENANTS.iter().copied().find(|t| f(t) == id);
+        let mut ids = Vec::new();
+        for e in stripe.events() {
+            let tenant = tenant_of(&customer, &e.customer).expect("a known customer");
+            assert!(on(tenant, Sink::StripeMeters), "{tenant} got a meter event");
+            assert_eq!(
+                (e.value.as_str(), e.event_name.as_str()),
+                ("1", "resolved_ticket")
+            );
+            ids.push(e.identifier.clone());
+        }
+        for e in metronome.events() {
+            let tenant = tenant_of(&metronome_customer, &e.customer_id).expect("a known customer");
+            assert!(
+                on(tenant, Sink::Metronome),
+                "{tenant} got a Metronome event"
+            );
+            assert_eq!(
+                (e.number("value"), e.event_type.as_str()),
+                (Some(1.0), "resolved_ticket")
+            );
+            ids.push(e.transaction_id.clone());
+        }
+        for r in stripe.usage_records() {
+            let tenant = tenant_of(&subscription_item, &r.subscription_item).expect("a known item");
+            assert!(
+                on(tenant, Sink::StripeUsageRecords),
+                "{tenant} got a usage record"
+            );
+            assert_eq!((r.quantity, r.action.as_str()), (1, "increment"));
+            // No identifier at Stripe: the outcome is named by the record's key.
+            let key = r
+                .idempotency_key
+                .expect("every usage record is sent with a key");
+            ids.push(key.split(':').next().unwrap_or_default().to_string());
+        }
+        let mut by_outcome = BTreeMap::new();
+        for id in &ids {
+            *by_outcome.entry(id.clone()).or_insert(0) += 1;
+        }
+        Billed {
+            by_outcome,
+            total: ids.len(),
+        }
+    }
+}
+
+struct Endpoints<'a> {
+    stripe: &'a str,
+    metronome: &'a str,
+}
+
+fn write_config(path: &Path, db: &Path, at: &Endpoints<'_>, offset_ms: i64) {
     let mut toml = format!(
         r#"
 [server]
@@ -67,6 +175,11 @@ api_key = "{key}"
 api_base = "{stripe}"
 timeout = "300ms"
 webhook_secret = "{WHSEC}"
+[metronome]
+api_base = "{metronome}"
+api_token = "{metronome_token}"
+timeout = "300ms"
+rate_per_second = 2000.0
 [clock]
 offset = "{offset}ms"
 [contract]
@@ -75,13 +188,20 @@ excluded_tags = ["{tag}"]
 "#,
         db = db.display(),
         key = FakeStripe::API_KEY,
+        stripe = at.stripe,
+        metronome = at.metronome,
+        metronome_token = FakeMetronome::TOKEN,
         offset = offset_ms,
         tag = scenario::EXCLUDED_TAG,
     );
-    for t in TENANTS {
+    for (t, sink) in sinks() {
         toml += &format!(
-            "[[tenants]]\nid = \"{t}\"\nstripe_customer_id = \"{}\"\n[tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
-            customer(t)
+            "[[tenants]]\nid = \"{t}\"\nstripe_customer_id = \"{}\"\nsink = \"{sink}\"\n\
+             metronome_customer_id = \"{}\"\nstripe_subscription_item = \"{}\"\n\
+             [tenants.providers.generic]\nsecrets = [\"{GENERIC_SECRET}\"]\n",
+            customer(t),
+            metronome_customer(t),
+            subscription_item(t),
         );
     }
     std::fs::write(path, toml).expect("write chaos config");
@@ -322,10 +442,36 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
             Fault::Saved5xx(500),
         ],
     );
+    let metronome = FakeMetronome::start().await;
+    metronome.set_random_faults(
+        0.3,
+        vec![
+            fake_metronome::Fault::Status(429),
+            fake_metronome::Fault::StatusWithRetryAfter(429, 1),
+            fake_metronome::Fault::Status(500),
+            fake_metronome::Fault::AcceptThenDrop,
+            fake_metronome::Fault::AcceptThenStatus(502),
+            fake_metronome::Fault::AcceptSomeThenStatus(1, 500),
+        ],
+    );
+    let sinks = sinks();
+    // Each legacy item's current period holds the whole scenario and its settlement.
+    for t in TENANTS {
+        stripe.add_subscription_item(
+            &subscription_item(t),
+            (start - Span::days(1)).timestamp(),
+            (real_now + Span::days(5)).timestamp(),
+        );
+    }
+    let (stripe_url, metronome_url) = (stripe.base_url(), metronome.base_url());
+    let at = Endpoints {
+        stripe: &stripe_url,
+        metronome: &metronome_url,
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("chaos.db");
     let config = dir.path().join("chaos.toml");
-    write_config(&config, &db, &stripe.base_url(), offset_ingest);
+    write_config(&config, &db, &at, offset_ingest);
     let mut serve = ServeCommand::new(
         Path::new(env!("CARGO_BIN_EXE_outcome-meter")),
         &config,
@@ -401,14 +547,14 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
     .await;
 
     // Phase 2: the clock passes every window; confirmation and reporting under kills.
-    write_config(&config, &db, &stripe.base_url(), offset_settle);
+    write_config(&config, &db, &at, offset_settle);
     target.offset_ms.store(offset_settle, Ordering::Relaxed);
     target.kill_and_restart(&http).await;
     until(
-        "every outcome to reach Stripe",
+        "every outcome to reach its billing system",
         Duration::from_secs(300),
         || async {
-            stripe.event_count() >= expected.len()
+            Billed::read(&stripe, &metronome, &sinks).by_outcome.len() >= expected.len()
                 && count(
                     &store,
                     "SELECT COUNT(*) FROM tickets WHERE settle_at IS NOT NULL",
@@ -463,11 +609,26 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
         .await;
 
     // The verdict.
-    let events = stripe.events();
-    let got: BTreeSet<String> = events.iter().map(|e| e.identifier.clone()).collect();
+    let billed = Billed::read(&stripe, &metronome, &sinks);
+    let got: BTreeSet<String> = billed.by_outcome.keys().cloned().collect();
     let lost: Vec<_> = expected.difference(&got).collect();
     let extra: Vec<_> = got.difference(&expected).collect();
-    let twice = events.len() - got.len();
+    let twice = billed.total - got.len();
+    // Per sink: outcomes billed there of those expected there.
+    let per_sink: Vec<String> = Sink::ALL
+        .iter()
+        .map(|&sink| {
+            let events: Vec<_> = sc
+                .events
+                .iter()
+                .filter(|e| sinks.get(e.tenant.as_str()) == Some(&sink))
+                .cloned()
+                .collect();
+            let here = oracle(&events);
+            let billed_here = here.iter().filter(|id| got.contains(*id)).count();
+            format!("{sink} {billed_here}/{}", here.len())
+        })
+        .collect();
     let distinct_events: BTreeSet<&str> = sc.events.iter().map(|e| e.event_id.as_str()).collect();
     let stored = count(&store, "SELECT COUNT(*) FROM deliveries").await;
     let quarantined = count(
@@ -496,7 +657,8 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
     eprintln!(
         "chaos: {tickets} tickets, {} events, {} requests ({} garbage), {} SIGKILLs; \
          Stripe: {} requests, {} faults injected, {} resends refused as duplicates; \
-         expected {} outcomes, accepted by Stripe {}, lost {}, sent twice {}, disqualified sent {}; \
+         Metronome: {} requests, {} faults injected, {} duplicates ignored; billed by sink: {}; \
+         expected {} outcomes, billed {}, lost {}, sent twice {}, disqualified sent {}; \
          deliveries stored {stored} (quarantined {quarantined}), garbage answered wrongly {}; \
          rejected by Stripe after acceptance and shown as rejected {rejected} of {rejected_tenant}",
         sc.events.len(),
@@ -506,6 +668,10 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
         stripe.requests(),
         stripe.faults_injected(),
         stripe.duplicate_refusals(),
+        metronome.requests(),
+        metronome.faults_injected(),
+        metronome.duplicates_ignored(),
+        per_sink.join(", "),
         expected.len(),
         got.len(),
         lost.len(),
@@ -520,11 +686,6 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
         "billed a disqualified ticket, e.g. {:?}",
         extra.first()
     );
-    for e in &events {
-        assert_eq!(e.value, "1");
-        assert_eq!(e.event_name, "resolved_ticket");
-        assert!(e.customer.starts_with("cus_"), "{}", e.customer);
-    }
     assert_eq!(
         failed, 0,
         "every outcome is reported, or rejected by Stripe"

@@ -127,7 +127,15 @@ async fn create(state: &Shared, req: &Request, rid: &str) -> Outcome {
     let fault = {
         let mut s = lock(state);
         s.usage.requests += 1;
-        let fault = s.usage.faults.pop_front();
+        let queued = s.usage.faults.pop_front();
+        // `set_random_faults` applies here too, as to meter events.
+        let drawn = match (&queued, &s.random_faults) {
+            (None, Some((rate, kinds))) if fastrand::f64() < *rate => {
+                kinds.get(fastrand::usize(..kinds.len())).cloned()
+            }
+            _ => None,
+        };
+        let fault = queued.or(drawn);
         s.faults_injected += usize::from(fault.is_some());
         fault
     };
