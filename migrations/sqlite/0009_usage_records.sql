@@ -8,6 +8,11 @@
 -- usage record summaries say it did not land (docs/usage-records.md).
 ALTER TABLE outcomes ADD COLUMN usage_doubt_call BIGINT;
 ALTER TABLE outcomes ADD COLUMN usage_doubt_since BIGINT;
+-- 1 once Stripe answered a resend under that key with the saved 5xx of the call in
+-- doubt (`Idempotent-Replayed: true`): the key will say nothing new for as long as
+-- Stripe keeps it, so the record is settled from the summaries without waiting out
+-- the 23 hours. Reset with the two columns above.
+ALTER TABLE outcomes ADD COLUMN usage_doubt_saved BIGINT NOT NULL DEFAULT 0;
 -- A clawback by `action=set`: the quantity set at the record's timestamp, fixed
 -- before the first call so every resend repeats it (setting it twice subtracts once).
 ALTER TABLE reversals ADD COLUMN usage_set_quantity BIGINT;

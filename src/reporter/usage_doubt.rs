@@ -41,6 +41,30 @@ pub(crate) fn doubt_after(resend: Resend, result: &Result<Recorded, StripeError>
     }
 }
 
+/// How a record in doubt may be sent again: [`plan_resend`], except that once
+/// Stripe replayed the saved 5xx of its key (`saved`), that key can only repeat
+/// it for as long as Stripe keeps it: the summaries decide, without waiting out
+/// the key's safe age. A replayed 5xx means the call finished executing, so the
+/// summary (once it includes the call) says whether it recorded anything.
+pub(crate) fn plan_for(d: &UsageDoubt, now: DateTime<Utc>) -> Resend {
+    if d.saved {
+        return Resend::CheckSummariesFirst;
+    }
+    plan_resend(from_millis(d.since), now, true)
+}
+
+/// Whether an answer under the key in doubt is the saved 5xx of that key
+/// (`Idempotent-Replayed: true`, <https://docs.stripe.com/api/idempotent_requests>:
+/// "Subsequent requests with the same key return the same result, including
+/// 500 errors").
+pub(crate) fn is_saved_failure(resend: Resend, result: &Result<Recorded, StripeError>) -> bool {
+    resend == Resend::SameKey
+        && result
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.replayed() && e.status().is_some_and(|s| s >= 500))
+}
+
 /// How to send a record now: under the key of its call in doubt (`SameKey`,
 /// call `n`), after settling it from the summaries, or fresh (call `calls`).
 pub(crate) fn next_call(
@@ -49,7 +73,7 @@ pub(crate) fn next_call(
     now: DateTime<Utc>,
 ) -> (Resend, u32) {
     match doubt {
-        Some(d) => match plan_resend(from_millis(d.since), now, true) {
+        Some(d) => match plan_for(d, now) {
             Resend::SameKey => (Resend::SameKey, d.call),
             other => (other, calls),
         },
@@ -58,8 +82,14 @@ pub(crate) fn next_call(
 }
 
 /// The billing periods to settle from the summaries now: those holding a pending
-/// record in doubt whose key may be forgotten (23 hours or older). `Err`: the
-/// ids of such records whose timestamp is in no period Stripe lists.
+/// record in doubt whose key can no longer tell (23 hours or older, or its saved
+/// 5xx replayed), and no pending record in doubt whose key still can: a resend
+/// under that key settles it for certain, and every record left in doubt is one
+/// more unknown in the period's total (only [`MAX_IN_DOUBT`] can be told apart).
+/// Also returns the ids of such records whose timestamp is in no period Stripe
+/// lists.
+///
+/// [`MAX_IN_DOUBT`]: crate::stripe::usage_records::rules::MAX_IN_DOUBT
 pub(crate) fn periods_to_settle(
     doubts: &[UsageDoubt],
     summaries: &[UsageRecordSummary],
@@ -68,7 +98,7 @@ pub(crate) fn periods_to_settle(
     let mut periods: Vec<Period> = Vec::new();
     let mut unplaced = Vec::new();
     for d in doubts.iter().filter(|d| d.state == "pending") {
-        if plan_resend(from_millis(d.since), now, true) != Resend::CheckSummariesFirst {
+        if plan_for(d, now) != Resend::CheckSummariesFirst {
             continue;
         }
         let ts = d.confirmed_at.div_euclid(1000);
@@ -82,6 +112,13 @@ pub(crate) fn periods_to_settle(
             None => unplaced.push(d.id.clone()),
         }
     }
+    periods.retain(|p| {
+        !doubts.iter().any(|d| {
+            d.state == "pending"
+                && p.contains(d.confirmed_at.div_euclid(1000))
+                && plan_for(d, now) == Resend::SameKey
+        })
+    });
     (periods, unplaced)
 }
 
@@ -125,6 +162,7 @@ mod tests {
             request_id: None,
             should_retry: None,
             retry_after: None,
+            replayed: false,
         })
     }
 
@@ -140,6 +178,7 @@ mod tests {
             state: state.into(),
             call: 0,
             since: since * 1000,
+            saved: false,
         }
     }
 
@@ -194,6 +233,72 @@ mod tests {
         ] {
             assert_eq!(doubt_after(Resend::SameKey, &r), DoubtAfter::Keep);
         }
+    }
+
+    #[test]
+    fn a_period_waits_for_the_records_its_keys_can_still_settle() {
+        let now = DateTime::from_timestamp(T, 0).expect("time");
+        let summaries = [summary(T - 1000, T + 1000)];
+        let mut saved = doubt("om_saved", T - 10, T - 60, "pending");
+        saved.saved = true;
+        let young = doubt("om_young", T - 20, T - 60, "pending");
+        let (periods, unplaced) =
+            periods_to_settle(&[saved.clone(), young.clone()], &summaries, now);
+        assert!(
+            periods.is_empty(),
+            "a resend under om_young's key settles it first"
+        );
+        assert!(unplaced.is_empty());
+        let parked_young = doubt("om_parked", T - 20, T - 60, "failed");
+        let (periods, _) = periods_to_settle(&[saved, parked_young], &summaries, now);
+        assert_eq!(
+            periods.len(),
+            1,
+            "a parked record is never resent: it cannot hold the period"
+        );
+    }
+
+    #[test]
+    fn a_replayed_saved_5xx_sends_the_record_to_the_summaries_at_once() {
+        let replayed = |status: u16| -> Result<Recorded, StripeError> {
+            match api(status, "api_error") {
+                Err(StripeError::Api {
+                    status,
+                    error,
+                    request_id,
+                    should_retry,
+                    retry_after,
+                    ..
+                }) => Err(StripeError::Api {
+                    status,
+                    error,
+                    request_id,
+                    should_retry,
+                    retry_after,
+                    replayed: true,
+                }),
+                other => other,
+            }
+        };
+        assert!(is_saved_failure(Resend::SameKey, &replayed(500)));
+        assert!(
+            !is_saved_failure(Resend::SameKey, &api(500, "api_error")),
+            "not replayed"
+        );
+        assert!(
+            !is_saved_failure(Resend::SameKey, &replayed(400)),
+            "a 4xx is not saved"
+        );
+        assert!(!is_saved_failure(Resend::Fresh, &replayed(500)));
+        let now = DateTime::from_timestamp(T, 0).expect("time");
+        let mut d = doubt("om_1", T, T - 60, "pending");
+        assert_eq!(plan_for(&d, now), Resend::SameKey, "a minute old: same key");
+        d.saved = true;
+        assert_eq!(plan_for(&d, now), Resend::CheckSummariesFirst);
+        assert_eq!(
+            next_call(Some(&d), 3, now),
+            (Resend::CheckSummariesFirst, 3)
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //!   (the item lock), as settle, reversals and reconcile compare Stripe's totals
 //!   with outcome-meter's and need it to be the only writer.
 
-use super::usage_doubt::{doubt_after, in_period, next_call, periods_to_settle, DoubtAfter};
+use super::usage_doubt::{
+    doubt_after, in_period, is_saved_failure, next_call, periods_to_settle, DoubtAfter,
+};
 use super::{Reporter, Tasks};
 use crate::clock::{from_millis, to_millis};
 use crate::metrics::ReportResult;
@@ -383,7 +385,7 @@ impl Reporter {
         if resend == Resend::CheckSummariesFirst {
             // Settled before any send (`settle_item`); never resent blindly.
             let next = to_millis(now) + LATER_MS;
-            let reason = "held: in doubt past its idempotency key's safe age; to be settled from the usage record summaries";
+            let reason = "held: in doubt (past its idempotency key's safe age, or Stripe replayed the saved 5xx of its key); to be settled from the usage record summaries";
             return self
                 .put_aside(std::slice::from_ref(o), reason, SetAside::RetryAt(next))
                 .await;
@@ -494,6 +496,9 @@ impl Reporter {
         // in doubt, which only costs a check of the summaries.
         if settled {
             self.store.clear_usage_doubt(&o.id).await?;
+        } else if is_saved_failure(resend, &result) {
+            tracing::warn!(outcome = %o.id, item, "Stripe replayed the saved 5xx of the call in doubt; the record is settled from the usage record summaries instead");
+            self.store.mark_usage_doubt_saved(&o.id).await?;
         }
         Ok(())
     }

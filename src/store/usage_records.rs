@@ -23,6 +23,8 @@ pub struct UsageDoubt {
     pub call: u32,
     /// When that key was first used (Unix ms, before the call).
     pub since: i64,
+    /// Stripe replayed the saved 5xx of that key: asking again under it is useless.
+    pub saved: bool,
 }
 
 /// One of outcome-meter's records of the item, for reconcile.
@@ -72,7 +74,19 @@ impl Store {
     /// nothing is in doubt any more.
     pub async fn clear_usage_doubt(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outcomes SET usage_doubt_call = NULL, usage_doubt_since = NULL WHERE id = $1",
+            "UPDATE outcomes SET usage_doubt_call = NULL, usage_doubt_since = NULL, usage_doubt_saved = 0 WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stripe replayed the saved 5xx of the key in doubt: settle the record from
+    /// the summaries instead of asking again under that key.
+    pub async fn mark_usage_doubt_saved(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outcomes SET usage_doubt_saved = 1 WHERE id = $1 AND usage_doubt_call IS NOT NULL",
         )
         .bind(id)
         .execute(&self.pool)
@@ -87,7 +101,7 @@ impl Store {
         account: Option<&str>,
     ) -> Result<Vec<UsageDoubt>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT o.id, o.value, o.confirmed_at, o.state, o.usage_doubt_call, o.usage_doubt_since \
+            "SELECT o.id, o.value, o.confirmed_at, o.state, o.usage_doubt_call, o.usage_doubt_since, o.usage_doubt_saved \
              FROM outcomes o WHERE {ON_ITEM} AND o.usage_doubt_call IS NOT NULL \
              AND o.state IN ('pending', 'failed') ORDER BY o.usage_doubt_since, o.id"
         ))
@@ -104,6 +118,7 @@ impl Store {
                     state: col(r, "state")?,
                     call: u32::try_from(col::<i64>(r, "usage_doubt_call")?).unwrap_or(u32::MAX),
                     since: col(r, "usage_doubt_since")?,
+                    saved: col::<i64>(r, "usage_doubt_saved")? != 0,
                 })
             })
             .collect()
@@ -163,7 +178,7 @@ impl Store {
         for id in ids {
             sqlx::query(
                 "UPDATE outcomes SET state = 'reported', reported_at = $1, reported_mode = $2, lease_until = NULL, \
-                 last_error = $3, usage_doubt_call = NULL, usage_doubt_since = NULL \
+                 last_error = $3, usage_doubt_call = NULL, usage_doubt_since = NULL, usage_doubt_saved = 0 \
                  WHERE id = $4 AND state IN ('pending', 'failed') AND usage_doubt_call IS NOT NULL",
             )
             .bind(now)
@@ -186,7 +201,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         for id in ids {
             sqlx::query(
-                "UPDATE outcomes SET usage_doubt_call = NULL, usage_doubt_since = NULL, last_error = $1, \
+                "UPDATE outcomes SET usage_doubt_call = NULL, usage_doubt_since = NULL, usage_doubt_saved = 0, last_error = $1, \
                  next_attempt_at = CASE WHEN state = 'pending' THEN $2 ELSE next_attempt_at END, \
                  lease_until = CASE WHEN state = 'pending' THEN NULL ELSE lease_until END \
                  WHERE id = $3 AND state IN ('pending', 'failed') AND usage_doubt_call IS NOT NULL",

@@ -130,6 +130,10 @@ pub enum StripeError {
         request_id: Option<String>,
         should_retry: Option<bool>,
         retry_after: Option<Duration>,
+        /// `Idempotent-Replayed: true`: Stripe answered with the saved result of an
+        /// earlier request under the same key (a saved 5xx is replayed for as
+        /// long as the key is kept: asking again under it says nothing new).
+        replayed: bool,
     },
     #[error("network error talking to Stripe: {0}")]
     Network(String),
@@ -148,6 +152,11 @@ impl StripeError {
             StripeError::Api { status, .. } => Some(*status),
             StripeError::Network(_) => None,
         }
+    }
+
+    /// A saved result of an earlier request with the same key, replayed.
+    pub fn replayed(&self) -> bool {
+        matches!(self, StripeError::Api { replayed: true, .. })
     }
 }
 
@@ -402,6 +411,7 @@ impl StripeClient {
             request_id,
             should_retry,
             retry_after,
+            replayed,
         })
     }
 }

@@ -547,6 +547,7 @@ mod tests {
             request_id: None,
             should_retry,
             retry_after: None,
+            replayed: false,
         };
         assert!(transient(&StripeError::Network("reset".into())).0);
         for s in [409, 429, 500, 503] {

@@ -126,6 +126,7 @@ mod tests {
             request_id: Some("req_1".into()),
             should_retry,
             retry_after: None,
+            replayed: false,
         })
     }
 

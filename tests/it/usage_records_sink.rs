@@ -178,6 +178,55 @@ async fn a_record_in_doubt_past_23_hours_that_did_not_land_is_sent_with_a_new_ke
     app.stop().await;
 }
 
+async fn a_saved_5xx_replayed_under_its_key_is_settled_from_the_summaries_in_minutes(
+    backend: Backend,
+) {
+    let (app, fake) = app_on(backend, -10 * DAY, 30 * DAY).await;
+    confirm(&app, 1).await;
+    fake.push_usage_record_fault(Fault::Saved5xx(500));
+    app.report().await;
+    // The resend under the key in doubt gets the saved 500 back: the key can say
+    // nothing more for 24 hours.
+    app.clock.advance(Duration::minutes(1));
+    app.report().await;
+    assert_eq!(fake.usage_record_requests(), 2);
+    assert_eq!(fake.usage_total(SUBSCRIPTION_ITEM), 0);
+    // Not asked again under that key, and not resent under another while the
+    // summary may still lag the last call.
+    app.clock.advance(Duration::minutes(1));
+    app.report().await;
+    assert_eq!(fake.usage_record_requests(), 2, "held, not resent");
+    assert_eq!(states(&app).await, ["pending"]);
+    // Once the summary includes the last call, it shows the record did not land:
+    // sent once more with a new key, well before the key's 23 hours.
+    app.clock.advance(Duration::minutes(16));
+    app.report().await;
+    app.clock.advance(Duration::minutes(1));
+    app.report().await;
+    assert_eq!(states(&app).await, ["reported"]);
+    assert_eq!(fake.usage_total(SUBSCRIPTION_ITEM), 1, "counted once");
+    let o = &app.outcomes().await[0];
+    let keys: Vec<String> = app
+        .services
+        .store
+        .attempts(&o.id)
+        .await
+        .expect("attempts")
+        .into_iter()
+        .filter_map(|a| a.idempotency_key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{}:usage_record:0", o.id),
+            format!("{}:usage_record:0", o.id),
+            // A new key: N counts the calls made (two so far).
+            format!("{}:usage_record:2", o.id)
+        ]
+    );
+    app.stop().await;
+}
+
 async fn a_record_before_the_current_period_is_parked_with_the_reason(backend: Backend) {
     // The period started after the outcome's confirmation (hour 73).
     let (app, fake) = app_on(backend, 73 * 3600 + 10, 30 * DAY).await;
@@ -316,6 +365,7 @@ dual!(
     each_outcome_is_recorded_once_through_lost_answers_and_5xx,
     a_record_in_doubt_past_23_hours_that_landed_is_not_resent,
     a_record_in_doubt_past_23_hours_that_did_not_land_is_sent_with_a_new_key,
+    a_saved_5xx_replayed_under_its_key_is_settled_from_the_summaries_in_minutes,
     a_record_before_the_current_period_is_parked_with_the_reason,
     clawback_sets_the_usage_at_the_records_second,
     clawback_of_a_closed_period_is_parked_with_the_invoice,

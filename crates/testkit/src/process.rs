@@ -25,7 +25,7 @@ pub struct ServeCommand {
     /// `RUST_LOG` for the child; its stderr is inherited when `show_logs`.
     pub log: String,
     pub show_logs: bool,
-    /// Write the child's stderr (its logs) to this file instead (wins over `show_logs`).
+    /// Append the child's stderr (its logs) to this file instead (wins over `show_logs`).
     pub log_file: Option<PathBuf>,
 }
 
@@ -47,7 +47,12 @@ impl ServeCommand {
     pub fn spawn_on(&self, addr: &str) -> std::io::Result<ServeProcess> {
         let admin = free_addr();
         let stderr = match &self.log_file {
-            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
             None if self.show_logs => Stdio::inherit(),
             None => Stdio::null(),
         };

@@ -46,6 +46,7 @@ fn item_segment(item: &str) -> Result<&str, StripeError> {
         request_id: None,
         should_retry: Some(false),
         retry_after: None,
+        replayed: false,
     })
 }
 

@@ -131,12 +131,14 @@ fn same(err: &StripeError) -> StripeError {
             request_id,
             should_retry,
             retry_after,
+            replayed,
         } => StripeError::Api {
             status: *status,
             error: error.clone(),
             request_id: request_id.clone(),
             should_retry: *should_retry,
             retry_after: *retry_after,
+            replayed: *replayed,
         },
     }
 }
@@ -709,6 +711,7 @@ mod tests {
             request_id: Some("req_1".into()),
             should_retry: None,
             retry_after: None,
+            replayed: false,
         }
     }
 
