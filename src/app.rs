@@ -100,7 +100,11 @@ impl Services {
     /// The reporter, in the configured mode. A mode that sends needs its key:
     /// refused, never downgraded to a dry-run.
     pub fn reporter(&self) -> Result<Reporter, AppError> {
-        if let Some(problem) = self.settings.stripe.key_problem(true) {
+        if let Some(problem) = self
+            .settings
+            .stripe
+            .key_problem(self.settings.uses_stripe())
+        {
             return Err(AppError::StripeMode(problem));
         }
         if let Some(problem) = metronome_problem(&self.settings) {

@@ -775,6 +775,13 @@ impl Settings {
         self.tenants.iter().find(|t| t.id == id)
     }
 
+    /// Whether any tenant bills through Stripe (meter events or usage records):
+    /// then a mode that sends needs a Stripe key. A deployment whose tenants all
+    /// bill on Metronome needs none.
+    pub fn uses_stripe(&self) -> bool {
+        self.tenants.iter().any(|t| t.sink.is_stripe())
+    }
+
     /// The effective contract of a tenant.
     pub fn contract_for(&self, tenant: &TenantSettings) -> ContractTerms {
         tenant.contract.apply(&self.contract)

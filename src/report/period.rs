@@ -72,6 +72,27 @@ pub async fn period_rows(
     Ok((outcomes, reversals))
 }
 
+/// [`period_rows`] of the outcomes billed on `sink` alone (and their reversals):
+/// what a reconcile compares with that billing system. A tenant moved between
+/// sinks keeps its earlier outcomes where they were billed.
+pub async fn period_rows_on(
+    store: &crate::store::Store,
+    tenant: &str,
+    period: Period,
+    sink: crate::sink::Sink,
+) -> Result<
+    (
+        Vec<crate::store::OutcomeRow>,
+        Vec<crate::store::ReversalRow>,
+    ),
+    crate::store::StoreError,
+> {
+    let (mut outcomes, mut reversals) = period_rows(store, tenant, period).await?;
+    outcomes.retain(|o| o.sink == sink);
+    reversals.retain(|r| r.sink == sink);
+    Ok((outcomes, reversals))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

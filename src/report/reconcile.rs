@@ -3,7 +3,8 @@
 
 use super::fmt_ms;
 use super::ledger::{totals, MeterTotals};
-use super::period::{period_rows, Period};
+use super::period::{period_rows_on, Period};
+use crate::sink::Sink;
 use crate::store::{Store, StoreError};
 use crate::stripe::{StripeClient, StripeError};
 use serde::Serialize;
@@ -132,7 +133,7 @@ pub async fn reconcile_meter(
     meter_id: &str,
     period: Period,
 ) -> Result<MeterLine, ReconcileError> {
-    let (outcomes, reversals) = period_rows(store, tenant, period).await?;
+    let (outcomes, reversals) = period_rows_on(store, tenant, period, Sink::StripeMeters).await?;
     let t = totals(&outcomes, &reversals, period, at.mode)
         .remove(event_name)
         .unwrap_or_default();
@@ -190,7 +191,7 @@ pub async fn reconcile_with(
 ) -> Result<Reconciliation, ReconcileError> {
     let (customer, account, mode) = (at.customer, at.account, at.mode);
     let mut meter_ids = meter_ids.clone();
-    let (outcomes, reversals) = period_rows(store, tenant, period).await?;
+    let (outcomes, reversals) = period_rows_on(store, tenant, period, Sink::StripeMeters).await?;
     // The same arithmetic as the statement's totals (see `ledger`).
     let mut lines: BTreeMap<String, MeterLine> = totals(&outcomes, &reversals, period, mode)
         .into_values()

@@ -11,7 +11,7 @@
 
 use super::fmt_ms;
 use super::ledger::{totals, MeterTotals};
-use super::period::{period_rows, Period};
+use super::period::{period_rows_on, Period};
 use crate::metronome::{MetronomeClient, MetronomeError};
 use crate::settings::{Settings, TenantSettings};
 use crate::sink::Sink;
@@ -142,17 +142,7 @@ pub async fn reconcile_metronome(
     at: &MetronomeTarget<'_>,
     period: Period,
 ) -> Result<MetronomeReconciliation, MetronomeReconcileError> {
-    let (outcomes, reversals) = period_rows(store, tenant, period).await?;
-    // Only what was billed on Metronome: a tenant moved between sinks keeps its
-    // earlier outcomes where they were billed.
-    let outcomes: Vec<_> = outcomes
-        .into_iter()
-        .filter(|o| o.sink == Sink::Metronome)
-        .collect();
-    let reversals: Vec<_> = reversals
-        .into_iter()
-        .filter(|r| r.sink == Sink::Metronome)
-        .collect();
+    let (outcomes, reversals) = period_rows_on(store, tenant, period, Sink::Metronome).await?;
     let mut lines: BTreeMap<String, MetricLine> = totals(&outcomes, &reversals, period, at.mode)
         .into_values()
         .map(|t| (t.event_name.clone(), MetricLine::expecting(t)))

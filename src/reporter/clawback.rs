@@ -139,7 +139,11 @@ impl Reporter {
         meter: &MeterInfo,
     ) -> Result<(), StoreError> {
         let Some(client) = &self.client else {
-            return Ok(());
+            tracing::warn!(outcome = %r.outcome_id, "clawback reversal waits: no Stripe key in this process");
+            return self
+                .store
+                .postpone_reversal(&r.outcome_id, now + 5 * 60_000)
+                .await;
         };
         // Persist the method (and a correction's timestamp) before Stripe can see the
         // request: a retry after a crash then sends the very same request and key.

@@ -87,6 +87,9 @@ impl Reporter {
         };
         let request = ev.encoded();
         let Some(client) = &self.client else {
+            if !self.dry_run() {
+                return self.hold_without_stripe(std::slice::from_ref(o)).await;
+            }
             let now = to_millis(self.clock.now());
             self.metrics.report(ReportResult::DryRun);
             return self
@@ -316,6 +319,25 @@ impl Reporter {
                     &hold.text,
                     SetAside::RetryAt(hold.until),
                 )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stripe outcomes in a process that sends but has no Stripe key (all its
+    /// tenants bill on Metronome now; these were confirmed under a Stripe sink):
+    /// held unsent with the reason, never recorded as a dry-run.
+    pub(super) async fn hold_without_stripe(
+        &self,
+        outcomes: &[ClaimedOutcome],
+    ) -> Result<(), StoreError> {
+        let reason = "held: no Stripe key in this process (no tenant bills through Stripe now); \
+                      set stripe.api_key to send outcomes confirmed under a Stripe sink";
+        let next = to_millis(self.clock.now()) + 5 * 60_000;
+        tracing::warn!(outcomes = outcomes.len(), reason, "Stripe outcomes held");
+        for o in outcomes {
+            self.store
+                .set_aside(&o.id, o.lease_until, reason, SetAside::RetryAt(next))
                 .await?;
         }
         Ok(())

@@ -77,14 +77,16 @@ impl Reporter {
         let legacy = client
             .as_ref()
             .and_then(|c| c.legacy_usage(&settings.stripe.legacy_api_version).ok());
-        let mode = match &client {
-            Some(_) => settings.stripe.mode(),
-            None => StripeMode::DryRun,
-        };
+        // The process's mode, whether or not it has a Stripe client: a deployment
+        // whose tenants all bill on Metronome needs no Stripe key (see
+        // `Settings::uses_stripe`); without a client, a Stripe call is held, never
+        // turned into a dry-run.
+        let mode = settings.stripe.mode();
         // Sending to Metronome follows the process's mode: nothing in a dry-run.
-        let metronome = client
-            .as_ref()
-            .and_then(|_| metronome::client_from(&settings.metronome));
+        let metronome = mode
+            .sends()
+            .then(|| metronome::client_from(&settings.metronome))
+            .flatten();
         Reporter {
             store,
             client,
@@ -105,7 +107,7 @@ impl Reporter {
     }
 
     pub fn dry_run(&self) -> bool {
-        self.client.is_none()
+        self.mode == StripeMode::DryRun
     }
 
     /// Say, at start, what this database holds that was sent in another mode and

@@ -460,9 +460,12 @@ impl Store {
     /// with a fresh retry budget (the attempts stay in `stripe_attempts`).
     /// Outcomes confirmed before `oldest` (ms) are left alone: Stripe would
     /// refuse their timestamp (`replay --too-old` bills them at the current time).
-    /// Outcomes whose identifier may already be at Stripe past its dedupe window
-    /// (`doubt_since` set) are requeued only with `include_in_doubt`, once an
-    /// operator checked Stripe. Returns (requeued, left because too old, left in doubt).
+    /// Meter events whose identifier may already be at Stripe past its dedupe
+    /// window (`doubt_since` set) are requeued only with `include_in_doubt`, once
+    /// an operator checked Stripe. The other sinks resend safely on their own
+    /// (Metronome dedupes a transaction id for 34 days, and the sink never sends
+    /// one older; a usage record in doubt is resent under its key or settled from
+    /// Stripe's summaries). Returns (requeued, left because too old, left in doubt).
     pub async fn requeue_failed(
         &self,
         tenant: Option<&str>,
@@ -475,7 +478,7 @@ impl Store {
             "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL, attempts = 0, \
              doubt_since = NULL \
              WHERE state = 'failed' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3) \
-             AND confirmed_at >= $4 AND ($5 = 1 OR doubt_since IS NULL)",
+             AND confirmed_at >= $4 AND ($5 = 1 OR doubt_since IS NULL OR sink <> 'stripe_meters')",
         )
         .bind(now)
         .bind(tenant.unwrap_or(""))
@@ -486,7 +489,7 @@ impl Store {
         .await?;
         let in_doubt = sqlx::query(
             "SELECT COUNT(*) AS n FROM outcomes WHERE state = 'failed' AND doubt_since IS NOT NULL \
-             AND ($1 = '' OR tenant = $1) AND ($2 = '' OR id = $2) AND confirmed_at >= $3",
+             AND sink = 'stripe_meters' AND ($1 = '' OR tenant = $1) AND ($2 = '' OR id = $2) AND confirmed_at >= $3",
         )
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))

@@ -377,6 +377,62 @@ async fn the_reporter_refuses_to_start_without_a_token(backend: Backend) {
     dry.stop().await;
 }
 
+/// An outcome parked after calls without an answer goes back with a plain
+/// `replay --failed`: Metronome ignores a repeated transaction id for 34 days
+/// (the sink never sends one older), so no operator check is needed first.
+async fn a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt(backend: Backend) {
+    let w = world_with(backend, ContractTerms::default(), |s| {
+        s.reporter.max_attempts = 2;
+    })
+    .await;
+    confirmed(&w.app, 1).await;
+    w.metronome.push_fault(Fault::AcceptThenDrop);
+    w.metronome.push_fault(Fault::AcceptThenDrop);
+    w.app.report().await;
+    w.app.clock.advance(Span::hours(1));
+    w.app.report().await;
+    assert_eq!(w.app.outcomes().await[0].state, "failed");
+    let now = outcome_meter::clock::to_millis(w.app.clock.now());
+    let (requeued, too_old, in_doubt) = w
+        .app
+        .services
+        .store
+        .requeue_failed(None, None, now, 0, false)
+        .await
+        .expect("requeue");
+    assert_eq!((requeued, too_old, in_doubt), (1, 0, 0));
+    w.app.report().await;
+    assert_eq!(w.app.outcomes().await[0].state, "reported");
+    assert_eq!(w.metronome.event_count(), 1, "counted once");
+    assert_eq!(
+        w.metronome.duplicates_ignored(),
+        2,
+        "the resends were ignored"
+    );
+    w.app.stop().await;
+}
+
+/// Every tenant on Metronome: a process that sends needs no Stripe key.
+async fn a_deployment_billing_only_on_metronome_needs_no_stripe_key(backend: Backend) {
+    let w = world_with(backend, ContractTerms::default(), |s| {
+        s.stripe.api_key = String::new();
+    })
+    .await;
+    assert!(!w.app.services.settings.uses_stripe());
+    confirmed(&w.app, 2).await;
+    w.app.report().await;
+    assert_eq!(
+        w.metronome.event_count(),
+        2,
+        "sent, not recorded as a dry-run"
+    );
+    for o in w.app.outcomes().await {
+        assert_eq!(o.state, "reported", "{o:?}");
+        assert_eq!(o.reported_mode.as_deref(), Some("test"), "{o:?}");
+    }
+    w.app.stop().await;
+}
+
 const CUSTOMER_ID: &str = "d7abd0cd-4ae9-4db7-8676-e986a4ebd8dc";
 const METRIC_ID: &str = "9570e4f3-d1da-4b95-ba81-bd40ee002727";
 
@@ -513,4 +569,6 @@ crate::dual!(
     a_clawback_before_sending_voids_the_outcome,
     dry_run_records_the_event_and_calls_nothing,
     the_reporter_refuses_to_start_without_a_token,
+    a_deployment_billing_only_on_metronome_needs_no_stripe_key,
+    a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt,
 );
