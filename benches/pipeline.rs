@@ -48,6 +48,34 @@ impl Billing {
         }
     }
 
+    /// Outcome ids recorded by the sink's fake, a repeat for each double bill
+    /// (usage records carry none at Stripe: their idempotency key names it).
+    fn billed_ids(&self) -> Vec<String> {
+        match self.sink {
+            Sink::StripeMeters => self
+                .stripe
+                .events()
+                .into_iter()
+                .map(|e| e.identifier)
+                .collect(),
+            Sink::Metronome => self
+                .metronome
+                .events()
+                .into_iter()
+                .map(|e| e.transaction_id)
+                .collect(),
+            Sink::StripeUsageRecords => self
+                .stripe
+                .usage_records()
+                .into_iter()
+                .map(|r| {
+                    let key = r.idempotency_key.unwrap_or_default();
+                    key.split(':').next().unwrap_or_default().to_string()
+                })
+                .collect(),
+        }
+    }
+
     fn requests(&self) -> usize {
         match self.sink {
             Sink::Metronome => self.metronome.requests(),
@@ -289,6 +317,19 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let _ = watcher.await;
 
     let billed = billing.billed();
+    let ids = billing.billed_ids();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    let reported = count(
+        &store,
+        "SELECT COUNT(*) FROM outcomes WHERE state = 'reported'",
+    )
+    .await;
+    println!(
+        "  verdict at {sink}: {} outcomes billed, {} billed twice, {} expected not billed (outcomes reported: {reported})",
+        distinct.len(),
+        ids.len() - distinct.len(),
+        expected.saturating_sub(distinct.len()),
+    );
     println!(
         "  confirmed and reported: {billed} outcomes at {sink} (expected {expected}) in {:.1}s = {:.0} outcomes/s; {} requests; service peak RSS {:.0} MiB",
         settled.as_secs_f64(),
