@@ -7,7 +7,7 @@ use crate::clock::from_millis;
 use crate::store::UsageDoubt;
 use crate::stripe::client::StripeError;
 use crate::stripe::usage_records::rules::{
-    after_same_key, maybe_applied, plan_resend, Resend, SameKeyAnswer,
+    after_same_key, maybe_applied, plan_resend, Resend, SameKeyAnswer, Settlement,
 };
 use crate::stripe::usage_records::{Period, Recorded, UsageRecordSummary};
 use chrono::{DateTime, Utc};
@@ -122,6 +122,26 @@ pub(crate) fn periods_to_settle(
     (periods, unplaced)
 }
 
+/// A period cannot be settled while a clawback `set` on one of its records has
+/// no definite answer (its method is stored before the first call, so it may
+/// have moved Stripe's total): wait while it is retried (`pending`); once it is
+/// parked, no total can tell a record that landed from one that did not, so the
+/// records in doubt are parked for an operator. `None`: nothing blocks.
+pub(crate) fn blocked_by_sets(pending: i64, parked: i64, now: DateTime<Utc>) -> Option<Settlement> {
+    if parked > 0 {
+        return Some(Settlement::Unresolved {
+            reason: format!(
+                "a clawback `set` of this billing period is parked without a definite answer ({parked}), \
+                 so Stripe's total for the period cannot tell which records in doubt landed; check the \
+                 item's usage in Stripe"
+            ),
+        });
+    }
+    (pending > 0).then(|| Settlement::Wait {
+        until: now + chrono::Duration::minutes(5),
+    })
+}
+
 /// The records in doubt (pending or parked) with a timestamp in `period`.
 pub(crate) fn in_period(doubts: &[UsageDoubt], period: Period) -> Vec<&UsageDoubt> {
     doubts
@@ -233,6 +253,20 @@ mod tests {
         ] {
             assert_eq!(doubt_after(Resend::SameKey, &r), DoubtAfter::Keep);
         }
+    }
+
+    #[test]
+    fn a_set_without_a_definite_answer_blocks_settling_its_period() {
+        let now = DateTime::from_timestamp(T, 0).expect("time");
+        assert_eq!(blocked_by_sets(0, 0, now), None);
+        assert!(matches!(
+            blocked_by_sets(1, 0, now),
+            Some(Settlement::Wait { until }) if until > now
+        ));
+        assert!(matches!(
+            blocked_by_sets(1, 2, now),
+            Some(Settlement::Unresolved { reason }) if reason.contains("parked without a definite answer (2)")
+        ));
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   with outcome-meter's and need it to be the only writer.
 
 use super::usage_doubt::{
-    doubt_after, in_period, is_saved_failure, next_call, periods_to_settle, DoubtAfter,
+    blocked_by_sets, doubt_after, in_period, is_saved_failure, next_call, periods_to_settle,
+    DoubtAfter,
 };
 use super::{Reporter, Tasks};
 use crate::clock::{from_millis, to_millis};
@@ -286,7 +287,16 @@ impl Reporter {
                 in_doubt: &in_doubt,
                 last_call_at,
             };
-            match settle(&ledger, summaries, now) {
+            // A clawback `set` in the period with no definite answer may have moved
+            // Stripe's total: wait for it while it is retried; parked, the total
+            // cannot settle anything (a landed record could pass for one that did not).
+            let (sets_pending, sets_parked) = self
+                .store
+                .usage_sets_unsettled(item, account, period.start + 1, period.end)
+                .await?;
+            let settlement = blocked_by_sets(sets_pending, sets_parked, now)
+                .unwrap_or_else(|| settle(&ledger, summaries, now));
+            match settlement {
                 Settlement::Wait { until } => {
                     tracing::info!(item, until = %until, "usage records in doubt: waiting for the summary to include the latest call");
                     return Ok(SettleStep::Wait(to_millis(until)));

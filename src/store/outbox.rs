@@ -524,9 +524,13 @@ impl Store {
         oldest: i64,
     ) -> Result<Vec<TooOld>, StoreError> {
         let rows = sqlx::query(
+            // A usage record's call cut by a crash leaves no attempt row, only
+            // `usage_doubt_call`: in doubt too (rebilling it at a new timestamp could
+            // count it in two periods).
             "SELECT o.id, o.tenant, o.confirmed_at, o.evidence, o.state, \
              (SELECT COUNT(*) FROM stripe_attempts a WHERE a.outcome_id = o.id AND a.dry_run = 0 \
-              AND (a.status_code IS NULL OR a.status_code >= 500)) AS in_doubt \
+              AND (a.status_code IS NULL OR a.status_code >= 500)) \
+             + CASE WHEN o.usage_doubt_call IS NULL THEN 0 ELSE 1 END AS in_doubt \
              FROM outcomes o WHERE o.state IN ('pending', 'failed') AND o.confirmed_at < $1 \
              AND ($2 = '' OR o.tenant = $2) AND ($3 = '' OR o.id = $3) ORDER BY o.confirmed_at, o.id",
         )

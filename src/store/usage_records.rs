@@ -149,6 +149,32 @@ impl Store {
         col(&row, "total")
     }
 
+    /// Clawback `set`s on the item's records confirmed in `[from, to]` (seconds)
+    /// whose effect at Stripe is not settled: their method is stored before the
+    /// first call, so a set not `done` may have been applied. (Still pending,
+    /// parked.) The period's total cannot tell records in doubt apart while one is.
+    pub async fn usage_sets_unsettled(
+        &self,
+        item: &str,
+        account: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN r.state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
+             CAST(COALESCE(SUM(CASE WHEN r.state = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS parked \
+             FROM reversals r JOIN outcomes o ON o.id = r.outcome_id WHERE {ON_ITEM} \
+             AND r.method = 'usage_set' AND r.state <> 'done' AND o.confirmed_at >= $3 AND o.confirmed_at <= $4"
+        ))
+        .bind(item)
+        .bind(account.unwrap_or(""))
+        .bind(second_ms(from).0)
+        .bind(second_ms(to).1)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((col(&row, "pending")?, col(&row, "parked")?))
+    }
+
     /// The latest call (not a dry-run) on the item, record or reversal (Unix ms).
     pub async fn usage_last_call(
         &self,
