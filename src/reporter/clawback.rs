@@ -14,6 +14,31 @@ use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
 use crate::stripe::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 
+/// A clawback of an outcome parked as failed after calls without a definite
+/// answer: the billing system may hold it after all, so it is neither voided (the
+/// customer could stay billed, unseen) nor sent again here. Parked for an
+/// operator with what to check. (Usage records settle their own doubt first.)
+fn billed_in_doubt(r: &ClaimedReversal) -> Option<String> {
+    if r.method.is_some() || r.outcome_state != "failed" || r.outcome_doubt_since.is_none() {
+        return None;
+    }
+    let check = match r.sink {
+        Sink::StripeUsageRecords => return None,
+        Sink::StripeMeters => format!(
+            "Stripe may hold its meter event (identifier {}): check the meter's event summaries",
+            r.outcome_identifier
+        ),
+        Sink::Metronome => format!(
+            "Metronome may hold its usage event (transaction_id {}): check Metronome's events",
+            r.outcome_id
+        ),
+    };
+    Some(format!(
+        "not reversed: the outcome was parked after calls without a definite answer, so it may be \
+         billed after all; {check}, and credit the customer by hand if it is there"
+    ))
+}
+
 impl Reporter {
     /// Claim one batch of clawback reversals and carry them out.
     pub(super) async fn reverse_batch(&self) -> Result<usize, StoreError> {
@@ -23,6 +48,11 @@ impl Reporter {
             .claim_reversals(now, now + self.lease_ms(), self.settings.batch_size)
             .await?;
         for r in &claimed {
+            if let Some(why) = billed_in_doubt(r) {
+                self.park_reversal(r, to_millis(self.clock.now()), &why)
+                    .await?;
+                continue;
+            }
             match r.sink {
                 Sink::StripeMeters => self.reverse_one(r).await?,
                 Sink::Metronome => self.reverse_metronome(r).await?,
@@ -280,5 +310,48 @@ impl Reporter {
         }
         tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state, "clawback reversal attempt");
         self.store.record_reversal_attempt(&attempt).await
+    }
+}
+
+impl Reporter {
+    pub(super) fn reversal_done<'a>(
+        &self,
+        r: &'a ClaimedReversal,
+        now: i64,
+        method: Method,
+        result: &'a str,
+    ) -> ReversalAttempt<'a> {
+        ReversalAttempt {
+            outcome_id: &r.outcome_id,
+            now,
+            method: method.as_str(),
+            dry_run: false,
+            mode: self.mode,
+            livemode: None,
+            idempotency_key: None,
+            request: "",
+            status_code: None,
+            request_id: None,
+            result,
+            error: None,
+            state: "done",
+            next_attempt_at: now,
+            stripe_timestamp: None,
+            in_doubt: false,
+        }
+    }
+
+    /// Park the reversal (state failed) with the explanation, for a credit by hand.
+    pub(super) async fn park_reversal(
+        &self,
+        r: &ClaimedReversal,
+        now: i64,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
+        let mut a = self.reversal_done(r, now, Method::Manual, "not_reversible");
+        a.state = "failed";
+        a.error = Some(why);
+        self.store.record_reversal_attempt(&a).await
     }
 }

@@ -333,48 +333,6 @@ impl Reporter {
             Reversal::Manual(why) => self.park_reversal(r, now, &why).await,
         }
     }
-
-    fn reversal_done<'a>(
-        &self,
-        r: &'a ClaimedReversal,
-        now: i64,
-        method: Method,
-        result: &'a str,
-    ) -> ReversalAttempt<'a> {
-        ReversalAttempt {
-            outcome_id: &r.outcome_id,
-            now,
-            method: method.as_str(),
-            dry_run: false,
-            mode: self.mode,
-            livemode: None,
-            idempotency_key: None,
-            request: "",
-            status_code: None,
-            request_id: None,
-            result,
-            error: None,
-            state: "done",
-            next_attempt_at: now,
-            stripe_timestamp: None,
-            in_doubt: false,
-        }
-    }
-
-    /// Park the reversal (state failed) with the explanation, for a credit by hand.
-    async fn park_reversal(
-        &self,
-        r: &ClaimedReversal,
-        now: i64,
-        why: &str,
-    ) -> Result<(), StoreError> {
-        tracing::error!(outcome = %r.outcome_id, %why, "clawback: usage record reversal parked as failed");
-        let mut a = self.reversal_done(r, now, Method::Manual, "not_reversible");
-        a.state = "failed";
-        a.error = Some(why);
-        self.store.record_reversal_attempt(&a).await
-    }
-
     /// Send the reversal's `set`, with a new key per call (resending the same
     /// value is safe at any age).
     async fn send_set(

@@ -59,6 +59,9 @@ pub struct ClaimedReversal {
     /// The identifier of the outcome's meter event at Stripe (what a cancel names):
     /// the outcome id, or `<outcome id>_resend<N>` once resent after a rejection.
     pub outcome_identifier: String,
+    /// When a call for the outcome first went without a definite answer
+    /// (`outcomes.doubt_since`): a failed outcome with it may be billed after all.
+    pub outcome_doubt_since: Option<i64>,
     /// Where the outcome is billed (`outcomes.sink`): the reversal goes there.
     pub sink: crate::sink::Sink,
     /// The Metronome customer or the subscription item, for those sinks.
@@ -220,7 +223,7 @@ impl Store {
             let row = sqlx::query(
                 "SELECT r.outcome_id, r.event_name, r.value, r.stripe_customer_id, r.method, r.attempts, r.stripe_timestamp, \
                  r.cancel_in_doubt, o.stripe_account, o.reported_mode, o.state AS outcome_state, COALESCE(o.first_sent_at, o.reported_at) AS first_sent_at, \
-                 o.lease_until AS outcome_lease, o.stripe_resends AS outcome_resends, o.sink, o.sink_target, \
+                 o.lease_until AS outcome_lease, o.stripe_resends AS outcome_resends, o.sink, o.sink_target, o.doubt_since AS outcome_doubt_since, \
                  o.tenant, o.provider, o.ticket_id, o.seq, o.contract_hash, \
                  (SELECT COUNT(*) FROM stripe_attempts a WHERE a.outcome_id = r.outcome_id AND a.dry_run = 0 \
                   AND a.result LIKE 'reversal:cancel:%' AND (a.status_code IS NULL OR a.status_code >= 500)) \
@@ -252,6 +255,7 @@ impl Store {
                     &id,
                     col(&row, "outcome_resends")?,
                 ),
+                outcome_doubt_since: col(&row, "outcome_doubt_since")?,
                 sink: super::sink_col(&row)?,
                 sink_target: col(&row, "sink_target")?,
                 identity: super::OutcomeIdentity::from_row(&row)?,

@@ -321,6 +321,36 @@ async fn a_clawback_before_sending_voids_the_outcome(backend: Backend) {
     w.app.stop().await;
 }
 
+/// A clawback of an outcome parked after calls without an answer: Metronome may
+/// hold it, so it is neither voided nor sent: parked with what to check.
+async fn a_clawback_of_a_failed_outcome_in_doubt_is_parked_not_voided(backend: Backend) {
+    let w = world_with(backend, clawback_contract(), |s| {
+        s.reporter.max_attempts = 2;
+    })
+    .await;
+    confirmed(&w.app, 1).await;
+    w.metronome.push_fault(Fault::AcceptThenDrop);
+    w.metronome.push_fault(Fault::AcceptThenDrop);
+    w.app.report().await;
+    w.app.clock.advance(Span::hours(1));
+    w.app.report().await;
+    assert_eq!(w.app.outcomes().await[0].state, "failed");
+    w.app.send(&event("M0-o", "M0", "reopened", 76, None)).await;
+    w.app.advance_hours(1);
+    w.app.settle().await;
+    w.app.report().await;
+    let r = reversal(&w.app).await;
+    assert_eq!(r.state, "failed", "{r:?}");
+    let why = r.last_error.unwrap_or_default();
+    assert!(
+        why.contains("Metronome may hold") && why.contains("transaction_id"),
+        "{why}"
+    );
+    assert_eq!(w.app.outcomes().await[0].state, "failed", "not voided");
+    assert_eq!(w.metronome.event_count(), 1, "nothing more sent");
+    w.app.stop().await;
+}
+
 /// In a dry-run the event is recorded as it would be sent; Metronome is not called.
 async fn dry_run_records_the_event_and_calls_nothing(backend: Backend) {
     let metronome = FakeMetronome::start().await;
@@ -571,4 +601,5 @@ crate::dual!(
     the_reporter_refuses_to_start_without_a_token,
     a_deployment_billing_only_on_metronome_needs_no_stripe_key,
     a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt,
+    a_clawback_of_a_failed_outcome_in_doubt_is_parked_not_voided,
 );
