@@ -14,6 +14,19 @@ use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
 use crate::stripe::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
 
+/// A stored reversal method this build does not know: never taken as done (the
+/// customer could stay billed), parked for an operator.
+fn unreadable_method(r: &ClaimedReversal) -> Option<String> {
+    let stored = r.method.as_deref()?;
+    Method::parse(stored).is_none().then(|| {
+        format!(
+            "not reversed: its stored method `{stored}` is unknown to this build (a newer or damaged \
+             record); check what reached the billing system and credit by hand, or run the release \
+             that wrote it"
+        )
+    })
+}
+
 /// A clawback of an outcome parked as failed after calls without a definite
 /// answer: the billing system may hold it after all, so it is neither voided (the
 /// customer could stay billed, unseen) nor sent again here. Parked for an
@@ -48,7 +61,7 @@ impl Reporter {
             .claim_reversals(now, now + self.lease_ms(), self.settings.batch_size)
             .await?;
         for r in &claimed {
-            if let Some(why) = billed_in_doubt(r) {
+            if let Some(why) = unreadable_method(r).or_else(|| billed_in_doubt(r)) {
                 self.park_reversal(r, to_millis(self.clock.now()), &why)
                     .await?;
                 continue;
@@ -184,7 +197,10 @@ impl Reporter {
         else {
             return Ok(()); // no longer pending: another reporter finished it
         };
-        let method = Method::parse(&stored);
+        let Some(method) = Method::parse(&stored) else {
+            // Caught on the next pass (`unreadable_method`).
+            return self.store.postpone_reversal(&r.outcome_id, now).await;
+        };
         let stripe_timestamp = stored_ts.unwrap_or(self.stripe_seconds(now));
         let key = idempotency_key(
             &r.outcome_id,

@@ -32,7 +32,7 @@ pub fn choose_metronome_method(
     aggregation: MetricAggregation,
 ) -> Method {
     if let Some(m) = stored {
-        return Method::parse(m);
+        return Method::parse(m).unwrap_or(Method::Manual);
     }
     let reported_in = reported_in.unwrap_or(mode);
     match outcome_state {
@@ -173,7 +173,7 @@ impl Reporter {
         else {
             return Ok(()); // no longer pending: another reporter finished it
         };
-        if Method::parse(&stored) != Method::Correction {
+        if Method::parse(&stored) != Some(Method::Correction) {
             tracing::warn!(outcome = %r.outcome_id, method = %stored, "reversal method changed; planning again");
             return self.store.postpone_reversal(&r.outcome_id, now).await;
         }

@@ -45,16 +45,19 @@ impl Method {
         }
     }
 
-    pub fn parse(s: &str) -> Method {
-        match s {
+    /// A stored method; `None` for a value this build does not know (the
+    /// reporter parks such a reversal for an operator, never takes it as done).
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
             "void" => Method::Void,
             "cancel" => Method::Cancel,
             "correction" => Method::Correction,
             "dry_run" => Method::DryRun,
+            "none" => Method::Nothing,
             "manual" => Method::Manual,
             "usage_set" => Method::UsageSet,
-            _ => Method::Nothing,
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -79,7 +82,8 @@ pub fn choose_method(
     aggregation: MeterAggregation,
 ) -> Method {
     if let Some(m) = stored {
-        return Method::parse(m);
+        // Unknown (caught before, see `clawback::unreadable_method`): a person decides.
+        return Method::parse(m).unwrap_or(Method::Manual);
     }
     let reported_in = reported_in.unwrap_or(mode);
     match outcome_state {
@@ -198,6 +202,27 @@ mod tests {
         assert_eq!(
             choose_method(None, "voided", None, LIVE, None, now, SUM),
             Method::Nothing
+        );
+    }
+
+    #[test]
+    fn stored_methods_round_trip_and_an_unknown_one_is_no_method() {
+        for m in [
+            Method::Void,
+            Method::Cancel,
+            Method::Correction,
+            Method::DryRun,
+            Method::Nothing,
+            Method::Manual,
+            Method::UsageSet,
+        ] {
+            assert_eq!(Method::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(Method::parse("refund"), None);
+        assert_eq!(
+            choose_method(Some("refund"), "reported", None, LIVE, None, 0, SUM),
+            Method::Manual,
+            "never taken as nothing to reverse"
         );
     }
 

@@ -314,7 +314,7 @@ impl Reporter {
                     Method::parse(&method),
                     stored.map(|q| UsageRecord::set(q, timestamp)),
                 ) {
-                    (Method::UsageSet, Some(Ok(record))) => {
+                    (Some(Method::UsageSet), Some(Ok(record))) => {
                         self.send_set(r, client, item, &record, now).await
                     }
                     _ => self.store.postpone_reversal(&r.outcome_id, now).await,
