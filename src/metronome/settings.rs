@@ -185,8 +185,36 @@ pub fn problems(s: &Settings) -> Vec<String> {
     }
     for t in &s.tenants {
         errs.extend(tenant_problem(t));
+        errs.extend(undeclared_aggregations(s, t));
     }
     errs
+}
+
+/// A tenant billed on Metronome with clawback reverses by a correcting event with
+/// a negative value, which subtracts only on a SUM billable metric (on COUNT it
+/// is one more event billed). Metronome's aggregation is not guessed: each event
+/// type such a tenant can bill must be declared in `metronome.metric_aggregations`.
+fn undeclared_aggregations(s: &Settings, t: &TenantSettings) -> Vec<String> {
+    if t.sink != crate::sink::Sink::Metronome {
+        return Vec::new();
+    }
+    let contract = s.contract_for(t);
+    if contract.clawback.is_none() {
+        return Vec::new();
+    }
+    contract
+        .event_names()
+        .into_iter()
+        .filter(|e| !s.metronome.metric_aggregations.contains_key(e))
+        .map(|e| {
+            format!(
+                "tenant `{}` bills `{e}` on Metronome with clawback: set metronome.metric_aggregations.{e} \
+                 (sum, count, max or latest) to how its billable metric aggregates; a correcting event \
+                 subtracts only on a sum metric",
+                t.id
+            )
+        })
+        .collect()
 }
 
 /// A tenant's `metronome_customer_id`, when set, must name someone: a customer
@@ -269,6 +297,27 @@ mod tests {
         assert!(text.contains("metronome.api_base"), "{text}");
         assert!(text.contains("metronome.rate_per_second"), "{text}");
         assert!(text.contains("metronome.timeout"), "{text}");
+    }
+
+    #[test]
+    fn a_metronome_tenant_with_clawback_declares_each_metric_aggregation() {
+        let mut s = settings();
+        s.tenants[0].sink = crate::sink::Sink::Metronome;
+        s.tenants[0].metronome_customer_id = Some("acme-alias".into());
+        assert!(s.validate().is_ok(), "no clawback: nothing to declare");
+        s.contract.clawback = Some(Duration::from_secs(86_400));
+        let errs = match s.validate() {
+            Err(SettingsError::Invalid(errs)) => errs.join("\n"),
+            other => panic!("expected problems, got {other:?}"),
+        };
+        assert!(
+            errs.contains("metronome.metric_aggregations.resolved_ticket"),
+            "{errs}"
+        );
+        s.metronome
+            .metric_aggregations
+            .insert("resolved_ticket".into(), MetricAggregation::Sum);
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
     }
 
     #[test]
