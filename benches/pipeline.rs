@@ -104,6 +104,7 @@ api_base = "{stripe}"
 [metronome]
 api_base = "{metronome}"
 api_token = "{metronome_token}"
+environment = "sandbox"
 rate_per_second = 100000.0
 [clock]
 offset = "{offset_ms}ms"

@@ -154,11 +154,22 @@ fn metronome_problem(settings: &Settings) -> Option<String> {
     if settings.stripe.dry_run() || tenants.is_empty() {
         return None;
     }
-    let problem = settings.metronome.token_problem()?;
+    let mode = settings.stripe.mode();
+    let problem = match (settings.metronome.token_problem(), settings.metronome.environment) {
+        (Some(problem), _) => problem,
+        (None, None) => "metronome.environment is not set: say whether metronome.api_token reaches \
+                         Metronome's `production` or a `sandbox` (its answers do not say)"
+            .to_string(),
+        (None, Some(env)) if env.mode() != mode => format!(
+            "metronome.environment is \"{}\" but stripe.mode is \"{mode}\": production goes with live, \
+             sandbox with test",
+            env.as_str()
+        ),
+        (None, Some(_)) => return None,
+    };
     Some(format!(
-        "{problem} (tenant(s) {} use sink = \"metronome\" and stripe.mode is \"{}\")",
+        "{problem} (tenant(s) {} use sink = \"metronome\" and stripe.mode is \"{mode}\")",
         tenants.join(", "),
-        settings.stripe.mode()
     ))
 }
 

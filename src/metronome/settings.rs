@@ -35,6 +35,37 @@ pub struct MetronomeSettings {
     /// How each billable metric (by event type) aggregates, as defined in
     /// Metronome; `sum` when not listed. Only a `sum` metric takes a correcting event.
     pub metric_aggregations: BTreeMap<String, MetricAggregation>,
+    /// Which Metronome environment the token reaches: Metronome's answers do not
+    /// say, and its tokens look alike, so it is declared and must match
+    /// `stripe.mode` (production with `live`, sandbox with `test`) before a
+    /// process that sends may bill a tenant on Metronome.
+    pub environment: Option<MetronomeEnvironment>,
+}
+
+/// A Metronome environment (<https://docs.metronome.com/guides/get-started/sandbox>:
+/// a sandbox is a separate environment with its own API tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetronomeEnvironment {
+    Production,
+    Sandbox,
+}
+
+impl MetronomeEnvironment {
+    /// The Stripe mode outcomes sent to this environment are recorded in.
+    pub fn mode(self) -> crate::stripe::mode::StripeMode {
+        match self {
+            MetronomeEnvironment::Production => crate::stripe::mode::StripeMode::Live,
+            MetronomeEnvironment::Sandbox => crate::stripe::mode::StripeMode::Test,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetronomeEnvironment::Production => "production",
+            MetronomeEnvironment::Sandbox => "sandbox",
+        }
+    }
 }
 
 impl Default for MetronomeSettings {
@@ -47,6 +78,7 @@ impl Default for MetronomeSettings {
             rate_per_second: DEFAULT_RATE_PER_SECOND,
             billable_metric_ids: BTreeMap::new(),
             metric_aggregations: BTreeMap::new(),
+            environment: None,
         }
     }
 }
@@ -68,6 +100,7 @@ impl std::fmt::Debug for MetronomeSettings {
             .field("rate_per_second", &self.rate_per_second)
             .field("billable_metric_ids", &self.billable_metric_ids)
             .field("metric_aggregations", &self.metric_aggregations)
+            .field("environment", &self.environment)
             .finish()
     }
 }

@@ -450,6 +450,34 @@ async fn a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt(backend:
     w.app.stop().await;
 }
 
+/// Metronome's answers do not say which environment they come from: a process
+/// that sends refuses to start unless `metronome.environment` is declared and
+/// matches `stripe.mode` (its outcomes are recorded in that mode).
+async fn the_metronome_environment_must_match_the_mode(backend: Backend) {
+    use outcome_meter::metronome::settings::MetronomeEnvironment;
+    for (env, expected) in [
+        (None, "metronome.environment is not set"),
+        (
+            Some(MetronomeEnvironment::Production),
+            "production goes with live",
+        ),
+    ] {
+        let w = world_with(backend, ContractTerms::default(), |s| {
+            s.metronome.environment = env;
+        })
+        .await;
+        let err = w
+            .app
+            .services
+            .reporter()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains(expected), "{err}");
+        w.app.stop().await;
+    }
+}
+
 /// Every tenant on Metronome: a process that sends needs no Stripe key.
 async fn a_deployment_billing_only_on_metronome_needs_no_stripe_key(backend: Backend) {
     let w = world_with(backend, ContractTerms::default(), |s| {
@@ -610,4 +638,5 @@ crate::dual!(
     a_deployment_billing_only_on_metronome_needs_no_stripe_key,
     a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt,
     a_clawback_of_a_failed_outcome_in_doubt_is_parked_not_voided,
+    the_metronome_environment_must_match_the_mode,
 );

@@ -395,6 +395,11 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
         s.metronome.api_base = base.clone();
         s.metronome.api_token = testkit::fake_metronome::FakeMetronome::TOKEN.into();
         s.metronome.timeout = std::time::Duration::from_millis(800);
+        s.metronome.environment = Some(if opts.live {
+            outcome_meter::metronome::settings::MetronomeEnvironment::Production
+        } else {
+            outcome_meter::metronome::settings::MetronomeEnvironment::Sandbox
+        });
     }
     let provider = |secret: &str, ai: &[&str]| ProviderSettings {
         secrets: vec![secret.into()],

@@ -179,6 +179,7 @@ webhook_secret = "{WHSEC}"
 [metronome]
 api_base = "{metronome}"
 api_token = "{metronome_token}"
+environment = "sandbox"
 timeout = "300ms"
 rate_per_second = 2000.0
 [clock]
