@@ -145,6 +145,21 @@ impl OutcomeAttempt<'_> {
     }
 }
 
+/// How much later than Stripe's oldest acceptable confirmation time Metronome's
+/// is (it accepts 34 days of backdating, Stripe 35; each less its margin), in ms:
+/// `replay --too-old` and `replay --failed` judge each outcome by its own sink.
+fn metronome_horizon_shift_ms() -> i64 {
+    let stripe = crate::stripe::limits::MAX_AGE - crate::stripe::limits::AGE_MARGIN;
+    let metronome = crate::metronome::rules::MAX_AGE - crate::metronome::rules::AGE_MARGIN;
+    (stripe - metronome).num_milliseconds()
+}
+
+/// An outcome's oldest acceptable confirmation time, given Stripe's at `$oldest`
+/// and the Metronome shift at `$shift`.
+fn horizon_sql(oldest: &str, shift: &str) -> String {
+    format!("(CASE WHEN sink = 'metronome' THEN {oldest} + {shift} ELSE {oldest} END)")
+}
+
 /// Outcomes recorded in the mode bound to `$2`: `dry_run` ones, or reported there.
 const SENT_IN: &str =
     "((state = 'dry_run' AND $2 = 'dry_run') OR (state = 'reported' AND reported_mode = $2))";
@@ -474,17 +489,19 @@ impl Store {
         oldest: i64,
         include_in_doubt: bool,
     ) -> Result<(u64, u64, u64), StoreError> {
-        let r = sqlx::query(
+        let r = sqlx::query(&format!(
             "UPDATE outcomes SET state = 'pending', next_attempt_at = $1, lease_until = NULL, attempts = 0, \
              doubt_since = NULL \
              WHERE state = 'failed' AND ($2 = '' OR tenant = $2) AND ($3 = '' OR id = $3) \
-             AND confirmed_at >= $4 AND ($5 = 1 OR doubt_since IS NULL OR sink <> 'stripe_meters')",
-        )
+             AND confirmed_at >= {} AND ($5 = 1 OR doubt_since IS NULL OR sink <> 'stripe_meters')",
+            horizon_sql("$4", "$6")
+        ))
         .bind(now)
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
         .bind(oldest)
         .bind(i64::from(include_in_doubt))
+        .bind(metronome_horizon_shift_ms())
         .execute(&self.pool)
         .await?;
         let in_doubt = sqlx::query(
@@ -497,13 +514,15 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         let in_doubt: i64 = col(&in_doubt, "n")?;
-        let left = sqlx::query(
+        let left = sqlx::query(&format!(
             "SELECT COUNT(*) AS n FROM outcomes WHERE state = 'failed' \
-             AND ($1 = '' OR tenant = $1) AND ($2 = '' OR id = $2) AND confirmed_at < $3",
-        )
+             AND ($1 = '' OR tenant = $1) AND ($2 = '' OR id = $2) AND confirmed_at < {}",
+            horizon_sql("$3", "$4")
+        ))
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
         .bind(oldest)
+        .bind(metronome_horizon_shift_ms())
         .fetch_one(&self.pool)
         .await?;
         let left: i64 = col(&left, "n")?;
@@ -527,16 +546,18 @@ impl Store {
             // A usage record's call cut by a crash leaves no attempt row, only
             // `usage_doubt_call`: in doubt too (rebilling it at a new timestamp could
             // count it in two periods).
-            "SELECT o.id, o.tenant, o.confirmed_at, o.evidence, o.state, \
+            &format!("SELECT o.id, o.tenant, o.confirmed_at, o.evidence, o.state, \
              (SELECT COUNT(*) FROM stripe_attempts a WHERE a.outcome_id = o.id AND a.dry_run = 0 \
               AND (a.status_code IS NULL OR a.status_code >= 500)) \
              + CASE WHEN o.usage_doubt_call IS NULL THEN 0 ELSE 1 END AS in_doubt \
-             FROM outcomes o WHERE o.state IN ('pending', 'failed') AND o.confirmed_at < $1 \
+             FROM outcomes o WHERE o.state IN ('pending', 'failed') AND o.confirmed_at < {} \
              AND ($2 = '' OR o.tenant = $2) AND ($3 = '' OR o.id = $3) ORDER BY o.confirmed_at, o.id",
-        )
+            horizon_sql("$1", "$4")
+        ))
         .bind(oldest)
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
+        .bind(metronome_horizon_shift_ms())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -233,6 +233,21 @@ async fn a_too_old_outcome_is_parked_with_the_reason(backend: Backend) {
         why.contains("34 days") && why.contains("replay --too-old"),
         "{why}"
     );
+    // The command the reason names finds it now (34 days, not Stripe's 35), and
+    // `replay --failed` leaves it, counted as too old.
+    let oldest = 1000 * outcome_meter::stripe::limits::oldest_acceptable(w.app.clock.world_now());
+    let store = &w.app.services.store;
+    let found = store
+        .too_old_outcomes(None, None, oldest)
+        .await
+        .expect("too old");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let now = outcome_meter::clock::to_millis(w.app.clock.now());
+    let (requeued, too_old, _) = store
+        .requeue_failed(None, None, now, oldest, false)
+        .await
+        .expect("requeue");
+    assert_eq!((requeued, too_old), (0, 1));
     w.app.stop().await;
 }
 

@@ -340,8 +340,8 @@ pub fn before_period_reason(timestamp: i64, current: Period, outcome_id: &str) -
     format!(
         "not sent: its timestamp ({}) is before the subscription item's current billing period (from {}); \
          Stripe takes usage records only within the current period, with no grace while the last invoice \
-         is a draft. Bill it at the current time by operator decision (outcome {outcome_id}), or add an \
-         invoice item to the customer's next invoice",
+         is a draft. It is not billed (outcome {outcome_id}): add an invoice item to the customer's next \
+         invoice for it",
         when(timestamp),
         when(current.start)
     )
