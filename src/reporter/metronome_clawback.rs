@@ -78,22 +78,8 @@ impl Reporter {
             aggregation,
         );
         let done = |result: &'static str, dry_run: bool| ReversalAttempt {
-            outcome_id: &r.outcome_id,
-            now,
-            method: method.as_str(),
             dry_run,
-            mode: self.mode,
-            livemode: None,
-            idempotency_key: None,
-            request: "",
-            status_code: None,
-            request_id: None,
-            result,
-            error: None,
-            state: "done",
-            next_attempt_at: now,
-            stripe_timestamp: None,
-            in_doubt: false,
+            ..self.reversal_done(r, now, method, result)
         };
         match method {
             Method::WaitForLive => {

@@ -42,24 +42,8 @@ impl Reporter {
             now,
             MeterAggregation::Sum,
         );
-        let done = |result: &'static str, method: Method| ReversalAttempt {
-            outcome_id: &r.outcome_id,
-            now,
-            method: method.as_str(),
-            dry_run: false,
-            mode: self.mode,
-            livemode: None,
-            idempotency_key: None,
-            request: "",
-            status_code: None,
-            request_id: None,
-            result,
-            error: None,
-            state: "done",
-            next_attempt_at: now,
-            stripe_timestamp: None,
-            in_doubt: false,
-        };
+        let done =
+            |result: &'static str, method: Method| self.reversal_done(r, now, method, result);
         match method {
             Method::WaitForLive => {
                 tracing::warn!(outcome = %r.outcome_id, mode = %self.mode, "clawback: the usage record was reported in live mode; only a live-mode process reverses it");
