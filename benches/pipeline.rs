@@ -79,7 +79,8 @@ impl Billing {
     fn requests(&self) -> usize {
         match self.sink {
             Sink::Metronome => self.metronome.requests(),
-            Sink::StripeMeters | Sink::StripeUsageRecords => self.stripe.requests(),
+            Sink::StripeMeters => self.stripe.requests(),
+            Sink::StripeUsageRecords => self.stripe.usage_record_requests(),
         }
     }
 }
