@@ -3,6 +3,7 @@
 //! or a correcting event (see [`super::reversal_method`]).
 
 use super::reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
+use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
 use crate::outcome::idempotency_key;
@@ -12,7 +13,7 @@ use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::client::{cancel_form, Ack, MeterEvent, StripeError};
 use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
-use crate::stripe::retry::{backoff, classify, is_cancel_too_old, maybe_applied, Disposition};
+use crate::stripe::retry::{classify, is_cancel_too_old, maybe_applied};
 
 /// A stored reversal method this build does not know: never taken as done (the
 /// customer could stay billed), parked for an operator.
@@ -290,22 +291,14 @@ impl Reporter {
                 }
             }
         } else {
-            match classify(&result) {
-                Disposition::Delivered => {}
-                Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
-                    let delay = backoff(
-                        r.attempts,
-                        self.settings.backoff_base,
-                        self.settings.backoff_max,
-                        after,
-                        fastrand::f64(),
-                    );
+            match self.next_step(classify(&result), r.attempts, now) {
+                NextStep::Delivered => {}
+                NextStep::RetryAt { at, .. } => {
                     attempt.state = "pending";
                     attempt.result = "retry";
-                    attempt.next_attempt_at =
-                        now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                    attempt.next_attempt_at = at;
                 }
-                _ => {
+                NextStep::Park { .. } => {
                     attempt.state = "failed";
                     attempt.result = "failed";
                 }

@@ -3,6 +3,7 @@
 //! (the outcome id) for at least 24 hours, sent one at a time per (account,
 //! customer, meter) and only as the Stripe preflight admits.
 
+use super::NextStep;
 use super::{Reporter, Tasks};
 use crate::clock::to_millis;
 use crate::metrics::ReportResult;
@@ -16,7 +17,7 @@ use crate::stripe::limits::{
 };
 use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
-use crate::stripe::retry::{backoff, classify, maybe_applied, Disposition};
+use crate::stripe::retry::{classify, maybe_applied};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -196,8 +197,8 @@ impl Reporter {
             next_attempt_at: now,
             in_doubt: maybe_applied(&result),
         };
-        match classify(&result) {
-            Disposition::Delivered => {
+        match self.next_step(classify(&result), o.attempts, now) {
+            NextStep::Delivered => {
                 let how = match &result {
                     Ok(ack) if ack.replayed => "replayed",
                     Ok(_) => "accepted",
@@ -213,15 +214,7 @@ impl Reporter {
                     })
                     .await
             }
-            Disposition::Retry { after } if o.attempts + 1 < self.settings.max_attempts => {
-                let delay = backoff(
-                    o.attempts,
-                    self.settings.backoff_base,
-                    self.settings.backoff_max,
-                    after,
-                    fastrand::f64(),
-                );
-                let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+            NextStep::RetryAt { at: next, delay } => {
                 tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, "Stripe call failed; will retry");
                 self.metrics.report(ReportResult::Retried);
                 self.store
@@ -234,7 +227,7 @@ impl Reporter {
                     })
                     .await
             }
-            disposition @ (Disposition::Retry { .. } | Disposition::Permanent) => {
+            NextStep::Park { refused } => {
                 let why = match &result {
                     Err(StripeError::Api { .. }) | Err(StripeError::Network(_)) => {
                         error_text.clone()
@@ -242,7 +235,7 @@ impl Reporter {
                     Ok(_) => None,
                 };
                 // Say what happened: a refusal, or a transient failure that outlasted the budget.
-                if matches!(disposition, Disposition::Permanent) {
+                if refused {
                     tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, "Stripe refused the event; parked as failed");
                 } else {
                     tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, attempts = o.attempts + 1, "Stripe kept failing or could not be reached for the whole retry budget (reporter.max_attempts); parked as failed");

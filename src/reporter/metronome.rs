@@ -12,6 +12,7 @@
 //! retry). The mode is the process's (`stripe.mode`): Metronome's answers carry
 //! no test/live flag; a Metronome sandbox is chosen by the token.
 
+use super::NextStep;
 use super::{Reporter, Tasks};
 use crate::clock::to_millis;
 use crate::metrics::ReportResult;
@@ -24,7 +25,6 @@ use crate::metronome::{MetronomeClient, MetronomeSettings, OutcomeInput, UsageEv
 use crate::sink::Sink;
 use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
 use crate::stripe::mode::StripeMode;
-use crate::stripe::retry::backoff;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -290,8 +290,8 @@ impl Reporter {
                 next_attempt_at: now,
                 in_doubt,
             };
-            let attempt = match disposition {
-                Disposition::Delivered => {
+            let attempt = match self.next_step(disposition, r.o.attempts, now) {
+                NextStep::Delivered => {
                     self.metrics.report(ReportResult::Reported);
                     OutcomeAttempt {
                         result: "accepted",
@@ -299,25 +299,17 @@ impl Reporter {
                         ..attempt
                     }
                 }
-                Disposition::Retry { after } if r.o.attempts + 1 < self.settings.max_attempts => {
-                    let delay = backoff(
-                        r.o.attempts,
-                        self.settings.backoff_base,
-                        self.settings.backoff_max,
-                        after,
-                        fastrand::f64(),
-                    );
+                NextStep::RetryAt { at, .. } => {
                     self.metrics.report(ReportResult::Retried);
                     OutcomeAttempt {
                         result: "retry",
                         error: error.as_deref(),
                         state: "pending",
-                        next_attempt_at: now
-                            + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4),
+                        next_attempt_at: at,
                         ..attempt
                     }
                 }
-                Disposition::Retry { .. } | Disposition::Permanent => {
+                NextStep::Park { .. } => {
                     self.metrics.report(ReportResult::Failed);
                     OutcomeAttempt {
                         result: "failed",

@@ -6,17 +6,17 @@
 //! [`crate::metronome::rules::reversal_event`] and `docs/metronome.md`.
 
 use super::reversal_method::Method;
+use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
 use crate::metronome::event::body;
 use crate::metronome::rules::{
     check_timestamp, classify, correction_too_old_reason, manual_reason, maybe_applied,
-    reversal_event, Disposition, TimestampCheck,
+    reversal_event, TimestampCheck,
 };
 use crate::metronome::{MetricAggregation, OutcomeInput};
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::mode::StripeMode;
-use crate::stripe::retry::backoff;
 
 /// How to reverse an outcome billed on Metronome (pure). A method already stored
 /// is kept (it may have reached Metronome). Never sent: void. Recorded in a
@@ -216,25 +216,17 @@ impl Reporter {
         attempt.request_id = request_id.as_deref();
         attempt.error = error.as_deref();
         attempt.in_doubt = maybe_applied(&result);
-        match classify(&result) {
-            Disposition::Delivered => {
+        match self.next_step(classify(&result), r.attempts, now) {
+            NextStep::Delivered => {
                 attempt.result = "accepted";
                 attempt.state = "done";
             }
-            Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
-                let delay = backoff(
-                    r.attempts,
-                    self.settings.backoff_base,
-                    self.settings.backoff_max,
-                    after,
-                    fastrand::f64(),
-                );
+            NextStep::RetryAt { at, .. } => {
                 attempt.result = "retry";
                 attempt.state = "pending";
-                attempt.next_attempt_at =
-                    now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                attempt.next_attempt_at = at;
             }
-            _ => attempt.result = "failed",
+            NextStep::Park { .. } => attempt.result = "failed",
         }
         tracing::info!(outcome = %r.outcome_id, state = attempt.state, "clawback correction sent to Metronome");
         self.store.record_reversal_attempt(&attempt).await

@@ -12,16 +12,16 @@
 
 use super::reversal_method::{choose_method, Method};
 use super::usage_records::{SettleStep, ITEM_LOCK};
+use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
 use crate::settings::MeterAggregation;
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::client::StripeClient;
 use crate::stripe::mode::StripeMode;
-use crate::stripe::retry::backoff;
 use crate::stripe::usage_records::rules::{
     classify, current_period, maybe_applied, park_reason, plan_resend, plan_reversal, reversal_key,
-    Disposition, RecordState, Resend, Reversal, ReversalInput, KEY_SAFE_AGE,
+    RecordState, Resend, Reversal, ReversalInput, KEY_SAFE_AGE,
 };
 use crate::stripe::usage_records::UsageRecord;
 
@@ -360,22 +360,14 @@ impl Reporter {
             stripe_timestamp: Some(record.timestamp),
             in_doubt: maybe_applied(&result),
         };
-        match classify(&result) {
-            Disposition::Delivered => {}
-            Disposition::Retry { after } if r.attempts + 1 < self.settings.max_attempts => {
-                let delay = backoff(
-                    r.attempts,
-                    self.settings.backoff_base,
-                    self.settings.backoff_max,
-                    after,
-                    fastrand::f64(),
-                );
+        match self.next_step(classify(&result), r.attempts, now) {
+            NextStep::Delivered => {}
+            NextStep::RetryAt { at, .. } => {
                 attempt.state = "pending";
                 attempt.result = "retry";
-                attempt.next_attempt_at =
-                    now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+                attempt.next_attempt_at = at;
             }
-            _ => {
+            NextStep::Park { .. } => {
                 attempt.state = "failed";
                 attempt.result = "failed";
                 if let Err(e) = &result {

@@ -19,6 +19,7 @@ use super::usage_doubt::{
     blocked_by_sets, doubt_after, in_period, is_saved_failure, next_call, periods_to_settle,
     DoubtAfter,
 };
+use super::NextStep;
 use super::{Reporter, Tasks};
 use crate::clock::{from_millis, to_millis};
 use crate::metrics::ReportResult;
@@ -26,10 +27,9 @@ use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError, UsageDo
 use crate::stripe::client::{StripeClient, StripeError};
 use crate::stripe::limits::ahead_reason;
 use crate::stripe::mode::StripeMode;
-use crate::stripe::retry::backoff;
 use crate::stripe::usage_records::rules::{
     before_period_reason, check_timestamp, classify, current_period, maybe_applied, park_reason,
-    record_key, settle, Disposition, InDoubt, PeriodLedger, Resend, Settlement, TimestampCheck,
+    record_key, settle, InDoubt, PeriodLedger, Resend, Settlement, TimestampCheck,
 };
 use crate::stripe::usage_records::{Period, UsageRecord, UsageRecordSummary};
 use std::collections::BTreeMap;
@@ -451,8 +451,8 @@ impl Reporter {
             next_attempt_at: now,
             in_doubt: maybe_applied(&result),
         };
-        match classify(&result) {
-            Disposition::Delivered => {
+        match self.next_step(classify(&result), o.attempts, now) {
+            NextStep::Delivered => {
                 let how = match &result {
                     Ok(r) if r.ack.replayed => "replayed",
                     _ => "accepted",
@@ -467,15 +467,7 @@ impl Reporter {
                     })
                     .await?;
             }
-            Disposition::Retry { after } if o.attempts + 1 < self.settings.max_attempts => {
-                let delay = backoff(
-                    o.attempts,
-                    self.settings.backoff_base,
-                    self.settings.backoff_max,
-                    after,
-                    fastrand::f64(),
-                );
-                let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+            NextStep::RetryAt { at: next, delay } => {
                 tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, in_doubt = !settled, "usage record call failed; will retry");
                 self.metrics.report(ReportResult::Retried);
                 self.store
@@ -488,7 +480,7 @@ impl Reporter {
                     })
                     .await?;
             }
-            Disposition::Retry { .. } | Disposition::Permanent => {
+            NextStep::Park { .. } => {
                 let why = match &result {
                     Err(e) => park_reason(e, !settled),
                     Ok(_) => "not billed".to_string(),

@@ -3,7 +3,7 @@
 use super::client::{Ack, StripeError};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// Stripe has the event (now, or from an earlier attempt).
     Delivered,
