@@ -327,23 +327,7 @@ impl Store {
     /// in one transaction. A call that was made counts in `calls` (the next key).
     pub async fn record_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
-             mode, livemode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(a.outcome_id)
-        .bind(a.now)
-        .bind(i64::from(!a.mode.sends()))
-        .bind(a.request)
-        .bind(a.status_code.map(i64::from))
-        .bind(a.request_id)
-        .bind(a.result)
-        .bind(a.error)
-        .bind(a.mode.as_str())
-        .bind(a.livemode.map(i64::from))
-        .bind(a.idempotency_key)
-        .execute(&mut *tx.tx)
-        .await?;
+        insert_attempt(&mut *tx.tx, a).await?;
         let sent = a.state == "reported" || a.state == "dry_run";
         sqlx::query(
             "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
@@ -372,24 +356,7 @@ impl Store {
     /// as a whole before each of its events is sent alone (Metronome), whose
     /// own attempts then move the outcome.
     pub async fn log_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
-             mode, livemode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(a.outcome_id)
-        .bind(a.now)
-        .bind(i64::from(!a.mode.sends()))
-        .bind(a.request)
-        .bind(a.status_code.map(i64::from))
-        .bind(a.request_id)
-        .bind(a.result)
-        .bind(a.error)
-        .bind(a.mode.as_str())
-        .bind(a.livemode.map(i64::from))
-        .bind(a.idempotency_key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_attempt(&self.pool, a).await
     }
 
     /// Outcomes sent (or recorded as a dry-run) in another mode than `mode`, by
@@ -599,4 +566,29 @@ impl Store {
         .await?;
         Ok(r.rows_affected() == 1)
     }
+}
+
+/// One row of `stripe_attempts` (every sink's calls are logged there).
+async fn insert_attempt<'e, E>(exec: E, a: &OutcomeAttempt<'_>) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
+         mode, livemode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+        .bind(a.outcome_id)
+        .bind(a.now)
+        .bind(i64::from(!a.mode.sends()))
+        .bind(a.request)
+        .bind(a.status_code.map(i64::from))
+        .bind(a.request_id)
+        .bind(a.result)
+        .bind(a.error)
+        .bind(a.mode.as_str())
+        .bind(a.livemode.map(i64::from))
+        .bind(a.idempotency_key)
+        .execute(exec)
+        .await?;
+    Ok(())
 }
