@@ -78,14 +78,14 @@ impl Reporter {
                     let reason = "not sent: the outcome names no subscription item (tenants[].stripe_subscription_item was unset when it was confirmed)";
                     return me.put_aside(&group, reason, SetAside::Park).await;
                 };
-                if me.client.is_none() && !me.dry_run() {
-                    return me.hold_without_stripe(&group).await;
-                }
-                if me.client.is_none() {
+                if me.dry_run() {
                     for o in &group {
                         me.record_usage_dry_run(o).await?;
                     }
                     return Ok(());
+                }
+                if me.client.is_none() {
+                    return me.hold_without_stripe(&group).await;
                 }
                 let Some(client) = me.legacy.clone() else {
                     let reason = "held: no Stripe client for stripe.legacy_api_version";
