@@ -91,26 +91,7 @@ impl Reporter {
             if !self.dry_run() {
                 return self.hold_without_stripe(std::slice::from_ref(o)).await;
             }
-            let now = to_millis(self.clock.now());
-            self.metrics.report(ReportResult::DryRun);
-            return self
-                .store
-                .record_attempt(&OutcomeAttempt {
-                    outcome_id: &o.id,
-                    now,
-                    mode: StripeMode::DryRun,
-                    request: &request,
-                    idempotency_key: None,
-                    status_code: None,
-                    request_id: None,
-                    livemode: None,
-                    result: "dry_run",
-                    error: None,
-                    state: "dry_run",
-                    next_attempt_at: now,
-                    in_doubt: false,
-                })
-                .await;
+            return self.record_dry_run(o, &request).await;
         };
         let world_now = self.clock.world_now();
         match check_timestamp(ev.timestamp, world_now) {

@@ -24,7 +24,6 @@ use crate::metronome::rules::{
 use crate::metronome::{MetronomeClient, MetronomeSettings, OutcomeInput, UsageEvent};
 use crate::sink::Sink;
 use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
-use crate::stripe::mode::StripeMode;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -123,25 +122,7 @@ impl Reporter {
         for o in group {
             let ev = UsageEvent::from_outcome(&outcome_input(o));
             let request = body(std::slice::from_ref(&ev));
-            let now = to_millis(self.clock.now());
-            self.metrics.report(ReportResult::DryRun);
-            self.store
-                .record_attempt(&OutcomeAttempt {
-                    outcome_id: &o.id,
-                    now,
-                    mode: StripeMode::DryRun,
-                    request: &request,
-                    idempotency_key: None,
-                    status_code: None,
-                    request_id: None,
-                    livemode: None,
-                    result: "dry_run",
-                    error: None,
-                    state: "dry_run",
-                    next_attempt_at: now,
-                    in_doubt: false,
-                })
-                .await?;
+            self.record_dry_run(o, &request).await?;
         }
         Ok(())
     }

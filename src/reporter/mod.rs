@@ -234,6 +234,35 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Dry-run: record `request` as what would be sent for `o`; nothing is sent.
+    pub(crate) async fn record_dry_run(
+        &self,
+        o: &ClaimedOutcome,
+        request: &str,
+    ) -> Result<(), StoreError> {
+        let now = to_millis(self.clock.now());
+        self.metrics.report(crate::metrics::ReportResult::DryRun);
+        self.store
+            .record_attempt(&crate::store::OutcomeAttempt {
+                outcome_id: &o.id,
+                now,
+                mode: StripeMode::DryRun,
+                request,
+                idempotency_key: None,
+                status_code: None,
+                request_id: None,
+                livemode: None,
+                result: "dry_run",
+                error: None,
+                state: "dry_run",
+                next_attempt_at: now,
+                in_doubt: false,
+            })
+            .await
+    }
+}
+
 /// Tasks sending outcomes, each `Err` when its store writes failed.
 pub(crate) type Tasks = JoinSet<Result<(), StoreError>>;
 

@@ -137,28 +137,10 @@ impl Reporter {
     }
 
     async fn record_usage_dry_run(&self, o: &ClaimedOutcome) -> Result<(), StoreError> {
-        let now = to_millis(self.clock.now());
         let request = UsageRecord::increment(o.value, o.confirmed_at.div_euclid(1000))
             .map(|r| r.encoded())
             .unwrap_or_else(|e| e.to_string());
-        self.metrics.report(ReportResult::DryRun);
-        self.store
-            .record_attempt(&OutcomeAttempt {
-                outcome_id: &o.id,
-                now,
-                mode: StripeMode::DryRun,
-                request: &request,
-                idempotency_key: None,
-                status_code: None,
-                request_id: None,
-                livemode: None,
-                result: "dry_run",
-                error: None,
-                state: "dry_run",
-                next_attempt_at: now,
-                in_doubt: false,
-            })
-            .await
+        self.record_dry_run(o, &request).await
     }
 
     /// Under the item's lock: read the summaries, settle old records in doubt,
