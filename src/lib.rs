@@ -12,6 +12,7 @@ pub mod demo;
 pub mod duration_serde;
 pub mod event;
 pub mod health;
+pub mod helpdesk_api;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;

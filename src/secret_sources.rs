@@ -59,6 +59,9 @@ pub fn resolve(s: &mut Settings) -> Vec<String> {
     }
     for t in &mut s.tenants {
         for (name, p) in &mut t.providers {
+            if let Some(api) = p.api.as_mut() {
+                errs.extend(api.resolve_sources(&format!("tenant `{}`: provider `{name}`", t.id)));
+            }
             let mut found = Vec::new();
             for path in &p.secret_files {
                 match read_file(path) {

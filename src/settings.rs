@@ -34,6 +34,7 @@ pub struct Settings {
     pub clock: ClockSettings,
     pub log: LogSettings,
     pub reconcile: ReconcileSettings,
+    pub verify: crate::helpdesk_api::VerifySettings,
 }
 
 /// `[log]`: where and how the process logs. Logs always go to standard error.
@@ -659,6 +660,7 @@ impl Settings {
         errs.extend(self.contract.validate());
         errs.extend(crate::metronome::settings::problems(self));
         errs.extend(crate::stripe::usage_records::settings::problems(self));
+        errs.extend(self.verify.problems());
         let mut seen = std::collections::HashSet::new();
         for t in &self.tenants {
             if t.id.trim().is_empty()
@@ -709,7 +711,11 @@ impl Settings {
                         ));
                     }
                     Some(provider) => {
-                        for problem in provider.check_settings(p) {
+                        for problem in provider
+                            .check_settings(p)
+                            .into_iter()
+                            .chain(crate::helpdesk_api::problems(name, p))
+                        {
                             errs.push(format!("tenant `{}`: provider `{name}` {problem}", t.id));
                         }
                     }

@@ -69,6 +69,11 @@ pub struct ProviderSettings {
     pub issuer: Option<String>,
     /// Zoho Desk: the expected `aud` claim (`webhookId:<webhook id>`; the bare id is accepted).
     pub audience: Option<String>,
+    /// Check each outcome with the helpdesk's API before billing it:
+    /// `before_billing` (the default when `api` is set) or `off`.
+    pub verify: Option<crate::helpdesk_api::VerifyMode>,
+    /// Credentials for the helpdesk's REST API (verification, backfill).
+    pub api: Option<crate::helpdesk_api::ApiSettings>,
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -92,11 +97,23 @@ impl std::fmt::Debug for ProviderSettings {
             .field("jwks_url", &self.jwks_url)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("verify", &self.verify)
+            .field("api", &self.api)
             .finish()
     }
 }
 
 impl ProviderSettings {
+    /// `verify` as set, or its default: on when API credentials are configured.
+    pub fn verify_mode(&self) -> crate::helpdesk_api::VerifyMode {
+        use crate::helpdesk_api::VerifyMode;
+        self.verify.unwrap_or(if self.api.is_some() {
+            VerifyMode::BeforeBilling
+        } else {
+            VerifyMode::Off
+        })
+    }
+
     /// AI when the actor is a configured AI agent or the ticket has an AI tag.
     pub fn resolver_for(&self, actor_id: Option<&str>, tags: &[String]) -> Resolver {
         self.resolve(actor_id, tags, None)

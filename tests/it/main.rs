@@ -11,6 +11,7 @@ mod cli;
 mod cli_output;
 mod config_keys;
 mod contract_terms;
+mod helpdesk_clients;
 mod hostile;
 mod ingest;
 mod metronome;

@@ -14,7 +14,7 @@ use tokio::task::{JoinHandle, JoinSet};
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 
-pub(crate) struct Request {
+pub struct Request {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -32,7 +32,7 @@ impl Request {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Response {
+pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,

@@ -4,8 +4,9 @@
 //! a deadline ([`poll`]). A fake Metronome ([`fake_metronome`]) does the same for
 //! Metronome's usage ingest.
 
+pub mod fake_helpdesk;
 pub mod fake_metronome;
 pub mod fake_stripe;
-mod http;
+pub mod http;
 pub mod poll;
 pub mod process;

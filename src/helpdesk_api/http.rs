@@ -1,0 +1,249 @@
+//! What every helpdesk client shares: one `reqwest` client with a timeout, a
+//! per-minute request budget, and one reading of HTTP answers into [`ApiError`].
+
+use super::ApiError;
+use reqwest::{RequestBuilder, StatusCode};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A helpdesk API's HTTP side: budgeted requests, JSON answers, typed errors.
+pub struct ApiHttp {
+    client: reqwest::Client,
+    budget: Budget,
+}
+
+impl ApiHttp {
+    /// A client allowed `per_minute` requests a minute, each given `timeout`.
+    pub fn new(per_minute: u32, timeout: Duration) -> Result<ApiHttp, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("outcome-meter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(ApiHttp {
+            client,
+            budget: Budget::new(per_minute),
+        })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Send once the budget allows, and read a 2xx answer as JSON.
+    pub async fn json(&self, request: RequestBuilder) -> Result<serde_json::Value, ApiError> {
+        let (status, body) = self.send(request).await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed {
+            status: Some(status.as_u16()),
+            detail: format!("not JSON: {e}"),
+        })
+    }
+
+    /// Send once the budget allows; a 2xx answer's status and body, else the error.
+    pub async fn send(&self, request: RequestBuilder) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        let (status, _, body) = self.exchange(request).await?;
+        Ok((status, body))
+    }
+
+    /// Like [`ApiHttp::send`], with the answer's headers.
+    pub async fn send_with_headers(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), ApiError> {
+        let (_, headers, body) = self.exchange(request).await?;
+        Ok((headers, body))
+    }
+
+    async fn exchange(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), ApiError> {
+        self.budget.take().await?;
+        let response = request.send().await.map_err(|e| ApiError::Unreachable {
+            status: None,
+            detail: network_detail(e),
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let date = response
+                    .headers()
+                    .get(reqwest::header::DATE)
+                    .and_then(|d| d.to_str().ok());
+                crate::retry_after::parse(v, date)
+            });
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Unreachable {
+                status: Some(status.as_u16()),
+                detail: network_detail(e),
+            })?
+            .to_vec();
+        if status.is_success() {
+            return Ok((status, headers, body));
+        }
+        let detail = short(&body);
+        Err(match status.as_u16() {
+            429 => {
+                if let Some(wait) = retry_after {
+                    self.budget.pause(wait);
+                }
+                ApiError::RateLimited { retry_after }
+            }
+            401 | 403 => ApiError::Refused {
+                status: status.as_u16(),
+                detail,
+            },
+            404 => ApiError::NotFound(detail),
+            s if s >= 500 => ApiError::Unreachable {
+                status: Some(s),
+                detail,
+            },
+            s => ApiError::Malformed {
+                status: Some(s),
+                detail,
+            },
+        })
+    }
+}
+
+/// The start of an error body, on one line (no secrets are sent back by these APIs;
+/// message bodies are never requested in error paths).
+fn short(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(200).collect()
+}
+
+fn network_detail(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        // Without the URL: it may carry a query with ids.
+        e.without_url().to_string()
+    }
+}
+
+/// A request budget: at most `per_minute` requests in any minute, spread evenly
+/// (one every `60 s / per_minute`, with a burst of a tenth of a minute's budget),
+/// and no request before a 429's `Retry-After` has passed. Real time: it paces
+/// calls to a live service, so it does not follow the injectable clock.
+struct Budget {
+    interval: Duration,
+    burst: u32,
+    state: Mutex<BudgetState>,
+}
+
+struct BudgetState {
+    /// When the next request may go, minus the burst allowance.
+    next: Instant,
+    /// No request before this (a 429's Retry-After).
+    paused_until: Option<Instant>,
+}
+
+/// A wait longer than this fails the call as rate limited instead of sleeping in it.
+const LONGEST_WAIT: Duration = Duration::from_secs(30);
+
+impl Budget {
+    fn new(per_minute: u32) -> Budget {
+        let per_minute = per_minute.max(1);
+        Budget {
+            interval: Duration::from_secs(60) / per_minute,
+            burst: (per_minute / 10).max(1),
+            state: Mutex::new(BudgetState {
+                // A full burst is available from the start.
+                next: {
+                    let now = Instant::now();
+                    now.checked_sub(Duration::from_secs(60) / per_minute * (per_minute / 10).max(1))
+                        .unwrap_or(now)
+                },
+                paused_until: None,
+            }),
+        }
+    }
+
+    fn pause(&self, wait: Duration) {
+        let mut s = self.lock();
+        let until = Instant::now() + wait;
+        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserve a slot; wait for it, or fail as rate limited when the wait is long.
+    async fn take(&self) -> Result<(), ApiError> {
+        let at = {
+            let mut s = self.lock();
+            let now = Instant::now();
+            if let Some(p) = s.paused_until {
+                if p > now + LONGEST_WAIT {
+                    return Err(ApiError::RateLimited {
+                        retry_after: Some(p - now),
+                    });
+                }
+            }
+            let floor = now.checked_sub(self.interval * self.burst).unwrap_or(now);
+            let slot = s.next.max(floor);
+            let slot = s.paused_until.map_or(slot, |p| slot.max(p));
+            if slot > now + LONGEST_WAIT {
+                return Err(ApiError::RateLimited {
+                    retry_after: Some(slot - now),
+                });
+            }
+            s.next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(at).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_spreads_requests_and_allows_a_small_burst() {
+        let b = Budget::new(600); // one every 100 ms, burst of 60
+        let start = Instant::now();
+        for _ in 0..60 {
+            assert!(b.take().await.is_ok());
+        }
+        assert!(Instant::now() - start < Duration::from_millis(100));
+        for _ in 0..10 {
+            assert!(b.take().await.is_ok());
+        }
+        assert!(Instant::now() - start >= Duration::from_millis(900));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_retry_after_fails_fast_instead_of_sleeping() {
+        let b = Budget::new(60);
+        b.pause(Duration::from_secs(120));
+        match b.take().await {
+            Err(ApiError::RateLimited {
+                retry_after: Some(d),
+            }) => {
+                assert!(d > Duration::from_secs(100))
+            }
+            other => panic!("expected rate limited, got {other:?}"),
+        }
+        b.pause(Duration::from_secs(0));
+        let fresh = Budget::new(60);
+        fresh.pause(Duration::from_secs(2));
+        let start = Instant::now();
+        assert!(fresh.take().await.is_ok());
+        assert!(Instant::now() - start >= Duration::from_secs(2));
+    }
+}
