@@ -30,6 +30,12 @@ pub fn settings_for(fake: &FakeHelpdesk) -> ProviderSettings {
         ..Default::default()
     };
     for (key, value) in fake.vendor().extra_settings() {
+        // A value starting with `/` is a path on the fake (an OAuth token endpoint).
+        let value = if value.starts_with('/') {
+            format!("{}{value}", fake.base_url())
+        } else {
+            value
+        };
         match key {
             "org_id" => api.org_id = Some(value),
             "token_url" => api.token_url = Some(value),

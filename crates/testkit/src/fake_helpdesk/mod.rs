@@ -155,7 +155,8 @@ pub trait Vendor: Send + Sync + 'static {
         AI_AGENT.into()
     }
     /// Extra `[api]` keys a client needs besides `base_url`, `user` and `token`
-    /// (`("org_id", "…")`, …), as the tests write them into settings.
+    /// (`("org_id", "…")`, …), as the tests write them into settings. A value
+    /// starting with `/` is a path on this fake (`("token_url", "/oauth/token")`).
     fn extra_settings(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
