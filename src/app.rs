@@ -40,6 +40,9 @@ pub enum AppError {
     /// A tenant bills on Metronome and this process, which sends, has no token.
     #[error("{0}")]
     Metronome(String),
+    /// A helpdesk API client could not be built.
+    #[error("verification: {0}")]
+    Verify(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -57,6 +60,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The Stripe preflight (one per account) the reporter sends by (`None` in dry-run).
     pub preflight: Option<Arc<PreflightGates>>,
+    /// Helpdesk API clients for verification before billing (built once: each keeps its rate budget).
+    pub verifier: Arc<crate::verification::Verifier>,
 }
 
 impl Services {
@@ -77,8 +82,13 @@ impl Services {
                 &client, &settings, &store, &clock, &metrics,
             ))
         });
+        let verifier = Arc::new(
+            crate::verification::Verifier::from_settings(&settings, &clock)
+                .map_err(AppError::Verify)?,
+        );
         Ok(Services {
             tenants,
+            verifier,
             settings: Arc::new(settings),
             store,
             clock,
@@ -94,6 +104,7 @@ impl Services {
             self.clock.clone(),
             self.metrics.clone(),
             &self.settings.worker,
+            self.verifier.clone(),
         )
     }
 

@@ -31,4 +31,5 @@ pub mod store;
 pub mod stripe;
 pub mod tenants;
 pub mod ticket;
+pub mod verification;
 pub mod worker;

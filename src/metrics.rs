@@ -144,6 +144,74 @@ pub struct Metrics {
     /// When the snapshot was taken (ms); -1: never.
     snapshot_at: AtomicI64,
     stripe: StripeEventMetrics,
+    verification: VerificationMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderResultLabel {
+    provider: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderReasonLabel {
+    provider: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderStatusLabel {
+    provider: &'static str,
+    status: String,
+}
+
+/// Checks with the helpdesks' APIs before billing (issue 12).
+struct VerificationMetrics {
+    checks: Family<ProviderResultLabel, Counter>,
+    disagreements: Family<ProviderReasonLabel, Counter>,
+    holds: Family<ProviderReasonLabel, Counter>,
+    api_errors: Family<ProviderStatusLabel, Counter>,
+}
+
+impl VerificationMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = VerificationMetrics {
+            checks: Family::default(),
+            disagreements: Family::default(),
+            holds: Family::default(),
+            api_errors: Family::default(),
+        };
+        registry.register(
+            "verifications",
+            "Checks of due outcomes with the helpdesk's API, by provider and result: agreed, disagreed, unreachable",
+            m.checks.clone(),
+        );
+        registry.register(
+            "verification_disagreements",
+            "Checks where the helpdesk showed what no webhook brought and the outcome was not billed, by provider and what it showed: reopened, customer_replied, handed_off_to_human, other",
+            m.disagreements.clone(),
+        );
+        registry.register(
+            "verification_holds",
+            "Confirmation passes that held a due outcome unbilled, by provider and reason: waiting (not checked yet), unreachable (retrying), past_max_hold (verify.on_unreachable = hold)",
+            m.holds.clone(),
+        );
+        registry.register(
+            "helpdesk_api_errors",
+            "Failed calls to a helpdesk's API, by provider and HTTP status (429, 503, 401, 404, …) or network",
+            m.api_errors.clone(),
+        );
+        m
+    }
+}
+
+/// A provider name as a bounded label: one of the known providers, else `other`.
+fn provider_label(name: &str) -> &'static str {
+    crate::providers::all()
+        .into_iter()
+        .map(|p| p.name())
+        .find(|p| *p == name)
+        .unwrap_or("other")
 }
 
 /// Stripe's asynchronous rejections: notifications at `POST /stripe/events`, their
@@ -313,6 +381,7 @@ impl Default for Metrics {
             snapshot_age_seconds.clone(),
         );
         let stripe = StripeEventMetrics::register(&mut registry);
+        let verification = VerificationMetrics::register(&mut registry);
         let outcomes_held = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "outcomes_held",
@@ -333,6 +402,7 @@ impl Default for Metrics {
         );
         Metrics {
             stripe,
+            verification,
             registry,
             outcomes_held,
             preflight_runs,
@@ -419,6 +489,51 @@ impl Metrics {
         self.stripe_call_seconds
             .get_or_create(&CallLabel { call })
             .observe(took.as_secs_f64());
+    }
+
+    /// A check with `provider`'s API ended with `result` (`agreed`, `disagreed`, `unreachable`).
+    pub fn verification(&self, provider: &str, result: &'static str) {
+        self.verification
+            .checks
+            .get_or_create(&ProviderResultLabel {
+                provider: provider_label(provider),
+                result,
+            })
+            .inc();
+    }
+
+    /// A check found what no webhook brought (`reason`: the event kind it learned).
+    pub fn verification_disagreement(&self, provider: &str, reason: &'static str) {
+        self.verification
+            .disagreements
+            .get_or_create(&ProviderReasonLabel {
+                provider: provider_label(provider),
+                reason,
+            })
+            .inc();
+    }
+
+    /// The confirmer held a due outcome for verification (`reason`: waiting,
+    /// unreachable, past_max_hold).
+    pub fn verification_hold(&self, provider: &str, reason: &'static str) {
+        self.verification
+            .holds
+            .get_or_create(&ProviderReasonLabel {
+                provider: provider_label(provider),
+                reason,
+            })
+            .inc();
+    }
+
+    /// A call to `provider`'s API failed with `status` (a bounded label).
+    pub fn helpdesk_api_error(&self, provider: &str, status: String) {
+        self.verification
+            .api_errors
+            .get_or_create(&ProviderStatusLabel {
+                provider: provider_label(provider),
+                status,
+            })
+            .inc();
     }
 
     /// `n` outcomes were set aside unsent by the preflight, for `reason`.

@@ -47,10 +47,7 @@ pub fn client(api: &ApiSettings, settings: &ProviderSettings) -> Result<GenericA
         return Err("generic: verification needs a signing secret to check answers".into());
     }
     Ok(GenericApi {
-        http: ApiHttp::new(
-            api.requests_per_minute.unwrap_or(REQUESTS_PER_MINUTE),
-            api.timeout,
-        )?,
+        http: ApiHttp::for_api(api, REQUESTS_PER_MINUTE)?,
         url,
         token: api.token.clone(),
         settings: settings.clone(),

@@ -47,6 +47,10 @@ pub struct ApiSettings {
     /// Time allowed for one request.
     #[serde(with = "duration_serde")]
     pub timeout: Duration,
+    /// The service's clock (set by the service, not by config): `Retry-After`
+    /// pauses are kept by it, so tests can move past them.
+    #[serde(skip)]
+    pub clock: Option<crate::clock::SharedClock>,
 }
 
 impl Default for ApiSettings {
@@ -65,6 +69,7 @@ impl Default for ApiSettings {
             status_property: None,
             requests_per_minute: None,
             timeout: Duration::from_secs(10),
+            clock: None,
         }
     }
 }

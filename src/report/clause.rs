@@ -30,6 +30,7 @@ pub fn deciding_clause(d: &DecisionRow) -> DecidingClause {
         "reopened" => "reopened_within_window",
         "capped" => "capped",
         "in_window" if d.billable => "awaiting_reopen_window",
+        "held" => "held_for_verification",
         _ => d.clause.code(),
     };
     DecidingClause {

@@ -21,6 +21,7 @@ pub fn reason(code: &str) -> Cow<'static, str> {
         "reopened_within_window" => "reopened within the reopen window",
         "capped" => "over the contract's cap",
         "awaiting_reopen_window" => "still inside its reopen window",
+        "held_for_verification" => "held until the helpdesk confirms it",
         "billable" => "billable",
         "excluded_tag" => "has an excluded tag",
         "excluded_channel" => "came through an excluded channel",
@@ -42,6 +43,7 @@ pub fn status(code: &str) -> Cow<'static, str> {
         "capped" => "capped",
         "rejected_by_stripe" => "rejected by Stripe",
         "in_window" => "not final yet: inside its reopen window",
+        "held" => "not final yet: held until the helpdesk confirms it",
         "confirmed" => "confirmed",
         other => return fallback(other),
     })

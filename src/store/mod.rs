@@ -11,6 +11,7 @@ mod queries;
 mod stripe_events;
 mod tickets;
 mod usage_records;
+mod verifications;
 mod vocabulary;
 
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
@@ -26,6 +27,7 @@ pub use stripe_events::{
 };
 pub use tickets::{DecisionWrite, TicketState};
 pub use usage_records::{UsageDoubt, UsageLocal};
+pub use verifications::{Check, CheckResult};
 
 pub use health::PROBE_EVERY;
 

@@ -8,6 +8,7 @@ use crate::clock::to_millis;
 use crate::outcome::outcome_id;
 use crate::store::{NewOutcome, StoreError};
 use crate::ticket::{replay_pinned, Settled, Standing};
+use crate::verification::judge::{gate, Gate};
 
 impl Worker {
     /// Confirm one batch of due tickets. Touches only tickets whose `settle_at`
@@ -26,6 +27,13 @@ impl Worker {
             .map_or(now, |received| received.min(now))
             .saturating_sub(grace);
         let horizon_t = crate::clock::from_millis(horizon);
+        if !self.verifier.is_empty() {
+            // Ask the helpdesks first, outside this pass's write transaction (the
+            // horizon read above takes no lock the checks need).
+            tx.rollback().await?;
+            self.verify_due(horizon, now).await?;
+            tx = self.store.begin().await?;
+        }
         let due = tx.due_tickets(horizon, self.batch).await?;
         if due.is_empty() {
             return Ok(0);
@@ -51,6 +59,7 @@ impl Worker {
             let pins = self.pins(&mut tx, tenant, provider, ticket_id).await?;
             let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
             let mut new_settled = settled;
+            let mut hold_until: Option<i64> = None;
             for r in &history.resolutions {
                 match r.standing(horizon_t) {
                     Standing::Reopened => continue,
@@ -65,6 +74,49 @@ impl Worker {
                 // Caps of the contract this resolution is pinned to (the one it was first
                 // decided under), like every other term.
                 let caps = &pins.terms.get(&r.seq).unwrap_or(&tenant.contract).caps;
+                // Verification before billing: bill only what the helpdesk agreed to
+                // (or, past verify.max_hold, what verify.on_unreachable allows).
+                let mut verification = None;
+                if billable.is_some() && self.verifier.is_on(tenant_id, provider) {
+                    let latest = tx
+                        .latest_check(
+                            tenant_id,
+                            provider,
+                            ticket_id,
+                            r.seq,
+                            to_millis(r.resolved_at),
+                        )
+                        .await?;
+                    match gate(
+                        provider,
+                        latest.as_ref(),
+                        to_millis(r.settle_at),
+                        now,
+                        &self.verifier.settings,
+                    ) {
+                        Gate::Bill { verified, note } => verification = Some((verified, note)),
+                        Gate::Hold { until, why, reason } => {
+                            self.metrics.verification_hold(provider, reason);
+                            let mut d = decision(DecisionInput {
+                                tenant,
+                                provider,
+                                ticket_id,
+                                resolution: r,
+                                events: &events,
+                                status: "held",
+                                outcome_id: None,
+                                is_final: false,
+                                now,
+                                pins: &pins,
+                                verification: None,
+                            });
+                            d.detail = why;
+                            tx.write_decision(&d).await?;
+                            hold_until = Some(until);
+                            break;
+                        }
+                    }
+                }
                 let capped = match &billable {
                     Some(_) => {
                         over_cap(&mut tx, caps, &tenant.settings.stripe_customer_id, now_t).await?
@@ -90,7 +142,7 @@ impl Worker {
                             sink_target: tenant.settings.sink.target(&tenant.settings),
                             contract_version: contract.0.to_string(),
                             contract_hash: contract.1.to_string(),
-                            evidence: evidence(r, &events, contract),
+                            evidence: evidence(r, &events, contract, verification.as_ref()),
                             state: if capped.is_some() {
                                 "capped"
                             } else {
@@ -116,6 +168,7 @@ impl Worker {
                     is_final: true,
                     now,
                     pins: &pins,
+                    verification: verification.as_ref(),
                 });
                 if let Some(why) = capped {
                     d.billable = false;
@@ -153,7 +206,11 @@ impl Worker {
                 history.next_settle_at()
             };
             let mut next = next.map(to_millis);
-            if new_settled == settled && next.is_some_and(|n| n <= now) {
+            if let Some(until) = hold_until {
+                // Due means `settle_at <= now - grace`: held until `until`, not a grace later.
+                next = Some(until.saturating_sub(grace));
+            }
+            if new_settled == settled && hold_until.is_none() && next.is_some_and(|n| n <= now) {
                 // Cannot happen (a due resolution is always confirmed above); guard the queue anyway.
                 tracing::error!(%tenant_id, %ticket_id, "due ticket had nothing to confirm: postponed one minute");
                 next = Some(now + 60_000);

@@ -27,14 +27,23 @@ impl Pins {
     }
 }
 
-/// The evidence for one resolution: its events, the clause, the contract.
-pub(crate) fn evidence(r: &Resolution, events: &[TicketEvent], contract: (&str, &str)) -> String {
+/// Whether and how the helpdesk was asked before billing: `(verified, words)`.
+pub(crate) type Verification = (bool, String);
+
+/// The evidence for one resolution: its events, the clause, the contract, and
+/// the verification with the helpdesk when there was one.
+pub(crate) fn evidence(
+    r: &Resolution,
+    events: &[TicketEvent],
+    contract: (&str, &str),
+    verification: Option<&Verification>,
+) -> String {
     let evs: Vec<_> = r
         .evidence
         .iter()
         .filter_map(|k| events.iter().find(|e| &e.event_key == k))
         .collect();
-    json!({
+    let mut v = json!({
         "seq": r.seq,
         "resolved_at": r.resolved_at,
         "resolver": r.resolver,
@@ -44,8 +53,11 @@ pub(crate) fn evidence(r: &Resolution, events: &[TicketEvent], contract: (&str, 
         "reopened": r.reopened,
         "events": evs,
         "contract": { "version": contract.0, "hash": contract.1 },
-    })
-    .to_string()
+    });
+    if let Some((verified, words)) = verification {
+        v["verification"] = json!({ "verified": verified, "note": words });
+    }
+    v.to_string()
 }
 
 pub(crate) struct DecisionInput<'a> {
@@ -59,6 +71,7 @@ pub(crate) struct DecisionInput<'a> {
     pub is_final: bool,
     pub now: i64,
     pub pins: &'a Pins,
+    pub verification: Option<&'a Verification>,
 }
 
 pub(crate) fn decision(d: DecisionInput<'_>) -> DecisionWrite {
@@ -80,6 +93,10 @@ pub(crate) fn decision(d: DecisionInput<'_>) -> DecisionWrite {
         ),
         _ => r.verdict.clause.explain(),
     };
+    let detail = match d.verification {
+        Some((_, words)) => format!("{detail}; {words}"),
+        None => detail,
+    };
     DecisionWrite {
         tenant: d.tenant.settings.id.clone(),
         provider: d.provider.to_string(),
@@ -94,7 +111,7 @@ pub(crate) fn decision(d: DecisionInput<'_>) -> DecisionWrite {
         detail,
         contract_version: contract.0.to_string(),
         contract_hash: contract.1.to_string(),
-        evidence: evidence(r, d.events, contract),
+        evidence: evidence(r, d.events, contract, d.verification),
         outcome_id: d.outcome_id,
         is_final: d.is_final,
         decided_at: d.now,

@@ -225,6 +225,7 @@ impl Worker {
                 is_final: false,
                 now,
                 pins: &pins,
+                verification: None,
             });
             tx.write_decision(&d).await?;
         }

@@ -4,7 +4,9 @@
 mod clawback;
 mod confirm;
 mod evidence;
+mod import;
 mod inbox;
+mod verify;
 
 use crate::clock::SharedClock;
 use crate::contract::ContractTerms;
@@ -26,6 +28,8 @@ pub struct Worker {
     pub(crate) batch: u32,
     pub(crate) lease: Duration,
     pub(crate) confirm_grace: Duration,
+    /// Helpdesk API clients of the providers whose outcomes are checked before billing.
+    pub(crate) verifier: Arc<crate::verification::Verifier>,
     /// Claims of failed passes not yet given back: (delivery id, lease).
     stuck: Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
 }
@@ -37,6 +41,7 @@ impl Worker {
         clock: SharedClock,
         metrics: Arc<Metrics>,
         settings: &WorkerSettings,
+        verifier: Arc<crate::verification::Verifier>,
     ) -> Worker {
         Worker {
             store,
@@ -46,6 +51,7 @@ impl Worker {
             batch: settings.batch_size,
             lease: settings.lease,
             confirm_grace: settings.confirm_grace,
+            verifier,
             stuck: Arc::default(),
         }
     }

@@ -31,3 +31,4 @@ mod stripe_modes;
 mod support;
 mod usage_records;
 mod usage_records_sink;
+mod verification;

@@ -371,7 +371,7 @@ pub async fn build(
             continue;
         }
         let reason = deciding_clause(&d).kind.to_string();
-        if d.status != "in_window" {
+        if d.status != "in_window" && d.status != "held" {
             *disqualified_by_reason.entry(reason.clone()).or_default() += 1;
         }
         not_billed.push((

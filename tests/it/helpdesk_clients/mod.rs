@@ -23,6 +23,16 @@ pub fn at(hours: i64) -> DateTime<Utc> {
 /// Provider settings with API credentials for `fake` (and a webhook secret the
 /// generic provider also signs answers with).
 pub fn settings_for(fake: &FakeHelpdesk) -> ProviderSettings {
+    ProviderSettings {
+        secrets: vec![fake.signing_secret()],
+        ai_agent_ids: vec![fake.vendor().ai_agent_id()],
+        api: Some(api_settings_for(fake)),
+        ..Default::default()
+    }
+}
+
+/// The `[api]` settings that reach `fake` with its credentials.
+pub fn api_settings_for(fake: &FakeHelpdesk) -> ApiSettings {
     let mut api = ApiSettings {
         base_url: Some(fake.base_url()),
         user: Some(fake.user()),
@@ -45,12 +55,7 @@ pub fn settings_for(fake: &FakeHelpdesk) -> ProviderSettings {
             other => panic!("unknown extra setting {other}"),
         }
     }
-    ProviderSettings {
-        secrets: vec![fake.signing_secret()],
-        ai_agent_ids: vec![fake.vendor().ai_agent_id()],
-        api: Some(api),
-        ..Default::default()
-    }
+    api
 }
 
 pub fn client(fake: &FakeHelpdesk) -> Arc<dyn HelpdeskApi> {

@@ -1,0 +1,30 @@
+-- Verification before billing (issue 12): every check of a due resolution with
+-- the helpdesk's own API, append-only. The newest row of a resolution decides
+-- whether the confirmer may bill it: `agreed` (the helpdesk shows nothing that
+-- undoes it), `disagreed` (it showed a reopen, a customer message or a hand-off
+-- that no webhook brought: those were fed in as events, see learned_from below),
+-- or `unreachable` (no usable answer: the outcome is held until next_try_at, up
+-- to verify.max_hold counted from held_since). Times in Unix ms.
+CREATE TABLE verifications (
+    id           BIGSERIAL PRIMARY KEY,
+    tenant       TEXT   NOT NULL,
+    provider     TEXT   NOT NULL,
+    ticket_id    TEXT   NOT NULL,
+    seq          BIGINT NOT NULL,
+    resolved_at  BIGINT NOT NULL,
+    result       TEXT   NOT NULL,
+    checked_at   BIGINT NOT NULL,
+    -- Failed checks in a row, this one included (0 for an answer).
+    failures     BIGINT NOT NULL,
+    held_since   BIGINT,
+    next_try_at  BIGINT,
+    detail       TEXT   NOT NULL,
+    -- What the API showed (JSON: ids, statuses, times), or the error.
+    answer       TEXT   NOT NULL,
+    learned      BIGINT NOT NULL
+);
+CREATE INDEX verifications_resolution ON verifications (tenant, provider, ticket_id, seq, id);
+
+-- An event learned from the helpdesk's API rather than a webhook: the id of the
+-- verification that found it (its answer is the evidence). delivery_id is 0.
+ALTER TABLE ticket_events ADD COLUMN learned_from BIGINT;

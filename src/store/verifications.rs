@@ -1,0 +1,297 @@
+//! Checks of due resolutions with the helpdesk's API (`verifications`), and the
+//! events they learned (`ticket_events.learned_from`).
+
+use super::tickets::event_from_row;
+use super::{col, Store, StoreError, Tx};
+use crate::clock::{from_millis, to_millis};
+use crate::event::TicketEvent;
+use crate::ticket::Settled;
+use std::fmt;
+use std::str::FromStr;
+
+/// What a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    /// The helpdesk shows nothing that undoes the resolution.
+    Agreed,
+    /// It showed something no webhook brought that undoes it (fed in as events).
+    Disagreed,
+    /// No usable answer (network, 5xx, 429, refused credentials, unknown ticket).
+    Unreachable,
+}
+
+impl CheckResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Agreed => "agreed",
+            CheckResult::Disagreed => "disagreed",
+            CheckResult::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CheckResult {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agreed" => Ok(CheckResult::Agreed),
+            "disagreed" => Ok(CheckResult::Disagreed),
+            "unreachable" => Ok(CheckResult::Unreachable),
+            other => Err(format!("unknown verification result `{other}`")),
+        }
+    }
+}
+
+/// One check of one resolution (a `verifications` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub seq: u32,
+    /// Unix ms, like every time below.
+    pub resolved_at: i64,
+    pub result: CheckResult,
+    pub checked_at: i64,
+    pub failures: u32,
+    pub held_since: Option<i64>,
+    pub next_try_at: Option<i64>,
+    pub detail: String,
+    pub answer: String,
+    pub learned: u32,
+}
+
+const CHECK_COLUMNS: &str = "tenant, provider, ticket_id, seq, resolved_at, result, checked_at, \
+     failures, held_since, next_try_at, detail, answer, learned";
+
+fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
+    let result: String = col(r, "result")?;
+    let small = |name: &str| -> Result<u32, StoreError> {
+        let v: i64 = col(r, name)?;
+        u32::try_from(v)
+            .map_err(|_| StoreError::corrupt(format!("verifications.{name} out of range")))
+    };
+    Ok(Check {
+        tenant: col(r, "tenant")?,
+        provider: col(r, "provider")?,
+        ticket_id: col(r, "ticket_id")?,
+        seq: small("seq")?,
+        resolved_at: col(r, "resolved_at")?,
+        result: result.parse().map_err(StoreError::corrupt)?,
+        checked_at: col(r, "checked_at")?,
+        failures: small("failures")?,
+        held_since: col(r, "held_since")?,
+        next_try_at: col(r, "next_try_at")?,
+        detail: col(r, "detail")?,
+        answer: col(r, "answer")?,
+        learned: small("learned")?,
+    })
+}
+
+impl Store {
+    /// Tickets whose window has ended, without locking anything: the candidates a
+    /// verification pass reads before it calls any API.
+    pub async fn peek_due_tickets(
+        &self,
+        horizon: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, provider, ticket_id FROM tickets WHERE settle_at <= $1 \
+             ORDER BY settle_at LIMIT $2",
+        )
+        .bind(horizon)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((col(r, "tenant")?, col(r, "provider")?, col(r, "ticket_id")?)))
+            .collect()
+    }
+
+    /// When the oldest delivery not yet processed arrived (Unix ms), read without a lock.
+    pub async fn peek_oldest_pending_delivery(&self) -> Result<Option<i64>, StoreError> {
+        let row =
+            sqlx::query("SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        col(&row, "m")
+    }
+
+    /// A ticket's settled prefix and events, read without a lock.
+    pub async fn read_ticket(
+        &self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<(Option<Settled>, Vec<TicketEvent>), StoreError> {
+        let row = sqlx::query(
+            "SELECT settled_seq, settled_resolved_at FROM tickets \
+             WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let settled = match row {
+            Some(r) => {
+                let seq: i64 = col(&r, "settled_seq")?;
+                let at: Option<i64> = col(&r, "settled_resolved_at")?;
+                match at {
+                    Some(at) if seq > 0 => Some(Settled {
+                        seq: u32::try_from(seq)
+                            .map_err(|_| StoreError::corrupt("settled_seq out of range"))?,
+                        resolved_at: from_millis(at),
+                    }),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let rows = sqlx::query(
+            "SELECT event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
+             FROM ticket_events WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        Ok((settled, events))
+    }
+
+    /// The newest check of one resolution.
+    pub async fn latest_check(
+        &self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        seq: u32,
+        resolved_at: i64,
+    ) -> Result<Option<Check>, StoreError> {
+        latest(&self.pool, tenant, provider, ticket_id, seq, resolved_at).await
+    }
+
+    /// Every check of a ticket, oldest first (`explain`).
+    pub async fn ticket_checks(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+    ) -> Result<Vec<Check>, StoreError> {
+        let sql = format!(
+            "SELECT {CHECK_COLUMNS} FROM verifications WHERE tenant = $1 AND ticket_id = $2 ORDER BY id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(ticket_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(check_from_row).collect()
+    }
+}
+
+async fn latest<'c, E>(
+    executor: E,
+    tenant: &str,
+    provider: &str,
+    ticket_id: &str,
+    seq: u32,
+    resolved_at: i64,
+) -> Result<Option<Check>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let sql = format!(
+        "SELECT {CHECK_COLUMNS} FROM verifications WHERE tenant = $1 AND provider = $2 \
+         AND ticket_id = $3 AND seq = $4 AND resolved_at = $5 ORDER BY id DESC LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .bind(i64::from(seq))
+        .bind(resolved_at)
+        .fetch_optional(executor)
+        .await?;
+    row.as_ref().map(check_from_row).transpose()
+}
+
+impl Tx {
+    /// The newest check of one resolution, inside this transaction.
+    pub async fn latest_check(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        seq: u32,
+        resolved_at: i64,
+    ) -> Result<Option<Check>, StoreError> {
+        latest(&mut *self.tx, tenant, provider, ticket_id, seq, resolved_at).await
+    }
+
+    /// Record a check; returns its id.
+    pub async fn insert_check(&mut self, c: &Check) -> Result<i64, StoreError> {
+        let sql = format!(
+            "INSERT INTO verifications ({CHECK_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&c.tenant)
+            .bind(&c.provider)
+            .bind(&c.ticket_id)
+            .bind(i64::from(c.seq))
+            .bind(c.resolved_at)
+            .bind(c.result.as_str())
+            .bind(c.checked_at)
+            .bind(i64::from(c.failures))
+            .bind(c.held_since)
+            .bind(c.next_try_at)
+            .bind(&c.detail)
+            .bind(&c.answer)
+            .bind(i64::from(c.learned))
+            .fetch_one(&mut *self.tx)
+            .await?;
+        col(&row, "id")
+    }
+
+    /// Store an event learned by check `check_id` unless its key is already
+    /// stored (a webhook brought it, or an earlier check). Returns whether it was new.
+    pub async fn insert_learned_event(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        check_id: i64,
+        e: &TicketEvent,
+    ) -> Result<bool, StoreError> {
+        let tags =
+            serde_json::to_string(&e.tags).map_err(|err| StoreError::corrupt(err.to_string()))?;
+        let r = sqlx::query(
+            "INSERT INTO ticket_events (tenant, provider, event_key, ticket_id, kind, occurred_at, resolver, \
+             actor_id, tags, channel, delivery_id, learned_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11) \
+             ON CONFLICT (tenant, provider, event_key) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(&e.event_key)
+        .bind(&e.ticket_id)
+        .bind(e.kind.as_str())
+        .bind(to_millis(e.occurred_at))
+        .bind(e.resolver.map(|r| r.as_str()))
+        .bind(e.actor_id.as_deref())
+        .bind(tags)
+        .bind(e.channel.as_deref())
+        .bind(check_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,476 @@
+//! Pure rules of verification: what a helpdesk's answer adds to what webhooks
+//! said ([`learned_events`]), what the check found ([`finding`]), and whether the
+//! confirmer may bill a due resolution now ([`gate`]).
+
+use crate::clock::{from_millis, to_millis};
+use crate::contract::ContractTerms;
+use crate::event::{composite_key, EventKind, TicketEvent};
+use crate::helpdesk_api::{OnUnreachable, TicketLook, VerifySettings};
+use crate::store::{Check, CheckResult};
+use crate::ticket::{replay_pinned, Settled, Standing};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::{BTreeMap, HashSet};
+
+/// Two events of the same kind this close are taken as one happening seen twice
+/// (a webhook and the API's history stamp the same change a moment apart).
+pub const SAME_HAPPENING: Duration = Duration::seconds(2);
+
+fn is_reopen_signal(kind: EventKind) -> bool {
+    kind != EventKind::Resolved
+}
+
+/// The events of `look` that no webhook brought, plus what the current status
+/// and the last customer message imply when the history does not show it:
+/// - history entries whose key is unknown and that are not a known happening
+///   seen again ([`SAME_HAPPENING`]), after the settled point (`after`);
+/// - the ticket is open now but nothing after `resolved_at` says why: a reopen
+///   at the API's `updated_at` (or, when it gives no time after the resolution,
+///   right after the resolution: not knowing when must not bill);
+/// - the customer wrote after `resolved_at` and no event says so: a customer
+///   message at that time.
+pub fn learned_events(
+    provider: &str,
+    ticket_id: &str,
+    after: Option<DateTime<Utc>>,
+    resolved_at: DateTime<Utc>,
+    known: &[TicketEvent],
+    look: &TicketLook,
+) -> Vec<TicketEvent> {
+    let keys: HashSet<&str> = known.iter().map(|e| e.event_key.as_str()).collect();
+    let seen_again = |e: &TicketEvent, pool: &[TicketEvent]| {
+        pool.iter()
+            .any(|k| k.kind == e.kind && (k.occurred_at - e.occurred_at).abs() <= SAME_HAPPENING)
+    };
+    let mut learned: Vec<TicketEvent> = Vec::new();
+    for e in &look.events {
+        if e.ticket_id != ticket_id
+            || keys.contains(e.event_key.as_str())
+            || after.is_some_and(|a| e.occurred_at <= a)
+            || seen_again(e, known)
+            || learned.iter().any(|l| l.event_key == e.event_key)
+        {
+            continue;
+        }
+        learned.push(e.clone());
+    }
+    let reopened_since = known
+        .iter()
+        .chain(learned.iter())
+        .any(|e| is_reopen_signal(e.kind) && e.occurred_at > resolved_at);
+    if !look.resolved && !reopened_since {
+        let at = look
+            .updated_at
+            .filter(|t| *t > resolved_at)
+            .unwrap_or(resolved_at + Duration::milliseconds(1));
+        learned.push(synthesized(
+            provider,
+            ticket_id,
+            EventKind::Reopened,
+            at,
+            &["status", &look.status],
+        ));
+    }
+    if let Some(at) = look.last_customer_message_at.filter(|t| *t > resolved_at) {
+        let told = known.iter().chain(learned.iter()).any(|e| {
+            e.kind == EventKind::CustomerReplied && (e.occurred_at - at).abs() <= SAME_HAPPENING
+        });
+        if !told {
+            learned.push(synthesized(
+                provider,
+                ticket_id,
+                EventKind::CustomerReplied,
+                at,
+                &["customer_message"],
+            ));
+        }
+    }
+    learned
+}
+
+/// An event the API implies without an id of its own; its key is stable, so a
+/// second check finds the same event, not a new one.
+fn synthesized(
+    provider: &str,
+    ticket_id: &str,
+    kind: EventKind,
+    at: DateTime<Utc>,
+    what: &[&str],
+) -> TicketEvent {
+    let ms = to_millis(at).to_string();
+    let mut parts = vec![provider, ticket_id, kind.as_str(), ms.as_str()];
+    parts.extend_from_slice(what);
+    TicketEvent {
+        event_key: format!("api:{provider}:{}", composite_key(&parts)),
+        ticket_id: ticket_id.to_string(),
+        kind,
+        occurred_at: at,
+        resolver: None,
+        actor_id: None,
+        tags: Vec::new(),
+        channel: None,
+    }
+}
+
+/// What a check found about resolution `seq` (resolved at `resolved_at`) once
+/// `learned` is added to `known`: the state machine decides.
+#[allow(clippy::too_many_arguments)]
+pub fn finding(
+    contract: &ContractTerms,
+    pins: &BTreeMap<u32, ContractTerms>,
+    settled: Option<Settled>,
+    known: &[TicketEvent],
+    learned: &[TicketEvent],
+    seq: u32,
+    resolved_at: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+) -> (CheckResult, String) {
+    let mut events = known.to_vec();
+    events.extend_from_slice(learned);
+    let history = replay_pinned(contract, pins, settled, &events);
+    let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let Some(r) = history
+        .resolutions
+        .iter()
+        .find(|r| r.seq == seq && r.resolved_at == resolved_at)
+    else {
+        let first = history.resolutions.first().map(|r| ts(r.resolved_at));
+        return (
+            CheckResult::Disagreed,
+            format!(
+                "the helpdesk's history puts this ticket's resolution at {} (not {})",
+                first.as_deref().unwrap_or("no time: it is not resolved"),
+                ts(resolved_at)
+            ),
+        );
+    };
+    match r.standing(horizon) {
+        Standing::Reopened => {
+            let re = r.reopened.as_ref();
+            (
+                CheckResult::Disagreed,
+                format!(
+                    "the helpdesk shows {} at {} inside the reopen window (ends {})",
+                    re.map_or("a reopen".into(), |x| x.kind.to_string()),
+                    re.map_or_else(String::new, |x| ts(x.at)),
+                    ts(r.settle_at)
+                ),
+            )
+        }
+        _ if !r.verdict.billable() => (
+            CheckResult::Disagreed,
+            format!(
+                "with the helpdesk's history: {}",
+                r.verdict.clause.explain()
+            ),
+        ),
+        Standing::Due => (
+            CheckResult::Agreed,
+            if learned.is_empty() {
+                "the helpdesk agrees".into()
+            } else {
+                format!(
+                    "the helpdesk agrees ({} event(s) no webhook brought change nothing)",
+                    learned.len()
+                )
+            },
+        ),
+        Standing::InWindow => (
+            CheckResult::Disagreed,
+            format!("still inside its window until {}", ts(r.settle_at)),
+        ),
+    }
+}
+
+/// What the confirmer does with a due, billable resolution of a verified provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Bill it; the words for its evidence (`verified with …` or `not verified: …`).
+    Bill { verified: bool, note: String },
+    /// Not yet: look again at `until` (Unix ms). `reason` is a metrics label:
+    /// `waiting`, `unreachable` or `past_max_hold`.
+    Hold {
+        until: i64,
+        why: String,
+        reason: &'static str,
+    },
+}
+
+/// The rule, from the newest check of the resolution (`None`: not checked yet).
+pub fn gate(
+    provider: &str,
+    latest: Option<&Check>,
+    settle_at: i64,
+    now: i64,
+    s: &VerifySettings,
+) -> Gate {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+    let ts = |t: i64| from_millis(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match latest {
+        Some(c) if c.result == CheckResult::Agreed && c.checked_at >= settle_at => Gate::Bill {
+            verified: true,
+            note: format!("verified with {provider} at {}", ts(c.checked_at)),
+        },
+        Some(c) if c.result == CheckResult::Unreachable => {
+            let since = c.held_since.unwrap_or(c.checked_at);
+            let retry = c.next_try_at.unwrap_or(now + ms(s.retry_base)).max(now);
+            if now.saturating_sub(since) >= ms(s.max_hold) {
+                match s.on_unreachable {
+                    OnUnreachable::Bill => Gate::Bill {
+                        verified: false,
+                        note: format!(
+                            "not verified: {provider} could not be asked since {} ({}); billed as verify.on_unreachable = \"bill\"",
+                            ts(since),
+                            c.detail
+                        ),
+                    },
+                    OnUnreachable::Hold => Gate::Hold {
+                        until: retry,
+                        reason: "past_max_hold",
+                        why: format!(
+                            "held: {provider} could not be asked since {} ({}); verify.on_unreachable = \"hold\" keeps it unbilled",
+                            ts(since),
+                            c.detail
+                        ),
+                    },
+                }
+            } else {
+                Gate::Hold {
+                    until: retry,
+                    reason: "unreachable",
+                    why: format!(
+                        "held until {provider} answers (since {}: {}); next try {}",
+                        ts(since),
+                        c.detail,
+                        ts(retry)
+                    ),
+                }
+            }
+        }
+        // Not checked since the window ended, or a disagreement the state machine
+        // did not act on (events changed since): check again first.
+        _ => Gate::Hold {
+            until: now + ms(s.retry_base.min(std::time::Duration::from_secs(60))),
+            reason: "waiting",
+            why: format!("waiting for a check with {provider}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Resolver;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        from_millis(1_767_225_600_000) + Duration::hours(h)
+    }
+
+    fn ev(key: &str, kind: EventKind, at: DateTime<Utc>) -> TicketEvent {
+        TicketEvent {
+            event_key: key.into(),
+            ticket_id: "T".into(),
+            kind,
+            occurred_at: at,
+            resolver: (kind == EventKind::Resolved).then_some(Resolver::Ai),
+            actor_id: None,
+            tags: vec![],
+            channel: None,
+        }
+    }
+
+    fn look(resolved: bool, events: Vec<TicketEvent>) -> TicketLook {
+        TicketLook {
+            status: if resolved { "solved" } else { "open" }.into(),
+            resolved,
+            updated_at: None,
+            last_customer_message_at: None,
+            events,
+            answer: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_reopen_no_webhook_brought_is_learned_once() {
+        let known = vec![ev("w1", EventKind::Resolved, t(1))];
+        let l = look(
+            true,
+            vec![
+                ev("a1", EventKind::Resolved, t(1)),
+                ev("a2", EventKind::Reopened, t(5)),
+                ev("a3", EventKind::Resolved, t(6)),
+            ],
+        );
+        let learned = learned_events("zendesk", "T", None, t(1), &known, &l);
+        let keys: Vec<_> = learned.iter().map(|e| e.event_key.as_str()).collect();
+        // a1 is the webhook's resolution seen again; the reopen and re-solve are new.
+        assert_eq!(keys, vec!["a2", "a3"]);
+        let (result, why) = finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            &known,
+            &learned,
+            1,
+            t(1),
+            t(100),
+        );
+        assert_eq!(result, CheckResult::Disagreed);
+        assert!(why.contains("reopened"), "{why}");
+    }
+
+    #[test]
+    fn open_now_without_history_is_a_reopen_at_the_last_update_or_right_after() {
+        let known = vec![ev("w1", EventKind::Resolved, t(1))];
+        let mut l = look(false, vec![]);
+        l.updated_at = Some(t(80));
+        let learned = learned_events("x", "T", None, t(1), &known, &l);
+        assert_eq!(learned.len(), 1);
+        assert_eq!(learned[0].kind, EventKind::Reopened);
+        assert_eq!(learned[0].occurred_at, t(80));
+        // Reopened after the 72 h window: the outcome stands.
+        let (result, _) = finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            &known,
+            &learned,
+            1,
+            t(1),
+            t(100),
+        );
+        assert_eq!(result, CheckResult::Agreed);
+        // No time: right after the resolution, so not billed.
+        l.updated_at = None;
+        let learned = learned_events("x", "T", None, t(1), &known, &l);
+        assert_eq!(learned[0].occurred_at, t(1) + Duration::milliseconds(1));
+        let (result, _) = finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            &known,
+            &learned,
+            1,
+            t(1),
+            t(100),
+        );
+        assert_eq!(result, CheckResult::Disagreed);
+        // The same look twice gives the same key: a second check adds nothing new.
+        assert_eq!(
+            learned[0].event_key,
+            learned_events("x", "T", None, t(1), &known, &l)[0].event_key
+        );
+    }
+
+    #[test]
+    fn a_customer_message_only_the_api_shows_is_learned() {
+        let known = vec![ev("w1", EventKind::Resolved, t(1))];
+        let mut l = look(true, vec![]);
+        l.last_customer_message_at = Some(t(3));
+        let learned = learned_events("x", "T", None, t(1), &known, &l);
+        assert_eq!(learned.len(), 1);
+        assert_eq!(learned[0].kind, EventKind::CustomerReplied);
+        // Told by a webhook already: nothing learned.
+        let known2 = vec![known[0].clone(), ev("w2", EventKind::CustomerReplied, t(3))];
+        assert!(learned_events("x", "T", None, t(1), &known2, &l).is_empty());
+        // Before the resolution: not a reopen signal of this resolution.
+        l.last_customer_message_at = Some(t(0));
+        assert!(learned_events("x", "T", None, t(1), &known, &l).is_empty());
+    }
+
+    #[test]
+    fn the_helpdesk_agreeing_bills_and_says_so() {
+        let known = vec![ev("w1", EventKind::Resolved, t(1))];
+        let l = look(true, vec![ev("a1", EventKind::Resolved, t(1))]);
+        let learned = learned_events("x", "T", None, t(1), &known, &l);
+        assert!(learned.is_empty());
+        let (result, why) = finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            &known,
+            &learned,
+            1,
+            t(1),
+            t(100),
+        );
+        assert_eq!(
+            (result, why.as_str()),
+            (CheckResult::Agreed, "the helpdesk agrees")
+        );
+    }
+
+    fn check(result: CheckResult, checked_at: i64, held_since: Option<i64>) -> Check {
+        Check {
+            tenant: "a".into(),
+            provider: "zendesk".into(),
+            ticket_id: "T".into(),
+            seq: 1,
+            resolved_at: 0,
+            result,
+            checked_at,
+            failures: u32::from(result == CheckResult::Unreachable),
+            held_since,
+            next_try_at: Some(checked_at + 60_000),
+            detail: "unreachable (503): down".into(),
+            answer: String::new(),
+            learned: 0,
+        }
+    }
+
+    #[test]
+    fn the_gate_bills_agreed_holds_unreachable_then_follows_on_unreachable() {
+        let mut s = VerifySettings::default();
+        let hour = 3_600_000;
+        // Agreed after the window: bill, verified.
+        let g = gate(
+            "zendesk",
+            Some(&check(CheckResult::Agreed, 10, None)),
+            5,
+            20,
+            &s,
+        );
+        assert!(
+            matches!(g, Gate::Bill { verified: true, ref note } if note.starts_with("verified with zendesk at"))
+        );
+        // Agreed before the window ended (cannot happen, but): check again.
+        assert!(matches!(
+            gate(
+                "zendesk",
+                Some(&check(CheckResult::Agreed, 4, None)),
+                5,
+                20,
+                &s
+            ),
+            Gate::Hold { .. }
+        ));
+        // Not checked: hold briefly.
+        assert!(matches!(
+            gate("zendesk", None, 5, 20, &s),
+            Gate::Hold { until: 60_020, .. }
+        ));
+        // Unreachable for an hour: hold until the next try.
+        let c = check(CheckResult::Unreachable, hour, Some(0));
+        assert_eq!(
+            gate("zendesk", Some(&c), 0, hour, &s),
+            Gate::Hold {
+                until: hour + 60_000,
+                reason: "unreachable",
+                why: format!(
+                    "held until zendesk answers (since 1970-01-01T00:00:00Z: unreachable (503): down); next try {}",
+                    from_millis(hour + 60_000).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            }
+        );
+        // Past max_hold: hold (default) …
+        let late = 25 * hour;
+        let c = check(CheckResult::Unreachable, late, Some(0));
+        assert!(
+            matches!(gate("zendesk", Some(&c), 0, late, &s), Gate::Hold { ref why, .. } if why.contains("on_unreachable"))
+        );
+        // … or bill, unverified, when configured.
+        s.on_unreachable = OnUnreachable::Bill;
+        assert!(
+            matches!(gate("zendesk", Some(&c), 0, late, &s), Gate::Bill { verified: false, ref note } if note.starts_with("not verified"))
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Events that arrive without a webhook delivery (backfill from a helpdesk's
+//! API): stored like a delivery's events (`delivery_id` 0) and their tickets
+//! replayed, in one transaction per call.
+
+use super::Worker;
+use crate::clock::to_millis;
+use crate::event::TicketEvent;
+use crate::store::StoreError;
+use std::collections::BTreeMap;
+
+impl Worker {
+    /// Store `events` of `tenant_id`'s `provider` (an event whose key is already
+    /// stored, by a webhook or an earlier import, counts once) and replay the
+    /// tickets they touch. Returns how many events were new.
+    pub async fn import_events(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        events: &[TicketEvent],
+    ) -> Result<usize, StoreError> {
+        let Some(tenant) = self.tenants.get(tenant_id) else {
+            return Ok(0);
+        };
+        let now = to_millis(self.clock.now());
+        let mut by_ticket: BTreeMap<&str, Vec<&TicketEvent>> = BTreeMap::new();
+        for e in events {
+            by_ticket.entry(e.ticket_id.as_str()).or_default().push(e);
+        }
+        let mut new = 0usize;
+        let mut tx = self.store.begin().await?;
+        // Sorted ticket order, as the inbox locks them: no deadlock between workers.
+        for (ticket_id, evs) in by_ticket {
+            let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
+            for e in evs {
+                new += usize::from(tx.insert_event(tenant_id, provider, 0, e).await?);
+            }
+            self.replay_ticket(&mut tx, tenant, provider, ticket_id, settled, now)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+}

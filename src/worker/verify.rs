@@ -1,0 +1,253 @@
+//! The verification pass: before the confirmer bills a due resolution of a
+//! provider with API credentials, ask the helpdesk what happened to the ticket.
+//!
+//! Three steps, so no transaction is open while a helpdesk is called: read the
+//! due tickets and their events without a lock; call the APIs (a few at once,
+//! each client within its rate budget); then write each ticket's check, and the
+//! events it learned, in a short transaction of its own, replaying the ticket so
+//! the state machine decides with them.
+
+use super::Worker;
+use crate::clock::{from_millis, to_millis};
+use crate::event::TicketEvent;
+use crate::helpdesk_api::{ApiError, HelpdeskApi, TicketLook};
+use crate::store::{Check, CheckResult, StoreError};
+use crate::tenants::Tenant;
+use crate::ticket::{replay, Standing};
+use crate::verification::judge::{finding, learned_events};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// A due resolution to check.
+struct Candidate {
+    tenant: String,
+    provider: String,
+    ticket_id: String,
+    seq: u32,
+    resolved_at: DateTime<Utc>,
+    /// History from here on is what the check asks for (the settled resolution).
+    after: Option<DateTime<Utc>>,
+    /// The newest earlier check, if it failed (its failures and hold start carry on).
+    failed_before: Option<Check>,
+}
+
+impl Worker {
+    /// Check the due resolutions of verified providers that have no usable
+    /// check yet (or whose retry time has come). Returns how many were checked.
+    pub(super) async fn verify_due(&self, horizon: i64, now: i64) -> Result<usize, StoreError> {
+        if self.verifier.is_empty() {
+            return Ok(0);
+        }
+        let horizon_t = from_millis(horizon);
+        let mut work: Vec<(Arc<dyn HelpdeskApi>, Candidate)> = Vec::new();
+        for (tenant_id, provider, ticket_id) in
+            self.store.peek_due_tickets(horizon, self.batch).await?
+        {
+            let (Some(client), Some(tenant)) = (
+                self.verifier.client(&tenant_id, &provider),
+                self.tenants.get(&tenant_id),
+            ) else {
+                continue;
+            };
+            if let Some(c) = self
+                .candidate(tenant, &provider, &ticket_id, horizon_t, now)
+                .await?
+            {
+                work.push((client.clone(), c));
+            }
+        }
+        if work.is_empty() {
+            return Ok(0);
+        }
+        let n = work.len();
+        let mut looks: JoinSet<(Candidate, Result<TicketLook, ApiError>)> = JoinSet::new();
+        let mut queue = work.into_iter();
+        let mut results = Vec::with_capacity(n);
+        loop {
+            while looks.len() < self.verifier.settings.concurrency {
+                let Some((client, c)) = queue.next() else {
+                    break;
+                };
+                looks.spawn(async move {
+                    let look = client.look(&c.ticket_id, c.after).await;
+                    (c, look)
+                });
+            }
+            match looks.join_next().await {
+                Some(Ok(done)) => results.push(done),
+                Some(Err(e)) => tracing::error!(error = %e, "a helpdesk API call panicked"),
+                None => break,
+            }
+        }
+        for (c, look) in results {
+            self.record_check(c, look, horizon_t, now).await?;
+        }
+        Ok(n)
+    }
+
+    /// The ticket's first due resolution, if billable and not yet checked (or
+    /// its retry time has come). Read without a lock: the write re-reads.
+    async fn candidate(
+        &self,
+        tenant: &Tenant,
+        provider: &str,
+        ticket_id: &str,
+        horizon: DateTime<Utc>,
+        now: i64,
+    ) -> Result<Option<Candidate>, StoreError> {
+        let (settled, events) = self
+            .store
+            .read_ticket(&tenant.settings.id, provider, ticket_id)
+            .await?;
+        let history = replay(&tenant.contract, settled, &events);
+        let Some(r) = history
+            .resolutions
+            .iter()
+            .find(|r| r.standing(horizon) != Standing::Reopened)
+            .filter(|r| r.standing(horizon) == Standing::Due && r.verdict.billable())
+        else {
+            return Ok(None);
+        };
+        let latest = self
+            .store
+            .latest_check(
+                &tenant.settings.id,
+                provider,
+                ticket_id,
+                r.seq,
+                to_millis(r.resolved_at),
+            )
+            .await?;
+        let settle_at = to_millis(r.settle_at);
+        let failed_before = match latest {
+            Some(c) if c.result == CheckResult::Agreed && c.checked_at >= settle_at => {
+                return Ok(None)
+            }
+            Some(c) if c.result == CheckResult::Unreachable => {
+                if c.next_try_at.is_some_and(|t| t > now) {
+                    return Ok(None);
+                }
+                Some(c)
+            }
+            _ => None,
+        };
+        Ok(Some(Candidate {
+            tenant: tenant.settings.id.clone(),
+            provider: provider.to_string(),
+            ticket_id: ticket_id.to_string(),
+            seq: r.seq,
+            resolved_at: r.resolved_at,
+            after: settled.map(|s| s.resolved_at),
+            failed_before,
+        }))
+    }
+
+    /// Write one check, and what it learned, in one transaction with the ticket locked.
+    async fn record_check(
+        &self,
+        c: Candidate,
+        look: Result<TicketLook, ApiError>,
+        horizon: DateTime<Utc>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let Some(tenant) = self.tenants.get(&c.tenant) else {
+            return Ok(());
+        };
+        let mut tx = self.store.begin().await?;
+        let settled = tx
+            .lock_ticket(&c.tenant, &c.provider, &c.ticket_id, now)
+            .await?;
+        let mut check = Check {
+            tenant: c.tenant.clone(),
+            provider: c.provider.clone(),
+            ticket_id: c.ticket_id.clone(),
+            seq: c.seq,
+            resolved_at: to_millis(c.resolved_at),
+            result: CheckResult::Unreachable,
+            checked_at: now,
+            failures: 0,
+            held_since: None,
+            next_try_at: None,
+            detail: String::new(),
+            answer: String::new(),
+            learned: 0,
+        };
+        let learned: Vec<TicketEvent> = match look {
+            Ok(look) => {
+                let known = tx.load_events(&c.tenant, &c.provider, &c.ticket_id).await?;
+                let learned = learned_events(
+                    &c.provider,
+                    &c.ticket_id,
+                    settled.map(|s| s.resolved_at),
+                    c.resolved_at,
+                    &known,
+                    &look,
+                );
+                let pins = self
+                    .pins(&mut tx, tenant, &c.provider, &c.ticket_id)
+                    .await?;
+                let (result, detail) = finding(
+                    &tenant.contract,
+                    &pins.terms,
+                    settled,
+                    &known,
+                    &learned,
+                    c.seq,
+                    c.resolved_at,
+                    horizon,
+                );
+                check.result = result;
+                check.detail = format!("{detail} (status `{}`)", look.status);
+                check.answer = look.answer.to_string();
+                check.learned = u32::try_from(learned.len()).unwrap_or(u32::MAX);
+                self.metrics.verification(&c.provider, result.as_str());
+                if result == CheckResult::Disagreed {
+                    let reason = learned
+                        .iter()
+                        .map(|e| e.kind)
+                        .find(|k| *k != crate::event::EventKind::Resolved)
+                        .map_or("other", |k| k.as_str());
+                    self.metrics.verification_disagreement(&c.provider, reason);
+                    tracing::info!(tenant = %c.tenant, provider = %c.provider, ticket = %c.ticket_id, seq = c.seq, detail = %check.detail, "verification: the helpdesk disagrees; not billed");
+                }
+                learned
+            }
+            Err(e) => {
+                let (failures, held_since) = match &c.failed_before {
+                    Some(prev) => (
+                        prev.failures.saturating_add(1),
+                        prev.held_since.unwrap_or(prev.checked_at),
+                    ),
+                    None => (1, now),
+                };
+                let wait = self.verifier.settings.backoff(failures, e.retry_after());
+                check.failures = failures;
+                check.held_since = Some(held_since);
+                check.next_try_at =
+                    Some(now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4));
+                check.detail = e.to_string();
+                check.answer = serde_json::json!({ "error": e.to_string() }).to_string();
+                self.metrics.verification(&c.provider, "unreachable");
+                self.metrics
+                    .helpdesk_api_error(&c.provider, e.status_label());
+                if matches!(e, ApiError::Refused { .. }) {
+                    tracing::error!(tenant = %c.tenant, provider = %c.provider, error = %e, "verification: the helpdesk refused our API credentials; outcomes are held until they are fixed");
+                } else {
+                    tracing::warn!(tenant = %c.tenant, provider = %c.provider, ticket = %c.ticket_id, error = %e, failures, "verification: helpdesk API unavailable; outcome held");
+                }
+                Vec::new()
+            }
+        };
+        let id = tx.insert_check(&check).await?;
+        for e in &learned {
+            tx.insert_learned_event(&c.tenant, &c.provider, id, e)
+                .await?;
+        }
+        if !learned.is_empty() {
+            self.replay_ticket(&mut tx, tenant, &c.provider, &c.ticket_id, settled, now)
+                .await?;
+        }
+        tx.commit().await
+    }
+}

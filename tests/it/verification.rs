@@ -1,0 +1,304 @@
+//! Verification before billing, end to end on SQLite and PostgreSQL: a due
+//! outcome is checked with the helpdesk's API (a fake that knows each ticket's
+//! true life) before it is billed. A reopen whose webhook was lost is learned and
+//! the outcome is not billed; an agreeing helpdesk is named in the evidence; an
+//! unreachable one holds the outcome, with backoff and `Retry-After`, up to
+//! `verify.max_hold`, then `verify.on_unreachable` decides.
+
+use crate::helpdesk_clients::api_settings_for;
+use crate::support::*;
+use chrono::{DateTime, Duration, Utc};
+use outcome_meter::event::{EventKind, Resolver, TicketEvent};
+use outcome_meter::helpdesk_api::OnUnreachable;
+use outcome_meter::report::explain;
+use testkit::fake_helpdesk::{generic::Generic, FakeHelpdesk, Happening, Step, Vendor};
+
+fn at(hours: i64) -> DateTime<Utc> {
+    t0() + Duration::hours(hours)
+}
+
+/// An app whose tenant verifies `fake`'s provider before billing.
+async fn app_verifying(
+    backend: Backend,
+    fake: &FakeHelpdesk,
+    tweak: impl FnOnce(&mut outcome_meter::settings::Settings),
+) -> TestApp {
+    let name = fake.vendor().name();
+    if name == "generic" {
+        // The generic verify_url signs its answers with the tenant's webhook secret.
+        fake.state().signing_secret = GENERIC_SECRET.into();
+    }
+    let api = api_settings_for(fake);
+    let ai = fake.vendor().ai_agent_id();
+    TestApp::spawn_tweaked(
+        Options {
+            backend,
+            ..Default::default()
+        },
+        move |s| {
+            let p = s.tenants[0]
+                .providers
+                .get_mut(name)
+                .expect("the provider is configured");
+            p.api = Some(api);
+            p.ai_agent_ids.push(ai);
+            s.verify.retry_base = std::time::Duration::from_secs(60);
+            tweak(s);
+        },
+    )
+    .await
+}
+
+/// The resolution a webhook brought (the same for every provider: the state
+/// machine sees normalized events).
+fn resolved_by_ai(ticket: &str, hours: i64) -> TicketEvent {
+    TicketEvent {
+        event_key: format!("webhook-{ticket}-resolved"),
+        ticket_id: ticket.into(),
+        kind: EventKind::Resolved,
+        occurred_at: at(hours),
+        resolver: Some(Resolver::Ai),
+        actor_id: None,
+        tags: vec![],
+        channel: None,
+    }
+}
+
+impl TestApp {
+    async fn webhooks_arrived(&self, provider: &str, events: &[TicketEvent]) {
+        self.services
+            .worker()
+            .import_events(TENANT, provider, events)
+            .await
+            .expect("import");
+    }
+
+    fn metric(&self, line_start: &str) -> f64 {
+        let text = self.services.metrics.render(0);
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    async fn decision_status(&self, ticket: &str) -> Vec<String> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT status FROM decisions WHERE ticket_id = $1 ORDER BY seq")
+                .bind(ticket)
+                .fetch_all(self.services.store.pool())
+                .await
+                .expect("decisions");
+        rows.into_iter().map(|r| r.0).collect()
+    }
+}
+
+/// A lost reopen is learned from the API and not billed; an agreeing helpdesk is
+/// named in the evidence. Run for each provider's fake.
+pub async fn lost_reopen_is_caught(backend: Backend, vendor: impl Vendor) {
+    let fake = FakeHelpdesk::start(vendor).await;
+    let app = app_verifying(backend, &fake, |_| {}).await;
+    let p = fake.vendor().name();
+    // 501: the customer wrote and an agent reopened it inside the window, then a
+    // human solved it: neither webhook arrived. 502: nothing happened after.
+    fake.set_life(
+        "501",
+        at(0),
+        vec![
+            Step::new(at(1), Happening::Resolved { by_ai: true }),
+            Step::new(at(5), Happening::CustomerReplied),
+            Step::new(at(6), Happening::Reopened),
+            Step::new(at(8), Happening::Resolved { by_ai: false }),
+        ],
+    );
+    fake.set_life(
+        "502",
+        at(0),
+        vec![Step::new(at(1), Happening::Resolved { by_ai: true })],
+    );
+    app.webhooks_arrived(p, &[resolved_by_ai("501", 1), resolved_by_ai("502", 1)])
+        .await;
+    app.settle().await;
+    assert!(app.outcomes().await.is_empty(), "nothing inside the window");
+    assert_eq!(
+        fake.requests(),
+        0,
+        "nothing is checked before the window ends"
+    );
+
+    app.advance_hours(80);
+    app.settle().await;
+    let outcomes = app.outcomes().await;
+    let billed: Vec<&str> = outcomes.iter().map(|o| o.ticket_id.as_str()).collect();
+    assert_eq!(
+        billed,
+        vec!["502"],
+        "{p}: only the ticket that held is billed"
+    );
+    let ev = &outcomes[0].evidence;
+    assert!(
+        ev.contains(&format!("verified with {p} at")),
+        "{p}: the evidence names the check: {ev}"
+    );
+    let statuses = app.decision_status("501").await;
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("reopened"),
+        "{p}: 501 reopened inside its window: {statuses:?}"
+    );
+    let learned = app
+        .count("SELECT COUNT(*) FROM ticket_events WHERE ticket_id = '501' AND learned_from IS NOT NULL")
+        .await;
+    assert!(
+        learned >= 1,
+        "{p}: the reopen is stored as learned by verification"
+    );
+    // explain shows the learned reopen and the check.
+    let x = explain::explain(&app.services.store, TENANT, "501", None)
+        .await
+        .expect("explain");
+    let text = format!("{x:?}");
+    assert!(text.contains("reopen"), "{p}: explain: {text}");
+    assert_eq!(
+        app.metric(&format!(
+            "outcome_meter_verifications_total{{provider=\"{p}\",result=\"disagreed\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        app.metric(&format!(
+            "outcome_meter_verifications_total{{provider=\"{p}\",result=\"agreed\"}}"
+        )),
+        1.0
+    );
+    // Settling again asks nothing more: the checks are recorded.
+    let before = fake.requests();
+    app.settle().await;
+    assert_eq!(fake.requests(), before);
+    app.stop().await;
+}
+
+async fn generic_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, Generic).await
+}
+
+/// An unreachable helpdesk holds the outcome and retries with backoff; when it
+/// answers, the outcome is billed, verified.
+async fn outage_holds_then_bills_when_it_answers(backend: Backend) {
+    let fake = FakeHelpdesk::start(Generic).await;
+    let app = app_verifying(backend, &fake, |_| {}).await;
+    fake.set_life(
+        "601",
+        at(0),
+        vec![Step::new(at(1), Happening::Resolved { by_ai: true })],
+    );
+    app.webhooks_arrived("generic", &[resolved_by_ai("601", 1)])
+        .await;
+    fake.set_outage(true);
+    app.advance_hours(80);
+    app.settle().await;
+    assert!(
+        app.outcomes().await.is_empty(),
+        "held while the helpdesk is down"
+    );
+    assert_eq!(app.decision_status("601").await, vec!["held".to_string()]);
+    assert_eq!(
+        app.metric("outcome_meter_helpdesk_api_errors_total{provider=\"generic\",status=\"503\"}"),
+        1.0
+    );
+    // Not asked again before the backoff (retry_base 1 min) has passed.
+    let asked = fake.requests();
+    app.settle().await;
+    assert_eq!(fake.requests(), asked, "no retry before the backoff");
+    app.clock.advance(Duration::minutes(2));
+    app.settle().await;
+    assert_eq!(fake.requests(), asked + 1, "retried after the backoff");
+    assert!(app.outcomes().await.is_empty());
+    fake.set_outage(false);
+    app.advance_hours(1);
+    app.settle().await;
+    let outcomes = app.outcomes().await;
+    assert_eq!(outcomes.len(), 1, "billed once the helpdesk agrees");
+    assert!(outcomes[0].evidence.contains("verified with generic at"));
+    app.stop().await;
+}
+
+/// Past `verify.max_hold`: `hold` keeps the outcome unbilled; `bill` bills it
+/// with "not verified" in its evidence.
+async fn past_max_hold_follows_on_unreachable(backend: Backend) {
+    for policy in [OnUnreachable::Hold, OnUnreachable::Bill] {
+        let fake = FakeHelpdesk::start(Generic).await;
+        let app = app_verifying(backend, &fake, |s| {
+            s.verify.max_hold = std::time::Duration::from_secs(6 * 3600);
+            s.verify.on_unreachable = policy;
+        })
+        .await;
+        fake.set_life(
+            "701",
+            at(0),
+            vec![Step::new(at(1), Happening::Resolved { by_ai: true })],
+        );
+        app.webhooks_arrived("generic", &[resolved_by_ai("701", 1)])
+            .await;
+        fake.set_outage(true);
+        app.advance_hours(80);
+        for _ in 0..8 {
+            app.settle().await;
+            app.advance_hours(1);
+        }
+        app.settle().await;
+        let outcomes = app.outcomes().await;
+        match policy {
+            OnUnreachable::Hold => {
+                assert!(outcomes.is_empty(), "hold: never billed unverified");
+                assert!(
+                    app.metric("outcome_meter_verification_holds_total{provider=\"generic\",reason=\"past_max_hold\"}") >= 1.0
+                );
+            }
+            OnUnreachable::Bill => {
+                assert_eq!(outcomes.len(), 1, "bill: billed after max_hold");
+                assert!(
+                    outcomes[0]
+                        .evidence
+                        .contains("not verified: generic could not be asked"),
+                    "{}",
+                    outcomes[0].evidence
+                );
+            }
+        }
+        app.stop().await;
+    }
+}
+
+/// A 429's Retry-After is honoured: no new check before it has passed.
+async fn rate_limit_retry_after_is_honoured(backend: Backend) {
+    let fake = FakeHelpdesk::start(Generic).await;
+    let app = app_verifying(backend, &fake, |_| {}).await;
+    fake.set_life(
+        "801",
+        at(0),
+        vec![Step::new(at(1), Happening::Resolved { by_ai: true })],
+    );
+    app.webhooks_arrived("generic", &[resolved_by_ai("801", 1)])
+        .await;
+    fake.rate_limit_every(1, 600);
+    app.advance_hours(80);
+    app.settle().await;
+    assert!(app.outcomes().await.is_empty());
+    let asked = fake.requests();
+    app.clock.advance(Duration::minutes(5));
+    app.settle().await;
+    assert_eq!(fake.requests(), asked, "Retry-After: 600 s not yet passed");
+    fake.state().rate_limit_every = None;
+    app.clock.advance(Duration::minutes(6));
+    app.settle().await;
+    assert_eq!(app.outcomes().await.len(), 1);
+    app.stop().await;
+}
+
+crate::dual!(
+    generic_lost_reopen,
+    outage_holds_then_bills_when_it_answers,
+    past_max_hold_follows_on_unreachable,
+    rate_limit_retry_after_is_honoured,
+);
