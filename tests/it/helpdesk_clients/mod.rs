@@ -2,7 +2,9 @@
 //! status and history normalized into events, pagination, 429 with
 //! `Retry-After`, outages, refused credentials, unknown tickets.
 
+mod front;
 mod generic;
+mod hubspot;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;
@@ -29,6 +31,8 @@ pub fn settings_for(fake: &FakeHelpdesk) -> ProviderSettings {
         token: fake.token(),
         ..Default::default()
     };
+    // Provider (not `[api]`) settings a vendor's fake needs, e.g. HubSpot's closed stages.
+    let mut closed_stage_ids = Vec::new();
     for (key, value) in fake.vendor().extra_settings() {
         // A value starting with `/` is a path on the fake (an OAuth token endpoint).
         let value = if value.starts_with('/') {
@@ -42,6 +46,7 @@ pub fn settings_for(fake: &FakeHelpdesk) -> ProviderSettings {
             "refresh_token" => api.refresh_token = value,
             "status_property" => api.status_property = Some(value),
             "base_url" => api.base_url = Some(value),
+            "closed_stage_ids" => closed_stage_ids.push(value),
             other => panic!("unknown extra setting {other}"),
         }
     }
@@ -49,6 +54,7 @@ pub fn settings_for(fake: &FakeHelpdesk) -> ProviderSettings {
         secrets: vec![fake.signing_secret()],
         ai_agent_ids: vec![fake.vendor().ai_agent_id()],
         api: Some(api),
+        closed_stage_ids,
         ..Default::default()
     }
 }
