@@ -12,8 +12,10 @@
 //! timeout, and one mapping of HTTP answers to [`ApiError`] (429 with
 //! `Retry-After`, 5xx and network failures as unreachable, 401/403 as refused).
 
+pub mod front;
 pub mod generic;
 pub mod http;
+pub mod hubspot;
 pub mod settings;
 
 use crate::event::{EventKind, TicketEvent};
@@ -143,6 +145,8 @@ pub fn client_for(
     // One line per helpdesk: its module's `client` checks the keys it needs.
     let client: Arc<dyn HelpdeskApi> = match provider {
         "generic" => Arc::new(generic::client(api, settings)?),
+        "front" => Arc::new(front::client(api, settings)?),
+        "hubspot" => Arc::new(hubspot::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

@@ -5,7 +5,7 @@
 //! unreachable one holds the outcome, with backoff and `Retry-After`, up to
 //! `verify.max_hold`, then `verify.on_unreachable` decides.
 
-use crate::helpdesk_clients::api_settings_for;
+use crate::helpdesk_clients::apply_to;
 use crate::support::*;
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::{EventKind, Resolver, TicketEvent};
@@ -28,8 +28,6 @@ async fn app_verifying(
         // The generic verify_url signs its answers with the tenant's webhook secret.
         fake.state().signing_secret = GENERIC_SECRET.into();
     }
-    let api = api_settings_for(fake);
-    let ai = fake.vendor().ai_agent_id();
     TestApp::spawn_tweaked(
         Options {
             backend,
@@ -40,8 +38,7 @@ async fn app_verifying(
                 .providers
                 .get_mut(name)
                 .expect("the provider is configured");
-            p.api = Some(api);
-            p.ai_agent_ids.push(ai);
+            apply_to(fake, p);
             s.verify.retry_base = std::time::Duration::from_secs(60);
             tweak(s);
         },
@@ -182,6 +179,14 @@ async fn generic_lost_reopen(backend: Backend) {
     lost_reopen_is_caught(backend, Generic).await
 }
 
+async fn front_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, testkit::fake_helpdesk::front::Front).await
+}
+
+async fn hubspot_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, testkit::fake_helpdesk::hubspot::HubSpot).await
+}
+
 /// An unreachable helpdesk holds the outcome and retries with backoff; when it
 /// answers, the outcome is billed, verified.
 async fn outage_holds_then_bills_when_it_answers(backend: Backend) {
@@ -298,6 +303,8 @@ async fn rate_limit_retry_after_is_honoured(backend: Backend) {
 
 crate::dual!(
     generic_lost_reopen,
+    front_lost_reopen,
+    hubspot_lost_reopen,
     outage_holds_then_bills_when_it_answers,
     past_max_hold_follows_on_unreachable,
     rate_limit_retry_after_is_honoured,

@@ -2,7 +2,9 @@
 //! status and history normalized into events, pagination, 429 with
 //! `Retry-After`, outages, refused credentials, unknown tickets.
 
+mod front;
 mod generic;
+mod hubspot;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;
@@ -23,16 +25,18 @@ pub fn at(hours: i64) -> DateTime<Utc> {
 /// Provider settings with API credentials for `fake` (and a webhook secret the
 /// generic provider also signs answers with).
 pub fn settings_for(fake: &FakeHelpdesk) -> ProviderSettings {
-    ProviderSettings {
+    let mut p = ProviderSettings {
         secrets: vec![fake.signing_secret()],
         ai_agent_ids: vec![fake.vendor().ai_agent_id()],
-        api: Some(api_settings_for(fake)),
         ..Default::default()
-    }
+    };
+    apply_to(fake, &mut p);
+    p
 }
 
-/// The `[api]` settings that reach `fake` with its credentials.
-pub fn api_settings_for(fake: &FakeHelpdesk) -> ApiSettings {
+/// Point `p` at `fake`: its `[api]` credentials, the AI agent's id, and the
+/// provider settings the vendor's fake needs (e.g. HubSpot's closed stages).
+pub fn apply_to(fake: &FakeHelpdesk, p: &mut ProviderSettings) {
     let mut api = ApiSettings {
         base_url: Some(fake.base_url()),
         user: Some(fake.user()),
@@ -52,10 +56,19 @@ pub fn api_settings_for(fake: &FakeHelpdesk) -> ApiSettings {
             "refresh_token" => api.refresh_token = value,
             "status_property" => api.status_property = Some(value),
             "base_url" => api.base_url = Some(value),
+            "closed_stage_ids" => {
+                if !p.closed_stage_ids.contains(&value) {
+                    p.closed_stage_ids.push(value)
+                }
+            }
             other => panic!("unknown extra setting {other}"),
         }
     }
-    api
+    p.api = Some(api);
+    let ai = fake.vendor().ai_agent_id();
+    if !p.ai_agent_ids.contains(&ai) {
+        p.ai_agent_ids.push(ai);
+    }
 }
 
 pub fn client(fake: &FakeHelpdesk) -> Arc<dyn HelpdeskApi> {

@@ -11,7 +11,9 @@
 //! sends (or drops) are the test's business. The oracle of the chaos suite uses
 //! the same lives.
 
+pub mod front;
 pub mod generic;
+pub mod hubspot;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
