@@ -13,6 +13,7 @@
 //! `Retry-After`, 5xx and network failures as unreachable, 401/403 as refused).
 
 pub mod generic;
+pub mod helpscout;
 pub mod http;
 pub mod intercom;
 pub mod settings;
@@ -145,6 +146,7 @@ pub fn client_for(
     let client: Arc<dyn HelpdeskApi> = match provider {
         "generic" => Arc::new(generic::client(api, settings)?),
         "intercom" => Arc::new(intercom::client(api, settings)?),
+        "helpscout" => Arc::new(helpscout::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

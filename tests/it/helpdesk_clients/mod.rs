@@ -3,6 +3,7 @@
 //! `Retry-After`, outages, refused credentials, unknown tickets.
 
 mod generic;
+mod helpscout;
 mod intercom;
 
 use chrono::{DateTime, Duration, Utc};

@@ -12,6 +12,7 @@
 //! the same lives.
 
 pub mod generic;
+pub mod helpscout;
 pub mod intercom;
 
 use std::collections::BTreeMap;
