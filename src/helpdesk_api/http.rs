@@ -14,6 +14,44 @@ use tokio::time::Instant;
 pub struct ApiHttp {
     client: reqwest::Client,
     budget: Budget,
+    /// A helpdesk's own header saying when to retry after a 429, read when
+    /// `Retry-After` is absent.
+    reset_header: Option<ResetHeader>,
+}
+
+/// A vendor header that says when to retry after a 429 (some helpdesks send
+/// their own instead of `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetHeader {
+    /// A number of seconds to wait (Help Scout: `X-RateLimit-Retry-After`).
+    Seconds(&'static str),
+    /// The Unix time the window resets (Intercom: `X-RateLimit-Reset`), measured
+    /// from the answer's `Date` header, or this machine's clock without one.
+    UnixTime(&'static str),
+}
+
+impl ResetHeader {
+    /// The wait the header asks for, if present and readable.
+    pub fn wait(self, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match self {
+            ResetHeader::Seconds(name) => text(name)?
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs),
+            ResetHeader::UnixTime(name) => {
+                let reset = text(name)?.trim().parse::<i64>().ok()?;
+                let now = text("date")
+                    .and_then(|d| chrono::DateTime::parse_from_rfc2822(d.trim()).ok())
+                    .map_or_else(|| chrono::Utc::now().timestamp(), |d| d.timestamp());
+                // A reset already past still means "wait a moment", not "never".
+                Some(Duration::from_secs(
+                    u64::try_from(reset - now).unwrap_or(0).max(1),
+                ))
+            }
+        }
+    }
 }
 
 impl ApiHttp {
@@ -42,7 +80,14 @@ impl ApiHttp {
         Ok(ApiHttp {
             client,
             budget: Budget::new(per_minute),
+            reset_header: None,
         })
+    }
+
+    /// Also read `header` on a 429 when the answer has no `Retry-After`.
+    pub fn with_reset_header(mut self, header: ResetHeader) -> ApiHttp {
+        self.reset_header = Some(header);
+        self
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -93,7 +138,8 @@ impl ApiHttp {
                     .get(reqwest::header::DATE)
                     .and_then(|d| d.to_str().ok());
                 crate::retry_after::parse(v, date)
-            });
+            })
+            .or_else(|| self.reset_header.and_then(|h| h.wait(response.headers())));
         let headers = response.headers().clone();
         let body = response
             .bytes()
@@ -234,6 +280,27 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vendor_reset_headers_read_as_a_wait() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-ratelimit-retry-after", "12".parse().expect("value"));
+        h.insert("x-ratelimit-reset", "1487332520".parse().expect("value"));
+        h.insert(
+            "date",
+            "Fri, 17 Feb 2017 11:55:10 GMT".parse().expect("value"),
+        );
+        assert_eq!(
+            ResetHeader::Seconds("x-ratelimit-retry-after").wait(&h),
+            Some(Duration::from_secs(12))
+        );
+        // 1487332510 is the Date: ten seconds to the reset.
+        assert_eq!(
+            ResetHeader::UnixTime("x-ratelimit-reset").wait(&h),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(ResetHeader::Seconds("x-missing").wait(&h), None);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_spreads_requests_and_allows_a_small_burst() {

@@ -14,8 +14,10 @@
 
 pub mod front;
 pub mod generic;
+pub mod helpscout;
 pub mod http;
 pub mod hubspot;
+pub mod intercom;
 pub mod settings;
 
 use crate::event::{EventKind, TicketEvent};
@@ -147,6 +149,8 @@ pub fn client_for(
         "generic" => Arc::new(generic::client(api, settings)?),
         "front" => Arc::new(front::client(api, settings)?),
         "hubspot" => Arc::new(hubspot::client(api, settings)?),
+        "intercom" => Arc::new(intercom::client(api, settings)?),
+        "helpscout" => Arc::new(helpscout::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

@@ -183,6 +183,14 @@ async fn front_lost_reopen(backend: Backend) {
     lost_reopen_is_caught(backend, testkit::fake_helpdesk::front::Front).await
 }
 
+async fn intercom_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, testkit::fake_helpdesk::intercom::Intercom).await
+}
+
+async fn helpscout_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, testkit::fake_helpdesk::helpscout::HelpScout).await
+}
+
 async fn hubspot_lost_reopen(backend: Backend) {
     lost_reopen_is_caught(backend, testkit::fake_helpdesk::hubspot::HubSpot).await
 }
@@ -305,6 +313,8 @@ crate::dual!(
     generic_lost_reopen,
     front_lost_reopen,
     hubspot_lost_reopen,
+    intercom_lost_reopen,
+    helpscout_lost_reopen,
     outage_holds_then_bills_when_it_answers,
     past_max_hold_follows_on_unreachable,
     rate_limit_retry_after_is_honoured,

@@ -4,7 +4,9 @@
 
 mod front;
 mod generic;
+mod helpscout;
 mod hubspot;
+mod intercom;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;

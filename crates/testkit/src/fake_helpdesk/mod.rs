@@ -13,7 +13,9 @@
 
 pub mod front;
 pub mod generic;
+pub mod helpscout;
 pub mod hubspot;
+pub mod intercom;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

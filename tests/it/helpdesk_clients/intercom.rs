@@ -1,0 +1,130 @@
+//! The Intercom client: one `GET /conversations/{id}` per look, parts
+//! normalized like the webhooks, keys that never collide with them.
+
+use super::*;
+use outcome_meter::event::Resolver;
+use testkit::fake_helpdesk::intercom::{part_id, Intercom, PART_LIMIT};
+
+#[tokio::test]
+async fn intercom_client_reads_status_and_history() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    common_checks(&fake).await;
+}
+
+fn long_life(fake: &FakeHelpdesk) {
+    fake.set_life(
+        "101",
+        at(0),
+        vec![
+            Step::new(at(1), Happening::Resolved { by_ai: true }),
+            Step::new(at(5), Happening::CustomerReplied),
+            Step::new(at(6), Happening::Reopened),
+            Step::new(at(7), Happening::HandedOff),
+            Step::new(at(9), Happening::Resolved { by_ai: false }),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn intercom_look_is_one_request_and_drops_parts_before_since() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    long_life(&fake);
+    let api = client(&fake);
+    let look = api.look("101", Some(at(6))).await.expect("look");
+    assert_eq!(fake.log(), vec!["GET /conversations/101".to_string()]);
+    let kinds: Vec<_> = look
+        .events
+        .iter()
+        .map(|e| (e.kind, e.occurred_at))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Reopened, at(6)),
+            (EventKind::HandedOffToHuman, at(7)),
+            (EventKind::Resolved, at(9)),
+        ]
+    );
+    assert_eq!(look.status, "closed");
+    assert_eq!(
+        look.last_customer_message_at,
+        Some(at(5)),
+        "from the statistics"
+    );
+}
+
+#[tokio::test]
+async fn intercom_keys_are_prefixed_stable_and_name_the_part() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    long_life(&fake);
+    let api = client(&fake);
+    let a = api.look("101", None).await.expect("look");
+    let b = api.look("101", None).await.expect("look again");
+    let keys: Vec<_> = a.events.iter().map(|e| e.event_key.clone()).collect();
+    assert_eq!(
+        keys,
+        b.events
+            .iter()
+            .map(|e| e.event_key.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        keys[0],
+        format!("api:intercom:101:{}:resolved", part_id("101", 0))
+    );
+    assert!(keys.iter().all(|k| k.starts_with("api:intercom:101:")));
+    // Fin's close is the AI's; the teammate's close after it is a person's.
+    assert_eq!(a.events[0].resolver, Some(Resolver::Ai));
+    assert_eq!(
+        a.events.last().and_then(|e| e.resolver),
+        Some(Resolver::Human)
+    );
+}
+
+#[tokio::test]
+async fn intercom_a_resolution_by_an_unconfigured_bot_without_fin_state_is_human() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    fake.set_life(
+        "7",
+        at(0),
+        vec![
+            Step::new(at(1), Happening::Resolved { by_ai: true }),
+            Step::new(at(2), Happening::CustomerReplied),
+        ],
+    );
+    // Without the AI agent's id configured, and with Fin's state gone (the
+    // conversation is open again), the bot's close cannot be told from a person's.
+    let mut s = settings_for(&fake);
+    s.ai_agent_ids.clear();
+    let api = helpdesk_api::client_for("intercom", &s)
+        .expect("builds")
+        .expect("on");
+    let look = api.look("7", None).await.expect("look");
+    assert!(!look.resolved);
+    assert_eq!(look.events[0].resolver, Some(Resolver::Human));
+}
+
+#[tokio::test]
+async fn intercom_more_than_500_parts_is_flagged_in_the_evidence() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    let steps = (0..=PART_LIMIT as i64)
+        .map(|i| Step::new(at(1) + Duration::minutes(i), Happening::CustomerReplied))
+        .collect();
+    fake.set_life("8", at(0), steps);
+    let look = client(&fake).look("8", None).await.expect("look");
+    assert_eq!(look.events.len(), PART_LIMIT);
+    assert_eq!(look.answer["parts_truncated"], serde_json::json!(true));
+}
+
+#[tokio::test]
+async fn intercom_without_a_token_the_client_is_not_built() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    let mut s = settings_for(&fake);
+    if let Some(api) = s.api.as_mut() {
+        api.token.clear();
+    }
+    let err = helpdesk_api::client_for("intercom", &s)
+        .err()
+        .expect("refused");
+    assert!(err.contains("api.token"), "{err}");
+}
