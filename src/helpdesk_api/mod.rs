@@ -13,6 +13,7 @@
 //! `Retry-After`, 5xx and network failures as unreachable, 401/403 as refused).
 
 pub mod generic;
+pub mod gorgias;
 pub mod http;
 pub mod settings;
 
@@ -143,6 +144,7 @@ pub fn client_for(
     // One line per helpdesk: its module's `client` checks the keys it needs.
     let client: Arc<dyn HelpdeskApi> = match provider {
         "generic" => Arc::new(generic::client(api, settings)?),
+        "gorgias" => Arc::new(gorgias::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

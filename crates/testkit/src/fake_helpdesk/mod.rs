@@ -12,6 +12,7 @@
 //! the same lives.
 
 pub mod generic;
+pub mod gorgias;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
