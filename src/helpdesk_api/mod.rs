@@ -16,6 +16,7 @@ pub mod generic;
 pub mod gorgias;
 pub mod http;
 pub mod settings;
+pub mod zohodesk;
 
 use crate::event::{EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
@@ -145,6 +146,7 @@ pub fn client_for(
     let client: Arc<dyn HelpdeskApi> = match provider {
         "generic" => Arc::new(generic::client(api, settings)?),
         "gorgias" => Arc::new(gorgias::client(api, settings)?),
+        "zohodesk" => Arc::new(zohodesk::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

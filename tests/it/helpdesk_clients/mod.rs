@@ -4,6 +4,7 @@
 
 mod generic;
 mod gorgias;
+mod zohodesk;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;

@@ -13,6 +13,7 @@
 
 pub mod generic;
 pub mod gorgias;
+pub mod zohodesk;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
