@@ -15,10 +15,12 @@
 pub mod front;
 pub mod generic;
 pub mod helpscout;
+pub mod gorgias;
 pub mod http;
 pub mod hubspot;
 pub mod intercom;
 pub mod settings;
+pub mod zohodesk;
 
 use crate::event::{EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
@@ -151,6 +153,8 @@ pub fn client_for(
         "hubspot" => Arc::new(hubspot::client(api, settings)?),
         "intercom" => Arc::new(intercom::client(api, settings)?),
         "helpscout" => Arc::new(helpscout::client(api, settings)?),
+        "gorgias" => Arc::new(gorgias::client(api, settings)?),
+        "zohodesk" => Arc::new(zohodesk::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

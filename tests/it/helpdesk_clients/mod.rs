@@ -7,6 +7,8 @@ mod generic;
 mod helpscout;
 mod hubspot;
 mod intercom;
+mod gorgias;
+mod zohodesk;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;

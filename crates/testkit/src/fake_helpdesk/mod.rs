@@ -16,6 +16,8 @@ pub mod generic;
 pub mod helpscout;
 pub mod hubspot;
 pub mod intercom;
+pub mod gorgias;
+pub mod zohodesk;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
