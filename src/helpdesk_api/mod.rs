@@ -15,6 +15,7 @@
 pub mod generic;
 pub mod http;
 pub mod settings;
+pub mod zendesk;
 
 use crate::event::{EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
@@ -143,6 +144,7 @@ pub fn client_for(
     // One line per helpdesk: its module's `client` checks the keys it needs.
     let client: Arc<dyn HelpdeskApi> = match provider {
         "generic" => Arc::new(generic::client(api, settings)?),
+        "zendesk" => Arc::new(zendesk::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

@@ -3,6 +3,7 @@
 //! `Retry-After`, outages, refused credentials, unknown tickets.
 
 mod generic;
+mod zendesk;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;

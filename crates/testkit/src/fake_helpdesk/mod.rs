@@ -12,6 +12,7 @@
 //! the same lives.
 
 pub mod generic;
+pub mod zendesk;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
