@@ -12,6 +12,7 @@
 //! timeout, and one mapping of HTTP answers to [`ApiError`] (429 with
 //! `Retry-After`, 5xx and network failures as unreachable, 401/403 as refused).
 
+pub mod freshdesk;
 pub mod generic;
 pub mod http;
 pub mod settings;
@@ -145,6 +146,7 @@ pub fn client_for(
     let client: Arc<dyn HelpdeskApi> = match provider {
         "generic" => Arc::new(generic::client(api, settings)?),
         "zendesk" => Arc::new(zendesk::client(api, settings)?),
+        "freshdesk" => Arc::new(freshdesk::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

@@ -2,6 +2,7 @@
 //! status and history normalized into events, pagination, 429 with
 //! `Retry-After`, outages, refused credentials, unknown tickets.
 
+mod freshdesk;
 mod generic;
 mod zendesk;
 

@@ -11,6 +11,7 @@
 //! sends (or drops) are the test's business. The oracle of the chaos suite uses
 //! the same lives.
 
+pub mod freshdesk;
 pub mod generic;
 pub mod zendesk;
 
