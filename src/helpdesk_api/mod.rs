@@ -13,6 +13,7 @@
 //! `Retry-After`, 5xx and network failures as unreachable, 401/403 as refused).
 
 pub mod front;
+pub mod freshdesk;
 pub mod generic;
 pub mod helpscout;
 pub mod gorgias;
@@ -21,6 +22,7 @@ pub mod hubspot;
 pub mod intercom;
 pub mod settings;
 pub mod zohodesk;
+pub mod zendesk;
 
 use crate::event::{EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
@@ -155,6 +157,8 @@ pub fn client_for(
         "helpscout" => Arc::new(helpscout::client(api, settings)?),
         "gorgias" => Arc::new(gorgias::client(api, settings)?),
         "zohodesk" => Arc::new(zohodesk::client(api, settings)?),
+        "zendesk" => Arc::new(zendesk::client(api, settings)?),
+        "freshdesk" => Arc::new(freshdesk::client(api, settings)?),
         other => {
             return Err(format!(
                 "provider `{other}` has no API client: set verify = \"off\""

@@ -9,6 +9,9 @@ mod hubspot;
 mod intercom;
 mod gorgias;
 mod zohodesk;
+mod freshdesk;
+mod generic;
+mod zendesk;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;

@@ -18,6 +18,9 @@ pub mod hubspot;
 pub mod intercom;
 pub mod gorgias;
 pub mod zohodesk;
+pub mod freshdesk;
+pub mod generic;
+pub mod zendesk;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
