@@ -106,10 +106,7 @@ pub fn client(api: &ApiSettings, settings: &ProviderSettings) -> Result<Freshdes
         );
     }
     Ok(FreshdeskApi {
-        http: ApiHttp::new(
-            api.requests_per_minute.unwrap_or(REQUESTS_PER_MINUTE),
-            api.timeout,
-        )?,
+        http: ApiHttp::for_api(api, REQUESTS_PER_MINUTE)?,
         base,
         key: api.token.clone(),
         settings: settings.clone(),

@@ -102,10 +102,7 @@ pub fn client(api: &ApiSettings, settings: &ProviderSettings) -> Result<GorgiasA
     // Accept the base with or without the `/api` suffix the docs show.
     let base = base.strip_suffix("/api").unwrap_or(base).to_string();
     Ok(GorgiasApi {
-        http: ApiHttp::new(
-            api.requests_per_minute.unwrap_or(REQUESTS_PER_MINUTE),
-            api.timeout,
-        )?,
+        http: ApiHttp::for_api(api, REQUESTS_PER_MINUTE)?,
         base,
         user,
         token: api.token.clone(),

@@ -12,17 +12,17 @@
 //! timeout, and one mapping of HTTP answers to [`ApiError`] (429 with
 //! `Retry-After`, 5xx and network failures as unreachable, 401/403 as refused).
 
-pub mod front;
 pub mod freshdesk;
+pub mod front;
 pub mod generic;
-pub mod helpscout;
 pub mod gorgias;
+pub mod helpscout;
 pub mod http;
 pub mod hubspot;
 pub mod intercom;
 pub mod settings;
-pub mod zohodesk;
 pub mod zendesk;
+pub mod zohodesk;
 
 use crate::event::{EventKind, TicketEvent};
 use crate::providers::ProviderSettings;

@@ -113,10 +113,7 @@ pub fn client(api: &ApiSettings, settings: &ProviderSettings) -> Result<ZendeskA
         None => Auth::OAuth(api.token.clone()),
     };
     Ok(ZendeskApi {
-        http: ApiHttp::new(
-            api.requests_per_minute.unwrap_or(REQUESTS_PER_MINUTE),
-            api.timeout,
-        )?,
+        http: ApiHttp::for_api(api, REQUESTS_PER_MINUTE)?,
         base,
         auth,
         settings: settings.clone(),

@@ -130,10 +130,7 @@ pub fn client(api: &ApiSettings, settings: &ProviderSettings) -> Result<ZohoDesk
         }
     }
     Ok(ZohoDeskApi {
-        http: ApiHttp::new(
-            api.requests_per_minute.unwrap_or(REQUESTS_PER_MINUTE),
-            api.timeout,
-        )?,
+        http: ApiHttp::for_api(api, REQUESTS_PER_MINUTE)?,
         base: api.base(DEFAULT_BASE_URL),
         token_url: token_url.to_string(),
         client_id,

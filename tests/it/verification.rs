@@ -191,6 +191,26 @@ async fn helpscout_lost_reopen(backend: Backend) {
     lost_reopen_is_caught(backend, testkit::fake_helpdesk::helpscout::HelpScout).await
 }
 
+async fn zendesk_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, testkit::fake_helpdesk::zendesk::Zendesk).await
+}
+
+async fn freshdesk_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, testkit::fake_helpdesk::freshdesk::Freshdesk).await
+}
+
+async fn gorgias_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(backend, testkit::fake_helpdesk::gorgias::Gorgias).await
+}
+
+async fn zohodesk_lost_reopen(backend: Backend) {
+    lost_reopen_is_caught(
+        backend,
+        testkit::fake_helpdesk::zohodesk::ZohoDesk::default(),
+    )
+    .await
+}
+
 async fn hubspot_lost_reopen(backend: Backend) {
     lost_reopen_is_caught(backend, testkit::fake_helpdesk::hubspot::HubSpot).await
 }
@@ -315,6 +335,10 @@ crate::dual!(
     hubspot_lost_reopen,
     intercom_lost_reopen,
     helpscout_lost_reopen,
+    zendesk_lost_reopen,
+    freshdesk_lost_reopen,
+    gorgias_lost_reopen,
+    zohodesk_lost_reopen,
     outage_holds_then_bills_when_it_answers,
     past_max_hold_follows_on_unreachable,
     rate_limit_retry_after_is_honoured,

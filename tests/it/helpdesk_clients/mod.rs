@@ -2,16 +2,15 @@
 //! status and history normalized into events, pagination, 429 with
 //! `Retry-After`, outages, refused credentials, unknown tickets.
 
+mod freshdesk;
 mod front;
 mod generic;
+mod gorgias;
 mod helpscout;
 mod hubspot;
 mod intercom;
-mod gorgias;
-mod zohodesk;
-mod freshdesk;
-mod generic;
 mod zendesk;
+mod zohodesk;
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::event::EventKind;

@@ -11,16 +11,15 @@
 //! sends (or drops) are the test's business. The oracle of the chaos suite uses
 //! the same lives.
 
+pub mod freshdesk;
 pub mod front;
 pub mod generic;
+pub mod gorgias;
 pub mod helpscout;
 pub mod hubspot;
 pub mod intercom;
-pub mod gorgias;
-pub mod zohodesk;
-pub mod freshdesk;
-pub mod generic;
 pub mod zendesk;
+pub mod zohodesk;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
