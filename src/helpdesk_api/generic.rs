@@ -18,9 +18,15 @@
 //! once). The nonce binds the answer to this request, so an old answer replayed
 //! by someone on the path cannot pass for a new one; the time in the signature is
 //! not compared with a clock. 404: no such ticket.
+//!
+//! Backfill lists the tickets changed in a time range from the same URL:
+//! `GET <api.base_url>?updated_since=<RFC 3339>&updated_until=<RFC 3339>[&cursor=<c>]&nonce=<random>`,
+//! answered (signed the same way) with
+//! `{"nonce": "…", "ticket_ids": ["T-1", 2], "next_cursor": "c2" | null, "total": 120}`
+//! (`total` optional): tickets created or updated in `[updated_since, updated_until)`.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::providers::generic::{parse_signature_header, SIGNATURE_HEADER};
 use crate::providers::signature::{any_secret_matches, hmac_sha256};
 use crate::providers::{Headers, Provider, ProviderSettings, Webhook};
@@ -54,6 +60,17 @@ pub fn client(api: &ApiSettings, settings: &ProviderSettings) -> Result<GenericA
     })
 }
 
+/// A page of `GET <verify_url>?updated_since=…&updated_until=…[&cursor=…]`.
+#[derive(Deserialize)]
+struct Listing {
+    nonce: String,
+    ticket_ids: Vec<Value>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+    #[serde(default)]
+    total: Option<u64>,
+}
+
 #[derive(Deserialize)]
 struct Answer {
     ticket_id: Value,
@@ -77,19 +94,14 @@ fn id_text(v: &Value) -> Option<String> {
 }
 
 impl GenericApi {
-    async fn fetch(
+    /// `GET <verify_url>?<query>&nonce=<random>`; the answer's body once its
+    /// signature is checked.
+    async fn signed_get(
         &self,
-        ticket_id: &str,
-        since: Option<DateTime<Utc>>,
-    ) -> Result<TicketLook, ApiError> {
+        mut query: Vec<(&str, String)>,
+    ) -> Result<(String, Vec<u8>), ApiError> {
         let nonce = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let mut query = vec![
-            ("ticket_id", ticket_id.to_string()),
-            ("nonce", nonce.clone()),
-        ];
-        if let Some(s) = since {
-            query.push(("since", s.to_rfc3339_opts(SecondsFormat::Millis, true)));
-        }
+        query.push(("nonce", nonce.clone()));
         let request = self
             .http
             .client()
@@ -101,17 +113,71 @@ impl GenericApi {
             .get(SIGNATURE_HEADER)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| ApiError::malformed("the answer has no Outcome-Signature header"))?;
-        self.read(ticket_id, &nonce, signature, &body)
+        self.check_signature(signature, &body)?;
+        Ok((nonce, body))
     }
 
-    /// Check the answer's signature and nonce, then normalize it.
-    fn read(
+    async fn fetch(
         &self,
         ticket_id: &str,
-        nonce: &str,
-        signature: &str,
-        body: &[u8],
+        since: Option<DateTime<Utc>>,
     ) -> Result<TicketLook, ApiError> {
+        let mut query = vec![("ticket_id", ticket_id.to_string())];
+        if let Some(s) = since {
+            query.push(("since", s.to_rfc3339_opts(SecondsFormat::Millis, true)));
+        }
+        let (nonce, body) = self.signed_get(query).await?;
+        self.read(ticket_id, &nonce, &body)
+    }
+
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let mut query = vec![
+            (
+                "updated_since",
+                since.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ),
+            (
+                "updated_until",
+                until.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ),
+        ];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_string()));
+        }
+        let (nonce, body) = self.signed_get(query).await?;
+        let page: Listing = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::malformed(format!("listing: {e}")))?;
+        if page.nonce != nonce {
+            return Err(ApiError::malformed(
+                "the listing is not for this request (nonce differs): a replayed answer?",
+            ));
+        }
+        let ticket_ids = page
+            .ticket_ids
+            .iter()
+            .map(|v| {
+                id_text(v)
+                    .ok_or_else(|| ApiError::malformed("a ticket id is not a string or integer"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if page.next_cursor.as_deref() == cursor && cursor.is_some() {
+            return Err(ApiError::malformed(
+                "the listing's next_cursor repeats the cursor asked for",
+            ));
+        }
+        Ok(TicketPage {
+            ticket_ids,
+            next: page.next_cursor,
+            total: page.total,
+        })
+    }
+
+    fn check_signature(&self, signature: &str, body: &[u8]) -> Result<(), ApiError> {
         let sig = parse_signature_header(signature)
             .map_err(|_| ApiError::malformed("the answer's Outcome-Signature is malformed"))?;
         let t = sig.timestamp.to_string();
@@ -120,11 +186,17 @@ impl GenericApi {
                 hmac_sha256(k, &[t.as_bytes(), b".", body])
             })
         });
-        if !authentic {
-            return Err(ApiError::malformed(
+        if authentic {
+            Ok(())
+        } else {
+            Err(ApiError::malformed(
                 "the answer's signature does not match the tenant's secret",
-            ));
+            ))
         }
+    }
+
+    /// Check the answer's nonce and ticket, then normalize it.
+    fn read(&self, ticket_id: &str, nonce: &str, body: &[u8]) -> Result<TicketLook, ApiError> {
         let a: Answer = serde_json::from_slice(body)
             .map_err(|e| ApiError::malformed(format!("answer: {e}")))?;
         if a.nonce != nonce {
@@ -189,5 +261,14 @@ impl HelpdeskApi for GenericApi {
         since: Option<DateTime<Utc>>,
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
+    }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
     }
 }

@@ -84,6 +84,9 @@ pub enum ApiError {
     /// 404: the helpdesk has no such ticket (deleted, merged, or the wrong account).
     #[error("the helpdesk has no ticket `{0}` (404)")]
     NotFound(String),
+    /// This client cannot list tickets (backfill) for this helpdesk.
+    #[error("listing tickets through the {0} API is not supported")]
+    Unsupported(&'static str),
     /// An answer this client cannot read (another 4xx, or an unexpected shape).
     #[error("unexpected answer{}: {detail}", .status.map(|s| format!(" ({s})")).unwrap_or_default())]
     Malformed { status: Option<u16>, detail: String },
@@ -106,6 +109,7 @@ impl ApiError {
             }
             ApiError::Refused { status, .. } => status.to_string(),
             ApiError::NotFound(_) => "404".into(),
+            ApiError::Unsupported(_) => "unsupported".into(),
         }
     }
 
@@ -116,6 +120,18 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// One page of a listing of the tickets changed in a time range (backfill).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketPage {
+    /// Ticket ids, as webhooks carry them.
+    pub ticket_ids: Vec<String>,
+    /// Where the next page starts (opaque; stored by backfill to resume after a
+    /// restart, so it must stay usable for days); `None`: this was the last page.
+    pub next: Option<String>,
+    /// How many tickets the whole listing has, when the API says (progress and ETA).
+    pub total: Option<u64>,
 }
 
 /// One helpdesk's REST API, as verification and backfill use it.
@@ -134,6 +150,20 @@ pub trait HelpdeskApi: Send + Sync {
         ticket_id: &'a str,
         since: Option<DateTime<Utc>>,
     ) -> ApiFuture<'a, TicketLook>;
+
+    /// The tickets changed (created or updated) in `[since, until)`, a page at a
+    /// time from `cursor` (`None`: the first page), through the helpdesk's
+    /// incremental export or search API. A ticket may appear on two pages (it
+    /// changed while the listing ran): backfill imports it once per page, harmlessly.
+    fn changed_tickets<'a>(
+        &'a self,
+        _since: DateTime<Utc>,
+        _until: DateTime<Utc>,
+        _cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        let provider = self.provider();
+        Box::pin(async move { Err(ApiError::Unsupported(provider)) })
+    }
 }
 
 /// The API client a tenant's provider settings ask for: `None` when

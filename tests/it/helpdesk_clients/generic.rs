@@ -24,3 +24,9 @@ async fn generic_answers_signed_with_another_secret_are_refused() {
         other => panic!("forged answer: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn generic_lists_changed_tickets() {
+    let fake = FakeHelpdesk::start(Generic).await;
+    common_listing_checks(&fake).await;
+}

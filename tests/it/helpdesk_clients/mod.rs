@@ -219,3 +219,65 @@ pub async fn common_checks(fake: &FakeHelpdesk) {
         other => panic!("wrong credentials: {other:?}"),
     }
 }
+
+/// The listing backfill uses: every ticket changed in the range exactly once
+/// over all pages (the fake has 2 a page), none outside it; a cursor from the
+/// middle resumes; a 429 on a page says how long to wait.
+pub async fn common_listing_checks(fake: &FakeHelpdesk) {
+    let api = client(fake);
+    for (id, hours) in [("201", 1), ("202", 2), ("203", 3), ("204", 4), ("205", 30)] {
+        fake.set_life(
+            id,
+            at(hours),
+            vec![Step::new(
+                at(hours) + Duration::minutes(10),
+                Happening::Resolved { by_ai: true },
+            )],
+        );
+    }
+    let (since, until) = (at(0), at(24));
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut second_cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = api
+            .changed_tickets(since, until, cursor.as_deref())
+            .await
+            .expect("a page");
+        pages += 1;
+        assert!(pages < 50, "the listing ends");
+        seen.extend(page.ticket_ids.clone());
+        if pages == 1 {
+            second_cursor = page.next.clone();
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        vec!["201", "202", "203", "204"],
+        "tickets changed in the range"
+    );
+    assert!(pages >= 2, "the listing was paginated ({pages} page(s))");
+    // Resume from the second page's cursor: the rest, without the first page.
+    if let Some(c) = second_cursor {
+        let page = api
+            .changed_tickets(since, until, Some(&c))
+            .await
+            .expect("resume");
+        assert!(!page.ticket_ids.is_empty());
+    }
+    fake.rate_limit_every(1, 9);
+    match api.changed_tickets(since, until, None).await {
+        Err(ApiError::RateLimited { retry_after }) => {
+            assert_eq!(retry_after, Some(std::time::Duration::from_secs(9)))
+        }
+        other => panic!("rate limited listing: {other:?}"),
+    }
+    fake.state().rate_limit_every = None;
+}

@@ -59,6 +59,9 @@ impl Vendor for Generic {
         if req.method != "GET" {
             return json(405, &j!({"error": "method not allowed"}));
         }
+        if let Some(since) = query_param(req, "updated_since") {
+            return list(req, state, &since);
+        }
         let (Some(ticket), Some(nonce)) =
             (query_param(req, "ticket_id"), query_param(req, "nonce"))
         else {
@@ -98,4 +101,37 @@ impl Vendor for Generic {
                 sign(&state.signing_secret, t, body.as_bytes()),
             )
     }
+}
+
+/// The listing for backfill: `updated_since`, `updated_until`, `cursor` (an offset
+/// into the listing, as text), `page_size` tickets a page.
+fn list(req: &Request, state: &State, since: &str) -> Response {
+    let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
+    let (Ok(since), Some(Ok(until)), Some(nonce)) = (
+        parse(since),
+        query_param(req, "updated_until").map(|u| parse(&u)),
+        query_param(req, "nonce"),
+    ) else {
+        return json(
+            400,
+            &j!({"error": "updated_since, updated_until and nonce are required"}),
+        );
+    };
+    let all = state.changed_tickets(since, until);
+    let from: usize = match query_param(req, "cursor").map(|c| c.parse()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return json(400, &j!({"error": "bad cursor"})),
+    };
+    let page: Vec<&String> = all.iter().skip(from).take(state.page_size).collect();
+    let next = (from + page.len() < all.len()).then(|| (from + page.len()).to_string());
+    let body = j!({"nonce": nonce, "ticket_ids": page, "next_cursor": next, "total": all.len()})
+        .to_string();
+    let t = state.now.unwrap_or_else(Utc::now).timestamp();
+    Response::new(200, body.clone())
+        .header("Content-Type", "application/json".into())
+        .header(
+            "Outcome-Signature",
+            sign(&state.signing_secret, t, body.as_bytes()),
+        )
 }

@@ -96,6 +96,15 @@ impl Life {
             .max()
     }
 
+    /// Whether anything happened to the ticket (creation included) in `[since, until)`:
+    /// what a vendor's "updated since" listing returns it for.
+    pub fn changed_in(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> bool {
+        self.created_at
+            .into_iter()
+            .chain(self.steps.iter().map(|s| s.at))
+            .any(|t| since <= t && t < until)
+    }
+
     /// The steps in time order, each with its index (a stable id within the ticket).
     pub fn ordered(&self) -> Vec<(usize, Step)> {
         let mut v: Vec<(usize, Step)> = self.steps.iter().copied().enumerate().collect();
@@ -302,6 +311,21 @@ fn answer(state: &Mutex<State>, vendor: &dyn Vendor, req: &Request) -> Response 
         return Response::new(401, "{\"error\":\"unauthorized\"}".into());
     }
     vendor.handle(req, &s)
+}
+
+impl State {
+    /// The tickets changed in `[since, until)`, by last update then id: the order
+    /// the vendors' incremental listings use.
+    pub fn changed_tickets(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<String> {
+        let mut v: Vec<(Option<DateTime<Utc>>, &String)> = self
+            .tickets
+            .iter()
+            .filter(|(_, l)| l.changed_in(since, until))
+            .map(|(id, l)| (l.updated_at(), id))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id.clone()).collect()
+    }
 }
 
 /// A query parameter's decoded value.
