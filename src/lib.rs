@@ -6,6 +6,7 @@
 //! to Stripe by the [`stripe`] reporter. [`report`] explains what was billed.
 
 pub mod app;
+pub mod backfill;
 pub mod clock;
 pub mod contract;
 pub mod demo;

@@ -219,6 +219,26 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Import ticket histories from a helpdesk's API (onboarding, or after an
+    /// outage): resumable (rerun continues), idempotent with webhooks, rate-limit aware.
+    Backfill {
+        #[arg(long)]
+        tenant: String,
+        /// The helpdesk (zendesk, intercom, freshdesk, helpscout, front, hubspot,
+        /// gorgias, zohodesk, generic); it needs [tenants.providers.<name>.api].
+        #[arg(long)]
+        provider: String,
+        /// First day (YYYY-MM-DD, UTC) or RFC 3339 time: tickets changed since then.
+        #[arg(long)]
+        since: String,
+        /// Last day, inclusive (YYYY-MM-DD), or an exclusive RFC 3339 time;
+        /// default: now (or the end of the unfinished backfill from --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Start again from the first page even if this range was (partly) done.
+        #[arg(long)]
+        restart: bool,
+    },
     /// Run the whole pipeline on sample tickets (throwaway SQLite, dry-run).
     Demo {
         #[arg(long, default_value = "data/demo.db")]
@@ -906,6 +926,40 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             };
             outcome_meter::health::probe(&url, timeout).await?;
             out!("ok: {url}");
+        }
+        Command::Backfill {
+            tenant,
+            provider,
+            since,
+            until,
+            restart,
+        } => {
+            use outcome_meter::backfill;
+            use std::io::IsTerminal as _;
+            let range = Period::parse(&since, until.as_deref().unwrap_or("9999-12-30"))?;
+            let plan = backfill::Plan {
+                tenant,
+                provider,
+                since: range.from,
+                until: until.is_some().then_some(range.to),
+                restart,
+            };
+            let clock = settings.clock.build();
+            let services = Services::open(settings, clock).await?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let on_signal = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                on_signal.cancel();
+            });
+            let mut progress: Box<dyn backfill::Progress> = if std::io::stderr().is_terminal() {
+                Box::new(backfill::TerminalBar::default())
+            } else {
+                Box::new(backfill::LogLines::new(std::time::Duration::from_secs(10)))
+            };
+            let summary = backfill::run(&services, &plan, progress.as_mut(), &cancel).await;
+            services.store.close().await;
+            outp!("{}", summary?.render());
         }
         Command::Demo { database } => {
             outp!("{}", outcome_meter::demo::run(settings, &database).await?);

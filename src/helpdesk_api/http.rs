@@ -212,8 +212,10 @@ struct Budget {
 struct BudgetState {
     /// When the next request may go, minus the burst allowance.
     next: Instant,
-    /// No request before this (a 429's Retry-After), by the service's clock.
-    paused_until: Option<DateTime<Utc>>,
+    /// No request before this (a 429's Retry-After): by the service's clock, and
+    /// by real time. The pause ends when either has passed it (the same moment
+    /// in production; tests move the service's clock, a backfill sleeps).
+    paused_until: Option<(DateTime<Utc>, Instant)>,
 }
 
 /// A pacing wait longer than this fails the call as rate limited instead of sleeping in it.
@@ -241,8 +243,12 @@ impl Budget {
     fn pause(&self, wait: Duration) {
         let until = self.clock.now()
             + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::days(1));
+        let real = Instant::now() + wait.min(Duration::from_secs(86_400));
         let mut s = self.lock();
-        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+        s.paused_until = Some(match s.paused_until {
+            Some((t, i)) => (t.max(until), i.max(real)),
+            None => (until, real),
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
@@ -254,8 +260,8 @@ impl Budget {
         let at = {
             let wall = self.clock.now();
             let mut s = self.lock();
-            if let Some(p) = s.paused_until {
-                if p > wall {
+            if let Some((p, real)) = s.paused_until {
+                if p > wall && real > Instant::now() {
                     return Err(ApiError::RateLimited {
                         retry_after: (p - wall).to_std().ok(),
                     });

@@ -166,18 +166,27 @@ pub trait HelpdeskApi: Send + Sync {
     }
 }
 
-/// The API client a tenant's provider settings ask for: `None` when
-/// verification is off (explicitly, or because no `api` credentials are set).
+/// The API client a tenant's provider settings ask for verification: `None`
+/// when verification is off (explicitly, or because no `api` credentials are set).
 pub fn client_for(
+    provider: &str,
+    settings: &ProviderSettings,
+) -> Result<Option<Arc<dyn HelpdeskApi>>, String> {
+    if settings.verify_mode() == VerifyMode::Off {
+        return Ok(None);
+    }
+    api_client(provider, settings)
+}
+
+/// The API client of a provider's `api` credentials, whatever `verify` says
+/// (backfill): `None` without credentials.
+pub fn api_client(
     provider: &str,
     settings: &ProviderSettings,
 ) -> Result<Option<Arc<dyn HelpdeskApi>>, String> {
     let Some(api) = settings.api.as_ref() else {
         return Ok(None);
     };
-    if settings.verify_mode() == VerifyMode::Off {
-        return Ok(None);
-    }
     // One line per helpdesk: its module's `client` checks the keys it needs.
     let client: Arc<dyn HelpdeskApi> = match provider {
         "generic" => Arc::new(generic::client(api, settings)?),
@@ -209,8 +218,8 @@ pub fn problems(provider: &str, settings: &ProviderSettings) -> Vec<String> {
         return Vec::new();
     };
     let mut errs = api.common_problems();
-    if errs.is_empty() && settings.verify_mode() != VerifyMode::Off {
-        if let Err(e) = client_for(provider, settings) {
+    if errs.is_empty() {
+        if let Err(e) = api_client(provider, settings) {
             errs.push(e);
         }
     }

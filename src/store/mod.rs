@@ -2,6 +2,7 @@
 //! (several processes sharing the work). One SQL dialect (`$N` placeholders, both
 //! engines accept it) through `sqlx::Any`; the few differences live in [`Backend`].
 
+mod backfills;
 mod billing;
 mod health;
 mod inbox;
@@ -14,6 +15,7 @@ mod usage_records;
 mod verifications;
 mod vocabulary;
 
+pub use backfills::BackfillRow;
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
 pub use outbox::{ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld};

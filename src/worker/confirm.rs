@@ -125,6 +125,15 @@ impl Worker {
                 };
                 if let Some((id, meter)) = &billable {
                     let contract = pins.contract_id(r.seq, tenant);
+                    // A resolution that became an outcome longer ago than the billing
+                    // system accepts (imported late by a backfill, or a worker stopped
+                    // for weeks) keeps that time: the reporter parks it as too old, so
+                    // it is never billed into today's period by accident (`replay
+                    // --too-old` bills it on purpose).
+                    let became = to_millis(r.settle_at);
+                    let oldest =
+                        1000 * crate::stripe::limits::oldest_acceptable(self.clock.world_now());
+                    let confirmed_at = if became < oldest { became } else { now };
                     let inserted = tx
                         .insert_outcome(&NewOutcome {
                             id: id.clone(),
@@ -133,7 +142,7 @@ impl Worker {
                             ticket_id: ticket_id.clone(),
                             seq: r.seq,
                             resolved_at: to_millis(r.resolved_at),
-                            confirmed_at: now,
+                            confirmed_at,
                             event_name: meter.event_name.clone(),
                             value: meter.value,
                             stripe_customer_id: tenant.settings.stripe_customer_id.clone(),

@@ -4,6 +4,7 @@
 // Test and bench code: a failed expectation is the report (the library denies these).
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod backfill;
 mod billing;
 mod chaos;
 mod chromium;

@@ -1,4 +1,4 @@
--- Verification before billing (issue 12): every check of a due resolution with
+-- Helpdesk APIs (issue 12). Verification before billing: every check of a due resolution with
 -- the helpdesk's own API, append-only. The newest row of a resolution decides
 -- whether the confirmer may bill it: `agreed` (the helpdesk shows nothing that
 -- undoes it), `disagreed` (it showed a reopen, a customer message or a hand-off
@@ -6,7 +6,7 @@
 -- or `unreachable` (no usable answer: the outcome is held until next_try_at, up
 -- to verify.max_hold counted from held_since). Times in Unix ms.
 CREATE TABLE verifications (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           BIGSERIAL PRIMARY KEY,
     tenant       TEXT   NOT NULL,
     provider     TEXT   NOT NULL,
     ticket_id    TEXT   NOT NULL,
@@ -28,3 +28,23 @@ CREATE INDEX verifications_resolution ON verifications (tenant, provider, ticket
 -- An event learned from the helpdesk's API rather than a webhook: the id of the
 -- verification that found it (its answer is the evidence). delivery_id is 0.
 ALTER TABLE ticket_events ADD COLUMN learned_from BIGINT;
+
+-- Backfills (`outcome-meter backfill`): one row per tenant, provider and time range
+-- [since, until) (Unix ms), with the cursor of the next page of the helpdesk's
+-- listing, so an interrupted backfill continues where it stopped. cursor NULL
+-- with finished_at NULL: not started; finished_at set: done.
+CREATE TABLE backfills (
+    tenant       TEXT   NOT NULL,
+    provider     TEXT   NOT NULL,
+    since        BIGINT NOT NULL,
+    until        BIGINT NOT NULL,
+    cursor       TEXT,
+    pages        BIGINT NOT NULL DEFAULT 0,
+    tickets      BIGINT NOT NULL DEFAULT 0,
+    events_new   BIGINT NOT NULL DEFAULT 0,
+    total        BIGINT,
+    started_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    finished_at  BIGINT,
+    PRIMARY KEY (tenant, provider, since, until)
+);
