@@ -4,7 +4,8 @@
 //! Requests: an OAuth token (client credentials, fetched once and reused until it
 //! expires or is refused), `GET /v2/conversations/{id}` for the current status,
 //! then `GET /v2/conversations/{id}/threads?page=N`, newest first, until a thread
-//! older than `since` (or the last page).
+//! older than `since` (or the last page). Backfill lists conversations with
+//! `GET /v2/conversations?status=all&modifiedSince=…&sortField=createdAt&sortOrder=asc&page=N`.
 //!
 //! Found (sources):
 //! - Auth: OAuth 2.0; for an internal integration the Client Credentials flow:
@@ -34,13 +35,26 @@
 //!   https://developer.helpscout.com/help-desk-api)
 //! - A thread's status in the 1.0 API was `nochange` when it changed nothing.
 //!   https://developer.helpscout.com/help-desk-api/objects/thread/
+//! - Backfill listing: `GET /v2/conversations` lists only `active` conversations
+//!   sorted by `createdAt` newest first unless told otherwise: `status=all`,
+//!   `modifiedSince` ("conversations modified after this timestamp", ISO 8601),
+//!   `sortField` (`createdAt`, `modifiedAt`, …), `sortOrder` (`asc`/`desc`),
+//!   `query` (advanced search), `page`; the answer is HAL:
+//!   `_embedded.conversations[]` (with `id`, `createdAt`, `userUpdatedAt`, …),
+//!   `page {size, totalElements, totalPages, number}`, `_links.next`.
+//!   https://developer.helpscout.com/mailbox-api/endpoints/conversations/list/
 //!
 //! Assumed (not documented): a thread's `status` is the conversation's status
 //! after it (status changes are read between consecutive threads; `nochange` or
 //! none keeps the previous one); `assignedTo`, when present, is the assignee after
 //! it; the first thread (created with the conversation) is not a customer *reply*;
 //! the token endpoint answers 401 (or 400 `invalid_client`) to wrong credentials;
-//! `expires_in` is seconds (172,800 observed by integrators).
+//! `expires_in` is seconds (172,800 observed by integrators). Backfill: sorting by
+//! `createdAt` is stable (ties in a fixed order), so a page number counted days
+//! ago still points at the same place unless conversations in the range were
+//! deleted meanwhile (a deletion shifts later pages back: a conversation may then
+//! be skipped); an empty page has no `_embedded`; the list has no result cap and
+//! reaches back to the account's first conversation.
 //!
 //! Semantics, as the webhooks: status `closed` is a resolution (resolver from the
 //! closing thread's user, tags and `source.type`); back from `closed` to `active`
@@ -55,7 +69,7 @@
 //! `api:helpscout:<conversation>:<thread id>:<kind>`.
 
 use super::http::{ApiHttp, ResetHeader};
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -243,6 +257,133 @@ impl HelpScoutApi {
             &self.settings,
         )
     }
+}
+
+impl HelpScoutApi {
+    /// One page of `GET /v2/conversations` for backfill: every status, modified
+    /// since `since`, oldest created first, up to the first created at or after
+    /// `until` (see [`list_url`]).
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let page = match cursor {
+            None => 1,
+            Some(c) => ListCursor::parse(c, since, until)?,
+        };
+        let answer = self.get(list_url(&self.base, since, page)?).await?;
+        read_listing(&answer, since, until, page)
+    }
+}
+
+/// `/v2/conversations?status=all&modifiedSince=…&sortField=createdAt&sortOrder=asc&page=N`.
+/// `status=all`: the list shows only active conversations by default.
+/// `modifiedSince` (a conversation's last change) rather than a `modifiedAt`
+/// range: a conversation changed in the range and again after it must be listed.
+/// Sorting by creation (which never changes) keeps page numbers stable while
+/// conversations are modified, so a page number resumes days later, and lets the
+/// listing stop at the first conversation created at or after `until`.
+fn list_url(base: &str, since: DateTime<Utc>, page: u32) -> Result<reqwest::Url, ApiError> {
+    let mut url =
+        reqwest::Url::parse(base).map_err(|e| ApiError::malformed(format!("base url: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|_| ApiError::malformed("base url cannot take a path"))?
+        .pop_if_empty()
+        .extend(["v2", "conversations"]);
+    // "Modified after": one second earlier includes a change at `since` itself.
+    let modified_since =
+        (since - chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    url.query_pairs_mut()
+        .append_pair("status", "all")
+        .append_pair("modifiedSince", &modified_since)
+        .append_pair("sortField", "createdAt")
+        .append_pair("sortOrder", "asc")
+        .append_pair("page", &page.to_string());
+    Ok(url)
+}
+
+/// Our listing cursor: `hs1:<since>:<until>:<page>` (Unix seconds), so a page
+/// number is only ever used for the range it was counted in.
+struct ListCursor;
+
+impl ListCursor {
+    const PREFIX: &'static str = "hs1";
+
+    fn make(since: DateTime<Utc>, until: DateTime<Utc>, page: u32) -> String {
+        format!(
+            "{}:{}:{}:{page}",
+            Self::PREFIX,
+            since.timestamp(),
+            until.timestamp()
+        )
+    }
+
+    fn parse(cursor: &str, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<u32, ApiError> {
+        let mut parts = cursor.splitn(4, ':');
+        let page = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Self::PREFIX), Some(s), Some(u), Some(page))
+                if s == since.timestamp().to_string() && u == until.timestamp().to_string() =>
+            {
+                page.parse::<u32>().ok().filter(|p| *p >= 2)
+            }
+            _ => None,
+        };
+        page.ok_or_else(|| {
+            ApiError::malformed(format!(
+                "`{cursor}` is not a Help Scout listing cursor for this time range"
+            ))
+        })
+    }
+}
+
+/// The ids on a page of the listing created before `until`, and the cursor of
+/// the next page (none once a conversation created at or after `until` shows up:
+/// the rest are newer still).
+fn read_listing(
+    answer: &Value,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    page: u32,
+) -> Result<TicketPage, ApiError> {
+    let list = match answer.pointer("/_embedded/conversations") {
+        // Help Scout leaves `_embedded` out of an empty page.
+        None => &Vec::new(),
+        Some(v) => v
+            .as_array()
+            .ok_or_else(|| ApiError::malformed("the listing's conversations are not a list"))?,
+    };
+    let mut ticket_ids = Vec::with_capacity(list.len());
+    let mut past_until = false;
+    for c in list {
+        let id = text(c, &["id"])
+            .ok_or_else(|| ApiError::malformed("a listed conversation has no id"))?;
+        let created = time(c, &["createdAt"]).ok_or_else(|| {
+            ApiError::malformed(format!("listed conversation {id} has no createdAt"))
+        })?;
+        if created < until {
+            ticket_ids.push(id);
+        } else {
+            past_until = true;
+        }
+    }
+    // An empty page ends the listing even if it links to another (no endless walk).
+    let next = match (!past_until && !list.is_empty() && has_next(answer, page))
+        .then(|| page.checked_add(1))
+    {
+        None => None,
+        Some(Some(n)) => Some(ListCursor::make(since, until, n)),
+        Some(None) => return Err(ApiError::malformed("the listing has too many pages")),
+    };
+    Ok(TicketPage {
+        ticket_ids,
+        next,
+        // Counts conversations created after `until` too: an upper bound, for progress.
+        total: answer
+            .pointer("/page/totalElements")
+            .and_then(Value::as_u64),
+    })
 }
 
 /// Whether another page follows `page` (the `next` link, or the page counts).
@@ -491,6 +632,15 @@ impl HelpdeskApi for HelpScoutApi {
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
     }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
+    }
 }
 
 #[cfg(test)]
@@ -663,6 +813,38 @@ mod tests {
         assert_eq!(
             kinds,
             vec![(EventKind::HandedOffToHuman, Some("12".into()))]
+        );
+    }
+
+    #[test]
+    fn the_listing_stops_at_until_and_an_empty_page_ends_it() {
+        let t = |s: &str| crate::providers::parse_time(s).expect("time");
+        let (since, until) = (t("2025-01-01T00:00:00Z"), t("2025-01-02T00:00:00Z"));
+        let url = list_url("https://api.helpscout.net", since, 3).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "https://api.helpscout.net/v2/conversations?status=all&modifiedSince=2024-12-31T23%3A59%3A59Z&sortField=createdAt&sortOrder=asc&page=3"
+        );
+        let answer = json!({"_embedded": {"conversations": [
+            {"id": 1, "createdAt": "2024-12-01T00:00:00Z"},
+            {"id": 2, "createdAt": "2025-01-02T00:00:00Z"}
+        ]}, "page": {"totalPages": 9, "totalElements": 17}});
+        let page = read_listing(&answer, since, until, 3).expect("page");
+        assert_eq!(page.ticket_ids, vec!["1".to_string()]);
+        assert_eq!(page.next, None, "created at until: the rest is newer");
+        assert_eq!(page.total, Some(17));
+        let more = json!({"_embedded": {"conversations": [{"id": 1, "createdAt": "2024-12-01T00:00:00Z"}]},
+                          "page": {"totalPages": 9}});
+        let next = read_listing(&more, since, until, 3).expect("page").next;
+        assert_eq!(next.as_deref(), Some("hs1:1735689600:1735776000:4"));
+        assert_eq!(
+            ListCursor::parse("hs1:1735689600:1735776000:4", since, until).ok(),
+            Some(4)
+        );
+        let empty = json!({"page": {"totalPages": 9}, "_links": {"next": {"href": "x"}}});
+        assert_eq!(
+            read_listing(&empty, since, until, 5).expect("page").next,
+            None
         );
     }
 

@@ -30,6 +30,18 @@
 //! - Rate limits: 10,000 calls a minute per app, 25,000 per workspace, spread over
 //!   10-second windows; a 429 carries `X-RateLimit-Reset` (Unix time), no
 //!   `Retry-After`. https://developers.intercom.com/docs/references/rest-api/errors/rate-limiting
+//! - Backfill listing: `POST /conversations/search` with `{"query": {"operator":
+//!   "AND", "value": [{"field", "operator", "value"}…]}, "pagination": {"per_page",
+//!   "starting_after"}}`; `created_at` / `updated_at` are searchable as Unix
+//!   timestamps with `>` and `<`; 20 a page by default, at most 150; the answer is
+//!   `{"type": "conversation.list", "conversations": [{id, created_at, updated_at,
+//!   …}], "total_count", "pages": {page, per_page, total_pages, next:
+//!   {per_page, starting_after}}}` (`next` absent on the last page). No sort option.
+//!   OpenAPI `searchConversations` (same file);
+//!   https://developers.intercom.com/docs/build-an-integration/learn-more/rest-apis/pagination/
+//! - Timestamps in searches are matched by calendar day in the workspace's time
+//!   zone and `>` starts at the next day (documented for the contacts search, in
+//!   the same OpenAPI file, from 2.15 on).
 //!
 //! Assumed (not documented): parts come oldest first (they are sorted here
 //! anyway); a contact's reply to a closed conversation reopens it without an
@@ -37,7 +49,12 @@
 //! `assign_and_reopen` reopen like `open`; `default_assignment`,
 //! `away_mode_assignment` and `assign_and_*` parts assign like `assignment` when
 //! `assigned_to` is set; `total_count` counts every part, so fewer parts than it
-//! means the oldest were cut (kept as `parts_truncated` in the evidence).
+//! means the oldest were cut (kept as `parts_truncated` in the evidence). Backfill:
+//! the conversations search truncates timestamps to days as the contacts search
+//! does (so the filters are widened by two days and the exact range applied
+//! here); a `starting_after` cursor stays valid for days (Intercom says nothing of
+//! its lifetime; if it is refused, the listing starts over, which is harmless);
+//! the search has no result cap.
 //!
 //! Semantics, as the webhooks: a `close` part is a resolution, AI when Fin's
 //! `ai_agent.resolution_state` is an assumed/confirmed resolution and no teammate
@@ -52,7 +69,7 @@
 //! `since` is applied here: the API has no filter for one conversation's parts.
 
 use super::http::{ApiHttp, ResetHeader};
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{EventKind, Resolver, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -115,6 +132,135 @@ impl IntercomApi {
         let conversation = self.http.json(self.request(ticket_id)?).await?;
         read(&conversation, ticket_id, since, &self.settings)
     }
+
+    /// One page of `POST /conversations/search` for backfill (see [`search_body`]).
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let starting_after = cursor
+            .map(|c| ListCursor::parse(c, since, until))
+            .transpose()?;
+        let mut url = reqwest::Url::parse(&self.base)
+            .map_err(|e| ApiError::malformed(format!("base url: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| ApiError::malformed("base url cannot take a path"))?
+            .pop_if_empty()
+            .extend(["conversations", "search"]);
+        let request = self
+            .http
+            .client()
+            .post(url)
+            .bearer_auth(&self.token)
+            .header("Intercom-Version", API_VERSION)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&search_body(since, until, starting_after.as_deref()));
+        let answer = self.http.json(request).await?;
+        read_listing(&answer, since, until, starting_after.as_deref())
+    }
+}
+
+/// Results a search page asks for: Intercom's maximum.
+pub const SEARCH_PAGE_SIZE: u32 = 150;
+/// How far the search's time filters are widened on each side. Intercom matches
+/// timestamps in searches by calendar day in the workspace's time zone (documented
+/// for contacts; conversations share the search engine), and `>` starts at the
+/// next day: two days more on each side cover any time zone, and the exact range
+/// is applied here to the returned `created_at` / `updated_at`.
+const SEARCH_SLACK_SECS: i64 = 2 * 86_400;
+
+/// The search for conversations that may have changed in `[since, until)`:
+/// updated at or after `since` (their last update) and created before `until`.
+/// Filtering on the *last* update alone (`updated_at < until`) would lose a
+/// conversation that changed in the range and again after it.
+fn search_body(since: DateTime<Utc>, until: DateTime<Utc>, starting_after: Option<&str>) -> Value {
+    let mut pagination = json!({"per_page": SEARCH_PAGE_SIZE});
+    if let Some(c) = starting_after {
+        pagination["starting_after"] = json!(c);
+    }
+    json!({
+        "query": {"operator": "AND", "value": [
+            {"field": "updated_at", "operator": ">", "value": since.timestamp() - SEARCH_SLACK_SECS},
+            {"field": "created_at", "operator": "<", "value": until.timestamp() + SEARCH_SLACK_SECS},
+        ]},
+        "pagination": pagination,
+    })
+}
+
+/// Our listing cursor: `ic1:<since>:<until>:<Intercom's starting_after>` (Unix
+/// seconds), so a cursor is only ever used for the range it was made for.
+struct ListCursor;
+
+impl ListCursor {
+    const PREFIX: &'static str = "ic1";
+
+    fn make(since: DateTime<Utc>, until: DateTime<Utc>, starting_after: &str) -> String {
+        format!(
+            "{}:{}:{}:{starting_after}",
+            Self::PREFIX,
+            since.timestamp(),
+            until.timestamp()
+        )
+    }
+
+    /// Intercom's `starting_after` in a cursor made for this range.
+    fn parse(cursor: &str, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<String, ApiError> {
+        let mut parts = cursor.splitn(4, ':');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Self::PREFIX), Some(s), Some(u), Some(after))
+                if !after.is_empty()
+                    && s == since.timestamp().to_string()
+                    && u == until.timestamp().to_string() =>
+            {
+                Ok(after.to_string())
+            }
+            _ => Err(ApiError::malformed(format!(
+                "`{cursor}` is not an Intercom listing cursor for this time range"
+            ))),
+        }
+    }
+}
+
+/// The ids of a search page in `[since, until)` (created before `until`, last
+/// updated at or after `since`), and our cursor for the next page.
+fn read_listing(
+    answer: &Value,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    asked: Option<&str>,
+) -> Result<TicketPage, ApiError> {
+    let list = answer
+        .get("conversations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::malformed("the search answer has no conversations"))?;
+    let mut ticket_ids = Vec::with_capacity(list.len());
+    for c in list {
+        let id = text(c, &["id"])
+            .ok_or_else(|| ApiError::malformed("a listed conversation has no id"))?;
+        let (Some(created), Some(updated)) = (unix(c, &["created_at"]), unix(c, &["updated_at"]))
+        else {
+            return Err(ApiError::malformed(format!(
+                "listed conversation {id} has no created_at or updated_at"
+            )));
+        };
+        if created < until && updated >= since {
+            ticket_ids.push(id);
+        }
+    }
+    let next = text(answer, &["pages", "next", "starting_after"]);
+    if next.is_some() && next.as_deref() == asked {
+        return Err(ApiError::malformed(
+            "the search's next starting_after repeats the one asked for",
+        ));
+    }
+    Ok(TicketPage {
+        ticket_ids,
+        next: next.map(|n| ListCursor::make(since, until, &n)),
+        // Counts the widened search: an upper bound, for progress only.
+        total: answer.get("total_count").and_then(Value::as_u64),
+    })
 }
 
 /// One conversation part, as far as verification reads it.
@@ -349,6 +495,15 @@ impl HelpdeskApi for IntercomApi {
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
     }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
+    }
 }
 
 #[cfg(test)]
@@ -458,6 +613,43 @@ mod tests {
         ));
         assert!(matches!(
             read(&json!({"id": "471"}), "471", None, &settings()),
+            Err(ApiError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_listing_search_is_widened_and_the_range_applied_here() {
+        let t = |s: i64| DateTime::from_timestamp(s, 0).expect("time");
+        let (since, until) = (t(1_000_000), t(2_000_000));
+        let body = search_body(since, until, Some("WzE1"));
+        assert_eq!(
+            body["query"]["value"],
+            json!([
+                {"field": "updated_at", "operator": ">", "value": 1_000_000 - 172_800},
+                {"field": "created_at", "operator": "<", "value": 2_000_000 + 172_800},
+            ])
+        );
+        assert_eq!(
+            body["pagination"],
+            json!({"per_page": 150, "starting_after": "WzE1"})
+        );
+        let answer = json!({"conversations": [
+            {"id": "1", "created_at": 900_000, "updated_at": 1_000_000},
+            {"id": "2", "created_at": 900_000, "updated_at": 999_999},
+            {"id": "3", "created_at": 2_000_000, "updated_at": 2_000_001},
+            {"id": "4", "created_at": 1_999_999, "updated_at": 3_000_000}
+        ], "total_count": 9, "pages": {"next": {"starting_after": "WzE2"}}});
+        let page = read_listing(&answer, since, until, Some("WzE1")).expect("page");
+        assert_eq!(page.ticket_ids, vec!["1".to_string(), "4".to_string()]);
+        let next = page.next.expect("next");
+        assert_eq!(next, "ic1:1000000:2000000:WzE2");
+        assert_eq!(
+            ListCursor::parse(&next, since, until).ok().as_deref(),
+            Some("WzE2")
+        );
+        // The same starting_after again would list forever.
+        assert!(matches!(
+            read_listing(&answer, since, until, Some("WzE2")),
             Err(ApiError::Malformed { .. })
         ));
     }

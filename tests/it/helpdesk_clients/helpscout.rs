@@ -160,3 +160,119 @@ async fn helpscout_needs_the_app_id() {
         .expect("refused");
     assert!(err.contains("App ID"), "{err}");
 }
+
+#[tokio::test]
+async fn helpscout_lists_changed_conversations() {
+    let fake = FakeHelpdesk::start(HelpScout).await;
+    common_listing_checks(&fake).await;
+}
+
+/// Every page of the listing read from `since` to `until`.
+async fn list_all(fake: &FakeHelpdesk, since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<String> {
+    let api = client(fake);
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let page = api
+            .changed_tickets(since, until, cursor.as_deref())
+            .await
+            .expect("page");
+        ids.extend(page.ticket_ids);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return ids,
+        }
+    }
+    panic!("the listing does not end");
+}
+
+#[tokio::test]
+async fn helpscout_listing_asks_for_every_status_oldest_created_first_and_stops_at_until() {
+    let fake = FakeHelpdesk::start(HelpScout).await;
+    // Closed (the list's default `active` would hide it), created before the
+    // range, changed in it and again after it.
+    fake.set_life(
+        "401",
+        at(-48),
+        vec![
+            Step::new(at(5), Happening::CustomerReplied),
+            Step::new(at(40), Happening::Resolved { by_ai: true }),
+        ],
+    );
+    // Changed only before the range.
+    fake.set_life(
+        "402",
+        at(-30),
+        vec![Step::new(at(-20), Happening::Resolved { by_ai: true })],
+    );
+    fake.set_life(
+        "403",
+        at(2),
+        vec![Step::new(at(3), Happening::Resolved { by_ai: true })],
+    );
+    // Created after the range: five of them, more than two pages.
+    for i in 0..5 {
+        fake.set_life(
+            &format!("5{i:02}"),
+            at(30 + i),
+            vec![Step::new(at(31 + i), Happening::CustomerReplied)],
+        );
+    }
+    let ids = list_all(&fake, at(0), at(24)).await;
+    assert_eq!(ids, vec!["401".to_string(), "403".to_string()]);
+    let lists: Vec<_> = fake
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET /v2/conversations?"))
+        .collect();
+    // 401, 403 | 500, 501: the second page reaches `until`, the rest is not read.
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    let since = "modifiedSince=2025-12-31T23%3A59%3A59Z";
+    for (i, line) in lists.iter().enumerate() {
+        for want in [
+            "status=all",
+            since,
+            "sortField=createdAt",
+            "sortOrder=asc",
+            &format!("page={}", i + 1),
+        ] {
+            assert!(line.contains(want), "{want} in {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn helpscout_listing_resumes_from_a_page_number_bound_to_its_range() {
+    let fake = FakeHelpdesk::start(HelpScout).await;
+    for (id, h) in [("1", 1), ("2", 2), ("3", 3)] {
+        fake.set_life(
+            id,
+            at(h),
+            vec![Step::new(
+                at(h) + Duration::minutes(5),
+                Happening::CustomerReplied,
+            )],
+        );
+    }
+    let api = client(&fake);
+    let next = api
+        .changed_tickets(at(0), at(24), None)
+        .await
+        .expect("first page")
+        .next
+        .expect("a second page");
+    // Conversations modified meanwhile keep their place: the order is by creation.
+    fake.push("1", Step::new(at(10), Happening::Resolved { by_ai: true }));
+    let page = api
+        .changed_tickets(at(0), at(24), Some(&next))
+        .await
+        .expect("resumed");
+    assert_eq!(page.ticket_ids, vec!["3".to_string()]);
+    assert_eq!(page.next, None);
+    let before = fake.requests();
+    match api.changed_tickets(at(1), at(24), Some(&next)).await {
+        Err(ApiError::Malformed { .. }) => {}
+        other => panic!("a cursor of another range: {other:?}"),
+    }
+    assert_eq!(fake.requests(), before, "refused before any request");
+}

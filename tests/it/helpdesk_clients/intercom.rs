@@ -128,3 +128,93 @@ async fn intercom_without_a_token_the_client_is_not_built() {
         .expect("refused");
     assert!(err.contains("api.token"), "{err}");
 }
+
+#[tokio::test]
+async fn intercom_lists_changed_conversations() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    common_listing_checks(&fake).await;
+}
+
+#[tokio::test]
+async fn intercom_listing_searches_by_last_update_and_creation_in_seconds() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    // Created before the range, changed in it, and changed again after it: its
+    // last update is past `until`, and it must still be listed.
+    fake.set_life(
+        "301",
+        at(-48),
+        vec![
+            Step::new(at(5), Happening::Resolved { by_ai: true }),
+            Step::new(at(40), Happening::CustomerReplied),
+        ],
+    );
+    // Changed only a day before the range (inside the search's two-day slack).
+    fake.set_life(
+        "302",
+        at(-30),
+        vec![Step::new(at(-20), Happening::Resolved { by_ai: true })],
+    );
+    // Created a day after the range (inside the slack too).
+    fake.set_life(
+        "303",
+        at(30),
+        vec![Step::new(at(31), Happening::Resolved { by_ai: true })],
+    );
+    let api = client(&fake);
+    let (since, until) = (at(0), at(24));
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let page = api
+            .changed_tickets(since, until, cursor.as_deref())
+            .await
+            .expect("page");
+        ids.extend(page.ticket_ids);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    // 302 and 303 come back from the widened search and are dropped here.
+    assert_eq!(ids, vec!["301".to_string()]);
+    // Every request was the search (the fake answers 400 to any other query
+    // shape, to dates in milliseconds and to per_page above 150).
+    let log = fake.log();
+    assert!(!log.is_empty());
+    assert!(
+        log.iter().all(|l| l == "POST /conversations/search"),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn intercom_listing_cursor_is_bound_to_its_range() {
+    let fake = FakeHelpdesk::start(Intercom).await;
+    for (id, h) in [("1", 1), ("2", 2), ("3", 3)] {
+        fake.set_life(
+            id,
+            at(h),
+            vec![Step::new(
+                at(h) + Duration::minutes(5),
+                Happening::CustomerReplied,
+            )],
+        );
+    }
+    let api = client(&fake);
+    let page = api
+        .changed_tickets(at(0), at(24), None)
+        .await
+        .expect("first page");
+    let next = page.next.expect("a second page");
+    assert!(next.starts_with("ic1:"), "{next}");
+    let before = fake.requests();
+    match api.changed_tickets(at(0), at(48), Some(&next)).await {
+        Err(ApiError::Malformed { .. }) => {}
+        other => panic!("a cursor of another range: {other:?}"),
+    }
+    match api.changed_tickets(at(0), at(24), Some("WzE2")).await {
+        Err(ApiError::Malformed { .. }) => {}
+        other => panic!("a bare vendor cursor: {other:?}"),
+    }
+    assert_eq!(fake.requests(), before, "refused before any request");
+}

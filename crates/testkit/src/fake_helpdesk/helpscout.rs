@@ -15,6 +15,11 @@
 //!   totalElements, totalPages, number}` and `_links` (`next` only when a page
 //!   follows). https://developer.helpscout.com/mailbox-api/endpoints/conversations/threads/list/
 //!   https://developer.helpscout.com/mailbox-api/overview/pagination/
+//! - `GET /v2/conversations` (backfill): `status` (default `active`; `all`),
+//!   `modifiedSince`, `sortField` (`createdAt` default, `modifiedAt`, …),
+//!   `sortOrder` (`desc` default, `asc`), `page`; HAL `_embedded.conversations`,
+//!   `page {size, totalElements, totalPages, number}`, `_links.next`.
+//!   https://developer.helpscout.com/mailbox-api/endpoints/conversations/list/
 //! - the 429 of the shared core sends `Retry-After`; Help Scout itself sends
 //!   `X-RateLimit-Retry-After` (seconds), which the client also reads.
 //!   https://developer.helpscout.com/mailbox-api/overview/rate-limiting/
@@ -26,7 +31,11 @@
 //! a thread's `status` is the conversation's status after it and `assignedTo` its
 //! assignee after it; the conversation's first customer thread is at its
 //! `createdAt`; agents close with a reply (`message`) and reopen or assign with a
-//! `lineitem`; the page size is `state.page_size` (Help Scout: 50).
+//! `lineitem`; the page size is `state.page_size` (Help Scout: 50). The list:
+//! list items are the conversation object; `modifiedSince` is strictly after, to
+//! the second; an empty page has no `_embedded`; a bad parameter is a 400 with
+//! `_embedded.errors`; other list filters (`mailbox`, `tag`, `query`, …) are not
+//! served (ignored).
 
 use super::{
     json, query_param, rfc3339, Happening, Life, Request, Response, State, Vendor, AI_AGENT,
@@ -258,6 +267,9 @@ impl Vendor for HelpScout {
         if req.path == TOKEN_PATH {
             return token(req, state);
         }
+        if req.path == "/v2/conversations" && req.method == "GET" {
+            return list(req, state);
+        }
         let Some(rest) = req.path.strip_prefix("/v2/conversations/") else {
             return not_found();
         };
@@ -275,4 +287,75 @@ impl Vendor for HelpScout {
             json(200, &conversation(ticket, life))
         }
     }
+}
+
+fn bad_request(message: &str) -> Response {
+    json(
+        400,
+        &j!({"logRef": "fake-log-ref#2", "message": "Bad request",
+             "_embedded": {"errors": [{"path": "", "message": message, "source": "QUERY"}]}}),
+    )
+}
+
+/// `GET /v2/conversations`: `status` (default `active`), `modifiedSince`
+/// (modified strictly after), `sortField` `createdAt` or `modifiedAt` (default
+/// `createdAt`), `sortOrder` (default `desc`), `page`; `state.page_size` a page.
+fn list(req: &Request, state: &State) -> Response {
+    let status = query_param(req, "status").unwrap_or_else(|| "active".into());
+    let keep = |life: &Life| match status.as_str() {
+        "all" => true,
+        "closed" => life.resolved(),
+        "active" | "open" => !life.resolved(),
+        _ => false,
+    };
+    let ids: Vec<String> = match query_param(req, "modifiedSince") {
+        None => state.tickets.keys().cloned().collect(),
+        Some(m) => match DateTime::parse_from_rfc3339(&m) {
+            Ok(t) => state.changed_tickets(
+                t.with_timezone(&Utc) + chrono::Duration::seconds(1),
+                DateTime::<Utc>::MAX_UTC,
+            ),
+            Err(_) => return bad_request("modifiedSince must be an ISO 8601 date-time"),
+        },
+    };
+    let mut all: Vec<(&String, &Life)> = ids
+        .iter()
+        .filter_map(|id| state.tickets.get_key_value(id))
+        .filter(|(_, l)| keep(l))
+        .collect();
+    let sort_field = query_param(req, "sortField").unwrap_or_else(|| "createdAt".into());
+    let key = |l: &Life| match sort_field.as_str() {
+        "modifiedAt" => l.updated_at(),
+        _ => l.created_at,
+    };
+    all.sort_by(|a, b| (key(a.1), a.0).cmp(&(key(b.1), b.0)));
+    match query_param(req, "sortOrder").as_deref() {
+        Some("asc") => {}
+        None | Some("desc") => all.reverse(),
+        Some(_) => return bad_request("sortOrder must be asc or desc"),
+    }
+    let size = state.page_size.max(1);
+    let page: usize = query_param(req, "page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let total_pages = all.len().div_ceil(size);
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .map(|(id, life)| conversation(id, life))
+        .collect();
+    let href = |p: usize| j!({"href": format!("/v2/conversations?page={p}")});
+    let mut links = j!({"self": href(page), "first": href(1), "last": href(total_pages.max(1)),
+                        "page": {"href": "/v2/conversations{?page}", "templated": true}});
+    if page < total_pages {
+        links["next"] = href(page + 1);
+    }
+    let mut body = j!({"_links": links,
+        "page": {"size": size, "totalElements": all.len(), "totalPages": total_pages, "number": page}});
+    if !items.is_empty() {
+        body["_embedded"] = j!({"conversations": items});
+    }
+    json(200, &body)
 }
