@@ -14,6 +14,20 @@
 //! (`evt_…`), the key the webhook of the same event carries: an event seen both
 //! ways counts once.
 //!
+//! Backfill ([`HelpdeskApi::changed_tickets`]) lists the company's events:
+//! `GET <base>/events?q[after]=<s>&q[before]=<s>&q[types]=inbound&…&sort_by=created_at&sort_order=asc&limit=15`
+//! (times in seconds with milliseconds), and returns the conversation ids of the
+//! events in `[since, until)` (the `cnv_…` ids webhooks carry). Only the event
+//! types the webhook parser reads, plus `outbound` (a conversation an agent
+//! started), are asked for: tags, comments or moves alone change nothing billed.
+//! The cursor ([`ListCursor`]) is time-based, `front:<q[after] in ms>`: the next
+//! page asks again from 1 ms before the last event seen (so events sharing that
+//! millisecond are listed again, harmlessly, rather than skipped), which stays
+//! valid for days. Only when a page cannot advance the time (all its events in
+//! one millisecond, or an empty page with a next link) does it carry Front's
+//! `page_token` as well (`front:<ms>:<token>`), whose lifetime Front does not
+//! document.
+//!
 //! Found (sources):
 //! - Bearer authentication, API tokens created under Settings → Developers → API
 //!   tokens, company-wide, with a chosen scope/namespace:
@@ -33,6 +47,12 @@
 //! - Pagination: follow `_pagination.next` (a full URL, possibly on
 //!   `<company>.api.frontapp.com`) until it is `null`; fewer results than `limit`
 //!   do not mean the end. https://dev.frontapp.com/docs/pagination
+//! - `GET /events` (scope `events:*:read`): "all the detailed events which
+//!   occurred in the inboxes of the company", `q` with `before`/`after` ("a
+//!   timestamp in seconds with up to 3 decimal places"), `types`, `inboxes`;
+//!   `limit` at most 15; `sort_by=created_at`, `sort_order` `asc`/`desc`;
+//!   `page_token`. Multiple values repeat the key (`q[types]=a&q[types]=b`).
+//!   OpenAPI (core-api.json, `list-events`), https://dev.frontapp.com/docs/query-object-q
 //! - Rate limits per company: 50 (Starter), 100, 200 requests a minute, shared by
 //!   every API token of the company (OAuth partner apps: 120 rpm apart); a 429
 //!   carries `retry-after` in seconds; some routes add a short burst limit
@@ -44,10 +64,13 @@
 //! unknown conversation answers `404` (body
 //! `{"_error": {"status": 404, "title": "Not found", "message": …}}`, not read);
 //! ticketing statuses (`ticket_status_update`, `status_category`) are not
-//! resolutions, as for webhooks, and are only kept as evidence.
+//! resolutions, as for webhooks, and are only kept as evidence. For backfill:
+//! whether `q[after]`/`q[before]` are inclusive (asked 1 ms early, filtered
+//! here), how long a `page_token` stays valid, and how far back `/events` goes
+//! (no limit documented).
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::TicketEvent;
 use crate::providers::{Headers, Provider, ProviderSettings, Webhook};
 use chrono::{DateTime, Utc};
@@ -63,6 +86,13 @@ pub const DEFAULT_BASE_URL: &str = "https://api2.frontapp.com";
 pub const PAGE_LIMIT: u32 = 100;
 /// Pages read at most for one conversation (10 000 events) before giving up.
 pub const MAX_PAGES: usize = 100;
+/// Events per page of the company-wide events list (Front's maximum there).
+pub const EVENTS_LIST_LIMIT: u32 = 15;
+/// The event types that make a conversation worth importing (backfill): those
+/// the webhook parser normalizes, and `outbound` for a conversation an agent started.
+pub const LISTED_EVENT_TYPES: &[&str] = &[
+    "inbound", "outbound", "archive", "reopen", "reminder", "assign",
+];
 
 pub struct FrontApi {
     http: ApiHttp,
@@ -106,6 +136,112 @@ fn trusted_next(base: &Url, next: &Url) -> bool {
             .host_str()
             .is_some_and(|h| h == "frontapp.com" || h.ends_with(".frontapp.com"));
     same_origin || front_host
+}
+
+/// Where a page of the events listing starts: the `q[after]` sent (ms), and
+/// Front's `page_token` when the time alone cannot advance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub after_ms: i64,
+    pub page_token: Option<String>,
+}
+
+impl ListCursor {
+    pub fn parse(text: &str) -> Result<ListCursor, ApiError> {
+        let bad = || ApiError::malformed(format!("front: not a listing cursor: `{text}`"));
+        let rest = text.strip_prefix("front:").ok_or_else(bad)?;
+        let (ms, token) = match rest.split_once(':') {
+            Some((ms, token)) if !token.is_empty() => (ms, Some(token.to_string())),
+            Some(_) => return Err(bad()),
+            None => (rest, None),
+        };
+        Ok(ListCursor {
+            after_ms: ms.parse().map_err(|_| bad())?,
+            page_token: token,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        match &self.page_token {
+            Some(t) => format!("front:{}:{t}", self.after_ms),
+            None => format!("front:{}", self.after_ms),
+        }
+    }
+}
+
+/// Milliseconds as Front's seconds with 3 decimals.
+fn front_secs(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// One page of the events listing: the conversations of the events in
+/// `[since, until)` (first appearance order) and the cursor of the next page.
+fn list_page(
+    page: &Value,
+    asked: &ListCursor,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<TicketPage, ApiError> {
+    let (results, next) = read_page(page)?;
+    let mut ticket_ids: Vec<String> = Vec::new();
+    let mut last_ms = None;
+    for event in &results {
+        let at = time_of(event.get("emitted_at"))
+            .ok_or_else(|| ApiError::malformed("front event without `emitted_at`"))?;
+        last_ms = Some(at.timestamp_millis());
+        if at < since || at >= until {
+            continue;
+        }
+        let id = event
+            .get("conversation")
+            .and_then(|c| str_of(c, "id"))
+            .map(str::to_string);
+        if let Some(id) = id.filter(|id| !ticket_ids.contains(id)) {
+            ticket_ids.push(id);
+        }
+    }
+    let next = match next {
+        None => None,
+        Some(url) => {
+            // Ask again from 1 ms before the last event: events sharing its
+            // millisecond are listed twice rather than skipped.
+            let by_time = last_ms
+                .map(|ms| ms - 1)
+                .filter(|&after| after > asked.after_ms);
+            let cursor = match by_time {
+                Some(after_ms) => ListCursor {
+                    after_ms,
+                    page_token: None,
+                },
+                None => ListCursor {
+                    after_ms: asked.after_ms,
+                    page_token: Some(page_token_of(&url)?),
+                },
+            };
+            if &cursor == asked {
+                return Err(ApiError::malformed(
+                    "front: the events listing does not advance (same cursor)",
+                ));
+            }
+            Some(cursor.text())
+        }
+    };
+    Ok(TicketPage {
+        ticket_ids,
+        next,
+        total: None,
+    })
+}
+
+/// The `page_token` of a `_pagination.next` URL.
+fn page_token_of(next: &str) -> Result<String, ApiError> {
+    Url::parse(next)
+        .map_err(|e| ApiError::malformed(format!("front: next page URL: {e}")))?
+        .query_pairs()
+        .find(|(k, _)| k == "page_token")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+        .ok_or_else(|| ApiError::malformed("front: the next page URL has no page_token"))
 }
 
 /// One page of events: the results and the next page's URL.
@@ -256,6 +392,40 @@ impl FrontApi {
         let events = self.all_events(ticket_id).await?;
         look_from(ticket_id, &conversation, &events, since, &self.settings)
     }
+
+    /// One page of `GET /events` (backfill), oldest first.
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let asked = match cursor {
+            Some(c) => ListCursor::parse(c)?,
+            // 1 ms early: an event exactly at `since` is in the range, whether
+            // Front's `after` is inclusive or not.
+            None => ListCursor {
+                after_ms: since.timestamp_millis() - 1,
+                page_token: None,
+            },
+        };
+        let mut url = self.url(&["events"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("q[after]", &front_secs(asked.after_ms))
+                .append_pair("q[before]", &front_secs(until.timestamp_millis()));
+            for t in LISTED_EVENT_TYPES {
+                q.append_pair("q[types]", t);
+            }
+            q.append_pair("sort_by", "created_at")
+                .append_pair("sort_order", "asc")
+                .append_pair("limit", &EVENTS_LIST_LIMIT.to_string());
+            if let Some(t) = &asked.page_token {
+                q.append_pair("page_token", t);
+            }
+        }
+        list_page(&self.get(url).await?, &asked, since, until)
+    }
 }
 
 impl HelpdeskApi for FrontApi {
@@ -277,6 +447,15 @@ impl HelpdeskApi for FrontApi {
         since: Option<DateTime<Utc>>,
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
+    }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
     }
 }
 
@@ -367,5 +546,76 @@ mod tests {
         let (r, next) =
             read_page(&json!({"_pagination": {"next": null}, "_results": []})).expect("page");
         assert!(r.is_empty() && next.is_none());
+    }
+
+    fn listed(id: &str, conv: &str, at_ms: i64) -> Value {
+        json!({"id": id, "type": "archive", "emitted_at": at_ms as f64 / 1000.0,
+               "conversation": {"id": conv}})
+    }
+
+    #[test]
+    fn listing_cursors_round_trip_and_reject_garbage() {
+        for c in [
+            ListCursor {
+                after_ms: 1_767_225_600_123,
+                page_token: None,
+            },
+            ListCursor {
+                after_ms: -1,
+                page_token: Some("abc123".into()),
+            },
+        ] {
+            assert_eq!(ListCursor::parse(&c.text()).expect("parses"), c);
+        }
+        for bad in ["", "12", "front:", "front:x", "front:12:", "zendesk:12"] {
+            assert!(ListCursor::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(front_secs(1_767_225_600_005), "1767225600.005");
+    }
+
+    #[test]
+    fn a_listing_page_keeps_the_range_dedupes_and_advances_by_time() {
+        let since = DateTime::from_timestamp(100, 0).expect("t");
+        let until = DateTime::from_timestamp(200, 0).expect("t");
+        let asked = ListCursor {
+            after_ms: 99_999,
+            page_token: None,
+        };
+        let page = json!({
+            "_pagination": {"next": "https://acme.api.frontapp.com/events?page_token=tok2"},
+            "_results": [listed("e1", "cnv_a", 100_000), listed("e2", "cnv_b", 150_000),
+                         listed("e3", "cnv_a", 160_000), listed("e4", "cnv_c", 200_000)],
+        });
+        let p = list_page(&page, &asked, since, until).expect("page");
+        assert_eq!(p.ticket_ids, vec!["cnv_a", "cnv_b"]);
+        assert_eq!(p.next.as_deref(), Some("front:199999"));
+        // The last page.
+        let last = json!({"_pagination": {"next": null}, "_results": []});
+        assert_eq!(
+            list_page(&last, &asked, since, until).expect("page").next,
+            None
+        );
+    }
+
+    #[test]
+    fn a_page_stuck_in_one_millisecond_goes_on_with_fronts_token_then_fails() {
+        let since = DateTime::from_timestamp(100, 0).expect("t");
+        let until = DateTime::from_timestamp(200, 0).expect("t");
+        let asked = ListCursor {
+            after_ms: 149_999,
+            page_token: None,
+        };
+        let page = json!({
+            "_pagination": {"next": "https://acme.api.frontapp.com/events?q%5Bafter%5D=1&page_token=tok2"},
+            "_results": [listed("e1", "cnv_a", 150_000), listed("e2", "cnv_b", 150_000)],
+        });
+        let p = list_page(&page, &asked, since, until).expect("page");
+        assert_eq!(p.next.as_deref(), Some("front:149999:tok2"));
+        // The same answer again for that cursor: no progress, no endless loop.
+        let again = ListCursor::parse("front:149999:tok2").expect("cursor");
+        assert!(matches!(
+            list_page(&page, &again, since, until),
+            Err(ApiError::Malformed { .. })
+        ));
     }
 }

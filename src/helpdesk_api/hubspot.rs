@@ -18,7 +18,33 @@
 //! both ways is two events of the same kind at the same time: the state machine
 //! reads the same story).
 //!
+//! Backfill ([`HelpdeskApi::changed_tickets`]) searches:
+//! `POST <base>/crm/v3/objects/tickets/search` with `hs_lastmodifieddate GTE
+//! <since>` AND `createdate LT <until>`, sorted by `hs_lastmodifieddate`
+//! ascending, 200 a page. HubSpot only knows a ticket's *last* change, so
+//! `hs_lastmodifieddate < until` would drop a ticket changed in the range and again
+//! later: the listing is the tickets created before `until` and changed since
+//! `since` (a superset; backfill reads each history by time anyway). The cursor
+//! is keyset, `hubspot:<ms>:<offset>`: the next page searches again from the last
+//! `hs_lastmodifieddate` seen (its ties listed again, harmlessly), so it stays
+//! valid for days, a ticket modified during the listing moves later instead of
+//! shifting offsets past an unseen one, and no search goes near HubSpot's cap of
+//! 10 000 results; only a page whose tickets all share one millisecond advances by
+//! HubSpot's offset (`after`). `total` is given on the first page only (later
+//! searches count what is left).
+//!
 //! Found (sources):
+//! - `POST /crm/v3/objects/tickets/search` (scope `tickets`): body
+//!   `{filterGroups: [{filters: [{propertyName, operator, value}]}], sorts,
+//!   properties, limit, after}`, answer `{total, results: [{id, properties,
+//!   createdAt, updatedAt, archived}], paging?: {next: {after, link}}}`; date
+//!   values in Unix milliseconds; at most 200 a page and 10 000 results a search
+//!   (paging further is a 400); 4 search requests a second per token, on top of
+//!   the account's limits; search results can lag a change by a few moments.
+//!   https://developers.hubspot.com/docs/api-reference/2026-03/crm/search-the-crm,
+//!   https://developers.hubspot.com/changelog/crm-search-api-rate-limit-increase,
+//!   SDK codegen/crm/tickets (`PublicObjectSearchRequest`,
+//!   `CollectionResponseWithTotalSimplePublicObjectForwardPaging`)
 //! - `GET /crm/v3/objects/tickets/{ticketId}` with `properties`,
 //!   `propertiesWithHistory` ("the properties to be returned along with their
 //!   history of previous values"), `archived`; scope `tickets`; answer
@@ -44,10 +70,13 @@
 //! does); an unknown ticket answers 404 (`category: OBJECT_NOT_FOUND`). The
 //! API cannot show customer messages (they are associated emails or
 //! conversation threads, other objects and scopes) nor hand-offs (the webhook
-//! integration does not count owner changes either): [`Sight`] says so.
+//! integration does not count owner changes either): [`Sight`] says so. For
+//! backfill: `after` is sent as a string of digits (the SDKs have typed it as a
+//! string and as a number); ties in `hs_lastmodifieddate` come back in a stable
+//! order across pages of one search.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{EventKind, Resolver, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -61,6 +90,12 @@ use std::collections::HashMap;
 pub const REQUESTS_PER_MINUTE: u32 = 100;
 pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
 pub const STAGE: &str = "hs_pipeline_stage";
+/// A ticket's last change (the tickets' name for it; contacts use `lastmodifieddate`).
+pub const LAST_MODIFIED: &str = "hs_lastmodifieddate";
+/// Tickets per search page (HubSpot's maximum).
+pub const SEARCH_LIMIT: u32 = 200;
+/// Results one search can page through (HubSpot's cap).
+pub const SEARCH_RESULT_CAP: u64 = 10_000;
 
 pub struct HubSpotApi {
     http: ApiHttp,
@@ -119,6 +154,139 @@ struct Change {
     source_id: Option<String>,
     #[serde(default)]
     updated_by_user_id: Option<i64>,
+}
+
+/// Where a page of the search starts: `hs_lastmodifieddate >= from_ms`, and how
+/// many of those results were already read (HubSpot's `after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    pub from_ms: i64,
+    pub offset: u64,
+}
+
+impl ListCursor {
+    pub fn parse(text: &str) -> Result<ListCursor, ApiError> {
+        let bad = || ApiError::malformed(format!("hubspot: not a listing cursor: `{text}`"));
+        let (ms, offset) = text
+            .strip_prefix("hubspot:")
+            .and_then(|r| r.split_once(':'))
+            .ok_or_else(bad)?;
+        Ok(ListCursor {
+            from_ms: ms.parse().map_err(|_| bad())?,
+            offset: offset.parse().map_err(|_| bad())?,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        format!("hubspot:{}:{}", self.from_ms, self.offset)
+    }
+}
+
+/// The search request for one page.
+fn search_body(c: ListCursor, until: DateTime<Utc>) -> Value {
+    let mut body = json!({
+        "filterGroups": [{"filters": [
+            {"propertyName": LAST_MODIFIED, "operator": "GTE", "value": c.from_ms.to_string()},
+            {"propertyName": "createdate", "operator": "LT",
+             "value": until.timestamp_millis().to_string()},
+        ]}],
+        "sorts": [{"propertyName": LAST_MODIFIED, "direction": "ASCENDING"}],
+        "properties": [LAST_MODIFIED, "createdate"],
+        "limit": SEARCH_LIMIT,
+    });
+    if c.offset > 0 {
+        body["after"] = json!(c.offset.to_string());
+    }
+    body
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Found {
+    id: String,
+    #[serde(default)]
+    properties: HashMap<String, Option<String>>,
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl Found {
+    /// `hs_lastmodifieddate` (ISO 8601 or Unix ms), else `updatedAt`.
+    fn last_modified(&self) -> Option<DateTime<Utc>> {
+        let text = self.properties.get(LAST_MODIFIED).cloned().flatten();
+        text.and_then(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|d| d.with_timezone(&Utc))
+                .ok()
+                .or_else(|| t.parse().ok().and_then(DateTime::from_timestamp_millis))
+        })
+        .or(self.updated_at)
+    }
+}
+
+/// One search answer as a page of the listing.
+fn list_page(body: &Value, asked: ListCursor, first: bool) -> Result<TicketPage, ApiError> {
+    let results: Vec<Found> = serde_json::from_value(
+        body.get("results")
+            .cloned()
+            .ok_or_else(|| ApiError::malformed("hubspot search: no `results`"))?,
+    )
+    .map_err(|e| ApiError::malformed(format!("hubspot search: {e}")))?;
+    let more = body
+        .pointer("/paging/next/after")
+        .is_some_and(|a| !a.is_null());
+    let mut last_ms = None;
+    for r in &results {
+        let ms = r
+            .last_modified()
+            .ok_or_else(|| ApiError::malformed("hubspot search: a ticket without a last change"))?
+            .timestamp_millis();
+        if ms < asked.from_ms || last_ms.is_some_and(|l| ms < l) {
+            return Err(ApiError::malformed(
+                "hubspot search: results not in hs_lastmodifieddate order",
+            ));
+        }
+        last_ms = Some(ms);
+    }
+    let next = match (more, last_ms) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(ApiError::malformed(
+                "hubspot search: an empty page with a next page",
+            ))
+        }
+        // All on the cursor's millisecond: page on with HubSpot's offset.
+        (true, Some(ms)) if ms == asked.from_ms => {
+            let offset = asked.offset + results.len() as u64;
+            if offset >= SEARCH_RESULT_CAP {
+                return Err(ApiError::malformed(format!(
+                    "hubspot: more than {SEARCH_RESULT_CAP} tickets last changed at one millisecond"
+                )));
+            }
+            Some(ListCursor {
+                from_ms: ms,
+                offset,
+            })
+        }
+        (true, Some(ms)) => Some(ListCursor {
+            from_ms: ms,
+            offset: 0,
+        }),
+    };
+    if next == Some(asked) {
+        return Err(ApiError::malformed(
+            "hubspot: the ticket search does not advance (same cursor)",
+        ));
+    }
+    Ok(TicketPage {
+        ticket_ids: results.into_iter().map(|r| r.id).collect(),
+        next: next.map(|c| c.text()),
+        total: if first {
+            body.get("total").and_then(Value::as_u64)
+        } else {
+            None
+        },
+    })
 }
 
 fn is_closed(s: &ProviderSettings, stage: &str) -> bool {
@@ -258,6 +426,35 @@ impl HubSpotApi {
         let body = self.http.json(request).await?;
         look_from(&body, ticket_id, since, &self.settings)
     }
+
+    /// One page of the ticket search (backfill).
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let asked = match cursor {
+            Some(c) => ListCursor::parse(c)?,
+            None => ListCursor {
+                from_ms: since.timestamp_millis(),
+                offset: 0,
+            },
+        };
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| ApiError::malformed("hubspot: api.base_url cannot have paths"))?
+            .pop_if_empty()
+            .extend(["crm", "v3", "objects", "tickets", "search"]);
+        let request = self
+            .http
+            .client()
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(&search_body(asked, until));
+        let body = self.http.json(request).await?;
+        list_page(&body, asked, cursor.is_none())
+    }
 }
 
 impl HelpdeskApi for HubSpotApi {
@@ -279,6 +476,15 @@ impl HelpdeskApi for HubSpotApi {
         since: Option<DateTime<Utc>>,
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
+    }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
     }
 }
 
@@ -373,5 +579,115 @@ mod tests {
         let mut b = body(json!([]), "4");
         b["properties"] = json!({});
         assert!(look_from(&b, "11", None, &settings()).is_err());
+    }
+
+    fn found(id: &str, modified: &str) -> Value {
+        json!({"id": id, "properties": {"hs_lastmodifieddate": modified, "createdate": null},
+               "updatedAt": modified, "archived": false})
+    }
+
+    fn search_answer(results: Vec<Value>, more: bool) -> Value {
+        let mut v = json!({"total": 7, "results": results});
+        if more {
+            v["paging"] = json!({"next": {"after": "2", "link": "?after=2"}});
+        }
+        v
+    }
+
+    #[test]
+    fn listing_cursors_round_trip_and_reject_garbage() {
+        let c = ListCursor {
+            from_ms: 1_767_225_600_000,
+            offset: 400,
+        };
+        assert_eq!(ListCursor::parse(&c.text()).expect("parses"), c);
+        for bad in [
+            "",
+            "hubspot:",
+            "hubspot:1",
+            "hubspot:x:0",
+            "front:1:0",
+            "hubspot:1:-2",
+        ] {
+            assert!(ListCursor::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_next_page_starts_at_the_last_change_seen() {
+        let asked = ListCursor {
+            from_ms: 1_000,
+            offset: 0,
+        };
+        let answer = search_answer(
+            vec![
+                found("1", "1970-01-01T00:00:01.000Z"),
+                found("2", "1970-01-01T00:00:02.500Z"),
+            ],
+            true,
+        );
+        let page = list_page(&answer, asked, true).expect("page");
+        assert_eq!(page.ticket_ids, vec!["1", "2"]);
+        assert_eq!(page.next.as_deref(), Some("hubspot:2500:0"));
+        assert_eq!(page.total, Some(7));
+        // Later pages count what is left: no total.
+        assert_eq!(list_page(&answer, asked, false).expect("page").total, None);
+        let last = search_answer(vec![found("3", "1970-01-01T00:00:03Z")], false);
+        assert_eq!(list_page(&last, asked, false).expect("page").next, None);
+    }
+
+    #[test]
+    fn a_page_in_one_millisecond_pages_by_offset_and_disorder_is_malformed() {
+        let asked = ListCursor {
+            from_ms: 1_000,
+            offset: 2,
+        };
+        let answer = search_answer(
+            vec![
+                found("1", "1970-01-01T00:00:01Z"),
+                found("2", "1970-01-01T00:00:01Z"),
+            ],
+            true,
+        );
+        let page = list_page(&answer, asked, false).expect("page");
+        assert_eq!(page.next.as_deref(), Some("hubspot:1000:4"));
+        let disorder = search_answer(
+            vec![
+                found("1", "1970-01-01T00:00:03Z"),
+                found("2", "1970-01-01T00:00:02Z"),
+            ],
+            true,
+        );
+        assert!(list_page(&disorder, asked, false).is_err());
+        let empty_but_more = search_answer(vec![], true);
+        assert!(list_page(&empty_but_more, asked, false).is_err());
+    }
+
+    #[test]
+    fn the_search_asks_for_changes_since_and_creations_before_until() {
+        let until = DateTime::from_timestamp(2, 0).expect("t");
+        let body = search_body(
+            ListCursor {
+                from_ms: 1_000,
+                offset: 0,
+            },
+            until,
+        );
+        assert_eq!(
+            body["filterGroups"][0]["filters"],
+            json!([
+                {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": "1000"},
+                {"propertyName": "createdate", "operator": "LT", "value": "2000"},
+            ])
+        );
+        assert!(body.get("after").is_none());
+        let body = search_body(
+            ListCursor {
+                from_ms: 1_000,
+                offset: 200,
+            },
+            until,
+        );
+        assert_eq!(body["after"], json!("200"));
     }
 }

@@ -131,3 +131,124 @@ async fn front_assignment_to_the_ai_agent_is_not_a_hand_off() {
         .iter()
         .all(|e| e.kind != EventKind::HandedOffToHuman));
 }
+
+#[tokio::test]
+async fn front_lists_changed_conversations() {
+    let fake = FakeHelpdesk::start(Front).await;
+    common_listing_checks(&fake).await;
+}
+
+/// The query of the `n`-th logged request, decoded.
+fn logged_query(log: &[String], n: usize) -> Vec<(String, String)> {
+    let line = &log[n];
+    let url = reqwest::Url::parse(&format!(
+        "http://fake{}",
+        line.split_once(' ').expect("method").1
+    ))
+    .expect("url");
+    assert_eq!(url.path(), "/events", "{line}");
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn front_listing_asks_for_the_range_oldest_first_and_resumes_by_time() {
+    let fake = FakeHelpdesk::start(Front).await;
+    // Resolved in the range, reopened after it: listed (its archive is in range).
+    fake.set_life(
+        "cnv_a",
+        at(-10),
+        vec![
+            Step::new(at(2), Happening::Resolved { by_ai: true }),
+            Step::new(at(30), Happening::Reopened),
+        ],
+    );
+    // Created in the range, nothing else.
+    fake.set_life("cnv_b", at(3), vec![]);
+    // Everything before the range, and everything after it.
+    fake.set_life(
+        "cnv_old",
+        at(-5),
+        vec![Step::new(at(-4), Happening::Resolved { by_ai: true })],
+    );
+    fake.set_life(
+        "cnv_new",
+        at(25),
+        vec![Step::new(at(26), Happening::Resolved { by_ai: true })],
+    );
+    // An event exactly at `since` is in the range; one exactly at `until` is not.
+    fake.set_life(
+        "cnv_edge",
+        at(-1),
+        vec![
+            Step::new(at(0), Happening::HandedOff),
+            Step::new(at(24), Happening::Resolved { by_ai: false }),
+        ],
+    );
+    let api = client(&fake);
+    let (mut cursor, mut seen, mut pages) = (None::<String>, Vec::new(), 0);
+    loop {
+        let page = api
+            .changed_tickets(at(0), at(24), cursor.as_deref())
+            .await
+            .expect("page");
+        pages += 1;
+        assert!(pages < 20);
+        assert_eq!(page.total, None);
+        seen.extend(page.ticket_ids);
+        match page.next {
+            Some(n) => {
+                assert!(n.starts_with("front:"), "our time cursor: {n}");
+                cursor = Some(n)
+            }
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, vec!["cnv_a", "cnv_b", "cnv_edge"]);
+    let log = fake.log();
+    let q = logged_query(&log, 0);
+    let get = |k: &str| {
+        q.iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    // 1 ms before `since` (Front's `after` may be exclusive), `until` as `before`.
+    assert_eq!(
+        get("q[after]"),
+        vec![format!("{}.999", at(0).timestamp() - 1)]
+    );
+    assert_eq!(
+        get("q[before]"),
+        vec![format!("{}.000", at(24).timestamp())]
+    );
+    assert_eq!(get("sort_by"), vec!["created_at"]);
+    assert_eq!(
+        get("sort_order"),
+        vec!["asc"],
+        "Front's default is newest first"
+    );
+    assert_eq!(get("limit"), vec!["15"]);
+    assert_eq!(
+        get("q[types]"),
+        vec!["inbound", "outbound", "archive", "reopen", "reminder", "assign"]
+    );
+    // The next pages start from the last event seen (time), not Front's token.
+    let q2 = logged_query(&log, 1);
+    assert!(q2.iter().all(|(k, _)| k != "page_token"), "{q2:?}");
+    let after2 = q2
+        .iter()
+        .find(|(k, _)| k == "q[after]")
+        .expect("after")
+        .1
+        .clone();
+    assert!(after2.parse::<f64>().expect("secs") > at(0).timestamp() as f64);
+    // A cursor from another provider is refused, not misread.
+    assert!(matches!(
+        api.changed_tickets(at(0), at(24), Some("12345")).await,
+        Err(ApiError::Malformed { .. })
+    ));
+}

@@ -95,3 +95,106 @@ async fn hubspot_settings_without_closed_stages_or_with_oauth_refresh_are_refuse
     assert!(err.contains("private app"), "{err}");
     assert_eq!(fake.requests(), 0);
 }
+
+#[tokio::test]
+async fn hubspot_lists_changed_tickets() {
+    let fake = FakeHelpdesk::start(HubSpot).await;
+    common_listing_checks(&fake).await;
+}
+
+#[tokio::test]
+async fn hubspot_listing_searches_changes_since_and_creations_before_until() {
+    let fake = FakeHelpdesk::start(HubSpot).await;
+    // Resolved in the range and reopened after it: its last change is after
+    // `until`, and it must still be listed.
+    fake.set_life(
+        "601",
+        at(-10),
+        vec![
+            Step::new(at(2), Happening::Resolved { by_ai: true }),
+            Step::new(at(30), Happening::Reopened),
+        ],
+    );
+    fake.set_life(
+        "602",
+        at(3),
+        vec![Step::new(at(4), Happening::Resolved { by_ai: true })],
+    );
+    // Last changed before the range; created after it.
+    fake.set_life(
+        "603",
+        at(-5),
+        vec![Step::new(at(-4), Happening::Resolved { by_ai: true })],
+    );
+    fake.set_life(
+        "604",
+        at(25),
+        vec![Step::new(at(26), Happening::Resolved { by_ai: true })],
+    );
+    let api = client(&fake);
+    let (mut cursor, mut seen, mut pages) = (None::<String>, Vec::new(), 0);
+    loop {
+        let page = api
+            .changed_tickets(at(0), at(24), cursor.as_deref())
+            .await
+            .expect("page");
+        pages += 1;
+        assert!(pages < 20);
+        if pages == 1 {
+            assert_eq!(page.total, Some(2));
+        }
+        seen.extend(page.ticket_ids);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, vec!["601", "602"]);
+    assert!(fake
+        .log()
+        .iter()
+        .all(|l| l == "POST /crm/v3/objects/tickets/search"));
+    // A cursor from another provider is refused, not misread.
+    assert!(matches!(
+        api.changed_tickets(at(0), at(24), Some("front:1")).await,
+        Err(ApiError::Malformed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn hubspot_listing_resumes_by_last_change_not_by_offset() {
+    let fake = FakeHelpdesk::start(HubSpot).await;
+    for (id, h) in [("701", 1), ("702", 2), ("703", 3), ("704", 4)] {
+        fake.set_life(
+            id,
+            at(h),
+            vec![Step::new(
+                at(h) + Duration::minutes(5),
+                Happening::Resolved { by_ai: true },
+            )],
+        );
+    }
+    let api = client(&fake);
+    let first = api
+        .changed_tickets(at(0), at(24), None)
+        .await
+        .expect("page");
+    assert_eq!(first.ticket_ids, vec!["701", "702"]);
+    // 701 changes while the listing is paused: an offset would now skip 703.
+    fake.push("701", Step::new(at(10), Happening::Reopened));
+    let mut seen = Vec::new();
+    let mut cursor = first.next;
+    while let Some(c) = cursor {
+        let page = api
+            .changed_tickets(at(0), at(24), Some(&c))
+            .await
+            .expect("page");
+        seen.extend(page.ticket_ids);
+        cursor = page.next;
+    }
+    for id in ["703", "704", "701"] {
+        assert!(seen.iter().any(|s| s == id), "{id} not in {seen:?}");
+    }
+}

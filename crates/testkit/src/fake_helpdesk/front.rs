@@ -12,6 +12,15 @@
 //! (https://dev.frontapp.com/docs/pagination); 429 with `retry-after` seconds
 //! (https://dev.frontapp.com/docs/rate-limiting, played by the shared core).
 //!
+//! Backfill's listing: `GET /events` (the company's events) with `q[after]`,
+//! `q[before]` (seconds with decimals, both exclusive here), repeated
+//! `q[types]`, `sort_by=created_at`, `sort_order` (`desc` by default, as
+//! documented: newest first), `limit` ≤ 15, `page_token`, `_pagination.next` a full
+//! URL (OpenAPI core-api.json `list-events`; https://dev.frontapp.com/docs/query-object-q).
+//! It renders the tickets of `state.changed_tickets` with their steps, and each
+//! conversation's creation as its first `inbound` event (`evt_<ticket>_c`; the
+//! per-conversation list leaves the creation out, as before).
+//!
 //! Assumed (not documented): the 404 body
 //! `{"_error": {"status": 404, "title": "Not found", "message": …}}` and the 401
 //! body; `page_token` is opaque (here: an offset); teammate ids `tea_<n>`;
@@ -114,6 +123,113 @@ fn not_found() -> Response {
     )
 }
 
+fn bad_request(message: &str) -> Response {
+    json(
+        400,
+        &j!({"_error": {"status": 400, "title": "Bad request", "message": message}}),
+    )
+}
+
+/// Every value of a repeated query parameter (`q[types]=a&q[types]=b`).
+fn query_values(req: &Request, name: &str) -> Vec<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(&req.query)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// A `q[after]`/`q[before]` time: seconds with up to 3 decimals.
+fn q_time(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, Response> {
+    match query_param(req, name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| DateTime::from_timestamp_millis((s * 1000.0).round() as i64))
+            .map(Some)
+            .ok_or_else(|| bad_request(&format!("{name} is not a timestamp"))),
+    }
+}
+
+/// `GET /events`: the company's events, filtered by `q`, paginated.
+fn company_events(req: &Request, state: &State) -> Response {
+    let (after, before) = match (q_time(req, "q[after]"), q_time(req, "q[before]")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let types = query_values(req, "q[types]");
+    let far = |y| DateTime::from_timestamp(y, 0).unwrap_or_default();
+    let tickets = state.changed_tickets(
+        after.unwrap_or_else(|| far(0)),
+        before.unwrap_or_else(|| far(32_503_680_000)),
+    );
+    let mut all: Vec<(DateTime<Utc>, String, Value)> = Vec::new();
+    for ticket in &tickets {
+        let Some(life) = state.tickets.get(ticket) else {
+            continue;
+        };
+        let conv = conversation(ticket, life);
+        if let Some(created) = life.created_at {
+            let mut first = event(ticket, 0, created, Happening::CustomerReplied, &conv);
+            first["id"] = j!(format!("evt_{ticket}_c"));
+            all.push((created, format!("evt_{ticket}_c"), first));
+        }
+        for (i, s) in life.ordered() {
+            all.push((
+                s.at,
+                event_id(ticket, i),
+                event(ticket, i, s.at, s.what, &conv),
+            ));
+        }
+    }
+    all.retain(|(at, _, e)| {
+        after.is_none_or(|a| *at > a)
+            && before.is_none_or(|b| *at < b)
+            && (types.is_empty() || types.iter().any(|t| e["type"] == j!(t)))
+    });
+    all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    match query_param(req, "sort_order").as_deref() {
+        None | Some("desc") => all.reverse(),
+        Some("asc") => {}
+        Some(_) => return bad_request("sort_order is asc or desc"),
+    }
+    let limit = query_param(req, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(15)
+        .clamp(1, 15)
+        .min(state.page_size);
+    let offset = match query_param(req, "page_token").map(|t| t.parse::<usize>()) {
+        None => 0,
+        Some(Ok(o)) => o,
+        Some(Err(_)) => return bad_request("invalid page_token"),
+    };
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(_, _, e)| e.clone())
+        .collect();
+    let host = req.header("host").unwrap_or("127.0.0.1");
+    let next = (offset + limit < all.len()).then(|| {
+        let mut q: Vec<(String, String)> =
+            serde_urlencoded::from_str(&req.query).unwrap_or_default();
+        q.retain(|(k, _)| k != "page_token");
+        q.push(("page_token".into(), (offset + limit).to_string()));
+        let q = serde_urlencoded::to_string(&q).unwrap_or_default();
+        format!("http://{host}/events?{q}")
+    });
+    json(
+        200,
+        &j!({
+            "_pagination": {"next": next},
+            "_links": {"self": format!("http://{host}/events")},
+            "_results": page,
+        }),
+    )
+}
+
 fn events_page(req: &Request, state: &State, ticket: &str, life: &Life) -> Response {
     let limit = query_param(req, "limit")
         .and_then(|l| l.parse::<usize>().ok())
@@ -176,6 +292,7 @@ impl Vendor for Front {
         }
         let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
         match parts.as_slice() {
+            ["events"] => company_events(req, state),
             ["conversations", id] => match state.tickets.get(*id) {
                 Some(life) => json(200, &conversation(id, life)),
                 None => not_found(),
