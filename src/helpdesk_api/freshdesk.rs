@@ -32,7 +32,28 @@
 //! stats show. An event seen both ways is two events; the state machine keeps
 //! the first resolution and reopen signals are idempotent.
 //!
+//! Backfill ([`HelpdeskApi::changed_tickets`]): List All Tickets,
+//! `GET /api/v2/tickets?updated_since=<anchor>&order_by=updated_at&order_type=asc&per_page=100&page=<n>`.
+//! Page numbers over a list that changes while it is read skip tickets (one
+//! updated meanwhile moves to the end and shifts the rest one place back), and
+//! the list stops at 300 pages; so each next page is asked from a new anchor,
+//! the last `updated_at` seen minus one second (whether `updated_since` is
+//! inclusive is not documented: the second of overlap covers both), at page 1.
+//! Only when a whole page shares that second does the anchor stay and the page
+//! number grow. `next` is `fd-list:<anchor, Unix seconds>:<page>`: a position
+//! in time, valid whenever backfill resumes. The list has no upper bound and
+//! sorts by the *latest* update, and a ticket resolved inside the range is
+//! usually updated after it, so it is read up to now; `until` only leaves out
+//! tickets created at or after it (a superset: importing extra tickets is
+//! harmless). Spam and deleted tickets are not listed, nor archived ones.
+//!
 //! Found (sources), https://developers.freshdesk.com/api/ :
+//! - List All Tickets: `GET /api/v2/tickets`; "only tickets created within the
+//!   past 30 days" are returned by default, older ones with `updated_since`
+//!   (ISO 8601); `order_by` `created_at` (default), `due_by`, `updated_at`,
+//!   `status`; `order_type` `asc` / `desc` (default); `per_page` at most 100;
+//!   at most 300 pages; spam and deleted tickets only through `filter`; the
+//!   `link` header names the next page; one API credit a call without includes.
 //! - Auth: Basic with the API key as user name and any password (`apikey:X`);
 //!   access follows the key's agent's role ("if your Freshdesk Agent Role is …
 //!   only allowed to view tickets … you will not be able to … reply").
@@ -61,9 +82,12 @@
 //! optional here), each the latest such time; conversations come oldest first;
 //! a 404 may have an empty body; archived tickets (closed and inactive for 120
 //! days) answer 404 here, which cannot matter within `verify.max_hold`.
+//! The ticket list really is sorted by `updated_at` when asked (a page out of
+//! order is refused rather than trusted), and a page past the 300th answers
+//! an error rather than an empty list.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{EventKind, TicketEvent};
 use crate::providers::freshdesk::is_resolved_status;
 use crate::providers::ProviderSettings;
@@ -164,6 +188,111 @@ struct Conversation {
     #[serde(default)]
     user_id: Value,
     created_at: DateTime<Utc>,
+}
+
+/// Tickets per page of the ticket list (Freshdesk's maximum).
+const LIST_PER_PAGE: u32 = 100;
+
+/// The last page number the ticket list answers.
+pub const LIST_MAX_PAGE: u32 = 300;
+
+/// Where our backfill cursors start.
+const LIST_CURSOR: &str = "fd-list:";
+
+/// What the listing reads of a listed ticket.
+#[derive(Deserialize)]
+struct ListedTicket {
+    id: Value,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+    /// Required: the next page is anchored on it.
+    updated_at: DateTime<Utc>,
+}
+
+/// A place in the ticket list: `updated_since` (Unix seconds) and a page number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    anchor: i64,
+    page: u32,
+}
+
+impl Position {
+    fn encode(self) -> String {
+        format!("{LIST_CURSOR}{}:{}", self.anchor, self.page)
+    }
+
+    fn decode(cursor: &str) -> Result<Position, ApiError> {
+        let bad = || {
+            ApiError::malformed(format!(
+                "`{cursor}` is not a Freshdesk list cursor (`{LIST_CURSOR}<time>:<page>`)"
+            ))
+        };
+        let (anchor, page) = cursor
+            .strip_prefix(LIST_CURSOR)
+            .and_then(|c| c.split_once(':'))
+            .ok_or_else(bad)?;
+        let anchor: i64 = anchor.parse().map_err(|_| bad())?;
+        let page: u32 = page.parse().map_err(|_| bad())?;
+        if anchor < 0 || !(1..=LIST_MAX_PAGE).contains(&page) {
+            return Err(bad());
+        }
+        Ok(Position { anchor, page })
+    }
+}
+
+/// The ids of a list page, and where the next one starts (pure: unit-tested).
+fn list_page(
+    tickets: &[ListedTicket],
+    more: bool,
+    at: Position,
+    until: DateTime<Utc>,
+) -> Result<TicketPage, ApiError> {
+    if tickets
+        .windows(2)
+        .any(|w| w[0].updated_at > w[1].updated_at)
+    {
+        return Err(ApiError::malformed(
+            "the ticket list is not sorted by updated_at as asked",
+        ));
+    }
+    let mut ticket_ids = Vec::with_capacity(tickets.len());
+    for t in tickets {
+        let id = id_text(&t.id).ok_or_else(|| ApiError::malformed("a listed ticket has no id"))?;
+        // Created at or after `until`: nothing of it happened in the range.
+        if t.created_at.is_none_or(|c| c < until) {
+            ticket_ids.push(id);
+        }
+    }
+    let next = match tickets.last() {
+        Some(last) if more => {
+            let anchor = last.updated_at.timestamp() - 1;
+            let next = if anchor > at.anchor {
+                Position { anchor, page: 1 }
+            } else {
+                // A whole page inside one second: page on from the same anchor.
+                Position {
+                    anchor: at.anchor,
+                    page: at.page + 1,
+                }
+            };
+            if next.page > LIST_MAX_PAGE {
+                return Err(ApiError::malformed(format!(
+                    "more than {LIST_MAX_PAGE} pages of tickets updated within one second \
+                     (Freshdesk lists {LIST_MAX_PAGE} pages at most)"
+                )));
+            }
+            if next == at {
+                return Err(ApiError::malformed("the ticket list did not move on"));
+            }
+            Some(next.encode())
+        }
+        _ => None,
+    };
+    Ok(TicketPage {
+        ticket_ids,
+        next,
+        total: None,
+    })
 }
 
 /// An id as text, from a JSON number or string.
@@ -273,6 +402,44 @@ impl FreshdeskApi {
         Err(ApiError::malformed(format!(
             "conversations: more than {MAX_PAGES} pages of {PER_PAGE}"
         )))
+    }
+}
+
+impl FreshdeskApi {
+    /// One page of the ticket list, oldest update first, from `since` or our cursor.
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let at = match cursor {
+            None => Position {
+                anchor: since.timestamp().max(0),
+                page: 1,
+            },
+            Some(c) => Position::decode(c)?,
+        };
+        let anchor = DateTime::from_timestamp(at.anchor, 0)
+            .ok_or_else(|| ApiError::malformed("the cursor's time is out of range"))?;
+        let query = [
+            (
+                "updated_since",
+                anchor.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
+            ("order_by", "updated_at".into()),
+            ("order_type", "asc".into()),
+            ("per_page", LIST_PER_PAGE.to_string()),
+            ("page", at.page.to_string()),
+        ];
+        let url = format!("{}/api/v2/tickets", self.base);
+        let (headers, body) = self
+            .http
+            .send_with_headers(self.get(&url).query(&query))
+            .await?;
+        let tickets: Vec<ListedTicket> = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::malformed(format!("ticket list: {e}")))?;
+        list_page(&tickets, has_next(&headers), at, until)
     }
 }
 
@@ -407,6 +574,15 @@ impl HelpdeskApi for FreshdeskApi {
         since: Option<DateTime<Utc>>,
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
+    }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
     }
 }
 
@@ -574,5 +750,93 @@ mod tests {
         assert!(client(&api, &only_email).is_err());
         assert!(client(&api, &settings()).is_ok());
         assert!(client(&api, &ProviderSettings::default()).is_ok());
+    }
+
+    fn listed(v: Value) -> Vec<ListedTicket> {
+        serde_json::from_value(v).expect("tickets")
+    }
+
+    fn time(s: &str) -> DateTime<Utc> {
+        crate::providers::parse_time(s).expect("time")
+    }
+
+    #[test]
+    fn the_next_list_page_is_anchored_on_the_last_update() {
+        let at = Position {
+            anchor: time("2026-01-01T00:00:00Z").timestamp(),
+            page: 1,
+        };
+        let page = listed(json!([
+            {"id": 1, "created_at": "2025-12-01T00:00:00Z", "updated_at": "2026-01-01T01:00:00Z", "subject": "x"},
+            {"id": 2, "created_at": "2026-01-03T00:00:00Z", "updated_at": "2026-01-03T00:00:00Z"},
+            {"id": 3, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-04T00:00:00Z"}]));
+        let p = list_page(&page, true, at, time("2026-01-02T00:00:00Z")).expect("reads");
+        assert_eq!(p.ticket_ids, vec!["1", "3"], "2 was created after until");
+        let next = Position::decode(p.next.as_deref().expect("more")).expect("ours");
+        assert_eq!(next.anchor, time("2026-01-04T00:00:00Z").timestamp() - 1);
+        assert_eq!(next.page, 1);
+        assert_eq!(
+            list_page(&page, false, at, time("2026-01-02T00:00:00Z"))
+                .expect("reads")
+                .next,
+            None
+        );
+    }
+
+    #[test]
+    fn a_page_within_one_second_pages_on_from_the_same_anchor() {
+        let t = time("2026-01-01T00:00:00Z");
+        let page = listed(json!([
+            {"id": 1, "updated_at": "2026-01-01T00:00:00Z"},
+            {"id": 2, "updated_at": "2026-01-01T00:00:00Z"}]));
+        let at = Position {
+            anchor: t.timestamp() - 1,
+            page: 4,
+        };
+        let p = list_page(&page, true, at, t).expect("reads");
+        assert_eq!(
+            Position::decode(p.next.as_deref().expect("more")).expect("ours"),
+            Position {
+                anchor: t.timestamp() - 1,
+                page: 5
+            }
+        );
+        let last = Position {
+            page: LIST_MAX_PAGE,
+            ..at
+        };
+        assert!(matches!(
+            list_page(&page, true, last, t),
+            Err(ApiError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unsorted_list_or_a_foreign_cursor_is_malformed() {
+        let page = listed(json!([
+            {"id": 1, "updated_at": "2026-01-02T00:00:00Z"},
+            {"id": 2, "updated_at": "2026-01-01T00:00:00Z"}]));
+        let at = Position { anchor: 0, page: 1 };
+        assert!(matches!(
+            list_page(&page, true, at, time("2026-01-03T00:00:00Z")),
+            Err(ApiError::Malformed { .. })
+        ));
+        for bad in [
+            "",
+            "fd-list:",
+            "fd-list:1",
+            "fd-list:-1:1",
+            "fd-list:1:0",
+            "fd-list:1:301",
+            "zd-export:abc",
+        ] {
+            assert!(Position::decode(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Position::decode("fd-list:1767225600:2")
+                .expect("ours")
+                .encode(),
+            "fd-list:1767225600:2"
+        );
     }
 }

@@ -25,7 +25,32 @@
 //! idempotent). Comments and assignments, which triggers do not report, get
 //! `api:zendesk:<audit event id>`.
 //!
+//! Backfill ([`HelpdeskApi::changed_tickets`]): the cursor-based Incremental
+//! Ticket Export, `GET /api/v2/incremental/tickets/cursor.json?start_time=<unix
+//! seconds of since>&exclude_deleted=true`, then `cursor=<after_cursor>` (and
+//! `exclude_deleted=true` again) until `end_of_stream`. The export has no upper
+//! bound and returns each ticket once, at its latest change: a ticket solved
+//! inside the range is usually changed again after it (closed by Zendesk's
+//! automation days later), so the export is read to its end and `until` only
+//! leaves out tickets *created* at or after it. The listing is therefore a
+//! superset (tickets whose changes after `since` all came after `until` are
+//! listed too; importing them is harmless). `next` is `zd-export:` followed by
+//! Zendesk's `after_cursor`, which encodes the position (time and ticket id)
+//! rather than a server session, so it resumes days later.
+//!
 //! Found (sources):
+//! - Incremental Ticket Export, Cursor Based: "Allowed For: Admins" (an admin's
+//!   API token, or an OAuth token with `read`); `start_time` "must be at least
+//!   one minute in the past"; `cursor` for "all subsequent exports after the
+//!   initial request"; answers `tickets`, `after_cursor`, `after_url`,
+//!   `before_cursor`, `end_of_stream` ("true if the current request has returned
+//!   all the results up to the current time"); "up to 10 requests per minute" to
+//!   the incremental endpoints, over it `429` with `Retry-After`; deleted tickets
+//!   are exported with status `deleted` unless `exclude_deleted=true`;
+//!   `support_type_scope` defaults to `agent` (tickets worked by agents, which
+//!   is what an AI agent acting as a Zendesk agent is).
+//!   https://developer.zendesk.com/api-reference/ticketing/ticket-management/incremental_exports/
+//!   https://developer.zendesk.com/documentation/ticketing/managing-tickets/using-the-incremental-export-api
 //! - Auth: `Authorization: Basic base64("{email}/token:{api_token}")`, or
 //!   `Authorization: Bearer <OAuth access token>`.
 //!   https://support.zendesk.com/hc/en-us/articles/4408831452954
@@ -59,10 +84,18 @@
 //! `{{ticket.updated_at_with_timestamp}}` in a trigger renders the same ISO 8601
 //! string as the audit's `created_at` (otherwise the keys differ and the change
 //! counts as two events, as with event-subscription webhooks); an archived
-//! ticket answers its audits on one page without `meta`.
+//! ticket answers its audits on one page without `meta`. The export's
+//! `after_cursor` stays valid without a time limit (none is documented; its
+//! decoded form, `<unix time>.0||<ticket id>|`, is a position, not a session);
+//! the export's default page size (1,000 tickets) is used, since `per_page` is
+//! not documented for it.
+//!
+//! Rate: the export's own 10 requests a minute are not budgeted separately: a
+//! page of 1,000 ids keeps backfill busy with `look`s (two or more requests
+//! each) for far longer than six seconds, and a `429` is honoured anyway.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -170,6 +203,29 @@ struct Audit {
     events: Vec<Value>,
 }
 
+/// Where our backfill cursors start: what follows is Zendesk's `after_cursor`.
+const EXPORT_CURSOR: &str = "zd-export:";
+
+/// A page of the cursor-based incremental ticket export.
+#[derive(Deserialize)]
+struct ExportPage {
+    tickets: Vec<ExportedTicket>,
+    #[serde(default)]
+    after_cursor: Option<String>,
+    /// Required: without it the listing could not know it is over.
+    end_of_stream: bool,
+}
+
+/// What the listing reads of an exported ticket (the rest is ignored).
+#[derive(Deserialize)]
+struct ExportedTicket {
+    id: Value,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+}
+
 /// Solved or closed: the statuses the webhook parser counts as resolutions.
 pub fn is_solved(status: &str) -> bool {
     matches!(status.to_ascii_lowercase().as_str(), "solved" | "closed")
@@ -268,6 +324,77 @@ impl ZendeskApi {
             "audits: more than {MAX_PAGES} pages of {PAGE_SIZE}"
         )))
     }
+}
+
+impl ZendeskApi {
+    /// One page of the incremental ticket export, from `since` or from our cursor.
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let mut query = match cursor {
+            None => vec![("start_time", since.timestamp().max(0).to_string())],
+            Some(c) => vec![("cursor", vendor_cursor(c)?.to_string())],
+        };
+        // Deleted tickets answer 404 to `look`: nothing to import.
+        query.push(("exclude_deleted", "true".into()));
+        let url = format!("{}/api/v2/incremental/tickets/cursor.json", self.base);
+        let answer = self.http.json(self.get(&url).query(&query)).await?;
+        let page: ExportPage = serde_json::from_value(answer)
+            .map_err(|e| ApiError::malformed(format!("ticket export: {e}")))?;
+        export_page(page, until, cursor)
+    }
+}
+
+/// Zendesk's cursor inside one of ours; a cursor this client did not write is refused.
+fn vendor_cursor(ours: &str) -> Result<&str, ApiError> {
+    ours.strip_prefix(EXPORT_CURSOR)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ApiError::malformed(format!(
+                "`{ours}` is not a Zendesk export cursor (they start with `{EXPORT_CURSOR}`)"
+            ))
+        })
+}
+
+/// The ids of an export page, and where the next one starts (pure: unit-tested).
+fn export_page(
+    page: ExportPage,
+    until: DateTime<Utc>,
+    asked: Option<&str>,
+) -> Result<TicketPage, ApiError> {
+    let mut ticket_ids = Vec::with_capacity(page.tickets.len());
+    for t in &page.tickets {
+        let id =
+            id_text(&t.id).ok_or_else(|| ApiError::malformed("an exported ticket has no id"))?;
+        // Created at or after `until`: nothing of it happened in the range.
+        let later = t.created_at.is_some_and(|c| c >= until);
+        if !later && t.status.as_deref() != Some("deleted") {
+            ticket_ids.push(id);
+        }
+    }
+    let next = if page.end_of_stream {
+        None
+    } else {
+        let after = page
+            .after_cursor
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ApiError::malformed("the export is not over and has no after_cursor"))?;
+        let next = format!("{EXPORT_CURSOR}{after}");
+        if asked == Some(next.as_str()) {
+            return Err(ApiError::malformed(
+                "the export's after_cursor repeats the cursor asked for",
+            ));
+        }
+        Some(next)
+    };
+    Ok(TicketPage {
+        ticket_ids,
+        next,
+        total: None,
+    })
 }
 
 /// What the walk through the audits needs to know about the ticket.
@@ -465,6 +592,15 @@ impl HelpdeskApi for ZendeskApi {
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
     }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
+    }
 }
 
 #[cfg(test)]
@@ -631,6 +767,55 @@ mod tests {
             read("42", &ticket("open"), a, 1, None, &settings()),
             Err(ApiError::Malformed { .. })
         ));
+    }
+
+    fn export(v: Value) -> ExportPage {
+        serde_json::from_value(v).expect("export page")
+    }
+
+    #[test]
+    fn an_export_page_leaves_out_deleted_and_later_tickets() {
+        let until = crate::providers::parse_time("2026-01-02T00:00:00Z").expect("t");
+        let page = export(json!({
+            "tickets": [
+                {"id": 1, "status": "solved", "created_at": "2026-01-01T00:00:00Z", "subject": "x"},
+                {"id": 2, "status": "deleted", "created_at": "2026-01-01T00:00:00Z"},
+                {"id": 3, "status": "open", "created_at": "2026-01-02T00:00:00Z"},
+                {"id": 4, "status": "closed", "created_at": "2025-06-01T00:00:00Z"}],
+            "after_cursor": "MTU3NjYxMzUzOS4wfHw0Njd8", "end_of_stream": false}));
+        let p = export_page(page, until, None).expect("reads");
+        assert_eq!(p.ticket_ids, vec!["1", "4"]);
+        assert_eq!(
+            p.next.as_deref(),
+            Some("zd-export:MTU3NjYxMzUzOS4wfHw0Njd8")
+        );
+        let last = export(json!({"tickets": [], "after_cursor": "abc", "end_of_stream": true}));
+        assert_eq!(export_page(last, until, None).expect("reads").next, None);
+    }
+
+    #[test]
+    fn an_export_that_does_not_move_on_is_malformed() {
+        let until = crate::providers::parse_time("2026-01-02T00:00:00Z").expect("t");
+        let same = export(json!({"tickets": [], "after_cursor": "abc", "end_of_stream": false}));
+        assert!(matches!(
+            export_page(same, until, Some("zd-export:abc")),
+            Err(ApiError::Malformed { .. })
+        ));
+        let lost = export(json!({"tickets": [], "after_cursor": null, "end_of_stream": false}));
+        assert!(matches!(
+            export_page(lost, until, None),
+            Err(ApiError::Malformed { .. })
+        ));
+        // No `end_of_stream`: the listing could never know it is over.
+        assert!(serde_json::from_value::<ExportPage>(json!({"tickets": []})).is_err());
+    }
+
+    #[test]
+    fn only_our_cursors_are_sent_back() {
+        assert_eq!(vendor_cursor("zd-export:abc").expect("ours"), "abc");
+        for bad in ["abc", "zd-export:", "fd-list:1:1"] {
+            assert!(vendor_cursor(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

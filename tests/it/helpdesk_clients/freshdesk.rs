@@ -171,3 +171,121 @@ async fn freshdesk_gives_up_after_the_page_bound() {
     }
     assert_eq!(conversation_requests(&fake).len(), pages as usize);
 }
+
+#[tokio::test]
+async fn freshdesk_lists_changed_tickets() {
+    let fake = FakeHelpdesk::start(Freshdesk).await;
+    common_listing_checks(&fake).await;
+}
+
+fn list_requests(fake: &FakeHelpdesk) -> Vec<String> {
+    fake.log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET /api/v2/tickets?"))
+        .collect()
+}
+
+/// Every page of the listing, from the first.
+async fn list_all(
+    api: &dyn HelpdeskApi,
+    since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    let (mut ids, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = api
+            .changed_tickets(since, until, cursor.as_deref())
+            .await
+            .expect("page");
+        pages += 1;
+        assert!(pages < 30, "the listing ends");
+        ids.extend(page.ticket_ids);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn freshdesk_backfill_asks_by_update_time_oldest_first_and_reanchors() {
+    let fake = FakeHelpdesk::start(Freshdesk).await;
+    // Two months later: without `updated_since` Freshdesk lists only the
+    // tickets created in the past 30 days, none of these.
+    fake.set_now(at(24 * 60));
+    for (id, hours) in [("701", 1), ("702", 2), ("703", 3)] {
+        fake.set_life(
+            id,
+            at(hours),
+            vec![Step::new(
+                at(hours + 1),
+                Happening::Resolved { by_ai: true },
+            )],
+        );
+    }
+    // Resolved in the range, reopened after it: listed (by its latest update).
+    fake.set_life(
+        "704",
+        at(4),
+        vec![
+            Step::new(at(5), Happening::Resolved { by_ai: true }),
+            Step::new(at(200), Happening::CustomerReplied),
+        ],
+    );
+    let mut ids = list_all(client(&fake).as_ref(), at(0), at(24)).await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, vec!["701", "702", "703", "704"]);
+    let log = list_requests(&fake);
+    let first = &log[0];
+    for part in [
+        "updated_since=2026-01-01T00%3A00%3A00Z",
+        "order_by=updated_at",
+        "order_type=asc",
+        "per_page=100",
+        "page=1",
+    ] {
+        assert!(first.contains(part), "{part} in {first}");
+    }
+    // The next page from the last update seen (702's, 03:00) less a second, at page 1.
+    assert!(
+        log[1].contains("updated_since=2026-01-01T02%3A59%3A59Z") && log[1].contains("page=1"),
+        "{}",
+        log[1]
+    );
+    assert!(log.iter().all(|l| l.contains("page=1")), "{log:?}");
+}
+
+#[tokio::test]
+async fn freshdesk_backfill_pages_through_tickets_updated_in_one_second() {
+    let fake = FakeHelpdesk::start(Freshdesk).await;
+    // A bulk update: five tickets changed at the same second.
+    for id in ["801", "802", "803", "804", "805"] {
+        fake.set_life(
+            id,
+            at(1),
+            vec![Step::new(at(2), Happening::Resolved { by_ai: true })],
+        );
+    }
+    let mut ids = list_all(client(&fake).as_ref(), at(0), at(24)).await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, vec!["801", "802", "803", "804", "805"]);
+    let log = list_requests(&fake);
+    assert!(log.len() <= 5, "{log:?}");
+    assert!(log.iter().any(|l| l.contains("page=3")), "{log:?}");
+}
+
+#[tokio::test]
+async fn freshdesk_refuses_cursors_it_did_not_write() {
+    let fake = FakeHelpdesk::start(Freshdesk).await;
+    for bad in ["2", "fd-list:1767225600:301", "zd-export:abc"] {
+        match client(&fake).changed_tickets(at(0), at(1), Some(bad)).await {
+            Err(ApiError::Malformed { detail, .. }) => {
+                assert!(detail.contains("cursor"), "{detail}")
+            }
+            other => panic!("cursor {bad}: {other:?}"),
+        }
+    }
+    assert!(fake.log().is_empty(), "nothing was sent");
+}

@@ -210,3 +210,101 @@ async fn zendesk_ids_that_are_not_integers_are_never_sent() {
     }
     assert!(fake.log().is_empty());
 }
+
+#[tokio::test]
+async fn zendesk_lists_changed_tickets() {
+    let fake = FakeHelpdesk::start(Zendesk).await;
+    common_listing_checks(&fake).await;
+}
+
+fn export_requests(fake: &FakeHelpdesk) -> Vec<String> {
+    fake.log()
+        .into_iter()
+        .filter(|l| l.contains("/incremental/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn zendesk_backfill_reads_the_cursor_export_to_its_end() {
+    let fake = FakeHelpdesk::start(Zendesk).await;
+    // Solved inside the range, then closed long after it: listed by its last
+    // change, which is after `until`, and still listed.
+    fake.set_life(
+        "301",
+        at(1),
+        vec![
+            Step::new(at(2), Happening::Resolved { by_ai: true }),
+            Step::new(at(100), Happening::Reopened),
+        ],
+    );
+    fake.set_life(
+        "302",
+        at(3),
+        vec![Step::new(at(4), Happening::Resolved { by_ai: true })],
+    );
+    // Created after the range: left out, though the export shows it.
+    fake.set_life(
+        "303",
+        at(30),
+        vec![Step::new(at(31), Happening::Resolved { by_ai: true })],
+    );
+    // Changed only before the range: not exported at all.
+    fake.set_life(
+        "304",
+        at(-10),
+        vec![Step::new(at(-9), Happening::Resolved { by_ai: true })],
+    );
+    let api = client(&fake);
+    let (mut ids, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = api
+            .changed_tickets(at(0), at(24), cursor.as_deref())
+            .await
+            .expect("page");
+        pages += 1;
+        assert!(pages < 10);
+        assert_eq!(page.total, None);
+        ids.extend(page.ticket_ids);
+        match page.next {
+            Some(n) => {
+                assert!(n.starts_with("zd-export:"), "{n}");
+                cursor = Some(n)
+            }
+            None => break,
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, vec!["301", "302"]);
+    let log = export_requests(&fake);
+    // 3 tickets exported (302, 303, 301 by last change), 2 a page.
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log
+        .iter()
+        .all(|l| l.starts_with("GET /api/v2/incremental/tickets/cursor.json?")));
+    assert!(
+        log[0].contains(&format!("start_time={}", at(0).timestamp()))
+            && log[0].contains("exclude_deleted=true")
+            && !log[0].contains("cursor="),
+        "{}",
+        log[0]
+    );
+    assert!(
+        log[1].contains("cursor=") && !log[1].contains("start_time="),
+        "the next page by Zendesk's cursor alone: {}",
+        log[1]
+    );
+    assert_eq!(fake.state().refused, 0);
+}
+
+#[tokio::test]
+async fn zendesk_refuses_cursors_it_did_not_write() {
+    let fake = FakeHelpdesk::start(Zendesk).await;
+    match client(&fake)
+        .changed_tickets(at(0), at(1), Some("MTU3NjYxMzUzOS4wfHw0Njd8"))
+        .await
+    {
+        Err(ApiError::Malformed { detail, .. }) => assert!(detail.contains("cursor"), "{detail}"),
+        other => panic!("a foreign cursor: {other:?}"),
+    }
+    assert!(fake.log().is_empty(), "nothing was sent");
+}

@@ -19,6 +19,11 @@
 //!   next page, none on the last.
 //! - Errors: `{"description": "Validation failed", "errors": [{field, message,
 //!   code}]}` for 400; 404 for an invalid id.
+//! - List All Tickets (backfill): `GET /api/v2/tickets`, a JSON array of
+//!   tickets; without `updated_since` only tickets created in the past 30 days;
+//!   `order_by` `created_at` (default) / `due_by` / `updated_at` / `status`,
+//!   `order_type` `asc` / `desc` (default); `per_page` at most 100; at most 300
+//!   pages; the `link` header names the next page.
 //!
 //! Assumed (not documented): `stats` also has `reopened_at`,
 //! `status_updated_at`, `agent_responded_at`, `requester_responded_at`,
@@ -27,7 +32,10 @@
 //! the AI agent is assigned from the start, a ticket is resolved by its
 //! assignee (a human resolution reassigns it to the human), and a hand-off
 //! assigns a human. Pages hold at most `state.page_size` conversations,
-//! whatever `per_page` asks.
+//! whatever `per_page` asks. The ticket list: `updated_since` is inclusive;
+//! `due_by` and `status` order like `created_at` (the fake has neither); a page
+//! past the 300th, or an unknown `order_by` / `order_type`, answers a
+//! validation error; the 30 days count back from `state.now`.
 
 use super::{
     json, query_param, rfc3339, Happening, Life, Request, Response, State, Vendor, AI_AGENT,
@@ -261,6 +269,9 @@ impl Vendor for Freshdesk {
         if req.method != "GET" {
             return json(405, &j!({"description": "Method not allowed"}));
         }
+        if req.path == "/api/v2/tickets" {
+            return list(req, state);
+        }
         let Some(rest) = req.path.strip_prefix("/api/v2/tickets/") else {
             return Response::new(404, String::new());
         };
@@ -288,4 +299,91 @@ impl Vendor for Freshdesk {
         }
         json(200, &ticket)
     }
+}
+
+/// List All Tickets: `updated_since`, `order_by`, `order_type`, `page`, `per_page`.
+fn list(req: &Request, state: &State) -> Response {
+    let (page, per_page) = match (
+        positive(req, "page", 1, 300),
+        positive(req, "per_page", 30, 100),
+    ) {
+        (Ok(p), Ok(n)) => (p, n),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let order_by = query_param(req, "order_by").unwrap_or_else(|| "created_at".into());
+    if !matches!(
+        order_by.as_str(),
+        "created_at" | "due_by" | "updated_at" | "status"
+    ) {
+        return validation(
+            "order_by",
+            "It should be one of these values: 'created_at,due_by,updated_at,status'",
+        );
+    }
+    let descending = match query_param(req, "order_type").as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => return validation("order_type", "It should be one of these values: 'asc,desc'"),
+    };
+    let ids: Vec<String> = match query_param(req, "updated_since") {
+        Some(since) => match DateTime::parse_from_rfc3339(&since) {
+            Ok(t) => state.changed_tickets(t.with_timezone(&Utc), DateTime::<Utc>::MAX_UTC),
+            Err(_) => {
+                return validation(
+                    "updated_since",
+                    "It should be in the 'valid date time' format",
+                )
+            }
+        },
+        // The default list: tickets created in the past 30 days.
+        None => {
+            let from = state.now.unwrap_or_else(Utc::now) - chrono::Duration::days(30);
+            state
+                .tickets
+                .iter()
+                .filter(|(_, l)| l.created_at.is_some_and(|c| c >= from))
+                .map(|(id, _)| id.clone())
+                .collect()
+        }
+    };
+    let mut rows: Vec<(Option<DateTime<Utc>>, String)> = ids
+        .into_iter()
+        .filter_map(|id| {
+            let life = state.tickets.get(&id)?;
+            let key = if order_by == "updated_at" {
+                life.updated_at()
+            } else {
+                life.created_at
+            };
+            Some((key, id))
+        })
+        .collect();
+    rows.sort();
+    if descending {
+        rows.reverse();
+    }
+    let size = per_page.min(state.page_size);
+    let start = (page - 1).saturating_mul(size).min(rows.len());
+    let end = (start + size).min(rows.len());
+    let tickets: Vec<Value> = rows[start..end]
+        .iter()
+        .filter_map(|(_, id)| {
+            let (life, n) = (state.tickets.get(id)?, id.parse::<u64>().ok()?);
+            Some(ticket_json(n, life, &render(n, life), false))
+        })
+        .collect();
+    let mut response = json(200, &Value::Array(tickets));
+    if end < rows.len() && page < 300 {
+        let host = req.header("host").unwrap_or("127.0.0.1");
+        let mut next: Vec<(String, String)> =
+            serde_urlencoded::from_str(&req.query).unwrap_or_default();
+        next.retain(|(k, _)| k != "page");
+        next.push(("page".into(), (page + 1).to_string()));
+        let query = serde_urlencoded::to_string(&next).unwrap_or_default();
+        response = response.header(
+            "Link",
+            format!("<http://{host}/api/v2/tickets?{query}>; rel=\"next\""),
+        );
+    }
+    response
 }
