@@ -11,6 +11,14 @@
 //!    cursor pages, newest first, read until a page reaches back past `since` (the
 //!    endpoint has no time filter). Message bodies are never kept.
 //!
+//! Backfill (`changed_tickets`): `/api/tickets?order_by=updated_datetime:desc&limit=100[&cursor=…]`,
+//! read from the most recently updated ticket back to `since` (the list has no
+//! time filter), keeping the tickets updated since `since` and created before
+//! `until` (the list shows only a ticket's last update: one changed in the range
+//! and again later is kept), then a second pass over the top of the list down to
+//! where the first began, for tickets updated while the listing ran (they jump
+//! above the pages already read). `next` is `<pass>|<high-water mark>|<Gorgias cursor>`.
+//!
 //! Found (sources):
 //! - Auth: HTTP Basic with the user's email and an API key (Settings → REST API);
 //!   the key has its user's permissions (an observer agent can read).
@@ -35,6 +43,12 @@
 //!   has `from_agent` ("sent by your company to a customer, or the opposite"),
 //!   `sender.id`, `source.type` (`internal-note` for notes), `created_datetime`.
 //!   https://developers.gorgias.com/reference/the-ticketmessage-object
+//! - Tickets list: `GET /api/tickets`, cursor pages ordered by `order_by`
+//!   (`created_datetime` or `updated_datetime`, `:asc`/`:desc`, default
+//!   `created_datetime:desc`), `limit` 1–100 (default 30), filters by customer,
+//!   view, rule, external id, `trashed` (default true: trashed tickets included) or
+//!   ids; no date filter and no total. https://developers.gorgias.com/reference/get_api-tickets,
+//!   https://developers.gorgias.com/reference/pagination
 //!
 //! Assumed (not documented):
 //! - Event types `ticket-reopened` and `ticket-unassigned` exist and `ticket-assigned`
@@ -46,6 +60,11 @@
 //!   a real close.
 //! - The API writes `closed_datetime` and `last_received_message_datetime` as the
 //!   HTTP integration's `{{ticket.…}}` variables render them.
+//! - List cursors stay valid for days: the documented example decodes to
+//!   `prev__6__2021-03-03 06:00:00` (an id and a time: a position in the list, not
+//!   a server-side session). A refused stored cursor is an error (400 → malformed):
+//!   the backfill is then restarted from the start.
+//! - `updated_datetime` changes with every change to the ticket (messages included).
 //!
 //! Semantics (as the webhook parser, `providers::gorgias`): `closed` without a
 //! snooze is resolved; `ticket-closed` is a resolution, `ticket-reopened` a reopen;
@@ -62,7 +81,7 @@
 //! (webhooks carry no ids and cannot describe those).
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::gorgias::parse_gorgias_time;
 use crate::providers::ProviderSettings;
@@ -178,6 +197,16 @@ struct Page<T> {
     data: Vec<T>,
     #[serde(default)]
     meta: Option<Meta>,
+}
+
+/// A ticket as the tickets list shows it (only what backfill needs).
+#[derive(Debug, Deserialize)]
+struct Listed {
+    id: Value,
+    #[serde(default)]
+    created_datetime: Option<String>,
+    #[serde(default)]
+    updated_datetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,6 +381,152 @@ impl GorgiasApi {
                 .and_then(parse_gorgias_time),
             events: out,
             answer,
+        })
+    }
+}
+
+/// Where a backfill listing stands (`TicketPage::next`), as text:
+/// `<pass>|<high-water mark>|<Gorgias cursor>`.
+///
+/// Pass 1 reads `GET /api/tickets?order_by=updated_datetime:desc` from the most
+/// recently updated ticket back to `since`. The high-water mark is the
+/// `updated_datetime` at the top of the list when pass 1 began: a ticket updated
+/// while the listing runs jumps to the top, past pages already read, so pass 2
+/// reads the top of the list again down to that mark to catch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    second_pass: bool,
+    mark: String,
+    cursor: Option<String>,
+}
+
+impl Position {
+    fn parse(text: &str) -> Result<Position, ApiError> {
+        let bad = || ApiError::malformed(format!("not a gorgias listing cursor: `{text}`"));
+        let mut parts = text.splitn(3, '|');
+        let second_pass = match parts.next() {
+            Some("1") => false,
+            Some("2") => true,
+            _ => return Err(bad()),
+        };
+        let mark = parts.next().filter(|m| !m.is_empty()).ok_or_else(bad)?;
+        time(mark).map_err(|_| bad())?;
+        let cursor = parts.next().ok_or_else(bad)?;
+        Ok(Position {
+            second_pass,
+            mark: mark.to_string(),
+            cursor: (!cursor.is_empty()).then(|| cursor.to_string()),
+        })
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            if self.second_pass { 2 } else { 1 },
+            self.mark,
+            self.cursor.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+/// Whether a listed ticket may have changed in `[since, until)`: updated since
+/// `since` (its last update; an earlier one in the range is then possible) and
+/// created before `until`. A ticket updated in the range and again later is
+/// kept: the list shows only the last update.
+fn may_have_changed(t: &Listed, since: DateTime<Utc>, until: DateTime<Utc>) -> bool {
+    let updated = present(&t.updated_datetime).and_then(parse_gorgias_time);
+    let created = present(&t.created_datetime).and_then(parse_gorgias_time);
+    updated.is_none_or(|u| u >= since) && created.is_none_or(|c| c < until)
+}
+
+impl GorgiasApi {
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let position = cursor.map(Position::parse).transpose()?;
+        let mut query: Vec<(&str, String)> = vec![
+            ("order_by", "updated_datetime:desc".into()),
+            ("limit", PAGE_LIMIT.to_string()),
+        ];
+        if let Some(c) = position.as_ref().and_then(|p| p.cursor.clone()) {
+            query.push(("cursor", c));
+        }
+        let v = self
+            .http
+            .json(self.get("/api/tickets").query(&query))
+            .await?;
+        let page: Page<Listed> = serde_json::from_value(v)
+            .map_err(|e| ApiError::malformed(format!("gorgias tickets page: {e}")))?;
+        let updated = |t: &Listed| present(&t.updated_datetime).and_then(parse_gorgias_time);
+
+        // Newest first: once a ticket was last updated before the stop time, the
+        // rest of the list is older still.
+        let stop_at = match &position {
+            Some(p) if p.second_pass => time(&p.mark)?,
+            _ => since,
+        };
+        let reached_stop = page
+            .data
+            .iter()
+            .any(|t| updated(t).is_some_and(|u| u < stop_at));
+        // Pass 2 only wants the tickets that jumped above the mark.
+        let jumped = |t: &Listed| {
+            !position.as_ref().is_some_and(|p| p.second_pass)
+                || updated(t).is_none_or(|u| u >= stop_at)
+        };
+        let ticket_ids = page
+            .data
+            .iter()
+            .filter(|t| may_have_changed(t, since, until) && jumped(t))
+            .map(|t| {
+                id_text(&t.id).ok_or_else(|| ApiError::malformed("a gorgias ticket id is missing"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let vendor_next = page
+            .meta
+            .and_then(|m| m.next_cursor)
+            .filter(|c| !c.is_empty() && !reached_stop);
+
+        let next = match (position, vendor_next) {
+            // The first page: the top of the list is the high-water mark.
+            (None, Some(c)) => match page.data.first().and_then(|t| present(&t.updated_datetime)) {
+                Some(mark) => Some(Position {
+                    second_pass: false,
+                    mark: mark.to_string(),
+                    cursor: Some(c),
+                }),
+                None => {
+                    return Err(ApiError::malformed(
+                        "gorgias ticket without updated_datetime",
+                    ))
+                }
+            },
+            // One page was the whole listing: nothing could jump over it.
+            (None, None) => None,
+            (Some(p), Some(c)) => Some(Position {
+                cursor: Some(c),
+                ..p
+            }),
+            (Some(p), None) if !p.second_pass => Some(Position {
+                second_pass: true,
+                mark: p.mark,
+                cursor: None,
+            }),
+            (Some(_), None) => None,
+        }
+        .map(|p| p.text());
+        if next.is_some() && next.as_deref() == cursor {
+            return Err(ApiError::malformed(
+                "gorgias listing: the next cursor repeats the one asked for",
+            ));
+        }
+        Ok(TicketPage {
+            ticket_ids,
+            next,
+            total: None,
         })
     }
 }
@@ -541,6 +716,15 @@ impl HelpdeskApi for GorgiasApi {
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
     }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
+    }
 }
 
 #[cfg(test)]
@@ -651,5 +835,30 @@ mod tests {
             composite_key(&["gorgias", "5", "message-in", "2026-01-01T05:00:00.000000"])
         );
         assert_eq!(out[1].event_key, "api:gorgias:5:message:10");
+    }
+
+    #[test]
+    fn listing_positions_round_trip_and_foreign_ones_are_refused() {
+        let p = Position {
+            second_pass: false,
+            mark: "2026-01-01T09:00:00.123456".into(),
+            cursor: Some("bmV4dF9fMg==".into()),
+        };
+        assert_eq!(Position::parse(&p.text()), Ok(p.clone()));
+        let p2 = Position {
+            second_pass: true,
+            cursor: None,
+            ..p
+        };
+        assert_eq!(Position::parse(&p2.text()), Ok(p2));
+        for bad in [
+            "",
+            "3|2026-01-01T09:00:00|x",
+            "1||x",
+            "1|yesterday|x",
+            "1|2026-01-01T09:00:00",
+        ] {
+            assert!(Position::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -16,6 +16,14 @@
 //! 3. `/api/v1/tickets/<id>/threads?from=<n>&limit=50`: read to the end (the order is
 //!    not documented), filtered by `since` here. Thread contents are never kept.
 //!
+//! Backfill (`changed_tickets`): `/api/v1/tickets/search?modifiedTimeRange=<start>,<end>&sortBy=modifiedTime&from=<skip>&limit=100`,
+//! oldest change first. `modifiedTime` is a ticket's last change, so the window
+//! runs from `since` to past now (a ticket changed in the range and again later is
+//! kept when created before `until`, which is checked here) and each page moves the
+//! window's start to the last `modifiedTime` it saw (`next` is `<start>|<tickets
+//! already listed at start>`): no offset past 4999, and a ticket modified while the
+//! listing runs moves to the end of the window instead of shifting pages.
+//!
 //! Found (sources):
 //! - Every call needs `Authorization: Zoho-oauthtoken …` and the `orgId` header;
 //!   root `https://desk.zoho.com/api/v1`. https://desk.zoho.com/DeskAPIDocument
@@ -36,6 +44,10 @@
 //! - Limits: API credits per organization per day (by edition and agents) and a
 //!   concurrency limit, shown in Setup → Developer Space → APIs; no per-minute
 //!   figure. https://help.zoho.com/portal/en/kb/desk/developer-space/apidashboard/articles/working-with-api-credits
+//! - Tickets search: `GET api/v1/tickets/search`, scopes `Desk.search.READ` and
+//!   `Desk.tickets.READ`, `from` (index from 0), `limit`, `modifiedTimeRange` and
+//!   `createdTimeRange`, `sortBy`; without `departmentId` it searches the departments
+//!   the user may see. https://desk.zoho.com/DeskAPIDocument#Search_TicketsSearchAPI
 //!
 //! Assumed (not documented):
 //! - A status change is a history entry with `eventInfo` `Status` whose
@@ -49,6 +61,11 @@
 //!   (or `invalid_code`), and token throttling with `error_description`
 //!   "…too many requests…". 429 carries `Retry-After` when Zoho sends one.
 //! - The ticket 404 body is Zoho's usual `{"errorCode": …, "message": …}`.
+//! - Search (from third-party integration notes, not Zoho's reference): ranges are
+//!   `<ISO>,<ISO>` with both ends included and may end in the future; `sortBy`
+//!   takes `modifiedTime` (ascending; `-` descending) with a stable order among
+//!   equal times; `limit` 1–100, `from` 0–4999 (422 beyond); answers `{data,
+//!   count}` and 204 when nothing matches; `count` counts the whole window.
 //!
 //! Semantics (as the webhook parser, `providers::zohodesk`): status type `Closed` is
 //! resolved; a change into a closed status is a resolution by the history entry's
@@ -62,10 +79,10 @@
 //! threads `api:zohodesk:<ticket>:thread:<thread id>`.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook};
+use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::{parse_time, ProviderSettings};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -82,6 +99,11 @@ pub const DEFAULT_TOKEN_URL: &str = "https://accounts.zoho.com/oauth/v2/token";
 const PAGE_LIMIT: usize = 50;
 /// Pages read per list before giving up (5 000 entries).
 const MAX_PAGES: usize = 100;
+/// The largest page the tickets search serves.
+const SEARCH_LIMIT: usize = 100;
+/// The search's `from` stops at 4999: a listing never pages that deep by offset
+/// (it moves its time window instead), except through ties.
+const SEARCH_MAX_FROM: usize = 4999;
 /// Renew the access token this long before Zoho says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
@@ -197,6 +219,26 @@ struct Thread {
     created_time: String,
     #[serde(default)]
     author: Option<Actor>,
+}
+
+/// A ticket as the search lists it (only what backfill needs).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed {
+    id: Value,
+    #[serde(default)]
+    created_time: Option<String>,
+    #[serde(default)]
+    modified_time: Option<String>,
+}
+
+/// A page of the tickets search: `{data, count}`.
+#[derive(Debug, Deserialize)]
+struct Found {
+    #[serde(default)]
+    data: Vec<Listed>,
+    #[serde(default)]
+    count: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -432,6 +474,146 @@ impl ZohoDeskApi {
     }
 }
 
+/// Where a backfill listing stands (`TicketPage::next`), as text: `<start>|<skip>`,
+/// the `modifiedTime` the search window starts at and how many tickets modified
+/// exactly then were already listed.
+///
+/// The listing searches `modifiedTime` from `start`, oldest first, and each page
+/// moves `start` up to the last `modifiedTime` it saw (keyset pagination): an
+/// offset would skip a ticket whenever one before it moved out of the window
+/// (modified while the listing runs), and the search's offset stops at 4999.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    start: DateTime<Utc>,
+    skip: usize,
+}
+
+impl Position {
+    fn parse(text: &str) -> Result<Position, ApiError> {
+        let bad = || ApiError::malformed(format!("not a zoho desk listing cursor: `{text}`"));
+        let (start, skip) = text.split_once('|').ok_or_else(bad)?;
+        let start = DateTime::parse_from_rfc3339(start).map_err(|_| bad())?;
+        let skip = skip.parse().map_err(|_| bad())?;
+        Ok(Position {
+            start: start.with_timezone(&Utc),
+            skip,
+        })
+    }
+
+    fn text(&self) -> String {
+        format!("{}|{}", iso(self.start), self.skip)
+    }
+
+    /// Where the page after `modified` (the page's times, oldest first) starts.
+    fn after(&self, modified: &[DateTime<Utc>]) -> Result<Option<Position>, ApiError> {
+        let Some(&last) = modified.last() else {
+            return Ok(None);
+        };
+        if modified.iter().any(|t| *t < self.start) {
+            return Err(ApiError::malformed(
+                "zoho desk search answered tickets modified before the window asked for",
+            ));
+        }
+        let at_last = modified.iter().filter(|t| **t == last).count();
+        let skip = if last == self.start {
+            self.skip + at_last
+        } else {
+            at_last
+        };
+        Ok(Some(Position { start: last, skip }))
+    }
+}
+
+/// Zoho's ISO form: milliseconds, `Z`.
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl ZohoDeskApi {
+    async fn list(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Result<TicketPage, ApiError> {
+        let position = match cursor {
+            Some(c) => Position::parse(c)?,
+            None => Position {
+                start: since,
+                skip: 0,
+            },
+        };
+        if position.skip > SEARCH_MAX_FROM {
+            return Err(ApiError::malformed(format!(
+                "zoho desk: more than {SEARCH_MAX_FROM} tickets modified at {}",
+                iso(position.start)
+            )));
+        }
+        // The window ends after now, not at `until`: `modifiedTime` is a ticket's
+        // last change, so one changed in the range and again later is only found
+        // past `until` (kept when created before `until`), and a ticket modified
+        // while the listing runs moves to the end of the window instead of out of it.
+        let end = until.max(Utc::now() + chrono::Duration::hours(1));
+        let query = [
+            (
+                "modifiedTimeRange",
+                format!("{},{}", iso(position.start), iso(end)),
+            ),
+            ("sortBy", "modifiedTime".into()),
+            ("from", position.skip.to_string()),
+            ("limit", SEARCH_LIMIT.to_string()),
+        ];
+        let found = match self.get("/api/v1/tickets/search", &query).await? {
+            Some(v) => serde_json::from_value::<Found>(v)
+                .map_err(|e| ApiError::malformed(format!("zoho desk search page: {e}")))?,
+            // 204: nothing (more) in the window.
+            None => Found {
+                data: Vec::new(),
+                count: Some(Value::from(0)),
+            },
+        };
+        let modified = found
+            .data
+            .iter()
+            .map(|t| {
+                t.modified_time
+                    .as_deref()
+                    .ok_or_else(|| ApiError::malformed("zoho desk ticket without modifiedTime"))
+                    .and_then(time)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ticket_ids = Vec::with_capacity(found.data.len());
+        for t in &found.data {
+            let created = t.created_time.as_deref().map(time).transpose()?;
+            if created.is_none_or(|c| c < until) {
+                ticket_ids.push(
+                    id_text(&t.id).ok_or_else(|| ApiError::malformed("zoho desk ticket id"))?,
+                );
+            }
+        }
+        let next = position.after(&modified)?.map(|p| p.text());
+        if next.is_some() && next.as_deref() == cursor {
+            return Err(ApiError::malformed(
+                "zoho desk listing: the next cursor repeats the one asked for",
+            ));
+        }
+        // The count is the whole window's only on the first page (later windows start later).
+        let total = cursor
+            .is_none()
+            .then_some(())
+            .and(found.count)
+            .and_then(|c| {
+                c.as_u64()
+                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+            });
+        Ok(TicketPage {
+            ticket_ids,
+            next,
+            total,
+        })
+    }
+}
+
 impl Ticket {
     /// Status type `Closed`, as the webhook parser reads it.
     fn resolved(&self) -> bool {
@@ -610,6 +792,15 @@ impl HelpdeskApi for ZohoDeskApi {
     ) -> ApiFuture<'a, TicketLook> {
         Box::pin(self.fetch(ticket_id, since))
     }
+
+    fn changed_tickets<'a>(
+        &'a self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage> {
+        Box::pin(self.list(since, until, cursor))
+    }
 }
 
 #[cfg(test)]
@@ -705,5 +896,37 @@ mod tests {
             ),
             ApiError::RateLimited { .. }
         ));
+    }
+
+    #[test]
+    fn listing_positions_move_to_the_last_time_seen() {
+        let t = |h: i64| DateTime::from_timestamp(1_767_225_600 + h * 3600, 0).expect("t");
+        let p = Position {
+            start: t(0),
+            skip: 0,
+        };
+        assert_eq!(Position::parse(&p.text()), Ok(p));
+        assert_eq!(p.text(), "2026-01-01T00:00:00.000Z|0");
+        // Ties at the start add up; a later time starts its own count.
+        let q = Position {
+            start: t(2),
+            skip: 1,
+        };
+        assert_eq!(
+            q.after(&[t(2), t(2)]),
+            Ok(Some(Position {
+                start: t(2),
+                skip: 3
+            }))
+        );
+        assert_eq!(
+            q.after(&[t(2), t(3), t(3)]),
+            Ok(Some(Position {
+                start: t(3),
+                skip: 2
+            }))
+        );
+        assert_eq!(q.after(&[]), Ok(None));
+        assert!(q.after(&[t(1)]).is_err(), "a time before the window");
     }
 }

@@ -210,3 +210,124 @@ async fn gorgias_needs_the_user_email_and_refuses_another_one() {
     ));
     assert_eq!(fake.requests(), before);
 }
+
+#[tokio::test]
+async fn gorgias_lists_changed_tickets() {
+    let fake = FakeHelpdesk::start(Gorgias).await;
+    common_listing_checks(&fake).await;
+}
+
+/// Every page of a listing: the ids (in order, duplicates kept) and the pages read.
+async fn list_all(
+    api: &dyn HelpdeskApi,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> (Vec<String>, usize) {
+    let (mut ids, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = api
+            .changed_tickets(since, until, cursor.as_deref())
+            .await
+            .expect("a page");
+        pages += 1;
+        assert!(pages < 50, "the listing ends");
+        ids.extend(page.ticket_ids);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return (ids, pages),
+        }
+    }
+}
+
+fn resolved_at(fake: &FakeHelpdesk, id: &str, created: DateTime<Utc>, steps: &[DateTime<Utc>]) {
+    let steps = steps
+        .iter()
+        .map(|t| Step::new(*t, Happening::Resolved { by_ai: true }))
+        .collect();
+    fake.set_life(id, created, steps);
+}
+
+#[tokio::test]
+async fn gorgias_listing_reads_the_newest_first_and_stops_at_since() {
+    let fake = FakeHelpdesk::start(Gorgias).await;
+    // Last updated before `since`: never listed, and only the first page of
+    // them is read.
+    for (i, id) in ["10", "11", "12", "13", "14", "15"].iter().enumerate() {
+        resolved_at(&fake, id, at(-100), &[at(-50 - i as i64)]);
+    }
+    resolved_at(&fake, "20", at(1), &[at(2)]);
+    resolved_at(&fake, "21", at(3), &[at(4)]);
+    // Changed in the range and again after `until`: the list only shows its last
+    // update, so it is kept (created before `until`).
+    resolved_at(&fake, "22", at(5), &[at(6), at(30)]);
+    // Created after `until`: it cannot have changed in the range.
+    resolved_at(&fake, "23", at(26), &[at(27)]);
+
+    let api = client(&fake);
+    let (mut ids, _) = list_all(api.as_ref(), at(0), at(24)).await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["20", "21", "22"]);
+
+    let log = fake.log();
+    let lists: Vec<_> = log
+        .iter()
+        .filter(|l| l.starts_with("GET /api/tickets?"))
+        .collect();
+    assert!(
+        lists[0].contains("order_by=updated_datetime%3Adesc")
+            && lists[0].contains("limit=100")
+            && !lists[0].contains("cursor="),
+        "{lists:?}"
+    );
+    // Pass 1: (22, 23), (21, 20), (15, 14) reaches before `since`: stop. Pass 2
+    // reads the top again down to the high-water mark (22's update): (22, 23).
+    assert_eq!(lists.len(), 4, "{lists:?}");
+    assert!(lists[1].contains("cursor=") && lists[2].contains("cursor="));
+    assert!(!lists[3].contains("cursor="));
+}
+
+#[tokio::test]
+async fn gorgias_a_ticket_updated_during_the_listing_is_not_missed() {
+    let fake = FakeHelpdesk::start(Gorgias).await;
+    for (id, h) in [("31", 1), ("32", 2), ("33", 3), ("34", 4), ("35", 5)] {
+        resolved_at(&fake, id, at(h), &[at(h) + Duration::minutes(10)]);
+    }
+    let api = client(&fake);
+    let (since, until) = (at(0), at(24));
+    let first = api
+        .changed_tickets(since, until, None)
+        .await
+        .expect("first page");
+    assert_eq!(first.ticket_ids, ["35", "34"]);
+    // 32 is updated now: it jumps to the top of the list, above the pages read.
+    fake.push("32", Step::new(at(6), Happening::CustomerReplied));
+    let mut ids = first.ticket_ids;
+    let mut cursor = first.next;
+    let mut pages = 1;
+    while let Some(c) = cursor {
+        let page = api
+            .changed_tickets(since, until, Some(&c))
+            .await
+            .expect("a page");
+        assert_ne!(page.next.as_deref(), Some(c.as_str()));
+        ids.extend(page.ticket_ids);
+        cursor = page.next;
+        pages += 1;
+        assert!(pages < 20);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["31", "32", "33", "34", "35"]);
+}
+
+#[tokio::test]
+async fn gorgias_a_foreign_listing_cursor_is_refused() {
+    let fake = FakeHelpdesk::start(Gorgias).await;
+    let api = client(&fake);
+    match api.changed_tickets(at(0), at(24), Some("abc")).await {
+        Err(ApiError::Malformed { .. }) => {}
+        other => panic!("foreign cursor: {other:?}"),
+    }
+    assert_eq!(fake.requests(), 0);
+}

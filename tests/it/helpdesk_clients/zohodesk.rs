@@ -185,3 +185,100 @@ async fn zohodesk_wrong_org_or_refresh_token_is_refused() {
         .expect("refused");
     assert!(err.contains("api.org_id"), "{err}");
 }
+
+#[tokio::test]
+async fn zohodesk_lists_changed_tickets() {
+    let fake = FakeHelpdesk::start(ZohoDesk::default()).await;
+    common_listing_checks(&fake).await;
+}
+
+fn resolved_at(fake: &FakeHelpdesk, id: &str, created: DateTime<Utc>, steps: &[DateTime<Utc>]) {
+    let steps = steps
+        .iter()
+        .map(|t| Step::new(*t, Happening::Resolved { by_ai: true }))
+        .collect();
+    fake.set_life(id, created, steps);
+}
+
+#[tokio::test]
+async fn zohodesk_listing_searches_by_modified_time_and_moves_its_window() {
+    let fake = FakeHelpdesk::start(ZohoDesk::default()).await;
+    // Last modified before `since`: not in the window.
+    resolved_at(&fake, "40", at(-10), &[at(-5)]);
+    // Three tickets modified at the same millisecond, more than a page holds.
+    for id in ["41", "42", "43"] {
+        resolved_at(&fake, id, at(1), &[at(2)]);
+    }
+    resolved_at(&fake, "44", at(1), &[at(3)]);
+    // Changed in the range and again after `until`: only its last change shows,
+    // so it is found past `until` and kept (created before `until`).
+    resolved_at(&fake, "45", at(4), &[at(5), at(30)]);
+    // Created after `until`.
+    resolved_at(&fake, "46", at(26), &[at(27)]);
+
+    let api = client(&fake);
+    let (mut ids, mut cursor, mut pages, mut total) = (Vec::new(), None::<String>, 0, None);
+    loop {
+        let page = api
+            .changed_tickets(at(0), at(24), cursor.as_deref())
+            .await
+            .expect("a page");
+        if pages == 0 {
+            total = page.total;
+        }
+        pages += 1;
+        assert!(pages < 20, "the listing ends");
+        ids.extend(page.ticket_ids);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    // Keyset pages: every ticket exactly once, ties included.
+    assert_eq!(ids, ["41", "42", "43", "44", "45"]);
+    assert_eq!(total, Some(6), "the search's count on the first page");
+
+    let log = fake.log();
+    let searches: Vec<_> = log
+        .iter()
+        .filter(|l| l.starts_with("GET /api/v1/tickets/search?"))
+        .collect();
+    assert!(
+        searches[0].contains("modifiedTimeRange=2026-01-01T00%3A00%3A00.000Z%2C")
+            && searches[0].contains("sortBy=modifiedTime")
+            && searches[0].contains("from=0")
+            && searches[0].contains("limit=100"),
+        "{searches:?}"
+    );
+    // (41, 42) at 2h; then from 2h skipping the two seen: (43, 44); then from 3h
+    // skipping 44: (46 at 27h, left out; 45 at 30h); then from 30h skipping 45:
+    // nothing (204).
+    assert!(
+        searches[1].contains("modifiedTimeRange=2026-01-01T02%3A00%3A00.000Z%2C")
+            && searches[1].contains("from=2"),
+        "{searches:?}"
+    );
+    assert!(
+        searches[2].contains("modifiedTimeRange=2026-01-01T03%3A00%3A00.000Z%2C")
+            && searches[2].contains("from=1"),
+        "{searches:?}"
+    );
+    assert_eq!(searches.len(), 4, "{searches:?}");
+}
+
+#[tokio::test]
+async fn zohodesk_a_foreign_or_too_deep_listing_cursor_is_refused() {
+    let fake = FakeHelpdesk::start(ZohoDesk::default()).await;
+    let api = client(&fake);
+    for bad in [
+        "abc",
+        "2026-01-01T00:00:00.000Z|x",
+        "2026-01-01T00:00:00.000Z|5000",
+    ] {
+        match api.changed_tickets(at(0), at(24), Some(bad)).await {
+            Err(ApiError::Malformed { .. }) => {}
+            other => panic!("cursor {bad}: {other:?}"),
+        }
+    }
+    assert_eq!(fake.requests(), 0);
+}

@@ -1,5 +1,6 @@
 //! Fake Gorgias REST API: `GET /api/tickets/<id>`, `GET /api/events`, `GET
-//! /api/messages`, behind HTTP Basic (`state.user` email, `state.token` API key).
+//! /api/messages` and the tickets list `GET /api/tickets` (backfill), behind HTTP
+//! Basic (`state.user` email, `state.token` API key).
 //!
 //! Found (sources):
 //! - Basic auth with the user's email and API key; 401 without valid credentials.
@@ -20,12 +21,18 @@
 //! - Messages `GET /api/messages?ticket_id=&order_by=&limit=&cursor=` with
 //!   `from_agent`, `sender`, `source.type`, `body_text`, `created_datetime`,
 //!   `sent_datetime`. https://developers.gorgias.com/reference/the-ticketmessage-object
+//! - Tickets list `GET /api/tickets` with `order_by` (`created_datetime:asc|desc`,
+//!   `updated_datetime:asc|desc`, default `created_datetime:desc`), `cursor`, `limit`
+//!   (1–100, default 30) and filters by customer, view, rule, external id, `trashed`
+//!   (default true) or `ticket_ids`; no time filter. https://developers.gorgias.com/reference/get_api-tickets
 //!
 //! Assumed (not documented): `ticket-closed` / `ticket-reopened` events by the
 //! acting user (null for Gorgias's own automatic reopen on a customer message),
 //! `ticket-assigned` with `data.assignee_user_id`; a customer message on a closed
 //! ticket reopens it; the 404 body `{"error": {"msg": "Resource not found"}}`;
-//! cursors are opaque (here the next offset in base64); ids are numbers (events
+//! cursors are opaque (here the next offset in base64, so a ticket that jumps to
+//! the top of a list mid-listing shifts the later pages, as an offset would; the
+//! real ones look keyset-based); ties in the tickets list are ordered by id; ids are numbers (events
 //! `ticket * 1000 + n`, messages `ticket * 1000 + 500 + n`).
 
 use super::{
@@ -169,7 +176,8 @@ fn all_params(req: &Request, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// One cursor page of `items` (in the order asked for), Gorgias-shaped.
+/// One cursor page of `items` (oldest first; reversed when the newest are asked
+/// for first), Gorgias-shaped.
 fn page(req: &Request, state: &State, path: &str, mut items: Vec<Value>) -> Response {
     if query_param(req, "order_by")
         .as_deref()
@@ -178,6 +186,11 @@ fn page(req: &Request, state: &State, path: &str, mut items: Vec<Value>) -> Resp
     {
         items.reverse();
     }
+    paginate(req, state, path, items)
+}
+
+/// One cursor page of `items`, already in the order asked for.
+fn paginate(req: &Request, state: &State, path: &str, items: Vec<Value>) -> Response {
     let limit = query_param(req, "limit")
         .map(|l| l.parse::<usize>().unwrap_or(0))
         .unwrap_or(30);
@@ -268,6 +281,43 @@ fn events(req: &Request, state: &State) -> Response {
     page(req, state, "/api/events", items)
 }
 
+/// `GET /api/tickets`: every ticket (Gorgias has no time filter), ordered by
+/// `order_by` (`created_datetime` or `updated_datetime`, `:asc` or `:desc`;
+/// default `created_datetime:desc`), ties by id.
+fn tickets(req: &Request, state: &State) -> Response {
+    let order = query_param(req, "order_by").unwrap_or_else(|| "created_datetime:desc".into());
+    let Some((field, direction)) = order.split_once(':').filter(|(f, d)| {
+        matches!(*f, "created_datetime" | "updated_datetime") && matches!(*d, "asc" | "desc")
+    }) else {
+        return json(
+            400,
+            &j!({"error": {"msg": format!("invalid order_by `{order}`")}}),
+        );
+    };
+    let mut all: Vec<(Option<DateTime<Utc>>, i64, Value)> = state
+        .tickets
+        .iter()
+        .map(|(id, life)| {
+            let at = if field == "created_datetime" {
+                life.created_at
+            } else {
+                life.updated_at()
+            };
+            (at, number(id), ticket_json(id, life, &render(id, life)))
+        })
+        .collect();
+    all.sort_by_key(|(at, id, _)| (*at, *id));
+    if direction == "desc" {
+        all.reverse();
+    }
+    paginate(
+        req,
+        state,
+        "/api/tickets",
+        all.into_iter().map(|(_, _, t)| t).collect(),
+    )
+}
+
 fn messages(req: &Request, state: &State) -> Response {
     let Some(id) = query_param(req, "ticket_id") else {
         return json(
@@ -299,6 +349,7 @@ impl Vendor for Gorgias {
         match req.path.as_str() {
             "/api/events" => events(req, state),
             "/api/messages" => messages(req, state),
+            "/api/tickets" | "/api/tickets/" => tickets(req, state),
             path => match path
                 .strip_prefix("/api/tickets/")
                 .map(|p| p.trim_end_matches('/'))

@@ -1,7 +1,8 @@
 //! Fake Zoho Desk REST API with its own OAuth token endpoint: `POST
 //! /oauth/v2/token` (refresh-token grant: client id `state.user`, client secret
 //! `state.token`, refresh token [`REFRESH_TOKEN`]), then `GET /api/v1/tickets/<id>`,
-//! `…/History` and `…/threads` with `Authorization: Zoho-oauthtoken <access token>`
+//! `…/History`, `…/threads` and the tickets search `GET /api/v1/tickets/search`
+//! (backfill) with `Authorization: Zoho-oauthtoken <access token>`
 //! and `orgId: <`[`ORG_ID`]`>`.
 //!
 //! Found (sources):
@@ -18,6 +19,9 @@
 //!   https://help.zoho.com/portal/en/kb/desk/developer-space/rest-apis/articles/get-ticket-history-api-explained-in-detail,
 //!   https://help.zoho.com/portal/en/kb/desk/developer-space/rest-apis/articles/events-supported-in-get-ticket-history-api
 //! - Threads with `direction` `in`/`out`, `createdTime`, `author`.
+//! - Tickets search `GET /api/v1/tickets/search` (scopes `Desk.search.READ`,
+//!   `Desk.tickets.READ`) with `from` (index, from 0), `limit`, `modifiedTimeRange` /
+//!   `createdTimeRange` and `sortBy`. https://desk.zoho.com/DeskAPIDocument#Search
 //!
 //! Assumed (not documented): a status change is a `TicketUpdated` entry whose
 //! `Status` value is `{previousValue, updatedValue}`, an owner change the same with
@@ -26,7 +30,11 @@
 //! body; the token endpoint refuses bad client credentials or refresh tokens with
 //! HTTP 200 `{"error": "invalid_client"}` / `{"error": "invalid_code"}`; a missing
 //! ticket is 404 `{"errorCode": "URL_NOT_FOUND", …}`; a wrong or missing `orgId` is
-//! refused like a bad token (401). Ids: agents `70000000<id>` (17 digits in real
+//! refused like a bad token (401); the search's `modifiedTimeRange` is
+//! `<ISO>,<ISO>` with both ends included, `sortBy` takes `modifiedTime` (`-` for
+//! descending), `from` stops at 4999 and `limit` at 100 (422 beyond, as for an
+//! unknown parameter), answers `{data, count}` and 204 when empty (these from
+//! third-party integration notes, not Zoho's reference). Ids: agents `70000000<id>` (17 digits in real
 //! Zoho; shorter here), threads `<ticket>000<n>`.
 
 use super::{
@@ -194,6 +202,89 @@ fn page(req: &Request, state: &State, mut items: Vec<Value>) -> Response {
     }
 }
 
+fn unprocessable(message: &str) -> Response {
+    json(
+        422,
+        &j!({"errorCode": "UNPROCESSABLE_ENTITY", "message": message}),
+    )
+}
+
+/// `GET /api/v1/tickets/search` as backfill uses it: `modifiedTimeRange=<from>,<to>`
+/// (ISO, both ends included), `sortBy` (`modifiedTime`, `createdTime`, `-` for
+/// newest first; ties by id), `from` 0–4999, `limit` 1–100; `{data, count}`, or 204
+/// when nothing is left.
+fn search(req: &Request, state: &State) -> Response {
+    const KNOWN: [&str; 8] = [
+        "from",
+        "limit",
+        "sortBy",
+        "modifiedTimeRange",
+        "createdTimeRange",
+        "departmentId",
+        "status",
+        "id",
+    ];
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(&req.query).unwrap_or_default();
+    if let Some((k, _)) = params.iter().find(|(k, _)| !KNOWN.contains(&k.as_str())) {
+        return unprocessable(&format!("unknown parameter {k}"));
+    }
+    let from = query_param(req, "from").map_or(Ok(0), |f| f.parse::<usize>());
+    let limit = query_param(req, "limit").map_or(Ok(10), |l| l.parse::<usize>());
+    let (Ok(from), Ok(limit)) = (from, limit) else {
+        return unprocessable("from and limit are numbers");
+    };
+    if from > 4999 || !(1..=100).contains(&limit) {
+        return unprocessable("from must be 0 to 4999 and limit 1 to 100");
+    }
+    let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
+    let range = match query_param(req, "modifiedTimeRange") {
+        None => None,
+        Some(r) => match r.split_once(',').map(|(a, b)| (parse(a), parse(b))) {
+            Some((Ok(a), Ok(b))) => Some((a, b)),
+            _ => return unprocessable("modifiedTimeRange is `<ISO>,<ISO>`"),
+        },
+    };
+    let sort = query_param(req, "sortBy").unwrap_or_else(|| "relevance".into());
+    let (desc, field) = match sort.strip_prefix('-') {
+        Some(f) => (true, f),
+        None => (false, sort.as_str()),
+    };
+    if !matches!(field, "modifiedTime" | "createdTime") {
+        return unprocessable("this fake sorts by modifiedTime or createdTime");
+    }
+    let mut found: Vec<(Option<DateTime<Utc>>, &String, &Life)> = state
+        .tickets
+        .iter()
+        .filter(|(_, life)| {
+            range.is_none_or(|(a, b)| life.updated_at().is_some_and(|t| a <= t && t <= b))
+        })
+        .map(|(id, life)| {
+            let key = if field == "modifiedTime" {
+                life.updated_at()
+            } else {
+                life.created_at
+            };
+            (key, id, life)
+        })
+        .collect();
+    found.sort_by_key(|(t, id, _)| (*t, *id));
+    if desc {
+        found.reverse();
+    }
+    let count = found.len();
+    let end = (from + limit.min(state.page_size)).min(count);
+    let data: Vec<Value> = found
+        .get(from..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|(_, id, life)| ticket_json(id, life, &render(id, life)))
+        .collect();
+    if data.is_empty() {
+        return Response::new(204, String::new());
+    }
+    json(200, &j!({"data": data, "count": count.to_string()}))
+}
+
 fn not_found() -> Response {
     json(
         404,
@@ -266,6 +357,9 @@ impl Vendor for ZohoDesk {
         }
         if req.method != "GET" {
             return json(405, &j!({"errorCode": "METHOD_NOT_ALLOWED"}));
+        }
+        if req.path == "/api/v1/tickets/search" {
+            return search(req, state);
         }
         let Some(rest) = req.path.strip_prefix("/api/v1/tickets/") else {
             return not_found();
