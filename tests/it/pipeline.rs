@@ -280,7 +280,10 @@ async fn zendesk_and_intercom_reference_payloads_flow_through(backend: Backend) 
 
     app.settle().await;
     app.report().await;
-    let mut ids: Vec<String> = stripe.events().into_iter().map(|e| e.identifier).collect();
+    // Both resolutions (2025) became outcomes long before the test's clock
+    // (2026-01-01): decided and recorded, kept at the time they became outcomes,
+    // and parked as too old for Stripe rather than billed into today's period.
+    let mut ids: Vec<String> = app.outcomes().await.into_iter().map(|o| o.id).collect();
     ids.sort();
     let mut expected = vec![
         outcome_id(TENANT, "zendesk", "35436", 1),
@@ -288,6 +291,17 @@ async fn zendesk_and_intercom_reference_payloads_flow_through(backend: Backend) 
     ];
     expected.sort();
     assert_eq!(ids, expected, "both resolutions are long past their window");
+    assert!(stripe.events().is_empty(), "nothing older than 35 days is sent");
+    for o in app.outcomes().await {
+        assert_eq!(o.state, "failed");
+        assert!(
+            o.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("replay --too-old")),
+            "{:?}",
+            o.last_error
+        );
+    }
     app.stop().await;
 }
 
