@@ -127,6 +127,13 @@ pub fn finding(
     let mut events = known.to_vec();
     events.extend_from_slice(learned);
     let history = replay_pinned(contract, pins, settled, &events);
+    // Whether webhooks alone made it billable: a resolution the contract does not
+    // bill is checked too (before it is settled), and agreeing with that is agreeing.
+    let billable_before = replay_pinned(contract, pins, settled, known)
+        .resolutions
+        .iter()
+        .find(|r| r.seq == seq && r.resolved_at == resolved_at)
+        .is_some_and(|r| r.verdict.billable());
     let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let Some(r) = history
         .resolutions
@@ -156,7 +163,7 @@ pub fn finding(
                 ),
             )
         }
-        _ if !r.verdict.billable() => (
+        _ if !r.verdict.billable() && billable_before => (
             CheckResult::Disagreed,
             format!(
                 "with the helpdesk's history: {}",
@@ -397,6 +404,44 @@ mod tests {
             (result, why.as_str()),
             (CheckResult::Agreed, "the helpdesk agrees")
         );
+    }
+
+    #[test]
+    fn a_resolution_not_billed_is_agreed_when_the_helpdesk_shows_the_same() {
+        let mut human = ev("w1", EventKind::Resolved, t(1));
+        human.resolver = Some(Resolver::Human);
+        let known = vec![human];
+        let l = look(true, vec![]);
+        let (result, _) = finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            &known,
+            &[],
+            1,
+            t(1),
+            t(100),
+        );
+        assert_eq!(result, CheckResult::Agreed);
+        // A lost earlier resolution renumbers it: not agreed (learned, replayed).
+        let mut l2 = l;
+        l2.events = vec![
+            ev("a0", EventKind::Resolved, t(-100)),
+            ev("a1", EventKind::Reopened, t(-20)),
+        ];
+        let learned = learned_events("x", "T", None, t(1), &known, &l2);
+        assert_eq!(learned.len(), 2);
+        let (result, _) = finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            &known,
+            &learned,
+            1,
+            t(1),
+            t(100),
+        );
+        assert_eq!(result, CheckResult::Disagreed);
     }
 
     fn check(result: CheckResult, checked_at: i64, held_since: Option<i64>) -> Check {

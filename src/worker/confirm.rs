@@ -75,9 +75,11 @@ impl Worker {
                 // decided under), like every other term.
                 let caps = &pins.terms.get(&r.seq).unwrap_or(&tenant.contract).caps;
                 // Verification before billing: bill only what the helpdesk agreed to
-                // (or, past verify.max_hold, what verify.on_unreachable allows).
+                // (or, past verify.max_hold, what verify.on_unreachable allows). A
+                // resolution not billed is checked too before it is settled: settling
+                // freezes the history before it, lost webhooks included.
                 let mut verification = None;
-                if billable.is_some() && self.verifier.is_on(tenant_id, provider) {
+                if self.verifier.is_on(tenant_id, provider) {
                     let latest = tx
                         .latest_check(
                             tenant_id,

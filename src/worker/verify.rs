@@ -86,8 +86,11 @@ impl Worker {
         Ok(n)
     }
 
-    /// The ticket's first due resolution, if billable and not yet checked (or
-    /// its retry time has come). Read without a lock: the write re-reads.
+    /// The ticket's first due resolution, if not yet checked (or its retry time
+    /// has come). Read without a lock: the write re-reads. A resolution the
+    /// contract does not bill is checked too: settling it freezes the history
+    /// before it, so a resolution or tag whose webhook was lost must be learned
+    /// first (or every later outcome of the ticket is numbered, or judged, wrong).
     async fn candidate(
         &self,
         tenant: &Tenant,
@@ -105,7 +108,7 @@ impl Worker {
             .resolutions
             .iter()
             .find(|r| r.standing(horizon) != Standing::Reopened)
-            .filter(|r| r.standing(horizon) == Standing::Due && r.verdict.billable())
+            .filter(|r| r.standing(horizon) == Standing::Due)
         else {
             return Ok(None);
         };

@@ -329,7 +329,66 @@ async fn rate_limit_retry_after_is_honoured(backend: Backend) {
     app.stop().await;
 }
 
+/// A resolution whose webhook was lost, before a resolution the contract does not
+/// bill: that one is settled (declined) on webhooks alone unless it is checked
+/// too, freezing a history one resolution short. The ticket's later AI
+/// resolution must then be billed under its true number (seq 3), and the lost
+/// first one (seq 1) learned and billed, not seq 2 (the human's).
+async fn a_lost_resolution_before_a_declined_one_is_learned(backend: Backend) {
+    let fake = FakeHelpdesk::start(Generic).await;
+    let app = app_verifying(backend, &fake, |_| {}).await;
+    let life = vec![
+        Step::new(at(1), Happening::Resolved { by_ai: true }), // webhook lost
+        Step::new(at(80), Happening::Reopened),                // after the 72 h window
+        Step::new(at(81), Happening::Resolved { by_ai: false }),
+        Step::new(at(160), Happening::Reopened),
+        Step::new(at(161), Happening::Resolved { by_ai: true }),
+    ];
+    fake.set_life("901", at(0), life.clone());
+    let delivered: Vec<TicketEvent> = life
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, step)| {
+            let body = testkit::fake_helpdesk::generic::event_body("901", i, step);
+            TicketEvent {
+                event_key: testkit::fake_helpdesk::generic::event_id("901", i),
+                ticket_id: "901".into(),
+                kind: match step.what {
+                    Happening::Resolved { .. } => EventKind::Resolved,
+                    _ => EventKind::Reopened,
+                },
+                occurred_at: step.at,
+                resolver: body["resolver"].as_str().map(|r| {
+                    if r == "ai" {
+                        Resolver::Ai
+                    } else {
+                        Resolver::Human
+                    }
+                }),
+                actor_id: None,
+                tags: vec![],
+                channel: None,
+            }
+        })
+        .collect();
+    app.webhooks_arrived("generic", &delivered).await;
+    app.advance_hours(300);
+    for _ in 0..4 {
+        app.settle().await;
+        app.advance_hours(1);
+    }
+    let seqs: Vec<i64> = app.outcomes().await.iter().map(|o| o.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![1, 3],
+        "the true resolutions billed under their true numbers"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
+    a_lost_resolution_before_a_declined_one_is_learned,
     generic_lost_reopen,
     front_lost_reopen,
     hubspot_lost_reopen,

@@ -10,9 +10,25 @@
 //! three on that one sink. Each fake faults, drops after accepting and is
 //! checked for lost and doubled outcomes on its own.
 //!
+//! Lost webhooks (the second test, [`lost_webhooks_are_never_billed_wrongly`]): the
+//! same run, but a share of the helpdesk's events (10%, or
+//! `OUTCOME_METER_CHAOS_DROP=<0..1>`), picked from the run's seed, is never sent,
+//! not even as a redelivery; every tenant's generic provider verifies before
+//! billing against a fake `verify_url` that knows every ticket's true life (the
+//! dropped events included). Checked: everything billed is in the oracle of the
+//! true life, once (nothing a lost reopen, reply, hand-off or tag disqualifies);
+//! none of what a webhook-only service would have billed wrongly (the oracle of
+//! the delivered events minus the truth) is billed; and exactly: the billed set
+//! is the truth of every ticket whose delivered events show a resolution standing
+//! past its window (those are checked, and a ticket's first check reads its whole
+//! life), nothing of the others. Printed: the wrong bills verification prevented,
+//! and the true outcomes not billed, split into those whose resolution's webhook
+//! was lost (only backfill can learn those) and the rest.
+//!
 //! Small by default (CI). Larger: `OUTCOME_METER_CHAOS_TICKETS=20000`; replay a
 //! run with the seed it printed: `OUTCOME_METER_CHAOS_SEED=<seed>`; keep the service's
-//! warnings and errors with `OUTCOME_METER_CHAOS_LOG=<file>`.
+//! warnings and errors with `OUTCOME_METER_CHAOS_LOG=<file>`. One of the two:
+//! `cargo test --test it chaos::lost_webhooks -- --nocapture`.
 
 mod scenario;
 
@@ -20,12 +36,13 @@ use crate::support::GENERIC_SECRET;
 use chrono::{Duration as Span, Utc};
 use outcome_meter::providers::generic::sign;
 use outcome_meter::sink::Sink;
-use scenario::{generate, oracle, WINDOW_HOURS};
+use scenario::{generate, oracle, oracle_resolutions, WINDOW_HOURS};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::fake_helpdesk::{generic::Generic, FakeHelpdesk};
 use testkit::fake_metronome::{self, FakeMetronome};
 use testkit::fake_stripe::{FakeStripe, Fault};
 use testkit::process::{free_addr, ServeCommand, ServeProcess};
@@ -149,6 +166,8 @@ impl Billed {
 struct Endpoints<'a> {
     stripe: &'a str,
     metronome: &'a str,
+    /// The fake generic `verify_url` and its token: verification on for every tenant.
+    verify: Option<(&'a str, &'a str)>,
 }
 
 fn write_config(path: &Path, db: &Path, at: &Endpoints<'_>, offset_ms: i64) {
@@ -196,6 +215,10 @@ excluded_tags = ["{tag}"]
         offset = offset_ms,
         tag = scenario::EXCLUDED_TAG,
     );
+    if at.verify.is_some() {
+        // Quick retries after the fake's 429s (the service's clock runs in real time).
+        toml += "[verify]\nretry_base = \"100ms\"\nretry_max = \"1s\"\nconcurrency = 8\n";
+    }
     for (t, sink) in sinks() {
         toml += &format!(
             "[[tenants]]\nid = \"{t}\"\nstripe_customer_id = \"{}\"\nsink = \"{sink}\"\n\
@@ -205,6 +228,12 @@ excluded_tags = ["{tag}"]
             metronome_customer(t),
             subscription_item(t),
         );
+        if let Some((url, token)) = at.verify {
+            toml += &format!(
+                "[tenants.providers.generic.api]\nbase_url = \"{url}\"\ntoken = \"{token}\"\n\
+                 requests_per_minute = 600000\n"
+            );
+        }
     }
     std::fs::write(path, toml).expect("write chaos config");
 }
@@ -403,9 +432,34 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice() {
-    let tickets = env_number("OUTCOME_METER_CHAOS_TICKETS", 2000) as usize;
+    run(0.0, 2000).await;
+}
+
+/// See the module's comment: lost webhooks, verification before billing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_webhooks_are_never_billed_wrongly() {
+    let drop = std::env::var("OUTCOME_METER_CHAOS_DROP")
+        .ok()
+        .map(|v| {
+            v.parse::<f64>()
+                .expect("OUTCOME_METER_CHAOS_DROP is a number")
+        })
+        .unwrap_or(0.1);
+    assert!((0.0..1.0).contains(&drop) && drop > 0.0, "0 < drop < 1");
+    run(drop, 800).await;
+}
+
+/// One chaos run of `tickets` tickets (unless `OUTCOME_METER_CHAOS_TICKETS`); with
+/// `drop` > 0, that share of the events is never sent and every tenant verifies.
+async fn run(drop: f64, tickets: usize) {
+    let tickets = env_number("OUTCOME_METER_CHAOS_TICKETS", tickets as u64) as usize;
     let seed = env_number("OUTCOME_METER_CHAOS_SEED", fastrand::u64(..));
-    eprintln!("chaos: seed {seed} (OUTCOME_METER_CHAOS_SEED={seed} replays this run)");
+    let name = if drop > 0.0 {
+        "chaos (lost webhooks)"
+    } else {
+        "chaos"
+    };
+    eprintln!("{name}: seed {seed} (OUTCOME_METER_CHAOS_SEED={seed} replays this run)");
     let mut rng = fastrand::Rng::with_seed(seed);
 
     // Scenario time: 25 days ago, so confirmation times stay inside Stripe's 35 days.
@@ -413,14 +467,30 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
     let start = real_now - Span::days(25);
     let sc = generate(&mut rng, &TENANTS, tickets, start);
     let expected = oracle(&sc.events);
+    // Lost webhooks: picked by their own generator, so the rest of the run is the
+    // same for a seed whatever the share.
+    let dropped: BTreeSet<&str> = {
+        let mut drng = fastrand::Rng::with_seed(seed ^ 0xd0e5);
+        sc.events
+            .iter()
+            .filter(|_| drop > 0.0 && drng.f64() < drop)
+            .map(|e| e.event_id.as_str())
+            .collect()
+    };
+    let delivered: Vec<scenario::Event> = sc
+        .events
+        .iter()
+        .filter(|e| !dropped.contains(e.event_id.as_str()))
+        .cloned()
+        .collect();
     let settle_time = sc.last + Span::hours(WINDOW_HOURS + 1);
     assert!(settle_time < real_now - Span::days(1), "scenario too long");
     let offset_ingest = (start - real_now).num_milliseconds();
     let offset_settle = (settle_time - real_now).num_milliseconds();
 
-    // Traffic: every event, a fifth of them twice, garbage in between, shuffled.
+    // Traffic: every event not lost, a fifth of them twice, garbage in between, shuffled.
     let mut items: Vec<Item> = Vec::new();
-    for e in &sc.events {
+    for e in &delivered {
         let item = Item::Event {
             tenant: e.tenant.clone(),
             body: e.body(),
@@ -483,10 +553,29 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
             (real_now + Span::days(5)).timestamp(),
         );
     }
+    // The helpdesk's verify_url: every ticket's true life, a 429 now and then.
+    let helpdesk = if drop > 0.0 {
+        let fake = FakeHelpdesk::start(Generic).await;
+        fake.state().signing_secret = GENERIC_SECRET.to_string();
+        let mut lives: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+        for e in &sc.events {
+            let body = serde_json::from_str(&e.body()).expect("an event body is JSON");
+            lives.entry(e.ticket.as_str()).or_default().push(body);
+        }
+        for (ticket, events) in lives {
+            fake.set_events(ticket, events);
+        }
+        fake.rate_limit_every(100, 1);
+        Some(fake)
+    } else {
+        None
+    };
+    let verify_at = helpdesk.as_ref().map(|f| (f.base_url(), f.token()));
     let (stripe_url, metronome_url) = (stripe.base_url(), metronome.base_url());
     let at = Endpoints {
         stripe: &stripe_url,
         metronome: &metronome_url,
+        verify: verify_at.as_ref().map(|(u, t)| (u.as_str(), t.as_str())),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     // `OUTCOME_METER_CHAOS_KEEP=1`: keep the database and configuration of a failed run.
@@ -583,8 +672,15 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
     write_config(&config, &db, &at, offset_settle);
     target.offset_ms.store(offset_settle, Ordering::Relaxed);
     target.kill_and_restart(&http).await;
+    // Everything the service decided to bill reached its billing system. Without
+    // lost webhooks that is the oracle's count; with them, the outcomes it holds.
     let all_billed = || async {
-        Billed::read(&stripe, &metronome, &sinks).by_outcome.len() >= expected.len()
+        let target = if drop > 0.0 {
+            count(&store, "SELECT COUNT(*) FROM outcomes").await as usize
+        } else {
+            expected.len()
+        };
+        Billed::read(&stripe, &metronome, &sinks).by_outcome.len() >= target
             && count(
                 &store,
                 "SELECT COUNT(*) FROM tickets WHERE settle_at IS NOT NULL",
@@ -681,7 +777,7 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
             format!("{sink} {billed_here}/{}", here.len())
         })
         .collect();
-    let distinct_events: BTreeSet<&str> = sc.events.iter().map(|e| e.event_id.as_str()).collect();
+    let distinct_events: BTreeSet<&str> = delivered.iter().map(|e| e.event_id.as_str()).collect();
     let stored = count(&store, "SELECT COUNT(*) FROM deliveries").await;
     let quarantined = count(
         &store,
@@ -732,7 +828,19 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
         extra.len(),
         wrong.len(),
     );
-    assert!(lost.is_empty(), "lost outcomes, e.g. {:?}", lost.first());
+    if drop > 0.0 {
+        lost_webhooks_verdict(&LostWebhooks {
+            events: &sc.events,
+            delivered: &delivered,
+            dropped: &dropped,
+            got: &got,
+            store: &store,
+            helpdesk: helpdesk.as_ref().expect("a verify_url"),
+        })
+        .await;
+    } else {
+        assert!(lost.is_empty(), "lost outcomes, e.g. {:?}", lost.first());
+    }
     assert_eq!(twice, 0, "an identifier was billed twice");
     assert!(
         extra.is_empty(),
@@ -762,4 +870,110 @@ async fn sigkills_stripe_faults_and_garbage_lose_nothing_and_bill_nothing_twice(
         "each authentic delivery stored exactly once, nothing refused stored"
     );
     store.close().await;
+}
+
+/// What the lost-webhooks variant checks on top of the common verdict.
+struct LostWebhooks<'a> {
+    events: &'a [scenario::Event],
+    delivered: &'a [scenario::Event],
+    dropped: &'a BTreeSet<&'a str>,
+    got: &'a BTreeSet<String>,
+    store: &'a outcome_meter::store::Store,
+    helpdesk: &'a FakeHelpdesk,
+}
+
+async fn lost_webhooks_verdict(v: &LostWebhooks<'_>) {
+    let truth = oracle_resolutions(v.events);
+    let webhooks_only = oracle(v.delivered);
+    // What a service billing on webhooks alone would have billed wrongly.
+    let prevented: BTreeSet<&String> = webhooks_only
+        .iter()
+        .filter(|id| !truth.contains_key(*id))
+        .collect();
+    let prevented_billed: Vec<_> = prevented.iter().filter(|id| v.got.contains(**id)).collect();
+    // True outcomes not billed: their resolution's webhook was lost (only backfill
+    // can learn of it), or another lost webhook of their ticket hid them.
+    let unbilled: Vec<(&String, &String)> = truth
+        .iter()
+        .filter(|(id, _)| !v.got.contains(*id))
+        .collect();
+    let (resolution_lost, other): (Vec<&(&String, &String)>, Vec<_>) = unbilled
+        .iter()
+        .partition(|(_, resolution)| v.dropped.contains(resolution.as_str()));
+    // Exactly: a ticket is checked when its delivered events show a resolution
+    // standing past its window; its first check (nothing settled before it) reads
+    // its whole true life, so from then on it is billed as the truth says. A
+    // ticket never checked bills nothing.
+    let checked = scenario::with_a_standing_resolution(v.delivered);
+    let ticket_of: BTreeMap<&str, (String, String)> = v
+        .events
+        .iter()
+        .map(|e| (e.event_id.as_str(), (e.tenant.clone(), e.ticket.clone())))
+        .collect();
+    let exact: BTreeSet<String> = truth
+        .iter()
+        .filter(|(_, r)| checked.contains(&ticket_of[r.as_str()]))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let lossy = v
+        .events
+        .iter()
+        .filter(|e| v.dropped.contains(e.event_id.as_str()))
+        .map(|e| e.ticket.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
+    let checks = |result: &'static str| {
+        let sql = format!("SELECT COUNT(*) FROM verifications WHERE result = '{result}'");
+        async move { count(v.store, &sql).await }
+    };
+    let (agreed, disagreed, unreachable) = (
+        checks("agreed").await,
+        checks("disagreed").await,
+        checks("unreachable").await,
+    );
+    let learned = count(
+        v.store,
+        "SELECT COUNT(*) FROM ticket_events WHERE learned_from IS NOT NULL",
+    )
+    .await;
+    eprintln!(
+        "chaos (lost webhooks): {} of {} events never sent ({} tickets touched); \
+         verify_url: {} requests ({} answered 429); checks: {agreed} agreed, {disagreed} disagreed, \
+         {unreachable} unreachable; {learned} events learned from the helpdesk; \
+         true outcomes {}, billed {}; wrong bills prevented {} of {} a webhook-only service \
+         would have made; true outcomes not billed {} ({} whose resolution's webhook was lost, \
+         {} hidden by another lost webhook of their ticket)",
+        v.dropped.len(),
+        v.events.len(),
+        lossy,
+        v.helpdesk.requests(),
+        v.helpdesk.rate_limited(),
+        truth.len(),
+        v.got.len(),
+        prevented.len() - prevented_billed.len(),
+        prevented.len(),
+        unbilled.len(),
+        resolution_lost.len(),
+        other.len(),
+    );
+    assert!(
+        prevented_billed.is_empty(),
+        "billed what only a lost webhook disqualifies, e.g. {:?}",
+        prevented_billed.first()
+    );
+    let missing: Vec<_> = exact.difference(v.got).collect();
+    let beyond: Vec<_> = v.got.difference(&exact).collect();
+    assert!(
+        missing.is_empty() && beyond.is_empty(),
+        "billed = the truth of every ticket verification checked: {} missing (e.g. {:?}), \
+         {} beyond (e.g. {:?})",
+        missing.len(),
+        missing.first(),
+        beyond.len(),
+        beyond.first()
+    );
+    assert!(
+        agreed > 0 && disagreed > 0,
+        "verification ran and disagreed"
+    );
 }

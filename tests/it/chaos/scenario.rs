@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::outcome::outcome_id;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const WINDOW_HOURS: i64 = 72;
 pub const EXCLUDED_TAG: &str = "spam";
@@ -100,21 +100,26 @@ pub fn generate(
 /// AI, with no hand-off since the ticket was last reopened, no excluded tag seen
 /// so far, and no reopen signal before its window ends.
 pub fn oracle(events: &[Event]) -> BTreeSet<String> {
-    let mut by_ticket: std::collections::BTreeMap<(&str, &str), Vec<&Event>> = Default::default();
+    oracle_resolutions(events).into_keys().collect()
+}
+
+/// [`oracle`], with the `event_id` of the resolution each outcome bills.
+pub fn oracle_resolutions(events: &[Event]) -> BTreeMap<String, String> {
+    let mut by_ticket: BTreeMap<(&str, &str), Vec<&Event>> = Default::default();
     for e in events {
         by_ticket.entry((&e.tenant, &e.ticket)).or_default().push(e);
     }
     let window = Duration::hours(WINDOW_HOURS);
-    let mut billed = BTreeSet::new();
+    let mut billed = BTreeMap::new();
     for ((tenant, ticket), mut evs) in by_ticket {
         evs.sort_by_key(|e| e.at);
-        // (seq, resolved_at, billable so far)
-        let mut open_resolution: Option<(u32, DateTime<Utc>, bool)> = None;
+        // (seq, resolved_at, billable so far, the resolution's event id)
+        let mut open_resolution: Option<(u32, DateTime<Utc>, bool, &str)> = None;
         let mut resolved = false;
         let (mut seq, mut handed_off, mut excluded) = (0u32, false, false);
-        let mut settle = |r: Option<(u32, DateTime<Utc>, bool)>| {
-            if let Some((s, _, true)) = r {
-                billed.insert(outcome_id(tenant, "generic", ticket, s));
+        let mut settle = |r: Option<(u32, DateTime<Utc>, bool, &str)>| {
+            if let Some((s, _, true, id)) = r {
+                billed.insert(outcome_id(tenant, "generic", ticket, s), id.to_string());
             }
         };
         for e in evs {
@@ -123,7 +128,7 @@ pub fn oracle(events: &[Event]) -> BTreeSet<String> {
                 if !resolved {
                     seq += 1;
                     let ok = e.resolver == Some("ai") && !handed_off && !excluded;
-                    open_resolution = Some((seq, e.at, ok));
+                    open_resolution = Some((seq, e.at, ok, &e.event_id));
                     resolved = true;
                 }
                 continue;
@@ -131,7 +136,7 @@ pub fn oracle(events: &[Event]) -> BTreeSet<String> {
             if resolved {
                 let r = open_resolution.take();
                 // Reopened inside the window: that resolution is not an outcome.
-                settle(r.filter(|(_, at, _)| e.at >= *at + window));
+                settle(r.filter(|(_, at, _, _)| e.at >= *at + window));
                 handed_off = false;
                 resolved = false;
             }
@@ -140,6 +145,35 @@ pub fn oracle(events: &[Event]) -> BTreeSet<String> {
         settle(open_resolution);
     }
     billed
+}
+
+/// The `(tenant, ticket)`s whose `events` show a resolution that stands past its
+/// window (no reopen signal before it ends), billable or not: with verification
+/// on, the tickets whose due resolution the service checks with the helpdesk.
+pub fn with_a_standing_resolution(events: &[Event]) -> BTreeSet<(String, String)> {
+    let mut by_ticket: BTreeMap<(&str, &str), Vec<&Event>> = Default::default();
+    for e in events {
+        by_ticket.entry((&e.tenant, &e.ticket)).or_default().push(e);
+    }
+    let window = Duration::hours(WINDOW_HOURS);
+    by_ticket
+        .into_iter()
+        .filter(|(_, evs)| {
+            let mut evs = evs.clone();
+            evs.sort_by_key(|e| e.at);
+            let mut resolved_at: Option<DateTime<Utc>> = None;
+            for e in evs {
+                match (e.kind, resolved_at) {
+                    ("resolved", None) => resolved_at = Some(e.at),
+                    ("resolved", Some(_)) => {}
+                    (_, Some(at)) if e.at >= at + window => return true,
+                    (_, _) => resolved_at = None,
+                }
+            }
+            resolved_at.is_some()
+        })
+        .map(|((t, k), _)| (t.to_string(), k.to_string()))
+        .collect()
 }
 
 #[test]

@@ -74,23 +74,31 @@ impl Vendor for Generic {
                 Err(_) => return json(400, &j!({"error": "since is not RFC 3339"})),
             },
         };
-        let Some(life) = state.tickets.get(&ticket) else {
-            return json(404, &j!({"error": "no such ticket"}));
+        let view = match state.events.get(&ticket) {
+            Some(given) => exact(given, since),
+            None => match state.tickets.get(&ticket) {
+                Some(life) => View {
+                    events: life
+                        .ordered()
+                        .into_iter()
+                        .filter(|(_, s)| since.is_none_or(|t| s.at >= t))
+                        .map(|(i, s)| event_body(&ticket, i, &s))
+                        .collect(),
+                    resolved: life.resolved(),
+                    updated_at: life.updated_at(),
+                    last_customer_message_at: life.last_customer_message_at(),
+                },
+                None => return json(404, &j!({"error": "no such ticket"})),
+            },
         };
-        let events: Vec<Value> = life
-            .ordered()
-            .into_iter()
-            .filter(|(_, s)| since.is_none_or(|t| s.at >= t))
-            .map(|(i, s)| event_body(&ticket, i, &s))
-            .collect();
         let body = j!({
             "ticket_id": ticket,
             "nonce": nonce,
-            "status": if life.resolved() { "solved" } else { "open" },
-            "resolved": life.resolved(),
-            "updated_at": life.updated_at().map(rfc3339),
-            "last_customer_message_at": life.last_customer_message_at().map(rfc3339),
-            "events": events,
+            "status": if view.resolved { "solved" } else { "open" },
+            "resolved": view.resolved,
+            "updated_at": view.updated_at.map(rfc3339),
+            "last_customer_message_at": view.last_customer_message_at.map(rfc3339),
+            "events": view.events,
         })
         .to_string();
         let t = state.now.unwrap_or_else(Utc::now).timestamp();
@@ -100,6 +108,48 @@ impl Vendor for Generic {
                 "Outcome-Signature",
                 sign(&state.signing_secret, t, body.as_bytes()),
             )
+    }
+}
+
+/// What an answer says about a ticket.
+struct View {
+    events: Vec<Value>,
+    resolved: bool,
+    updated_at: Option<DateTime<Utc>>,
+    last_customer_message_at: Option<DateTime<Utc>>,
+}
+
+/// A ticket given as exact webhook bodies ([`super::FakeHelpdesk::set_events`]):
+/// those at or after `since` in time order; resolved when the last status
+/// change (a hand-off is not one, as in [`super::Life::resolved`]) was a resolution.
+fn exact(given: &[Value], since: Option<DateTime<Utc>>) -> View {
+    let at = |e: &Value| {
+        e["occurred_at"]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut all: Vec<(Option<DateTime<Utc>>, &Value)> = given.iter().map(|e| (at(e), e)).collect();
+    all.sort_by_key(|(t, _)| *t);
+    let kind = |e: &Value| e["type"].as_str().unwrap_or_default().to_string();
+    View {
+        events: all
+            .iter()
+            .filter(|(t, _)| since.is_none_or(|s| t.is_some_and(|t| t >= s)))
+            .map(|(_, e)| (*e).clone())
+            .collect(),
+        resolved: all
+            .iter()
+            .rev()
+            .map(|(_, e)| kind(e))
+            .find(|k| k != "handed_off_to_human")
+            .is_some_and(|k| k == "resolved"),
+        updated_at: all.iter().filter_map(|(t, _)| *t).max(),
+        last_customer_message_at: all
+            .iter()
+            .filter(|(_, e)| kind(e) == "customer_replied")
+            .filter_map(|(t, _)| *t)
+            .max(),
     }
 }
 

@@ -8,8 +8,9 @@
 //! so tests can check a client's pagination, backoff and budget.
 //!
 //! A test writes a ticket's life with [`FakeHelpdesk::set_life`]; the webhooks it
-//! sends (or drops) are the test's business. The oracle of the chaos suite uses
-//! the same lives.
+//! sends (or drops) are the test's business. A test that already has the exact
+//! generic webhook bodies of a ticket (the chaos suite) gives them with
+//! [`FakeHelpdesk::set_events`] instead: the generic fake serves them as they are.
 
 pub mod freshdesk;
 pub mod front;
@@ -137,6 +138,9 @@ pub struct State {
     pub log: Vec<String>,
     /// The fake's "now" for vendors that stamp answers (default: the real time).
     pub now: Option<DateTime<Utc>>,
+    /// Generic only: tickets whose history is given as exact generic webhook
+    /// bodies ([`FakeHelpdesk::set_events`]); served instead of a rendered life.
+    pub events: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 impl Default for State {
@@ -155,6 +159,7 @@ impl Default for State {
             refused: 0,
             log: Vec::new(),
             now: None,
+            events: BTreeMap::new(),
         }
     }
 }
@@ -241,6 +246,14 @@ impl FakeHelpdesk {
         let life = s.tickets.entry(ticket.to_string()).or_default();
         life.created_at.get_or_insert(step.at);
         life.steps.push(step);
+    }
+
+    /// Generic only: a ticket's whole history as generic webhook bodies
+    /// (`event_id`, `ticket_id`, `type`, `occurred_at`, …), served as they are
+    /// (those at or after `since`, in `occurred_at` order); the answer's status,
+    /// `updated_at` and `last_customer_message_at` are derived from them.
+    pub fn set_events(&self, ticket: &str, events: Vec<serde_json::Value>) {
+        self.state().events.insert(ticket.to_string(), events);
     }
 
     pub fn set_outage(&self, on: bool) {
