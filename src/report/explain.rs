@@ -32,6 +32,9 @@ pub struct Explanation {
 pub struct ProviderTrail {
     pub provider: String,
     pub events: Vec<EventRow>,
+    /// Checks with the helpdesk's API before billing (verification), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::store::Check>,
     pub decisions: Vec<DecisionView>,
     pub outcomes: Vec<OutcomeTrail>,
     pub reversals: Vec<ReversalRow>,
@@ -139,6 +142,9 @@ async fn load_rows(
     for e in store.ticket_events(tenant, ticket_id).await? {
         rows_of(&mut by_provider, &e.provider).trail.events.push(e);
     }
+    for c in store.ticket_checks(tenant, ticket_id).await? {
+        rows_of(&mut by_provider, &c.provider).trail.checks.push(c);
+    }
     for d in store.ticket_decisions(tenant, ticket_id).await? {
         rows_of(&mut by_provider, &d.provider)
             .trail
@@ -231,9 +237,14 @@ impl ProviderTrail {
         let _ = writeln!(s, "\nEvents (in the helpdesk's time order):");
         for e in &self.events {
             let ev = &e.event;
+            let source = match (e.learned_from, e.delivery_id) {
+                (Some(check), _) => format!(" (learned from the helpdesk's API, check {check})"),
+                (None, 0) => " (imported from the helpdesk's API by backfill)".to_string(),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "  {}  {:<20} {}{}{}  [{}]",
+                "  {}  {:<20} {}{}{}  [{}]{source}",
                 fmt_ms(to_millis(ev.occurred_at)),
                 ev.kind.as_str(),
                 ev.resolver.map(|r| format!("by {r} ")).unwrap_or_default(),
@@ -247,6 +258,25 @@ impl ProviderTrail {
                     format!("tags {}", ev.tags.join(","))
                 },
                 ev.event_key
+            );
+        }
+        if !self.checks.is_empty() {
+            let _ = writeln!(s, "\nChecks with the helpdesk's API before billing:");
+        }
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "  check {} at {}: #{} {}: {}{}",
+                c.id,
+                fmt_ms(c.checked_at),
+                c.seq,
+                c.result,
+                c.detail,
+                match (c.learned, c.next_try_at) {
+                    (0, None) => String::new(),
+                    (0, Some(t)) => format!("; next try {}", fmt_ms(t)),
+                    (n, _) => format!("; {n} event(s) learned"),
+                }
             );
         }
         let _ = writeln!(s, "\nDecisions (one per resolution):");

@@ -164,7 +164,11 @@ fn decision_from_row(r: &AnyRow) -> Result<DecisionRow, StoreError> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRow {
     pub provider: String,
+    /// The webhook delivery that brought it; 0 when it came from the helpdesk's
+    /// API (a verification check, or a backfill).
     pub delivery_id: i64,
+    /// The verification check that learned it (`verifications.id`), if one did.
+    pub learned_from: Option<i64>,
     pub event: TicketEvent,
 }
 
@@ -311,7 +315,7 @@ impl Store {
         ticket_id: &str,
     ) -> Result<Vec<EventRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT provider, delivery_id, event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
+            "SELECT provider, delivery_id, learned_from, event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
              FROM ticket_events WHERE tenant = $1 AND ticket_id = $2 ORDER BY occurred_at, event_key",
         )
         .bind(tenant)
@@ -323,6 +327,7 @@ impl Store {
                 Ok(EventRow {
                     provider: col(r, "provider")?,
                     delivery_id: col(r, "delivery_id")?,
+                    learned_from: col(r, "learned_from")?,
                     event: event_from_row(r)?,
                 })
             })

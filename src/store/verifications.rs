@@ -10,7 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckResult {
     /// The helpdesk shows nothing that undoes the resolution.
     Agreed,
@@ -49,8 +50,10 @@ impl FromStr for CheckResult {
 }
 
 /// One check of one resolution (a `verifications` row).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
+    /// `verifications.id` (0 before it is stored).
+    pub id: i64,
     pub tenant: String,
     pub provider: String,
     pub ticket_id: String,
@@ -78,6 +81,7 @@ fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
             .map_err(|_| StoreError::corrupt(format!("verifications.{name} out of range")))
     };
     Ok(Check {
+        id: col(r, "id")?,
         tenant: col(r, "tenant")?,
         provider: col(r, "provider")?,
         ticket_id: col(r, "ticket_id")?,
@@ -187,7 +191,7 @@ impl Store {
         ticket_id: &str,
     ) -> Result<Vec<Check>, StoreError> {
         let sql = format!(
-            "SELECT {CHECK_COLUMNS} FROM verifications WHERE tenant = $1 AND ticket_id = $2 ORDER BY id"
+            "SELECT id, {CHECK_COLUMNS} FROM verifications WHERE tenant = $1 AND ticket_id = $2 ORDER BY id"
         );
         let rows = sqlx::query(&sql)
             .bind(tenant)
@@ -210,7 +214,7 @@ where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let sql = format!(
-        "SELECT {CHECK_COLUMNS} FROM verifications WHERE tenant = $1 AND provider = $2 \
+        "SELECT id, {CHECK_COLUMNS} FROM verifications WHERE tenant = $1 AND provider = $2 \
          AND ticket_id = $3 AND seq = $4 AND resolved_at = $5 ORDER BY id DESC LIMIT 1"
     );
     let row = sqlx::query(&sql)

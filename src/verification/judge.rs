@@ -446,6 +446,7 @@ mod tests {
 
     fn check(result: CheckResult, checked_at: i64, held_since: Option<i64>) -> Check {
         Check {
+            id: 0,
             tenant: "a".into(),
             provider: "zendesk".into(),
             ticket_id: "T".into(),

@@ -162,6 +162,7 @@ impl Worker {
             .lock_ticket(&c.tenant, &c.provider, &c.ticket_id, now)
             .await?;
         let mut check = Check {
+            id: 0,
             tenant: c.tenant.clone(),
             provider: c.provider.clone(),
             ticket_id: c.ticket_id.clone(),

@@ -337,7 +337,10 @@ async fn backfill_through(backend: Backend, vendor: impl testkit::fake_helpdesk:
         let resolved = days_ago(20 - 3 * i) + Duration::hours(2);
         let mut steps = vec![Step::new(resolved, Happening::Resolved { by_ai: true })];
         if i % 3 == 0 {
-            steps.push(Step::new(resolved + Duration::hours(6), Happening::Reopened));
+            steps.push(Step::new(
+                resolved + Duration::hours(6),
+                Happening::Reopened,
+            ));
         } else {
             want.push(id.clone());
         }

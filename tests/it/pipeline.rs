@@ -291,7 +291,10 @@ async fn zendesk_and_intercom_reference_payloads_flow_through(backend: Backend) 
     ];
     expected.sort();
     assert_eq!(ids, expected, "both resolutions are long past their window");
-    assert!(stripe.events().is_empty(), "nothing older than 35 days is sent");
+    assert!(
+        stripe.events().is_empty(),
+        "nothing older than 35 days is sent"
+    );
     for o in app.outcomes().await {
         assert_eq!(o.state, "failed");
         assert!(

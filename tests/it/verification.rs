@@ -154,8 +154,24 @@ pub async fn lost_reopen_is_caught(backend: Backend, vendor: impl Vendor) {
     let x = explain::explain(&app.services.store, TENANT, "501", None)
         .await
         .expect("explain");
-    let text = format!("{x:?}");
-    assert!(text.contains("reopen"), "{p}: explain: {text}");
+    let text = x.render();
+    assert!(
+        text.contains("(learned from the helpdesk's API, check"),
+        "{p}: explain marks the learned events: {text}"
+    );
+    assert!(
+        text.contains("Checks with the helpdesk's API before billing:")
+            && text.contains(": #1 disagreed:"),
+        "{p}: explain lists the check: {text}"
+    );
+    let billed = explain::explain(&app.services.store, TENANT, "502", None)
+        .await
+        .expect("explain")
+        .render();
+    assert!(
+        billed.contains(&format!("verified with {p} at")),
+        "{p}: the billed ticket's decision says it was verified: {billed}"
+    );
     assert_eq!(
         app.metric(&format!(
             "outcome_meter_verifications_total{{provider=\"{p}\",result=\"disagreed\"}}"
@@ -167,6 +183,23 @@ pub async fn lost_reopen_is_caught(backend: Backend, vendor: impl Vendor) {
             "outcome_meter_verifications_total{{provider=\"{p}\",result=\"agreed\"}}"
         )),
         1.0
+    );
+    // The customer's statement says so too.
+    let period =
+        outcome_meter::report::period::Period::parse("2025-12-01", "2026-02-01").expect("period");
+    let st = outcome_meter::report::statement::build(
+        &app.services.store,
+        TENANT,
+        CUSTOMER,
+        app.services.settings.stripe.mode(),
+        period,
+    )
+    .await
+    .expect("statement");
+    let json = serde_json::to_string(&st).expect("statement JSON");
+    assert!(
+        json.contains(&format!("verified with {p} at")),
+        "{p}: the statement line names the check: {json}"
     );
     // Settling again asks nothing more: the checks are recorded.
     let before = fake.requests();

@@ -248,9 +248,16 @@ pub async fn build(
             reported_mode: o.reported_mode.clone(),
             status_note: status_note(o, mode),
             stripe_request_id: o.stripe_request_id.clone(),
-            why: match &billed_late {
-                Some(note) => format!("{} {note}", ev["explanation"].as_str().unwrap_or_default()),
-                None => ev["explanation"].as_str().unwrap_or_default().to_string(),
+            why: {
+                let mut why = ev["explanation"].as_str().unwrap_or_default().to_string();
+                // "verified with <helpdesk> at <time>", or "not verified: …".
+                if let Some(note) = ev["verification"]["note"].as_str() {
+                    why = format!("{why}; {note}");
+                }
+                match &billed_late {
+                    Some(note) => format!("{why} {note}"),
+                    None => why,
+                }
             },
             billed_late,
             evidence_events: evidence.iter().map(EvidenceEvent::line).collect(),
