@@ -515,6 +515,12 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
                     providers.join(", "),
                     describe(&settings.contract_for(t))
                 );
+                for (name, p) in &t.providers {
+                    out!(
+                        "  {name}: {}",
+                        outcome_meter::verification::describe(name, p, &settings.verify)
+                    );
+                }
             }
             let now = to_millis(settings.clock.build().now());
             let names = check_configured(&settings, now, days).await;

@@ -239,28 +239,7 @@ impl Tx {
         ticket_id: &str,
         current_hash: &str,
     ) -> Result<Vec<(u32, String, String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.seq, d.contract_hash, c.version, c.terms FROM decisions d JOIN contracts c ON c.hash = d.contract_hash \
-             WHERE d.tenant = $1 AND d.provider = $2 AND d.ticket_id = $3 AND d.final = 0 AND d.contract_hash <> $4",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(ticket_id)
-        .bind(current_hash)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = col(r, "seq")?;
-                Ok((
-                    u32::try_from(seq)
-                        .map_err(|_| StoreError::corrupt("decision seq out of range"))?,
-                    col(r, "contract_hash")?,
-                    col(r, "version")?,
-                    col(r, "terms")?,
-                ))
-            })
-            .collect()
+        pinned(&mut *self.tx, tenant, provider, ticket_id, current_hash).await
     }
 
     /// Freeze every decision up to and including `seq`.
@@ -282,4 +261,50 @@ impl Tx {
         .await?;
         Ok(())
     }
+}
+
+impl super::Store {
+    /// [`Tx::pinned_contracts`], read without a lock (the verification pass).
+    pub async fn pinned_contracts(
+        &self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        current_hash: &str,
+    ) -> Result<Vec<(u32, String, String, String)>, StoreError> {
+        pinned(&self.pool, tenant, provider, ticket_id, current_hash).await
+    }
+}
+
+async fn pinned<'c, E>(
+    executor: E,
+    tenant: &str,
+    provider: &str,
+    ticket_id: &str,
+    current_hash: &str,
+) -> Result<Vec<(u32, String, String, String)>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT d.seq, d.contract_hash, c.version, c.terms FROM decisions d JOIN contracts c ON c.hash = d.contract_hash \
+         WHERE d.tenant = $1 AND d.provider = $2 AND d.ticket_id = $3 AND d.final = 0 AND d.contract_hash <> $4",
+    )
+    .bind(tenant)
+    .bind(provider)
+    .bind(ticket_id)
+    .bind(current_hash)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = col(r, "seq")?;
+            Ok((
+                u32::try_from(seq).map_err(|_| StoreError::corrupt("decision seq out of range"))?,
+                col(r, "contract_hash")?,
+                col(r, "version")?,
+                col(r, "terms")?,
+            ))
+        })
+        .collect()
 }

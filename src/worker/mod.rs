@@ -85,30 +85,54 @@ impl Worker {
         provider: &str,
         ticket_id: &str,
     ) -> Result<evidence::Pins, StoreError> {
-        let mut pins = evidence::Pins::default();
-        for (seq, hash, version, terms) in tx
+        let rows = tx
             .pinned_contracts(
                 &tenant.settings.id,
                 provider,
                 ticket_id,
                 &tenant.contract_hash,
             )
-            .await?
-        {
-            match ContractTerms::from_stored(&terms) {
-                Ok(t) => {
-                    pins.terms.insert(seq, t);
-                    pins.ids.insert(seq, (version, hash));
-                }
-                Err(e) => {
-                    tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")
-                }
-            }
-        }
-        Ok(pins)
+            .await?;
+        Ok(pins_of(rows))
+    }
+
+    /// [`Worker::pins`], read without a lock (the verification pass, which
+    /// must pick the resolution the confirmer will gate).
+    pub(crate) async fn pins_unlocked(
+        &self,
+        tenant: &crate::tenants::Tenant,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<evidence::Pins, StoreError> {
+        let rows = self
+            .store
+            .pinned_contracts(
+                &tenant.settings.id,
+                provider,
+                ticket_id,
+                &tenant.contract_hash,
+            )
+            .await?;
+        Ok(pins_of(rows))
     }
 
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
+}
+
+fn pins_of(rows: Vec<(u32, String, String, String)>) -> evidence::Pins {
+    let mut pins = evidence::Pins::default();
+    for (seq, hash, version, terms) in rows {
+        match ContractTerms::from_stored(&terms) {
+            Ok(t) => {
+                pins.terms.insert(seq, t);
+                pins.ids.insert(seq, (version, hash));
+            }
+            Err(e) => {
+                tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")
+            }
+        }
+    }
+    pins
 }

@@ -13,7 +13,7 @@ use crate::event::TicketEvent;
 use crate::helpdesk_api::{ApiError, HelpdeskApi, TicketLook};
 use crate::store::{Check, CheckResult, StoreError};
 use crate::tenants::Tenant;
-use crate::ticket::{replay, Standing};
+use crate::ticket::{replay_pinned, Standing};
 use crate::verification::judge::{finding, learned_events};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -26,6 +26,9 @@ struct Candidate {
     ticket_id: String,
     seq: u32,
     resolved_at: DateTime<Utc>,
+    /// Later due resolutions of the ticket (the confirmer may reach them in the
+    /// same pass): checked with the same answer when it comes.
+    then: Vec<(u32, DateTime<Utc>)>,
     /// History from here on is what the check asks for (the settled resolution).
     after: Option<DateTime<Utc>>,
     /// The newest earlier check, if it failed (its failures and hold start carry on).
@@ -103,15 +106,20 @@ impl Worker {
             .store
             .read_ticket(&tenant.settings.id, provider, ticket_id)
             .await?;
-        let history = replay(&tenant.contract, settled, &events);
-        let Some(r) = history
+        // The pinned contracts too: the same resolution the confirmer will gate.
+        let pins = self.pins_unlocked(tenant, provider, ticket_id).await?;
+        let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
+        // The confirmer goes through the resolutions in order, skipping reopened
+        // ones and stopping at the first still in its window: those it reaches.
+        let mut due = history
             .resolutions
             .iter()
-            .find(|r| r.standing(horizon) != Standing::Reopened)
-            .filter(|r| r.standing(horizon) == Standing::Due)
-        else {
+            .filter(|r| r.standing(horizon) != Standing::Reopened)
+            .take_while(|r| r.standing(horizon) == Standing::Due);
+        let Some(r) = due.next() else {
             return Ok(None);
         };
+        let then: Vec<(u32, DateTime<Utc>)> = due.map(|r| (r.seq, r.resolved_at)).collect();
         let latest = self
             .store
             .latest_check(
@@ -133,6 +141,16 @@ impl Worker {
                 }
                 Some(c)
             }
+            // A disagreement the state machine did not act on (the events changed
+            // since?): asked again, but not more often than retry_base.
+            Some(c)
+                if c.result == CheckResult::Disagreed
+                    && now.saturating_sub(c.checked_at)
+                        < i64::try_from(self.verifier.settings.retry_base.as_millis())
+                            .unwrap_or(i64::MAX) =>
+            {
+                return Ok(None)
+            }
             _ => None,
         };
         Ok(Some(Candidate {
@@ -141,6 +159,7 @@ impl Worker {
             ticket_id: ticket_id.to_string(),
             seq: r.seq,
             resolved_at: r.resolved_at,
+            then,
             after: settled.map(|s| s.resolved_at),
             failed_before,
         }))
@@ -177,6 +196,8 @@ impl Worker {
             answer: String::new(),
             learned: 0,
         };
+        // Checks of the later due resolutions, from the same answer.
+        let mut more: Vec<Check> = Vec::new();
         let learned: Vec<TicketEvent> = match look {
             Ok(look) => {
                 let known = tx.load_events(&c.tenant, &c.provider, &c.ticket_id).await?;
@@ -205,6 +226,29 @@ impl Worker {
                 check.detail = format!("{detail} (status `{}`)", look.status);
                 check.answer = look.answer.to_string();
                 check.learned = u32::try_from(learned.len()).unwrap_or(u32::MAX);
+                if result == CheckResult::Agreed {
+                    for (seq, resolved_at) in &c.then {
+                        let (result, detail) = finding(
+                            &tenant.contract,
+                            &pins.terms,
+                            settled,
+                            &known,
+                            &learned,
+                            *seq,
+                            *resolved_at,
+                            horizon,
+                        );
+                        self.metrics.verification(&c.provider, result.as_str());
+                        more.push(Check {
+                            seq: *seq,
+                            resolved_at: to_millis(*resolved_at),
+                            result,
+                            detail: format!("{detail} (status `{}`)", look.status),
+                            learned: 0,
+                            ..check.clone()
+                        });
+                    }
+                }
                 self.metrics.verification(&c.provider, result.as_str());
                 if result == CheckResult::Disagreed {
                     let reason = learned
@@ -244,6 +288,9 @@ impl Worker {
             }
         };
         let id = tx.insert_check(&check).await?;
+        for m in &more {
+            tx.insert_check(m).await?;
+        }
         for e in &learned {
             tx.insert_learned_event(&c.tenant, &c.provider, id, e)
                 .await?;

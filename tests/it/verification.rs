@@ -420,7 +420,54 @@ async fn a_lost_resolution_before_a_declined_one_is_learned(backend: Backend) {
     app.stop().await;
 }
 
+/// A contract change while resolutions wait (pinned to the contract they were
+/// first decided under): the verification pass checks the resolution the
+/// confirmer gates, so nothing is held for want of a check.
+async fn pinned_resolutions_are_checked_after_a_contract_change(backend: Backend) {
+    let fake = FakeHelpdesk::start(Generic).await;
+    let app = app_verifying(backend, &fake, |s| {
+        s.contract.reopen_window = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    fake.set_life(
+        "901",
+        at(0),
+        vec![
+            Step::new(at(1), Happening::Resolved { by_ai: true }),
+            Step::new(at(3), Happening::Reopened),
+            Step::new(at(4), Happening::Resolved { by_ai: true }),
+        ],
+    );
+    let mut second = resolved_by_ai("901", 4);
+    second.event_key = "webhook-901-resolved-again".into();
+    let reopen = TicketEvent {
+        event_key: "webhook-901-reopened".into(),
+        kind: EventKind::Reopened,
+        resolver: None,
+        ..resolved_by_ai("901", 3)
+    };
+    app.webhooks_arrived("generic", &[resolved_by_ai("901", 1), reopen, second])
+        .await;
+    app.settle().await;
+    // Redeploy with a 72 h window: both resolutions stay judged by the 1 h one.
+    let mut app = app;
+    app.settings.contract.reopen_window = std::time::Duration::from_secs(72 * 3600);
+    let app = app.restart().await;
+    app.advance_hours(6);
+    app.settle().await;
+    let mut seqs: Vec<i64> = app.outcomes().await.iter().map(|o| o.seq).collect();
+    seqs.sort();
+    let x = explain::explain(&app.services.store, TENANT, "901", None)
+        .await
+        .expect("explain")
+        .render();
+    assert_eq!(seqs, vec![1, 2], "both pinned resolutions verified and billed: {x}");
+    assert!(app.decision_status("901").await.iter().all(|s| s != "held"));
+    app.stop().await;
+}
+
 crate::dual!(
+    pinned_resolutions_are_checked_after_a_contract_change,
     a_lost_resolution_before_a_declined_one_is_learned,
     generic_lost_reopen,
     front_lost_reopen,
