@@ -133,6 +133,7 @@ pub struct Metrics {
     queue_deliveries: Family<StatusLabel, Gauge>,
     queue_outcomes: Family<StateLabel, Gauge>,
     tickets_in_window: Gauge,
+    held_for_verification: Gauge,
     unbilled_other_mode: Gauge,
     oldest_unbilled_seconds: Gauge,
     snapshot_age_seconds: Gauge,
@@ -362,6 +363,12 @@ impl Default for Metrics {
             "Tickets waiting for a reopen window to pass, from the last snapshot",
             tickets_in_window.clone(),
         );
+        let held_for_verification = Gauge::default();
+        registry.register(
+            "outcomes_held_for_verification",
+            "Due resolutions held until their helpdesk's API answers (verification before billing), from the last snapshot",
+            held_for_verification.clone(),
+        );
         let oldest_unbilled_seconds = Gauge::default();
         registry.register(
             "oldest_unreported_outcome_seconds",
@@ -420,6 +427,7 @@ impl Default for Metrics {
             queue_deliveries,
             queue_outcomes,
             tickets_in_window,
+            held_for_verification,
             unbilled_other_mode,
             oldest_unbilled_seconds,
             snapshot_age_seconds,
@@ -605,6 +613,7 @@ impl Metrics {
                 .set(*n);
         }
         self.tickets_in_window.set(q.tickets_waiting);
+        self.held_for_verification.set(q.held_for_verification);
         self.unbilled_other_mode.set(q.unbilled_other_mode);
         self.oldest_unbilled_at
             .store(q.oldest_unbilled_outcome.unwrap_or(-1), Relaxed);

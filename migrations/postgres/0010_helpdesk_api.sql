@@ -16,6 +16,10 @@ CREATE TABLE verifications (
     checked_at   BIGINT NOT NULL,
     -- Failed checks in a row, this one included (0 for an answer).
     failures     BIGINT NOT NULL,
+    -- What kind of failure (NULL for an answer): unreachable or rate_limited may
+    -- pass by themselves; refused, not_found and invalid_answer need a person and
+    -- never let an outcome be billed unverified (verify.on_unreachable = "bill").
+    failure      TEXT,
     held_since   BIGINT,
     next_try_at  BIGINT,
     detail       TEXT   NOT NULL,
@@ -24,6 +28,8 @@ CREATE TABLE verifications (
     learned      BIGINT NOT NULL
 );
 CREATE INDEX verifications_resolution ON verifications (tenant, provider, ticket_id, seq, id);
+-- Due resolutions held until the helpdesk answers (the metrics snapshot counts them).
+CREATE INDEX decisions_held ON decisions (tenant) WHERE status = 'held';
 
 -- An event learned from the helpdesk's API rather than a webhook: the id of the
 -- verification that found it (its answer is the evidence). delivery_id is 0.

@@ -68,6 +68,9 @@ pub struct Summary {
     pub already_done: bool,
     /// Tickets the listing named that the helpdesk no longer has (404): skipped.
     pub missing: u64,
+    /// Tickets whose history could not be read (an unexpected answer): skipped,
+    /// each named in the log.
+    pub unreadable: u64,
     /// Outcomes of the range (resolved in it) now recorded…
     pub outcomes: u64,
     /// …of which confirmed too late for the billing system (older than 35 days):
@@ -189,6 +192,7 @@ pub async fn run(
         ));
     }
     let mut missing = 0u64;
+    let mut unreadable = 0u64;
     if !already_done {
         progress.start(&row);
         let worker = services.worker();
@@ -215,11 +219,26 @@ pub async fn run(
                         error: ApiError::NotFound(_),
                         ..
                     }) => missing += 1,
+                    // One ticket the client cannot read (an answer of an unexpected
+                    // shape, a history past the page bound) must not stop the rest:
+                    // skipped, named in the log, counted in the summary.
+                    Err(BackfillError::Api {
+                        error: error @ ApiError::Malformed { .. },
+                        ..
+                    }) => {
+                        tracing::warn!(tenant = %plan.tenant, provider = %plan.provider, ticket = %id, %error, "backfill: ticket skipped, its history could not be read");
+                        unreadable += 1;
+                    }
                     Err(e) => return Err(e),
                 }
             }
             let new = worker
-                .import_events(&plan.tenant, &plan.provider, &events)
+                .import_history(
+                    &plan.tenant,
+                    &plan.provider,
+                    &events,
+                    Some(api.same_happening()),
+                )
                 .await?;
             row.pages += 1;
             row.tickets += u64::try_from(page.ticket_ids.len()).unwrap_or(u64::MAX);
@@ -256,6 +275,7 @@ pub async fn run(
         resumed,
         already_done,
         missing,
+        unreadable,
         outcomes,
         too_old,
     })
@@ -278,7 +298,7 @@ where
     loop {
         let wait = match f().await {
             Ok(v) => return Ok(v),
-            Err(ApiError::RateLimited { retry_after }) => {
+            Err(ApiError::RateLimited { retry_after } | ApiError::Throttled { retry_after }) => {
                 let wait = retry_after.unwrap_or(DEFAULT_RATE_WAIT);
                 tracing::info!(
                     provider = api.provider(),

@@ -555,6 +555,11 @@ fn read(
 }
 
 impl HelpdeskApi for FreshdeskApi {
+    /// Freshdesk's webhook times are rendered to the minute.
+    fn same_happening(&self) -> chrono::Duration {
+        chrono::Duration::seconds(60)
+    }
+
     fn provider(&self) -> &'static str {
         "freshdesk"
     }

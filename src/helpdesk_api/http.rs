@@ -262,7 +262,7 @@ impl Budget {
             let mut s = self.lock();
             if let Some((p, real)) = s.paused_until {
                 if p > wall && real > Instant::now() {
-                    return Err(ApiError::RateLimited {
+                    return Err(ApiError::Throttled {
                         retry_after: (p - wall).to_std().ok(),
                     });
                 }
@@ -271,7 +271,7 @@ impl Budget {
             let floor = now.checked_sub(self.interval * self.burst).unwrap_or(now);
             let slot = s.next.max(floor);
             if slot > now + LONGEST_WAIT {
-                return Err(ApiError::RateLimited {
+                return Err(ApiError::Throttled {
                     retry_after: Some(slot - now),
                 });
             }
@@ -329,7 +329,7 @@ mod tests {
         b.clock = Arc::new(clock.clone());
         b.pause(Duration::from_secs(120));
         match b.take().await {
-            Err(ApiError::RateLimited {
+            Err(ApiError::Throttled {
                 retry_after: Some(d),
             }) => assert_eq!(d, Duration::from_secs(120)),
             other => panic!("expected rate limited, got {other:?}"),

@@ -84,6 +84,10 @@ pub enum ApiError {
     /// 404: the helpdesk has no such ticket (deleted, merged, or the wrong account).
     #[error("the helpdesk has no ticket `{0}` (404)")]
     NotFound(String),
+    /// Not sent: this client's own budget (or a pause after a 429) does not allow
+    /// a request before `retry_after`. Nothing was asked; nothing is wrong with the helpdesk.
+    #[error("not sent: this client's request budget allows the next request in {}s", .retry_after.map_or(0, |d| d.as_secs()))]
+    Throttled { retry_after: Option<Duration> },
     /// This client cannot list tickets (backfill) for this helpdesk.
     #[error("listing tickets through the {0} API is not supported")]
     Unsupported(&'static str),
@@ -110,13 +114,30 @@ impl ApiError {
             ApiError::Refused { status, .. } => status.to_string(),
             ApiError::NotFound(_) => "404".into(),
             ApiError::Unsupported(_) => "unsupported".into(),
+            ApiError::Throttled { .. } => "throttled".into(),
+        }
+    }
+
+    /// What kind of failure this is, as stored with a check and used as a label:
+    /// `unreachable` and `rate_limited` may pass by themselves (an outage, a
+    /// busy account); `refused`, `not_found` and `invalid_answer` are answers
+    /// that need a person, so they never let an outcome be billed unverified.
+    pub fn failure_kind(&self) -> &'static str {
+        match self {
+            ApiError::RateLimited { .. } | ApiError::Throttled { .. } => "rate_limited",
+            ApiError::Unreachable { .. } => "unreachable",
+            ApiError::Refused { .. } => "refused",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Malformed { .. } | ApiError::Unsupported(_) => "invalid_answer",
         }
     }
 
     /// How long the helpdesk asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } => *retry_after,
+            ApiError::RateLimited { retry_after } | ApiError::Throttled { retry_after } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -141,6 +162,13 @@ pub trait HelpdeskApi: Send + Sync {
 
     /// What this API can show (documented per helpdesk).
     fn sight(&self) -> Sight;
+
+    /// How far apart a webhook's time and the API's time of the same happening
+    /// can be (webhooks that round times to the minute: Freshdesk). Two events
+    /// of the same kind this close are one happening.
+    fn same_happening(&self) -> chrono::Duration {
+        crate::verification::judge::SAME_HAPPENING
+    }
 
     /// Read one ticket: its current status and what happened since `since`
     /// (`None`: its whole history). Paginates as needed; every request goes

@@ -205,6 +205,8 @@ pub struct QueueCounts {
     pub deliveries: Vec<(String, i64)>,
     pub outcomes: Vec<(String, i64)>,
     pub tickets_waiting: i64,
+    /// Due resolutions held for verification with the helpdesk (decision `held`).
+    pub held_for_verification: i64,
     /// Confirmation time of the oldest outcome not billed: pending, failed or
     /// rejected by Stripe.
     pub oldest_unbilled_outcome: Option<i64>,
@@ -537,6 +539,9 @@ impl Store {
                 .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
         let tickets_waiting =
             count("SELECT COUNT(*) AS n FROM tickets WHERE settle_at IS NOT NULL").await?;
+        // The partial index `decisions_held` keeps this O(held).
+        let held_for_verification =
+            count("SELECT COUNT(*) AS n FROM decisions WHERE status = 'held'").await?;
         // Sent in another mode than the service's (a dry-run's, or test mode's seen from
         // live): not billed here either, and ageing towards Stripe's 35 days as well.
         const OTHER_MODE: &str =
@@ -565,6 +570,7 @@ impl Store {
             deliveries,
             outcomes,
             tickets_waiting,
+            held_for_verification,
             oldest_unbilled_outcome: col(&unbilled, "m")?,
             unbilled_other_mode: col(&unbilled, "other")?,
             stripe_events,

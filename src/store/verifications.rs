@@ -63,6 +63,8 @@ pub struct Check {
     pub result: CheckResult,
     pub checked_at: i64,
     pub failures: u32,
+    /// The kind of failure ([`crate::helpdesk_api::ApiError::failure_kind`]); `None` for an answer.
+    pub failure: Option<String>,
     pub held_since: Option<i64>,
     pub next_try_at: Option<i64>,
     pub detail: String,
@@ -71,7 +73,7 @@ pub struct Check {
 }
 
 const CHECK_COLUMNS: &str = "tenant, provider, ticket_id, seq, resolved_at, result, checked_at, \
-     failures, held_since, next_try_at, detail, answer, learned";
+     failures, failure, held_since, next_try_at, detail, answer, learned";
 
 fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
     let result: String = col(r, "result")?;
@@ -90,6 +92,7 @@ fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
         result: result.parse().map_err(StoreError::corrupt)?,
         checked_at: col(r, "checked_at")?,
         failures: small("failures")?,
+        failure: col(r, "failure")?,
         held_since: col(r, "held_since")?,
         next_try_at: col(r, "next_try_at")?,
         detail: col(r, "detail")?,
@@ -245,7 +248,7 @@ impl Tx {
     pub async fn insert_check(&mut self, c: &Check) -> Result<i64, StoreError> {
         let sql = format!(
             "INSERT INTO verifications ({CHECK_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id"
         );
         let row = sqlx::query(&sql)
             .bind(&c.tenant)
@@ -256,6 +259,7 @@ impl Tx {
             .bind(c.result.as_str())
             .bind(c.checked_at)
             .bind(i64::from(c.failures))
+            .bind(c.failure.as_deref())
             .bind(c.held_since)
             .bind(c.next_try_at)
             .bind(&c.detail)

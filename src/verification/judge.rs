@@ -12,8 +12,17 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, HashSet};
 
 /// Two events of the same kind this close are taken as one happening seen twice
-/// (a webhook and the API's history stamp the same change a moment apart).
+/// (a webhook and the API's history stamp the same change a moment apart). A
+/// helpdesk whose webhooks carry coarser times says so
+/// ([`crate::helpdesk_api::HelpdeskApi::same_happening`]: Freshdesk, a minute).
 pub const SAME_HAPPENING: Duration = Duration::seconds(2);
+
+/// Whether `e` is a happening already in `pool` under another key: the same kind
+/// within `within`.
+pub fn seen_again(e: &TicketEvent, pool: &[TicketEvent], within: Duration) -> bool {
+    pool.iter()
+        .any(|k| k.kind == e.kind && (k.occurred_at - e.occurred_at).abs() <= within)
+}
 
 fn is_reopen_signal(kind: EventKind) -> bool {
     kind != EventKind::Resolved
@@ -24,8 +33,7 @@ fn is_reopen_signal(kind: EventKind) -> bool {
 /// - history entries whose key is unknown and that are not a known happening
 ///   seen again ([`SAME_HAPPENING`]), after the settled point (`after`);
 /// - the ticket is open now but nothing after `resolved_at` says why: a reopen
-///   at the API's `updated_at` (or, when it gives no time after the resolution,
-///   right after the resolution: not knowing when must not bill);
+///   right after the resolution (not knowing when must not bill);
 /// - the customer wrote after `resolved_at` and no event says so: a customer
 ///   message at that time.
 pub fn learned_events(
@@ -35,18 +43,15 @@ pub fn learned_events(
     resolved_at: DateTime<Utc>,
     known: &[TicketEvent],
     look: &TicketLook,
+    within: Duration,
 ) -> Vec<TicketEvent> {
     let keys: HashSet<&str> = known.iter().map(|e| e.event_key.as_str()).collect();
-    let seen_again = |e: &TicketEvent, pool: &[TicketEvent]| {
-        pool.iter()
-            .any(|k| k.kind == e.kind && (k.occurred_at - e.occurred_at).abs() <= SAME_HAPPENING)
-    };
     let mut learned: Vec<TicketEvent> = Vec::new();
     for e in &look.events {
         if e.ticket_id != ticket_id
             || keys.contains(e.event_key.as_str())
             || after.is_some_and(|a| e.occurred_at <= a)
-            || seen_again(e, known)
+            || seen_again(e, known, within)
             || learned.iter().any(|l| l.event_key == e.event_key)
         {
             continue;
@@ -58,10 +63,11 @@ pub fn learned_events(
         .chain(learned.iter())
         .any(|e| is_reopen_signal(e.kind) && e.occurred_at > resolved_at);
     if !look.resolved && !reopened_since {
-        let at = look
-            .updated_at
-            .filter(|t| *t > resolved_at)
-            .unwrap_or(resolved_at + Duration::milliseconds(1));
+        // When it was reopened is not known: `updated_at` is the last change of
+        // any kind (a note, a tag), not the reopen. Not knowing when must not
+        // bill: right after the resolution, inside any window. (Verification runs
+        // as the window ends, so "open now" is nearly always a reopen inside it.)
+        let at = resolved_at + Duration::milliseconds(1);
         learned.push(synthesized(
             provider,
             ticket_id,
@@ -71,9 +77,10 @@ pub fn learned_events(
         ));
     }
     if let Some(at) = look.last_customer_message_at.filter(|t| *t > resolved_at) {
-        let told = known.iter().chain(learned.iter()).any(|e| {
-            e.kind == EventKind::CustomerReplied && (e.occurred_at - at).abs() <= SAME_HAPPENING
-        });
+        let told = known
+            .iter()
+            .chain(learned.iter())
+            .any(|e| e.kind == EventKind::CustomerReplied && (e.occurred_at - at).abs() <= within);
         if !told {
             learned.push(synthesized(
                 provider,
@@ -220,6 +227,23 @@ pub fn gate(
         Some(c) if c.result == CheckResult::Unreachable => {
             let since = c.held_since.unwrap_or(c.checked_at);
             let retry = c.next_try_at.unwrap_or(now + ms(s.retry_base)).max(now);
+            // Refused credentials, an unknown ticket or an answer that cannot be
+            // trusted are answers, not an outage: never billed unverified.
+            let passing = matches!(
+                c.failure.as_deref(),
+                None | Some("unreachable" | "rate_limited")
+            );
+            if !passing {
+                return Gate::Hold {
+                    until: retry,
+                    reason: "needs_attention",
+                    why: format!(
+                        "held: {provider} answered but not usably ({}) since {}; never billed unverified for this: fix the cause (credentials, the ticket, the verify_url)",
+                        c.detail,
+                        ts(since)
+                    ),
+                };
+            }
             if now.saturating_sub(since) >= ms(s.max_hold) {
                 match s.on_unreachable {
                     OnUnreachable::Bill => Gate::Bill {
@@ -307,7 +331,7 @@ mod tests {
                 ev("a3", EventKind::Resolved, t(6)),
             ],
         );
-        let learned = learned_events("zendesk", "T", None, t(1), &known, &l);
+        let learned = learned_events("zendesk", "T", None, t(1), &known, &l, SAME_HAPPENING);
         let keys: Vec<_> = learned.iter().map(|e| e.event_key.as_str()).collect();
         // a1 is the webhook's resolution seen again; the reopen and re-solve are new.
         assert_eq!(keys, vec!["a2", "a3"]);
@@ -326,29 +350,15 @@ mod tests {
     }
 
     #[test]
-    fn open_now_without_history_is_a_reopen_at_the_last_update_or_right_after() {
+    fn open_now_without_history_is_a_reopen_right_after_the_resolution() {
         let known = vec![ev("w1", EventKind::Resolved, t(1))];
         let mut l = look(false, vec![]);
+        // The last change (a note, say) came after the window: still not billed,
+        // since the reopen itself may have been inside it.
         l.updated_at = Some(t(80));
-        let learned = learned_events("x", "T", None, t(1), &known, &l);
+        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
         assert_eq!(learned.len(), 1);
         assert_eq!(learned[0].kind, EventKind::Reopened);
-        assert_eq!(learned[0].occurred_at, t(80));
-        // Reopened after the 72 h window: the outcome stands.
-        let (result, _) = finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
-            &known,
-            &learned,
-            1,
-            t(1),
-            t(100),
-        );
-        assert_eq!(result, CheckResult::Agreed);
-        // No time: right after the resolution, so not billed.
-        l.updated_at = None;
-        let learned = learned_events("x", "T", None, t(1), &known, &l);
         assert_eq!(learned[0].occurred_at, t(1) + Duration::milliseconds(1));
         let (result, _) = finding(
             &ContractTerms::default(),
@@ -364,8 +374,22 @@ mod tests {
         // The same look twice gives the same key: a second check adds nothing new.
         assert_eq!(
             learned[0].event_key,
-            learned_events("x", "T", None, t(1), &known, &l)[0].event_key
+            learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING)[0].event_key
         );
+        // A reopen the history shows after the window: the outcome stands.
+        let l = look(false, vec![ev("a9", EventKind::Reopened, t(80))]);
+        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
+        let (result, _) = finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            &known,
+            &learned,
+            1,
+            t(1),
+            t(100),
+        );
+        assert_eq!(result, CheckResult::Agreed);
     }
 
     #[test]
@@ -373,22 +397,22 @@ mod tests {
         let known = vec![ev("w1", EventKind::Resolved, t(1))];
         let mut l = look(true, vec![]);
         l.last_customer_message_at = Some(t(3));
-        let learned = learned_events("x", "T", None, t(1), &known, &l);
+        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
         assert_eq!(learned.len(), 1);
         assert_eq!(learned[0].kind, EventKind::CustomerReplied);
         // Told by a webhook already: nothing learned.
         let known2 = vec![known[0].clone(), ev("w2", EventKind::CustomerReplied, t(3))];
-        assert!(learned_events("x", "T", None, t(1), &known2, &l).is_empty());
+        assert!(learned_events("x", "T", None, t(1), &known2, &l, SAME_HAPPENING).is_empty());
         // Before the resolution: not a reopen signal of this resolution.
         l.last_customer_message_at = Some(t(0));
-        assert!(learned_events("x", "T", None, t(1), &known, &l).is_empty());
+        assert!(learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING).is_empty());
     }
 
     #[test]
     fn the_helpdesk_agreeing_bills_and_says_so() {
         let known = vec![ev("w1", EventKind::Resolved, t(1))];
         let l = look(true, vec![ev("a1", EventKind::Resolved, t(1))]);
-        let learned = learned_events("x", "T", None, t(1), &known, &l);
+        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
         assert!(learned.is_empty());
         let (result, why) = finding(
             &ContractTerms::default(),
@@ -429,7 +453,7 @@ mod tests {
             ev("a0", EventKind::Resolved, t(-100)),
             ev("a1", EventKind::Reopened, t(-20)),
         ];
-        let learned = learned_events("x", "T", None, t(1), &known, &l2);
+        let learned = learned_events("x", "T", None, t(1), &known, &l2, SAME_HAPPENING);
         assert_eq!(learned.len(), 2);
         let (result, _) = finding(
             &ContractTerms::default(),
@@ -455,6 +479,7 @@ mod tests {
             result,
             checked_at,
             failures: u32::from(result == CheckResult::Unreachable),
+            failure: (result == CheckResult::Unreachable).then(|| "unreachable".to_string()),
             held_since,
             next_try_at: Some(checked_at + 60_000),
             detail: "unreachable (503): down".into(),

@@ -80,7 +80,9 @@ pub fn describe(
 ) -> String {
     use crate::helpdesk_api::{OnUnreachable, VerifyMode};
     match (&p.api, p.verify_mode()) {
-        (None, _) => "billed on webhooks alone (no [api] credentials: no verification, no backfill)".into(),
+        (None, _) => {
+            "billed on webhooks alone (no [api] credentials: no verification, no backfill)".into()
+        }
         (Some(api), VerifyMode::Off) => format!(
             "verify = \"off\": billed on webhooks alone; backfill through {}",
             api.base_url.as_deref().unwrap_or("the vendor's API")
@@ -88,11 +90,14 @@ pub fn describe(
         (Some(api), VerifyMode::BeforeBilling) => format!(
             "each due outcome is checked with the {provider} API ({}) before it is billed; \
              an unreachable helpdesk holds it up to {}, then {}",
-            api.base_url.as_deref().unwrap_or("the vendor's default host"),
+            api.base_url
+                .as_deref()
+                .unwrap_or("the vendor's default host"),
             humantime::format_duration(s.max_hold),
             match s.on_unreachable {
                 OnUnreachable::Hold => "keeps holding it (verify.on_unreachable = \"hold\")",
-                OnUnreachable::Bill => "bills it marked \"not verified\" (verify.on_unreachable = \"bill\")",
+                OnUnreachable::Bill =>
+                    "bills it marked \"not verified\" (verify.on_unreachable = \"bill\")",
             }
         ),
     }

@@ -18,6 +18,20 @@ impl Worker {
         provider: &str,
         events: &[TicketEvent],
     ) -> Result<usize, StoreError> {
+        self.import_history(tenant_id, provider, events, None).await
+    }
+
+    /// [`Worker::import_events`] for a history read from the helpdesk's API
+    /// (backfill): an event of the same kind as a stored one within `same_within`
+    /// is that event seen again under the API's own key (a webhook brought it),
+    /// and is skipped.
+    pub async fn import_history(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        events: &[TicketEvent],
+        same_within: Option<chrono::Duration>,
+    ) -> Result<usize, StoreError> {
         let Some(tenant) = self.tenants.get(tenant_id) else {
             return Ok(0);
         };
@@ -31,7 +45,21 @@ impl Worker {
         // Sorted ticket order, as the inbox locks them: no deadlock between workers.
         for (ticket_id, evs) in by_ticket {
             let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
+            let known = match same_within {
+                Some(_) => tx.load_events(tenant_id, provider, ticket_id).await?,
+                None => Vec::new(),
+            };
             for e in evs {
+                if let Some(within) = same_within {
+                    let others: Vec<TicketEvent> = known
+                        .iter()
+                        .filter(|k| k.event_key != e.event_key)
+                        .cloned()
+                        .collect();
+                    if crate::verification::judge::seen_again(e, &others, within) {
+                        continue;
+                    }
+                }
                 new += usize::from(tx.insert_event(tenant_id, provider, 0, e).await?);
             }
             self.replay_ticket(&mut tx, tenant, provider, ticket_id, settled, now)

@@ -31,6 +31,8 @@ struct Candidate {
     then: Vec<(u32, DateTime<Utc>)>,
     /// History from here on is what the check asks for (the settled resolution).
     after: Option<DateTime<Utc>>,
+    /// Same-kind events this close are one happening (`HelpdeskApi::same_happening`).
+    same_within: chrono::Duration,
     /// The newest earlier check, if it failed (its failures and hold start carry on).
     failed_before: Option<Check>,
 }
@@ -53,10 +55,11 @@ impl Worker {
             ) else {
                 continue;
             };
-            if let Some(c) = self
+            if let Some(mut c) = self
                 .candidate(tenant, &provider, &ticket_id, horizon_t, now)
                 .await?
             {
+                c.same_within = client.same_happening();
                 work.push((client.clone(), c));
             }
         }
@@ -161,6 +164,7 @@ impl Worker {
             resolved_at: r.resolved_at,
             then,
             after: settled.map(|s| s.resolved_at),
+            same_within: crate::verification::judge::SAME_HAPPENING,
             failed_before,
         }))
     }
@@ -190,6 +194,7 @@ impl Worker {
             result: CheckResult::Unreachable,
             checked_at: now,
             failures: 0,
+            failure: None,
             held_since: None,
             next_try_at: None,
             detail: String::new(),
@@ -208,6 +213,7 @@ impl Worker {
                     c.resolved_at,
                     &known,
                     &look,
+                    c.same_within,
                 );
                 let pins = self
                     .pins(&mut tx, tenant, &c.provider, &c.ticket_id)
@@ -261,6 +267,11 @@ impl Worker {
                 }
                 learned
             }
+            Err(ApiError::Throttled { .. }) => {
+                // Nothing was asked (this client's own budget): no check, no
+                // failure; the confirmer waits and the next pass asks again.
+                return tx.rollback().await;
+            }
             Err(e) => {
                 let (failures, held_since) = match &c.failed_before {
                     Some(prev) => (
@@ -271,6 +282,7 @@ impl Worker {
                 };
                 let wait = self.verifier.settings.backoff(failures, e.retry_after());
                 check.failures = failures;
+                check.failure = Some(e.failure_kind().to_string());
                 check.held_since = Some(held_since);
                 check.next_try_at =
                     Some(now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4));

@@ -336,6 +336,35 @@ async fn past_max_hold_follows_on_unreachable(backend: Backend) {
     }
 }
 
+/// A ticket the helpdesk does not know (404) is held, and never billed
+/// unverified, even with `on_unreachable = "bill"` past `max_hold`.
+async fn an_unknown_ticket_is_never_billed_unverified(backend: Backend) {
+    let fake = FakeHelpdesk::start(Generic).await;
+    let app = app_verifying(backend, &fake, |s| {
+        s.verify.max_hold = std::time::Duration::from_secs(3600);
+        s.verify.on_unreachable = OnUnreachable::Bill;
+    })
+    .await;
+    // The fake has no life for 777: it answers 404.
+    app.webhooks_arrived("generic", &[resolved_by_ai("777", 1)])
+        .await;
+    app.advance_hours(80);
+    for _ in 0..4 {
+        app.settle().await;
+        app.advance_hours(1);
+    }
+    app.settle().await;
+    assert!(
+        app.outcomes().await.is_empty(),
+        "404: never billed unverified"
+    );
+    assert_eq!(app.decision_status("777").await, vec!["held".to_string()]);
+    assert!(
+        app.metric("outcome_meter_verification_holds_total{provider=\"generic\",reason=\"needs_attention\"}") >= 1.0
+    );
+    app.stop().await;
+}
+
 /// A 429's Retry-After is honoured: no new check before it has passed.
 async fn rate_limit_retry_after_is_honoured(backend: Backend) {
     let fake = FakeHelpdesk::start(Generic).await;
@@ -411,7 +440,8 @@ async fn a_lost_resolution_before_a_declined_one_is_learned(backend: Backend) {
         app.settle().await;
         app.advance_hours(1);
     }
-    let seqs: Vec<i64> = app.outcomes().await.iter().map(|o| o.seq).collect();
+    let mut seqs: Vec<i64> = app.outcomes().await.iter().map(|o| o.seq).collect();
+    seqs.sort();
     assert_eq!(
         seqs,
         vec![1, 3],
@@ -461,7 +491,11 @@ async fn pinned_resolutions_are_checked_after_a_contract_change(backend: Backend
         .await
         .expect("explain")
         .render();
-    assert_eq!(seqs, vec![1, 2], "both pinned resolutions verified and billed: {x}");
+    assert_eq!(
+        seqs,
+        vec![1, 2],
+        "both pinned resolutions verified and billed: {x}"
+    );
     assert!(app.decision_status("901").await.iter().all(|s| s != "held"));
     app.stop().await;
 }
@@ -481,4 +515,5 @@ crate::dual!(
     outage_holds_then_bills_when_it_answers,
     past_max_hold_follows_on_unreachable,
     rate_limit_retry_after_is_honoured,
+    an_unknown_ticket_is_never_billed_unverified,
 );
