@@ -434,11 +434,7 @@ impl HelpdeskApi for FrontApi {
     }
 
     fn sight(&self) -> Sight {
-        Sight {
-            status_history: true,
-            customer_messages: true,
-            assignments: true,
-        }
+        Sight::EVERYTHING
     }
 
     fn look<'a>(

@@ -248,11 +248,7 @@ impl HelpdeskApi for GenericApi {
     }
 
     fn sight(&self) -> Sight {
-        Sight {
-            status_history: true,
-            customer_messages: true,
-            assignments: true,
-        }
+        Sight::EVERYTHING
     }
 
     fn look<'a>(

@@ -618,11 +618,7 @@ impl HelpdeskApi for HelpScoutApi {
     }
 
     fn sight(&self) -> Sight {
-        Sight {
-            status_history: true,
-            customer_messages: true,
-            assignments: true,
-        }
+        Sight::EVERYTHING
     }
 
     fn look<'a>(

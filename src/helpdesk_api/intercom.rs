@@ -481,11 +481,7 @@ impl HelpdeskApi for IntercomApi {
 
     fn sight(&self) -> Sight {
         // The 500 most recent parts: closes, opens, contact comments, assignments.
-        Sight {
-            status_history: true,
-            customer_messages: true,
-            assignments: true,
-        }
+        Sight::EVERYTHING
     }
 
     fn look<'a>(

@@ -69,6 +69,15 @@ pub struct Sight {
     pub assignments: bool,
 }
 
+impl Sight {
+    /// History, customer messages and assignments: everything verification uses.
+    pub const EVERYTHING: Sight = Sight {
+        status_history: true,
+        customer_messages: true,
+        assignments: true,
+    };
+}
+
 /// Why a helpdesk's API did not give an answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ApiError {

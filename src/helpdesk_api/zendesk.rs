@@ -578,11 +578,7 @@ impl HelpdeskApi for ZendeskApi {
     }
 
     fn sight(&self) -> Sight {
-        Sight {
-            status_history: true,
-            customer_messages: true,
-            assignments: true,
-        }
+        Sight::EVERYTHING
     }
 
     fn look<'a>(

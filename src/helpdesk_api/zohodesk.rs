@@ -778,11 +778,7 @@ impl HelpdeskApi for ZohoDeskApi {
     }
 
     fn sight(&self) -> Sight {
-        Sight {
-            status_history: true,
-            customer_messages: true,
-            assignments: true,
-        }
+        Sight::EVERYTHING
     }
 
     fn look<'a>(
