@@ -131,20 +131,17 @@ pub async fn run(
     let tenant = services.tenants.get(&plan.tenant).ok_or_else(|| {
         BackfillError::Setup(format!("no tenant `{}` in the configuration", plan.tenant))
     })?;
-    let mut provider_settings = tenant
+    let provider_settings = tenant
         .settings
         .providers
         .get(&plan.provider)
-        .cloned()
+        .map(|p| crate::verification::with_clock(p, &services.clock))
         .ok_or_else(|| {
             BackfillError::Setup(format!(
                 "tenant `{}` has no provider `{}`",
                 plan.tenant, plan.provider
             ))
         })?;
-    if let Some(api) = provider_settings.api.as_mut() {
-        api.clock = Some(services.clock.clone());
-    }
     let api = helpdesk_api::api_client(&plan.provider, &provider_settings)
         .map_err(BackfillError::Setup)?
         .ok_or_else(|| {

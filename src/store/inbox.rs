@@ -299,11 +299,7 @@ fn classify(batch: &[NewDelivery], mut new: HashSet<Key>) -> Vec<Stored> {
 impl Tx {
     /// When the oldest delivery not yet processed was received, if any.
     pub async fn oldest_pending_delivery(&mut self) -> Result<Option<i64>, StoreError> {
-        let row =
-            sqlx::query("SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'")
-                .fetch_one(&mut *self.tx)
-                .await?;
-        col(&row, "m")
+        oldest_pending(&mut *self.tx).await
     }
 
     pub async fn finish_delivery(
@@ -330,4 +326,21 @@ impl Tx {
         .await?;
         Ok(())
     }
+}
+
+impl Store {
+    /// [`Tx::oldest_pending_delivery`], read without a lock.
+    pub async fn peek_oldest_pending_delivery(&self) -> Result<Option<i64>, StoreError> {
+        oldest_pending(&self.pool).await
+    }
+}
+
+async fn oldest_pending<'c, E>(executor: E) -> Result<Option<i64>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row = sqlx::query("SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'")
+        .fetch_one(executor)
+        .await?;
+    col(&row, "m")
 }

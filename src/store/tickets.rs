@@ -86,31 +86,26 @@ impl Tx {
             .bind(ticket_id)
             .fetch_one(&mut *self.tx)
             .await?;
-        let seq: i64 = col(&row, "settled_seq")?;
-        let at: Option<i64> = col(&row, "settled_resolved_at")?;
-        Ok(match at {
-            Some(at) if seq > 0 => Some(Settled {
-                seq: u32::try_from(seq)
-                    .map_err(|_| StoreError::corrupt("settled_seq out of range"))?,
-                resolved_at: from_millis(at),
-            }),
-            _ => None,
-        })
+        settled_from_row(&row)
     }
 
     /// Insert an event unless its key is already stored. Returns whether it was new.
+    /// `delivery_id` is the webhook delivery that brought it (0: the helpdesk's
+    /// API); `learned_from` the verification check that learned it, if one did.
     pub async fn insert_event(
         &mut self,
         tenant: &str,
         provider: &str,
         delivery_id: i64,
+        learned_from: Option<i64>,
         e: &TicketEvent,
     ) -> Result<bool, StoreError> {
         let tags =
             serde_json::to_string(&e.tags).map_err(|err| StoreError::corrupt(err.to_string()))?;
         let r = sqlx::query(
             "INSERT INTO ticket_events (tenant, provider, event_key, ticket_id, kind, occurred_at, resolver, \
-             actor_id, tags, channel, delivery_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             actor_id, tags, channel, delivery_id, learned_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (tenant, provider, event_key) DO NOTHING",
         )
         .bind(tenant)
@@ -124,6 +119,7 @@ impl Tx {
         .bind(tags)
         .bind(e.channel.as_deref())
         .bind(delivery_id)
+        .bind(learned_from)
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -135,16 +131,7 @@ impl Tx {
         provider: &str,
         ticket_id: &str,
     ) -> Result<Vec<TicketEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
-             FROM ticket_events WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(ticket_id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        events_of(&mut *self.tx, tenant, provider, ticket_id).await
     }
 
     pub async fn save_ticket(
@@ -179,19 +166,8 @@ impl Tx {
         now: i64,
         limit: u32,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        let sql = format!(
-            "SELECT tenant, provider, ticket_id FROM tickets WHERE settle_at <= $1 \
-             ORDER BY settle_at LIMIT $2{}",
-            self.backend.skip_locked()
-        );
-        let rows = sqlx::query(&sql)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((col(r, "tenant")?, col(r, "provider")?, col(r, "ticket_id")?)))
-            .collect()
+        let lock = self.backend.skip_locked();
+        due(&mut *self.tx, now, limit, lock).await
     }
 
     /// Record a decision. Final decisions are never changed again.
@@ -306,5 +282,102 @@ where
                 col(r, "terms")?,
             ))
         })
+        .collect()
+}
+
+impl super::Store {
+    /// Tickets whose window has ended, without locking anything: the candidates a
+    /// verification pass reads before it calls any API.
+    pub async fn peek_due_tickets(
+        &self,
+        horizon: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        due(&self.pool, horizon, limit, "").await
+    }
+
+    /// A ticket's settled prefix and events, read without a lock.
+    pub async fn read_ticket(
+        &self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<(Option<Settled>, Vec<TicketEvent>), StoreError> {
+        let row = sqlx::query(
+            "SELECT settled_seq, settled_resolved_at FROM tickets \
+             WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let settled = match row {
+            Some(r) => settled_from_row(&r)?,
+            None => None,
+        };
+        Ok((
+            settled,
+            events_of(&self.pool, tenant, provider, ticket_id).await?,
+        ))
+    }
+}
+
+/// The settled prefix of a `tickets` row (`settled_seq`, `settled_resolved_at`).
+fn settled_from_row(row: &AnyRow) -> Result<Option<Settled>, StoreError> {
+    let seq: i64 = col(row, "settled_seq")?;
+    let at: Option<i64> = col(row, "settled_resolved_at")?;
+    Ok(match at {
+        Some(at) if seq > 0 => Some(Settled {
+            seq: u32::try_from(seq).map_err(|_| StoreError::corrupt("settled_seq out of range"))?,
+            resolved_at: from_millis(at),
+        }),
+        _ => None,
+    })
+}
+
+async fn events_of<'c, E>(
+    executor: E,
+    tenant: &str,
+    provider: &str,
+    ticket_id: &str,
+) -> Result<Vec<TicketEvent>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
+         FROM ticket_events WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
+    )
+    .bind(tenant)
+    .bind(provider)
+    .bind(ticket_id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Tickets with `settle_at <= now`, oldest first; `lock` is the locking suffix
+/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL inside a transaction, or none).
+async fn due<'c, E>(
+    executor: E,
+    now: i64,
+    limit: u32,
+    lock: &str,
+) -> Result<Vec<(String, String, String)>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let sql = format!(
+        "SELECT tenant, provider, ticket_id FROM tickets WHERE settle_at <= $1 \
+         ORDER BY settle_at LIMIT $2{lock}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(executor)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((col(r, "tenant")?, col(r, "provider")?, col(r, "ticket_id")?)))
         .collect()
 }

@@ -1,11 +1,7 @@
 //! Checks of due resolutions with the helpdesk's API (`verifications`), and the
 //! events they learned (`ticket_events.learned_from`).
 
-use super::tickets::event_from_row;
 use super::{col, Store, StoreError, Tx};
-use crate::clock::{from_millis, to_millis};
-use crate::event::TicketEvent;
-use crate::ticket::Settled;
 use std::fmt;
 use std::str::FromStr;
 
@@ -102,79 +98,6 @@ fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
 }
 
 impl Store {
-    /// Tickets whose window has ended, without locking anything: the candidates a
-    /// verification pass reads before it calls any API.
-    pub async fn peek_due_tickets(
-        &self,
-        horizon: i64,
-        limit: u32,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT tenant, provider, ticket_id FROM tickets WHERE settle_at <= $1 \
-             ORDER BY settle_at LIMIT $2",
-        )
-        .bind(horizon)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((col(r, "tenant")?, col(r, "provider")?, col(r, "ticket_id")?)))
-            .collect()
-    }
-
-    /// When the oldest delivery not yet processed arrived (Unix ms), read without a lock.
-    pub async fn peek_oldest_pending_delivery(&self) -> Result<Option<i64>, StoreError> {
-        let row =
-            sqlx::query("SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
-        col(&row, "m")
-    }
-
-    /// A ticket's settled prefix and events, read without a lock.
-    pub async fn read_ticket(
-        &self,
-        tenant: &str,
-        provider: &str,
-        ticket_id: &str,
-    ) -> Result<(Option<Settled>, Vec<TicketEvent>), StoreError> {
-        let row = sqlx::query(
-            "SELECT settled_seq, settled_resolved_at FROM tickets \
-             WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(ticket_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let settled = match row {
-            Some(r) => {
-                let seq: i64 = col(&r, "settled_seq")?;
-                let at: Option<i64> = col(&r, "settled_resolved_at")?;
-                match at {
-                    Some(at) if seq > 0 => Some(Settled {
-                        seq: u32::try_from(seq)
-                            .map_err(|_| StoreError::corrupt("settled_seq out of range"))?,
-                        resolved_at: from_millis(at),
-                    }),
-                    _ => None,
-                }
-            }
-            None => None,
-        };
-        let rows = sqlx::query(
-            "SELECT event_key, ticket_id, kind, occurred_at, resolver, actor_id, tags, channel \
-             FROM ticket_events WHERE tenant = $1 AND provider = $2 AND ticket_id = $3",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(ticket_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
-        Ok((settled, events))
-    }
-
     /// The newest check of one resolution.
     pub async fn latest_check(
         &self,
@@ -268,38 +191,5 @@ impl Tx {
             .fetch_one(&mut *self.tx)
             .await?;
         col(&row, "id")
-    }
-
-    /// Store an event learned by check `check_id` unless its key is already
-    /// stored (a webhook brought it, or an earlier check). Returns whether it was new.
-    pub async fn insert_learned_event(
-        &mut self,
-        tenant: &str,
-        provider: &str,
-        check_id: i64,
-        e: &TicketEvent,
-    ) -> Result<bool, StoreError> {
-        let tags =
-            serde_json::to_string(&e.tags).map_err(|err| StoreError::corrupt(err.to_string()))?;
-        let r = sqlx::query(
-            "INSERT INTO ticket_events (tenant, provider, event_key, ticket_id, kind, occurred_at, resolver, \
-             actor_id, tags, channel, delivery_id, learned_from) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11) \
-             ON CONFLICT (tenant, provider, event_key) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(&e.event_key)
-        .bind(&e.ticket_id)
-        .bind(e.kind.as_str())
-        .bind(to_millis(e.occurred_at))
-        .bind(e.resolver.map(|r| r.as_str()))
-        .bind(e.actor_id.as_deref())
-        .bind(tags)
-        .bind(e.channel.as_deref())
-        .bind(check_id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(r.rows_affected() == 1)
     }
 }

@@ -16,13 +16,18 @@ use std::sync::Arc;
 /// The API clients of every (tenant, provider) with verification on.
 #[derive(Clone, Default)]
 pub struct Verifier {
-    clients: HashMap<(String, String), Arc<dyn HelpdeskApi>>,
+    /// By tenant, then provider (looked up without allocating: the confirmer asks per resolution).
+    clients: HashMap<String, HashMap<String, Arc<dyn HelpdeskApi>>>,
     pub settings: VerifySettings,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut on: Vec<_> = self.clients.keys().collect();
+        let mut on: Vec<_> = self
+            .clients
+            .iter()
+            .flat_map(|(t, ps)| ps.keys().map(move |p| (t, p)))
+            .collect();
         on.sort();
         f.debug_struct("Verifier")
             .field("on", &on)
@@ -38,14 +43,13 @@ impl Verifier {
         let mut clients = HashMap::new();
         for t in &s.tenants {
             for (name, p) in &t.providers {
-                let mut p = p.clone();
-                if let Some(api) = p.api.as_mut() {
-                    api.clock = Some(clock.clone());
-                }
-                if let Some(client) = helpdesk_api::client_for(name, &p)
+                if let Some(client) = helpdesk_api::client_for(name, &with_clock(p, clock))
                     .map_err(|e| format!("tenant `{}`: provider `{name}`: {e}", t.id))?
                 {
-                    clients.insert((t.id.clone(), name.clone()), client);
+                    clients
+                        .entry(t.id.clone())
+                        .or_insert_with(HashMap::new)
+                        .insert(name.clone(), client);
                 }
             }
         }
@@ -57,8 +61,7 @@ impl Verifier {
 
     /// The client of a tenant's provider, when its outcomes are verified.
     pub fn client(&self, tenant: &str, provider: &str) -> Option<&Arc<dyn HelpdeskApi>> {
-        self.clients
-            .get(&(tenant.to_string(), provider.to_string()))
+        self.clients.get(tenant)?.get(provider)
     }
 
     pub fn is_on(&self, tenant: &str, provider: &str) -> bool {
@@ -69,6 +72,19 @@ impl Verifier {
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
+}
+
+/// A provider's settings with the service's clock on its `api` (the clients keep
+/// `Retry-After` pauses by it).
+pub fn with_clock(
+    p: &crate::providers::ProviderSettings,
+    clock: &SharedClock,
+) -> crate::providers::ProviderSettings {
+    let mut p = p.clone();
+    if let Some(api) = p.api.as_mut() {
+        api.clock = Some(clock.clone());
+    }
+    p
 }
 
 /// What `check` says of a tenant's provider: whether its outcomes are verified

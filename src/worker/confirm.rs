@@ -10,30 +10,31 @@ use crate::store::{NewOutcome, StoreError};
 use crate::ticket::{replay_pinned, Settled, Standing};
 use crate::verification::judge::{gate, Gate};
 
+/// Due means: window ended, plus the grace, before the oldest delivery not yet
+/// processed arrived (`oldest`). A reopen still waiting in the inbox (a backlog, a
+/// stopped worker) holds confirmation back instead of being ignored.
+fn due_horizon(oldest: Option<i64>, now: i64, grace: i64) -> i64 {
+    oldest
+        .map_or(now, |received| received.min(now))
+        .saturating_sub(grace)
+}
+
 impl Worker {
     /// Confirm one batch of due tickets. Touches only tickets whose `settle_at`
     /// has passed (an index range), never the whole open set.
     pub async fn confirm_once(&self) -> Result<usize, StoreError> {
         let now_t = self.clock.now();
         let now = to_millis(now_t);
-        let mut tx = self.store.begin().await?;
-        // Due means: window ended, plus the grace, before the oldest delivery not
-        // yet processed arrived. A reopen still waiting in the inbox (a backlog, a
-        // stopped worker) holds confirmation back instead of being ignored.
         let grace = i64::try_from(self.confirm_grace.as_millis()).unwrap_or(i64::MAX / 2);
-        let horizon = tx
-            .oldest_pending_delivery()
-            .await?
-            .map_or(now, |received| received.min(now))
-            .saturating_sub(grace);
-        let horizon_t = crate::clock::from_millis(horizon);
         if !self.verifier.is_empty() {
-            // Ask the helpdesks first, outside this pass's write transaction (the
-            // horizon read above takes no lock the checks need).
-            tx.rollback().await?;
-            self.verify_due(horizon, now).await?;
-            tx = self.store.begin().await?;
+            // Ask the helpdesks first, before this pass's write transaction opens.
+            let oldest = self.store.peek_oldest_pending_delivery().await?;
+            self.verify_due(due_horizon(oldest, now, grace), now)
+                .await?;
         }
+        let mut tx = self.store.begin().await?;
+        let horizon = due_horizon(tx.oldest_pending_delivery().await?, now, grace);
+        let horizon_t = crate::clock::from_millis(horizon);
         let due = tx.due_tickets(horizon, self.batch).await?;
         if due.is_empty() {
             return Ok(0);

@@ -60,7 +60,7 @@ impl Worker {
                         continue;
                     }
                 }
-                new += usize::from(tx.insert_event(tenant_id, provider, 0, e).await?);
+                new += usize::from(tx.insert_event(tenant_id, provider, 0, None, e).await?);
             }
             self.replay_ticket(&mut tx, tenant, provider, ticket_id, settled, now)
                 .await?;

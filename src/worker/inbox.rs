@@ -140,7 +140,7 @@ impl Worker {
             };
             let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
             for (delivery_id, e) in events {
-                tx.insert_event(tenant_id, provider, *delivery_id, e)
+                tx.insert_event(tenant_id, provider, *delivery_id, None, e)
                     .await?;
             }
             self.replay_ticket(&mut tx, tenant, provider, ticket_id, settled, now)

@@ -304,7 +304,7 @@ impl Worker {
             tx.insert_check(m).await?;
         }
         for e in &learned {
-            tx.insert_learned_event(&c.tenant, &c.provider, id, e)
+            tx.insert_event(&c.tenant, &c.provider, 0, Some(id), e)
                 .await?;
         }
         if !learned.is_empty() {
