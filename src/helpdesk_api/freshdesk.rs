@@ -87,7 +87,8 @@
 //! an error rather than an empty list.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::MAX_PAGES;
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{EventKind, TicketEvent};
 use crate::providers::freshdesk::is_resolved_status;
 use crate::providers::ProviderSettings;
@@ -101,9 +102,6 @@ pub const REQUESTS_PER_MINUTE: u32 = 100;
 
 /// Conversations per page (Freshdesk's maximum).
 const PER_PAGE: u32 = 100;
-
-/// Pages of conversations read before giving up.
-pub const MAX_PAGES: u32 = 100;
 
 pub struct FreshdeskApi {
     http: ApiHttp,
@@ -357,11 +355,7 @@ impl FreshdeskApi {
         ticket_id: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<TicketLook, ApiError> {
-        if !is_numeric(ticket_id) {
-            return Err(ApiError::NotFound(format!(
-                "`{ticket_id}` is not a Freshdesk ticket id"
-            )));
-        }
+        super::integer_id("Freshdesk", ticket_id)?;
         let url = format!("{}/api/v2/tickets/{ticket_id}", self.base);
         let answer = self
             .http
@@ -573,22 +567,7 @@ impl HelpdeskApi for FreshdeskApi {
         }
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]

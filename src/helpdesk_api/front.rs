@@ -70,7 +70,8 @@
 //! (no limit documented).
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::MAX_PAGES;
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::TicketEvent;
 use crate::providers::{Headers, Provider, ProviderSettings, Webhook};
 use chrono::{DateTime, Utc};
@@ -84,8 +85,6 @@ pub const REQUESTS_PER_MINUTE: u32 = 25;
 pub const DEFAULT_BASE_URL: &str = "https://api2.frontapp.com";
 /// Events per page (Front's maximum).
 pub const PAGE_LIMIT: u32 = 100;
-/// Pages read at most for one conversation (10 000 events) before giving up.
-pub const MAX_PAGES: usize = 100;
 /// Events per page of the company-wide events list (Front's maximum there).
 pub const EVENTS_LIST_LIMIT: u32 = 15;
 /// The event types that make a conversation worth importing (backfill): those
@@ -437,22 +436,7 @@ impl HelpdeskApi for FrontApi {
         Sight::EVERYTHING
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 //! (`total` optional): tickets created or updated in `[updated_since, updated_until)`.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::providers::generic::{parse_signature_header, SIGNATURE_HEADER};
 use crate::providers::signature::{any_secret_matches, hmac_sha256};
 use crate::providers::{Headers, Provider, ProviderSettings, Webhook};
@@ -251,20 +251,5 @@ impl HelpdeskApi for GenericApi {
         Sight::EVERYTHING
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }

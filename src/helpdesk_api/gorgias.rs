@@ -81,7 +81,8 @@
 //! (webhooks carry no ids and cannot describe those).
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::MAX_PAGES;
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::gorgias::parse_gorgias_time;
 use crate::providers::ProviderSettings;
@@ -94,8 +95,6 @@ use serde_json::{json, Value};
 pub const REQUESTS_PER_MINUTE: u32 = 120;
 /// The largest page Gorgias serves.
 const PAGE_LIMIT: u32 = 100;
-/// Pages read per list before giving up (10 000 items: no real ticket has more).
-const MAX_PAGES: usize = 100;
 /// The event types this client reads.
 const EVENT_TYPES: [&str; 3] = ["ticket-closed", "ticket-reopened", "ticket-assigned"];
 
@@ -274,7 +273,7 @@ impl GorgiasApi {
         path: &str,
         query: &[(&str, String)],
         enough: impl Fn(&[T]) -> bool,
-    ) -> Result<(Vec<T>, usize), ApiError> {
+    ) -> Result<(Vec<T>, u32), ApiError> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         for page in 1..=MAX_PAGES {
@@ -302,13 +301,7 @@ impl GorgiasApi {
         ticket_id: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<TicketLook, ApiError> {
-        // Gorgias ticket ids are integers: anything else cannot be one (and must
-        // not be spliced into a path).
-        if ticket_id.is_empty() || !ticket_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::NotFound(format!(
-                "`{ticket_id}` is not a Gorgias ticket id"
-            )));
-        }
+        super::integer_id("Gorgias", ticket_id)?;
         let v = self
             .http
             .json(self.get(&format!("/api/tickets/{ticket_id}")))
@@ -705,22 +698,7 @@ impl HelpdeskApi for GorgiasApi {
         Sight::EVERYTHING
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]

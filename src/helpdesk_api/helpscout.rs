@@ -69,7 +69,8 @@
 //! `api:helpscout:<conversation>:<thread id>:<kind>`.
 
 use super::http::{ApiHttp, ResetHeader};
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::MAX_PAGES;
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -83,8 +84,6 @@ pub const REQUESTS_PER_MINUTE: u32 = 100;
 pub const DEFAULT_BASE_URL: &str = "https://api.helpscout.net";
 /// The token endpoint's path on the API host (`api.token_url` overrides it).
 pub const TOKEN_PATH: &str = "/v2/oauth2/token";
-/// Pages of threads read at most for one conversation (50 threads each).
-pub const MAX_PAGES: u32 = 100;
 /// A token this close to its expiry is replaced before use.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 /// How far the closing thread's time may be from `closedAt` for the close to be
@@ -621,22 +620,7 @@ impl HelpdeskApi for HelpScoutApi {
         Sight::EVERYTHING
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]

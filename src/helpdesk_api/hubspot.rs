@@ -76,7 +76,7 @@
 //! order across pages of one search.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{EventKind, Resolver, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -470,22 +470,7 @@ impl HelpdeskApi for HubSpotApi {
         }
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]

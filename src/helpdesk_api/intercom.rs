@@ -69,7 +69,7 @@
 //! `since` is applied here: the API has no filter for one conversation's parts.
 
 use super::http::{ApiHttp, ResetHeader};
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{EventKind, Resolver, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -484,22 +484,7 @@ impl HelpdeskApi for IntercomApi {
         Sight::EVERYTHING
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]

@@ -12,6 +12,32 @@
 //! timeout, and one mapping of HTTP answers to [`ApiError`] (429 with
 //! `Retry-After`, 5xx and network failures as unreachable, 401/403 as refused).
 
+/// `look` and `changed_tickets` of [`HelpdeskApi`] for a client whose inherent
+/// `async fn fetch(&self, ticket_id: &str, since: Option<DateTime<Utc>>)` and
+/// `async fn list(&self, since, until, cursor: Option<&str>)` do the work (the
+/// trait is used as `dyn`, so its futures are boxed).
+macro_rules! look_and_list_by_fetch_and_list {
+    () => {
+        fn look<'a>(
+            &'a self,
+            ticket_id: &'a str,
+            since: Option<chrono::DateTime<chrono::Utc>>,
+        ) -> $crate::helpdesk_api::ApiFuture<'a, $crate::helpdesk_api::TicketLook> {
+            Box::pin(self.fetch(ticket_id, since))
+        }
+
+        fn changed_tickets<'a>(
+            &'a self,
+            since: chrono::DateTime<chrono::Utc>,
+            until: chrono::DateTime<chrono::Utc>,
+            cursor: Option<&'a str>,
+        ) -> $crate::helpdesk_api::ApiFuture<'a, $crate::helpdesk_api::TicketPage> {
+            Box::pin(self.list(since, until, cursor))
+        }
+    };
+}
+pub(crate) use look_and_list_by_fetch_and_list;
+
 pub mod freshdesk;
 pub mod front;
 pub mod generic;
@@ -97,9 +123,6 @@ pub enum ApiError {
     /// a request before `retry_after`. Nothing was asked; nothing is wrong with the helpdesk.
     #[error("not sent: this client's request budget allows the next request in {}s", .retry_after.map_or(0, |d| d.as_secs()))]
     Throttled { retry_after: Option<Duration> },
-    /// This client cannot list tickets (backfill) for this helpdesk.
-    #[error("listing tickets through the {0} API is not supported")]
-    Unsupported(&'static str),
     /// An answer this client cannot read (another 4xx, or an unexpected shape).
     #[error("unexpected answer{}: {detail}", .status.map(|s| format!(" ({s})")).unwrap_or_default())]
     Malformed { status: Option<u16>, detail: String },
@@ -122,7 +145,6 @@ impl ApiError {
             }
             ApiError::Refused { status, .. } => status.to_string(),
             ApiError::NotFound(_) => "404".into(),
-            ApiError::Unsupported(_) => "unsupported".into(),
             ApiError::Throttled { .. } => "throttled".into(),
         }
     }
@@ -137,7 +159,7 @@ impl ApiError {
             ApiError::Unreachable { .. } => "unreachable",
             ApiError::Refused { .. } => "refused",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Malformed { .. } | ApiError::Unsupported(_) => "invalid_answer",
+            ApiError::Malformed { .. } => "invalid_answer",
         }
     }
 
@@ -149,6 +171,25 @@ impl ApiError {
             }
             _ => None,
         }
+    }
+}
+
+/// The most pages any client follows for one ticket's history or one listing
+/// call: a bound, so an answer that never ends is an error, not a loop.
+pub const MAX_PAGES: u32 = 100;
+
+/// A ticket id that must be an integer (Zendesk, Freshdesk, Gorgias, Zoho Desk):
+/// anything else is refused as unknown before it is put in a URL path.
+pub(crate) fn integer_id<'a>(vendor: &str, ticket_id: &'a str) -> Result<&'a str, ApiError> {
+    if !ticket_id.is_empty()
+        && ticket_id.len() <= 20
+        && ticket_id.bytes().all(|b| b.is_ascii_digit())
+    {
+        Ok(ticket_id)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "`{ticket_id}` is not a {vendor} ticket id"
+        )))
     }
 }
 
@@ -194,13 +235,10 @@ pub trait HelpdeskApi: Send + Sync {
     /// changed while the listing ran): backfill imports it once per page, harmlessly.
     fn changed_tickets<'a>(
         &'a self,
-        _since: DateTime<Utc>,
-        _until: DateTime<Utc>,
-        _cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        let provider = self.provider();
-        Box::pin(async move { Err(ApiError::Unsupported(provider)) })
-    }
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cursor: Option<&'a str>,
+    ) -> ApiFuture<'a, TicketPage>;
 }
 
 /// The API client a tenant's provider settings ask for verification: `None`

@@ -95,7 +95,8 @@
 //! each) for far longer than six seconds, and a `429` is honoured anyway.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::MAX_PAGES;
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::ProviderSettings;
 use chrono::{DateTime, Utc};
@@ -109,9 +110,6 @@ pub const REQUESTS_PER_MINUTE: u32 = 200;
 
 /// Audits per page (Zendesk's maximum).
 const PAGE_SIZE: u32 = 100;
-
-/// Pages of audits read before giving up (10,000 audits: no real ticket).
-pub const MAX_PAGES: usize = 100;
 
 enum Auth {
     /// An agent's email and API token.
@@ -240,21 +238,6 @@ fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-/// Zendesk ticket ids are integers; anything else is refused before it is put
-/// in a URL path.
-fn checked_id(ticket_id: &str) -> Result<&str, ApiError> {
-    if !ticket_id.is_empty()
-        && ticket_id.len() <= 20
-        && ticket_id.bytes().all(|b| b.is_ascii_digit())
-    {
-        Ok(ticket_id)
-    } else {
-        Err(ApiError::NotFound(format!(
-            "`{ticket_id}` is not a Zendesk ticket id"
-        )))
-    }
-}
-
 /// A `tags` value: an array of strings, or a space-separated string.
 fn tag_list(v: &Value) -> Vec<String> {
     match v {
@@ -283,7 +266,7 @@ impl ZendeskApi {
         ticket_id: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<TicketLook, ApiError> {
-        let id = checked_id(ticket_id)?;
+        let id = super::integer_id("Zendesk", ticket_id)?;
         let url = format!("{}/api/v2/tickets/{id}.json", self.base);
         let answer = self.http.json(self.get(&url)).await?;
         let ticket: TicketAnswer = serde_json::from_value(answer)
@@ -293,7 +276,7 @@ impl ZendeskApi {
     }
 
     /// Every audit of the ticket, following the cursor to the last page.
-    async fn audits(&self, id: &str) -> Result<(Vec<Audit>, usize), ApiError> {
+    async fn audits(&self, id: &str) -> Result<(Vec<Audit>, u32), ApiError> {
         let url = format!("{}/api/v2/tickets/{id}/audits.json", self.base);
         let mut audits = Vec::new();
         let mut after: Option<String> = None;
@@ -410,7 +393,7 @@ fn read(
     ticket_id: &str,
     ticket: &Ticket,
     mut audits: Vec<Audit>,
-    pages: usize,
+    pages: u32,
     since: Option<DateTime<Utc>>,
     settings: &ProviderSettings,
 ) -> Result<TicketLook, ApiError> {
@@ -581,22 +564,7 @@ impl HelpdeskApi for ZendeskApi {
         Sight::EVERYTHING
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]
@@ -816,10 +784,13 @@ mod tests {
 
     #[test]
     fn only_integer_ids_reach_a_url() {
-        assert!(checked_id("35436").is_ok());
+        assert!(crate::helpdesk_api::integer_id("Zendesk", "35436").is_ok());
         for bad in ["", "12/../../users", "12?x=1", "abc", "1 2"] {
             assert!(
-                matches!(checked_id(bad), Err(ApiError::NotFound(_))),
+                matches!(
+                    crate::helpdesk_api::integer_id("Zendesk", bad),
+                    Err(ApiError::NotFound(_))
+                ),
                 "{bad}"
             );
         }

@@ -79,7 +79,8 @@
 //! threads `api:zohodesk:<ticket>:thread:<thread id>`.
 
 use super::http::ApiHttp;
-use super::{ApiError, ApiFuture, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
+use super::MAX_PAGES;
+use super::{ApiError, ApiSettings, HelpdeskApi, Sight, TicketLook, TicketPage};
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::providers::{parse_time, ProviderSettings};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -97,8 +98,6 @@ pub const DEFAULT_BASE_URL: &str = "https://desk.zoho.com";
 pub const DEFAULT_TOKEN_URL: &str = "https://accounts.zoho.com/oauth/v2/token";
 /// The largest history page Zoho serves (threads use the same).
 const PAGE_LIMIT: usize = 50;
-/// Pages read per list before giving up (5 000 entries).
-const MAX_PAGES: usize = 100;
 /// The largest page the tickets search serves.
 const SEARCH_LIMIT: usize = 100;
 /// The search's `from` stops at 4999: a listing never pages that deep by offset
@@ -376,7 +375,7 @@ impl ZohoDeskApi {
         &self,
         path: &str,
         enough: impl Fn(&[T]) -> bool,
-    ) -> Result<(Vec<T>, usize), ApiError> {
+    ) -> Result<(Vec<T>, u32), ApiError> {
         let mut items = Vec::new();
         for page in 1..=MAX_PAGES {
             let query = [
@@ -407,13 +406,7 @@ impl ZohoDeskApi {
         ticket_id: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<TicketLook, ApiError> {
-        // Zoho Desk ticket ids are numbers: anything else cannot be one (and must
-        // not be spliced into a path).
-        if ticket_id.is_empty() || !ticket_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::NotFound(format!(
-                "`{ticket_id}` is not a Zoho Desk ticket id"
-            )));
-        }
+        super::integer_id("Zoho Desk", ticket_id)?;
         let path = format!("/api/v1/tickets/{ticket_id}");
         let v = self
             .get(&path, &[])
@@ -781,22 +774,7 @@ impl HelpdeskApi for ZohoDeskApi {
         Sight::EVERYTHING
     }
 
-    fn look<'a>(
-        &'a self,
-        ticket_id: &'a str,
-        since: Option<DateTime<Utc>>,
-    ) -> ApiFuture<'a, TicketLook> {
-        Box::pin(self.fetch(ticket_id, since))
-    }
-
-    fn changed_tickets<'a>(
-        &'a self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cursor: Option<&'a str>,
-    ) -> ApiFuture<'a, TicketPage> {
-        Box::pin(self.list(since, until, cursor))
-    }
+    super::look_and_list_by_fetch_and_list!();
 }
 
 #[cfg(test)]

@@ -153,7 +153,7 @@ async fn freshdesk_ids_that_are_not_numbers_are_never_sent() {
 async fn freshdesk_gives_up_after_the_page_bound() {
     let fake = FakeHelpdesk::start(Freshdesk).await;
     fake.set_page_size(1);
-    let pages = helpdesk_api::freshdesk::MAX_PAGES;
+    let pages = helpdesk_api::MAX_PAGES;
     let steps = (0..=i64::from(pages))
         .map(|i| Step::new(at(i + 1), Happening::CustomerReplied))
         .collect();

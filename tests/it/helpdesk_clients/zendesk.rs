@@ -63,7 +63,7 @@ async fn zendesk_follows_the_audit_cursor_to_the_last_page() {
 async fn zendesk_gives_up_after_the_page_bound() {
     let fake = FakeHelpdesk::start(Zendesk).await;
     fake.set_page_size(1);
-    let steps = (0..helpdesk_api::zendesk::MAX_PAGES as i64)
+    let steps = (0..helpdesk_api::MAX_PAGES as i64)
         .map(|i| Step::new(at(i + 1), Happening::HandedOff))
         .collect();
     fake.set_life("501", at(0), steps);
@@ -73,7 +73,7 @@ async fn zendesk_gives_up_after_the_page_bound() {
     }
     assert_eq!(
         audit_requests(&fake).len(),
-        helpdesk_api::zendesk::MAX_PAGES
+        helpdesk_api::MAX_PAGES as usize
     );
 }
 
