@@ -309,6 +309,21 @@ mod tests {
         }
     }
 
+    /// What a check finds about resolution 1 (resolved at 1 h) at 100 h, under
+    /// the default contract.
+    fn find(known: &[TicketEvent], learned: &[TicketEvent]) -> (CheckResult, String) {
+        finding(
+            &ContractTerms::default(),
+            &BTreeMap::new(),
+            None,
+            known,
+            learned,
+            1,
+            t(1),
+            t(100),
+        )
+    }
+
     fn look(resolved: bool, events: Vec<TicketEvent>) -> TicketLook {
         TicketLook {
             status: if resolved { "solved" } else { "open" }.into(),
@@ -335,16 +350,7 @@ mod tests {
         let keys: Vec<_> = learned.iter().map(|e| e.event_key.as_str()).collect();
         // a1 is the webhook's resolution seen again; the reopen and re-solve are new.
         assert_eq!(keys, vec!["a2", "a3"]);
-        let (result, why) = finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
-            &known,
-            &learned,
-            1,
-            t(1),
-            t(100),
-        );
+        let (result, why) = find(&known, &learned);
         assert_eq!(result, CheckResult::Disagreed);
         assert!(why.contains("reopened"), "{why}");
     }
@@ -360,16 +366,7 @@ mod tests {
         assert_eq!(learned.len(), 1);
         assert_eq!(learned[0].kind, EventKind::Reopened);
         assert_eq!(learned[0].occurred_at, t(1) + Duration::milliseconds(1));
-        let (result, _) = finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
-            &known,
-            &learned,
-            1,
-            t(1),
-            t(100),
-        );
+        let (result, _) = find(&known, &learned);
         assert_eq!(result, CheckResult::Disagreed);
         // The same look twice gives the same key: a second check adds nothing new.
         assert_eq!(
@@ -379,16 +376,7 @@ mod tests {
         // A reopen the history shows after the window: the outcome stands.
         let l = look(false, vec![ev("a9", EventKind::Reopened, t(80))]);
         let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
-        let (result, _) = finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
-            &known,
-            &learned,
-            1,
-            t(1),
-            t(100),
-        );
+        let (result, _) = find(&known, &learned);
         assert_eq!(result, CheckResult::Agreed);
     }
 
@@ -414,16 +402,7 @@ mod tests {
         let l = look(true, vec![ev("a1", EventKind::Resolved, t(1))]);
         let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
         assert!(learned.is_empty());
-        let (result, why) = finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
-            &known,
-            &learned,
-            1,
-            t(1),
-            t(100),
-        );
+        let (result, why) = find(&known, &learned);
         assert_eq!(
             (result, why.as_str()),
             (CheckResult::Agreed, "the helpdesk agrees")
@@ -436,16 +415,7 @@ mod tests {
         human.resolver = Some(Resolver::Human);
         let known = vec![human];
         let l = look(true, vec![]);
-        let (result, _) = finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
-            &known,
-            &[],
-            1,
-            t(1),
-            t(100),
-        );
+        let (result, _) = find(&known, &[]);
         assert_eq!(result, CheckResult::Agreed);
         // A lost earlier resolution renumbers it: not agreed (learned, replayed).
         let mut l2 = l;
@@ -455,16 +425,7 @@ mod tests {
         ];
         let learned = learned_events("x", "T", None, t(1), &known, &l2, SAME_HAPPENING);
         assert_eq!(learned.len(), 2);
-        let (result, _) = finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
-            &known,
-            &learned,
-            1,
-            t(1),
-            t(100),
-        );
+        let (result, _) = find(&known, &learned);
         assert_eq!(result, CheckResult::Disagreed);
     }
 

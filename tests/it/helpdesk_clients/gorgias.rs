@@ -12,27 +12,10 @@ async fn gorgias_client_reads_status_and_history() {
     common_checks(&fake).await;
 }
 
-/// A ticket with more events and messages than a page holds.
-fn long_life(fake: &FakeHelpdesk) {
-    fake.set_life(
-        "201",
-        at(0),
-        vec![
-            Step::new(at(1), Happening::Resolved { by_ai: true }),
-            Step::new(at(2), Happening::CustomerReplied),
-            Step::new(at(3), Happening::CustomerReplied),
-            Step::new(at(4), Happening::Resolved { by_ai: true }),
-            Step::new(at(5), Happening::CustomerReplied),
-            Step::new(at(6), Happening::HandedOff),
-            Step::new(at(7), Happening::Resolved { by_ai: false }),
-        ],
-    );
-}
-
 #[tokio::test]
 async fn gorgias_pages_are_followed_to_the_end() {
     let fake = FakeHelpdesk::start(Gorgias).await;
-    long_life(&fake);
+    three_resolutions_life(&fake, "201");
     let look = client(&fake).look("201", None).await.expect("look");
     let count = |kind| look.events.iter().filter(|e| e.kind == kind).count();
     assert_eq!(count(EventKind::CustomerReplied), 3, "{look:?}");
@@ -70,7 +53,7 @@ async fn gorgias_pages_are_followed_to_the_end() {
 #[tokio::test]
 async fn gorgias_since_filters_events_at_the_source_and_stops_reading_messages() {
     let fake = FakeHelpdesk::start(Gorgias).await;
-    long_life(&fake);
+    three_resolutions_life(&fake, "201");
     let look = client(&fake).look("201", Some(at(5))).await.expect("look");
     assert!(
         look.events.iter().all(|e| e.occurred_at >= at(5)),

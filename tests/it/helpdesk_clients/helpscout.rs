@@ -12,20 +12,6 @@ async fn helpscout_client_reads_status_and_history() {
     common_checks(&fake).await;
 }
 
-fn long_life(fake: &FakeHelpdesk) {
-    fake.set_life(
-        "101",
-        at(0),
-        vec![
-            Step::new(at(1), Happening::Resolved { by_ai: true }),
-            Step::new(at(5), Happening::CustomerReplied),
-            Step::new(at(6), Happening::Reopened),
-            Step::new(at(7), Happening::HandedOff),
-            Step::new(at(9), Happening::Resolved { by_ai: false }),
-        ],
-    );
-}
-
 fn token_requests(fake: &FakeHelpdesk) -> usize {
     fake.log()
         .iter()
@@ -36,7 +22,7 @@ fn token_requests(fake: &FakeHelpdesk) -> usize {
 #[tokio::test]
 async fn helpscout_follows_every_page_of_threads_for_the_whole_history() {
     let fake = FakeHelpdesk::start(HelpScout).await;
-    long_life(&fake); // 6 threads, 2 a page
+    ai_then_human_life(&fake, "101"); // 6 threads, 2 a page
     let look = client(&fake).look("101", None).await.expect("look");
     let log = fake.log();
     for page in 1..=3 {
@@ -68,7 +54,7 @@ async fn helpscout_follows_every_page_of_threads_for_the_whole_history() {
 #[tokio::test]
 async fn helpscout_stops_paging_once_past_since() {
     let fake = FakeHelpdesk::start(HelpScout).await;
-    long_life(&fake);
+    ai_then_human_life(&fake, "101");
     let look = client(&fake).look("101", Some(at(8))).await.expect("look");
     let pages: Vec<_> = fake
         .log()
@@ -94,7 +80,7 @@ async fn helpscout_stops_paging_once_past_since() {
 #[tokio::test]
 async fn helpscout_token_is_fetched_once_and_replaced_when_refused() {
     let fake = FakeHelpdesk::start(HelpScout).await;
-    long_life(&fake);
+    ai_then_human_life(&fake, "101");
     let api = client(&fake);
     api.look("101", None).await.expect("look");
     api.look("101", Some(at(8))).await.expect("look again");
@@ -110,7 +96,7 @@ async fn helpscout_token_is_fetched_once_and_replaced_when_refused() {
 #[tokio::test]
 async fn helpscout_wrong_app_secret_is_refused_before_any_conversation_is_read() {
     let fake = FakeHelpdesk::start(HelpScout).await;
-    long_life(&fake);
+    ai_then_human_life(&fake, "101");
     let mut s = settings_for(&fake);
     if let Some(api) = s.api.as_mut() {
         api.token = "not-the-app-secret".into();
@@ -128,7 +114,7 @@ async fn helpscout_wrong_app_secret_is_refused_before_any_conversation_is_read()
 #[tokio::test]
 async fn helpscout_the_current_close_has_the_webhooks_key() {
     let fake = FakeHelpdesk::start(HelpScout).await;
-    long_life(&fake);
+    ai_then_human_life(&fake, "101");
     let look = client(&fake).look("101", None).await.expect("look");
     let last = look.events.last().expect("events");
     assert_eq!(
@@ -244,16 +230,7 @@ async fn helpscout_listing_asks_for_every_status_oldest_created_first_and_stops_
 #[tokio::test]
 async fn helpscout_listing_resumes_from_a_page_number_bound_to_its_range() {
     let fake = FakeHelpdesk::start(HelpScout).await;
-    for (id, h) in [("1", 1), ("2", 2), ("3", 3)] {
-        fake.set_life(
-            id,
-            at(h),
-            vec![Step::new(
-                at(h) + Duration::minutes(5),
-                Happening::CustomerReplied,
-            )],
-        );
-    }
+    three_replied_tickets(&fake);
     let api = client(&fake);
     let next = api
         .changed_tickets(at(0), at(24), None)

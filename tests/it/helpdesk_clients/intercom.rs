@@ -11,24 +11,10 @@ async fn intercom_client_reads_status_and_history() {
     common_checks(&fake).await;
 }
 
-fn long_life(fake: &FakeHelpdesk) {
-    fake.set_life(
-        "101",
-        at(0),
-        vec![
-            Step::new(at(1), Happening::Resolved { by_ai: true }),
-            Step::new(at(5), Happening::CustomerReplied),
-            Step::new(at(6), Happening::Reopened),
-            Step::new(at(7), Happening::HandedOff),
-            Step::new(at(9), Happening::Resolved { by_ai: false }),
-        ],
-    );
-}
-
 #[tokio::test]
 async fn intercom_look_is_one_request_and_drops_parts_before_since() {
     let fake = FakeHelpdesk::start(Intercom).await;
-    long_life(&fake);
+    ai_then_human_life(&fake, "101");
     let api = client(&fake);
     let look = api.look("101", Some(at(6))).await.expect("look");
     assert_eq!(fake.log(), vec!["GET /conversations/101".to_string()]);
@@ -56,7 +42,7 @@ async fn intercom_look_is_one_request_and_drops_parts_before_since() {
 #[tokio::test]
 async fn intercom_keys_are_prefixed_stable_and_name_the_part() {
     let fake = FakeHelpdesk::start(Intercom).await;
-    long_life(&fake);
+    ai_then_human_life(&fake, "101");
     let api = client(&fake);
     let a = api.look("101", None).await.expect("look");
     let b = api.look("101", None).await.expect("look again");
@@ -190,16 +176,7 @@ async fn intercom_listing_searches_by_last_update_and_creation_in_seconds() {
 #[tokio::test]
 async fn intercom_listing_cursor_is_bound_to_its_range() {
     let fake = FakeHelpdesk::start(Intercom).await;
-    for (id, h) in [("1", 1), ("2", 2), ("3", 3)] {
-        fake.set_life(
-            id,
-            at(h),
-            vec![Step::new(
-                at(h) + Duration::minutes(5),
-                Happening::CustomerReplied,
-            )],
-        );
-    }
+    three_replied_tickets(&fake);
     let api = client(&fake);
     let page = api
         .changed_tickets(at(0), at(24), None)

@@ -77,6 +77,55 @@ pub fn apply_to(fake: &FakeHelpdesk, p: &mut ProviderSettings) {
     }
 }
 
+/// Resolved by the AI agent, the customer wrote, an agent reopened it and handed it
+/// to a human, who resolved it: the history every client must read.
+pub fn ai_then_human_life(fake: &FakeHelpdesk, id: &str) {
+    fake.set_life(
+        id,
+        at(0),
+        vec![
+            Step::new(at(1), Happening::Resolved { by_ai: true }),
+            Step::new(at(5), Happening::CustomerReplied),
+            Step::new(at(6), Happening::Reopened),
+            Step::new(at(7), Happening::HandedOff),
+            Step::new(at(9), Happening::Resolved { by_ai: false }),
+        ],
+    );
+}
+
+/// Three resolutions with customer messages between: more events and messages
+/// than a fake's page holds.
+pub fn three_resolutions_life(fake: &FakeHelpdesk, id: &str) {
+    fake.set_life(
+        id,
+        at(0),
+        vec![
+            Step::new(at(1), Happening::Resolved { by_ai: true }),
+            Step::new(at(2), Happening::CustomerReplied),
+            Step::new(at(3), Happening::CustomerReplied),
+            Step::new(at(4), Happening::Resolved { by_ai: true }),
+            Step::new(at(5), Happening::CustomerReplied),
+            Step::new(at(6), Happening::HandedOff),
+            Step::new(at(7), Happening::Resolved { by_ai: false }),
+        ],
+    );
+}
+
+/// Tickets `1`, `2`, `3` created at hours 1, 2, 3, each with a customer message
+/// five minutes later: a listing of three.
+pub fn three_replied_tickets(fake: &FakeHelpdesk) {
+    for (id, h) in [("1", 1), ("2", 2), ("3", 3)] {
+        fake.set_life(
+            id,
+            at(h),
+            vec![Step::new(
+                at(h) + Duration::minutes(5),
+                Happening::CustomerReplied,
+            )],
+        );
+    }
+}
+
 pub fn client(fake: &FakeHelpdesk) -> Arc<dyn HelpdeskApi> {
     let s = settings_for(fake);
     helpdesk_api::client_for(fake.vendor().name(), &s)
@@ -88,17 +137,7 @@ pub fn client(fake: &FakeHelpdesk) -> Arc<dyn HelpdeskApi> {
 pub async fn common_checks(fake: &FakeHelpdesk) {
     let api = client(fake);
     // A ticket resolved by the AI agent, reopened by the customer, resolved again.
-    fake.set_life(
-        "101",
-        at(0),
-        vec![
-            Step::new(at(1), Happening::Resolved { by_ai: true }),
-            Step::new(at(5), Happening::CustomerReplied),
-            Step::new(at(6), Happening::Reopened),
-            Step::new(at(7), Happening::HandedOff),
-            Step::new(at(9), Happening::Resolved { by_ai: false }),
-        ],
-    );
+    ai_then_human_life(fake, "101");
     fake.set_life(
         "102",
         at(0),

@@ -18,26 +18,10 @@ async fn zohodesk_client_reads_status_and_history() {
     common_checks(&fake).await;
 }
 
-fn long_life(fake: &FakeHelpdesk) {
-    fake.set_life(
-        "201",
-        at(0),
-        vec![
-            Step::new(at(1), Happening::Resolved { by_ai: true }),
-            Step::new(at(2), Happening::CustomerReplied),
-            Step::new(at(3), Happening::CustomerReplied),
-            Step::new(at(4), Happening::Resolved { by_ai: true }),
-            Step::new(at(5), Happening::CustomerReplied),
-            Step::new(at(6), Happening::HandedOff),
-            Step::new(at(7), Happening::Resolved { by_ai: false }),
-        ],
-    );
-}
-
 #[tokio::test]
 async fn zohodesk_token_is_fetched_once_and_reused() {
     let fake = FakeHelpdesk::start(ZohoDesk::default()).await;
-    long_life(&fake);
+    three_resolutions_life(&fake, "201");
     let api = client(&fake);
     api.look("201", None).await.expect("first look");
     api.look("201", Some(at(5))).await.expect("second look");
@@ -72,7 +56,7 @@ async fn zohodesk_a_refused_token_is_renewed_once() {
 #[tokio::test]
 async fn zohodesk_pages_are_followed_to_the_end() {
     let fake = FakeHelpdesk::start(ZohoDesk::default()).await;
-    long_life(&fake);
+    three_resolutions_life(&fake, "201");
     let look = client(&fake).look("201", None).await.expect("look");
     let count = |kind| look.events.iter().filter(|e| e.kind == kind).count();
     assert_eq!(count(EventKind::CustomerReplied), 3, "{look:?}");
@@ -101,7 +85,7 @@ async fn zohodesk_pages_are_followed_to_the_end() {
 #[tokio::test]
 async fn zohodesk_since_stops_reading_history_early() {
     let fake = FakeHelpdesk::start(ZohoDesk::default()).await;
-    long_life(&fake);
+    three_resolutions_life(&fake, "201");
     let look = client(&fake).look("201", Some(at(6))).await.expect("look");
     assert!(
         look.events.iter().all(|e| e.occurred_at >= at(6)),
