@@ -26,13 +26,17 @@ pub enum ResetHeader {
     /// A number of seconds to wait (Help Scout: `X-RateLimit-Retry-After`).
     Seconds(&'static str),
     /// The Unix time the window resets (Intercom: `X-RateLimit-Reset`), measured
-    /// from the answer's `Date` header, or this machine's clock without one.
+    /// from the answer's `Date` header, or the world's time without one.
     UnixTime(&'static str),
 }
 
 impl ResetHeader {
     /// The wait the header asks for, if present and readable.
-    pub fn wait(self, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    pub fn wait(
+        self,
+        headers: &reqwest::header::HeaderMap,
+        world_now: DateTime<Utc>,
+    ) -> Option<Duration> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match self {
             ResetHeader::Seconds(name) => text(name)?
@@ -44,7 +48,7 @@ impl ResetHeader {
                 let reset = text(name)?.trim().parse::<i64>().ok()?;
                 let now = text("date")
                     .and_then(|d| chrono::DateTime::parse_from_rfc2822(d.trim()).ok())
-                    .map_or_else(|| chrono::Utc::now().timestamp(), |d| d.timestamp());
+                    .map_or_else(|| world_now.timestamp(), |d| d.timestamp());
                 // A reset already past still means "wait a moment", not "never".
                 Some(Duration::from_secs(
                     u64::try_from(reset - now).unwrap_or(0).max(1),
@@ -88,6 +92,11 @@ impl ApiHttp {
     pub fn with_reset_header(mut self, header: ResetHeader) -> ApiHttp {
         self.reset_header = Some(header);
         self
+    }
+
+    /// The world's time by the service's clock (vendor timestamps are real time).
+    pub fn world_now(&self) -> DateTime<Utc> {
+        self.budget.clock.world_now()
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -139,7 +148,10 @@ impl ApiHttp {
                     .and_then(|d| d.to_str().ok());
                 crate::retry_after::parse(v, date)
             })
-            .or_else(|| self.reset_header.and_then(|h| h.wait(response.headers())));
+            .or_else(|| {
+                self.reset_header
+                    .and_then(|h| h.wait(response.headers(), self.world_now()))
+            });
         let headers = response.headers().clone();
         let body = response
             .bytes()
@@ -297,15 +309,15 @@ mod tests {
             "Fri, 17 Feb 2017 11:55:10 GMT".parse().expect("value"),
         );
         assert_eq!(
-            ResetHeader::Seconds("x-ratelimit-retry-after").wait(&h),
+            ResetHeader::Seconds("x-ratelimit-retry-after").wait(&h, Utc::now()),
             Some(Duration::from_secs(12))
         );
         // 1487332510 is the Date: ten seconds to the reset.
         assert_eq!(
-            ResetHeader::UnixTime("x-ratelimit-reset").wait(&h),
+            ResetHeader::UnixTime("x-ratelimit-reset").wait(&h, Utc::now()),
             Some(Duration::from_secs(10))
         );
-        assert_eq!(ResetHeader::Seconds("x-missing").wait(&h), None);
+        assert_eq!(ResetHeader::Seconds("x-missing").wait(&h, Utc::now()), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -546,7 +546,7 @@ impl ZohoDeskApi {
         // last change, so one changed in the range and again later is only found
         // past `until` (kept when created before `until`), and a ticket modified
         // while the listing runs moves to the end of the window instead of out of it.
-        let end = until.max(Utc::now() + chrono::Duration::hours(1));
+        let end = until.max(self.http.world_now() + chrono::Duration::hours(1));
         let query = [
             (
                 "modifiedTimeRange",
