@@ -15,6 +15,7 @@ pub mod event;
 pub mod health;
 pub mod helpdesk_api;
 pub mod ingest;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod metronome;

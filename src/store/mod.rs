@@ -70,6 +70,9 @@ pub enum StoreError {
     },
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
+    /// A stored state (or other stored vocabulary) this build does not know.
+    #[error("unexpected data in the database: {0}")]
+    Unknown(#[from] crate::lifecycle::UnknownValue),
 }
 
 /// Why storage is unavailable for now.
@@ -184,7 +187,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } | StoreError::TimedOut(_) => true,
-            StoreError::Db(sqlx::Error::Database(_)) | StoreError::Corrupt(_) => false,
+            StoreError::Db(sqlx::Error::Database(_))
+            | StoreError::Corrupt(_)
+            | StoreError::Unknown(_) => false,
             StoreError::Db(_)
             | StoreError::Migrate(_)
             | StoreError::Dir { .. }
@@ -492,6 +497,16 @@ where
     row.try_get(name).map_err(StoreError::from)
 }
 
+/// A state column (see [`crate::lifecycle`]), decoded: an unknown value is an
+/// error, never a default.
+pub(crate) fn state_col<T>(row: &AnyRow, name: &str) -> Result<T, StoreError>
+where
+    T: std::str::FromStr<Err = crate::lifecycle::UnknownValue>,
+{
+    let stored: String = col(row, name)?;
+    Ok(stored.parse()?)
+}
+
 /// The `sink` column, decoded: an unknown value is corruption, never a default.
 pub(crate) fn sink_col(row: &AnyRow) -> Result<crate::sink::Sink, StoreError> {
     let s: String = col(row, "sink")?;
@@ -580,6 +595,16 @@ mod tests {
         );
         assert!(StoreError::TimedOut(std::time::Duration::from_secs(2)).is_transient());
         assert!(!StoreError::corrupt("x").is_transient());
+        let unknown = "parked"
+            .parse::<crate::lifecycle::OutcomeState>()
+            .expect_err("unknown");
+        let e = StoreError::from(unknown);
+        assert!(!e.is_transient());
+        assert!(
+            e.to_string()
+                .starts_with("unexpected data in the database: unknown outcomes.state `parked`"),
+            "{e}"
+        );
         assert!(Unavailable::DiskFull.is_storage() && Unavailable::Io.is_storage());
         assert!(!Unavailable::Busy.is_storage());
     }

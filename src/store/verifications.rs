@@ -1,49 +1,9 @@
 //! Checks of due resolutions with the helpdesk's API (`verifications`), and the
 //! events they learned (`ticket_events.learned_from`).
 
-use super::{col, Store, StoreError, Tx};
-use std::fmt;
-use std::str::FromStr;
+use super::{col, state_col, Store, StoreError, Tx};
 
-/// What a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckResult {
-    /// The helpdesk shows nothing that undoes the resolution.
-    Agreed,
-    /// It showed something no webhook brought that undoes it (fed in as events).
-    Disagreed,
-    /// No usable answer (network, 5xx, 429, refused credentials, unknown ticket).
-    Unreachable,
-}
-
-impl CheckResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckResult::Agreed => "agreed",
-            CheckResult::Disagreed => "disagreed",
-            CheckResult::Unreachable => "unreachable",
-        }
-    }
-}
-
-impl fmt::Display for CheckResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CheckResult {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "agreed" => Ok(CheckResult::Agreed),
-            "disagreed" => Ok(CheckResult::Disagreed),
-            "unreachable" => Ok(CheckResult::Unreachable),
-            other => Err(format!("unknown verification result `{other}`")),
-        }
-    }
-}
+pub use crate::lifecycle::CheckResult;
 
 /// One check of one resolution (a `verifications` row).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -72,7 +32,6 @@ const CHECK_COLUMNS: &str = "tenant, provider, ticket_id, seq, resolved_at, resu
      failures, failure, held_since, next_try_at, detail, answer, learned";
 
 fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
-    let result: String = col(r, "result")?;
     let small = |name: &str| -> Result<u32, StoreError> {
         let v: i64 = col(r, name)?;
         u32::try_from(v)
@@ -85,7 +44,7 @@ fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
         ticket_id: col(r, "ticket_id")?,
         seq: small("seq")?,
         resolved_at: col(r, "resolved_at")?,
-        result: result.parse().map_err(StoreError::corrupt)?,
+        result: state_col(r, "result")?,
         checked_at: col(r, "checked_at")?,
         failures: small("failures")?,
         failure: col(r, "failure")?,
