@@ -19,7 +19,7 @@ use crate::stripe::retry::{classify, is_cancel_too_old, maybe_applied};
 /// customer could stay billed), parked for an operator.
 fn unreadable_method(r: &ClaimedReversal) -> Option<String> {
     let stored = r.method.as_deref()?;
-    Method::parse(stored).is_none().then(|| {
+    Method::parse(stored).is_err().then(|| {
         format!(
             "not reversed: its stored method `{stored}` is unknown to this build (a newer or damaged \
              record); check what reached the billing system and credit by hand, or run the release \
@@ -185,7 +185,7 @@ impl Reporter {
         else {
             return Ok(()); // no longer pending: another reporter finished it
         };
-        let Some(method) = Method::parse(&stored) else {
+        let Ok(method) = Method::parse(&stored) else {
             // Caught on the next pass (`unreadable_method`).
             return self.store.postpone_reversal(&r.outcome_id, now).await;
         };

@@ -159,7 +159,7 @@ impl Reporter {
         else {
             return Ok(()); // no longer pending: another reporter finished it
         };
-        if Method::parse(&stored) != Some(Method::Correction) {
+        if Method::parse(&stored) != Ok(Method::Correction) {
             tracing::warn!(outcome = %r.outcome_id, method = %stored, "reversal method changed; planning again");
             return self.store.postpone_reversal(&r.outcome_id, now).await;
         }

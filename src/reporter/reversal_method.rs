@@ -1,6 +1,7 @@
 //! How a clawback is carried out on the `stripe_meters` sink, chosen from the
 //! outcome's state and age and the meter's aggregation. Pure.
 
+use crate::lifecycle::UnknownValue;
 use crate::settings::MeterAggregation;
 use crate::stripe::mode::StripeMode;
 
@@ -32,7 +33,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Method::Void => "void",
             Method::Cancel => "cancel",
@@ -45,19 +46,47 @@ impl Method {
         }
     }
 
-    /// A stored method; `None` for a value this build does not know (the
+    /// The methods that are stored ([`Method::WaitForLive`] never is).
+    pub const STORED: [Method; 7] = [
+        Method::Void,
+        Method::Cancel,
+        Method::Correction,
+        Method::DryRun,
+        Method::Nothing,
+        Method::Manual,
+        Method::UsageSet,
+    ];
+
+    /// A stored method; an error for a value this build does not know (the
     /// reporter parks such a reversal for an operator, never takes it as done).
-    pub fn parse(s: &str) -> Option<Method> {
-        Some(match s {
-            "void" => Method::Void,
-            "cancel" => Method::Cancel,
-            "correction" => Method::Correction,
-            "dry_run" => Method::DryRun,
-            "none" => Method::Nothing,
-            "manual" => Method::Manual,
-            "usage_set" => Method::UsageSet,
-            _ => return None,
-        })
+    pub fn parse(s: &str) -> Result<Method, UnknownValue> {
+        Method::STORED
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownValue {
+                column: "reversals.method",
+                value: s.to_string(),
+                known: &STORED_SPELLINGS,
+            })
+    }
+}
+
+/// The spellings of [`Method::STORED`].
+const STORED_SPELLINGS: [&str; Method::STORED.len()] = {
+    let mut out = [""; Method::STORED.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = Method::STORED[i].as_str();
+        i += 1;
+    }
+    out
+};
+
+impl std::str::FromStr for Method {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Method, UnknownValue> {
+        Method::parse(s)
     }
 }
 
@@ -206,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_methods_round_trip_and_an_unknown_one_is_no_method() {
+    fn stored_methods_round_trip_and_an_unknown_one_is_an_error() {
         for m in [
             Method::Void,
             Method::Cancel,
@@ -216,9 +245,22 @@ mod tests {
             Method::Manual,
             Method::UsageSet,
         ] {
-            assert_eq!(Method::parse(m.as_str()), Some(m));
+            assert_eq!(Method::parse(m.as_str()), Ok(m));
+            assert_eq!(m.as_str().parse::<Method>(), Ok(m));
         }
-        assert_eq!(Method::parse("refund"), None);
+        let err = Method::parse("refund").expect_err("unknown");
+        assert_eq!(
+            (err.column, err.value.as_str()),
+            ("reversals.method", "refund")
+        );
+        assert_eq!(
+            err.to_string(),
+            "unknown reversals.method `refund` (known: void, cancel, correction, dry_run, none, manual, usage_set)"
+        );
+        assert!(
+            Method::parse(Method::WaitForLive.as_str()).is_err(),
+            "never stored"
+        );
         assert_eq!(
             choose_method(Some("refund"), "reported", None, LIVE, None, 0, SUM),
             Method::Manual,

@@ -298,7 +298,7 @@ impl Reporter {
                     Method::parse(&method),
                     stored.map(|q| UsageRecord::set(q, timestamp)),
                 ) {
-                    (Some(Method::UsageSet), Some(Ok(record))) => {
+                    (Ok(Method::UsageSet), Some(Ok(record))) => {
                         self.send_set(r, client, item, &record, now).await
                     }
                     _ => self.store.postpone_reversal(&r.outcome_id, now).await,
