@@ -4,6 +4,7 @@
 //! gauges come from a snapshot a background task refreshes
 //! (`server.metrics_refresh`), never from a query per scrape.
 
+use crate::lifecycle::{OutcomeState, StripeEventState};
 use crate::store::QueueCounts;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -575,11 +576,11 @@ impl Metrics {
         self.queue_deliveries.clear();
         self.queue_outcomes.clear();
         self.stripe.queued.clear();
-        for status in ["pending", "failed"] {
+        for status in [StripeEventState::Pending, StripeEventState::Failed] {
             self.stripe
                 .queued
                 .get_or_create(&StatusLabel {
-                    status: status.into(),
+                    status: status.to_string(),
                 })
                 .set(0);
         }
@@ -587,28 +588,32 @@ impl Metrics {
             self.stripe
                 .queued
                 .get_or_create(&StatusLabel {
-                    status: status.clone(),
+                    status: status.to_string(),
                 })
                 .set(*n);
         }
-        for state in ["pending", "failed", "rejected_by_stripe"] {
+        for state in [
+            OutcomeState::Pending,
+            OutcomeState::Failed,
+            OutcomeState::RejectedByStripe,
+        ] {
             self.queue_outcomes
                 .get_or_create(&StateLabel {
-                    state: state.into(),
+                    state: state.to_string(),
                 })
                 .set(0);
         }
         for (status, n) in &q.deliveries {
             self.queue_deliveries
                 .get_or_create(&StatusLabel {
-                    status: status.clone(),
+                    status: status.to_string(),
                 })
                 .set(*n);
         }
         for (state, n) in &q.outcomes {
             self.queue_outcomes
                 .get_or_create(&StateLabel {
-                    state: state.clone(),
+                    state: state.to_string(),
                 })
                 .set(*n);
         }
@@ -704,14 +709,14 @@ mod tests {
         m.preflight_ran("ok");
         m.set_preflight_problems(&[("meter_missing", 1)].into());
         let q = QueueCounts {
-            outcomes: vec![("pending".into(), 3)],
+            outcomes: vec![(OutcomeState::Pending, 3)],
             oldest_unbilled_outcome: Some(0),
             ..Default::default()
         };
         m.set_queues(&q, 5_000);
         let text = m.render(10_000);
         let later = QueueCounts {
-            outcomes: vec![("reported".into(), 3)],
+            outcomes: vec![(OutcomeState::Reported, 3)],
             ..Default::default()
         };
         m.set_queues(&later, 20_000);

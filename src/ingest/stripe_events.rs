@@ -14,6 +14,7 @@
 use super::errors::Rejection;
 use super::routes::{read_body, IngestState};
 use crate::clock::to_millis;
+use crate::lifecycle::StripeEventState;
 use crate::store::{NewStripeEvent, Stored};
 use crate::stripe::events::{is_rejection_type, verify_signature, Notification, SignatureError};
 use axum::body::Body;
@@ -130,7 +131,11 @@ async fn accept(s: &IngestState, headers: &HeaderMap, body: Body) -> Result<Acce
         created: n.created,
         received_at: to_millis(s.clock.now()),
         body: text,
-        state: if ignored { "ignored" } else { "pending" },
+        state: if ignored {
+            StripeEventState::Ignored
+        } else {
+            StripeEventState::Pending
+        },
     };
     match tokio::time::timeout(s.request_timeout, s.store.insert_stripe_event(&event)).await {
         Ok(Ok(Stored::New)) => {

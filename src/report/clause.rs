@@ -2,6 +2,7 @@
 //! overruled it afterwards (a reopen inside the window, a cap).
 
 use crate::contract::Clause;
+use crate::lifecycle::DecisionStatus;
 use crate::store::DecisionRow;
 use crate::ticket::Reopen;
 use serde::Serialize;
@@ -26,12 +27,14 @@ pub struct DecidingClause {
 /// The deciding clause of a recorded decision. The kinds are the reasons a statement
 /// gives for a resolution not billed.
 pub fn deciding_clause(d: &DecisionRow) -> DecidingClause {
-    let kind = match d.status.as_str() {
-        "reopened" => "reopened_within_window",
-        "capped" => "capped",
-        "in_window" if d.billable => "awaiting_reopen_window",
-        "held" => "held_for_verification",
-        _ => d.clause.code(),
+    let kind = match d.status {
+        DecisionStatus::Reopened => "reopened_within_window",
+        DecisionStatus::Capped => "capped",
+        DecisionStatus::InWindow if d.billable => "awaiting_reopen_window",
+        DecisionStatus::Held => "held_for_verification",
+        DecisionStatus::InWindow | DecisionStatus::Confirmed | DecisionStatus::NotBillable => {
+            d.clause.code()
+        }
     };
     DecidingClause {
         kind,
@@ -47,7 +50,7 @@ mod tests {
     use crate::event::EventKind;
     use chrono::{DateTime, Utc};
 
-    fn decision(status: &str, billable: bool, clause: Clause) -> DecisionRow {
+    fn decision(status: DecisionStatus, billable: bool, clause: Clause) -> DecisionRow {
         DecisionRow {
             ticket_id: "T1".into(),
             provider: "generic".into(),
@@ -55,7 +58,7 @@ mod tests {
             resolved_at: 0,
             resolver: Some("ai".into()),
             settle_at: 0,
-            status: status.into(),
+            status,
             billable,
             clause,
             detail: "words".into(),
@@ -70,7 +73,11 @@ mod tests {
 
     #[test]
     fn a_reopen_inside_the_window_decides_over_a_billable_clause() {
-        let mut d = decision("reopened", false, Clause::Billable { category: None });
+        let mut d = decision(
+            DecisionStatus::Reopened,
+            false,
+            Clause::Billable { category: None },
+        );
         d.reopened = Some(Reopen {
             event_key: "e2".into(),
             kind: EventKind::CustomerReplied,
@@ -89,18 +96,28 @@ mod tests {
     fn kinds_follow_the_status_then_the_contract() {
         let billable = || Clause::Billable { category: None };
         let kind = |d: DecisionRow| deciding_clause(&d).kind;
-        assert_eq!(kind(decision("capped", false, billable())), "capped");
         assert_eq!(
-            kind(decision("in_window", true, billable())),
+            kind(decision(DecisionStatus::Capped, false, billable())),
+            "capped"
+        );
+        assert_eq!(
+            kind(decision(DecisionStatus::InWindow, true, billable())),
             "awaiting_reopen_window"
         );
-        assert_eq!(kind(decision("confirmed", true, billable())), "billable");
+        assert_eq!(
+            kind(decision(DecisionStatus::Confirmed, true, billable())),
+            "billable"
+        );
+        assert_eq!(
+            kind(decision(DecisionStatus::Held, true, billable())),
+            "held_for_verification"
+        );
         let tag = Clause::ExcludedTag { tag: "spam".into() };
         assert_eq!(
-            kind(decision("in_window", false, tag.clone())),
+            kind(decision(DecisionStatus::InWindow, false, tag.clone())),
             "excluded_tag"
         );
-        let c = deciding_clause(&decision("not_billable", false, tag));
+        let c = deciding_clause(&decision(DecisionStatus::NotBillable, false, tag));
         let v = serde_json::to_value(&c).expect("json");
         assert_eq!(v["contract_clause"]["tag"], "spam");
         assert!(v.get("reopen").is_none());

@@ -3,6 +3,7 @@
 use super::clause::{deciding_clause, DecidingClause};
 use super::fmt_ms;
 use crate::clock::to_millis;
+use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::store::{
     AttemptRow, DecisionRow, EventRow, OutcomeFilter, OutcomeRow, RejectionRow, ReversalRow, Store,
     StoreError,
@@ -47,7 +48,7 @@ pub struct DecisionView {
     pub resolved_at: i64,
     pub resolver: Option<String>,
     pub settle_at: i64,
-    pub status: String,
+    pub status: DecisionStatus,
     pub billable: bool,
     pub is_final: bool,
     pub clause: DecidingClause,
@@ -325,7 +326,7 @@ impl ProviderTrail {
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
-            if let Some(note) = super::sink_words::sent_note(o.sink, &o.state, stripe_identifier) {
+            if let Some(note) = super::sink_words::sent_note(o.sink, o.state, stripe_identifier) {
                 let _ = writeln!(s, "      {note}");
             }
             for a in attempts {
@@ -354,7 +355,7 @@ impl ProviderTrail {
                     r.stripe_event_id
                 );
             }
-            if o.state == "rejected_by_stripe" {
+            if o.state == OutcomeState::RejectedByStripe {
                 let _ = writeln!(
                     s,
                     "      not billed: Stripe accepted the meter event ({stripe_identifier}) and rejected it in its \

@@ -7,6 +7,7 @@
 //! (often the next month).
 
 use super::period::Period;
+use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::store::{OutcomeRow, ReversalRow};
 use crate::stripe::mode::StripeMode;
 use serde::Serialize;
@@ -57,7 +58,7 @@ pub fn reversal_effective_at(r: &ReversalRow) -> i64 {
 
 /// Whether a reversal changed what Stripe bills (done, by a cancel or a correction).
 pub fn reversal_applied(r: &ReversalRow) -> bool {
-    r.state == "done" && matches!(r.method.as_deref(), Some("cancel" | "correction"))
+    r.state == ReversalState::Done && matches!(r.method.as_deref(), Some("cancel" | "correction"))
 }
 
 /// The totals of meter `name`, created empty.
@@ -83,30 +84,33 @@ pub fn totals(
         .collect();
     for o in outcomes {
         let t = meter(&mut out, &o.event_name);
-        match o.state.as_str() {
-            "reported" | "reversed" if !reported_in(o, mode) => t.other_mode_count += 1,
-            "reported" => {
+        match o.state {
+            OutcomeState::Reported | OutcomeState::Reversed if !reported_in(o, mode) => {
+                t.other_mode_count += 1
+            }
+            OutcomeState::Reported => {
                 t.reported_count += 1;
                 t.reported_value += o.value;
             }
-            "reversed" if method_of.get(o.id.as_str()) == Some(&Some("dry_run")) => {
+            OutcomeState::Reversed if method_of.get(o.id.as_str()) == Some(&Some("dry_run")) => {
                 t.dry_run_count += 1;
             }
-            "reversed" => {
+            OutcomeState::Reversed => {
                 t.reported_count += 1;
                 t.reported_value += o.value;
             }
-            "pending" | "failed" => {
+            OutcomeState::Pending | OutcomeState::Failed => {
                 t.awaiting_count += 1;
                 t.awaiting_value += o.value;
             }
-            "dry_run" => t.dry_run_count += 1,
-            "capped" => t.capped_count += 1,
-            "rejected_by_stripe" => {
+            OutcomeState::DryRun => t.dry_run_count += 1,
+            OutcomeState::Capped => t.capped_count += 1,
+            OutcomeState::RejectedByStripe => {
                 t.rejected_count += 1;
                 t.rejected_value += o.value;
             }
-            _ => {}
+            // Never sent: nothing at Stripe, nothing owed.
+            OutcomeState::Voided => {}
         }
     }
     for r in reversals {
@@ -130,6 +134,8 @@ pub fn totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use OutcomeState::{Capped, Failed, Pending, RejectedByStripe, Reported, Reversed, Voided};
+    use ReversalState::Done;
 
     const DAY: i64 = 86_400_000;
     const JAN: Period = Period {
@@ -141,33 +147,59 @@ mod tests {
         to: 59 * DAY,
     };
 
-    fn outcome(id: &str, state: &str, confirmed_at: i64) -> OutcomeRow {
+    fn outcome(id: &str, state: OutcomeState, confirmed_at: i64) -> OutcomeRow {
         OutcomeRow {
             id: id.into(),
+            tenant: String::new(),
+            provider: String::new(),
+            ticket_id: String::new(),
+            seq: 0,
+            resolved_at: 0,
+            confirmed_at,
             event_name: "resolved_ticket".into(),
             value: 2,
-            state: state.into(),
-            confirmed_at,
-            ..Default::default()
+            stripe_customer_id: String::new(),
+            contract_version: String::new(),
+            contract_hash: String::new(),
+            evidence: String::new(),
+            state,
+            attempts: 0,
+            last_error: None,
+            stripe_request_id: None,
+            reported_at: None,
+            reported_mode: None,
+            stripe_resends: 0,
+            sink: crate::sink::Sink::default(),
+            sink_target: None,
         }
     }
 
     fn reversal(
         id: &str,
         method: &str,
-        state: &str,
+        state: ReversalState,
         confirmed_at: i64,
         ts: Option<i64>,
     ) -> ReversalRow {
         ReversalRow {
             outcome_id: id.into(),
+            provider: String::new(),
+            ticket_id: String::new(),
             event_name: "resolved_ticket".into(),
             value: 2,
+            reopen_event_key: String::new(),
+            reopened_at: 0,
+            created_at: 0,
+            evidence: String::new(),
             method: Some(method.into()),
-            state: state.into(),
+            state,
+            last_error: None,
+            stripe_request_id: None,
             stripe_timestamp: ts,
+            done_at: None,
             outcome_confirmed_at: confirmed_at,
-            ..Default::default()
+            outcome_reported_mode: None,
+            sink: crate::sink::Sink::default(),
         }
     }
 
@@ -180,11 +212,11 @@ mod tests {
     #[test]
     fn a_correction_counts_in_the_period_of_its_own_timestamp() {
         // Confirmed 30 January, corrected 2 February.
-        let o = [outcome("a", "reversed", 30 * DAY)];
+        let o = [outcome("a", Reversed, 30 * DAY)];
         let r = [reversal(
             "a",
             "correction",
-            "done",
+            Done,
             30 * DAY,
             Some(33 * 86_400),
         )];
@@ -198,8 +230,8 @@ mod tests {
 
     #[test]
     fn a_cancel_nets_out_in_the_outcomes_period() {
-        let o = [outcome("a", "reversed", 30 * DAY)];
-        let r = [reversal("a", "cancel", "done", 30 * DAY, None)];
+        let o = [outcome("a", Reversed, 30 * DAY)];
+        let r = [reversal("a", "cancel", Done, 30 * DAY, None)];
         assert_eq!(net(&o, &r, JAN), (2, 2, 0));
         assert_eq!(net(&[], &r, FEB), (0, 0, 0));
     }
@@ -207,14 +239,20 @@ mod tests {
     #[test]
     fn reversals_not_applied_change_nothing() {
         let o = [
-            outcome("a", "reported", DAY),
-            outcome("b", "voided", DAY),
-            outcome("c", "reversed", DAY),
+            outcome("a", Reported, DAY),
+            outcome("b", Voided, DAY),
+            outcome("c", Reversed, DAY),
         ];
         let r = [
-            reversal("a", "correction", "failed", DAY, Some(2 * 86_400)),
-            reversal("b", "void", "done", DAY, None),
-            reversal("c", "dry_run", "done", DAY, None),
+            reversal(
+                "a",
+                "correction",
+                ReversalState::Failed,
+                DAY,
+                Some(2 * 86_400),
+            ),
+            reversal("b", "void", Done, DAY, None),
+            reversal("c", "dry_run", Done, DAY, None),
         ];
         let t = totals(&o, &r, JAN, StripeMode::Live);
         let t = &t["resolved_ticket"];
@@ -225,9 +263,9 @@ mod tests {
     #[test]
     fn the_outbox_is_counted_apart() {
         let o = [
-            outcome("a", "pending", DAY),
-            outcome("b", "failed", DAY),
-            outcome("c", "capped", DAY),
+            outcome("a", Pending, DAY),
+            outcome("b", Failed, DAY),
+            outcome("c", Capped, DAY),
         ];
         let t = totals(&o, &[], JAN, StripeMode::Live);
         let t = &t["resolved_ticket"];
@@ -238,8 +276,8 @@ mod tests {
     #[test]
     fn an_outcome_stripe_rejected_is_not_billed() {
         let o = [
-            outcome("a", "reported", DAY),
-            outcome("b", "rejected_by_stripe", DAY),
+            outcome("a", Reported, DAY),
+            outcome("b", RejectedByStripe, DAY),
         ];
         let t = totals(&o, &[], JAN, StripeMode::Live);
         let t = &t["resolved_ticket"];
@@ -250,11 +288,11 @@ mod tests {
 
     #[test]
     fn effective_time_of_each_kind() {
-        let c = reversal("a", "correction", "done", DAY, Some(5));
+        let c = reversal("a", "correction", Done, DAY, Some(5));
         assert_eq!(reversal_effective_at(&c), 5_000);
-        let k = reversal("a", "cancel", "done", DAY, None);
+        let k = reversal("a", "cancel", Done, DAY, None);
         assert_eq!(reversal_effective_at(&k), DAY);
-        let pending = reversal("a", "correction", "pending", DAY, None);
+        let pending = reversal("a", "correction", ReversalState::Pending, DAY, None);
         assert_eq!(reversal_effective_at(&pending), DAY);
     }
 }

@@ -1,6 +1,7 @@
 //! `outcome-meter outcomes`: the outbox as a table, one page at a time.
 
 use super::fmt_ms;
+use crate::lifecycle::OutcomeState;
 use crate::store::{OutcomeCursor, OutcomeFilter, OutcomeRow, Store, StoreError};
 use serde::Serialize;
 use std::fmt::Write;
@@ -103,11 +104,11 @@ pub fn render(page: &OutcomePage) -> String {
 /// The state, and for a reported outcome the Stripe mode it was reported in
 /// (`reported (test)` is not billed in live mode).
 fn state_column(o: &OutcomeRow) -> String {
-    match (o.state.as_str(), o.reported_mode.as_deref()) {
-        ("reported", Some(mode)) if o.sink == crate::sink::Sink::Metronome => {
+    match (o.state, o.reported_mode.as_deref()) {
+        (OutcomeState::Reported, Some(mode)) if o.sink == crate::sink::Sink::Metronome => {
             format!("reported to Metronome ({mode})")
         }
-        ("reported", Some(mode)) => format!("reported ({mode})"),
+        (OutcomeState::Reported, Some(mode)) => format!("reported ({mode})"),
         (state, _) => state.to_string(),
     }
 }
@@ -115,7 +116,7 @@ fn state_column(o: &OutcomeRow) -> String {
 /// Stripe's error for an outcome not reported, else its request id.
 fn stripe_column(o: &OutcomeRow) -> String {
     match (&o.stripe_request_id, &o.last_error) {
-        (_, Some(e)) if o.state != "reported" => e.clone(),
+        (_, Some(e)) if o.state != OutcomeState::Reported => e.clone(),
         (Some(r), _) => r.clone(),
         _ => String::new(),
     }

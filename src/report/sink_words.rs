@@ -1,6 +1,7 @@
 //! How statements, `explain` and `outcomes` name where an outcome was billed
 //! (its frozen `outcomes.sink`): one place for the words of every sink. Pure.
 
+use crate::lifecycle::OutcomeState;
 use crate::sink::Sink;
 
 /// What an outcome became at its sink, for a line that shows a billed outcome.
@@ -23,14 +24,18 @@ pub fn system(sink: Sink) -> &'static str {
 /// For an outcome sent (or recorded as sent) to a sink other than Stripe's meter
 /// events, the line saying where, with the key it is known by there; `None` for
 /// meter events, whose wording already says Stripe, and for unsent outcomes.
-pub fn sent_note(sink: Sink, state: &str, identifier: &str) -> Option<String> {
-    if sink == Sink::StripeMeters || !matches!(state, "reported" | "reversed" | "dry_run") {
+pub fn sent_note(sink: Sink, state: OutcomeState, identifier: &str) -> Option<String> {
+    if sink == Sink::StripeMeters {
         return None;
     }
-    let verb = if state == "dry_run" {
-        "recorded (dry-run) as it would be sent to"
-    } else {
-        "sent to"
+    let verb = match state {
+        OutcomeState::DryRun => "recorded (dry-run) as it would be sent to",
+        OutcomeState::Reported | OutcomeState::Reversed => "sent to",
+        OutcomeState::Pending
+        | OutcomeState::Failed
+        | OutcomeState::RejectedByStripe
+        | OutcomeState::Capped
+        | OutcomeState::Voided => return None,
     };
     Some(match sink {
         Sink::Metronome => {
@@ -60,13 +65,19 @@ mod tests {
     #[test]
     fn a_metronome_outcome_says_metronome() {
         assert_eq!(
-            sent_note(Sink::Metronome, "reported", "om_1").as_deref(),
+            sent_note(Sink::Metronome, OutcomeState::Reported, "om_1").as_deref(),
             Some("sent to Metronome as a usage event, transaction_id om_1")
         );
-        assert!(sent_note(Sink::Metronome, "dry_run", "om_1")
+        assert!(sent_note(Sink::Metronome, OutcomeState::DryRun, "om_1")
             .is_some_and(|n| n.contains("dry-run") && n.contains("Metronome")));
-        assert_eq!(sent_note(Sink::Metronome, "pending", "om_1"), None);
-        assert_eq!(sent_note(Sink::StripeMeters, "reported", "om_1"), None);
+        assert_eq!(
+            sent_note(Sink::Metronome, OutcomeState::Pending, "om_1"),
+            None
+        );
+        assert_eq!(
+            sent_note(Sink::StripeMeters, OutcomeState::Reported, "om_1"),
+            None
+        );
         assert_eq!(system(Sink::StripeUsageRecords), "Stripe");
     }
 

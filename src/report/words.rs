@@ -3,6 +3,7 @@
 //! identifiers stay what programs read (JSON, CSV, `data-*` attributes); pages show
 //! these words. One mapping each, here, so every report says the same thing.
 
+use crate::lifecycle::{OutcomeState, ReversalState};
 use std::borrow::Cow;
 
 /// Anything without an entry: the identifier with spaces, never a blank.
@@ -50,18 +51,17 @@ pub fn status(code: &str) -> Cow<'static, str> {
 }
 
 /// An outcome's state in the outbox.
-pub fn outcome_state(code: &str) -> Cow<'static, str> {
-    Cow::Borrowed(match code {
-        "pending" => "awaiting report",
-        "reported" => "reported to Stripe",
-        "dry_run" => "dry run (not sent)",
-        "failed" => "refused by Stripe",
-        "capped" => "capped (not billed)",
-        "voided" => "voided before sending",
-        "reversed" => "reversed (clawback)",
-        "rejected_by_stripe" => "rejected by Stripe (not billed)",
-        other => return fallback(other),
-    })
+pub fn outcome_state(state: OutcomeState) -> &'static str {
+    match state {
+        OutcomeState::Pending => "awaiting report",
+        OutcomeState::Reported => "reported to Stripe",
+        OutcomeState::DryRun => "dry run (not sent)",
+        OutcomeState::Failed => "refused by Stripe",
+        OutcomeState::Capped => "capped (not billed)",
+        OutcomeState::Voided => "voided before sending",
+        OutcomeState::Reversed => "reversed (clawback)",
+        OutcomeState::RejectedByStripe => "rejected by Stripe (not billed)",
+    }
 }
 
 /// How a clawback reversal was (or is to be) done.
@@ -78,13 +78,12 @@ pub fn reversal_method(code: &str) -> Cow<'static, str> {
 }
 
 /// A reversal's state.
-pub fn reversal_state(code: &str) -> Cow<'static, str> {
-    Cow::Borrowed(match code {
-        "pending" => "in progress",
-        "done" => "done",
-        "failed" => "needs a person",
-        other => return fallback(other),
-    })
+pub fn reversal_state(state: ReversalState) -> &'static str {
+    match state {
+        ReversalState::Pending => "in progress",
+        ReversalState::Done => "done",
+        ReversalState::Failed => "needs a person",
+    }
 }
 
 /// A ticket event's kind, with who resolved it when known.

@@ -2,10 +2,13 @@
 //! outcome was billed on; on `stripe_meters`, a void, a cancel within 24 hours
 //! or a correcting event (see [`super::reversal_method`]).
 
-use super::reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
+use super::reversal_method::{
+    after_cancel_too_old, choose_method, manual_reason, Method, MethodInput,
+};
 use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
+use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::outcome::idempotency_key;
 use crate::settings::MeterAggregation;
 use crate::sink::Sink;
@@ -33,7 +36,10 @@ fn unreadable_method(r: &ClaimedReversal) -> Option<String> {
 /// customer could stay billed, unseen) nor sent again here. Parked for an
 /// operator with what to check. (Usage records settle their own doubt first.)
 fn billed_in_doubt(r: &ClaimedReversal) -> Option<String> {
-    if r.method.is_some() || r.outcome_state != "failed" || r.outcome_doubt_since.is_none() {
+    if r.method.is_some()
+        || r.outcome_state != OutcomeState::Failed
+        || r.outcome_doubt_since.is_none()
+    {
         return None;
     }
     let check = match r.sink {
@@ -89,17 +95,18 @@ impl Reporter {
         let aggregation = meter
             .as_ref()
             .map_or(MeterAggregation::Sum, |m| m.aggregation);
-        let method = choose_method(
-            r.method.as_deref(),
-            &r.outcome_state,
-            r.outcome_reported_mode
+        let method = choose_method(MethodInput {
+            stored: r.method.as_deref(),
+            outcome_state: r.outcome_state,
+            reported_in: r
+                .outcome_reported_mode
                 .as_deref()
                 .and_then(StripeMode::parse),
-            self.mode,
-            r.outcome_first_sent_at,
+            mode: self.mode,
+            first_sent_at: r.outcome_first_sent_at,
             now,
             aggregation,
-        );
+        });
         let done = |request: &'static str, result: &'static str, dry_run: bool| ReversalAttempt {
             request,
             dry_run,
@@ -146,7 +153,7 @@ impl Reporter {
                 let why = manual_reason(&r.event_name, aggregation);
                 tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
                 let mut a = done("", "not_reversible", false);
-                a.state = "failed";
+                a.state = ReversalState::Failed;
                 a.error = Some(&why);
                 self.store.record_reversal_attempt(&a).await
             }
@@ -155,7 +162,7 @@ impl Reporter {
             }
             Method::UsageSet => {
                 let mut a = done("", "not_reversible", false);
-                a.state = "failed";
+                a.state = ReversalState::Failed;
                 a.error = Some("a usage-record reversal stored for a meter event: credit by hand");
                 self.store.record_reversal_attempt(&a).await
             }
@@ -266,7 +273,7 @@ impl Reporter {
             request_id: request_id.as_deref(),
             result: "accepted",
             error: error.as_deref(),
-            state: "done",
+            state: ReversalState::Done,
             next_attempt_at: now,
             stripe_timestamp: (method == Method::Correction).then_some(stripe_timestamp),
             in_doubt: maybe_applied(&result),
@@ -286,7 +293,7 @@ impl Reporter {
                 }
                 Err(why) => {
                     parked = format!("{why} (Stripe: {})", error.as_deref().unwrap_or(""));
-                    attempt.state = "failed";
+                    attempt.state = ReversalState::Failed;
                     attempt.error = Some(&parked);
                 }
             }
@@ -294,17 +301,17 @@ impl Reporter {
             match self.next_step(classify(&result), r.attempts, now) {
                 NextStep::Delivered => {}
                 NextStep::RetryAt { at, .. } => {
-                    attempt.state = "pending";
+                    attempt.state = ReversalState::Pending;
                     attempt.result = "retry";
                     attempt.next_attempt_at = at;
                 }
                 NextStep::Park { .. } => {
-                    attempt.state = "failed";
+                    attempt.state = ReversalState::Failed;
                     attempt.result = "failed";
                 }
             }
         }
-        tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state, "clawback reversal attempt");
+        tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state.as_str(), "clawback reversal attempt");
         self.store.record_reversal_attempt(&attempt).await
     }
 }
@@ -330,7 +337,7 @@ impl Reporter {
             request_id: None,
             result,
             error: None,
-            state: "done",
+            state: ReversalState::Done,
             next_attempt_at: now,
             stripe_timestamp: None,
             in_doubt: false,
@@ -346,7 +353,7 @@ impl Reporter {
     ) -> Result<(), StoreError> {
         tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
         let mut a = self.reversal_done(r, now, Method::Manual, "not_reversible");
-        a.state = "failed";
+        a.state = ReversalState::Failed;
         a.error = Some(why);
         self.store.record_reversal_attempt(&a).await
     }

@@ -6,6 +6,7 @@
 use super::NextStep;
 use super::{Reporter, Tasks};
 use crate::clock::to_millis;
+use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::outcome::idempotency_key;
 use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
@@ -172,9 +173,10 @@ impl Reporter {
             status_code: status,
             request_id: request_id.as_deref(),
             livemode,
+            // `result`, `state` and the rest: set by each arm below.
             result: "",
             error: None,
-            state: "",
+            state: OutcomeState::Pending,
             next_attempt_at: now,
             in_doubt: maybe_applied(&result),
         };
@@ -190,7 +192,7 @@ impl Reporter {
                 self.store
                     .record_attempt(&OutcomeAttempt {
                         result: how,
-                        state: "reported",
+                        state: OutcomeState::Reported,
                         ..attempt
                     })
                     .await
@@ -202,7 +204,7 @@ impl Reporter {
                     .record_attempt(&OutcomeAttempt {
                         result: "retry",
                         error: error_text.as_deref(),
-                        state: "pending",
+                        state: OutcomeState::Pending,
                         next_attempt_at: next,
                         ..attempt
                     })
@@ -226,7 +228,7 @@ impl Reporter {
                     .record_attempt(&OutcomeAttempt {
                         result: "failed",
                         error: why.as_deref(),
-                        state: "failed",
+                        state: OutcomeState::Failed,
                         ..attempt
                     })
                     .await

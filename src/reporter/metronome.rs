@@ -15,6 +15,7 @@
 use super::NextStep;
 use super::{Reporter, Tasks};
 use crate::clock::to_millis;
+use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::metronome::event::body;
 use crate::metronome::rules::{
@@ -244,7 +245,8 @@ impl Reporter {
                             livemode: None,
                             result: "split",
                             error: error.as_deref(),
-                            state: "pending",
+                            // Not moved: `log_attempt` only logs the call.
+                            state: OutcomeState::Pending,
                             next_attempt_at: now,
                             in_doubt,
                         })
@@ -265,9 +267,10 @@ impl Reporter {
                 status_code,
                 request_id: request_id.as_deref(),
                 livemode: None,
+                // `result`, `state` and the rest: set by each arm below.
                 result: "",
                 error: None,
-                state: "",
+                state: OutcomeState::Pending,
                 next_attempt_at: now,
                 in_doubt,
             };
@@ -276,7 +279,7 @@ impl Reporter {
                     self.metrics.report(ReportResult::Reported);
                     OutcomeAttempt {
                         result: "accepted",
-                        state: "reported",
+                        state: OutcomeState::Reported,
                         ..attempt
                     }
                 }
@@ -285,7 +288,7 @@ impl Reporter {
                     OutcomeAttempt {
                         result: "retry",
                         error: error.as_deref(),
-                        state: "pending",
+                        state: OutcomeState::Pending,
                         next_attempt_at: at,
                         ..attempt
                     }
@@ -295,7 +298,7 @@ impl Reporter {
                     OutcomeAttempt {
                         result: "failed",
                         error: error.as_deref(),
-                        state: "failed",
+                        state: OutcomeState::Failed,
                         ..attempt
                     }
                 }

@@ -9,6 +9,7 @@ use super::reversal_method::Method;
 use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
+use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::metronome::event::body;
 use crate::metronome::rules::{
     check_timestamp, classify, correction_too_old_reason, manual_reason, maybe_applied,
@@ -26,7 +27,7 @@ use crate::stripe::mode::StripeMode;
 /// waits for a live process, a test one has nothing billed here.
 pub fn choose_metronome_method(
     stored: Option<&str>,
-    outcome_state: &str,
+    outcome_state: OutcomeState,
     reported_in: Option<StripeMode>,
     mode: StripeMode,
     aggregation: MetricAggregation,
@@ -36,16 +37,19 @@ pub fn choose_metronome_method(
     }
     let reported_in = reported_in.unwrap_or(mode);
     match outcome_state {
-        "pending" | "failed" | "rejected_by_stripe" => Method::Void,
-        "dry_run" => Method::DryRun,
-        "reported" if reported_in == StripeMode::Live && mode != StripeMode::Live => {
+        OutcomeState::Pending | OutcomeState::Failed | OutcomeState::RejectedByStripe => {
+            Method::Void
+        }
+        OutcomeState::DryRun => Method::DryRun,
+        OutcomeState::Reported if reported_in == StripeMode::Live && mode != StripeMode::Live => {
             Method::WaitForLive
         }
-        "reported" if mode == StripeMode::DryRun => Method::DryRun,
-        "reported" if reported_in != mode => Method::Nothing,
-        "reported" if aggregation == MetricAggregation::Sum => Method::Correction,
-        "reported" => Method::Manual,
-        _ => Method::Nothing,
+        OutcomeState::Reported if mode == StripeMode::DryRun => Method::DryRun,
+        OutcomeState::Reported if reported_in != mode => Method::Nothing,
+        OutcomeState::Reported if aggregation == MetricAggregation::Sum => Method::Correction,
+        OutcomeState::Reported => Method::Manual,
+        // Never billed (capped), or taken back already.
+        OutcomeState::Capped | OutcomeState::Voided | OutcomeState::Reversed => Method::Nothing,
     }
 }
 
@@ -70,7 +74,7 @@ impl Reporter {
         let aggregation = self.metronome_settings.aggregation(&r.event_name);
         let method = choose_metronome_method(
             r.method.as_deref(),
-            &r.outcome_state,
+            r.outcome_state,
             r.outcome_reported_mode
                 .as_deref()
                 .and_then(StripeMode::parse),
@@ -118,14 +122,14 @@ impl Reporter {
                 let why = manual_reason(&r.event_name, aggregation);
                 tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
                 let mut a = done("not_reversible", false);
-                a.state = "failed";
+                a.state = ReversalState::Failed;
                 a.error = Some(&why);
                 self.store.record_reversal_attempt(&a).await
             }
             Method::Correction => self.correct_at_metronome(r, now, aggregation).await,
             Method::UsageSet => {
                 let mut a = done("not_reversible", false);
-                a.state = "failed";
+                a.state = ReversalState::Failed;
                 a.error =
                     Some("a usage-record reversal stored for a Metronome event: credit by hand");
                 self.store.record_reversal_attempt(&a).await
@@ -178,7 +182,7 @@ impl Reporter {
             request_id: None,
             result: "too_old",
             error: None,
-            state: "failed",
+            state: ReversalState::Failed,
             next_attempt_at: now,
             stripe_timestamp: Some(seconds),
             in_doubt: false,
@@ -219,16 +223,16 @@ impl Reporter {
         match self.next_step(classify(&result), r.attempts, now) {
             NextStep::Delivered => {
                 attempt.result = "accepted";
-                attempt.state = "done";
+                attempt.state = ReversalState::Done;
             }
             NextStep::RetryAt { at, .. } => {
                 attempt.result = "retry";
-                attempt.state = "pending";
+                attempt.state = ReversalState::Pending;
                 attempt.next_attempt_at = at;
             }
             NextStep::Park { .. } => attempt.result = "failed",
         }
-        tracing::info!(outcome = %r.outcome_id, state = attempt.state, "clawback correction sent to Metronome");
+        tracing::info!(outcome = %r.outcome_id, state = attempt.state.as_str(), "clawback correction sent to Metronome");
         self.store.record_reversal_attempt(&attempt).await
     }
 }
@@ -237,18 +241,23 @@ impl Reporter {
 mod tests {
     use super::*;
     use MetricAggregation::{Count, Sum};
+    use OutcomeState::Reported;
     use StripeMode::{DryRun, Live, Test};
 
     #[test]
     fn never_sent_is_voided_and_a_stored_method_is_kept() {
-        for state in ["pending", "failed"] {
+        for state in [
+            OutcomeState::Pending,
+            OutcomeState::Failed,
+            OutcomeState::RejectedByStripe,
+        ] {
             assert_eq!(
                 choose_metronome_method(None, state, None, Test, Sum),
                 Method::Void
             );
         }
         assert_eq!(
-            choose_metronome_method(Some("correction"), "reported", None, Test, Count),
+            choose_metronome_method(Some("correction"), Reported, None, Test, Count),
             Method::Correction,
             "a correction possibly sent is never replanned"
         );
@@ -257,7 +266,7 @@ mod tests {
     #[test]
     fn a_reported_outcome_is_corrected_only_on_a_sum_metric() {
         assert_eq!(
-            choose_metronome_method(None, "reported", Some(Test), Test, Sum),
+            choose_metronome_method(None, Reported, Some(Test), Test, Sum),
             Method::Correction
         );
         for agg in [
@@ -267,7 +276,7 @@ mod tests {
             MetricAggregation::Unique,
         ] {
             assert_eq!(
-                choose_metronome_method(None, "reported", Some(Live), Live, agg),
+                choose_metronome_method(None, Reported, Some(Live), Live, agg),
                 Method::Manual
             );
         }
@@ -276,29 +285,36 @@ mod tests {
     #[test]
     fn modes_decide_as_on_stripe() {
         assert_eq!(
-            choose_metronome_method(None, "dry_run", None, Live, Sum),
+            choose_metronome_method(None, OutcomeState::DryRun, None, Live, Sum),
             Method::DryRun
         );
         assert_eq!(
-            choose_metronome_method(None, "reported", Some(Test), DryRun, Sum),
+            choose_metronome_method(None, Reported, Some(Test), DryRun, Sum),
             Method::DryRun
         );
         assert_eq!(
-            choose_metronome_method(None, "reported", Some(Live), Test, Sum),
+            choose_metronome_method(None, Reported, Some(Live), Test, Sum),
             Method::WaitForLive
         );
         assert_eq!(
-            choose_metronome_method(None, "reported", Some(Test), Live, Sum),
+            choose_metronome_method(None, Reported, Some(Test), Live, Sum),
             Method::Nothing
         );
         assert_eq!(
-            choose_metronome_method(None, "reported", None, Live, Sum),
+            choose_metronome_method(None, Reported, None, Live, Sum),
             Method::Correction,
             "a row without a mode is taken as this process's"
         );
         assert_eq!(
-            choose_metronome_method(None, "voided", None, Live, Sum),
+            choose_metronome_method(None, OutcomeState::Voided, None, Live, Sum),
             Method::Nothing
         );
+        for state in [OutcomeState::Capped, OutcomeState::Reversed] {
+            assert_eq!(
+                choose_metronome_method(None, state, None, Live, Sum),
+                Method::Nothing,
+                "{state}"
+            );
+        }
     }
 }

@@ -19,6 +19,7 @@ pub use metronome_clawback::choose_metronome_method;
 pub use reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
 
 use crate::clock::{to_millis, SharedClock};
+use crate::lifecycle::OutcomeState;
 use crate::metrics::Metrics;
 use crate::settings::{MeterAggregation, ReporterSettings, Settings};
 use crate::sink::Sink;
@@ -255,7 +256,7 @@ impl Reporter {
                 livemode: None,
                 result: "dry_run",
                 error: None,
-                state: "dry_run",
+                state: OutcomeState::DryRun,
                 next_attempt_at: now,
                 in_doubt: false,
             })

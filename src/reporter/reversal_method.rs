@@ -1,7 +1,7 @@
 //! How a clawback is carried out on the `stripe_meters` sink, chosen from the
 //! outcome's state and age and the meter's aggregation. Pure.
 
-use crate::lifecycle::UnknownValue;
+use crate::lifecycle::{OutcomeState, UnknownValue};
 use crate::settings::MeterAggregation;
 use crate::stripe::mode::StripeMode;
 
@@ -90,6 +90,26 @@ impl std::str::FromStr for Method {
     }
 }
 
+/// What [`choose_method`] decides from.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInput<'a> {
+    /// The method stored at the first attempt, if any (`reversals.method`).
+    pub stored: Option<&'a str>,
+    /// The reversed outcome's state.
+    pub outcome_state: OutcomeState,
+    /// Where the outcome was reported; `None` for rows older than the modes
+    /// (taken as reported in `mode`).
+    pub reported_in: Option<StripeMode>,
+    /// This process's mode.
+    pub mode: StripeMode,
+    /// When the outcome was first taken to be sent (Unix ms).
+    pub first_sent_at: Option<i64>,
+    /// Unix ms.
+    pub now: i64,
+    /// The meter's aggregation.
+    pub aggregation: MeterAggregation,
+}
+
 /// Choose how to reverse an outcome (pure). A method already stored is kept: it was
 /// fixed before the first request and may have reached Stripe. Otherwise: not sent,
 /// void; sent less than 23 hours ago (counted from when it was first taken to be
@@ -101,15 +121,16 @@ impl std::str::FromStr for Method {
 /// records what it would send); reported in live mode, only a live-mode process
 /// may reverse it ([`Method::WaitForLive`]). `reported_in` is `None` for rows
 /// older than the modes: taken as reported in this process's mode.
-pub fn choose_method(
-    stored: Option<&str>,
-    outcome_state: &str,
-    reported_in: Option<StripeMode>,
-    mode: StripeMode,
-    first_sent_at: Option<i64>,
-    now: i64,
-    aggregation: MeterAggregation,
-) -> Method {
+pub fn choose_method(input: MethodInput<'_>) -> Method {
+    let MethodInput {
+        stored,
+        outcome_state,
+        reported_in,
+        mode,
+        first_sent_at,
+        now,
+        aggregation,
+    } = input;
     if let Some(m) = stored {
         // Unknown (caught before, see `clawback::unreadable_method`): a person decides.
         return Method::parse(m).unwrap_or(Method::Manual);
@@ -117,14 +138,16 @@ pub fn choose_method(
     let reported_in = reported_in.unwrap_or(mode);
     match outcome_state {
         // Rejected by Stripe after it accepted the event: nothing is billed.
-        "pending" | "failed" | "rejected_by_stripe" => Method::Void,
-        "dry_run" => Method::DryRun,
-        "reported" if reported_in == StripeMode::Live && mode != StripeMode::Live => {
+        OutcomeState::Pending | OutcomeState::Failed | OutcomeState::RejectedByStripe => {
+            Method::Void
+        }
+        OutcomeState::DryRun => Method::DryRun,
+        OutcomeState::Reported if reported_in == StripeMode::Live && mode != StripeMode::Live => {
             Method::WaitForLive
         }
-        "reported" if mode == StripeMode::DryRun => Method::DryRun,
-        "reported" if reported_in != mode => Method::Nothing,
-        "reported" => {
+        OutcomeState::Reported if mode == StripeMode::DryRun => Method::DryRun,
+        OutcomeState::Reported if reported_in != mode => Method::Nothing,
+        OutcomeState::Reported => {
             let age = now - first_sent_at.unwrap_or(now);
             if age < CANCEL_WINDOW_MS {
                 Method::Cancel
@@ -132,7 +155,8 @@ pub fn choose_method(
                 correction_for(aggregation)
             }
         }
-        _ => Method::Nothing,
+        // Never billed (capped), or taken back already.
+        OutcomeState::Capped | OutcomeState::Voided | OutcomeState::Reversed => Method::Nothing,
     }
 }
 
@@ -182,56 +206,70 @@ pub fn after_cancel_too_old(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use OutcomeState::{DryRun, Failed, Pending, RejectedByStripe, Reported, Voided};
 
     const H: i64 = 3_600_000;
     const SUM: MeterAggregation = MeterAggregation::Sum;
     const LIVE: StripeMode = StripeMode::Live;
 
+    /// A live-mode process deciding on a reported outcome with no method stored,
+    /// first sent at `first_sent_at`; each test changes what it is about.
+    fn input(first_sent_at: Option<i64>, now: i64) -> MethodInput<'static> {
+        MethodInput {
+            stored: None,
+            outcome_state: Reported,
+            reported_in: None,
+            mode: LIVE,
+            first_sent_at,
+            now,
+            aggregation: SUM,
+        }
+    }
+
+    fn in_state(outcome_state: OutcomeState, first_sent_at: Option<i64>, now: i64) -> Method {
+        choose_method(MethodInput {
+            outcome_state,
+            ..input(first_sent_at, now)
+        })
+    }
+
     #[test]
     fn method_follows_the_outcome_and_the_age_since_first_sent() {
         let now = 100 * H;
+        assert_eq!(in_state(Pending, None, now), Method::Void);
+        assert_eq!(in_state(Failed, Some(now - 50 * H), now), Method::Void);
         assert_eq!(
-            choose_method(None, "pending", None, LIVE, None, now, SUM),
-            Method::Void
-        );
-        assert_eq!(
-            choose_method(None, "failed", None, LIVE, Some(now - 50 * H), now, SUM),
-            Method::Void
-        );
-        assert_eq!(
-            choose_method(None, "rejected_by_stripe", None, LIVE, Some(now), now, SUM),
+            in_state(RejectedByStripe, Some(now), now),
             Method::Void,
             "Stripe rejected it: nothing is billed, nothing to cancel"
         );
+        assert_eq!(in_state(DryRun, None, now), Method::DryRun);
         assert_eq!(
-            choose_method(None, "dry_run", None, LIVE, None, now, SUM),
+            choose_method(MethodInput {
+                mode: StripeMode::DryRun,
+                ..input(Some(now), now)
+            }),
             Method::DryRun
         );
+        assert_eq!(in_state(Reported, Some(now - 22 * H), now), Method::Cancel);
         assert_eq!(
-            choose_method(
-                None,
-                "reported",
-                None,
-                StripeMode::DryRun,
-                Some(now),
-                now,
-                SUM
-            ),
-            Method::DryRun
-        );
-        assert_eq!(
-            choose_method(None, "reported", None, LIVE, Some(now - 22 * H), now, SUM),
-            Method::Cancel
-        );
-        assert_eq!(
-            choose_method(None, "reported", None, LIVE, Some(now - 23 * H), now, SUM),
+            in_state(Reported, Some(now - 23 * H), now),
             Method::Correction,
             "one hour of margin before Stripe's 24 hours"
         );
-        assert_eq!(
-            choose_method(None, "voided", None, LIVE, None, now, SUM),
-            Method::Nothing
-        );
+        assert_eq!(in_state(Voided, None, now), Method::Nothing);
+    }
+
+    #[test]
+    fn an_outcome_never_billed_or_taken_back_has_nothing_to_reverse() {
+        let now = 100 * H;
+        for state in [
+            OutcomeState::Capped,
+            OutcomeState::Voided,
+            OutcomeState::Reversed,
+        ] {
+            assert_eq!(in_state(state, Some(now), now), Method::Nothing, "{state}");
+        }
     }
 
     #[test]
@@ -262,7 +300,10 @@ mod tests {
             "never stored"
         );
         assert_eq!(
-            choose_method(Some("refund"), "reported", None, LIVE, None, 0, SUM),
+            choose_method(MethodInput {
+                stored: Some("refund"),
+                ..input(None, 0)
+            }),
             Method::Manual,
             "never taken as nothing to reverse"
         );
@@ -277,30 +318,15 @@ mod tests {
             Method::Void,
             Method::DryRun,
         ] {
-            assert_eq!(
-                choose_method(
-                    Some(m.as_str()),
-                    "reported",
-                    None,
-                    LIVE,
-                    Some(now - 30 * H),
-                    now,
-                    SUM
-                ),
-                m
-            );
-            assert_eq!(
-                choose_method(
-                    Some(m.as_str()),
-                    "reported",
-                    None,
-                    LIVE,
-                    Some(now),
-                    now,
-                    SUM
-                ),
-                m
-            );
+            for first_sent_at in [Some(now - 30 * H), Some(now)] {
+                assert_eq!(
+                    choose_method(MethodInput {
+                        stored: Some(m.as_str()),
+                        ..input(first_sent_at, now)
+                    }),
+                    m
+                );
+            }
         }
     }
 
@@ -320,21 +346,24 @@ mod tests {
     fn a_meter_that_does_not_sum_never_gets_a_correction() {
         let now = 100 * H;
         let old = Some(now - 30 * H);
-        for agg in [MeterAggregation::Count, MeterAggregation::Last] {
+        for aggregation in [MeterAggregation::Count, MeterAggregation::Last] {
             assert_eq!(
-                choose_method(None, "reported", None, LIVE, old, now, agg),
+                choose_method(MethodInput {
+                    aggregation,
+                    ..input(old, now)
+                }),
                 Method::Manual
             );
             assert_eq!(
-                choose_method(None, "reported", None, LIVE, Some(now - H), now, agg),
+                choose_method(MethodInput {
+                    aggregation,
+                    ..input(Some(now - H), now)
+                }),
                 Method::Cancel,
                 "any meter can cancel within the window"
             );
         }
-        assert_eq!(
-            choose_method(None, "reported", None, LIVE, old, now, SUM),
-            Method::Correction
-        );
+        assert_eq!(choose_method(input(old, now)), Method::Correction);
         let why = manual_reason("escalation", MeterAggregation::Last);
         assert!(
             why.contains("`escalation`") && why.contains("credit"),
@@ -348,28 +377,29 @@ mod tests {
         let sent = Some(now - H);
         let test = Some(StripeMode::Test);
         let live = Some(StripeMode::Live);
+        let from = |reported_in, mode| {
+            choose_method(MethodInput {
+                reported_in,
+                mode,
+                ..input(sent, now)
+            })
+        };
         assert_eq!(
-            choose_method(None, "reported", test, LIVE, sent, now, SUM),
+            from(test, LIVE),
             Method::Nothing,
             "test mode billed nothing in live mode"
         );
         for mode in [StripeMode::Test, StripeMode::DryRun] {
             assert_eq!(
-                choose_method(None, "reported", live, mode, sent, now, SUM),
+                from(live, mode),
                 Method::WaitForLive,
                 "a live event is never marked reversed by a {mode} process"
             );
         }
+        assert_eq!(from(test, StripeMode::Test), Method::Cancel);
+        assert_eq!(from(test, StripeMode::DryRun), Method::DryRun);
         assert_eq!(
-            choose_method(None, "reported", test, StripeMode::Test, sent, now, SUM),
-            Method::Cancel
-        );
-        assert_eq!(
-            choose_method(None, "reported", test, StripeMode::DryRun, sent, now, SUM),
-            Method::DryRun
-        );
-        assert_eq!(
-            choose_method(None, "reported", None, LIVE, sent, now, SUM),
+            from(None, LIVE),
             Method::Cancel,
             "rows from before the modes count as this process's"
         );

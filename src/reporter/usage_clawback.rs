@@ -10,11 +10,12 @@
 //! - reported: the `set`, under the item's lock, its quantity fixed before the
 //!   first call (a resend repeats it: setting it twice subtracts once).
 
-use super::reversal_method::{choose_method, Method};
+use super::reversal_method::{choose_method, Method, MethodInput};
 use super::usage_records::{SettleStep, ITEM_LOCK};
 use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
+use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::settings::MeterAggregation;
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::client::StripeClient;
@@ -31,17 +32,18 @@ const LATER_MS: i64 = 60_000;
 impl Reporter {
     pub(super) async fn reverse_usage_record(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
         let now = to_millis(self.clock.now());
-        let method = choose_method(
-            r.method.as_deref(),
-            &r.outcome_state,
-            r.outcome_reported_mode
+        let method = choose_method(MethodInput {
+            stored: r.method.as_deref(),
+            outcome_state: r.outcome_state,
+            reported_in: r
+                .outcome_reported_mode
                 .as_deref()
                 .and_then(StripeMode::parse),
-            self.mode,
-            r.outcome_first_sent_at,
+            mode: self.mode,
+            first_sent_at: r.outcome_first_sent_at,
             now,
-            MeterAggregation::Sum,
-        );
+            aggregation: MeterAggregation::Sum,
+        });
         let done =
             |result: &'static str, method: Method| self.reversal_done(r, now, method, result);
         match method {
@@ -69,7 +71,7 @@ impl Reporter {
             Method::Void => self.void_usage_record(r, now).await,
             Method::Manual => {
                 let mut a = done("not_reversible", Method::Manual);
-                a.state = "failed";
+                a.state = ReversalState::Failed;
                 a.error = Some("not reversed in Stripe: parked for a credit by hand");
                 self.store.record_reversal_attempt(&a).await
             }
@@ -100,7 +102,7 @@ impl Reporter {
             None => None,
         };
         if let (Some(d), Some(item)) = (doubt, &r.sink_target) {
-            if d.state == "pending" {
+            if d.state == OutcomeState::Pending {
                 return self.settle_before_reversal(r, item, d.since, now).await;
             }
             // Parked while in doubt: Stripe may hold it; an operator decides.
@@ -119,7 +121,7 @@ impl Reporter {
                 request_id: None,
                 result: "not_reversible",
                 error: Some(why),
-                state: "failed",
+                state: ReversalState::Failed,
                 next_attempt_at: now,
                 stripe_timestamp: None,
                 in_doubt: false,
@@ -141,7 +143,7 @@ impl Reporter {
                 request_id: None,
                 result: "voided_before_sending",
                 error: None,
-                state: "done",
+                state: ReversalState::Done,
                 next_attempt_at: now,
                 stripe_timestamp: None,
                 in_doubt: false,
@@ -355,7 +357,7 @@ impl Reporter {
             request_id: request_id.as_deref(),
             result: "accepted",
             error: None,
-            state: "done",
+            state: ReversalState::Done,
             next_attempt_at: now,
             stripe_timestamp: Some(record.timestamp),
             in_doubt: maybe_applied(&result),
@@ -363,12 +365,12 @@ impl Reporter {
         match self.next_step(classify(&result), r.attempts, now) {
             NextStep::Delivered => {}
             NextStep::RetryAt { at, .. } => {
-                attempt.state = "pending";
+                attempt.state = ReversalState::Pending;
                 attempt.result = "retry";
                 attempt.next_attempt_at = at;
             }
             NextStep::Park { .. } => {
-                attempt.state = "failed";
+                attempt.state = ReversalState::Failed;
                 attempt.result = "failed";
                 if let Err(e) = &result {
                     error = Some(format!(
@@ -379,7 +381,7 @@ impl Reporter {
             }
         }
         attempt.error = error.as_deref();
-        tracing::info!(outcome = %r.outcome_id, state = attempt.state, quantity = record.quantity, "clawback: usage record set");
+        tracing::info!(outcome = %r.outcome_id, state = attempt.state.as_str(), quantity = record.quantity, "clawback: usage record set");
         self.store.record_reversal_attempt(&attempt).await
     }
 }

@@ -4,6 +4,7 @@
 //! [`crate::stripe::usage_records::rules`].
 
 use crate::clock::from_millis;
+use crate::lifecycle::OutcomeState;
 use crate::store::UsageDoubt;
 use crate::stripe::client::StripeError;
 use crate::stripe::usage_records::rules::{
@@ -97,7 +98,7 @@ pub(crate) fn periods_to_settle(
 ) -> (Vec<Period>, Vec<String>) {
     let mut periods: Vec<Period> = Vec::new();
     let mut unplaced = Vec::new();
-    for d in doubts.iter().filter(|d| d.state == "pending") {
+    for d in doubts.iter().filter(|d| d.state == OutcomeState::Pending) {
         if plan_for(d, now) != Resend::CheckSummariesFirst {
             continue;
         }
@@ -114,7 +115,7 @@ pub(crate) fn periods_to_settle(
     }
     periods.retain(|p| {
         !doubts.iter().any(|d| {
-            d.state == "pending"
+            d.state == OutcomeState::Pending
                 && p.contains(d.confirmed_at.div_euclid(1000))
                 && plan_for(d, now) == Resend::SameKey
         })
@@ -190,12 +191,12 @@ mod tests {
         Err(StripeError::Network("timed out".into()))
     }
 
-    fn doubt(id: &str, ts: i64, since: i64, state: &str) -> UsageDoubt {
+    fn doubt(id: &str, ts: i64, since: i64, state: OutcomeState) -> UsageDoubt {
         UsageDoubt {
             id: id.into(),
             value: 1,
             confirmed_at: ts * 1000,
-            state: state.into(),
+            state,
             call: 0,
             since: since * 1000,
             saved: false,
@@ -273,9 +274,9 @@ mod tests {
     fn a_period_waits_for_the_records_its_keys_can_still_settle() {
         let now = DateTime::from_timestamp(T, 0).expect("time");
         let summaries = [summary(T - 1000, T + 1000)];
-        let mut saved = doubt("om_saved", T - 10, T - 60, "pending");
+        let mut saved = doubt("om_saved", T - 10, T - 60, OutcomeState::Pending);
         saved.saved = true;
-        let young = doubt("om_young", T - 20, T - 60, "pending");
+        let young = doubt("om_young", T - 20, T - 60, OutcomeState::Pending);
         let (periods, unplaced) =
             periods_to_settle(&[saved.clone(), young.clone()], &summaries, now);
         assert!(
@@ -283,7 +284,7 @@ mod tests {
             "a resend under om_young's key settles it first"
         );
         assert!(unplaced.is_empty());
-        let parked_young = doubt("om_parked", T - 20, T - 60, "failed");
+        let parked_young = doubt("om_parked", T - 20, T - 60, OutcomeState::Failed);
         let (periods, _) = periods_to_settle(&[saved, parked_young], &summaries, now);
         assert_eq!(
             periods.len(),
@@ -325,7 +326,7 @@ mod tests {
         );
         assert!(!is_saved_failure(Resend::Fresh, &replayed(500)));
         let now = DateTime::from_timestamp(T, 0).expect("time");
-        let mut d = doubt("om_1", T, T - 60, "pending");
+        let mut d = doubt("om_1", T, T - 60, OutcomeState::Pending);
         assert_eq!(plan_for(&d, now), Resend::SameKey, "a minute old: same key");
         d.saved = true;
         assert_eq!(plan_for(&d, now), Resend::CheckSummariesFirst);
@@ -339,7 +340,7 @@ mod tests {
     fn the_key_in_doubt_is_reused_within_23_hours_then_the_summaries_decide() {
         let now = from_millis(T * 1000);
         assert_eq!(next_call(None, 4, now), (Resend::Fresh, 4));
-        let mut d = doubt("om_1", T, T - 3600, "pending");
+        let mut d = doubt("om_1", T, T - 3600, OutcomeState::Pending);
         d.call = 2;
         assert_eq!(next_call(Some(&d), 4, now), (Resend::SameKey, 2));
         d.since = (T - 23 * 3600) * 1000;
@@ -354,11 +355,11 @@ mod tests {
         let now = from_millis((T + 30 * 3600) * 1000);
         let sums = [summary(T + 100, T + 200), summary(T - 100, T + 100)];
         let doubts = [
-            doubt("old", T + 50, T, "pending"),
-            doubt("old_same_period", T + 60, T, "pending"),
-            doubt("young", T + 150, T + 29 * 3600, "pending"),
-            doubt("parked", T + 150, T, "failed"),
-            doubt("nowhere", T + 500, T, "pending"),
+            doubt("old", T + 50, T, OutcomeState::Pending),
+            doubt("old_same_period", T + 60, T, OutcomeState::Pending),
+            doubt("young", T + 150, T + 29 * 3600, OutcomeState::Pending),
+            doubt("parked", T + 150, T, OutcomeState::Failed),
+            doubt("nowhere", T + 500, T, OutcomeState::Pending),
         ];
         let (periods, unplaced) = periods_to_settle(&doubts, &sums, now);
         assert_eq!(

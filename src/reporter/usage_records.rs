@@ -22,6 +22,7 @@ use super::usage_doubt::{
 use super::NextStep;
 use super::{Reporter, Tasks};
 use crate::clock::{from_millis, to_millis};
+use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError, UsageDoubt};
 use crate::stripe::client::{StripeClient, StripeError};
@@ -306,7 +307,7 @@ impl Reporter {
                 Settlement::Unresolved { reason } => {
                     let pending: Vec<String> = of_period
                         .iter()
-                        .filter(|d| d.state == "pending")
+                        .filter(|d| d.state == OutcomeState::Pending)
                         .map(|d| d.id.clone())
                         .collect();
                     let reason = format!("not billed, in doubt, parked for an operator: {reason}");
@@ -427,9 +428,10 @@ impl Reporter {
             status_code: status,
             request_id: request_id.as_deref(),
             livemode,
+            // `result`, `state` and the rest: set by each arm below.
             result: "",
             error: None,
-            state: "",
+            state: OutcomeState::Pending,
             next_attempt_at: now,
             in_doubt: maybe_applied(&result),
         };
@@ -444,7 +446,7 @@ impl Reporter {
                 self.store
                     .record_attempt(&OutcomeAttempt {
                         result: how,
-                        state: "reported",
+                        state: OutcomeState::Reported,
                         ..attempt
                     })
                     .await?;
@@ -456,7 +458,7 @@ impl Reporter {
                     .record_attempt(&OutcomeAttempt {
                         result: "retry",
                         error: error_text.as_deref(),
-                        state: "pending",
+                        state: OutcomeState::Pending,
                         next_attempt_at: next,
                         ..attempt
                     })
@@ -473,7 +475,7 @@ impl Reporter {
                     .record_attempt(&OutcomeAttempt {
                         result: "failed",
                         error: Some(&why),
-                        state: "failed",
+                        state: OutcomeState::Failed,
                         ..attempt
                     })
                     .await?;

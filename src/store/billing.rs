@@ -1,13 +1,14 @@
 //! Caps, clawback reversals and the contract registry.
 
-use super::{col, Backend, Store, StoreError, Tx};
+use super::{col, state_col, Backend, Store, StoreError, Tx};
+use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::stripe::mode::StripeMode;
 
 /// What clawback needs to know about a confirmed outcome.
 #[derive(Debug, Clone)]
 pub struct OutcomeBrief {
     pub id: String,
-    pub state: String,
+    pub state: OutcomeState,
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
@@ -42,7 +43,7 @@ pub struct ClaimedReversal {
     pub stripe_account: Option<String>,
     pub method: Option<String>,
     pub attempts: u32,
-    pub outcome_state: String,
+    pub outcome_state: OutcomeState,
     /// Where the outcome's event was reported (`live`, `test`, `dry_run`; none
     /// before modes were recorded).
     pub outcome_reported_mode: Option<String>,
@@ -87,8 +88,8 @@ pub struct ReversalAttempt<'a> {
     pub request_id: Option<&'a str>,
     pub result: &'a str,
     pub error: Option<&'a str>,
-    /// `pending` (retry at `next_attempt_at`), `done` or `failed`.
-    pub state: &'a str,
+    /// `Pending` (retry at `next_attempt_at`), `Done` or `Failed`.
+    pub state: ReversalState,
     pub next_attempt_at: i64,
     pub stripe_timestamp: Option<i64>,
     /// The request may have been applied without a definite answer (network error,
@@ -152,7 +153,7 @@ impl Tx {
         row.map(|r| {
             Ok(OutcomeBrief {
                 id: col(&r, "id")?,
-                state: col(&r, "state")?,
+                state: state_col(&r, "state")?,
                 event_name: col(&r, "event_name")?,
                 value: col(&r, "value")?,
                 stripe_customer_id: col(&r, "stripe_customer_id")?,
@@ -241,7 +242,7 @@ impl Store {
                 stripe_account: col(&row, "stripe_account")?,
                 method: col(&row, "method")?,
                 attempts: u32::try_from(col::<i64>(&row, "attempts")?).unwrap_or(u32::MAX),
-                outcome_state: col(&row, "outcome_state")?,
+                outcome_state: state_col(&row, "outcome_state")?,
                 outcome_reported_mode: col(&row, "reported_mode")?,
                 outcome_first_sent_at: col(&row, "first_sent_at")?,
                 outcome_lease_until: col(&row, "outcome_lease")?,
@@ -337,7 +338,7 @@ impl Store {
              WHERE outcome_id = $8 AND state = 'pending'",
         )
         .bind(a.method)
-        .bind(a.state)
+        .bind(a.state.as_str())
         .bind(a.next_attempt_at)
         .bind(a.error)
         .bind(a.request_id)
@@ -347,7 +348,7 @@ impl Store {
         .bind(i64::from(a.in_doubt))
         .execute(&mut *tx.tx)
         .await?;
-        if a.state == "done" {
+        if a.state == ReversalState::Done {
             sqlx::query("UPDATE outcomes SET state = 'reversed' WHERE id = $1 AND state IN ('reported', 'dry_run')")
                 .bind(a.outcome_id)
                 .execute(&mut *tx.tx)

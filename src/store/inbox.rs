@@ -1,6 +1,7 @@
 //! The deliveries inbox.
 
 use super::{col, Backend, Store, StoreError, Tx};
+use crate::lifecycle::DeliveryStatus;
 use sqlx::AnyConnection;
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -313,11 +314,14 @@ impl Tx {
             "UPDATE deliveries SET status = $1, error = $2, event_count = $3, processed_at = $4, lease_until = NULL \
              WHERE id = $5",
         )
-        .bind(if quarantine_reason.is_some() {
-            "quarantined"
-        } else {
-            "processed"
-        })
+        .bind(
+            if quarantine_reason.is_some() {
+                DeliveryStatus::Quarantined
+            } else {
+                DeliveryStatus::Processed
+            }
+            .as_str(),
+        )
         .bind(quarantine_reason)
         .bind(events as i64)
         .bind(now)

@@ -1,6 +1,7 @@
 //! The outbox: confirmed outcomes waiting to be (or already) reported to Stripe.
 
-use super::{col, sink_col, Store, StoreError, Tx};
+use super::{col, sink_col, state_col, Store, StoreError, Tx};
+use crate::lifecycle::OutcomeState;
 use crate::sink::Sink;
 use crate::stripe::mode::StripeMode;
 
@@ -21,8 +22,8 @@ pub struct NewOutcome {
     pub contract_version: String,
     pub contract_hash: String,
     pub evidence: String,
-    /// `pending` (to report) or `capped` (recorded, never reported).
-    pub state: &'static str,
+    /// `Pending` (to report) or `Capped` (recorded, never reported).
+    pub state: OutcomeState,
     /// Where it is billed, frozen from the tenant's `sink`.
     pub sink: Sink,
     /// The Metronome customer or the subscription item (`Sink::target`).
@@ -47,7 +48,7 @@ pub struct TooOld {
     pub confirmed_at: i64,
     #[serde(skip)]
     pub evidence: String,
-    pub state: String,
+    pub state: OutcomeState,
     /// Calls whose answer was lost or a 5xx: Stripe may have recorded the event.
     pub attempts_in_doubt: i64,
 }
@@ -128,8 +129,8 @@ pub struct OutcomeAttempt<'a> {
     pub livemode: Option<bool>,
     pub result: &'a str,
     pub error: Option<&'a str>,
-    /// `reported`, `dry_run`, `failed` or `pending` (retry at `next_attempt_at`).
-    pub state: &'a str,
+    /// `Reported`, `DryRun`, `Failed` or `Pending` (retry at `next_attempt_at`).
+    pub state: OutcomeState,
     pub next_attempt_at: i64,
     /// The call may have been applied without a definite answer (none, or a 5xx).
     pub in_doubt: bool,
@@ -185,7 +186,7 @@ impl Tx {
         .bind(&o.contract_version)
         .bind(&o.contract_hash)
         .bind(&o.evidence)
-        .bind(o.state)
+        .bind(o.state.as_str())
         .bind(o.stripe_account.as_deref())
         .bind(o.sink.as_str())
         .bind(o.sink_target.as_deref())
@@ -306,14 +307,14 @@ impl Store {
         how: SetAside,
     ) -> Result<(), StoreError> {
         let (state, next_attempt_at) = match how {
-            SetAside::RetryAt(at) => ("pending", Some(at)),
-            SetAside::Park => ("failed", None),
+            SetAside::RetryAt(at) => (OutcomeState::Pending, Some(at)),
+            SetAside::Park => (OutcomeState::Failed, None),
         };
         sqlx::query(
             "UPDATE outcomes SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
              lease_until = NULL, last_error = $3 WHERE id = $4 AND state = 'pending' AND lease_until = $5",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(next_attempt_at)
         .bind(reason)
         .bind(id)
@@ -328,7 +329,15 @@ impl Store {
     pub async fn record_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         insert_attempt(&mut *tx.tx, a).await?;
-        let sent = a.state == "reported" || a.state == "dry_run";
+        let sent = match a.state {
+            OutcomeState::Reported | OutcomeState::DryRun => true,
+            OutcomeState::Pending
+            | OutcomeState::Failed
+            | OutcomeState::RejectedByStripe
+            | OutcomeState::Capped
+            | OutcomeState::Voided
+            | OutcomeState::Reversed => false,
+        };
         sqlx::query(
             "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
              lease_until = NULL, last_error = $4, stripe_request_id = COALESCE($5, stripe_request_id), \
@@ -337,7 +346,7 @@ impl Store {
              doubt_since = CASE WHEN $10 = 1 THEN COALESCE(doubt_since, $7) ELSE doubt_since END \
              WHERE id = $9 AND state = 'pending'",
         )
-        .bind(a.state)
+        .bind(a.state.as_str())
         .bind(i64::from(a.mode.sends()))
         .bind(a.next_attempt_at)
         .bind(a.error)
@@ -534,7 +543,7 @@ impl Store {
                     tenant: col(r, "tenant")?,
                     confirmed_at: col(r, "confirmed_at")?,
                     evidence: col(r, "evidence")?,
-                    state: col(r, "state")?,
+                    state: state_col(r, "state")?,
                     attempts_in_doubt: col(r, "in_doubt")?,
                 })
             })

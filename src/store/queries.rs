@@ -1,9 +1,12 @@
 //! Read-side queries for the CLI, reports and metrics.
 
 use super::tickets::event_from_row;
-use super::{col, Store, StoreError};
+use super::{col, state_col, Store, StoreError};
 use crate::contract::Clause;
 use crate::event::TicketEvent;
+use crate::lifecycle::{
+    DecisionStatus, DeliveryStatus, OutcomeState, ReversalState, StripeEventState,
+};
 use crate::ticket::Reopen;
 use serde::Deserialize;
 use sqlx::any::AnyRow;
@@ -30,7 +33,7 @@ pub struct OutcomeCursor {
     pub id: String,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct OutcomeRow {
     pub id: String,
     pub tenant: String,
@@ -45,7 +48,7 @@ pub struct OutcomeRow {
     pub contract_version: String,
     pub contract_hash: String,
     pub evidence: String,
-    pub state: String,
+    pub state: OutcomeState,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub stripe_request_id: Option<String>,
@@ -76,7 +79,7 @@ pub struct DecisionRow {
     pub resolved_at: i64,
     pub resolver: Option<String>,
     pub settle_at: i64,
-    pub status: String,
+    pub status: DecisionStatus,
     pub billable: bool,
     /// The contract's clause on this resolution (before its reopen window is known).
     pub clause: Clause,
@@ -90,7 +93,7 @@ pub struct DecisionRow {
     pub is_final: bool,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ReversalRow {
     pub outcome_id: String,
     pub provider: String,
@@ -103,7 +106,7 @@ pub struct ReversalRow {
     pub created_at: i64,
     pub evidence: String,
     pub method: Option<String>,
-    pub state: String,
+    pub state: ReversalState,
     pub last_error: Option<String>,
     /// `Request-Id` of Stripe's answer to the reversal request.
     pub stripe_request_id: Option<String>,
@@ -145,7 +148,7 @@ fn decision_from_row(r: &AnyRow) -> Result<DecisionRow, StoreError> {
         resolved_at: col(r, "resolved_at")?,
         resolver: col(r, "resolver")?,
         settle_at: col(r, "settle_at")?,
-        status: col(r, "status")?,
+        status: state_col(r, "status")?,
         billable: col::<i64>(r, "billable")? != 0,
         clause,
         detail: col(r, "detail")?,
@@ -179,7 +182,7 @@ pub struct DeliveryRow {
     pub provider: String,
     pub delivery_key: String,
     pub received_at: i64,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub error: Option<String>,
 }
 
@@ -202,8 +205,8 @@ pub struct AttemptRow {
 /// Sizes of every queue, for `/metrics`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct QueueCounts {
-    pub deliveries: Vec<(String, i64)>,
-    pub outcomes: Vec<(String, i64)>,
+    pub deliveries: Vec<(DeliveryStatus, i64)>,
+    pub outcomes: Vec<(OutcomeState, i64)>,
     pub tickets_waiting: i64,
     /// Due resolutions held for verification with the helpdesk (decision `held`).
     pub held_for_verification: i64,
@@ -214,7 +217,7 @@ pub struct QueueCounts {
     /// service's: not billed in its mode until replayed.
     pub unbilled_other_mode: i64,
     /// Stripe event notifications waiting to be processed, or failed, by state.
-    pub stripe_events: Vec<(String, i64)>,
+    pub stripe_events: Vec<(StripeEventState, i64)>,
 }
 
 const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
@@ -236,7 +239,7 @@ fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
         contract_version: col(r, "contract_version")?,
         contract_hash: col(r, "contract_hash")?,
         evidence: col(r, "evidence")?,
-        state: col(r, "state")?,
+        state: state_col(r, "state")?,
         attempts: col(r, "attempts")?,
         last_error: col(r, "last_error")?,
         stripe_request_id: col(r, "stripe_request_id")?,
@@ -397,7 +400,7 @@ impl Store {
                     created_at: col(r, "created_at")?,
                     evidence: col(r, "evidence")?,
                     method: col(r, "method")?,
-                    state: col(r, "state")?,
+                    state: state_col(r, "state")?,
                     last_error: col(r, "last_error")?,
                     stripe_request_id: col(r, "stripe_request_id")?,
                     stripe_timestamp: col(r, "stripe_timestamp")?,
@@ -501,7 +504,7 @@ impl Store {
                     provider: col(r, "provider")?,
                     delivery_key: col(r, "delivery_key")?,
                     received_at: col(r, "received_at")?,
-                    status: col(r, "status")?,
+                    status: state_col(r, "status")?,
                     error: col(r, "error")?,
                 })
             })
@@ -522,11 +525,11 @@ impl Store {
         };
         let deliveries = vec![
             (
-                "pending".to_string(),
+                DeliveryStatus::Pending,
                 count("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'pending'").await?,
             ),
             (
-                "quarantined".to_string(),
+                DeliveryStatus::Quarantined,
                 count("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'quarantined'").await?,
             ),
         ];
@@ -535,8 +538,8 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
-                .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
-                .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
+                .map(|r| Ok((state_col(r, "status")?, col(r, "n")?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
         let tickets_waiting =
             count("SELECT COUNT(*) AS n FROM tickets WHERE settle_at IS NOT NULL").await?;
         // The partial index `decisions_held` keeps this O(held).
@@ -564,8 +567,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
-        .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
+        .map(|r| Ok((state_col(r, "status")?, col(r, "n")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(QueueCounts {
             deliveries,
             outcomes,

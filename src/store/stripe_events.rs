@@ -1,7 +1,8 @@
 //! Stripe event-destination notifications (`stripe_events`) and the meter events Stripe
 //! rejected after accepting them (`stripe_rejections`, outcome state `rejected_by_stripe`).
 
-use super::{col, Store, StoreError, Stored};
+use super::{col, state_col, Store, StoreError, Stored};
+use crate::lifecycle::{OutcomeState, ReversalState, StripeEventState};
 use crate::stripe::events::{outcome_identifier, parse_identifier, Identifier, Sample};
 
 /// An authentic notification, as it is stored before Stripe gets its 2xx.
@@ -15,8 +16,8 @@ pub struct NewStripeEvent {
     pub created: Option<String>,
     pub received_at: i64,
     pub body: String,
-    /// `pending` (to process) or `ignored` (a type outcome-meter does not act on).
-    pub state: &'static str,
+    /// `Pending` (to process) or `Ignored` (a type outcome-meter does not act on).
+    pub state: StripeEventState,
 }
 
 /// A stored notification claimed for processing.
@@ -111,7 +112,7 @@ impl Store {
         .bind(e.created.as_deref())
         .bind(e.received_at)
         .bind(&e.body)
-        .bind(e.state)
+        .bind(e.state.as_str())
         .execute(&self.pool)
         .await;
         let r = self.observe(r.map_err(StoreError::from))?;
@@ -156,13 +157,13 @@ impl Store {
             .collect()
     }
 
-    /// Finish a claimed notification (`processed` or `failed`), only while this claim
-    /// holds it. Returns whether it did.
+    /// Finish a claimed notification (`Processed`, `Ignored` or `Failed`), only while
+    /// this claim holds it. Returns whether it did.
     pub async fn finish_stripe_event(
         &self,
         id: &str,
         token: i64,
-        state: &str,
+        state: StripeEventState,
         error: Option<&str>,
         summary: Option<&str>,
         now: i64,
@@ -171,7 +172,7 @@ impl Store {
             "UPDATE stripe_events SET state = $1, error = $2, summary = $3, processed_at = $4, \
              attempts = attempts + 1, lease_until = NULL WHERE id = $5 AND state = 'pending' AND lease_until = $6",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(error)
         .bind(summary)
         .bind(now)
@@ -241,7 +242,7 @@ impl Store {
                     match row {
                         None => Effect::Unknown,
                         Some(row) => {
-                            let state: String = col(&row, "state")?;
+                            let state: OutcomeState = state_col(&row, "state")?;
                             let current: i64 = col(&row, "stripe_resends")?;
                             let reported_mode: Option<String> = col(&row, "reported_mode")?;
                             let sent_to: Option<String> = col(&row, "stripe_account")?;
@@ -267,10 +268,12 @@ impl Store {
                                         tenant: col(&row, "tenant")?,
                                         event_name: col(&row, "event_name")?,
                                     }
-                                } else if state == "rejected_by_stripe" {
+                                } else if state == OutcomeState::RejectedByStripe {
                                     Effect::Already
                                 } else {
-                                    Effect::Unchanged { state }
+                                    Effect::Unchanged {
+                                        state: state.to_string(),
+                                    }
                                 }
                             }
                         }
@@ -286,7 +289,7 @@ impl Store {
                     match exists {
                         None => Effect::Unknown,
                         Some(row) => {
-                            let state: String = col(&row, "state")?;
+                            let state: ReversalState = state_col(&row, "state")?;
                             record_rejection(&mut tx, &outcome_id, s, stripe_event_id, now).await?;
                             let text = format!(
                                 "the correcting event was rejected by Stripe after it accepted it: {}: {} \
@@ -305,7 +308,9 @@ impl Store {
                             if r.rows_affected() == 1 {
                                 Effect::ReversalFailed
                             } else {
-                                Effect::Unchanged { state }
+                                Effect::Unchanged {
+                                    state: state.to_string(),
+                                }
                             }
                         }
                     }

@@ -4,6 +4,7 @@
 use super::{col, StoreError, Tx};
 use crate::clock::{from_millis, to_millis};
 use crate::event::TicketEvent;
+use crate::lifecycle::DecisionStatus;
 use crate::ticket::Settled;
 use sqlx::any::AnyRow;
 
@@ -24,7 +25,7 @@ pub struct DecisionWrite {
     pub resolved_at: i64,
     pub resolver: Option<String>,
     pub settle_at: i64,
-    pub status: &'static str,
+    pub status: DecisionStatus,
     pub billable: bool,
     pub clause: String,
     pub detail: String,
@@ -191,7 +192,7 @@ impl Tx {
         .bind(d.resolved_at)
         .bind(d.resolver.as_deref())
         .bind(d.settle_at)
-        .bind(d.status)
+        .bind(d.status.as_str())
         .bind(i64::from(d.billable))
         .bind(&d.clause)
         .bind(&d.detail)

@@ -3,7 +3,8 @@
 //! outcome-meter recorded them, and a clawback's `set` quantity. Every query is
 //! per subscription item and Stripe account (`sink_target`, `stripe_account`).
 
-use super::{col, Store, StoreError};
+use super::{col, state_col, Store, StoreError};
+use crate::lifecycle::OutcomeState;
 use crate::stripe::mode::StripeMode;
 
 /// The outcomes of one item: `sink = stripe_usage_records`, this item, this account.
@@ -17,8 +18,8 @@ pub struct UsageDoubt {
     pub value: i64,
     /// Unix ms; the record's timestamp is this in seconds.
     pub confirmed_at: i64,
-    /// `pending` (to be settled) or `failed` (parked while in doubt).
-    pub state: String,
+    /// `Pending` (to be settled) or `Failed` (parked while in doubt).
+    pub state: OutcomeState,
     /// N of the key in doubt, `<id>:usage_record:<N>`.
     pub call: u32,
     /// When that key was first used (Unix ms, before the call).
@@ -115,7 +116,7 @@ impl Store {
                     id: col(r, "id")?,
                     value: col(r, "value")?,
                     confirmed_at: col(r, "confirmed_at")?,
-                    state: col(r, "state")?,
+                    state: state_col(r, "state")?,
                     call: u32::try_from(col::<i64>(r, "usage_doubt_call")?).unwrap_or(u32::MAX),
                     since: col(r, "usage_doubt_since")?,
                     saved: col::<i64>(r, "usage_doubt_saved")? != 0,

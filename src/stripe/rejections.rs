@@ -29,6 +29,7 @@ use super::client::{StripeClient, StripeError};
 use super::events::{is_rejection_type, ErrorReport, NO_METER_FOUND};
 use super::retry::backoff;
 use crate::clock::{to_millis, SharedClock};
+use crate::lifecycle::StripeEventState;
 use crate::metrics::Metrics;
 use crate::report::fmt_ms;
 use crate::report::period::Period;
@@ -194,7 +195,14 @@ impl Rejections {
             // Stored as ignored on receipt; only a row written otherwise gets here.
             let now = to_millis(self.clock.now());
             self.store
-                .finish_stripe_event(&e.id, e.lease_until, "ignored", None, None, now)
+                .finish_stripe_event(
+                    &e.id,
+                    e.lease_until,
+                    StripeEventState::Ignored,
+                    None,
+                    None,
+                    now,
+                )
                 .await?;
             return Ok(());
         }
@@ -213,7 +221,14 @@ impl Rejections {
                 tracing::error!(event = %e.id, error = %why, "Stripe event not processed");
                 self.metrics.stripe_event_processed("failed");
                 self.store
-                    .finish_stripe_event(&e.id, e.lease_until, "failed", Some(&why), None, now)
+                    .finish_stripe_event(
+                        &e.id,
+                        e.lease_until,
+                        StripeEventState::Failed,
+                        Some(&why),
+                        None,
+                        now,
+                    )
                     .await?;
                 return Ok(());
             }
@@ -223,7 +238,14 @@ impl Rejections {
         let now = to_millis(self.clock.now());
         if self
             .store
-            .finish_stripe_event(&e.id, e.lease_until, "processed", None, Some(&text), now)
+            .finish_stripe_event(
+                &e.id,
+                e.lease_until,
+                StripeEventState::Processed,
+                None,
+                Some(&text),
+                now,
+            )
             .await?
         {
             self.metrics.stripe_event_processed("processed");
@@ -259,7 +281,14 @@ impl Rejections {
         tracing::error!(event = %e.id, error = %why, request_id = ?err.request_id(), "Stripe event not fetched; given up (outcomes it names are not marked)");
         self.metrics.stripe_event_processed("failed");
         self.store
-            .finish_stripe_event(&e.id, e.lease_until, "failed", Some(&why), None, now)
+            .finish_stripe_event(
+                &e.id,
+                e.lease_until,
+                StripeEventState::Failed,
+                Some(&why),
+                None,
+                now,
+            )
             .await?;
         Ok(())
     }

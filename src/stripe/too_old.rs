@@ -94,7 +94,7 @@ mod tests {
             tenant: "t".into(),
             confirmed_at: 0,
             evidence: "{}".into(),
-            state: "failed".into(),
+            state: crate::lifecycle::OutcomeState::Failed,
             attempts_in_doubt: in_doubt,
         }
     }

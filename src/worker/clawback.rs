@@ -3,6 +3,7 @@
 use super::Worker;
 use crate::clock::to_millis;
 use crate::contract::{Caps, ContractTerms};
+use crate::lifecycle::OutcomeState;
 use crate::store::{NewReversal, StoreError, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::Reopen;
@@ -104,8 +105,16 @@ impl Worker {
         else {
             return Ok(()); // that resolution was not billable: nothing to reverse
         };
-        if matches!(o.state.as_str(), "capped" | "voided" | "reversed") {
-            return Ok(());
+        match o.state {
+            // Never billed, or taken back already: nothing (more) to reverse.
+            OutcomeState::Capped | OutcomeState::Voided | OutcomeState::Reversed => {
+                return Ok(());
+            }
+            OutcomeState::Pending
+            | OutcomeState::Reported
+            | OutcomeState::DryRun
+            | OutcomeState::Failed
+            | OutcomeState::RejectedByStripe => {}
         }
         // The clawback term of the contract the outcome was decided under, not today's.
         let window = self

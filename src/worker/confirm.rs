@@ -5,6 +5,7 @@ use super::clawback::over_cap;
 use super::evidence::{decision, evidence, DecisionInput};
 use super::Worker;
 use crate::clock::to_millis;
+use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::outcome::outcome_id;
 use crate::store::{NewOutcome, StoreError};
 use crate::ticket::{replay_pinned, Settled, Standing};
@@ -106,7 +107,7 @@ impl Worker {
                                 ticket_id,
                                 resolution: r,
                                 events: &events,
-                                status: "held",
+                                status: DecisionStatus::Held,
                                 outcome_id: None,
                                 is_final: false,
                                 now,
@@ -156,18 +157,18 @@ impl Worker {
                             contract_hash: contract.1.to_string(),
                             evidence: evidence(r, &events, contract, verification.as_ref()),
                             state: if capped.is_some() {
-                                "capped"
+                                OutcomeState::Capped
                             } else {
-                                "pending"
+                                OutcomeState::Pending
                             },
                         })
                         .await?;
                     confirmed += usize::from(inserted && capped.is_none());
                 }
                 let status = match (&billable, &capped) {
-                    (Some(_), Some(_)) => "capped",
-                    (Some(_), None) => "confirmed",
-                    (None, _) => "not_billable",
+                    (Some(_), Some(_)) => DecisionStatus::Capped,
+                    (Some(_), None) => DecisionStatus::Confirmed,
+                    (None, _) => DecisionStatus::NotBillable,
                 };
                 let mut d = decision(DecisionInput {
                     tenant,

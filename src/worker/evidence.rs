@@ -3,6 +3,7 @@
 use crate::clock::to_millis;
 use crate::contract::ContractTerms;
 use crate::event::TicketEvent;
+use crate::lifecycle::DecisionStatus;
 use crate::store::DecisionWrite;
 use crate::tenants::Tenant;
 use crate::ticket::Resolution;
@@ -66,7 +67,7 @@ pub(crate) struct DecisionInput<'a> {
     pub ticket_id: &'a str,
     pub resolution: &'a Resolution,
     pub events: &'a [TicketEvent],
-    pub status: &'static str,
+    pub status: DecisionStatus,
     pub outcome_id: Option<String>,
     pub is_final: bool,
     pub now: i64,
@@ -86,12 +87,19 @@ pub(crate) fn decision(d: DecisionInput<'_>) -> DecisionWrite {
             ts(re.at),
             ts(r.settle_at)
         ),
-        (None, "in_window") => format!(
+        (None, DecisionStatus::InWindow) => format!(
             "{}; confirmed if not reopened by {}",
             r.verdict.clause.explain(),
             ts(r.settle_at)
         ),
-        _ => r.verdict.clause.explain(),
+        (
+            None,
+            DecisionStatus::Reopened
+            | DecisionStatus::Held
+            | DecisionStatus::Confirmed
+            | DecisionStatus::NotBillable
+            | DecisionStatus::Capped,
+        ) => r.verdict.clause.explain(),
     };
     let detail = match d.verification {
         Some((_, words)) => format!("{detail}; {words}"),

@@ -4,6 +4,7 @@ use super::evidence::{decision, DecisionInput};
 use super::Worker;
 use crate::clock::to_millis;
 use crate::event::TicketEvent;
+use crate::lifecycle::DecisionStatus;
 use crate::providers::{self, Headers, Webhook};
 use crate::store::{ClaimedDelivery, StoreError, Tx};
 use crate::tenants::Tenant;
@@ -210,9 +211,9 @@ impl Worker {
         let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
         for r in &history.resolutions {
             let status = if r.reopened.is_some() {
-                "reopened"
+                DecisionStatus::Reopened
             } else {
-                "in_window"
+                DecisionStatus::InWindow
             };
             let d = decision(DecisionInput {
                 tenant,

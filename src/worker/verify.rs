@@ -288,7 +288,8 @@ impl Worker {
                     Some(now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4));
                 check.detail = e.to_string();
                 check.answer = serde_json::json!({ "error": e.to_string() }).to_string();
-                self.metrics.verification(&c.provider, "unreachable");
+                self.metrics
+                    .verification(&c.provider, CheckResult::Unreachable.as_str());
                 self.metrics
                     .helpdesk_api_error(&c.provider, e.status_label());
                 if matches!(e, ApiError::Refused { .. }) {

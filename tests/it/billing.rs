@@ -64,7 +64,7 @@ async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
     assert_eq!(stripe.events().len(), 2);
     let capped = outcomes
         .iter()
-        .find(|o| o.state == "capped")
+        .find(|o| o.state.as_str() == "capped")
         .expect("capped");
     let d = app
         .services
@@ -72,7 +72,7 @@ async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
         .ticket_decisions(TENANT, &capped.ticket_id)
         .await
         .expect("decisions");
-    assert_eq!(d[0].status, "capped");
+    assert_eq!(d[0].status.as_str(), "capped");
     assert!(d[0].detail.contains("daily cap"), "{}", d[0].detail);
 
     // The next day has room again.
@@ -120,7 +120,7 @@ async fn a_capped_outcome_is_listed_once_under_not_billed(backend: Backend) {
         .outcomes()
         .await
         .into_iter()
-        .find(|o| o.state == "capped")
+        .find(|o| o.state.as_str() == "capped")
         .expect("one outcome over the daily cap");
     let st = statement::build(
         &app.services.store,
@@ -184,7 +184,7 @@ async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backe
     app.settle().await;
     app.report().await;
     let id = outcome_id(TENANT, "generic", "K1", 1);
-    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
 
     // Reopened after the window, but within the 30-day clawback period.
     app.send(&event("o1", "K1", "reopened", 74, None)).await;
@@ -192,7 +192,7 @@ async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backe
     let app = app.restart().await; // a crash between recording and reversing changes nothing
     app.report().await;
     assert_eq!(stripe.adjustments(), vec![id.clone()]);
-    assert_eq!(app.outcomes().await[0].state, "reversed");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reversed");
 
     // Replays of every stage reverse nothing twice.
     app.send(&event("o1", "K1", "reopened", 74, None)).await;
@@ -260,7 +260,7 @@ async fn clawback_of_an_outcome_not_yet_sent_voids_it(backend: Backend) {
     app.send(&event("o1", "K3", "reopened", 74, None)).await;
     app.settle().await;
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "voided");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "voided");
     assert_eq!(stripe.requests(), 0, "nothing sent, nothing to cancel");
     app.stop().await;
 }
@@ -276,7 +276,7 @@ async fn without_clawback_a_late_reopen_leaves_the_outcome_billed(backend: Backe
     app.send(&event("o1", "K4", "reopened", 74, None)).await;
     app.settle().await;
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert!(stripe.adjustments().is_empty());
     app.stop().await;
 }
@@ -449,7 +449,12 @@ async fn caps_use_the_contract_the_resolution_was_decided_under(backend: Backend
     app.advance_hours(80);
     app.settle().await;
     app.report().await;
-    let mut states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    let mut states: Vec<String> = app
+        .outcomes()
+        .await
+        .into_iter()
+        .map(|o| o.state.to_string())
+        .collect();
     states.sort();
     assert_eq!(states, vec!["capped", "reported"]);
     assert_eq!(stripe.events().len(), 1);
@@ -1002,7 +1007,12 @@ async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: B
     app.report().await;
     app.advance_hours(2);
     app.settle().await; // R4 confirmed, still pending in the outbox
-    let states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    let states: Vec<String> = app
+        .outcomes()
+        .await
+        .into_iter()
+        .map(|o| o.state.to_string())
+        .collect();
     assert_eq!(
         (
             states.iter().filter(|s| *s == "reported").count(),

@@ -472,11 +472,11 @@ async fn replay_too_old_lists_then_bills_at_the_current_time(backend: Backend) {
     assert!(listed.contains(&id), "{listed}");
     assert!(listed.contains("run again with --yes"), "{listed}");
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "failed", "nothing changes without --yes");
+    assert_eq!(o.state.as_str(), "failed", "nothing changes without --yes");
     let done = cli_ok(&app, &["replay", "--too-old", "--yes"]);
     assert!(done.contains("1 outcome(s) queued"), "{done}");
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "pending");
+    assert_eq!(o.state.as_str(), "pending");
     assert!(
         o.confirmed_at > app.clock.now().timestamp_millis(),
         "billed at the real time"

@@ -22,7 +22,7 @@ async fn state_of(app: &TestApp, ticket: &str) -> String {
         .await
         .into_iter()
         .find(|o| o.ticket_id == ticket)
-        .map(|o| o.state)
+        .map(|o| o.state.to_string())
         .unwrap_or_default()
 }
 

@@ -94,7 +94,12 @@ async fn confirmed(app: &TestApp, n: usize) {
 async fn report_until_settled(app: &TestApp, rounds: usize) {
     for _ in 0..rounds {
         app.report().await;
-        if app.outcomes().await.iter().all(|o| o.state != "pending") {
+        if app
+            .outcomes()
+            .await
+            .iter()
+            .all(|o| o.state.as_str() != "pending")
+        {
             return;
         }
         app.clock.advance(Span::hours(1));
@@ -143,7 +148,7 @@ async fn outcomes_reach_metronome_exactly_once_through_faults(backend: Backend) 
     );
     let outcomes = w.app.outcomes().await;
     for o in &outcomes {
-        assert_eq!(o.state, "reported", "{o:?}");
+        assert_eq!(o.state.as_str(), "reported", "{o:?}");
         let ev = w
             .metronome
             .events()
@@ -188,7 +193,12 @@ async fn more_than_one_hundred_outcomes_are_sent_in_batches_of_one_hundred(backe
     w.app.report().await;
     assert_eq!(w.metronome.requests(), 2);
     assert_eq!(w.metronome.event_count(), 150);
-    assert!(w.app.outcomes().await.iter().all(|o| o.state == "reported"));
+    assert!(w
+        .app
+        .outcomes()
+        .await
+        .iter()
+        .all(|o| o.state.as_str() == "reported"));
     w.app.stop().await;
 }
 
@@ -201,7 +211,7 @@ async fn a_refused_batch_is_split_into_single_events(backend: Backend) {
     assert_eq!(w.metronome.requests(), 4, "one batch, then three alone");
     assert_eq!(w.metronome.event_count(), 3);
     for o in w.app.outcomes().await {
-        assert_eq!(o.state, "reported");
+        assert_eq!(o.state.as_str(), "reported");
         assert_eq!(attempt_results(&w.app, &o.id).await, ["split", "accepted"]);
     }
     // A single event refused is parked with Metronome's message.
@@ -210,7 +220,7 @@ async fn a_refused_batch_is_split_into_single_events(backend: Backend) {
     w2.metronome.push_fault(Fault::Status(400));
     w2.app.report().await;
     let o = &w2.app.outcomes().await[0];
-    assert_eq!(o.state, "failed");
+    assert_eq!(o.state.as_str(), "failed");
     assert!(
         o.last_error.as_deref().is_some_and(|e| e.contains("400")),
         "{o:?}"
@@ -227,7 +237,7 @@ async fn a_too_old_outcome_is_parked_with_the_reason(backend: Backend) {
     w.app.report().await;
     assert_eq!(w.metronome.requests(), 0);
     let o = &w.app.outcomes().await[0];
-    assert_eq!(o.state, "failed");
+    assert_eq!(o.state.as_str(), "failed");
     let why = o.last_error.as_deref().unwrap_or_default();
     assert!(
         why.contains("34 days") && why.contains("replay --too-old"),
@@ -266,7 +276,7 @@ async fn a_clawback_after_reporting_sends_one_correcting_event(backend: Backend)
     w.metronome.push_fault(Fault::AcceptThenDrop);
     w.app.report().await;
     assert_eq!(
-        reversal(&w.app).await.state,
+        reversal(&w.app).await.state.as_str(),
         "pending",
         "retried after the drop"
     );
@@ -297,7 +307,7 @@ async fn a_clawback_after_reporting_sends_one_correcting_event(backend: Backend)
         w.metronome.sum(METRONOME_CUSTOMER, &c.event_type, "value"),
         0.0
     );
-    assert_eq!(w.app.outcomes().await[0].state, "reversed");
+    assert_eq!(w.app.outcomes().await[0].state.as_str(), "reversed");
     w.app.stop().await;
 }
 
@@ -339,7 +349,7 @@ async fn a_clawback_before_sending_voids_the_outcome(backend: Backend) {
     w.app.settle().await;
     w.app.report().await;
     assert_eq!(reversal(&w.app).await.method.as_deref(), Some("void"));
-    assert_eq!(w.app.outcomes().await[0].state, "voided");
+    assert_eq!(w.app.outcomes().await[0].state.as_str(), "voided");
     assert_eq!(w.metronome.requests(), 0);
     w.app.stop().await;
 }
@@ -357,19 +367,23 @@ async fn a_clawback_of_a_failed_outcome_in_doubt_is_parked_not_voided(backend: B
     w.app.report().await;
     w.app.clock.advance(Span::hours(1));
     w.app.report().await;
-    assert_eq!(w.app.outcomes().await[0].state, "failed");
+    assert_eq!(w.app.outcomes().await[0].state.as_str(), "failed");
     w.app.send(&event("M0-o", "M0", "reopened", 76, None)).await;
     w.app.advance_hours(1);
     w.app.settle().await;
     w.app.report().await;
     let r = reversal(&w.app).await;
-    assert_eq!(r.state, "failed", "{r:?}");
+    assert_eq!(r.state.as_str(), "failed", "{r:?}");
     let why = r.last_error.unwrap_or_default();
     assert!(
         why.contains("Metronome may hold") && why.contains("transaction_id"),
         "{why}"
     );
-    assert_eq!(w.app.outcomes().await[0].state, "failed", "not voided");
+    assert_eq!(
+        w.app.outcomes().await[0].state.as_str(),
+        "failed",
+        "not voided"
+    );
     assert_eq!(w.metronome.event_count(), 1, "nothing more sent");
     w.app.stop().await;
 }
@@ -387,7 +401,7 @@ async fn dry_run_records_the_event_and_calls_nothing(backend: Backend) {
     confirmed(&app, 1).await;
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "dry_run");
+    assert_eq!(o.state.as_str(), "dry_run");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
     assert_eq!(attempts.len(), 1);
     assert!(attempts[0].dry_run);
@@ -444,7 +458,7 @@ async fn a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt(backend:
     w.app.report().await;
     w.app.clock.advance(Span::hours(1));
     w.app.report().await;
-    assert_eq!(w.app.outcomes().await[0].state, "failed");
+    assert_eq!(w.app.outcomes().await[0].state.as_str(), "failed");
     let now = outcome_meter::clock::to_millis(w.app.clock.now());
     let (requeued, too_old, in_doubt) = w
         .app
@@ -455,7 +469,7 @@ async fn a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt(backend:
         .expect("requeue");
     assert_eq!((requeued, too_old, in_doubt), (1, 0, 0));
     w.app.report().await;
-    assert_eq!(w.app.outcomes().await[0].state, "reported");
+    assert_eq!(w.app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(w.metronome.event_count(), 1, "counted once");
     assert_eq!(
         w.metronome.duplicates_ignored(),
@@ -508,7 +522,7 @@ async fn a_deployment_billing_only_on_metronome_needs_no_stripe_key(backend: Bac
         "sent, not recorded as a dry-run"
     );
     for o in w.app.outcomes().await {
-        assert_eq!(o.state, "reported", "{o:?}");
+        assert_eq!(o.state.as_str(), "reported", "{o:?}");
         assert_eq!(o.reported_mode.as_deref(), Some("test"), "{o:?}");
     }
     w.app.stop().await;
@@ -548,7 +562,7 @@ async fn reconcile_matches_after_reporting_and_shows_drift(backend: Backend) {
         .await;
     w.app.settle().await;
     w.app.report().await;
-    assert_eq!(reversal(&w.app).await.state, "done");
+    assert_eq!(reversal(&w.app).await.state.as_str(), "done");
 
     let period = Period::parse("2026-01-01", "2026-01-31").expect("period");
     let tenant = w.app.settings.tenant(TENANT).expect("tenant").clone();

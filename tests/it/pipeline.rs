@@ -41,7 +41,7 @@ async fn ai_resolution_never_reopened_is_billed_exactly_once(backend: Backend) {
     assert_eq!(outcomes.len(), 1);
     let o = &outcomes[0];
     assert_eq!(o.id, outcome_id(TENANT, "generic", "T1", 1));
-    assert_eq!(o.state, "reported");
+    assert_eq!(o.state.as_str(), "reported");
     assert!(o
         .stripe_request_id
         .as_deref()
@@ -93,7 +93,7 @@ async fn reopened_inside_the_window_is_not_billed(backend: Backend) {
         .await
         .expect("decisions");
     assert_eq!(decisions.len(), 1);
-    assert_eq!(decisions[0].status, "reopened");
+    assert_eq!(decisions[0].status.as_str(), "reopened");
     assert!(
         decisions[0].detail.contains("inside the reopen window"),
         "{}",
@@ -296,7 +296,7 @@ async fn zendesk_and_intercom_reference_payloads_flow_through(backend: Backend) 
         "nothing older than 35 days is sent"
     );
     for o in app.outcomes().await {
-        assert_eq!(o.state, "failed");
+        assert_eq!(o.state.as_str(), "failed");
         assert!(
             o.last_error
                 .as_deref()

@@ -307,7 +307,7 @@ async fn events_use_the_meters_payload_keys(backend: Backend) {
     let app = app(backend, &stripe, ContractTerms::default()).await;
     confirmed(&app, &["T1"]).await;
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     let events = stripe.events();
     assert_eq!(events.len(), 1);
     let sent: Vec<(&str, &str)> = events[0]
@@ -385,7 +385,7 @@ async fn an_inactive_meter_holds_its_outcomes_until_the_next_preflight_after_the
     stripe.update_meter(&meter, |m| m.active = true);
     app.clock.advance(chrono::Duration::minutes(4));
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "pending");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "pending");
     assert_eq!(stripe.requests(), 0);
     // …which runs 5 minutes (stripe.preflight_every) after the last one.
     app.clock.advance(chrono::Duration::minutes(1));
@@ -419,7 +419,12 @@ async fn a_deleted_customer_holds_its_outcomes(backend: Backend) {
     stripe.add_customer(CUSTOMER); // e.g. the tenant's configuration names a live one
     app.clock.advance(chrono::Duration::minutes(5));
     app.report().await;
-    let states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    let states: Vec<String> = app
+        .outcomes()
+        .await
+        .into_iter()
+        .map(|o| o.state.to_string())
+        .collect();
     assert_eq!(states, ["reported", "reported"]);
     app.stop().await;
 }
@@ -433,7 +438,7 @@ async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
     confirmed(&app, &["T1"]).await;
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "pending");
+    assert_eq!(o.state.as_str(), "pending");
     let why = o.last_error.clone().unwrap_or_default();
     assert!(
         why.starts_with(
@@ -447,7 +452,7 @@ async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
     stripe.set_read_failure(None);
     app.clock.advance(chrono::Duration::seconds(30));
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
 
     // Down again at the next preflight: the last good result is kept.
     stripe.set_read_failure(Some(500));
@@ -457,7 +462,7 @@ async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
         .outcomes()
         .await
         .iter()
-        .filter(|o| o.state == "reported")
+        .filter(|o| o.state.as_str() == "reported")
         .count();
     assert_eq!(reported, 2);
     let m = metrics(&app).await;
@@ -495,7 +500,7 @@ async fn a_reversal_waits_while_its_meter_fails_the_preflight(backend: Backend) 
         .reversals(TENANT)
         .await
         .expect("reversals")[0];
-    assert_eq!(r.state, "pending", "{r:?}");
+    assert_eq!(r.state.as_str(), "pending", "{r:?}");
 
     stripe.update_meter(&meter, |m| m.active = true);
     app.clock.advance(chrono::Duration::minutes(5));

@@ -163,7 +163,7 @@ async fn helpscout_closed_is_billed_and_a_customer_reply_reopens(backend: Backen
         .ticket_decisions(TENANT, "2391938111")
         .await
         .expect("decisions");
-    assert_eq!(decisions[0].status, "reopened");
+    assert_eq!(decisions[0].status.as_str(), "reopened");
     app.stop().await;
 }
 

@@ -47,7 +47,7 @@ async fn transient_failures_are_retried_until_billed_once(backend: Backend) {
     app.clock.advance(chrono::Duration::minutes(30));
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "reported");
+    assert_eq!(o.state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
     assert_eq!(stripe.requests(), 5);
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
@@ -102,7 +102,7 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
         "a replayed outcome gets a fresh retry budget"
     );
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
     app.stop().await;
 }
@@ -114,7 +114,7 @@ async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(
     app.report().await;
     assert_eq!(stripe.events().len(), 1, "Stripe has it");
     assert_eq!(
-        app.outcomes().await[0].state,
+        app.outcomes().await[0].state.as_str(),
         "pending",
         "we do not know it yet"
     );
@@ -123,7 +123,7 @@ async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(
     app.clock.advance(chrono::Duration::hours(1));
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "reported");
+    assert_eq!(o.state.as_str(), "reported");
     assert_eq!(
         stripe.events().len(),
         1,
@@ -168,13 +168,13 @@ async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(
     let app = app.restart().await;
     app.report().await;
     assert_eq!(
-        app.outcomes().await[0].state,
+        app.outcomes().await[0].state.as_str(),
         "pending",
         "the dead process still holds the lease"
     );
     app.clock.advance(chrono::Duration::seconds(61));
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
     app.stop().await;
 }
@@ -198,7 +198,7 @@ async fn identifier_already_at_stripe_under_another_key_counts_as_delivered(back
         .expect("accepted");
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "reported");
+    assert_eq!(o.state.as_str(), "reported");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
     assert_eq!(attempts[0].result, "already_exists");
     assert_eq!(stripe.events().len(), 1);
@@ -284,7 +284,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
     let by_state = |state: &str, outcomes: &[outcome_meter::store::OutcomeRow]| {
         outcomes
             .iter()
-            .find(|o| o.state == state)
+            .find(|o| o.state.as_str() == state)
             .map(|o| o.id.clone())
             .unwrap_or_default()
     };
@@ -305,7 +305,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
         .into_iter()
         .find(|o| o.id == doubtful)
         .expect("outcome");
-    assert_eq!(parked.state, "failed");
+    assert_eq!(parked.state.as_str(), "failed");
     let why = parked.last_error.clone().unwrap_or_default();
     assert!(why.contains("older than Stripe accepts"), "{why}");
     assert!(why.contains("replay --too-old"), "{why}");
@@ -352,10 +352,14 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
     app.report().await;
     let outcomes = app.outcomes().await;
     let billed = outcomes.iter().find(|o| o.id == refused).expect("outcome");
-    assert_eq!(billed.state, "reported");
+    assert_eq!(billed.state.as_str(), "reported");
     assert_eq!(billed.confirmed_at, now.timestamp_millis());
     let doubt = outcomes.iter().find(|o| o.id == doubtful).expect("outcome");
-    assert_eq!(doubt.state, "failed", "in doubt: left for the operator");
+    assert_eq!(
+        doubt.state.as_str(),
+        "failed",
+        "in doubt: left for the operator"
+    );
     let sent = stripe.events();
     assert_eq!(sent.len(), 1);
     assert_eq!(
@@ -397,7 +401,7 @@ async fn without_an_api_key_the_reporter_records_what_it_would_send(backend: Bac
     app.settle().await;
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "dry_run");
+    assert_eq!(o.state.as_str(), "dry_run");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
     assert_eq!(attempts.len(), 1);
     assert!(attempts[0].dry_run);

@@ -68,7 +68,7 @@ async fn reported(app: &TestApp, tickets: &[&str]) {
     app.report().await;
     let outcomes = app.outcomes().await;
     assert_eq!(outcomes.len(), tickets.len());
-    assert!(outcomes.iter().all(|o| o.state == "reported"));
+    assert!(outcomes.iter().all(|o| o.state.as_str() == "reported"));
 }
 
 async fn state_of(app: &TestApp, ticket: &str) -> String {
@@ -77,7 +77,7 @@ async fn state_of(app: &TestApp, ticket: &str) -> String {
         .await
         .into_iter()
         .find(|o| o.id == id)
-        .map(|o| o.state)
+        .map(|o| o.state.to_string())
         .unwrap_or_default()
 }
 
@@ -577,7 +577,12 @@ async fn rejections_the_samples_do_not_name_show_as_drift(backend: Backend) {
     reported(&app, &["U1", "U2", "U3"]).await;
     stripe.publish_error_reports().await;
     rejections(&app).drain().await.expect("drain");
-    let states: Vec<String> = app.outcomes().await.into_iter().map(|o| o.state).collect();
+    let states: Vec<String> = app
+        .outcomes()
+        .await
+        .into_iter()
+        .map(|o| o.state.to_string())
+        .collect();
     assert_eq!(
         states.iter().filter(|s| *s == "rejected_by_stripe").count(),
         1,
@@ -670,7 +675,7 @@ async fn events_for_a_meter_that_does_not_exist_are_rejected(backend: Backend) {
         .expect("the harness's meter");
     stripe.update_meter(&meter, |m| m.event_name = "gone".into());
     app.report().await;
-    assert_eq!(app.outcomes().await[0].state, "reported");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(stripe.publish_error_reports().await[0].1, 200);
     assert_eq!(
         app.count(

@@ -44,7 +44,7 @@ async fn a_saved_500_does_not_block_the_retry(backend: Backend) {
     app.clock.advance(chrono::Duration::minutes(10));
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "reported");
+    assert_eq!(o.state.as_str(), "reported");
     let events = stripe.events();
     assert_eq!(events.len(), 1, "billed once");
     assert_eq!(
@@ -80,14 +80,14 @@ async fn accepted_then_500_is_deduplicated_by_the_identifier(backend: Backend) {
     app.clock.advance(chrono::Duration::minutes(10));
     app.report().await;
     assert_eq!(
-        app.outcomes().await[0].state,
+        app.outcomes().await[0].state.as_str(),
         "pending",
         "424 (a dependency outside Stripe failed) is retried"
     );
     app.clock.advance(chrono::Duration::minutes(10));
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "reported");
+    assert_eq!(o.state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
     assert_eq!(stripe.duplicate_refusals(), 1);
     app.stop().await;
@@ -289,7 +289,7 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
     app.settle().await;
     app.report().await;
     let all = app.outcomes().await;
-    assert!(all.iter().all(|o| o.state == "dry_run"), "{all:?}");
+    assert!(all.iter().all(|o| o.state.as_str() == "dry_run"), "{all:?}");
     let mut app = app;
     app.settings.stripe.mode = Some(StripeMode::Test);
     app.settings.stripe.api_base = stripe.base_url();
@@ -312,7 +312,7 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
     app.report().await;
     let mut all = app.outcomes().await;
     all.sort_by_key(|o| o.confirmed_at);
-    assert_eq!(all[0].state, "failed");
+    assert_eq!(all[0].state.as_str(), "failed");
     assert!(
         all[0]
             .last_error
@@ -421,11 +421,11 @@ async fn an_unanswered_call_is_not_resent_past_stripes_dedupe_window(backend: Ba
     stripe.set_clock(move || clock.now().timestamp());
     app.report().await;
     assert_eq!(stripe.events().len(), 1, "Stripe has it");
-    assert_eq!(app.outcomes().await[0].state, "pending");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "pending");
     app.advance_hours(25);
     app.report().await;
     let o = app.outcomes().await.remove(0);
-    assert_eq!(o.state, "failed");
+    assert_eq!(o.state.as_str(), "failed");
     assert!(
         o.last_error
             .as_deref()

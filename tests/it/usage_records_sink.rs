@@ -73,7 +73,11 @@ async fn report_until_quiet(app: &TestApp) {
 }
 
 async fn states(app: &TestApp) -> Vec<String> {
-    app.outcomes().await.into_iter().map(|o| o.state).collect()
+    app.outcomes()
+        .await
+        .into_iter()
+        .map(|o| o.state.to_string())
+        .collect()
 }
 
 async fn reversal(app: &TestApp) -> ReversalRow {
@@ -234,7 +238,7 @@ async fn a_record_before_the_current_period_is_parked_with_the_reason(backend: B
     app.advance_hours(1);
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "failed");
+    assert_eq!(o.state.as_str(), "failed");
     assert!(
         o.last_error
             .as_deref()
@@ -281,7 +285,7 @@ async fn clawback_of_a_closed_period_is_parked_with_the_invoice(backend: Backend
     app.settle().await;
     app.report().await;
     let r = reversal(&app).await;
-    assert_eq!(r.state, "failed", "{r:?}");
+    assert_eq!(r.state.as_str(), "failed", "{r:?}");
     let why = r.last_error.unwrap_or_default();
     assert!(why.contains("has ended") && why.contains(&invoice), "{why}");
     assert_eq!(
@@ -301,7 +305,7 @@ async fn dry_run_records_what_would_be_sent(backend: Backend) {
     .await;
     app.report().await;
     let o = &app.outcomes().await[0];
-    assert_eq!(o.state, "dry_run");
+    assert_eq!(o.state.as_str(), "dry_run");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
     assert_eq!(attempts.len(), 1);
     assert!(

@@ -4,6 +4,7 @@
 //! the minute in UTC. Every value from outside is escaped ([`escape`]).
 
 use super::{BilledLine, NotBilledLine, ReversalLine, Statement};
+use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::report::words;
 use chrono::{DateTime, Duration, Utc};
 use std::fmt::Write;
@@ -108,7 +109,7 @@ fn ticket(id: &str, provider: &str, seq: i64) -> String {
 
 /// The state in words, and why it is not billed yet when it is not.
 fn state_cell(b: &BilledLine) -> String {
-    let mut cell = escape(&words::outcome_state(&b.state));
+    let mut cell = escape(words::outcome_state(b.state));
     if let Some(note) = &b.status_note {
         let _ = write!(cell, "<div class=\"muted note\">{}</div>", escape(note));
     }
@@ -217,12 +218,12 @@ impl Statement {
                 b.value,
                 state_cell(b),
                 e(&b.stripe_identifier),
-                crate::report::sink_words::sent_note(b.sink, &b.state, &b.stripe_identifier)
+                crate::report::sink_words::sent_note(b.sink, b.state, &b.stripe_identifier)
                     .map(|n| format!("<div class=\"muted\">{}</div>", e(&n)))
                     .unwrap_or_default(),
                 e(&b.why),
                 e(&b.contract),
-                state = e(&b.state),
+                state = e(b.state.as_str()),
             );
         }
         *h += "</table>";
@@ -247,7 +248,7 @@ impl Statement {
                 ticket(&n.ticket_id, &n.provider, n.seq),
                 e(&when(&n.resolved_at)),
                 e(&words::reason(&n.reason)),
-                if n.status == "in_window" && n.reason != "awaiting_reopen_window" {
+                if n.status == DecisionStatus::InWindow.as_str() && n.reason != "awaiting_reopen_window" {
                     format!("<div class=\"muted\">{}</div>", e(&words::status(&n.status)))
                 } else {
                     String::new()
@@ -280,7 +281,7 @@ impl Statement {
                 e(&r.event_name),
                 -r.value,
                 e(&words::reversal_method(&r.method)),
-                e(&words::reversal_state(&r.state)),
+                e(words::reversal_state(r.state)),
                 e(&r.stripe_identifier),
                 e(&r.outcome_id),
                 e(r.stripe_request_id.as_deref().unwrap_or("")),
@@ -332,7 +333,7 @@ impl Statement {
 /// A capped outcome's (or one Stripe rejected) confirmation and meter, under its detail.
 fn capped_note(n: &NotBilledLine) -> String {
     match (&n.confirmed_at, &n.event_name) {
-        (Some(at), Some(meter)) if n.status == "rejected_by_stripe" => format!(
+        (Some(at), Some(meter)) if n.status == OutcomeState::RejectedByStripe.as_str() => format!(
             "<div class=\"muted\">confirmed {} on meter {}, not billed: resend with <code>outcome-meter replay --rejected</code> once the cause is fixed</div>",
             escape(&when(at)),
             escape(meter)

@@ -6,6 +6,7 @@ use super::fmt_ms;
 pub use super::ledger::MeterTotals;
 use super::ledger::{reversal_applied, reversal_effective_at, totals};
 use super::period::Period;
+use crate::lifecycle::{DecisionStatus, OutcomeState, ReversalState};
 use crate::store::{DecisionRow, Store, StoreError};
 use crate::stripe::mode::StripeMode;
 use serde::Serialize;
@@ -37,7 +38,7 @@ pub struct BilledLine {
     pub billed_on: String,
     pub value: i64,
     /// pending | reported | dry_run | failed | voided | reversed
-    pub state: String,
+    pub state: OutcomeState,
     /// Where it was reported: `live`, `test` or `dry_run` (none before modes
     /// were recorded, or not yet reported).
     pub reported_mode: Option<String>,
@@ -128,7 +129,7 @@ pub struct ReversalLine {
     /// cancel | correction | void | dry_run | manual | none (not yet attempted: empty)
     pub method: String,
     /// pending | done | failed
-    pub state: String,
+    pub state: ReversalState,
     /// Applied at Stripe (done, by cancel or correction): counted in the totals.
     pub counted: bool,
     /// When it counts: the correcting event's timestamp, else the outcome's.
@@ -171,17 +172,25 @@ pub struct Statement {
 /// Why an outcome is not billed in `mode` (yet): the reason it waits or was
 /// parked, or the other Stripe mode it was reported in; `None` when billed.
 fn status_note(o: &crate::store::OutcomeRow, mode: StripeMode) -> Option<String> {
-    match o.state.as_str() {
-        "reported" | "reversed" if !super::ledger::reported_in(o, mode) => Some(format!(
-            "reported in {} mode, not billed in {} mode",
-            o.reported_mode
-                .as_deref()
-                .unwrap_or("another")
-                .replace('_', "-"),
-            mode.config_name()
-        )),
-        "pending" | "failed" | "rejected_by_stripe" => o.last_error.clone(),
-        _ => None,
+    match o.state {
+        OutcomeState::Reported | OutcomeState::Reversed if !super::ledger::reported_in(o, mode) => {
+            Some(format!(
+                "reported in {} mode, not billed in {} mode",
+                o.reported_mode
+                    .as_deref()
+                    .unwrap_or("another")
+                    .replace('_', "-"),
+                mode.config_name()
+            ))
+        }
+        OutcomeState::Pending | OutcomeState::Failed | OutcomeState::RejectedByStripe => {
+            o.last_error.clone()
+        }
+        OutcomeState::Reported
+        | OutcomeState::Reversed
+        | OutcomeState::DryRun
+        | OutcomeState::Capped
+        | OutcomeState::Voided => None,
     }
 }
 
@@ -200,13 +209,16 @@ pub async fn build(
     let mut billed = Vec::with_capacity(outcomes.len());
     let mut billed_count = 0;
     for o in &outcomes {
-        if o.state == "capped" || o.state == "rejected_by_stripe" {
-            continue; // listed once, under not billed (below)
-        }
-        if matches!(
-            o.state.as_str(),
-            "reported" | "pending" | "failed" | "dry_run"
-        ) {
+        let counted = match o.state {
+            // Listed once, under not billed (below).
+            OutcomeState::Capped | OutcomeState::RejectedByStripe => continue,
+            OutcomeState::Reported
+            | OutcomeState::Pending
+            | OutcomeState::Failed
+            | OutcomeState::DryRun => true,
+            OutcomeState::Voided | OutcomeState::Reversed => false,
+        };
+        if counted {
             billed_count += 1;
             let at = fmt_ms(o.confirmed_at);
             *per_day
@@ -244,7 +256,7 @@ pub async fn build(
                 o.sink_target.as_deref(),
             ),
             value: o.value,
-            state: o.state.clone(),
+            state: o.state,
             reported_mode: o.reported_mode.clone(),
             status_note: status_note(o, mode),
             stripe_request_id: o.stripe_request_id.clone(),
@@ -289,7 +301,7 @@ pub async fn build(
             value: r.value,
             net_effect: if counted { -r.value } else { 0 },
             method,
-            state: r.state.clone(),
+            state: r.state,
             counted,
             at: fmt_ms(at),
             stripe_request_id: r.stripe_request_id.clone(),
@@ -312,7 +324,7 @@ pub async fn build(
     let mut disqualified_by_reason: BTreeMap<String, i64> = BTreeMap::new();
     // A capped outcome counts in the period it was confirmed in, like the totals'
     // `capped_count`: one line from the outcome, with its decision's cap.
-    for o in outcomes.iter().filter(|o| o.state == "capped") {
+    for o in outcomes.iter().filter(|o| o.state == OutcomeState::Capped) {
         let mine = |d: &DecisionRow| d.outcome_id.as_deref() == Some(o.id.as_str());
         let decision = match decisions.iter().find(|d| mine(d)) {
             Some(d) => Some(d.clone()),
@@ -334,7 +346,7 @@ pub async fn build(
                 provider: o.provider.clone(),
                 seq: o.seq,
                 resolved_at: fmt_ms(o.resolved_at),
-                status: "capped".into(),
+                status: OutcomeState::Capped.to_string(),
                 reason: "capped".into(),
                 detail,
                 outcome_id: Some(o.id.clone()),
@@ -346,7 +358,10 @@ pub async fn build(
     // An outcome Stripe rejected after accepting its meter event is not billed: one
     // line, with Stripe's reason, in the period it was confirmed in (as the totals'
     // `rejected_count`).
-    for o in outcomes.iter().filter(|o| o.state == "rejected_by_stripe") {
+    for o in outcomes
+        .iter()
+        .filter(|o| o.state == OutcomeState::RejectedByStripe)
+    {
         *disqualified_by_reason
             .entry("rejected_by_stripe".into())
             .or_default() += 1;
@@ -357,7 +372,7 @@ pub async fn build(
                 provider: o.provider.clone(),
                 seq: o.seq,
                 resolved_at: fmt_ms(o.resolved_at),
-                status: "rejected_by_stripe".into(),
+                status: OutcomeState::RejectedByStripe.to_string(),
                 reason: "rejected_by_stripe".into(),
                 detail: format!(
                     "sent to Stripe as {}; {}",
@@ -373,12 +388,15 @@ pub async fn build(
         ));
     }
     for d in decisions {
-        // Capped ones come from their outcomes, above.
-        if d.status == "confirmed" || d.status == "capped" {
-            continue;
-        }
+        let disqualified = match d.status {
+            // Billed, or capped: those come from their outcomes, above.
+            DecisionStatus::Confirmed | DecisionStatus::Capped => continue,
+            // Not final yet.
+            DecisionStatus::InWindow | DecisionStatus::Held => false,
+            DecisionStatus::Reopened | DecisionStatus::NotBillable => true,
+        };
         let reason = deciding_clause(&d).kind.to_string();
-        if d.status != "in_window" && d.status != "held" {
+        if disqualified {
             *disqualified_by_reason.entry(reason.clone()).or_default() += 1;
         }
         not_billed.push((
@@ -388,7 +406,7 @@ pub async fn build(
                 provider: d.provider,
                 seq: d.seq,
                 resolved_at: fmt_ms(d.resolved_at),
-                status: d.status,
+                status: d.status.to_string(),
                 reason,
                 detail: d.detail,
                 outcome_id: None,
