@@ -83,22 +83,24 @@ impl Worker {
         Ok(tenant.contract.clone())
     }
 
-    /// Resolution `seq` of a ticket, resolved at `resolved_at`, was ended by `reopen`
-    /// after its window. When that resolution is a billed outcome and the reopen is
-    /// within the contract's clawback duration, record its reversal (once per outcome:
-    /// the reversals table is keyed by the outcome id).
-    #[allow(clippy::too_many_arguments)]
+    /// A resolution was ended by a reopen after its window. When that resolution
+    /// is a billed outcome and the reopen is within the contract's clawback
+    /// duration, record its reversal (once per outcome: the reversals table is
+    /// keyed by the outcome id).
     pub(super) async fn clawback(
         &self,
         tx: &mut Tx,
-        tenant: &Tenant,
-        provider: &str,
-        ticket_id: &str,
-        seq: u32,
-        resolved_at: DateTime<Utc>,
-        reopen: &Reopen,
+        late: LateReopen<'_>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let LateReopen {
+            tenant,
+            provider,
+            ticket_id,
+            seq,
+            resolved_at,
+            reopen,
+        } = late;
         let Some(o) = tx
             .outcome_for_seq(&tenant.settings.id, provider, ticket_id, seq)
             .await?
@@ -158,6 +160,17 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// A reopen that ended resolution `seq` of a ticket (resolved at
+/// `resolved_at`) after its reopen window: what [`Worker::clawback`] judges.
+pub(super) struct LateReopen<'a> {
+    pub tenant: &'a Tenant,
+    pub provider: &'a str,
+    pub ticket_id: &'a str,
+    pub seq: u32,
+    pub resolved_at: DateTime<Utc>,
+    pub reopen: &'a Reopen,
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Confirmer: resolutions whose window has passed become outcomes (or final
 //! non-billable decisions), with evidence, in one transaction.
 
-use super::clawback::over_cap;
+use super::clawback::{over_cap, LateReopen};
 use super::evidence::{decision, evidence, DecisionInput};
 use super::Worker;
 use crate::clock::to_millis;
@@ -198,12 +198,14 @@ impl Worker {
                 if let Some(reopen) = &r.next_reopen {
                     self.clawback(
                         &mut tx,
-                        tenant,
-                        provider,
-                        ticket_id,
-                        r.seq,
-                        r.resolved_at,
-                        reopen,
+                        LateReopen {
+                            tenant,
+                            provider,
+                            ticket_id,
+                            seq: r.seq,
+                            resolved_at: r.resolved_at,
+                            reopen,
+                        },
                         now,
                     )
                     .await?;

@@ -1,5 +1,6 @@
 //! Inbox poller: parse claimed deliveries, store their events, replay tickets.
 
+use super::clawback::LateReopen;
 use super::evidence::{decision, DecisionInput};
 use super::Worker;
 use crate::clock::to_millis;
@@ -234,12 +235,14 @@ impl Worker {
             // A reopen of the resolution already confirmed: clawback, if the contract says so.
             self.clawback(
                 tx,
-                tenant,
-                provider,
-                ticket_id,
-                s.seq,
-                s.resolved_at,
-                reopen,
+                LateReopen {
+                    tenant,
+                    provider,
+                    ticket_id,
+                    seq: s.seq,
+                    resolved_at: s.resolved_at,
+                    reopen,
+                },
                 now,
             )
             .await?;
