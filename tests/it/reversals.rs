@@ -394,3 +394,92 @@ async fn a_cancel_once_in_doubt_stays_in_doubt(backend: Backend) {
 }
 
 crate::dual!(a_cancel_once_in_doubt_stays_in_doubt,);
+
+/// A stored reversal method this build does not know is never taken as done (the
+/// customer could stay billed): the reversal is parked for an operator, nothing is
+/// sent, and the outcome stays reported.
+async fn an_unknown_stored_method_is_parked_not_taken_as_done(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe).await;
+    billed(&app, "X10").await;
+    app.advance_hours(1);
+    app.send(&event("X10-o", "X10", "reopened", 74, None)).await;
+    app.settle().await;
+    let id = reversal(&app).await.outcome_id;
+    sqlx::query("UPDATE reversals SET method = 'refund' WHERE outcome_id = $1")
+        .bind(&id)
+        .execute(app.services.store.pool())
+        .await
+        .expect("store a method from elsewhere");
+    app.report().await;
+    let r = reversal(&app).await;
+    assert_eq!(
+        (r.state.as_str(), r.method.as_deref()),
+        ("failed", Some("refund")),
+        "{r:?}"
+    );
+    assert!(
+        r.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("`refund` is unknown to this build")),
+        "{r:?}"
+    );
+    assert!(stripe.adjustments().is_empty(), "nothing cancelled");
+    assert_eq!(stripe.events().len(), 1, "no correcting event");
+    assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
+    app.stop().await;
+}
+
+/// A stored state this build does not know is an error where it is read, naming
+/// the column and the value: never a default, never skipped.
+async fn an_unknown_stored_state_is_an_error(backend: Backend) {
+    use outcome_meter::store::{OutcomeFilter, StoreError};
+    use outcome_meter::stripe::mode::StripeMode;
+    let stripe = FakeStripe::start().await;
+    let app = app(backend, &stripe).await;
+    billed(&app, "X11").await;
+    app.advance_hours(1);
+    app.send(&event("X11-o", "X11", "reopened", 74, None)).await;
+    app.settle().await;
+    let store = &app.services.store;
+    let unknown = |e: StoreError| match e {
+        StoreError::Unknown(e) => (e.column, e.value),
+        other => panic!("not an unknown value: {other}"),
+    };
+    sqlx::query("UPDATE reversals SET state = 'abandoned'")
+        .execute(store.pool())
+        .await
+        .expect("a state from elsewhere");
+    assert_eq!(
+        unknown(store.reversals(TENANT).await.expect_err("unknown")),
+        ("reversals.state", "abandoned".to_string())
+    );
+    sqlx::query("UPDATE outcomes SET state = 'parked'")
+        .execute(store.pool())
+        .await
+        .expect("a state from elsewhere");
+    assert_eq!(
+        unknown(
+            store
+                .list_outcomes(&OutcomeFilter::default())
+                .await
+                .expect_err("unknown")
+        ),
+        ("outcomes.state", "parked".to_string())
+    );
+    let e = store
+        .queue_counts(StripeMode::Live)
+        .await
+        .expect_err("unknown");
+    assert!(
+        e.to_string()
+            .contains("unknown outcomes.state `parked` (known: pending, reported,"),
+        "{e}"
+    );
+    app.stop().await;
+}
+
+crate::dual!(
+    an_unknown_stored_method_is_parked_not_taken_as_done,
+    an_unknown_stored_state_is_an_error,
+);
