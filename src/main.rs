@@ -602,7 +602,8 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             };
             let page = outcomes::page(&store, &filter).await?;
             if json {
-                out!("{}", serde_json::to_string_pretty(&page)?);
+                let view = outcomes::OutcomePageView::from(&page);
+                out!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 outp!("{}", outcomes::render(&page));
             }
