@@ -17,7 +17,7 @@ mod cli;
     about = "Bill AI support agents per resolved ticket, through Stripe."
 )]
 struct Cli {
-    /// Configuration file, layered over config/default.toml.
+    /// Configuration file, layered over the built-in defaults.
     #[arg(long, global = true, env = "OUTCOME_METER_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]

@@ -1,4 +1,8 @@
-//! Reading the configuration from its sources.
+//! Reading the configuration from its sources: the built-in defaults (the
+//! `Default` impls, the one source of defaults), `--config FILE`, then the
+//! environment. `config/default.toml` restates the defaults for operators and
+//! is not read (tests/it/config_keys.rs keeps it, and docs/configuration.md, equal
+//! to the built-in ones).
 
 use super::{Settings, SettingsError};
 use std::path::Path;
@@ -34,10 +38,10 @@ impl Settings {
         file: Option<&Path>,
         overrides: &[(&str, &str)],
     ) -> Result<Settings, SettingsError> {
+        // The built-in defaults are the base layer (serde fills every key no source
+        // sets from the `Default` impls); no file of defaults is read, so what the
+        // binary does never depends on the directory it is started from.
         let mut b = config::Config::builder();
-        if Path::new("config/default.toml").exists() {
-            b = b.add_source(config::File::with_name("config/default.toml").required(true));
-        }
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
         }

@@ -1,7 +1,7 @@
-//! Typed configuration, one module per section. Load order: built-in defaults,
-//! `config/default.toml` (when present), `--config FILE`, then environment
-//! variables `OUTCOME_METER__SECTION__KEY` (and `STRIPE_API_KEY`). Secrets are
-//! never logged.
+//! Typed configuration, one module per section. Load order: the built-in
+//! defaults (each section's `Default` impl: the one source of defaults), `--config
+//! FILE`, then environment variables `OUTCOME_METER__SECTION__KEY` (and
+//! `STRIPE_API_KEY`). Secrets are never logged.
 
 mod clock;
 mod database;
