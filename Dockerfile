@@ -22,6 +22,8 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/outcome-meter --create-home
  && chmod 0700 /var/lib/outcome-meter/data
 WORKDIR /var/lib/outcome-meter
 COPY --from=build /src/target/release/outcome-meter /usr/local/bin/outcome-meter
+# For reference: the defaults are built into the binary (config/default.toml restates
+# them and is not read); mount your configuration and pass it with OUTCOME_METER_CONFIG.
 COPY config ./config
 USER outcome-meter
 # Webhooks on 8080 for everyone; health, readiness and metrics on the admin

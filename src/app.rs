@@ -357,6 +357,9 @@ fn jwks_urls(s: &Settings) -> Vec<String> {
     urls
 }
 
+/// A supervised task and the name it is reported by.
+type Task = (&'static str, JoinHandle<()>);
+
 /// Start the roles. The listeners are bound by the caller (port 0 in tests):
 /// `listener` serves webhooks, `admin` (optional) health, readiness and metrics.
 pub async fn start(
@@ -374,16 +377,48 @@ pub async fn start(
     };
     let addr = local(&listener)?;
     let admin_addr = admin.as_ref().map(local).transpose()?;
-    let s = &services.settings;
-    let mut tasks = Vec::new();
     // Before anything listens: a mode without its key stops the start.
     let reporter = if roles.reporter {
         Some(services.reporter()?)
     } else {
         None
     };
+    let mut tasks = spawn_listeners(services, listener, admin, roles.receiver, &token);
+    tasks.push(("metrics", spawn_queue_snapshots(services, token.clone())));
+    if roles.receiver {
+        tasks.extend(spawn_jwks_refresher(&services.settings, &token).await?);
+    }
+    if roles.worker {
+        tasks.extend(spawn_worker(services, &token));
+    }
+    if let Some(r) = reporter {
+        tasks.push(spawn_reporter(services, r, &token).await?);
+    }
+    if roles.reporter {
+        tasks.extend(spawn_rejections(services, &token)?);
+        tasks.extend(spawn_preflight(services, &token));
+    }
+    Ok(Running {
+        addr,
+        admin_addr,
+        shutdown: token,
+        tasks,
+    })
+}
 
-    let (writer, writer_task) = if roles.receiver {
+/// The HTTP side: the admin listener (when given), the refusal summaries and
+/// the webhook listener, whose deliveries a group-commit writer stores (with
+/// the receiver role; without it, webhooks are refused).
+fn spawn_listeners(
+    services: &Services,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    receiver: bool,
+    token: &CancellationToken,
+) -> Vec<Task> {
+    let s = &services.settings;
+    let mut tasks = Vec::new();
+    let (writer, writer_task) = if receiver {
         let (w, t) = DeliveryWriter::spawn(
             services.store.clone(),
             s.server.commit_batch,
@@ -413,22 +448,9 @@ pub async fn start(
             }),
         ));
     }
-    let (refusals, summary_token) = (state.refusals.clone(), token.clone());
     tasks.push((
         "refusal summaries",
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(crate::ingest::refusals::SUMMARY_EVERY);
-            every.tick().await; // the first tick is immediate
-            loop {
-                tokio::select! {
-                    _ = every.tick() => refusals.log_summary(),
-                    _ = summary_token.cancelled() => {
-                        refusals.log_summary();
-                        return;
-                    }
-                }
-            }
-        }),
+        spawn_refusal_summaries(state.refusals.clone(), token.clone()),
     ));
     let (metrics, http_token) = (services.metrics.clone(), token.clone());
     tasks.push((
@@ -442,36 +464,67 @@ pub async fn start(
             }
         }),
     ));
-    tasks.push(("metrics", spawn_queue_snapshots(services, token.clone())));
+    tasks
+}
 
-    if roles.receiver {
-        let urls = jwks_urls(s);
-        if !urls.is_empty() {
-            let client = reqwest::Client::builder()
-                .timeout(s.stripe.timeout)
-                .build()
-                .map_err(|e| AppError::Jwks(e.to_string()))?;
-            // Fetch once before accepting requests, then keep them fresh.
-            for url in &urls {
-                if let Err(e) = crate::providers::jwks::fetch(&client, url).await {
-                    tracing::warn!(error = %e, "JWKS not available yet; retrying in the background");
+/// Log a summary of refused webhooks every `SUMMARY_EVERY`, and once more on shutdown.
+fn spawn_refusal_summaries(
+    refusals: Arc<crate::ingest::refusals::Refusals>,
+    token: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::ingest::refusals::SUMMARY_EVERY);
+        every.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                _ = every.tick() => refusals.log_summary(),
+                _ = token.cancelled() => {
+                    refusals.log_summary();
+                    return;
                 }
             }
-            tasks.push((
-                "jwks refresher",
-                tokio::spawn(crate::providers::jwks::run_refresher(
-                    client,
-                    urls,
-                    token.clone(),
-                )),
-            ));
+        }
+    })
+}
+
+/// With the receiver role, for Zoho Desk's JWKS URLs: fetch each once before
+/// going on, then keep them fresh in the background.
+async fn spawn_jwks_refresher(
+    s: &Settings,
+    token: &CancellationToken,
+) -> Result<Option<Task>, AppError> {
+    let urls = jwks_urls(s);
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(s.stripe.timeout)
+        .build()
+        .map_err(|e| AppError::Jwks(e.to_string()))?;
+    // Fetch once before accepting requests, then keep them fresh.
+    for url in &urls {
+        if let Err(e) = crate::providers::jwks::fetch(&client, url).await {
+            tracing::warn!(error = %e, "JWKS not available yet; retrying in the background");
         }
     }
+    Ok(Some((
+        "jwks refresher",
+        tokio::spawn(crate::providers::jwks::run_refresher(
+            client,
+            urls,
+            token.clone(),
+        )),
+    )))
+}
 
-    if roles.worker {
-        let w = services.worker();
-        let w2 = w.clone();
-        tasks.push((
+/// The worker role: the inbox poller, the confirmer, and the pruning of raw
+/// delivery bodies past their retention.
+fn spawn_worker(services: &Services, token: &CancellationToken) -> Vec<Task> {
+    let s = &services.settings;
+    let w = services.worker();
+    let w2 = w.clone();
+    vec![
+        (
             "inbox",
             spawn_loop(
                 "inbox",
@@ -483,8 +536,8 @@ pub async fn start(
                     async move { w.process_inbox_once().await }
                 },
             ),
-        ));
-        tasks.push((
+        ),
+        (
             "confirmer",
             spawn_loop(
                 "confirmer",
@@ -496,92 +549,88 @@ pub async fn start(
                     async move { w.confirm_once().await }
                 },
             ),
-        ));
+        ),
+        ("retention", spawn_retention(services, token)),
+    ]
+}
+
+/// Raw delivery bodies are pruned after the retention period; decisions,
+/// events and outcomes never are.
+fn spawn_retention(services: &Services, token: &CancellationToken) -> JoinHandle<()> {
+    let store = services.store.clone();
+    let clock = services.clock.clone();
+    let retention = i64::try_from(services.settings.database.delivery_retention.as_millis())
+        .unwrap_or(i64::MAX / 2);
+    spawn_loop(
+        "retention",
+        Duration::from_secs(3600),
+        services.store.clone(),
+        token.clone(),
+        move || {
+            let (store, clock) = (store.clone(), clock.clone());
+            async move {
+                let before = crate::clock::to_millis(clock.now()) - retention;
+                let n = store.prune_delivery_bodies(before).await?;
+                if n > 0 {
+                    tracing::info!(pruned = n, "raw delivery bodies past retention removed");
+                }
+                Ok(0) // never "busy": run again after the interval
+            }
+        },
+    )
+}
+
+/// The reporter role's outbox loop, after saying where it sends and warning of
+/// outcomes recorded in other modes.
+async fn spawn_reporter(
+    services: &Services,
+    r: Reporter,
+    token: &CancellationToken,
+) -> Result<Task, AppError> {
+    let s = &services.settings;
+    if r.dry_run() {
+        tracing::warn!("stripe.mode = \"dry-run\": recording what would be sent, sending nothing");
+    } else {
+        tracing::info!(mode = %s.stripe.mode(), rate_per_second = s.rate_per_second(), "reporting to Stripe");
     }
-    if roles.worker {
-        // Raw delivery bodies are pruned after the retention period; decisions,
-        // events and outcomes never are.
-        let store = services.store.clone();
-        let clock = services.clock.clone();
-        let retention =
-            i64::try_from(s.database.delivery_retention.as_millis()).unwrap_or(i64::MAX / 2);
-        tasks.push((
-            "retention",
-            spawn_loop(
-                "retention",
-                Duration::from_secs(3600),
-                services.store.clone(),
-                token.clone(),
-                move || {
-                    let (store, clock) = (store.clone(), clock.clone());
-                    async move {
-                        let before = crate::clock::to_millis(clock.now()) - retention;
-                        let n = store.prune_delivery_bodies(before).await?;
-                        if n > 0 {
-                            tracing::info!(
-                                pruned = n,
-                                "raw delivery bodies past retention removed"
-                            );
-                        }
-                        Ok(0) // never "busy": run again after the interval
-                    }
-                },
-            ),
-        ));
-    }
-    if let Some(r) = reporter {
-        if r.dry_run() {
-            tracing::warn!(
-                "stripe.mode = \"dry-run\": recording what would be sent, sending nothing"
-            );
-        } else {
-            tracing::info!(mode = %s.stripe.mode(), rate_per_second = s.rate_per_second(), "reporting to Stripe");
-        }
-        r.warn_other_modes().await?;
-        tasks.push((
+    r.warn_other_modes().await?;
+    Ok((
+        "reporter",
+        spawn_loop(
             "reporter",
-            spawn_loop(
-                "reporter",
-                s.reporter.poll_interval,
-                services.store.clone(),
-                token.clone(),
-                move || {
-                    let r = r.clone();
-                    async move { r.run_once().await }
-                },
-            ),
-        ));
-    }
-    if roles.reporter {
-        tasks.extend(spawn_rejections(services, &token)?);
-        if let Some(gate) = services.preflight.clone() {
-            // At start (the reporter's first pass waits for it), then whenever due
-            // by the service's clock; looked at every second or so.
-            let every = Duration::from_secs(1).min(s.stripe.preflight_every);
-            tasks.push((
-                "preflight",
-                spawn_loop(
-                    "preflight",
-                    every,
-                    services.store.clone(),
-                    token.clone(),
-                    move || {
-                        let gate = gate.clone();
-                        async move {
-                            gate.refresh_if_due().await;
-                            Ok(0) // never "busy": look again after the interval
-                        }
-                    },
-                ),
-            ));
-        }
-    }
-    Ok(Running {
-        addr,
-        admin_addr,
-        shutdown: token,
-        tasks,
-    })
+            s.reporter.poll_interval,
+            services.store.clone(),
+            token.clone(),
+            move || {
+                let r = r.clone();
+                async move { r.run_once().await }
+            },
+        ),
+    ))
+}
+
+/// With the reporter role and a Stripe client: the preflight, at start (the
+/// reporter's first pass waits for it), then whenever due by the service's
+/// clock; looked at every second or so.
+fn spawn_preflight(services: &Services, token: &CancellationToken) -> Option<Task> {
+    let gate = services.preflight.clone()?;
+    let every = Duration::from_secs(1).min(services.settings.stripe.preflight_every);
+    Some((
+        "preflight",
+        spawn_loop(
+            "preflight",
+            every,
+            services.store.clone(),
+            token.clone(),
+            move || {
+                let gate = gate.clone();
+                async move {
+                    gate.refresh_if_due().await;
+                    Ok(0) // never "busy": look again after the interval
+                }
+            },
+        ),
+    ))
 }
 
 /// With the reporter role: process Stripe's rejection notifications, and compare every

@@ -15,7 +15,8 @@ pub enum PageError {
 }
 
 /// One page of the outcome listing (ordered by confirmation time, then id).
-#[derive(Debug, Clone, Serialize)]
+/// Printed as a table by [`render`], as JSON through [`OutcomePageView`].
+#[derive(Debug, Clone)]
 pub struct OutcomePage {
     /// Outcomes matching the filter, on every page.
     pub total: i64,
@@ -32,6 +33,88 @@ impl OutcomePage {
     /// Some outcomes matching the filter are not on this page.
     pub fn is_partial(&self) -> bool {
         i64::try_from(self.count).map_or(true, |n| n < self.total)
+    }
+}
+
+/// One page as `outcomes --json` prints it: an interface scripts read
+/// (documented in docs/operations.md, "`outcomes`"), so its fields, their
+/// order and their values stay as they are whatever the store's rows become.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomePageView {
+    pub total: i64,
+    pub count: usize,
+    pub after: Option<String>,
+    pub next_after: Option<String>,
+    pub outcomes: Vec<OutcomeView>,
+}
+
+/// One outcome in `outcomes --json`: the stored outcome with its state and
+/// sink spelled as stored, its evidence the stored JSON text, times in Unix
+/// milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeView {
+    pub id: String,
+    pub tenant: String,
+    pub provider: String,
+    pub ticket_id: String,
+    pub seq: i64,
+    pub resolved_at: i64,
+    pub confirmed_at: i64,
+    pub event_name: String,
+    pub value: i64,
+    pub stripe_customer_id: String,
+    pub contract_version: String,
+    pub contract_hash: String,
+    pub evidence: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub stripe_request_id: Option<String>,
+    pub reported_at: Option<i64>,
+    pub reported_mode: Option<String>,
+    pub stripe_resends: i64,
+    pub sink: &'static str,
+    pub sink_target: Option<String>,
+}
+
+impl From<&OutcomePage> for OutcomePageView {
+    fn from(page: &OutcomePage) -> Self {
+        OutcomePageView {
+            total: page.total,
+            count: page.count,
+            after: page.after.clone(),
+            next_after: page.next_after.clone(),
+            outcomes: page.outcomes.iter().map(OutcomeView::from).collect(),
+        }
+    }
+}
+
+impl From<&OutcomeRow> for OutcomeView {
+    fn from(row: &OutcomeRow) -> Self {
+        OutcomeView {
+            id: row.id.clone(),
+            tenant: row.tenant.clone(),
+            provider: row.provider.clone(),
+            ticket_id: row.ticket_id.clone(),
+            seq: row.seq,
+            resolved_at: row.resolved_at,
+            confirmed_at: row.confirmed_at,
+            event_name: row.event_name.clone(),
+            value: row.value,
+            stripe_customer_id: row.stripe_customer_id.clone(),
+            contract_version: row.contract_version.clone(),
+            contract_hash: row.contract_hash.clone(),
+            evidence: row.evidence.to_string(),
+            state: row.state.to_string(),
+            attempts: row.attempts,
+            last_error: row.last_error.clone(),
+            stripe_request_id: row.stripe_request_id.clone(),
+            reported_at: row.reported_at,
+            reported_mode: row.reported_mode.clone(),
+            stripe_resends: row.stripe_resends,
+            sink: row.sink.as_str(),
+            sink_target: row.sink_target.clone(),
+        }
     }
 }
 
@@ -156,6 +239,108 @@ mod tests {
             next_after: next.map(str::to_string),
             outcomes: Vec::new(),
         }
+    }
+
+    /// The keys of a pretty-printed JSON object at `depth` (in spaces), in order.
+    fn keys_at(json: &str, depth: usize) -> Vec<String> {
+        let indent = " ".repeat(depth);
+        json.lines()
+            .filter_map(|l| l.strip_prefix(&indent))
+            .filter(|l| l.starts_with('"'))
+            .filter_map(|l| l.split_once("\": ").map(|(k, _)| k[1..].to_string()))
+            .collect()
+    }
+
+    /// The outcome fields docs/operations.md lists for `outcomes --json`, in order.
+    fn documented_fields() -> Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let table = text
+            .split_once("| field | value |")
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        table
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split(" | ").next())
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `outcomes --json` is an interface (docs/operations.md): its field names
+    /// and their order are pinned here.
+    #[test]
+    fn the_json_view_keeps_its_documented_fields() {
+        let row = OutcomeRow {
+            id: "om_1".into(),
+            tenant: String::new(),
+            provider: String::new(),
+            ticket_id: String::new(),
+            seq: 0,
+            resolved_at: 0,
+            confirmed_at: 0,
+            event_name: String::new(),
+            value: 0,
+            stripe_customer_id: String::new(),
+            contract_version: String::new(),
+            contract_hash: String::new(),
+            evidence: r#"{"resolver":"ai"}"#.into(),
+            state: crate::lifecycle::OutcomeState::Pending,
+            attempts: 0,
+            last_error: None,
+            stripe_request_id: None,
+            reported_at: None,
+            reported_mode: None,
+            stripe_resends: 0,
+            sink: crate::sink::Sink::default(),
+            sink_target: None,
+        };
+        let mut p = page(1, 1, None, None);
+        p.outcomes.push(row);
+        let json = serde_json::to_string_pretty(&OutcomePageView::from(&p)).unwrap_or_default();
+        assert_eq!(
+            keys_at(&json, 2),
+            ["total", "count", "after", "next_after", "outcomes"],
+            "{json}"
+        );
+        assert_eq!(keys_at(&json, 6), documented_fields(), "{json}");
+        assert_eq!(
+            keys_at(&json, 6),
+            [
+                "id",
+                "tenant",
+                "provider",
+                "ticket_id",
+                "seq",
+                "resolved_at",
+                "confirmed_at",
+                "event_name",
+                "value",
+                "stripe_customer_id",
+                "contract_version",
+                "contract_hash",
+                "evidence",
+                "state",
+                "attempts",
+                "last_error",
+                "stripe_request_id",
+                "reported_at",
+                "reported_mode",
+                "stripe_resends",
+                "sink",
+                "sink_target",
+            ],
+            "{json}"
+        );
+        // The evidence is the stored JSON text (a string), the sink its stored name.
+        assert!(
+            json.contains(r#""evidence": "{\"resolver\":\"ai\"}","#),
+            "{json}"
+        );
+        assert!(json.contains(r#""sink": "stripe_meters","#), "{json}");
+        assert!(json.contains(r#""after": null,"#), "{json}");
     }
 
     #[test]

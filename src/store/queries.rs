@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 #[derive(Debug, Clone, Default)]
 pub struct OutcomeFilter {
     pub tenant: Option<String>,
-    pub state: Option<String>,
+    pub state: Option<OutcomeState>,
     pub ticket_id: Option<String>,
     /// Confirmation time range `[from, to)`, Unix millis.
     pub confirmed_from: Option<i64>,
@@ -260,7 +260,7 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 
 fn bind_outcome_filter<'q>(q: AnyQuery<'q>, f: &'q OutcomeFilter) -> AnyQuery<'q> {
     q.bind(f.tenant.as_deref().unwrap_or(""))
-        .bind(f.state.as_deref().unwrap_or(""))
+        .bind(f.state.map_or("", OutcomeState::as_str))
         .bind(f.ticket_id.as_deref().unwrap_or(""))
         .bind(f.confirmed_from.unwrap_or(i64::MIN))
         .bind(f.confirmed_to.unwrap_or(i64::MAX))

@@ -136,8 +136,8 @@ fn rows_until_heading(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `config/default.toml` (what an operator reads and edits) says what the
-/// built-in defaults are: loading it alone changes nothing.
+/// `config/default.toml` (what an operator reads and copies; the binary does
+/// not read it) says what the built-in defaults are: loading it alone changes nothing.
 #[test]
 fn config_default_toml_restates_the_built_in_defaults() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
@@ -150,5 +150,200 @@ fn config_default_toml_restates_the_built_in_defaults() {
         format!("{loaded:#?}"),
         format!("{:#?}", Settings::default()),
         "config/default.toml (left) and the Default impls (right) disagree"
+    );
+}
+
+/// Settings from configuration text alone, as the loader reads it (no validation:
+/// a default configuration has no `stripe.mode`).
+fn parse(toml: &str) -> Result<Settings, config::ConfigError> {
+    config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+}
+
+/// A section left empty, or without the key at hand, takes the built-in default
+/// (serde's defaults are the `Default` impls): the binary reads no file of
+/// defaults, so this is what every unset key becomes.
+#[test]
+fn an_empty_section_is_the_built_in_defaults() {
+    let default = format!("{:#?}", Settings::default());
+    let mut sections: Vec<String> = keys_of("", "")
+        .into_iter()
+        .filter(|s| s != "tenants")
+        .collect();
+    sections.extend(
+        [
+            "contract.caps",
+            "stripe.meter_ids",
+            "stripe.meter_aggregations",
+            "metronome.billable_metric_ids",
+            "metronome.metric_aggregations",
+        ]
+        .map(String::from),
+    );
+    assert!(sections.len() > 10, "{sections:?}");
+    for section in sections {
+        let loaded = parse(&format!("[{section}]\n"))
+            .unwrap_or_else(|e| panic!("an empty [{section}] loads: {e}"));
+        assert_eq!(
+            format!("{loaded:#?}"),
+            default,
+            "an empty [{section}] (left) is not the built-in default (right)"
+        );
+    }
+}
+
+/// The value at `path` (`server.listen`, `tenants.[].sink`) in a `{:#?}` rendering.
+fn debug_value(debug: &str, path: &str) -> Option<String> {
+    let mut open: Vec<(usize, String)> = Vec::new();
+    for line in debug.lines().skip(1) {
+        let indent = line.len() - line.trim_start().len();
+        while open.last().is_some_and(|(at, _)| *at >= indent) {
+            open.pop();
+        }
+        let (name, value) = line.trim().split_once(": ").unwrap_or(("[]", line.trim()));
+        let here: Vec<&str> = open.iter().map(|(_, n)| n.as_str()).chain([name]).collect();
+        if here.join(".") == path {
+            return Some(value.trim_end_matches(',').to_string());
+        }
+        if value.ends_with(['{', '[', '(']) {
+            open.push((indent, name.to_string()));
+        }
+    }
+    None
+}
+
+/// The documented default of each key in docs/configuration.md's tables with a
+/// default column, as (`section.key`, default cell). A row naming several keys
+/// (`reporter.backoff_base` / `backoff_max`) gives each its part of the cell,
+/// or the one value to all.
+fn documented_defaults() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docs/configuration.md")).expect("docs");
+    let mut out = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if line.starts_with("| key | default |") {
+            in_table = true;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_table = false;
+        }
+        if !in_table || !line.starts_with("| `") {
+            continue;
+        }
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let keys: Vec<&str> = cells[0]
+            .trim_start_matches("| ")
+            .split(" / ")
+            .map(|k| k.trim().trim_matches('`'))
+            .collect();
+        let section = keys[0].split('.').next().unwrap_or_default().to_string();
+        let cell = cells[1].trim();
+        let values: Vec<&str> = match cell.split(" / ").collect::<Vec<_>>() {
+            parts if parts.len() == keys.len() => parts,
+            _ => vec![cell; keys.len()],
+        };
+        for (i, (key, value)) in keys.iter().zip(values).enumerate() {
+            let key = if i == 0 || key.starts_with(&format!("{section}.")) {
+                key.to_string()
+            } else {
+                format!("{section}.{key}")
+            };
+            out.push((key, value.to_string()));
+        }
+    }
+    out
+}
+
+/// docs/configuration.md shows the built-in default of every key it gives one
+/// for: each documented value, configured, changes nothing; a key documented
+/// as unset (or required, or decided by the mode) is `None` by default.
+#[test]
+fn the_documented_defaults_are_the_built_in_defaults() {
+    let tenant = "[[tenants]]\nid = \"acme\"\nstripe_customer_id = \"cus_1\"\n";
+    let rows = documented_defaults();
+    assert!(rows.len() > 50, "{rows:?}");
+    let mut wrong = Vec::new();
+    for (key, cell) in rows {
+        let (base, local) = match key.strip_prefix("tenants[].") {
+            Some(k) => (tenant, k.to_string()),
+            None => ("", key.clone()),
+        };
+        let default = format!("{:#?}", parse(base).expect("the base loads"));
+        if cell == "unset" || cell == "**required**" || cell.starts_with("by mode") {
+            let path = key.replace("tenants[].", "tenants.[].");
+            let value = debug_value(&default, &path);
+            if value.as_deref() != Some("None") {
+                wrong.push(format!("{key}: documented {cell}, built in {value:?}"));
+            }
+            continue;
+        }
+        let value = match cell.as_str() {
+            "empty" => "\"\"".to_string(),
+            v if v.starts_with('`') && v.ends_with('`') => v.trim_matches('`').to_string(),
+            v => panic!("{key}: cannot read the documented default {v:?}"),
+        };
+        // A TOML value as written (`true`, `512`, `["ai"]`, `"1"`), else a string.
+        let is_toml = config::Config::builder()
+            .add_source(config::File::from_str(
+                &format!("v = {value}"),
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .is_ok();
+        let literal = if is_toml {
+            value.clone()
+        } else {
+            format!("{value:?}")
+        };
+        match parse(&format!("{base}{local} = {literal}\n")) {
+            Ok(set) if format!("{set:#?}") == default => {}
+            Ok(_) => wrong.push(format!(
+                "{key}: documented {cell}, not the built-in default"
+            )),
+            Err(e) => wrong.push(format!(
+                "{key}: documented {cell}, which does not load: {e}"
+            )),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md disagrees with the built-in defaults:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The binary reads no file of defaults: a `config/default.toml` in the
+/// directory it starts in changes nothing (earlier releases read it).
+#[test]
+fn the_working_directory_does_not_change_the_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("config")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("config/default.toml"),
+        "[server]\nlisten = \"not an address\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("OUTCOME_METER_CONFIG")
+        .env(
+            "OUTCOME_METER__DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("om.db").display()),
+        )
+        .env("OUTCOME_METER__STRIPE__MODE", "dry-run")
+        .env_remove("STRIPE_API_KEY")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run outcome-meter");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("configuration is valid"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

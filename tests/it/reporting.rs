@@ -66,7 +66,7 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
         .services
         .store
         .list_outcomes(&outcome_meter::store::OutcomeFilter {
-            state: Some("failed".into()),
+            state: Some(outcome_meter::lifecycle::OutcomeState::Failed),
             ..Default::default()
         })
         .await

@@ -1,0 +1,41 @@
+//! `[reporter]`: the loop that drains the outbox to the sinks.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[reporter]`: the loop that drains the outbox to the sinks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReporterSettings {
+    /// Run the Stripe reporter in `serve`.
+    pub enabled: bool,
+    #[serde(with = "crate::duration_serde")]
+    pub poll_interval: Duration,
+    pub batch_size: u32,
+    /// Never more than this many Stripe calls per second, per process. Unset: the
+    /// mode's default ([`crate::settings::StripeMode::default_rate_per_second`]).
+    pub rate_per_second: Option<f64>,
+    /// Different (customer, meter) pairs reported at once.
+    pub concurrency: usize,
+    #[serde(with = "crate::duration_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "crate::duration_serde")]
+    pub backoff_max: Duration,
+    /// After this many failed attempts the outcome is parked as failed.
+    pub max_attempts: u32,
+}
+
+impl Default for ReporterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval: Duration::from_millis(500),
+            batch_size: 100,
+            rate_per_second: None,
+            concurrency: 4,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+            max_attempts: 50,
+        }
+    }
+}
