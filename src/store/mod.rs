@@ -5,6 +5,7 @@
 mod backfills;
 mod billing;
 mod census;
+mod contracts;
 mod health;
 mod inbox;
 mod outbox;
@@ -22,6 +23,7 @@ mod vocabulary;
 pub use backfills::BackfillRow;
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
 pub use census::{Census, StateCounts};
+pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
 pub use outbox::{ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld};
 pub use pair_lock::{pair_key, PairLock};
@@ -78,6 +80,10 @@ pub enum StoreError {
     },
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
+    /// A stored contract billing needs and cannot use (see
+    /// [`crate::contract::StoredContractError`]); never replaced by another.
+    #[error("unexpected data in the database: {0}")]
+    Contract(#[from] crate::contract::StoredContractError),
 }
 
 /// Why storage is unavailable for now.
@@ -192,7 +198,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } | StoreError::TimedOut(_) => true,
-            StoreError::Db(sqlx::Error::Database(_)) | StoreError::Corrupt(_) => false,
+            StoreError::Db(sqlx::Error::Database(_))
+            | StoreError::Corrupt(_)
+            | StoreError::Contract(_) => false,
             StoreError::Db(_)
             | StoreError::Migrate(_)
             | StoreError::Dir { .. }
