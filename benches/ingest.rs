@@ -115,10 +115,13 @@ async fn run(durable: bool, requests: usize, concurrency: usize) -> f64 {
     };
     println!("{}", report.line(label));
     if durable {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
-            .fetch_one(server.store.pool())
+        let n = server
+            .store
+            .census()
             .await
-            .expect("count");
+            .expect("count")
+            .deliveries
+            .total();
         println!("  rows committed: {n} (expected {})", warm + requests);
         // The helpdesk sends every one again (a retry storm): recognised without a write.
         let dup = drive(concurrency, requests, move |i| clone(&again[i])).await;

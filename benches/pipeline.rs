@@ -128,12 +128,9 @@ offset = "{offset_ms}ms"
     std::fs::write(path, toml).expect("write config");
 }
 
-async fn count(store: &Store, sql: &str) -> i64 {
-    sqlx::query_as::<_, (i64,)>(sql)
-        .fetch_one(store.pool())
-        .await
-        .map(|(n,)| n)
-        .unwrap_or(-1)
+/// A count from the store, or -1 when it cannot answer (polled again).
+fn count(n: Result<i64, outcome_meter::store::StoreError>) -> i64 {
+    n.unwrap_or(-1)
 }
 
 /// Poll `done` every 250 ms (a bench has no deadline but a generous one).
@@ -269,12 +266,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
             .await
             .expect("open the database read-side");
     until("the inbox to drain", || async {
-        count(
-            &store,
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
-        )
-        .await
-            == 0
+        count(store.deliveries_pending().await) == 0
     })
     .await;
     let decided = started.elapsed();
@@ -297,18 +289,8 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let watcher = watch_rss(proc.pid(), stop.clone(), peak2.clone());
     until("every outcome at the billing system", || async {
         billing.billed() >= expected
-            && count(
-                &store,
-                "SELECT COUNT(*) FROM outcomes WHERE state = 'pending'",
-            )
-            .await
-                == 0
-            && count(
-                &store,
-                "SELECT COUNT(*) FROM tickets WHERE settle_at IS NOT NULL",
-            )
-            .await
-                == 0
+            && count(store.outcomes_pending().await) == 0
+            && count(store.tickets_waiting().await) == 0
     })
     .await;
     let settled = settle_started.elapsed();
@@ -321,11 +303,10 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let billed = billing.billed();
     let ids = billing.billed_ids();
     let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
-    let reported = count(
-        &store,
-        "SELECT COUNT(*) FROM outcomes WHERE state = 'reported'",
-    )
-    .await;
+    let reported = store
+        .census()
+        .await
+        .map_or(-1, |c| c.outcomes.in_state("reported"));
     println!(
         "  verdict at {sink}: {} outcomes billed, {} billed twice, {} expected not billed (outcomes reported: {reported})",
         distinct.len(),

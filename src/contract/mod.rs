@@ -8,7 +8,7 @@ mod terms;
 
 pub use describe::describe;
 pub use names::NameMatching;
-pub use terms::{Caps, Category, ContractOverrides, ContractTerms, Meter};
+pub use terms::{Caps, Category, ContractOverrides, ContractTerms, Meter, StoredContractError};
 
 use crate::event::Resolver;
 use serde::{Deserialize, Serialize};

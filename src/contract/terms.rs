@@ -137,16 +137,23 @@ impl ContractTerms {
         hex::encode(&Sha256::digest(&bytes)[..12])
     }
 
-    /// Terms read back from the `contracts` table. A contract stored before
-    /// `name_matching` existed compared names exactly, and resolutions pinned to
-    /// it keep that rule: the key reads as `exact` when it is absent.
-    pub fn from_stored(json: &str) -> Result<ContractTerms, serde_json::Error> {
-        let mut v: serde_json::Value = serde_json::from_str(json)?;
+    /// Terms read back from the `contracts` table, where they are stored as
+    /// JSON under `hash`: the one decoder of stored contracts (the store calls
+    /// it). A contract stored before `name_matching` existed compared names
+    /// exactly, and resolutions pinned to it keep that rule: the key reads as
+    /// `exact` when it is absent. Terms it cannot read are an error, never
+    /// another contract in their place.
+    pub fn from_stored(hash: &str, json: &str) -> Result<ContractTerms, StoredContractError> {
+        let unreadable = |source| StoredContractError::Unreadable {
+            hash: hash.to_string(),
+            source,
+        };
+        let mut v: serde_json::Value = serde_json::from_str(json).map_err(unreadable)?;
         if let Some(o) = v.as_object_mut() {
             o.entry("name_matching")
                 .or_insert_with(|| NameMatching::Exact.as_str().into());
         }
-        serde_json::from_value(v)
+        serde_json::from_value(v).map_err(unreadable)
     }
 
     pub fn reopen_window_chrono(&self) -> chrono::Duration {
@@ -189,6 +196,24 @@ impl ContractTerms {
         }
         errs
     }
+}
+
+/// A stored contract billing cannot use. A resolution pinned to it is not
+/// confirmed, and an outcome decided under it is not clawed back, under any
+/// other contract: the work waits for the contract (an operator's repair).
+#[derive(Debug, thiserror::Error)]
+pub enum StoredContractError {
+    /// A decision or an outcome names a contract the `contracts` table lacks.
+    #[error("contract {hash} is not in the contracts table")]
+    Missing { hash: String },
+    /// The stored terms are not terms this release can read (damaged, or
+    /// written by a later release with terms this one does not know).
+    #[error("stored contract {hash} cannot be read: {source}")]
+    Unreadable {
+        hash: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Per-tenant changes to the global terms; every field is optional.
@@ -325,19 +350,47 @@ mod tests {
         let t: ContractTerms = serde_json::from_value(serde_json::json!({})).expect("valid");
         assert_eq!(t.name_matching, NameMatching::Folded);
         let stored = serde_json::to_string(&t).expect("json");
-        let back = ContractTerms::from_stored(&stored).expect("stored terms");
+        let back = ContractTerms::from_stored("h", &stored).expect("stored terms");
         assert_eq!(back, t, "a stored folded contract stays folded");
         // A contract stored by an earlier release has no `name_matching`.
         let mut legacy: serde_json::Value = serde_json::from_str(&stored).expect("json");
         legacy.as_object_mut().map(|o| o.remove("name_matching"));
-        let old = ContractTerms::from_stored(&legacy.to_string()).expect("legacy terms");
+        let old = ContractTerms::from_stored("h", &legacy.to_string()).expect("legacy terms");
         assert_eq!(old.name_matching, NameMatching::Exact);
         assert_ne!(
             old.hash(),
             t.hash(),
             "the rule is part of the hash: pinned resolutions keep theirs"
         );
-        assert!(ContractTerms::from_stored("not json").is_err());
+        assert!(ContractTerms::from_stored("h", "not json").is_err());
+    }
+
+    /// Terms this release cannot read (not JSON, an unknown term from a later
+    /// release, a term of the wrong type) are an error naming the contract.
+    #[test]
+    fn stored_terms_that_cannot_be_read_are_an_error_naming_the_contract() {
+        let mut later = serde_json::to_value(ContractTerms::default()).expect("json");
+        later["refund_policy"] = "strict".into();
+        let mut wrong = serde_json::to_value(ContractTerms::default()).expect("json");
+        wrong["value"] = "one".into();
+        for json in [
+            "not json",
+            "",
+            "null",
+            &later.to_string(),
+            &wrong.to_string(),
+        ] {
+            let err = ContractTerms::from_stored("c0ffee", json).expect_err(json);
+            assert!(
+                matches!(&err, StoredContractError::Unreadable { hash, .. } if hash == "c0ffee"),
+                "{json}: {err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("stored contract c0ffee cannot be read: "),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -164,13 +164,18 @@ impl Tx {
         .transpose()
     }
 
-    /// The terms (JSON) of a contract ever used, by hash.
-    pub async fn contract_terms(&mut self, hash: &str) -> Result<Option<String>, StoreError> {
+    /// The terms of a contract ever used, by hash, decoded; missing or
+    /// unreadable is [`StoreError::Contract`].
+    pub async fn contract_terms(
+        &mut self,
+        hash: &str,
+    ) -> Result<crate::contract::ContractTerms, StoreError> {
         let row = sqlx::query("SELECT terms FROM contracts WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.map(|r| col(&r, "terms")).transpose()
+        let terms: Option<String> = row.map(|r| col(&r, "terms")).transpose()?;
+        super::contracts::decode(hash, terms.as_deref())
     }
 
     /// Record a reversal once per outcome. Returns whether it is new.

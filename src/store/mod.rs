@@ -4,12 +4,17 @@
 
 mod backfills;
 mod billing;
+mod census;
+mod contracts;
 mod health;
 mod inbox;
 mod outbox;
 mod pair_lock;
 mod queries;
+mod schema;
 mod stripe_events;
+#[cfg(feature = "test-support")]
+mod test_support;
 mod tickets;
 mod usage_records;
 mod verifications;
@@ -17,6 +22,8 @@ mod vocabulary;
 
 pub use backfills::BackfillRow;
 pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
+pub use census::{Census, StateCounts};
+pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
 pub use outbox::{ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld};
 pub use pair_lock::{pair_key, PairLock};
@@ -24,9 +31,12 @@ pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeCursor, OutcomeFilter, OutcomeRow,
     QueueCounts, ReversalRow,
 };
+pub use schema::{Column, ColumnKind, Schema};
 pub use stripe_events::{
     rejection_text, Applied, ClaimedStripeEvent, Effect, NewStripeEvent, RejectionRow, SentRange,
 };
+#[cfg(feature = "test-support")]
+pub use test_support::{HeldConnection, TestSupport};
 pub use tickets::{DecisionWrite, TicketState};
 pub use usage_records::{UsageDoubt, UsageLocal};
 pub use verifications::{Check, CheckResult};
@@ -73,6 +83,10 @@ pub enum StoreError {
     /// A stored state (or other stored vocabulary) this build does not know.
     #[error("unexpected data in the database: {0}")]
     Unknown(#[from] crate::lifecycle::UnknownValue),
+    /// A stored contract billing needs and cannot use (see
+    /// [`crate::contract::StoredContractError`]); never replaced by another.
+    #[error("unexpected data in the database: {0}")]
+    Contract(#[from] crate::contract::StoredContractError),
 }
 
 /// Why storage is unavailable for now.
@@ -189,7 +203,8 @@ impl StoreError {
             StoreError::Unavailable { .. } | StoreError::TimedOut(_) => true,
             StoreError::Db(sqlx::Error::Database(_))
             | StoreError::Corrupt(_)
-            | StoreError::Unknown(_) => false,
+            | StoreError::Unknown(_)
+            | StoreError::Contract(_) => false,
             StoreError::Db(_)
             | StoreError::Migrate(_)
             | StoreError::Dir { .. }
@@ -433,10 +448,6 @@ impl Store {
         self.backend
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
@@ -460,6 +471,18 @@ impl Store {
             Err(sqlx::Error::Database(_)) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether the connection the pool hands out is encrypted (TLS), as
+    /// PostgreSQL sees it; `None` on SQLite, which has no connection to encrypt.
+    pub async fn tls_in_use(&self) -> Result<Option<bool>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(col(&row, "ssl")?))
     }
 
     /// Start a write transaction. A connection that cannot begin one (a lock

@@ -1,7 +1,7 @@
 //! Ticket events, ticket rows and decisions: written by the worker inside one
 //! transaction per batch, with the ticket row locked while it is replayed.
 
-use super::{col, StoreError, Tx};
+use super::{col, PinnedContract, StoreError, Tx};
 use crate::clock::{from_millis, to_millis};
 use crate::event::TicketEvent;
 use crate::lifecycle::DecisionStatus;
@@ -207,15 +207,16 @@ impl Tx {
         Ok(())
     }
 
-    /// Non-final decisions of a ticket made under another contract than `current_hash`:
-    /// `(seq, contract hash, contract version, terms JSON)`.
+    /// The contracts of a ticket's non-final decisions made under another
+    /// contract than `current_hash`, decoded; a contract missing or unreadable
+    /// is [`StoreError::Contract`].
     pub async fn pinned_contracts(
         &mut self,
         tenant: &str,
         provider: &str,
         ticket_id: &str,
         current_hash: &str,
-    ) -> Result<Vec<(u32, String, String, String)>, StoreError> {
+    ) -> Result<Vec<PinnedContract>, StoreError> {
         pinned(&mut *self.tx, tenant, provider, ticket_id, current_hash).await
     }
 
@@ -248,7 +249,7 @@ impl super::Store {
         provider: &str,
         ticket_id: &str,
         current_hash: &str,
-    ) -> Result<Vec<(u32, String, String, String)>, StoreError> {
+    ) -> Result<Vec<PinnedContract>, StoreError> {
         pinned(&self.pool, tenant, provider, ticket_id, current_hash).await
     }
 }
@@ -259,12 +260,14 @@ async fn pinned<'c, E>(
     provider: &str,
     ticket_id: &str,
     current_hash: &str,
-) -> Result<Vec<(u32, String, String, String)>, StoreError>
+) -> Result<Vec<PinnedContract>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
+    // A LEFT JOIN: a decision whose contract is missing is an error, not left out
+    // (left out, its resolution would be replayed under the current contract).
     let rows = sqlx::query(
-        "SELECT d.seq, d.contract_hash, c.version, c.terms FROM decisions d JOIN contracts c ON c.hash = d.contract_hash \
+        "SELECT d.seq, d.contract_hash, c.version, c.terms FROM decisions d LEFT JOIN contracts c ON c.hash = d.contract_hash \
          WHERE d.tenant = $1 AND d.provider = $2 AND d.ticket_id = $3 AND d.final = 0 AND d.contract_hash <> $4",
     )
     .bind(tenant)
@@ -273,17 +276,7 @@ where
     .bind(current_hash)
     .fetch_all(executor)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let seq: i64 = col(r, "seq")?;
-            Ok((
-                u32::try_from(seq).map_err(|_| StoreError::corrupt("decision seq out of range"))?,
-                col(r, "contract_hash")?,
-                col(r, "version")?,
-                col(r, "terms")?,
-            ))
-        })
-        .collect()
+    rows.iter().map(super::contracts::pinned_from_row).collect()
 }
 
 impl super::Store {

@@ -58,8 +58,9 @@ pub(super) async fn over_cap(
 }
 
 impl Worker {
-    /// The terms of contract `hash` (one this tenant used), from the contracts table.
-    /// Unknown or unreadable (never expected): the current contract, with an error logged.
+    /// The terms of contract `hash` (one this tenant used): the current
+    /// contract's, or the stored ones. Missing or unreadable is an error: a
+    /// clawback never proceeds under another contract than its outcome's.
     pub(super) async fn decided_under(
         &self,
         tx: &mut Tx,
@@ -69,18 +70,7 @@ impl Worker {
         if hash == tenant.contract_hash {
             return Ok(tenant.contract.clone());
         }
-        match tx.contract_terms(hash).await? {
-            Some(terms) => match ContractTerms::from_stored(&terms) {
-                Ok(t) => return Ok(t),
-                Err(e) => {
-                    tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")
-                }
-            },
-            None => {
-                tracing::error!(%hash, "contract not in the contracts table; using the current one")
-            }
-        }
-        Ok(tenant.contract.clone())
+        tx.contract_terms(hash).await
     }
 
     /// A resolution was ended by a reopen after its window. When that resolution

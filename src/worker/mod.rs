@@ -9,10 +9,9 @@ mod inbox;
 mod verify;
 
 use crate::clock::SharedClock;
-use crate::contract::ContractTerms;
 use crate::metrics::Metrics;
 use crate::settings::WorkerSettings;
-use crate::store::{Store, StoreError};
+use crate::store::{PinnedContract, Store, StoreError};
 use crate::tenants::Tenants;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +76,10 @@ impl Worker {
         Ok((processed, confirmed))
     }
 
-    /// Contracts pinned to this ticket's undecided resolutions (see [`crate::ticket::replay_pinned`]).
+    /// Contracts pinned to this ticket's undecided resolutions (see
+    /// [`crate::ticket::replay_pinned`]). One the store cannot read is an error:
+    /// the resolution is never replayed or confirmed under the current contract
+    /// instead.
     pub(crate) async fn pins(
         &self,
         tx: &mut crate::store::Tx,
@@ -121,18 +123,11 @@ impl Worker {
     }
 }
 
-fn pins_of(rows: Vec<(u32, String, String, String)>) -> evidence::Pins {
+fn pins_of(pinned: Vec<PinnedContract>) -> evidence::Pins {
     let mut pins = evidence::Pins::default();
-    for (seq, hash, version, terms) in rows {
-        match ContractTerms::from_stored(&terms) {
-            Ok(t) => {
-                pins.terms.insert(seq, t);
-                pins.ids.insert(seq, (version, hash));
-            }
-            Err(e) => {
-                tracing::error!(%hash, error = %e, "stored contract unreadable; using the current one")
-            }
-        }
+    for p in pinned {
+        pins.terms.insert(p.seq, p.terms);
+        pins.ids.insert(p.seq, (p.version, p.hash));
     }
     pins
 }

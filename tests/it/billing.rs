@@ -1,12 +1,13 @@
 //! Dispute-proof billing: caps, clawback, statements, reconciliation, contract changes.
 
 use crate::support::*;
-use outcome_meter::contract::{Caps, ContractTerms};
+use outcome_meter::contract::{Caps, ContractTerms, StoredContractError};
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::reconcile::{reconcile, StripeTarget};
 use outcome_meter::report::statement;
 use outcome_meter::settings::StripeMode;
+use outcome_meter::store::StoreError;
 use outcome_meter::stripe::MeterEvent;
 use std::time::Duration;
 use testkit::fake_stripe::{FakeStripe, Fault};
@@ -459,6 +460,137 @@ async fn caps_use_the_contract_the_resolution_was_decided_under(backend: Backend
     assert_eq!(states, vec!["capped", "reported"]);
     assert_eq!(stripe.events().len(), 1);
     app.stop().await;
+}
+
+/// A stored contract the service cannot read (damaged, or written by a later
+/// release) stops what depends on it, and nothing falls back to another
+/// contract: a reopen of an outcome decided under it claws back nothing under
+/// the current contract (its delivery is quarantined, naming the contract), and
+/// a resolution pinned to it is not confirmed under the current contract (the
+/// pass fails, naming it). Once the contract is repaired, both proceed under it.
+async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backend) {
+    let app = TestApp::spawn(Options {
+        backend,
+        contract: clawback_contract(),
+        ..Default::default()
+    })
+    .await;
+    // U1 is billed under version 1 (clawback: 30 days); U2 is resolved under it.
+    app.send(&event("u1-r", "U1", "resolved", 0, Some("ai")))
+        .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.send(&event("u2-r", "U2", "resolved", 73, Some("ai")))
+        .await;
+    app.settle().await;
+    let v1 = app.outcomes().await[0].contract_hash.clone();
+
+    // Version 2 (no clawback) is deployed, and version 1's stored terms are damaged.
+    let app = redeploy(
+        app,
+        ContractTerms {
+            version: "2".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let terms = app
+        .services
+        .store
+        .test_support()
+        .text_rows("SELECT terms FROM contracts WHERE hash = $1", &[&v1])
+        .await
+        .expect("stored terms")
+        .first()
+        .map(|r| r[0].clone())
+        .expect("version 1 is stored");
+    assert_eq!(rewrite_terms(&app, &v1, "{\"clawback\": 30}").await, 1);
+
+    // U1 is reopened within version 1's clawback period: not judged by version 2.
+    app.send(&event("u1-o", "U1", "reopened", 74, None)).await;
+    app.settle().await;
+    let quarantined = app
+        .services
+        .store
+        .deliveries(Some(TENANT), "quarantined", 10)
+        .await
+        .expect("quarantined");
+    let reason = quarantined
+        .iter()
+        .map(|d| d.error.clone().unwrap_or_default())
+        .collect::<Vec<_>>();
+    assert!(
+        reason.len() == 1 && reason[0].contains(&format!("stored contract {v1} cannot be read")),
+        "{reason:?}"
+    );
+    let reversals = || async {
+        app.services
+            .store
+            .reversals(TENANT)
+            .await
+            .expect("reversals")
+            .len()
+    };
+    assert_eq!(
+        reversals().await,
+        0,
+        "no clawback judged by another contract"
+    );
+
+    // U2's window ends: it is not confirmed under version 2.
+    app.advance_hours(80);
+    let err = app
+        .services
+        .worker()
+        .drain()
+        .await
+        .expect_err("U2 is pinned to a contract that cannot be read");
+    assert!(
+        matches!(&err, StoreError::Contract(StoredContractError::Unreadable { hash, .. }) if *hash == v1),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(
+        billed_under(&app).await,
+        vec![("U1".to_string(), v1.clone())]
+    );
+
+    // Repaired: the clawback and the confirmation proceed, under version 1.
+    assert_eq!(rewrite_terms(&app, &v1, &terms).await, 1);
+    app.services
+        .store
+        .requeue_quarantined(Some(TENANT), None)
+        .await
+        .expect("requeue");
+    app.settle().await;
+    assert_eq!(reversals().await, 1, "U1 clawed back under version 1");
+    assert_eq!(
+        billed_under(&app).await,
+        vec![("U1".to_string(), v1.clone()), ("U2".to_string(), v1)]
+    );
+    app.stop().await;
+}
+
+/// Store `terms` as the terms of contract `hash`, as no code path would.
+async fn rewrite_terms(app: &TestApp, hash: &str, terms: &str) -> u64 {
+    app.services
+        .store
+        .test_support()
+        .execute(
+            "UPDATE contracts SET terms = $1 WHERE hash = $2",
+            &[terms, hash],
+        )
+        .await
+        .expect("rewrite stored terms")
+}
+
+/// Each outcome's ticket and the contract it was decided under.
+async fn billed_under(app: &TestApp) -> Vec<(String, String)> {
+    app.outcomes()
+        .await
+        .into_iter()
+        .map(|o| (o.ticket_id, o.contract_hash))
+        .collect()
 }
 
 /// A month of mixed tickets: billed, reopened, human, handed off.
@@ -1322,6 +1454,7 @@ crate::dual!(
     clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms,
     clawback_uses_the_contract_the_outcome_was_decided_under,
     caps_use_the_contract_the_resolution_was_decided_under,
+    a_stored_contract_that_cannot_be_read_is_never_replaced,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
     statement_csv_neutralizes_formulas_and_json_keeps_values,

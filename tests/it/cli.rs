@@ -283,8 +283,13 @@ async fn a_corrupt_decision_clause_is_an_error(backend: Backend) {
         202
     );
     app.settle().await;
-    sqlx::query("UPDATE decisions SET clause = '{\"clause\": \"bribed\"}' WHERE ticket_id = 'C1'")
-        .execute(app.services.store.pool())
+    app.services
+        .store
+        .test_support()
+        .execute(
+            "UPDATE decisions SET clause = '{\"clause\": \"bribed\"}' WHERE ticket_id = 'C1'",
+            &[],
+        )
         .await
         .expect("corrupt the clause");
     let err = explain(&app.services.store, TENANT, "C1", None)

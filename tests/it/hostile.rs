@@ -231,11 +231,8 @@ async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
     let store = outcome_meter::store::Store::connect(&settings.database)
         .await
         .expect("open");
-    let mut blocker = store.pool().acquire().await.expect("conn");
-    sqlx::raw_sql("BEGIN IMMEDIATE")
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let mut blocker = store.test_support().hold_connection().await.expect("conn");
+    blocker.execute("BEGIN IMMEDIATE").await.expect("lock");
     let http = reqwest::Client::new();
     let first = tokio::spawn({
         let (http, url) = (http.clone(), child.url("/webhooks/generic/acme"));
@@ -269,10 +266,7 @@ async fn requests_over_max_in_flight_are_shed_with_503_and_retry_after() {
     );
     assert!(shed.text().await.unwrap_or_default().contains("overloaded"));
     // The lock goes: the first one is stored, and there is room again.
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut *blocker)
-        .await
-        .expect("unlock");
+    blocker.execute("ROLLBACK").await.expect("unlock");
     drop(blocker);
     store.close().await;
     assert_eq!(first.await.expect("join").expect("first"), 202);
@@ -363,10 +357,7 @@ async fn sigterm_finishes_within_its_deadline_with_a_slow_client_connected() {
     let store = outcome_meter::store::Store::connect(&settings.database)
         .await
         .expect("open");
-    let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
+    let stored = store.census().await.expect("count").deliveries.total();
     assert_eq!(stored, 5, "every acknowledged delivery is on disk");
     store.close().await;
 }

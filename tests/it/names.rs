@@ -135,18 +135,23 @@ async fn a_resolution_decided_under_exact_matching_keeps_it(backend: Backend) {
     app.send(&resolved_with("OLD", 0, &["spam"], None)).await;
     app.settle().await;
     // Stored as an earlier release stored it: no `name_matching` key at all.
-    let (hash, terms): (String, String) = sqlx::query_as("SELECT hash, terms FROM contracts")
-        .fetch_one(app.services.store.pool())
+    let raw = app.services.store.test_support();
+    let rows = raw
+        .text_rows("SELECT hash, terms FROM contracts", &[])
         .await
+        .expect("stored contract");
+    let (hash, terms) = rows
+        .first()
+        .map(|r| (r[0].clone(), r[1].clone()))
         .expect("stored contract");
     let mut legacy: serde_json::Value = serde_json::from_str(&terms).expect("terms");
     legacy.as_object_mut().map(|o| o.remove("name_matching"));
-    sqlx::query("UPDATE contracts SET terms = $1 WHERE hash = $2")
-        .bind(legacy.to_string())
-        .bind(&hash)
-        .execute(app.services.store.pool())
-        .await
-        .expect("rewrite stored terms");
+    raw.execute(
+        "UPDATE contracts SET terms = $1 WHERE hash = $2",
+        &[&legacy.to_string(), &hash],
+    )
+    .await
+    .expect("rewrite stored terms");
 
     // The upgrade: the same contract, names now folded.
     let mut app = app;

@@ -60,10 +60,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     let store = outcome_meter::store::Store::connect(&settings.database)
         .await
         .expect("open");
-    let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
+    let stored = store.census().await.expect("count").deliveries.total();
     assert_eq!(
         stored,
         i64::from(accepted),

@@ -406,9 +406,13 @@ async fn an_unknown_stored_method_is_parked_not_taken_as_done(backend: Backend) 
     app.send(&event("X10-o", "X10", "reopened", 74, None)).await;
     app.settle().await;
     let id = reversal(&app).await.outcome_id;
-    sqlx::query("UPDATE reversals SET method = 'refund' WHERE outcome_id = $1")
-        .bind(&id)
-        .execute(app.services.store.pool())
+    app.services
+        .store
+        .test_support()
+        .execute(
+            "UPDATE reversals SET method = 'refund' WHERE outcome_id = $1",
+            &[&id],
+        )
         .await
         .expect("store a method from elsewhere");
     app.report().await;
@@ -446,16 +450,18 @@ async fn an_unknown_stored_state_is_an_error(backend: Backend) {
         StoreError::Unknown(e) => (e.column, e.value),
         other => panic!("not an unknown value: {other}"),
     };
-    sqlx::query("UPDATE reversals SET state = 'abandoned'")
-        .execute(store.pool())
+    store
+        .test_support()
+        .execute("UPDATE reversals SET state = 'abandoned'", &[])
         .await
         .expect("a state from elsewhere");
     assert_eq!(
         unknown(store.reversals(TENANT).await.expect_err("unknown")),
         ("reversals.state", "abandoned".to_string())
     );
-    sqlx::query("UPDATE outcomes SET state = 'parked'")
-        .execute(store.pool())
+    store
+        .test_support()
+        .execute("UPDATE outcomes SET state = 'parked'", &[])
         .await
         .expect("a state from elsewhere");
     assert_eq!(

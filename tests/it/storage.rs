@@ -89,15 +89,14 @@ async fn full_disk_commit_never_poisons_a_connection() {
     // The pool's one connection was not handed back inside a transaction:
     // sqlx's own BEGIN (not the store's, which would replace a bad connection)
     // refuses a connection whose transaction depth is not zero.
-    {
-        use sqlx::Connection;
-        let mut conn = store.pool().acquire().await.expect("conn");
-        let tx = conn
-            .begin()
-            .await
-            .expect("the failed commit left its connection inside a transaction");
-        tx.rollback().await.expect("rollback");
-    }
+    store
+        .test_support()
+        .hold_connection()
+        .await
+        .expect("conn")
+        .begin_and_roll_back()
+        .await
+        .expect("the failed commit left its connection inside a transaction");
     // Space is back: the next transaction works, on the pool's one connection.
     let t = Instant::now();
     let mut last = None;
@@ -117,10 +116,7 @@ async fn full_disk_commit_never_poisons_a_connection() {
         "recovered only after {:?} (last error: {last:?})",
         t.elapsed()
     );
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries")
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
+    let n = store.census().await.expect("count").deliveries.total();
     assert_eq!(n, 600, "the failed batch left nothing behind");
     store.close().await;
 }
@@ -311,15 +307,18 @@ async fn request_waits_are_bounded(backend: Backend) {
     .await;
     assert_eq!(app.send(&padded("e1", "t1", 10)).await, 202);
     // Another connection holds the write lock on deliveries.
-    let mut blocker = app.services.store.pool().acquire().await.expect("conn");
+    let mut blocker = app
+        .services
+        .store
+        .test_support()
+        .hold_connection()
+        .await
+        .expect("conn");
     let lock = match backend {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::Postgres => "BEGIN; LOCK TABLE deliveries, storage_probe IN EXCLUSIVE MODE",
     };
-    sqlx::raw_sql(lock)
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    blocker.execute(lock).await.expect("lock");
 
     let t = Instant::now();
     assert_eq!(app.send(&padded("e2", "t1", 10)).await, 503);
@@ -339,10 +338,7 @@ async fn request_waits_are_bounded(backend: Backend) {
         "answers took {webhook:?} (webhook) and {readyz:?} (/readyz); the request timeout is {timeout:?}"
     );
 
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut *blocker)
-        .await
-        .expect("unlock");
+    blocker.execute("ROLLBACK").await.expect("unlock");
     drop(blocker);
     // The lock is gone: the next attempt is stored (the one answered 503 may
     // have been committed after all: the retry is then a duplicate).
@@ -659,12 +655,9 @@ async fn ssl_in_use(url: &str) -> Result<bool, String> {
     })
     .await
     .map_err(|e| e.to_string())?;
-    let r: Result<(bool,), _> =
-        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(store.pool())
-            .await;
+    let r = store.tls_in_use().await;
     store.close().await;
-    r.map(|(ssl,)| ssl).map_err(|e| e.to_string())
+    r.map(|ssl| ssl == Some(true)).map_err(|e| e.to_string())
 }
 
 /// `sslmode=require` encrypts; `verify-full` with the server's CA as

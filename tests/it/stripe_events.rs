@@ -589,9 +589,15 @@ async fn rejections_the_samples_do_not_name_show_as_drift(backend: Backend) {
         "{states:?}"
     );
     assert_eq!(states.iter().filter(|s| *s == "reported").count(), 2);
-    let (summary,): (String,) = sqlx::query_as("SELECT summary FROM stripe_events")
-        .fetch_one(app.services.store.pool())
+    let summary = app
+        .services
+        .store
+        .test_support()
+        .text_rows("SELECT summary FROM stripe_events", &[])
         .await
+        .expect("summary")
+        .first()
+        .map(|r| r[0].clone())
         .expect("summary");
     let summary: Value = serde_json::from_str(&summary).expect("summary JSON");
     assert_eq!(

@@ -649,11 +649,12 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sql)
-            .fetch_one(self.services.store.pool())
+        self.services
+            .store
+            .test_support()
+            .count(sql)
             .await
-            .expect("count");
-        n
+            .expect("count")
     }
 
     /// The running roles, to supervise one more task with them.

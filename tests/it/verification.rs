@@ -80,13 +80,13 @@ impl TestApp {
     }
 
     async fn decision_status(&self, ticket: &str) -> Vec<String> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT status FROM decisions WHERE ticket_id = $1 ORDER BY seq")
-                .bind(ticket)
-                .fetch_all(self.services.store.pool())
-                .await
-                .expect("decisions");
-        rows.into_iter().map(|r| r.0).collect()
+        let rows = self
+            .services
+            .store
+            .ticket_decisions(TENANT, ticket)
+            .await
+            .expect("decisions");
+        rows.into_iter().map(|d| d.status.to_string()).collect()
     }
 }
 

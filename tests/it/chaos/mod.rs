@@ -395,12 +395,14 @@ fn garbage_request(
     }
 }
 
-async fn count(store: &outcome_meter::store::Store, sql: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(sql)
-        .fetch_one(store.pool())
-        .await
-        .expect("count query");
-    n
+/// What the chaos database holds, by state.
+async fn census(store: &outcome_meter::store::Store) -> outcome_meter::store::Census {
+    store.census().await.expect("count query")
+}
+
+/// A count the store answers from an index (cheap to poll).
+fn count(n: Result<i64, outcome_meter::store::StoreError>) -> i64 {
+    n.expect("count query")
 }
 
 /// Poll every 50 ms until `done`, for at most `limit`.
@@ -659,12 +661,7 @@ async fn run(drop: f64, tickets: usize) {
         .await
         .expect("open the chaos database");
     until("the inbox to drain", Duration::from_secs(120), || async {
-        count(
-            &store,
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
-        )
-        .await
-            == 0
+        count(store.deliveries_pending().await) == 0
     })
     .await;
 
@@ -676,23 +673,13 @@ async fn run(drop: f64, tickets: usize) {
     // lost webhooks that is the oracle's count; with them, the outcomes it holds.
     let all_billed = || async {
         let target = if drop > 0.0 {
-            count(&store, "SELECT COUNT(*) FROM outcomes").await as usize
+            census(&store).await.outcomes.total() as usize
         } else {
             expected.len()
         };
         Billed::read(&stripe, &metronome, &sinks).by_outcome.len() >= target
-            && count(
-                &store,
-                "SELECT COUNT(*) FROM tickets WHERE settle_at IS NOT NULL",
-            )
-            .await
-                == 0
-            && count(
-                &store,
-                "SELECT COUNT(*) FROM outcomes WHERE state = 'pending'",
-            )
-            .await
-                == 0
+            && count(store.tickets_waiting().await) == 0
+            && count(store.outcomes_pending().await) == 0
     };
     // A usage record in doubt after a saved 5xx is settled from Stripe's summaries
     // once they include the item's last call (15 minutes of the service's clock):
@@ -725,11 +712,7 @@ async fn run(drop: f64, tickets: usize) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Stripe's validation rejects the unknown customer's events, and says so to the
     // event destination; the service marks each one rejected, never billed.
-    let rejected_tenant = count(
-        &store,
-        &format!("SELECT COUNT(*) FROM outcomes WHERE tenant = '{REJECTED_TENANT}'"),
-    )
-    .await;
+    let rejected_tenant = census(&store).await.outcomes.of_tenant(REJECTED_TENANT);
     stripe.set_event_destination(&format!("http://{}/stripe/events", target.addr), WHSEC);
     let published = stripe.publish_error_reports().await;
     assert!(
@@ -740,12 +723,7 @@ async fn run(drop: f64, tickets: usize) {
         "every rejected outcome to be marked rejected",
         Duration::from_secs(60),
         || async {
-            count(
-                &store,
-                "SELECT COUNT(*) FROM outcomes WHERE state = 'rejected_by_stripe'",
-            )
-            .await
-                == rejected_tenant
+            census(&store).await.outcomes.in_state("rejected_by_stripe") == rejected_tenant
         },
     )
     .await;
@@ -778,29 +756,24 @@ async fn run(drop: f64, tickets: usize) {
         })
         .collect();
     let distinct_events: BTreeSet<&str> = delivered.iter().map(|e| e.event_id.as_str()).collect();
-    let stored = count(&store, "SELECT COUNT(*) FROM deliveries").await;
-    let quarantined = count(
-        &store,
-        "SELECT COUNT(*) FROM deliveries WHERE status = 'quarantined'",
-    )
-    .await;
-    let failed = count(
-        &store,
-        "SELECT COUNT(*) FROM outcomes WHERE state NOT IN ('reported', 'rejected_by_stripe')",
-    )
-    .await;
-    let rejected = count(
-        &store,
-        "SELECT COUNT(*) FROM outcomes WHERE state = 'rejected_by_stripe'",
-    )
-    .await;
-    let rejected_elsewhere = count(
-        &store,
-        &format!(
-            "SELECT COUNT(*) FROM outcomes WHERE (state = 'rejected_by_stripe') <> (tenant = '{REJECTED_TENANT}')"
-        ),
-    )
-    .await;
+    let counts = census(&store).await;
+    let stored = counts.deliveries.total();
+    let quarantined = counts.deliveries.in_state("quarantined");
+    let failed: i64 = counts
+        .outcomes
+        .iter()
+        .filter(|(_, state, _)| !["reported", "rejected_by_stripe"].contains(state))
+        .map(|(_, _, n)| n)
+        .sum();
+    let rejected = counts.outcomes.in_state("rejected_by_stripe");
+    let rejected_elsewhere: i64 = counts
+        .outcomes
+        .iter()
+        .filter(|(tenant, state, _)| {
+            (*state == "rejected_by_stripe") != (*tenant == REJECTED_TENANT)
+        })
+        .map(|(_, _, n)| n)
+        .sum();
     let wrong = wrong.lock().unwrap_or_else(|p| p.into_inner()).clone();
     eprintln!(
         "chaos: {tickets} tickets, {} events, {} requests ({} garbage), {} SIGKILLs; \
@@ -922,20 +895,11 @@ async fn lost_webhooks_verdict(v: &LostWebhooks<'_>) {
         .map(|e| e.ticket.as_str())
         .collect::<BTreeSet<_>>()
         .len();
-    let checks = |result: &'static str| {
-        let sql = format!("SELECT COUNT(*) FROM verifications WHERE result = '{result}'");
-        async move { count(v.store, &sql).await }
-    };
-    let (agreed, disagreed, unreachable) = (
-        checks("agreed").await,
-        checks("disagreed").await,
-        checks("unreachable").await,
-    );
-    let learned = count(
-        v.store,
-        "SELECT COUNT(*) FROM ticket_events WHERE learned_from IS NOT NULL",
-    )
-    .await;
+    let counts = census(v.store).await;
+    let checks = |result: &str| counts.verifications.in_state(result);
+    let (agreed, disagreed, unreachable) =
+        (checks("agreed"), checks("disagreed"), checks("unreachable"));
+    let learned = counts.events_learned;
     eprintln!(
         "chaos (lost webhooks): {} of {} events never sent ({} tickets touched); \
          verify_url: {} requests ({} answered 429); checks: {agreed} agreed, {disagreed} disagreed, \
