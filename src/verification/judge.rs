@@ -118,19 +118,33 @@ fn synthesized(
     }
 }
 
+/// What a check compares: a ticket's history as webhooks brought it (`known`)
+/// and with what the helpdesk's API adds (`learned`), replayed under the
+/// tenant's contract and the contracts pinned to its resolutions, at `horizon`.
+pub struct CheckedHistory<'a> {
+    pub contract: &'a ContractTerms,
+    pub pins: &'a BTreeMap<u32, ContractTerms>,
+    pub settled: Option<Settled>,
+    pub known: &'a [TicketEvent],
+    pub learned: &'a [TicketEvent],
+    pub horizon: DateTime<Utc>,
+}
+
 /// What a check found about resolution `seq` (resolved at `resolved_at`) once
 /// `learned` is added to `known`: the state machine decides.
-#[allow(clippy::too_many_arguments)]
 pub fn finding(
-    contract: &ContractTerms,
-    pins: &BTreeMap<u32, ContractTerms>,
-    settled: Option<Settled>,
-    known: &[TicketEvent],
-    learned: &[TicketEvent],
+    h: &CheckedHistory<'_>,
     seq: u32,
     resolved_at: DateTime<Utc>,
-    horizon: DateTime<Utc>,
 ) -> (CheckResult, String) {
+    let CheckedHistory {
+        contract,
+        pins,
+        settled,
+        known,
+        learned,
+        horizon,
+    } = *h;
     let mut events = known.to_vec();
     events.extend_from_slice(learned);
     let history = replay_pinned(contract, pins, settled, &events);
@@ -312,16 +326,17 @@ mod tests {
     /// What a check finds about resolution 1 (resolved at 1 h) at 100 h, under
     /// the default contract.
     fn find(known: &[TicketEvent], learned: &[TicketEvent]) -> (CheckResult, String) {
-        finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
+        let contract = ContractTerms::default();
+        let pins = BTreeMap::new();
+        let h = CheckedHistory {
+            contract: &contract,
+            pins: &pins,
+            settled: None,
             known,
             learned,
-            1,
-            t(1),
-            t(100),
-        )
+            horizon: t(100),
+        };
+        finding(&h, 1, t(1))
     }
 
     fn look(resolved: bool, events: Vec<TicketEvent>) -> TicketLook {
