@@ -14,7 +14,7 @@ use crate::helpdesk_api::{ApiError, HelpdeskApi, TicketLook};
 use crate::store::{Check, CheckResult, StoreError};
 use crate::tenants::Tenant;
 use crate::ticket::{replay_pinned, Standing};
-use crate::verification::judge::{finding, learned_events, CheckedHistory};
+use crate::verification::judge::{finding, learned_events, CheckedHistory, Question};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -188,15 +188,14 @@ impl Worker {
         let found = match look {
             Ok(look) => {
                 let known = tx.load_events(&c.tenant, &c.provider, &c.ticket_id).await?;
-                let learned = learned_events(
-                    &c.provider,
-                    &c.ticket_id,
-                    settled.map(|s| s.resolved_at),
-                    c.resolved_at,
-                    &known,
-                    &look,
-                    c.same_within,
-                );
+                let question = Question {
+                    provider: &c.provider,
+                    ticket_id: &c.ticket_id,
+                    after: settled.map(|s| s.resolved_at),
+                    resolved_at: c.resolved_at,
+                    within: c.same_within,
+                };
+                let learned = learned_events(&question, &known, &look);
                 let pins = self
                     .pins(&mut tx, tenant, &c.provider, &c.ticket_id)
                     .await?;
