@@ -73,8 +73,29 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
     .await?;
     let url = format!("http://{}/webhooks/generic/demo", running.addr);
     let t0 = clock.now();
+    let mut out = String::new();
+    send_script(&url, &clock, t0, &mut out).await;
+    running.stop().await?;
+    confirm_and_report(&services, &clock, &mut out).await?;
+    show_outcomes(&services, &mut out).await?;
+    // What finance would get: the statement page of the days the demo covered.
+    let page = write_statement(&services, db_path, t0, clock.now()).await?;
+    let shown = std::fs::canonicalize(&page).unwrap_or_else(|_| page.clone());
+    let _ = writeln!(
+        out,
+        "\nStatement page (what finance gets, open it in a browser): {}",
+        shown.display()
+    );
+    let _ = writeln!(out, "\nDatabase kept at {db_path}; try: outcome-meter explain demo D-103 (with database.url pointing there)");
+    services.store.close().await;
+    Ok(out)
+}
+
+/// The demo's webhooks, from `t0`: each with what it shows (empty: the same
+/// ticket as the one before).
+fn script(t0: chrono::DateTime<chrono::Utc>) -> [(&'static str, String); 10] {
     let h = chrono::Duration::hours;
-    let script = [
+    [
         (
             "Ticket D-100: AI resolves, nobody reopens",
             event("e1", "D-100", "resolved", t0, Some("ai")),
@@ -106,10 +127,19 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
             "Redelivery of D-100's event",
             event("e1", "D-100", "resolved", t0, Some("ai")),
         ),
-    ];
+    ]
+}
+
+/// Send the script, signed, to `url`, then a forged webhook; say each answer.
+async fn send_script(
+    url: &str,
+    clock: &ManualClock,
+    t0: chrono::DateTime<chrono::Utc>,
+    out: &mut String,
+) {
     let http = reqwest::Client::new();
-    let mut out = String::new();
     let _ = writeln!(out, "Sending signed webhooks to {url}");
+    let script = script(t0);
     for (label, body) in script.iter().chain(std::iter::once(&(
         "A forged webhook (wrong secret)",
         event("x1", "D-999", "resolved", t0, Some("ai")),
@@ -121,7 +151,7 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         };
         let sig = generic::sign(secret, clock.now().timestamp(), body.as_bytes());
         let status = match http
-            .post(&url)
+            .post(url)
             .header("Outcome-Signature", sig)
             .header("Content-Type", "application/json")
             .body(body.clone())
@@ -136,7 +166,15 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         }
         let _ = writeln!(out, "      -> HTTP {status}");
     }
-    running.stop().await?;
+}
+
+/// Process the deliveries, move the clock past the reopen window, confirm and
+/// report (a dry-run).
+async fn confirm_and_report(
+    services: &Services,
+    clock: &ManualClock,
+    out: &mut String,
+) -> Result<(), AppError> {
     let worker = services.worker();
     let reporter = services.reporter()?;
     worker.drain().await?;
@@ -144,13 +182,19 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         out,
         "\nMoving the clock 80 hours ahead (the default reopen window is 72h)..."
     );
-    clock.advance(h(80));
+    clock.advance(chrono::Duration::hours(80));
     let (_, confirmed) = worker.drain().await?;
     reporter.drain().await?;
     let _ = writeln!(
         out,
         "Confirmation pass looked at {confirmed} due ticket(s).\n"
     );
+    Ok(())
+}
+
+/// The outcomes, what a dry-run would have sent for each, and the trails of two
+/// tickets.
+async fn show_outcomes(services: &Services, out: &mut String) -> Result<(), AppError> {
     let listing = outcomes::page(&services.store, &OutcomeFilter::default()).await?;
     out.push_str(&outcomes::render(&listing));
     for o in &listing.outcomes {
@@ -170,7 +214,17 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
                 .render(),
         );
     }
-    // What finance would get: the statement page of the days the demo covered.
+    Ok(())
+}
+
+/// Write the statement page of the whole UTC days from `t0` to `now` beside
+/// the database; returns where.
+async fn write_statement(
+    services: &Services,
+    db_path: &str,
+    t0: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PathBuf, AppError> {
     let day = |t: chrono::DateTime<chrono::Utc>| {
         t.date_naive()
             .and_time(chrono::NaiveTime::MIN)
@@ -179,7 +233,7 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
     };
     let period = Period {
         from: day(t0),
-        to: day(clock.now()) + 86_400_000,
+        to: day(now) + 86_400_000,
     };
     let st = statement::build(
         &services.store,
@@ -194,13 +248,5 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
         path: page.display().to_string(),
         source,
     })?;
-    let shown = std::fs::canonicalize(&page).unwrap_or_else(|_| page.clone());
-    let _ = writeln!(
-        out,
-        "\nStatement page (what finance gets, open it in a browser): {}",
-        shown.display()
-    );
-    let _ = writeln!(out, "\nDatabase kept at {db_path}; try: outcome-meter explain demo D-103 (with database.url pointing there)");
-    services.store.close().await;
-    Ok(out)
+    Ok(page)
 }

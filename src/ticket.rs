@@ -129,95 +129,141 @@ pub fn replay_pinned(
     settled: Option<Settled>,
     events: &[TicketEvent],
 ) -> TicketHistory {
+    let mut replay = Replay {
+        contract,
+        pinned,
+        out: TicketHistory::default(),
+        seq: settled.map_or(0, |s| s.seq),
+        state: if settled.is_some() {
+            State::Resolved(None)
+        } else {
+            State::Open
+        },
+        facts: Facts::default(),
+        cycle: Vec::new(),
+    };
+    for e in in_time_order(events) {
+        // Facts accumulate over the whole history, frozen part included: a tag or
+        // a customer message before the settled resolution still counts later.
+        replay.facts.learn(e);
+        if let Some(s) = settled {
+            if e.occurred_at <= s.resolved_at {
+                // Its state changes are frozen: the settled resolution stands.
+                replay.out.late.push(e.event_key.clone());
+                continue;
+            }
+        }
+        replay.cycle.push(e.event_key.clone());
+        match (e.kind, &replay.state) {
+            (EventKind::Resolved, State::Resolved(_)) => {
+                // Already resolved (e.g. "solved" then "closed"): the first one counts.
+            }
+            (EventKind::Resolved, State::Open) => replay.resolve(e),
+            // A reopen signal: status back to open, a customer reply, or a hand-off.
+            (kind, _) => replay.reopen(e, kind),
+        }
+    }
+    replay.out
+}
+
+/// `events` once each (by key), in the vendor's time order.
+fn in_time_order(events: &[TicketEvent]) -> Vec<&TicketEvent> {
     let mut seen = HashSet::new();
     let mut ordered: Vec<&TicketEvent> = events
         .iter()
         .filter(|e| seen.insert(e.event_key.as_str()))
         .collect();
     ordered.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    ordered
+}
 
-    let mut out = TicketHistory::default();
-    let mut seq = settled.map_or(0, |s| s.seq);
-    let mut state = if settled.is_some() {
-        State::Resolved(None)
-    } else {
-        State::Open
-    };
-    let mut tags = BTreeSet::new();
-    let mut channel: Option<String> = None;
-    let mut customer_messaged = false;
-    let mut handed_off = false;
-    let mut cycle: Vec<String> = Vec::new();
+/// What the contract judges a resolution by, as it accumulates over the history.
+#[derive(Default)]
+struct Facts {
+    tags: BTreeSet<String>,
+    channel: Option<String>,
+    customer_messaged: bool,
+    /// Handed off to a human since the last resolution was reopened.
+    handed_off: bool,
+}
 
-    for e in ordered {
-        // Facts accumulate over the whole history, frozen part included: a tag or
-        // a customer message before the settled resolution still counts later.
-        tags.extend(e.tags.iter().cloned());
+impl Facts {
+    /// What any event tells: its tags, its channel, a customer's message.
+    fn learn(&mut self, e: &TicketEvent) {
+        self.tags.extend(e.tags.iter().cloned());
         if e.channel.is_some() {
-            channel.clone_from(&e.channel);
+            self.channel.clone_from(&e.channel);
         }
-        customer_messaged |= e.kind == EventKind::CustomerReplied;
-        if let Some(s) = settled {
-            if e.occurred_at <= s.resolved_at {
-                // Its state changes are frozen: the settled resolution stands.
-                out.late.push(e.event_key.clone());
-                continue;
-            }
-        }
-        cycle.push(e.event_key.clone());
-        match (e.kind, &state) {
-            (EventKind::Resolved, State::Resolved(_)) => {
-                // Already resolved (e.g. "solved" then "closed"): the first one counts.
-            }
-            (EventKind::Resolved, State::Open) => {
-                seq += 1;
-                let terms = pinned.get(&seq).unwrap_or(contract);
-                let facts = ResolutionFacts {
-                    resolver: e.resolver,
-                    handed_off,
-                    tags: tags.clone(),
-                    channel: channel.clone(),
-                    customer_messaged,
-                };
-                out.resolutions.push(Resolution {
-                    seq,
-                    resolved_at: e.occurred_at,
-                    resolver: e.resolver,
-                    settle_at: e.occurred_at + terms.reopen_window_chrono(),
-                    verdict: terms.evaluate(&facts),
-                    reopened: None,
-                    next_reopen: None,
-                    evidence: std::mem::take(&mut cycle),
-                });
-                state = State::Resolved(Some(out.resolutions.len() - 1));
-            }
-            (kind, current) => {
-                // A reopen signal: status back to open, a customer reply, or a hand-off.
-                let reopen = Reopen {
-                    event_key: e.event_key.clone(),
-                    kind,
-                    at: e.occurred_at,
-                };
-                match current {
-                    State::Resolved(Some(i)) => {
-                        let r = &mut out.resolutions[*i];
-                        if e.occurred_at < r.settle_at {
-                            r.reopened = Some(reopen.clone());
-                        }
-                        r.next_reopen = Some(reopen);
-                    }
-                    State::Resolved(None) => out.reopen_after_settled = Some(reopen),
-                    State::Open => {}
-                }
-                if matches!(current, State::Resolved(_)) {
-                    handed_off = false;
-                }
-                state = State::Open;
-                handed_off |= kind == EventKind::HandedOffToHuman;
-            }
+        self.customer_messaged |= e.kind == EventKind::CustomerReplied;
+    }
+
+    fn of(&self, resolver: Option<Resolver>) -> ResolutionFacts {
+        ResolutionFacts {
+            resolver,
+            handed_off: self.handed_off,
+            tags: self.tags.clone(),
+            channel: self.channel.clone(),
+            customer_messaged: self.customer_messaged,
         }
     }
-    out
+}
+
+/// A replay under way.
+struct Replay<'a> {
+    contract: &'a ContractTerms,
+    pinned: &'a BTreeMap<u32, ContractTerms>,
+    out: TicketHistory,
+    /// The number of the last resolution.
+    seq: u32,
+    state: State,
+    facts: Facts,
+    /// The events since the last resolution: the next one's evidence.
+    cycle: Vec<String>,
+}
+
+impl Replay<'_> {
+    /// An open ticket is resolved: a new resolution, judged by its contract.
+    fn resolve(&mut self, e: &TicketEvent) {
+        self.seq += 1;
+        let terms = self.pinned.get(&self.seq).unwrap_or(self.contract);
+        self.out.resolutions.push(Resolution {
+            seq: self.seq,
+            resolved_at: e.occurred_at,
+            resolver: e.resolver,
+            settle_at: e.occurred_at + terms.reopen_window_chrono(),
+            verdict: terms.evaluate(&self.facts.of(e.resolver)),
+            reopened: None,
+            next_reopen: None,
+            evidence: std::mem::take(&mut self.cycle),
+        });
+        self.state = State::Resolved(Some(self.out.resolutions.len() - 1));
+    }
+
+    /// A reopen signal (`kind`): it ends the resolution before it, inside its
+    /// window (never an outcome) or after it (what clawback looks at).
+    fn reopen(&mut self, e: &TicketEvent, kind: EventKind) {
+        let reopen = Reopen {
+            event_key: e.event_key.clone(),
+            kind,
+            at: e.occurred_at,
+        };
+        match self.state {
+            State::Resolved(Some(i)) => {
+                let r = &mut self.out.resolutions[i];
+                if e.occurred_at < r.settle_at {
+                    r.reopened = Some(reopen.clone());
+                }
+                r.next_reopen = Some(reopen);
+            }
+            State::Resolved(None) => self.out.reopen_after_settled = Some(reopen),
+            State::Open => {}
+        }
+        if matches!(self.state, State::Resolved(_)) {
+            self.facts.handed_off = false;
+        }
+        self.state = State::Open;
+        self.facts.handed_off |= kind == EventKind::HandedOffToHuman;
+    }
 }
 
 #[cfg(test)]

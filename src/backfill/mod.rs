@@ -20,8 +20,11 @@ pub use progress::{LogLines, Progress, Silent, TerminalBar};
 
 use crate::app::Services;
 use crate::clock::to_millis;
+use crate::event::TicketEvent;
 use crate::helpdesk_api::{self, ApiError, HelpdeskApi, TicketLook, TicketPage};
 use crate::store::{BackfillRow, StoreError};
+use crate::worker::Worker;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -128,6 +131,52 @@ pub async fn run(
     progress: &mut dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Summary, BackfillError> {
+    let api = api_of(services, plan)?;
+    let now = to_millis(services.clock.now());
+    let store = &services.store;
+    let Opened {
+        mut row,
+        resumed,
+        already_done,
+    } = open(store, plan, now).await?;
+    if row.since >= row.until {
+        return Err(BackfillError::Setup(
+            "the range is empty: --since must be before --until (and before now)".into(),
+        ));
+    }
+    let mut skipped = Skipped::default();
+    if !already_done {
+        progress.start(&row);
+        let worker = services.worker();
+        let import = Import {
+            services,
+            plan,
+            api: api.as_ref(),
+            worker: &worker,
+            cancel,
+        };
+        skipped = import.pages(&mut row, progress).await?;
+        // Decide what became due (and check it with the helpdesk, if verified).
+        worker.drain().await?;
+        progress.finish(&row);
+    }
+    let oldest = 1000 * crate::stripe::limits::oldest_acceptable(services.clock.world_now());
+    let (outcomes, too_old) = store
+        .outcomes_resolved_in(&row.tenant, &row.provider, row.since, row.until, oldest)
+        .await?;
+    Ok(Summary {
+        row,
+        resumed,
+        already_done,
+        missing: skipped.missing,
+        unreadable: skipped.unreadable,
+        outcomes,
+        too_old,
+    })
+}
+
+/// The API client of the plan's tenant and provider.
+fn api_of(services: &Services, plan: &Plan) -> Result<Arc<dyn HelpdeskApi>, BackfillError> {
     let tenant = services.tenants.get(&plan.tenant).ok_or_else(|| {
         BackfillError::Setup(format!("no tenant `{}` in the configuration", plan.tenant))
     })?;
@@ -142,94 +191,109 @@ pub async fn run(
                 plan.tenant, plan.provider
             ))
         })?;
-    let api = helpdesk_api::api_client(&plan.provider, &provider_settings)
+    helpdesk_api::api_client(&plan.provider, &provider_settings)
         .map_err(BackfillError::Setup)?
         .ok_or_else(|| {
             BackfillError::Setup(format!(
                 "tenant `{}`: provider `{}` has no [tenants.providers.{}.api] credentials (docs/helpdesks.md)",
                 plan.tenant, plan.provider, plan.provider
             ))
-        })?;
-    let now = to_millis(services.clock.now());
-    let store = &services.store;
-    let (mut row, resumed, already_done) = match plan.until {
-        Some(until) => match store
+        })
+}
+
+/// The backfill's row, continued or started.
+struct Opened {
+    row: BackfillRow,
+    /// An interrupted run is continued.
+    resumed: bool,
+    /// The range was backfilled to its end already.
+    already_done: bool,
+}
+
+/// The row of the plan's range: with `until`, that range's (finished or not);
+/// without, the unfinished one from `since`, up to `now`. A new row with
+/// `restart`, or when there is none.
+async fn open(store: &crate::store::Store, plan: &Plan, now: i64) -> Result<Opened, StoreError> {
+    let found = match plan.until {
+        Some(until) => store
             .backfill(&plan.tenant, &plan.provider, plan.since, until)
             .await?
-        {
-            Some(r) if !plan.restart => {
+            .map(|r| {
                 let done = r.finished_at.is_some();
-                (r, !done, done)
-            }
-            _ => (
-                store
-                    .start_backfill(&plan.tenant, &plan.provider, plan.since, until, now)
-                    .await?,
-                false,
-                false,
-            ),
-        },
-        None => match store
+                Opened {
+                    row: r,
+                    resumed: !done,
+                    already_done: done,
+                }
+            }),
+        None => store
             .unfinished_backfill(&plan.tenant, &plan.provider, plan.since)
             .await?
-        {
-            Some(r) if !plan.restart => (r, true, false),
-            _ => (
-                store
-                    .start_backfill(&plan.tenant, &plan.provider, plan.since, now, now)
-                    .await?,
-                false,
-                false,
-            ),
-        },
+            .map(|r| Opened {
+                row: r,
+                resumed: true,
+                already_done: false,
+            }),
     };
-    if row.since >= row.until {
-        return Err(BackfillError::Setup(
-            "the range is empty: --since must be before --until (and before now)".into(),
-        ));
+    match found {
+        Some(opened) if !plan.restart => Ok(opened),
+        _ => Ok(Opened {
+            row: store
+                .start_backfill(
+                    &plan.tenant,
+                    &plan.provider,
+                    plan.since,
+                    plan.until.unwrap_or(now),
+                    now,
+                )
+                .await?,
+            resumed: false,
+            already_done: false,
+        }),
     }
-    let mut missing = 0u64;
-    let mut unreadable = 0u64;
-    if !already_done {
-        progress.start(&row);
-        let worker = services.worker();
+}
+
+/// Tickets the listing named that were not imported.
+#[derive(Default)]
+struct Skipped {
+    /// Gone (404).
+    missing: u64,
+    /// Their history could not be read.
+    unreadable: u64,
+}
+
+/// One backfill reading the helpdesk, page after page.
+struct Import<'a> {
+    services: &'a Services,
+    plan: &'a Plan,
+    api: &'a dyn HelpdeskApi,
+    worker: &'a Worker,
+    cancel: &'a CancellationToken,
+}
+
+impl Import<'_> {
+    /// Read the listing from the row's cursor to its end: each page's histories
+    /// imported in one transaction, then the cursor moved past it.
+    async fn pages(
+        &self,
+        row: &mut BackfillRow,
+        progress: &mut dyn Progress,
+    ) -> Result<Skipped, BackfillError> {
+        let (api, plan) = (self.api, self.plan);
         let since = crate::clock::from_millis(row.since);
         let until = crate::clock::from_millis(row.until);
+        let mut skipped = Skipped::default();
         loop {
-            if cancel.is_cancelled() {
+            if self.cancel.is_cancelled() {
                 return Err(BackfillError::Interrupted { pages: row.pages });
             }
-            let page: TicketPage = patiently(api.as_ref(), &row, cancel, || {
+            let page: TicketPage = patiently(api, row, self.cancel, || {
                 api.changed_tickets(since, until, row.cursor.as_deref())
             })
             .await?;
-            let mut events = Vec::new();
-            for id in &page.ticket_ids {
-                if cancel.is_cancelled() {
-                    return Err(BackfillError::Interrupted { pages: row.pages });
-                }
-                match patiently(api.as_ref(), &row, cancel, || api.look(id, None)).await {
-                    Ok(TicketLook { events: evs, .. }) => {
-                        events.extend(evs.into_iter().filter(|e| &e.ticket_id == id))
-                    }
-                    Err(BackfillError::Api {
-                        error: ApiError::NotFound(_),
-                        ..
-                    }) => missing += 1,
-                    // One ticket the client cannot read (an answer of an unexpected
-                    // shape, a history past the page bound) must not stop the rest:
-                    // skipped, named in the log, counted in the summary.
-                    Err(BackfillError::Api {
-                        error: error @ ApiError::Malformed { .. },
-                        ..
-                    }) => {
-                        tracing::warn!(tenant = %plan.tenant, provider = %plan.provider, ticket = %id, %error, "backfill: ticket skipped, its history could not be read");
-                        unreadable += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let new = worker
+            let events = self.histories(row, &page, &mut skipped).await?;
+            let new = self
+                .worker
                 .import_history(
                     &plan.tenant,
                     &plan.provider,
@@ -241,7 +305,7 @@ pub async fn run(
             row.tickets += u64::try_from(page.ticket_ids.len()).unwrap_or(u64::MAX);
             row.events_new += u64::try_from(new).unwrap_or(u64::MAX);
             row.total = page.total.or(row.total);
-            let at = to_millis(services.clock.now());
+            let at = to_millis(self.services.clock.now());
             if page.next.is_some() && page.next == row.cursor {
                 return Err(BackfillError::Api {
                     provider: plan.provider.clone(),
@@ -253,29 +317,51 @@ pub async fn run(
             if row.cursor.is_none() {
                 row.finished_at = Some(at);
             }
-            store.advance_backfill(&row, at).await?;
-            progress.page(&row);
+            self.services.store.advance_backfill(row, at).await?;
+            progress.page(row);
             if row.cursor.is_none() {
-                break;
+                return Ok(skipped);
             }
         }
-        // Decide what became due (and check it with the helpdesk, if verified).
-        worker.drain().await?;
-        progress.finish(&row);
     }
-    let oldest = 1000 * crate::stripe::limits::oldest_acceptable(services.clock.world_now());
-    let (outcomes, too_old) = store
-        .outcomes_resolved_in(&row.tenant, &row.provider, row.since, row.until, oldest)
-        .await?;
-    Ok(Summary {
-        row,
-        resumed,
-        already_done,
-        missing,
-        unreadable,
-        outcomes,
-        too_old,
-    })
+
+    /// The histories of the tickets on `page` (each its own events only). A
+    /// ticket gone (404) or whose history cannot be read is skipped and counted.
+    async fn histories(
+        &self,
+        row: &BackfillRow,
+        page: &TicketPage,
+        skipped: &mut Skipped,
+    ) -> Result<Vec<TicketEvent>, BackfillError> {
+        let (api, plan) = (self.api, self.plan);
+        let mut events = Vec::new();
+        for id in &page.ticket_ids {
+            if self.cancel.is_cancelled() {
+                return Err(BackfillError::Interrupted { pages: row.pages });
+            }
+            match patiently(api, row, self.cancel, || api.look(id, None)).await {
+                Ok(TicketLook { events: evs, .. }) => {
+                    events.extend(evs.into_iter().filter(|e| &e.ticket_id == id))
+                }
+                Err(BackfillError::Api {
+                    error: ApiError::NotFound(_),
+                    ..
+                }) => skipped.missing += 1,
+                // One ticket the client cannot read (an answer of an unexpected
+                // shape, a history past the page bound) must not stop the rest:
+                // skipped, named in the log, counted in the summary.
+                Err(BackfillError::Api {
+                    error: error @ ApiError::Malformed { .. },
+                    ..
+                }) => {
+                    tracing::warn!(tenant = %plan.tenant, provider = %plan.provider, ticket = %id, %error, "backfill: ticket skipped, its history could not be read");
+                    skipped.unreadable += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(events)
+    }
 }
 
 /// Call `f` until it answers: a 429 waits for its `Retry-After`; an unreachable

@@ -235,6 +235,19 @@ impl ProviderTrail {
     }
 
     fn render(&self, s: &mut String) {
+        self.render_events(s);
+        self.render_checks(s);
+        self.render_decisions(s);
+        if !self.outcomes.is_empty() {
+            let _ = writeln!(s, "\nBilled outcomes:");
+        }
+        for o in &self.outcomes {
+            o.render(s);
+        }
+        self.render_reversals(s);
+    }
+
+    fn render_events(&self, s: &mut String) {
         let _ = writeln!(s, "\nEvents (in the helpdesk's time order):");
         for e in &self.events {
             let ev = &e.event;
@@ -261,6 +274,9 @@ impl ProviderTrail {
                 ev.event_key
             );
         }
+    }
+
+    fn render_checks(&self, s: &mut String) {
         if !self.checks.is_empty() {
             let _ = writeln!(s, "\nChecks with the helpdesk's API before billing:");
         }
@@ -280,6 +296,9 @@ impl ProviderTrail {
                 }
             );
         }
+    }
+
+    fn render_decisions(&self, s: &mut String) {
         let _ = writeln!(s, "\nDecisions (one per resolution):");
         for d in &self.decisions {
             let _ = writeln!(
@@ -296,80 +315,9 @@ impl ProviderTrail {
                 fmt_ms(d.settle_at)
             );
         }
-        if !self.outcomes.is_empty() {
-            let _ = writeln!(s, "\nBilled outcomes:");
-        }
-        for OutcomeTrail {
-            outcome: o,
-            stripe_identifier,
-            attempts,
-            rejections,
-        } in &self.outcomes
-        {
-            let _ = writeln!(
-                s,
-                "  {} ({} #{}): {} x{} {} -> {}{}",
-                o.id,
-                o.provider,
-                o.seq,
-                fmt_ms(o.confirmed_at),
-                o.value,
-                super::sink_words::billed_on(
-                    o.sink,
-                    &o.event_name,
-                    &o.stripe_customer_id,
-                    o.sink_target.as_deref()
-                ),
-                o.state,
-                o.last_error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            );
-            if let Some(note) = super::sink_words::sent_note(o.sink, o.state, stripe_identifier) {
-                let _ = writeln!(s, "      {note}");
-            }
-            for a in attempts {
-                let _ = writeln!(
-                    s,
-                    "      {} {}{}{}",
-                    fmt_ms(a.attempted_at),
-                    a.result,
-                    a.status_code
-                        .map(|c| format!(" HTTP {c}"))
-                        .unwrap_or_default(),
-                    a.request_id
-                        .as_deref()
-                        .map(|r| format!(" request {r}"))
-                        .unwrap_or_default()
-                );
-            }
-            for r in rejections {
-                let _ = writeln!(
-                    s,
-                    "      {} Stripe rejected {} after accepting it: {}: {} (Stripe event {})",
-                    fmt_ms(r.rejected_at),
-                    r.identifier,
-                    r.code,
-                    r.message,
-                    r.stripe_event_id
-                );
-            }
-            if o.state == OutcomeState::RejectedByStripe {
-                let _ = writeln!(
-                    s,
-                    "      not billed: Stripe accepted the meter event ({stripe_identifier}) and rejected it in its \
-                     asynchronous validation, so it counts nothing. Fix the cause, then resend it (under a new \
-                     identifier): outcome-meter replay --rejected --id {} --yes",
-                    o.id
-                );
-            } else if !rejections.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "      resent after Stripe's rejection as {stripe_identifier}"
-                );
-            }
-        }
+    }
+
+    fn render_reversals(&self, s: &mut String) {
         for r in &self.reversals {
             let why = serde_json::from_str::<serde_json::Value>(&r.evidence)
                 .ok()
@@ -386,6 +334,81 @@ impl ProviderTrail {
                     .as_deref()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl OutcomeTrail {
+    /// The outcome, where it is billed, every attempt and every rejection by Stripe.
+    fn render(&self, s: &mut String) {
+        let OutcomeTrail {
+            outcome: o,
+            stripe_identifier,
+            attempts,
+            rejections,
+        } = self;
+        let _ = writeln!(
+            s,
+            "  {} ({} #{}): {} x{} {} -> {}{}",
+            o.id,
+            o.provider,
+            o.seq,
+            fmt_ms(o.confirmed_at),
+            o.value,
+            super::sink_words::billed_on(
+                o.sink,
+                &o.event_name,
+                &o.stripe_customer_id,
+                o.sink_target.as_deref()
+            ),
+            o.state,
+            o.last_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+        if let Some(note) = super::sink_words::sent_note(o.sink, o.state, stripe_identifier) {
+            let _ = writeln!(s, "      {note}");
+        }
+        for a in attempts {
+            let _ = writeln!(
+                s,
+                "      {} {}{}{}",
+                fmt_ms(a.attempted_at),
+                a.result,
+                a.status_code
+                    .map(|c| format!(" HTTP {c}"))
+                    .unwrap_or_default(),
+                a.request_id
+                    .as_deref()
+                    .map(|r| format!(" request {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        for r in rejections {
+            let _ = writeln!(
+                s,
+                "      {} Stripe rejected {} after accepting it: {}: {} (Stripe event {})",
+                fmt_ms(r.rejected_at),
+                r.identifier,
+                r.code,
+                r.message,
+                r.stripe_event_id
+            );
+        }
+        if o.state == OutcomeState::RejectedByStripe {
+            let _ = writeln!(
+                s,
+                "      not billed: Stripe accepted the meter event ({stripe_identifier}) and rejected it in its \
+                 asynchronous validation, so it counts nothing. Fix the cause, then resend it (under a new \
+                 identifier): outcome-meter replay --rejected --id {} --yes",
+                o.id
+            );
+        } else if !rejections.is_empty() {
+            let _ = writeln!(
+                s,
+                "      resent after Stripe's rejection as {stripe_identifier}"
             );
         }
     }

@@ -2,10 +2,10 @@
 //! outcome was billed on; on `stripe_meters`, a void, a cancel within 24 hours
 //! or a correcting event (see [`super::reversal_method`]).
 
+use super::attempt::{CallResult, ReversalCall};
 use super::reversal_method::{
     after_cancel_too_old, choose_method, manual_reason, Method, MethodInput,
 };
-use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
 use crate::lifecycle::{OutcomeState, ReversalState};
@@ -13,10 +13,10 @@ use crate::outcome::idempotency_key;
 use crate::settings::MeterAggregation;
 use crate::sink::Sink;
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
-use crate::stripe::client::{cancel_form, Ack, MeterEvent, StripeError};
+use crate::stripe::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
 use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
-use crate::stripe::retry::{classify, is_cancel_too_old, maybe_applied};
+use crate::stripe::retry::is_cancel_too_old;
 
 /// A stored reversal method this build does not know: never taken as done (the
 /// customer could stay billed), parked for an operator.
@@ -169,6 +169,7 @@ impl Reporter {
         }
     }
 
+    /// Cancel the meter event, or send a correcting event, and record the attempt.
     async fn reverse_at_stripe(
         &self,
         r: &ClaimedReversal,
@@ -206,48 +207,11 @@ impl Reporter {
             },
             r.attempts,
         );
-        let (request, result): (String, Result<Ack, StripeError>) = match method {
-            Method::Cancel => {
-                self.limiter.acquire().await;
-                // A fresh key per call (see `idempotency_key`). A cancel has no
-                // identifier of its own for Stripe to dedupe, but it names the one
-                // event it cancels: a second cancel of the same event cannot take
-                // away anything more. What could subtract twice is a correction
-                // after a cancel that may have been applied: `cancel_in_doubt`
-                // keeps that from happening (see `after_cancel_too_old`).
-                let res = self
-                    .timed(
-                        "cancel",
-                        client.cancel_meter_event(
-                            &r.event_name,
-                            &r.outcome_identifier,
-                            &key,
-                            r.stripe_account.as_deref(),
-                        ),
-                    )
-                    .await;
-                (cancel_form(&r.event_name, &r.outcome_identifier), res)
-            }
+        let (request, result) = match method {
+            Method::Cancel => self.cancel_at_stripe(client, r, &key).await,
             Method::Correction => {
-                // After Stripe's cancellation window: a correcting event with the negative value.
-                let ev = MeterEvent {
-                    event_name: r.event_name.clone(),
-                    stripe_customer_id: r.stripe_customer_id.clone(),
-                    value: -r.value,
-                    identifier: format!("{}_reversal", r.outcome_id),
-                    timestamp: stripe_timestamp,
-                    customer_key: meter.customer_key.clone(),
-                    value_key: meter.value_key.clone(),
-                };
-                self.limiter.acquire().await;
-                // Stripe dedupes the correction on its identifier across keys.
-                let res = self
-                    .timed(
-                        "correction",
-                        client.create_meter_event(&ev, &key, r.stripe_account.as_deref()),
-                    )
-                    .await;
-                (ev.encoded(), res)
+                self.correct_at_stripe(client, r, &key, stripe_timestamp, meter)
+                    .await
             }
             other => {
                 // Stored by another path meanwhile: plan again on the next pass.
@@ -255,61 +219,111 @@ impl Reporter {
                 return self.store.postpone_reversal(&r.outcome_id, now).await;
             }
         };
-        let (status_code, request_id) = match &result {
-            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
-            Err(e) => (e.status(), e.request_id().map(str::to_string)),
-        };
-        let error = result.as_ref().err().map(|e| e.to_string());
-        let mut attempt = ReversalAttempt {
+        let call = ReversalCall {
             outcome_id: &r.outcome_id,
             now,
             method: method.as_str(),
-            dry_run: false,
-            mode: self.mode,
-            livemode: result.as_ref().ok().and_then(|ack| ack.livemode),
             idempotency_key: Some(&key),
             request: &request,
-            status_code,
-            request_id: request_id.as_deref(),
-            result: "accepted",
-            error: error.as_deref(),
-            state: ReversalState::Done,
-            next_attempt_at: now,
             stripe_timestamp: (method == Method::Correction).then_some(stripe_timestamp),
-            in_doubt: maybe_applied(&result),
         };
+        self.record_stripe_reversal(r, method, &call, &result, meter.aggregation)
+            .await
+    }
+
+    /// Cancel the outcome's meter event. Returns the request and Stripe's answer.
+    async fn cancel_at_stripe(
+        &self,
+        client: &StripeClient,
+        r: &ClaimedReversal,
+        key: &str,
+    ) -> (String, Result<Ack, StripeError>) {
+        self.limiter.acquire().await;
+        // A fresh key per call (see `idempotency_key`). A cancel has no
+        // identifier of its own for Stripe to dedupe, but it names the one
+        // event it cancels: a second cancel of the same event cannot take
+        // away anything more. What could subtract twice is a correction
+        // after a cancel that may have been applied: `cancel_in_doubt`
+        // keeps that from happening (see `after_cancel_too_old`).
+        let res = self
+            .timed(
+                "cancel",
+                client.cancel_meter_event(
+                    &r.event_name,
+                    &r.outcome_identifier,
+                    key,
+                    r.stripe_account.as_deref(),
+                ),
+            )
+            .await;
+        (cancel_form(&r.event_name, &r.outcome_identifier), res)
+    }
+
+    /// After Stripe's cancellation window: a correcting event with the negative
+    /// value, dated `stripe_timestamp`. Returns the request and Stripe's answer.
+    async fn correct_at_stripe(
+        &self,
+        client: &StripeClient,
+        r: &ClaimedReversal,
+        key: &str,
+        stripe_timestamp: i64,
+        meter: &MeterInfo,
+    ) -> (String, Result<Ack, StripeError>) {
+        let ev = MeterEvent {
+            event_name: r.event_name.clone(),
+            stripe_customer_id: r.stripe_customer_id.clone(),
+            value: -r.value,
+            identifier: format!("{}_reversal", r.outcome_id),
+            timestamp: stripe_timestamp,
+            customer_key: meter.customer_key.clone(),
+            value_key: meter.value_key.clone(),
+        };
+        self.limiter.acquire().await;
+        // Stripe dedupes the correction on its identifier across keys.
+        let res = self
+            .timed(
+                "correction",
+                client.create_meter_event(&ev, key, r.stripe_account.as_deref()),
+            )
+            .await;
+        (ev.encoded(), res)
+    }
+
+    /// Record Stripe's answer to a cancel or a correction: done, retried later,
+    /// failed; a cancel refused as too old switches to a correcting event on a
+    /// meter that can take one (`aggregation`), else it is failed.
+    async fn record_stripe_reversal(
+        &self,
+        r: &ClaimedReversal,
+        method: Method,
+        call: &ReversalCall<'_>,
+        result: &Result<Ack, StripeError>,
+        aggregation: MeterAggregation,
+    ) -> Result<(), StoreError> {
+        let answer = result.answer();
+        let mut attempt = answer.reversal_attempt(call, self.mode);
         let too_old =
             method == Method::Cancel && result.as_ref().err().is_some_and(is_cancel_too_old);
         let parked;
         if too_old {
             attempt.result = "too_old";
-            match after_cancel_too_old(r.cancel_in_doubt, &r.event_name, meter.aggregation) {
+            match after_cancel_too_old(r.cancel_in_doubt, &r.event_name, aggregation) {
                 Ok(_) => {
                     tracing::warn!(outcome = %r.outcome_id, "Stripe refused the cancel as too old: switching to a correcting event");
                     self.store
-                        .switch_reversal_to_correction(&attempt, self.stripe_seconds(now))
+                        .switch_reversal_to_correction(&attempt, self.stripe_seconds(call.now))
                         .await?;
                     return Ok(());
                 }
                 Err(why) => {
-                    parked = format!("{why} (Stripe: {})", error.as_deref().unwrap_or(""));
+                    parked = format!("{why} (Stripe: {})", answer.error.as_deref().unwrap_or(""));
                     attempt.state = ReversalState::Failed;
                     attempt.error = Some(&parked);
                 }
             }
         } else {
-            match self.next_step(classify(&result), r.attempts, now) {
-                NextStep::Delivered => {}
-                NextStep::RetryAt { at, .. } => {
-                    attempt.state = ReversalState::Pending;
-                    attempt.result = "retry";
-                    attempt.next_attempt_at = at;
-                }
-                NextStep::Park { .. } => {
-                    attempt.state = ReversalState::Failed;
-                    attempt.result = "failed";
-                }
-            }
+            self.next_step(answer.disposition, r.attempts, call.now)
+                .end_reversal(&mut attempt);
         }
         tracing::info!(outcome = %r.outcome_id, method = method.as_str(), state = attempt.state.as_str(), "clawback reversal attempt");
         self.store.record_reversal_attempt(&attempt).await

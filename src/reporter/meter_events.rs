@@ -3,22 +3,19 @@
 //! (the outcome id) for at least 24 hours, sent one at a time per (account,
 //! customer, meter) and only as the Stripe preflight admits.
 
-use super::NextStep;
+use super::attempt::{CallResult, NextStep, OutcomeCall};
 use super::{Reporter, Tasks};
 use crate::clock::to_millis;
-use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::outcome::idempotency_key;
-use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
-use crate::stripe::client::{MeterEvent, StripeError};
+use crate::store::{ClaimedOutcome, SetAside, StoreError};
+use crate::stripe::client::{Ack, MeterEvent, StripeError};
 use crate::stripe::gate::{Hold, PreflightGates};
 use crate::stripe::limits::{
     ahead_reason, check_timestamp, in_doubt_reason, resend_is_deduplicated, too_old_reason,
     TimestampCheck,
 };
-use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
-use crate::stripe::retry::{classify, maybe_applied};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -75,18 +72,9 @@ impl Reporter {
         }
     }
 
+    /// Send one outcome's meter event, or set it aside with the reason.
     async fn report_one(&self, o: &ClaimedOutcome, meter: &MeterInfo) -> Result<(), StoreError> {
-        let ev = MeterEvent {
-            event_name: o.event_name.clone(),
-            stripe_customer_id: o.stripe_customer_id.clone(),
-            value: o.value,
-            // The outcome id; after a rejection and a resend, `<id>_resend<N>` (see
-            // `super::rejections`: a rejected identifier is never reused).
-            identifier: o.stripe_identifier(),
-            timestamp: o.confirmed_at.div_euclid(1000),
-            customer_key: meter.customer_key.clone(),
-            value_key: meter.value_key.clone(),
-        };
+        let ev = meter_event(o, meter);
         let request = ev.encoded();
         let Some(client) = &self.client else {
             if !self.dry_run() {
@@ -94,57 +82,11 @@ impl Reporter {
             }
             return self.record_dry_run(o, &request).await;
         };
-        let world_now = self.clock.world_now();
-        match check_timestamp(ev.timestamp, world_now) {
-            TimestampCheck::Acceptable => {}
-            TimestampCheck::Ahead { ready_at } => {
-                // Stripe would refuse it with a 400: hold it, unspent, until it is not.
-                // Check again within 5 minutes: if the clock is set right (the
-                // offset removed), it goes out then, not a whole offset later.
-                let wait = (ready_at - world_now)
-                    .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
-                let next = to_millis(self.clock.now() + wait);
-                let reason = ahead_reason(ev.timestamp, world_now);
-                tracing::warn!(outcome = %o.id, %reason, "meter event held");
-                return self
-                    .store
-                    .set_aside(&o.id, o.lease_until, &reason, SetAside::RetryAt(next))
-                    .await;
-            }
-            TimestampCheck::TooOld => {
-                let reason = too_old_reason(ev.timestamp, &o.id);
-                tracing::error!(outcome = %o.id, %reason, "meter event too old for Stripe; parked as failed");
-                self.metrics.report(ReportResult::Failed);
-                return self
-                    .store
-                    .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
-                    .await;
-            }
-        }
-        if !resend_is_deduplicated(o.doubt_since, to_millis(self.clock.now())) {
-            let since = o.doubt_since.unwrap_or_default();
-            let reason = in_doubt_reason(&o.id, since);
-            tracing::error!(outcome = %o.id, %reason, "meter event in doubt past Stripe's dedupe window; parked as failed");
-            self.metrics.report(ReportResult::Failed);
-            return self
-                .store
-                .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
-                .await;
+        if self.set_aside_unsendable(o, ev.timestamp).await? {
+            return Ok(());
         }
         self.limiter.acquire().await;
-        // Fencing: call only while this claim still holds the outcome. While the
-        // lease outlasts the call, nobody else can have claimed or voided it (both
-        // need an expired lease); when it may not, renew it, only if still ours
-        // (stripe.timeout < worker.lease is enforced, so a renewal always suffices).
-        let now = to_millis(self.clock.now());
-        let needed = i64::try_from((self.call_timeout * 2).as_millis()).unwrap_or(i64::MAX / 4);
-        if o.lease_until - now < needed
-            && !self
-                .store
-                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease_ms())
-                .await?
-        {
-            tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
+        if !self.still_claimed(o).await? {
             return Ok(());
         }
         let key = idempotency_key(&ev.identifier, "meter_event", o.calls);
@@ -154,86 +96,132 @@ impl Reporter {
                 client.create_meter_event(&ev, &key, o.stripe_account.as_deref()),
             )
             .await;
-        let now = to_millis(self.clock.now());
-        let (status, request_id) = match &result {
-            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
-            Err(e) => (e.status(), e.request_id().map(str::to_string)),
-        };
-        let livemode = result.as_ref().ok().and_then(|ack| ack.livemode);
-        if livemode.is_some_and(|live| StripeMode::from_livemode(live) != self.mode) {
-            tracing::error!(outcome = %o.id, mode = %self.mode, ?livemode, "Stripe answered in the other mode than stripe.mode; recorded as Stripe says");
-        }
-        let error_text = result.as_ref().err().map(|e| e.to_string());
-        let attempt = OutcomeAttempt {
+        let call = OutcomeCall {
             outcome_id: &o.id,
-            now,
-            mode: self.mode,
+            now: to_millis(self.clock.now()),
             request: &request,
             idempotency_key: Some(&key),
-            status_code: status,
-            request_id: request_id.as_deref(),
-            livemode,
-            // `result`, `state` and the rest: set by each arm below.
-            result: "",
-            error: None,
-            state: OutcomeState::Pending,
-            next_attempt_at: now,
-            in_doubt: maybe_applied(&result),
         };
-        match self.next_step(classify(&result), o.attempts, now) {
-            NextStep::Delivered => {
-                let how = match &result {
-                    Ok(ack) if ack.replayed => "replayed",
-                    Ok(_) => "accepted",
-                    Err(_) => "already_exists",
-                };
-                tracing::info!(outcome = %o.id, how, request_id = ?request_id, "reported to Stripe");
-                self.metrics.report(ReportResult::Reported);
-                self.store
-                    .record_attempt(&OutcomeAttempt {
-                        result: how,
-                        state: OutcomeState::Reported,
-                        ..attempt
-                    })
-                    .await
+        self.record_meter_event(o, &call, &result).await
+    }
+
+    /// Set `o` aside instead of sending its event (dated `timestamp`, Unix seconds)
+    /// when Stripe would refuse it now or a resend could count twice: ahead of
+    /// Stripe's clock (held, unspent, until it is not), older than Stripe accepts,
+    /// or in doubt past Stripe's dedupe window (parked as failed). Returns whether
+    /// it did.
+    async fn set_aside_unsendable(
+        &self,
+        o: &ClaimedOutcome,
+        timestamp: i64,
+    ) -> Result<bool, StoreError> {
+        let world_now = self.clock.world_now();
+        let (reason, how) = match check_timestamp(timestamp, world_now) {
+            TimestampCheck::Acceptable
+                if resend_is_deduplicated(o.doubt_since, to_millis(self.clock.now())) =>
+            {
+                return Ok(false);
             }
-            NextStep::RetryAt { at: next, delay } => {
-                tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, "Stripe call failed; will retry");
-                self.metrics.report(ReportResult::Retried);
-                self.store
-                    .record_attempt(&OutcomeAttempt {
-                        result: "retry",
-                        error: error_text.as_deref(),
-                        state: OutcomeState::Pending,
-                        next_attempt_at: next,
-                        ..attempt
-                    })
-                    .await
-            }
-            NextStep::Park { refused } => {
-                let why = match &result {
-                    Err(StripeError::Api { .. }) | Err(StripeError::Network(_)) => {
-                        error_text.clone()
-                    }
-                    Ok(_) => None,
-                };
-                // Say what happened: a refusal, or a transient failure that outlasted the budget.
-                if refused {
-                    tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, "Stripe refused the event; parked as failed");
-                } else {
-                    tracing::error!(outcome = %o.id, error = ?why, request_id = ?request_id, attempts = o.attempts + 1, "Stripe kept failing or could not be reached for the whole retry budget (reporter.max_attempts); parked as failed");
-                }
+            TimestampCheck::Acceptable => {
+                let since = o.doubt_since.unwrap_or_default();
+                let reason = in_doubt_reason(&o.id, since);
+                tracing::error!(outcome = %o.id, %reason, "meter event in doubt past Stripe's dedupe window; parked as failed");
                 self.metrics.report(ReportResult::Failed);
-                self.store
-                    .record_attempt(&OutcomeAttempt {
-                        result: "failed",
-                        error: why.as_deref(),
-                        state: OutcomeState::Failed,
-                        ..attempt
-                    })
-                    .await
+                (reason, SetAside::Park)
+            }
+            TimestampCheck::Ahead { ready_at } => {
+                // Stripe would refuse it with a 400: hold it, unspent, until it is not.
+                // Check again within 5 minutes: if the clock is set right (the
+                // offset removed), it goes out then, not a whole offset later.
+                let wait = (ready_at - world_now)
+                    .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
+                let next = to_millis(self.clock.now() + wait);
+                let reason = ahead_reason(timestamp, world_now);
+                tracing::warn!(outcome = %o.id, %reason, "meter event held");
+                (reason, SetAside::RetryAt(next))
+            }
+            TimestampCheck::TooOld => {
+                let reason = too_old_reason(timestamp, &o.id);
+                tracing::error!(outcome = %o.id, %reason, "meter event too old for Stripe; parked as failed");
+                self.metrics.report(ReportResult::Failed);
+                (reason, SetAside::Park)
+            }
+        };
+        self.store
+            .set_aside(&o.id, o.lease_until, &reason, how)
+            .await
+            .map(|()| true)
+    }
+
+    /// Fencing: call only while this claim still holds the outcome. While the
+    /// lease outlasts the call, nobody else can have claimed or voided it (both
+    /// need an expired lease); when it may not, renew it, only if still ours
+    /// (stripe.timeout < worker.lease is enforced, so a renewal always suffices).
+    /// Returns whether the claim holds.
+    async fn still_claimed(&self, o: &ClaimedOutcome) -> Result<bool, StoreError> {
+        let now = to_millis(self.clock.now());
+        let needed = i64::try_from((self.call_timeout * 2).as_millis()).unwrap_or(i64::MAX / 4);
+        if o.lease_until - now < needed
+            && !self
+                .store
+                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease_ms())
+                .await?
+        {
+            tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Record Stripe's answer to `o`'s meter event: reported, retried later, or
+    /// parked as failed (refused, or the retry budget spent).
+    async fn record_meter_event(
+        &self,
+        o: &ClaimedOutcome,
+        call: &OutcomeCall<'_>,
+        result: &Result<Ack, StripeError>,
+    ) -> Result<(), StoreError> {
+        let answer = result.answer();
+        self.warn_other_mode(&o.id, answer.livemode);
+        let step = self.next_step(answer.disposition, o.attempts, call.now);
+        let how = match result {
+            Ok(ack) if ack.replayed => "replayed",
+            Ok(_) => "accepted",
+            Err(_) => "already_exists",
+        };
+        let (error, request_id) = (&answer.error, &answer.request_id);
+        match step {
+            NextStep::Delivered => {
+                tracing::info!(outcome = %o.id, how, request_id = ?request_id, "reported to Stripe");
+            }
+            NextStep::RetryAt { delay, .. } => {
+                tracing::warn!(outcome = %o.id, error = ?error, retry_in = ?delay, "Stripe call failed; will retry");
+            }
+            // Say what happened: a refusal, or a transient failure that outlasted the budget.
+            NextStep::Park { refused: true } => {
+                tracing::error!(outcome = %o.id, error = ?error, request_id = ?request_id, "Stripe refused the event; parked as failed");
+            }
+            NextStep::Park { refused: false } => {
+                tracing::error!(outcome = %o.id, error = ?error, request_id = ?request_id, attempts = o.attempts + 1, "Stripe kept failing or could not be reached for the whole retry budget (reporter.max_attempts); parked as failed");
             }
         }
+        self.record_outcome_call(call, &answer, step, how, answer.error.as_deref())
+            .await
+    }
+}
+
+/// The meter event of `o`, in the payload keys of its meter.
+fn meter_event(o: &ClaimedOutcome, meter: &MeterInfo) -> MeterEvent {
+    MeterEvent {
+        event_name: o.event_name.clone(),
+        stripe_customer_id: o.stripe_customer_id.clone(),
+        value: o.value,
+        // The outcome id; after a rejection and a resend, `<id>_resend<N>` (see
+        // `super::rejections`: a rejected identifier is never reused).
+        identifier: o.stripe_identifier(),
+        timestamp: o.confirmed_at.div_euclid(1000),
+        customer_key: meter.customer_key.clone(),
+        value_key: meter.value_key.clone(),
     }
 }
 

@@ -12,15 +12,15 @@
 //! retry). The mode is the process's (`stripe.mode`): Metronome's answers carry
 //! no test/live flag; a Metronome sandbox is chosen by the token.
 
-use super::NextStep;
+use super::attempt::{Answer, CallResult, OutcomeCall};
 use super::{Reporter, Tasks};
 use crate::clock::to_millis;
 use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::metronome::event::body;
 use crate::metronome::rules::{
-    ahead_reason, batches, check_timestamp, classify_batch, maybe_applied, too_old_reason,
-    BatchDisposition, Disposition, TimestampCheck, MAX_BATCH,
+    ahead_reason, batches, check_timestamp, classify_batch, too_old_reason, BatchDisposition,
+    Disposition, TimestampCheck, MAX_BATCH,
 };
 use crate::metronome::{MetronomeClient, MetronomeSettings, OutcomeInput, UsageEvent};
 use crate::sink::Sink;
@@ -222,89 +222,71 @@ impl Reporter {
         self.metronome_limiter.acquire().await;
         let result = self.timed("metronome_ingest", client.ingest(&events)).await;
         let now = to_millis(self.clock.now());
-        let (status_code, request_id) = match &result {
-            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
-            Err(e) => (e.status(), e.request_id().map(str::to_string)),
-        };
-        let error = result.as_ref().err().map(|e| e.to_string());
-        let in_doubt = maybe_applied(&result);
-        let disposition = match classify_batch(&result, batch.len()) {
+        let answer = result.answer();
+        match classify_batch(&result, batch.len()) {
             BatchDisposition::Isolate => {
-                tracing::warn!(events = batch.len(), error = ?error, request_id = ?request_id, "Metronome refused the batch; sending each event alone");
-                for r in &batch {
-                    let request = body(std::slice::from_ref(&r.ev));
-                    self.store
-                        .log_attempt(&OutcomeAttempt {
-                            outcome_id: &r.o.id,
-                            now,
-                            mode: self.mode,
-                            request: &request,
-                            idempotency_key: None,
-                            status_code,
-                            request_id: request_id.as_deref(),
-                            livemode: None,
-                            result: "split",
-                            error: error.as_deref(),
-                            // Not moved: `log_attempt` only logs the call.
-                            state: OutcomeState::Pending,
-                            next_attempt_at: now,
-                            in_doubt,
-                        })
-                        .await?;
-                }
-                return Ok(batch);
+                self.log_split(&batch, &answer, now).await?;
+                Ok(batch)
             }
-            BatchDisposition::All(d) => d,
-        };
-        for r in &batch {
+            BatchDisposition::All(disposition) => {
+                self.record_batch(&batch, &answer, disposition, now).await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Metronome refused the batch as a payload: log the call on each outcome (its
+    /// state unchanged), to be sent again alone.
+    async fn log_split(
+        &self,
+        batch: &[Ready],
+        answer: &Answer,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(events = batch.len(), error = ?answer.error, request_id = ?answer.request_id, "Metronome refused the batch; sending each event alone");
+        for r in batch {
             let request = body(std::slice::from_ref(&r.ev));
-            let attempt = OutcomeAttempt {
+            let call = OutcomeCall {
                 outcome_id: &r.o.id,
                 now,
-                mode: self.mode,
                 request: &request,
                 idempotency_key: None,
-                status_code,
-                request_id: request_id.as_deref(),
-                livemode: None,
-                // `result`, `state` and the rest: set by each arm below.
-                result: "",
-                error: None,
-                state: OutcomeState::Pending,
-                next_attempt_at: now,
-                in_doubt,
             };
-            let attempt = match self.next_step(disposition, r.o.attempts, now) {
-                NextStep::Delivered => {
-                    self.metrics.report(ReportResult::Reported);
-                    OutcomeAttempt {
-                        result: "accepted",
-                        state: OutcomeState::Reported,
-                        ..attempt
-                    }
-                }
-                NextStep::RetryAt { at, .. } => {
-                    self.metrics.report(ReportResult::Retried);
-                    OutcomeAttempt {
-                        result: "retry",
-                        error: error.as_deref(),
-                        state: OutcomeState::Pending,
-                        next_attempt_at: at,
-                        ..attempt
-                    }
-                }
-                NextStep::Park { .. } => {
-                    self.metrics.report(ReportResult::Failed);
-                    OutcomeAttempt {
-                        result: "failed",
-                        error: error.as_deref(),
-                        state: OutcomeState::Failed,
-                        ..attempt
-                    }
-                }
-            };
-            self.store.record_attempt(&attempt).await?;
+            self.store
+                .log_attempt(&OutcomeAttempt {
+                    result: "split",
+                    error: answer.error.as_deref(),
+                    // Not moved: `log_attempt` only logs the call.
+                    state: OutcomeState::Pending,
+                    ..answer.outcome_attempt(&call, self.mode)
+                })
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Record the answer on each outcome of the batch, as `disposition` says for
+    /// every one of them (each with its own retry budget).
+    async fn record_batch(
+        &self,
+        batch: &[Ready],
+        answer: &Answer,
+        disposition: Disposition,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for r in batch {
+            let request = body(std::slice::from_ref(&r.ev));
+            let call = OutcomeCall {
+                outcome_id: &r.o.id,
+                now,
+                request: &request,
+                idempotency_key: None,
+            };
+            let step = self.next_step(disposition, r.o.attempts, now);
+            self.record_outcome_call(&call, answer, step, "accepted", answer.error.as_deref())
+                .await?;
+        }
+        let (error, request_id) = (&answer.error, &answer.request_id);
         match disposition {
             Disposition::Delivered => {
                 tracing::info!(events = batch.len(), request_id = ?request_id, "reported to Metronome")
@@ -316,6 +298,6 @@ impl Reporter {
                 tracing::error!(events = batch.len(), error = ?error, request_id = ?request_id, "Metronome refused the events; parked as failed")
             }
         }
-        Ok(Vec::new())
+        Ok(())
     }
 }

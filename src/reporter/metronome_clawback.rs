@@ -5,17 +5,16 @@
 //! reversal is parked with the explanation, for a credit by hand. See
 //! [`crate::metronome::rules::reversal_event`] and `docs/metronome.md`.
 
+use super::attempt::{CallResult, ReversalCall};
 use super::reversal_method::Method;
-use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::metronome::event::body;
 use crate::metronome::rules::{
-    check_timestamp, classify, correction_too_old_reason, manual_reason, maybe_applied,
-    reversal_event, TimestampCheck,
+    check_timestamp, correction_too_old_reason, manual_reason, reversal_event, TimestampCheck,
 };
-use crate::metronome::{MetricAggregation, OutcomeInput};
+use crate::metronome::{MetricAggregation, OutcomeInput, UsageEvent};
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::mode::StripeMode;
 
@@ -169,36 +168,15 @@ impl Reporter {
         }
         let seconds = stored_ts.unwrap_or(self.stripe_seconds(now));
         let at_ms = seconds.saturating_mul(1000);
-        let mut attempt = ReversalAttempt {
-            outcome_id: &r.outcome_id,
-            now,
-            method: Method::Correction.as_str(),
-            dry_run: false,
-            mode: self.mode,
-            livemode: None,
-            idempotency_key: None,
-            request: "",
-            status_code: None,
-            request_id: None,
-            result: "too_old",
-            error: None,
-            state: ReversalState::Failed,
-            next_attempt_at: now,
-            stripe_timestamp: Some(seconds),
-            in_doubt: false,
-        };
-        if check_timestamp(at_ms, self.clock.world_now()) == TimestampCheck::TooOld {
-            // An earlier attempt may have been recorded: never resend at a new time.
-            let why = correction_too_old_reason(at_ms, r.attempts > 0);
-            tracing::error!(outcome = %r.outcome_id, %why, "clawback: correction parked as failed");
-            attempt.error = Some(&why);
-            return self.store.record_reversal_attempt(&attempt).await;
-        }
-        let ev = match reversal_event(&reversed_outcome(r), at_ms, aggregation) {
+        let ev = match self.correcting_event(r, at_ms, aggregation) {
             Ok(ev) => ev,
-            Err(why) => {
-                attempt.result = "not_reversible";
-                attempt.error = Some(&why);
+            Err((result, why)) => {
+                let attempt = ReversalAttempt {
+                    error: Some(&why),
+                    state: ReversalState::Failed,
+                    stripe_timestamp: Some(seconds),
+                    ..self.reversal_done(r, now, Method::Correction, result)
+                };
                 return self.store.record_reversal_attempt(&attempt).await;
             }
         };
@@ -210,30 +188,39 @@ impl Reporter {
                 client.ingest(std::slice::from_ref(&ev)),
             )
             .await;
-        let (status_code, request_id) = match &result {
-            Ok(ack) => (Some(ack.status), ack.request_id.clone()),
-            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        let answer = result.answer();
+        let call = ReversalCall {
+            outcome_id: &r.outcome_id,
+            now,
+            method: Method::Correction.as_str(),
+            idempotency_key: None,
+            request: &request,
+            stripe_timestamp: Some(seconds),
         };
-        let error = result.as_ref().err().map(|e| e.to_string());
-        attempt.request = &request;
-        attempt.status_code = status_code;
-        attempt.request_id = request_id.as_deref();
-        attempt.error = error.as_deref();
-        attempt.in_doubt = maybe_applied(&result);
-        match self.next_step(classify(&result), r.attempts, now) {
-            NextStep::Delivered => {
-                attempt.result = "accepted";
-                attempt.state = ReversalState::Done;
-            }
-            NextStep::RetryAt { at, .. } => {
-                attempt.result = "retry";
-                attempt.state = ReversalState::Pending;
-                attempt.next_attempt_at = at;
-            }
-            NextStep::Park { .. } => attempt.result = "failed",
-        }
+        let mut attempt = answer.reversal_attempt(&call, self.mode);
+        self.next_step(answer.disposition, r.attempts, now)
+            .end_reversal(&mut attempt);
         tracing::info!(outcome = %r.outcome_id, state = attempt.state.as_str(), "clawback correction sent to Metronome");
         self.store.record_reversal_attempt(&attempt).await
+    }
+
+    /// The correcting event of `r`, dated `at_ms`; or why none is sent, as the
+    /// failed attempt's result and error: too old for Metronome (an earlier
+    /// attempt may have been recorded: never resent at a new time), or not
+    /// reversible.
+    fn correcting_event(
+        &self,
+        r: &ClaimedReversal,
+        at_ms: i64,
+        aggregation: MetricAggregation,
+    ) -> Result<UsageEvent, (&'static str, String)> {
+        if check_timestamp(at_ms, self.clock.world_now()) == TimestampCheck::TooOld {
+            let why = correction_too_old_reason(at_ms, r.attempts > 0);
+            tracing::error!(outcome = %r.outcome_id, %why, "clawback: correction parked as failed");
+            return Err(("too_old", why));
+        }
+        reversal_event(&reversed_outcome(r), at_ms, aggregation)
+            .map_err(|why| ("not_reversible", why))
     }
 }
 

@@ -3,8 +3,11 @@
 //! ([`metronome`]) or Stripe's legacy usage records ([`usage_records`]). Claims,
 //! leases, the rate limit and the order (reversals before sends) are the same
 //! for every sink; each sink owns its requests, dedupe key, retry
-//! classification, reversal method and reconcile source.
+//! classification, reversal method and reconcile source. What follows a call
+//! (read the answer, classify it, the retry budget and backoff, record the
+//! attempt) is written once, in [`attempt`].
 
+mod attempt;
 mod clawback;
 mod meter_events;
 mod metronome;
@@ -26,7 +29,6 @@ use crate::sink::Sink;
 use crate::store::{ClaimedOutcome, Store, StoreError};
 use crate::stripe::gate::PreflightGates;
 use crate::stripe::mode::StripeMode;
-use crate::stripe::retry::{backoff, Disposition};
 use crate::stripe::StripeClient;
 use rate_limit::RateLimiter;
 use std::collections::BTreeMap;
@@ -195,43 +197,6 @@ impl Reporter {
             }
         }
         joined(tasks).await.map(|()| n)
-    }
-}
-
-/// What follows a call, from its disposition and the retry budget: one rule for
-/// every sink and every reversal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NextStep {
-    /// The billing system has it.
-    Delivered,
-    /// Call again at `at` (Unix ms), `delay` from now (capped exponential backoff
-    /// with jitter, at least the billing system's `Retry-After`).
-    RetryAt { at: i64, delay: Duration },
-    /// Parked as failed: refused (`refused`), or transient failures outlasted the
-    /// retry budget (`reporter.max_attempts`).
-    Park { refused: bool },
-}
-
-impl Reporter {
-    /// [`NextStep`] after a call answered as `disposition`, with `attempts`
-    /// failed calls already spent from the budget.
-    pub(crate) fn next_step(&self, disposition: Disposition, attempts: u32, now: i64) -> NextStep {
-        match disposition {
-            Disposition::Delivered => NextStep::Delivered,
-            Disposition::Retry { after } if attempts + 1 < self.settings.max_attempts => {
-                let delay = backoff(
-                    attempts,
-                    self.settings.backoff_base,
-                    self.settings.backoff_max,
-                    after,
-                    fastrand::f64(),
-                );
-                let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
-                NextStep::RetryAt { at, delay }
-            }
-            Disposition::Retry { .. } => NextStep::Park { refused: false },
-            Disposition::Permanent => NextStep::Park { refused: true },
-        }
     }
 }
 

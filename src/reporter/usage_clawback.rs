@@ -10,9 +10,9 @@
 //! - reported: the `set`, under the item's lock, its quantity fixed before the
 //!   first call (a resend repeats it: setting it twice subtracts once).
 
+use super::attempt::{CallResult, NextStep, ReversalCall};
 use super::reversal_method::{choose_method, Method, MethodInput};
 use super::usage_records::{SettleStep, ITEM_LOCK};
-use super::NextStep;
 use super::Reporter;
 use crate::clock::to_millis;
 use crate::lifecycle::{OutcomeState, ReversalState};
@@ -21,8 +21,8 @@ use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::client::StripeClient;
 use crate::stripe::mode::StripeMode;
 use crate::stripe::usage_records::rules::{
-    classify, current_period, maybe_applied, park_reason, plan_resend, plan_reversal, reversal_key,
-    RecordState, Resend, Reversal, ReversalInput, KEY_SAFE_AGE,
+    current_period, park_reason, plan_resend, plan_reversal, reversal_key, RecordState, Resend,
+    Reversal, ReversalInput, KEY_SAFE_AGE,
 };
 use crate::stripe::usage_records::UsageRecord;
 
@@ -338,49 +338,26 @@ impl Reporter {
                 client.create_usage_record(item, record, &key, r.stripe_account.as_deref()),
             )
             .await;
-        let now = now.max(to_millis(self.clock.now()));
-        let (status_code, request_id) = match &result {
-            Ok(rec) => (Some(rec.ack.status), rec.ack.request_id.clone()),
-            Err(e) => (e.status(), e.request_id().map(str::to_string)),
-        };
-        let mut error = result.as_ref().err().map(|e| e.to_string());
-        let mut attempt = ReversalAttempt {
+        let answer = result.answer();
+        let call = ReversalCall {
             outcome_id: &r.outcome_id,
-            now,
+            now: now.max(to_millis(self.clock.now())),
             method: Method::UsageSet.as_str(),
-            dry_run: false,
-            mode: self.mode,
-            livemode: result.as_ref().ok().and_then(|rec| rec.ack.livemode),
             idempotency_key: Some(&key),
             request: &request,
-            status_code,
-            request_id: request_id.as_deref(),
-            result: "accepted",
-            error: None,
-            state: ReversalState::Done,
-            next_attempt_at: now,
             stripe_timestamp: Some(record.timestamp),
-            in_doubt: maybe_applied(&result),
         };
-        match self.next_step(classify(&result), r.attempts, now) {
-            NextStep::Delivered => {}
-            NextStep::RetryAt { at, .. } => {
-                attempt.state = ReversalState::Pending;
-                attempt.result = "retry";
-                attempt.next_attempt_at = at;
-            }
-            NextStep::Park { .. } => {
-                attempt.state = ReversalState::Failed;
-                attempt.result = "failed";
-                if let Err(e) = &result {
-                    error = Some(format!(
-                        "not reversed in Stripe ({}); credit the customer by hand",
-                        park_reason(e, attempt.in_doubt)
-                    ));
-                }
-            }
+        let mut attempt = answer.reversal_attempt(&call, self.mode);
+        let step = self.next_step(answer.disposition, r.attempts, call.now);
+        step.end_reversal(&mut attempt);
+        let parked;
+        if let (NextStep::Park { .. }, Err(e)) = (step, &result) {
+            parked = format!(
+                "not reversed in Stripe ({}); credit the customer by hand",
+                park_reason(e, attempt.in_doubt)
+            );
+            attempt.error = Some(&parked);
         }
-        attempt.error = error.as_deref();
         tracing::info!(outcome = %r.outcome_id, state = attempt.state.as_str(), quantity = record.quantity, "clawback: usage record set");
         self.store.record_reversal_attempt(&attempt).await
     }

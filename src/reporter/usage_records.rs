@@ -15,24 +15,24 @@
 //!   (the item lock), as settle, reversals and reconcile compare Stripe's totals
 //!   with outcome-meter's and need it to be the only writer.
 
+use super::attempt::{CallResult, NextStep, OutcomeCall};
 use super::usage_doubt::{
     blocked_by_sets, doubt_after, in_period, is_saved_failure, next_call, periods_to_settle,
     DoubtAfter,
 };
-use super::NextStep;
 use super::{Reporter, Tasks};
 use crate::clock::{from_millis, to_millis};
 use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
-use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError, UsageDoubt};
+use crate::store::{ClaimedOutcome, SetAside, StoreError, UsageDoubt};
 use crate::stripe::client::{StripeClient, StripeError};
 use crate::stripe::limits::ahead_reason;
-use crate::stripe::mode::StripeMode;
 use crate::stripe::usage_records::rules::{
-    before_period_reason, check_timestamp, classify, current_period, maybe_applied, park_reason,
-    record_key, settle, InDoubt, PeriodLedger, Resend, Settlement, TimestampCheck,
+    before_period_reason, check_timestamp, current_period, park_reason, record_key, settle,
+    InDoubt, PeriodLedger, Resend, Settlement, TimestampCheck,
 };
-use crate::stripe::usage_records::{Period, UsageRecord, UsageRecordSummary};
+use crate::stripe::usage_records::{Period, Recorded, UsageRecord, UsageRecordSummary};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -52,6 +52,21 @@ pub(super) enum SettleStep {
     /// A call on the item is too recent for its summary: hold every call on the
     /// item until then (Unix ms).
     Wait(i64),
+}
+
+/// A subscription item the sink calls, under the item's lock.
+struct ItemAt<'a> {
+    client: &'a StripeClient,
+    account: Option<&'a str>,
+    item: &'a str,
+}
+
+/// The records in doubt of an item being settled from Stripe's summaries.
+struct Settling<'a> {
+    account: Option<&'a str>,
+    item: &'a str,
+    summaries: &'a [UsageRecordSummary],
+    now: DateTime<Utc>,
 }
 
 impl Reporter {
@@ -101,9 +116,12 @@ impl Reporter {
                         .collect();
                     return me.store.release_outcomes(&claims).await;
                 };
-                let result = me
-                    .report_item(&client, account.as_deref(), &item, &group)
-                    .await;
+                let at = ItemAt {
+                    client: &client,
+                    account: account.as_deref(),
+                    item: &item,
+                };
+                let result = me.report_item(&at, &group).await;
                 lock.release().await;
                 result
             });
@@ -148,12 +166,11 @@ impl Reporter {
     /// then send the group's records one after another.
     async fn report_item(
         &self,
-        client: &StripeClient,
-        account: Option<&str>,
-        item: &str,
+        at: &ItemAt<'_>,
         group: &[ClaimedOutcome],
     ) -> Result<(), StoreError> {
-        let summaries = match self.read_summaries(client, account, item).await {
+        let item = at.item;
+        let summaries = match self.read_summaries(at.client, at.account, item).await {
             Ok(s) => s,
             Err(e) => {
                 let reason = format!(
@@ -174,7 +191,7 @@ impl Reporter {
                 .put_aside(group, &reason, SetAside::RetryAt(next))
                 .await;
         };
-        match self.settle_item(account, item, &summaries).await? {
+        match self.settle_item(at.account, item, &summaries).await? {
             SettleStep::Nothing => {}
             SettleStep::Changed => {
                 // Claimed again at once, as the store now says.
@@ -196,14 +213,13 @@ impl Reporter {
         }
         let doubts: BTreeMap<String, UsageDoubt> = self
             .store
-            .usage_in_doubt(item, account)
+            .usage_in_doubt(item, at.account)
             .await?
             .into_iter()
             .map(|d| (d.id.clone(), d))
             .collect();
         for o in group {
-            self.send_record(client, account, item, o, doubts.get(&o.id), current)
-                .await?;
+            self.send_record(at, o, doubts.get(&o.id), current).await?;
         }
         Ok(())
     }
@@ -233,9 +249,13 @@ impl Reporter {
         summaries: &[UsageRecordSummary],
     ) -> Result<SettleStep, StoreError> {
         let doubts = self.store.usage_in_doubt(item, account).await?;
-        let now = self.clock.now();
-        let now_ms = to_millis(now);
-        let (periods, unplaced) = periods_to_settle(&doubts, summaries, now);
+        let s = Settling {
+            account,
+            item,
+            summaries,
+            now: self.clock.now(),
+        };
+        let (periods, unplaced) = periods_to_settle(&doubts, summaries, s.now);
         let mut changed = false;
         if !unplaced.is_empty() {
             let reason = format!(
@@ -248,77 +268,13 @@ impl Reporter {
         }
         for period in periods {
             let of_period = in_period(&doubts, period);
-            let in_doubt: Vec<InDoubt> = of_period
-                .iter()
-                .map(|d| InDoubt {
-                    id: d.id.clone(),
-                    quantity: d.value,
-                })
-                .collect();
-            let settled_total = self
-                .store
-                .usage_settled_total(item, account, self.mode, period.start + 1, period.end)
-                .await?;
-            let last_call_at = self
-                .store
-                .usage_last_call(item, account)
-                .await?
-                .map(from_millis);
-            let ledger = PeriodLedger {
-                period,
-                settled_total,
-                in_doubt: &in_doubt,
-                last_call_at,
-            };
-            // A clawback `set` in the period with no definite answer may have moved
-            // Stripe's total: wait for it while it is retried; parked, the total
-            // cannot settle anything (a landed record could pass for one that did not).
-            let (sets_pending, sets_parked) = self
-                .store
-                .usage_sets_unsettled(item, account, period.start + 1, period.end)
-                .await?;
-            let settlement = blocked_by_sets(sets_pending, sets_parked, now)
-                .unwrap_or_else(|| settle(&ledger, summaries, now));
-            match settlement {
-                Settlement::Wait { until } => {
-                    tracing::info!(item, until = %until, "usage records in doubt: waiting for the summary to include the latest call");
-                    return Ok(SettleStep::Wait(to_millis(until)));
-                }
-                Settlement::Resolved { landed, not_landed } => {
-                    tracing::info!(
-                        item,
-                        ?landed,
-                        ?not_landed,
-                        "usage records in doubt settled from Stripe's summary"
-                    );
-                    let note = "settled from Stripe's usage record summary: the call in doubt was recorded";
-                    self.store
-                        .usage_landed(&landed, self.mode, now_ms, note)
-                        .await?;
-                    for _ in &landed {
-                        self.metrics.report(ReportResult::Reported);
-                    }
-                    let note = "settled from Stripe's usage record summary: the call in doubt was not recorded; sent again with a new key";
-                    self.store
-                        .usage_not_landed(&not_landed, now_ms, note)
-                        .await?;
-                    changed = true;
-                }
-                Settlement::Unresolved { reason } => {
-                    let pending: Vec<String> = of_period
-                        .iter()
-                        .filter(|d| d.state == OutcomeState::Pending)
-                        .map(|d| d.id.clone())
-                        .collect();
-                    let reason = format!("not billed, in doubt, parked for an operator: {reason}");
-                    tracing::error!(item, outcomes = ?pending, %reason, "usage records in doubt cannot be settled");
-                    for _ in &pending {
-                        self.metrics.report(ReportResult::Failed);
-                    }
-                    self.store.park_usage(&pending, &reason).await?;
-                    changed = true;
-                }
+            let settlement = self.settlement(&s, period, &of_period).await?;
+            if let SettleStep::Wait(until) =
+                self.apply_settlement(&s, &of_period, settlement).await?
+            {
+                return Ok(SettleStep::Wait(until));
             }
+            changed = true;
         }
         Ok(if changed {
             SettleStep::Changed
@@ -327,12 +283,104 @@ impl Reporter {
         })
     }
 
+    /// What Stripe's summary of `period` says of its records in doubt
+    /// (`of_period`), against the totals outcome-meter knows settled.
+    async fn settlement(
+        &self,
+        s: &Settling<'_>,
+        period: Period,
+        of_period: &[&UsageDoubt],
+    ) -> Result<Settlement, StoreError> {
+        let (account, item) = (s.account, s.item);
+        let in_doubt: Vec<InDoubt> = of_period
+            .iter()
+            .map(|d| InDoubt {
+                id: d.id.clone(),
+                quantity: d.value,
+            })
+            .collect();
+        let settled_total = self
+            .store
+            .usage_settled_total(item, account, self.mode, period.start + 1, period.end)
+            .await?;
+        let last_call_at = self
+            .store
+            .usage_last_call(item, account)
+            .await?
+            .map(from_millis);
+        let ledger = PeriodLedger {
+            period,
+            settled_total,
+            in_doubt: &in_doubt,
+            last_call_at,
+        };
+        // A clawback `set` in the period with no definite answer may have moved
+        // Stripe's total: wait for it while it is retried; parked, the total
+        // cannot settle anything (a landed record could pass for one that did not).
+        let (sets_pending, sets_parked) = self
+            .store
+            .usage_sets_unsettled(item, account, period.start + 1, period.end)
+            .await?;
+        Ok(blocked_by_sets(sets_pending, sets_parked, s.now)
+            .unwrap_or_else(|| settle(&ledger, s.summaries, s.now)))
+    }
+
+    /// Carry out a period's settlement: wait (`Wait`), or mark its records in
+    /// doubt landed, not landed or parked (`Changed`).
+    async fn apply_settlement(
+        &self,
+        s: &Settling<'_>,
+        of_period: &[&UsageDoubt],
+        settlement: Settlement,
+    ) -> Result<SettleStep, StoreError> {
+        let item = s.item;
+        let now_ms = to_millis(s.now);
+        match settlement {
+            Settlement::Wait { until } => {
+                tracing::info!(item, until = %until, "usage records in doubt: waiting for the summary to include the latest call");
+                return Ok(SettleStep::Wait(to_millis(until)));
+            }
+            Settlement::Resolved { landed, not_landed } => {
+                tracing::info!(
+                    item,
+                    ?landed,
+                    ?not_landed,
+                    "usage records in doubt settled from Stripe's summary"
+                );
+                let note =
+                    "settled from Stripe's usage record summary: the call in doubt was recorded";
+                self.store
+                    .usage_landed(&landed, self.mode, now_ms, note)
+                    .await?;
+                for _ in &landed {
+                    self.metrics.report(ReportResult::Reported);
+                }
+                let note = "settled from Stripe's usage record summary: the call in doubt was not recorded; sent again with a new key";
+                self.store
+                    .usage_not_landed(&not_landed, now_ms, note)
+                    .await?;
+            }
+            Settlement::Unresolved { reason } => {
+                let pending: Vec<String> = of_period
+                    .iter()
+                    .filter(|d| d.state == OutcomeState::Pending)
+                    .map(|d| d.id.clone())
+                    .collect();
+                let reason = format!("not billed, in doubt, parked for an operator: {reason}");
+                tracing::error!(item, outcomes = ?pending, %reason, "usage records in doubt cannot be settled");
+                for _ in &pending {
+                    self.metrics.report(ReportResult::Failed);
+                }
+                self.store.park_usage(&pending, &reason).await?;
+            }
+        }
+        Ok(SettleStep::Changed)
+    }
+
     /// Send one outcome's usage record, or set it aside with the reason.
     async fn send_record(
         &self,
-        client: &StripeClient,
-        account: Option<&str>,
-        item: &str,
+        at: &ItemAt<'_>,
         o: &ClaimedOutcome,
         doubt: Option<&UsageDoubt>,
         current: Period,
@@ -347,34 +395,11 @@ impl Reporter {
                     .await;
             }
         };
-        let world_now = self.clock.world_now();
-        match check_timestamp(timestamp, current, world_now) {
-            TimestampCheck::Acceptable => {}
-            TimestampCheck::Ahead { ready_at } => {
-                let wait = (ready_at - world_now)
-                    .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
-                let next = to_millis(self.clock.now() + wait);
-                let reason = ahead_reason(timestamp, world_now);
-                return self
-                    .put_aside(std::slice::from_ref(o), &reason, SetAside::RetryAt(next))
-                    .await;
-            }
-            TimestampCheck::AfterPeriod => {
-                let next = to_millis(self.clock.now()) + LATER_MS;
-                let reason = "held: the billing period Stripe listed for the item has ended; its summaries are read again";
-                return self
-                    .put_aside(std::slice::from_ref(o), reason, SetAside::RetryAt(next))
-                    .await;
-            }
-            TimestampCheck::BeforePeriod => {
-                let mut reason = before_period_reason(timestamp, current, &o.id);
-                if doubt.is_some() {
-                    reason.push_str("; an earlier call got no definite answer and may have been recorded in an earlier period: check that period's invoice first");
-                }
-                return self
-                    .put_aside(std::slice::from_ref(o), &reason, SetAside::Park)
-                    .await;
-            }
+        if self
+            .set_aside_outside_period(o, timestamp, current, doubt.is_some())
+            .await?
+        {
+            return Ok(());
         }
         let now = self.clock.now();
         let (resend, n) = next_call(doubt, o.calls, now);
@@ -389,10 +414,71 @@ impl Reporter {
         let key = record_key(&o.id, n);
         let request = record.encoded();
         self.limiter.acquire().await;
-        // Fencing and doubt in one write, right before the call: only while this
-        // claim still holds the outcome, with a lease that outlasts the call
-        // (stripe.timeout < worker.lease), marked as possibly applied until an
-        // answer says otherwise (a crash during the call leaves it in doubt).
+        if !self.begin_call(o, n).await? {
+            return Ok(());
+        }
+        let result = self
+            .timed(
+                "usage_record",
+                at.client
+                    .create_usage_record(at.item, &record, &key, at.account),
+            )
+            .await;
+        let call = OutcomeCall {
+            outcome_id: &o.id,
+            now: to_millis(self.clock.now()),
+            request: &request,
+            idempotency_key: Some(&key),
+        };
+        self.record_usage_record(at.item, o, &call, &result, resend)
+            .await
+    }
+
+    /// Set `o` aside instead of sending its record (dated `timestamp`, Unix
+    /// seconds) when the item's current billing period (`current`) does not take
+    /// it: ahead of Stripe's clock or after the period (held), or before it
+    /// (parked; `was_in_doubt`: an earlier call may have landed in an earlier
+    /// period). Returns whether it did.
+    async fn set_aside_outside_period(
+        &self,
+        o: &ClaimedOutcome,
+        timestamp: i64,
+        current: Period,
+        was_in_doubt: bool,
+    ) -> Result<bool, StoreError> {
+        let world_now = self.clock.world_now();
+        let (reason, how) = match check_timestamp(timestamp, current, world_now) {
+            TimestampCheck::Acceptable => return Ok(false),
+            TimestampCheck::Ahead { ready_at } => {
+                let wait = (ready_at - world_now)
+                    .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
+                let next = to_millis(self.clock.now() + wait);
+                (ahead_reason(timestamp, world_now), SetAside::RetryAt(next))
+            }
+            TimestampCheck::AfterPeriod => {
+                let next = to_millis(self.clock.now()) + LATER_MS;
+                let reason = "held: the billing period Stripe listed for the item has ended; its summaries are read again";
+                (reason.to_string(), SetAside::RetryAt(next))
+            }
+            TimestampCheck::BeforePeriod => {
+                let mut reason = before_period_reason(timestamp, current, &o.id);
+                if was_in_doubt {
+                    reason.push_str("; an earlier call got no definite answer and may have been recorded in an earlier period: check that period's invoice first");
+                }
+                (reason, SetAside::Park)
+            }
+        };
+        self.put_aside(std::slice::from_ref(o), &reason, how)
+            .await
+            .map(|()| true)
+    }
+
+    /// Fencing and doubt in one write, right before call `n`: only while this
+    /// claim still holds the outcome, with a lease that outlasts the call
+    /// (stripe.timeout < worker.lease), marked as possibly applied until an
+    /// answer says otherwise (a crash during the call leaves it in doubt).
+    /// Returns whether the claim holds.
+    async fn begin_call(&self, o: &ClaimedOutcome, n: u32) -> Result<bool, StoreError> {
         let started = to_millis(self.clock.now());
         if !self
             .store
@@ -400,92 +486,54 @@ impl Reporter {
             .await?
         {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
-            return Ok(());
+            return Ok(false);
         }
-        let result = self
-            .timed(
-                "usage_record",
-                client.create_usage_record(item, &record, &key, account),
-            )
-            .await;
-        let now = to_millis(self.clock.now());
-        let (status, request_id) = match &result {
-            Ok(r) => (Some(r.ack.status), r.ack.request_id.clone()),
-            Err(e) => (e.status(), e.request_id().map(str::to_string)),
+        Ok(true)
+    }
+
+    /// Record Stripe's answer to `o`'s usage record on `item` (the call made as
+    /// `resend` says), then what the answer says of the record's doubt.
+    async fn record_usage_record(
+        &self,
+        item: &str,
+        o: &ClaimedOutcome,
+        call: &OutcomeCall<'_>,
+        result: &Result<Recorded, StripeError>,
+        resend: Resend,
+    ) -> Result<(), StoreError> {
+        let answer = result.answer();
+        self.warn_other_mode(&o.id, answer.livemode);
+        let settled = doubt_after(resend, result) == DoubtAfter::Clear;
+        let step = self.next_step(answer.disposition, o.attempts, call.now);
+        let how = match result {
+            Ok(r) if r.ack.replayed => "replayed",
+            _ => "accepted",
         };
-        let livemode = result.as_ref().ok().and_then(|r| r.ack.livemode);
-        if livemode.is_some_and(|live| StripeMode::from_livemode(live) != self.mode) {
-            tracing::error!(outcome = %o.id, mode = %self.mode, ?livemode, "Stripe answered in the other mode than stripe.mode; recorded as Stripe says");
-        }
-        let settled = doubt_after(resend, &result) == DoubtAfter::Clear;
-        let error_text = result.as_ref().err().map(|e| e.to_string());
-        let attempt = OutcomeAttempt {
-            outcome_id: &o.id,
-            now,
-            mode: self.mode,
-            request: &request,
-            idempotency_key: Some(&key),
-            status_code: status,
-            request_id: request_id.as_deref(),
-            livemode,
-            // `result`, `state` and the rest: set by each arm below.
-            result: "",
-            error: None,
-            state: OutcomeState::Pending,
-            next_attempt_at: now,
-            in_doubt: maybe_applied(&result),
-        };
-        match self.next_step(classify(&result), o.attempts, now) {
+        let request_id = &answer.request_id;
+        let mut parked = None;
+        match step {
             NextStep::Delivered => {
-                let how = match &result {
-                    Ok(r) if r.ack.replayed => "replayed",
-                    _ => "accepted",
-                };
                 tracing::info!(outcome = %o.id, how, item, request_id = ?request_id, "usage record reported to Stripe");
-                self.metrics.report(ReportResult::Reported);
-                self.store
-                    .record_attempt(&OutcomeAttempt {
-                        result: how,
-                        state: OutcomeState::Reported,
-                        ..attempt
-                    })
-                    .await?;
             }
-            NextStep::RetryAt { at: next, delay } => {
-                tracing::warn!(outcome = %o.id, error = ?error_text, retry_in = ?delay, in_doubt = !settled, "usage record call failed; will retry");
-                self.metrics.report(ReportResult::Retried);
-                self.store
-                    .record_attempt(&OutcomeAttempt {
-                        result: "retry",
-                        error: error_text.as_deref(),
-                        state: OutcomeState::Pending,
-                        next_attempt_at: next,
-                        ..attempt
-                    })
-                    .await?;
+            NextStep::RetryAt { delay, .. } => {
+                tracing::warn!(outcome = %o.id, error = ?answer.error, retry_in = ?delay, in_doubt = !settled, "usage record call failed; will retry");
             }
             NextStep::Park { .. } => {
-                let why = match &result {
+                let why = match result {
                     Err(e) => park_reason(e, !settled),
                     Ok(_) => "not billed".to_string(),
                 };
                 tracing::error!(outcome = %o.id, error = %why, request_id = ?request_id, attempts = o.attempts + 1, "usage record parked as failed");
-                self.metrics.report(ReportResult::Failed);
-                self.store
-                    .record_attempt(&OutcomeAttempt {
-                        result: "failed",
-                        error: Some(&why),
-                        state: OutcomeState::Failed,
-                        ..attempt
-                    })
-                    .await?;
+                parked = Some(why);
             }
         }
+        self.record_outcome_call(call, &answer, step, how, parked.as_deref())
+            .await?;
         // After the attempt is stored: a crash between the two leaves the record
         // in doubt, which only costs a check of the summaries.
         if settled {
             self.store.clear_usage_doubt(&o.id).await?;
-        } else if is_saved_failure(resend, &result) {
+        } else if is_saved_failure(resend, result) {
             tracing::warn!(outcome = %o.id, item, "Stripe replayed the saved 5xx of the call in doubt; the record is settled from the usage record summaries instead");
             self.store.mark_usage_doubt_saved(&o.id).await?;
         }

@@ -221,6 +221,12 @@ impl Store {
         account: Option<&str>,
         now: i64,
     ) -> Result<Vec<Applied>, StoreError> {
+        let at = RejectedIn {
+            stripe_event_id,
+            mode,
+            account,
+            now,
+        };
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(samples.len());
         for s in samples {
@@ -229,91 +235,9 @@ impl Store {
                 Some(Identifier::Outcome {
                     outcome_id,
                     resends,
-                }) => {
-                    let sql = format!(
-                        "SELECT state, stripe_resends, tenant, event_name, reported_mode, stripe_account \
-                         FROM outcomes WHERE id = $1{}",
-                        tx.backend.for_update()
-                    );
-                    let row = sqlx::query(&sql)
-                        .bind(&outcome_id)
-                        .fetch_optional(&mut *tx.tx)
-                        .await?;
-                    match row {
-                        None => Effect::Unknown,
-                        Some(row) => {
-                            let state: OutcomeState = state_col(&row, "state")?;
-                            let current: i64 = col(&row, "stripe_resends")?;
-                            let reported_mode: Option<String> = col(&row, "reported_mode")?;
-                            let sent_to: Option<String> = col(&row, "stripe_account")?;
-                            let elsewhere = reported_mode.as_deref().is_some_and(|m| m != mode)
-                                || sent_to.as_deref() != account;
-                            if current != resends || elsewhere {
-                                Effect::Stale
-                            } else {
-                                record_rejection(&mut tx, &outcome_id, s, stripe_event_id, now)
-                                    .await?;
-                                let text = rejection_text(&s.code, &s.message, stripe_event_id);
-                                let r = sqlx::query(&format!(
-                                    "UPDATE outcomes SET state = 'rejected_by_stripe', last_error = $1, lease_until = NULL \
-                                     WHERE id = $2 AND stripe_resends = $3 AND state IN {REJECTABLE}"
-                                ))
-                                .bind(&text)
-                                .bind(&outcome_id)
-                                .bind(resends)
-                                .execute(&mut *tx.tx)
-                                .await?;
-                                if r.rows_affected() == 1 {
-                                    Effect::Marked {
-                                        tenant: col(&row, "tenant")?,
-                                        event_name: col(&row, "event_name")?,
-                                    }
-                                } else if state == OutcomeState::RejectedByStripe {
-                                    Effect::Already
-                                } else {
-                                    Effect::Unchanged {
-                                        state: state.to_string(),
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                }) => reject_outcome(&mut tx, &at, s, &outcome_id, resends).await?,
                 Some(Identifier::Reversal { outcome_id }) => {
-                    let exists = sqlx::query(
-                        "SELECT state FROM reversals WHERE outcome_id = $1 AND method = 'correction'",
-                    )
-                    .bind(&outcome_id)
-                    .fetch_optional(&mut *tx.tx)
-                    .await?;
-                    match exists {
-                        None => Effect::Unknown,
-                        Some(row) => {
-                            let state: ReversalState = state_col(&row, "state")?;
-                            record_rejection(&mut tx, &outcome_id, s, stripe_event_id, now).await?;
-                            let text = format!(
-                                "the correcting event was rejected by Stripe after it accepted it: {}: {} \
-                                 (Stripe event {stripe_event_id}); the outcome is still billed: credit the \
-                                 customer by hand",
-                                s.code, s.message
-                            );
-                            let r = sqlx::query(
-                                "UPDATE reversals SET state = 'failed', last_error = $1, lease_until = NULL \
-                                 WHERE outcome_id = $2 AND method = 'correction' AND state IN ('pending', 'done')",
-                            )
-                            .bind(&text)
-                            .bind(&outcome_id)
-                            .execute(&mut *tx.tx)
-                            .await?;
-                            if r.rows_affected() == 1 {
-                                Effect::ReversalFailed
-                            } else {
-                                Effect::Unchanged {
-                                    state: state.to_string(),
-                                }
-                            }
-                        }
-                    }
+                    reject_correction(&mut tx, &at, s, &outcome_id).await?
                 }
             };
             out.push(Applied {
@@ -412,6 +336,113 @@ impl Store {
         row.map(|r| Ok(outcome_identifier(outcome_id, col(&r, "stripe_resends")?)))
             .transpose()
     }
+}
+
+/// Where and when Stripe rejected the events a notification names.
+struct RejectedIn<'a> {
+    stripe_event_id: &'a str,
+    /// `live` or `test`.
+    mode: &'a str,
+    /// The Connect account (`None`: the platform's).
+    account: Option<&'a str>,
+    now: i64,
+}
+
+/// Mark the outcome a sample names as rejected, while the named identifier
+/// (`resends`) is the one it uses now, in the mode and account the rejection
+/// came from, and from a state where it was (or may have been) sent.
+async fn reject_outcome(
+    tx: &mut super::Tx,
+    at: &RejectedIn<'_>,
+    s: &Sample,
+    outcome_id: &str,
+    resends: i64,
+) -> Result<Effect, StoreError> {
+    let sql = format!(
+        "SELECT state, stripe_resends, tenant, event_name, reported_mode, stripe_account \
+         FROM outcomes WHERE id = $1{}",
+        tx.backend.for_update()
+    );
+    let Some(row) = sqlx::query(&sql)
+        .bind(outcome_id)
+        .fetch_optional(&mut *tx.tx)
+        .await?
+    else {
+        return Ok(Effect::Unknown);
+    };
+    let state: OutcomeState = state_col(&row, "state")?;
+    let current: i64 = col(&row, "stripe_resends")?;
+    let reported_mode: Option<String> = col(&row, "reported_mode")?;
+    let sent_to: Option<String> = col(&row, "stripe_account")?;
+    let elsewhere =
+        reported_mode.as_deref().is_some_and(|m| m != at.mode) || sent_to.as_deref() != at.account;
+    if current != resends || elsewhere {
+        return Ok(Effect::Stale);
+    }
+    record_rejection(tx, outcome_id, s, at.stripe_event_id, at.now).await?;
+    let text = rejection_text(&s.code, &s.message, at.stripe_event_id);
+    let r = sqlx::query(&format!(
+        "UPDATE outcomes SET state = 'rejected_by_stripe', last_error = $1, lease_until = NULL \
+         WHERE id = $2 AND stripe_resends = $3 AND state IN {REJECTABLE}"
+    ))
+    .bind(&text)
+    .bind(outcome_id)
+    .bind(resends)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(if r.rows_affected() == 1 {
+        Effect::Marked {
+            tenant: col(&row, "tenant")?,
+            event_name: col(&row, "event_name")?,
+        }
+    } else if state == OutcomeState::RejectedByStripe {
+        Effect::Already
+    } else {
+        Effect::Unchanged {
+            state: state.to_string(),
+        }
+    })
+}
+
+/// A clawback's correcting event was rejected: its reversal (pending or done)
+/// is failed, and the outcome stays billed.
+async fn reject_correction(
+    tx: &mut super::Tx,
+    at: &RejectedIn<'_>,
+    s: &Sample,
+    outcome_id: &str,
+) -> Result<Effect, StoreError> {
+    let Some(row) =
+        sqlx::query("SELECT state FROM reversals WHERE outcome_id = $1 AND method = 'correction'")
+            .bind(outcome_id)
+            .fetch_optional(&mut *tx.tx)
+            .await?
+    else {
+        return Ok(Effect::Unknown);
+    };
+    let state: ReversalState = state_col(&row, "state")?;
+    record_rejection(tx, outcome_id, s, at.stripe_event_id, at.now).await?;
+    let text = format!(
+        "the correcting event was rejected by Stripe after it accepted it: {}: {} \
+         (Stripe event {}); the outcome is still billed: credit the \
+         customer by hand",
+        s.code, s.message, at.stripe_event_id
+    );
+    let r = sqlx::query(
+        "UPDATE reversals SET state = 'failed', last_error = $1, lease_until = NULL \
+         WHERE outcome_id = $2 AND method = 'correction' AND state IN ('pending', 'done')",
+    )
+    .bind(&text)
+    .bind(outcome_id)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(if r.rows_affected() == 1 {
+        Effect::ReversalFailed
+    } else {
+        Effect::Unchanged {
+            state: state.to_string(),
+        }
+    })
 }
 
 async fn record_rejection(

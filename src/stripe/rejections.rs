@@ -300,6 +300,56 @@ impl Rejections {
         report: &ErrorReport,
         now: i64,
     ) -> Result<Summary, StoreError> {
+        let (mut summary, mut event_names) = self.mark_named(e, report, now).await?;
+        let meter_ids = &self.meter_ids(None);
+        let meter_id = report.meter_id.clone().or_else(|| e.related_object.clone());
+        if let Some(m) = &meter_id {
+            match meter_ids.iter().find(|(_, id)| *id == m) {
+                Some((name, _)) => {
+                    event_names.insert(name.clone());
+                }
+                None => summary.notes.push(format!(
+                    "meter {m} is neither among the meters the preflight read nor in [stripe.meter_ids]: its totals are compared only for event names a sample named"
+                )),
+            }
+        }
+        if report.kind == NO_METER_FOUND {
+            for name in &event_names {
+                let note = format!(
+                    "no meter at Stripe has event name `{name}`: every event sent to it is rejected until one is created"
+                );
+                tracing::error!(meter = %name, "{note}");
+                summary.notes.push(note);
+            }
+            return Ok(summary);
+        }
+        let vs = report.validation_start.unwrap_or(now);
+        let ve = report.validation_end.unwrap_or(now).max(vs);
+        for name in &event_names {
+            let id = meter_ids.get(name).cloned().or_else(|| {
+                // Named by a sample but not configured: the event's own meter.
+                meter_id.clone().filter(|_| event_names.len() == 1)
+            });
+            let Some(id) = id else {
+                summary.notes.push(format!(
+                    "no meter id for `{name}` (from the preflight or [stripe.meter_ids]): its totals were not compared"
+                ));
+                continue;
+            };
+            self.compare_sent(&mut summary, name, &id, (vs, ve)).await?;
+        }
+        Ok(summary)
+    }
+
+    /// Mark the outcomes the samples name (and fail the corrections they name),
+    /// saying what each sample did. Returns the summary so far and the event
+    /// names of the outcomes marked.
+    async fn mark_named(
+        &self,
+        e: &ClaimedStripeEvent,
+        report: &ErrorReport,
+        now: i64,
+    ) -> Result<(Summary, BTreeSet<String>), StoreError> {
         let samples = report.samples();
         let mode = if report.livemode { "live" } else { "test" };
         let account = report.context.as_deref().or(e.context.as_deref());
@@ -341,71 +391,49 @@ impl Rejections {
             tracing::warn!(stripe_event = %e.id, error_count = summary.error_count, named = samples.len(),
                 "Stripe counted more rejected events than its samples name: those are not marked; comparing the meter with Stripe to surface them");
         }
-        let meter_ids = &self.meter_ids(None);
-        let meter_id = report.meter_id.clone().or_else(|| e.related_object.clone());
-        if let Some(m) = &meter_id {
-            match meter_ids.iter().find(|(_, id)| *id == m) {
-                Some((name, _)) => {
-                    event_names.insert(name.clone());
-                }
-                None => summary.notes.push(format!(
-                    "meter {m} is neither among the meters the preflight read nor in [stripe.meter_ids]: its totals are compared only for event names a sample named"
-                )),
-            }
+        Ok((summary, event_names))
+    }
+
+    /// Compare meter `meter_id` (event name `name`) with Stripe for each tenant
+    /// and customer that sent events on it around the validation window
+    /// (`from`, `to`: Unix ms), adding each comparison, or why there was none,
+    /// to `summary`.
+    async fn compare_sent(
+        &self,
+        summary: &mut Summary,
+        name: &str,
+        meter_id: &str,
+        (from, to): (i64, i64),
+    ) -> Result<(), StoreError> {
+        let sent = self
+            .store
+            .sent_between(
+                name,
+                from - SENT_BEFORE_VALIDATION_MS,
+                to + SENT_AFTER_VALIDATION_MS,
+            )
+            .await?;
+        if sent.is_empty() {
+            summary.notes.push(format!(
+                "no outcome on `{name}` was sent around the validation window ({} to {})",
+                fmt_ms(from),
+                fmt_ms(to)
+            ));
         }
-        if report.kind == NO_METER_FOUND {
-            for name in &event_names {
-                let note = format!(
-                    "no meter at Stripe has event name `{name}`: every event sent to it is rejected until one is created"
-                );
-                tracing::error!(meter = %name, "{note}");
-                summary.notes.push(note);
-            }
-            return Ok(summary);
-        }
-        let vs = report.validation_start.unwrap_or(now);
-        let ve = report.validation_end.unwrap_or(now).max(vs);
-        for name in &event_names {
-            let id = meter_ids.get(name).cloned().or_else(|| {
-                // Named by a sample but not configured: the event's own meter.
-                meter_id.clone().filter(|_| event_names.len() == 1)
-            });
-            let Some(id) = id else {
-                summary.notes.push(format!(
-                    "no meter id for `{name}` (from the preflight or [stripe.meter_ids]): its totals were not compared"
-                ));
-                continue;
-            };
-            let sent = self
-                .store
-                .sent_between(
-                    name,
-                    vs - SENT_BEFORE_VALIDATION_MS,
-                    ve + SENT_AFTER_VALIDATION_MS,
-                )
-                .await?;
-            if sent.is_empty() {
-                summary.notes.push(format!(
-                    "no outcome on `{name}` was sent around the validation window ({} to {})",
-                    fmt_ms(vs),
-                    fmt_ms(ve)
-                ));
-            }
-            for range in sent {
-                match self.compare(&range, name, &id).await {
-                    Ok(d) => summary.reconciled.push(d),
-                    Err(ReconcileError::Store(err)) => return Err(err),
-                    Err(err) => {
-                        self.metrics.reconcile_run("error");
-                        tracing::warn!(tenant = %range.tenant, meter = %name, error = %err, "could not compare the meter with Stripe after a rejection");
-                        summary
-                            .notes
-                            .push(format!("{} `{name}`: not compared: {err}", range.tenant));
-                    }
+        for range in sent {
+            match self.compare(&range, name, meter_id).await {
+                Ok(d) => summary.reconciled.push(d),
+                Err(ReconcileError::Store(err)) => return Err(err),
+                Err(err) => {
+                    self.metrics.reconcile_run("error");
+                    tracing::warn!(tenant = %range.tenant, meter = %name, error = %err, "could not compare the meter with Stripe after a rejection");
+                    summary
+                        .notes
+                        .push(format!("{} `{name}`: not compared: {err}", range.tenant));
                 }
             }
         }
-        Ok(summary)
+        Ok(())
     }
 
     /// Compare a tenant's meter over the timestamps of the events it sent in a range.

@@ -28,6 +28,20 @@ fn is_reopen_signal(kind: EventKind) -> bool {
     kind != EventKind::Resolved
 }
 
+/// What a check asks a helpdesk about: one ticket's resolution.
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    pub provider: &'a str,
+    pub ticket_id: &'a str,
+    /// The settled resolution's time: the history up to it is frozen.
+    pub after: Option<DateTime<Utc>>,
+    /// The resolution asked about.
+    pub resolved_at: DateTime<Utc>,
+    /// Same-kind events this close are one happening ([`SAME_HAPPENING`], or
+    /// the helpdesk's own).
+    pub within: Duration,
+}
+
 /// The events of `look` that no webhook brought, plus what the current status
 /// and the last customer message imply when the history does not show it:
 /// - history entries whose key is unknown and that are not a known happening
@@ -37,14 +51,17 @@ fn is_reopen_signal(kind: EventKind) -> bool {
 /// - the customer wrote after `resolved_at` and no event says so: a customer
 ///   message at that time.
 pub fn learned_events(
-    provider: &str,
-    ticket_id: &str,
-    after: Option<DateTime<Utc>>,
-    resolved_at: DateTime<Utc>,
+    q: &Question<'_>,
     known: &[TicketEvent],
     look: &TicketLook,
-    within: Duration,
 ) -> Vec<TicketEvent> {
+    let Question {
+        provider,
+        ticket_id,
+        after,
+        resolved_at,
+        within,
+    } = *q;
     let keys: HashSet<&str> = known.iter().map(|e| e.event_key.as_str()).collect();
     let mut learned: Vec<TicketEvent> = Vec::new();
     for e in &look.events {
@@ -118,19 +135,33 @@ fn synthesized(
     }
 }
 
+/// What a check compares: a ticket's history as webhooks brought it (`known`)
+/// and with what the helpdesk's API adds (`learned`), replayed under the
+/// tenant's contract and the contracts pinned to its resolutions, at `horizon`.
+pub struct CheckedHistory<'a> {
+    pub contract: &'a ContractTerms,
+    pub pins: &'a BTreeMap<u32, ContractTerms>,
+    pub settled: Option<Settled>,
+    pub known: &'a [TicketEvent],
+    pub learned: &'a [TicketEvent],
+    pub horizon: DateTime<Utc>,
+}
+
 /// What a check found about resolution `seq` (resolved at `resolved_at`) once
 /// `learned` is added to `known`: the state machine decides.
-#[allow(clippy::too_many_arguments)]
 pub fn finding(
-    contract: &ContractTerms,
-    pins: &BTreeMap<u32, ContractTerms>,
-    settled: Option<Settled>,
-    known: &[TicketEvent],
-    learned: &[TicketEvent],
+    h: &CheckedHistory<'_>,
     seq: u32,
     resolved_at: DateTime<Utc>,
-    horizon: DateTime<Utc>,
 ) -> (CheckResult, String) {
+    let CheckedHistory {
+        contract,
+        pins,
+        settled,
+        known,
+        learned,
+        horizon,
+    } = *h;
     let mut events = known.to_vec();
     events.extend_from_slice(learned);
     let history = replay_pinned(contract, pins, settled, &events);
@@ -309,19 +340,31 @@ mod tests {
         }
     }
 
+    /// Resolution 1 of ticket `T` (resolved at 1 h), nothing settled.
+    fn asked(provider: &str) -> Question<'_> {
+        Question {
+            provider,
+            ticket_id: "T",
+            after: None,
+            resolved_at: t(1),
+            within: SAME_HAPPENING,
+        }
+    }
+
     /// What a check finds about resolution 1 (resolved at 1 h) at 100 h, under
     /// the default contract.
     fn find(known: &[TicketEvent], learned: &[TicketEvent]) -> (CheckResult, String) {
-        finding(
-            &ContractTerms::default(),
-            &BTreeMap::new(),
-            None,
+        let contract = ContractTerms::default();
+        let pins = BTreeMap::new();
+        let h = CheckedHistory {
+            contract: &contract,
+            pins: &pins,
+            settled: None,
             known,
             learned,
-            1,
-            t(1),
-            t(100),
-        )
+            horizon: t(100),
+        };
+        finding(&h, 1, t(1))
     }
 
     fn look(resolved: bool, events: Vec<TicketEvent>) -> TicketLook {
@@ -346,7 +389,7 @@ mod tests {
                 ev("a3", EventKind::Resolved, t(6)),
             ],
         );
-        let learned = learned_events("zendesk", "T", None, t(1), &known, &l, SAME_HAPPENING);
+        let learned = learned_events(&asked("zendesk"), &known, &l);
         let keys: Vec<_> = learned.iter().map(|e| e.event_key.as_str()).collect();
         // a1 is the webhook's resolution seen again; the reopen and re-solve are new.
         assert_eq!(keys, vec!["a2", "a3"]);
@@ -362,7 +405,7 @@ mod tests {
         // The last change (a note, say) came after the window: still not billed,
         // since the reopen itself may have been inside it.
         l.updated_at = Some(t(80));
-        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
+        let learned = learned_events(&asked("x"), &known, &l);
         assert_eq!(learned.len(), 1);
         assert_eq!(learned[0].kind, EventKind::Reopened);
         assert_eq!(learned[0].occurred_at, t(1) + Duration::milliseconds(1));
@@ -371,11 +414,11 @@ mod tests {
         // The same look twice gives the same key: a second check adds nothing new.
         assert_eq!(
             learned[0].event_key,
-            learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING)[0].event_key
+            learned_events(&asked("x"), &known, &l)[0].event_key
         );
         // A reopen the history shows after the window: the outcome stands.
         let l = look(false, vec![ev("a9", EventKind::Reopened, t(80))]);
-        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
+        let learned = learned_events(&asked("x"), &known, &l);
         let (result, _) = find(&known, &learned);
         assert_eq!(result, CheckResult::Agreed);
     }
@@ -385,22 +428,22 @@ mod tests {
         let known = vec![ev("w1", EventKind::Resolved, t(1))];
         let mut l = look(true, vec![]);
         l.last_customer_message_at = Some(t(3));
-        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
+        let learned = learned_events(&asked("x"), &known, &l);
         assert_eq!(learned.len(), 1);
         assert_eq!(learned[0].kind, EventKind::CustomerReplied);
         // Told by a webhook already: nothing learned.
         let known2 = vec![known[0].clone(), ev("w2", EventKind::CustomerReplied, t(3))];
-        assert!(learned_events("x", "T", None, t(1), &known2, &l, SAME_HAPPENING).is_empty());
+        assert!(learned_events(&asked("x"), &known2, &l).is_empty());
         // Before the resolution: not a reopen signal of this resolution.
         l.last_customer_message_at = Some(t(0));
-        assert!(learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING).is_empty());
+        assert!(learned_events(&asked("x"), &known, &l).is_empty());
     }
 
     #[test]
     fn the_helpdesk_agreeing_bills_and_says_so() {
         let known = vec![ev("w1", EventKind::Resolved, t(1))];
         let l = look(true, vec![ev("a1", EventKind::Resolved, t(1))]);
-        let learned = learned_events("x", "T", None, t(1), &known, &l, SAME_HAPPENING);
+        let learned = learned_events(&asked("x"), &known, &l);
         assert!(learned.is_empty());
         let (result, why) = find(&known, &learned);
         assert_eq!(
@@ -423,7 +466,7 @@ mod tests {
             ev("a0", EventKind::Resolved, t(-100)),
             ev("a1", EventKind::Reopened, t(-20)),
         ];
-        let learned = learned_events("x", "T", None, t(1), &known, &l2, SAME_HAPPENING);
+        let learned = learned_events(&asked("x"), &known, &l2);
         assert_eq!(learned.len(), 2);
         let (result, _) = find(&known, &learned);
         assert_eq!(result, CheckResult::Disagreed);

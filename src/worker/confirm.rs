@@ -1,15 +1,25 @@
 //! Confirmer: resolutions whose window has passed become outcomes (or final
 //! non-billable decisions), with evidence, in one transaction.
+//!
+//! One pass ([`Worker::confirm_once`]) locks a batch of due tickets in one
+//! transaction; for each ticket ([`Worker::confirm_ticket`]) every due
+//! resolution, in order, is gated by verification, checked against the caps,
+//! written as an outcome and a final decision, and checked for a clawback
+//! ([`Worker::decide_due`]); then the ticket is saved with the time it is due next.
 
 use super::clawback::{over_cap, LateReopen};
-use super::evidence::{decision, evidence, DecisionInput};
+use super::evidence::{decision, evidence, DecisionInput, Pins, Verification};
 use super::Worker;
-use crate::clock::to_millis;
+use crate::clock::{from_millis, to_millis};
+use crate::contract::Meter;
+use crate::event::TicketEvent;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::outcome::outcome_id;
-use crate::store::{NewOutcome, StoreError};
-use crate::ticket::{replay_pinned, Settled, Standing};
+use crate::store::{DecisionWrite, NewOutcome, StoreError, Tx};
+use crate::tenants::Tenant;
+use crate::ticket::{replay_pinned, Resolution, Settled, Standing, TicketHistory};
 use crate::verification::judge::{gate, Gate};
+use chrono::{DateTime, Utc};
 
 /// Due means: window ended, plus the grace, before the oldest delivery not yet
 /// processed arrived (`oldest`). A reopen still waiting in the inbox (a backlog, a
@@ -18,6 +28,95 @@ fn due_horizon(oldest: Option<i64>, now: i64, grace: i64) -> i64 {
     oldest
         .map_or(now, |received| received.min(now))
         .saturating_sub(grace)
+}
+
+/// The times of one confirmation pass.
+struct Pass {
+    now_t: DateTime<Utc>,
+    /// `now_t` in Unix ms.
+    now: i64,
+    /// `worker.confirm_grace` in ms.
+    grace: i64,
+    /// Resolutions whose window ended by then are due.
+    horizon: DateTime<Utc>,
+}
+
+/// A due ticket, locked in the pass's transaction, with what its resolutions are
+/// decided from.
+struct DueTicket<'a> {
+    tenant_id: &'a str,
+    tenant: &'a Tenant,
+    provider: &'a str,
+    ticket_id: &'a str,
+    events: &'a [TicketEvent],
+    pins: &'a Pins,
+}
+
+impl DueTicket<'_> {
+    /// The decision row of resolution `r`, as [`decision`] writes it: final,
+    /// unless it is held.
+    fn decision(
+        &self,
+        r: &Resolution,
+        status: DecisionStatus,
+        outcome_id: Option<String>,
+        verification: Option<&Verification>,
+        now: i64,
+    ) -> DecisionWrite {
+        decision(DecisionInput {
+            tenant: self.tenant,
+            provider: self.provider,
+            ticket_id: self.ticket_id,
+            resolution: r,
+            events: self.events,
+            status,
+            outcome_id,
+            is_final: status != DecisionStatus::Held,
+            now,
+            pins: self.pins,
+            verification,
+        })
+    }
+}
+
+/// What verification before billing says of a due resolution.
+enum Checked {
+    /// Go on, with this verification recorded (none for a provider that is not
+    /// verified).
+    Go(Option<Verification>),
+    /// Held until then (Unix ms); its decision is written, not final.
+    Held { until: i64 },
+}
+
+/// What the confirmer decided of one due resolution, before it is written.
+struct Decided<'a> {
+    r: &'a Resolution,
+    /// Its outcome id and meter, when the contract bills it.
+    billable: Option<(String, Meter)>,
+    /// Why a cap stopped it (a billable one only).
+    capped: Option<String>,
+    verification: Option<Verification>,
+}
+
+/// What deciding one due resolution came to.
+enum Step {
+    /// Settled: its final decision is written, and its outcome when billable
+    /// (`confirmed`: a new one, not capped).
+    Settled { confirmed: bool },
+    /// Held by verification until then (Unix ms): the resolutions after it wait.
+    Held { until: i64 },
+}
+
+/// What deciding a ticket's due resolutions came to.
+struct Progress {
+    /// The ticket's settled resolution before the pass.
+    before: Option<Settled>,
+    /// The last resolution settled now (`before` if none was).
+    settled: Option<Settled>,
+    /// A resolution held by verification until then (Unix ms).
+    hold_until: Option<i64>,
+    /// Outcomes confirmed (new, not capped).
+    confirmed: usize,
 }
 
 impl Worker {
@@ -35,206 +134,322 @@ impl Worker {
         }
         let mut tx = self.store.begin().await?;
         let horizon = due_horizon(tx.oldest_pending_delivery().await?, now, grace);
-        let horizon_t = crate::clock::from_millis(horizon);
         let due = tx.due_tickets(horizon, self.batch).await?;
         if due.is_empty() {
             return Ok(0);
         }
+        let pass = Pass {
+            now_t,
+            now,
+            grace,
+            horizon: from_millis(horizon),
+        };
         let mut confirmed = 0usize;
         for (tenant_id, provider, ticket_id) in &due {
-            let Some(tenant) = self.tenants.get(tenant_id) else {
-                tracing::error!(%tenant_id, %ticket_id, "due ticket of an unconfigured tenant: postponed one hour");
-                let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
-                tx.save_ticket(
-                    tenant_id,
-                    provider,
-                    ticket_id,
-                    settled,
-                    Some(now + 3_600_000),
-                    now,
-                )
-                .await?;
-                continue;
-            };
-            let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
-            let events = tx.load_events(tenant_id, provider, ticket_id).await?;
-            let pins = self.pins(&mut tx, tenant, provider, ticket_id).await?;
-            let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
-            let mut new_settled = settled;
-            let mut hold_until: Option<i64> = None;
-            for r in &history.resolutions {
-                match r.standing(horizon_t) {
-                    Standing::Reopened => continue,
-                    Standing::InWindow => break,
-                    Standing::Due => {}
-                }
-                let billable = r
-                    .verdict
-                    .meter
-                    .clone()
-                    .map(|m| (outcome_id(tenant_id, provider, ticket_id, r.seq), m));
-                // Caps of the contract this resolution is pinned to (the one it was first
-                // decided under), like every other term.
-                let caps = &pins.terms.get(&r.seq).unwrap_or(&tenant.contract).caps;
-                // Verification before billing: bill only what the helpdesk agreed to
-                // (or, past verify.max_hold, what verify.on_unreachable allows). A
-                // resolution not billed is checked too before it is settled: settling
-                // freezes the history before it, lost webhooks included.
-                let mut verification = None;
-                if self.verifier.is_on(tenant_id, provider) {
-                    let latest = tx
-                        .latest_check(
-                            tenant_id,
-                            provider,
-                            ticket_id,
-                            r.seq,
-                            to_millis(r.resolved_at),
-                        )
-                        .await?;
-                    match gate(
-                        provider,
-                        latest.as_ref(),
-                        to_millis(r.settle_at),
-                        now,
-                        &self.verifier.settings,
-                    ) {
-                        Gate::Bill { verified, note } => verification = Some((verified, note)),
-                        Gate::Hold { until, why, reason } => {
-                            self.metrics.verification_hold(provider, reason);
-                            let mut d = decision(DecisionInput {
-                                tenant,
-                                provider,
-                                ticket_id,
-                                resolution: r,
-                                events: &events,
-                                status: DecisionStatus::Held,
-                                outcome_id: None,
-                                is_final: false,
-                                now,
-                                pins: &pins,
-                                verification: None,
-                            });
-                            d.detail = why;
-                            tx.write_decision(&d).await?;
-                            hold_until = Some(until);
-                            break;
-                        }
-                    }
-                }
-                let capped = match &billable {
-                    Some(_) => {
-                        over_cap(&mut tx, caps, &tenant.settings.stripe_customer_id, now_t).await?
-                    }
-                    None => None,
-                };
-                if let Some((id, meter)) = &billable {
-                    let contract = pins.contract_id(r.seq, tenant);
-                    // A resolution that became an outcome longer ago than the billing
-                    // system accepts (imported late by a backfill, or a worker stopped
-                    // for weeks) keeps that time: the reporter parks it as too old, so
-                    // it is never billed into today's period by accident (`replay
-                    // --too-old` bills it on purpose).
-                    let became = to_millis(r.settle_at);
-                    let oldest =
-                        1000 * crate::stripe::limits::oldest_acceptable(self.clock.world_now());
-                    let confirmed_at = if became < oldest { became } else { now };
-                    let inserted = tx
-                        .insert_outcome(&NewOutcome {
-                            id: id.clone(),
-                            tenant: tenant_id.clone(),
-                            provider: provider.clone(),
-                            ticket_id: ticket_id.clone(),
-                            seq: r.seq,
-                            resolved_at: to_millis(r.resolved_at),
-                            confirmed_at,
-                            event_name: meter.event_name.clone(),
-                            value: meter.value,
-                            stripe_customer_id: tenant.settings.stripe_customer_id.clone(),
-                            stripe_account: tenant.settings.stripe_account.clone(),
-                            sink: tenant.settings.sink,
-                            sink_target: tenant.settings.sink.target(&tenant.settings),
-                            contract_version: contract.0.to_string(),
-                            contract_hash: contract.1.to_string(),
-                            evidence: evidence(r, &events, contract, verification.as_ref()),
-                            state: if capped.is_some() {
-                                OutcomeState::Capped
-                            } else {
-                                OutcomeState::Pending
-                            },
-                        })
-                        .await?;
-                    confirmed += usize::from(inserted && capped.is_none());
-                }
-                let status = match (&billable, &capped) {
-                    (Some(_), Some(_)) => DecisionStatus::Capped,
-                    (Some(_), None) => DecisionStatus::Confirmed,
-                    (None, _) => DecisionStatus::NotBillable,
-                };
-                let mut d = decision(DecisionInput {
-                    tenant,
-                    provider,
-                    ticket_id,
-                    resolution: r,
-                    events: &events,
-                    status,
-                    outcome_id: billable.map(|(id, _)| id),
-                    is_final: true,
-                    now,
-                    pins: &pins,
-                    verification: verification.as_ref(),
-                });
-                if let Some(why) = capped {
-                    d.billable = false;
-                    d.detail = why;
-                }
-                tx.write_decision(&d).await?;
-                new_settled = Some(Settled {
-                    seq: r.seq,
-                    resolved_at: r.resolved_at,
-                });
-                // A reopen already stored after this resolution's window may claw back the
-                // outcome just confirmed: checked for every resolution confirmed in this pass,
-                // so the result does not depend on how many are confirmed at once.
-                if let Some(reopen) = &r.next_reopen {
-                    self.clawback(
-                        &mut tx,
-                        LateReopen {
-                            tenant,
-                            provider,
-                            ticket_id,
-                            seq: r.seq,
-                            resolved_at: r.resolved_at,
-                            reopen,
-                        },
-                        now,
-                    )
-                    .await?;
-                }
-            }
-            let next = if new_settled != settled {
-                if let Some(s) = new_settled {
-                    tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
-                        .await?;
-                }
-                replay_pinned(&tenant.contract, &pins.terms, new_settled, &events).next_settle_at()
-            } else {
-                history.next_settle_at()
-            };
-            let mut next = next.map(to_millis);
-            if let Some(until) = hold_until {
-                // Due means `settle_at <= now - grace`: held until `until`, not a grace later.
-                next = Some(until.saturating_sub(grace));
-            }
-            if new_settled == settled && hold_until.is_none() && next.is_some_and(|n| n <= now) {
-                // Cannot happen (a due resolution is always confirmed above); guard the queue anyway.
-                tracing::error!(%tenant_id, %ticket_id, "due ticket had nothing to confirm: postponed one minute");
-                next = Some(now + 60_000);
-            }
-            tx.save_ticket(tenant_id, provider, ticket_id, new_settled, next, now)
+            confirmed += self
+                .confirm_ticket(&mut tx, &pass, tenant_id, provider, ticket_id)
                 .await?;
         }
         tx.commit().await?;
         self.metrics.outcomes_confirmed(confirmed);
         Ok(due.len())
     }
+
+    /// Decide the due resolutions of one ticket, in order, and save it with the
+    /// time it is due next. Returns how many outcomes it confirmed.
+    async fn confirm_ticket(
+        &self,
+        tx: &mut Tx,
+        pass: &Pass,
+        tenant_id: &str,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<usize, StoreError> {
+        let Some(tenant) = self.tenants.get(tenant_id) else {
+            tracing::error!(%tenant_id, %ticket_id, "due ticket of an unconfigured tenant: postponed one hour");
+            postpone_an_hour(tx, pass, tenant_id, provider, ticket_id).await?;
+            return Ok(0);
+        };
+        let settled = tx
+            .lock_ticket(tenant_id, provider, ticket_id, pass.now)
+            .await?;
+        let events = tx.load_events(tenant_id, provider, ticket_id).await?;
+        let pins = self.pins(tx, tenant, provider, ticket_id).await?;
+        let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
+        let t = DueTicket {
+            tenant_id,
+            tenant,
+            provider,
+            ticket_id,
+            events: &events,
+            pins: &pins,
+        };
+        let mut progress = Progress {
+            before: settled,
+            settled,
+            hold_until: None,
+            confirmed: 0,
+        };
+        for r in &history.resolutions {
+            match r.standing(pass.horizon) {
+                Standing::Reopened => continue,
+                Standing::InWindow => break,
+                Standing::Due => {}
+            }
+            match self.decide_due(tx, pass, &t, r).await? {
+                Step::Settled { confirmed } => {
+                    progress.confirmed += usize::from(confirmed);
+                    progress.settled = Some(Settled {
+                        seq: r.seq,
+                        resolved_at: r.resolved_at,
+                    });
+                }
+                Step::Held { until } => {
+                    progress.hold_until = Some(until);
+                    break;
+                }
+            }
+        }
+        if progress.settled != progress.before {
+            if let Some(s) = progress.settled {
+                tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
+                    .await?;
+            }
+        }
+        let next = next_due(pass, &t, &history, &progress);
+        tx.save_ticket(
+            tenant_id,
+            provider,
+            ticket_id,
+            progress.settled,
+            next,
+            pass.now,
+        )
+        .await?;
+        Ok(progress.confirmed)
+    }
+
+    /// Decide one due resolution: verification first, then the caps, then its
+    /// outcome and final decision, then a clawback of it by a reopen already stored.
+    async fn decide_due(
+        &self,
+        tx: &mut Tx,
+        pass: &Pass,
+        t: &DueTicket<'_>,
+        r: &Resolution,
+    ) -> Result<Step, StoreError> {
+        let verification = match self.check_verified(tx, pass, t, r).await? {
+            Checked::Go(verification) => verification,
+            Checked::Held { until } => return Ok(Step::Held { until }),
+        };
+        let billable = r
+            .verdict
+            .meter
+            .clone()
+            .map(|m| (outcome_id(t.tenant_id, t.provider, t.ticket_id, r.seq), m));
+        // Caps of the contract this resolution is pinned to (the one it was first
+        // decided under), like every other term.
+        let caps = &t.pins.terms.get(&r.seq).unwrap_or(&t.tenant.contract).caps;
+        let capped = match &billable {
+            Some(_) => {
+                over_cap(tx, caps, &t.tenant.settings.stripe_customer_id, pass.now_t).await?
+            }
+            None => None,
+        };
+        let decided = Decided {
+            r,
+            billable,
+            capped,
+            verification,
+        };
+        let mut confirmed = false;
+        if let Some(o) = self.new_outcome(pass, t, &decided) {
+            let inserted = tx.insert_outcome(&o).await?;
+            confirmed = inserted && decided.capped.is_none();
+        }
+        tx.write_decision(&final_decision(pass, t, decided)).await?;
+        // A reopen already stored after this resolution's window may claw back the
+        // outcome just confirmed: checked for every resolution confirmed in this pass,
+        // so the result does not depend on how many are confirmed at once.
+        if let Some(reopen) = &r.next_reopen {
+            self.clawback(
+                tx,
+                LateReopen {
+                    tenant: t.tenant,
+                    provider: t.provider,
+                    ticket_id: t.ticket_id,
+                    seq: r.seq,
+                    resolved_at: r.resolved_at,
+                    reopen,
+                },
+                pass.now,
+            )
+            .await?;
+        }
+        Ok(Step::Settled { confirmed })
+    }
+
+    /// Verification before billing: bill only what the helpdesk agreed to (or,
+    /// past verify.max_hold, what verify.on_unreachable allows). A resolution not
+    /// billed is checked too before it is settled: settling freezes the history
+    /// before it, lost webhooks included. A held one gets a decision that is not final.
+    async fn check_verified(
+        &self,
+        tx: &mut Tx,
+        pass: &Pass,
+        t: &DueTicket<'_>,
+        r: &Resolution,
+    ) -> Result<Checked, StoreError> {
+        if !self.verifier.is_on(t.tenant_id, t.provider) {
+            return Ok(Checked::Go(None));
+        }
+        let latest = tx
+            .latest_check(
+                t.tenant_id,
+                t.provider,
+                t.ticket_id,
+                r.seq,
+                to_millis(r.resolved_at),
+            )
+            .await?;
+        match gate(
+            t.provider,
+            latest.as_ref(),
+            to_millis(r.settle_at),
+            pass.now,
+            &self.verifier.settings,
+        ) {
+            Gate::Bill { verified, note } => Ok(Checked::Go(Some((verified, note)))),
+            Gate::Hold { until, why, reason } => {
+                self.metrics.verification_hold(t.provider, reason);
+                let mut d = t.decision(r, DecisionStatus::Held, None, None, pass.now);
+                d.detail = why;
+                tx.write_decision(&d).await?;
+                Ok(Checked::Held { until })
+            }
+        }
+    }
+
+    /// The outcome of a billable resolution (`None`: the contract does not bill it),
+    /// `capped` when a cap stopped it.
+    fn new_outcome(&self, pass: &Pass, t: &DueTicket<'_>, d: &Decided<'_>) -> Option<NewOutcome> {
+        let (id, meter) = d.billable.as_ref()?;
+        let r = d.r;
+        let contract = t.pins.contract_id(r.seq, t.tenant);
+        // A resolution that became an outcome longer ago than the billing
+        // system accepts (imported late by a backfill, or a worker stopped
+        // for weeks) keeps that time: the reporter parks it as too old, so
+        // it is never billed into today's period by accident (`replay
+        // --too-old` bills it on purpose).
+        let became = to_millis(r.settle_at);
+        let oldest = 1000 * crate::stripe::limits::oldest_acceptable(self.clock.world_now());
+        let confirmed_at = if became < oldest { became } else { pass.now };
+        let settings = &t.tenant.settings;
+        Some(NewOutcome {
+            id: id.clone(),
+            tenant: t.tenant_id.to_string(),
+            provider: t.provider.to_string(),
+            ticket_id: t.ticket_id.to_string(),
+            seq: r.seq,
+            resolved_at: to_millis(r.resolved_at),
+            confirmed_at,
+            event_name: meter.event_name.clone(),
+            value: meter.value,
+            stripe_customer_id: settings.stripe_customer_id.clone(),
+            stripe_account: settings.stripe_account.clone(),
+            sink: settings.sink,
+            sink_target: settings.sink.target(settings),
+            contract_version: contract.0.to_string(),
+            contract_hash: contract.1.to_string(),
+            evidence: evidence(r, t.events, contract, d.verification.as_ref()),
+            state: if d.capped.is_some() {
+                OutcomeState::Capped
+            } else {
+                OutcomeState::Pending
+            },
+        })
+    }
+}
+
+/// A due ticket of a tenant no longer configured: left as it is, due again in an hour.
+async fn postpone_an_hour(
+    tx: &mut Tx,
+    pass: &Pass,
+    tenant_id: &str,
+    provider: &str,
+    ticket_id: &str,
+) -> Result<(), StoreError> {
+    let settled = tx
+        .lock_ticket(tenant_id, provider, ticket_id, pass.now)
+        .await?;
+    tx.save_ticket(
+        tenant_id,
+        provider,
+        ticket_id,
+        settled,
+        Some(pass.now + 3_600_000),
+        pass.now,
+    )
+    .await
+}
+
+/// The final decision of a settled resolution: confirmed, capped (not billable,
+/// with the cap that stopped it) or not billable.
+fn final_decision(pass: &Pass, t: &DueTicket<'_>, d: Decided<'_>) -> DecisionWrite {
+    let Decided {
+        r,
+        billable,
+        capped,
+        verification,
+    } = d;
+    let status = match (&billable, &capped) {
+        (Some(_), Some(_)) => DecisionStatus::Capped,
+        (Some(_), None) => DecisionStatus::Confirmed,
+        (None, _) => DecisionStatus::NotBillable,
+    };
+    let mut w = t.decision(
+        r,
+        status,
+        billable.map(|(id, _)| id),
+        verification.as_ref(),
+        pass.now,
+    );
+    if let Some(why) = capped {
+        w.billable = false;
+        w.detail = why;
+    }
+    w
+}
+
+/// When the ticket is due next (Unix ms): the earliest window end of a
+/// resolution not reopened after the one settled now, or the end of a hold.
+fn next_due(
+    pass: &Pass,
+    t: &DueTicket<'_>,
+    history: &TicketHistory,
+    progress: &Progress,
+) -> Option<i64> {
+    let moved = progress.settled != progress.before;
+    let next = if moved {
+        replay_pinned(
+            &t.tenant.contract,
+            &t.pins.terms,
+            progress.settled,
+            t.events,
+        )
+        .next_settle_at()
+    } else {
+        history.next_settle_at()
+    };
+    let mut next = next.map(to_millis);
+    if let Some(until) = progress.hold_until {
+        // Due means `settle_at <= now - grace`: held until `until`, not a grace later.
+        next = Some(until.saturating_sub(pass.grace));
+    }
+    if !moved && progress.hold_until.is_none() && next.is_some_and(|n| n <= pass.now) {
+        // Cannot happen (a due resolution is always confirmed above); guard the queue anyway.
+        tracing::error!(tenant_id = %t.tenant_id, ticket_id = %t.ticket_id, "due ticket had nothing to confirm: postponed one minute");
+        next = Some(pass.now + 60_000);
+    }
+    next
 }

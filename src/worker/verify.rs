@@ -14,7 +14,7 @@ use crate::helpdesk_api::{ApiError, HelpdeskApi, TicketLook};
 use crate::store::{Check, CheckResult, StoreError};
 use crate::tenants::Tenant;
 use crate::ticket::{replay_pinned, Standing};
-use crate::verification::judge::{finding, learned_events};
+use crate::verification::judge::{finding, learned_events, CheckedHistory, Question};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -184,134 +184,167 @@ impl Worker {
         let settled = tx
             .lock_ticket(&c.tenant, &c.provider, &c.ticket_id, now)
             .await?;
-        let mut check = Check {
-            id: 0,
-            tenant: c.tenant.clone(),
-            provider: c.provider.clone(),
-            ticket_id: c.ticket_id.clone(),
-            seq: c.seq,
-            resolved_at: to_millis(c.resolved_at),
-            result: CheckResult::Unreachable,
-            checked_at: now,
-            failures: 0,
-            failure: None,
-            held_since: None,
-            next_try_at: None,
-            detail: String::new(),
-            answer: String::new(),
-            learned: 0,
-        };
-        // Checks of the later due resolutions, from the same answer.
-        let mut more: Vec<Check> = Vec::new();
-        let learned: Vec<TicketEvent> = match look {
+        let check = unanswered(&c, now);
+        let found = match look {
             Ok(look) => {
                 let known = tx.load_events(&c.tenant, &c.provider, &c.ticket_id).await?;
-                let learned = learned_events(
-                    &c.provider,
-                    &c.ticket_id,
-                    settled.map(|s| s.resolved_at),
-                    c.resolved_at,
-                    &known,
-                    &look,
-                    c.same_within,
-                );
+                let question = Question {
+                    provider: &c.provider,
+                    ticket_id: &c.ticket_id,
+                    after: settled.map(|s| s.resolved_at),
+                    resolved_at: c.resolved_at,
+                    within: c.same_within,
+                };
+                let learned = learned_events(&question, &known, &look);
                 let pins = self
                     .pins(&mut tx, tenant, &c.provider, &c.ticket_id)
                     .await?;
-                let (result, detail) = finding(
-                    &tenant.contract,
-                    &pins.terms,
+                let h = CheckedHistory {
+                    contract: &tenant.contract,
+                    pins: &pins.terms,
                     settled,
-                    &known,
-                    &learned,
-                    c.seq,
-                    c.resolved_at,
+                    known: &known,
+                    learned: &learned,
                     horizon,
-                );
-                check.result = result;
-                check.detail = format!("{detail} (status `{}`)", look.status);
-                check.answer = look.answer.to_string();
-                check.learned = u32::try_from(learned.len()).unwrap_or(u32::MAX);
-                if result == CheckResult::Agreed {
-                    for (seq, resolved_at) in &c.then {
-                        let (result, detail) = finding(
-                            &tenant.contract,
-                            &pins.terms,
-                            settled,
-                            &known,
-                            &learned,
-                            *seq,
-                            *resolved_at,
-                            horizon,
-                        );
-                        self.metrics.verification(&c.provider, result.as_str());
-                        more.push(Check {
-                            seq: *seq,
-                            resolved_at: to_millis(*resolved_at),
-                            result,
-                            detail: format!("{detail} (status `{}`)", look.status),
-                            learned: 0,
-                            ..check.clone()
-                        });
-                    }
+                };
+                let (check, more) = self.answered(&c, &look, &h, check);
+                Found {
+                    check,
+                    more,
+                    learned,
                 }
-                self.metrics.verification(&c.provider, result.as_str());
-                if result == CheckResult::Disagreed {
-                    let reason = learned
-                        .iter()
-                        .map(|e| e.kind)
-                        .find(|k| *k != crate::event::EventKind::Resolved)
-                        .map_or("other", |k| k.as_str());
-                    self.metrics.verification_disagreement(&c.provider, reason);
-                    tracing::info!(tenant = %c.tenant, provider = %c.provider, ticket = %c.ticket_id, seq = c.seq, detail = %check.detail, "verification: the helpdesk disagrees; not billed");
-                }
-                learned
             }
             Err(ApiError::Throttled { .. }) => {
                 // Nothing was asked (this client's own budget): no check, no
                 // failure; the confirmer waits and the next pass asks again.
                 return tx.rollback().await;
             }
-            Err(e) => {
-                let (failures, held_since) = match &c.failed_before {
-                    Some(prev) => (
-                        prev.failures.saturating_add(1),
-                        prev.held_since.unwrap_or(prev.checked_at),
-                    ),
-                    None => (1, now),
-                };
-                let wait = self.verifier.settings.backoff(failures, e.retry_after());
-                check.failures = failures;
-                check.failure = Some(e.failure_kind().to_string());
-                check.held_since = Some(held_since);
-                check.next_try_at =
-                    Some(now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4));
-                check.detail = e.to_string();
-                check.answer = serde_json::json!({ "error": e.to_string() }).to_string();
-                self.metrics
-                    .verification(&c.provider, CheckResult::Unreachable.as_str());
-                self.metrics
-                    .helpdesk_api_error(&c.provider, e.status_label());
-                if matches!(e, ApiError::Refused { .. }) {
-                    tracing::error!(tenant = %c.tenant, provider = %c.provider, error = %e, "verification: the helpdesk refused our API credentials; outcomes are held until they are fixed");
-                } else {
-                    tracing::warn!(tenant = %c.tenant, provider = %c.provider, ticket = %c.ticket_id, error = %e, failures, "verification: helpdesk API unavailable; outcome held");
-                }
-                Vec::new()
-            }
+            Err(e) => Found {
+                check: self.unreachable(&c, &e, check),
+                more: Vec::new(),
+                learned: Vec::new(),
+            },
         };
-        let id = tx.insert_check(&check).await?;
-        for m in &more {
+        let id = tx.insert_check(&found.check).await?;
+        for m in &found.more {
             tx.insert_check(m).await?;
         }
-        for e in &learned {
+        for e in &found.learned {
             tx.insert_event(&c.tenant, &c.provider, 0, Some(id), e)
                 .await?;
         }
-        if !learned.is_empty() {
+        if !found.learned.is_empty() {
             self.replay_ticket(&mut tx, tenant, &c.provider, &c.ticket_id, settled, now)
                 .await?;
         }
         tx.commit().await
+    }
+
+    /// The helpdesk answered: what it says of the resolution asked about (and, when
+    /// it agrees, of the later due ones, from the same answer: `more`), counted and
+    /// logged.
+    fn answered(
+        &self,
+        c: &Candidate,
+        look: &TicketLook,
+        h: &CheckedHistory<'_>,
+        check: Check,
+    ) -> (Check, Vec<Check>) {
+        let (result, detail) = finding(h, c.seq, c.resolved_at);
+        let check = Check {
+            result,
+            detail: format!("{detail} (status `{}`)", look.status),
+            answer: look.answer.to_string(),
+            learned: u32::try_from(h.learned.len()).unwrap_or(u32::MAX),
+            ..check
+        };
+        let mut more: Vec<Check> = Vec::new();
+        if result == CheckResult::Agreed {
+            for (seq, resolved_at) in &c.then {
+                let (result, detail) = finding(h, *seq, *resolved_at);
+                self.metrics.verification(&c.provider, result.as_str());
+                more.push(Check {
+                    seq: *seq,
+                    resolved_at: to_millis(*resolved_at),
+                    result,
+                    detail: format!("{detail} (status `{}`)", look.status),
+                    learned: 0,
+                    ..check.clone()
+                });
+            }
+        }
+        self.metrics.verification(&c.provider, result.as_str());
+        if result == CheckResult::Disagreed {
+            let reason = h
+                .learned
+                .iter()
+                .map(|e| e.kind)
+                .find(|k| *k != crate::event::EventKind::Resolved)
+                .map_or("other", |k| k.as_str());
+            self.metrics.verification_disagreement(&c.provider, reason);
+            tracing::info!(tenant = %c.tenant, provider = %c.provider, ticket = %c.ticket_id, seq = c.seq, detail = %check.detail, "verification: the helpdesk disagrees; not billed");
+        }
+        (check, more)
+    }
+
+    /// The helpdesk could not be asked: the check is a failure, one more than the
+    /// last (its hold goes on from when it began), with the time to try again.
+    fn unreachable(&self, c: &Candidate, e: &ApiError, check: Check) -> Check {
+        let now = check.checked_at;
+        let (failures, held_since) = match &c.failed_before {
+            Some(prev) => (
+                prev.failures.saturating_add(1),
+                prev.held_since.unwrap_or(prev.checked_at),
+            ),
+            None => (1, now),
+        };
+        let wait = self.verifier.settings.backoff(failures, e.retry_after());
+        self.metrics
+            .verification(&c.provider, CheckResult::Unreachable.as_str());
+        self.metrics
+            .helpdesk_api_error(&c.provider, e.status_label());
+        if matches!(e, ApiError::Refused { .. }) {
+            tracing::error!(tenant = %c.tenant, provider = %c.provider, error = %e, "verification: the helpdesk refused our API credentials; outcomes are held until they are fixed");
+        } else {
+            tracing::warn!(tenant = %c.tenant, provider = %c.provider, ticket = %c.ticket_id, error = %e, failures, "verification: helpdesk API unavailable; outcome held");
+        }
+        Check {
+            failures,
+            failure: Some(e.failure_kind().to_string()),
+            held_since: Some(held_since),
+            next_try_at: Some(now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4)),
+            detail: e.to_string(),
+            answer: serde_json::json!({ "error": e.to_string() }).to_string(),
+            ..check
+        }
+    }
+}
+
+/// What one check comes to, before it is written: the check of the resolution
+/// asked about, checks of the later due ones, and the events the answer taught.
+struct Found {
+    check: Check,
+    more: Vec<Check>,
+    learned: Vec<TicketEvent>,
+}
+
+/// The check of `c` made `now`, before the answer is known: unreachable, no failure.
+fn unanswered(c: &Candidate, now: i64) -> Check {
+    Check {
+        id: 0,
+        tenant: c.tenant.clone(),
+        provider: c.provider.clone(),
+        ticket_id: c.ticket_id.clone(),
+        seq: c.seq,
+        resolved_at: to_millis(c.resolved_at),
+        result: CheckResult::Unreachable,
+        checked_at: now,
+        failures: 0,
+        failure: None,
+        held_since: None,
+        next_try_at: None,
+        detail: String::new(),
+        answer: String::new(),
+        learned: 0,
     }
 }

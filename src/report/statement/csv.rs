@@ -8,7 +8,7 @@
 //! they are). Numeric columns (`seq`, `value`) hold integers this program formats:
 //! they are never prefixed, so a reversal's `-1` stays a number a spreadsheet can sum.
 
-use super::Statement;
+use super::model::{BilledLine, MeterTotals, NotBilledLine, ReversalLine, Statement};
 
 /// One CSV cell: text (neutralized, then quoted) or an integer we formatted.
 enum Cell<'a> {
@@ -55,96 +55,125 @@ impl Statement {
         let mut s = String::from(
             "line,ticket_id,provider,seq,resolved_at,confirmed_at,meter,value,state,stripe_identifier,stripe_request_id,reason,detail,evidence,method\n",
         );
-        let row = |cols: &[Cell<'_>]| cols.iter().map(cell).collect::<Vec<_>>().join(",") + "\n";
         for b in &self.billed {
-            s += &row(&[
-                Text("billed"),
-                Text(&b.ticket_id),
-                Text(&b.provider),
-                Int(b.seq),
-                Text(&b.resolved_at),
-                Text(&b.confirmed_at),
-                Text(&b.event_name),
-                Int(b.value),
-                Text(b.state.as_str()),
-                Text(&b.stripe_identifier),
-                Text(b.stripe_request_id.as_deref().unwrap_or("")),
-                Text("billable"),
-                Text(&match &b.status_note {
-                    Some(note) => format!("{} ({note})", b.why),
-                    None => b.why.clone(),
-                }),
-                Text(&b.evidence_events.join("; ")),
-                Text(""),
-            ]);
+            s += &billed_row(b);
         }
         for n in &self.not_billed {
-            s += &row(&[
-                Text("not_billed"),
-                Text(&n.ticket_id),
-                Text(&n.provider),
-                Int(n.seq),
-                Text(&n.resolved_at),
-                Text(n.confirmed_at.as_deref().unwrap_or("")),
-                Text(n.event_name.as_deref().unwrap_or("")),
-                Int(0),
-                Text(&n.status),
-                Text(""),
-                Text(""),
-                Text(&n.reason),
-                Text(&n.detail),
-                Text(""),
-                Text(""),
-            ]);
+            s += &not_billed_row(n);
         }
         for r in &self.reversals {
-            let detail = match &r.error {
-                Some(e) => format!("{} ({e})", r.explanation),
-                None => r.explanation.clone(),
-            };
-            s += &row(&[
-                Text("reversal"),
-                Text(&r.ticket_id),
-                Text(&r.provider),
-                Int(r.seq),
-                Text(""),
-                Text(&r.at),
-                Text(&r.event_name),
-                Int(-r.value),
-                Text(r.state.as_str()),
-                Text(&r.stripe_identifier),
-                Text(r.stripe_request_id.as_deref().unwrap_or("")),
-                Text(&r.clause),
-                Text(&detail),
-                Text(&r.reopen_evidence()),
-                Text(&r.method),
-            ]);
+            s += &reversal_row(r);
         }
         for t in &self.totals {
-            s += &row(&[
-                Text("total"),
-                Text(""),
-                Text(""),
-                Text(""),
-                Text(""),
-                Text(""),
-                Text(&t.event_name),
-                Int(t.net_value),
-                Text("net_sent_to_stripe"),
-                Text(""),
-                Text(""),
-                Text(""),
-                Text(&format!(
-                    "reported {} (value {}), reversed {} (value {}), awaiting {}, dry-run {}, capped {}, rejected by Stripe {} (value {}), reported in another Stripe mode (not billed in {}) {}",
-                    t.reported_count, t.reported_value, t.reversed_count, t.reversed_value, t.awaiting_count,
-                    t.dry_run_count, t.capped_count, t.rejected_count, t.rejected_value, self.mode, t.other_mode_count
-                )),
-                Text(""),
-                Text(""),
-            ]);
+            s += &total_row(t, &self.mode);
         }
         s
     }
+}
+
+/// One CSV line of these cells.
+fn row(cols: &[Cell<'_>]) -> String {
+    cols.iter().map(cell).collect::<Vec<_>>().join(",") + "\n"
+}
+
+fn billed_row(b: &BilledLine) -> String {
+    row(&[
+        Text("billed"),
+        Text(&b.ticket_id),
+        Text(&b.provider),
+        Int(b.seq),
+        Text(&b.resolved_at),
+        Text(&b.confirmed_at),
+        Text(&b.event_name),
+        Int(b.value),
+        Text(b.state.as_str()),
+        Text(&b.stripe_identifier),
+        Text(b.stripe_request_id.as_deref().unwrap_or("")),
+        Text("billable"),
+        Text(&match &b.status_note {
+            Some(note) => format!("{} ({note})", b.why),
+            None => b.why.clone(),
+        }),
+        Text(&b.evidence_events.join("; ")),
+        Text(""),
+    ])
+}
+
+fn not_billed_row(n: &NotBilledLine) -> String {
+    row(&[
+        Text("not_billed"),
+        Text(&n.ticket_id),
+        Text(&n.provider),
+        Int(n.seq),
+        Text(&n.resolved_at),
+        Text(n.confirmed_at.as_deref().unwrap_or("")),
+        Text(n.event_name.as_deref().unwrap_or("")),
+        Int(0),
+        Text(&n.status),
+        Text(""),
+        Text(""),
+        Text(&n.reason),
+        Text(&n.detail),
+        Text(""),
+        Text(""),
+    ])
+}
+
+fn reversal_row(r: &ReversalLine) -> String {
+    let detail = match &r.error {
+        Some(e) => format!("{} ({e})", r.explanation),
+        None => r.explanation.clone(),
+    };
+    row(&[
+        Text("reversal"),
+        Text(&r.ticket_id),
+        Text(&r.provider),
+        Int(r.seq),
+        Text(""),
+        Text(&r.at),
+        Text(&r.event_name),
+        Int(-r.value),
+        Text(r.state.as_str()),
+        Text(&r.stripe_identifier),
+        Text(r.stripe_request_id.as_deref().unwrap_or("")),
+        Text(&r.clause),
+        Text(&detail),
+        Text(&reopen_evidence(r)),
+        Text(&r.method),
+    ])
+}
+
+/// A meter's totals, in the statement's `mode`.
+fn total_row(t: &MeterTotals, mode: &str) -> String {
+    row(&[
+        Text("total"),
+        Text(""),
+        Text(""),
+        Text(""),
+        Text(""),
+        Text(""),
+        Text(&t.event_name),
+        Int(t.net_value),
+        Text("net_sent_to_stripe"),
+        Text(""),
+        Text(""),
+        Text(""),
+        Text(&format!(
+            "reported {} (value {}), reversed {} (value {}), awaiting {}, dry-run {}, capped {}, rejected by Stripe {} (value {}), reported in another Stripe mode (not billed in {}) {}",
+            t.reported_count, t.reported_value, t.reversed_count, t.reversed_value, t.awaiting_count,
+            t.dry_run_count, t.capped_count, t.rejected_count, t.rejected_value, mode, t.other_mode_count
+        )),
+        Text(""),
+        Text(""),
+    ])
+}
+
+/// The reopening event of a reversal: `<reopened_at> <kind> (event <key>)`.
+fn reopen_evidence(r: &ReversalLine) -> String {
+    format!(
+        "{} {} (event {})",
+        r.reopened_at, r.reopen_kind, r.reopen_event_key
+    )
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! values), says reasons and states in words ([`crate::report::words`]) and times to
 //! the minute in UTC. Every value from outside is escaped ([`escape`]).
 
-use super::{BilledLine, NotBilledLine, ReversalLine, Statement};
+use super::model::{BilledLine, NotBilledLine, ReversalLine, Statement};
 use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::report::words;
 use chrono::{DateTime, Duration, Utc};
@@ -121,8 +121,8 @@ impl Statement {
     pub fn to_html(&self) -> String {
         let e = escape;
         let mut h = String::new();
-        let net: i64 = self.totals.iter().map(|t| t.net_value).sum();
-        let disq: i64 = self.disqualified_by_reason.values().sum();
+        let net = self.net_value();
+        let disq = self.disqualified_count();
         let period = period(&self.from, &self.to);
         let _ = write!(
             h,
