@@ -1,11 +1,17 @@
 //! The only source of time. Production uses [`SystemClock`]; tests use
 //! [`ManualClock`] and move it forward instead of sleeping.
 
+use crate::time::Millis;
 use chrono::{DateTime, Duration, Utc};
 use std::sync::{Arc, Mutex};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// [`Clock::now`] in milliseconds since the epoch, as time is stored.
+    fn now_ms(&self) -> Millis {
+        Millis::from(self.now())
+    }
 
     /// The time the outside world keeps (Stripe checks event timestamps against
     /// it). The same as [`Clock::now`] unless `clock.offset` shifts this process
