@@ -8,6 +8,7 @@ use crate::report::period::Period;
 use crate::report::{explain::explain, outcomes, statement};
 use crate::settings::{Settings, TenantSettings};
 use crate::store::OutcomeFilter;
+use crate::time::Millis;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -172,14 +173,11 @@ pub async fn run(mut settings: Settings, db_path: &str) -> Result<String, AppErr
     }
     // What finance would get: the statement page of the days the demo covered.
     let day = |t: chrono::DateTime<chrono::Utc>| {
-        t.date_naive()
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-            .timestamp_millis()
+        Millis::from(t.date_naive().and_time(chrono::NaiveTime::MIN).and_utc())
     };
     let period = Period {
         from: day(t0),
-        to: day(clock.now()) + 86_400_000,
+        to: day(clock.now()) + std::time::Duration::from_secs(86_400),
     };
     let st = statement::build(
         &services.store,

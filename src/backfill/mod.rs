@@ -19,9 +19,9 @@ mod progress;
 pub use progress::{LogLines, Progress, Silent, TerminalBar};
 
 use crate::app::Services;
-use crate::clock::to_millis;
 use crate::helpdesk_api::{self, ApiError, HelpdeskApi, TicketLook, TicketPage};
 use crate::store::{BackfillRow, StoreError};
+use crate::time::Millis;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -30,11 +30,11 @@ use tokio_util::sync::CancellationToken;
 pub struct Plan {
     pub tenant: String,
     pub provider: String,
-    /// Unix ms, inclusive.
-    pub since: i64,
-    /// Unix ms, exclusive; `None`: continue the unfinished backfill from `since`,
-    /// or up to now.
-    pub until: Option<i64>,
+    /// Inclusive.
+    pub since: Millis,
+    /// Exclusive; `None`: continue the unfinished backfill from `since`, or up
+    /// to now.
+    pub until: Option<Millis>,
     /// Start again from the first page even if this range was (partly) done.
     pub restart: bool,
 }
@@ -150,7 +150,7 @@ pub async fn run(
                 plan.tenant, plan.provider, plan.provider
             ))
         })?;
-    let now = to_millis(services.clock.now());
+    let now = services.clock.now_ms();
     let store = &services.store;
     let (mut row, resumed, already_done) = match plan.until {
         Some(until) => match store
@@ -193,8 +193,8 @@ pub async fn run(
     if !already_done {
         progress.start(&row);
         let worker = services.worker();
-        let since = crate::clock::from_millis(row.since);
-        let until = crate::clock::from_millis(row.until);
+        let since = row.since.to_datetime();
+        let until = row.until.to_datetime();
         loop {
             if cancel.is_cancelled() {
                 return Err(BackfillError::Interrupted { pages: row.pages });
@@ -241,7 +241,7 @@ pub async fn run(
             row.tickets += u64::try_from(page.ticket_ids.len()).unwrap_or(u64::MAX);
             row.events_new += u64::try_from(new).unwrap_or(u64::MAX);
             row.total = page.total.or(row.total);
-            let at = to_millis(services.clock.now());
+            let at = services.clock.now_ms();
             if page.next.is_some() && page.next == row.cursor {
                 return Err(BackfillError::Api {
                     provider: plan.provider.clone(),
@@ -263,7 +263,7 @@ pub async fn run(
         worker.drain().await?;
         progress.finish(&row);
     }
-    let oldest = 1000 * crate::stripe::limits::oldest_acceptable(services.clock.world_now());
+    let oldest = crate::stripe::limits::oldest_acceptable_ms(services.clock.world_now());
     let (outcomes, too_old) = store
         .outcomes_resolved_in(&row.tenant, &row.provider, row.since, row.until, oldest)
         .await?;

@@ -5,7 +5,6 @@
 
 use super::NextStep;
 use super::{Reporter, Tasks};
-use crate::clock::to_millis;
 use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::outcome::idempotency_key;
@@ -19,8 +18,10 @@ use crate::stripe::limits::{
 use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
 use crate::stripe::retry::{classify, maybe_applied};
+use crate::time::Millis;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 impl Reporter {
@@ -56,7 +57,7 @@ impl Reporter {
                 let _permit = permits.acquire_owned().await;
                 // One process at a time per pair (other replicas on PostgreSQL).
                 let Some(lock) = me.store.try_lock_pair(&customer, &meter).await? else {
-                    let claims: Vec<(String, i64)> = group
+                    let claims: Vec<(String, Millis)> = group
                         .iter()
                         .map(|o| (o.id.clone(), o.lease_until))
                         .collect();
@@ -83,7 +84,7 @@ impl Reporter {
             // The outcome id; after a rejection and a resend, `<id>_resend<N>` (see
             // `super::rejections`: a rejected identifier is never reused).
             identifier: o.stripe_identifier(),
-            timestamp: o.confirmed_at.div_euclid(1000),
+            timestamp: o.confirmed_at.as_secs(),
             customer_key: meter.customer_key.clone(),
             value_key: meter.value_key.clone(),
         };
@@ -103,7 +104,7 @@ impl Reporter {
                 // offset removed), it goes out then, not a whole offset later.
                 let wait = (ready_at - world_now)
                     .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
-                let next = to_millis(self.clock.now() + wait);
+                let next = Millis::from(self.clock.now() + wait);
                 let reason = ahead_reason(ev.timestamp, world_now);
                 tracing::warn!(outcome = %o.id, %reason, "meter event held");
                 return self
@@ -121,7 +122,7 @@ impl Reporter {
                     .await;
             }
         }
-        if !resend_is_deduplicated(o.doubt_since, to_millis(self.clock.now())) {
+        if !resend_is_deduplicated(o.doubt_since, self.clock.now_ms()) {
             let since = o.doubt_since.unwrap_or_default();
             let reason = in_doubt_reason(&o.id, since);
             tracing::error!(outcome = %o.id, %reason, "meter event in doubt past Stripe's dedupe window; parked as failed");
@@ -136,12 +137,11 @@ impl Reporter {
         // lease outlasts the call, nobody else can have claimed or voided it (both
         // need an expired lease); when it may not, renew it, only if still ours
         // (stripe.timeout < worker.lease is enforced, so a renewal always suffices).
-        let now = to_millis(self.clock.now());
-        let needed = i64::try_from((self.call_timeout * 2).as_millis()).unwrap_or(i64::MAX / 4);
-        if o.lease_until - now < needed
+        let now = self.clock.now_ms();
+        if o.lease_until < now + self.call_timeout * 2
             && !self
                 .store
-                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease_ms())
+                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease)
                 .await?
         {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
@@ -154,7 +154,7 @@ impl Reporter {
                 client.create_meter_event(&ev, &key, o.stripe_account.as_deref()),
             )
             .await;
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let (status, request_id) = match &result {
             Ok(ack) => (Some(ack.status), ack.request_id.clone()),
             Err(e) => (e.status(), e.request_id().map(str::to_string)),
@@ -309,7 +309,7 @@ impl Reporter {
     ) -> Result<(), StoreError> {
         let reason = "held: no Stripe key in this process (no tenant bills through Stripe now); \
                       set stripe.api_key to send outcomes confirmed under a Stripe sink";
-        let next = to_millis(self.clock.now()) + 5 * 60_000;
+        let next = self.clock.now_ms() + Duration::from_secs(300);
         tracing::warn!(outcomes = outcomes.len(), reason, "Stripe outcomes held");
         for o in outcomes {
             self.store

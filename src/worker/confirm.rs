@@ -4,20 +4,19 @@
 use super::clawback::{over_cap, LateReopen};
 use super::evidence::{decision, evidence, DecisionInput};
 use super::Worker;
-use crate::clock::to_millis;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::outcome::outcome_id;
 use crate::store::{NewOutcome, StoreError};
 use crate::ticket::{replay_pinned, Settled, Standing};
+use crate::time::Millis;
 use crate::verification::judge::{gate, Gate};
+use std::time::Duration;
 
 /// Due means: window ended, plus the grace, before the oldest delivery not yet
 /// processed arrived (`oldest`). A reopen still waiting in the inbox (a backlog, a
 /// stopped worker) holds confirmation back instead of being ignored.
-fn due_horizon(oldest: Option<i64>, now: i64, grace: i64) -> i64 {
-    oldest
-        .map_or(now, |received| received.min(now))
-        .saturating_sub(grace)
+fn due_horizon(oldest: Option<Millis>, now: Millis, grace: Duration) -> Millis {
+    oldest.map_or(now, |received| received.min(now)) - grace
 }
 
 impl Worker {
@@ -25,8 +24,8 @@ impl Worker {
     /// has passed (an index range), never the whole open set.
     pub async fn confirm_once(&self) -> Result<usize, StoreError> {
         let now_t = self.clock.now();
-        let now = to_millis(now_t);
-        let grace = i64::try_from(self.confirm_grace.as_millis()).unwrap_or(i64::MAX / 2);
+        let now = Millis::from(now_t);
+        let grace = self.confirm_grace;
         if !self.verifier.is_empty() {
             // Ask the helpdesks first, before this pass's write transaction opens.
             let oldest = self.store.peek_oldest_pending_delivery().await?;
@@ -35,7 +34,7 @@ impl Worker {
         }
         let mut tx = self.store.begin().await?;
         let horizon = due_horizon(tx.oldest_pending_delivery().await?, now, grace);
-        let horizon_t = crate::clock::from_millis(horizon);
+        let horizon_t = horizon.to_datetime();
         let due = tx.due_tickets(horizon, self.batch).await?;
         if due.is_empty() {
             return Ok(0);
@@ -50,7 +49,7 @@ impl Worker {
                     provider,
                     ticket_id,
                     settled,
-                    Some(now + 3_600_000),
+                    Some(now + Duration::from_secs(3600)),
                     now,
                 )
                 .await?;
@@ -61,7 +60,7 @@ impl Worker {
             let pins = self.pins(&mut tx, tenant, provider, ticket_id).await?;
             let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
             let mut new_settled = settled;
-            let mut hold_until: Option<i64> = None;
+            let mut hold_until: Option<Millis> = None;
             for r in &history.resolutions {
                 match r.standing(horizon_t) {
                     Standing::Reopened => continue,
@@ -88,13 +87,13 @@ impl Worker {
                             provider,
                             ticket_id,
                             r.seq,
-                            to_millis(r.resolved_at),
+                            Millis::from(r.resolved_at),
                         )
                         .await?;
                     match gate(
                         provider,
                         latest.as_ref(),
-                        to_millis(r.settle_at),
+                        Millis::from(r.settle_at),
                         now,
                         &self.verifier.settings,
                     ) {
@@ -134,9 +133,9 @@ impl Worker {
                     // for weeks) keeps that time: the reporter parks it as too old, so
                     // it is never billed into today's period by accident (`replay
                     // --too-old` bills it on purpose).
-                    let became = to_millis(r.settle_at);
+                    let became = Millis::from(r.settle_at);
                     let oldest =
-                        1000 * crate::stripe::limits::oldest_acceptable(self.clock.world_now());
+                        crate::stripe::limits::oldest_acceptable_ms(self.clock.world_now());
                     let confirmed_at = if became < oldest { became } else { now };
                     let inserted = tx
                         .insert_outcome(&NewOutcome {
@@ -145,7 +144,7 @@ impl Worker {
                             provider: provider.clone(),
                             ticket_id: ticket_id.clone(),
                             seq: r.seq,
-                            resolved_at: to_millis(r.resolved_at),
+                            resolved_at: Millis::from(r.resolved_at),
                             confirmed_at,
                             event_name: meter.event_name.clone(),
                             value: meter.value,
@@ -220,15 +219,15 @@ impl Worker {
             } else {
                 history.next_settle_at()
             };
-            let mut next = next.map(to_millis);
+            let mut next = next.map(Millis::from);
             if let Some(until) = hold_until {
                 // Due means `settle_at <= now - grace`: held until `until`, not a grace later.
-                next = Some(until.saturating_sub(grace));
+                next = Some(until - grace);
             }
             if new_settled == settled && hold_until.is_none() && next.is_some_and(|n| n <= now) {
                 // Cannot happen (a due resolution is always confirmed above); guard the queue anyway.
                 tracing::error!(%tenant_id, %ticket_id, "due ticket had nothing to confirm: postponed one minute");
-                next = Some(now + 60_000);
+                next = Some(now + Duration::from_secs(60));
             }
             tx.save_ticket(tenant_id, provider, ticket_id, new_settled, next, now)
                 .await?;

@@ -9,6 +9,7 @@ use super::period::Period;
 use crate::lifecycle::{DecisionStatus, OutcomeState, ReversalState};
 use crate::store::{DecisionRow, Store, StoreError};
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -320,7 +321,7 @@ pub async fn build(
     }
     let decisions = store.decisions_in(tenant, period.from, period.to).await?;
     // (resolution time, ticket, seq) orders the lines as the query does.
-    let mut not_billed: Vec<((i64, String, i64), NotBilledLine)> = Vec::new();
+    let mut not_billed: Vec<((Millis, String, i64), NotBilledLine)> = Vec::new();
     let mut disqualified_by_reason: BTreeMap<String, i64> = BTreeMap::new();
     // A capped outcome counts in the period it was confirmed in, like the totals'
     // `capped_count`: one line from the outcome, with its decision's cap.
