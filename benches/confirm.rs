@@ -13,12 +13,13 @@ mod common;
 use chrono::Duration as Span;
 use common::{arg, event, settings};
 use outcome_meter::app::Services;
-use outcome_meter::clock::{from_millis, to_millis, ManualClock};
+use outcome_meter::clock::ManualClock;
 use outcome_meter::store::NewDelivery;
+use outcome_meter::time::Millis;
 use std::sync::Arc;
 use std::time::Instant;
 
-const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const START: Millis = Millis::from_ms(1_767_225_600_000); // 2026-01-01T00:00:00Z
 const CHUNK: usize = 10_000;
 
 async fn measure(waiting: usize, due: usize) {
@@ -26,7 +27,7 @@ async fn measure(waiting: usize, due: usize) {
     let url = format!("sqlite://{}", dir.path().join("confirm.db").display());
     let mut s = settings(&url, 1);
     s.worker.batch_size = u32::try_from(due).unwrap_or(u32::MAX);
-    let now = from_millis(START_MS);
+    let now = START.to_datetime();
     let services = Services::open(s, Arc::new(ManualClock::new(now)))
         .await
         .expect("open");
@@ -49,7 +50,7 @@ async fn measure(waiting: usize, due: usize) {
                     tenant: "t0".into(),
                     provider: "generic".into(),
                     delivery_key: format!("e{k}"),
-                    received_at: START_MS,
+                    received_at: START,
                     headers: "{}".into(),
                     body: event(&format!("e{k}"), &format!("T{k}"), "resolved", at, true)
                         .into_bytes(),
@@ -73,7 +74,7 @@ async fn measure(waiting: usize, due: usize) {
         .test_support()
         .count(&format!(
             "SELECT COUNT(*) FROM tickets WHERE settle_at > {}",
-            to_millis(now)
+            Millis::from(now)
         ))
         .await
         .expect("count");

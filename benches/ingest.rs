@@ -12,12 +12,13 @@
 mod common;
 
 use common::{arg, drive, event, settings, signed};
-use outcome_meter::clock::{from_millis, ManualClock};
+use outcome_meter::clock::ManualClock;
 use outcome_meter::ingest::{router, DeliverySink, DeliveryWriter, IngestState};
 use outcome_meter::metrics::Metrics;
 use outcome_meter::server;
 use outcome_meter::store::{NewDelivery, Store, StoreError, Stored};
 use outcome_meter::tenants::Tenants;
+use outcome_meter::time::Millis;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,7 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
     let state = IngestState::new(
         store.clone(),
         Arc::new(Tenants::from_settings(&s)),
-        Arc::new(ManualClock::new(from_millis(START_MS))),
+        Arc::new(ManualClock::new(START.to_datetime())),
         Arc::new(Metrics::default()),
         Some(writer),
         &s,
@@ -84,17 +85,17 @@ async fn serve(durable: bool, dir: &std::path::Path, tenants: usize) -> Server {
     }
 }
 
-const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const START: Millis = Millis::from_ms(1_767_225_600_000); // 2026-01-01T00:00:00Z
 const TENANTS: usize = 8;
 
 /// Pre-signed bodies: each a distinct resolution (so every one is a new row).
 fn bodies(base: &str, from: usize, n: usize) -> Vec<common::Signed> {
-    let at = from_millis(START_MS);
+    let at = START.to_datetime();
     (from..from + n)
         .map(|i| {
             let tenant = format!("t{}", i % TENANTS);
             let body = event(&format!("e{i}"), &format!("T{i}"), "resolved", at, true);
-            signed(base, &tenant, body, START_MS / 1000)
+            signed(base, &tenant, body, START.as_secs())
         })
         .collect()
 }

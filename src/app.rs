@@ -69,7 +69,7 @@ impl Services {
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
         let tenants = Arc::new(Tenants::from_settings(&settings));
-        let now = crate::clock::to_millis(clock.now());
+        let now = clock.now_ms();
         for t in tenants.iter() {
             let terms = serde_json::to_string(&t.contract).unwrap_or_default();
             store
@@ -329,7 +329,7 @@ fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinH
             let (store, clock, metrics) = (store.clone(), clock.clone(), metrics.clone());
             async move {
                 let q = store.queue_counts(mode).await?;
-                metrics.set_queues(&q, crate::clock::to_millis(clock.now()));
+                metrics.set_queues(&q, clock.now_ms());
                 Ok(0) // never "busy": run again after the interval
             }
         },
@@ -559,8 +559,7 @@ fn spawn_worker(services: &Services, token: &CancellationToken) -> Vec<Task> {
 fn spawn_retention(services: &Services, token: &CancellationToken) -> JoinHandle<()> {
     let store = services.store.clone();
     let clock = services.clock.clone();
-    let retention = i64::try_from(services.settings.database.delivery_retention.as_millis())
-        .unwrap_or(i64::MAX / 2);
+    let retention = services.settings.database.delivery_retention;
     spawn_loop(
         "retention",
         Duration::from_secs(3600),
@@ -569,7 +568,7 @@ fn spawn_retention(services: &Services, token: &CancellationToken) -> JoinHandle
         move || {
             let (store, clock) = (store.clone(), clock.clone());
             async move {
-                let before = crate::clock::to_millis(clock.now()) - retention;
+                let before = clock.now_ms() - retention;
                 let n = store.prune_delivery_bodies(before).await?;
                 if n > 0 {
                     tracing::info!(pruned = n, "raw delivery bodies past retention removed");

@@ -1,11 +1,17 @@
 //! The only source of time. Production uses [`SystemClock`]; tests use
 //! [`ManualClock`] and move it forward instead of sleeping.
 
+use crate::time::Millis;
 use chrono::{DateTime, Duration, Utc};
 use std::sync::{Arc, Mutex};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// [`Clock::now`] in milliseconds since the epoch, as time is stored.
+    fn now_ms(&self) -> Millis {
+        Millis::from(self.now())
+    }
 
     /// The time the outside world keeps (Stripe checks event timestamps against
     /// it). The same as [`Clock::now`] unless `clock.offset` shifts this process
@@ -97,33 +103,26 @@ impl Clock for ManualClock {
     }
 }
 
-/// Milliseconds since the Unix epoch: how time is stored in the database.
-pub fn to_millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-/// Inverse of [`to_millis`]; out-of-range values clamp to the epoch.
-pub fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn manual_clock_moves_only_when_told() {
-        let start = from_millis(1_700_000_000_000);
+        let start = Millis::from_ms(1_700_000_000_000).to_datetime();
         let clock = ManualClock::new(start);
         assert_eq!(clock.now(), start);
         clock.advance(Duration::hours(73));
         assert_eq!(clock.now(), start + Duration::hours(73));
-        assert_eq!(to_millis(clock.now()), 1_700_000_000_000 + 73 * 3_600_000);
+        assert_eq!(
+            clock.now_ms(),
+            Millis::from_ms(1_700_000_000_000 + 73 * 3_600_000)
+        );
     }
 
     #[test]
     fn an_offset_shifts_now_but_not_the_world() {
-        let start = from_millis(1_700_000_000_000);
+        let start = Millis::from_ms(1_700_000_000_000).to_datetime();
         let manual = ManualClock::new(start);
         let shifted = OffsetClock::over(manual.clone(), Duration::hours(73));
         assert_eq!(shifted.now(), start + Duration::hours(73));

@@ -8,6 +8,7 @@ use crate::report::period::Period;
 use crate::report::{explain::explain, outcomes, statement};
 use crate::settings::{Settings, TenantSettings};
 use crate::store::OutcomeFilter;
+use crate::time::Millis;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -226,14 +227,11 @@ async fn write_statement(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<PathBuf, AppError> {
     let day = |t: chrono::DateTime<chrono::Utc>| {
-        t.date_naive()
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-            .timestamp_millis()
+        Millis::from(t.date_naive().and_time(chrono::NaiveTime::MIN).and_utc())
     };
     let period = Period {
         from: day(t0),
-        to: day(now) + 86_400_000,
+        to: day(now) + std::time::Duration::from_secs(86_400),
     };
     let st = statement::build(
         &services.store,

@@ -33,5 +33,6 @@ pub mod store;
 pub mod stripe;
 pub mod tenants;
 pub mod ticket;
+pub mod time;
 pub mod verification;
 pub mod worker;

@@ -6,6 +6,7 @@
 
 use crate::lifecycle::{OutcomeState, StripeEventState};
 use crate::store::QueueCounts;
+use crate::time::Millis;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -570,7 +571,7 @@ impl Metrics {
     }
 
     /// Take a fresh queue snapshot (the background refresher calls this).
-    pub fn set_queues(&self, q: &QueueCounts, now_ms: i64) {
+    pub fn set_queues(&self, q: &QueueCounts, now: Millis) {
         // A state absent from this snapshot has no rows: it reads 0, not its
         // last value (an alert on failed outcomes must clear).
         self.queue_deliveries.clear();
@@ -621,8 +622,8 @@ impl Metrics {
         self.held_for_verification.set(q.held_for_verification);
         self.unbilled_other_mode.set(q.unbilled_other_mode);
         self.oldest_unbilled_at
-            .store(q.oldest_unbilled_outcome.unwrap_or(-1), Relaxed);
-        self.snapshot_at.store(now_ms, Relaxed);
+            .store(q.oldest_unbilled_outcome.map_or(-1, Millis::as_ms), Relaxed);
+        self.snapshot_at.store(now.as_ms(), Relaxed);
     }
 
     /// How a request to `POST /stripe/events` ended (`stored`, `duplicate`,
@@ -672,19 +673,15 @@ impl Metrics {
     }
 
     /// The OpenMetrics text. Costs the same whatever the database holds.
-    pub fn render(&self, now_ms: i64) -> String {
+    pub fn render(&self, now: Millis) -> String {
+        let age_seconds =
+            |at: i64| i64::try_from(now.since(Millis::from_ms(at)).as_secs()).unwrap_or(i64::MAX);
         let oldest = self.oldest_unbilled_at.load(Relaxed);
-        self.oldest_unbilled_seconds.set(if oldest < 0 {
-            0
-        } else {
-            (now_ms - oldest).max(0) / 1000
-        });
+        self.oldest_unbilled_seconds
+            .set(if oldest < 0 { 0 } else { age_seconds(oldest) });
         let taken = self.snapshot_at.load(Relaxed);
-        self.snapshot_age_seconds.set(if taken < 0 {
-            -1
-        } else {
-            (now_ms - taken).max(0) / 1000
-        });
+        self.snapshot_age_seconds
+            .set(if taken < 0 { -1 } else { age_seconds(taken) });
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -710,17 +707,17 @@ mod tests {
         m.set_preflight_problems(&[("meter_missing", 1)].into());
         let q = QueueCounts {
             outcomes: vec![(OutcomeState::Pending, 3)],
-            oldest_unbilled_outcome: Some(0),
+            oldest_unbilled_outcome: Some(Millis::EPOCH),
             ..Default::default()
         };
-        m.set_queues(&q, 5_000);
-        let text = m.render(10_000);
+        m.set_queues(&q, Millis::from_ms(5_000));
+        let text = m.render(Millis::from_ms(10_000));
         let later = QueueCounts {
             outcomes: vec![(OutcomeState::Reported, 3)],
             ..Default::default()
         };
-        m.set_queues(&later, 20_000);
-        let after = m.render(20_000);
+        m.set_queues(&later, Millis::from_ms(20_000));
+        let after = m.render(Millis::from_ms(20_000));
         assert!(
             after.contains("outcome_meter_outcomes{state=\"pending\"} 0"),
             "{after}"
@@ -769,7 +766,7 @@ mod tests {
         m.stripe_rejection("a_code_stripe_adds_next_year");
         m.reconcile_drift("acme", "resolved_ticket", -2.0);
         m.reconcile_run("drift");
-        let text = m.render(0);
+        let text = m.render(Millis::EPOCH);
         for line in [
             "outcome_meter_stripe_notifications_total{result=\"stored\"} 1",
             "outcome_meter_stripe_notifications_total{result=\"bad_signature\"} 1",

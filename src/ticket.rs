@@ -273,7 +273,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn t0() -> DateTime<Utc> {
-        crate::clock::from_millis(1_767_225_600_000) // 2026-01-01T00:00:00Z
+        crate::time::Millis::from_ms(1_767_225_600_000).to_datetime() // 2026-01-01T00:00:00Z
     }
 
     fn ev(key: &str, kind: EventKind, hours: i64, resolver: Option<Resolver>) -> TicketEvent {

@@ -19,10 +19,10 @@ mod progress;
 pub use progress::{LogLines, Progress, Silent, TerminalBar};
 
 use crate::app::Services;
-use crate::clock::to_millis;
 use crate::event::TicketEvent;
 use crate::helpdesk_api::{self, ApiError, HelpdeskApi, TicketLook, TicketPage};
 use crate::store::{BackfillRow, StoreError};
+use crate::time::Millis;
 use crate::worker::Worker;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 pub struct Plan {
     pub tenant: String,
     pub provider: String,
-    /// Unix ms, inclusive.
-    pub since: i64,
-    /// Unix ms, exclusive; `None`: continue the unfinished backfill from `since`,
-    /// or up to now.
-    pub until: Option<i64>,
+    /// Inclusive.
+    pub since: Millis,
+    /// Exclusive; `None`: continue the unfinished backfill from `since`, or up
+    /// to now.
+    pub until: Option<Millis>,
     /// Start again from the first page even if this range was (partly) done.
     pub restart: bool,
 }
@@ -132,7 +132,7 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<Summary, BackfillError> {
     let api = api_of(services, plan)?;
-    let now = to_millis(services.clock.now());
+    let now = services.clock.now_ms();
     let store = &services.store;
     let Opened {
         mut row,
@@ -160,7 +160,7 @@ pub async fn run(
         worker.drain().await?;
         progress.finish(&row);
     }
-    let oldest = 1000 * crate::stripe::limits::oldest_acceptable(services.clock.world_now());
+    let oldest = crate::stripe::limits::oldest_acceptable_ms(services.clock.world_now());
     let (outcomes, too_old) = store
         .outcomes_resolved_in(&row.tenant, &row.provider, row.since, row.until, oldest)
         .await?;
@@ -213,7 +213,7 @@ struct Opened {
 /// The row of the plan's range: with `until`, that range's (finished or not);
 /// without, the unfinished one from `since`, up to `now`. A new row with
 /// `restart`, or when there is none.
-async fn open(store: &crate::store::Store, plan: &Plan, now: i64) -> Result<Opened, StoreError> {
+async fn open(store: &crate::store::Store, plan: &Plan, now: Millis) -> Result<Opened, StoreError> {
     let found = match plan.until {
         Some(until) => store
             .backfill(&plan.tenant, &plan.provider, plan.since, until)
@@ -280,8 +280,8 @@ impl Import<'_> {
         progress: &mut dyn Progress,
     ) -> Result<Skipped, BackfillError> {
         let (api, plan) = (self.api, self.plan);
-        let since = crate::clock::from_millis(row.since);
-        let until = crate::clock::from_millis(row.until);
+        let since = row.since.to_datetime();
+        let until = row.until.to_datetime();
         let mut skipped = Skipped::default();
         loop {
             if self.cancel.is_cancelled() {
@@ -305,7 +305,7 @@ impl Import<'_> {
             row.tickets += u64::try_from(page.ticket_ids.len()).unwrap_or(u64::MAX);
             row.events_new += u64::try_from(new).unwrap_or(u64::MAX);
             row.total = page.total.or(row.total);
-            let at = to_millis(self.services.clock.now());
+            let at = self.services.clock.now_ms();
             if page.next.is_some() && page.next == row.cursor {
                 return Err(BackfillError::Api {
                     provider: plan.provider.clone(),

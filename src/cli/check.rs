@@ -4,7 +4,6 @@
 
 use super::{open_store, stripe_for};
 use anyhow::{bail, Context, Result};
-use outcome_meter::clock::to_millis;
 use outcome_meter::contract::describe;
 use outcome_meter::redact;
 use outcome_meter::report::diff::shadow_run;
@@ -12,6 +11,7 @@ use outcome_meter::report::vocabulary::check_configured;
 use outcome_meter::settings::Settings;
 use outcome_meter::stripe::preflight::{self, AccountReport};
 use outcome_meter::stripe::usage_records::item_check;
+use outcome_meter::time::Millis;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -63,8 +63,8 @@ async fn diff(files: &[PathBuf], days: i64, settings: &Settings) -> Result<()> {
         _ => bail!("--diff takes two configuration files: OLD NEW"),
     };
     let store = open_store(settings).await?;
-    let now = to_millis(settings.clock.build().now());
-    let from = now.saturating_sub(days.saturating_mul(86_400_000));
+    let now = settings.clock.build().now_ms();
+    let from = Millis::from_ms(now.as_ms().saturating_sub(days.saturating_mul(86_400_000)));
     let d = shadow_run(&store, &old, &new, from, now).await?;
     outp!("{}", d.render());
     Ok(())
@@ -89,7 +89,7 @@ async fn stripe_json(settings: &Settings) -> Result<()> {
 /// preflight when asked.
 async fn check(settings: &Settings, days: i64, strict: bool, stripe: bool) -> Result<()> {
     print_configuration(settings);
-    let now = to_millis(settings.clock.build().now());
+    let now = settings.clock.build().now_ms();
     let names = check_configured(settings, now, days).await;
     outp!("{}", names.render(strict));
     let preflight = match stripe {

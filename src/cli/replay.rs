@@ -3,12 +3,13 @@
 
 use super::open_store;
 use anyhow::{bail, Context, Result};
-use outcome_meter::clock::{to_millis, SharedClock};
+use outcome_meter::clock::SharedClock;
 use outcome_meter::lifecycle::OutcomeState;
 use outcome_meter::report::fmt_ms;
 use outcome_meter::settings::{Settings, StripeMode};
 use outcome_meter::store::{OutcomeFilter, Store};
 use outcome_meter::stripe::{limits, too_old};
+use outcome_meter::time::Millis;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -51,19 +52,19 @@ pub(crate) struct Args {
 }
 
 /// What a replay works on: the store, the clock, and the oldest confirmation
-/// time Stripe still accepts (milliseconds).
+/// time Stripe still accepts.
 struct Replay<'a> {
     args: &'a Args,
     settings: &'a Settings,
     store: Store,
     clock: SharedClock,
-    oldest: i64,
+    oldest: Millis,
 }
 
 pub(crate) async fn run(args: Args, settings: &Settings) -> Result<()> {
     let store = open_store(settings).await?;
     let clock = settings.clock.build();
-    let oldest = 1000 * limits::oldest_acceptable(clock.world_now());
+    let oldest = limits::oldest_acceptable_ms(clock.world_now());
     let r = Replay {
         args: &args,
         settings,
@@ -89,8 +90,8 @@ pub(crate) async fn run(args: Args, settings: &Settings) -> Result<()> {
 }
 
 impl Replay<'_> {
-    fn now(&self) -> i64 {
-        to_millis(self.clock.now())
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
     }
 
     /// `--dry-run` / `--from-test`: send outcomes recorded in a dry-run (or

@@ -336,7 +336,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_retry_after_pause_fails_fast_until_the_clock_passes_it() {
-        let clock = crate::clock::ManualClock::new(crate::clock::from_millis(0));
+        let clock = crate::clock::ManualClock::new(crate::time::Millis::EPOCH.to_datetime());
         let mut b = Budget::new(60);
         b.clock = Arc::new(clock.clone());
         b.pause(Duration::from_secs(120));

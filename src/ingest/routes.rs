@@ -3,7 +3,7 @@
 use super::errors::Rejection;
 use super::stripe_events::StripeEndpoint;
 use super::writer::DeliveryWriter;
-use crate::clock::{to_millis, SharedClock};
+use crate::clock::SharedClock;
 use crate::metrics::{Metrics, WebhookResult};
 use crate::providers::{self, Headers, VerifyContext, VerifyError, Webhook};
 use crate::store::{NewDelivery, Store, Stored};
@@ -138,7 +138,7 @@ async fn metrics(State(s): State<IngestState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             crate::metrics::CONTENT_TYPE,
         )],
-        s.metrics.render(to_millis(s.clock.now())),
+        s.metrics.render(s.clock.now_ms()),
     )
         .into_response()
 }
@@ -341,7 +341,7 @@ async fn accept(s: &IngestState, r: Request<'_>, body: Body) -> Result<Accepted,
         tenant: tenant_id.to_string(),
         provider: provider_name.to_string(),
         delivery_key,
-        received_at: to_millis(s.clock.now()),
+        received_at: s.clock.now_ms(),
         headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
         body: bytes,
     });

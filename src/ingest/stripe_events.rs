@@ -13,7 +13,6 @@
 
 use super::errors::Rejection;
 use super::routes::{read_body, IngestState};
-use crate::clock::to_millis;
 use crate::lifecycle::StripeEventState;
 use crate::store::{NewStripeEvent, Stored};
 use crate::stripe::events::{is_rejection_type, verify_signature, Notification, SignatureError};
@@ -129,7 +128,7 @@ async fn accept(s: &IngestState, headers: &HeaderMap, body: Body) -> Result<Acce
         context: n.context,
         livemode: n.livemode,
         created: n.created,
-        received_at: to_millis(s.clock.now()),
+        received_at: s.clock.now_ms(),
         body: text,
         state: if ignored {
             StripeEventState::Ignored

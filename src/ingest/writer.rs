@@ -153,7 +153,7 @@ mod tests {
             tenant: "acme".into(),
             provider: "generic".into(),
             delivery_key: key.into(),
-            received_at: 0,
+            received_at: crate::time::Millis::EPOCH,
             headers: "{}".into(),
             body: Vec::new(),
         }

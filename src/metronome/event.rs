@@ -11,6 +11,7 @@
 //! values are often numeric [...] Metronome uses arbitrary precision decimals"
 //! (same page).
 
+use crate::time::Millis;
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -33,8 +34,8 @@ pub struct OutcomeInput {
     /// The meter of the contract or category: the event's `event_type`.
     pub event_type: String,
     pub value: i64,
-    /// When the outcome was confirmed (Unix milliseconds): the event's `timestamp`.
-    pub confirmed_at: i64,
+    /// When the outcome was confirmed: the event's `timestamp`.
+    pub confirmed_at: Millis,
     pub ticket_id: String,
     pub provider: String,
     /// The ticket's resolution sequence.
@@ -52,19 +53,19 @@ pub struct UsageEvent {
     /// RFC 3339, UTC, milliseconds (`2026-01-01T00:00:00.000Z`).
     pub timestamp: String,
     pub properties: BTreeMap<String, String>,
-    /// `timestamp` as Unix milliseconds (not sent): what the window checks read.
+    /// `timestamp` as an instant (not sent): what the window checks read.
     #[serde(skip)]
-    pub at_ms: i64,
+    pub at_ms: Millis,
 }
 
-/// Unix milliseconds as Metronome's timestamp. Out of chrono's range: the epoch
-/// (and `at_ms` 0, so the window check parks the event as too old, never sends it).
-pub fn rfc3339(ms: i64) -> (String, i64) {
-    match DateTime::from_timestamp_millis(ms) {
-        Some(t) => (t.to_rfc3339_opts(SecondsFormat::Millis, true), ms),
+/// An instant as Metronome's timestamp. Out of chrono's range: the epoch (and
+/// `at_ms` the epoch, so the window check parks the event as too old, never sends it).
+pub fn rfc3339(at: Millis) -> (String, Millis) {
+    match DateTime::from_timestamp_millis(at.as_ms()) {
+        Some(t) => (t.to_rfc3339_opts(SecondsFormat::Millis, true), at),
         None => (
             DateTime::UNIX_EPOCH.to_rfc3339_opts(SecondsFormat::Millis, true),
-            0,
+            Millis::EPOCH,
         ),
     }
 }
@@ -130,7 +131,7 @@ mod tests {
             customer_id: "d7abd0cd-4ae9-4db7-8676-e986a4ebd8dc".into(),
             event_type: "resolved_ticket".into(),
             value: 3,
-            confirmed_at: 1_767_225_600_123,
+            confirmed_at: Millis::from_ms(1_767_225_600_123),
             ticket_id: "42".into(),
             provider: "zendesk".into(),
             seq: 2,
@@ -141,7 +142,7 @@ mod tests {
     #[test]
     fn an_outcome_becomes_exactly_this_json() {
         let ev = UsageEvent::from_outcome(&outcome());
-        assert_eq!(ev.at_ms, 1_767_225_600_123);
+        assert_eq!(ev.at_ms, Millis::from_ms(1_767_225_600_123));
         assert_eq!(
             body(std::slice::from_ref(&ev)),
             concat!(
@@ -157,8 +158,11 @@ mod tests {
 
     #[test]
     fn timestamps_have_a_four_digit_year_and_bad_ones_are_never_sent_as_now() {
-        assert_eq!(rfc3339(0).0, "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(i64::MAX), ("1970-01-01T00:00:00.000Z".into(), 0));
+        assert_eq!(rfc3339(Millis::EPOCH).0, "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(Millis::from_ms(i64::MAX)),
+            ("1970-01-01T00:00:00.000Z".into(), Millis::EPOCH)
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::client::{Ack, MetronomeError};
 use super::event::{rfc3339, OutcomeInput, UsageEvent, VALUE_PROPERTY};
 use super::settings::MetricAggregation;
 pub use crate::stripe::retry::Disposition;
+use crate::time::Millis;
 use chrono::{DateTime, Duration as Span, Utc};
 use std::time::Duration;
 
@@ -165,33 +166,34 @@ pub enum TimestampCheck {
     TooOld,
 }
 
-/// The oldest timestamp (Unix ms) sent to Metronome at `world_now`.
-pub fn oldest_acceptable(world_now: DateTime<Utc>) -> i64 {
-    (world_now - (MAX_AGE - AGE_MARGIN)).timestamp_millis()
+/// The oldest timestamp sent to Metronome at `world_now`.
+pub fn oldest_acceptable(world_now: DateTime<Utc>) -> Millis {
+    Millis::from(world_now - (MAX_AGE - AGE_MARGIN))
 }
 
-/// Check an event's timestamp (Unix ms) before each send, resends included.
-pub fn check_timestamp(at_ms: i64, world_now: DateTime<Utc>) -> TimestampCheck {
+/// Check an event's timestamp before each send, resends included.
+pub fn check_timestamp(at_ms: Millis, world_now: DateTime<Utc>) -> TimestampCheck {
     if at_ms < oldest_acceptable(world_now) {
         return TimestampCheck::TooOld;
     }
     let latest = world_now + HOLD_AHEAD;
-    if at_ms > latest.timestamp_millis() {
-        let ready_at = DateTime::from_timestamp_millis(at_ms).map_or(latest, |t| t - HOLD_AHEAD);
+    if at_ms > Millis::from(latest) {
+        let ready_at =
+            DateTime::from_timestamp_millis(at_ms.as_ms()).map_or(latest, |t| t - HOLD_AHEAD);
         return TimestampCheck::Ahead { ready_at };
     }
     TimestampCheck::Acceptable
 }
 
-fn when(at_ms: i64) -> String {
-    DateTime::from_timestamp_millis(at_ms)
+fn when(at_ms: Millis) -> String {
+    DateTime::from_timestamp_millis(at_ms.as_ms())
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| at_ms.to_string())
 }
 
 /// The reason recorded on an outcome held for a timestamp ahead of the world's clock.
-pub fn ahead_reason(at_ms: i64, world_now: DateTime<Utc>) -> String {
-    let ahead = DateTime::from_timestamp_millis(at_ms)
+pub fn ahead_reason(at_ms: Millis, world_now: DateTime<Utc>) -> String {
+    let ahead = DateTime::from_timestamp_millis(at_ms.as_ms())
         .map(|t| t - world_now)
         .unwrap_or_default();
     format!(
@@ -203,7 +205,7 @@ pub fn ahead_reason(at_ms: i64, world_now: DateTime<Utc>) -> String {
 }
 
 /// The reason recorded on an outcome parked because it is too old for Metronome.
-pub fn too_old_reason(at_ms: i64, outcome_id: &str) -> String {
+pub fn too_old_reason(at_ms: Millis, outcome_id: &str) -> String {
     format!(
         "not sent: its timestamp ({}) is older than the 34 days Metronome accepts for backdated usage \
          (https://docs.metronome.com/api-reference/usage/ingest-events). Bill it at the current time by \
@@ -236,7 +238,7 @@ pub fn reversal_transaction_id(outcome_id: &str) -> String {
 /// would be counted, or taken as a maximum or latest value, not subtracted.
 pub fn reversal_event(
     o: &OutcomeInput,
-    at_ms: i64,
+    at_ms: Millis,
     aggregation: MetricAggregation,
 ) -> Result<UsageEvent, String> {
     if aggregation != MetricAggregation::Sum {
@@ -274,7 +276,7 @@ pub fn manual_reason(event_type: &str, aggregation: MetricAggregation) -> String
 /// Why a correcting event that has waited too long is not sent (its timestamp,
 /// fixed at the first attempt, left the 34 days): sending it again at a new time
 /// could subtract twice if an earlier attempt was recorded.
-pub fn correction_too_old_reason(at_ms: i64, in_doubt: bool) -> String {
+pub fn correction_too_old_reason(at_ms: Millis, in_doubt: bool) -> String {
     let doubt = if in_doubt {
         "an earlier attempt got no definite answer, so Metronome may hold it: check the event \
          (Event Search by transaction id) before crediting; "
@@ -312,6 +314,10 @@ mod tests {
     }
 
     const NOW: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+    fn ms(v: i64) -> Millis {
+        Millis::from_ms(v)
+    }
 
     #[test]
     fn classification_follows_metronomes_guide() {
@@ -428,27 +434,30 @@ mod tests {
     fn thirty_four_days_less_an_hour_back_and_five_minutes_ahead() {
         let now = t(NOW);
         let limit = (NOW - 34 * 86_400 + 3600) * 1000;
-        assert_eq!(check_timestamp(limit, now), TimestampCheck::Acceptable);
-        assert_eq!(check_timestamp(limit - 1, now), TimestampCheck::TooOld);
-        assert_eq!(check_timestamp(NOW * 1000, now), TimestampCheck::Acceptable);
+        assert_eq!(check_timestamp(ms(limit), now), TimestampCheck::Acceptable);
+        assert_eq!(check_timestamp(ms(limit - 1), now), TimestampCheck::TooOld);
         assert_eq!(
-            check_timestamp((NOW + 300) * 1000, now),
+            check_timestamp(ms(NOW * 1000), now),
             TimestampCheck::Acceptable
         );
         assert_eq!(
-            check_timestamp((NOW + 3600) * 1000, now),
+            check_timestamp(ms((NOW + 300) * 1000), now),
+            TimestampCheck::Acceptable
+        );
+        assert_eq!(
+            check_timestamp(ms((NOW + 3600) * 1000), now),
             TimestampCheck::Ahead {
                 ready_at: t(NOW + 3300)
             }
         );
-        assert_eq!(check_timestamp(0, now), TimestampCheck::TooOld);
-        let why = too_old_reason(limit - 1, "om_x");
+        assert_eq!(check_timestamp(ms(0), now), TimestampCheck::TooOld);
+        let why = too_old_reason(ms(limit - 1), "om_x");
         assert!(
             why.contains("34 days") && why.contains("--id om_x"),
             "{why}"
         );
         assert!(why.contains("2025-11-28 00:59 UTC"), "{why}");
-        assert!(ahead_reason((NOW + 3600) * 1000, now).contains("1h"));
+        assert!(ahead_reason(ms((NOW + 3600) * 1000), now).contains("1h"));
     }
 
     #[test]
@@ -456,11 +465,11 @@ mod tests {
         // First accepted at `a`, with the latest timestamp the check lets through.
         let a = NOW;
         let ts = (a + HOLD_AHEAD.num_seconds()) * 1000;
-        assert_eq!(check_timestamp(ts, t(a)), TimestampCheck::Acceptable);
+        assert_eq!(check_timestamp(ms(ts), t(a)), TimestampCheck::Acceptable);
         // The last moment a resend still passes is before a + 34 days.
         let last = (ts / 1000) + (MAX_AGE - AGE_MARGIN).num_seconds();
-        assert_eq!(check_timestamp(ts, t(last)), TimestampCheck::Acceptable);
-        assert_eq!(check_timestamp(ts, t(last + 1)), TimestampCheck::TooOld);
+        assert_eq!(check_timestamp(ms(ts), t(last)), TimestampCheck::Acceptable);
+        assert_eq!(check_timestamp(ms(ts), t(last + 1)), TimestampCheck::TooOld);
         assert!(last < a + MAX_AGE.num_seconds());
     }
 
@@ -470,7 +479,7 @@ mod tests {
             customer_id: "team@example.com".into(),
             event_type: "resolved_ticket".into(),
             value: 3,
-            confirmed_at: 1_767_225_600_123,
+            confirmed_at: ms(1_767_225_600_123),
             ticket_id: "42".into(),
             provider: "zendesk".into(),
             seq: 2,
@@ -480,7 +489,7 @@ mod tests {
 
     #[test]
     fn a_reversal_is_a_negative_event_with_its_own_transaction_id() {
-        let at = (NOW + 10 * 86_400) * 1000;
+        let at = ms((NOW + 10 * 86_400) * 1000);
         let ev = reversal_event(&outcome(), at, MetricAggregation::Sum).expect("a sum metric");
         assert_eq!(
             super::super::event::body(std::slice::from_ref(&ev)),
@@ -507,14 +516,14 @@ mod tests {
             MetricAggregation::Latest,
             MetricAggregation::Unique,
         ] {
-            let why = reversal_event(&outcome(), NOW * 1000, agg).expect_err("manual");
+            let why = reversal_event(&outcome(), ms(NOW * 1000), agg).expect_err("manual");
             assert!(
                 why.contains(&format!("`{agg}`")) && why.contains("credit"),
                 "{why}"
             );
         }
-        let why = correction_too_old_reason(NOW * 1000, true);
+        let why = correction_too_old_reason(ms(NOW * 1000), true);
         assert!(why.contains("may hold it"), "{why}");
-        assert!(!correction_too_old_reason(NOW * 1000, false).contains("may hold it"));
+        assert!(!correction_too_old_reason(ms(NOW * 1000), false).contains("may hold it"));
     }
 }

@@ -12,6 +12,7 @@ use crate::event::TicketEvent;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use crate::ticket::replay;
+use crate::time::Millis;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -49,8 +50,8 @@ pub async fn shadow_run(
     store: &Store,
     old: &Settings,
     new: &Settings,
-    from: i64,
-    to: i64,
+    from: Millis,
+    to: Millis,
 ) -> Result<ContractDiff, StoreError> {
     let mut d = ContractDiff::default();
     for t in &new.tenants {
@@ -190,7 +191,7 @@ mod tests {
             event_key: key.into(),
             ticket_id: "T".into(),
             kind,
-            occurred_at: crate::clock::from_millis(1_767_225_600_000 + h * 3_600_000),
+            occurred_at: Millis::from_ms(1_767_225_600_000 + h * 3_600_000).to_datetime(),
             resolver: r,
             actor_id: None,
             tags: tags.iter().map(|t| t.to_string()).collect(),

@@ -2,12 +2,12 @@
 
 use super::clause::{deciding_clause, DecidingClause};
 use super::fmt_ms;
-use crate::clock::to_millis;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::store::{
     AttemptRow, DecisionRow, EventRow, OutcomeFilter, OutcomeRow, RejectionRow, ReversalRow, Store,
     StoreError,
 };
+use crate::time::Millis;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -45,9 +45,9 @@ pub struct ProviderTrail {
 #[derive(Debug, Serialize)]
 pub struct DecisionView {
     pub seq: i64,
-    pub resolved_at: i64,
+    pub resolved_at: Millis,
     pub resolver: Option<String>,
-    pub settle_at: i64,
+    pub settle_at: Millis,
     pub status: DecisionStatus,
     pub billable: bool,
     pub is_final: bool,
@@ -259,7 +259,7 @@ impl ProviderTrail {
             let _ = writeln!(
                 s,
                 "  {}  {:<20} {}{}{}  [{}]{source}",
-                fmt_ms(to_millis(ev.occurred_at)),
+                fmt_ms(Millis::from(ev.occurred_at)),
                 ev.kind.as_str(),
                 ev.resolver.map(|r| format!("by {r} ")).unwrap_or_default(),
                 ev.actor_id

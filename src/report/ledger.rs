@@ -10,6 +10,7 @@ use super::period::Period;
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::store::{OutcomeRow, ReversalRow};
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,11 +48,11 @@ pub fn reported_in(o: &OutcomeRow, mode: StripeMode) -> bool {
         .is_none_or(|m| m == mode.as_str())
 }
 
-/// When a reversal takes effect at Stripe (Unix millis): a correcting event at its own
-/// timestamp; anything else (a cancel, a void, a dry run, one not done) with its outcome.
-pub fn reversal_effective_at(r: &ReversalRow) -> i64 {
+/// When a reversal takes effect at Stripe: a correcting event at its own timestamp;
+/// anything else (a cancel, a void, a dry run, one not done) with its outcome.
+pub fn reversal_effective_at(r: &ReversalRow) -> Millis {
     match (r.method.as_deref(), r.stripe_timestamp) {
-        (Some("correction"), Some(ts)) => ts.saturating_mul(1000),
+        (Some("correction"), Some(ts)) => Millis::from_ms(ts.saturating_mul(1000)),
         _ => r.outcome_confirmed_at,
     }
 }
@@ -139,12 +140,12 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
     const JAN: Period = Period {
-        from: 0,
-        to: 31 * DAY,
+        from: Millis::EPOCH,
+        to: Millis::from_ms(31 * DAY),
     };
     const FEB: Period = Period {
-        from: 31 * DAY,
-        to: 59 * DAY,
+        from: Millis::from_ms(31 * DAY),
+        to: Millis::from_ms(59 * DAY),
     };
 
     fn outcome(id: &str, state: OutcomeState, confirmed_at: i64) -> OutcomeRow {
@@ -154,8 +155,8 @@ mod tests {
             provider: String::new(),
             ticket_id: String::new(),
             seq: 0,
-            resolved_at: 0,
-            confirmed_at,
+            resolved_at: Millis::EPOCH,
+            confirmed_at: Millis::from_ms(confirmed_at),
             event_name: "resolved_ticket".into(),
             value: 2,
             stripe_customer_id: String::new(),
@@ -188,8 +189,8 @@ mod tests {
             event_name: "resolved_ticket".into(),
             value: 2,
             reopen_event_key: String::new(),
-            reopened_at: 0,
-            created_at: 0,
+            reopened_at: Millis::EPOCH,
+            created_at: Millis::EPOCH,
             evidence: String::new(),
             method: Some(method.into()),
             state,
@@ -197,7 +198,7 @@ mod tests {
             stripe_request_id: None,
             stripe_timestamp: ts,
             done_at: None,
-            outcome_confirmed_at: confirmed_at,
+            outcome_confirmed_at: Millis::from_ms(confirmed_at),
             outcome_reported_mode: None,
             sink: crate::sink::Sink::default(),
         }
@@ -289,10 +290,10 @@ mod tests {
     #[test]
     fn effective_time_of_each_kind() {
         let c = reversal("a", "correction", Done, DAY, Some(5));
-        assert_eq!(reversal_effective_at(&c), 5_000);
+        assert_eq!(reversal_effective_at(&c), Millis::from_ms(5_000));
         let k = reversal("a", "cancel", Done, DAY, None);
-        assert_eq!(reversal_effective_at(&k), DAY);
+        assert_eq!(reversal_effective_at(&k), Millis::from_ms(DAY));
         let pending = reversal("a", "correction", ReversalState::Pending, DAY, None);
-        assert_eq!(reversal_effective_at(&pending), DAY);
+        assert_eq!(reversal_effective_at(&pending), Millis::from_ms(DAY));
     }
 }

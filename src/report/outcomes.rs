@@ -3,6 +3,7 @@
 use super::fmt_ms;
 use crate::lifecycle::OutcomeState;
 use crate::store::{OutcomeCursor, OutcomeFilter, OutcomeRow, Store, StoreError};
+use crate::time::Millis;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -97,8 +98,8 @@ impl From<&OutcomeRow> for OutcomeView {
             provider: row.provider.clone(),
             ticket_id: row.ticket_id.clone(),
             seq: row.seq,
-            resolved_at: row.resolved_at,
-            confirmed_at: row.confirmed_at,
+            resolved_at: row.resolved_at.as_ms(),
+            confirmed_at: row.confirmed_at.as_ms(),
             event_name: row.event_name.clone(),
             value: row.value,
             stripe_customer_id: row.stripe_customer_id.clone(),
@@ -109,7 +110,7 @@ impl From<&OutcomeRow> for OutcomeView {
             attempts: row.attempts,
             last_error: row.last_error.clone(),
             stripe_request_id: row.stripe_request_id.clone(),
-            reported_at: row.reported_at,
+            reported_at: row.reported_at.map(Millis::as_ms),
             reported_mode: row.reported_mode.clone(),
             stripe_resends: row.stripe_resends,
             sink: row.sink.as_str(),
@@ -279,8 +280,8 @@ mod tests {
             provider: String::new(),
             ticket_id: String::new(),
             seq: 0,
-            resolved_at: 0,
-            confirmed_at: 0,
+            resolved_at: Millis::EPOCH,
+            confirmed_at: Millis::EPOCH,
             event_name: String::new(),
             value: 0,
             stripe_customer_id: String::new(),

@@ -1,14 +1,15 @@
 //! Date ranges on the command line: `--from 2026-01-01 --to 2026-01-31` means the
 //! whole of both days (UTC); RFC 3339 times are taken as given (`--to` exclusive).
 
+use crate::time::Millis;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
-    /// Inclusive, Unix millis.
-    pub from: i64,
-    /// Exclusive, Unix millis.
-    pub to: i64,
+    /// Inclusive.
+    pub from: Millis,
+    /// Exclusive.
+    pub to: Millis,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,8 +37,8 @@ fn parse(s: &str, end_of_day: bool) -> Result<DateTime<Utc>, PeriodError> {
 impl Period {
     pub fn parse(from: &str, to: &str) -> Result<Period, PeriodError> {
         let p = Period {
-            from: parse(from, false)?.timestamp_millis(),
-            to: parse(to, true)?.timestamp_millis(),
+            from: Millis::from(parse(from, false)?),
+            to: Millis::from(parse(to, true)?),
         };
         if p.from >= p.to {
             return Err(PeriodError::Empty);
@@ -100,9 +101,9 @@ mod tests {
     #[test]
     fn dates_cover_whole_days() {
         let p = Period::parse("2026-01-01", "2026-01-31").expect("valid");
-        assert_eq!(p.to - p.from, 31 * 86_400_000);
+        assert_eq!(p.to.as_ms() - p.from.as_ms(), 31 * 86_400_000);
         let p = Period::parse("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z").expect("valid");
-        assert_eq!(p.to - p.from, 86_400_000);
+        assert_eq!(p.to.as_ms() - p.from.as_ms(), 86_400_000);
         assert_eq!(
             Period::parse("2026-02-01", "2026-01-01"),
             Err(PeriodError::Empty)

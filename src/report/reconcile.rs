@@ -137,7 +137,10 @@ pub async fn reconcile_meter(
     let t = totals(&outcomes, &reversals, period, at.mode)
         .remove(event_name)
         .unwrap_or_default();
-    let (start, end) = ((period.from / 60_000) * 60, (period.to / 60_000) * 60);
+    let (start, end) = (
+        (period.from.as_ms() / 60_000) * 60,
+        (period.to.as_ms() / 60_000) * 60,
+    );
     let stripe = client
         .meter_total(meter_id, at.customer, start, end, at.account)
         .await?;
@@ -229,7 +232,10 @@ pub async fn reconcile_with(
         });
     }
     // Stripe wants whole minutes.
-    let (start, end) = ((period.from / 60_000) * 60, (period.to / 60_000) * 60);
+    let (start, end) = (
+        (period.from.as_ms() / 60_000) * 60,
+        (period.to.as_ms() / 60_000) * 60,
+    );
     for l in lines.values_mut() {
         l.meter_id = meter_ids.get(&l.event_name).cloned().unwrap_or_default();
         l.stripe = client

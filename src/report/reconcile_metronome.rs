@@ -17,7 +17,6 @@ use crate::settings::{Settings, TenantSettings};
 use crate::sink::Sink;
 use crate::store::{Store, StoreError};
 use crate::stripe::mode::StripeMode;
-use chrono::DateTime;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -172,8 +171,8 @@ pub async fn reconcile_metronome(
         });
     }
     // The usage API takes whole seconds (RFC 3339).
-    let start = DateTime::from_timestamp_millis(period.from).unwrap_or_default();
-    let end = DateTime::from_timestamp_millis(period.to).unwrap_or_default();
+    let start = period.from.to_datetime();
+    let end = period.to.to_datetime();
     for l in lines.values_mut() {
         l.billable_metric_id = metric_ids.get(&l.event_type).cloned().unwrap_or_default();
         l.metronome = client

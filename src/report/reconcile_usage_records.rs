@@ -13,6 +13,7 @@ use crate::store::{Store, StoreError};
 use crate::stripe::mode::StripeMode;
 use crate::stripe::usage_records::rules::{self, LineStatus, LocalRecord, ReconcileLine};
 use crate::stripe::{StripeClient, StripeError};
+use crate::time::Millis;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::fmt::Write;
@@ -70,8 +71,8 @@ impl UsageReconcile {
         for l in &self.lines {
             let period = format!(
                 "{} to {}{}",
-                fmt_ms(l.period_start.saturating_mul(1000)),
-                fmt_ms(l.period_end.saturating_mul(1000)),
+                fmt_ms(Millis::from_ms(l.period_start.saturating_mul(1000))),
+                fmt_ms(Millis::from_ms(l.period_end.saturating_mul(1000))),
                 if l.open {
                     " (open: Stripe's figure may change)"
                 } else {
@@ -130,7 +131,8 @@ fn line(l: ReconcileLine) -> UsageLine {
 
 /// Whether a billing period (seconds, `start < t <= end`) overlaps the dates asked.
 fn overlaps(start: i64, end: i64, dates: Dates) -> bool {
-    start.saturating_mul(1000) < dates.to && end.saturating_mul(1000) >= dates.from
+    Millis::from_ms(start.saturating_mul(1000)) < dates.to
+        && Millis::from_ms(end.saturating_mul(1000)) >= dates.from
 }
 
 /// Compare the item's records in `mode` with Stripe's summaries (`client`: the
@@ -213,8 +215,8 @@ mod tests {
     #[test]
     fn periods_are_kept_when_they_overlap_the_dates() {
         let dates = Dates {
-            from: 10_000,
-            to: 20_000,
+            from: Millis::from_ms(10_000),
+            to: Millis::from_ms(20_000),
         };
         assert!(overlaps(5, 15, dates));
         assert!(overlaps(19, 40, dates));

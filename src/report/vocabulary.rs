@@ -6,6 +6,7 @@
 use crate::contract::lint::{lint_contract, lint_provider, Suggestion, Warning};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
+use crate::time::Millis;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -33,7 +34,7 @@ pub struct NameCheck {
 pub async fn check_names(
     store: &Store,
     settings: &Settings,
-    since: i64,
+    since: Millis,
     days: i64,
 ) -> Result<NameCheck, StoreError> {
     let mut out = NameCheck {
@@ -76,10 +77,9 @@ pub async fn check_names(
     Ok(out)
 }
 
-/// [`check_names`] on the configured database, `days` before `now` (Unix
-/// millis). A database that does not exist yet (it is never created here) or
+/// [`check_names`] on the configured database, `days` before `now`. A database that does not exist yet (it is never created here) or
 /// cannot be read leaves the names unchecked, with the reason.
-pub async fn check_configured(settings: &Settings, now: i64, days: i64) -> NameCheck {
+pub async fn check_configured(settings: &Settings, now: Millis, days: i64) -> NameCheck {
     let unchecked = |why: String| NameCheck {
         days,
         unchecked: Some(why),
@@ -96,7 +96,7 @@ pub async fn check_configured(settings: &Settings, now: i64, days: i64) -> NameC
         Ok(s) => s,
         Err(e) => return unchecked(format!("cannot open the database: {e}")),
     };
-    let since = now.saturating_sub(days.saturating_mul(86_400_000));
+    let since = Millis::from_ms(now.as_ms().saturating_sub(days.saturating_mul(86_400_000)));
     let result = check_names(&store, settings, since, days).await;
     store.close().await;
     result.unwrap_or_else(|e| unchecked(format!("cannot read stored events: {e}")))

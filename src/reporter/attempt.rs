@@ -15,6 +15,7 @@ use crate::stripe::client::{Ack, StripeError};
 use crate::stripe::mode::StripeMode;
 use crate::stripe::retry::{backoff, Disposition};
 use crate::stripe::usage_records::Recorded;
+use crate::time::Millis;
 use std::time::Duration;
 
 /// What follows a call, from its disposition and the retry budget: one rule for
@@ -25,7 +26,7 @@ pub(crate) enum NextStep {
     Delivered,
     /// Call again at `at` (Unix ms), `delay` from now (capped exponential backoff
     /// with jitter, at least the billing system's `Retry-After`).
-    RetryAt { at: i64, delay: Duration },
+    RetryAt { at: Millis, delay: Duration },
     /// Parked as failed: refused (`refused`), or transient failures outlasted the
     /// retry budget (`reporter.max_attempts`).
     Park { refused: bool },
@@ -138,8 +139,8 @@ fn stripe_request_id(result: Result<&Ack, &StripeError>) -> Option<String> {
 /// One call on an outcome, as its attempt records it.
 pub(super) struct OutcomeCall<'a> {
     pub(super) outcome_id: &'a str,
-    /// When the answer came (Unix ms).
-    pub(super) now: i64,
+    /// When the answer came.
+    pub(super) now: Millis,
     /// The outcome's own request (its event, for a batch).
     pub(super) request: &'a str,
     pub(super) idempotency_key: Option<&'a str>,
@@ -174,8 +175,8 @@ impl Answer {
 /// One call of a reversal, as its attempt records it.
 pub(super) struct ReversalCall<'a> {
     pub(super) outcome_id: &'a str,
-    /// When the answer came (Unix ms).
-    pub(super) now: i64,
+    /// When the answer came.
+    pub(super) now: Millis,
     pub(super) method: &'a str,
     pub(super) idempotency_key: Option<&'a str>,
     pub(super) request: &'a str,
@@ -215,7 +216,12 @@ impl Answer {
 impl Reporter {
     /// [`NextStep`] after a call answered as `disposition`, with `attempts`
     /// failed calls already spent from the budget.
-    pub(crate) fn next_step(&self, disposition: Disposition, attempts: u32, now: i64) -> NextStep {
+    pub(crate) fn next_step(
+        &self,
+        disposition: Disposition,
+        attempts: u32,
+        now: Millis,
+    ) -> NextStep {
         match disposition {
             Disposition::Delivered => NextStep::Delivered,
             Disposition::Retry { after } if attempts + 1 < self.settings.max_attempts => {
@@ -226,8 +232,10 @@ impl Reporter {
                     after,
                     fastrand::f64(),
                 );
-                let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
-                NextStep::RetryAt { at, delay }
+                NextStep::RetryAt {
+                    at: now + delay,
+                    delay,
+                }
             }
             Disposition::Retry { .. } => NextStep::Park { refused: false },
             Disposition::Permanent => NextStep::Park { refused: true },

@@ -7,7 +7,6 @@ use super::reversal_method::{
     after_cancel_too_old, choose_method, manual_reason, Method, MethodInput,
 };
 use super::Reporter;
-use crate::clock::to_millis;
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::outcome::idempotency_key;
 use crate::settings::MeterAggregation;
@@ -17,6 +16,8 @@ use crate::stripe::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeEr
 use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
 use crate::stripe::retry::is_cancel_too_old;
+use crate::time::Millis;
+use std::time::Duration;
 
 /// A stored reversal method this build does not know: never taken as done (the
 /// customer could stay billed), parked for an operator.
@@ -62,15 +63,14 @@ fn billed_in_doubt(r: &ClaimedReversal) -> Option<String> {
 impl Reporter {
     /// Claim one batch of clawback reversals and carry them out.
     pub(super) async fn reverse_batch(&self) -> Result<usize, StoreError> {
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let claimed = self
             .store
-            .claim_reversals(now, now + self.lease_ms(), self.settings.batch_size)
+            .claim_reversals(now, now + self.lease, self.settings.batch_size)
             .await?;
         for r in &claimed {
             if let Some(why) = unreadable_method(r).or_else(|| billed_in_doubt(r)) {
-                self.park_reversal(r, to_millis(self.clock.now()), &why)
-                    .await?;
+                self.park_reversal(r, self.clock.now_ms(), &why).await?;
                 continue;
             }
             match r.sink {
@@ -83,7 +83,7 @@ impl Reporter {
     }
 
     async fn reverse_one(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         // A cancel or a correction goes to the customer's meter: both must pass
         // the preflight (a correction for a deleted customer would be rejected).
         let meter = self.admit(
@@ -125,7 +125,7 @@ impl Reporter {
         match method {
             Method::WaitForLive => {
                 tracing::warn!(outcome = %r.outcome_id, mode = %self.mode, "clawback: the outcome was reported in live mode; only a live-mode process reverses it");
-                let next = now + 5 * 60_000;
+                let next = now + Duration::from_secs(300);
                 self.store.postpone_reversal(&r.outcome_id, next).await
             }
             Method::Nothing => {
@@ -139,7 +139,8 @@ impl Reporter {
                     self.store.record_reversal_attempt(&a).await
                 } else {
                     // A reporter holds it right now: look again when its lease ends.
-                    let next = r.outcome_lease_until.unwrap_or(now).max(now) + 1_000;
+                    let next =
+                        r.outcome_lease_until.unwrap_or(now).max(now) + Duration::from_secs(1);
                     self.store.postpone_reversal(&r.outcome_id, next).await
                 }
             }
@@ -174,14 +175,14 @@ impl Reporter {
         &self,
         r: &ClaimedReversal,
         method: Method,
-        now: i64,
+        now: Millis,
         meter: &MeterInfo,
     ) -> Result<(), StoreError> {
         let Some(client) = &self.client else {
             tracing::warn!(outcome = %r.outcome_id, "clawback reversal waits: no Stripe key in this process");
             return self
                 .store
-                .postpone_reversal(&r.outcome_id, now + 5 * 60_000)
+                .postpone_reversal(&r.outcome_id, now + Duration::from_secs(300))
                 .await;
         };
         // Persist the method (and a correction's timestamp) before Stripe can see the
@@ -334,7 +335,7 @@ impl Reporter {
     pub(super) fn reversal_done<'a>(
         &self,
         r: &'a ClaimedReversal,
-        now: i64,
+        now: Millis,
         method: Method,
         result: &'a str,
     ) -> ReversalAttempt<'a> {
@@ -362,7 +363,7 @@ impl Reporter {
     pub(super) async fn park_reversal(
         &self,
         r: &ClaimedReversal,
-        now: i64,
+        now: Millis,
         why: &str,
     ) -> Result<(), StoreError> {
         tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");

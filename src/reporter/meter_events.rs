@@ -5,7 +5,6 @@
 
 use super::attempt::{CallResult, NextStep, OutcomeCall};
 use super::{Reporter, Tasks};
-use crate::clock::to_millis;
 use crate::metrics::ReportResult;
 use crate::outcome::idempotency_key;
 use crate::store::{ClaimedOutcome, SetAside, StoreError};
@@ -16,8 +15,10 @@ use crate::stripe::limits::{
     TimestampCheck,
 };
 use crate::stripe::preflight::MeterInfo;
+use crate::time::Millis;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 impl Reporter {
@@ -53,7 +54,7 @@ impl Reporter {
                 let _permit = permits.acquire_owned().await;
                 // One process at a time per pair (other replicas on PostgreSQL).
                 let Some(lock) = me.store.try_lock_pair(&customer, &meter).await? else {
-                    let claims: Vec<(String, i64)> = group
+                    let claims: Vec<(String, Millis)> = group
                         .iter()
                         .map(|o| (o.id.clone(), o.lease_until))
                         .collect();
@@ -98,7 +99,7 @@ impl Reporter {
             .await;
         let call = OutcomeCall {
             outcome_id: &o.id,
-            now: to_millis(self.clock.now()),
+            now: self.clock.now_ms(),
             request: &request,
             idempotency_key: Some(&key),
         };
@@ -118,7 +119,7 @@ impl Reporter {
         let world_now = self.clock.world_now();
         let (reason, how) = match check_timestamp(timestamp, world_now) {
             TimestampCheck::Acceptable
-                if resend_is_deduplicated(o.doubt_since, to_millis(self.clock.now())) =>
+                if resend_is_deduplicated(o.doubt_since, self.clock.now_ms()) =>
             {
                 return Ok(false);
             }
@@ -135,7 +136,7 @@ impl Reporter {
                 // offset removed), it goes out then, not a whole offset later.
                 let wait = (ready_at - world_now)
                     .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
-                let next = to_millis(self.clock.now() + wait);
+                let next = Millis::from(self.clock.now() + wait);
                 let reason = ahead_reason(timestamp, world_now);
                 tracing::warn!(outcome = %o.id, %reason, "meter event held");
                 (reason, SetAside::RetryAt(next))
@@ -159,12 +160,11 @@ impl Reporter {
     /// (stripe.timeout < worker.lease is enforced, so a renewal always suffices).
     /// Returns whether the claim holds.
     async fn still_claimed(&self, o: &ClaimedOutcome) -> Result<bool, StoreError> {
-        let now = to_millis(self.clock.now());
-        let needed = i64::try_from((self.call_timeout * 2).as_millis()).unwrap_or(i64::MAX / 4);
-        if o.lease_until - now < needed
+        let now = self.clock.now_ms();
+        if o.lease_until < now + self.call_timeout * 2
             && !self
                 .store
-                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease_ms())
+                .renew_outcome_lease(&o.id, o.lease_until, now + self.lease)
                 .await?
         {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
@@ -219,7 +219,7 @@ fn meter_event(o: &ClaimedOutcome, meter: &MeterInfo) -> MeterEvent {
         // The outcome id; after a rejection and a resend, `<id>_resend<N>` (see
         // `super::rejections`: a rejected identifier is never reused).
         identifier: o.stripe_identifier(),
-        timestamp: o.confirmed_at.div_euclid(1000),
+        timestamp: o.confirmed_at.as_secs(),
         customer_key: meter.customer_key.clone(),
         value_key: meter.value_key.clone(),
     }
@@ -297,7 +297,7 @@ impl Reporter {
     ) -> Result<(), StoreError> {
         let reason = "held: no Stripe key in this process (no tenant bills through Stripe now); \
                       set stripe.api_key to send outcomes confirmed under a Stripe sink";
-        let next = to_millis(self.clock.now()) + 5 * 60_000;
+        let next = self.clock.now_ms() + Duration::from_secs(300);
         tracing::warn!(outcomes = outcomes.len(), reason, "Stripe outcomes held");
         for o in outcomes {
             self.store

@@ -14,7 +14,6 @@
 
 use super::attempt::{Answer, CallResult, OutcomeCall};
 use super::{Reporter, Tasks};
-use crate::clock::to_millis;
 use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::metronome::event::body;
@@ -25,7 +24,9 @@ use crate::metronome::rules::{
 use crate::metronome::{MetronomeClient, MetronomeSettings, OutcomeInput, UsageEvent};
 use crate::sink::Sink;
 use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
+use crate::time::Millis;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Why outcomes frozen to Metronome wait when this process cannot reach it.
@@ -67,7 +68,7 @@ pub(super) fn outcome_input(o: &ClaimedOutcome) -> OutcomeInput {
 /// token (`lease_until`, renewed before a call), and its event.
 struct Ready {
     o: ClaimedOutcome,
-    token: i64,
+    token: Millis,
     ev: UsageEvent,
 }
 
@@ -101,7 +102,7 @@ impl Reporter {
             return Ok(());
         }
         let Some(client) = self.metronome.clone() else {
-            let next = to_millis(self.clock.now()) + 5 * 60_000;
+            let next = self.clock.now_ms() + Duration::from_secs(300);
             tracing::warn!(outcomes = ready.len(), sink = %Sink::Metronome, "{NO_TOKEN}");
             for r in &ready {
                 self.store
@@ -159,7 +160,7 @@ impl Reporter {
                     // Check again within 5 minutes: a clock set right goes out then.
                     let wait = (ready_at - world_now)
                         .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
-                    let next = to_millis(self.clock.now() + wait);
+                    let next = Millis::from(self.clock.now() + wait);
                     let reason = ahead_reason(ev.at_ms, world_now);
                     tracing::warn!(outcome = %o.id, %reason, "usage event held");
                     self.store
@@ -183,16 +184,15 @@ impl Reporter {
     /// renewing a lease that might not outlast it (`metronome.timeout` is shorter
     /// than `worker.lease`, so one renewal suffices). A lost claim is not sent.
     async fn still_held(&self, batch: Vec<Ready>) -> Result<Vec<Ready>, StoreError> {
-        let now = to_millis(self.clock.now());
-        let needed = i64::try_from((self.metronome_settings.timeout * 2).as_millis())
-            .unwrap_or(i64::MAX / 4);
+        let now = self.clock.now_ms();
+        let needed = self.metronome_settings.timeout * 2;
         let mut held = Vec::with_capacity(batch.len());
         for mut r in batch {
-            if r.token - now >= needed {
+            if r.token >= now + needed {
                 held.push(r);
                 continue;
             }
-            let until = now + self.lease_ms();
+            let until = now + self.lease;
             if self
                 .store
                 .renew_outcome_lease(&r.o.id, r.token, until)
@@ -221,7 +221,7 @@ impl Reporter {
         let events: Vec<UsageEvent> = batch.iter().map(|r| r.ev.clone()).collect();
         self.metronome_limiter.acquire().await;
         let result = self.timed("metronome_ingest", client.ingest(&events)).await;
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let answer = result.answer();
         match classify_batch(&result, batch.len()) {
             BatchDisposition::Isolate => {
@@ -241,7 +241,7 @@ impl Reporter {
         &self,
         batch: &[Ready],
         answer: &Answer,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         tracing::warn!(events = batch.len(), error = ?answer.error, request_id = ?answer.request_id, "Metronome refused the batch; sending each event alone");
         for r in batch {
@@ -272,7 +272,7 @@ impl Reporter {
         batch: &[Ready],
         answer: &Answer,
         disposition: Disposition,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         for r in batch {
             let request = body(std::slice::from_ref(&r.ev));

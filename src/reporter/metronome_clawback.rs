@@ -8,7 +8,6 @@
 use super::attempt::{CallResult, ReversalCall};
 use super::reversal_method::Method;
 use super::Reporter;
-use crate::clock::to_millis;
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::metronome::event::body;
 use crate::metronome::rules::{
@@ -17,6 +16,8 @@ use crate::metronome::rules::{
 use crate::metronome::{MetricAggregation, OutcomeInput, UsageEvent};
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
+use std::time::Duration;
 
 /// How to reverse an outcome billed on Metronome (pure). A method already stored
 /// is kept (it may have reached Metronome). Never sent: void. Recorded in a
@@ -59,7 +60,7 @@ fn reversed_outcome(r: &ClaimedReversal) -> OutcomeInput {
         customer_id: r.sink_target.clone().unwrap_or_default(),
         event_type: r.event_name.clone(),
         value: r.value,
-        confirmed_at: 0, // the correction is dated at the reversal, not the outcome
+        confirmed_at: Millis::EPOCH, // the correction is dated at the reversal, not the outcome
         ticket_id: r.identity.ticket_id.clone(),
         provider: r.identity.provider.clone(),
         seq: r.identity.seq,
@@ -69,7 +70,7 @@ fn reversed_outcome(r: &ClaimedReversal) -> OutcomeInput {
 
 impl Reporter {
     pub(super) async fn reverse_metronome(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let aggregation = self.metronome_settings.aggregation(&r.event_name);
         let method = choose_metronome_method(
             r.method.as_deref(),
@@ -88,7 +89,7 @@ impl Reporter {
             Method::WaitForLive => {
                 tracing::warn!(outcome = %r.outcome_id, mode = %self.mode, "clawback: the outcome was reported in live mode; only a live-mode process reverses it");
                 self.store
-                    .postpone_reversal(&r.outcome_id, now + 5 * 60_000)
+                    .postpone_reversal(&r.outcome_id, now + Duration::from_secs(300))
                     .await
             }
             Method::Nothing | Method::Cancel => {
@@ -104,12 +105,13 @@ impl Reporter {
                         .await
                 } else {
                     // A reporter holds it right now: look again when its lease ends.
-                    let next = r.outcome_lease_until.unwrap_or(now).max(now) + 1_000;
+                    let next =
+                        r.outcome_lease_until.unwrap_or(now).max(now) + Duration::from_secs(1);
                     self.store.postpone_reversal(&r.outcome_id, next).await
                 }
             }
             Method::DryRun => {
-                let at_ms = self.stripe_seconds(now) * 1000;
+                let at_ms = Millis::from_ms(self.stripe_seconds(now) * 1000);
                 let request = reversal_event(&reversed_outcome(r), at_ms, aggregation)
                     .map(|ev| body(std::slice::from_ref(&ev)))
                     .unwrap_or_default();
@@ -141,14 +143,14 @@ impl Reporter {
     async fn correct_at_metronome(
         &self,
         r: &ClaimedReversal,
-        now: i64,
+        now: Millis,
         aggregation: MetricAggregation,
     ) -> Result<(), StoreError> {
         let Some(client) = self.metronome.clone() else {
             tracing::warn!(outcome = %r.outcome_id, "clawback waits: metronome.api_token is not set in this process");
             return self
                 .store
-                .postpone_reversal(&r.outcome_id, now + 5 * 60_000)
+                .postpone_reversal(&r.outcome_id, now + Duration::from_secs(300))
                 .await;
         };
         let Some((stored, stored_ts)) = self
@@ -167,7 +169,7 @@ impl Reporter {
             return self.store.postpone_reversal(&r.outcome_id, now).await;
         }
         let seconds = stored_ts.unwrap_or(self.stripe_seconds(now));
-        let at_ms = seconds.saturating_mul(1000);
+        let at_ms = Millis::from_ms(seconds.saturating_mul(1000));
         let ev = match self.correcting_event(r, at_ms, aggregation) {
             Ok(ev) => ev,
             Err((result, why)) => {
@@ -211,7 +213,7 @@ impl Reporter {
     fn correcting_event(
         &self,
         r: &ClaimedReversal,
-        at_ms: i64,
+        at_ms: Millis,
         aggregation: MetricAggregation,
     ) -> Result<UsageEvent, (&'static str, String)> {
         if check_timestamp(at_ms, self.clock.world_now()) == TimestampCheck::TooOld {

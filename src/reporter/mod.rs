@@ -21,7 +21,7 @@ mod usage_records;
 pub use metronome_clawback::choose_metronome_method;
 pub use reversal_method::{after_cancel_too_old, choose_method, manual_reason, Method};
 
-use crate::clock::{to_millis, SharedClock};
+use crate::clock::SharedClock;
 use crate::lifecycle::OutcomeState;
 use crate::metrics::Metrics;
 use crate::settings::{MeterAggregation, ReporterSettings, Settings};
@@ -30,6 +30,7 @@ use crate::store::{ClaimedOutcome, Store, StoreError};
 use crate::stripe::gate::PreflightGates;
 use crate::stripe::mode::StripeMode;
 use crate::stripe::StripeClient;
+use crate::time::Millis;
 use rate_limit::RateLimiter;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -157,8 +158,8 @@ impl Reporter {
     /// The timestamp (Unix seconds) of an event made now (a correction): this
     /// process's time, but never ahead of the world's, which Stripe keeps
     /// (a drill's positive `clock.offset` would make it refused as future).
-    fn stripe_seconds(&self, now: i64) -> i64 {
-        now.min(to_millis(self.clock.world_now())).div_euclid(1000)
+    fn stripe_seconds(&self, now: Millis) -> i64 {
+        now.min(Millis::from(self.clock.world_now())).as_secs()
     }
 
     /// Run one Stripe call and record how long it took (`/metrics`).
@@ -169,16 +170,12 @@ impl Reporter {
         out
     }
 
-    fn lease_ms(&self) -> i64 {
-        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
-    }
-
     /// Claim one batch of outcomes and send each through its sink.
     async fn report_batch(&self) -> Result<usize, StoreError> {
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let claimed = self
             .store
-            .claim_outcomes(now, now + self.lease_ms(), self.settings.batch_size)
+            .claim_outcomes(now, now + self.lease, self.settings.batch_size)
             .await?;
         let n = claimed.len();
         let mut by_sink: BTreeMap<Sink, Vec<ClaimedOutcome>> = BTreeMap::new();
@@ -207,7 +204,7 @@ impl Reporter {
         o: &ClaimedOutcome,
         request: &str,
     ) -> Result<(), StoreError> {
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         self.metrics.report(crate::metrics::ReportResult::DryRun);
         self.store
             .record_attempt(&crate::store::OutcomeAttempt {

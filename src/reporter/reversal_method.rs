@@ -4,9 +4,10 @@
 use crate::lifecycle::{OutcomeState, UnknownValue};
 use crate::settings::MeterAggregation;
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
 
 /// Stripe lets an event be cancelled within 24 hours of receiving it; keep a margin.
-const CANCEL_WINDOW_MS: i64 = 23 * 3_600_000;
+const CANCEL_WINDOW: std::time::Duration = std::time::Duration::from_secs(23 * 3600);
 
 /// How a clawback reversal is carried out (stored in `reversals.method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +103,9 @@ pub struct MethodInput<'a> {
     pub reported_in: Option<StripeMode>,
     /// This process's mode.
     pub mode: StripeMode,
-    /// When the outcome was first taken to be sent (Unix ms).
-    pub first_sent_at: Option<i64>,
-    /// Unix ms.
-    pub now: i64,
+    /// When the outcome was first taken to be sent.
+    pub first_sent_at: Option<Millis>,
+    pub now: Millis,
     /// The meter's aggregation.
     pub aggregation: MeterAggregation,
 }
@@ -148,8 +148,7 @@ pub fn choose_method(input: MethodInput<'_>) -> Method {
         OutcomeState::Reported if mode == StripeMode::DryRun => Method::DryRun,
         OutcomeState::Reported if reported_in != mode => Method::Nothing,
         OutcomeState::Reported => {
-            let age = now - first_sent_at.unwrap_or(now);
-            if age < CANCEL_WINDOW_MS {
+            if now < first_sent_at.unwrap_or(now) + CANCEL_WINDOW {
                 Method::Cancel
             } else {
                 correction_for(aggregation)
@@ -220,8 +219,8 @@ mod tests {
             outcome_state: Reported,
             reported_in: None,
             mode: LIVE,
-            first_sent_at,
-            now,
+            first_sent_at: first_sent_at.map(Millis::from_ms),
+            now: Millis::from_ms(now),
             aggregation: SUM,
         }
     }

@@ -14,7 +14,6 @@ use super::attempt::{CallResult, NextStep, ReversalCall};
 use super::reversal_method::{choose_method, Method, MethodInput};
 use super::usage_records::{SettleStep, ITEM_LOCK};
 use super::Reporter;
-use crate::clock::to_millis;
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::settings::MeterAggregation;
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
@@ -25,13 +24,15 @@ use crate::stripe::usage_records::rules::{
     Reversal, ReversalInput, KEY_SAFE_AGE,
 };
 use crate::stripe::usage_records::UsageRecord;
+use crate::time::Millis;
+use std::time::Duration;
 
 /// How long a reversal waits when its item cannot be worked on now.
-const LATER_MS: i64 = 60_000;
+const LATER: Duration = Duration::from_secs(60);
 
 impl Reporter {
     pub(super) async fn reverse_usage_record(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let method = choose_method(MethodInput {
             stored: r.method.as_deref(),
             outcome_state: r.outcome_state,
@@ -50,7 +51,7 @@ impl Reporter {
             Method::WaitForLive => {
                 tracing::warn!(outcome = %r.outcome_id, mode = %self.mode, "clawback: the usage record was reported in live mode; only a live-mode process reverses it");
                 self.store
-                    .postpone_reversal(&r.outcome_id, now + 5 * LATER_MS)
+                    .postpone_reversal(&r.outcome_id, now + 5 * LATER)
                     .await
             }
             Method::Nothing => {
@@ -86,12 +87,12 @@ impl Reporter {
             .store
             .outcome_confirmed_at(&r.outcome_id)
             .await?
-            .map(|ms| ms.div_euclid(1000)))
+            .map(Millis::as_secs))
     }
 
     /// Not reported: void it, unless a call for it may have been applied (then
     /// settle that first).
-    async fn void_usage_record(&self, r: &ClaimedReversal, now: i64) -> Result<(), StoreError> {
+    async fn void_usage_record(&self, r: &ClaimedReversal, now: Millis) -> Result<(), StoreError> {
         let doubt = match &r.sink_target {
             Some(item) => self
                 .store
@@ -150,7 +151,7 @@ impl Reporter {
             };
             self.store.record_reversal_attempt(&a).await
         } else {
-            let next = r.outcome_lease_until.unwrap_or(now).max(now) + 1_000;
+            let next = r.outcome_lease_until.unwrap_or(now).max(now) + Duration::from_secs(1);
             self.store.postpone_reversal(&r.outcome_id, next).await
         }
     }
@@ -162,33 +163,33 @@ impl Reporter {
         &self,
         r: &ClaimedReversal,
         item: &str,
-        since: i64,
-        now: i64,
+        since: Millis,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let now_t = self.clock.now();
-        if plan_resend(crate::clock::from_millis(since), now_t, true) == Resend::SameKey {
-            let next = since + KEY_SAFE_AGE.num_milliseconds();
+        if plan_resend(since.to_datetime(), now_t, true) == Resend::SameKey {
+            let next = Millis::from_ms(since.as_ms() + KEY_SAFE_AGE.num_milliseconds());
             tracing::info!(outcome = %r.outcome_id, "clawback: the usage record is in doubt; settled once its key's safe age has passed");
             return self.store.postpone_reversal(&r.outcome_id, next).await;
         }
         let Some(client) = self.legacy.clone() else {
             return self
                 .store
-                .postpone_reversal(&r.outcome_id, now + 5 * LATER_MS)
+                .postpone_reversal(&r.outcome_id, now + 5 * LATER)
                 .await;
         };
         let account = r.stripe_account.as_deref();
         let Some(lock) = self.store.try_lock_pair(item, ITEM_LOCK).await? else {
             return self
                 .store
-                .postpone_reversal(&r.outcome_id, now + 1_000)
+                .postpone_reversal(&r.outcome_id, now + Duration::from_secs(1))
                 .await;
         };
         let step = match self.read_summaries(&client, account, item).await {
             Ok(summaries) => self.settle_item(account, item, &summaries).await,
             Err(e) => {
                 tracing::warn!(outcome = %r.outcome_id, error = %e, "clawback: cannot read the usage record summaries; later");
-                Ok(SettleStep::Wait(now + 5 * LATER_MS))
+                Ok(SettleStep::Wait(now + 5 * LATER))
             }
         };
         lock.release().await;
@@ -200,7 +201,7 @@ impl Reporter {
     }
 
     /// Reported in this mode: plan the `set` (or park) under the item's lock.
-    async fn reverse_at_item(&self, r: &ClaimedReversal, now: i64) -> Result<(), StoreError> {
+    async fn reverse_at_item(&self, r: &ClaimedReversal, now: Millis) -> Result<(), StoreError> {
         let (Some(item), Some(client)) = (r.sink_target.clone(), self.legacy.clone()) else {
             if r.sink_target.is_none() {
                 return self
@@ -213,7 +214,7 @@ impl Reporter {
             }
             return self
                 .store
-                .postpone_reversal(&r.outcome_id, now + 5 * LATER_MS)
+                .postpone_reversal(&r.outcome_id, now + 5 * LATER)
                 .await;
         };
         let Some(timestamp) = self.record_timestamp(r).await? else {
@@ -224,7 +225,7 @@ impl Reporter {
         let Some(lock) = self.store.try_lock_pair(&item, ITEM_LOCK).await? else {
             return self
                 .store
-                .postpone_reversal(&r.outcome_id, now + 1_000)
+                .postpone_reversal(&r.outcome_id, now + Duration::from_secs(1))
                 .await;
         };
         let result = self.plan_and_set(r, &client, &item, timestamp, now).await;
@@ -238,7 +239,7 @@ impl Reporter {
         client: &StripeClient,
         item: &str,
         timestamp: i64,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let account = r.stripe_account.as_deref();
         // A `set` already fixed: repeat it as it was, whatever changed since.
@@ -257,14 +258,14 @@ impl Reporter {
                 tracing::warn!(outcome = %r.outcome_id, error = %e, "clawback: cannot read the usage record summaries; later");
                 return self
                     .store
-                    .postpone_reversal(&r.outcome_id, now + 5 * LATER_MS)
+                    .postpone_reversal(&r.outcome_id, now + 5 * LATER)
                     .await;
             }
         };
         let Some(current) = current_period(&summaries) else {
             return self
                 .store
-                .postpone_reversal(&r.outcome_id, now + 5 * LATER_MS)
+                .postpone_reversal(&r.outcome_id, now + 5 * LATER)
                 .await;
         };
         let invoice = summaries
@@ -309,7 +310,7 @@ impl Reporter {
             Reversal::SettleFirst => {
                 tracing::info!(outcome = %r.outcome_id, "clawback: another usage record at that second is unsettled; later");
                 self.store
-                    .postpone_reversal(&r.outcome_id, now + LATER_MS)
+                    .postpone_reversal(&r.outcome_id, now + LATER)
                     .await
             }
             Reversal::NothingToReverse => {
@@ -327,7 +328,7 @@ impl Reporter {
         client: &StripeClient,
         item: &str,
         record: &UsageRecord,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let key = reversal_key(&r.outcome_id, r.attempts);
         let request = record.encoded();
@@ -341,7 +342,7 @@ impl Reporter {
         let answer = result.answer();
         let call = ReversalCall {
             outcome_id: &r.outcome_id,
-            now: now.max(to_millis(self.clock.now())),
+            now: now.max(self.clock.now_ms()),
             method: Method::UsageSet.as_str(),
             idempotency_key: Some(&key),
             request: &request,

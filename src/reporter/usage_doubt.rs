@@ -3,7 +3,6 @@
 //! summaries before anything more is sent. Pure; the rules themselves are in
 //! [`crate::stripe::usage_records::rules`].
 
-use crate::clock::from_millis;
 use crate::lifecycle::OutcomeState;
 use crate::store::UsageDoubt;
 use crate::stripe::client::StripeError;
@@ -51,7 +50,7 @@ pub(crate) fn plan_for(d: &UsageDoubt, now: DateTime<Utc>) -> Resend {
     if d.saved {
         return Resend::CheckSummariesFirst;
     }
-    plan_resend(from_millis(d.since), now, true)
+    plan_resend(d.since.to_datetime(), now, true)
 }
 
 /// Whether an answer under the key in doubt is the saved 5xx of that key
@@ -102,7 +101,7 @@ pub(crate) fn periods_to_settle(
         if plan_for(d, now) != Resend::CheckSummariesFirst {
             continue;
         }
-        let ts = d.confirmed_at.div_euclid(1000);
+        let ts = d.confirmed_at.as_secs();
         match summaries
             .iter()
             .filter_map(UsageRecordSummary::billing_period)
@@ -116,7 +115,7 @@ pub(crate) fn periods_to_settle(
     periods.retain(|p| {
         !doubts.iter().any(|d| {
             d.state == OutcomeState::Pending
-                && p.contains(d.confirmed_at.div_euclid(1000))
+                && p.contains(d.confirmed_at.as_secs())
                 && plan_for(d, now) == Resend::SameKey
         })
     });
@@ -147,7 +146,7 @@ pub(crate) fn blocked_by_sets(pending: i64, parked: i64, now: DateTime<Utc>) -> 
 pub(crate) fn in_period(doubts: &[UsageDoubt], period: Period) -> Vec<&UsageDoubt> {
     doubts
         .iter()
-        .filter(|d| period.contains(d.confirmed_at.div_euclid(1000)))
+        .filter(|d| period.contains(d.confirmed_at.as_secs()))
         .collect()
 }
 
@@ -156,6 +155,7 @@ mod tests {
     use super::*;
     use crate::stripe::client::{Ack, ApiError};
     use crate::stripe::usage_records::record::SummaryPeriod;
+    use crate::time::Millis;
 
     const T: i64 = 1_767_225_600;
 
@@ -195,10 +195,10 @@ mod tests {
         UsageDoubt {
             id: id.into(),
             value: 1,
-            confirmed_at: ts * 1000,
+            confirmed_at: Millis::from_ms(ts * 1000),
             state,
             call: 0,
-            since: since * 1000,
+            since: Millis::from_ms(since * 1000),
             saved: false,
         }
     }
@@ -338,12 +338,12 @@ mod tests {
 
     #[test]
     fn the_key_in_doubt_is_reused_within_23_hours_then_the_summaries_decide() {
-        let now = from_millis(T * 1000);
+        let now = Millis::from_ms(T * 1000).to_datetime();
         assert_eq!(next_call(None, 4, now), (Resend::Fresh, 4));
         let mut d = doubt("om_1", T, T - 3600, OutcomeState::Pending);
         d.call = 2;
         assert_eq!(next_call(Some(&d), 4, now), (Resend::SameKey, 2));
-        d.since = (T - 23 * 3600) * 1000;
+        d.since = Millis::from_ms((T - 23 * 3600) * 1000);
         assert_eq!(
             next_call(Some(&d), 4, now),
             (Resend::CheckSummariesFirst, 4)
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn only_old_pending_doubts_make_a_period_to_settle() {
-        let now = from_millis((T + 30 * 3600) * 1000);
+        let now = Millis::from_ms((T + 30 * 3600) * 1000).to_datetime();
         let sums = [summary(T + 100, T + 200), summary(T - 100, T + 100)];
         let doubts = [
             doubt("old", T + 50, T, OutcomeState::Pending),

@@ -21,7 +21,6 @@ use super::usage_doubt::{
     DoubtAfter,
 };
 use super::{Reporter, Tasks};
-use crate::clock::{from_millis, to_millis};
 use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::store::{ClaimedOutcome, SetAside, StoreError, UsageDoubt};
@@ -32,16 +31,18 @@ use crate::stripe::usage_records::rules::{
     InDoubt, PeriodLedger, Resend, Settlement, TimestampCheck,
 };
 use crate::stripe::usage_records::{Period, Recorded, UsageRecord, UsageRecordSummary};
+use crate::time::Millis;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// The second name of an item's lock (the first is the item id).
 pub(super) const ITEM_LOCK: &str = "usage_records";
 
 /// How long a record waits when the sink cannot go on with its item now.
-const LATER_MS: i64 = 60_000;
+const LATER: Duration = Duration::from_secs(60);
 
 /// What settling an item's records in doubt came to.
 pub(super) enum SettleStep {
@@ -50,8 +51,8 @@ pub(super) enum SettleStep {
     /// Records changed state: plan again from the store.
     Changed,
     /// A call on the item is too recent for its summary: hold every call on the
-    /// item until then (Unix ms).
-    Wait(i64),
+    /// item until then.
+    Wait(Millis),
 }
 
 /// A subscription item the sink calls, under the item's lock.
@@ -105,12 +106,12 @@ impl Reporter {
                 }
                 let Some(client) = me.legacy.clone() else {
                     let reason = "held: no Stripe client for stripe.legacy_api_version";
-                    let next = to_millis(me.clock.now()) + 5 * LATER_MS;
+                    let next = me.clock.now_ms() + 5 * LATER;
                     return me.put_aside(&group, reason, SetAside::RetryAt(next)).await;
                 };
                 let _permit = permits.acquire_owned().await;
                 let Some(lock) = me.store.try_lock_pair(&item, ITEM_LOCK).await? else {
-                    let claims: Vec<(String, i64)> = group
+                    let claims: Vec<(String, Millis)> = group
                         .iter()
                         .map(|o| (o.id.clone(), o.lease_until))
                         .collect();
@@ -156,7 +157,7 @@ impl Reporter {
     }
 
     async fn record_usage_dry_run(&self, o: &ClaimedOutcome) -> Result<(), StoreError> {
-        let request = UsageRecord::increment(o.value, o.confirmed_at.div_euclid(1000))
+        let request = UsageRecord::increment(o.value, o.confirmed_at.as_secs())
             .map(|r| r.encoded())
             .unwrap_or_else(|e| e.to_string());
         self.record_dry_run(o, &request).await
@@ -176,7 +177,7 @@ impl Reporter {
                 let reason = format!(
                     "held: cannot read the usage record summaries of {item}, needed before any usage record is sent: {e}"
                 );
-                let next = to_millis(self.clock.now()) + 5 * LATER_MS;
+                let next = self.clock.now_ms() + 5 * LATER;
                 return self
                     .put_aside(group, &reason, SetAside::RetryAt(next))
                     .await;
@@ -186,7 +187,7 @@ impl Reporter {
             let reason = format!(
                 "held: Stripe lists no usage record summary for {item}, so its current billing period is unknown"
             );
-            let next = to_millis(self.clock.now()) + 5 * LATER_MS;
+            let next = self.clock.now_ms() + 5 * LATER;
             return self
                 .put_aside(group, &reason, SetAside::RetryAt(next))
                 .await;
@@ -195,7 +196,7 @@ impl Reporter {
             SettleStep::Nothing => {}
             SettleStep::Changed => {
                 // Claimed again at once, as the store now says.
-                let claims: Vec<(String, i64)> = group
+                let claims: Vec<(String, Millis)> = group
                     .iter()
                     .map(|o| (o.id.clone(), o.lease_until))
                     .collect();
@@ -307,7 +308,7 @@ impl Reporter {
             .store
             .usage_last_call(item, account)
             .await?
-            .map(from_millis);
+            .map(Millis::to_datetime);
         let ledger = PeriodLedger {
             period,
             settled_total,
@@ -334,11 +335,11 @@ impl Reporter {
         settlement: Settlement,
     ) -> Result<SettleStep, StoreError> {
         let item = s.item;
-        let now_ms = to_millis(s.now);
+        let now_ms = Millis::from(s.now);
         match settlement {
             Settlement::Wait { until } => {
                 tracing::info!(item, until = %until, "usage records in doubt: waiting for the summary to include the latest call");
-                return Ok(SettleStep::Wait(to_millis(until)));
+                return Ok(SettleStep::Wait(Millis::from(until)));
             }
             Settlement::Resolved { landed, not_landed } => {
                 tracing::info!(
@@ -385,7 +386,7 @@ impl Reporter {
         doubt: Option<&UsageDoubt>,
         current: Period,
     ) -> Result<(), StoreError> {
-        let timestamp = o.confirmed_at.div_euclid(1000);
+        let timestamp = o.confirmed_at.as_secs();
         let record = match UsageRecord::increment(o.value, timestamp) {
             Ok(r) => r,
             Err(e) => {
@@ -405,7 +406,7 @@ impl Reporter {
         let (resend, n) = next_call(doubt, o.calls, now);
         if resend == Resend::CheckSummariesFirst {
             // Settled before any send (`settle_item`); never resent blindly.
-            let next = to_millis(now) + LATER_MS;
+            let next = Millis::from(now) + LATER;
             let reason = "held: in doubt (past its idempotency key's safe age, or Stripe replayed the saved 5xx of its key); to be settled from the usage record summaries";
             return self
                 .put_aside(std::slice::from_ref(o), reason, SetAside::RetryAt(next))
@@ -426,7 +427,7 @@ impl Reporter {
             .await;
         let call = OutcomeCall {
             outcome_id: &o.id,
-            now: to_millis(self.clock.now()),
+            now: self.clock.now_ms(),
             request: &request,
             idempotency_key: Some(&key),
         };
@@ -452,11 +453,11 @@ impl Reporter {
             TimestampCheck::Ahead { ready_at } => {
                 let wait = (ready_at - world_now)
                     .clamp(chrono::Duration::zero(), chrono::Duration::minutes(5));
-                let next = to_millis(self.clock.now() + wait);
+                let next = Millis::from(self.clock.now() + wait);
                 (ahead_reason(timestamp, world_now), SetAside::RetryAt(next))
             }
             TimestampCheck::AfterPeriod => {
-                let next = to_millis(self.clock.now()) + LATER_MS;
+                let next = self.clock.now_ms() + LATER;
                 let reason = "held: the billing period Stripe listed for the item has ended; its summaries are read again";
                 (reason.to_string(), SetAside::RetryAt(next))
             }
@@ -479,10 +480,10 @@ impl Reporter {
     /// answer says otherwise (a crash during the call leaves it in doubt).
     /// Returns whether the claim holds.
     async fn begin_call(&self, o: &ClaimedOutcome, n: u32) -> Result<bool, StoreError> {
-        let started = to_millis(self.clock.now());
+        let started = self.clock.now_ms();
         if !self
             .store
-            .begin_usage_call(&o.id, o.lease_until, started + self.lease_ms(), n, started)
+            .begin_usage_call(&o.id, o.lease_until, started + self.lease, n, started)
             .await?
         {
             tracing::warn!(outcome = %o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");

@@ -2,22 +2,23 @@
 //! listing, so an interrupted backfill continues where it stopped.
 
 use super::{col, Store, StoreError};
+use crate::time::Millis;
 
 /// One backfill's row. Times in Unix ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackfillRow {
     pub tenant: String,
     pub provider: String,
-    pub since: i64,
-    pub until: i64,
+    pub since: Millis,
+    pub until: Millis,
     /// The next page to read; `None` before the first page (or when finished).
     pub cursor: Option<String>,
     pub pages: u64,
     pub tickets: u64,
     pub events_new: u64,
     pub total: Option<u64>,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
 }
 
 const COLUMNS: &str =
@@ -55,8 +56,8 @@ impl Store {
         &self,
         tenant: &str,
         provider: &str,
-        since: i64,
-        until: i64,
+        since: Millis,
+        until: Millis,
     ) -> Result<Option<BackfillRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM backfills WHERE tenant = $1 AND provider = $2 AND since = $3 AND until = $4"
@@ -76,7 +77,7 @@ impl Store {
         &self,
         tenant: &str,
         provider: &str,
-        since: i64,
+        since: Millis,
     ) -> Result<Option<BackfillRow>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM backfills WHERE tenant = $1 AND provider = $2 AND since = $3 \
@@ -96,9 +97,9 @@ impl Store {
         &self,
         tenant: &str,
         provider: &str,
-        since: i64,
-        until: i64,
-        now: i64,
+        since: Millis,
+        until: Millis,
+        now: Millis,
     ) -> Result<BackfillRow, StoreError> {
         sqlx::query(
             "INSERT INTO backfills (tenant, provider, since, until, started_at, updated_at) \
@@ -120,7 +121,7 @@ impl Store {
 
     /// A page is imported: move the cursor past it (`None`: that was the last
     /// page, and the backfill is finished at `now`).
-    pub async fn advance_backfill(&self, b: &BackfillRow, now: i64) -> Result<(), StoreError> {
+    pub async fn advance_backfill(&self, b: &BackfillRow, now: Millis) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE backfills SET cursor = $1, pages = $2, tickets = $3, events_new = $4, total = $5, \
              updated_at = $6, finished_at = $7 \
@@ -148,9 +149,9 @@ impl Store {
         &self,
         tenant: &str,
         provider: &str,
-        from: i64,
-        to: i64,
-        oldest: i64,
+        from: Millis,
+        to: Millis,
+        oldest: Millis,
     ) -> Result<(u64, u64), StoreError> {
         let r = sqlx::query(
             "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN confirmed_at < $5 THEN 1 ELSE 0 END), 0) AS old \

@@ -3,6 +3,7 @@
 use super::{col, state_col, Backend, Store, StoreError, Tx};
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
 
 /// What clawback needs to know about a confirmed outcome.
 #[derive(Debug, Clone)]
@@ -27,8 +28,8 @@ pub struct NewReversal {
     pub value: i64,
     pub stripe_customer_id: String,
     pub reopen_event_key: String,
-    pub reopened_at: i64,
-    pub created_at: i64,
+    pub reopened_at: Millis,
+    pub created_at: Millis,
     pub evidence: String,
 }
 
@@ -49,8 +50,8 @@ pub struct ClaimedReversal {
     pub outcome_reported_mode: Option<String>,
     /// When the outcome was first taken to be sent to Stripe (no later than Stripe
     /// received it; `reported_at` for rows older than that column).
-    pub outcome_first_sent_at: Option<i64>,
-    pub outcome_lease_until: Option<i64>,
+    pub outcome_first_sent_at: Option<Millis>,
+    pub outcome_lease_until: Option<Millis>,
     /// Timestamp of the correcting event, fixed before the first correction request.
     pub stripe_timestamp: Option<i64>,
     /// An earlier cancel request may have been applied without us hearing so:
@@ -62,7 +63,7 @@ pub struct ClaimedReversal {
     pub outcome_identifier: String,
     /// When a call for the outcome first went without a definite answer
     /// (`outcomes.doubt_since`): a failed outcome with it may be billed after all.
-    pub outcome_doubt_since: Option<i64>,
+    pub outcome_doubt_since: Option<Millis>,
     /// Where the outcome is billed (`outcomes.sink`): the reversal goes there.
     pub sink: crate::sink::Sink,
     /// The Metronome customer or the subscription item, for those sinks.
@@ -75,7 +76,7 @@ pub struct ClaimedReversal {
 #[derive(Debug, Clone)]
 pub struct ReversalAttempt<'a> {
     pub outcome_id: &'a str,
-    pub now: i64,
+    pub now: Millis,
     pub method: &'a str,
     pub dry_run: bool,
     /// The mode the request was made in (or would have been: dry-run).
@@ -90,7 +91,7 @@ pub struct ReversalAttempt<'a> {
     pub error: Option<&'a str>,
     /// `Pending` (retry at `next_attempt_at`), `Done` or `Failed`.
     pub state: ReversalState,
-    pub next_attempt_at: i64,
+    pub next_attempt_at: Millis,
     pub stripe_timestamp: Option<i64>,
     /// The request may have been applied without a definite answer (network error,
     /// 5xx): a cancel stays "in doubt".
@@ -117,8 +118,8 @@ impl Tx {
     pub async fn count_billed(
         &mut self,
         customer: &str,
-        from: i64,
-        to: i64,
+        from: Millis,
+        to: Millis,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM outcomes WHERE stripe_customer_id = $1 AND confirmed_at >= $2 \
@@ -206,8 +207,8 @@ impl Store {
     /// Claim due reversals with a lease (no transaction held across Stripe calls).
     pub async fn claim_reversals(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: u32,
     ) -> Result<Vec<ClaimedReversal>, StoreError> {
         let sql = format!(
@@ -274,7 +275,7 @@ impl Store {
     pub async fn postpone_reversal(
         &self,
         outcome_id: &str,
-        next_attempt_at: i64,
+        next_attempt_at: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE reversals SET next_attempt_at = $1, lease_until = NULL WHERE outcome_id = $2",
@@ -288,7 +289,7 @@ impl Store {
 
     /// Void an outcome that was never delivered (or that Stripe rejected after
     /// accepting it), unless a reporter holds it now.
-    pub async fn void_outcome_if_idle(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+    pub async fn void_outcome_if_idle(&self, id: &str, now: Millis) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE outcomes SET state = 'voided', lease_until = NULL \
              WHERE id = $1 AND state IN ('pending', 'failed', 'rejected_by_stripe') AND (lease_until IS NULL OR lease_until <= $2)",
@@ -395,7 +396,7 @@ impl Store {
         hash: &str,
         version: &str,
         terms: &str,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO contracts (hash, version, terms, first_seen) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",

@@ -2,6 +2,7 @@
 
 use super::{col, Backend, Store, StoreError, Tx};
 use crate::lifecycle::DeliveryStatus;
+use crate::time::Millis;
 use sqlx::AnyConnection;
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -12,7 +13,7 @@ pub struct NewDelivery {
     pub tenant: String,
     pub provider: String,
     pub delivery_key: String,
-    pub received_at: i64,
+    pub received_at: Millis,
     /// JSON object of the headers the provider needs to parse it.
     pub headers: String,
     pub body: Vec<u8>,
@@ -74,8 +75,8 @@ impl Store {
     /// Claim up to `limit` pending deliveries whose lease is free, oldest first.
     pub async fn claim_deliveries(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let sql = format!(
@@ -113,7 +114,7 @@ impl Store {
     pub async fn release_deliveries(
         &self,
         ids: &[i64],
-        lease_until: i64,
+        lease_until: Millis,
     ) -> Result<(), StoreError> {
         for chunk in ids.chunks(ROWS) {
             let list = chunk
@@ -150,7 +151,7 @@ impl Store {
     }
 
     /// Drop the bodies of processed deliveries received before `before`.
-    pub async fn prune_delivery_bodies(&self, before: i64) -> Result<u64, StoreError> {
+    pub async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE deliveries SET body = NULL WHERE status = 'processed' AND received_at < $1 AND body IS NOT NULL",
         )
@@ -299,14 +300,14 @@ fn classify(batch: &[NewDelivery], mut new: HashSet<Key>) -> Vec<Stored> {
 
 impl Tx {
     /// When the oldest delivery not yet processed was received, if any.
-    pub async fn oldest_pending_delivery(&mut self) -> Result<Option<i64>, StoreError> {
+    pub async fn oldest_pending_delivery(&mut self) -> Result<Option<Millis>, StoreError> {
         oldest_pending(&mut *self.tx).await
     }
 
     pub async fn finish_delivery(
         &mut self,
         id: i64,
-        now: i64,
+        now: Millis,
         events: usize,
         quarantine_reason: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -334,12 +335,12 @@ impl Tx {
 
 impl Store {
     /// [`Tx::oldest_pending_delivery`], read without a lock.
-    pub async fn peek_oldest_pending_delivery(&self) -> Result<Option<i64>, StoreError> {
+    pub async fn peek_oldest_pending_delivery(&self) -> Result<Option<Millis>, StoreError> {
         oldest_pending(&self.pool).await
     }
 }
 
-async fn oldest_pending<'c, E>(executor: E) -> Result<Option<i64>, StoreError>
+async fn oldest_pending<'c, E>(executor: E) -> Result<Option<Millis>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {

@@ -4,6 +4,7 @@ use super::{col, sink_col, state_col, Store, StoreError, Tx};
 use crate::lifecycle::OutcomeState;
 use crate::sink::Sink;
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
 
 #[derive(Debug, Clone)]
 pub struct NewOutcome {
@@ -12,8 +13,8 @@ pub struct NewOutcome {
     pub provider: String,
     pub ticket_id: String,
     pub seq: u32,
-    pub resolved_at: i64,
-    pub confirmed_at: i64,
+    pub resolved_at: Millis,
+    pub confirmed_at: Millis,
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
@@ -34,8 +35,8 @@ pub struct NewOutcome {
 /// Where [`Store::set_aside`] puts a claimed outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetAside {
-    /// Still pending, to be claimed again from this time (Unix millis).
-    RetryAt(i64),
+    /// Still pending, to be claimed again from this time.
+    RetryAt(Millis),
     /// Failed, for an operator to decide.
     Park,
 }
@@ -45,7 +46,7 @@ pub enum SetAside {
 pub struct TooOld {
     pub id: String,
     pub tenant: String,
-    pub confirmed_at: i64,
+    pub confirmed_at: Millis,
     #[serde(skip)]
     pub evidence: String,
     pub state: OutcomeState,
@@ -60,16 +61,16 @@ pub struct ClaimedOutcome {
     pub value: i64,
     pub stripe_customer_id: String,
     pub stripe_account: Option<String>,
-    pub confirmed_at: i64,
+    pub confirmed_at: Millis,
     /// Failed attempts in the current retry budget (a replay resets it).
     pub attempts: u32,
     /// Stripe calls ever made for it: the next call's idempotency-key counter.
     pub calls: u32,
     /// When a call for its current identifier first went unanswered or got a
     /// 5xx (Stripe may have the event); see migration 0007.
-    pub doubt_since: Option<i64>,
+    pub doubt_since: Option<Millis>,
     /// The claim's `lease_until`: the fencing token this reporter holds.
-    pub lease_until: i64,
+    pub lease_until: Millis,
     /// Times it was sent again after Stripe rejected it: its identifier is
     /// `crate::stripe::events::outcome_identifier(id, resends)`.
     pub resends: i64,
@@ -118,7 +119,7 @@ impl ClaimedOutcome {
 #[derive(Debug, Clone)]
 pub struct OutcomeAttempt<'a> {
     pub outcome_id: &'a str,
-    pub now: i64,
+    pub now: Millis,
     /// The mode the call was made in (`dry_run`: not made).
     pub mode: StripeMode,
     pub request: &'a str,
@@ -131,7 +132,7 @@ pub struct OutcomeAttempt<'a> {
     pub error: Option<&'a str>,
     /// `Reported`, `DryRun`, `Failed` or `Pending` (retry at `next_attempt_at`).
     pub state: OutcomeState,
-    pub next_attempt_at: i64,
+    pub next_attempt_at: Millis,
     /// The call may have been applied without a definite answer (none, or a 5xx).
     pub in_doubt: bool,
 }
@@ -203,8 +204,8 @@ impl Store {
     /// earlier, so its cancellation window is measured from there.
     pub async fn claim_outcomes(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: u32,
     ) -> Result<Vec<ClaimedOutcome>, StoreError> {
         let sql = format!(
@@ -266,8 +267,8 @@ impl Store {
     pub async fn renew_outcome_lease(
         &self,
         id: &str,
-        token: i64,
-        until: i64,
+        token: Millis,
+        until: Millis,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE outcomes SET lease_until = $1 WHERE id = $2 AND state = 'pending' AND lease_until = $3",
@@ -282,7 +283,7 @@ impl Store {
 
     /// Give claimed outcomes back (lease cleared) without an attempt, e.g. when
     /// another process is reporting the same (customer, meter) pair right now.
-    pub async fn release_outcomes(&self, claims: &[(String, i64)]) -> Result<(), StoreError> {
+    pub async fn release_outcomes(&self, claims: &[(String, Millis)]) -> Result<(), StoreError> {
         for (id, token) in claims {
             sqlx::query(
                 "UPDATE outcomes SET lease_until = NULL WHERE id = $1 AND lease_until = $2",
@@ -302,7 +303,7 @@ impl Store {
     pub async fn set_aside(
         &self,
         id: &str,
-        token: i64,
+        token: Millis,
         reason: &str,
         how: SetAside,
     ) -> Result<(), StoreError> {
@@ -399,7 +400,7 @@ impl Store {
         from: StripeMode,
         tenant: Option<&str>,
         id: Option<&str>,
-        oldest: i64,
+        oldest: Millis,
     ) -> Result<(u64, u64), StoreError> {
         let row = sqlx::query(&format!(
             "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN confirmed_at < $1 THEN 1 ELSE 0 END), 0) AS old \
@@ -428,7 +429,7 @@ impl Store {
         from: StripeMode,
         tenant: Option<&str>,
         id: Option<&str>,
-        now: i64,
+        now: Millis,
     ) -> Result<u64, StoreError> {
         let note = format!("recorded in {from} mode, queued to be sent by an operator's replay");
         let r = sqlx::query(&format!(
@@ -461,8 +462,8 @@ impl Store {
         &self,
         tenant: Option<&str>,
         id: Option<&str>,
-        now: i64,
-        oldest: i64,
+        now: Millis,
+        oldest: Millis,
         include_in_doubt: bool,
     ) -> Result<(u64, u64, u64), StoreError> {
         let r = sqlx::query(&format!(
@@ -516,7 +517,7 @@ impl Store {
         &self,
         tenant: Option<&str>,
         id: Option<&str>,
-        oldest: i64,
+        oldest: Millis,
     ) -> Result<Vec<TooOld>, StoreError> {
         let rows = sqlx::query(
             // A usage record's call cut by a crash leaves no attempt row, only
@@ -557,8 +558,8 @@ impl Store {
     pub async fn rebill_at(
         &self,
         id: &str,
-        was_confirmed_at: i64,
-        now: i64,
+        was_confirmed_at: Millis,
+        now: Millis,
         evidence: &str,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(

@@ -8,6 +8,7 @@ use crate::lifecycle::{
     DecisionStatus, DeliveryStatus, OutcomeState, ReversalState, StripeEventState,
 };
 use crate::ticket::Reopen;
+use crate::time::Millis;
 use serde::Deserialize;
 use sqlx::any::AnyRow;
 
@@ -17,8 +18,8 @@ pub struct OutcomeFilter {
     pub state: Option<OutcomeState>,
     pub ticket_id: Option<String>,
     /// Confirmation time range `[from, to)`, Unix millis.
-    pub confirmed_from: Option<i64>,
-    pub confirmed_to: Option<i64>,
+    pub confirmed_from: Option<Millis>,
+    pub confirmed_to: Option<Millis>,
     /// Only outcomes after this one in the listing order (keyset paging).
     pub after: Option<OutcomeCursor>,
     /// At most this many rows; 0: no limit.
@@ -29,7 +30,7 @@ pub struct OutcomeFilter {
 /// stable while outcomes are added (they are confirmed now, so they come last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeCursor {
-    pub confirmed_at: i64,
+    pub confirmed_at: Millis,
     pub id: String,
 }
 
@@ -40,8 +41,8 @@ pub struct OutcomeRow {
     pub provider: String,
     pub ticket_id: String,
     pub seq: i64,
-    pub resolved_at: i64,
-    pub confirmed_at: i64,
+    pub resolved_at: Millis,
+    pub confirmed_at: Millis,
     pub event_name: String,
     pub value: i64,
     pub stripe_customer_id: String,
@@ -52,7 +53,7 @@ pub struct OutcomeRow {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub stripe_request_id: Option<String>,
-    pub reported_at: Option<i64>,
+    pub reported_at: Option<Millis>,
     /// `live`, `test` or `dry_run` once reported (or recorded); none before modes
     /// were recorded.
     pub reported_mode: Option<String>,
@@ -76,9 +77,9 @@ pub struct DecisionRow {
     pub ticket_id: String,
     pub provider: String,
     pub seq: i64,
-    pub resolved_at: i64,
+    pub resolved_at: Millis,
     pub resolver: Option<String>,
-    pub settle_at: i64,
+    pub settle_at: Millis,
     pub status: DecisionStatus,
     pub billable: bool,
     /// The contract's clause on this resolution (before its reopen window is known).
@@ -102,8 +103,8 @@ pub struct ReversalRow {
     pub value: i64,
     /// The reopening event (its key) and when it happened.
     pub reopen_event_key: String,
-    pub reopened_at: i64,
-    pub created_at: i64,
+    pub reopened_at: Millis,
+    pub created_at: Millis,
     pub evidence: String,
     pub method: Option<String>,
     pub state: ReversalState,
@@ -112,9 +113,9 @@ pub struct ReversalRow {
     pub stripe_request_id: Option<String>,
     /// The correcting event's timestamp (Unix seconds; method `correction`).
     pub stripe_timestamp: Option<i64>,
-    pub done_at: Option<i64>,
+    pub done_at: Option<Millis>,
     /// When the reversed outcome was confirmed (its meter event's timestamp).
-    pub outcome_confirmed_at: i64,
+    pub outcome_confirmed_at: Millis,
     /// Where the reversed outcome was reported (`OutcomeRow::reported_mode`).
     pub outcome_reported_mode: Option<String>,
     /// Where the reversed outcome is billed (`OutcomeRow::sink`).
@@ -181,14 +182,14 @@ pub struct DeliveryRow {
     pub tenant: String,
     pub provider: String,
     pub delivery_key: String,
-    pub received_at: i64,
+    pub received_at: Millis,
     pub status: DeliveryStatus,
     pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AttemptRow {
-    pub attempted_at: i64,
+    pub attempted_at: Millis,
     pub dry_run: bool,
     pub request: String,
     pub status_code: Option<i64>,
@@ -212,7 +213,7 @@ pub struct QueueCounts {
     pub held_for_verification: i64,
     /// Confirmation time of the oldest outcome not billed: pending, failed or
     /// rejected by Stripe.
-    pub oldest_unbilled_outcome: Option<i64>,
+    pub oldest_unbilled_outcome: Option<Millis>,
     /// Outcomes sent (or recorded as a dry-run) in another Stripe mode than the
     /// service's: not billed in its mode until replayed.
     pub unbilled_other_mode: i64,
@@ -262,8 +263,8 @@ fn bind_outcome_filter<'q>(q: AnyQuery<'q>, f: &'q OutcomeFilter) -> AnyQuery<'q
     q.bind(f.tenant.as_deref().unwrap_or(""))
         .bind(f.state.map_or("", OutcomeState::as_str))
         .bind(f.ticket_id.as_deref().unwrap_or(""))
-        .bind(f.confirmed_from.unwrap_or(i64::MIN))
-        .bind(f.confirmed_to.unwrap_or(i64::MAX))
+        .bind(f.confirmed_from.unwrap_or(Millis::from_ms(i64::MIN)))
+        .bind(f.confirmed_to.unwrap_or(Millis::from_ms(i64::MAX)))
 }
 
 impl Store {
@@ -279,7 +280,9 @@ impl Store {
         let (after_at, after_id) = f
             .after
             .as_ref()
-            .map_or((i64::MIN, ""), |c| (c.confirmed_at, c.id.as_str()));
+            .map_or((Millis::from_ms(i64::MIN), ""), |c| {
+                (c.confirmed_at, c.id.as_str())
+            });
         let limit = if f.limit == 0 { u32::MAX >> 1 } else { f.limit };
         let rows = bind_outcome_filter(sqlx::query(&sql), f)
             .bind(after_at)
@@ -359,8 +362,8 @@ impl Store {
     pub async fn decisions_in(
         &self,
         tenant: &str,
-        from: i64,
-        to: i64,
+        from: Millis,
+        to: Millis,
     ) -> Result<Vec<DecisionRow>, StoreError> {
         let sql = format!(
             "SELECT {DECISION_COLUMNS} FROM decisions WHERE tenant = $1 AND resolved_at >= $2 AND resolved_at < $3 \
@@ -417,8 +420,8 @@ impl Store {
     pub async fn tickets_with_events(
         &self,
         tenant: &str,
-        from: i64,
-        to: i64,
+        from: Millis,
+        to: Millis,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT DISTINCT provider, ticket_id FROM ticket_events WHERE tenant = $1 AND occurred_at >= $2 \

@@ -4,6 +4,7 @@
 use super::{col, state_col, Store, StoreError, Stored};
 use crate::lifecycle::{OutcomeState, ReversalState, StripeEventState};
 use crate::stripe::events::{outcome_identifier, parse_identifier, Identifier, Sample};
+use crate::time::Millis;
 
 /// An authentic notification, as it is stored before Stripe gets its 2xx.
 #[derive(Debug, Clone)]
@@ -14,7 +15,7 @@ pub struct NewStripeEvent {
     pub context: Option<String>,
     pub livemode: bool,
     pub created: Option<String>,
-    pub received_at: i64,
+    pub received_at: Millis,
     pub body: String,
     /// `Pending` (to process) or `Ignored` (a type outcome-meter does not act on).
     pub state: StripeEventState,
@@ -29,7 +30,7 @@ pub struct ClaimedStripeEvent {
     pub context: Option<String>,
     pub attempts: u32,
     /// The claim's `lease_until`: the token this processor holds.
-    pub lease_until: i64,
+    pub lease_until: Millis,
 }
 
 /// What one sample error did.
@@ -70,7 +71,7 @@ pub struct RejectionRow {
     pub stripe_event_id: String,
     pub code: String,
     pub message: String,
-    pub rejected_at: i64,
+    pub rejected_at: Millis,
 }
 
 /// Outcomes of one (tenant, customer) on a meter first sent in a time range, and the
@@ -79,8 +80,8 @@ pub struct RejectionRow {
 pub struct SentRange {
     pub tenant: String,
     pub stripe_customer_id: String,
-    pub first_timestamp: i64,
-    pub last_timestamp: i64,
+    pub first_timestamp: Millis,
+    pub last_timestamp: Millis,
     pub count: i64,
 }
 
@@ -126,8 +127,8 @@ impl Store {
     /// Claim due notifications with a lease (no transaction held across Stripe calls).
     pub async fn claim_stripe_events(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
         limit: u32,
     ) -> Result<Vec<ClaimedStripeEvent>, StoreError> {
         let sql = format!(
@@ -162,11 +163,11 @@ impl Store {
     pub async fn finish_stripe_event(
         &self,
         id: &str,
-        token: i64,
+        token: Millis,
         state: StripeEventState,
         error: Option<&str>,
         summary: Option<&str>,
-        now: i64,
+        now: Millis,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE stripe_events SET state = $1, error = $2, summary = $3, processed_at = $4, \
@@ -187,8 +188,8 @@ impl Store {
     pub async fn retry_stripe_event(
         &self,
         id: &str,
-        token: i64,
-        next: i64,
+        token: Millis,
+        next: Millis,
         error: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
@@ -219,7 +220,7 @@ impl Store {
         samples: &[Sample],
         mode: &str,
         account: Option<&str>,
-        now: i64,
+        now: Millis,
     ) -> Result<Vec<Applied>, StoreError> {
         let at = RejectedIn {
             stripe_event_id,
@@ -280,7 +281,7 @@ impl Store {
         &self,
         tenant: Option<&str>,
         id: Option<&str>,
-        now: i64,
+        now: Millis,
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE outcomes SET state = 'pending', stripe_resends = stripe_resends + 1, attempts = 0, \
@@ -301,8 +302,8 @@ impl Store {
     pub async fn sent_between(
         &self,
         event_name: &str,
-        from: i64,
-        to: i64,
+        from: Millis,
+        to: Millis,
     ) -> Result<Vec<SentRange>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant, stripe_customer_id, MIN(confirmed_at) AS lo, MAX(confirmed_at) AS hi, COUNT(*) AS n \
@@ -345,7 +346,7 @@ struct RejectedIn<'a> {
     mode: &'a str,
     /// The Connect account (`None`: the platform's).
     account: Option<&'a str>,
-    now: i64,
+    now: Millis,
 }
 
 /// Mark the outcome a sample names as rejected, while the named identifier
@@ -450,7 +451,7 @@ async fn record_rejection(
     outcome_id: &str,
     s: &Sample,
     stripe_event_id: &str,
-    now: i64,
+    now: Millis,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO stripe_rejections (identifier, outcome_id, stripe_event_id, code, message, rejected_at) \

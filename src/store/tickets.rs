@@ -2,10 +2,10 @@
 //! transaction per batch, with the ticket row locked while it is replayed.
 
 use super::{col, PinnedContract, StoreError, Tx};
-use crate::clock::{from_millis, to_millis};
 use crate::event::TicketEvent;
 use crate::lifecycle::DecisionStatus;
 use crate::ticket::Settled;
+use crate::time::Millis;
 use sqlx::any::AnyRow;
 
 /// What the worker needs to replay one ticket.
@@ -22,9 +22,9 @@ pub struct DecisionWrite {
     pub provider: String,
     pub ticket_id: String,
     pub seq: u32,
-    pub resolved_at: i64,
+    pub resolved_at: Millis,
     pub resolver: Option<String>,
-    pub settle_at: i64,
+    pub settle_at: Millis,
     pub status: DecisionStatus,
     pub billable: bool,
     pub clause: String,
@@ -34,7 +34,7 @@ pub struct DecisionWrite {
     pub evidence: String,
     pub outcome_id: Option<String>,
     pub is_final: bool,
-    pub decided_at: i64,
+    pub decided_at: Millis,
 }
 
 pub(crate) fn event_from_row(r: &AnyRow) -> Result<TicketEvent, StoreError> {
@@ -45,7 +45,7 @@ pub(crate) fn event_from_row(r: &AnyRow) -> Result<TicketEvent, StoreError> {
         event_key: col(r, "event_key")?,
         ticket_id: col(r, "ticket_id")?,
         kind: kind.parse().map_err(StoreError::corrupt)?,
-        occurred_at: from_millis(col(r, "occurred_at")?),
+        occurred_at: col::<Millis>(r, "occurred_at")?.to_datetime(),
         resolver: resolver
             .map(|s| s.parse())
             .transpose()
@@ -64,7 +64,7 @@ impl Tx {
         tenant: &str,
         provider: &str,
         ticket_id: &str,
-        now: i64,
+        now: Millis,
     ) -> Result<Option<Settled>, StoreError> {
         sqlx::query(
             "INSERT INTO tickets (tenant, provider, ticket_id, updated_at) VALUES ($1, $2, $3, $4) \
@@ -114,7 +114,7 @@ impl Tx {
         .bind(&e.event_key)
         .bind(&e.ticket_id)
         .bind(e.kind.as_str())
-        .bind(to_millis(e.occurred_at))
+        .bind(Millis::from(e.occurred_at))
         .bind(e.resolver.map(|r| r.as_str()))
         .bind(e.actor_id.as_deref())
         .bind(tags)
@@ -141,15 +141,15 @@ impl Tx {
         provider: &str,
         ticket_id: &str,
         settled: Option<Settled>,
-        settle_at: Option<i64>,
-        now: i64,
+        settle_at: Option<Millis>,
+        now: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE tickets SET settled_seq = $1, settled_resolved_at = $2, settle_at = $3, updated_at = $4 \
              WHERE tenant = $5 AND provider = $6 AND ticket_id = $7",
         )
         .bind(settled.map_or(0, |s| i64::from(s.seq)))
-        .bind(settled.map(|s| to_millis(s.resolved_at)))
+        .bind(settled.map(|s| Millis::from(s.resolved_at)))
         .bind(settle_at)
         .bind(now)
         .bind(tenant)
@@ -164,7 +164,7 @@ impl Tx {
     /// skips tickets another worker holds). Uses the `settle_at` index only.
     pub async fn due_tickets(
         &mut self,
-        now: i64,
+        now: Millis,
         limit: u32,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         let lock = self.backend.skip_locked();
@@ -284,7 +284,7 @@ impl super::Store {
     /// verification pass reads before it calls any API.
     pub async fn peek_due_tickets(
         &self,
-        horizon: i64,
+        horizon: Millis,
         limit: u32,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         due(&self.pool, horizon, limit, "").await
@@ -320,11 +320,11 @@ impl super::Store {
 /// The settled prefix of a `tickets` row (`settled_seq`, `settled_resolved_at`).
 fn settled_from_row(row: &AnyRow) -> Result<Option<Settled>, StoreError> {
     let seq: i64 = col(row, "settled_seq")?;
-    let at: Option<i64> = col(row, "settled_resolved_at")?;
+    let at: Option<Millis> = col(row, "settled_resolved_at")?;
     Ok(match at {
         Some(at) if seq > 0 => Some(Settled {
             seq: u32::try_from(seq).map_err(|_| StoreError::corrupt("settled_seq out of range"))?,
-            resolved_at: from_millis(at),
+            resolved_at: at.to_datetime(),
         }),
         _ => None,
     })
@@ -355,7 +355,7 @@ where
 /// (`FOR UPDATE SKIP LOCKED` on PostgreSQL inside a transaction, or none).
 async fn due<'c, E>(
     executor: E,
-    now: i64,
+    now: Millis,
     limit: u32,
     lock: &str,
 ) -> Result<Vec<(String, String, String)>, StoreError>

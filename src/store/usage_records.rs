@@ -6,6 +6,7 @@
 use super::{col, state_col, Store, StoreError};
 use crate::lifecycle::OutcomeState;
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
 
 /// The outcomes of one item: `sink = stripe_usage_records`, this item, this account.
 const ON_ITEM: &str = "o.sink = 'stripe_usage_records' AND o.sink_target = $1 \
@@ -17,13 +18,13 @@ pub struct UsageDoubt {
     pub id: String,
     pub value: i64,
     /// Unix ms; the record's timestamp is this in seconds.
-    pub confirmed_at: i64,
+    pub confirmed_at: Millis,
     /// `Pending` (to be settled) or `Failed` (parked while in doubt).
     pub state: OutcomeState,
     /// N of the key in doubt, `<id>:usage_record:<N>`.
     pub call: u32,
     /// When that key was first used (Unix ms, before the call).
-    pub since: i64,
+    pub since: Millis,
     /// Stripe replayed the saved 5xx of that key: asking again under it is useless.
     pub saved: bool,
 }
@@ -51,10 +52,10 @@ impl Store {
     pub async fn begin_usage_call(
         &self,
         id: &str,
-        token: i64,
-        until: i64,
+        token: Millis,
+        until: Millis,
         n: u32,
-        now: i64,
+        now: Millis,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE outcomes SET lease_until = $1, usage_doubt_call = COALESCE(usage_doubt_call, $2), \
@@ -176,12 +177,12 @@ impl Store {
         Ok((col(&row, "pending")?, col(&row, "parked")?))
     }
 
-    /// The latest call (not a dry-run) on the item, record or reversal (Unix ms).
+    /// The latest call (not a dry-run) on the item, record or reversal.
     pub async fn usage_last_call(
         &self,
         item: &str,
         account: Option<&str>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<Millis>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT MAX(a.attempted_at) AS last FROM stripe_attempts a JOIN outcomes o ON o.id = a.outcome_id \
              WHERE {ON_ITEM} AND a.dry_run = 0"
@@ -199,7 +200,7 @@ impl Store {
         &self,
         ids: &[String],
         mode: StripeMode,
-        now: i64,
+        now: Millis,
         note: &str,
     ) -> Result<(), StoreError> {
         for id in ids {
@@ -223,7 +224,7 @@ impl Store {
     pub async fn usage_not_landed(
         &self,
         ids: &[String],
-        now: i64,
+        now: Millis,
         note: &str,
     ) -> Result<(), StoreError> {
         for id in ids {
@@ -366,7 +367,7 @@ impl Store {
     }
 
     /// An outcome's confirmation time (Unix ms): its usage record's timestamp in seconds.
-    pub async fn outcome_confirmed_at(&self, id: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn outcome_confirmed_at(&self, id: &str) -> Result<Option<Millis>, StoreError> {
         let row = sqlx::query("SELECT confirmed_at FROM outcomes WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)

@@ -2,6 +2,7 @@
 //! events they learned (`ticket_events.learned_from`).
 
 use super::{col, state_col, Store, StoreError, Tx};
+use crate::time::Millis;
 
 pub use crate::lifecycle::CheckResult;
 
@@ -15,14 +16,14 @@ pub struct Check {
     pub ticket_id: String,
     pub seq: u32,
     /// Unix ms, like every time below.
-    pub resolved_at: i64,
+    pub resolved_at: Millis,
     pub result: CheckResult,
-    pub checked_at: i64,
+    pub checked_at: Millis,
     pub failures: u32,
     /// The kind of failure ([`crate::helpdesk_api::ApiError::failure_kind`]); `None` for an answer.
     pub failure: Option<String>,
-    pub held_since: Option<i64>,
-    pub next_try_at: Option<i64>,
+    pub held_since: Option<Millis>,
+    pub next_try_at: Option<Millis>,
     pub detail: String,
     pub answer: String,
     pub learned: u32,
@@ -64,7 +65,7 @@ impl Store {
         provider: &str,
         ticket_id: &str,
         seq: u32,
-        resolved_at: i64,
+        resolved_at: Millis,
     ) -> Result<Option<Check>, StoreError> {
         latest(&self.pool, tenant, provider, ticket_id, seq, resolved_at).await
     }
@@ -93,7 +94,7 @@ async fn latest<'c, E>(
     provider: &str,
     ticket_id: &str,
     seq: u32,
-    resolved_at: i64,
+    resolved_at: Millis,
 ) -> Result<Option<Check>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
@@ -121,7 +122,7 @@ impl Tx {
         provider: &str,
         ticket_id: &str,
         seq: u32,
-        resolved_at: i64,
+        resolved_at: Millis,
     ) -> Result<Option<Check>, StoreError> {
         latest(&mut *self.tx, tenant, provider, ticket_id, seq, resolved_at).await
     }

@@ -5,6 +5,7 @@
 
 use super::{col, Backend, Store, StoreError};
 use crate::contract::lint::{Seen, Vocabulary};
+use crate::time::Millis;
 
 impl Backend {
     /// A `FROM` item with one row (`j.value`, text) per element of the JSON
@@ -25,7 +26,7 @@ impl Store {
         &self,
         tenant: &str,
         provider: &str,
-        since: i64,
+        since: Millis,
         limit: u32,
     ) -> Result<Option<Vocabulary>, StoreError> {
         let any = sqlx::query(

@@ -23,6 +23,7 @@
 //! comparing totals (see `super::rejections`).
 
 use crate::providers::signature::{ct_eq, hmac_sha256};
+use crate::time::Millis;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::time::Duration;
@@ -243,9 +244,9 @@ pub struct ErrorReport {
     /// The meter the errors are about (none for `no_meter_found`).
     pub meter_id: Option<String>,
     pub data: ErrorReportData,
-    /// `validation_start` / `validation_end` as Unix milliseconds, when readable.
-    pub validation_start: Option<i64>,
-    pub validation_end: Option<i64>,
+    /// `validation_start` / `validation_end`, when readable.
+    pub validation_start: Option<Millis>,
+    pub validation_end: Option<Millis>,
     /// Live or test mode, and the connected account (`context`), of the events.
     pub livemode: bool,
     pub context: Option<String>,
@@ -260,9 +261,9 @@ pub struct Sample {
     pub message: String,
 }
 
-fn rfc3339_millis(s: Option<&str>) -> Option<i64> {
+fn rfc3339_millis(s: Option<&str>) -> Option<Millis> {
     s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc).timestamp_millis())
+        .map(|t| Millis::from(t.with_timezone(&Utc)))
 }
 
 impl ErrorReport {
@@ -557,8 +558,8 @@ mod tests {
         let r = ErrorReport::parse(body).expect("parses");
         assert_eq!(r.meter_id.as_deref(), Some("mtr_test_61RCjiqd"));
         assert_eq!(r.error_count(), 3);
-        assert_eq!(r.validation_start, Some(1_727_372_770_000));
-        assert_eq!(r.validation_end, Some(1_727_372_780_000));
+        assert_eq!(r.validation_start, Some(Millis::from_ms(1_727_372_770_000)));
+        assert_eq!(r.validation_end, Some(Millis::from_ms(1_727_372_780_000)));
         assert_eq!(
             r.samples(),
             vec![

@@ -12,10 +12,11 @@
 
 use super::client::StripeClient;
 use super::preflight::{check, MeterInfo, Needs, Refusal, Report};
-use crate::clock::{to_millis, SharedClock};
+use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::report::fmt_ms;
 use crate::store::Store;
+use crate::time::Millis;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,14 +27,14 @@ pub const RETRY: Duration = Duration::from_secs(30);
 /// or running: the fresh result decides, not the one it replaces.
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// Why an outcome (or a reversal) waits, and until when (Unix millis).
+/// Why an outcome (or a reversal) waits, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
     /// `meter_missing`, `customer_deleted`, `preflight_pending`, …
     pub reason: &'static str,
     /// The words recorded as the outcome's last error.
     pub text: String,
-    pub until: i64,
+    pub until: Millis,
 }
 
 #[derive(Default)]
@@ -42,8 +43,8 @@ struct State {
     report: Option<Arc<Report>>,
     /// Why the last try failed, when it did.
     last_error: Option<String>,
-    /// When the next preflight is due (Unix millis; 0: now).
-    next_run_at: i64,
+    /// When the next preflight is due (the epoch: now).
+    next_run_at: Millis,
     /// The problems last logged, so an unchanged list is not logged again.
     logged: Vec<String>,
 }
@@ -69,10 +70,6 @@ impl std::fmt::Debug for PreflightGate {
             .field("every", &self.every)
             .finish_non_exhaustive()
     }
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 impl PreflightGate {
@@ -107,8 +104,8 @@ impl PreflightGate {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn now(&self) -> i64 {
-        to_millis(self.clock.now())
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
     }
 
     /// The last preflight that reached Stripe.
@@ -116,8 +113,8 @@ impl PreflightGate {
         self.read().report.clone()
     }
 
-    /// When the next preflight is due (Unix millis).
-    pub fn next_run_at(&self) -> i64 {
+    /// When the next preflight is due.
+    pub fn next_run_at(&self) -> Millis {
         self.read().next_run_at
     }
 
@@ -182,7 +179,7 @@ impl PreflightGate {
                 }
                 st.report = Some(Arc::new(report));
                 st.last_error = None;
-                st.next_run_at = now + ms(self.every);
+                st.next_run_at = now + self.every;
             }
             Err(e) => {
                 self.metrics.preflight_ran("failed");
@@ -190,17 +187,17 @@ impl PreflightGate {
                 let mut st = self.write();
                 tracing::warn!(error = %e, retry_in = ?retry, kept = st.report.is_some(), "Stripe preflight failed; the last good result stays in use");
                 st.last_error = Some(e.to_string());
-                st.next_run_at = now + ms(retry);
+                st.next_run_at = now + retry;
             }
         }
     }
 
     /// When something held now is looked at again: after the next preflight;
     /// while one is due or running (the result in hand may be stale), soon.
-    fn until(&self, st: &State) -> i64 {
+    fn until(&self, st: &State) -> Millis {
         let now = self.now();
         if now >= st.next_run_at {
-            now + ms(RECHECK)
+            now + RECHECK
         } else {
             st.next_run_at
         }
@@ -300,7 +297,7 @@ impl PreflightGates {
     pub fn get(&self, account: Option<&str>) -> Result<&PreflightGate, Hold> {
         let key = account.map(str::to_string);
         self.gates.get(&key).map(|g| g.as_ref()).ok_or_else(|| {
-            let until = to_millis(self.clock.now()) + ms(Duration::from_secs(300));
+            let until = self.clock.now_ms() + Duration::from_secs(300);
             Hold {
                 reason: "account_unknown",
                 text: format!(

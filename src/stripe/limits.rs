@@ -4,6 +4,7 @@
 //! is never sent: its outcome is held (future) or parked (too old) with the
 //! reason instead of spending its retry budget on certain 400s.
 
+use crate::time::Millis;
 use chrono::{DateTime, Duration, Utc};
 
 /// How far ahead of Stripe's clock a timestamp may be.
@@ -21,6 +22,12 @@ pub const AGE_MARGIN: Duration = Duration::hours(1);
 /// The oldest timestamp (Unix seconds) sent to Stripe at `world_now`.
 pub fn oldest_acceptable(world_now: DateTime<Utc>) -> i64 {
     (world_now - (MAX_AGE - AGE_MARGIN)).timestamp()
+}
+
+/// [`oldest_acceptable`] as an instant: the oldest confirmation time
+/// (`outcomes.confirmed_at`, the event's timestamp) sent to Stripe.
+pub fn oldest_acceptable_ms(world_now: DateTime<Utc>) -> Millis {
+    Millis::from_ms(1000 * oldest_acceptable(world_now))
 }
 
 /// What Stripe would say of a timestamp, by the world's clock.
@@ -80,17 +87,17 @@ pub fn too_old_reason(timestamp: i64, outcome_id: &str) -> String {
 /// at least 24 hours" (<https://docs.stripe.com/api/billing/meter-event/create>):
 /// an event whose first unanswered call is older than this (an hour of margin)
 /// is not sent again blindly.
-pub const IDENTIFIER_DEDUPE_MS: i64 = 23 * 3_600_000;
+pub const IDENTIFIER_DEDUPE: std::time::Duration = std::time::Duration::from_secs(23 * 3600);
 
 /// Whether an outcome whose call for its identifier first went unanswered (or
 /// got a 5xx) at `doubt_since` may still be sent again under Stripe's dedupe.
-pub fn resend_is_deduplicated(doubt_since: Option<i64>, now: i64) -> bool {
-    doubt_since.is_none_or(|since| now - since < IDENTIFIER_DEDUPE_MS)
+pub fn resend_is_deduplicated(doubt_since: Option<Millis>, now: Millis) -> bool {
+    doubt_since.is_none_or(|since| now < since + IDENTIFIER_DEDUPE)
 }
 
 /// Why such an outcome is parked instead of sent.
-pub fn in_doubt_reason(outcome_id: &str, doubt_since: i64) -> String {
-    let at = DateTime::from_timestamp_millis(doubt_since)
+pub fn in_doubt_reason(outcome_id: &str, doubt_since: Millis) -> String {
+    let at = DateTime::from_timestamp_millis(doubt_since.as_ms())
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| doubt_since.to_string());
     format!(
@@ -154,10 +161,10 @@ mod tests {
 
     #[test]
     fn an_old_doubt_stops_a_resend() {
-        let h = 3_600_000;
-        assert!(resend_is_deduplicated(None, 100 * h));
-        assert!(resend_is_deduplicated(Some(90 * h), 100 * h));
-        assert!(!resend_is_deduplicated(Some(77 * h), 100 * h));
-        assert!(in_doubt_reason("om_1", 0).contains("--include-in-doubt"));
+        let h = |n: i64| Millis::from_ms(n * 3_600_000);
+        assert!(resend_is_deduplicated(None, h(100)));
+        assert!(resend_is_deduplicated(Some(h(90)), h(100)));
+        assert!(!resend_is_deduplicated(Some(h(77)), h(100)));
+        assert!(in_doubt_reason("om_1", Millis::EPOCH).contains("--include-in-doubt"));
     }
 }

@@ -28,7 +28,7 @@
 use super::client::{StripeClient, StripeError};
 use super::events::{is_rejection_type, ErrorReport, NO_METER_FOUND};
 use super::retry::backoff;
-use crate::clock::{to_millis, SharedClock};
+use crate::clock::SharedClock;
 use crate::lifecycle::StripeEventState;
 use crate::metrics::Metrics;
 use crate::report::fmt_ms;
@@ -38,6 +38,7 @@ use crate::report::reconcile::{
 };
 use crate::settings::Settings;
 use crate::store::{Applied, ClaimedStripeEvent, Effect, SentRange, Store, StoreError};
+use crate::time::Millis;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -48,10 +49,10 @@ use tokio_util::sync::CancellationToken;
 /// How long before `validation_start` an event rejected in that window may have been
 /// sent. Assumed: Stripe validates an event within an hour of receiving it (its
 /// documented example shows a 10-second window reported 2 seconds after it ends).
-const SENT_BEFORE_VALIDATION_MS: i64 = 3_600_000;
+const SENT_BEFORE_VALIDATION: Duration = Duration::from_secs(3600);
 
 /// Events sent up to this long after `validation_end` are counted in as well (clocks).
-const SENT_AFTER_VALIDATION_MS: i64 = 60_000;
+const SENT_AFTER_VALIDATION: Duration = Duration::from_secs(60);
 
 /// A comparison of one tenant's meter with Stripe.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -115,9 +116,9 @@ fn transient(e: &StripeError) -> (bool, Option<Duration>) {
     }
 }
 
-/// `ms` down to a whole minute (Stripe's summaries take minute-aligned times).
-fn floor_minute(ms: i64) -> i64 {
-    ms.div_euclid(60_000) * 60_000
+/// `t` down to a whole minute (Stripe's summaries take minute-aligned times).
+fn floor_minute(t: Millis) -> Millis {
+    Millis::from_ms(t.as_ms().div_euclid(60_000) * 60_000)
 }
 
 impl Rejections {
@@ -157,10 +158,6 @@ impl Rejections {
         ids
     }
 
-    fn lease_ms(&self) -> i64 {
-        i64::try_from(self.settings.worker.lease.as_millis()).unwrap_or(i64::MAX / 2)
-    }
-
     /// Process every notification due now. Returns how many were handled.
     pub async fn drain(&self) -> Result<usize, StoreError> {
         let mut total = 0;
@@ -175,12 +172,12 @@ impl Rejections {
 
     /// Claim one batch of stored notifications and process them.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let claimed = self
             .store
             .claim_stripe_events(
                 now,
-                now + self.lease_ms(),
+                now + self.settings.worker.lease,
                 self.settings.reporter.batch_size,
             )
             .await?;
@@ -193,7 +190,7 @@ impl Rejections {
     async fn process(&self, e: &ClaimedStripeEvent) -> Result<(), StoreError> {
         if !is_rejection_type(&e.kind) {
             // Stored as ignored on receipt; only a row written otherwise gets here.
-            let now = to_millis(self.clock.now());
+            let now = self.clock.now_ms();
             self.store
                 .finish_stripe_event(
                     &e.id,
@@ -209,7 +206,7 @@ impl Rejections {
         let started = tokio::time::Instant::now();
         let fetched = self.client.v2_event(&e.id, e.context.as_deref()).await;
         self.metrics.stripe_call("v2_event", started.elapsed());
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let body = match fetched {
             Ok(body) => body,
             Err(err) => return self.fetch_failed(e, &err, now).await,
@@ -235,7 +232,7 @@ impl Rejections {
         };
         let summary = self.apply(e, &report, now).await?;
         let text = serde_json::to_string(&summary).unwrap_or_default();
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         if self
             .store
             .finish_stripe_event(
@@ -257,7 +254,7 @@ impl Rejections {
         &self,
         e: &ClaimedStripeEvent,
         err: &StripeError,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let (retry, after) = transient(err);
         let why = format!("fetching event {} from Stripe: {err}", e.id);
@@ -272,7 +269,7 @@ impl Rejections {
             );
             tracing::warn!(event = %e.id, error = %why, retry_in = ?delay, "Stripe event not fetched; will retry");
             self.metrics.stripe_event_processed("retried");
-            let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+            let next = now + delay;
             return self
                 .store
                 .retry_stripe_event(&e.id, e.lease_until, next, &why)
@@ -298,7 +295,7 @@ impl Rejections {
         &self,
         e: &ClaimedStripeEvent,
         report: &ErrorReport,
-        now: i64,
+        now: Millis,
     ) -> Result<Summary, StoreError> {
         let (mut summary, mut event_names) = self.mark_named(e, report, now).await?;
         let meter_ids = &self.meter_ids(None);
@@ -348,7 +345,7 @@ impl Rejections {
         &self,
         e: &ClaimedStripeEvent,
         report: &ErrorReport,
-        now: i64,
+        now: Millis,
     ) -> Result<(Summary, BTreeSet<String>), StoreError> {
         let samples = report.samples();
         let mode = if report.livemode { "live" } else { "test" };
@@ -396,21 +393,21 @@ impl Rejections {
 
     /// Compare meter `meter_id` (event name `name`) with Stripe for each tenant
     /// and customer that sent events on it around the validation window
-    /// (`from`, `to`: Unix ms), adding each comparison, or why there was none,
+    /// (`from`, `to`), adding each comparison, or why there was none,
     /// to `summary`.
     async fn compare_sent(
         &self,
         summary: &mut Summary,
         name: &str,
         meter_id: &str,
-        (from, to): (i64, i64),
+        (from, to): (Millis, Millis),
     ) -> Result<(), StoreError> {
         let sent = self
             .store
             .sent_between(
                 name,
-                from - SENT_BEFORE_VALIDATION_MS,
-                to + SENT_AFTER_VALIDATION_MS,
+                from - SENT_BEFORE_VALIDATION,
+                to + SENT_AFTER_VALIDATION,
             )
             .await?;
         if sent.is_empty() {
@@ -445,7 +442,7 @@ impl Rejections {
     ) -> Result<DriftLine, ReconcileError> {
         let period = Period {
             from: floor_minute(range.first_timestamp),
-            to: floor_minute(range.last_timestamp) + 60_000,
+            to: floor_minute(range.last_timestamp) + Duration::from_secs(60),
         };
         let at = StripeTarget {
             customer: &range.stripe_customer_id,
@@ -499,12 +496,10 @@ impl Rejections {
     /// count cannot be said from totals.
     pub async fn reconcile_all(&self) -> Result<Vec<DriftLine>, StoreError> {
         let s = &self.settings;
-        let now = to_millis(self.clock.now());
-        let window = i64::try_from(s.reconcile.window.as_millis()).unwrap_or(i64::MAX / 4);
-        let lag = i64::try_from(s.reconcile.lag.as_millis()).unwrap_or(0);
+        let now = self.clock.now_ms();
         let period = Period {
-            from: floor_minute(now - window),
-            to: floor_minute(now - lag),
+            from: floor_minute(now - s.reconcile.window),
+            to: floor_minute(now - s.reconcile.lag),
         };
         let mut out = Vec::new();
         if period.to <= period.from {
@@ -619,8 +614,9 @@ mod tests {
 
     #[test]
     fn minutes_are_floored() {
-        assert_eq!(floor_minute(119_999), 60_000);
-        assert_eq!(floor_minute(120_000), 120_000);
-        assert_eq!(floor_minute(-1), -60_000);
+        let m = Millis::from_ms;
+        assert_eq!(floor_minute(m(119_999)), m(60_000));
+        assert_eq!(floor_minute(m(120_000)), m(120_000));
+        assert_eq!(floor_minute(m(-1)), m(-60_000));
     }
 }

@@ -7,6 +7,7 @@
 //! again, so they are billed late only when the operator says so after checking.
 
 use crate::store::{Store, StoreError, TooOld};
+use crate::time::Millis;
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ pub fn plan(outcomes: Vec<TooOld>, include_in_doubt: bool) -> Plan {
 
 /// The evidence of an outcome billed late: the original one, plus what the
 /// operator decided and when, and the time it was first confirmed.
-pub fn late_evidence(evidence: &str, first_confirmed_at: i64, now: i64) -> Option<String> {
+pub fn late_evidence(evidence: &str, first_confirmed_at: Millis, now: Millis) -> Option<String> {
     let mut v: serde_json::Value = serde_json::from_str(evidence).ok()?;
     let o = v.as_object_mut()?;
     o.insert(
@@ -69,7 +70,7 @@ pub fn late_note(evidence: &serde_json::Value) -> Option<String> {
 
 /// Bill each outcome of `ready` at `now` (ms). Returns how many were queued
 /// (one changed meanwhile, e.g. sent by a reporter, is left as it is).
-pub async fn rebill(store: &Store, ready: &[TooOld], now: i64) -> Result<usize, RebillError> {
+pub async fn rebill(store: &Store, ready: &[TooOld], now: Millis) -> Result<usize, RebillError> {
     let mut n = 0;
     for o in ready {
         let evidence = late_evidence(&o.evidence, o.confirmed_at, now)
@@ -92,7 +93,7 @@ mod tests {
         TooOld {
             id: id.into(),
             tenant: "t".into(),
-            confirmed_at: 0,
+            confirmed_at: Millis::EPOCH,
             evidence: "{}".into(),
             state: crate::lifecycle::OutcomeState::Failed,
             attempts_in_doubt: in_doubt,
@@ -113,8 +114,8 @@ mod tests {
     fn late_evidence_keeps_the_original_and_says_so_in_words() {
         let e = late_evidence(
             r#"{"seq":1,"events":[]}"#,
-            1_700_000_000_000,
-            1_767_225_600_000,
+            Millis::from_ms(1_700_000_000_000),
+            Millis::from_ms(1_767_225_600_000),
         )
         .expect("an object");
         let v: serde_json::Value = serde_json::from_str(&e).expect("json");
@@ -123,7 +124,7 @@ mod tests {
         let note = late_note(&v).expect("a note");
         assert!(note.contains("2026-01-01 00:00 UTC"), "{note}");
         assert!(note.contains("2023-11-14"), "{note}");
-        assert!(late_evidence("[1]", 0, 0).is_none());
+        assert!(late_evidence("[1]", Millis::EPOCH, Millis::EPOCH).is_none());
         assert!(late_note(&serde_json::json!({"seq": 1})).is_none());
     }
 }

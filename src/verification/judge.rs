@@ -2,12 +2,12 @@
 //! said ([`learned_events`]), what the check found ([`finding`]), and whether the
 //! confirmer may bill a due resolution now ([`gate`]).
 
-use crate::clock::{from_millis, to_millis};
 use crate::contract::ContractTerms;
 use crate::event::{composite_key, EventKind, TicketEvent};
 use crate::helpdesk_api::{OnUnreachable, TicketLook, VerifySettings};
 use crate::store::{Check, CheckResult};
 use crate::ticket::{replay_pinned, Settled, Standing};
+use crate::time::Millis;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, HashSet};
 
@@ -120,7 +120,7 @@ fn synthesized(
     at: DateTime<Utc>,
     what: &[&str],
 ) -> TicketEvent {
-    let ms = to_millis(at).to_string();
+    let ms = Millis::from(at).to_string();
     let mut parts = vec![provider, ticket_id, kind.as_str(), ms.as_str()];
     parts.extend_from_slice(what);
     TicketEvent {
@@ -234,7 +234,7 @@ pub enum Gate {
     /// Not yet: look again at `until` (Unix ms). `reason` is a metrics label:
     /// `waiting`, `unreachable` or `past_max_hold`.
     Hold {
-        until: i64,
+        until: Millis,
         why: String,
         reason: &'static str,
     },
@@ -244,12 +244,14 @@ pub enum Gate {
 pub fn gate(
     provider: &str,
     latest: Option<&Check>,
-    settle_at: i64,
-    now: i64,
+    settle_at: Millis,
+    now: Millis,
     s: &VerifySettings,
 ) -> Gate {
-    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
-    let ts = |t: i64| from_millis(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ts = |t: Millis| {
+        t.to_datetime()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
     match latest {
         Some(c) if c.result == CheckResult::Agreed && c.checked_at >= settle_at => Gate::Bill {
             verified: true,
@@ -257,7 +259,7 @@ pub fn gate(
         },
         Some(c) if c.result == CheckResult::Unreachable => {
             let since = c.held_since.unwrap_or(c.checked_at);
-            let retry = c.next_try_at.unwrap_or(now + ms(s.retry_base)).max(now);
+            let retry = c.next_try_at.unwrap_or(now + s.retry_base).max(now);
             // Refused credentials, an unknown ticket or an answer that cannot be
             // trusted are answers, not an outage: never billed unverified.
             let passing = matches!(
@@ -275,7 +277,7 @@ pub fn gate(
                     ),
                 };
             }
-            if now.saturating_sub(since) >= ms(s.max_hold) {
+            if now >= since + s.max_hold {
                 match s.on_unreachable {
                     OnUnreachable::Bill => Gate::Bill {
                         verified: false,
@@ -311,7 +313,7 @@ pub fn gate(
         // Not checked since the window ended, or a disagreement the state machine
         // did not act on (events changed since): check again first.
         _ => Gate::Hold {
-            until: now + ms(s.retry_base.min(std::time::Duration::from_secs(60))),
+            until: now + s.retry_base.min(std::time::Duration::from_secs(60)),
             reason: "waiting",
             why: format!("waiting for a check with {provider}"),
         },
@@ -324,7 +326,7 @@ mod tests {
     use crate::event::Resolver;
 
     fn t(h: i64) -> DateTime<Utc> {
-        from_millis(1_767_225_600_000) + Duration::hours(h)
+        Millis::from_ms(1_767_225_600_000).to_datetime() + Duration::hours(h)
     }
 
     fn ev(key: &str, kind: EventKind, at: DateTime<Utc>) -> TicketEvent {
@@ -472,6 +474,10 @@ mod tests {
         assert_eq!(result, CheckResult::Disagreed);
     }
 
+    fn ms(v: i64) -> Millis {
+        Millis::from_ms(v)
+    }
+
     fn check(result: CheckResult, checked_at: i64, held_since: Option<i64>) -> Check {
         Check {
             id: 0,
@@ -479,13 +485,13 @@ mod tests {
             provider: "zendesk".into(),
             ticket_id: "T".into(),
             seq: 1,
-            resolved_at: 0,
+            resolved_at: Millis::EPOCH,
             result,
-            checked_at,
+            checked_at: Millis::from_ms(checked_at),
             failures: u32::from(result == CheckResult::Unreachable),
             failure: (result == CheckResult::Unreachable).then(|| "unreachable".to_string()),
-            held_since,
-            next_try_at: Some(checked_at + 60_000),
+            held_since: held_since.map(Millis::from_ms),
+            next_try_at: Some(Millis::from_ms(checked_at + 60_000)),
             detail: "unreachable (503): down".into(),
             answer: String::new(),
             learned: 0,
@@ -500,8 +506,8 @@ mod tests {
         let g = gate(
             "zendesk",
             Some(&check(CheckResult::Agreed, 10, None)),
-            5,
-            20,
+            ms(5),
+            ms(20),
             &s,
         );
         assert!(
@@ -512,27 +518,27 @@ mod tests {
             gate(
                 "zendesk",
                 Some(&check(CheckResult::Agreed, 4, None)),
-                5,
-                20,
+                ms(5),
+                ms(20),
                 &s
             ),
             Gate::Hold { .. }
         ));
         // Not checked: hold briefly.
         assert!(matches!(
-            gate("zendesk", None, 5, 20, &s),
-            Gate::Hold { until: 60_020, .. }
+            gate("zendesk", None, ms(5), ms(20), &s),
+            Gate::Hold { until, .. } if until == ms(60_020)
         ));
         // Unreachable for an hour: hold until the next try.
         let c = check(CheckResult::Unreachable, hour, Some(0));
         assert_eq!(
-            gate("zendesk", Some(&c), 0, hour, &s),
+            gate("zendesk", Some(&c), ms(0), ms(hour), &s),
             Gate::Hold {
-                until: hour + 60_000,
+                until: ms(hour + 60_000),
                 reason: "unreachable",
                 why: format!(
                     "held until zendesk answers (since 1970-01-01T00:00:00Z: unreachable (503): down); next try {}",
-                    from_millis(hour + 60_000).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ms(hour + 60_000).to_datetime().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )
             }
         );
@@ -540,12 +546,12 @@ mod tests {
         let late = 25 * hour;
         let c = check(CheckResult::Unreachable, late, Some(0));
         assert!(
-            matches!(gate("zendesk", Some(&c), 0, late, &s), Gate::Hold { ref why, .. } if why.contains("on_unreachable"))
+            matches!(gate("zendesk", Some(&c), ms(0), ms(late), &s), Gate::Hold { ref why, .. } if why.contains("on_unreachable"))
         );
         // … or bill, unverified, when configured.
         s.on_unreachable = OnUnreachable::Bill;
         assert!(
-            matches!(gate("zendesk", Some(&c), 0, late, &s), Gate::Bill { verified: false, ref note } if note.starts_with("not verified"))
+            matches!(gate("zendesk", Some(&c), ms(0), ms(late), &s), Gate::Bill { verified: false, ref note } if note.starts_with("not verified"))
         );
     }
 }

@@ -1,20 +1,20 @@
 //! Clawback and caps: the contract's two limits on what stays billed.
 
 use super::Worker;
-use crate::clock::to_millis;
 use crate::contract::{Caps, ContractTerms};
 use crate::lifecycle::OutcomeState;
 use crate::store::{NewReversal, StoreError, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::Reopen;
+use crate::time::Millis;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::json;
 
-/// `[start, end)` of the UTC day and UTC calendar month containing `t`, in millis.
-pub fn day_and_month(t: DateTime<Utc>) -> ((i64, i64), (i64, i64)) {
+/// `[start, end)` of the UTC day and UTC calendar month containing `t`.
+pub fn day_and_month(t: DateTime<Utc>) -> ((Millis, Millis), (Millis, Millis)) {
     let day = t.date_naive();
     let start = |d: chrono::NaiveDate| {
-        to_millis(Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)))
+        Millis::from(Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN)))
     };
     let next_day = day.succ_opt().unwrap_or(day);
     let month_start = day.with_day(1).unwrap_or(day);
@@ -81,7 +81,7 @@ impl Worker {
         &self,
         tx: &mut Tx,
         late: LateReopen<'_>,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let LateReopen {
             tenant,
@@ -140,7 +140,7 @@ impl Worker {
                 value: o.value,
                 stripe_customer_id: o.stripe_customer_id,
                 reopen_event_key: reopen.event_key.clone(),
-                reopened_at: to_millis(reopen.at),
+                reopened_at: Millis::from(reopen.at),
                 created_at: now,
                 evidence: evidence.to_string(),
             })
@@ -174,15 +174,9 @@ mod tests {
             .single()
             .expect("time");
         let ((d0, d1), (m0, m1)) = day_and_month(t);
-        assert_eq!(d1 - d0, 86_400_000);
-        assert_eq!(
-            crate::clock::from_millis(m0).to_rfc3339(),
-            "2026-12-01T00:00:00+00:00"
-        );
-        assert_eq!(
-            crate::clock::from_millis(m1).to_rfc3339(),
-            "2027-01-01T00:00:00+00:00"
-        );
-        assert!(d0 <= to_millis(t) && to_millis(t) < d1);
+        assert_eq!(d1.as_ms() - d0.as_ms(), 86_400_000);
+        assert_eq!(m0.to_datetime().to_rfc3339(), "2026-12-01T00:00:00+00:00");
+        assert_eq!(m1.to_datetime().to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        assert!(d0 <= Millis::from(t) && Millis::from(t) < d1);
     }
 }

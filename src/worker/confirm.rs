@@ -10,7 +10,6 @@
 use super::clawback::{over_cap, LateReopen};
 use super::evidence::{decision, evidence, DecisionInput, Pins, Verification};
 use super::Worker;
-use crate::clock::{from_millis, to_millis};
 use crate::contract::Meter;
 use crate::event::TicketEvent;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
@@ -18,25 +17,25 @@ use crate::outcome::outcome_id;
 use crate::store::{DecisionWrite, NewOutcome, StoreError, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::{replay_pinned, Resolution, Settled, Standing, TicketHistory};
+use crate::time::Millis;
 use crate::verification::judge::{gate, Gate};
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 
 /// Due means: window ended, plus the grace, before the oldest delivery not yet
 /// processed arrived (`oldest`). A reopen still waiting in the inbox (a backlog, a
 /// stopped worker) holds confirmation back instead of being ignored.
-fn due_horizon(oldest: Option<i64>, now: i64, grace: i64) -> i64 {
-    oldest
-        .map_or(now, |received| received.min(now))
-        .saturating_sub(grace)
+fn due_horizon(oldest: Option<Millis>, now: Millis, grace: Duration) -> Millis {
+    oldest.map_or(now, |received| received.min(now)) - grace
 }
 
 /// The times of one confirmation pass.
 struct Pass {
     now_t: DateTime<Utc>,
-    /// `now_t` in Unix ms.
-    now: i64,
-    /// `worker.confirm_grace` in ms.
-    grace: i64,
+    /// `now_t` as an instant.
+    now: Millis,
+    /// `worker.confirm_grace`.
+    grace: Duration,
     /// Resolutions whose window ended by then are due.
     horizon: DateTime<Utc>,
 }
@@ -61,7 +60,7 @@ impl DueTicket<'_> {
         status: DecisionStatus,
         outcome_id: Option<String>,
         verification: Option<&Verification>,
-        now: i64,
+        now: Millis,
     ) -> DecisionWrite {
         decision(DecisionInput {
             tenant: self.tenant,
@@ -84,8 +83,8 @@ enum Checked {
     /// Go on, with this verification recorded (none for a provider that is not
     /// verified).
     Go(Option<Verification>),
-    /// Held until then (Unix ms); its decision is written, not final.
-    Held { until: i64 },
+    /// Held until then; its decision is written, not final.
+    Held { until: Millis },
 }
 
 /// What the confirmer decided of one due resolution, before it is written.
@@ -103,8 +102,8 @@ enum Step {
     /// Settled: its final decision is written, and its outcome when billable
     /// (`confirmed`: a new one, not capped).
     Settled { confirmed: bool },
-    /// Held by verification until then (Unix ms): the resolutions after it wait.
-    Held { until: i64 },
+    /// Held by verification until then: the resolutions after it wait.
+    Held { until: Millis },
 }
 
 /// What deciding a ticket's due resolutions came to.
@@ -113,8 +112,8 @@ struct Progress {
     before: Option<Settled>,
     /// The last resolution settled now (`before` if none was).
     settled: Option<Settled>,
-    /// A resolution held by verification until then (Unix ms).
-    hold_until: Option<i64>,
+    /// A resolution held by verification until then.
+    hold_until: Option<Millis>,
     /// Outcomes confirmed (new, not capped).
     confirmed: usize,
 }
@@ -124,8 +123,8 @@ impl Worker {
     /// has passed (an index range), never the whole open set.
     pub async fn confirm_once(&self) -> Result<usize, StoreError> {
         let now_t = self.clock.now();
-        let now = to_millis(now_t);
-        let grace = i64::try_from(self.confirm_grace.as_millis()).unwrap_or(i64::MAX / 2);
+        let now = Millis::from(now_t);
+        let grace = self.confirm_grace;
         if !self.verifier.is_empty() {
             // Ask the helpdesks first, before this pass's write transaction opens.
             let oldest = self.store.peek_oldest_pending_delivery().await?;
@@ -142,7 +141,7 @@ impl Worker {
             now_t,
             now,
             grace,
-            horizon: from_millis(horizon),
+            horizon: horizon.to_datetime(),
         };
         let mut confirmed = 0usize;
         for (tenant_id, provider, ticket_id) in &due {
@@ -309,13 +308,13 @@ impl Worker {
                 t.provider,
                 t.ticket_id,
                 r.seq,
-                to_millis(r.resolved_at),
+                Millis::from(r.resolved_at),
             )
             .await?;
         match gate(
             t.provider,
             latest.as_ref(),
-            to_millis(r.settle_at),
+            Millis::from(r.settle_at),
             pass.now,
             &self.verifier.settings,
         ) {
@@ -341,8 +340,8 @@ impl Worker {
         // for weeks) keeps that time: the reporter parks it as too old, so
         // it is never billed into today's period by accident (`replay
         // --too-old` bills it on purpose).
-        let became = to_millis(r.settle_at);
-        let oldest = 1000 * crate::stripe::limits::oldest_acceptable(self.clock.world_now());
+        let became = Millis::from(r.settle_at);
+        let oldest = crate::stripe::limits::oldest_acceptable_ms(self.clock.world_now());
         let confirmed_at = if became < oldest { became } else { pass.now };
         let settings = &t.tenant.settings;
         Some(NewOutcome {
@@ -351,7 +350,7 @@ impl Worker {
             provider: t.provider.to_string(),
             ticket_id: t.ticket_id.to_string(),
             seq: r.seq,
-            resolved_at: to_millis(r.resolved_at),
+            resolved_at: Millis::from(r.resolved_at),
             confirmed_at,
             event_name: meter.event_name.clone(),
             value: meter.value,
@@ -387,7 +386,7 @@ async fn postpone_an_hour(
         provider,
         ticket_id,
         settled,
-        Some(pass.now + 3_600_000),
+        Some(pass.now + Duration::from_secs(3600)),
         pass.now,
     )
     .await
@@ -428,7 +427,7 @@ fn next_due(
     t: &DueTicket<'_>,
     history: &TicketHistory,
     progress: &Progress,
-) -> Option<i64> {
+) -> Option<Millis> {
     let moved = progress.settled != progress.before;
     let next = if moved {
         replay_pinned(
@@ -441,15 +440,15 @@ fn next_due(
     } else {
         history.next_settle_at()
     };
-    let mut next = next.map(to_millis);
+    let mut next = next.map(Millis::from);
     if let Some(until) = progress.hold_until {
         // Due means `settle_at <= now - grace`: held until `until`, not a grace later.
-        next = Some(until.saturating_sub(pass.grace));
+        next = Some(until - pass.grace);
     }
     if !moved && progress.hold_until.is_none() && next.is_some_and(|n| n <= pass.now) {
         // Cannot happen (a due resolution is always confirmed above); guard the queue anyway.
         tracing::error!(tenant_id = %t.tenant_id, ticket_id = %t.ticket_id, "due ticket had nothing to confirm: postponed one minute");
-        next = Some(pass.now + 60_000);
+        next = Some(pass.now + Duration::from_secs(60));
     }
     next
 }

@@ -1,12 +1,12 @@
 //! Decision rows and evidence built from a replayed resolution.
 
-use crate::clock::to_millis;
 use crate::contract::ContractTerms;
 use crate::event::TicketEvent;
 use crate::lifecycle::DecisionStatus;
 use crate::store::DecisionWrite;
 use crate::tenants::Tenant;
 use crate::ticket::Resolution;
+use crate::time::Millis;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -70,7 +70,7 @@ pub(crate) struct DecisionInput<'a> {
     pub status: DecisionStatus,
     pub outcome_id: Option<String>,
     pub is_final: bool,
-    pub now: i64,
+    pub now: Millis,
     pub pins: &'a Pins,
     pub verification: Option<&'a Verification>,
 }
@@ -110,9 +110,9 @@ pub(crate) fn decision(d: DecisionInput<'_>) -> DecisionWrite {
         provider: d.provider.to_string(),
         ticket_id: d.ticket_id.to_string(),
         seq: r.seq,
-        resolved_at: to_millis(r.resolved_at),
+        resolved_at: Millis::from(r.resolved_at),
         resolver: r.resolver.map(|x| x.as_str().to_string()),
-        settle_at: to_millis(r.settle_at),
+        settle_at: Millis::from(r.settle_at),
         status: d.status,
         billable: r.verdict.billable() && r.reopened.is_none(),
         clause: serde_json::to_string(&r.verdict.clause).unwrap_or_default(),

@@ -3,7 +3,6 @@
 //! replayed, in one transaction per call.
 
 use super::Worker;
-use crate::clock::to_millis;
 use crate::event::TicketEvent;
 use crate::store::StoreError;
 use std::collections::BTreeMap;
@@ -35,7 +34,7 @@ impl Worker {
         let Some(tenant) = self.tenants.get(tenant_id) else {
             return Ok(0);
         };
-        let now = to_millis(self.clock.now());
+        let now = self.clock.now_ms();
         let mut by_ticket: BTreeMap<&str, Vec<&TicketEvent>> = BTreeMap::new();
         for e in events {
             by_ticket.entry(e.ticket_id.as_str()).or_default().push(e);

@@ -3,13 +3,13 @@
 use super::clawback::LateReopen;
 use super::evidence::{decision, DecisionInput};
 use super::Worker;
-use crate::clock::to_millis;
 use crate::event::TicketEvent;
 use crate::lifecycle::DecisionStatus;
 use crate::providers::{self, Headers, Webhook};
 use crate::store::{ClaimedDelivery, StoreError, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::replay_pinned;
+use crate::time::Millis;
 use std::collections::BTreeMap;
 
 type TicketKey = (String, String, String);
@@ -28,8 +28,8 @@ impl Worker {
     /// storage still refuses), and the deliveries are applied again later.
     pub async fn process_inbox_once(&self) -> Result<usize, StoreError> {
         self.release_stuck_claims().await?;
-        let now = to_millis(self.clock.now());
-        let lease_until = now + self.lease_ms();
+        let now = self.clock.now_ms();
+        let lease_until = now + self.lease;
         let claimed = self
             .store
             .claim_deliveries(now, lease_until, self.batch)
@@ -55,14 +55,14 @@ impl Worker {
         }
     }
 
-    fn stuck_claims(&self) -> std::sync::MutexGuard<'_, Vec<(i64, i64)>> {
+    fn stuck_claims(&self) -> std::sync::MutexGuard<'_, Vec<(i64, Millis)>> {
         self.stuck.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Give back the claims of failed passes that could not be given back then.
     async fn release_stuck_claims(&self) -> Result<(), StoreError> {
         let stuck = std::mem::take(&mut *self.stuck_claims());
-        let mut by_lease: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut by_lease: BTreeMap<Millis, Vec<i64>> = BTreeMap::new();
         for (id, lease) in &stuck {
             by_lease.entry(*lease).or_default().push(*id);
         }
@@ -75,7 +75,11 @@ impl Worker {
         Ok(())
     }
 
-    async fn apply_claimed(&self, claimed: &[ClaimedDelivery], now: i64) -> Result<(), StoreError> {
+    async fn apply_claimed(
+        &self,
+        claimed: &[ClaimedDelivery],
+        now: Millis,
+    ) -> Result<(), StoreError> {
         match self.apply(claimed, now).await {
             Ok(()) => {}
             Err(e) if claimed.len() > 1 && !e.is_transient() => {
@@ -97,7 +101,7 @@ impl Worker {
 
     /// Apply one delivery in its own transaction; quarantine it if the database
     /// refuses it for good.
-    async fn apply_alone(&self, d: &ClaimedDelivery, now: i64) -> Result<(), StoreError> {
+    async fn apply_alone(&self, d: &ClaimedDelivery, now: Millis) -> Result<(), StoreError> {
         match self.apply(std::slice::from_ref(d), now).await {
             Err(e) if !e.is_transient() => {
                 let reason = format!("the database refused this delivery's events: {e}");
@@ -114,7 +118,7 @@ impl Worker {
 
     /// Parse, store the events, replay their tickets and mark the deliveries
     /// done: one transaction.
-    async fn apply(&self, claimed: &[ClaimedDelivery], now: i64) -> Result<(), StoreError> {
+    async fn apply(&self, claimed: &[ClaimedDelivery], now: Millis) -> Result<(), StoreError> {
         let mut by_ticket: BTreeMap<TicketKey, Vec<(i64, TicketEvent)>> = BTreeMap::new();
         let mut finished: Vec<(i64, usize, Option<String>)> = Vec::with_capacity(claimed.len());
         for d in claimed {
@@ -203,7 +207,7 @@ impl Worker {
         provider: &str,
         ticket_id: &str,
         settled: Option<crate::ticket::Settled>,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let events = tx
             .load_events(&tenant.settings.id, provider, ticket_id)
@@ -247,7 +251,7 @@ impl Worker {
             )
             .await?;
         }
-        let next = history.next_settle_at().map(to_millis);
+        let next = history.next_settle_at().map(Millis::from);
         tx.save_ticket(&tenant.settings.id, provider, ticket_id, settled, next, now)
             .await
     }

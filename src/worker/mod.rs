@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::settings::WorkerSettings;
 use crate::store::{PinnedContract, Store, StoreError};
 use crate::tenants::Tenants;
+use crate::time::Millis;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub struct Worker {
     /// Helpdesk API clients of the providers whose outcomes are checked before billing.
     pub(crate) verifier: Arc<crate::verification::Verifier>,
     /// Claims of failed passes not yet given back: (delivery id, lease).
-    stuck: Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
+    stuck: Arc<std::sync::Mutex<Vec<(i64, Millis)>>>,
 }
 
 impl Worker {
@@ -116,10 +117,6 @@ impl Worker {
             )
             .await?;
         Ok(pins_of(rows))
-    }
-
-    fn lease_ms(&self) -> i64 {
-        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
 }
 

@@ -8,12 +8,12 @@
 //! the state machine decides with them.
 
 use super::Worker;
-use crate::clock::{from_millis, to_millis};
 use crate::event::TicketEvent;
 use crate::helpdesk_api::{ApiError, HelpdeskApi, TicketLook};
 use crate::store::{Check, CheckResult, StoreError};
 use crate::tenants::Tenant;
 use crate::ticket::{replay_pinned, Standing};
+use crate::time::Millis;
 use crate::verification::judge::{finding, learned_events, CheckedHistory, Question};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -40,11 +40,15 @@ struct Candidate {
 impl Worker {
     /// Check the due resolutions of verified providers that have no usable
     /// check yet (or whose retry time has come). Returns how many were checked.
-    pub(super) async fn verify_due(&self, horizon: i64, now: i64) -> Result<usize, StoreError> {
+    pub(super) async fn verify_due(
+        &self,
+        horizon: Millis,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
         if self.verifier.is_empty() {
             return Ok(0);
         }
-        let horizon_t = from_millis(horizon);
+        let horizon_t = horizon.to_datetime();
         let mut work: Vec<(Arc<dyn HelpdeskApi>, Candidate)> = Vec::new();
         for (tenant_id, provider, ticket_id) in
             self.store.peek_due_tickets(horizon, self.batch).await?
@@ -103,7 +107,7 @@ impl Worker {
         provider: &str,
         ticket_id: &str,
         horizon: DateTime<Utc>,
-        now: i64,
+        now: Millis,
     ) -> Result<Option<Candidate>, StoreError> {
         let (settled, events) = self
             .store
@@ -130,10 +134,10 @@ impl Worker {
                 provider,
                 ticket_id,
                 r.seq,
-                to_millis(r.resolved_at),
+                Millis::from(r.resolved_at),
             )
             .await?;
-        let settle_at = to_millis(r.settle_at);
+        let settle_at = Millis::from(r.settle_at);
         let failed_before = match latest {
             Some(c) if c.result == CheckResult::Agreed && c.checked_at >= settle_at => {
                 return Ok(None)
@@ -148,9 +152,7 @@ impl Worker {
             // since?): asked again, but not more often than retry_base.
             Some(c)
                 if c.result == CheckResult::Disagreed
-                    && now.saturating_sub(c.checked_at)
-                        < i64::try_from(self.verifier.settings.retry_base.as_millis())
-                            .unwrap_or(i64::MAX) =>
+                    && now < c.checked_at + self.verifier.settings.retry_base =>
             {
                 return Ok(None)
             }
@@ -175,7 +177,7 @@ impl Worker {
         c: Candidate,
         look: Result<TicketLook, ApiError>,
         horizon: DateTime<Utc>,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let Some(tenant) = self.tenants.get(&c.tenant) else {
             return Ok(());
@@ -265,7 +267,7 @@ impl Worker {
                 self.metrics.verification(&c.provider, result.as_str());
                 more.push(Check {
                     seq: *seq,
-                    resolved_at: to_millis(*resolved_at),
+                    resolved_at: Millis::from(*resolved_at),
                     result,
                     detail: format!("{detail} (status `{}`)", look.status),
                     learned: 0,
@@ -312,7 +314,7 @@ impl Worker {
             failures,
             failure: Some(e.failure_kind().to_string()),
             held_since: Some(held_since),
-            next_try_at: Some(now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4)),
+            next_try_at: Some(now + wait),
             detail: e.to_string(),
             answer: serde_json::json!({ "error": e.to_string() }).to_string(),
             ..check
@@ -329,14 +331,14 @@ struct Found {
 }
 
 /// The check of `c` made `now`, before the answer is known: unreachable, no failure.
-fn unanswered(c: &Candidate, now: i64) -> Check {
+fn unanswered(c: &Candidate, now: Millis) -> Check {
     Check {
         id: 0,
         tenant: c.tenant.clone(),
         provider: c.provider.clone(),
         ticket_id: c.ticket_id.clone(),
         seq: c.seq,
-        resolved_at: to_millis(c.resolved_at),
+        resolved_at: Millis::from(c.resolved_at),
         result: CheckResult::Unreachable,
         checked_at: now,
         failures: 0,

@@ -8,7 +8,6 @@ use crate::helpdesk_clients::apply_to;
 use crate::support::*;
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::backfill::{self, BackfillError, Plan, Progress, Silent};
-use outcome_meter::clock::to_millis;
 use outcome_meter::store::BackfillRow;
 use testkit::fake_helpdesk::generic::{event_body, Generic};
 use testkit::fake_helpdesk::{FakeHelpdesk, Happening, Step};
@@ -70,8 +69,8 @@ fn plan_for(provider: &str, since: DateTime<Utc>) -> Plan {
     Plan {
         tenant: TENANT.into(),
         provider: provider.into(),
-        since: to_millis(since),
-        until: Some(to_millis(t0())),
+        since: Millis::from(since),
+        until: Some(Millis::from(t0())),
         restart: false,
     }
 }

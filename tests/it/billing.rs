@@ -1332,12 +1332,12 @@ async fn check_diff_shadow_run_lists_changes_and_writes_nothing(backend: Backend
     let old = app.settings.clone();
     let mut new = app.settings.clone();
     new.contract = proposed_contract();
-    let now = outcome_meter::clock::to_millis(t0()) + 86_400_000;
+    let now = Millis::from(t0()) + Duration::from_secs(86_400);
     let d = outcome_meter::report::diff::shadow_run(
         &app.services.store,
         &old,
         &new,
-        now - 30 * 86_400_000,
+        now - Duration::from_secs(30 * 86_400),
         now,
     )
     .await
@@ -1364,8 +1364,8 @@ async fn check_diff_shadow_run_lists_changes_and_writes_nothing(backend: Backend
         &app.services.store,
         &old,
         &new,
-        now + 86_400_000,
-        now + 2 * 86_400_000,
+        now + Duration::from_secs(86_400),
+        now + Duration::from_secs(2 * 86_400),
     )
     .await
     .expect("shadow run");

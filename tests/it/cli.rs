@@ -483,7 +483,7 @@ async fn replay_too_old_lists_then_bills_at_the_current_time(backend: Backend) {
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "pending");
     assert!(
-        o.confirmed_at > app.clock.now().timestamp_millis(),
+        o.confirmed_at > app.clock.now_ms(),
         "billed at the real time"
     );
     assert!(o.evidence.contains("billed_late"), "{}", o.evidence);

@@ -223,7 +223,7 @@ async fn group_commit_stores_each_key_once_even_within_one_batch(backend: Backen
         tenant: TENANT.into(),
         provider: "generic".into(),
         delivery_key: key.into(),
-        received_at: 1,
+        received_at: Millis::from_ms(1),
         headers: "{}".into(),
         body: format!("{{\"k\":\"{key}\"}}").into_bytes(),
     };

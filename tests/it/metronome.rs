@@ -2,7 +2,7 @@
 //! to 100, dedupe on `transaction_id`, retries that never double count, the
 //! 34-day window, corrections, reconcile totals, and authentication.
 
-use crate::support::t0;
+use crate::support::{t0, Millis};
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::clock::{Clock, ManualClock};
 use outcome_meter::metronome::rules::{
@@ -57,7 +57,7 @@ fn outcome(n: usize, value: i64, confirmed_at: DateTime<Utc>) -> OutcomeInput {
         customer_id: ALIAS.into(),
         event_type: EVENT_TYPE.into(),
         value,
-        confirmed_at: confirmed_at.timestamp_millis(),
+        confirmed_at: Millis::from(confirmed_at),
         ticket_id: format!("T-{n}"),
         provider: "zendesk".into(),
         seq: 1,
@@ -309,7 +309,7 @@ async fn usage_totals_match_what_was_sent_corrections_included() {
     w.clock.advance(Duration::hours(2));
     let reversal = reversal_event(
         &outcome(2, 2, t0() - Duration::days(1) + Duration::hours(1)),
-        w.clock.now().timestamp_millis(),
+        Millis::from(w.clock.now()),
         MetricAggregation::Sum,
     )
     .expect("a sum metric");

@@ -157,7 +157,11 @@ async fn outcomes_reach_metronome_exactly_once_through_faults(backend: Backend) 
             .expect("the outcome's event");
         assert_eq!(ev.customer_id, METRONOME_CUSTOMER);
         assert_eq!(ev.event_type, o.event_name);
-        assert_eq!(ev.at_ms, o.confirmed_at, "dated at the confirmation");
+        assert_eq!(
+            ev.at_ms,
+            o.confirmed_at.as_ms(),
+            "dated at the confirmation"
+        );
         assert_eq!(ev.properties["value"], o.value.to_string());
         assert_eq!(ev.properties["ticket"], o.ticket_id.as_str());
         assert_eq!(ev.properties["provider"], "generic");
@@ -245,14 +249,14 @@ async fn a_too_old_outcome_is_parked_with_the_reason(backend: Backend) {
     );
     // The command the reason names finds it now (34 days, not Stripe's 35), and
     // `replay --failed` leaves it, counted as too old.
-    let oldest = 1000 * outcome_meter::stripe::limits::oldest_acceptable(w.app.clock.world_now());
+    let oldest = outcome_meter::stripe::limits::oldest_acceptable_ms(w.app.clock.world_now());
     let store = &w.app.services.store;
     let found = store
         .too_old_outcomes(None, None, oldest)
         .await
         .expect("too old");
     assert_eq!(found.len(), 1, "{found:?}");
-    let now = outcome_meter::clock::to_millis(w.app.clock.now());
+    let now = Millis::from(w.app.clock.now());
     let (requeued, too_old, _) = store
         .requeue_failed(None, None, now, oldest, false)
         .await
@@ -459,12 +463,12 @@ async fn a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt(backend:
     w.app.clock.advance(Span::hours(1));
     w.app.report().await;
     assert_eq!(w.app.outcomes().await[0].state.as_str(), "failed");
-    let now = outcome_meter::clock::to_millis(w.app.clock.now());
+    let now = Millis::from(w.app.clock.now());
     let (requeued, too_old, in_doubt) = w
         .app
         .services
         .store
-        .requeue_failed(None, None, now, 0, false)
+        .requeue_failed(None, None, now, Millis::EPOCH, false)
         .await
         .expect("requeue");
     assert_eq!((requeued, too_old, in_doubt), (1, 0, 0));
@@ -595,7 +599,7 @@ async fn reconcile_matches_after_reporting_and_shows_drift(backend: Backend) {
             customer_id: CUSTOMER_ID.into(),
             event_type: event_type.clone(),
             value: 5,
-            confirmed_at: outcome_meter::clock::to_millis(w.app.clock.now()),
+            confirmed_at: Millis::from(w.app.clock.now()),
             ticket_id: "X".into(),
             provider: "generic".into(),
             seq: 1,

@@ -54,7 +54,7 @@ async fn ai_resolution_never_reopened_is_billed_exactly_once(backend: Backend) {
     assert_eq!(e.event_name, "resolved_ticket");
     assert_eq!(e.customer, CUSTOMER);
     assert_eq!(e.value, "1");
-    assert_eq!(e.timestamp, o.confirmed_at / 1000);
+    assert_eq!(e.timestamp, o.confirmed_at.as_ms() / 1000);
     assert_eq!(
         e.idempotency_key.as_deref(),
         Some(format!("{}:meter_event:0", o.id).as_str())
@@ -352,7 +352,7 @@ async fn retention_prunes_processed_bodies_only(backend: Backend) {
     app.settle().await;
     app.send(&event("e2", "R2", "resolved", 0, Some("ai")))
         .await; // still pending
-    let later = outcome_meter::clock::to_millis(t0()) + 1;
+    let later = Millis::from(t0()) + std::time::Duration::from_millis(1);
     assert_eq!(
         app.services
             .store

@@ -92,7 +92,13 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
     let n = app
         .services
         .store
-        .requeue_failed(Some(TENANT), None, 0, i64::MIN, false)
+        .requeue_failed(
+            Some(TENANT),
+            None,
+            Millis::EPOCH,
+            Millis::from_ms(i64::MIN),
+            false,
+        )
         .await
         .expect("requeue");
     assert_eq!(n, (1, 0, 0));
@@ -141,12 +147,12 @@ async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(
 async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app_with_one_outcome(backend, &stripe).await;
-    let now = outcome_meter::clock::to_millis(t0()) + 73 * 3_600_000;
+    let now = Millis::from(t0()) + Duration::from_secs(73 * 3600);
     // A process claims the outcome, sends it, and dies before recording anything.
     let claimed = app
         .services
         .store
-        .claim_outcomes(now, now + 60_000, 10)
+        .claim_outcomes(now, now + Duration::from_secs(60), 10)
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1);
@@ -157,7 +163,7 @@ async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(
         stripe_customer_id: o.stripe_customer_id.clone(),
         value: o.value,
         identifier: o.id.clone(),
-        timestamp: o.confirmed_at / 1000,
+        timestamp: o.confirmed_at.as_ms() / 1000,
         ..Default::default()
     };
     client
@@ -321,9 +327,9 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
     );
 
     let now = app.clock.now();
-    let oldest = 1000 * limits::oldest_acceptable(now);
+    let oldest = limits::oldest_acceptable_ms(now);
     let (requeued, left, _) = store
-        .requeue_failed(None, None, now.timestamp_millis(), oldest, false)
+        .requeue_failed(None, None, Millis::from(now), oldest, false)
         .await
         .expect("requeue");
     assert_eq!(
@@ -345,7 +351,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
         vec![doubtful.clone()],
         "a 500 leaves it in doubt"
     );
-    let n = too_old::rebill(store, &plan.ready, now.timestamp_millis())
+    let n = too_old::rebill(store, &plan.ready, Millis::from(now))
         .await
         .expect("rebill");
     assert_eq!(n, 1);
@@ -353,7 +359,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
     let outcomes = app.outcomes().await;
     let billed = outcomes.iter().find(|o| o.id == refused).expect("outcome");
     assert_eq!(billed.state.as_str(), "reported");
-    assert_eq!(billed.confirmed_at, now.timestamp_millis());
+    assert_eq!(billed.confirmed_at, Millis::from(now));
     let doubt = outcomes.iter().find(|o| o.id == doubtful).expect("outcome");
     assert_eq!(
         doubt.state.as_str(),
@@ -368,8 +374,8 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
     );
 
     let period = Period {
-        from: now.timestamp_millis() - 86_400_000,
-        to: now.timestamp_millis() + 86_400_000,
+        from: Millis::from_ms(now.timestamp_millis() - 86_400_000),
+        to: Millis::from_ms(now.timestamp_millis() + 86_400_000),
     };
     let st = statement::build(store, TENANT, CUSTOMER, StripeMode::Test, period)
         .await
@@ -424,42 +430,50 @@ async fn a_claim_whose_lease_expired_can_no_longer_send(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app_with_one_outcome(backend, &stripe).await;
     let store = &app.services.store;
-    let now = outcome_meter::clock::to_millis(app.clock.now());
+    let now = Millis::from(app.clock.now());
     let first = store
-        .claim_outcomes(now, now + 60_000, 10)
+        .claim_outcomes(now, now + Duration::from_secs(60), 10)
         .await
         .expect("claim");
     let (id, old) = (first[0].id.clone(), first[0].lease_until);
     assert!(store
-        .renew_outcome_lease(&id, old, now + 60_000)
+        .renew_outcome_lease(&id, old, now + Duration::from_secs(60))
         .await
         .expect("renew"));
     // The holder stalls past its lease; another process claims the outcome.
-    let later = now + 61_000;
+    let later = now + Duration::from_millis(61_000);
     let second = store
-        .claim_outcomes(later, later + 60_000, 10)
+        .claim_outcomes(later, later + Duration::from_millis(60_000), 10)
         .await
         .expect("claim");
     assert_eq!(second.len(), 1);
     assert!(
         !store
-            .renew_outcome_lease(&id, old, later + 1)
+            .renew_outcome_lease(&id, old, later + Duration::from_millis(1))
             .await
             .expect("renew"),
         "the stale holder lost the outcome"
     );
     assert!(store
-        .renew_outcome_lease(&id, second[0].lease_until, later + 60_000)
+        .renew_outcome_lease(
+            &id,
+            second[0].lease_until,
+            later + Duration::from_millis(60_000)
+        )
         .await
         .expect("renew"));
     // Voided by a clawback after that lease expired: nobody may send it any more.
-    let much_later = later + 120_000;
+    let much_later = later + Duration::from_millis(120_000);
     assert!(store
         .void_outcome_if_idle(&id, much_later)
         .await
         .expect("void"));
     assert!(!store
-        .renew_outcome_lease(&id, later + 60_000, much_later + 60_000)
+        .renew_outcome_lease(
+            &id,
+            later + Duration::from_millis(60_000),
+            much_later + Duration::from_millis(60_000)
+        )
         .await
         .expect("renew"));
     app.report().await;

@@ -10,6 +10,7 @@ use crate::support::{
 use outcome_meter::app::{start, Roles, Services};
 use outcome_meter::settings::DatabaseSettings;
 use outcome_meter::store::{NewDelivery, Store, Unavailable};
+use outcome_meter::time::Millis;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::poll::until;
@@ -30,7 +31,7 @@ fn deliveries(prefix: &str, n: usize, body: usize) -> Vec<NewDelivery> {
             tenant: "acme".into(),
             provider: "generic".into(),
             delivery_key: format!("{prefix}-{i}"),
-            received_at: 1,
+            received_at: Millis::from_ms(1),
             headers: "{}".into(),
             body: vec![b'x'; body],
         })

@@ -489,7 +489,7 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
     let again = app
         .services
         .store
-        .apply_rejections(id, &[sample], "test", None, 0)
+        .apply_rejections(id, &[sample], "test", None, Millis::EPOCH)
         .await
         .expect("apply");
     assert_eq!(again[0].effect, Effect::Already);
@@ -501,7 +501,7 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
     // A rejection naming an identifier the outcome no longer uses changes nothing.
     app.services
         .store
-        .requeue_rejected(None, Some(&oid), 0)
+        .requeue_rejected(None, Some(&oid), Millis::EPOCH)
         .await
         .expect("requeue");
     let stale = Sample {
@@ -512,7 +512,13 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
     let late = app
         .services
         .store
-        .apply_rejections("evt_late", std::slice::from_ref(&stale), "test", None, 0)
+        .apply_rejections(
+            "evt_late",
+            std::slice::from_ref(&stale),
+            "test",
+            None,
+            Millis::EPOCH,
+        )
         .await
         .expect("apply");
     assert_eq!(late[0].effect, Effect::Stale);
@@ -535,7 +541,13 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
         let other = app
             .services
             .store
-            .apply_rejections("evt_other", std::slice::from_ref(&resent), mode, account, 0)
+            .apply_rejections(
+                "evt_other",
+                std::slice::from_ref(&resent),
+                mode,
+                account,
+                Millis::EPOCH,
+            )
             .await
             .expect("apply");
         assert_eq!(other[0].effect, Effect::Stale, "{mode} {account:?}");

@@ -27,8 +27,8 @@ async fn one_outcome(backend: Backend, stripe: &FakeStripe, live: bool) -> TestA
 fn around_now(app: &TestApp) -> Period {
     let now = app.clock.now().timestamp_millis();
     Period {
-        from: now - 10 * 86_400_000,
-        to: now + 86_400_000,
+        from: Millis::from_ms(now - 10 * 86_400_000),
+        to: Millis::from_ms(now + 86_400_000),
     }
 }
 
@@ -223,7 +223,7 @@ async fn test_mode_outcomes_are_sent_to_live_only_by_replay(backend: Backend) {
         "/metrics shows it unbilled, and ageing"
     );
 
-    let oldest = 1000 * limits::oldest_acceptable(app.clock.world_now());
+    let oldest = limits::oldest_acceptable_ms(app.clock.world_now());
     assert_eq!(
         store
             .count_sent_in(StripeMode::Test, None, None, oldest)
@@ -231,7 +231,7 @@ async fn test_mode_outcomes_are_sent_to_live_only_by_replay(backend: Backend) {
             .expect("count"),
         (1, 0)
     );
-    let now = app.clock.now().timestamp_millis();
+    let now = Millis::from(app.clock.now());
     let queued = store
         .requeue_sent_in(StripeMode::Test, None, None, now)
         .await
@@ -296,7 +296,7 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
     app.settings.stripe.api_key = FakeStripe::API_KEY.into();
     let app = app.restart().await;
     let store = &app.services.store;
-    let oldest = 1000 * limits::oldest_acceptable(app.clock.world_now());
+    let oldest = limits::oldest_acceptable_ms(app.clock.world_now());
     assert_eq!(
         store
             .count_sent_in(StripeMode::DryRun, None, None, oldest)
@@ -304,7 +304,7 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
             .expect("count"),
         (2, 1)
     );
-    let now = app.clock.now().timestamp_millis();
+    let now = Millis::from(app.clock.now());
     store
         .requeue_sent_in(StripeMode::DryRun, None, None, now)
         .await
@@ -326,10 +326,10 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
         ("reported", Some("test"))
     );
     // The statement shows why the old one is not billed.
-    let from = all[0].confirmed_at - 86_400_000;
+    let from = Millis::from_ms(all[0].confirmed_at.as_ms() - 86_400_000);
     let period = Period {
         from,
-        to: app.clock.now().timestamp_millis() + 86_400_000,
+        to: Millis::from_ms(app.clock.now().timestamp_millis() + 86_400_000),
     };
     let st = statement::build(store, TENANT, CUSTOMER, StripeMode::Test, period)
         .await
@@ -435,10 +435,10 @@ async fn an_unanswered_call_is_not_resent_past_stripes_dedupe_window(backend: Ba
     );
     assert_eq!(stripe.events().len(), 1, "not sent a second time");
     let store = &app.services.store;
-    let now = app.clock.now().timestamp_millis();
+    let now = Millis::from(app.clock.now());
     assert_eq!(
         store
-            .requeue_failed(None, None, now, i64::MIN, false)
+            .requeue_failed(None, None, now, Millis::from_ms(i64::MIN), false)
             .await
             .expect("requeue"),
         (0, 0, 1),
@@ -446,7 +446,7 @@ async fn an_unanswered_call_is_not_resent_past_stripes_dedupe_window(backend: Ba
     );
     assert_eq!(
         store
-            .requeue_failed(None, None, now, i64::MIN, true)
+            .requeue_failed(None, None, now, Millis::from_ms(i64::MIN), true)
             .await
             .expect("requeue"),
         (1, 0, 0),

@@ -9,6 +9,7 @@ use outcome_meter::providers::{generic, ProviderSettings};
 use outcome_meter::settings::{Settings, StripeMode, TenantSettings};
 pub use outcome_meter::sink::Sink;
 use outcome_meter::store::{OutcomeFilter, OutcomeRow};
+pub use outcome_meter::time::Millis;
 use std::sync::Arc;
 use testkit::fake_stripe::FakeStripe;
 

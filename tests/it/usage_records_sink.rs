@@ -116,7 +116,7 @@ async fn each_outcome_is_recorded_once_through_lost_answers_and_5xx(backend: Bac
         );
         assert!(attempts[0]
             .request
-            .contains(&format!("timestamp={}", o.confirmed_at / 1000)));
+            .contains(&format!("timestamp={}", o.confirmed_at.as_ms() / 1000)));
     }
     app.stop().await;
 }

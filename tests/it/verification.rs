@@ -71,7 +71,7 @@ impl TestApp {
     }
 
     fn metric(&self, line_start: &str) -> f64 {
-        let text = self.services.metrics.render(0);
+        let text = self.services.metrics.render(Millis::EPOCH);
         text.lines()
             .find(|l| l.starts_with(line_start))
             .and_then(|l| l.rsplit(' ').next())

@@ -10,6 +10,7 @@ use crate::report::ledger::{reversal_applied, reversal_effective_at, totals};
 use crate::report::period::Period;
 use crate::store::{DecisionRow, OutcomeRow, ReversalRow, Store, StoreError};
 use crate::stripe::mode::StripeMode;
+use crate::time::Millis;
 use std::collections::BTreeMap;
 
 /// Build the statement of `tenant` for `period` (outcomes by confirmation time,
@@ -239,7 +240,7 @@ async fn not_billed(
     decisions: Vec<DecisionRow>,
 ) -> Result<NotBilled, StoreError> {
     // (resolution time, ticket, seq) orders the lines as the query does.
-    let mut lines: Vec<((i64, String, i64), NotBilledLine)> = Vec::new();
+    let mut lines: Vec<((Millis, String, i64), NotBilledLine)> = Vec::new();
     let mut by_reason: BTreeMap<String, i64> = BTreeMap::new();
     let key = |o: &OutcomeRow| (o.resolved_at, o.ticket_id.clone(), o.seq);
     // A capped outcome counts in the period it was confirmed in, like the totals'
