@@ -423,7 +423,9 @@ impl Rejections {
         for range in sent {
             match self.compare(&range, name, meter_id).await {
                 Ok(d) => summary.reconciled.push(d),
-                Err(ReconcileError::Store(err)) => return Err(err),
+                Err(ReconcileError::Store(err)) if err.is_transient() => return Err(err),
+                // A tenant's stored rows that cannot be read: noted, as an
+                // unanswered comparison is (see the periodic reconcile).
                 Err(err) => {
                     self.metrics.reconcile_run("error");
                     tracing::warn!(tenant = %range.tenant, meter = %name, error = %err, "could not compare the meter with Stripe after a rejection");
