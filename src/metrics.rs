@@ -617,6 +617,14 @@ impl Metrics {
                 })
                 .set(*n);
         }
+        // A state this build does not know, under its stored spelling.
+        for (state, n) in &q.outcomes_unknown {
+            self.queue_outcomes
+                .get_or_create(&StateLabel {
+                    state: state.clone(),
+                })
+                .set(*n);
+        }
         self.tickets_in_window.set(q.tickets_waiting);
         self.held_for_verification.set(q.held_for_verification);
         self.unbilled_other_mode.set(q.unbilled_other_mode);
