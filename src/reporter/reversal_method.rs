@@ -67,6 +67,7 @@ impl Method {
                 column: "reversals.method",
                 value: s.to_string(),
                 known: &STORED_SPELLINGS,
+                row: None,
             })
     }
 }

@@ -151,9 +151,10 @@ impl Tx {
         .fetch_optional(&mut *self.tx)
         .await?;
         row.map(|r| {
+            let id: String = col(&r, "id")?;
             Ok(OutcomeBrief {
-                id: col(&r, "id")?,
-                state: state_col(&r, "state")?,
+                state: state_col(&r, "state", || format!("outcome {id}"))?,
+                id,
                 event_name: col(&r, "event_name")?,
                 value: col(&r, "value")?,
                 stripe_customer_id: col(&r, "stripe_customer_id")?,
@@ -247,7 +248,7 @@ impl Store {
                 stripe_account: col(&row, "stripe_account")?,
                 method: col(&row, "method")?,
                 attempts: u32::try_from(col::<i64>(&row, "attempts")?).unwrap_or(u32::MAX),
-                outcome_state: state_col(&row, "outcome_state")?,
+                outcome_state: state_col(&row, "outcome_state", || format!("outcome {id}"))?,
                 outcome_reported_mode: col(&row, "reported_mode")?,
                 outcome_first_sent_at: col(&row, "first_sent_at")?,
                 outcome_lease_until: col(&row, "outcome_lease")?,

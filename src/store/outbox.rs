@@ -538,12 +538,13 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let id: String = col(r, "id")?;
                 Ok(TooOld {
-                    id: col(r, "id")?,
+                    state: state_col(r, "state", || format!("outcome {id}"))?,
+                    id,
                     tenant: col(r, "tenant")?,
                     confirmed_at: col(r, "confirmed_at")?,
                     evidence: col(r, "evidence")?,
-                    state: state_col(r, "state")?,
                     attempts_in_doubt: col(r, "in_doubt")?,
                 })
             })

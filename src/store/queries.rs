@@ -148,7 +148,9 @@ fn decision_from_row(r: &AnyRow) -> Result<DecisionRow, StoreError> {
         resolved_at: col(r, "resolved_at")?,
         resolver: col(r, "resolver")?,
         settle_at: col(r, "settle_at")?,
-        status: state_col(r, "status")?,
+        status: state_col(r, "status", || {
+            format!("decision on {provider} ticket {ticket_id} #{seq}")
+        })?,
         billable: col::<i64>(r, "billable")? != 0,
         clause,
         detail: col(r, "detail")?,
@@ -229,8 +231,10 @@ const OUTCOME_COLUMNS: &str = "id, tenant, provider, ticket_id, seq, resolved_at
      reported_mode, stripe_resends, sink, sink_target";
 
 fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
+    let id: String = col(r, "id")?;
     Ok(OutcomeRow {
-        id: col(r, "id")?,
+        state: state_col(r, "state", || format!("outcome {id}"))?,
+        id,
         tenant: col(r, "tenant")?,
         provider: col(r, "provider")?,
         ticket_id: col(r, "ticket_id")?,
@@ -243,7 +247,6 @@ fn outcome_from_row(r: &AnyRow) -> Result<OutcomeRow, StoreError> {
         contract_version: col(r, "contract_version")?,
         contract_hash: col(r, "contract_hash")?,
         evidence: col(r, "evidence")?,
-        state: state_col(r, "state")?,
         attempts: col(r, "attempts")?,
         last_error: col(r, "last_error")?,
         stripe_request_id: col(r, "stripe_request_id")?,
@@ -393,8 +396,10 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let outcome_id: String = col(r, "outcome_id")?;
                 Ok(ReversalRow {
-                    outcome_id: col(r, "outcome_id")?,
+                    state: state_col(r, "state", || format!("reversal of outcome {outcome_id}"))?,
+                    outcome_id,
                     provider: col(r, "provider")?,
                     ticket_id: col(r, "ticket_id")?,
                     event_name: col(r, "event_name")?,
@@ -404,7 +409,6 @@ impl Store {
                     created_at: col(r, "created_at")?,
                     evidence: col(r, "evidence")?,
                     method: col(r, "method")?,
-                    state: state_col(r, "state")?,
                     last_error: col(r, "last_error")?,
                     stripe_request_id: col(r, "stripe_request_id")?,
                     stripe_timestamp: col(r, "stripe_timestamp")?,
@@ -502,13 +506,14 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let id: i64 = col(r, "id")?;
                 Ok(DeliveryRow {
-                    id: col(r, "id")?,
+                    status: state_col(r, "status", || format!("delivery {id}"))?,
+                    id,
                     tenant: col(r, "tenant")?,
                     provider: col(r, "provider")?,
                     delivery_key: col(r, "delivery_key")?,
                     received_at: col(r, "received_at")?,
-                    status: state_col(r, "status")?,
                     error: col(r, "error")?,
                 })
             })

@@ -475,6 +475,17 @@ async fn an_unknown_stored_state_is_an_error(backend: Backend) {
         ),
         ("outcomes.state", "parked".to_string())
     );
+    let e = store
+        .list_outcomes(&OutcomeFilter::default())
+        .await
+        .expect_err("unknown");
+    let x11 = outcome_id(TENANT, "generic", "X11", 1);
+    assert!(
+        e.to_string()
+            .contains("unknown outcomes.state `parked` (known: pending, reported,")
+            && e.to_string().ends_with(&format!(" in outcome {x11}")),
+        "{e}"
+    );
     let q = store
         .queue_counts(StripeMode::Live)
         .await
