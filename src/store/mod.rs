@@ -21,7 +21,9 @@ mod verifications;
 mod vocabulary;
 
 pub use backfills::BackfillRow;
-pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
+pub use billing::{
+    ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt, UnreadableReversal,
+};
 pub use census::{Census, StateCounts};
 pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};

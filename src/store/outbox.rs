@@ -369,7 +369,9 @@ impl Store {
     }
 
     /// Outcomes sent (or recorded as a dry-run) in another mode than `mode`, by
-    /// that mode: in live mode, those were never billed.
+    /// that mode: in live mode, those were never billed. A recorded mode this
+    /// build does not know is logged and left out (this feeds a warning at
+    /// start; one damaged row must not stop the reporter from starting).
     pub async fn sent_in_other_modes(
         &self,
         mode: StripeMode,
@@ -384,9 +386,13 @@ impl Store {
         let mut out = Vec::new();
         for r in rows {
             let stored: String = col(&r, "reported_mode")?;
-            let mode = StripeMode::parse(&stored)
-                .ok_or_else(|| StoreError::corrupt(format!("unknown reported_mode `{stored}`")))?;
-            out.push((mode, col(&r, "n")?));
+            let n: i64 = col(&r, "n")?;
+            match StripeMode::from_stored(&stored) {
+                Ok(mode) => out.push((mode, n)),
+                Err(e) => {
+                    tracing::warn!(error = %e, outcomes = n, "outcomes recorded in a Stripe mode this build does not know; their reversals are parked for an operator");
+                }
+            }
         }
         Ok(out)
     }
