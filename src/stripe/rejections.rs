@@ -533,7 +533,14 @@ impl Rejections {
             .await;
             let r = match r {
                 Ok(r) => r,
-                Err(ReconcileError::Store(e)) => return Err(e),
+                Err(ReconcileError::Store(e)) if e.is_transient() => return Err(e),
+                // What one tenant's rows hold (a state this build cannot read)
+                // never keeps the others from being compared.
+                Err(ReconcileError::Store(e)) => {
+                    self.metrics.reconcile_run("error");
+                    tracing::error!(tenant = %t.id, error = %e, "periodic reconcile: the tenant's stored outcomes cannot be read; not compared");
+                    continue;
+                }
                 Err(e) => {
                     self.metrics.reconcile_run("error");
                     tracing::warn!(tenant = %t.id, error = %e, "periodic reconcile: could not compare with Stripe");

@@ -916,8 +916,70 @@ async fn an_unknown_outcome_state_does_not_stop_a_rejection(backend: Backend) {
     app.stop().await;
 }
 
+/// The periodic reconcile goes on past a tenant whose stored outcomes cannot be
+/// read: that tenant's comparison is counted as an error, the next tenant is
+/// compared.
+async fn the_periodic_reconcile_goes_past_a_tenant_it_cannot_read(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn_tweaked(
+        Options {
+            backend,
+            stripe: Some(stripe.base_url()),
+            ..Default::default()
+        },
+        |s| {
+            with_other_tenant(s);
+            s.stripe.meter_ids = [("resolved_ticket".to_string(), METER.to_string())].into();
+        },
+    )
+    .await;
+    stripe.set_meter(METER, "resolved_ticket");
+    let clock = app.clock.clone();
+    stripe.set_clock(move || clock.now().timestamp());
+    app.send(&event("P1-r", "P1", "resolved", 0, Some("ai")))
+        .await;
+    app.send_for(
+        OTHER_TENANT,
+        &event("Q1-r", "Q1", "resolved", 0, Some("ai")),
+    )
+    .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.events().len(), 2);
+    let p1 = outcome_id(TENANT, "generic", "P1", 1);
+    assert_eq!(
+        app.services
+            .store
+            .test_support()
+            .execute("UPDATE outcomes SET state = 'parked' WHERE id = $1", &[&p1])
+            .await
+            .expect("a state from elsewhere"),
+        1
+    );
+    app.advance_hours(1); // past reconcile.lag
+    let lines = rejections(&app)
+        .reconcile_all()
+        .await
+        .expect("the reconcile goes on");
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| (l.tenant.as_str(), l.line.expected))
+            .collect::<Vec<_>>(),
+        vec![(OTHER_TENANT, 1)]
+    );
+    let text = app.services.metrics.render(0);
+    assert!(
+        text.contains("outcome_meter_reconcile_runs_total{result=\"error\"} 1"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
     an_unknown_outcome_state_does_not_stop_a_rejection,
+    the_periodic_reconcile_goes_past_a_tenant_it_cannot_read,
     the_periodic_reconcile_needs_no_configured_meter_ids,
     a_rejected_outcome_is_shown_as_not_billed_and_resent_once_fixed,
     only_authentic_notifications_are_stored,
