@@ -200,7 +200,9 @@ impl Store {
     /// Claim pending outcomes that are due, with a lease. No transaction stays
     /// open while Stripe is called: the lease is what keeps others away. The first
     /// claim also stamps `first_sent_at`: Stripe cannot have received the event
-    /// earlier, so its cancellation window is measured from there.
+    /// earlier, so its cancellation window is measured from there. A claimed row
+    /// holding a value this build does not know (its sink) is parked as failed
+    /// with the reason instead of returned.
     pub async fn claim_outcomes(
         &self,
         now: i64,
@@ -223,26 +225,26 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClaimedOutcome {
-                    id: col(r, "id")?,
-                    event_name: col(r, "event_name")?,
-                    value: col(r, "value")?,
-                    stripe_customer_id: col(r, "stripe_customer_id")?,
-                    stripe_account: col(r, "stripe_account")?,
-                    confirmed_at: col(r, "confirmed_at")?,
-                    attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
-                    calls: u32::try_from(col::<i64>(r, "calls")?).unwrap_or(u32::MAX),
-                    doubt_since: col(r, "doubt_since")?,
-                    lease_until: col(r, "lease_until")?,
-                    resends: col(r, "stripe_resends")?,
-                    sink: sink_col(r)?,
-                    sink_target: col(r, "sink_target")?,
-                    identity: OutcomeIdentity::from_row(r)?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match claimed_outcome(r) {
+                Ok(o) => out.push(o),
+                // One row this build cannot act on (a sink it does not know) is set
+                // aside for an operator, not the batch: the others are sent.
+                Err(e) if !e.is_transient() => {
+                    let id: String = col(r, "id")?;
+                    let why = format!(
+                        "not sent: its stored data cannot be read ({e}); check the outcome, or run \
+                         the release that wrote it, then `replay --failed`"
+                    );
+                    tracing::error!(outcome = %id, reason = %e, "claimed outcome cannot be read: parked as failed");
+                    self.set_aside(&id, col(r, "lease_until")?, &why, SetAside::Park)
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// The Stripe customers of outcomes still to be sent (pending), once each:
@@ -607,4 +609,24 @@ where
         .execute(exec)
         .await?;
     Ok(())
+}
+
+/// A claimed outcome's row (see [`Store::claim_outcomes`]), decoded.
+fn claimed_outcome(r: &sqlx::any::AnyRow) -> Result<ClaimedOutcome, StoreError> {
+    Ok(ClaimedOutcome {
+        id: col(r, "id")?,
+        event_name: col(r, "event_name")?,
+        value: col(r, "value")?,
+        stripe_customer_id: col(r, "stripe_customer_id")?,
+        stripe_account: col(r, "stripe_account")?,
+        confirmed_at: col(r, "confirmed_at")?,
+        attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
+        calls: u32::try_from(col::<i64>(r, "calls")?).unwrap_or(u32::MAX),
+        doubt_since: col(r, "doubt_since")?,
+        lease_until: col(r, "lease_until")?,
+        resends: col(r, "stripe_resends")?,
+        sink: sink_col(r)?,
+        sink_target: col(r, "sink_target")?,
+        identity: OutcomeIdentity::from_row(r)?,
+    })
 }
