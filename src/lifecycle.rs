@@ -16,7 +16,7 @@ use std::str::FromStr;
 /// A stored value this build does not know (a newer release's, or a damaged
 /// row): an error, never taken as some known value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {column} `{value}` (known: {})", .known.join(", "))]
+#[error("unknown {column} `{value}` (known: {}){}", .known.join(", "), in_row(.row))]
 pub struct UnknownValue {
     /// Where it was stored: `table.column`.
     pub column: &'static str,
@@ -24,6 +24,23 @@ pub struct UnknownValue {
     pub value: String,
     /// What this build knows for that column.
     pub known: &'static [&'static str],
+    /// The row it was read from (`outcome om_…`), when the reader says.
+    pub row: Option<String>,
+}
+
+impl UnknownValue {
+    /// The same, read from `row` (`outcome om_…`, `delivery 12`).
+    pub fn in_row(self, row: String) -> UnknownValue {
+        UnknownValue {
+            row: Some(row),
+            ..self
+        }
+    }
+}
+
+/// ` in <row>`, or nothing.
+fn in_row(row: &Option<String>) -> String {
+    row.as_ref().map(|r| format!(" in {r}")).unwrap_or_default()
 }
 
 /// One enum per stored column: its variants, each with its stored spelling;
@@ -74,6 +91,7 @@ macro_rules! stored_states {
                         column: $column,
                         value: other.to_string(),
                         known: &[$($spelling),+],
+                        row: None,
                     }),
                 }
             }
@@ -286,6 +304,12 @@ mod tests {
         assert_eq!(
             "voided".parse::<ReversalState>().map_err(|e| e.to_string()),
             Err("unknown reversals.state `voided` (known: pending, done, failed)".into())
+        );
+        assert_eq!(
+            "voided"
+                .parse::<ReversalState>()
+                .map_err(|e| e.in_row("reversal of outcome om_1".into()).to_string()),
+            Err("unknown reversals.state `voided` (known: pending, done, failed) in reversal of outcome om_1".into())
         );
     }
 }

@@ -130,6 +130,7 @@ pub struct Metrics {
     connections_refused: Counter,
     deliveries: Family<ResultLabel, Counter>,
     outcomes_confirmed: Counter,
+    tickets_postponed: Family<ReasonLabel, Counter>,
     stripe_reports: Family<ResultLabel, Counter>,
     stripe_call_seconds: Family<CallLabel, Histogram>,
     queue_deliveries: Family<StatusLabel, Gauge>,
@@ -334,6 +335,12 @@ impl Default for Metrics {
             "Outcomes confirmed into the outbox",
             outcomes_confirmed.clone(),
         );
+        let tickets_postponed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tickets_postponed",
+            "Due tickets the confirmer postponed an hour instead of confirming, by reason: unreadable (a pinned contract or a stored state it cannot read; logged with the tenant and ticket)",
+            tickets_postponed.clone(),
+        );
         let stripe_reports = Family::<ResultLabel, Counter>::default();
         registry.register(
             "stripe_reports",
@@ -424,6 +431,7 @@ impl Default for Metrics {
             connections_refused,
             deliveries,
             outcomes_confirmed,
+            tickets_postponed,
             stripe_reports,
             stripe_call_seconds,
             queue_deliveries,
@@ -486,6 +494,13 @@ impl Metrics {
     pub fn outcomes_confirmed(&self, n: usize) {
         self.outcomes_confirmed
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// A due ticket was postponed instead of confirmed (`reason`: `unreadable`).
+    pub fn tickets_postponed(&self, reason: &'static str) {
+        self.tickets_postponed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn report(&self, r: ReportResult) {
@@ -615,6 +630,14 @@ impl Metrics {
             self.queue_outcomes
                 .get_or_create(&StateLabel {
                     state: state.to_string(),
+                })
+                .set(*n);
+        }
+        // A state this build does not know, under its stored spelling.
+        for (state, n) in &q.outcomes_unknown {
+            self.queue_outcomes
+                .get_or_create(&StateLabel {
+                    state: state.clone(),
                 })
                 .set(*n);
         }

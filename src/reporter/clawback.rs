@@ -11,9 +11,8 @@ use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::outcome::idempotency_key;
 use crate::settings::MeterAggregation;
 use crate::sink::Sink;
-use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
+use crate::store::{ClaimedReversal, ReversalAttempt, StoreError, UnreadableReversal};
 use crate::stripe::client::{cancel_form, Ack, MeterEvent, StripeClient, StripeError};
-use crate::stripe::mode::StripeMode;
 use crate::stripe::preflight::MeterInfo;
 use crate::stripe::retry::is_cancel_too_old;
 use crate::time::Millis;
@@ -61,7 +60,8 @@ fn billed_in_doubt(r: &ClaimedReversal) -> Option<String> {
 }
 
 impl Reporter {
-    /// Claim one batch of clawback reversals and carry them out.
+    /// Claim one batch of clawback reversals and carry them out. One whose row
+    /// this build cannot read is parked for an operator; the others go on.
     pub(super) async fn reverse_batch(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         let claimed = self
@@ -69,6 +69,14 @@ impl Reporter {
             .claim_reversals(now, now + self.lease, self.settings.batch_size)
             .await?;
         for r in &claimed {
+            let r = match r {
+                Ok(r) => r,
+                Err(unreadable) => {
+                    self.park_unreadable(unreadable, self.clock.now_ms())
+                        .await?;
+                    continue;
+                }
+            };
             if let Some(why) = unreadable_method(r).or_else(|| billed_in_doubt(r)) {
                 self.park_reversal(r, self.clock.now_ms(), &why).await?;
                 continue;
@@ -98,10 +106,7 @@ impl Reporter {
         let method = choose_method(MethodInput {
             stored: r.method.as_deref(),
             outcome_state: r.outcome_state,
-            reported_in: r
-                .outcome_reported_mode
-                .as_deref()
-                .and_then(StripeMode::parse),
+            reported_in: r.outcome_reported_mode,
             mode: self.mode,
             first_sent_at: r.outcome_first_sent_at,
             now,
@@ -339,8 +344,19 @@ impl Reporter {
         method: Method,
         result: &'a str,
     ) -> ReversalAttempt<'a> {
+        self.reversal_done_of(&r.outcome_id, now, method, result)
+    }
+
+    /// [`Reporter::reversal_done`] of the reversal of `outcome_id`.
+    fn reversal_done_of<'a>(
+        &self,
+        outcome_id: &'a str,
+        now: Millis,
+        method: Method,
+        result: &'a str,
+    ) -> ReversalAttempt<'a> {
         ReversalAttempt {
-            outcome_id: &r.outcome_id,
+            outcome_id,
             now,
             method: method.as_str(),
             dry_run: false,
@@ -366,8 +382,28 @@ impl Reporter {
         now: Millis,
         why: &str,
     ) -> Result<(), StoreError> {
-        tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal parked as failed");
-        let mut a = self.reversal_done(r, now, Method::Manual, "not_reversible");
+        self.park_reversal_of(&r.outcome_id, now, why).await
+    }
+
+    /// Park a reversal whose row holds a value this build does not know (its
+    /// outcome's state or reported mode, its sink): never carried out on a guess.
+    async fn park_unreadable(&self, r: &UnreadableReversal, now: Millis) -> Result<(), StoreError> {
+        let why = format!(
+            "not reversed: its stored data cannot be read ({}); check the outcome and what reached \
+             the billing system and credit by hand, or run the release that wrote it",
+            r.why
+        );
+        self.park_reversal_of(&r.outcome_id, now, &why).await
+    }
+
+    async fn park_reversal_of(
+        &self,
+        outcome_id: &str,
+        now: Millis,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        tracing::error!(outcome = %outcome_id, %why, "clawback: reversal parked as failed");
+        let mut a = self.reversal_done_of(outcome_id, now, Method::Manual, "not_reversible");
         a.state = ReversalState::Failed;
         a.error = Some(why);
         self.store.record_reversal_attempt(&a).await

@@ -75,9 +75,7 @@ impl Reporter {
         let method = choose_metronome_method(
             r.method.as_deref(),
             r.outcome_state,
-            r.outcome_reported_mode
-                .as_deref()
-                .and_then(StripeMode::parse),
+            r.outcome_reported_mode,
             self.mode,
             aggregation,
         );

@@ -149,10 +149,12 @@ impl Reporter {
         if let Some(g) = &self.gate {
             g.ensure_started().await;
         }
-        // Reversals first: an outcome clawed back before it was sent is voided, never sent.
-        let reversed = self.reverse_batch().await?;
-        let reported = self.report_batch().await?;
-        Ok(reported + reversed)
+        // Reversals first: an outcome clawed back before it was sent is voided, never sent
+        // (and one with a reversal is never claimed to be sent). Outcomes are sent
+        // even when the reversals failed; the first error is the pass's.
+        let reversed = self.reverse_batch().await;
+        let reported = self.report_batch().await;
+        Ok(reversed? + reported?)
     }
 
     /// The timestamp (Unix seconds) of an event made now (a correction): this

@@ -68,6 +68,7 @@ impl Method {
                 column: "reversals.method",
                 value: s.to_string(),
                 known: &STORED_SPELLINGS,
+                row: None,
             })
     }
 }

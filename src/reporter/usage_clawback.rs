@@ -18,7 +18,6 @@ use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::settings::MeterAggregation;
 use crate::store::{ClaimedReversal, ReversalAttempt, StoreError};
 use crate::stripe::client::StripeClient;
-use crate::stripe::mode::StripeMode;
 use crate::stripe::usage_records::rules::{
     current_period, park_reason, plan_resend, plan_reversal, reversal_key, RecordState, Resend,
     Reversal, ReversalInput, KEY_SAFE_AGE,
@@ -36,10 +35,7 @@ impl Reporter {
         let method = choose_method(MethodInput {
             stored: r.method.as_deref(),
             outcome_state: r.outcome_state,
-            reported_in: r
-                .outcome_reported_mode
-                .as_deref()
-                .and_then(StripeMode::parse),
+            reported_in: r.outcome_reported_mode,
             mode: self.mode,
             first_sent_at: r.outcome_first_sent_at,
             now,

@@ -2,7 +2,9 @@
 //! `Default` impls, the one source of defaults), `--config FILE`, then the
 //! environment. `config/default.toml` restates the defaults for operators and
 //! is not read (tests/it/config_keys.rs keeps it, and docs/configuration.md, equal
-//! to the built-in ones).
+//! to the built-in ones). Earlier releases read it from the working directory:
+//! one there that says something else, and is not the `--config` file, stops the
+//! start ([`SettingsError::UnreadDefaults`]) rather than being silently ignored.
 
 use super::{Settings, SettingsError};
 use std::path::Path;
@@ -41,6 +43,7 @@ impl Settings {
         // The built-in defaults are the base layer (serde fills every key no source
         // sets from the `Default` impls); no file of defaults is read, so what the
         // binary does never depends on the directory it is started from.
+        refuse_unread_defaults(Path::new(UNREAD_DEFAULTS), file)?;
         let mut b = config::Config::builder();
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
@@ -66,5 +69,66 @@ impl Settings {
         }
         s.validate()?;
         Ok(s)
+    }
+}
+
+/// Where earlier releases read their defaults from (relative to the working directory).
+const UNREAD_DEFAULTS: &str = "config/default.toml";
+
+/// `Err` when `defaults` (earlier releases' file of defaults) exists, is not
+/// `file` (the `--config` file), and does not load equal to the built-in
+/// defaults: an operator who edited it would otherwise get other settings
+/// (another contract, no tenants) without a word. Equal, or absent: nothing.
+fn refuse_unread_defaults(defaults: &Path, file: Option<&Path>) -> Result<(), SettingsError> {
+    if !defaults.is_file() {
+        return Ok(());
+    }
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    if file.is_some_and(|f| canonical(f).is_some() && canonical(f) == canonical(defaults)) {
+        return Ok(());
+    }
+    let loaded: Result<Settings, config::ConfigError> = config::Config::builder()
+        .add_source(config::File::from(defaults).required(true))
+        .build()
+        .and_then(config::Config::try_deserialize);
+    // `Settings` has no `PartialEq`; its `Debug` shows every value.
+    match loaded {
+        Ok(s) if format!("{s:?}") == format!("{:?}", Settings::default()) => Ok(()),
+        _ => Err(SettingsError::UnreadDefaults {
+            path: defaults.display().to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_of_defaults_that_says_something_else_stops_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let defaults = dir.path().join("default.toml");
+        assert!(refuse_unread_defaults(&defaults, None).is_ok(), "absent");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        std::fs::copy(&repo, &defaults).expect("copy");
+        assert!(refuse_unread_defaults(&defaults, None).is_ok(), "equal");
+        std::fs::write(&defaults, "[worker]\nbatch_size = 7\n").expect("write");
+        let err = refuse_unread_defaults(&defaults, None).expect_err("differs");
+        assert!(err.to_string().contains("no longer reads it"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("--config {}", defaults.display())),
+            "{err}"
+        );
+        std::fs::write(&defaults, "not toml [").expect("write");
+        assert!(
+            refuse_unread_defaults(&defaults, None).is_err(),
+            "unreadable"
+        );
+        // Passed with --config: read as configuration, not refused.
+        assert!(refuse_unread_defaults(&defaults, Some(&defaults)).is_ok());
+        let other = dir.path().join("om.toml");
+        std::fs::write(&other, "").expect("write");
+        assert!(refuse_unread_defaults(&defaults, Some(&other)).is_err());
     }
 }

@@ -39,6 +39,14 @@ pub enum SettingsError {
     Load(String),
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
+    /// `config/default.toml` in the working directory says something else than
+    /// the built-in defaults: earlier releases read it, this one does not.
+    #[error(
+        "{path} differs from the built-in defaults, and outcome-meter no longer reads it from the \
+         working directory (earlier releases did): pass it with --config {path} (or \
+         OUTCOME_METER_CONFIG) to keep using it, or remove it"
+    )]
+    UnreadDefaults { path: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

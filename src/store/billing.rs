@@ -45,9 +45,10 @@ pub struct ClaimedReversal {
     pub method: Option<String>,
     pub attempts: u32,
     pub outcome_state: OutcomeState,
-    /// Where the outcome's event was reported (`live`, `test`, `dry_run`; none
-    /// before modes were recorded).
-    pub outcome_reported_mode: Option<String>,
+    /// Where the outcome's event was reported (`None`: no mode recorded, a row
+    /// from before modes were; an unknown spelling makes the reversal
+    /// [`UnreadableReversal`]).
+    pub outcome_reported_mode: Option<StripeMode>,
     /// When the outcome was first taken to be sent to Stripe (no later than Stripe
     /// received it; `reported_at` for rows older than that column).
     pub outcome_first_sent_at: Option<Millis>,
@@ -70,6 +71,17 @@ pub struct ClaimedReversal {
     pub sink_target: Option<String>,
     /// The outcome's identity and contract (a Metronome correction carries them).
     pub identity: super::OutcomeIdentity,
+}
+
+/// A claimed reversal whose row holds a value this build cannot act on (its
+/// outcome's state, the mode it was reported in, its sink): parked for an
+/// operator, never carried out on a guess. The other reversals claimed with it
+/// go on.
+#[derive(Debug, Clone)]
+pub struct UnreadableReversal {
+    pub outcome_id: String,
+    /// What cannot be read: the column, the value and the row.
+    pub why: String,
 }
 
 /// How a reversal attempt ended.
@@ -152,9 +164,10 @@ impl Tx {
         .fetch_optional(&mut *self.tx)
         .await?;
         row.map(|r| {
+            let id: String = col(&r, "id")?;
             Ok(OutcomeBrief {
-                id: col(&r, "id")?,
-                state: state_col(&r, "state")?,
+                state: state_col(&r, "state", || format!("outcome {id}"))?,
+                id,
                 event_name: col(&r, "event_name")?,
                 value: col(&r, "value")?,
                 stripe_customer_id: col(&r, "stripe_customer_id")?,
@@ -205,12 +218,14 @@ impl Tx {
 
 impl Store {
     /// Claim due reversals with a lease (no transaction held across Stripe calls).
+    /// Each row is decoded on its own: one holding a value this build does not
+    /// know is an [`UnreadableReversal`] (to park), never an error for the batch.
     pub async fn claim_reversals(
         &self,
         now: Millis,
         lease_until: Millis,
         limit: u32,
-    ) -> Result<Vec<ClaimedReversal>, StoreError> {
+    ) -> Result<Vec<Result<ClaimedReversal, UnreadableReversal>>, StoreError> {
         let sql = format!(
             "UPDATE reversals SET lease_until = $1 WHERE outcome_id IN ( \
                SELECT outcome_id FROM reversals WHERE state = 'pending' AND next_attempt_at <= $2 \
@@ -240,32 +255,13 @@ impl Store {
             .bind(&id)
             .fetch_one(&self.pool)
             .await?;
-            out.push(ClaimedReversal {
-                outcome_id: col(&row, "outcome_id")?,
-                event_name: col(&row, "event_name")?,
-                value: col(&row, "value")?,
-                stripe_customer_id: col(&row, "stripe_customer_id")?,
-                stripe_account: col(&row, "stripe_account")?,
-                method: col(&row, "method")?,
-                attempts: u32::try_from(col::<i64>(&row, "attempts")?).unwrap_or(u32::MAX),
-                outcome_state: state_col(&row, "outcome_state")?,
-                outcome_reported_mode: col(&row, "reported_mode")?,
-                outcome_first_sent_at: col(&row, "first_sent_at")?,
-                outcome_lease_until: col(&row, "outcome_lease")?,
-                stripe_timestamp: col(&row, "stripe_timestamp")?,
-                // In doubt for good once any cancel call went unanswered or got a 5xx
-                // (each call has its own key: a later definite answer says nothing
-                // about an earlier call), or one is under way or was cut by a crash.
-                cancel_in_doubt: col::<i64>(&row, "cancel_in_doubt")? != 0
-                    || col::<i64>(&row, "cancels_unanswered")? > 0,
-                outcome_identifier: crate::stripe::events::outcome_identifier(
-                    &id,
-                    col(&row, "outcome_resends")?,
-                ),
-                outcome_doubt_since: col(&row, "outcome_doubt_since")?,
-                sink: super::sink_col(&row)?,
-                sink_target: col(&row, "sink_target")?,
-                identity: super::OutcomeIdentity::from_row(&row)?,
+            out.push(match claimed_reversal(&id, &row) {
+                Ok(r) => Ok(r),
+                Err(e) if !e.is_transient() => Err(UnreadableReversal {
+                    outcome_id: id,
+                    why: e.to_string(),
+                }),
+                Err(e) => return Err(e),
             });
         }
         Ok(out)
@@ -409,6 +405,41 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// A claimed reversal's row (see [`Store::claim_reversals`]), decoded.
+fn claimed_reversal(id: &str, row: &sqlx::any::AnyRow) -> Result<ClaimedReversal, StoreError> {
+    let reported_mode: Option<String> = col(row, "reported_mode")?;
+    Ok(ClaimedReversal {
+        outcome_id: col(row, "outcome_id")?,
+        event_name: col(row, "event_name")?,
+        value: col(row, "value")?,
+        stripe_customer_id: col(row, "stripe_customer_id")?,
+        stripe_account: col(row, "stripe_account")?,
+        method: col(row, "method")?,
+        attempts: u32::try_from(col::<i64>(row, "attempts")?).unwrap_or(u32::MAX),
+        outcome_state: state_col(row, "outcome_state", || format!("outcome {id}"))?,
+        outcome_reported_mode: reported_mode
+            .as_deref()
+            .map(|m| StripeMode::from_stored(m).map_err(|e| e.in_row(format!("outcome {id}"))))
+            .transpose()?,
+        outcome_first_sent_at: col(row, "first_sent_at")?,
+        outcome_lease_until: col(row, "outcome_lease")?,
+        stripe_timestamp: col(row, "stripe_timestamp")?,
+        // In doubt for good once any cancel call went unanswered or got a 5xx
+        // (each call has its own key: a later definite answer says nothing
+        // about an earlier call), or one is under way or was cut by a crash.
+        cancel_in_doubt: col::<i64>(row, "cancel_in_doubt")? != 0
+            || col::<i64>(row, "cancels_unanswered")? > 0,
+        outcome_identifier: crate::stripe::events::outcome_identifier(
+            id,
+            col(row, "outcome_resends")?,
+        ),
+        outcome_doubt_since: col(row, "outcome_doubt_since")?,
+        sink: super::sink_col(row)?,
+        sink_target: col(row, "sink_target")?,
+        identity: super::OutcomeIdentity::from_row(row)?,
+    })
 }
 
 /// One row of `stripe_attempts` for a reversal request (`result` = `reversal:<method>:<result>`).

@@ -21,7 +21,9 @@ mod verifications;
 mod vocabulary;
 
 pub use backfills::BackfillRow;
-pub use billing::{ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt};
+pub use billing::{
+    ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt, UnreadableReversal,
+};
 pub use census::{Census, StateCounts};
 pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
@@ -521,13 +523,20 @@ where
 }
 
 /// A state column (see [`crate::lifecycle`]), decoded: an unknown value is an
-/// error, never a default.
-pub(crate) fn state_col<T>(row: &AnyRow, name: &str) -> Result<T, StoreError>
+/// error naming the column, the value and the row (`key`: `outcome om_…`),
+/// never a default.
+pub(crate) fn state_col<T>(
+    row: &AnyRow,
+    name: &str,
+    key: impl FnOnce() -> String,
+) -> Result<T, StoreError>
 where
     T: std::str::FromStr<Err = crate::lifecycle::UnknownValue>,
 {
     let stored: String = col(row, name)?;
-    Ok(stored.parse()?)
+    stored
+        .parse()
+        .map_err(|e: crate::lifecycle::UnknownValue| StoreError::Unknown(e.in_row(key())))
 }
 
 /// The `sink` column, decoded: an unknown value is corruption, never a default.

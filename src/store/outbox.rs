@@ -201,7 +201,9 @@ impl Store {
     /// Claim pending outcomes that are due, with a lease. No transaction stays
     /// open while Stripe is called: the lease is what keeps others away. The first
     /// claim also stamps `first_sent_at`: Stripe cannot have received the event
-    /// earlier, so its cancellation window is measured from there.
+    /// earlier, so its cancellation window is measured from there. A claimed row
+    /// holding a value this build does not know (its sink) is parked as failed
+    /// with the reason instead of returned.
     pub async fn claim_outcomes(
         &self,
         now: Millis,
@@ -224,26 +226,26 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClaimedOutcome {
-                    id: col(r, "id")?,
-                    event_name: col(r, "event_name")?,
-                    value: col(r, "value")?,
-                    stripe_customer_id: col(r, "stripe_customer_id")?,
-                    stripe_account: col(r, "stripe_account")?,
-                    confirmed_at: col(r, "confirmed_at")?,
-                    attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
-                    calls: u32::try_from(col::<i64>(r, "calls")?).unwrap_or(u32::MAX),
-                    doubt_since: col(r, "doubt_since")?,
-                    lease_until: col(r, "lease_until")?,
-                    resends: col(r, "stripe_resends")?,
-                    sink: sink_col(r)?,
-                    sink_target: col(r, "sink_target")?,
-                    identity: OutcomeIdentity::from_row(r)?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match claimed_outcome(r) {
+                Ok(o) => out.push(o),
+                // One row this build cannot act on (a sink it does not know) is set
+                // aside for an operator, not the batch: the others are sent.
+                Err(e) if !e.is_transient() => {
+                    let id: String = col(r, "id")?;
+                    let why = format!(
+                        "not sent: its stored data cannot be read ({e}); check the outcome, or run \
+                         the release that wrote it, then `replay --failed`"
+                    );
+                    tracing::error!(outcome = %id, reason = %e, "claimed outcome cannot be read: parked as failed");
+                    self.set_aside(&id, col(r, "lease_until")?, &why, SetAside::Park)
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// The Stripe customers of outcomes still to be sent (pending), once each:
@@ -370,7 +372,9 @@ impl Store {
     }
 
     /// Outcomes sent (or recorded as a dry-run) in another mode than `mode`, by
-    /// that mode: in live mode, those were never billed.
+    /// that mode: in live mode, those were never billed. A recorded mode this
+    /// build does not know is logged and left out (this feeds a warning at
+    /// start; one damaged row must not stop the reporter from starting).
     pub async fn sent_in_other_modes(
         &self,
         mode: StripeMode,
@@ -385,9 +389,13 @@ impl Store {
         let mut out = Vec::new();
         for r in rows {
             let stored: String = col(&r, "reported_mode")?;
-            let mode = StripeMode::parse(&stored)
-                .ok_or_else(|| StoreError::corrupt(format!("unknown reported_mode `{stored}`")))?;
-            out.push((mode, col(&r, "n")?));
+            let n: i64 = col(&r, "n")?;
+            match StripeMode::from_stored(&stored) {
+                Ok(mode) => out.push((mode, n)),
+                Err(e) => {
+                    tracing::warn!(error = %e, outcomes = n, "outcomes recorded in a Stripe mode this build does not know; their reversals are parked for an operator");
+                }
+            }
         }
         Ok(out)
     }
@@ -539,12 +547,13 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let id: String = col(r, "id")?;
                 Ok(TooOld {
-                    id: col(r, "id")?,
+                    state: state_col(r, "state", || format!("outcome {id}"))?,
+                    id,
                     tenant: col(r, "tenant")?,
                     confirmed_at: col(r, "confirmed_at")?,
                     evidence: col(r, "evidence")?,
-                    state: state_col(r, "state")?,
                     attempts_in_doubt: col(r, "in_doubt")?,
                 })
             })
@@ -601,4 +610,24 @@ where
         .execute(exec)
         .await?;
     Ok(())
+}
+
+/// A claimed outcome's row (see [`Store::claim_outcomes`]), decoded.
+fn claimed_outcome(r: &sqlx::any::AnyRow) -> Result<ClaimedOutcome, StoreError> {
+    Ok(ClaimedOutcome {
+        id: col(r, "id")?,
+        event_name: col(r, "event_name")?,
+        value: col(r, "value")?,
+        stripe_customer_id: col(r, "stripe_customer_id")?,
+        stripe_account: col(r, "stripe_account")?,
+        confirmed_at: col(r, "confirmed_at")?,
+        attempts: u32::try_from(col::<i64>(r, "attempts")?).unwrap_or(u32::MAX),
+        calls: u32::try_from(col::<i64>(r, "calls")?).unwrap_or(u32::MAX),
+        doubt_since: col(r, "doubt_since")?,
+        lease_until: col(r, "lease_until")?,
+        resends: col(r, "stripe_resends")?,
+        sink: sink_col(r)?,
+        sink_target: col(r, "sink_target")?,
+        identity: OutcomeIdentity::from_row(r)?,
+    })
 }

@@ -1,8 +1,8 @@
 //! Stripe event-destination notifications (`stripe_events`) and the meter events Stripe
 //! rejected after accepting them (`stripe_rejections`, outcome state `rejected_by_stripe`).
 
-use super::{col, state_col, Store, StoreError, Stored};
-use crate::lifecycle::{OutcomeState, ReversalState, StripeEventState};
+use super::{col, Store, StoreError, Stored};
+use crate::lifecycle::{OutcomeState, StripeEventState};
 use crate::stripe::events::{outcome_identifier, parse_identifier, Identifier, Sample};
 use crate::time::Millis;
 
@@ -371,7 +371,10 @@ async fn reject_outcome(
     else {
         return Ok(Effect::Unknown);
     };
-    let state: OutcomeState = state_col(&row, "state")?;
+    // Read as stored: only compared with `rejected_by_stripe` and shown. A state
+    // this build does not know changes nothing (the update below leaves it), and
+    // never fails the notification and the others claimed with it.
+    let state: String = col(&row, "state")?;
     let current: i64 = col(&row, "stripe_resends")?;
     let reported_mode: Option<String> = col(&row, "reported_mode")?;
     let sent_to: Option<String> = col(&row, "stripe_account")?;
@@ -396,12 +399,10 @@ async fn reject_outcome(
             tenant: col(&row, "tenant")?,
             event_name: col(&row, "event_name")?,
         }
-    } else if state == OutcomeState::RejectedByStripe {
+    } else if state == OutcomeState::RejectedByStripe.as_str() {
         Effect::Already
     } else {
-        Effect::Unchanged {
-            state: state.to_string(),
-        }
+        Effect::Unchanged { state }
     })
 }
 
@@ -421,7 +422,8 @@ async fn reject_correction(
     else {
         return Ok(Effect::Unknown);
     };
-    let state: ReversalState = state_col(&row, "state")?;
+    // As stored: only shown (see `reject_outcome`).
+    let state: String = col(&row, "state")?;
     record_rejection(tx, outcome_id, s, at.stripe_event_id, at.now).await?;
     let text = format!(
         "the correcting event was rejected by Stripe after it accepted it: {}: {} \
@@ -440,9 +442,7 @@ async fn reject_correction(
     Ok(if r.rows_affected() == 1 {
         Effect::ReversalFailed
     } else {
-        Effect::Unchanged {
-            state: state.to_string(),
-        }
+        Effect::Unchanged { state }
     })
 }
 

@@ -113,11 +113,12 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let id: String = col(r, "id")?;
                 Ok(UsageDoubt {
-                    id: col(r, "id")?,
+                    state: state_col(r, "state", || format!("outcome {id}"))?,
+                    id,
                     value: col(r, "value")?,
                     confirmed_at: col(r, "confirmed_at")?,
-                    state: state_col(r, "state")?,
                     call: u32::try_from(col::<i64>(r, "usage_doubt_call")?).unwrap_or(u32::MAX),
                     since: col(r, "usage_doubt_since")?,
                     saved: col::<i64>(r, "usage_doubt_saved")? != 0,

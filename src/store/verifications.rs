@@ -38,14 +38,15 @@ fn check_from_row(r: &sqlx::any::AnyRow) -> Result<Check, StoreError> {
         u32::try_from(v)
             .map_err(|_| StoreError::corrupt(format!("verifications.{name} out of range")))
     };
+    let id: i64 = col(r, "id")?;
     Ok(Check {
-        id: col(r, "id")?,
+        result: state_col(r, "result", || format!("verification check {id}"))?,
+        id,
         tenant: col(r, "tenant")?,
         provider: col(r, "provider")?,
         ticket_id: col(r, "ticket_id")?,
         seq: small("seq")?,
         resolved_at: col(r, "resolved_at")?,
-        result: state_col(r, "result")?,
         checked_at: col(r, "checked_at")?,
         failures: small("failures")?,
         failure: col(r, "failure")?,

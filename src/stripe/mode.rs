@@ -59,6 +59,17 @@ impl StripeMode {
         }
     }
 
+    /// Read back `outcomes.reported_mode`: a value this build does not know is
+    /// an error naming it, never taken as some mode (or as none recorded).
+    pub fn from_stored(stored: &str) -> Result<StripeMode, crate::lifecycle::UnknownValue> {
+        StripeMode::parse(stored).ok_or_else(|| crate::lifecycle::UnknownValue {
+            column: "outcomes.reported_mode",
+            value: stored.to_string(),
+            known: &["live", "test", "dry_run"],
+            row: None,
+        })
+    }
+
     /// As written in the configuration.
     pub fn config_name(self) -> &'static str {
         match self {

@@ -420,7 +420,9 @@ impl Rejections {
         for range in sent {
             match self.compare(&range, name, meter_id).await {
                 Ok(d) => summary.reconciled.push(d),
-                Err(ReconcileError::Store(err)) => return Err(err),
+                Err(ReconcileError::Store(err)) if err.is_transient() => return Err(err),
+                // A tenant's stored rows that cannot be read: noted, as an
+                // unanswered comparison is (see the periodic reconcile).
                 Err(err) => {
                     self.metrics.reconcile_run("error");
                     tracing::warn!(tenant = %range.tenant, meter = %name, error = %err, "could not compare the meter with Stripe after a rejection");
@@ -526,7 +528,14 @@ impl Rejections {
             .await;
             let r = match r {
                 Ok(r) => r,
-                Err(ReconcileError::Store(e)) => return Err(e),
+                Err(ReconcileError::Store(e)) if e.is_transient() => return Err(e),
+                // What one tenant's rows hold (a state this build cannot read)
+                // never keeps the others from being compared.
+                Err(ReconcileError::Store(e)) => {
+                    self.metrics.reconcile_run("error");
+                    tracing::error!(tenant = %t.id, error = %e, "periodic reconcile: the tenant's stored outcomes cannot be read; not compared");
+                    continue;
+                }
                 Err(e) => {
                     self.metrics.reconcile_run("error");
                     tracing::warn!(tenant = %t.id, error = %e, "periodic reconcile: could not compare with Stripe");

@@ -6,6 +6,10 @@
 //! resolution, in order, is gated by verification, checked against the caps,
 //! written as an outcome and a final decision, and checked for a clawback
 //! ([`Worker::decide_due`]); then the ticket is saved with the time it is due next.
+//! When the batch fails for a reason that is not transient, its tickets are
+//! confirmed one per transaction ([`Worker::confirm_alone`]), and one that still
+//! fails (a pinned contract or a stored state that cannot be read) is postponed
+//! an hour: one bad row never stops confirmation for everyone.
 
 use super::clawback::{over_cap, LateReopen};
 use super::evidence::{decision, evidence, DecisionInput, Pins, Verification};
@@ -30,6 +34,7 @@ fn due_horizon(oldest: Option<Millis>, now: Millis, grace: Duration) -> Millis {
 }
 
 /// The times of one confirmation pass.
+#[derive(Clone, Copy)]
 struct Pass {
     now_t: DateTime<Utc>,
     /// `now_t` as an instant.
@@ -143,15 +148,88 @@ impl Worker {
             grace,
             horizon: horizon.to_datetime(),
         };
+        match self.confirm_batch(tx, &pass, &due).await {
+            Ok(confirmed) => self.metrics.outcomes_confirmed(confirmed),
+            // One ticket's stored data the store cannot read (a pinned contract, a
+            // state) must not hold back every other tenant's: one per transaction.
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, n = due.len(), "confirmation batch failed; confirming its tickets one by one");
+                for (tenant_id, provider, ticket_id) in &due {
+                    self.confirm_alone(&pass, tenant_id, provider, ticket_id)
+                        .await?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(due.len())
+    }
+
+    /// Confirm the due tickets in one transaction (`tx`, which locked them).
+    /// Returns how many outcomes it confirmed; on an error nothing is written.
+    async fn confirm_batch(
+        &self,
+        mut tx: Tx,
+        pass: &Pass,
+        due: &[(String, String, String)],
+    ) -> Result<usize, StoreError> {
         let mut confirmed = 0usize;
-        for (tenant_id, provider, ticket_id) in &due {
-            confirmed += self
-                .confirm_ticket(&mut tx, &pass, tenant_id, provider, ticket_id)
-                .await?;
+        for (tenant_id, provider, ticket_id) in due {
+            match self
+                .confirm_ticket(&mut tx, pass, tenant_id, provider, ticket_id)
+                .await
+            {
+                Ok(n) => confirmed += n,
+                Err(e) => {
+                    // Give the write lock back now, before the next transaction asks for it.
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
         }
         tx.commit().await?;
-        self.metrics.outcomes_confirmed(confirmed);
-        Ok(due.len())
+        Ok(confirmed)
+    }
+
+    /// Confirm one due ticket in a transaction of its own (after its batch failed).
+    /// A ticket that fails for a reason that is not transient (a pinned contract or
+    /// a stored state that cannot be read) is postponed an hour with an error that
+    /// names it, and counted: never confirmed under another contract, and never in
+    /// the way of the others.
+    async fn confirm_alone(
+        &self,
+        pass: &Pass,
+        tenant_id: &str,
+        provider: &str,
+        ticket_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        // What waits in the inbox now, as a batch's transaction would see it.
+        let horizon = due_horizon(tx.oldest_pending_delivery().await?, pass.now, pass.grace);
+        let pass = Pass {
+            horizon: horizon.to_datetime(),
+            ..*pass
+        };
+        let e = match self
+            .confirm_ticket(&mut tx, &pass, tenant_id, provider, ticket_id)
+            .await
+        {
+            Ok(confirmed) => {
+                tx.commit().await?;
+                self.metrics.outcomes_confirmed(confirmed);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let _ = tx.rollback().await;
+        if e.is_transient() {
+            return Err(e);
+        }
+        tracing::error!(%tenant_id, %provider, %ticket_id, reason = %e, "due ticket cannot be confirmed: postponed one hour (not confirmed under another contract; repair the stored data)");
+        let mut tx = self.store.begin().await?;
+        postpone_an_hour(&mut tx, &pass, tenant_id, provider, ticket_id).await?;
+        tx.commit().await?;
+        self.metrics.tickets_postponed("unreadable");
+        Ok(())
     }
 
     /// Decide the due resolutions of one ticket, in order, and save it with the

@@ -59,10 +59,20 @@ impl Worker {
             ) else {
                 continue;
             };
-            if let Some(mut c) = self
+            let candidate = match self
                 .candidate(tenant, &provider, &ticket_id, horizon_t, now)
-                .await?
+                .await
             {
+                Ok(c) => c,
+                // A ticket whose stored data cannot be read (a pinned contract, a
+                // state) is skipped, not the pass: the confirmer postpones it.
+                Err(e) if !e.is_transient() => {
+                    tracing::error!(tenant = %tenant_id, %provider, ticket = %ticket_id, reason = %e, "verification: due ticket skipped: its stored data cannot be read");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(mut c) = candidate {
                 c.same_within = client.same_happening();
                 work.push((client.clone(), c));
             }
@@ -91,7 +101,15 @@ impl Worker {
             }
         }
         for (c, look) in results {
-            self.record_check(c, look, horizon_t, now).await?;
+            let (tenant, provider, ticket) =
+                (c.tenant.clone(), c.provider.clone(), c.ticket_id.clone());
+            match self.record_check(c, look, horizon_t, now).await {
+                Ok(()) => {}
+                Err(e) if !e.is_transient() => {
+                    tracing::error!(%tenant, %provider, %ticket, reason = %e, "verification: check not recorded: the ticket's stored data cannot be read");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(n)
     }

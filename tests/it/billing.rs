@@ -1,13 +1,12 @@
 //! Dispute-proof billing: caps, clawback, statements, reconciliation, contract changes.
 
 use crate::support::*;
-use outcome_meter::contract::{Caps, ContractTerms, StoredContractError};
+use outcome_meter::contract::{Caps, ContractTerms};
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::report::period::Period;
 use outcome_meter::report::reconcile::{reconcile, StripeTarget};
 use outcome_meter::report::statement;
 use outcome_meter::settings::StripeMode;
-use outcome_meter::store::StoreError;
 use outcome_meter::stripe::MeterEvent;
 use std::time::Duration;
 use testkit::fake_stripe::{FakeStripe, Fault};
@@ -537,31 +536,35 @@ async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backen
         "no clawback judged by another contract"
     );
 
-    // U2's window ends: it is not confirmed under version 2.
+    // U2's window ends: it is not confirmed (under version 2 or at all), and the
+    // pass goes on: U2 is postponed, still pinned to version 1.
     app.advance_hours(80);
-    let err = app
-        .services
-        .worker()
-        .drain()
-        .await
-        .expect_err("U2 is pinned to a contract that cannot be read");
-    assert!(
-        matches!(&err, StoreError::Contract(StoredContractError::Unreadable { hash, .. }) if *hash == v1),
-        "{err:?}"
-    );
-    assert!(!err.is_transient());
+    app.settle().await;
     assert_eq!(
         billed_under(&app).await,
         vec![("U1".to_string(), v1.clone())]
     );
+    let u2 = app
+        .services
+        .store
+        .ticket_decisions(TENANT, "U2")
+        .await
+        .expect("decisions");
+    assert!(
+        u2.len() == 1 && !u2[0].is_final && u2[0].contract_hash == v1,
+        "{u2:?}"
+    );
+    assert_postponed(&app, 1);
 
-    // Repaired: the clawback and the confirmation proceed, under version 1.
+    // Repaired: the clawback and, once its hour has passed, the confirmation
+    // proceed, under version 1.
     assert_eq!(rewrite_terms(&app, &v1, &terms).await, 1);
     app.services
         .store
         .requeue_quarantined(Some(TENANT), None)
         .await
         .expect("requeue");
+    app.advance_hours(2); // the hour, and the confirmer's grace
     app.settle().await;
     assert_eq!(reversals().await, 1, "U1 clawed back under version 1");
     assert_eq!(
@@ -569,6 +572,117 @@ async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backen
         vec![("U1".to_string(), v1.clone()), ("U2".to_string(), v1)]
     );
     app.stop().await;
+}
+
+/// One tenant's ticket pinned to a stored contract that cannot be read holds
+/// back no other tenant: the other's due resolution is confirmed and billed in
+/// the same pass; the damaged one is postponed, never confirmed under another
+/// contract, and confirmed under its own once repaired.
+async fn a_damaged_contract_of_one_tenant_holds_back_no_other(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn_tweaked(
+        Options {
+            backend,
+            stripe: Some(stripe.base_url()),
+            contract: clawback_contract(),
+            ..Default::default()
+        },
+        with_other_tenant,
+    )
+    .await;
+    // A1 (tenant acme) is resolved under version 1: its decision is pinned to it.
+    app.send(&event("a1-r", "A1", "resolved", 0, Some("ai")))
+        .await;
+    app.settle().await;
+    let v1 = app
+        .services
+        .store
+        .ticket_decisions(TENANT, "A1")
+        .await
+        .expect("decisions")
+        .first()
+        .map(|d| d.contract_hash.clone())
+        .expect("A1 is decided");
+    let app = redeploy(
+        app,
+        ContractTerms {
+            version: "2".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let terms = app
+        .services
+        .store
+        .test_support()
+        .text_rows("SELECT terms FROM contracts WHERE hash = $1", &[&v1])
+        .await
+        .expect("stored terms")
+        .first()
+        .map(|r| r[0].clone())
+        .expect("version 1 is stored");
+    assert_eq!(rewrite_terms(&app, &v1, "{\"clawback\": 30}").await, 1);
+    // B1 (tenant globex) is resolved under version 2; both are due together.
+    assert_eq!(
+        app.send_for(
+            OTHER_TENANT,
+            &event("b1-r", "B1", "resolved", 0, Some("ai"))
+        )
+        .await,
+        202
+    );
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    let outcomes = app.outcomes().await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .map(|o| (o.tenant.as_str(), o.ticket_id.as_str(), o.state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(OTHER_TENANT, "B1", "reported")],
+        "globex is confirmed and billed; acme's A1 is not confirmed"
+    );
+    let billed = stripe.events();
+    assert_eq!(
+        billed
+            .iter()
+            .map(|e| e.customer.as_str())
+            .collect::<Vec<_>>(),
+        vec![OTHER_CUSTOMER]
+    );
+    assert_postponed(&app, 1);
+
+    // Repaired: A1 is confirmed under version 1 once its hour has passed, and billed.
+    assert_eq!(rewrite_terms(&app, &v1, &terms).await, 1);
+    app.advance_hours(2); // the hour, and the confirmer's grace
+    app.settle().await;
+    app.report().await;
+    let a1 = app
+        .outcomes()
+        .await
+        .into_iter()
+        .find(|o| o.tenant == TENANT)
+        .expect("A1 is confirmed");
+    assert_eq!(
+        (
+            a1.ticket_id.as_str(),
+            a1.contract_hash.as_str(),
+            a1.contract_version.as_str()
+        ),
+        ("A1", v1.as_str(), "1")
+    );
+    assert_eq!(a1.state.as_str(), "reported");
+    assert_eq!(stripe.events().len(), 2);
+    assert_postponed(&app, 1);
+    app.stop().await;
+}
+
+/// The confirmer postponed `n` due tickets it could not read (`/metrics`).
+fn assert_postponed(app: &TestApp, n: u64) {
+    let text = app.services.metrics.render(Millis::EPOCH);
+    let line = format!("outcome_meter_tickets_postponed_total{{reason=\"unreadable\"}} {n}");
+    assert!(text.contains(&line), "{line} missing:\n{text}");
 }
 
 /// Store `terms` as the terms of contract `hash`, as no code path would.
@@ -1455,6 +1569,7 @@ crate::dual!(
     clawback_uses_the_contract_the_outcome_was_decided_under,
     caps_use_the_contract_the_resolution_was_decided_under,
     a_stored_contract_that_cannot_be_read_is_never_replaced,
+    a_damaged_contract_of_one_tenant_holds_back_no_other,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
     statement_csv_neutralizes_formulas_and_json_keeps_values,

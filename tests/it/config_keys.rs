@@ -317,33 +317,69 @@ fn the_documented_defaults_are_the_built_in_defaults() {
 }
 
 /// The binary reads no file of defaults: a `config/default.toml` in the
-/// directory it starts in changes nothing (earlier releases read it).
+/// directory it starts in changes nothing when it equals the built-in defaults
+/// (the Docker image has one); one that says something else (earlier releases
+/// read it: an operator may have edited it) stops the start with what to do,
+/// unless it is the file passed with `--config`.
 #[test]
 fn the_working_directory_does_not_change_the_defaults() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("config")).expect("mkdir");
-    std::fs::write(
-        dir.path().join("config/default.toml"),
-        "[server]\nlisten = \"not an address\"\n",
+    let defaults = dir.path().join("config/default.toml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
+            .args(args)
+            .arg("check")
+            .current_dir(dir.path())
+            .env_remove("OUTCOME_METER_CONFIG")
+            .env(
+                "OUTCOME_METER__DATABASE__URL",
+                format!("sqlite://{}", dir.path().join("om.db").display()),
+            )
+            .env("OUTCOME_METER__STRIPE__MODE", "dry-run")
+            .env_remove("STRIPE_API_KEY")
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run outcome-meter")
+    };
+    let valid = |out: &std::process::Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("configuration is valid"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Equal to the built-in defaults (as shipped): nothing to say.
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"),
+        &defaults,
     )
-    .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outcome-meter"))
-        .arg("check")
-        .current_dir(dir.path())
-        .env_remove("OUTCOME_METER_CONFIG")
-        .env(
-            "OUTCOME_METER__DATABASE__URL",
-            format!("sqlite://{}", dir.path().join("om.db").display()),
-        )
-        .env("OUTCOME_METER__STRIPE__MODE", "dry-run")
-        .env_remove("STRIPE_API_KEY")
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run outcome-meter");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    .expect("copy");
+    let out = run(&[]);
+    valid(&out);
     assert!(
-        out.status.success() && stdout.contains("configuration is valid"),
-        "{stdout}\n{}",
+        out.stderr.is_empty(),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Edited: refused, never silently replaced by the built-in defaults.
+    for edited in [
+        "[server]\nlisten = \"not an address\"\n",
+        "[worker]\nbatch_size = 7\n",
+    ] {
+        std::fs::write(&defaults, edited).expect("write");
+        let out = run(&[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("config/default.toml differs from the built-in defaults")
+                && stderr.contains("no longer reads it")
+                && stderr.contains("pass it with --config config/default.toml"),
+            "{stderr}"
+        );
+    }
+    // Passed with --config, it is the configuration.
+    valid(&run(&["--config", "config/default.toml"]));
 }

@@ -481,7 +481,63 @@ async fn a_claim_whose_lease_expired_can_no_longer_send(backend: Backend) {
     app.stop().await;
 }
 
+/// A claimed outcome whose row holds a value this build does not know (its
+/// sink: a newer release's, or a damaged row) is parked as failed with the
+/// reason; the outcomes claimed with it are sent in the same pass.
+async fn an_unreadable_outcome_is_parked_and_holds_back_no_other(backend: Backend) {
+    use outcome_meter::store::OutcomeFilter;
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    for t in ["S1", "S2"] {
+        app.send(&event(&format!("{t}-r"), t, "resolved", 0, Some("ai")))
+            .await;
+    }
+    app.advance_hours(73);
+    app.settle().await;
+    let s1 = outcome_id(TENANT, "generic", "S1", 1);
+    let store = &app.services.store;
+    assert_eq!(
+        store
+            .test_support()
+            .execute("UPDATE outcomes SET sink = 'paypal' WHERE id = $1", &[&s1])
+            .await
+            .expect("a sink from elsewhere"),
+        1
+    );
+    app.report().await;
+    let s2 = store
+        .list_outcomes(&OutcomeFilter {
+            ticket_id: Some("S2".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("S2");
+    assert_eq!(s2[0].state.as_str(), "reported");
+    let sent: Vec<String> = stripe.events().into_iter().map(|e| e.identifier).collect();
+    assert_eq!(sent, vec![s2[0].id.clone()]);
+    let parked = store
+        .test_support()
+        .text_rows(
+            "SELECT state, last_error FROM outcomes WHERE id = $1",
+            &[&s1],
+        )
+        .await
+        .expect("S1");
+    assert_eq!(parked[0][0], "failed");
+    assert!(
+        parked[0][1].contains("not sent") && parked[0][1].contains("unknown sink `paypal`"),
+        "{parked:?}"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
+    an_unreadable_outcome_is_parked_and_holds_back_no_other,
     a_claim_whose_lease_expired_can_no_longer_send,
     transient_failures_are_retried_until_billed_once,
     permanent_refusal_is_parked_as_failed_with_stripes_message,

@@ -859,7 +859,139 @@ async fn the_periodic_reconcile_needs_no_configured_meter_ids(backend: Backend) 
     app.stop().await;
 }
 
+/// The state of outcome `ticket`, read without the other outcomes (one may hold
+/// a state this build cannot read).
+async fn state_alone(app: &TestApp, ticket: &str) -> String {
+    let rows = app
+        .services
+        .store
+        .list_outcomes(&outcome_meter::store::OutcomeFilter {
+            ticket_id: Some(ticket.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("outcome");
+    rows.first()
+        .map(|o| o.state.to_string())
+        .unwrap_or_default()
+}
+
+/// A sample naming an outcome whose stored state this build does not know
+/// changes nothing for it and fails nothing: the other outcome the notification
+/// names is marked, and the notification is processed.
+async fn an_unknown_outcome_state_does_not_stop_a_rejection(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_customers(&[]);
+    let app = app(backend, &stripe).await;
+    reported(&app, &["V1", "V2"]).await;
+    let v1 = outcome_id(TENANT, "generic", "V1", 1);
+    assert_eq!(
+        app.services
+            .store
+            .test_support()
+            .execute("UPDATE outcomes SET state = 'parked' WHERE id = $1", &[&v1])
+            .await
+            .expect("a state from elsewhere"),
+        1
+    );
+    let published = stripe.publish_error_reports().await;
+    assert_eq!(published.len(), 1, "one report names both");
+    assert_eq!(published[0].1, 200);
+    assert_eq!(rejections(&app).drain().await.expect("drain"), 1);
+    assert_eq!(state_alone(&app, "V2").await, "rejected_by_stripe");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outcomes WHERE state = 'parked'")
+            .await,
+        1,
+        "V1 is left as it is"
+    );
+    let rows = app
+        .services
+        .store
+        .test_support()
+        .text_rows("SELECT state, summary FROM stripe_events", &[])
+        .await
+        .expect("the notification");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0], "processed");
+    let summary: Value = serde_json::from_str(&rows[0][1]).expect("summary JSON");
+    let v1_sample = summary["samples"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["identifier"] == json!(v1)))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (v1_sample["effect"].as_str(), v1_sample["state"].as_str()),
+        (Some("unchanged"), Some("parked")),
+        "{summary}"
+    );
+    app.stop().await;
+}
+
+/// The periodic reconcile goes on past a tenant whose stored outcomes cannot be
+/// read: that tenant's comparison is counted as an error, the next tenant is
+/// compared.
+async fn the_periodic_reconcile_goes_past_a_tenant_it_cannot_read(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn_tweaked(
+        Options {
+            backend,
+            stripe: Some(stripe.base_url()),
+            ..Default::default()
+        },
+        |s| {
+            with_other_tenant(s);
+            s.stripe.meter_ids = [("resolved_ticket".to_string(), METER.to_string())].into();
+        },
+    )
+    .await;
+    stripe.set_meter(METER, "resolved_ticket");
+    let clock = app.clock.clone();
+    stripe.set_clock(move || clock.now().timestamp());
+    app.send(&event("P1-r", "P1", "resolved", 0, Some("ai")))
+        .await;
+    app.send_for(
+        OTHER_TENANT,
+        &event("Q1-r", "Q1", "resolved", 0, Some("ai")),
+    )
+    .await;
+    app.advance_hours(73);
+    app.settle().await;
+    app.report().await;
+    assert_eq!(stripe.events().len(), 2);
+    let p1 = outcome_id(TENANT, "generic", "P1", 1);
+    assert_eq!(
+        app.services
+            .store
+            .test_support()
+            .execute("UPDATE outcomes SET state = 'parked' WHERE id = $1", &[&p1])
+            .await
+            .expect("a state from elsewhere"),
+        1
+    );
+    app.advance_hours(1); // past reconcile.lag
+    let lines = rejections(&app)
+        .reconcile_all()
+        .await
+        .expect("the reconcile goes on");
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| (l.tenant.as_str(), l.line.expected))
+            .collect::<Vec<_>>(),
+        vec![(OTHER_TENANT, 1)]
+    );
+    let text = app.services.metrics.render(Millis::EPOCH);
+    assert!(
+        text.contains("outcome_meter_reconcile_runs_total{result=\"error\"} 1"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
 crate::dual!(
+    an_unknown_outcome_state_does_not_stop_a_rejection,
+    the_periodic_reconcile_goes_past_a_tenant_it_cannot_read,
     the_periodic_reconcile_needs_no_configured_meter_ids,
     a_rejected_outcome_is_shown_as_not_billed_and_resent_once_fixed,
     only_authentic_notifications_are_stored,

@@ -15,6 +15,10 @@ use testkit::fake_stripe::FakeStripe;
 
 pub const TENANT: &str = "acme";
 pub const CUSTOMER: &str = "cus_acme";
+/// A second tenant, when a test adds it ([`with_other_tenant`]): the same
+/// providers and secrets as [`TENANT`], its own Stripe customer.
+pub const OTHER_TENANT: &str = "globex";
+pub const OTHER_CUSTOMER: &str = "cus_globex";
 /// The tenant's Metronome customer (an ingest alias) with `sink = "metronome"`.
 pub const METRONOME_CUSTOMER: &str = "acme-metronome";
 /// The tenant's legacy subscription item with `sink = "stripe_usage_records"`.
@@ -598,13 +602,18 @@ impl TestApp {
 
     /// Send a generic-format event, signed now (by the service's clock).
     pub async fn send(&self, body: &str) -> u16 {
+        self.send_for(TENANT, body).await
+    }
+
+    /// [`TestApp::send`] for `tenant` (see [`with_other_tenant`]).
+    pub async fn send_for(&self, tenant: &str, body: &str) -> u16 {
         let sig = generic::sign(
             GENERIC_SECRET,
             self.services.clock.now().timestamp(),
             body.as_bytes(),
         );
         self.post(
-            "/webhooks/generic/acme",
+            &format!("/webhooks/generic/{tenant}"),
             &[("Outcome-Signature", sig)],
             body.to_string(),
         )
@@ -685,6 +694,15 @@ impl TestApp {
             drop_postgres_db(&name).await;
         }
     }
+}
+
+/// Add [`OTHER_TENANT`] to settings made by [`settings_for`] (for
+/// [`TestApp::spawn_tweaked`]): a copy of the first tenant, billed to [`OTHER_CUSTOMER`].
+pub fn with_other_tenant(s: &mut Settings) {
+    let mut other = s.tenants[0].clone();
+    other.id = OTHER_TENANT.into();
+    other.stripe_customer_id = OTHER_CUSTOMER.into();
+    s.tenants.push(other);
 }
 
 /// An app with one confirmed, billable outcome waiting in the outbox (ticket

@@ -500,7 +500,68 @@ async fn pinned_resolutions_are_checked_after_a_contract_change(backend: Backend
     app.stop().await;
 }
 
+/// A ticket pinned to a stored contract that cannot be read is skipped by the
+/// verification pass (and postponed by the confirmer), never the pass: the other
+/// due ticket is checked with the helpdesk and billed.
+async fn an_unreadable_pinned_contract_skips_its_ticket_not_the_pass(backend: Backend) {
+    let fake = FakeHelpdesk::start(Generic).await;
+    let app = app_verifying(backend, &fake, |s| {
+        s.contract.reopen_window = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    for ticket in ["911", "912"] {
+        fake.set_life(
+            ticket,
+            at(0),
+            vec![Step::new(at(1), Happening::Resolved { by_ai: true })],
+        );
+    }
+    app.webhooks_arrived("generic", &[resolved_by_ai("911", 1)])
+        .await;
+    app.settle().await;
+    let pinned = app
+        .services
+        .store
+        .ticket_decisions(TENANT, "911")
+        .await
+        .expect("decisions")
+        .first()
+        .map(|d| d.contract_hash.clone())
+        .expect("911 is decided");
+    // Redeploy with a 2 h window; 911 stays pinned to the 1 h one, damaged now.
+    let mut app = app;
+    app.settings.contract.reopen_window = std::time::Duration::from_secs(2 * 3600);
+    let app = app.restart().await;
+    assert_eq!(
+        app.services
+            .store
+            .test_support()
+            .execute(
+                "UPDATE contracts SET terms = $1 WHERE hash = $2",
+                &["{\"clawback\": 30}", &pinned]
+            )
+            .await
+            .expect("damage the stored terms"),
+        1
+    );
+    app.webhooks_arrived("generic", &[resolved_by_ai("912", 1)])
+        .await;
+    app.advance_hours(6);
+    app.settle().await;
+    let billed: Vec<String> = app
+        .outcomes()
+        .await
+        .into_iter()
+        .map(|o| o.ticket_id)
+        .collect();
+    assert_eq!(billed, vec!["912".to_string()]);
+    assert_eq!(app.decision_status("912").await, vec!["confirmed"]);
+    assert_eq!(app.decision_status("911").await, vec!["in_window"]);
+    app.stop().await;
+}
+
 crate::dual!(
+    an_unreadable_pinned_contract_skips_its_ticket_not_the_pass,
     pinned_resolutions_are_checked_after_a_contract_change,
     a_lost_resolution_before_a_declined_one_is_learned,
     generic_lost_reopen,
