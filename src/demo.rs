@@ -1,11 +1,11 @@
 //! `outcome-meter demo`: the whole pipeline on a throwaway SQLite file, with a
 //! manual clock moved past the reopen window and Stripe in dry-run.
 
+use crate::accounting::period::Period;
+use crate::accounting::{explain::explain, outcomes, statement};
 use crate::app::{start, AppError, Roles, Services};
 use crate::clock::{Clock, ManualClock};
 use crate::providers::generic;
-use crate::report::period::Period;
-use crate::report::{explain::explain, outcomes, statement};
 use crate::settings::{Settings, TenantSettings};
 use crate::store::OutcomeFilter;
 use crate::time::Millis;

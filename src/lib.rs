@@ -5,6 +5,7 @@
 //! by the [`worker`] once their reopen window has passed, and reported exactly once
 //! to Stripe by the [`stripe`] reporter. [`report`] explains what was billed.
 
+pub mod accounting;
 pub mod app;
 pub mod backfill;
 pub mod clock;
@@ -22,7 +23,6 @@ pub mod metronome;
 pub mod outcome;
 pub mod providers;
 pub mod redact;
-pub mod report;
 pub mod reporter;
 pub mod retry_after;
 pub mod secret_sources;

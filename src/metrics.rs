@@ -503,7 +503,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn report(&self, r: ReportResult) {
+    pub fn count_report(&self, r: ReportResult) {
         self.stripe_reports
             .get_or_create(&ResultLabel { result: r.label() })
             .inc();
@@ -723,7 +723,7 @@ mod tests {
         m.webhook(WebhookResult::Duplicate, Duration::from_millis(1));
         m.webhook(WebhookResult::Rejected("bad_signature"), Duration::ZERO);
         m.webhook(WebhookResult::Unavailable("unavailable"), Duration::ZERO);
-        m.report(ReportResult::Failed);
+        m.count_report(ReportResult::Failed);
         m.stripe_call("meter_event", Duration::from_millis(40));
         m.outcomes_held("customer_deleted", 2);
         m.preflight_ran("ok");

@@ -2,9 +2,9 @@
 
 use super::shutdown_signal;
 use anyhow::Result;
+use outcome_meter::accounting::period::Period;
 use outcome_meter::app::Services;
 use outcome_meter::backfill;
-use outcome_meter::report::period::Period;
 use outcome_meter::settings::Settings;
 use std::io::IsTerminal as _;
 

@@ -4,10 +4,10 @@
 
 use super::{open_store, stripe_for};
 use anyhow::{bail, Context, Result};
+use outcome_meter::accounting::diff::shadow_run;
+use outcome_meter::accounting::vocabulary::check_configured;
 use outcome_meter::contract::describe;
 use outcome_meter::redact;
-use outcome_meter::report::diff::shadow_run;
-use outcome_meter::report::vocabulary::check_configured;
 use outcome_meter::settings::Settings;
 use outcome_meter::stripe::preflight::{self, AccountReport};
 use outcome_meter::stripe::usage_records::item_check;

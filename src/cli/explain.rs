@@ -2,7 +2,7 @@
 
 use super::open_store;
 use anyhow::Result;
-use outcome_meter::report::explain::explain;
+use outcome_meter::accounting::explain::explain;
 use outcome_meter::settings::Settings;
 
 #[derive(clap::Args)]

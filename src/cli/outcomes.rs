@@ -2,8 +2,8 @@
 
 use super::open_store;
 use anyhow::{bail, Result};
+use outcome_meter::accounting::outcomes;
 use outcome_meter::lifecycle::OutcomeState;
-use outcome_meter::report::outcomes;
 use outcome_meter::settings::Settings;
 use outcome_meter::store::OutcomeFilter;
 

@@ -4,10 +4,10 @@
 
 use super::{open_store, stripe_for};
 use anyhow::{Context, Result};
-use outcome_meter::report::period::Period;
-use outcome_meter::report::reconcile::{reconcile_with, Reconciliation, StripeTarget};
-use outcome_meter::report::reconcile_metronome;
-use outcome_meter::report::reconcile_usage_records::{self, UsageReconcile};
+use outcome_meter::accounting::period::Period;
+use outcome_meter::accounting::reconcile::{reconcile_with, Reconciliation, StripeTarget};
+use outcome_meter::accounting::reconcile_metronome;
+use outcome_meter::accounting::reconcile_usage_records::{self, UsageReconcile};
 use outcome_meter::settings::{Settings, TenantSettings};
 use outcome_meter::sink::Sink;
 use outcome_meter::store::Store;

@@ -3,9 +3,9 @@
 
 use super::open_store;
 use anyhow::{bail, Context, Result};
+use outcome_meter::accounting::fmt_ms;
 use outcome_meter::clock::SharedClock;
 use outcome_meter::lifecycle::OutcomeState;
-use outcome_meter::report::fmt_ms;
 use outcome_meter::settings::{Settings, StripeMode};
 use outcome_meter::store::{OutcomeFilter, Store};
 use outcome_meter::stripe::{limits, too_old};

@@ -2,8 +2,8 @@
 
 use super::open_store;
 use anyhow::{Context, Result};
-use outcome_meter::report::period::Period;
-use outcome_meter::report::statement;
+use outcome_meter::accounting::period::Period;
+use outcome_meter::accounting::statement;
 use outcome_meter::settings::Settings;
 use std::path::PathBuf;
 

@@ -256,7 +256,7 @@ impl Reporter {
         let attempt = answer.outcome_attempt(call, self.mode);
         let attempt = match step {
             NextStep::Delivered => {
-                self.metrics.report(ReportResult::Reported);
+                self.metrics.count_report(ReportResult::Reported);
                 OutcomeAttempt {
                     result: delivered,
                     state: OutcomeState::Reported,
@@ -264,7 +264,7 @@ impl Reporter {
                 }
             }
             NextStep::RetryAt { at, .. } => {
-                self.metrics.report(ReportResult::Retried);
+                self.metrics.count_report(ReportResult::Retried);
                 OutcomeAttempt {
                     result: "retry",
                     error: answer.error.as_deref(),
@@ -274,7 +274,7 @@ impl Reporter {
                 }
             }
             NextStep::Park { .. } => {
-                self.metrics.report(ReportResult::Failed);
+                self.metrics.count_report(ReportResult::Failed);
                 OutcomeAttempt {
                     result: "failed",
                     error: parked,

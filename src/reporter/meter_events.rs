@@ -127,7 +127,7 @@ impl Reporter {
                 let since = o.doubt_since.unwrap_or_default();
                 let reason = in_doubt_reason(&o.id, since);
                 tracing::error!(outcome = %o.id, %reason, "meter event in doubt past Stripe's dedupe window; parked as failed");
-                self.metrics.report(ReportResult::Failed);
+                self.metrics.count_report(ReportResult::Failed);
                 (reason, SetAside::Park)
             }
             TimestampCheck::Ahead { ready_at } => {
@@ -144,7 +144,7 @@ impl Reporter {
             TimestampCheck::TooOld => {
                 let reason = too_old_reason(timestamp, &o.id);
                 tracing::error!(outcome = %o.id, %reason, "meter event too old for Stripe; parked as failed");
-                self.metrics.report(ReportResult::Failed);
+                self.metrics.count_report(ReportResult::Failed);
                 (reason, SetAside::Park)
             }
         };

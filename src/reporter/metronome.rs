@@ -144,7 +144,7 @@ impl Reporter {
             let ev = UsageEvent::from_outcome(&outcome_input(&o));
             if let Some(reason) = ev.problem() {
                 tracing::error!(outcome = %o.id, %reason, "usage event Metronome would refuse; parked as failed");
-                self.metrics.report(ReportResult::Failed);
+                self.metrics.count_report(ReportResult::Failed);
                 self.store
                     .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
                     .await?;
@@ -170,7 +170,7 @@ impl Reporter {
                 TimestampCheck::TooOld => {
                     let reason = too_old_reason(ev.at_ms, &o.id);
                     tracing::error!(outcome = %o.id, %reason, "usage event too old for Metronome; parked as failed");
-                    self.metrics.report(ReportResult::Failed);
+                    self.metrics.count_report(ReportResult::Failed);
                     self.store
                         .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
                         .await?;

@@ -207,7 +207,8 @@ impl Reporter {
         request: &str,
     ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        self.metrics.report(crate::metrics::ReportResult::DryRun);
+        self.metrics
+            .count_report(crate::metrics::ReportResult::DryRun);
         self.store
             .record_attempt(&crate::store::OutcomeAttempt {
                 outcome_id: &o.id,

@@ -6,13 +6,13 @@
 //!
 //! - never sent: the outcome is voided;
 //! - dry-run: what would be sent is recorded;
-//! - sent and in doubt: settled first (its key's 23 hours, then the summaries);
+//! - sent and in doubt: cleared first (its key's 23 hours, then the summaries);
 //! - reported: the `set`, under the item's lock, its quantity fixed before the
 //!   first call (a resend repeats it: setting it twice subtracts once).
 
 use super::attempt::{CallResult, NextStep, ReversalCall};
 use super::reversal_method::{choose_method, Method, MethodInput};
-use super::usage_records::{SettleStep, ITEM_LOCK};
+use super::usage_records::{DoubtStep, ITEM_LOCK};
 use super::Reporter;
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::settings::MeterAggregation;
@@ -87,7 +87,7 @@ impl Reporter {
     }
 
     /// Not reported: void it, unless a call for it may have been applied (then
-    /// settle that first).
+    /// clear that first).
     async fn void_usage_record(&self, r: &ClaimedReversal, now: Millis) -> Result<(), StoreError> {
         let doubt = match &r.sink_target {
             Some(item) => self
@@ -100,7 +100,9 @@ impl Reporter {
         };
         if let (Some(d), Some(item)) = (doubt, &r.sink_target) {
             if d.state == OutcomeState::Pending {
-                return self.settle_before_reversal(r, item, d.since, now).await;
+                return self
+                    .clear_doubt_before_reversal(r, item, d.since, now)
+                    .await;
             }
             // Parked while in doubt: Stripe may hold it; an operator decides.
             let why = "not reversed: a call for this usage record got no definite answer and it was parked; \
@@ -153,9 +155,9 @@ impl Reporter {
     }
 
     /// A clawed-back outcome whose record is in doubt is never claimed again, so
-    /// the reversal settles it: within its key's 23 hours it waits (Stripe may
-    /// still replay the call); after, it settles the item from the summaries.
-    async fn settle_before_reversal(
+    /// the reversal clears it: within its key's 23 hours it waits (Stripe may
+    /// still replay the call); after, it clears the item from the summaries.
+    async fn clear_doubt_before_reversal(
         &self,
         r: &ClaimedReversal,
         item: &str,
@@ -182,16 +184,16 @@ impl Reporter {
                 .await;
         };
         let step = match self.read_summaries(&client, account, item).await {
-            Ok(summaries) => self.settle_item(account, item, &summaries).await,
+            Ok(summaries) => self.clear_item_doubt(account, item, &summaries).await,
             Err(e) => {
                 tracing::warn!(outcome = %r.outcome_id, error = %e, "clawback: cannot read the usage record summaries; later");
-                Ok(SettleStep::Wait(now + 5 * LATER))
+                Ok(DoubtStep::Wait(now + 5 * LATER))
             }
         };
         lock.release().await;
         let next = match step? {
-            SettleStep::Wait(until) => until,
-            SettleStep::Nothing | SettleStep::Changed => now,
+            DoubtStep::Wait(until) => until,
+            DoubtStep::Nothing | DoubtStep::Changed => now,
         };
         self.store.postpone_reversal(&r.outcome_id, next).await
     }
@@ -276,9 +278,9 @@ impl Reporter {
                 .store
                 .usage_at_second(item, account, self.mode, timestamp)
                 .await?,
-            others_unsettled: self
+            others_in_doubt: self
                 .store
-                .usage_others_unsettled(item, account, timestamp, &r.outcome_id)
+                .usage_others_in_doubt(item, account, timestamp, &r.outcome_id)
                 .await?,
             current_period: current,
             invoice,
@@ -303,7 +305,7 @@ impl Reporter {
                     _ => self.store.postpone_reversal(&r.outcome_id, now).await,
                 }
             }
-            Reversal::SettleFirst => {
+            Reversal::ClearDoubtFirst => {
                 tracing::info!(outcome = %r.outcome_id, "clawback: another usage record at that second is unsettled; later");
                 self.store
                     .postpone_reversal(&r.outcome_id, now + LATER)

@@ -1,5 +1,5 @@
 //! The usage-records sink's bookkeeping of records in doubt: when an answer
-//! settles a call, and which billing periods must be settled from Stripe's
+//! clears a call, and which billing periods must be cleared from Stripe's
 //! summaries before anything more is sent. Pure; the rules themselves are in
 //! [`crate::stripe::usage_records::rules`].
 
@@ -7,7 +7,7 @@ use crate::lifecycle::OutcomeState;
 use crate::store::UsageDoubt;
 use crate::stripe::client::StripeError;
 use crate::stripe::usage_records::rules::{
-    after_same_key, maybe_applied, plan_resend, Resend, SameKeyAnswer, Settlement,
+    after_same_key, maybe_applied, plan_resend, DoubtVerdict, Resend, SameKeyAnswer,
 };
 use crate::stripe::usage_records::{Period, Recorded, UsageRecordSummary};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 /// Whether a record is still in doubt after the answer to one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DoubtAfter {
-    /// Settled: recorded (a 2xx), or Stripe did not execute the call in doubt.
+    /// Cleared: recorded (a 2xx), or Stripe did not execute the call in doubt.
     Clear,
     /// It may have been recorded: resend only as `plan_resend` says.
     Keep,
@@ -25,7 +25,7 @@ pub(crate) enum DoubtAfter {
 ///
 /// - A 2xx: recorded, once (a replay of the call in doubt, or this one).
 /// - A fresh key: in doubt if the call may have been applied (no answer, a 5xx).
-/// - The key of a call in doubt: settled only by a 2xx or a validation refusal
+/// - The key of a call in doubt: cleared only by a 2xx or a validation refusal
 ///   (Stripe would have replayed the earlier call's saved result had it executed,
 ///   see [`after_same_key`]); anything else leaves the earlier call in doubt.
 pub(crate) fn doubt_after(resend: Resend, result: &Result<Recorded, StripeError>) -> DoubtAfter {
@@ -81,16 +81,16 @@ pub(crate) fn next_call(
     }
 }
 
-/// The billing periods to settle from the summaries now: those holding a pending
+/// The billing periods whose doubts are judged from the summaries now: those holding a pending
 /// record in doubt whose key can no longer tell (23 hours or older, or its saved
 /// 5xx replayed), and no pending record in doubt whose key still can: a resend
-/// under that key settles it for certain, and every record left in doubt is one
+/// under that key clears it for certain, and every record left in doubt is one
 /// more unknown in the period's total (only [`MAX_IN_DOUBT`] can be told apart).
 /// Also returns the ids of such records whose timestamp is in no period Stripe
 /// lists.
 ///
 /// [`MAX_IN_DOUBT`]: crate::stripe::usage_records::rules::MAX_IN_DOUBT
-pub(crate) fn periods_to_settle(
+pub(crate) fn periods_to_judge(
     doubts: &[UsageDoubt],
     summaries: &[UsageRecordSummary],
     now: DateTime<Utc>,
@@ -122,14 +122,18 @@ pub(crate) fn periods_to_settle(
     (periods, unplaced)
 }
 
-/// A period cannot be settled while a clawback `set` on one of its records has
+/// A period cannot be cleared while a clawback `set` on one of its records has
 /// no definite answer (its method is stored before the first call, so it may
 /// have moved Stripe's total): wait while it is retried (`pending`); once it is
 /// parked, no total can tell a record that landed from one that did not, so the
 /// records in doubt are parked for an operator. `None`: nothing blocks.
-pub(crate) fn blocked_by_sets(pending: i64, parked: i64, now: DateTime<Utc>) -> Option<Settlement> {
+pub(crate) fn blocked_by_sets(
+    pending: i64,
+    parked: i64,
+    now: DateTime<Utc>,
+) -> Option<DoubtVerdict> {
     if parked > 0 {
-        return Some(Settlement::Unresolved {
+        return Some(DoubtVerdict::Unresolved {
             reason: format!(
                 "a clawback `set` of this billing period is parked without a definite answer ({parked}), \
                  so Stripe's total for the period cannot tell which records in doubt landed; check the \
@@ -137,7 +141,7 @@ pub(crate) fn blocked_by_sets(pending: i64, parked: i64, now: DateTime<Utc>) -> 
             ),
         });
     }
-    (pending > 0).then(|| Settlement::Wait {
+    (pending > 0).then(|| DoubtVerdict::Wait {
         until: now + chrono::Duration::minutes(5),
     })
 }
@@ -239,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn a_resend_under_the_same_key_settles_only_on_a_2xx_or_a_validation_refusal() {
+    fn a_resend_under_the_same_key_clears_only_on_a_2xx_or_a_validation_refusal() {
         assert_eq!(doubt_after(Resend::SameKey, &ok()), DoubtAfter::Clear);
         assert_eq!(
             doubt_after(Resend::SameKey, &api(400, "invalid_request_error")),
@@ -262,30 +266,30 @@ mod tests {
         assert_eq!(blocked_by_sets(0, 0, now), None);
         assert!(matches!(
             blocked_by_sets(1, 0, now),
-            Some(Settlement::Wait { until }) if until > now
+            Some(DoubtVerdict::Wait { until }) if until > now
         ));
         assert!(matches!(
             blocked_by_sets(1, 2, now),
-            Some(Settlement::Unresolved { reason }) if reason.contains("parked without a definite answer (2)")
+            Some(DoubtVerdict::Unresolved { reason }) if reason.contains("parked without a definite answer (2)")
         ));
     }
 
     #[test]
-    fn a_period_waits_for_the_records_its_keys_can_still_settle() {
+    fn a_period_waits_for_the_records_its_keys_can_still_clear() {
         let now = DateTime::from_timestamp(T, 0).expect("time");
         let summaries = [summary(T - 1000, T + 1000)];
         let mut saved = doubt("om_saved", T - 10, T - 60, OutcomeState::Pending);
         saved.saved = true;
         let young = doubt("om_young", T - 20, T - 60, OutcomeState::Pending);
         let (periods, unplaced) =
-            periods_to_settle(&[saved.clone(), young.clone()], &summaries, now);
+            periods_to_judge(&[saved.clone(), young.clone()], &summaries, now);
         assert!(
             periods.is_empty(),
             "a resend under om_young's key settles it first"
         );
         assert!(unplaced.is_empty());
         let parked_young = doubt("om_parked", T - 20, T - 60, OutcomeState::Failed);
-        let (periods, _) = periods_to_settle(&[saved, parked_young], &summaries, now);
+        let (periods, _) = periods_to_judge(&[saved, parked_young], &summaries, now);
         assert_eq!(
             periods.len(),
             1,
@@ -351,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn only_old_pending_doubts_make_a_period_to_settle() {
+    fn only_old_pending_doubts_make_a_period_to_judge() {
         let now = Millis::from_ms((T + 30 * 3600) * 1000).to_datetime();
         let sums = [summary(T + 100, T + 200), summary(T - 100, T + 100)];
         let doubts = [
@@ -361,7 +365,7 @@ mod tests {
             doubt("parked", T + 150, T, OutcomeState::Failed),
             doubt("nowhere", T + 500, T, OutcomeState::Pending),
         ];
-        let (periods, unplaced) = periods_to_settle(&doubts, &sums, now);
+        let (periods, unplaced) = periods_to_judge(&doubts, &sums, now);
         assert_eq!(
             periods,
             vec![Period {

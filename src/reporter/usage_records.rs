@@ -10,14 +10,14 @@
 //!   and only an answer clears it ([`super::usage_doubt::doubt_after`]);
 //! - a record in doubt is resent under the same key within 23 hours, and after
 //!   that only once Stripe's usage record summaries say it did not land
-//!   ([`rules::settle`]), never blindly;
+//!   ([`rules::judge_doubt`]), never blindly;
 //! - calls on one subscription item are serialized across tasks and replicas
-//!   (the item lock), as settle, reversals and reconcile compare Stripe's totals
+//!   (the item lock), as judging doubts, reversals and reconcile compare Stripe's totals
 //!   with outcome-meter's and need it to be the only writer.
 
 use super::attempt::{CallResult, NextStep, OutcomeCall};
 use super::usage_doubt::{
-    blocked_by_sets, doubt_after, in_period, is_saved_failure, next_call, periods_to_settle,
+    blocked_by_sets, doubt_after, in_period, is_saved_failure, next_call, periods_to_judge,
     DoubtAfter,
 };
 use super::{Reporter, Tasks};
@@ -27,8 +27,8 @@ use crate::store::{ClaimedOutcome, SetAside, StoreError, UsageDoubt};
 use crate::stripe::client::{StripeClient, StripeError};
 use crate::stripe::limits::ahead_reason;
 use crate::stripe::usage_records::rules::{
-    before_period_reason, check_timestamp, current_period, park_reason, record_key, settle,
-    InDoubt, PeriodLedger, Resend, Settlement, TimestampCheck,
+    before_period_reason, check_timestamp, current_period, judge_doubt, park_reason, record_key,
+    DoubtVerdict, InDoubt, PeriodLedger, Resend, TimestampCheck,
 };
 use crate::stripe::usage_records::{Period, Recorded, UsageRecord, UsageRecordSummary};
 use crate::time::Millis;
@@ -45,8 +45,8 @@ pub(super) const ITEM_LOCK: &str = "usage_records";
 const LATER: Duration = Duration::from_secs(60);
 
 /// What settling an item's records in doubt came to.
-pub(super) enum SettleStep {
-    /// Nothing to settle now.
+pub(super) enum DoubtStep {
+    /// No doubt to judge now.
     Nothing,
     /// Records changed state: plan again from the store.
     Changed,
@@ -62,7 +62,7 @@ struct ItemAt<'a> {
     item: &'a str,
 }
 
-/// The records in doubt of an item being settled from Stripe's summaries.
+/// The records in doubt of an item being cleared from Stripe's summaries.
 struct Settling<'a> {
     account: Option<&'a str>,
     item: &'a str,
@@ -147,7 +147,7 @@ impl Reporter {
         }
         for o in group {
             if how == SetAside::Park {
-                self.metrics.report(ReportResult::Failed);
+                self.metrics.count_report(ReportResult::Failed);
             }
             self.store
                 .set_aside(&o.id, o.lease_until, reason, how)
@@ -163,7 +163,7 @@ impl Reporter {
         self.record_dry_run(o, &request).await
     }
 
-    /// Under the item's lock: read the summaries, settle old records in doubt,
+    /// Under the item's lock: read the summaries, judge old records in doubt,
     /// then send the group's records one after another.
     async fn report_item(
         &self,
@@ -192,9 +192,9 @@ impl Reporter {
                 .put_aside(group, &reason, SetAside::RetryAt(next))
                 .await;
         };
-        match self.settle_item(at.account, item, &summaries).await? {
-            SettleStep::Nothing => {}
-            SettleStep::Changed => {
+        match self.clear_item_doubt(at.account, item, &summaries).await? {
+            DoubtStep::Nothing => {}
+            DoubtStep::Changed => {
                 // Claimed again at once, as the store now says.
                 let claims: Vec<(String, Millis)> = group
                     .iter()
@@ -202,7 +202,7 @@ impl Reporter {
                     .collect();
                 return self.store.release_outcomes(&claims).await;
             }
-            SettleStep::Wait(until) => {
+            DoubtStep::Wait(until) => {
                 let reason = format!(
                     "held: a record of {item} in doubt is being settled from Stripe's usage record summaries, which \
                      may lag the latest call; no call on the item until then"
@@ -239,16 +239,16 @@ impl Reporter {
         .await
     }
 
-    /// Settle, from Stripe's summaries, the periods holding a pending record in
+    /// Clear, from Stripe's summaries, the periods holding a pending record in
     /// doubt whose key may be forgotten (23 hours or older): the records that
     /// landed are reported, the others are no longer in doubt (and sent again
     /// with a new key), and a total no combination explains parks them.
-    pub(super) async fn settle_item(
+    pub(super) async fn clear_item_doubt(
         &self,
         account: Option<&str>,
         item: &str,
         summaries: &[UsageRecordSummary],
-    ) -> Result<SettleStep, StoreError> {
+    ) -> Result<DoubtStep, StoreError> {
         let doubts = self.store.usage_in_doubt(item, account).await?;
         let s = Settling {
             account,
@@ -256,7 +256,7 @@ impl Reporter {
             summaries,
             now: self.clock.now(),
         };
-        let (periods, unplaced) = periods_to_settle(&doubts, summaries, s.now);
+        let (periods, unplaced) = periods_to_judge(&doubts, summaries, s.now);
         let mut changed = false;
         if !unplaced.is_empty() {
             let reason = format!(
@@ -269,29 +269,27 @@ impl Reporter {
         }
         for period in periods {
             let of_period = in_period(&doubts, period);
-            let settlement = self.settlement(&s, period, &of_period).await?;
-            if let SettleStep::Wait(until) =
-                self.apply_settlement(&s, &of_period, settlement).await?
-            {
-                return Ok(SettleStep::Wait(until));
+            let verdict = self.verdict(&s, period, &of_period).await?;
+            if let DoubtStep::Wait(until) = self.apply_verdict(&s, &of_period, verdict).await? {
+                return Ok(DoubtStep::Wait(until));
             }
             changed = true;
         }
         Ok(if changed {
-            SettleStep::Changed
+            DoubtStep::Changed
         } else {
-            SettleStep::Nothing
+            DoubtStep::Nothing
         })
     }
 
     /// What Stripe's summary of `period` says of its records in doubt
-    /// (`of_period`), against the totals outcome-meter knows settled.
-    async fn settlement(
+    /// (`of_period`), against the totals outcome-meter knows cleared.
+    async fn verdict(
         &self,
         s: &Settling<'_>,
         period: Period,
         of_period: &[&UsageDoubt],
-    ) -> Result<Settlement, StoreError> {
+    ) -> Result<DoubtVerdict, StoreError> {
         let (account, item) = (s.account, s.item);
         let in_doubt: Vec<InDoubt> = of_period
             .iter()
@@ -300,9 +298,9 @@ impl Reporter {
                 quantity: d.value,
             })
             .collect();
-        let settled_total = self
+        let known_total = self
             .store
-            .usage_settled_total(item, account, self.mode, period.start + 1, period.end)
+            .usage_known_total(item, account, self.mode, period.start + 1, period.end)
             .await?;
         let last_call_at = self
             .store
@@ -311,37 +309,37 @@ impl Reporter {
             .map(Millis::to_datetime);
         let ledger = PeriodLedger {
             period,
-            settled_total,
+            known_total,
             in_doubt: &in_doubt,
             last_call_at,
         };
         // A clawback `set` in the period with no definite answer may have moved
         // Stripe's total: wait for it while it is retried; parked, the total
-        // cannot settle anything (a landed record could pass for one that did not).
+        // cannot judge any doubt (a landed record could pass for one that did not).
         let (sets_pending, sets_parked) = self
             .store
-            .usage_sets_unsettled(item, account, period.start + 1, period.end)
+            .usage_sets_in_doubt(item, account, period.start + 1, period.end)
             .await?;
         Ok(blocked_by_sets(sets_pending, sets_parked, s.now)
-            .unwrap_or_else(|| settle(&ledger, s.summaries, s.now)))
+            .unwrap_or_else(|| judge_doubt(&ledger, s.summaries, s.now)))
     }
 
-    /// Carry out a period's settlement: wait (`Wait`), or mark its records in
+    /// Carry out a period's verdict: wait (`Wait`), or mark its records in
     /// doubt landed, not landed or parked (`Changed`).
-    async fn apply_settlement(
+    async fn apply_verdict(
         &self,
         s: &Settling<'_>,
         of_period: &[&UsageDoubt],
-        settlement: Settlement,
-    ) -> Result<SettleStep, StoreError> {
+        verdict: DoubtVerdict,
+    ) -> Result<DoubtStep, StoreError> {
         let item = s.item;
         let now_ms = Millis::from(s.now);
-        match settlement {
-            Settlement::Wait { until } => {
+        match verdict {
+            DoubtVerdict::Wait { until } => {
                 tracing::info!(item, until = %until, "usage records in doubt: waiting for the summary to include the latest call");
-                return Ok(SettleStep::Wait(Millis::from(until)));
+                return Ok(DoubtStep::Wait(Millis::from(until)));
             }
-            Settlement::Resolved { landed, not_landed } => {
+            DoubtVerdict::Resolved { landed, not_landed } => {
                 tracing::info!(
                     item,
                     ?landed,
@@ -354,14 +352,14 @@ impl Reporter {
                     .usage_landed(&landed, self.mode, now_ms, note)
                     .await?;
                 for _ in &landed {
-                    self.metrics.report(ReportResult::Reported);
+                    self.metrics.count_report(ReportResult::Reported);
                 }
                 let note = "settled from Stripe's usage record summary: the call in doubt was not recorded; sent again with a new key";
                 self.store
                     .usage_not_landed(&not_landed, now_ms, note)
                     .await?;
             }
-            Settlement::Unresolved { reason } => {
+            DoubtVerdict::Unresolved { reason } => {
                 let pending: Vec<String> = of_period
                     .iter()
                     .filter(|d| d.state == OutcomeState::Pending)
@@ -370,12 +368,12 @@ impl Reporter {
                 let reason = format!("not billed, in doubt, parked for an operator: {reason}");
                 tracing::error!(item, outcomes = ?pending, %reason, "usage records in doubt cannot be settled");
                 for _ in &pending {
-                    self.metrics.report(ReportResult::Failed);
+                    self.metrics.count_report(ReportResult::Failed);
                 }
                 self.store.park_usage(&pending, &reason).await?;
             }
         }
-        Ok(SettleStep::Changed)
+        Ok(DoubtStep::Changed)
     }
 
     /// Send one outcome's usage record, or set it aside with the reason.
@@ -405,7 +403,7 @@ impl Reporter {
         let now = self.clock.now();
         let (resend, n) = next_call(doubt, o.calls, now);
         if resend == Resend::CheckSummariesFirst {
-            // Settled before any send (`settle_item`); never resent blindly.
+            // Cleared before any send (`clear_item_doubt`); never resent blindly.
             let next = Millis::from(now) + LATER;
             let reason = "held: in doubt (past its idempotency key's safe age, or Stripe replayed the saved 5xx of its key); to be settled from the usage record summaries";
             return self
@@ -504,7 +502,7 @@ impl Reporter {
     ) -> Result<(), StoreError> {
         let answer = result.answer();
         self.warn_other_mode(&o.id, answer.livemode);
-        let settled = doubt_after(resend, result) == DoubtAfter::Clear;
+        let cleared = doubt_after(resend, result) == DoubtAfter::Clear;
         let step = self.next_step(answer.disposition, o.attempts, call.now);
         let how = match result {
             Ok(r) if r.ack.replayed => "replayed",
@@ -517,11 +515,11 @@ impl Reporter {
                 tracing::info!(outcome = %o.id, how, item, request_id = ?request_id, "usage record reported to Stripe");
             }
             NextStep::RetryAt { delay, .. } => {
-                tracing::warn!(outcome = %o.id, error = ?answer.error, retry_in = ?delay, in_doubt = !settled, "usage record call failed; will retry");
+                tracing::warn!(outcome = %o.id, error = ?answer.error, retry_in = ?delay, in_doubt = !cleared, "usage record call failed; will retry");
             }
             NextStep::Park { .. } => {
                 let why = match result {
-                    Err(e) => park_reason(e, !settled),
+                    Err(e) => park_reason(e, !cleared),
                     Ok(_) => "not billed".to_string(),
                 };
                 tracing::error!(outcome = %o.id, error = %why, request_id = ?request_id, attempts = o.attempts + 1, "usage record parked as failed");
@@ -532,7 +530,7 @@ impl Reporter {
             .await?;
         // After the attempt is stored: a crash between the two leaves the record
         // in doubt, which only costs a check of the summaries.
-        if settled {
+        if cleared {
             self.store.clear_usage_doubt(&o.id).await?;
         } else if is_saved_failure(resend, result) {
             tracing::warn!(outcome = %o.id, item, "Stripe replayed the saved 5xx of the call in doubt; the record is settled from the usage record summaries instead");

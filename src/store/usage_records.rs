@@ -19,7 +19,7 @@ pub struct UsageDoubt {
     pub value: i64,
     /// Unix ms; the record's timestamp is this in seconds.
     pub confirmed_at: Millis,
-    /// `Pending` (to be settled) or `Failed` (parked while in doubt).
+    /// `Pending` (to be cleared) or `Failed` (parked while in doubt).
     pub state: OutcomeState,
     /// N of the key in doubt, `<id>:usage_record:<N>`.
     pub call: u32,
@@ -72,7 +72,7 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// An answer settled the record (a 2xx, or Stripe did not execute the call):
+    /// An answer cleared the record (a 2xx, or Stripe did not execute the call):
     /// nothing is in doubt any more.
     pub async fn clear_usage_doubt(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query(
@@ -84,7 +84,7 @@ impl Store {
         Ok(())
     }
 
-    /// Stripe replayed the saved 5xx of the key in doubt: settle the record from
+    /// Stripe replayed the saved 5xx of the key in doubt: clear the record from
     /// the summaries instead of asking again under that key.
     pub async fn mark_usage_doubt_saved(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query(
@@ -130,7 +130,7 @@ impl Store {
     /// The usage Stripe acknowledged for the item in `mode` with a timestamp
     /// (seconds) in `[from, to]`: reported records; a record reversed by `set`
     /// counts nothing (its increment and its reversal cancel out).
-    pub async fn usage_settled_total(
+    pub async fn usage_known_total(
         &self,
         item: &str,
         account: Option<&str>,
@@ -153,10 +153,10 @@ impl Store {
     }
 
     /// Clawback `set`s on the item's records confirmed in `[from, to]` (seconds)
-    /// whose effect at Stripe is not settled: their method is stored before the
+    /// whose effect at Stripe is not cleared: their method is stored before the
     /// first call, so a set not `done` may have been applied. (Still pending,
     /// parked.) The period's total cannot tell records in doubt apart while one is.
-    pub async fn usage_sets_unsettled(
+    pub async fn usage_sets_in_doubt(
         &self,
         item: &str,
         account: Option<&str>,
@@ -268,12 +268,12 @@ impl Store {
         mode: StripeMode,
         ts: i64,
     ) -> Result<i64, StoreError> {
-        self.usage_settled_total(item, account, mode, ts, ts).await
+        self.usage_known_total(item, account, mode, ts, ts).await
     }
 
     /// Whether another record of the item at second `ts` is unsent, in flight or
     /// in doubt, or another reversal `set` there is under way.
-    pub async fn usage_others_unsettled(
+    pub async fn usage_others_in_doubt(
         &self,
         item: &str,
         account: Option<&str>,

@@ -12,9 +12,9 @@
 
 use super::client::StripeClient;
 use super::preflight::{check, MeterInfo, Needs, Refusal, Report};
+use crate::accounting::fmt_ms;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
-use crate::report::fmt_ms;
 use crate::store::Store;
 use crate::time::Millis;
 use std::sync::{Arc, RwLock};

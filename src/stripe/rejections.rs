@@ -28,14 +28,14 @@
 use super::client::{StripeClient, StripeError};
 use super::events::{is_rejection_type, ErrorReport, NO_METER_FOUND};
 use super::retry::backoff;
+use crate::accounting::fmt_ms;
+use crate::accounting::period::Period;
+use crate::accounting::reconcile::{
+    reconcile, reconcile_meter, MeterLine, ReconcileError, StripeTarget,
+};
 use crate::clock::SharedClock;
 use crate::lifecycle::StripeEventState;
 use crate::metrics::Metrics;
-use crate::report::fmt_ms;
-use crate::report::period::Period;
-use crate::report::reconcile::{
-    reconcile, reconcile_meter, MeterLine, ReconcileError, StripeTarget,
-};
 use crate::settings::Settings;
 use crate::store::{Applied, ClaimedStripeEvent, Effect, SentRange, Store, StoreError};
 use crate::time::Millis;

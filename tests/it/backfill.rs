@@ -100,7 +100,7 @@ async fn imports_decides_and_resumes(backend: Backend) {
     let first = fake.state().tickets["B01"].steps[0];
     let code = app.send(&event_body("B01", 0, &first).to_string()).await;
     assert_eq!(code, 202);
-    app.settle().await;
+    app.run_worker().await;
 
     // Interrupted after the first page (5 tickets of 12)…
     let cancel = CancellationToken::new();
@@ -155,7 +155,7 @@ async fn imports_decides_and_resumes(backend: Backend) {
     assert!(s.render().contains("replay --too-old"));
 
     // The reporter parks the too-old ones, sends the others.
-    app.report().await;
+    app.run_reporter().await;
     let failed = app
         .count("SELECT COUNT(*) FROM outcomes WHERE state = 'failed'")
         .await;

@@ -1,11 +1,11 @@
 //! Dispute-proof billing: caps, clawback, statements, reconciliation, contract changes.
 
 use crate::support::*;
+use outcome_meter::accounting::period::Period;
+use outcome_meter::accounting::reconcile::{reconcile, StripeTarget};
+use outcome_meter::accounting::statement;
 use outcome_meter::contract::{Caps, ContractTerms};
 use outcome_meter::outcome::outcome_id;
-use outcome_meter::report::period::Period;
-use outcome_meter::report::reconcile::{reconcile, StripeTarget};
-use outcome_meter::report::statement;
 use outcome_meter::settings::StripeMode;
 use outcome_meter::stripe::MeterEvent;
 use std::time::Duration;
@@ -47,8 +47,8 @@ async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
             .await;
     }
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let outcomes = app.outcomes().await;
     let states: Vec<&str> = outcomes.iter().map(|o| o.state.as_str()).collect();
     assert_eq!(
@@ -79,8 +79,8 @@ async fn caps_record_outcomes_over_the_cap_as_capped(backend: Backend) {
     app.send(&event("C4-r", "C4", "resolved", 73, Some("ai")))
         .await;
     app.advance_hours(100);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 3);
 
     let st = statement::build(
@@ -114,8 +114,8 @@ async fn a_capped_outcome_is_listed_once_under_not_billed(backend: Backend) {
             .await;
     }
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let capped = app
         .outcomes()
         .await
@@ -181,16 +181,16 @@ async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backe
     app.send(&event("r1", "K1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let id = outcome_id(TENANT, "generic", "K1", 1);
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
 
     // Reopened after the window, but within the 30-day clawback period.
     app.send(&event("o1", "K1", "reopened", 74, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     let app = app.restart().await; // a crash between recording and reversing changes nothing
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.adjustments(), vec![id.clone()]);
     assert_eq!(app.outcomes().await[0].state.as_str(), "reversed");
 
@@ -199,10 +199,10 @@ async fn clawback_within_24h_cancels_the_meter_event_exactly_once(backend: Backe
     app.send(&event("o2", "K1", "customer_replied", 75, None))
         .await;
     app.advance_hours(5);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.adjustments().len(), 1);
-    let e = outcome_meter::report::explain::explain(&app.services.store, TENANT, "K1", None)
+    let e = outcome_meter::accounting::explain::explain(&app.services.store, TENANT, "K1", None)
         .await
         .expect("explain");
     assert!(e.render().contains("Clawback of"), "{}", e.render());
@@ -233,12 +233,12 @@ async fn clawback_after_24h_sends_a_correcting_event(backend: Backend) {
     app.send(&event("r1", "K2", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.advance_hours(48);
     app.send(&event("o1", "K2", "reopened", 120, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let id = outcome_id(TENANT, "generic", "K2", 1);
     let events = stripe.events();
     assert_eq!(events.len(), 2);
@@ -256,10 +256,10 @@ async fn clawback_of_an_outcome_not_yet_sent_voids_it(backend: Backend) {
     app.send(&event("r1", "K3", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await; // confirmed, in the outbox, not reported
+    app.run_worker().await; // confirmed, in the outbox, not reported
     app.send(&event("o1", "K3", "reopened", 74, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "voided");
     assert_eq!(stripe.requests(), 0, "nothing sent, nothing to cancel");
     app.stop().await;
@@ -271,11 +271,11 @@ async fn without_clawback_a_late_reopen_leaves_the_outcome_billed(backend: Backe
     app.send(&event("r1", "K4", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.send(&event("o1", "K4", "reopened", 74, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert!(stripe.adjustments().is_empty());
     app.stop().await;
@@ -307,18 +307,18 @@ async fn clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms(back
     app.send(&event("l-r1", "L1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.advance_hours(7); // 80h
     app.send(&event("l-o1", "L1", "reopened", 80, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.advance_hours(10); // 90h
     app.send(&event("l-r2", "L1", "resolved", 90, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
 
     // Batched: the same story (200h later) is stored before the confirmer runs once.
     app.send(&event("b-r1", "B1", "resolved", 200, Some("ai")))
@@ -327,8 +327,8 @@ async fn clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms(back
     app.send(&event("b-r2", "B1", "resolved", 290, Some("ai")))
         .await;
     app.advance_hours(380 - 163);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
 
     assert_eq!(billed_seqs(&app, "L1").await, vec![2]);
     assert_eq!(
@@ -348,8 +348,8 @@ async fn clawback_does_not_depend_on_how_many_resolutions_one_pass_confirms(back
     // Replays of every stage reverse nothing again.
     app.send(&event("b-o1", "B1", "reopened", 280, None)).await;
     app.advance_hours(100);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(app.count("SELECT COUNT(*) FROM reversals").await, 2);
     assert_eq!(
         stripe.adjustments().len(),
@@ -373,8 +373,8 @@ async fn clawback_uses_the_contract_the_outcome_was_decided_under(backend: Backe
     app.send(&event("r1", "K6", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let k6 = outcome_id(TENANT, "generic", "K6", 1);
     let v1_hash = app.outcomes().await[0].contract_hash.clone();
 
@@ -385,8 +385,8 @@ async fn clawback_uses_the_contract_the_outcome_was_decided_under(backend: Backe
     };
     let app = redeploy(app, no_clawback).await;
     app.send(&event("o1", "K6", "reopened", 74, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.adjustments(), vec![k6.clone()]);
     let reversal = app
         .services
@@ -402,8 +402,8 @@ async fn clawback_uses_the_contract_the_outcome_was_decided_under(backend: Backe
     app.send(&event("k7-r1", "K7", "resolved", 80, Some("ai")))
         .await;
     app.advance_hours(80);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let app = redeploy(
         app,
         ContractTerms {
@@ -413,8 +413,8 @@ async fn clawback_uses_the_contract_the_outcome_was_decided_under(backend: Backe
     )
     .await;
     app.send(&event("k7-o1", "K7", "reopened", 160, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(billed_seqs(&app, "K7").await, vec![1]);
     assert_eq!(stripe.adjustments().len(), 1);
     app.stop().await;
@@ -437,7 +437,7 @@ async fn caps_use_the_contract_the_resolution_was_decided_under(backend: Backend
         .await;
     app.send(&event("C2-r", "C2", "resolved", 1, Some("ai")))
         .await;
-    app.settle().await; // both in their window, decided under the capped contract
+    app.run_worker().await; // both in their window, decided under the capped contract
     let app = redeploy(
         app,
         ContractTerms {
@@ -447,8 +447,8 @@ async fn caps_use_the_contract_the_resolution_was_decided_under(backend: Backend
     )
     .await;
     app.advance_hours(80);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let mut states: Vec<String> = app
         .outcomes()
         .await
@@ -478,10 +478,10 @@ async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backen
     app.send(&event("u1-r", "U1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     app.send(&event("u2-r", "U2", "resolved", 73, Some("ai")))
         .await;
-    app.settle().await;
+    app.run_worker().await;
     let v1 = app.outcomes().await[0].contract_hash.clone();
 
     // Version 2 (no clawback) is deployed, and version 1's stored terms are damaged.
@@ -507,7 +507,7 @@ async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backen
 
     // U1 is reopened within version 1's clawback period: not judged by version 2.
     app.send(&event("u1-o", "U1", "reopened", 74, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     let quarantined = app
         .services
         .store
@@ -539,7 +539,7 @@ async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backen
     // U2's window ends: it is not confirmed (under version 2 or at all), and the
     // pass goes on: U2 is postponed, still pinned to version 1.
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(
         billed_under(&app).await,
         vec![("U1".to_string(), v1.clone())]
@@ -565,7 +565,7 @@ async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backen
         .await
         .expect("requeue");
     app.advance_hours(2); // the hour, and the confirmer's grace
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(reversals().await, 1, "U1 clawed back under version 1");
     assert_eq!(
         billed_under(&app).await,
@@ -593,7 +593,7 @@ async fn a_damaged_contract_of_one_tenant_holds_back_no_other(backend: Backend) 
     // A1 (tenant acme) is resolved under version 1: its decision is pinned to it.
     app.send(&event("a1-r", "A1", "resolved", 0, Some("ai")))
         .await;
-    app.settle().await;
+    app.run_worker().await;
     let v1 = app
         .services
         .store
@@ -632,8 +632,8 @@ async fn a_damaged_contract_of_one_tenant_holds_back_no_other(backend: Backend) 
         202
     );
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let outcomes = app.outcomes().await;
     assert_eq!(
         outcomes
@@ -656,8 +656,8 @@ async fn a_damaged_contract_of_one_tenant_holds_back_no_other(backend: Backend) 
     // Repaired: A1 is confirmed under version 1 once its hour has passed, and billed.
     assert_eq!(rewrite_terms(&app, &v1, &terms).await, 1);
     app.advance_hours(2); // the hour, and the confirmer's grace
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let a1 = app
         .outcomes()
         .await
@@ -729,12 +729,12 @@ async fn mixed_month(app: &TestApp) {
             }
         }
     }
-    app.settle().await;
+    app.run_worker().await;
     for _ in 0..20 {
         app.advance_hours(24);
-        app.settle().await;
+        app.run_worker().await;
     }
-    app.report().await;
+    app.run_reporter().await;
 }
 
 async fn statement_totals_match_what_stripe_received(backend: Backend) {
@@ -810,8 +810,8 @@ async fn statement_csv_neutralizes_formulas_and_json_keeps_values(backend: Backe
         assert_eq!(status, 202, "{ticket}");
     }
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let st = statement::build(
         &app.services.store,
         TENANT,
@@ -970,11 +970,11 @@ async fn statement_page_fits_a_laptop_window_and_reads_as_words(backend: Backend
     send("o-o".into(), "D-REOPEN", "reopened", at(3, 0), None).await;
     send("k-r".into(), "K-CLAWBACK", "resolved", at(2, 0), Some("ai")).await;
     app.advance_hours(90);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     send("k-o".into(), "K-CLAWBACK", "reopened", at(91, 0), None).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let st = statement::build(
         &app.services.store,
         TENANT,
@@ -1049,8 +1049,8 @@ async fn reconcile_finds_no_drift_then_reports_injected_drift(backend: Backend) 
     mixed_month(&app).await;
     // One clawback by cancellation, so reconciliation must account for it.
     app.send(&event("M0-o", "M0", "reopened", 500, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
 
     let client = stripe_client(&stripe);
     let meters = [("resolved_ticket".to_string(), "mtr_resolved".to_string())].into();
@@ -1132,13 +1132,13 @@ async fn a_correction_counts_in_the_month_stripe_received_it(backend: Backend) {
     app.send(&event("E1-r", "E1", "resolved", 26 * 24, Some("ai")))
         .await;
     app.advance_hours(26 * 24 + 73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.advance_hours(32 * 24 - (26 * 24 + 73));
     app.send(&event("E1-o", "E1", "reopened", 32 * 24, None))
         .await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 2, "the event and its correction");
 
     let february = Period::parse("2026-02-01", "2026-02-28").expect("period");
@@ -1248,11 +1248,11 @@ async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: B
     app.send(&event("R4-r", "R4", "resolved", 2, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     stripe.push_fault(Fault::Status(400)); // one refused for good: failed
-    app.report().await;
+    app.run_reporter().await;
     app.advance_hours(2);
-    app.settle().await; // R4 confirmed, still pending in the outbox
+    app.run_worker().await; // R4 confirmed, still pending in the outbox
     let states: Vec<String> = app
         .outcomes()
         .await
@@ -1292,7 +1292,7 @@ async fn reconcile_checks_every_configured_meter_and_lists_the_outbox(backend: B
     };
     let r = run().await.expect("reconcile");
     assert!(!r.has_drift(), "{}", r.render());
-    let line = |r: &outcome_meter::report::reconcile::Reconciliation, m: &str| {
+    let line = |r: &outcome_meter::accounting::reconcile::Reconciliation, m: &str| {
         r.meters
             .iter()
             .find(|l| l.event_name == m)
@@ -1342,8 +1342,8 @@ async fn changing_the_contract_never_changes_decisions_already_made(backend: Bac
     // V3 is resolved now and still inside its window when the contract changes.
     app.send(&event("r3", "V3", "resolved", 72, Some("ai")))
         .await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let before = app
         .services
         .store
@@ -1372,8 +1372,8 @@ async fn changing_the_contract_never_changes_decisions_already_made(backend: Bac
     app.send(&event("x2", "V2", "customer_replied", 200, None))
         .await;
     app.advance_hours(300);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let after = app
         .services
         .store
@@ -1420,7 +1420,7 @@ async fn diff_tickets(app: &TestApp) {
     app.send(&event("D2-o", "D2", "reopened", 2, None)).await;
     app.send(&event("D3-r", "D3", "resolved", 0, Some("ai")))
         .await;
-    app.settle().await;
+    app.run_worker().await;
 }
 
 fn proposed_contract() -> ContractTerms {
@@ -1447,7 +1447,7 @@ async fn check_diff_shadow_run_lists_changes_and_writes_nothing(backend: Backend
     let mut new = app.settings.clone();
     new.contract = proposed_contract();
     let now = Millis::from(t0()) + Duration::from_secs(86_400);
-    let d = outcome_meter::report::diff::shadow_run(
+    let d = outcome_meter::accounting::diff::shadow_run(
         &app.services.store,
         &old,
         &new,
@@ -1474,7 +1474,7 @@ async fn check_diff_shadow_run_lists_changes_and_writes_nothing(backend: Backend
     );
     assert!(d.render().contains("D1 #1"));
     // Outside the period: nothing replayed.
-    let none = outcome_meter::report::diff::shadow_run(
+    let none = outcome_meter::accounting::diff::shadow_run(
         &app.services.store,
         &old,
         &new,

@@ -2,11 +2,11 @@
 //! runs them: the real binary on the test's database, and the library calls it makes.
 
 use crate::support::*;
+use outcome_meter::accounting::explain::explain;
+use outcome_meter::accounting::outcomes;
 use outcome_meter::clock::Clock;
 use outcome_meter::outcome::outcome_id;
 use outcome_meter::providers::signature::{b64, hmac_sha256};
-use outcome_meter::report::explain::explain;
-use outcome_meter::report::outcomes;
 use outcome_meter::store::OutcomeFilter;
 use serde_json::{json, Value};
 use std::process::Output;
@@ -96,9 +96,9 @@ async fn two_helpdesks_one_ticket_number(backend: Backend) -> TestApp {
             202
         );
     }
-    app.settle().await;
+    app.run_worker().await;
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     app
 }
 
@@ -259,7 +259,7 @@ async fn explain_json_names_a_refusing_contract_clause(backend: Backend) {
         202
     );
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     let v = cli_json(&app, &["explain", TENANT, "H1", "--json"]);
     let clause = &v["providers"][0]["decisions"][0]["clause"];
     assert_eq!(clause["kind"], "resolver_not_billable", "{clause}");
@@ -282,7 +282,7 @@ async fn a_corrupt_decision_clause_is_an_error(backend: Backend) {
             .await,
         202
     );
-    app.settle().await;
+    app.run_worker().await;
     app.services
         .store
         .test_support()
@@ -328,7 +328,7 @@ async fn app_with_outcomes(backend: Backend, n: usize) -> TestApp {
         assert_eq!(app.send(&body).await, 202);
     }
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     app
 }
 
@@ -426,7 +426,7 @@ async fn outcomes_pages_return_every_outcome_exactly_once(backend: Backend) {
         202
     );
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     let cursor = outcomes::cursor(&app.services.store, &seen[6])
         .await
         .expect("cursor");
@@ -464,8 +464,8 @@ async fn replay_too_old_lists_then_bills_at_the_current_time(backend: Backend) {
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let id = outcome_id(TENANT, "generic", "T1", 1);
     let failed = cli_ok(&app, &["replay", "--failed"]);
     assert!(failed.contains("0 failed outcomes requeued"), "{failed}");

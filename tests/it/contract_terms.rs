@@ -40,8 +40,8 @@ async fn a_customer_reply_or_hand_off_after_confirmation_claws_back(backend: Bac
             .await;
     }
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     // After the 72h window, within Stripe's 24 hours: reversed by a cancel.
     app.send(&event("CR-x", "CR", "customer_replied", 74, None))
         .await;
@@ -50,8 +50,8 @@ async fn a_customer_reply_or_hand_off_after_confirmation_claws_back(backend: Bac
     app.send(&event("CL-x", "CL", "resolved", 74, Some("human")))
         .await;
     app.advance_hours(1);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(state_of(&app, "CR").await, "reversed");
     assert_eq!(state_of(&app, "HO").await, "reversed");
     assert_eq!(
@@ -86,22 +86,22 @@ async fn a_cap_counts_an_outcome_on_its_confirmation_day(backend: Backend) {
         .into();
     app.send(&late.to_string()).await;
     app.advance_hours(74); // 4 Jan 02:00: A's window is over, B's is not
-    app.settle().await;
+    app.run_worker().await;
     // The worker runs through the evening of 4 Jan, as a running service does.
     for _ in 0..22 {
         app.clock.advance(chrono::Duration::hours(1));
-        app.settle().await;
+        app.run_worker().await;
     }
     app.clock.advance(chrono::Duration::minutes(10)); // 5 Jan 00:10
-    app.settle().await;
+    app.run_worker().await;
     // Resolved on two days (6 and 7 Jan), confirmed together on 10 Jan.
     app.send(&event("C-r", "C", "resolved", 120, Some("ai")))
         .await;
     app.send(&event("D-r", "D", "resolved", 144, Some("ai")))
         .await;
     app.advance_hours(121); // 10 Jan 01:00, both windows over
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let states = [
         state_of(&app, "A").await,
         state_of(&app, "B").await,
@@ -132,7 +132,7 @@ async fn a_tag_added_after_the_resolution_changes_only_later_resolutions(backend
     app.send(&event("T-r2", "T", "resolved", 81, Some("ai")))
         .await;
     app.advance_hours(160);
-    app.settle().await;
+    app.run_worker().await;
     let d = app
         .services
         .store

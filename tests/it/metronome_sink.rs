@@ -86,14 +86,14 @@ async fn confirmed(app: &TestApp, n: usize) {
         assert!(status < 300, "{status}");
     }
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(app.outcomes().await.len(), n);
 }
 
 /// Report, then an hour later again, until nothing is pending (at most `rounds`).
 async fn report_until_settled(app: &TestApp, rounds: usize) {
     for _ in 0..rounds {
-        app.report().await;
+        app.run_reporter().await;
         if app
             .outcomes()
             .await
@@ -182,7 +182,7 @@ async fn outcomes_reach_metronome_exactly_once_through_faults(backend: Backend) 
     }
     // Nothing more is sent later.
     w.app.clock.advance(Span::hours(2));
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(w.metronome.requests(), 4);
     w.app.stop().await;
 }
@@ -194,7 +194,7 @@ async fn more_than_one_hundred_outcomes_are_sent_in_batches_of_one_hundred(backe
     })
     .await;
     confirmed(&w.app, 150).await;
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(w.metronome.requests(), 2);
     assert_eq!(w.metronome.event_count(), 150);
     assert!(w
@@ -211,7 +211,7 @@ async fn a_refused_batch_is_split_into_single_events(backend: Backend) {
     let w = world(backend).await;
     confirmed(&w.app, 3).await;
     w.metronome.push_fault(Fault::Status(400));
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(w.metronome.requests(), 4, "one batch, then three alone");
     assert_eq!(w.metronome.event_count(), 3);
     for o in w.app.outcomes().await {
@@ -222,7 +222,7 @@ async fn a_refused_batch_is_split_into_single_events(backend: Backend) {
     let w2 = world(Backend::Sqlite).await;
     confirmed(&w2.app, 1).await;
     w2.metronome.push_fault(Fault::Status(400));
-    w2.app.report().await;
+    w2.app.run_reporter().await;
     let o = &w2.app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "failed");
     assert!(
@@ -238,7 +238,7 @@ async fn a_too_old_outcome_is_parked_with_the_reason(backend: Backend) {
     let w = world(backend).await;
     confirmed(&w.app, 1).await;
     w.app.clock.advance(Span::days(34));
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(w.metronome.requests(), 0);
     let o = &w.app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "failed");
@@ -270,24 +270,24 @@ async fn a_too_old_outcome_is_parked_with_the_reason(backend: Backend) {
 async fn a_clawback_after_reporting_sends_one_correcting_event(backend: Backend) {
     let w = world_with(backend, clawback_contract(), |_| {}).await;
     confirmed(&w.app, 1).await;
-    w.app.report().await;
+    w.app.run_reporter().await;
     let id = w.app.outcomes().await[0].id.clone();
     w.app.advance_hours(48);
     w.app
         .send(&event("M0-o", "M0", "reopened", 121, None))
         .await;
-    w.app.settle().await;
+    w.app.run_worker().await;
     w.metronome.push_fault(Fault::AcceptThenDrop);
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(
         reversal(&w.app).await.state.as_str(),
         "pending",
         "retried after the drop"
     );
     w.app.advance_hours(1);
-    w.app.report().await;
+    w.app.run_reporter().await;
     w.app.advance_hours(1);
-    w.app.report().await;
+    w.app.run_reporter().await;
 
     let r = reversal(&w.app).await;
     assert_eq!(
@@ -325,13 +325,13 @@ async fn a_clawback_on_a_count_metric_is_parked_with_the_explanation(backend: Ba
     })
     .await;
     confirmed(&w.app, 1).await;
-    w.app.report().await;
+    w.app.run_reporter().await;
     w.app.advance_hours(48);
     w.app
         .send(&event("M0-o", "M0", "reopened", 121, None))
         .await;
-    w.app.settle().await;
-    w.app.report().await;
+    w.app.run_worker().await;
+    w.app.run_reporter().await;
     let r = reversal(&w.app).await;
     assert_eq!(
         (r.state.as_str(), r.method.as_deref()),
@@ -350,8 +350,8 @@ async fn a_clawback_before_sending_voids_the_outcome(backend: Backend) {
     confirmed(&w.app, 1).await;
     w.app.send(&event("M0-o", "M0", "reopened", 74, None)).await;
     w.app.advance_hours(1);
-    w.app.settle().await;
-    w.app.report().await;
+    w.app.run_worker().await;
+    w.app.run_reporter().await;
     assert_eq!(reversal(&w.app).await.method.as_deref(), Some("void"));
     assert_eq!(w.app.outcomes().await[0].state.as_str(), "voided");
     assert_eq!(w.metronome.requests(), 0);
@@ -368,14 +368,14 @@ async fn a_clawback_of_a_failed_outcome_in_doubt_is_parked_not_voided(backend: B
     confirmed(&w.app, 1).await;
     w.metronome.push_fault(Fault::AcceptThenDrop);
     w.metronome.push_fault(Fault::AcceptThenDrop);
-    w.app.report().await;
+    w.app.run_reporter().await;
     w.app.clock.advance(Span::hours(1));
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(w.app.outcomes().await[0].state.as_str(), "failed");
     w.app.send(&event("M0-o", "M0", "reopened", 76, None)).await;
     w.app.advance_hours(1);
-    w.app.settle().await;
-    w.app.report().await;
+    w.app.run_worker().await;
+    w.app.run_reporter().await;
     let r = reversal(&w.app).await;
     assert_eq!(r.state.as_str(), "failed", "{r:?}");
     let why = r.last_error.unwrap_or_default();
@@ -403,7 +403,7 @@ async fn dry_run_records_the_event_and_calls_nothing(backend: Backend) {
     })
     .await;
     confirmed(&app, 1).await;
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "dry_run");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
@@ -459,9 +459,9 @@ async fn a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt(backend:
     confirmed(&w.app, 1).await;
     w.metronome.push_fault(Fault::AcceptThenDrop);
     w.metronome.push_fault(Fault::AcceptThenDrop);
-    w.app.report().await;
+    w.app.run_reporter().await;
     w.app.clock.advance(Span::hours(1));
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(w.app.outcomes().await[0].state.as_str(), "failed");
     let now = Millis::from(w.app.clock.now());
     let (requeued, too_old, in_doubt) = w
@@ -472,7 +472,7 @@ async fn a_failed_outcome_in_doubt_is_replayed_without_include_in_doubt(backend:
         .await
         .expect("requeue");
     assert_eq!((requeued, too_old, in_doubt), (1, 0, 0));
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(w.app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(w.metronome.event_count(), 1, "counted once");
     assert_eq!(
@@ -519,7 +519,7 @@ async fn a_deployment_billing_only_on_metronome_needs_no_stripe_key(backend: Bac
     .await;
     assert!(!w.app.services.settings.uses_stripe());
     confirmed(&w.app, 2).await;
-    w.app.report().await;
+    w.app.run_reporter().await;
     assert_eq!(
         w.metronome.event_count(),
         2,
@@ -539,8 +539,8 @@ const METRIC_ID: &str = "9570e4f3-d1da-4b95-ba81-bd40ee002727";
 /// under an ingest alias): no drift after reporting and a correction; drift once
 /// Metronome holds usage that outcome-meter never sent.
 async fn reconcile_matches_after_reporting_and_shows_drift(backend: Backend) {
-    use outcome_meter::report::period::Period;
-    use outcome_meter::report::reconcile_metronome::reconcile_tenant;
+    use outcome_meter::accounting::period::Period;
+    use outcome_meter::accounting::reconcile_metronome::reconcile_tenant;
     let w = world_with(backend, clawback_contract(), |s| {
         let name = s.contract.meter.event_name.clone();
         s.metronome
@@ -558,14 +558,14 @@ async fn reconcile_matches_after_reporting_and_shows_drift(backend: Backend) {
     w.metronome
         .add_ingest_alias(METRONOME_CUSTOMER, CUSTOMER_ID);
     confirmed(&w.app, 3).await;
-    w.app.report().await;
+    w.app.run_reporter().await;
     // One of them clawed back: a correcting event, dated now (still January).
     w.app.advance_hours(48);
     w.app
         .send(&event("M0-o", "M0", "reopened", 121, None))
         .await;
-    w.app.settle().await;
-    w.app.report().await;
+    w.app.run_worker().await;
+    w.app.run_reporter().await;
     assert_eq!(reversal(&w.app).await.state.as_str(), "done");
 
     let period = Period::parse("2026-01-01", "2026-01-31").expect("period");
@@ -627,10 +627,10 @@ async fn reconcile_matches_after_reporting_and_shows_drift(backend: Backend) {
 
 /// explain and the statement say the outcome went to Metronome, under which key.
 async fn explain_and_the_statement_name_metronome(backend: Backend) {
-    use outcome_meter::report::{explain::explain, period::Period, statement};
+    use outcome_meter::accounting::{explain::explain, period::Period, statement};
     let w = world(backend).await;
     confirmed(&w.app, 1).await;
-    w.app.report().await;
+    w.app.run_reporter().await;
     let id = w.app.outcomes().await[0].id.clone();
     let text = explain(&w.app.services.store, TENANT, "M0", None)
         .await

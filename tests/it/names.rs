@@ -83,7 +83,7 @@ async fn mixed_case_and_padded_names_exclude_every_variant(backend: Backend) {
     app.send(&resolved_with("OK", 0, &["spam_filter"], Some("phone-in")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
 
     for (ticket, _) in excluded_tag {
         assert_eq!(
@@ -133,7 +133,7 @@ async fn a_resolution_decided_under_exact_matching_keeps_it(backend: Backend) {
     })
     .await;
     app.send(&resolved_with("OLD", 0, &["spam"], None)).await;
-    app.settle().await;
+    app.run_worker().await;
     // Stored as an earlier release stored it: no `name_matching` key at all.
     let raw = app.services.store.test_support();
     let rows = raw
@@ -159,7 +159,7 @@ async fn a_resolution_decided_under_exact_matching_keeps_it(backend: Backend) {
     let app = app.restart().await;
     app.send(&resolved_with("NEW", 1, &["spam"], None)).await;
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
 
     let billed: Vec<String> = app
         .outcomes()
@@ -257,7 +257,7 @@ async fn check_warns_about_names_that_matched_nothing(backend: Backend) {
         app.send(&resolved_with(ticket, 0, &[tag], Some("PHONE")))
             .await;
     }
-    app.settle().await;
+    app.run_worker().await;
 
     let contract = "excluded_tags = [\"spam-filter\"]\nexcluded_channels = [\"Phone \"]\n\
                     [[contract.categories]]\nname = \"voice\"\nchannels_any = [\"voicemail\"]\ndecline = true\n";
@@ -306,7 +306,7 @@ async fn check_diff_with_one_file_twice_shows_what_the_name_rule_changes(backend
     app.send(&resolved_with("N1", 0, &["spam "], None)).await;
     app.send(&resolved_with("N2", 0, &["spam"], None)).await;
     app.send(&resolved_with("N3", 0, &["ham"], None)).await;
-    app.settle().await;
+    app.run_worker().await;
     let dir = tempfile::tempdir().expect("tmp");
     let config = write_config(dir.path(), &app, "excluded_tags = [\"Spam\"]", "");
     let file = config.display().to_string();

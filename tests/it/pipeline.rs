@@ -23,20 +23,20 @@ async fn ai_resolution_never_reopened_is_billed_exactly_once(backend: Backend) {
             .await,
         202
     );
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert!(
         app.outcomes().await.is_empty(),
         "nothing before the window ends"
     );
 
     app.advance_hours(71);
-    app.settle().await;
+    app.run_worker().await;
     assert!(app.outcomes().await.is_empty(), "71h < 72h window");
 
     app.advance_hours(2);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let outcomes = app.outcomes().await;
     assert_eq!(outcomes.len(), 1);
     let o = &outcomes[0];
@@ -63,8 +63,8 @@ async fn ai_resolution_never_reopened_is_billed_exactly_once(backend: Backend) {
 
     // Running every stage again changes nothing.
     app.advance_hours(100);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 1);
     assert_eq!(stripe.requests(), 1);
 
@@ -82,8 +82,8 @@ async fn reopened_inside_the_window_is_not_billed(backend: Backend) {
         .await;
     app.send(&event("e2", "T1", "reopened", 10, None)).await;
     app.advance_hours(200);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert!(app.outcomes().await.is_empty());
     assert_eq!(stripe.requests(), 0);
     let decisions = app
@@ -111,8 +111,8 @@ async fn reopened_then_resolved_again_is_billed_once_as_seq_2(backend: Backend) 
     app.send(&event("e3", "T1", "resolved", 6, Some("ai")))
         .await;
     app.advance_hours(100);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let outcomes = app.outcomes().await;
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].seq, 2);
@@ -131,8 +131,8 @@ async fn human_resolution_and_hand_off_are_not_billed_but_recorded(backend: Back
     app.send(&event("e3", "H2", "resolved", 1, Some("ai")))
         .await;
     app.advance_hours(100);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert!(app.outcomes().await.is_empty());
     assert_eq!(stripe.requests(), 0);
     let d1 = app
@@ -161,7 +161,7 @@ async fn redelivered_webhooks_are_stored_and_counted_once(backend: Backend) {
     let body = event("e1", "T1", "resolved", 0, Some("ai"));
     assert_eq!(app.send(&body).await, 202);
     assert_eq!(app.send(&body).await, 200);
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(
         app.send(&body).await,
         200,
@@ -170,8 +170,8 @@ async fn redelivered_webhooks_are_stored_and_counted_once(backend: Backend) {
     assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM ticket_events").await, 1);
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 1);
     app.stop().await;
 }
@@ -218,12 +218,12 @@ async fn billed_identifiers(backend: Backend, bodies: &[String]) -> Vec<String> 
         assert_eq!(app.send(b).await, 202);
         // Interleave processing with arrival, as a live worker would.
         if fastrand::u8(..4) == 0 {
-            app.settle().await;
+            app.run_worker().await;
         }
     }
     app.advance_hours(500);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let mut ids: Vec<String> = stripe.events().into_iter().map(|e| e.identifier).collect();
     ids.sort();
     assert_eq!(ids.len(), stripe.requests(), "one request per event");
@@ -278,8 +278,8 @@ async fn zendesk_and_intercom_reference_payloads_flow_through(backend: Backend) 
         .await;
     assert_eq!(status, 202);
 
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     // Both resolutions (2025) became outcomes long before the test's clock
     // (2026-01-01): decided and recorded, kept at the time they became outcomes,
     // and parked as too old for Stripe rather than billed into today's period.
@@ -312,7 +312,7 @@ async fn authentic_but_unparseable_delivery_is_quarantined_and_acknowledged(back
     let (app, _stripe) = app_with_stripe(backend).await;
     let body = r#"{"event_id":"q1","ticket_id":"Q1","type":"exploded","occurred_at":"2026-01-01T00:00:00Z"}"#;
     assert_eq!(app.send(body).await, 202);
-    app.settle().await;
+    app.run_worker().await;
     let q = app
         .services
         .store
@@ -336,7 +336,7 @@ async fn authentic_but_unparseable_delivery_is_quarantined_and_acknowledged(back
             .expect("requeue"),
         1
     );
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(
         app.count("SELECT COUNT(*) FROM deliveries WHERE status = 'quarantined'")
             .await,
@@ -349,7 +349,7 @@ async fn retention_prunes_processed_bodies_only(backend: Backend) {
     let (app, _stripe) = app_with_stripe(backend).await;
     app.send(&event("e1", "R1", "resolved", 0, Some("ai")))
         .await;
-    app.settle().await;
+    app.run_worker().await;
     app.send(&event("e2", "R2", "resolved", 0, Some("ai")))
         .await; // still pending
     let later = Millis::from(t0()) + std::time::Duration::from_millis(1);
@@ -394,7 +394,7 @@ async fn reopen_waiting_in_the_inbox_holds_confirmation_back(backend: Backend) {
     let (app, stripe) = app_with_stripe(backend).await;
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
-    app.settle().await;
+    app.run_worker().await;
     app.advance_hours(5);
     assert_eq!(app.send(&event("e2", "T1", "reopened", 5, None)).await, 202);
     app.advance_hours(70);
@@ -404,8 +404,8 @@ async fn reopen_waiting_in_the_inbox_holds_confirmation_back(backend: Backend) {
         0,
         "the inbox holds a delivery received before the window ended"
     );
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert!(
         app.outcomes().await.is_empty(),
         "the reopen disqualified it"
@@ -420,13 +420,13 @@ async fn confirmation_waits_for_the_grace_after_the_window(backend: Backend) {
     let (app, _stripe) = app_with_stripe(backend).await;
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
-    app.settle().await;
+    app.run_worker().await;
     app.clock
         .advance(chrono::Duration::hours(72) + chrono::Duration::minutes(4));
-    app.settle().await;
+    app.run_worker().await;
     assert!(app.outcomes().await.is_empty(), "inside the grace");
     app.clock.advance(chrono::Duration::minutes(1));
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(app.outcomes().await.len(), 1);
     app.stop().await;
 }
@@ -476,7 +476,7 @@ async fn a_poison_delivery_is_quarantined_without_holding_back_its_batch() {
         202
     );
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     let quarantined = app
         .count("SELECT COUNT(*) FROM deliveries WHERE status = 'quarantined' AND error LIKE '%database refused%'")
         .await;

@@ -292,7 +292,7 @@ async fn confirmed(app: &TestApp, tickets: &[&str]) {
             .await;
     }
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
 }
 
 /// A meter with its own payload keys: events carry them, and nothing else.
@@ -306,7 +306,7 @@ async fn events_use_the_meters_payload_keys(backend: Backend) {
     });
     let app = app(backend, &stripe, ContractTerms::default()).await;
     confirmed(&app, &["T1"]).await;
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     let events = stripe.events();
     assert_eq!(events.len(), 1);
@@ -360,7 +360,7 @@ async fn an_inactive_meter_holds_its_outcomes_until_the_next_preflight_after_the
         .expect("the harness made it");
     stripe.update_meter(&meter, |m| m.active = false);
     confirmed(&app, &["T1"]).await;
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!((o.state.as_str(), o.attempts), ("pending", 0));
     let why = o.last_error.clone().unwrap_or_default();
@@ -384,12 +384,12 @@ async fn an_inactive_meter_holds_its_outcomes_until_the_next_preflight_after_the
     // Fixed in Stripe: nothing moves before the next preflight…
     stripe.update_meter(&meter, |m| m.active = true);
     app.clock.advance(chrono::Duration::minutes(4));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "pending");
     assert_eq!(stripe.requests(), 0);
     // …which runs 5 minutes (stripe.preflight_every) after the last one.
     app.clock.advance(chrono::Duration::minutes(1));
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!((o.state.as_str(), o.attempts), ("reported", 1));
     assert_eq!(stripe.events().len(), 1);
@@ -404,7 +404,7 @@ async fn a_deleted_customer_holds_its_outcomes(backend: Backend) {
     stripe.delete_customer(CUSTOMER);
     let app = app(backend, &stripe, ContractTerms::default()).await;
     confirmed(&app, &["T1", "T2"]).await;
-    app.report().await;
+    app.run_reporter().await;
     for o in app.outcomes().await {
         assert_eq!((o.state.as_str(), o.attempts), ("pending", 0));
         let why = o.last_error.unwrap_or_default();
@@ -418,7 +418,7 @@ async fn a_deleted_customer_holds_its_outcomes(backend: Backend) {
     );
     stripe.add_customer(CUSTOMER); // e.g. the tenant's configuration names a live one
     app.clock.advance(chrono::Duration::minutes(5));
-    app.report().await;
+    app.run_reporter().await;
     let states: Vec<String> = app
         .outcomes()
         .await
@@ -436,7 +436,7 @@ async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
     stripe.set_read_failure(Some(503));
     let app = app(backend, &stripe, ContractTerms::default()).await;
     confirmed(&app, &["T1"]).await;
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "pending");
     let why = o.last_error.clone().unwrap_or_default();
@@ -451,13 +451,13 @@ async fn an_unreachable_preflight_keeps_the_last_good_result(backend: Backend) {
     // Stripe answers again; the preflight is retried within 30 seconds.
     stripe.set_read_failure(None);
     app.clock.advance(chrono::Duration::seconds(30));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
 
     // Down again at the next preflight: the last good result is kept.
     stripe.set_read_failure(Some(500));
     confirmed(&app, &["T2"]).await;
-    app.report().await;
+    app.run_reporter().await;
     let reported = app
         .outcomes()
         .await
@@ -482,14 +482,14 @@ async fn a_reversal_waits_while_its_meter_fails_the_preflight(backend: Backend) 
     };
     let app = app(backend, &stripe, clawback).await;
     confirmed(&app, &["T1"]).await;
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 1);
     let meter = stripe.meter_id("resolved_ticket").expect("meter");
     stripe.update_meter(&meter, |m| m.active = false);
     app.advance_hours(1); // the next preflight sees it
     app.send(&event("o1", "T1", "reopened", 74, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert!(
         stripe.adjustments().is_empty(),
         "no cancel to a failing meter"
@@ -504,7 +504,7 @@ async fn a_reversal_waits_while_its_meter_fails_the_preflight(backend: Backend) 
 
     stripe.update_meter(&meter, |m| m.active = true);
     app.clock.advance(chrono::Duration::minutes(5));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(
         stripe.adjustments(),
         [outcome_id(TENANT, "generic", "T1", 1)]
@@ -519,7 +519,7 @@ async fn reconcile_reads_meter_ids_from_stripe(backend: Backend) {
     let world = app.clock.clone();
     stripe.set_clock(move || world.now().timestamp());
     confirmed(&app, &["T1"]).await;
-    app.report().await;
+    app.run_reporter().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), &stripe, &app.settings.database.url, "");
     let r = run(

@@ -56,16 +56,16 @@ impl TestApp {
 
     /// Nothing is billed inside the window; 73 hours later exactly `expected` is.
     async fn billed_after_window(&self, stripe: &FakeStripe, expected: &[(&str, &str)]) {
-        self.settle().await;
-        self.report().await;
+        self.run_worker().await;
+        self.run_reporter().await;
         assert_eq!(
             stripe.requests(),
             0,
             "nothing billed inside the reopen window"
         );
         self.advance_hours(73);
-        self.settle().await;
-        self.report().await;
+        self.run_worker().await;
+        self.run_reporter().await;
         let mut got: Vec<String> = stripe.events().into_iter().map(|e| e.identifier).collect();
         got.sort();
         let mut want: Vec<String> = expected
@@ -329,7 +329,7 @@ async fn hubspot_batch_is_stored_once_and_expands_to_every_event(backend: Backen
         .await;
     assert_eq!(status, 200, "a retried batch is a duplicate delivery");
     assert_eq!(app.deliveries().await, 1, "one delivery row for the batch");
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(app.ticket_events().await, 4, "expanded into all its events");
     app.billed_after_window(&stripe, &[("hubspot", "1001")])
         .await;
@@ -462,7 +462,7 @@ async fn zohodesk_batch_is_verified_stored_once_and_expanded(backend: Backend) {
     let (status, _) = app.post(path, &[("X-ZDesk-JWT", jwt)], body).await;
     assert_eq!(status, 200, "the same batch again is a duplicate");
     assert_eq!(app.deliveries().await, 1, "one delivery row for the batch");
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(app.ticket_events().await, 5, "expanded into all its events");
     app.billed_after_window(&stripe, &[("zohodesk", "Z1")])
         .await;

@@ -27,10 +27,10 @@ async fn transient_failures_are_retried_until_billed_once(backend: Backend) {
     stripe.push_fault(Fault::Delay(Duration::from_millis(1500))); // longer than the client timeout
     let app = app_with_one_outcome(backend, &stripe).await;
 
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!((o.state.as_str(), o.attempts), ("pending", 1));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(
         app.outcomes().await[0].attempts,
         1,
@@ -39,13 +39,13 @@ async fn transient_failures_are_retried_until_billed_once(backend: Backend) {
 
     for expected_attempts in 2..=4 {
         app.clock.advance(chrono::Duration::minutes(30));
-        app.report().await;
+        app.run_reporter().await;
         assert_eq!(app.outcomes().await[0].attempts, expected_attempts);
     }
     // The delayed request was recorded by Stripe after our timeout; the retry is replayed.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     app.clock.advance(chrono::Duration::minutes(30));
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
@@ -61,7 +61,7 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::ShouldRetryFalse(400));
     let app = app_with_one_outcome(backend, &stripe).await;
-    app.report().await;
+    app.run_reporter().await;
     let failed = app
         .services
         .store
@@ -85,7 +85,7 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
         .as_deref()
         .is_some_and(|r| r.starts_with("req_")));
     app.advance_hours(24);
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.requests(), 1, "failed outcomes wait for an operator");
 
     // The operator fixes the cause and replays: same identifier, billed once.
@@ -107,7 +107,7 @@ async fn permanent_refusal_is_parked_as_failed_with_stripes_message(backend: Bac
         0,
         "a replayed outcome gets a fresh retry budget"
     );
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
     app.stop().await;
@@ -117,7 +117,7 @@ async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::AcceptThenDrop);
     let app = app_with_one_outcome(backend, &stripe).await;
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 1, "Stripe has it");
     assert_eq!(
         app.outcomes().await[0].state.as_str(),
@@ -127,7 +127,7 @@ async fn restart_after_stripe_accepted_but_before_the_mark_does_not_double_bill(
 
     let app = app.restart().await;
     app.clock.advance(chrono::Duration::hours(1));
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "reported");
     assert_eq!(
@@ -172,14 +172,14 @@ async fn crash_with_the_lease_held_mid_call_is_recovered_without_a_second_event(
         .expect("accepted");
 
     let app = app.restart().await;
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(
         app.outcomes().await[0].state.as_str(),
         "pending",
         "the dead process still holds the lease"
     );
     app.clock.advance(chrono::Duration::seconds(61));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
     app.stop().await;
@@ -202,7 +202,7 @@ async fn identifier_already_at_stripe_under_another_key_counts_as_delivered(back
         .create_meter_event(&ev, "some-other-key", None)
         .await
         .expect("accepted");
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "reported");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
@@ -234,8 +234,8 @@ async fn a_timestamp_stripe_would_refuse_as_future_is_held_not_spent(backend: Ba
         202
     );
     app.advance_hours(74);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!((o.state.as_str(), o.attempts), ("pending", 0));
     let why = o.last_error.as_deref().unwrap_or_default();
@@ -248,7 +248,7 @@ async fn a_timestamp_stripe_would_refuse_as_future_is_held_not_spent(backend: Ba
 
     // Once the world's clock reaches the timestamp, it is sent and accepted.
     app.advance_hours(73);
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!((o.state.as_str(), o.attempts), ("reported", 1));
     assert_eq!(stripe.events().len(), 1);
@@ -263,7 +263,7 @@ async fn a_timestamp_stripe_would_refuse_as_future_is_held_not_spent(backend: Ba
 async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decision(
     backend: Backend,
 ) {
-    use outcome_meter::report::{period::Period, statement};
+    use outcome_meter::accounting::{period::Period, statement};
     use outcome_meter::stripe::{limits, too_old};
     let stripe = FakeStripe::start().await;
     stripe.set_check_timestamps(true);
@@ -280,12 +280,12 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
     app.send(&event("e2", "T2", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     // The first call gets a 500 (Stripe may have recorded it: in doubt, retried
     // later); the second a permanent 400 (certainly not recorded: parked).
     stripe.push_fault(Fault::Status(500));
     stripe.push_fault(Fault::ShouldRetryFalse(400));
-    app.report().await;
+    app.run_reporter().await;
     let store = &app.services.store;
     let by_state = |state: &str, outcomes: &[outcome_meter::store::OutcomeRow]| {
         outcomes
@@ -304,7 +304,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
 
     // 40 days later the retry's timestamp is too old: parked, never sent.
     app.clock.advance(chrono::Duration::days(40));
-    app.report().await;
+    app.run_reporter().await;
     let parked = app
         .outcomes()
         .await
@@ -355,7 +355,7 @@ async fn an_outcome_too_old_for_stripe_is_parked_and_billed_late_only_by_decisio
         .await
         .expect("rebill");
     assert_eq!(n, 1);
-    app.report().await;
+    app.run_reporter().await;
     let outcomes = app.outcomes().await;
     let billed = outcomes.iter().find(|o| o.id == refused).expect("outcome");
     assert_eq!(billed.state.as_str(), "reported");
@@ -404,8 +404,8 @@ async fn without_an_api_key_the_reporter_records_what_it_would_send(backend: Bac
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "dry_run");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
@@ -476,7 +476,7 @@ async fn a_claim_whose_lease_expired_can_no_longer_send(backend: Backend) {
         )
         .await
         .expect("renew"));
-    app.report().await;
+    app.run_reporter().await;
     assert!(stripe.events().is_empty(), "a voided outcome is never sent");
     app.stop().await;
 }
@@ -498,7 +498,7 @@ async fn an_unreadable_outcome_is_parked_and_holds_back_no_other(backend: Backen
             .await;
     }
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     let s1 = outcome_id(TENANT, "generic", "S1", 1);
     let store = &app.services.store;
     assert_eq!(
@@ -509,7 +509,7 @@ async fn an_unreadable_outcome_is_parked_and_holds_back_no_other(backend: Backen
             .expect("a sink from elsewhere"),
         1
     );
-    app.report().await;
+    app.run_reporter().await;
     let s2 = store
         .list_outcomes(&OutcomeFilter {
             ticket_id: Some("S2".into()),
@@ -576,7 +576,7 @@ async fn replicas_never_call_stripe_concurrently_for_one_pair() {
         .await;
     }
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     // Small batches, so both replicas hold claims for the pair at the same time.
     let mut settings = app.settings.clone();
     settings.reporter.batch_size = 3;
@@ -594,7 +594,7 @@ async fn replicas_never_call_stripe_concurrently_for_one_pair() {
     ra.expect("replica a");
     rb.expect("replica b");
     // Whatever one replica gave back, the next pass reports.
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(
         stripe.pair_conflicts(),
         0,

@@ -41,8 +41,8 @@ async fn billed(app: &TestApp, ticket: &str) {
     ))
     .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
 }
 
 async fn reversal(app: &TestApp) -> ReversalRow {
@@ -72,7 +72,7 @@ async fn attempt_results(app: &TestApp, outcome: &str) -> Vec<String> {
 /// recorded locally (the request is delayed at the fake past the point where the
 /// reporter is stopped, well inside the client timeout).
 async fn crash_during_the_call(app: &TestApp) {
-    let crashed = tokio::time::timeout(Duration::from_millis(500), app.report()).await;
+    let crashed = tokio::time::timeout(Duration::from_millis(500), app.run_reporter()).await;
     assert!(
         crashed.is_err(),
         "the reporter was still waiting for Stripe"
@@ -111,17 +111,17 @@ async fn a_correction_is_never_stamped_ahead_of_the_world(backend: Backend) {
     app.send(&event("Y1-r", "Y1", "resolved", 1, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.event_count(), 0, "held while ahead of the world");
     app.advance_hours(1);
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.event_count(), 1);
     // Reopened two days later: past the cancel window, so a correcting event.
     app.advance_hours(48);
     app.send(&event("Y1-o", "Y1", "reopened", 123, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(
         (r.state.as_str(), r.method.as_deref()),
@@ -144,7 +144,7 @@ async fn correction_survives_a_crash_after_stripe_accepted_it(backend: Backend) 
     billed(&app, "X1").await;
     app.advance_hours(48);
     app.send(&event("X1-o", "X1", "reopened", 121, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     stripe.push_fault(Fault::Delay(Duration::from_millis(1000)));
     crash_during_the_call(&app).await;
     until("record the correction", || stripe.event_count() == 2).await;
@@ -152,7 +152,7 @@ async fn correction_survives_a_crash_after_stripe_accepted_it(backend: Backend) 
     // Restarted a few minutes later (after the lease): same request, same key.
     app.clock.advance(Minutes::minutes(5));
     let app = app.restart().await;
-    app.report().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(
         (r.state.as_str(), r.method.as_deref()),
@@ -172,7 +172,7 @@ async fn cancel_survives_a_crash_across_the_23h_boundary(backend: Backend) {
     billed(&app, "X2").await;
     app.advance_hours(22); // 22h after sending: a cancel
     app.send(&event("X2-o", "X2", "reopened", 95, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     stripe.push_adjustment_fault(Fault::Delay(Duration::from_millis(1000)));
     crash_during_the_call(&app).await;
     until("apply the cancel", || stripe.adjustments().len() == 1).await;
@@ -181,7 +181,7 @@ async fn cancel_survives_a_crash_across_the_23h_boundary(backend: Backend) {
     // correction, which would reverse the outcome a second time.
     app.clock.advance(Minutes::minutes(90));
     let app = app.restart().await;
-    app.report().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(
         (r.state.as_str(), r.method.as_deref()),
@@ -199,21 +199,21 @@ async fn cancel_age_counts_from_the_first_send_not_the_recorded_report(backend: 
     app.send(&event("X3-r", "X3", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     // Stripe receives the event at 73h but the answer is lost; the retry 5 hours later
     // is what records the outcome as reported.
     stripe.push_fault(Fault::AcceptThenDrop);
-    app.report().await;
+    app.run_reporter().await;
     app.advance_hours(5);
-    app.report().await;
+    app.run_reporter().await;
     let id = outcome_id(TENANT, "generic", "X3", 1);
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
 
     // 20 hours after the recorded report, 25 after Stripe received the event.
     app.advance_hours(20);
     app.send(&event("X3-o", "X3", "reopened", 98, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(
         (r.state.as_str(), r.method.as_deref()),
@@ -238,8 +238,8 @@ async fn a_cancel_refused_as_too_old_switches_to_a_correction_once(backend: Back
     billed(&app, "X4").await;
     app.advance_hours(2);
     app.send(&event("X4-o", "X4", "reopened", 75, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let id = outcome_id(TENANT, "generic", "X4", 1);
     let r = reversal(&app).await;
     assert_eq!(
@@ -258,7 +258,7 @@ async fn a_cancel_refused_as_too_old_switches_to_a_correction_once(backend: Back
         vec!["reversal:cancel:too_old", "reversal:correction:accepted"]
     );
     app.advance_hours(1);
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 2, "nothing more");
     app.stop().await;
 }
@@ -270,13 +270,13 @@ async fn a_cancel_in_doubt_then_too_old_is_parked_not_reversed_twice(backend: Ba
     billed(&app, "X5").await;
     app.clock.advance(Minutes::minutes(30));
     app.send(&event("X5-o", "X5", "reopened", 73, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     // No definite answer to the cancel: Stripe may or may not have applied it.
     stripe.push_adjustment_fault(Fault::Status(502));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(reversal(&app).await.state.as_str(), "pending");
     app.advance_hours(2);
-    app.report().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(r.state.as_str(), "failed", "{r:?}");
     let why = r.last_error.unwrap_or_default();
@@ -298,19 +298,19 @@ async fn a_meter_that_does_not_sum_gets_no_correcting_event(backend: Backend) {
     app.send(&event("Y2-r", "Y2", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     // Within 24 hours any meter can cancel.
     app.advance_hours(7);
     app.send(&event("Y1-o", "Y1", "reopened", 80, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.adjustments().len(), 1);
     // After that, a negative event would count one more: parked, not sent.
     app.advance_hours(41);
     app.send(&event("Y2-o", "Y2", "reopened", 121, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(
         stripe.events().len(),
         2,
@@ -333,7 +333,7 @@ async fn a_meter_that_does_not_sum_gets_no_correcting_event(backend: Backend) {
         "{why}"
     );
     let explained =
-        outcome_meter::report::explain::explain(&app.services.store, TENANT, "Y2", None)
+        outcome_meter::accounting::explain::explain(&app.services.store, TENANT, "Y2", None)
             .await
             .expect("explain")
             .render();
@@ -371,16 +371,16 @@ async fn a_cancel_once_in_doubt_stays_in_doubt(backend: Backend) {
     billed(&app, "X9").await;
     app.clock.advance(Minutes::minutes(30));
     app.send(&event("X9-o", "X9", "reopened", 73, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     stripe.push_adjustment_fault(Fault::AcceptThenStatus(502));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(reversal(&app).await.state.as_str(), "pending");
     stripe.push_adjustment_fault(Fault::Status(429));
     app.clock.advance(Minutes::minutes(10));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(reversal(&app).await.state.as_str(), "pending");
     app.advance_hours(2);
-    app.report().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(stripe.events().len(), 1, "no correcting event: {r:?}");
     assert_eq!(r.state.as_str(), "failed", "{r:?}");
@@ -404,7 +404,7 @@ async fn an_unknown_stored_method_is_parked_not_taken_as_done(backend: Backend) 
     billed(&app, "X10").await;
     app.advance_hours(1);
     app.send(&event("X10-o", "X10", "reopened", 74, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     let id = reversal(&app).await.outcome_id;
     app.services
         .store
@@ -415,7 +415,7 @@ async fn an_unknown_stored_method_is_parked_not_taken_as_done(backend: Backend) 
         )
         .await
         .expect("store a method from elsewhere");
-    app.report().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(
         (r.state.as_str(), r.method.as_deref()),
@@ -446,7 +446,7 @@ async fn an_unknown_stored_state_is_an_error(backend: Backend) {
     billed(&app, "X11").await;
     app.advance_hours(1);
     app.send(&event("X11-o", "X11", "reopened", 74, None)).await;
-    app.settle().await;
+    app.run_worker().await;
     let store = &app.services.store;
     let unknown = |e: StoreError| match e {
         StoreError::Unknown(e) => (e.column, e.value),
@@ -543,8 +543,8 @@ async fn an_unreadable_reversal_is_parked_and_holds_back_no_other(backend: Backe
     )
     .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 2);
     // Both reopened (clawed back); Z1 resolved, to be sent when its window ends.
     app.advance_hours(1);
@@ -553,9 +553,9 @@ async fn an_unreadable_reversal_is_parked_and_holds_back_no_other(backend: Backe
         .await;
     app.send(&event("Z1-r", "Z1", "resolved", 74, Some("ai")))
         .await;
-    app.settle().await;
+    app.run_worker().await;
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     let x1 = outcome_id(TENANT, "generic", "X1", 1);
     let y1 = outcome_id(OTHER_TENANT, "generic", "Y1", 1);
     let store = &app.services.store;
@@ -567,7 +567,7 @@ async fn an_unreadable_reversal_is_parked_and_holds_back_no_other(backend: Backe
             .expect("a state from elsewhere"),
         1
     );
-    app.report().await;
+    app.run_reporter().await;
 
     let x = reversal(&app).await;
     assert_eq!(
@@ -635,8 +635,8 @@ async fn a_reversal_of_an_outcome_reported_in_an_unknown_mode_is_parked(backend:
         .expect("an unknown mode is warned about at start, never a reason not to start");
     app.advance_hours(1);
     app.send(&event("X12-o", "X12", "reopened", 74, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(r.state.as_str(), "failed", "{r:?}");
     let why = r.last_error.unwrap_or_default();

@@ -4,12 +4,12 @@
 //! do not name; `reconcile` with nothing to compare.
 
 use crate::support::*;
+use outcome_meter::accounting::explain::explain;
+use outcome_meter::accounting::period::Period;
+use outcome_meter::accounting::reconcile::{reconcile, ReconcileError, StripeTarget};
+use outcome_meter::accounting::statement;
 use outcome_meter::clock::Clock;
 use outcome_meter::outcome::outcome_id;
-use outcome_meter::report::explain::explain;
-use outcome_meter::report::period::Period;
-use outcome_meter::report::reconcile::{reconcile, ReconcileError, StripeTarget};
-use outcome_meter::report::statement;
 use outcome_meter::settings::StripeMode;
 use outcome_meter::store::Effect;
 use outcome_meter::stripe::events::{sign, Sample};
@@ -64,8 +64,8 @@ async fn reported(app: &TestApp, tickets: &[&str]) {
         );
     }
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let outcomes = app.outcomes().await;
     assert_eq!(outcomes.len(), tickets.len());
     assert!(outcomes.iter().all(|o| o.state.as_str() == "reported"));
@@ -257,7 +257,7 @@ async fn a_rejected_outcome_is_shown_as_not_billed_and_resent_once_fixed(backend
     .await;
 
     // The reporter leaves them alone: only an operator resends.
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 2);
 
     // The customer is created in Stripe; the operator lists, then resends.
@@ -281,7 +281,7 @@ async fn a_rejected_outcome_is_shown_as_not_billed_and_resent_once_fixed(backend
     );
     assert!(done.contains("2 outcome(s) queued"), "{done}");
     app.clock.advance(chrono::Duration::minutes(1)); // the command's clock ran on a little
-    app.report().await;
+    app.run_reporter().await;
     let id = outcome_id(TENANT, "generic", "T1", 1);
     let events = stripe.events();
     assert_eq!(events.len(), 4);
@@ -525,7 +525,7 @@ async fn a_redelivered_notification_is_processed_once(backend: Backend) {
     assert_eq!(state_of(&app, "D1").await, "pending");
     // A rejection in another mode or account than the outcome's is not about it
     // (the same identifier lives in each).
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(state_of(&app, "D1").await, "reported");
     let d1 = app
         .outcomes()
@@ -686,13 +686,13 @@ async fn events_for_a_meter_that_does_not_exist_are_rejected(backend: Backend) {
         202
     );
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     app.preflight().await;
     let meter = stripe
         .meter_id("resolved_ticket")
         .expect("the harness's meter");
     stripe.update_meter(&meter, |m| m.event_name = "gone".into());
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(app.outcomes().await[0].state.as_str(), "reported");
     assert_eq!(stripe.publish_error_reports().await[0].1, 200);
     assert_eq!(
@@ -738,8 +738,8 @@ async fn a_rejected_correction_fails_its_reversal(backend: Backend) {
     stripe.reject_customer(CUSTOMER, "meter_event_customer_not_found");
     app.advance_hours(25);
     app.send(&event("R1-o", "R1", "reopened", 98, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let id = outcome_id(TENANT, "generic", "R1", 1);
     assert_eq!(
         stripe.rejected_identifiers(),
@@ -956,8 +956,8 @@ async fn the_periodic_reconcile_goes_past_a_tenant_it_cannot_read(backend: Backe
     )
     .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 2);
     let p1 = outcome_id(TENANT, "generic", "P1", 1);
     assert_eq!(

@@ -2,11 +2,11 @@
 //! call (Stripe saves a 500 under its key), 424 retried, Stripe Connect.
 
 use crate::support::*;
+use outcome_meter::accounting::period::Period;
+use outcome_meter::accounting::reconcile::{reconcile, StripeTarget};
+use outcome_meter::accounting::{outcomes, statement};
 use outcome_meter::clock::Clock;
 use outcome_meter::contract::ContractTerms;
-use outcome_meter::report::period::Period;
-use outcome_meter::report::reconcile::{reconcile, StripeTarget};
-use outcome_meter::report::{outcomes, statement};
 use outcome_meter::settings::StripeMode;
 use outcome_meter::stripe::limits;
 use std::time::Duration;
@@ -38,11 +38,11 @@ async fn a_saved_500_does_not_block_the_retry(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::Saved5xx(500));
     let app = one_outcome(backend, &stripe, false).await;
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!((o.state.as_str(), o.attempts), ("pending", 1));
     app.clock.advance(chrono::Duration::minutes(10));
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "reported");
     let events = stripe.events();
@@ -76,16 +76,16 @@ async fn accepted_then_500_is_deduplicated_by_the_identifier(backend: Backend) {
     stripe.push_fault(Fault::AcceptThenStatus(500));
     stripe.push_fault(Fault::Status(424));
     let app = one_outcome(backend, &stripe, false).await;
-    app.report().await;
+    app.run_reporter().await;
     app.clock.advance(chrono::Duration::minutes(10));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(
         app.outcomes().await[0].state.as_str(),
         "pending",
         "424 (a dependency outside Stripe failed) is retried"
     );
     app.clock.advance(chrono::Duration::minutes(10));
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "reported");
     assert_eq!(stripe.events().len(), 1);
@@ -113,14 +113,14 @@ async fn a_cancel_after_a_500_never_reverses_twice(backend: Backend) {
     app.send(&event("C1-r", "C1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.send(&event("C1-o", "C1", "reopened", 74, None)).await;
     app.advance_hours(2);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.clock.advance(chrono::Duration::minutes(10));
-    app.report().await;
+    app.run_reporter().await;
     let r = app
         .services
         .store
@@ -179,7 +179,7 @@ async fn a_cancel_after_a_500_never_reverses_twice(backend: Backend) {
 async fn test_mode_outcomes_are_sent_to_live_only_by_replay(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = one_outcome(backend, &stripe, false).await;
-    app.report().await;
+    app.run_reporter().await;
     let o = app.outcomes().await.remove(0);
     assert_eq!(
         (o.state.as_str(), o.reported_mode.as_deref()),
@@ -214,7 +214,7 @@ async fn test_mode_outcomes_are_sent_to_live_only_by_replay(backend: Backend) {
         "{}",
         outcomes::render(&page)
     );
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 1, "nothing is sent by itself");
     let q = store.queue_counts(StripeMode::Live).await.expect("counts");
     assert_eq!(
@@ -237,7 +237,7 @@ async fn test_mode_outcomes_are_sent_to_live_only_by_replay(backend: Backend) {
         .await
         .expect("requeue");
     assert_eq!(queued, 1);
-    app.report().await;
+    app.run_reporter().await;
     let events = stripe.events();
     assert_eq!(events.len(), 2);
     assert!(!events[0].livemode && events[1].livemode);
@@ -280,14 +280,14 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
     app.send(&event("d1", "D1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     app.advance_hours(40 * 24);
     app.send(&event("d2", "D2", "resolved", 73 + 40 * 24, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let all = app.outcomes().await;
     assert!(all.iter().all(|o| o.state.as_str() == "dry_run"), "{all:?}");
     let mut app = app;
@@ -309,7 +309,7 @@ async fn dry_run_outcomes_are_sent_by_replay_and_too_old_ones_parked(backend: Ba
         .requeue_sent_in(StripeMode::DryRun, None, None, now)
         .await
         .expect("requeue");
-    app.report().await;
+    app.run_reporter().await;
     let mut all = app.outcomes().await;
     all.sort_by_key(|o| o.confirmed_at);
     assert_eq!(all[0].state.as_str(), "failed");
@@ -363,8 +363,8 @@ async fn a_connected_account_is_sent_as_stripe_account(backend: Backend) {
     app.send(&event("k1", "K1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let events = stripe.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].account.as_deref(), Some("acct_1ConnectedTest"));
@@ -419,11 +419,11 @@ async fn an_unanswered_call_is_not_resent_past_stripes_dedupe_window(backend: Ba
     let app = one_outcome(backend, &stripe, false).await;
     let clock = app.clock.clone();
     stripe.set_clock(move || clock.now().timestamp());
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(stripe.events().len(), 1, "Stripe has it");
     assert_eq!(app.outcomes().await[0].state.as_str(), "pending");
     app.advance_hours(25);
-    app.report().await;
+    app.run_reporter().await;
     let o = app.outcomes().await.remove(0);
     assert_eq!(o.state.as_str(), "failed");
     assert!(

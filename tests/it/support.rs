@@ -626,13 +626,13 @@ impl TestApp {
     }
 
     /// Run the worker until the inbox and due queue are empty.
-    pub async fn settle(&self) {
+    pub async fn run_worker(&self) {
         self.services.worker().drain().await.expect("worker drain");
     }
 
     /// Run the reporter until nothing is due, after the Stripe preflight if one
     /// is due by the service's clock (as `serve` runs it in the background).
-    pub async fn report(&self) {
+    pub async fn run_reporter(&self) {
         self.preflight().await;
         self.services
             .reporter()
@@ -712,7 +712,7 @@ pub async fn with_one_outcome(opts: Options) -> TestApp {
     app.send(&event("e1", "T1", "resolved", 0, Some("ai")))
         .await;
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(app.outcomes().await.len(), 1);
     app
 }

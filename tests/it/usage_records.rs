@@ -7,10 +7,11 @@ use crate::support::t0;
 use chrono::{DateTime, Duration, Utc};
 use outcome_meter::clock::{Clock, ManualClock};
 use outcome_meter::stripe::usage_records::rules::{
-    after_same_key, check_timestamp, classify, current_period, item_problems, maybe_applied,
-    park_reason, plan_resend, plan_reversal, reconcile, record_key, refusal, reversal_key, settle,
-    Disposition, InDoubt, LineStatus, LocalRecord, PeriodLedger, RecordState, Refusal, Resend,
-    Reversal, ReversalInput, SameKeyAnswer, Settlement, TimestampCheck, LEGACY_API_VERSION,
+    after_same_key, check_timestamp, classify, current_period, item_problems, judge_doubt,
+    maybe_applied, park_reason, plan_resend, plan_reversal, reconcile, record_key, refusal,
+    reversal_key, Disposition, DoubtVerdict, InDoubt, LineStatus, LocalRecord, PeriodLedger,
+    RecordState, Refusal, Resend, Reversal, ReversalInput, SameKeyAnswer, TimestampCheck,
+    LEGACY_API_VERSION,
 };
 use outcome_meter::stripe::usage_records::{Period, Recorded, UsageRecord, UsageRecordSummary};
 use outcome_meter::stripe::{StripeClient, StripeError};
@@ -301,14 +302,14 @@ async fn after_23_hours_a_record_in_doubt_is_settled_from_the_summaries_not_rese
     ];
     let ledger = PeriodLedger {
         period: w.period,
-        settled_total: 5,
+        known_total: 5,
         in_doubt: &in_doubt,
         last_call_at: Some(last_call),
     };
-    let settlement = settle(&ledger, &w.summaries().await, now_w);
+    let verdict = judge_doubt(&ledger, &w.summaries().await, now_w);
     assert_eq!(
-        settlement,
-        Settlement::Resolved {
+        verdict,
+        DoubtVerdict::Resolved {
             landed: vec!["om_a".into()],
             not_landed: vec!["om_b".into(), "om_c".into()],
         }
@@ -416,7 +417,7 @@ async fn a_reversal_sets_the_usage_at_its_timestamp_once_or_is_parked() {
         quantity: 2,
         state: RecordState::Landed,
         at_timestamp: 3,
-        others_unsettled: false,
+        others_in_doubt: false,
         current_period: w.period,
         invoice: None,
     };

@@ -1,15 +1,15 @@
 //! The `stripe_usage_records` sink through the real app and the fake Stripe, on
 //! both databases: each outcome recorded once through lost answers and 5xx, a
-//! record in doubt past its key's 23 hours settled from the summaries (never
+//! record in doubt past its key's 23 hours cleared from the summaries (never
 //! resent blindly), a timestamp before the period parked, clawback by
 //! `action=set` or parked, dry-run, and reconcile.
 
 use crate::dual;
 use crate::support::*;
 use chrono::Duration;
+use outcome_meter::accounting::period::Period as Dates;
+use outcome_meter::accounting::reconcile_usage_records::reconcile_usage_records;
 use outcome_meter::clock::Clock;
-use outcome_meter::report::period::Period as Dates;
-use outcome_meter::report::reconcile_usage_records::reconcile_usage_records;
 use outcome_meter::settings::StripeMode;
 use outcome_meter::store::ReversalRow;
 use outcome_meter::stripe::usage_records::item_check;
@@ -58,7 +58,7 @@ async fn confirm(app: &TestApp, n: usize) {
         assert!((200..300).contains(&app.send(&body).await));
     }
     app.advance_hours(73);
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(app.outcomes().await.len(), n);
     // A record is sent once its second is 30 s behind the world's clock.
     app.clock.advance(Duration::minutes(1));
@@ -67,7 +67,7 @@ async fn confirm(app: &TestApp, n: usize) {
 /// Report, then let backoffs pass, a few times.
 async fn report_until_quiet(app: &TestApp) {
     for _ in 0..8 {
-        app.report().await;
+        app.run_reporter().await;
         app.clock.advance(Duration::minutes(10));
     }
 }
@@ -125,7 +125,7 @@ async fn a_record_in_doubt_past_23_hours_that_landed_is_not_resent(backend: Back
     let (app, fake) = app_on(backend, -10 * DAY, 30 * DAY).await;
     confirm(&app, 1).await;
     fake.push_usage_record_fault(Fault::AcceptThenDrop);
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(states(&app).await, ["pending"], "in doubt, to be retried");
     assert_eq!(fake.usage_total(SUBSCRIPTION_ITEM), 1, "Stripe has it");
     // The key is gone after 24 hours: a resend under it would count twice.
@@ -152,7 +152,7 @@ async fn a_record_in_doubt_past_23_hours_that_did_not_land_is_sent_with_a_new_ke
     confirm(&app, 1).await;
     // A 500 that Stripe saved under the key: every resend under it is answered the same.
     fake.push_usage_record_fault(Fault::Saved5xx(500));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(fake.usage_total(SUBSCRIPTION_ITEM), 0);
     app.advance_hours(25);
     report_until_quiet(&app).await;
@@ -188,25 +188,25 @@ async fn a_saved_5xx_replayed_under_its_key_is_settled_from_the_summaries_in_min
     let (app, fake) = app_on(backend, -10 * DAY, 30 * DAY).await;
     confirm(&app, 1).await;
     fake.push_usage_record_fault(Fault::Saved5xx(500));
-    app.report().await;
+    app.run_reporter().await;
     // The resend under the key in doubt gets the saved 500 back: the key can say
     // nothing more for 24 hours.
     app.clock.advance(Duration::minutes(1));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(fake.usage_record_requests(), 2);
     assert_eq!(fake.usage_total(SUBSCRIPTION_ITEM), 0);
     // Not asked again under that key, and not resent under another while the
     // summary may still lag the last call.
     app.clock.advance(Duration::minutes(1));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(fake.usage_record_requests(), 2, "held, not resent");
     assert_eq!(states(&app).await, ["pending"]);
     // Once the summary includes the last call, it shows the record did not land:
     // sent once more with a new key, well before the key's 23 hours.
     app.clock.advance(Duration::minutes(16));
-    app.report().await;
+    app.run_reporter().await;
     app.clock.advance(Duration::minutes(1));
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(states(&app).await, ["reported"]);
     assert_eq!(fake.usage_total(SUBSCRIPTION_ITEM), 1, "counted once");
     let o = &app.outcomes().await[0];
@@ -236,7 +236,7 @@ async fn a_record_before_the_current_period_is_parked_with_the_reason(backend: B
     let (app, fake) = app_on(backend, 73 * 3600 + 10, 30 * DAY).await;
     confirm(&app, 1).await;
     app.advance_hours(1);
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "failed");
     assert!(
@@ -253,11 +253,11 @@ async fn a_record_before_the_current_period_is_parked_with_the_reason(backend: B
 async fn clawback_sets_the_usage_at_the_records_second(backend: Backend) {
     let (app, fake) = app_on(backend, -10 * DAY, 30 * DAY).await;
     confirm(&app, 2).await;
-    app.report().await;
+    app.run_reporter().await;
     assert_eq!(fake.usage_total(SUBSCRIPTION_ITEM), 2);
     app.send(&event("o0", "T0", "reopened", 80, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(
         (r.state.as_str(), r.method.as_deref()),
@@ -275,15 +275,15 @@ async fn clawback_sets_the_usage_at_the_records_second(backend: Backend) {
 async fn clawback_of_a_closed_period_is_parked_with_the_invoice(backend: Backend) {
     let (app, fake) = app_on(backend, -10 * DAY, 4 * DAY).await;
     confirm(&app, 1).await;
-    app.report().await;
+    app.run_reporter().await;
     app.advance_hours(48);
     let t = t0().timestamp();
     let invoice = fake
         .start_next_period(SUBSCRIPTION_ITEM, t + 40 * DAY)
         .expect("invoice");
     app.send(&event("o0", "T0", "reopened", 130, None)).await;
-    app.settle().await;
-    app.report().await;
+    app.run_worker().await;
+    app.run_reporter().await;
     let r = reversal(&app).await;
     assert_eq!(r.state.as_str(), "failed", "{r:?}");
     let why = r.last_error.unwrap_or_default();
@@ -303,7 +303,7 @@ async fn dry_run_records_what_would_be_sent(backend: Backend) {
         ..Default::default()
     })
     .await;
-    app.report().await;
+    app.run_reporter().await;
     let o = &app.outcomes().await[0];
     assert_eq!(o.state.as_str(), "dry_run");
     let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
@@ -318,7 +318,7 @@ async fn dry_run_records_what_would_be_sent(backend: Backend) {
 async fn reconcile_matches_then_shows_drift(backend: Backend) {
     let (app, fake) = app_on(backend, -10 * DAY, 30 * DAY).await;
     confirm(&app, 2).await;
-    app.report().await;
+    app.run_reporter().await;
     let legacy = stripe_client(&fake)
         .legacy_usage(LEGACY_API_VERSION)
         .expect("legacy");

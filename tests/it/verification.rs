@@ -8,9 +8,9 @@
 use crate::helpdesk_clients::apply_to;
 use crate::support::*;
 use chrono::{DateTime, Duration, Utc};
+use outcome_meter::accounting::explain;
 use outcome_meter::event::{EventKind, Resolver, TicketEvent};
 use outcome_meter::helpdesk_api::OnUnreachable;
-use outcome_meter::report::explain;
 use testkit::fake_helpdesk::{generic::Generic, FakeHelpdesk, Happening, Step, Vendor};
 
 fn at(hours: i64) -> DateTime<Utc> {
@@ -115,7 +115,7 @@ pub async fn lost_reopen_is_caught(backend: Backend, vendor: impl Vendor) {
     );
     app.webhooks_arrived(p, &[resolved_by_ai("501", 1), resolved_by_ai("502", 1)])
         .await;
-    app.settle().await;
+    app.run_worker().await;
     assert!(app.outcomes().await.is_empty(), "nothing inside the window");
     assert_eq!(
         fake.requests(),
@@ -124,7 +124,7 @@ pub async fn lost_reopen_is_caught(backend: Backend, vendor: impl Vendor) {
     );
 
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     let outcomes = app.outcomes().await;
     let billed: Vec<&str> = outcomes.iter().map(|o| o.ticket_id.as_str()).collect();
     assert_eq!(
@@ -185,9 +185,9 @@ pub async fn lost_reopen_is_caught(backend: Backend, vendor: impl Vendor) {
         1.0
     );
     // The customer's statement says so too.
-    let period =
-        outcome_meter::report::period::Period::parse("2025-12-01", "2026-02-01").expect("period");
-    let st = outcome_meter::report::statement::build(
+    let period = outcome_meter::accounting::period::Period::parse("2025-12-01", "2026-02-01")
+        .expect("period");
+    let st = outcome_meter::accounting::statement::build(
         &app.services.store,
         TENANT,
         CUSTOMER,
@@ -203,7 +203,7 @@ pub async fn lost_reopen_is_caught(backend: Backend, vendor: impl Vendor) {
     );
     // Settling again asks nothing more: the checks are recorded.
     let before = fake.requests();
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(fake.requests(), before);
     app.stop().await;
 }
@@ -262,7 +262,7 @@ async fn outage_holds_then_bills_when_it_answers(backend: Backend) {
         .await;
     fake.set_outage(true);
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     assert!(
         app.outcomes().await.is_empty(),
         "held while the helpdesk is down"
@@ -274,15 +274,15 @@ async fn outage_holds_then_bills_when_it_answers(backend: Backend) {
     );
     // Not asked again before the backoff (retry_base 1 min) has passed.
     let asked = fake.requests();
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(fake.requests(), asked, "no retry before the backoff");
     app.clock.advance(Duration::minutes(2));
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(fake.requests(), asked + 1, "retried after the backoff");
     assert!(app.outcomes().await.is_empty());
     fake.set_outage(false);
     app.advance_hours(1);
-    app.settle().await;
+    app.run_worker().await;
     let outcomes = app.outcomes().await;
     assert_eq!(outcomes.len(), 1, "billed once the helpdesk agrees");
     assert!(outcomes[0].evidence.contains("verified with generic at"));
@@ -309,10 +309,10 @@ async fn past_max_hold_follows_on_unreachable(backend: Backend) {
         fake.set_outage(true);
         app.advance_hours(80);
         for _ in 0..8 {
-            app.settle().await;
+            app.run_worker().await;
             app.advance_hours(1);
         }
-        app.settle().await;
+        app.run_worker().await;
         let outcomes = app.outcomes().await;
         match policy {
             OnUnreachable::Hold => {
@@ -350,10 +350,10 @@ async fn an_unknown_ticket_is_never_billed_unverified(backend: Backend) {
         .await;
     app.advance_hours(80);
     for _ in 0..4 {
-        app.settle().await;
+        app.run_worker().await;
         app.advance_hours(1);
     }
-    app.settle().await;
+    app.run_worker().await;
     assert!(
         app.outcomes().await.is_empty(),
         "404: never billed unverified"
@@ -378,15 +378,15 @@ async fn rate_limit_retry_after_is_honoured(backend: Backend) {
         .await;
     fake.rate_limit_every(1, 600);
     app.advance_hours(80);
-    app.settle().await;
+    app.run_worker().await;
     assert!(app.outcomes().await.is_empty());
     let asked = fake.requests();
     app.clock.advance(Duration::minutes(5));
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(fake.requests(), asked, "Retry-After: 600 s not yet passed");
     fake.state().rate_limit_every = None;
     app.clock.advance(Duration::minutes(6));
-    app.settle().await;
+    app.run_worker().await;
     assert_eq!(app.outcomes().await.len(), 1);
     app.stop().await;
 }
@@ -437,7 +437,7 @@ async fn a_lost_resolution_before_a_declined_one_is_learned(backend: Backend) {
     app.webhooks_arrived("generic", &delivered).await;
     app.advance_hours(300);
     for _ in 0..4 {
-        app.settle().await;
+        app.run_worker().await;
         app.advance_hours(1);
     }
     let mut seqs: Vec<i64> = app.outcomes().await.iter().map(|o| o.seq).collect();
@@ -478,13 +478,13 @@ async fn pinned_resolutions_are_checked_after_a_contract_change(backend: Backend
     };
     app.webhooks_arrived("generic", &[resolved_by_ai("901", 1), reopen, second])
         .await;
-    app.settle().await;
+    app.run_worker().await;
     // Redeploy with a 72 h window: both resolutions stay judged by the 1 h one.
     let mut app = app;
     app.settings.contract.reopen_window = std::time::Duration::from_secs(72 * 3600);
     let app = app.restart().await;
     app.advance_hours(6);
-    app.settle().await;
+    app.run_worker().await;
     let mut seqs: Vec<i64> = app.outcomes().await.iter().map(|o| o.seq).collect();
     seqs.sort();
     let x = explain::explain(&app.services.store, TENANT, "901", None)
@@ -518,7 +518,7 @@ async fn an_unreadable_pinned_contract_skips_its_ticket_not_the_pass(backend: Ba
     }
     app.webhooks_arrived("generic", &[resolved_by_ai("911", 1)])
         .await;
-    app.settle().await;
+    app.run_worker().await;
     let pinned = app
         .services
         .store
@@ -547,7 +547,7 @@ async fn an_unreadable_pinned_contract_skips_its_ticket_not_the_pass(backend: Ba
     app.webhooks_arrived("generic", &[resolved_by_ai("912", 1)])
         .await;
     app.advance_hours(6);
-    app.settle().await;
+    app.run_worker().await;
     let billed: Vec<String> = app
         .outcomes()
         .await

@@ -7,7 +7,7 @@
 //! keeps keys only "at least 24 hours" (<https://docs.stripe.com/api/idempotent_requests>).
 //! So a record whose call may have been applied (no answer, or a 5xx) is resent
 //! under the same key while the key is surely kept ([`plan_resend`]); after that
-//! Stripe's own total for the period decides whether it landed ([`settle`]).
+//! Stripe's own total for the period decides whether it landed ([`judge_doubt`]).
 //! Both need outcome-meter to be the only writer of the subscription item.
 
 use super::record::{Period, Recorded, SubscriptionItemInfo, UsageRecord, UsageRecordSummary};
@@ -35,7 +35,7 @@ pub const SUMMARY_LAG: Duration = Duration::minutes(15);
 /// Margin kept from "must not be in the future", for clock skew with Stripe.
 pub const AHEAD_MARGIN: Duration = Duration::seconds(30);
 
-/// In-doubt records of one period [`settle`] can tell apart (every subset is tried).
+/// In-doubt records of one period [`judge_doubt`] can tell apart (every subset is tried).
 pub const MAX_IN_DOUBT: usize = 16;
 
 /// Whether an API version still has usage records: a date-named version
@@ -251,7 +251,7 @@ pub enum Resend {
     /// executes this one. Either way the usage is counted at most once.
     SameKey,
     /// The key may be forgotten: a resend could count the usage twice. Read the
-    /// usage record summaries and [`settle`] first; send (with a new key) only
+    /// usage record summaries and [`judge_doubt`] first; send (with a new key) only
     /// what Stripe's total shows did not land.
     CheckSummariesFirst,
     /// No call so far can have been applied: send with a new key.
@@ -261,7 +261,7 @@ pub enum Resend {
 /// When a usage record may be sent again.
 ///
 /// - `in_doubt`: some earlier call for this record (under any key) got no answer
-///   or a 5xx, and no later answer settled it (a 2xx, or a validation refusal
+///   or a 5xx, and no later answer cleared it (a 2xx, or a validation refusal
 ///   under the same key: [`after_same_key`]). A 429, a 409 or a refusal of a call
 ///   is not doubt: Stripe did not execute it.
 /// - `first_call_at`: when the key of the call in doubt was first used (world time).
@@ -363,7 +363,7 @@ pub struct PeriodLedger<'a> {
     /// What Stripe's `total_usage` for the period must be if none of `in_doubt`
     /// landed: the quantities of the records Stripe acknowledged (2xx), less what
     /// acknowledged reversals took away.
-    pub settled_total: i64,
+    pub known_total: i64,
     /// The period's records in doubt (first call first).
     pub in_doubt: &'a [InDoubt],
     /// The latest call of any kind on the item (world time).
@@ -371,8 +371,8 @@ pub struct PeriodLedger<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settlement {
-    /// Stripe's total is the settled total plus exactly the `landed` records:
+pub enum DoubtVerdict {
+    /// Stripe's total is the cleared total plus exactly the `landed` records:
     /// mark them reported; the `not_landed` ones are sent again with a new key
     /// (when [`check_timestamp`] allows). With equal quantities several choices
     /// add up the same; the earliest records are taken as landed (Stripe's records
@@ -382,7 +382,7 @@ pub enum Settlement {
         not_landed: Vec<String>,
     },
     /// A call on the item is too recent for the summary to be trusted: hold new
-    /// calls on the item and settle again from `until`.
+    /// calls on the item and judge again from `until`.
     Wait { until: DateTime<Utc> },
     /// Stripe's total cannot be explained by these records (another writer on the
     /// item, a manual change, a lost acknowledgement): park them for an operator.
@@ -392,21 +392,21 @@ pub enum Settlement {
 /// Decide from Stripe's summary of the period which records in doubt landed.
 /// Assumes outcome-meter is the only writer of the item and its price sums usage
 /// (`aggregate_usage=sum`, checked by [`item_problems`]).
-pub fn settle(
+pub fn judge_doubt(
     ledger: &PeriodLedger<'_>,
     summaries: &[UsageRecordSummary],
     now: DateTime<Utc>,
-) -> Settlement {
+) -> DoubtVerdict {
     if let Some(until) = ledger.last_call_at.map(|t| t + SUMMARY_LAG) {
         if now < until {
-            return Settlement::Wait { until };
+            return DoubtVerdict::Wait { until };
         }
     }
     let Some(summary) = summaries
         .iter()
         .find(|s| s.billing_period() == Some(ledger.period))
     else {
-        return Settlement::Unresolved {
+        return DoubtVerdict::Unresolved {
             reason: format!(
                 "Stripe lists no usage summary for the period {} to {}",
                 when(ledger.period.start),
@@ -416,13 +416,13 @@ pub fn settle(
     };
     let n = ledger.in_doubt.len();
     if n > MAX_IN_DOUBT {
-        return Settlement::Unresolved {
+        return DoubtVerdict::Unresolved {
             reason: format!(
                 "{n} records of the period are in doubt, more than the {MAX_IN_DOUBT} that can be told apart"
             ),
         };
     }
-    let diff = i128::from(summary.total_usage) - i128::from(ledger.settled_total);
+    let diff = i128::from(summary.total_usage) - i128::from(ledger.known_total);
     // Bit (n - 1 - i) stands for record i, so a larger mask lands earlier records.
     let mut best: Option<u32> = None;
     for mask in 0u32..(1u32 << n) {
@@ -435,12 +435,12 @@ pub fn settle(
         }
     }
     let Some(mask) = best else {
-        return Settlement::Unresolved {
+        return DoubtVerdict::Unresolved {
             reason: format!(
                 "Stripe's total usage for the period is {}, the records Stripe acknowledged make {}, and no \
                  combination of the {n} record(s) in doubt makes up the difference of {diff}: is another system \
                  writing usage records on this subscription item?",
-                summary.total_usage, ledger.settled_total
+                summary.total_usage, ledger.known_total
             ),
         };
     };
@@ -452,7 +452,7 @@ pub fn settle(
             not_landed.push(d.id.clone());
         }
     }
-    Settlement::Resolved { landed, not_landed }
+    DoubtVerdict::Resolved { landed, not_landed }
 }
 
 // ------------------------------------------------------------------ clawback
@@ -460,11 +460,11 @@ pub fn settle(
 /// Where a reported outcome's usage record stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordState {
-    /// Stripe acknowledged it (or [`settle`] found it landed).
+    /// Stripe acknowledged it (or [`judge_doubt`] found it landed).
     Landed,
-    /// Never recorded (refused, or [`settle`] found it did not land).
+    /// Never recorded (refused, or [`judge_doubt`] found it did not land).
     NotLanded,
-    /// A call may have been applied and nothing has settled it yet.
+    /// A call may have been applied and nothing has cleared it yet.
     InDoubt,
 }
 
@@ -479,7 +479,7 @@ pub struct ReversalInput<'a> {
     /// (acknowledged increments, less acknowledged reversals), this one included.
     pub at_timestamp: i64,
     /// Another record of the item at exactly `timestamp` is unsent, in flight or in doubt.
-    pub others_unsettled: bool,
+    pub others_in_doubt: bool,
     /// The item's current billing period (from the summaries).
     pub current_period: Period,
     /// The invoice of the period holding `timestamp`, when it has ended (summaries).
@@ -490,8 +490,8 @@ pub struct ReversalInput<'a> {
 pub enum Reversal {
     /// Stripe never counted it: void the outcome, nothing to send.
     NothingToReverse,
-    /// Not yet: the record (or another at its timestamp) is unsettled; plan again later.
-    SettleFirst,
+    /// Not yet: the record (or another at its timestamp) is in doubt; plan again later.
+    ClearDoubtFirst,
     /// Send this `action=set` record: the usage at the timestamp becomes what it
     /// was less the outcome's quantity. Resending it (any key, any time) is safe:
     /// setting the same value twice subtracts once.
@@ -511,11 +511,11 @@ pub enum Reversal {
 /// whatever is at that second: a concurrent increment at the same timestamp by
 /// anyone else would be lost. Hence: outcome-meter must be the only writer of the
 /// item, calls on an item are serialized, and a set is planned only when every
-/// record of ours at that second is settled.
+/// record of ours at that second is cleared.
 pub fn plan_reversal(input: &ReversalInput<'_>) -> Reversal {
     match input.state {
         RecordState::NotLanded => return Reversal::NothingToReverse,
-        RecordState::InDoubt => return Reversal::SettleFirst,
+        RecordState::InDoubt => return Reversal::ClearDoubtFirst,
         RecordState::Landed => {}
     }
     if !input.current_period.contains(input.timestamp) {
@@ -531,8 +531,8 @@ pub fn plan_reversal(input: &ReversalInput<'_>) -> Reversal {
             when(input.timestamp)
         ));
     }
-    if input.others_unsettled {
-        return Reversal::SettleFirst;
+    if input.others_in_doubt {
+        return Reversal::ClearDoubtFirst;
     }
     let left = i128::from(input.at_timestamp) - i128::from(input.quantity);
     match i64::try_from(left).ok().map(|q| UsageRecord::set(q, input.timestamp)) {
@@ -561,8 +561,8 @@ pub struct LocalRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineStatus {
     Match,
-    /// Stripe's total is between the settled total and the settled total plus the
-    /// records in doubt: [`settle`] them.
+    /// Stripe's total is between the cleared total and the cleared total plus the
+    /// records in doubt: [`judge_doubt`] them.
     WithinDoubt,
     /// Stripe's total less outcome-meter's (positive: Stripe bills more).
     Differs {
@@ -577,7 +577,7 @@ pub struct ReconcileLine {
     /// The period has not ended: Stripe's figure is "unstable until the
     /// subscription billing period ends".
     pub open: bool,
-    /// outcome-meter's settled total and its total in doubt.
+    /// outcome-meter's cleared total and its total in doubt.
     pub local: i64,
     pub in_doubt: i64,
     pub stripe: i64,
@@ -608,32 +608,32 @@ pub fn reconcile(
     let lines = periods
         .into_iter()
         .map(|(period, s)| {
-            let (mut settled, mut doubt) = (0i64, 0i64);
+            let (mut cleared, mut doubt) = (0i64, 0i64);
             for (i, r) in local.iter().enumerate() {
                 if !placed[i] && period.contains(r.timestamp) {
                     placed[i] = true;
                     if r.in_doubt {
                         doubt = doubt.saturating_add(r.quantity);
                     } else {
-                        settled = settled.saturating_add(r.quantity);
+                        cleared = cleared.saturating_add(r.quantity);
                     }
                 }
             }
             let stripe = s.total_usage;
-            let status = if stripe == settled && doubt == 0 {
+            let status = if stripe == cleared && doubt == 0 {
                 LineStatus::Match
-            } else if doubt > 0 && settled <= stripe && stripe <= settled.saturating_add(doubt) {
+            } else if doubt > 0 && cleared <= stripe && stripe <= cleared.saturating_add(doubt) {
                 LineStatus::WithinDoubt
             } else {
                 LineStatus::Differs {
-                    delta: stripe.saturating_sub(settled),
+                    delta: stripe.saturating_sub(cleared),
                 }
             };
             ReconcileLine {
                 period,
                 invoice: s.invoice.clone(),
                 open: period.end >= world_now.timestamp(),
-                local: settled,
+                local: cleared,
                 in_doubt: doubt,
                 stripe,
                 status,
@@ -962,45 +962,45 @@ mod tests {
         let in_doubt = doubt(&[("a", 1)]);
         let ledger = PeriodLedger {
             period: p,
-            settled_total: 5,
+            known_total: 5,
             in_doubt: &in_doubt,
             last_call_at: Some(t(NOW)),
         };
         let later = t(NOW + 24 * 3600);
         let landed = [summary(p.start, p.end, 6, None)];
         assert_eq!(
-            settle(&ledger, &landed, later),
-            Settlement::Resolved {
+            judge_doubt(&ledger, &landed, later),
+            DoubtVerdict::Resolved {
                 landed: vec!["a".into()],
                 not_landed: vec![]
             }
         );
         let lost = [summary(p.start, p.end, 5, None)];
         assert_eq!(
-            settle(&ledger, &lost, later),
-            Settlement::Resolved {
+            judge_doubt(&ledger, &lost, later),
+            DoubtVerdict::Resolved {
                 landed: vec![],
                 not_landed: vec!["a".into()]
             }
         );
         for total in [4, 7] {
             let odd = [summary(p.start, p.end, total, None)];
-            let Settlement::Unresolved { reason } = settle(&ledger, &odd, later) else {
+            let DoubtVerdict::Unresolved { reason } = judge_doubt(&ledger, &odd, later) else {
                 panic!("{total} resolved");
             };
             assert!(reason.contains("another system"), "{reason}");
         }
         assert_eq!(
-            settle(&ledger, &landed, t(NOW + 60)),
-            Settlement::Wait {
+            judge_doubt(&ledger, &landed, t(NOW + 60)),
+            DoubtVerdict::Wait {
                 until: t(NOW + 15 * 60)
             },
             "a recent call may not be in the summary yet"
         );
         let other_period = [summary(p.start - 86_400, p.start, 6, None)];
         assert!(matches!(
-            settle(&ledger, &other_period, later),
-            Settlement::Unresolved { .. }
+            judge_doubt(&ledger, &other_period, later),
+            DoubtVerdict::Unresolved { .. }
         ));
     }
 
@@ -1013,38 +1013,38 @@ mod tests {
         let in_doubt = doubt(&[("a", 1), ("b", 1), ("c", 3)]);
         let ledger = PeriodLedger {
             period: p,
-            settled_total: 10,
+            known_total: 10,
             in_doubt: &in_doubt,
             last_call_at: None,
         };
         let total = |n| [summary(p.start, p.end, n, None)];
-        let resolved = |landed: &[&str], not: &[&str]| Settlement::Resolved {
+        let resolved = |landed: &[&str], not: &[&str]| DoubtVerdict::Resolved {
             landed: landed.iter().map(|s| s.to_string()).collect(),
             not_landed: not.iter().map(|s| s.to_string()).collect(),
         };
         assert_eq!(
-            settle(&ledger, &total(11), t(NOW)),
+            judge_doubt(&ledger, &total(11), t(NOW)),
             resolved(&["a"], &["b", "c"])
         );
         assert_eq!(
-            settle(&ledger, &total(12), t(NOW)),
+            judge_doubt(&ledger, &total(12), t(NOW)),
             resolved(&["a", "b"], &["c"])
         );
         assert_eq!(
-            settle(&ledger, &total(14), t(NOW)),
+            judge_doubt(&ledger, &total(14), t(NOW)),
             resolved(&["a", "c"], &["b"])
         );
         assert_eq!(
-            settle(&ledger, &total(15), t(NOW)),
+            judge_doubt(&ledger, &total(15), t(NOW)),
             resolved(&["a", "b", "c"], &[])
         );
         assert_eq!(
-            settle(&ledger, &total(10), t(NOW)),
+            judge_doubt(&ledger, &total(10), t(NOW)),
             resolved(&[], &["a", "b", "c"])
         );
         assert!(matches!(
-            settle(&ledger, &total(16), t(NOW)),
-            Settlement::Unresolved { .. }
+            judge_doubt(&ledger, &total(16), t(NOW)),
+            DoubtVerdict::Unresolved { .. }
         ));
         let many = doubt(&[("x", 1); MAX_IN_DOUBT + 1]);
         let big = PeriodLedger {
@@ -1052,8 +1052,8 @@ mod tests {
             ..ledger
         };
         assert!(matches!(
-            settle(&big, &total(10), t(NOW)),
-            Settlement::Unresolved { .. }
+            judge_doubt(&big, &total(10), t(NOW)),
+            DoubtVerdict::Unresolved { .. }
         ));
     }
 
@@ -1063,7 +1063,7 @@ mod tests {
             quantity: 2,
             state,
             at_timestamp: 5,
-            others_unsettled: false,
+            others_in_doubt: false,
             current_period: Period {
                 start: NOW - 86_400,
                 end: NOW + 29 * 86_400,
@@ -1084,13 +1084,13 @@ mod tests {
         );
         assert_eq!(
             plan_reversal(&reversal(RecordState::InDoubt)),
-            Reversal::SettleFirst
+            Reversal::ClearDoubtFirst
         );
         let busy = ReversalInput {
-            others_unsettled: true,
+            others_in_doubt: true,
             ..reversal(RecordState::Landed)
         };
-        assert_eq!(plan_reversal(&busy), Reversal::SettleFirst);
+        assert_eq!(plan_reversal(&busy), Reversal::ClearDoubtFirst);
         let past = ReversalInput {
             timestamp: NOW - 2 * 86_400,
             invoice: Some("in_123"),

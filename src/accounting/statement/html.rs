@@ -1,11 +1,11 @@
 //! The statement as one self-contained HTML page, for a person: a finance reader on
 //! a laptop. It fits a 1,200-pixel window (fixed table layouts whose cells wrap long
-//! values), says reasons and states in words ([`crate::report::words`]) and times to
+//! values), says reasons and states in words ([`crate::accounting::words`]) and times to
 //! the minute in UTC. Every value from outside is escaped ([`escape`]).
 
 use super::model::{BilledLine, NotBilledLine, ReversalLine, Statement};
+use crate::accounting::words;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
-use crate::report::words;
 use chrono::{DateTime, Duration, Utc};
 use std::fmt::Write;
 
@@ -218,7 +218,7 @@ impl Statement {
                 b.value,
                 state_cell(b),
                 e(&b.stripe_identifier),
-                crate::report::sink_words::sent_note(b.sink, b.state, &b.stripe_identifier)
+                crate::accounting::sink_words::sent_note(b.sink, b.state, &b.stripe_identifier)
                     .map(|n| format!("<div class=\"muted\">{}</div>", e(&n)))
                     .unwrap_or_default(),
                 e(&b.why),

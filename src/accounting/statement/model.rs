@@ -2,8 +2,8 @@
 //! reversals and the totals, as [`super::build`] makes them from the store. The
 //! renderers ([`super::html`], [`super::csv`]) and the JSON output only format it.
 
+pub use crate::accounting::ledger::MeterTotals;
 use crate::lifecycle::{OutcomeState, ReversalState};
-pub use crate::report::ledger::MeterTotals;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -84,7 +84,7 @@ pub struct NotBilledLine {
     /// reopened | not_billable | capped | in_window | rejected_by_stripe
     pub status: String,
     /// reopened_within_window | capped | awaiting_reopen_window | rejected_by_stripe | a clause code
-    /// (`handed_off_to_human`, ...); [`crate::report::words::reason`] says it in words.
+    /// (`handed_off_to_human`, ...); [`crate::accounting::words::reason`] says it in words.
     pub reason: String,
     /// The decision in words; for a capped outcome, the cap that stopped it.
     pub detail: String,

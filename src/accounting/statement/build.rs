@@ -3,11 +3,11 @@
 //! resolution time), each turned into its line of the model.
 
 use super::model::{BilledLine, EvidenceEvent, NotBilledLine, ReversalLine, Statement};
+use crate::accounting::clause::deciding_clause;
+use crate::accounting::fmt_ms;
+use crate::accounting::ledger::{reversal_applied, reversal_effective_at, totals};
+use crate::accounting::period::Period;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
-use crate::report::clause::deciding_clause;
-use crate::report::fmt_ms;
-use crate::report::ledger::{reversal_applied, reversal_effective_at, totals};
-use crate::report::period::Period;
 use crate::store::{DecisionRow, OutcomeRow, ReversalRow, Store, StoreError};
 use crate::stripe::mode::StripeMode;
 use crate::time::Millis;
@@ -23,7 +23,7 @@ pub async fn build(
     period: Period,
 ) -> Result<Statement, StoreError> {
     let (outcomes, reversal_rows) =
-        crate::report::period::period_rows(store, tenant, period).await?;
+        crate::accounting::period::period_rows(store, tenant, period).await?;
     let totals = totals(&outcomes, &reversal_rows, period, mode);
     let billed = billed(&outcomes, mode);
     let reversals = reversal_rows
@@ -108,7 +108,7 @@ fn billed_line(o: &OutcomeRow, mode: StripeMode) -> BilledLine {
         resolved_at: fmt_ms(o.resolved_at),
         confirmed_at: fmt_ms(o.confirmed_at),
         event_name: o.event_name.clone(),
-        billed_on: crate::report::sink_words::billed_on(
+        billed_on: crate::accounting::sink_words::billed_on(
             o.sink,
             &o.event_name,
             &o.stripe_customer_id,
@@ -162,7 +162,7 @@ fn why_billed(ev: &serde_json::Value, billed_late: Option<&str>) -> String {
 fn status_note(o: &OutcomeRow, mode: StripeMode) -> Option<String> {
     match o.state {
         OutcomeState::Reported | OutcomeState::Reversed
-            if !crate::report::ledger::reported_in(o, mode) =>
+            if !crate::accounting::ledger::reported_in(o, mode) =>
         {
             Some(format!(
                 "reported in {} mode, not billed in {} mode",
