@@ -133,7 +133,7 @@ pub(crate) fn blocked_by_sets(
     now: DateTime<Utc>,
 ) -> Option<DoubtVerdict> {
     if parked > 0 {
-        return Some(DoubtVerdict::Unresolved {
+        return Some(DoubtVerdict::Undecidable {
             reason: format!(
                 "a clawback `set` of this billing period is parked without a definite answer ({parked}), \
                  so Stripe's total for the period cannot tell which records in doubt landed; check the \
@@ -270,7 +270,7 @@ mod tests {
         ));
         assert!(matches!(
             blocked_by_sets(1, 2, now),
-            Some(DoubtVerdict::Unresolved { reason }) if reason.contains("parked without a definite answer (2)")
+            Some(DoubtVerdict::Undecidable { reason }) if reason.contains("parked without a definite answer (2)")
         ));
     }
 

@@ -339,7 +339,7 @@ impl Reporter {
                 tracing::info!(item, until = %until, "usage records in doubt: waiting for the summary to include the latest call");
                 return Ok(DoubtStep::Wait(Millis::from(until)));
             }
-            DoubtVerdict::Resolved { landed, not_landed } => {
+            DoubtVerdict::Decided { landed, not_landed } => {
                 tracing::info!(
                     item,
                     ?landed,
@@ -359,7 +359,7 @@ impl Reporter {
                     .usage_not_landed(&not_landed, now_ms, note)
                     .await?;
             }
-            DoubtVerdict::Unresolved { reason } => {
+            DoubtVerdict::Undecidable { reason } => {
                 let pending: Vec<String> = of_period
                     .iter()
                     .filter(|d| d.state == OutcomeState::Pending)

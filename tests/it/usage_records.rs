@@ -309,7 +309,7 @@ async fn after_23_hours_a_record_in_doubt_is_settled_from_the_summaries_not_rese
     let verdict = judge_doubt(&ledger, &w.summaries().await, now_w);
     assert_eq!(
         verdict,
-        DoubtVerdict::Resolved {
+        DoubtVerdict::Decided {
             landed: vec!["om_a".into()],
             not_landed: vec!["om_b".into(), "om_c".into()],
         }

@@ -377,7 +377,7 @@ pub enum DoubtVerdict {
     /// (when [`check_timestamp`] allows). With equal quantities several choices
     /// add up the same; the earliest records are taken as landed (Stripe's records
     /// carry no outcome id, so which one landed is unknowable and the bill is the same).
-    Resolved {
+    Decided {
         landed: Vec<String>,
         not_landed: Vec<String>,
     },
@@ -386,7 +386,7 @@ pub enum DoubtVerdict {
     Wait { until: DateTime<Utc> },
     /// Stripe's total cannot be explained by these records (another writer on the
     /// item, a manual change, a lost acknowledgement): park them for an operator.
-    Unresolved { reason: String },
+    Undecidable { reason: String },
 }
 
 /// Decide from Stripe's summary of the period which records in doubt landed.
@@ -406,7 +406,7 @@ pub fn judge_doubt(
         .iter()
         .find(|s| s.billing_period() == Some(ledger.period))
     else {
-        return DoubtVerdict::Unresolved {
+        return DoubtVerdict::Undecidable {
             reason: format!(
                 "Stripe lists no usage summary for the period {} to {}",
                 when(ledger.period.start),
@@ -416,7 +416,7 @@ pub fn judge_doubt(
     };
     let n = ledger.in_doubt.len();
     if n > MAX_IN_DOUBT {
-        return DoubtVerdict::Unresolved {
+        return DoubtVerdict::Undecidable {
             reason: format!(
                 "{n} records of the period are in doubt, more than the {MAX_IN_DOUBT} that can be told apart"
             ),
@@ -435,7 +435,7 @@ pub fn judge_doubt(
         }
     }
     let Some(mask) = best else {
-        return DoubtVerdict::Unresolved {
+        return DoubtVerdict::Undecidable {
             reason: format!(
                 "Stripe's total usage for the period is {}, the records Stripe acknowledged make {}, and no \
                  combination of the {n} record(s) in doubt makes up the difference of {diff}: is another system \
@@ -452,7 +452,7 @@ pub fn judge_doubt(
             not_landed.push(d.id.clone());
         }
     }
-    DoubtVerdict::Resolved { landed, not_landed }
+    DoubtVerdict::Decided { landed, not_landed }
 }
 
 // ------------------------------------------------------------------ clawback
@@ -970,7 +970,7 @@ mod tests {
         let landed = [summary(p.start, p.end, 6, None)];
         assert_eq!(
             judge_doubt(&ledger, &landed, later),
-            DoubtVerdict::Resolved {
+            DoubtVerdict::Decided {
                 landed: vec!["a".into()],
                 not_landed: vec![]
             }
@@ -978,14 +978,14 @@ mod tests {
         let lost = [summary(p.start, p.end, 5, None)];
         assert_eq!(
             judge_doubt(&ledger, &lost, later),
-            DoubtVerdict::Resolved {
+            DoubtVerdict::Decided {
                 landed: vec![],
                 not_landed: vec!["a".into()]
             }
         );
         for total in [4, 7] {
             let odd = [summary(p.start, p.end, total, None)];
-            let DoubtVerdict::Unresolved { reason } = judge_doubt(&ledger, &odd, later) else {
+            let DoubtVerdict::Undecidable { reason } = judge_doubt(&ledger, &odd, later) else {
                 panic!("{total} resolved");
             };
             assert!(reason.contains("another system"), "{reason}");
@@ -1000,7 +1000,7 @@ mod tests {
         let other_period = [summary(p.start - 86_400, p.start, 6, None)];
         assert!(matches!(
             judge_doubt(&ledger, &other_period, later),
-            DoubtVerdict::Unresolved { .. }
+            DoubtVerdict::Undecidable { .. }
         ));
     }
 
@@ -1018,7 +1018,7 @@ mod tests {
             last_call_at: None,
         };
         let total = |n| [summary(p.start, p.end, n, None)];
-        let resolved = |landed: &[&str], not: &[&str]| DoubtVerdict::Resolved {
+        let resolved = |landed: &[&str], not: &[&str]| DoubtVerdict::Decided {
             landed: landed.iter().map(|s| s.to_string()).collect(),
             not_landed: not.iter().map(|s| s.to_string()).collect(),
         };
@@ -1044,7 +1044,7 @@ mod tests {
         );
         assert!(matches!(
             judge_doubt(&ledger, &total(16), t(NOW)),
-            DoubtVerdict::Unresolved { .. }
+            DoubtVerdict::Undecidable { .. }
         ));
         let many = doubt(&[("x", 1); MAX_IN_DOUBT + 1]);
         let big = PeriodLedger {
@@ -1053,7 +1053,7 @@ mod tests {
         };
         assert!(matches!(
             judge_doubt(&big, &total(10), t(NOW)),
-            DoubtVerdict::Unresolved { .. }
+            DoubtVerdict::Undecidable { .. }
         ));
     }
 
