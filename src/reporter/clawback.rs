@@ -61,7 +61,7 @@ fn billed_in_doubt(r: &ClaimedReversal) -> Option<String> {
 
 impl Reporter {
     /// Claim one batch of clawback reversals and carry them out. One whose row
-    /// this build cannot read is parked for an operator; the others go on.
+    /// this build cannot read is set aside an hour; the others go on.
     pub(super) async fn reverse_batch(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         let claimed = self
@@ -72,7 +72,7 @@ impl Reporter {
             let r = match r {
                 Ok(r) => r,
                 Err(unreadable) => {
-                    self.park_unreadable(unreadable, self.clock.now_ms())
+                    self.set_unreadable_aside(unreadable, self.clock.now_ms())
                         .await?;
                     continue;
                 }
@@ -387,13 +387,21 @@ impl Reporter {
 
     /// Park a reversal whose row holds a value this build does not know (its
     /// outcome's state or reported mode, its sink): never carried out on a guess.
-    async fn park_unreadable(&self, r: &UnreadableReversal, now: Millis) -> Result<(), StoreError> {
+    async fn set_unreadable_aside(
+        &self,
+        r: &UnreadableReversal,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let why = format!(
-            "not reversed: its stored data cannot be read ({}); check the outcome and what reached \
-             the billing system and credit by hand, or run the release that wrote it",
+            "not reversed yet: its stored data cannot be read ({}); retried every hour; check the \
+             outcome, or run the release that wrote it",
             r.why
         );
-        self.park_reversal_of(&r.outcome_id, now, &why).await
+        tracing::error!(outcome = %r.outcome_id, %why, "clawback: reversal set aside one hour");
+        let again = now + Duration::from_secs(crate::store::UNREADABLE_RETRY_SECS);
+        self.store
+            .set_reversal_aside(&r.outcome_id, again, &why)
+            .await
     }
 
     async fn park_reversal_of(

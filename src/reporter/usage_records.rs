@@ -44,7 +44,7 @@ pub(super) const ITEM_LOCK: &str = "usage_records";
 /// How long a record waits when the sink cannot go on with its item now.
 const LATER: Duration = Duration::from_secs(60);
 
-/// What settling an item's records in doubt came to.
+/// What judging an item's records in doubt came to.
 pub(super) enum DoubtStep {
     /// No doubt to judge now.
     Nothing,
@@ -62,8 +62,8 @@ struct ItemAt<'a> {
     item: &'a str,
 }
 
-/// The records in doubt of an item being cleared from Stripe's summaries.
-struct Settling<'a> {
+/// The records in doubt of an item being judged from Stripe's summaries.
+struct Judging<'a> {
     account: Option<&'a str>,
     item: &'a str,
     summaries: &'a [UsageRecordSummary],
@@ -250,7 +250,7 @@ impl Reporter {
         summaries: &[UsageRecordSummary],
     ) -> Result<DoubtStep, StoreError> {
         let doubts = self.store.usage_in_doubt(item, account).await?;
-        let s = Settling {
+        let s = Judging {
             account,
             item,
             summaries,
@@ -286,7 +286,7 @@ impl Reporter {
     /// (`of_period`), against the totals outcome-meter knows cleared.
     async fn verdict(
         &self,
-        s: &Settling<'_>,
+        s: &Judging<'_>,
         period: Period,
         of_period: &[&UsageDoubt],
     ) -> Result<DoubtVerdict, StoreError> {
@@ -328,7 +328,7 @@ impl Reporter {
     /// doubt landed, not landed or parked (`Changed`).
     async fn apply_verdict(
         &self,
-        s: &Settling<'_>,
+        s: &Judging<'_>,
         of_period: &[&UsageDoubt],
         verdict: DoubtVerdict,
     ) -> Result<DoubtStep, StoreError> {

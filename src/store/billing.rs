@@ -268,6 +268,26 @@ impl Store {
     }
 
     /// Try a reversal again later without counting an attempt (its outcome is busy).
+    /// Set a pending reversal aside until `next_attempt_at`, saying why (a row this
+    /// build cannot read: retried, never taken as done or failed).
+    pub async fn set_reversal_aside(
+        &self,
+        outcome_id: &str,
+        next_attempt_at: Millis,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE reversals SET next_attempt_at = $1, lease_until = NULL, last_error = $2 \
+             WHERE outcome_id = $3 AND state = 'pending'",
+        )
+        .bind(next_attempt_at)
+        .bind(why)
+        .bind(outcome_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn postpone_reversal(
         &self,
         outcome_id: &str,

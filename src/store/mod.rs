@@ -27,7 +27,10 @@ pub use billing::{
 pub use census::{Census, StateCounts};
 pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
-pub use outbox::{ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld};
+pub use outbox::{
+    ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld,
+    UNREADABLE_RETRY_SECS,
+};
 pub use pair_lock::{pair_key, PairLock};
 pub use queries::{
     AttemptRow, DecisionRow, DeliveryRow, EventRow, OutcomeCursor, OutcomeFilter, OutcomeRow,
@@ -203,7 +206,13 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } | StoreError::TimedOut(_) => true,
-            StoreError::Db(sqlx::Error::Database(_))
+            // A stored value its column type cannot hold (a damaged row) is the
+            // data's fault, like a constraint: retrying it as it is never helps.
+            StoreError::Db(
+                sqlx::Error::Database(_)
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_),
+            )
             | StoreError::Corrupt(_)
             | StoreError::Unknown(_)
             | StoreError::Contract(_) => false,

@@ -197,12 +197,16 @@ impl Tx {
     }
 }
 
+/// How long a claimed row this build cannot read is set aside before it is tried
+/// again (outcomes and reversals alike).
+pub const UNREADABLE_RETRY_SECS: u64 = 3600;
+
 impl Store {
     /// Claim pending outcomes that are due, with a lease. No transaction stays
     /// open while Stripe is called: the lease is what keeps others away. The first
     /// claim also stamps `first_sent_at`: Stripe cannot have received the event
     /// earlier, so its cancellation window is measured from there. A claimed row
-    /// holding a value this build does not know (its sink) is parked as failed
+    /// holding a value this build does not know (its sink) is set aside an hour
     /// with the reason instead of returned.
     pub async fn claim_outcomes(
         &self,
@@ -230,16 +234,19 @@ impl Store {
         for r in &rows {
             match claimed_outcome(r) {
                 Ok(o) => out.push(o),
-                // One row this build cannot act on (a sink it does not know) is set
-                // aside for an operator, not the batch: the others are sent.
+                // One row this build cannot act on (a sink it does not know, as one a
+                // newer release wrote) is set aside an hour, not the batch: the others
+                // are sent, and it is sent once it can be read (repaired, or claimed by
+                // the release that wrote it).
                 Err(e) if !e.is_transient() => {
                     let id: String = col(r, "id")?;
                     let why = format!(
-                        "not sent: its stored data cannot be read ({e}); check the outcome, or run \
-                         the release that wrote it, then `replay --failed`"
+                        "not sent yet: its stored data cannot be read ({e}); retried every hour; \
+                         check the outcome, or run the release that wrote it"
                     );
-                    tracing::error!(outcome = %id, reason = %e, "claimed outcome cannot be read: parked as failed");
-                    self.set_aside(&id, col(r, "lease_until")?, &why, SetAside::Park)
+                    tracing::error!(outcome = %id, reason = %e, "claimed outcome cannot be read: set aside one hour");
+                    let again = now + std::time::Duration::from_secs(UNREADABLE_RETRY_SECS);
+                    self.set_aside(&id, col(r, "lease_until")?, &why, SetAside::RetryAt(again))
                         .await?;
                 }
                 Err(e) => return Err(e),
@@ -464,7 +471,7 @@ impl Store {
     /// window (`doubt_since` set) are requeued only with `include_in_doubt`, once
     /// an operator checked Stripe. The other sinks resend safely on their own
     /// (Metronome dedupes a transaction id for 34 days, and the sink never sends
-    /// one older; a usage record in doubt is resent under its key or settled from
+    /// one older; a usage record in doubt is resent under its key or judged from
     /// Stripe's summaries). Returns (requeued, left because too old, left in doubt).
     pub async fn requeue_failed(
         &self,

@@ -160,6 +160,31 @@ impl Tx {
         Ok(())
     }
 
+    /// Make a due ticket due again at `until`, without reading it (a ticket whose
+    /// stored data cannot be read can still be moved out of the way). Only while
+    /// it is still due by `now`: a ticket another worker saved meanwhile is left.
+    pub async fn postpone_ticket(
+        &mut self,
+        tenant: &str,
+        provider: &str,
+        ticket_id: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tickets SET settle_at = $1, updated_at = $2 \
+             WHERE tenant = $3 AND provider = $4 AND ticket_id = $5 AND settle_at <= $2",
+        )
+        .bind(until)
+        .bind(now)
+        .bind(tenant)
+        .bind(provider)
+        .bind(ticket_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Tickets whose window has ended, locked for this transaction (PostgreSQL
     /// skips tickets another worker holds). Uses the `settle_at` index only.
     pub async fn due_tickets(

@@ -155,8 +155,17 @@ impl Worker {
             Err(e) if !e.is_transient() => {
                 tracing::warn!(error = %e, n = due.len(), "confirmation batch failed; confirming its tickets one by one");
                 for (tenant_id, provider, ticket_id) in &due {
-                    self.confirm_alone(&pass, tenant_id, provider, ticket_id)
-                        .await?;
+                    match self
+                        .confirm_alone(&pass, tenant_id, provider, ticket_id)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.is_transient() => return Err(e),
+                        // Not even postponed: logged, and the others still go on.
+                        Err(e) => {
+                            tracing::error!(%tenant_id, %provider, %ticket_id, reason = %e, "due ticket can be neither confirmed nor postponed");
+                        }
+                    }
                 }
             }
             Err(e) => return Err(e),
@@ -448,7 +457,8 @@ impl Worker {
     }
 }
 
-/// A due ticket of a tenant no longer configured: left as it is, due again in an hour.
+/// A due ticket left as it is (its tenant is no longer configured, or its stored
+/// data cannot be read), due again in an hour. Written without reading the ticket.
 async fn postpone_an_hour(
     tx: &mut Tx,
     pass: &Pass,
@@ -456,15 +466,11 @@ async fn postpone_an_hour(
     provider: &str,
     ticket_id: &str,
 ) -> Result<(), StoreError> {
-    let settled = tx
-        .lock_ticket(tenant_id, provider, ticket_id, pass.now)
-        .await?;
-    tx.save_ticket(
+    tx.postpone_ticket(
         tenant_id,
         provider,
         ticket_id,
-        settled,
-        Some(pass.now + Duration::from_secs(3600)),
+        pass.now + Duration::from_secs(3600),
         pass.now,
     )
     .await

@@ -105,8 +105,23 @@ impl Worker {
                 (c.tenant.clone(), c.provider.clone(), c.ticket_id.clone());
             match self.record_check(c, look, horizon_t, now).await {
                 Ok(()) => {}
+                // Neither its stored data nor the answer can be written or read as
+                // they are (a damaged row; a NUL byte PostgreSQL refuses): postponed
+                // an hour like the confirmer's, so the helpdesk is not asked again
+                // at every pass, and never billed unchecked.
                 Err(e) if !e.is_transient() => {
-                    tracing::error!(%tenant, %provider, %ticket, reason = %e, "verification: check not recorded: the ticket's stored data cannot be read");
+                    tracing::error!(%tenant, %provider, %ticket, reason = %e, "verification: check not recorded: the ticket is postponed one hour");
+                    let mut tx = self.store.begin().await?;
+                    tx.postpone_ticket(
+                        &tenant,
+                        &provider,
+                        &ticket,
+                        now + std::time::Duration::from_secs(3600),
+                        now,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    self.metrics.tickets_postponed("unreadable");
                 }
                 Err(e) => return Err(e),
             }

@@ -574,6 +574,85 @@ async fn a_stored_contract_that_cannot_be_read_is_never_replaced(backend: Backen
     app.stop().await;
 }
 
+/// One tenant's ticket whose own stored rows cannot be read (its settled
+/// resolution out of range, then one of its events' times not a number) holds
+/// back no other tenant: the other's due resolution is confirmed and billed in
+/// the same pass, and the damaged ticket is postponed an hour, not confirmed.
+async fn a_damaged_ticket_of_one_tenant_holds_back_no_other(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn_tweaked(
+        Options {
+            backend,
+            stripe: Some(stripe.base_url()),
+            ..Default::default()
+        },
+        with_other_tenant,
+    )
+    .await;
+    app.send(&event("a1-r", "A1", "resolved", 0, Some("ai")))
+        .await;
+    assert_eq!(
+        app.send_for(
+            OTHER_TENANT,
+            &event("b1-r", "B1", "resolved", 0, Some("ai"))
+        )
+        .await,
+        202
+    );
+    app.run_worker().await;
+    let damage = |sql: &'static str| {
+        let store = app.services.store.clone();
+        async move {
+            store
+                .test_support()
+                .execute(sql, &[TENANT, "A1"])
+                .await
+                .expect("damage A1")
+        }
+    };
+    assert_eq!(
+        damage(
+            "UPDATE tickets SET settled_seq = 9999999999, settled_resolved_at = 1 \
+             WHERE tenant = $1 AND ticket_id = $2"
+        )
+        .await,
+        1
+    );
+    if backend == Backend::Sqlite {
+        // A value its column's type cannot hold (SQLite keeps what it is given).
+        assert_eq!(
+            damage(
+                "UPDATE ticket_events SET occurred_at = 'garbage' WHERE tenant = $1 AND ticket_id = $2"
+            )
+            .await,
+            1
+        );
+    }
+    app.advance_hours(73);
+    app.run_worker().await;
+    app.run_reporter().await;
+    let outcomes = app.outcomes().await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .map(|o| (o.tenant.as_str(), o.ticket_id.as_str(), o.state.as_str()))
+            .collect::<Vec<_>>(),
+        [(OTHER_TENANT, "B1", "reported")],
+        "the damaged ticket holds back no other tenant's outcome"
+    );
+    assert_eq!(stripe.events().len(), 1);
+    // Postponed an hour: not due again before.
+    let due = app
+        .services
+        .store
+        .test_support()
+        .count("SELECT COUNT(*) FROM tickets WHERE ticket_id = 'A1' AND settle_at IS NOT NULL")
+        .await
+        .expect("A1");
+    assert_eq!(due, 1, "A1 stays queued, due again later");
+    app.stop().await;
+}
+
 /// One tenant's ticket pinned to a stored contract that cannot be read holds
 /// back no other tenant: the other's due resolution is confirmed and billed in
 /// the same pass; the damaged one is postponed, never confirmed under another
@@ -1570,6 +1649,7 @@ crate::dual!(
     caps_use_the_contract_the_resolution_was_decided_under,
     a_stored_contract_that_cannot_be_read_is_never_replaced,
     a_damaged_contract_of_one_tenant_holds_back_no_other,
+    a_damaged_ticket_of_one_tenant_holds_back_no_other,
     without_clawback_a_late_reopen_leaves_the_outcome_billed,
     statement_totals_match_what_stripe_received,
     statement_csv_neutralizes_formulas_and_json_keeps_values,

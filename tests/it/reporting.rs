@@ -482,9 +482,10 @@ async fn a_claim_whose_lease_expired_can_no_longer_send(backend: Backend) {
 }
 
 /// A claimed outcome whose row holds a value this build does not know (its
-/// sink: a newer release's, or a damaged row) is parked as failed with the
-/// reason; the outcomes claimed with it are sent in the same pass.
-async fn an_unreadable_outcome_is_parked_and_holds_back_no_other(backend: Backend) {
+/// sink: a newer release's, or a damaged row) is set aside an hour with the
+/// reason, still pending; the outcomes claimed with it are sent in the same
+/// pass, and it is sent once it can be read.
+async fn an_unreadable_outcome_is_set_aside_and_holds_back_no_other(backend: Backend) {
     use outcome_meter::store::OutcomeFilter;
     let stripe = FakeStripe::start().await;
     let app = TestApp::spawn(Options {
@@ -528,16 +529,32 @@ async fn an_unreadable_outcome_is_parked_and_holds_back_no_other(backend: Backen
         )
         .await
         .expect("S1");
-    assert_eq!(parked[0][0], "failed");
+    assert_eq!(parked[0][0], "pending", "set aside, never taken as failed");
     assert!(
-        parked[0][1].contains("not sent") && parked[0][1].contains("unknown sink `paypal`"),
+        parked[0][1].contains("not sent yet") && parked[0][1].contains("unknown sink `paypal`"),
         "{parked:?}"
     );
+    // Set aside an hour, not claimed again before: still one call at Stripe.
+    app.run_reporter().await;
+    assert_eq!(stripe.events().len(), 1);
+    // Repaired, it is sent at its next try.
+    store
+        .test_support()
+        .execute(
+            "UPDATE outcomes SET sink = 'stripe_meters' WHERE id = $1",
+            &[&s1],
+        )
+        .await
+        .expect("repair");
+    app.advance_hours(2);
+    app.run_reporter().await;
+    let sent: Vec<String> = stripe.events().into_iter().map(|e| e.identifier).collect();
+    assert!(sent.contains(&s1), "{sent:?}");
     app.stop().await;
 }
 
 crate::dual!(
-    an_unreadable_outcome_is_parked_and_holds_back_no_other,
+    an_unreadable_outcome_is_set_aside_and_holds_back_no_other,
     a_claim_whose_lease_expired_can_no_longer_send,
     transient_failures_are_retried_until_billed_once,
     permanent_refusal_is_parked_as_failed_with_stripes_message,

@@ -517,10 +517,10 @@ async fn an_unknown_stored_state_is_an_error(backend: Backend) {
 }
 
 /// The outcome of one claimed reversal holds a state this build does not know:
-/// that reversal is parked for an operator with the column, the value and the
+/// that reversal is set aside an hour with the column, the value and the
 /// row; the reversal of another tenant claimed with it, and an outcome waiting
 /// to be sent, still go through in the same pass.
-async fn an_unreadable_reversal_is_parked_and_holds_back_no_other(backend: Backend) {
+async fn an_unreadable_reversal_is_set_aside_and_holds_back_no_other(backend: Backend) {
     use outcome_meter::store::OutcomeFilter;
     let stripe = FakeStripe::start().await;
     let app = TestApp::spawn_tweaked(
@@ -572,7 +572,8 @@ async fn an_unreadable_reversal_is_parked_and_holds_back_no_other(backend: Backe
     let x = reversal(&app).await;
     assert_eq!(
         (x.outcome_id.as_str(), x.state.as_str()),
-        (x1.as_str(), "failed")
+        (x1.as_str(), "pending"),
+        "set aside, never taken as done or failed"
     );
     let why = x.last_error.unwrap_or_default();
     assert!(
@@ -608,9 +609,9 @@ async fn an_unreadable_reversal_is_parked_and_holds_back_no_other(backend: Backe
 
 /// An outcome whose recorded Stripe mode is a spelling this build does not know
 /// is never taken as "reported in this process's mode" (a live outcome would be
-/// cancelled in test mode and the reversal marked done): its reversal is parked
-/// for an operator, and nothing is sent.
-async fn a_reversal_of_an_outcome_reported_in_an_unknown_mode_is_parked(backend: Backend) {
+/// cancelled in test mode and the reversal marked done): its reversal is set
+/// aside an hour, still pending, with the reason, and nothing is sent.
+async fn a_reversal_of_an_outcome_reported_in_an_unknown_mode_is_set_aside(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = app(backend, &stripe).await;
     billed(&app, "X12").await;
@@ -638,7 +639,11 @@ async fn a_reversal_of_an_outcome_reported_in_an_unknown_mode_is_parked(backend:
     app.run_worker().await;
     app.run_reporter().await;
     let r = reversal(&app).await;
-    assert_eq!(r.state.as_str(), "failed", "{r:?}");
+    assert_eq!(
+        r.state.as_str(),
+        "pending",
+        "set aside, never done nor failed: {r:?}"
+    );
     let why = r.last_error.unwrap_or_default();
     assert!(
         why.contains("unknown outcomes.reported_mode `production`") && why.contains(&id),
@@ -653,6 +658,6 @@ async fn a_reversal_of_an_outcome_reported_in_an_unknown_mode_is_parked(backend:
 crate::dual!(
     an_unknown_stored_method_is_parked_not_taken_as_done,
     an_unknown_stored_state_is_an_error,
-    an_unreadable_reversal_is_parked_and_holds_back_no_other,
-    a_reversal_of_an_outcome_reported_in_an_unknown_mode_is_parked,
+    an_unreadable_reversal_is_set_aside_and_holds_back_no_other,
+    a_reversal_of_an_outcome_reported_in_an_unknown_mode_is_set_aside,
 );

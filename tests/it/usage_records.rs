@@ -250,7 +250,7 @@ async fn a_record_in_doubt_is_resent_under_its_key_within_23_hours() {
 }
 
 #[tokio::test]
-async fn after_23_hours_a_record_in_doubt_is_settled_from_the_summaries_not_resent() {
+async fn after_23_hours_a_record_in_doubt_is_judged_from_the_summaries_not_resent() {
     let w = world().await;
     let now = t0().timestamp();
     // One acknowledged record, then three calls without a definite answer.

@@ -182,7 +182,7 @@ async fn a_record_in_doubt_past_23_hours_that_did_not_land_is_sent_with_a_new_ke
     app.stop().await;
 }
 
-async fn a_saved_5xx_replayed_under_its_key_is_settled_from_the_summaries_in_minutes(
+async fn a_saved_5xx_replayed_under_its_key_is_judged_from_the_summaries_in_minutes(
     backend: Backend,
 ) {
     let (app, fake) = app_on(backend, -10 * DAY, 30 * DAY).await;
@@ -369,7 +369,7 @@ dual!(
     each_outcome_is_recorded_once_through_lost_answers_and_5xx,
     a_record_in_doubt_past_23_hours_that_landed_is_not_resent,
     a_record_in_doubt_past_23_hours_that_did_not_land_is_sent_with_a_new_key,
-    a_saved_5xx_replayed_under_its_key_is_settled_from_the_summaries_in_minutes,
+    a_saved_5xx_replayed_under_its_key_is_judged_from_the_summaries_in_minutes,
     a_record_before_the_current_period_is_parked_with_the_reason,
     clawback_sets_the_usage_at_the_records_second,
     clawback_of_a_closed_period_is_parked_with_the_invoice,

@@ -372,7 +372,7 @@ pub struct PeriodLedger<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DoubtVerdict {
-    /// Stripe's total is the cleared total plus exactly the `landed` records:
+    /// Stripe's total is the known total plus exactly the `landed` records:
     /// mark them reported; the `not_landed` ones are sent again with a new key
     /// (when [`check_timestamp`] allows). With equal quantities several choices
     /// add up the same; the earliest records are taken as landed (Stripe's records
@@ -561,7 +561,7 @@ pub struct LocalRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineStatus {
     Match,
-    /// Stripe's total is between the cleared total and the cleared total plus the
+    /// Stripe's total is between the known total and the known total plus the
     /// records in doubt: [`judge_doubt`] them.
     WithinDoubt,
     /// Stripe's total less outcome-meter's (positive: Stripe bills more).
@@ -577,7 +577,7 @@ pub struct ReconcileLine {
     /// The period has not ended: Stripe's figure is "unstable until the
     /// subscription billing period ends".
     pub open: bool,
-    /// outcome-meter's cleared total and its total in doubt.
+    /// outcome-meter's known total and its total in doubt.
     pub local: i64,
     pub in_doubt: i64,
     pub stripe: i64,

@@ -681,7 +681,7 @@ async fn run(drop: f64, tickets: usize) {
             && count(store.tickets_waiting().await) == 0
             && count(store.outcomes_pending().await) == 0
     };
-    // A usage record in doubt after a saved 5xx is settled from Stripe's summaries
+    // A usage record in doubt after a saved 5xx is judged from Stripe's summaries
     // once they include the item's last call (15 minutes of the service's clock):
     // when billing stops progressing before everything is billed, let that time
     // pass (a restart with a later clock) and look again.
