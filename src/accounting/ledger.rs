@@ -149,30 +149,7 @@ mod tests {
     };
 
     fn outcome(id: &str, state: OutcomeState, confirmed_at: i64) -> OutcomeRow {
-        OutcomeRow {
-            id: id.into(),
-            tenant: String::new(),
-            provider: String::new(),
-            ticket_id: String::new(),
-            seq: 0,
-            resolved_at: Millis::EPOCH,
-            confirmed_at: Millis::from_ms(confirmed_at),
-            event_name: "resolved_ticket".into(),
-            value: 2,
-            stripe_customer_id: String::new(),
-            contract_version: String::new(),
-            contract_hash: String::new(),
-            evidence: String::new(),
-            state,
-            attempts: 0,
-            last_error: None,
-            stripe_request_id: None,
-            reported_at: None,
-            reported_mode: None,
-            stripe_resends: 0,
-            sink: crate::sink::Sink::default(),
-            sink_target: None,
-        }
+        OutcomeRow::sample(id, state, Millis::from_ms(confirmed_at))
     }
 
     fn reversal(

@@ -275,28 +275,12 @@ mod tests {
     #[test]
     fn the_json_view_keeps_its_documented_fields() {
         let row = OutcomeRow {
-            id: "om_1".into(),
-            tenant: String::new(),
-            provider: String::new(),
-            ticket_id: String::new(),
-            seq: 0,
-            resolved_at: Millis::EPOCH,
-            confirmed_at: Millis::EPOCH,
-            event_name: String::new(),
-            value: 0,
-            stripe_customer_id: String::new(),
-            contract_version: String::new(),
-            contract_hash: String::new(),
             evidence: r#"{"resolver":"ai"}"#.into(),
-            state: crate::lifecycle::OutcomeState::Pending,
-            attempts: 0,
-            last_error: None,
-            stripe_request_id: None,
-            reported_at: None,
-            reported_mode: None,
-            stripe_resends: 0,
-            sink: crate::sink::Sink::default(),
-            sink_target: None,
+            ..OutcomeRow::sample(
+                "om_1",
+                crate::lifecycle::OutcomeState::Pending,
+                crate::time::Millis::EPOCH,
+            )
         };
         let mut p = page(1, 1, None, None);
         p.outcomes.push(row);

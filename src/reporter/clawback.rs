@@ -103,15 +103,7 @@ impl Reporter {
         let aggregation = meter
             .as_ref()
             .map_or(MeterAggregation::Sum, |m| m.aggregation);
-        let method = choose_method(MethodInput {
-            stored: r.method.as_deref(),
-            outcome_state: r.outcome_state,
-            reported_in: r.outcome_reported_mode,
-            mode: self.mode,
-            first_sent_at: r.outcome_first_sent_at,
-            now,
-            aggregation,
-        });
+        let method = self.method_for(r, now, aggregation);
         let done = |request: &'static str, result: &'static str, dry_run: bool| ReversalAttempt {
             request,
             dry_run,
@@ -387,6 +379,24 @@ impl Reporter {
 
     /// Park a reversal whose row holds a value this build does not know (its
     /// outcome's state or reported mode, its sink): never carried out on a guess.
+    /// How this process reverses claimed reversal `r` ([`choose_method`]).
+    pub(super) fn method_for(
+        &self,
+        r: &ClaimedReversal,
+        now: Millis,
+        aggregation: MeterAggregation,
+    ) -> Method {
+        choose_method(MethodInput {
+            stored: r.method.as_deref(),
+            outcome_state: r.outcome_state,
+            reported_in: r.outcome_reported_mode,
+            mode: self.mode,
+            first_sent_at: r.outcome_first_sent_at,
+            now,
+            aggregation,
+        })
+    }
+
     async fn set_unreadable_aside(
         &self,
         r: &UnreadableReversal,

@@ -11,7 +11,7 @@
 //!   first call (a resend repeats it: setting it twice subtracts once).
 
 use super::attempt::{CallResult, NextStep, ReversalCall};
-use super::reversal_method::{choose_method, Method, MethodInput};
+use super::reversal_method::Method;
 use super::usage_records::{DoubtStep, ITEM_LOCK};
 use super::Reporter;
 use crate::lifecycle::{OutcomeState, ReversalState};
@@ -32,15 +32,7 @@ const LATER: Duration = Duration::from_secs(60);
 impl Reporter {
     pub(super) async fn reverse_usage_record(&self, r: &ClaimedReversal) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        let method = choose_method(MethodInput {
-            stored: r.method.as_deref(),
-            outcome_state: r.outcome_state,
-            reported_in: r.outcome_reported_mode,
-            mode: self.mode,
-            first_sent_at: r.outcome_first_sent_at,
-            now,
-            aggregation: MeterAggregation::Sum,
-        });
+        let method = self.method_for(r, now, MeterAggregation::Sum);
         let done =
             |result: &'static str, method: Method| self.reversal_done(r, now, method, result);
         match method {

@@ -64,6 +64,37 @@ pub struct OutcomeRow {
     pub sink_target: Option<String>,
 }
 
+#[cfg(test)]
+impl OutcomeRow {
+    /// An outcome for unit tests: `value` 2 on `resolved_ticket`, the rest empty.
+    pub(crate) fn sample(id: &str, state: OutcomeState, confirmed_at: Millis) -> OutcomeRow {
+        OutcomeRow {
+            id: id.into(),
+            tenant: String::new(),
+            provider: String::new(),
+            ticket_id: String::new(),
+            seq: 0,
+            resolved_at: Millis::EPOCH,
+            confirmed_at,
+            event_name: "resolved_ticket".into(),
+            value: 2,
+            stripe_customer_id: String::new(),
+            contract_version: String::new(),
+            contract_hash: String::new(),
+            evidence: String::new(),
+            state,
+            attempts: 0,
+            last_error: None,
+            stripe_request_id: None,
+            reported_at: None,
+            reported_mode: None,
+            stripe_resends: 0,
+            sink: crate::sink::Sink::default(),
+            sink_target: None,
+        }
+    }
+}
+
 impl OutcomeRow {
     /// The `identifier` of its meter event at Stripe now: the outcome id, or
     /// `<outcome id>_resend<N>` once resent after a rejection.
