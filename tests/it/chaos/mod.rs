@@ -690,11 +690,13 @@ async fn run(drop: f64, tickets: usize) {
     let started = Instant::now();
     let mut last_billed = 0;
     while !within(Duration::from_secs(20), all_billed).await {
-        assert!(
-            started.elapsed() < Duration::from_secs(300) && clock_moves < 8,
-            "every outcome to reach its billing system: not done after {:?} and {clock_moves} clock moves",
-            started.elapsed()
-        );
+        if started.elapsed() >= Duration::from_secs(300) || clock_moves >= 8 {
+            panic!(
+                "every outcome to reach its billing system: not done after {:?} and {clock_moves} clock moves; still waiting: {}",
+                started.elapsed(),
+                still_waiting(&store).await
+            );
+        }
         let billed = Billed::read(&stripe, &metronome, &sinks).by_outcome.len();
         if billed == last_billed {
             clock_moves += 1;
@@ -940,4 +942,29 @@ async fn lost_webhooks_verdict(v: &LostWebhooks<'_>) {
         agreed > 0 && disagreed > 0,
         "verification ran and disagreed"
     );
+}
+
+/// What keeps the chaos run from finishing, for the failure message: the
+/// tickets still queued and the outcomes still pending, with why.
+async fn still_waiting(store: &outcome_meter::store::Store) -> String {
+    let rows = |sql: &'static str| async move {
+        store
+            .test_support()
+            .text_rows(sql, &[])
+            .await
+            .map(|rows| rows.into_iter().map(|r| r.join(" | ")).collect::<Vec<_>>())
+            .unwrap_or_else(|e| vec![format!("(cannot read: {e})")])
+    };
+    let tickets = rows(
+        "SELECT tenant, provider, ticket_id, CAST(settle_at AS TEXT) FROM tickets \
+         WHERE settle_at IS NOT NULL ORDER BY settle_at LIMIT 10",
+    )
+    .await;
+    let outcomes = rows(
+        "SELECT id, sink, CAST(attempts AS TEXT), CAST(next_attempt_at AS TEXT), \
+         COALESCE(CAST(lease_until AS TEXT), '-'), COALESCE(last_error, '-') FROM outcomes \
+         WHERE state = 'pending' ORDER BY next_attempt_at LIMIT 10",
+    )
+    .await;
+    format!("tickets (tenant | provider | ticket | settle_at): {tickets:?}; pending outcomes (id | sink | attempts | next_attempt_at | lease_until | last_error): {outcomes:?}")
 }
