@@ -966,5 +966,10 @@ async fn still_waiting(store: &outcome_meter::store::Store) -> String {
          WHERE state = 'pending' ORDER BY next_attempt_at LIMIT 10",
     )
     .await;
-    format!("tickets (tenant | provider | ticket | settle_at): {tickets:?}; pending outcomes (id | sink | attempts | next_attempt_at | lease_until | last_error): {outcomes:?}")
+    let by_state = rows(
+        "SELECT sink, state, CAST(COUNT(*) AS TEXT), COALESCE(MAX(last_error), '-') FROM outcomes \
+         GROUP BY sink, state ORDER BY sink, state",
+    )
+    .await;
+    format!("tickets (tenant | provider | ticket | settle_at): {tickets:?}; pending outcomes (id | sink | attempts | next_attempt_at | lease_until | last_error): {outcomes:?}; outcomes by sink and state (sink | state | count | a last error): {by_state:?}")
 }
