@@ -1,7 +1,19 @@
-//! Pipeline: N tickets through the real binary (`outcome-meter serve`, SQLite):
-//! signed webhooks in, decisions, confirmation once the clock has passed the
-//! reopen window, and reporting to a local fake Stripe. Prints total time,
-//! outcomes per second and the service's peak RSS (it must stay flat as N grows).
+//! Pipeline: N tickets through the real binary (`outcome-meter serve`, SQLite)
+//! and a fake billing system on loopback, in three phases:
+//!
+//! 1. **Receiver only** (worker and reporter off): the first half of the
+//!    tickets' webhooks in. Its ingest rate is the reference.
+//! 2. **Every role at once**: the clock moves past the first half's reopen
+//!    window, so while the second half's webhooks come in, the worker applies
+//!    the first half's backlog, the confirmer confirms it and the reporter
+//!    bills it. Prints the ingest rate against phase 1's (the ratio), each
+//!    stage's rate and the inbox depth over time.
+//! 3. **Drain**: the clock passes the second half's window; everything is
+//!    confirmed and billed, and the billing system's records are checked
+//!    (nothing billed twice, nothing missing).
+//!
+//! Prints the service's peak RSS, which must stay flat as N grows (every stage
+//! works in bounded batches).
 //!
 //! `cargo bench --bench pipeline -- --tickets 100000` (1,000,000 works too).
 //! `--sink metronome` or `--sink stripe_usage_records` bills every tenant through
@@ -17,8 +29,8 @@
 
 mod common;
 
-use chrono::{Duration as Span, Utc};
-use common::{arg, arg_text, drive, event, signed};
+use chrono::{DateTime, Duration as Span, Utc};
+use common::{arg, arg_text, drive, event, signed, LoadReport};
 use outcome_meter::sink::Sink;
 use outcome_meter::store::Store;
 use std::path::Path;
@@ -85,15 +97,17 @@ impl Billing {
     }
 }
 
-fn write_config(path: &Path, db: &Path, billing: &Billing, offset_ms: i64) {
+fn write_config(path: &Path, db: &Path, billing: &Billing, offset_ms: i64, roles: bool) {
     let mut toml = format!(
         r#"
 [database]
 url = "sqlite://{db}"
 [worker]
+enabled = {roles}
 poll_interval = "50ms"
 batch_size = 512
 [reporter]
+enabled = {roles}
 poll_interval = "50ms"
 batch_size = 512
 rate_per_second = 100000.0
@@ -188,6 +202,177 @@ fn main() {
     rt.block_on(run(tickets, concurrency, sink));
 }
 
+fn reopened(i: usize) -> bool {
+    i % 10 == 5
+}
+
+fn human(i: usize) -> bool {
+    i.is_multiple_of(10)
+}
+
+/// Tickets `lo..hi`, resolved in the two hours before service time `at`.
+#[derive(Clone, Copy)]
+struct TicketSet {
+    lo: usize,
+    hi: usize,
+    at: DateTime<Utc>,
+}
+
+impl TicketSet {
+    fn reopens(&self) -> usize {
+        (self.lo..self.hi).filter(|i| reopened(*i)).count()
+    }
+
+    fn deliveries(&self) -> usize {
+        self.hi - self.lo + self.reopens()
+    }
+
+    fn billable(&self) -> usize {
+        (self.lo..self.hi)
+            .filter(|i| !reopened(*i) && !human(*i))
+            .count()
+    }
+
+    /// Delivery `k` of the set: the resolutions first, then the reopens of every
+    /// 10th ticket (offset 5), an hour before `at`.
+    fn event(&self, k: usize) -> (usize, String, &'static str, DateTime<Utc>) {
+        let n = self.hi - self.lo;
+        if k < n {
+            let i = self.lo + k;
+            let at = self.at - Span::hours(2) + Span::milliseconds(i as i64);
+            (i, format!("e{i}"), "resolved", at)
+        } else {
+            let first = self.lo + (15 - self.lo % 10) % 10;
+            let i = first + (k - n) * 10;
+            let at = self.at - Span::hours(1) + Span::milliseconds(i as i64);
+            (i, format!("r{i}"), "customer_replied", at)
+        }
+    }
+}
+
+/// Send every delivery of `set` to the service at `base`, whose clock is
+/// `offset_ms` from ours.
+async fn ingest(base: &str, set: TicketSet, offset_ms: i64, concurrency: usize) -> LoadReport {
+    let base = base.to_string();
+    drive(concurrency, set.deliveries(), move |k| {
+        let (i, id, kind, at) = set.event(k);
+        let body = event(&id, &format!("T{i}"), kind, at, !human(i));
+        let unix = (Utc::now() + Span::milliseconds(offset_ms)).timestamp();
+        signed(&base, &format!("t{}", i % TENANTS), body, unix)
+    })
+    .await
+}
+
+/// What the pipeline holds at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    secs: f64,
+    received: i64,
+    inbox: i64,
+    outcomes: i64,
+    billed: i64,
+}
+
+impl Sample {
+    fn processed(&self) -> i64 {
+        self.received - self.inbox
+    }
+}
+
+/// Samples the store and the billing system every second until stopped.
+fn sample_every_second(
+    store: Store,
+    billing: Arc<Billing>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Sample>> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        loop {
+            let db = store.test_support();
+            let sample = Sample {
+                secs: started.elapsed().as_secs_f64(),
+                received: count(db.count("SELECT COUNT(*) FROM deliveries").await),
+                inbox: count(store.deliveries_pending().await),
+                outcomes: count(db.count("SELECT COUNT(*) FROM outcomes").await),
+                billed: billing.billed() as i64,
+            };
+            samples.push(sample);
+            if stop.load(Ordering::Relaxed) {
+                return samples;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// A stage's rate over the samples: what `value` gained, over the time from
+/// the last sample before it moved to the first sample at its final value.
+fn stage_rate(samples: &[Sample], value: impl Fn(&Sample) -> i64) -> (i64, f64) {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return (0, 0.0);
+    };
+    let (from, to) = (value(first), value(last));
+    let start = samples
+        .windows(2)
+        .find(|w| value(&w[1]) != from)
+        .map_or(first.secs, |w| w[0].secs);
+    let end = samples
+        .iter()
+        .find(|s| value(s) == to)
+        .map_or(last.secs, |s| s.secs);
+    (to - from, (end - start).max(1e-3))
+}
+
+fn print_stage(label: &str, samples: &[Sample], value: impl Fn(&Sample) -> i64) {
+    let (n, secs) = stage_rate(samples, value);
+    println!(
+        "    {label:<10} {n:>9} in {secs:>6.1}s = {:>7.0}/s",
+        n as f64 / secs
+    );
+}
+
+/// The inbox depth over time, about 20 lines.
+fn print_depth(samples: &[Sample]) {
+    let step = samples.len().div_ceil(20).max(1);
+    println!("    time     received      inbox   outcomes     billed");
+    for (k, s) in samples.iter().enumerate() {
+        if k % step == 0 || k + 1 == samples.len() {
+            println!(
+                "    {:>4.0}s {:>11} {:>10} {:>10} {:>10}",
+                s.secs, s.received, s.inbox, s.outcomes, s.billed
+            );
+        }
+    }
+}
+
+/// Watch the service's RSS while it runs.
+struct Running {
+    proc: ServeProcess,
+    stop: Arc<AtomicBool>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(serve: &ServeCommand, http: &reqwest::Client, peak: &Arc<AtomicU64>) -> Self {
+        let proc = start(serve, http).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = watch_rss(proc.pid(), stop.clone(), peak.clone());
+        Running {
+            proc,
+            stop,
+            watcher,
+        }
+    }
+
+    async fn stop(self) {
+        let mut proc = self.proc;
+        proc.terminate(Duration::from_secs(60)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.watcher.await;
+    }
+}
+
 async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let stripe = FakeStripe::start().await;
     let customers: Vec<String> = (0..TENANTS).map(|i| format!("cus_bench_{i}")).collect();
@@ -201,20 +386,33 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
             (real_now + Span::days(5)).timestamp(),
         );
     }
-    let billing = Billing {
+    let billing = Arc::new(Billing {
         sink,
         stripe,
         metronome: FakeMetronome::start().await,
-    };
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("pipeline.db");
     let config = dir.path().join("pipeline.toml");
 
-    // Service time S = 20 days ago; resolutions in the two hours before S.
-    let s = real_now - Span::days(20);
-    let offset_ingest = (s - real_now).num_milliseconds();
-    let offset_settle = (s + Span::hours(73) - real_now).num_milliseconds();
-    write_config(&config, &db, &billing, offset_ingest);
+    // Service times: the first half resolves in the two hours before s0; s1 is
+    // past its reopen window (72 h) and the second half resolves before it; s2
+    // is past the second half's window.
+    let s0 = real_now - Span::days(20);
+    let s1 = s0 + Span::hours(73);
+    let s2 = s1 + Span::hours(73);
+    let offset = |s: DateTime<Utc>| (s - real_now).num_milliseconds();
+    let first = TicketSet {
+        lo: 0,
+        hi: tickets / 2,
+        at: s0,
+    };
+    let second = TicketSet {
+        lo: tickets / 2,
+        hi: tickets,
+        at: s1,
+    };
+    let expected = first.billable() + second.billable();
     let mut serve = ServeCommand::new(
         Path::new(env!("CARGO_BIN_EXE_outcome-meter")),
         &config,
@@ -222,71 +420,69 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     );
     serve.log = "warn".into();
     let http = reqwest::Client::new();
-
-    let reopened = |i: usize| i % 10 == 5;
-    let human = |i: usize| i.is_multiple_of(10);
-    let deliveries = tickets + (0..tickets).filter(|i| reopened(*i)).count();
-    let expected = (0..tickets).filter(|i| !reopened(*i) && !human(*i)).count();
     println!(
-        "pipeline: {tickets} tickets ({deliveries} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, sink {sink} (a fake on loopback)"
+        "pipeline: {tickets} tickets ({} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, sink {sink} (a fake on loopback), {concurrency} connections",
+        first.deliveries() + second.deliveries()
     );
-
     let started = Instant::now();
-    let proc = start(&serve, &http).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak1 = Arc::new(AtomicU64::new(0));
-    let watcher = watch_rss(proc.pid(), stop.clone(), peak1.clone());
+    let peak = Arc::new(AtomicU64::new(0));
 
-    // Phase 1: every delivery in (the worker decides as they arrive).
-    let base = proc.url("");
-    let unix_now = move || (Utc::now() + Span::milliseconds(offset_ingest)).timestamp();
-    let report = drive(concurrency, deliveries, move |k| {
-        // Deliveries 0..tickets resolve; the rest are the reopens of every 10th (offset 5).
-        let (i, kind, at) = if k < tickets {
-            (
-                k,
-                "resolved",
-                s - Span::hours(2) + Span::milliseconds(k as i64),
-            )
-        } else {
-            let i = (k - tickets) * 10 + 5;
-            (
-                i,
-                "customer_replied",
-                s - Span::hours(1) + Span::milliseconds(i as i64),
-            )
-        };
-        let body = event(&format!("e{k}"), &format!("T{i}"), kind, at, !human(i));
-        signed(&base, &format!("t{}", i % TENANTS), body, unix_now())
-    })
-    .await;
-    println!("  {}", report.line("ingest (all roles running)"));
+    // Phase 1: the receiver alone.
+    write_config(&config, &db, &billing, offset(s0), false);
+    let running = Running::start(&serve, &http, &peak).await;
+    let base = running.proc.url("");
+    let alone = ingest(&base, first, offset(s0), concurrency).await;
+    println!("  phase 1, receiver only, first half in");
+    println!("    {}", alone.line("ingest"));
+    running.stop().await;
     let store =
         Store::connect(&common::settings(&format!("sqlite://{}", db.display()), 0).database)
             .await
             .expect("open the database read-side");
-    until("the inbox to drain", || async {
-        count(store.deliveries_pending().await) == 0
-    })
-    .await;
-    let decided = started.elapsed();
-    println!(
-        "  decided: every delivery processed after {:.1}s; service peak RSS {:.0} MiB",
-        decided.as_secs_f64(),
-        mib(peak1.load(Ordering::Relaxed))
-    );
-    let mut proc = proc;
-    proc.terminate(Duration::from_secs(60)).await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = watcher.await;
 
-    // Phase 2: the clock passes the window; confirm and report everything.
-    write_config(&config, &db, &billing, offset_settle);
-    let settle_started = Instant::now();
-    let proc = start(&serve, &http).await;
+    // Phase 2: the second half in while the first is applied, confirmed and billed.
+    write_config(&config, &db, &billing, offset(s1), true);
+    let running = Running::start(&serve, &http, &peak).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let peak2 = Arc::new(AtomicU64::new(0));
-    let watcher = watch_rss(proc.pid(), stop.clone(), peak2.clone());
+    let sampler = sample_every_second(store.clone(), billing.clone(), stop.clone());
+    let base = running.proc.url("");
+    let busy = ingest(&base, second, offset(s1), concurrency).await;
+    let ingested_after = started.elapsed();
+    until(
+        "the inbox to drain and the first half to be billed",
+        || async {
+            count(store.deliveries_pending().await) == 0
+                && billing.billed() >= first.billable()
+                && count(store.outcomes_pending().await) == 0
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.expect("sampler");
+    running.stop().await;
+    println!("  phase 2, every role running: second half in while the first is applied, confirmed and billed");
+    println!("    {}", busy.line("ingest"));
+    println!(
+        "    ingest with every role running / receiver only: {:.2} (p99 {:.1} ms against {:.1} ms)",
+        busy.per_second() / alone.per_second(),
+        busy.percentile_us(0.99) as f64 / 1000.0,
+        alone.percentile_us(0.99) as f64 / 1000.0,
+    );
+    print_stage("worker", &samples, Sample::processed);
+    print_stage("confirmer", &samples, |s| s.outcomes);
+    print_stage("reporter", &samples, |s| s.billed);
+    let deepest = samples.iter().map(|s| s.inbox).max().unwrap_or(0);
+    println!(
+        "    inbox: {deepest} at its deepest; every delivery applied {:.1}s after the second half was in",
+        (samples.last().map_or(0.0, |s| s.secs) - ingested_after.as_secs_f64()).max(0.0)
+    );
+    print_depth(&samples);
+
+    // Phase 3: the second half's window passes; confirm and bill the rest.
+    write_config(&config, &db, &billing, offset(s2), true);
+    let settle_started = Instant::now();
+    let before = billing.billed();
+    let running = Running::start(&serve, &http, &peak).await;
     until("every outcome at the billing system", || async {
         billing.billed() >= expected
             && count(store.outcomes_pending().await) == 0
@@ -295,10 +491,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     .await;
     let settled = settle_started.elapsed();
     let total = started.elapsed();
-    let mut proc = proc;
-    proc.terminate(Duration::from_secs(60)).await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = watcher.await;
+    running.stop().await;
 
     let billed = billing.billed();
     let ids = billing.billed_ids();
@@ -308,24 +501,24 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
         .await
         .map_or(-1, |c| c.outcomes.in_state("reported"));
     println!(
+        "  phase 3, second half confirmed and billed: {} outcomes in {:.1}s = {:.0}/s; {} requests in all",
+        billed - before,
+        settled.as_secs_f64(),
+        (billed - before) as f64 / settled.as_secs_f64(),
+        billing.requests(),
+    );
+    println!(
         "  verdict at {sink}: {} outcomes billed, {} billed twice, {} expected not billed (outcomes reported: {reported})",
         distinct.len(),
         ids.len() - distinct.len(),
         expected.saturating_sub(distinct.len()),
     );
     println!(
-        "  confirmed and reported: {billed} outcomes at {sink} (expected {expected}) in {:.1}s = {:.0} outcomes/s; {} requests; service peak RSS {:.0} MiB",
-        settled.as_secs_f64(),
-        billed as f64 / settled.as_secs_f64(),
-        billing.requests(),
-        mib(peak2.load(Ordering::Relaxed))
-    );
-    println!(
         "pipeline total: {tickets} tickets in {:.1}s = {:.0} tickets/s, {:.0} outcomes/s end to end; peak RSS of the service {:.0} MiB",
         total.as_secs_f64(),
         tickets as f64 / total.as_secs_f64(),
         billed as f64 / total.as_secs_f64(),
-        mib(peak1.load(Ordering::Relaxed).max(peak2.load(Ordering::Relaxed)))
+        mib(peak.load(Ordering::Relaxed))
     );
     store.close().await;
 }

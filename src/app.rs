@@ -336,6 +336,34 @@ fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinH
     )
 }
 
+/// SQLite: the WAL checkpointed every second by a reader connection, so the
+/// one writer connection never stops to do it (see `store::checkpoints`). When
+/// the writer cannot be told, it keeps checkpointing itself.
+async fn spawn_checkpoints(services: &Services, token: &CancellationToken) -> Option<Task> {
+    let store = services.store.clone();
+    if !store.checkpoints_apart() {
+        return None;
+    }
+    if let Err(e) = store.take_over_checkpoints().await {
+        tracing::warn!(error = %e, "the writer keeps taking WAL checkpoints itself");
+        return None;
+    }
+    let task = spawn_loop(
+        "checkpoints",
+        Duration::from_secs(1),
+        services.store.clone(),
+        token.clone(),
+        move || {
+            let store = store.clone();
+            async move {
+                store.checkpoint_passive().await?;
+                Ok(0) // never "busy": run again after the interval
+            }
+        },
+    );
+    Some(("checkpoints", task))
+}
+
 /// `every` doubled for each failure after the first, at most [`MAX_BACKOFF`]
 /// (never less than `every`).
 fn backoff(every: Duration, failures: u32) -> Duration {
@@ -385,6 +413,7 @@ pub async fn start(
     };
     let mut tasks = spawn_listeners(services, listener, admin, roles.receiver, &token);
     tasks.push(("metrics", spawn_queue_snapshots(services, token.clone())));
+    tasks.extend(spawn_checkpoints(services, &token).await);
     if roles.receiver {
         tasks.extend(spawn_jwks_refresher(&services.settings, &token).await?);
     }

@@ -67,7 +67,7 @@ impl Store {
             .bind(provider)
             .bind(since)
             .bind(until)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         r.as_ref().map(row).transpose()
     }
@@ -87,7 +87,7 @@ impl Store {
             .bind(tenant)
             .bind(provider)
             .bind(since)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         r.as_ref().map(row).transpose()
     }
@@ -162,7 +162,7 @@ impl Store {
         .bind(from)
         .bind(to)
         .bind(oldest)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok((count(&r, "n")?, count(&r, "old")?))
     }

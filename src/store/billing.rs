@@ -253,7 +253,7 @@ impl Store {
                  FROM reversals r JOIN outcomes o ON o.id = r.outcome_id WHERE r.outcome_id = $1",
             )
             .bind(&id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
             out.push(match claimed_reversal(&id, &row) {
                 Ok(r) => Ok(r),

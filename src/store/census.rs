@@ -65,7 +65,7 @@ impl Store {
     pub async fn census(&self) -> Result<Census, StoreError> {
         let events_learned =
             sqlx::query("SELECT COUNT(*) AS n FROM ticket_events WHERE learned_from IS NOT NULL")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         Ok(Census {
             deliveries: self.state_counts("deliveries", "status").await?,
@@ -85,7 +85,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT tenant, {state} AS state, COUNT(*) AS n FROM {table} GROUP BY tenant, {state}"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let by_tenant_state = rows
             .iter()
@@ -114,7 +114,7 @@ impl Store {
     }
 
     async fn count_of(&self, sql: &'static str) -> Result<i64, StoreError> {
-        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+        let row = sqlx::query(sql).fetch_one(&self.reads).await?;
         col(&row, "n")
     }
 }

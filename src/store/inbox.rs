@@ -54,7 +54,7 @@ impl Store {
             let mut conn = self.pool.acquire().await?;
             self.insert_rows(&mut conn, batch).await
         } else {
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin_ingest().await?;
             let new = self.insert_rows(&mut tx.tx, batch).await?;
             tx.commit().await?;
             Ok(new)
@@ -336,7 +336,7 @@ impl Tx {
 impl Store {
     /// [`Tx::oldest_pending_delivery`], read without a lock.
     pub async fn peek_oldest_pending_delivery(&self) -> Result<Option<Millis>, StoreError> {
-        oldest_pending(&self.pool).await
+        oldest_pending(&self.reads).await
     }
 }
 

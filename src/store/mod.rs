@@ -5,11 +5,13 @@
 mod backfills;
 mod billing;
 mod census;
+mod checkpoints;
 mod contracts;
 mod health;
 mod inbox;
 mod outbox;
 mod pair_lock;
+mod peeks;
 mod queries;
 mod schema;
 mod stripe_events;
@@ -53,6 +55,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow, AnyTransactionManager};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Connection, Executor, TransactionManager};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -251,9 +254,26 @@ impl Backend {
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// On SQLite, every write goes through one connection (`pool`, handed out
+/// first come, first served), so writers queue in the process instead of
+/// polling SQLite's busy handler, and a short write never waits behind a
+/// sleeping retry; reads use their own connections (`reads`), which WAL lets run
+/// beside the writer. On PostgreSQL both are the same pool.
 #[derive(Clone)]
 pub struct Store {
+    /// Writes (and reads inside a write): on SQLite, the one writer connection.
     pool: AnyPool,
+    /// Reads outside a transaction.
+    reads: AnyPool,
+    /// SQLite: the turn of the transactions other than the webhooks' commits
+    /// (worker, confirmer, reporter, operators): one at a time waits for the
+    /// writer connection, so a webhook's commit queues behind at most one of
+    /// them (see [`Store::begin`]).
+    background: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: the writer leaves WAL checkpoints to a reader (see `checkpoints`).
+    autocheckpoint_off: Arc<AtomicBool>,
+    /// SQLite in memory: `reads` is `pool` (the database is one connection's).
+    reads_shared: bool,
     backend: Backend,
     health: Arc<health::Health>,
 }
@@ -269,6 +289,9 @@ pub struct Store {
 /// connection whose `BEGIN` fails is closed (see [`Store::begin`]).
 pub struct Tx {
     tx: PoolConnection<Any>,
+    /// SQLite: this transaction's turn among the background writers (released
+    /// with the transaction, after its connection goes back).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     backend: Backend,
     open: bool,
     /// Told whether the commit wrote (storage health, see `health`).
@@ -422,34 +445,35 @@ impl Store {
         if let Some(file) = &file {
             restrict_sqlite_files(file)?;
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            // An embedded SQLite connection needs no ping before each use (a hop to
-            // the driver's thread on the ingest hot path); PostgreSQL's may have died.
-            .test_before_acquire(backend == Backend::Postgres)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL for concurrent readers; FULL so a commit survives power loss;
-                        // a WAL reset after a checkpoint gives back all but 64 MiB of disk.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 15000; \
-                             PRAGMA journal_size_limit = 67108864;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
+        // One writer on SQLite (its single write lock, taken in order); readers
+        // beside it. An in-memory database is one connection's own: one pool.
+        let writers = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => settings.max_connections.max(1),
+        };
+        let autocheckpoint_off = Arc::new(AtomicBool::new(false));
+        let pool = pool_options(backend, writers, autocheckpoint_off.clone())
             .connect(&url)
             .await?;
+        let reads_shared = sqlite_file(&url).is_none();
+        let reads = match (backend, sqlite_file(&url)) {
+            (Backend::Sqlite, Some(_)) => {
+                pool_options(backend, settings.max_connections.max(1), Arc::default())
+                    .connect(&url)
+                    .await?
+            }
+            _ => pool.clone(),
+        };
         if let Some(file) = &file {
             // Files SQLite created just now, or left from before.
             restrict_sqlite_files(file)?;
         }
         Ok(Store {
             pool,
+            reads,
+            background: Arc::default(),
+            autocheckpoint_off,
+            reads_shared,
             backend,
             health: Arc::default(),
         })
@@ -475,7 +499,7 @@ impl Store {
         } as i64;
         let applied: Result<(i64,), sqlx::Error> =
             sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await;
         match applied {
             Ok((n,)) => Ok(n >= known),
@@ -491,7 +515,7 @@ impl Store {
             return Ok(None);
         }
         let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         Ok(Some(col(&row, "ssl")?))
     }
@@ -499,7 +523,28 @@ impl Store {
     /// Start a write transaction. A connection that cannot begin one (a lock
     /// that outlasted the busy timeout, a lost connection, or a connection some
     /// earlier failure left in a transaction) is closed, never reused.
+    ///
+    /// On SQLite the transactions of every role but the webhooks' commits take
+    /// turns first ([`Store::background`]): the writer connection is handed out
+    /// in order of asking, and a webhook's commit must not wait behind a queue
+    /// of long transactions.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let turn = match self.backend {
+            Backend::Sqlite => Some(self.background.clone().lock_owned().await),
+            Backend::Postgres => None,
+        };
+        self.begin_in_turn(turn).await
+    }
+
+    /// [`Store::begin`] for the webhooks' group commit: it takes no turn.
+    pub(crate) async fn begin_ingest(&self) -> Result<Tx, StoreError> {
+        self.begin_in_turn(None).await
+    }
+
+    async fn begin_in_turn(
+        &self,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> Result<Tx, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let statement = match self.backend {
             Backend::Sqlite => Some("BEGIN IMMEDIATE".into()),
@@ -511,15 +556,53 @@ impl Store {
         }
         Ok(Tx {
             tx: conn,
+            _turn: turn,
             backend: self.backend,
             open: true,
             store: self.clone(),
         })
     }
 
+    /// Whether reads share the writer's pool (PostgreSQL, or SQLite in memory).
+    fn reads_are_writes(&self) -> bool {
+        self.backend == Backend::Postgres || self.reads_shared
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+        self.reads.close().await;
     }
+}
+
+/// A pool of up to `max` connections, set up for `backend`.
+/// `autocheckpoint_off`: set once another connection takes the WAL checkpoints
+/// ([`Store::take_over_checkpoints`]); a writer connection opened later starts
+/// without them too.
+fn pool_options(backend: Backend, max: u32, autocheckpoint_off: Arc<AtomicBool>) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        // An embedded SQLite connection needs no ping before each use (a hop to
+        // the driver's thread on the ingest hot path); PostgreSQL's may have died.
+        .test_before_acquire(backend == Backend::Postgres)
+        .after_connect(move |conn, _meta| {
+            let autocheckpoint_off = autocheckpoint_off.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL for concurrent readers; FULL so a commit survives power loss;
+                    // a WAL reset after a checkpoint gives back all but 64 MiB of disk.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 15000; \
+                         PRAGMA journal_size_limit = 67108864;",
+                    )
+                    .await?;
+                    if autocheckpoint_off {
+                        conn.execute("PRAGMA wal_autocheckpoint = 0;").await?;
+                    }
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Read a column, mapping decode errors to [`StoreError`].

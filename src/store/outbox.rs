@@ -263,7 +263,7 @@ impl Store {
              AND COALESCE(stripe_account, '') = $1 ORDER BY stripe_customer_id",
         )
         .bind(account.unwrap_or(""))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter().map(|r| col(r, "stripe_customer_id")).collect()
     }
@@ -391,7 +391,7 @@ impl Store {
              AND reported_mode IS NOT NULL AND reported_mode <> $1 GROUP BY reported_mode ORDER BY reported_mode",
         )
         .bind(mode.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let mut out = Vec::new();
         for r in rows {
@@ -426,7 +426,7 @@ impl Store {
         .bind(from.as_str())
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let n: i64 = col(&row, "n")?;
         let old: i64 = col(&row, "old")?;
@@ -503,7 +503,7 @@ impl Store {
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
         .bind(oldest)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let in_doubt: i64 = col(&in_doubt, "n")?;
         let left = sqlx::query(&format!(
@@ -515,7 +515,7 @@ impl Store {
         .bind(id.unwrap_or(""))
         .bind(oldest)
         .bind(metronome_horizon_shift_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let left: i64 = col(&left, "n")?;
         Ok((
@@ -550,7 +550,7 @@ impl Store {
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
         .bind(metronome_horizon_shift_ms())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {

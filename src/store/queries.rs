@@ -326,7 +326,7 @@ impl Store {
             .bind(after_at)
             .bind(after_id)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(outcome_from_row).collect()
     }
@@ -335,7 +335,7 @@ impl Store {
     pub async fn count_outcomes(&self, f: &OutcomeFilter) -> Result<i64, StoreError> {
         let sql = format!("SELECT COUNT(*) AS n FROM outcomes WHERE {OUTCOME_FILTER}");
         let row = bind_outcome_filter(sqlx::query(&sql), f)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         col(&row, "n")
     }
@@ -344,7 +344,7 @@ impl Store {
     pub async fn outcome_cursor(&self, id: &str) -> Result<Option<OutcomeCursor>, StoreError> {
         let row = sqlx::query("SELECT confirmed_at FROM outcomes WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(|r| {
             Ok(OutcomeCursor {
@@ -366,7 +366,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(ticket_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -391,7 +391,7 @@ impl Store {
         let rows = sqlx::query(&sql)
             .bind(tenant)
             .bind(ticket_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(decision_from_row).collect()
     }
@@ -411,7 +411,7 @@ impl Store {
             .bind(tenant)
             .bind(from)
             .bind(to)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(decision_from_row).collect()
     }
@@ -426,7 +426,7 @@ impl Store {
              WHERE r.tenant = $1 ORDER BY r.created_at, r.outcome_id",
         )
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -469,7 +469,7 @@ impl Store {
         .bind(tenant)
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| Ok((col(r, "provider")?, col(r, "ticket_id")?)))
@@ -490,7 +490,7 @@ impl Store {
         .bind(tenant)
         .bind(provider)
         .bind(ticket_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter().map(event_from_row).collect()
     }
@@ -502,7 +502,7 @@ impl Store {
              WHERE outcome_id = $1 ORDER BY id",
         )
         .bind(outcome_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -536,7 +536,7 @@ impl Store {
         .bind(tenant.unwrap_or(""))
         .bind(status)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -563,7 +563,7 @@ impl Store {
         mode: crate::stripe::mode::StripeMode,
     ) -> Result<QueueCounts, StoreError> {
         let count = |sql: &'static str| async move {
-            let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+            let row = sqlx::query(sql).fetch_one(&self.reads).await?;
             col::<i64>(&row, "n")
         };
         let deliveries = vec![
@@ -578,7 +578,7 @@ impl Store {
         ];
         let (mut outcomes, mut outcomes_unknown) = (Vec::new(), Vec::new());
         for r in sqlx::query("SELECT state AS status, COUNT(*) AS n FROM outcomes GROUP BY state")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?
         {
             let (stored, n): (String, i64) = (col(&r, "status")?, col(&r, "n")?);
@@ -610,12 +610,12 @@ impl Store {
         ))
         .bind(mode.as_str())
         .bind(i64::from(mode.sends()))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let stripe_events = sqlx::query(
             "SELECT state AS status, COUNT(*) AS n FROM stripe_events WHERE state IN ('pending', 'failed') GROUP BY state",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?
         .iter()
         .map(|r| Ok((col::<String>(r, "status")?.parse()?, col(r, "n")?)))

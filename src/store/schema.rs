@@ -73,7 +73,7 @@ impl Store {
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
              AND name NOT LIKE '_sqlx%' ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let mut schema = Schema::default();
         for table in &tables {
@@ -83,7 +83,7 @@ impl Store {
                 "SELECT name, type, \"notnull\", pk FROM pragma_table_info('{}') ORDER BY cid",
                 table.replace('\'', "''")
             ))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?
             .iter()
             .map(|r| {
@@ -102,7 +102,7 @@ impl Store {
         schema.indexes = sqlx::query(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?
         .iter()
         .map(|r| col(r, "name"))
@@ -116,7 +116,7 @@ impl Store {
              FROM information_schema.columns WHERE table_schema = 'public' \
              AND table_name NOT LIKE '\\_sqlx%' ORDER BY table_name, ordinal_position",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let mut schema = Schema::default();
         for r in &cols {
@@ -132,7 +132,7 @@ impl Store {
              AND indexname NOT LIKE '%\\_pkey' AND indexname NOT LIKE '%\\_key' \
              AND tablename NOT LIKE '\\_sqlx%' ORDER BY indexname",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?
         .iter()
         .map(|r| col(r, "name"))

@@ -258,7 +258,7 @@ impl Store {
              WHERE outcome_id = $1 ORDER BY rejected_at, identifier",
         )
         .bind(outcome_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -313,7 +313,7 @@ impl Store {
         .bind(event_name)
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -332,7 +332,7 @@ impl Store {
     pub async fn stripe_identifier(&self, outcome_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT stripe_resends FROM outcomes WHERE id = $1")
             .bind(outcome_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(|r| Ok(outcome_identifier(outcome_id, col(&r, "stripe_resends")?)))
             .transpose()

@@ -275,7 +275,7 @@ impl super::Store {
         ticket_id: &str,
         current_hash: &str,
     ) -> Result<Vec<PinnedContract>, StoreError> {
-        pinned(&self.pool, tenant, provider, ticket_id, current_hash).await
+        pinned(&self.reads, tenant, provider, ticket_id, current_hash).await
     }
 }
 
@@ -329,7 +329,7 @@ impl super::Store {
         .bind(tenant)
         .bind(provider)
         .bind(ticket_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         let settled = match row {
             Some(r) => settled_from_row(&r)?,

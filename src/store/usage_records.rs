@@ -109,7 +109,7 @@ impl Store {
         ))
         .bind(item)
         .bind(account.unwrap_or(""))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -147,7 +147,7 @@ impl Store {
         .bind(mode.as_str())
         .bind(second_ms(from).0)
         .bind(second_ms(to).1)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         col(&row, "total")
     }
@@ -173,7 +173,7 @@ impl Store {
         .bind(account.unwrap_or(""))
         .bind(second_ms(from).0)
         .bind(second_ms(to).1)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok((col(&row, "pending")?, col(&row, "parked")?))
     }
@@ -190,7 +190,7 @@ impl Store {
         ))
         .bind(item)
         .bind(account.unwrap_or(""))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         col(&row, "last")
     }
@@ -293,7 +293,7 @@ impl Store {
         .bind(except)
         .bind(from)
         .bind(to)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok(col::<i64>(&row, "n")? > 0)
     }
@@ -327,7 +327,7 @@ impl Store {
     pub async fn usage_set_quantity(&self, outcome_id: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT usage_set_quantity FROM reversals WHERE outcome_id = $1")
             .bind(outcome_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         match row {
             Some(r) => col(&r, "usage_set_quantity"),
@@ -354,7 +354,7 @@ impl Store {
         .bind(item)
         .bind(account.unwrap_or(""))
         .bind(mode.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.iter()
             .map(|r| {
@@ -371,7 +371,7 @@ impl Store {
     pub async fn outcome_confirmed_at(&self, id: &str) -> Result<Option<Millis>, StoreError> {
         let row = sqlx::query("SELECT confirmed_at FROM outcomes WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(|r| col(&r, "confirmed_at")).transpose()
     }

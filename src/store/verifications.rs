@@ -68,7 +68,7 @@ impl Store {
         seq: u32,
         resolved_at: Millis,
     ) -> Result<Option<Check>, StoreError> {
-        latest(&self.pool, tenant, provider, ticket_id, seq, resolved_at).await
+        latest(&self.reads, tenant, provider, ticket_id, seq, resolved_at).await
     }
 
     /// Every check of a ticket, oldest first (`explain`).
@@ -83,7 +83,7 @@ impl Store {
         let rows = sqlx::query(&sql)
             .bind(tenant)
             .bind(ticket_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         rows.iter().map(check_from_row).collect()
     }

@@ -35,7 +35,7 @@ impl Store {
         .bind(tenant)
         .bind(provider)
         .bind(since)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         if any.is_none() {
             return Ok(None);
@@ -64,7 +64,7 @@ impl Store {
                 .bind(provider)
                 .bind(since)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
             *into = rows
                 .iter()

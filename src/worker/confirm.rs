@@ -130,11 +130,15 @@ impl Worker {
         let now_t = self.clock.now();
         let now = Millis::from(now_t);
         let grace = self.confirm_grace;
+        // Read first: a pass with nothing due never opens a write transaction.
+        let oldest = self.store.peek_oldest_pending_delivery().await?;
+        let peeked = due_horizon(oldest, now, grace);
+        if !self.store.any_ticket_due(peeked).await? {
+            return Ok(0);
+        }
         if !self.verifier.is_empty() {
             // Ask the helpdesks first, before this pass's write transaction opens.
-            let oldest = self.store.peek_oldest_pending_delivery().await?;
-            self.verify_due(due_horizon(oldest, now, grace), now)
-                .await?;
+            self.verify_due(peeked, now).await?;
         }
         let mut tx = self.store.begin().await?;
         let horizon = due_horizon(tx.oldest_pending_delivery().await?, now, grace);

@@ -30,6 +30,10 @@ impl Worker {
         self.release_stuck_claims().await?;
         let now = self.clock.now_ms();
         let lease_until = now + self.lease;
+        // Read first: an empty inbox never takes a write transaction.
+        if !self.store.any_delivery_claimable(now).await? {
+            return Ok(0);
+        }
         let claimed = self
             .store
             .claim_deliveries(now, lease_until, self.batch)
