@@ -78,11 +78,20 @@ async fn measure(waiting: usize, due: usize) {
         ))
         .await
         .expect("count");
+    // Passes until nothing is due: each commits after its time budget.
     let pass = Instant::now();
-    let confirmed = worker.confirm_once().await.expect("confirm");
+    let (mut confirmed, mut passes) = (0, 0);
+    loop {
+        let n = worker.confirm_once().await.expect("confirm");
+        if n == 0 {
+            break;
+        }
+        confirmed += n;
+        passes += 1;
+    }
     let took = pass.elapsed();
     println!(
-        "  waiting {waiting_n:>9}, due {due}: one confirmation pass confirmed {confirmed} in {:.1} ms ({:.1} µs per due ticket); seeding {total} tickets through the worker took {:.1}s ({:.0}/s)",
+        "  waiting {waiting_n:>9}, due {due}: {passes} confirmation passes confirmed {confirmed} in {:.1} ms ({:.1} µs per due ticket); seeding {total} tickets through the worker took {:.1}s ({:.0}/s)",
         took.as_secs_f64() * 1000.0,
         took.as_secs_f64() * 1e6 / confirmed.max(1) as f64,
         seeded.as_secs_f64(),

@@ -13,7 +13,7 @@
 
 use super::clawback::{over_cap, LateReopen};
 use super::evidence::{decision, evidence, DecisionInput, Pins, Verification};
-use super::Worker;
+use super::{Worker, TX_BUDGET};
 use crate::contract::Meter;
 use crate::event::TicketEvent;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
@@ -153,7 +153,10 @@ impl Worker {
             horizon: horizon.to_datetime(),
         };
         match self.confirm_batch(tx, &pass, &due).await {
-            Ok(confirmed) => self.metrics.outcomes_confirmed(confirmed),
+            Ok((confirmed, tickets)) => {
+                self.metrics.outcomes_confirmed(confirmed);
+                return Ok(tickets);
+            }
             // One ticket's stored data the store cannot read (a pinned contract, a
             // state) must not hold back every other tenant's: one per transaction.
             Err(e) if !e.is_transient() => {
@@ -177,16 +180,25 @@ impl Worker {
         Ok(due.len())
     }
 
-    /// Confirm the due tickets in one transaction (`tx`, which locked them).
-    /// Returns how many outcomes it confirmed; on an error nothing is written.
+    /// Confirm the due tickets in one transaction (`tx`, which locked them),
+    /// in order, until [`TX_BUDGET`] has passed: the rest stay due for the next
+    /// pass, and the writer (on SQLite, everyone's) is given back soon.
+    /// Returns how many outcomes it confirmed and how many tickets it went
+    /// through; on an error nothing is written.
     async fn confirm_batch(
         &self,
         mut tx: Tx,
         pass: &Pass,
         due: &[(String, String, String)],
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, usize), StoreError> {
+        let started = std::time::Instant::now();
         let mut confirmed = 0usize;
+        let mut tickets = 0usize;
         for (tenant_id, provider, ticket_id) in due {
+            if tickets > 0 && started.elapsed() >= TX_BUDGET {
+                break;
+            }
+            tickets += 1;
             match self
                 .confirm_ticket(&mut tx, pass, tenant_id, provider, ticket_id)
                 .await
@@ -200,7 +212,7 @@ impl Worker {
             }
         }
         tx.commit().await?;
-        Ok(confirmed)
+        Ok((confirmed, tickets))
     }
 
     /// Confirm one due ticket in a transaction of its own (after its batch failed).
