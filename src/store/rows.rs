@@ -49,6 +49,18 @@ pub(super) fn param(backend: Backend, n: usize) -> String {
     }
 }
 
+/// How a statement joins its list of keys (a `WITH k (…) AS (VALUES …)`) to a
+/// table: with the keys as the outer loop, each row found through the table's
+/// index. SQLite's planner, without statistics, may instead scan the table and
+/// probe the keys (a pass that grows with the table); its `CROSS JOIN` keeps
+/// the order as written. PostgreSQL plans from the exact row count of the list.
+pub(super) fn keys_join(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "CROSS JOIN",
+        Backend::Postgres => "JOIN",
+    }
+}
+
 /// A list of integers written into the statement (ids the store made: no
 /// parameter needed, none to count against the limit).
 pub(super) fn id_list(ids: &[i64]) -> String {

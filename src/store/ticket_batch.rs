@@ -88,10 +88,11 @@ impl Tx {
             let sql = format!(
                 "WITH k (tenant, provider, ticket_id) AS (VALUES {}) \
                  SELECT t.tenant, t.provider, t.ticket_id, t.settled_seq, t.settled_resolved_at \
-                 FROM k JOIN tickets t ON t.tenant = k.tenant AND t.provider = k.provider \
+                 FROM k {join} tickets t ON t.tenant = k.tenant AND t.provider = k.provider \
                  AND t.ticket_id = k.ticket_id \
                  ORDER BY t.tenant, t.provider, t.ticket_id{lock}",
-                rows::values(backend, chunk.len(), 3, 1)
+                rows::values(backend, chunk.len(), 3, 1),
+                join = rows::keys_join(backend),
             );
             let found = bind_keys(sqlx::query(&sql), chunk)
                 .fetch_all(&mut *self.tx)
@@ -153,9 +154,10 @@ impl Tx {
                 "WITH k (tenant, provider, ticket_id) AS (VALUES {}) \
                  SELECT e.tenant, e.provider, e.event_key, e.ticket_id, e.kind, e.occurred_at, e.resolver, \
                  e.actor_id, e.tags, e.channel \
-                 FROM k JOIN ticket_events e ON e.tenant = k.tenant AND e.provider = k.provider \
+                 FROM k {join} ticket_events e ON e.tenant = k.tenant AND e.provider = k.provider \
                  AND e.ticket_id = k.ticket_id",
-                rows::values(self.backend, chunk.len(), 3, 1)
+                rows::values(self.backend, chunk.len(), 3, 1),
+                join = rows::keys_join(self.backend),
             );
             let found = bind_keys(sqlx::query(&sql), chunk)
                 .fetch_all(&mut *self.tx)
@@ -180,11 +182,12 @@ impl Tx {
             let sql = format!(
                 "WITH k (tenant, provider, ticket_id, current_hash) AS (VALUES {}) \
                  SELECT d.tenant, d.provider, d.ticket_id, d.seq, d.contract_hash, c.version, c.terms \
-                 FROM k JOIN decisions d ON d.tenant = k.tenant AND d.provider = k.provider \
+                 FROM k {join} decisions d ON d.tenant = k.tenant AND d.provider = k.provider \
                  AND d.ticket_id = k.ticket_id \
                  LEFT JOIN contracts c ON c.hash = d.contract_hash \
                  WHERE d.final = 0 AND d.contract_hash <> k.current_hash",
-                rows::values(self.backend, chunk.len(), 4, 1)
+                rows::values(self.backend, chunk.len(), 4, 1),
+                join = rows::keys_join(self.backend),
             );
             let mut q = sqlx::query(&sql);
             for ((tenant, provider, ticket), hash) in chunk {
