@@ -61,6 +61,13 @@ const IDS: usize = 1000;
 impl Tx {
     /// Create the rows of `keys` (sorted, distinct) where missing, and lock them
     /// all, in that order. Returns each ticket's settled prefix.
+    ///
+    /// Every worker inserts in the same order and locks in the database's order
+    /// (`ORDER BY`), so two batches never wait for each other in a cycle. (A batch
+    /// of more than one statement's worth of tickets, over 10,000, locks chunk by
+    /// chunk; should that ever meet another such batch in a cycle, PostgreSQL
+    /// breaks it with a deadlock error, which is transient: the claims are given
+    /// back and applied again.)
     pub async fn lock_tickets(
         &mut self,
         keys: &[TicketKey],
