@@ -552,7 +552,10 @@ fn spawn_worker(services: &Services, token: &CancellationToken) -> Vec<Task> {
     let s = &services.settings;
     let w = services.worker();
     let w2 = w.clone();
-    vec![
+    // Several inbox passes where the database lets them work side by side
+    // (`worker.tasks`): claims skip each other's rows, tickets lock in one order.
+    let inbox = (0..s.worker.inbox_tasks(services.store.backend())).map(|_| {
+        let w = w.clone();
         (
             "inbox",
             spawn_loop(
@@ -565,7 +568,10 @@ fn spawn_worker(services: &Services, token: &CancellationToken) -> Vec<Task> {
                     async move { w.process_inbox_once().await }
                 },
             ),
-        ),
+        )
+    });
+    let mut tasks: Vec<Task> = inbox.collect();
+    tasks.extend([
         (
             "confirmer",
             spawn_loop(
@@ -580,7 +586,8 @@ fn spawn_worker(services: &Services, token: &CancellationToken) -> Vec<Task> {
             ),
         ),
         ("retention", spawn_retention(services, token)),
-    ]
+    ]);
+    tasks
 }
 
 /// Raw delivery bodies are pruned after the retention period; decisions,

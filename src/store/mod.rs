@@ -13,10 +13,12 @@ mod outbox;
 mod pair_lock;
 mod peeks;
 mod queries;
+mod rows;
 mod schema;
 mod stripe_events;
 #[cfg(feature = "test-support")]
 mod test_support;
+mod ticket_batch;
 mod tickets;
 mod usage_records;
 mod verifications;
@@ -44,6 +46,7 @@ pub use stripe_events::{
 };
 #[cfg(feature = "test-support")]
 pub use test_support::{HeldConnection, TestSupport};
+pub use ticket_batch::{Finished, NewEvent, TicketKey, TicketSave};
 pub use tickets::{DecisionWrite, TicketState};
 pub use usage_records::{UsageDoubt, UsageLocal};
 pub use verifications::{Check, CheckResult};

@@ -343,7 +343,7 @@ impl super::Store {
 }
 
 /// The settled prefix of a `tickets` row (`settled_seq`, `settled_resolved_at`).
-fn settled_from_row(row: &AnyRow) -> Result<Option<Settled>, StoreError> {
+pub(super) fn settled_from_row(row: &AnyRow) -> Result<Option<Settled>, StoreError> {
     let seq: i64 = col(row, "settled_seq")?;
     let at: Option<Millis> = col(row, "settled_resolved_at")?;
     Ok(match at {

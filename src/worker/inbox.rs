@@ -1,22 +1,36 @@
-//! Inbox poller: parse claimed deliveries, store their events, replay tickets.
+//! Inbox poller: parse claimed deliveries, store their events, replay tickets,
+//! a batch at a time with set-based statements.
 
+use super::batch::Batch;
 use super::clawback::LateReopen;
-use super::evidence::{decision, DecisionInput};
-use super::Worker;
+use super::replay::{replay, TicketAt};
+use super::{pins_of, Worker};
 use crate::event::TicketEvent;
-use crate::lifecycle::DecisionStatus;
 use crate::providers::{self, Headers, Webhook};
-use crate::store::{ClaimedDelivery, StoreError, Tx};
+use crate::store::{ClaimedDelivery, StoreError, TicketKey, TicketSave, Tx};
 use crate::tenants::Tenant;
-use crate::ticket::replay_pinned;
 use crate::time::Millis;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-type TicketKey = (String, String, String);
+/// What one inbox pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InboxPass {
+    /// Deliveries handled (applied or quarantined).
+    pub deliveries: usize,
+    /// How long the batch's transaction held the database (from `BEGIN` done
+    /// to `COMMIT` done; on SQLite, the write lock), when it committed as one.
+    pub transaction: Option<Duration>,
+}
 
 impl Worker {
     /// Claim one batch of deliveries and apply it in one transaction.
     /// Returns how many deliveries were handled.
+    pub async fn process_inbox_once(&self) -> Result<usize, StoreError> {
+        Ok(self.process_inbox_pass().await?.deliveries)
+    }
+
+    /// [`Worker::process_inbox_once`], saying how long its transaction took.
     ///
     /// When the batch's transaction fails for a reason that is not transient (a
     /// value the database refuses, say), the deliveries are applied one per
@@ -26,7 +40,7 @@ impl Worker {
     /// A transient failure (a full disk, a lost connection) quarantines nothing:
     /// the pass fails, its claims are given back (now, or by the next pass when
     /// storage still refuses), and the deliveries are applied again later.
-    pub async fn process_inbox_once(&self) -> Result<usize, StoreError> {
+    pub async fn process_inbox_pass(&self) -> Result<InboxPass, StoreError> {
         self.release_stuck_claims().await?;
         let now = self.clock.now_ms();
         let lease_until = now + self.lease;
@@ -39,7 +53,7 @@ impl Worker {
             .claim_deliveries(now, lease_until, self.batch)
             .await?;
         if claimed.is_empty() {
-            return Ok(0);
+            return Ok(InboxPass::default());
         }
         match self.apply_claimed(&claimed, now).await {
             Err(e) if e.is_transient() => {
@@ -55,7 +69,10 @@ impl Worker {
                 }
                 Err(e)
             }
-            other => other.map(|()| claimed.len()),
+            other => other.map(|transaction| InboxPass {
+                deliveries: claimed.len(),
+                transaction,
+            }),
         }
     }
 
@@ -79,34 +96,39 @@ impl Worker {
         Ok(())
     }
 
+    /// Apply the batch, or its deliveries one by one when it fails for a reason
+    /// that is not transient. Returns the batch transaction's duration, when it
+    /// committed as one.
     async fn apply_claimed(
         &self,
         claimed: &[ClaimedDelivery],
         now: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Duration>, StoreError> {
         match self.apply(claimed, now).await {
-            Ok(()) => {}
+            Ok(took) => Ok(Some(took)),
             Err(e) if claimed.len() > 1 && !e.is_transient() => {
                 tracing::warn!(error = %e, n = claimed.len(), "inbox batch failed; applying its deliveries one by one");
                 for d in claimed {
                     self.apply_alone(d, now).await?;
                 }
+                Ok(None)
             }
             Err(e) => {
                 if claimed.len() == 1 && !e.is_transient() {
                     self.apply_alone(&claimed[0], now).await?;
+                    Ok(None)
                 } else {
-                    return Err(e);
+                    Err(e)
                 }
             }
         }
-        Ok(())
     }
 
     /// Apply one delivery in its own transaction; quarantine it if the database
     /// refuses it for good.
     async fn apply_alone(&self, d: &ClaimedDelivery, now: Millis) -> Result<(), StoreError> {
         match self.apply(std::slice::from_ref(d), now).await {
+            Ok(_) => Ok(()),
             Err(e) if !e.is_transient() => {
                 let reason = format!("the database refused this delivery's events: {e}");
                 tracing::error!(delivery = d.id, tenant = %d.tenant, provider = %d.provider, %reason, "delivery quarantined");
@@ -116,54 +138,107 @@ impl Worker {
                 self.metrics.deliveries_processed(0, 1);
                 Ok(())
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
-    /// Parse, store the events, replay their tickets and mark the deliveries
-    /// done: one transaction.
-    async fn apply(&self, claimed: &[ClaimedDelivery], now: Millis) -> Result<(), StoreError> {
-        let mut by_ticket: BTreeMap<TicketKey, Vec<(i64, TicketEvent)>> = BTreeMap::new();
-        let mut finished: Vec<(i64, usize, Option<String>)> = Vec::with_capacity(claimed.len());
-        for d in claimed {
-            match self.parse(&d.tenant, &d.provider, &d.headers, &d.body) {
-                Ok(events) => {
-                    finished.push((d.id, events.len(), None));
-                    for e in events {
-                        by_ticket
-                            .entry((d.tenant.clone(), d.provider.clone(), e.ticket_id.clone()))
-                            .or_default()
-                            .push((d.id, e));
-                    }
-                }
-                Err(reason) => {
-                    tracing::warn!(delivery = d.id, tenant = %d.tenant, provider = %d.provider, %reason, "delivery quarantined");
-                    finished.push((d.id, 0, Some(reason)));
-                }
-            }
-        }
+    /// Parse (before the transaction opens), then in one short transaction: lock
+    /// every ticket the batch touches, store the events, read the tickets' events
+    /// and pinned contracts, replay them in memory, write the decisions, the
+    /// tickets and the deliveries' ends. A few statements for the whole batch
+    /// (see `store::ticket_batch`), not a few per ticket.
+    /// Returns how long the transaction took.
+    async fn apply(
+        &self,
+        claimed: &[ClaimedDelivery],
+        now: Millis,
+    ) -> Result<Duration, StoreError> {
+        let batch = Batch::parse(claimed, |d| {
+            self.parse(&d.tenant, &d.provider, &d.headers, &d.body)
+        });
         let mut tx = self.store.begin().await?;
-        // Tickets are locked in sorted order, so concurrent workers cannot deadlock.
-        for ((tenant_id, provider, ticket_id), events) in &by_ticket {
-            let Some(tenant) = self.tenants.get(tenant_id) else {
-                continue;
-            };
-            let settled = tx.lock_ticket(tenant_id, provider, ticket_id, now).await?;
-            for (delivery_id, e) in events {
-                tx.insert_event(tenant_id, provider, *delivery_id, None, e)
-                    .await?;
-            }
-            self.replay_ticket(&mut tx, tenant, provider, ticket_id, settled, now)
-                .await?;
-        }
-        for (id, n, reason) in &finished {
-            tx.finish_delivery(*id, now, *n, reason.as_deref()).await?;
+        let began = Instant::now();
+        if let Err(e) = self.apply_parsed(&mut tx, &batch, now).await {
+            // Give the write lock back now, before the next transaction asks for it.
+            let _ = tx.rollback().await;
+            return Err(e);
         }
         tx.commit().await?;
-        let quarantined = finished.iter().filter(|f| f.2.is_some()).count();
+        let took = began.elapsed();
+        let quarantined = batch.quarantined();
         self.metrics
-            .deliveries_processed(finished.len() - quarantined, quarantined);
-        Ok(())
+            .deliveries_processed(batch.finished.len() - quarantined, quarantined);
+        Ok(took)
+    }
+
+    async fn apply_parsed(
+        &self,
+        tx: &mut Tx,
+        batch: &Batch,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        // A delivery of a tenant no longer configured is quarantined by `parse`.
+        let tickets: Vec<(&TicketKey, &Tenant)> = batch
+            .tickets
+            .keys()
+            .filter_map(|k| self.tenants.get(&k.0).map(|t| (k, t)))
+            .collect();
+        let keys: Vec<TicketKey> = tickets.iter().map(|(k, _)| (*k).clone()).collect();
+        // Sorted: concurrent workers lock in one order and cannot deadlock.
+        let settled = tx.lock_tickets(&keys, now).await?;
+        tx.insert_events(&batch.new_events()).await?;
+        // Read after the lock: events a worker committed before it are seen.
+        let mut events = tx.load_events_of(&keys).await?;
+        let current: Vec<(&TicketKey, &str)> = tickets
+            .iter()
+            .map(|(k, t)| (*k, t.contract_hash.as_str()))
+            .collect();
+        let mut pinned = tx.pinned_contracts_of(&current).await?;
+        let mut decisions = Vec::new();
+        let mut saves = Vec::with_capacity(tickets.len());
+        let mut late = Vec::new();
+        for (key, tenant) in &tickets {
+            let Some(settled) = settled.get(*key).copied() else {
+                // Inserted or already there, and locked: never missing.
+                return Err(StoreError::Db(sqlx::Error::RowNotFound));
+            };
+            let events = events.remove(*key).unwrap_or_default();
+            let pins = pins_of(pinned.remove(*key).unwrap_or_default());
+            let at = TicketAt {
+                tenant,
+                provider: &key.1,
+                ticket_id: &key.2,
+            };
+            let r = replay(&at, settled, &events, &pins, now);
+            decisions.extend(r.decisions);
+            saves.push(TicketSave {
+                key,
+                settled,
+                settle_at: r.settle_at,
+            });
+            if let Some(l) = r.late_reopen {
+                late.push((key, *tenant, l));
+            }
+        }
+        tx.write_decisions(&decisions).await?;
+        for ((_, provider, ticket_id), tenant, (s, reopen)) in &late {
+            // A reopen of the resolution already confirmed: clawback, if the contract says so.
+            self.clawback(
+                tx,
+                LateReopen {
+                    tenant,
+                    provider,
+                    ticket_id,
+                    seq: s.seq,
+                    resolved_at: s.resolved_at,
+                    reopen,
+                },
+                now,
+            )
+            .await?;
+        }
+        tx.save_tickets(&saves, now).await?;
+        tx.finish_deliveries(&batch.finished, now).await
     }
 
     fn parse(
@@ -203,7 +278,8 @@ impl Worker {
             .map_err(|e| e.to_string())
     }
 
-    /// Replay one locked ticket and record its (non-final) decisions.
+    /// Replay one locked ticket and record its (non-final) decisions (the
+    /// verification pass, after it learned events).
     pub(super) async fn replay_ticket(
         &self,
         tx: &mut Tx,
@@ -217,29 +293,14 @@ impl Worker {
             .load_events(&tenant.settings.id, provider, ticket_id)
             .await?;
         let pins = self.pins(tx, tenant, provider, ticket_id).await?;
-        let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
-        for r in &history.resolutions {
-            let status = if r.reopened.is_some() {
-                DecisionStatus::Reopened
-            } else {
-                DecisionStatus::InWindow
-            };
-            let d = decision(DecisionInput {
-                tenant,
-                provider,
-                ticket_id,
-                resolution: r,
-                events: &events,
-                status,
-                outcome_id: None,
-                is_final: false,
-                now,
-                pins: &pins,
-                verification: None,
-            });
-            tx.write_decision(&d).await?;
-        }
-        if let (Some(s), Some(reopen)) = (settled, &history.reopen_after_settled) {
+        let at = TicketAt {
+            tenant,
+            provider,
+            ticket_id,
+        };
+        let r = replay(&at, settled, &events, &pins, now);
+        tx.write_decisions(&r.decisions).await?;
+        if let Some((s, reopen)) = &r.late_reopen {
             // A reopen of the resolution already confirmed: clawback, if the contract says so.
             self.clawback(
                 tx,
@@ -255,8 +316,14 @@ impl Worker {
             )
             .await?;
         }
-        let next = history.next_settle_at().map(Millis::from);
-        tx.save_ticket(&tenant.settings.id, provider, ticket_id, settled, next, now)
-            .await
+        tx.save_ticket(
+            &tenant.settings.id,
+            provider,
+            ticket_id,
+            settled,
+            r.settle_at,
+            now,
+        )
+        .await
     }
 }

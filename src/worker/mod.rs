@@ -1,11 +1,13 @@
 //! The worker: turns stored deliveries into ticket decisions ([`inbox`]) and
 //! confirms resolutions whose reopen window has passed ([`confirm`]).
 
+mod batch;
 mod clawback;
 mod confirm;
 mod evidence;
 mod import;
 mod inbox;
+mod replay;
 mod verify;
 
 use crate::clock::SharedClock;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use clawback::day_and_month;
+pub use inbox::InboxPass;
 
 /// How long a confirmation transaction keeps taking more of its due tickets:
 /// on SQLite every writer (a webhook's commit among them) waits for the one in

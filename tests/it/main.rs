@@ -33,3 +33,4 @@ mod support;
 mod usage_records;
 mod usage_records_sink;
 mod verification;
+mod worker_batch;
