@@ -8,6 +8,7 @@ mod census;
 mod contracts;
 mod health;
 mod inbox;
+mod marks;
 mod outbox;
 mod pair_lock;
 mod queries;
@@ -27,6 +28,7 @@ pub use billing::{
 pub use census::{Census, StateCounts};
 pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
+pub use marks::{OutcomeMark, OwnedAttempt};
 pub use outbox::{
     ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld,
     UNREADABLE_RETRY_SECS,
@@ -92,6 +94,10 @@ pub enum StoreError {
     /// [`crate::contract::StoredContractError`]); never replaced by another.
     #[error("unexpected data in the database: {0}")]
     Contract(#[from] crate::contract::StoredContractError),
+    /// A write handed to a group commit ([`crate::reporter`]'s marks) that did not
+    /// commit: the group's one failure, told to each write in it.
+    #[error("group commit failed: {0}")]
+    Group(Arc<StoreError>),
 }
 
 /// Why storage is unavailable for now.
@@ -195,6 +201,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable { cause, .. } => Some(*cause),
             StoreError::TimedOut(_) => Some(Unavailable::Connection),
+            StoreError::Group(e) => e.unavailable(),
             _ => None,
         }
     }
@@ -206,6 +213,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } | StoreError::TimedOut(_) => true,
+            StoreError::Group(e) => e.is_transient(),
             // A stored value its column type cannot hold (a damaged row) is the
             // data's fault, like a constraint: retrying it as it is never helps.
             StoreError::Db(
