@@ -6,11 +6,12 @@
 //! [`NextStep::end_reversal`]). Each sink keeps its requests, its fencing and
 //! its words in the log.
 
+use super::marks::PendingMark;
 use super::Reporter;
 use crate::lifecycle::{OutcomeState, ReversalState};
 use crate::metrics::ReportResult;
 use crate::metronome::{Ack as MetronomeAck, MetronomeError};
-use crate::store::{OutcomeAttempt, ReversalAttempt, StoreError};
+use crate::store::{OutcomeAttempt, OutcomeMark, ReversalAttempt, StoreError};
 use crate::stripe::client::{Ack, StripeError};
 use crate::stripe::mode::StripeMode;
 use crate::stripe::retry::{backoff, Disposition};
@@ -245,6 +246,7 @@ impl Reporter {
     /// Count (`/metrics`) and record the attempt of `call`, answered as `answer`,
     /// as `step` ends it: reported (`delivered` says how), pending again at its
     /// time with the answer's error, or failed with `parked` as its error.
+    /// Returns once it is committed (in a group commit with other marks).
     pub(super) async fn record_outcome_call<'a>(
         &self,
         call: &OutcomeCall<'a>,
@@ -253,6 +255,22 @@ impl Reporter {
         delivered: &'a str,
         parked: Option<&'a str>,
     ) -> Result<(), StoreError> {
+        self.hand_outcome_call(call, answer, step, delivered, parked)
+            .await
+            .committed()
+            .await
+    }
+
+    /// [`Reporter::record_outcome_call`] handed to the group commit, not
+    /// awaited: the caller awaits the mark before it gives its claim up.
+    pub(super) async fn hand_outcome_call<'a>(
+        &self,
+        call: &OutcomeCall<'a>,
+        answer: &'a Answer,
+        step: NextStep,
+        delivered: &'a str,
+        parked: Option<&'a str>,
+    ) -> PendingMark {
         let attempt = answer.outcome_attempt(call, self.mode);
         let attempt = match step {
             NextStep::Delivered => {
@@ -283,7 +301,9 @@ impl Reporter {
                 }
             }
         };
-        self.store.record_attempt(&attempt).await
+        self.marks()
+            .hand(OutcomeMark::Attempt(attempt.to_owned_attempt()))
+            .await
     }
 
     /// Stripe's answer says another mode than the process's (`stripe.mode`): say

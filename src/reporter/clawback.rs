@@ -64,6 +64,9 @@ impl Reporter {
     /// this build cannot read is set aside an hour; the others go on.
     pub(super) async fn reverse_batch(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
+        if !self.store.any_reversal_due(now).await? {
+            return Ok(0);
+        }
         let claimed = self
             .store
             .claim_reversals(now, now + self.lease, self.settings.batch_size)

@@ -4,6 +4,7 @@
 //! customer, meter) and only as the Stripe preflight admits.
 
 use super::attempt::{CallResult, NextStep, OutcomeCall};
+use super::marks::{Outstanding, PendingMark};
 use super::{Reporter, Tasks};
 use crate::metrics::ReportResult;
 use crate::outcome::idempotency_key;
@@ -51,7 +52,7 @@ impl Reporter {
                     Ok(info) => info,
                     Err(hold) => return me.hold_outcomes(&customer, &meter, &group, &hold).await,
                 };
-                let _permit = permits.acquire_owned().await;
+                let permit = permits.acquire_owned().await;
                 // One process at a time per pair (other replicas on PostgreSQL).
                 let Some(lock) = me.store.try_lock_pair(&customer, &meter).await? else {
                     let claims: Vec<(String, Millis)> = group
@@ -60,35 +61,58 @@ impl Reporter {
                         .collect();
                     return me.store.release_outcomes(&claims).await;
                 };
+                // Each call's mark is committed in a group with other pairs' while
+                // this pair makes its next call; all are committed before the pair
+                // is given up. A failed commit stops the pair (storage is failing):
+                // its outcomes stay claimed, resent after the lease with the same keys.
+                let mut marks = Outstanding::default();
                 let mut result = Ok(());
                 for o in &group {
-                    result = me.report_one(o, &info).await;
+                    result = marks.check();
                     if result.is_err() {
                         break;
                     }
+                    match me.report_one(o, &info).await {
+                        Ok(Some(mark)) => marks.push(mark),
+                        Ok(None) => {}
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
                 }
+                // The calls are over: another pair may call while these commit.
+                drop(permit);
+                let committed = marks.all_committed().await;
                 lock.release().await;
-                result
+                result.and(committed)
             });
         }
     }
 
-    /// Send one outcome's meter event, or set it aside with the reason.
-    async fn report_one(&self, o: &ClaimedOutcome, meter: &MeterInfo) -> Result<(), StoreError> {
+    /// Send one outcome's meter event, or set it aside with the reason. Returns
+    /// the call's mark (its attempt) handed to the group commit, not yet awaited;
+    /// `None` when nothing is left to await.
+    async fn report_one(
+        &self,
+        o: &ClaimedOutcome,
+        meter: &MeterInfo,
+    ) -> Result<Option<PendingMark>, StoreError> {
         let ev = meter_event(o, meter);
         let request = ev.encoded();
         let Some(client) = &self.client else {
             if !self.dry_run() {
-                return self.hold_without_stripe(std::slice::from_ref(o)).await;
+                self.hold_without_stripe(std::slice::from_ref(o)).await?;
+                return Ok(None);
             }
-            return self.record_dry_run(o, &request).await;
+            return Ok(Some(self.hand_dry_run(o, &request).await));
         };
         if self.set_aside_unsendable(o, ev.timestamp).await? {
-            return Ok(());
+            return Ok(None);
         }
         self.limiter.acquire().await;
         if !self.still_claimed(o).await? {
-            return Ok(());
+            return Ok(None);
         }
         let key = idempotency_key(&ev.identifier, "meter_event", o.calls);
         let result = self
@@ -103,7 +127,7 @@ impl Reporter {
             request: &request,
             idempotency_key: Some(&key),
         };
-        self.record_meter_event(o, &call, &result).await
+        Ok(Some(self.record_meter_event(o, &call, &result).await))
     }
 
     /// Set `o` aside instead of sending its event (dated `timestamp`, Unix seconds)
@@ -148,8 +172,7 @@ impl Reporter {
                 (reason, SetAside::Park)
             }
         };
-        self.store
-            .set_aside(&o.id, o.lease_until, &reason, how)
+        self.set_aside(&o.id, o.lease_until, &reason, how)
             .await
             .map(|()| true)
     }
@@ -174,13 +197,14 @@ impl Reporter {
     }
 
     /// Record Stripe's answer to `o`'s meter event: reported, retried later, or
-    /// parked as failed (refused, or the retry budget spent).
+    /// parked as failed (refused, or the retry budget spent); the mark is handed
+    /// to the group commit, for the caller to await.
     async fn record_meter_event(
         &self,
         o: &ClaimedOutcome,
         call: &OutcomeCall<'_>,
         result: &Result<Ack, StripeError>,
-    ) -> Result<(), StoreError> {
+    ) -> PendingMark {
         let answer = result.answer();
         self.warn_other_mode(&o.id, answer.livemode);
         let step = self.next_step(answer.disposition, o.attempts, call.now);
@@ -205,7 +229,7 @@ impl Reporter {
                 tracing::error!(outcome = %o.id, error = ?error, request_id = ?request_id, attempts = o.attempts + 1, "Stripe kept failing or could not be reached for the whole retry budget (reporter.max_attempts); parked as failed");
             }
         }
-        self.record_outcome_call(call, &answer, step, how, answer.error.as_deref())
+        self.hand_outcome_call(call, &answer, step, how, answer.error.as_deref())
             .await
     }
 }
@@ -275,17 +299,16 @@ impl Reporter {
     ) -> Result<(), StoreError> {
         tracing::warn!(customer, meter = event_name, outcomes = group.len(), reason = hold.reason, why = %hold.text, "outcomes held by the Stripe preflight, not sent");
         self.metrics.outcomes_held(hold.reason, group.len());
+        // Handed together, committed together.
+        let mut marks = Outstanding::default();
         for o in group {
-            self.store
-                .set_aside(
-                    &o.id,
-                    o.lease_until,
-                    &hold.text,
-                    SetAside::RetryAt(hold.until),
-                )
-                .await?;
+            let how = SetAside::RetryAt(hold.until);
+            marks.push(
+                self.hand_set_aside(&o.id, o.lease_until, &hold.text, how)
+                    .await,
+            );
         }
-        Ok(())
+        marks.all_committed().await
     }
 
     /// Stripe outcomes in a process that sends but has no Stripe key (all its
@@ -299,11 +322,11 @@ impl Reporter {
                       set stripe.api_key to send outcomes confirmed under a Stripe sink";
         let next = self.clock.now_ms() + Duration::from_secs(300);
         tracing::warn!(outcomes = outcomes.len(), reason, "Stripe outcomes held");
+        let mut marks = Outstanding::default();
         for o in outcomes {
-            self.store
-                .set_aside(&o.id, o.lease_until, reason, SetAside::RetryAt(next))
-                .await?;
+            let how = SetAside::RetryAt(next);
+            marks.push(self.hand_set_aside(&o.id, o.lease_until, reason, how).await);
         }
-        Ok(())
+        marks.all_committed().await
     }
 }

@@ -13,6 +13,7 @@
 //! no test/live flag; a Metronome sandbox is chosen by the token.
 
 use super::attempt::{Answer, CallResult, OutcomeCall};
+use super::marks::Outstanding;
 use super::{Reporter, Tasks};
 use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
@@ -105,8 +106,7 @@ impl Reporter {
             let next = self.clock.now_ms() + Duration::from_secs(300);
             tracing::warn!(outcomes = ready.len(), sink = %Sink::Metronome, "{NO_TOKEN}");
             for r in &ready {
-                self.store
-                    .set_aside(&r.o.id, r.token, NO_TOKEN, SetAside::RetryAt(next))
+                self.set_aside(&r.o.id, r.token, NO_TOKEN, SetAside::RetryAt(next))
                     .await?;
             }
             return Ok(());
@@ -121,12 +121,13 @@ impl Reporter {
 
     /// Dry-run: record each event that would be sent, send nothing.
     async fn record_metronome_dry_run(&self, group: &[ClaimedOutcome]) -> Result<(), StoreError> {
+        let mut marks = Outstanding::default();
         for o in group {
             let ev = UsageEvent::from_outcome(&outcome_input(o));
             let request = body(std::slice::from_ref(&ev));
-            self.record_dry_run(o, &request).await?;
+            marks.push(self.hand_dry_run(o, &request).await);
         }
-        Ok(())
+        marks.all_committed().await
     }
 
     /// Build each outcome's event and check it as Metronome would, before every
@@ -145,8 +146,7 @@ impl Reporter {
             if let Some(reason) = ev.problem() {
                 tracing::error!(outcome = %o.id, %reason, "usage event Metronome would refuse; parked as failed");
                 self.metrics.count_report(ReportResult::Failed);
-                self.store
-                    .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                self.set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
                     .await?;
                 continue;
             }
@@ -163,16 +163,14 @@ impl Reporter {
                     let next = Millis::from(self.clock.now() + wait);
                     let reason = ahead_reason(ev.at_ms, world_now);
                     tracing::warn!(outcome = %o.id, %reason, "usage event held");
-                    self.store
-                        .set_aside(&o.id, o.lease_until, &reason, SetAside::RetryAt(next))
+                    self.set_aside(&o.id, o.lease_until, &reason, SetAside::RetryAt(next))
                         .await?;
                 }
                 TimestampCheck::TooOld => {
                     let reason = too_old_reason(ev.at_ms, &o.id);
                     tracing::error!(outcome = %o.id, %reason, "usage event too old for Metronome; parked as failed");
                     self.metrics.count_report(ReportResult::Failed);
-                    self.store
-                        .set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                    self.set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
                         .await?;
                 }
             }
@@ -274,6 +272,9 @@ impl Reporter {
         disposition: Disposition,
         now: Millis,
     ) -> Result<(), StoreError> {
+        // Every outcome's mark handed over, then all awaited: one group commit
+        // for the batch's events, not one per event.
+        let mut marks = Outstanding::default();
         for r in batch {
             let request = body(std::slice::from_ref(&r.ev));
             let call = OutcomeCall {
@@ -283,9 +284,13 @@ impl Reporter {
                 idempotency_key: None,
             };
             let step = self.next_step(disposition, r.o.attempts, now);
-            self.record_outcome_call(&call, answer, step, "accepted", answer.error.as_deref())
-                .await?;
+            let parked = answer.error.as_deref();
+            marks.push(
+                self.hand_outcome_call(&call, answer, step, "accepted", parked)
+                    .await,
+            );
         }
+        marks.all_committed().await?;
         let (error, request_id) = (&answer.error, &answer.request_id);
         match disposition {
             Disposition::Delivered => {

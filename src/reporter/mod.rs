@@ -9,6 +9,7 @@
 
 mod attempt;
 mod clawback;
+mod marks;
 mod meter_events;
 mod metronome;
 mod metronome_clawback;
@@ -26,14 +27,15 @@ use crate::lifecycle::OutcomeState;
 use crate::metrics::Metrics;
 use crate::settings::{MeterAggregation, ReporterSettings, Settings};
 use crate::sink::Sink;
-use crate::store::{ClaimedOutcome, Store, StoreError};
+use crate::store::{ClaimedOutcome, OutcomeMark, SetAside, Store, StoreError};
 use crate::stripe::gate::PreflightGates;
 use crate::stripe::mode::StripeMode;
 use crate::stripe::StripeClient;
 use crate::time::Millis;
+use marks::{MarkWriter, PendingMark, MARKS_PER_COMMIT};
 use rate_limit::RateLimiter;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -66,6 +68,9 @@ pub struct Reporter {
     /// The client pinned to `stripe.legacy_api_version` for usage records
     /// (`None` in dry-run).
     legacy: Option<StripeClient>,
+    /// The group commit of the marks (attempts, set-asides) of every clone,
+    /// started on first use.
+    marks: Arc<OnceLock<MarkWriter>>,
 }
 
 impl Reporter {
@@ -108,6 +113,7 @@ impl Reporter {
             metronome_limiter: Arc::new(RateLimiter::new(settings.metronome.rate_per_second)),
             metronome_settings: Arc::new(settings.metronome.clone()),
             legacy,
+            marks: Arc::default(),
         }
     }
 
@@ -175,6 +181,10 @@ impl Reporter {
     /// Claim one batch of outcomes and send each through its sink.
     async fn report_batch(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
+        // Read first: nothing due never takes a write transaction.
+        if !self.store.any_outcome_due(now).await? {
+            return Ok(0);
+        }
         let claimed = self
             .store
             .claim_outcomes(now, now + self.lease, self.settings.batch_size)
@@ -200,31 +210,76 @@ impl Reporter {
 }
 
 impl Reporter {
+    /// The group commit of this reporter's marks.
+    fn marks(&self) -> &MarkWriter {
+        self.marks
+            .get_or_init(|| MarkWriter::spawn(self.store.clone(), MARKS_PER_COMMIT))
+    }
+
+    /// Give a claimed outcome back without a call ([`Store::set_aside`]), in a
+    /// group commit with the other marks; returns once it is committed.
+    pub(crate) async fn set_aside(
+        &self,
+        id: &str,
+        token: Millis,
+        reason: &str,
+        how: SetAside,
+    ) -> Result<(), StoreError> {
+        self.hand_set_aside(id, token, reason, how)
+            .await
+            .committed()
+            .await
+    }
+
+    /// [`Reporter::set_aside`] handed over, not awaited.
+    pub(crate) async fn hand_set_aside(
+        &self,
+        id: &str,
+        token: Millis,
+        reason: &str,
+        how: SetAside,
+    ) -> PendingMark {
+        self.marks()
+            .hand(OutcomeMark::SetAside {
+                id: id.to_string(),
+                token,
+                reason: reason.to_string(),
+                how,
+            })
+            .await
+    }
+
     /// Dry-run: record `request` as what would be sent for `o`; nothing is sent.
     pub(crate) async fn record_dry_run(
         &self,
         o: &ClaimedOutcome,
         request: &str,
     ) -> Result<(), StoreError> {
+        self.hand_dry_run(o, request).await.committed().await
+    }
+
+    /// [`Reporter::record_dry_run`] handed to the group commit, not awaited.
+    pub(crate) async fn hand_dry_run(&self, o: &ClaimedOutcome, request: &str) -> PendingMark {
         let now = self.clock.now_ms();
         self.metrics
             .count_report(crate::metrics::ReportResult::DryRun);
-        self.store
-            .record_attempt(&crate::store::OutcomeAttempt {
-                outcome_id: &o.id,
-                now,
-                mode: StripeMode::DryRun,
-                request,
-                idempotency_key: None,
-                status_code: None,
-                request_id: None,
-                livemode: None,
-                result: "dry_run",
-                error: None,
-                state: OutcomeState::DryRun,
-                next_attempt_at: now,
-                in_doubt: false,
-            })
+        let attempt = crate::store::OutcomeAttempt {
+            outcome_id: &o.id,
+            now,
+            mode: StripeMode::DryRun,
+            request,
+            idempotency_key: None,
+            status_code: None,
+            request_id: None,
+            livemode: None,
+            result: "dry_run",
+            error: None,
+            state: OutcomeState::DryRun,
+            next_attempt_at: now,
+            in_doubt: false,
+        };
+        self.marks()
+            .hand(OutcomeMark::Attempt(attempt.to_owned_attempt()))
             .await
     }
 }

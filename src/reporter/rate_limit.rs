@@ -20,12 +20,17 @@ impl RateLimiter {
     }
 
     pub(crate) async fn acquire(&self) {
-        let slot = {
+        let (slot, now) = {
             let mut next = self.next.lock().await;
-            let slot = (*next).max(Instant::now());
+            let now = Instant::now();
+            let slot = (*next).max(now);
             *next = slot + self.interval;
-            slot
+            (slot, now)
         };
-        tokio::time::sleep_until(slot).await;
+        // A slot that is already here is taken at once: the timer's millisecond
+        // granularity would otherwise add up to a millisecond to every call.
+        if slot > now {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 }

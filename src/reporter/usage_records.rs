@@ -149,9 +149,7 @@ impl Reporter {
             if how == SetAside::Park {
                 self.metrics.count_report(ReportResult::Failed);
             }
-            self.store
-                .set_aside(&o.id, o.lease_until, reason, how)
-                .await?;
+            self.set_aside(&o.id, o.lease_until, reason, how).await?;
         }
         Ok(())
     }

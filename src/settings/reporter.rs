@@ -11,11 +11,15 @@ pub struct ReporterSettings {
     pub enabled: bool,
     #[serde(with = "crate::duration_serde")]
     pub poll_interval: Duration,
+    /// Outcomes claimed per pass: enough to keep `concurrency` pairs busy
+    /// (see `docs/configuration.md`).
     pub batch_size: u32,
     /// Never more than this many Stripe calls per second, per process. Unset: the
     /// mode's default ([`crate::settings::StripeMode::default_rate_per_second`]).
     pub rate_per_second: Option<f64>,
-    /// Different (customer, meter) pairs reported at once.
+    /// Different (customer, meter) pairs reported at once (one call at a time
+    /// per pair, Stripe's rule); sized against Stripe's live meter-event limit
+    /// in `docs/configuration.md`.
     pub concurrency: usize,
     #[serde(with = "crate::duration_serde")]
     pub backoff_base: Duration,
@@ -30,9 +34,9 @@ impl Default for ReporterSettings {
         Self {
             enabled: true,
             poll_interval: Duration::from_millis(500),
-            batch_size: 100,
+            batch_size: 500,
             rate_per_second: None,
-            concurrency: 4,
+            concurrency: 64,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(600),
             max_attempts: 50,

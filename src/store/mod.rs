@@ -9,6 +9,7 @@ mod checkpoints;
 mod contracts;
 mod health;
 mod inbox;
+mod marks;
 mod outbox;
 mod pair_lock;
 mod peeks;
@@ -31,6 +32,7 @@ pub use billing::{
 pub use census::{Census, StateCounts};
 pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
+pub use marks::{OutcomeMark, OwnedAttempt};
 pub use outbox::{
     ClaimedOutcome, NewOutcome, OutcomeAttempt, OutcomeIdentity, SetAside, TooOld,
     UNREADABLE_RETRY_SECS,
@@ -98,6 +100,10 @@ pub enum StoreError {
     /// [`crate::contract::StoredContractError`]); never replaced by another.
     #[error("unexpected data in the database: {0}")]
     Contract(#[from] crate::contract::StoredContractError),
+    /// A write handed to a group commit ([`crate::reporter`]'s marks) that did not
+    /// commit: the group's one failure, told to each write in it.
+    #[error("group commit failed: {0}")]
+    Group(Arc<StoreError>),
 }
 
 /// Why storage is unavailable for now.
@@ -201,6 +207,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable { cause, .. } => Some(*cause),
             StoreError::TimedOut(_) => Some(Unavailable::Connection),
+            StoreError::Group(e) => e.unavailable(),
             _ => None,
         }
     }
@@ -212,6 +219,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } | StoreError::TimedOut(_) => true,
+            StoreError::Group(e) => e.is_transient(),
             // A stored value its column type cannot hold (a damaged row) is the
             // data's fault, like a constraint: retrying it as it is never helps.
             StoreError::Db(

@@ -139,7 +139,7 @@ pub struct OutcomeAttempt<'a> {
 
 impl OutcomeAttempt<'_> {
     /// The mode the event is reported in: Stripe's word when it gave one.
-    fn reported_mode(&self) -> StripeMode {
+    pub(super) fn reported_mode(&self) -> StripeMode {
         match self.livemode {
             Some(live) if self.mode.sends() => StripeMode::from_livemode(live),
             _ => self.mode,
@@ -316,22 +316,7 @@ impl Store {
         reason: &str,
         how: SetAside,
     ) -> Result<(), StoreError> {
-        let (state, next_attempt_at) = match how {
-            SetAside::RetryAt(at) => (OutcomeState::Pending, Some(at)),
-            SetAside::Park => (OutcomeState::Failed, None),
-        };
-        sqlx::query(
-            "UPDATE outcomes SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
-             lease_until = NULL, last_error = $3 WHERE id = $4 AND state = 'pending' AND lease_until = $5",
-        )
-        .bind(state.as_str())
-        .bind(next_attempt_at)
-        .bind(reason)
-        .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        set_aside_on(&self.pool, id, token, reason, how).await
     }
 
     /// Log one call (or dry-run) to Stripe and move the outcome to its new state,
@@ -339,35 +324,7 @@ impl Store {
     pub async fn record_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         insert_attempt(&mut *tx.tx, a).await?;
-        let sent = match a.state {
-            OutcomeState::Reported | OutcomeState::DryRun => true,
-            OutcomeState::Pending
-            | OutcomeState::Failed
-            | OutcomeState::RejectedByStripe
-            | OutcomeState::Capped
-            | OutcomeState::Voided
-            | OutcomeState::Reversed => false,
-        };
-        sqlx::query(
-            "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
-             lease_until = NULL, last_error = $4, stripe_request_id = COALESCE($5, stripe_request_id), \
-             reported_at = CASE WHEN $6 = 1 THEN $7 ELSE reported_at END, \
-             reported_mode = CASE WHEN $6 = 1 THEN $8 ELSE reported_mode END, \
-             doubt_since = CASE WHEN $10 = 1 THEN COALESCE(doubt_since, $7) ELSE doubt_since END \
-             WHERE id = $9 AND state = 'pending'",
-        )
-        .bind(a.state.as_str())
-        .bind(i64::from(a.mode.sends()))
-        .bind(a.next_attempt_at)
-        .bind(a.error)
-        .bind(a.request_id)
-        .bind(i64::from(sent))
-        .bind(a.now)
-        .bind(a.reported_mode().as_str())
-        .bind(a.outcome_id)
-        .bind(i64::from(a.in_doubt))
-        .execute(&mut *tx.tx)
-        .await?;
+        move_outcome(&mut *tx.tx, a).await?;
         tx.commit().await
     }
 
@@ -595,7 +552,7 @@ impl Store {
 }
 
 /// One row of `stripe_attempts` (every sink's calls are logged there).
-async fn insert_attempt<'e, E>(exec: E, a: &OutcomeAttempt<'_>) -> Result<(), StoreError>
+pub(super) async fn insert_attempt<'e, E>(exec: E, a: &OutcomeAttempt<'_>) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
@@ -616,6 +573,74 @@ where
         .bind(a.idempotency_key)
         .execute(exec)
         .await?;
+    Ok(())
+}
+
+/// Move an outcome to the state its attempt `a` ends in (only while it is
+/// pending): the retry budget spent, a call made counted in `calls` (the next
+/// idempotency key), its lease cleared, and when sent, when and in which mode.
+pub(super) async fn move_outcome<'e, E>(exec: E, a: &OutcomeAttempt<'_>) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sent = match a.state {
+        OutcomeState::Reported | OutcomeState::DryRun => true,
+        OutcomeState::Pending
+        | OutcomeState::Failed
+        | OutcomeState::RejectedByStripe
+        | OutcomeState::Capped
+        | OutcomeState::Voided
+        | OutcomeState::Reversed => false,
+    };
+    sqlx::query(
+        "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
+         lease_until = NULL, last_error = $4, stripe_request_id = COALESCE($5, stripe_request_id), \
+         reported_at = CASE WHEN $6 = 1 THEN $7 ELSE reported_at END, \
+         reported_mode = CASE WHEN $6 = 1 THEN $8 ELSE reported_mode END, \
+         doubt_since = CASE WHEN $10 = 1 THEN COALESCE(doubt_since, $7) ELSE doubt_since END \
+         WHERE id = $9 AND state = 'pending'",
+    )
+    .bind(a.state.as_str())
+    .bind(i64::from(a.mode.sends()))
+    .bind(a.next_attempt_at)
+    .bind(a.error)
+    .bind(a.request_id)
+    .bind(i64::from(sent))
+    .bind(a.now)
+    .bind(a.reported_mode().as_str())
+    .bind(a.outcome_id)
+    .bind(i64::from(a.in_doubt))
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// [`Store::set_aside`] on `exec` (the pool, or a group's transaction).
+pub(super) async fn set_aside_on<'e, E>(
+    exec: E,
+    id: &str,
+    token: Millis,
+    reason: &str,
+    how: SetAside,
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let (state, next_attempt_at) = match how {
+        SetAside::RetryAt(at) => (OutcomeState::Pending, Some(at)),
+        SetAside::Park => (OutcomeState::Failed, None),
+    };
+    sqlx::query(
+        "UPDATE outcomes SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+         lease_until = NULL, last_error = $3 WHERE id = $4 AND state = 'pending' AND lease_until = $5",
+    )
+    .bind(state.as_str())
+    .bind(next_attempt_at)
+    .bind(reason)
+    .bind(id)
+    .bind(token)
+    .execute(exec)
+    .await?;
     Ok(())
 }
 

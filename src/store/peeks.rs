@@ -26,6 +26,26 @@ impl Store {
         .await
     }
 
+    /// Whether some outcome is due to be sent with no live claim on it.
+    pub async fn any_outcome_due(&self, now: Millis) -> Result<bool, StoreError> {
+        self.exists(
+            "SELECT 1 AS x FROM outcomes WHERE state = 'pending' AND next_attempt_at <= $1 \
+             AND (lease_until IS NULL OR lease_until <= $1) LIMIT 1",
+            now,
+        )
+        .await
+    }
+
+    /// Whether some reversal is due with no live claim on it.
+    pub async fn any_reversal_due(&self, now: Millis) -> Result<bool, StoreError> {
+        self.exists(
+            "SELECT 1 AS x FROM reversals WHERE state = 'pending' AND next_attempt_at <= $1 \
+             AND (lease_until IS NULL OR lease_until <= $1) LIMIT 1",
+            now,
+        )
+        .await
+    }
+
     async fn exists(&self, sql: &str, at: Millis) -> Result<bool, StoreError> {
         Ok(sqlx::query(sql)
             .bind(at)

@@ -94,10 +94,13 @@ impl StripeMode {
 
     /// Calls per second the reporter makes when `reporter.rate_per_second` is
     /// not set. Live: Stripe's meter-event endpoint has its own limit of 1,000
-    /// calls per second per account (<https://docs.stripe.com/rate-limits>);
-    /// 800 leaves room for a second process and for retries. Test mode: meter
-    /// events count against the basic limit of 25 operations per second, shared
-    /// with everything else the account does, so 20. Dry-run calls nobody.
+    /// calls per second per account, apart from the basic limit
+    /// (<https://docs.stripe.com/rate-limits>,
+    /// <https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api>);
+    /// 800 leaves room for a second process and for retries. Test mode and
+    /// sandboxes: meter events count toward the basic limit of 25 operations per
+    /// second, shared with everything else the account does, so 20. Dry-run
+    /// calls nobody.
     pub fn default_rate_per_second(self) -> f64 {
         match self {
             StripeMode::Live => 800.0,

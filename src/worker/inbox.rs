@@ -46,7 +46,7 @@ impl Worker {
         let lease_until = now + self.lease;
         // Read first: an empty inbox never takes a write transaction.
         if !self.store.any_delivery_claimable(now).await? {
-            return Ok(0);
+            return Ok(InboxPass::default());
         }
         let claimed = self
             .store

@@ -553,7 +553,121 @@ async fn an_unreadable_outcome_is_set_aside_and_holds_back_no_other(backend: Bac
     app.stop().await;
 }
 
+/// The reporter's group commit (`Store::record_marks`) writes each mark as
+/// `record_attempt` and `set_aside` would, all in one transaction: every mark of
+/// the group lands, and an attempt never moves an outcome that is no longer
+/// pending (voided by a clawback meanwhile); its call is still logged.
+async fn a_group_of_marks_lands_whole_and_moves_only_pending_outcomes(backend: Backend) {
+    use outcome_meter::lifecycle::OutcomeState;
+    use outcome_meter::store::{ClaimedOutcome, OutcomeMark, OwnedAttempt, SetAside};
+    use outcome_meter::stripe::mode::StripeMode as Mode;
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..3 {
+        app.send(&event(
+            &format!("e{i}"),
+            &format!("T{i}"),
+            "resolved",
+            0,
+            Some("ai"),
+        ))
+        .await;
+    }
+    app.advance_hours(73);
+    app.run_worker().await;
+    let store = &app.services.store;
+    let now = app.clock.now_ms();
+    let mut claimed = store
+        .claim_outcomes(now, now + Duration::from_secs(600), 10)
+        .await
+        .expect("claim");
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(claimed.len(), 3);
+    store
+        .test_support()
+        .execute(
+            "UPDATE outcomes SET state = 'voided' WHERE id = $1",
+            &[claimed[2].id.as_str()],
+        )
+        .await
+        .expect("void");
+    let reported = |o: &ClaimedOutcome| {
+        OutcomeMark::Attempt(OwnedAttempt {
+            outcome_id: o.id.clone(),
+            now,
+            mode: Mode::Test,
+            request: "{}".into(),
+            idempotency_key: Some(idempotency_key(&o.id, "meter_event", o.calls)),
+            status_code: Some(200),
+            request_id: Some("req_1".into()),
+            livemode: Some(false),
+            result: "accepted".into(),
+            error: None,
+            state: OutcomeState::Reported,
+            next_attempt_at: now,
+            in_doubt: false,
+        })
+    };
+    let marks = vec![
+        reported(&claimed[0]),
+        OutcomeMark::SetAside {
+            id: claimed[1].id.clone(),
+            token: claimed[1].lease_until,
+            reason: "held for the test".into(),
+            how: SetAside::RetryAt(now + Duration::from_secs(3600)),
+        },
+        reported(&claimed[2]),
+    ];
+    store.record_marks(&marks).await.expect("one commit");
+
+    let outcomes = app.outcomes().await;
+    let by_id = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.id == id)
+            .cloned()
+            .expect("outcome")
+    };
+    let first = by_id(&claimed[0].id);
+    assert_eq!(first.state, OutcomeState::Reported);
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.reported_at, Some(now));
+    assert_eq!(first.reported_mode.as_deref(), Some("test"));
+    let second = by_id(&claimed[1].id);
+    assert_eq!(second.state, OutcomeState::Pending);
+    assert_eq!(second.attempts, 0, "set aside: no attempt spent");
+    assert_eq!(second.last_error.as_deref(), Some("held for the test"));
+    let third = by_id(&claimed[2].id);
+    assert_eq!(third.state, OutcomeState::Voided, "not pending: not moved");
+    assert_eq!(third.reported_at, None);
+    for (o, logged) in [(&claimed[0], 1), (&claimed[1], 0), (&claimed[2], 1)] {
+        let attempts = store.attempts(&o.id).await.expect("attempts");
+        assert_eq!(attempts.len(), logged, "{}", o.id);
+    }
+    // The next call's key counts the call recorded, and only that one.
+    let again = store
+        .claim_outcomes(
+            now + Duration::from_secs(7200),
+            now + Duration::from_secs(9000),
+            10,
+        )
+        .await
+        .expect("claim again");
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].id.as_str(), again[0].calls),
+        (claimed[1].id.as_str(), 0)
+    );
+    app.stop().await;
+}
+
 crate::dual!(
+    a_group_of_marks_lands_whole_and_moves_only_pending_outcomes,
     an_unreadable_outcome_is_set_aside_and_holds_back_no_other,
     a_claim_whose_lease_expired_can_no_longer_send,
     transient_failures_are_retried_until_billed_once,
