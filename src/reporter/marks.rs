@@ -73,8 +73,14 @@ fn answer(r: Result<Committed, oneshot::error::RecvError>) -> Result<(), StoreEr
 
 /// The writer stopped (its task panicked or its runtime is shutting down)
 /// before answering: the mark may not be committed.
-fn writer_gone() -> StoreError {
+pub(crate) fn writer_gone() -> StoreError {
     StoreError::Group(Arc::new(StoreError::from(sqlx::Error::WorkerCrashed)))
+}
+
+/// A group (or a single mark) that was not written, logged once.
+fn refused(e: StoreError, marks: usize) -> Arc<StoreError> {
+    tracing::error!(error = %e, marks, "could not record the reporter's marks; their outcomes stay pending under their claims, resent after the lease with the same keys");
+    Arc::new(e)
 }
 
 impl MarkWriter {
@@ -93,16 +99,37 @@ impl MarkWriter {
                     }
                 }
                 let (marks, replies): (Vec<OutcomeMark>, Vec<Reply>) = group.drain(..).unzip();
-                let written = sink.write(&marks).await.map_err(|e| {
-                    tracing::error!(error = %e, marks = marks.len(), "could not record the reporter's marks; their outcomes stay pending under their claims, resent after the lease with the same keys");
-                    Arc::new(e)
-                });
-                for reply in replies {
-                    let _ = reply.send(written.clone());
+                match sink.write(&marks).await {
+                    Ok(()) => {
+                        for reply in replies {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    // One mark the database refuses for good must not fail the others
+                    // (other pairs' calls Stripe accepted): each is written alone.
+                    Err(e) if !e.is_transient() && marks.len() > 1 => {
+                        tracing::warn!(error = %e, marks = marks.len(), "a group of the reporter's marks was refused; writing them one by one");
+                        for (mark, reply) in marks.iter().zip(replies) {
+                            let alone = sink.write(std::slice::from_ref(mark)).await;
+                            let _ = reply.send(alone.map_err(|e| refused(e, 1)));
+                        }
+                    }
+                    Err(e) => {
+                        let e = refused(e, marks.len());
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
                 }
             }
         });
         MarkWriter { tx }
+    }
+
+    /// Whether the writer task has stopped: no mark handed now would be
+    /// committed, so no call may be made.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Hand `mark` to the writer; its commit is awaited from the answer.
@@ -172,6 +199,8 @@ mod tests {
     struct Recording {
         groups: Arc<Mutex<Vec<Vec<String>>>>,
         fail: Option<&'static str>,
+        /// The failure is storage's (transient), not the data's.
+        transient: bool,
     }
 
     impl MarkSink for Recording {
@@ -185,7 +214,9 @@ mod tests {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(ids);
-            std::future::ready(if failed {
+            std::future::ready(if failed && self.transient {
+                Err(StoreError::TimedOut(std::time::Duration::from_secs(1)))
+            } else if failed {
                 Err(StoreError::corrupt("the group's commit failed"))
             } else {
                 Ok(())
@@ -215,9 +246,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_commit_fails_every_mark_in_its_group() {
+    async fn a_group_storage_could_not_commit_fails_every_mark_in_it() {
         let sink = Recording {
             fail: Some("bad"),
+            transient: true,
             ..Recording::default()
         };
         // One group: the writer task has not run yet when all three are handed over.
@@ -235,11 +267,33 @@ mod tests {
         for r in results {
             let e = r.unwrap_err();
             assert!(matches!(e, StoreError::Group(_)), "{e}");
-            assert!(e.to_string().contains("the group's commit failed"), "{e}");
-            assert!(!e.is_transient(), "classified as the group's failure");
+            assert!(e.is_transient(), "storage's failure, retried: {e}");
         }
         // A later group commits on its own.
         w.hand(mark("d")).await.committed().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_mark_the_database_refuses_fails_alone_and_the_rest_of_its_group_lands() {
+        let sink = Recording {
+            fail: Some("bad"),
+            ..Recording::default()
+        };
+        let w = MarkWriter::spawn(sink.clone(), 64);
+        let a = w.hand(mark("a")).await;
+        let bad = w.hand(mark("bad")).await;
+        let c = w.hand(mark("c")).await;
+        a.committed().await.unwrap();
+        let e = bad.committed().await.unwrap_err();
+        assert!(e.to_string().contains("the group's commit failed"), "{e}");
+        assert!(!e.is_transient(), "{e}");
+        c.committed().await.unwrap();
+        let groups = sink.groups.lock().unwrap().clone();
+        assert_eq!(
+            groups,
+            vec![vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]],
+            "the group, then each mark alone"
+        );
     }
 
     #[tokio::test]
@@ -268,6 +322,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
         let w = MarkWriter { tx };
+        assert!(w.is_gone(), "no call is made without a writer");
         let e = w.hand(mark("a")).await.committed().await.unwrap_err();
         assert!(e.is_transient(), "{e}");
     }

@@ -181,6 +181,10 @@ impl Reporter {
     /// Claim one batch of outcomes and send each through its sink.
     async fn report_batch(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
+        // No call is made whose mark could not be recorded.
+        if self.marks().is_gone() {
+            return Err(marks::writer_gone());
+        }
         // Read first: nothing due never takes a write transaction.
         if !self.store.any_outcome_due(now).await? {
             return Ok(0);

@@ -154,6 +154,38 @@ pub(crate) fn in_period(doubts: &[UsageDoubt], period: Period) -> Vec<&UsageDoub
         .collect()
 }
 
+/// How many records of the item's current billing period are in doubt, kept
+/// while a group is sent: a fresh record is sent only while fewer than
+/// [`MAX_IN_DOUBT`] are, since each call that ends in doubt is one more unknown
+/// in the period's total, and past that many no total tells which landed (they
+/// would all be parked for an operator). Held records wait for the summaries to
+/// settle the doubts, then go.
+///
+/// [`MAX_IN_DOUBT`]: crate::stripe::usage_records::rules::MAX_IN_DOUBT
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DoubtBudget {
+    in_doubt: usize,
+}
+
+impl DoubtBudget {
+    /// The records in doubt among `doubts` whose timestamp is in `current`.
+    pub(crate) fn of_period(doubts: &[UsageDoubt], current: Period) -> DoubtBudget {
+        DoubtBudget {
+            in_doubt: in_period(doubts, current).len(),
+        }
+    }
+
+    /// Whether a record not in doubt may be sent now.
+    pub(crate) fn may_send_fresh(self) -> bool {
+        self.in_doubt < crate::stripe::usage_records::rules::MAX_IN_DOUBT
+    }
+
+    /// A fresh record's call ended in doubt.
+    pub(crate) fn one_more(&mut self) {
+        self.in_doubt += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +417,38 @@ mod tests {
         .map(|d| d.id.as_str())
         .collect();
         assert_eq!(ids, ["young", "parked"]);
+    }
+
+    #[test]
+    fn fresh_records_wait_while_the_period_holds_as_many_in_doubt_as_can_be_told_apart() {
+        use crate::stripe::usage_records::rules::MAX_IN_DOUBT;
+        let period = Period {
+            start: 0,
+            end: 1_000,
+        };
+        let doubt = |secs: i64| UsageDoubt {
+            id: format!("om_{secs}"),
+            value: 1,
+            confirmed_at: Millis::from_ms(secs * 1000),
+            state: OutcomeState::Pending,
+            call: 0,
+            since: Millis::from_ms(0),
+            saved: true,
+        };
+        // Records in doubt of another period do not count.
+        let mut doubts: Vec<UsageDoubt> =
+            (0..MAX_IN_DOUBT as i64).map(|i| doubt(2_000 + i)).collect();
+        doubts.extend((1..MAX_IN_DOUBT as i64).map(doubt));
+        let mut budget = DoubtBudget::of_period(&doubts, period);
+        assert!(
+            budget.may_send_fresh(),
+            "{} in doubt in the period",
+            MAX_IN_DOUBT - 1
+        );
+        budget.one_more();
+        assert!(
+            !budget.may_send_fresh(),
+            "a 17th would make the total ambiguous"
+        );
     }
 }

@@ -18,7 +18,7 @@
 use super::attempt::{CallResult, NextStep, OutcomeCall};
 use super::usage_doubt::{
     blocked_by_sets, doubt_after, in_period, is_saved_failure, next_call, periods_to_judge,
-    DoubtAfter,
+    DoubtAfter, DoubtBudget,
 };
 use super::{Reporter, Tasks};
 use crate::lifecycle::OutcomeState;
@@ -28,7 +28,7 @@ use crate::stripe::client::{StripeClient, StripeError};
 use crate::stripe::limits::ahead_reason;
 use crate::stripe::usage_records::rules::{
     before_period_reason, check_timestamp, current_period, judge_doubt, park_reason, record_key,
-    DoubtVerdict, InDoubt, PeriodLedger, Resend, TimestampCheck,
+    DoubtVerdict, InDoubt, PeriodLedger, Resend, TimestampCheck, MAX_IN_DOUBT,
 };
 use crate::stripe::usage_records::{Period, Recorded, UsageRecord, UsageRecordSummary};
 use crate::time::Millis;
@@ -210,15 +210,29 @@ impl Reporter {
                     .await;
             }
         }
-        let doubts: BTreeMap<String, UsageDoubt> = self
-            .store
-            .usage_in_doubt(item, at.account)
-            .await?
-            .into_iter()
-            .map(|d| (d.id.clone(), d))
-            .collect();
+        let in_doubt = self.store.usage_in_doubt(item, at.account).await?;
+        let mut budget = DoubtBudget::of_period(&in_doubt, current);
+        let doubts: BTreeMap<String, UsageDoubt> =
+            in_doubt.into_iter().map(|d| (d.id.clone(), d)).collect();
         for o in group {
-            self.send_record(at, o, doubts.get(&o.id), current).await?;
+            let doubt = doubts.get(&o.id);
+            if doubt.is_none()
+                && current.contains(o.confirmed_at.as_secs())
+                && !budget.may_send_fresh()
+            {
+                let reason = format!(
+                    "held: {MAX_IN_DOUBT} records of {item}'s billing period are in doubt, as many as Stripe's total \
+                     can tell apart; this record waits until the usage record summaries settle them"
+                );
+                let next = self.clock.now_ms() + LATER;
+                self.put_aside(std::slice::from_ref(o), &reason, SetAside::RetryAt(next))
+                    .await?;
+                continue;
+            }
+            let left_in_doubt = self.send_record(at, o, doubt, current).await?;
+            if left_in_doubt && doubt.is_none() {
+                budget.one_more();
+            }
         }
         Ok(())
     }
@@ -375,13 +389,15 @@ impl Reporter {
     }
 
     /// Send one outcome's usage record, or set it aside with the reason.
+    /// Send `o`'s record, or set it aside with the reason. Returns whether the
+    /// record is (still) in doubt afterwards.
     async fn send_record(
         &self,
         at: &ItemAt<'_>,
         o: &ClaimedOutcome,
         doubt: Option<&UsageDoubt>,
         current: Period,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let timestamp = o.confirmed_at.as_secs();
         let record = match UsageRecord::increment(o.value, timestamp) {
             Ok(r) => r,
@@ -389,14 +405,15 @@ impl Reporter {
                 let reason = format!("not sent: {e}");
                 return self
                     .put_aside(std::slice::from_ref(o), &reason, SetAside::Park)
-                    .await;
+                    .await
+                    .map(|()| false);
             }
         };
         if self
             .set_aside_outside_period(o, timestamp, current, doubt.is_some())
             .await?
         {
-            return Ok(());
+            return Ok(false);
         }
         let now = self.clock.now();
         let (resend, n) = next_call(doubt, o.calls, now);
@@ -406,13 +423,14 @@ impl Reporter {
             let reason = "held: in doubt (past its idempotency key's safe age, or Stripe replayed the saved 5xx of its key); to be settled from the usage record summaries";
             return self
                 .put_aside(std::slice::from_ref(o), reason, SetAside::RetryAt(next))
-                .await;
+                .await
+                .map(|()| true);
         }
         let key = record_key(&o.id, n);
         let request = record.encoded();
         self.limiter.acquire().await;
         if !self.begin_call(o, n).await? {
-            return Ok(());
+            return Ok(false);
         }
         let result = self
             .timed(
@@ -489,7 +507,8 @@ impl Reporter {
     }
 
     /// Record Stripe's answer to `o`'s usage record on `item` (the call made as
-    /// `resend` says), then what the answer says of the record's doubt.
+    /// `resend` says), then what the answer says of the record's doubt. Returns
+    /// whether the record is still in doubt.
     async fn record_usage_record(
         &self,
         item: &str,
@@ -497,7 +516,7 @@ impl Reporter {
         call: &OutcomeCall<'_>,
         result: &Result<Recorded, StripeError>,
         resend: Resend,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let answer = result.answer();
         self.warn_other_mode(&o.id, answer.livemode);
         let cleared = doubt_after(resend, result) == DoubtAfter::Clear;
@@ -534,6 +553,6 @@ impl Reporter {
             tracing::warn!(outcome = %o.id, item, "Stripe replayed the saved 5xx of the call in doubt; the record is settled from the usage record summaries instead");
             self.store.mark_usage_doubt_saved(&o.id).await?;
         }
-        Ok(())
+        Ok(!cleared)
     }
 }

@@ -312,7 +312,7 @@ impl super::Store {
         horizon: Millis,
         limit: u32,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        due(&self.pool, horizon, limit, "").await
+        due(&self.reads, horizon, limit, "").await
     }
 
     /// A ticket's settled prefix and events, read without a lock.
@@ -337,7 +337,7 @@ impl super::Store {
         };
         Ok((
             settled,
-            events_of(&self.pool, tenant, provider, ticket_id).await?,
+            events_of(&self.reads, tenant, provider, ticket_id).await?,
         ))
     }
 }
