@@ -198,38 +198,7 @@ impl Tx {
 
     /// Record a decision. Final decisions are never changed again.
     pub async fn write_decision(&mut self, d: &DecisionWrite) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO decisions (tenant, provider, ticket_id, seq, resolved_at, resolver, settle_at, status, \
-             billable, clause, detail, contract_version, contract_hash, evidence, outcome_id, final, decided_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-             ON CONFLICT (tenant, provider, ticket_id, seq) DO UPDATE SET \
-               resolved_at = excluded.resolved_at, resolver = excluded.resolver, settle_at = excluded.settle_at, \
-               status = excluded.status, billable = excluded.billable, clause = excluded.clause, \
-               detail = excluded.detail, contract_version = excluded.contract_version, \
-               contract_hash = excluded.contract_hash, evidence = excluded.evidence, \
-               outcome_id = excluded.outcome_id, final = excluded.final, decided_at = excluded.decided_at \
-             WHERE decisions.final = 0",
-        )
-        .bind(&d.tenant)
-        .bind(&d.provider)
-        .bind(&d.ticket_id)
-        .bind(i64::from(d.seq))
-        .bind(d.resolved_at)
-        .bind(d.resolver.as_deref())
-        .bind(d.settle_at)
-        .bind(d.status.as_str())
-        .bind(i64::from(d.billable))
-        .bind(&d.clause)
-        .bind(&d.detail)
-        .bind(&d.contract_version)
-        .bind(&d.contract_hash)
-        .bind(&d.evidence)
-        .bind(d.outcome_id.as_deref())
-        .bind(i64::from(d.is_final))
-        .bind(d.decided_at)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        self.write_decisions(std::slice::from_ref(d)).await
     }
 
     /// The contracts of a ticket's non-final decisions made under another
