@@ -271,6 +271,8 @@ struct Sample {
     inbox: i64,
     outcomes: i64,
     billed: i64,
+    /// The service's resident set size then, MiB.
+    rss_mib: f64,
 }
 
 impl Sample {
@@ -281,6 +283,7 @@ impl Sample {
 
 /// Samples the store and the billing system every second until stopped.
 fn sample_every_second(
+    pid: u32,
     store: Store,
     billing: Arc<Billing>,
     stop: Arc<AtomicBool>,
@@ -296,6 +299,7 @@ fn sample_every_second(
                 inbox: count(store.deliveries_pending().await),
                 outcomes: count(db.count("SELECT COUNT(*) FROM outcomes").await),
                 billed: billing.billed() as i64,
+                rss_mib: testkit::process::rss_kib(pid).map_or(0.0, |(rss, _)| mib(rss)),
             };
             samples.push(sample);
             if stop.load(Ordering::Relaxed) {
@@ -335,14 +339,45 @@ fn print_stage(label: &str, samples: &[Sample], value: impl Fn(&Sample) -> i64) 
 /// The inbox depth over time, about 20 lines.
 fn print_depth(samples: &[Sample]) {
     let step = samples.len().div_ceil(20).max(1);
-    println!("    time     received      inbox   outcomes     billed");
+    println!("    time     received      inbox   outcomes     billed   RSS MiB");
     for (k, s) in samples.iter().enumerate() {
         if k % step == 0 || k + 1 == samples.len() {
             println!(
-                "    {:>4.0}s {:>11} {:>10} {:>10} {:>10}",
-                s.secs, s.received, s.inbox, s.outcomes, s.billed
+                "    {:>4.0}s {:>11} {:>10} {:>10} {:>10} {:>9.0}",
+                s.secs, s.received, s.inbox, s.outcomes, s.billed, s.rss_mib
             );
         }
+    }
+}
+
+/// CPU time used so far by the service and by this process (the load
+/// generator and the fakes), to read a ratio against the machine's cores.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    at: Instant,
+    service: f64,
+    bench: f64,
+}
+
+impl CpuMark {
+    fn now(pid: u32) -> Self {
+        CpuMark {
+            at: Instant::now(),
+            service: testkit::process::cpu_secs(pid).unwrap_or(0.0),
+            bench: testkit::process::cpu_secs(0).unwrap_or(0.0),
+        }
+    }
+
+    /// Cores used since `self`: "service 1.2 cores, load generator and fakes 0.7".
+    fn line_since(&self, pid: u32) -> String {
+        let end = CpuMark::now(pid);
+        let secs = (end.at - self.at).as_secs_f64().max(1e-3);
+        format!(
+            "CPU: service {:.2} cores, load generator and fakes {:.2} cores (of {})",
+            (end.service - self.service) / secs,
+            (end.bench - self.bench) / secs,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )
     }
 }
 
@@ -431,9 +466,11 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     write_config(&config, &db, &billing, offset(s0), false);
     let running = Running::start(&serve, &http, &peak).await;
     let base = running.proc.url("");
+    let cpu = CpuMark::now(running.proc.pid());
     let alone = ingest(&base, first, offset(s0), concurrency).await;
     println!("  phase 1, receiver only, first half in");
     println!("    {}", alone.line("ingest"));
+    println!("    {}", cpu.line_since(running.proc.pid()));
     running.stop().await;
     let store =
         Store::connect(&common::settings(&format!("sqlite://{}", db.display()), 0).database)
@@ -444,9 +481,16 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     write_config(&config, &db, &billing, offset(s1), true);
     let running = Running::start(&serve, &http, &peak).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_every_second(store.clone(), billing.clone(), stop.clone());
+    let sampler = sample_every_second(
+        running.proc.pid(),
+        store.clone(),
+        billing.clone(),
+        stop.clone(),
+    );
     let base = running.proc.url("");
+    let cpu = CpuMark::now(running.proc.pid());
     let busy = ingest(&base, second, offset(s1), concurrency).await;
+    let busy_cpu = cpu.line_since(running.proc.pid());
     let ingested_after = started.elapsed();
     until(
         "the inbox to drain and the first half to be billed",
@@ -468,6 +512,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
         busy.percentile_us(0.99) as f64 / 1000.0,
         alone.percentile_us(0.99) as f64 / 1000.0,
     );
+    println!("    while the second half came in: {busy_cpu}");
     print_stage("worker", &samples, Sample::processed);
     print_stage("confirmer", &samples, |s| s.outcomes);
     print_stage("reporter", &samples, |s| s.billed);

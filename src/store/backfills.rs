@@ -112,7 +112,7 @@ impl Store {
         .bind(since)
         .bind(until)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         self.backfill(tenant, provider, since, until)
             .await?
@@ -138,7 +138,7 @@ impl Store {
         .bind(&b.provider)
         .bind(b.since)
         .bind(b.until)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }

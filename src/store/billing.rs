@@ -237,7 +237,7 @@ impl Store {
             .bind(lease_until)
             .bind(now)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.writer().await?)
             .await?;
         let mut out = Vec::with_capacity(ids.len());
         for r in ids {
@@ -283,7 +283,7 @@ impl Store {
         .bind(next_attempt_at)
         .bind(why)
         .bind(outcome_id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -298,7 +298,7 @@ impl Store {
         )
         .bind(next_attempt_at)
         .bind(outcome_id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -312,7 +312,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -338,7 +338,7 @@ impl Store {
         .bind(method)
         .bind(stripe_timestamp)
         .bind(outcome_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer().await?)
         .await?;
         row.map(|r| Ok((col(&r, "method")?, col(&r, "stripe_timestamp")?)))
             .transpose()
@@ -421,7 +421,7 @@ impl Store {
         .bind(version)
         .bind(terms)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }

@@ -51,7 +51,7 @@ impl Store {
         // One statement is atomic on its own: a batch that fits in one needs no
         // BEGIN and COMMIT round trips (the group commit's cycle is the ack latency).
         if batch.len() <= ROWS {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.ingest_writer().await?;
             self.insert_rows(&mut conn, batch).await
         } else {
             let mut tx = self.begin_ingest().await?;
@@ -90,7 +90,7 @@ impl Store {
             .bind(lease_until)
             .bind(now)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.writer().await?)
             .await?;
         let mut out = rows
             .iter()
@@ -127,7 +127,7 @@ impl Store {
                  WHERE status = 'pending' AND lease_until = $1 AND id IN ({list})"
             ))
             .bind(lease_until)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         }
         Ok(())
@@ -145,7 +145,7 @@ impl Store {
         )
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(-1))
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected())
     }
@@ -156,7 +156,7 @@ impl Store {
             "UPDATE deliveries SET body = NULL WHERE status = 'processed' AND received_at < $1 AND body IS NOT NULL",
         )
         .bind(before)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected())
     }

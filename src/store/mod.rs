@@ -24,6 +24,7 @@ mod tickets;
 mod usage_records;
 mod verifications;
 mod vocabulary;
+mod writer_turns;
 
 pub use backfills::BackfillRow;
 pub use billing::{
@@ -276,17 +277,36 @@ pub struct Store {
     pool: AnyPool,
     /// Reads outside a transaction.
     reads: AnyPool,
-    /// SQLite: the turn of the transactions other than the webhooks' commits
-    /// (worker, confirmer, reporter, operators): one at a time waits for the
-    /// writer connection, so a webhook's commit queues behind at most one of
-    /// them (see [`Store::begin`]).
-    background: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: who gets the writer connection next (see `writer_turns`): a
+    /// webhook's commit queues behind at most the one write in progress, and
+    /// keeps most of the writer while webhooks keep coming.
+    turns: Arc<writer_turns::WriterTurns>,
     /// SQLite: the writer leaves WAL checkpoints to a reader (see `checkpoints`).
     autocheckpoint_off: Arc<AtomicBool>,
     /// SQLite in memory: `reads` is `pool` (the database is one connection's).
     reads_shared: bool,
     backend: Backend,
     health: Arc<health::Health>,
+}
+
+/// The writer connection for one statement (see [`Store::writer`]); the
+/// turn ends after the connection goes back.
+pub(crate) struct Writer {
+    conn: PoolConnection<Any>,
+    _turn: Option<writer_turns::BackgroundTurn>,
+}
+
+impl std::ops::Deref for Writer {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
 }
 
 /// A write transaction. On SQLite it holds the write lock from its first
@@ -300,9 +320,9 @@ pub struct Store {
 /// connection whose `BEGIN` fails is closed (see [`Store::begin`]).
 pub struct Tx {
     tx: PoolConnection<Any>,
-    /// SQLite: this transaction's turn among the background writers (released
-    /// with the transaction, after its connection goes back).
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// SQLite: this transaction's background turn of the writer (ended with
+    /// the transaction, after its connection goes back).
+    _turn: Option<writer_turns::BackgroundTurn>,
     backend: Backend,
     open: bool,
     /// Told whether the commit wrote (storage health, see `health`).
@@ -482,7 +502,7 @@ impl Store {
         Ok(Store {
             pool,
             reads,
-            background: Arc::default(),
+            turns: Arc::default(),
             autocheckpoint_off,
             reads_shared,
             backend,
@@ -536,15 +556,34 @@ impl Store {
     /// earlier failure left in a transaction) is closed, never reused.
     ///
     /// On SQLite the transactions of every role but the webhooks' commits take
-    /// turns first ([`Store::background`]): the writer connection is handed out
-    /// in order of asking, and a webhook's commit must not wait behind a queue
-    /// of long transactions.
+    /// a background turn first (see `writer_turns`): a webhook's commit must
+    /// not wait behind a queue of long transactions.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let turn = match self.backend {
-            Backend::Sqlite => Some(self.background.clone().lock_owned().await),
-            Backend::Postgres => None,
-        };
+        let turn = self.background_turn().await;
         self.begin_in_turn(turn).await
+    }
+
+    /// SQLite: a background turn of the writer (none on PostgreSQL).
+    async fn background_turn(&self) -> Option<writer_turns::BackgroundTurn> {
+        match self.backend {
+            Backend::Sqlite => Some(self.turns.background().await),
+            Backend::Postgres => None,
+        }
+    }
+
+    /// The writer connection for one statement outside a transaction, by any
+    /// role but the webhooks' commits: on SQLite, in a background turn.
+    pub(crate) async fn writer(&self) -> Result<Writer, StoreError> {
+        let turn = self.background_turn().await;
+        let conn = self.pool.acquire().await?;
+        Ok(Writer { conn, _turn: turn })
+    }
+
+    /// The writer connection for the webhooks' commit: no turn, and
+    /// background turns hold back while it waits (SQLite).
+    pub(crate) async fn ingest_writer(&self) -> Result<PoolConnection<Any>, StoreError> {
+        let _asking = (self.backend == Backend::Sqlite).then(|| self.turns.ingest());
+        Ok(self.pool.acquire().await?)
     }
 
     /// [`Store::begin`] for the webhooks' group commit: it takes no turn.
@@ -554,9 +593,12 @@ impl Store {
 
     async fn begin_in_turn(
         &self,
-        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        turn: Option<writer_turns::BackgroundTurn>,
     ) -> Result<Tx, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = match turn {
+            Some(_) => self.pool.acquire().await?,
+            None => self.ingest_writer().await?,
+        };
         let statement = match self.backend {
             Backend::Sqlite => Some("BEGIN IMMEDIATE".into()),
             Backend::Postgres => None,

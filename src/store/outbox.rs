@@ -228,7 +228,7 @@ impl Store {
             .bind(lease_until)
             .bind(now)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.writer().await?)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -285,7 +285,7 @@ impl Store {
         .bind(until)
         .bind(id)
         .bind(token)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -299,7 +299,7 @@ impl Store {
             )
             .bind(id)
             .bind(*token)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         }
         Ok(())
@@ -316,7 +316,7 @@ impl Store {
         reason: &str,
         how: SetAside,
     ) -> Result<(), StoreError> {
-        set_aside_on(&self.pool, id, token, reason, how).await
+        set_aside_on(&mut *self.writer().await?, id, token, reason, how).await
     }
 
     /// Log one call (or dry-run) to Stripe and move the outcome to its new state,
@@ -332,7 +332,7 @@ impl Store {
     /// as a whole before each of its events is sent alone (Metronome), whose
     /// own attempts then move the outcome.
     pub async fn log_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
-        insert_attempt(&self.pool, a).await
+        insert_attempt(&mut *self.writer().await?, a).await
     }
 
     /// Outcomes sent (or recorded as a dry-run) in another mode than `mode`, by
@@ -415,7 +415,7 @@ impl Store {
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
         .bind(note)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected())
     }
@@ -451,7 +451,7 @@ impl Store {
         .bind(oldest)
         .bind(i64::from(include_in_doubt))
         .bind(metronome_horizon_shift_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         let in_doubt = sqlx::query(
             "SELECT COUNT(*) AS n FROM outcomes WHERE state = 'failed' AND doubt_since IS NOT NULL \
@@ -545,7 +545,7 @@ impl Store {
         .bind(evidence)
         .bind(id)
         .bind(was_confirmed_at)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected() == 1)
     }

@@ -114,7 +114,7 @@ impl Store {
         .bind(e.received_at)
         .bind(&e.body)
         .bind(e.state.as_str())
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await;
         let r = self.observe(r.map_err(StoreError::from))?;
         Ok(if r.rows_affected() == 1 {
@@ -142,7 +142,7 @@ impl Store {
             .bind(lease_until)
             .bind(now)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.writer().await?)
             .await?;
         rows.iter()
             .map(|r| {
@@ -179,7 +179,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(token)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -200,7 +200,7 @@ impl Store {
         .bind(error)
         .bind(id)
         .bind(token)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -292,7 +292,7 @@ impl Store {
         .bind(now)
         .bind(tenant.unwrap_or(""))
         .bind(id.unwrap_or(""))
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected())
     }

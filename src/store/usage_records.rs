@@ -67,7 +67,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(token)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -79,7 +79,7 @@ impl Store {
             "UPDATE outcomes SET usage_doubt_call = NULL, usage_doubt_since = NULL, usage_doubt_saved = 0 WHERE id = $1",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -91,7 +91,7 @@ impl Store {
             "UPDATE outcomes SET usage_doubt_saved = 1 WHERE id = $1 AND usage_doubt_call IS NOT NULL",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -214,7 +214,7 @@ impl Store {
             .bind(mode.as_str())
             .bind(note)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         }
         Ok(())
@@ -238,7 +238,7 @@ impl Store {
             .bind(note)
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         }
         Ok(())
@@ -253,7 +253,7 @@ impl Store {
             )
             .bind(reason)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         }
         Ok(())
@@ -317,7 +317,7 @@ impl Store {
         .bind(quantity)
         .bind(timestamp)
         .bind(outcome_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer().await?)
         .await?;
         row.map(|r| Ok((col(&r, "method")?, col(&r, "usage_set_quantity")?)))
             .transpose()

@@ -7,7 +7,7 @@ use super::replay::{replay, TicketAt};
 use super::{pins_of, Worker};
 use crate::event::TicketEvent;
 use crate::providers::{self, Headers, Webhook};
-use crate::store::{ClaimedDelivery, StoreError, TicketKey, TicketSave, Tx};
+use crate::store::{Backend, ClaimedDelivery, StoreError, TicketKey, TicketSave, Tx};
 use crate::tenants::Tenant;
 use crate::time::Millis;
 use std::collections::BTreeMap;
@@ -48,10 +48,8 @@ impl Worker {
         if !self.store.any_delivery_claimable(now).await? {
             return Ok(InboxPass::default());
         }
-        let claimed = self
-            .store
-            .claim_deliveries(now, lease_until, self.batch)
-            .await?;
+        let limit = self.claim.load(std::sync::atomic::Ordering::Relaxed);
+        let claimed = self.store.claim_deliveries(now, lease_until, limit).await?;
         if claimed.is_empty() {
             return Ok(InboxPass::default());
         }
@@ -69,9 +67,16 @@ impl Worker {
                 }
                 Err(e)
             }
-            other => other.map(|transaction| InboxPass {
-                deliveries: claimed.len(),
-                transaction,
+            other => other.map(|transaction| {
+                if let (Some(took), Backend::Sqlite) = (transaction, self.store.backend()) {
+                    // One writer: keep its transactions near the budget.
+                    let next = super::next_claim(self.batch, claimed.len(), took);
+                    self.claim.store(next, std::sync::atomic::Ordering::Relaxed);
+                }
+                InboxPass {
+                    deliveries: claimed.len(),
+                    transaction,
+                }
             }),
         }
     }

@@ -28,6 +28,24 @@ pub use inbox::InboxPass;
 /// for the next pass (measured, not asserted: `cargo bench --bench pipeline`).
 pub(crate) const TX_BUDGET: Duration = Duration::from_millis(20);
 
+/// The fewest deliveries an inbox pass claims on SQLite however slow the last
+/// one was (each transaction costs a commit of its own).
+const MIN_CLAIM: u32 = 16;
+
+/// How many deliveries the next inbox pass claims on SQLite: as many as the
+/// last transaction would have applied in [`TX_BUDGET`] at the rate it went
+/// (`applied` in `took`), between [`MIN_CLAIM`] and `batch` (`worker.batch_size`).
+/// A webhook's commit then waits about the budget behind a batch, never a
+/// whole large one on a slow moment.
+pub(crate) fn next_claim(batch: u32, applied: usize, took: Duration) -> u32 {
+    let floor = MIN_CLAIM.min(batch);
+    if applied == 0 || took.is_zero() {
+        return batch;
+    }
+    let fits = applied as f64 * TX_BUDGET.as_secs_f64() / took.as_secs_f64();
+    (fits.min(f64::from(batch)) as u32).clamp(floor, batch.max(floor))
+}
+
 #[derive(Clone)]
 pub struct Worker {
     pub(crate) store: Store,
@@ -35,6 +53,8 @@ pub struct Worker {
     pub(crate) clock: SharedClock,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) batch: u32,
+    /// The inbox claim size now (SQLite: see [`next_claim`]; `batch` on PostgreSQL).
+    claim: Arc<std::sync::atomic::AtomicU32>,
     pub(crate) lease: Duration,
     pub(crate) confirm_grace: Duration,
     /// Helpdesk API clients of the providers whose outcomes are checked before billing.
@@ -58,6 +78,7 @@ impl Worker {
             clock,
             metrics,
             batch: settings.batch_size,
+            claim: Arc::new(settings.batch_size.into()),
             lease: settings.lease,
             confirm_grace: settings.confirm_grace,
             verifier,
@@ -136,4 +157,24 @@ fn pins_of(pinned: Vec<PinnedContract>) -> evidence::Pins {
         pins.ids.insert(p.seq, (p.version, p.hash));
     }
     pins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_fits_the_budget_within_its_bounds() {
+        let ms = Duration::from_millis;
+        // 256 in 40 ms: 128 fit in 20 ms.
+        assert_eq!(next_claim(256, 256, ms(40)), 128);
+        // Fast: never more than the configured batch.
+        assert_eq!(next_claim(256, 256, ms(5)), 256);
+        // Very slow: never fewer than the floor.
+        assert_eq!(next_claim(256, 10, ms(500)), MIN_CLAIM);
+        // A batch size below the floor stays the batch size.
+        assert_eq!(next_claim(4, 4, ms(500)), 4);
+        // Nothing measured: the batch size.
+        assert_eq!(next_claim(256, 0, ms(0)), 256);
+    }
 }
