@@ -277,6 +277,10 @@ pub struct Store {
     pool: AnyPool,
     /// Reads outside a transaction.
     reads: AnyPool,
+    /// PostgreSQL: the connections that hold the reporter's pair locks
+    /// (`pair_lock`), apart from the writes' pool and reused (`reads` on SQLite,
+    /// which takes no pair lock).
+    locks: AnyPool,
     /// SQLite: who gets the writer connection next (see `writer_turns`): a
     /// webhook's commit queues behind at most the one write in progress, and
     /// keeps most of the writer while webhooks keep coming.
@@ -495,6 +499,14 @@ impl Store {
             }
             _ => pool.clone(),
         };
+        let locks = match backend {
+            // As many as pairs are reported at once (`reporter.concurrency`, which
+            // bounds them); opened when first needed, closed after a minute idle.
+            Backend::Postgres => pool_options(backend, PAIR_LOCK_CONNECTIONS, Arc::default())
+                .idle_timeout(std::time::Duration::from_secs(60))
+                .connect_lazy(&url)?,
+            Backend::Sqlite => reads.clone(),
+        };
         if let Some(file) = &file {
             // Files SQLite created just now, or left from before.
             restrict_sqlite_files(file)?;
@@ -502,6 +514,7 @@ impl Store {
         Ok(Store {
             pool,
             reads,
+            locks,
             turns: Arc::default(),
             autocheckpoint_off,
             reads_shared,
@@ -624,8 +637,13 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
         self.reads.close().await;
+        self.locks.close().await;
     }
 }
+
+/// The most pair-lock connections a process may hold; the reporter holds one
+/// per pair it reports at once, at most `reporter.concurrency`.
+const PAIR_LOCK_CONNECTIONS: u32 = 1024;
 
 /// A pool of up to `max` connections, set up for `backend`.
 /// `autocheckpoint_off`: set once another connection takes the WAL checkpoints

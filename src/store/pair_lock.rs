@@ -1,18 +1,21 @@
 //! One Stripe call at a time per (customer, meter), across processes: Stripe
 //! allows one concurrent meter-event call per customer and meter. Within a process
 //! the reporter already sends a pair's outcomes one after another; on PostgreSQL,
-//! where several replicas report, a session-level advisory lock on a dedicated
-//! connection keeps a pair with one process at a time. No transaction is open
+//! where several replicas report, a session-level advisory lock on a connection
+//! of its own (from the store's pool of lock connections, never the pool the
+//! writes use) keeps a pair with one process at a time. No transaction is open
 //! while the lock is held; if the process dies, the connection closes and the
-//! lock goes with it.
+//! lock goes with it. A connection goes back to its pool only after PostgreSQL
+//! said the lock was released; otherwise it is closed.
 
 use super::{Backend, Store, StoreError};
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, Connection};
+use sqlx::pool::PoolConnection;
+use sqlx::Any;
 
 /// Held while one process reports a (customer, meter) pair.
 pub struct PairLock {
-    held: Option<(AnyConnection, i64)>,
+    held: Option<(PoolConnection<Any>, i64)>,
 }
 
 /// The advisory-lock key of a pair: stable across processes and versions.
@@ -38,33 +41,48 @@ impl Store {
         if self.backend == Backend::Sqlite {
             return Ok(Some(PairLock { held: None }));
         }
-        // Detached: never returned to the pool with the lock still held.
-        let mut conn = self.pool.acquire().await?.detach();
+        let mut conn = self.locks.acquire().await?;
         let key = pair_key(customer, meter);
-        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+        let taken: Result<(bool,), _> = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
             .bind(key)
-            .fetch_one(&mut conn)
-            .await?;
-        if taken {
-            Ok(Some(PairLock {
+            .fetch_one(&mut *conn)
+            .await;
+        match taken {
+            Ok((true,)) => Ok(Some(PairLock {
                 held: Some((conn, key)),
-            }))
-        } else {
-            let _ = conn.close().await;
-            Ok(None)
+            })),
+            Ok((false,)) => Ok(None),
+            Err(e) => {
+                // Whether the lock was taken is unknown: never reused.
+                conn.close_on_drop();
+                Err(e.into())
+            }
         }
     }
 }
 
 impl PairLock {
-    /// Unlock and close the dedicated connection.
-    pub async fn release(self) {
-        if let Some((mut conn, key)) = self.held {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+    /// Unlock; the connection goes back to the lock pool once PostgreSQL says
+    /// the lock is released, and is closed (which releases it) otherwise.
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.held.take() {
+            let unlocked: Result<(bool,), _> = sqlx::query_as("SELECT pg_advisory_unlock($1)")
                 .bind(key)
-                .execute(&mut conn)
+                .fetch_one(&mut *conn)
                 .await;
-            let _ = conn.close().await;
+            if !matches!(unlocked, Ok((true,))) {
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for PairLock {
+    /// Not released (a task cancelled or failed while holding it): the
+    /// connection is closed, never returned with the lock held.
+    fn drop(&mut self) {
+        if let Some((conn, _)) = self.held.as_mut() {
+            conn.close_on_drop();
         }
     }
 }

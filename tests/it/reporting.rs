@@ -737,3 +737,76 @@ async fn replicas_never_call_stripe_concurrently_for_one_pair() {
     }
     app.stop().await;
 }
+
+/// On PostgreSQL a pair lock is one process's at a time, and is given up both
+/// ways: released (its connection goes back to the lock pool and is reused), or
+/// dropped unreleased (its connection is closed, never handed out with the
+/// lock still held).
+#[tokio::test]
+async fn a_pair_lock_is_held_once_and_released_either_way() {
+    if !postgres_or_skip().await {
+        return;
+    }
+    let app = TestApp::spawn(Options {
+        backend: Backend::Postgres,
+        ..Default::default()
+    })
+    .await;
+    let mine = &app.services.store;
+    let other = outcome_meter::store::Store::connect(&app.settings.database)
+        .await
+        .expect("a second replica's store");
+    let held = mine
+        .try_lock_pair("cus_1", "resolved_ticket")
+        .await
+        .expect("ask")
+        .expect("free at first");
+    assert!(
+        other
+            .try_lock_pair("cus_1", "resolved_ticket")
+            .await
+            .expect("ask")
+            .is_none(),
+        "held by the first replica"
+    );
+    let beside = other
+        .try_lock_pair("cus_2", "resolved_ticket")
+        .await
+        .expect("ask")
+        .expect("another pair is free");
+    beside.release().await;
+    held.release().await;
+    // Released: taken again at once, many times over (the connections are reused).
+    for _ in 0..50 {
+        mine.try_lock_pair("cus_1", "resolved_ticket")
+            .await
+            .expect("ask")
+            .expect("released")
+            .release()
+            .await;
+    }
+    let theirs = other
+        .try_lock_pair("cus_1", "resolved_ticket")
+        .await
+        .expect("ask")
+        .expect("released by the first replica");
+    drop(theirs);
+    // Dropped unreleased: its session ends, and the lock with it.
+    testkit::poll::until(
+        "the dropped lock's session to end",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            match mine.try_lock_pair("cus_1", "resolved_ticket").await {
+                Ok(Some(lock)) => {
+                    lock.release().await;
+                    true
+                }
+                _ => false,
+            }
+        },
+    )
+    .await;
+    other.close().await;
+    app.stop().await;
+}
