@@ -587,8 +587,11 @@ impl Store {
     /// The writer connection for one statement outside a transaction, by any
     /// role but the webhooks' commits: on SQLite, in a background turn.
     pub(crate) async fn writer(&self) -> Result<Writer, StoreError> {
-        let turn = self.background_turn().await;
+        let mut turn = self.background_turn().await;
         let conn = self.pool.acquire().await?;
+        if let Some(t) = turn.as_mut() {
+            t.holding();
+        }
         Ok(Writer { conn, _turn: turn })
     }
 
@@ -606,10 +609,14 @@ impl Store {
 
     async fn begin_in_turn(
         &self,
-        turn: Option<writer_turns::BackgroundTurn>,
+        mut turn: Option<writer_turns::BackgroundTurn>,
     ) -> Result<Tx, StoreError> {
-        let mut conn = match turn {
-            Some(_) => self.pool.acquire().await?,
+        let mut conn = match turn.as_mut() {
+            Some(t) => {
+                let conn = self.pool.acquire().await?;
+                t.holding();
+                conn
+            }
             None => self.ingest_writer().await?,
         };
         let statement = match self.backend {

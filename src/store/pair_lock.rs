@@ -41,22 +41,29 @@ impl Store {
         if self.backend == Backend::Sqlite {
             return Ok(Some(PairLock { held: None }));
         }
-        let mut conn = self.locks.acquire().await?;
         let key = pair_key(customer, meter);
+        // The lock is built before asking: if this task is cancelled while the
+        // reply is unread (the lock may have been granted), dropping it closes
+        // the connection instead of returning it to the pool.
+        let mut lock = PairLock {
+            held: Some((self.locks.acquire().await?, key)),
+        };
+        let Some((conn, _)) = lock.held.as_mut() else {
+            return Ok(None);
+        };
         let taken: Result<(bool,), _> = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
             .bind(key)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut **conn)
             .await;
         match taken {
-            Ok((true,)) => Ok(Some(PairLock {
-                held: Some((conn, key)),
-            })),
-            Ok((false,)) => Ok(None),
-            Err(e) => {
-                // Whether the lock was taken is unknown: never reused.
-                conn.close_on_drop();
-                Err(e.into())
+            Ok((true,)) => Ok(Some(lock)),
+            Ok((false,)) => {
+                // Not taken: the connection holds nothing and may be reused.
+                lock.held.take();
+                Ok(None)
             }
+            // Whether the lock was taken is unknown: dropping `lock` closes it.
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -65,14 +72,18 @@ impl PairLock {
     /// Unlock; the connection goes back to the lock pool once PostgreSQL says
     /// the lock is released, and is closed (which releases it) otherwise.
     pub async fn release(mut self) {
-        if let Some((mut conn, key)) = self.held.take() {
-            let unlocked: Result<(bool,), _> = sqlx::query_as("SELECT pg_advisory_unlock($1)")
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await;
-            if !matches!(unlocked, Ok((true,))) {
-                conn.close_on_drop();
-            }
+        let Some((conn, key)) = self.held.as_mut() else {
+            return;
+        };
+        let unlocked: Result<(bool,), _> = sqlx::query_as("SELECT pg_advisory_unlock($1)")
+            .bind(*key)
+            .fetch_one(&mut **conn)
+            .await;
+        // Only a confirmed unlock lets the connection go back to the pool; on
+        // anything else (or if this task is cancelled while waiting) `Drop`
+        // closes it, which releases the lock.
+        if matches!(unlocked, Ok((true,))) {
+            self.held.take();
         }
     }
 }

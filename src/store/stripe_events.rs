@@ -114,7 +114,9 @@ impl Store {
         .bind(e.received_at)
         .bind(&e.body)
         .bind(e.state.as_str())
-        .execute(&mut *self.writer().await?)
+        // A webhook (Stripe's): it commits like the helpdesks' deliveries,
+        // without waiting for a background turn.
+        .execute(&mut *self.ingest_writer().await?)
         .await;
         let r = self.observe(r.map_err(StoreError::from))?;
         Ok(if r.rows_affected() == 1 {

@@ -6,9 +6,9 @@
 //! - Everything else (worker, confirmer, reporter, operators) takes a
 //!   background turn first, one at a time. While webhooks keep coming, a turn
 //!   that held the writer for `d` is followed by `INGEST_SHARE × d` in which
-//!   the next background turn does not start: the receiver keeps at least
-//!   that share of the writer under load, and the background roles at least
-//!   the rest (never starved). When no webhook has been committed since the
+//!   the next background turn does not start: under load the receiver aims
+//!   to keep about that share of the writer, and the background roles the
+//!   rest (never starved; a target, since one long turn takes what it takes). When no webhook has been committed since the
 //!   last turn, the next one starts at once: the back half gets the whole
 //!   writer when the front is quiet.
 //!
@@ -20,8 +20,8 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use tokio::time::Instant;
 
 /// While webhooks keep coming, the receiver gets this many times as much of
-/// the writer's time as the background turn before it held (3: at least three
-/// quarters for the receiver, at least a quarter for the rest).
+/// the writer's time as the background turn before it held (3: about three
+/// quarters for the receiver, about a quarter for the rest).
 pub(crate) const INGEST_SHARE: u32 = 3;
 
 /// The rule: when the next background turn may start.
@@ -139,6 +139,14 @@ pub(crate) struct BackgroundTurn {
     _guard: OwnedMutexGuard<()>,
     turns: Arc<WriterTurns>,
     started: Instant,
+}
+
+impl BackgroundTurn {
+    /// The turn has the writer connection now: its hold is timed from here,
+    /// not from when the turn began waiting for the connection.
+    pub(crate) fn holding(&mut self) {
+        self.started = Instant::now();
+    }
 }
 
 impl Drop for BackgroundTurn {
