@@ -33,7 +33,7 @@ use chrono::{DateTime, Duration as Span, Utc};
 use common::{arg, arg_text, drive, event, signed, LoadReport};
 use outcome_meter::sink::Sink;
 use outcome_meter::store::Store;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -273,6 +273,8 @@ struct Sample {
     billed: i64,
     /// The service's resident set size then, MiB.
     rss_mib: f64,
+    /// The size of the database's WAL file then, MiB.
+    wal_mib: f64,
 }
 
 impl Sample {
@@ -284,6 +286,7 @@ impl Sample {
 /// Samples the store and the billing system every second until stopped.
 fn sample_every_second(
     pid: u32,
+    wal: PathBuf,
     store: Store,
     billing: Arc<Billing>,
     stop: Arc<AtomicBool>,
@@ -300,6 +303,8 @@ fn sample_every_second(
                 outcomes: count(db.count("SELECT COUNT(*) FROM outcomes").await),
                 billed: billing.billed() as i64,
                 rss_mib: testkit::process::rss_kib(pid).map_or(0.0, |(rss, _)| mib(rss)),
+                wal_mib: std::fs::metadata(&wal)
+                    .map_or(0.0, |m| m.len() as f64 / f64::from(1 << 20)),
             };
             samples.push(sample);
             if stop.load(Ordering::Relaxed) {
@@ -339,12 +344,12 @@ fn print_stage(label: &str, samples: &[Sample], value: impl Fn(&Sample) -> i64) 
 /// The inbox depth over time, about 20 lines.
 fn print_depth(samples: &[Sample]) {
     let step = samples.len().div_ceil(20).max(1);
-    println!("    time     received      inbox   outcomes     billed   RSS MiB");
+    println!("    time     received      inbox   outcomes     billed   RSS MiB   WAL MiB");
     for (k, s) in samples.iter().enumerate() {
         if k % step == 0 || k + 1 == samples.len() {
             println!(
-                "    {:>4.0}s {:>11} {:>10} {:>10} {:>10} {:>9.0}",
-                s.secs, s.received, s.inbox, s.outcomes, s.billed, s.rss_mib
+                "    {:>4.0}s {:>11} {:>10} {:>10} {:>10} {:>9.0} {:>9.0}",
+                s.secs, s.received, s.inbox, s.outcomes, s.billed, s.rss_mib, s.wal_mib
             );
         }
     }
@@ -483,6 +488,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_every_second(
         running.proc.pid(),
+        dir.path().join("pipeline.db-wal"),
         store.clone(),
         billing.clone(),
         stop.clone(),

@@ -337,7 +337,8 @@ fn spawn_queue_snapshots(services: &Services, token: CancellationToken) -> JoinH
 }
 
 /// SQLite: the WAL checkpointed every second by a reader connection, so the
-/// one writer connection never stops to do it (see `store::checkpoints`). When
+/// one writer connection never stops to do it, and restarted in a background
+/// turn once it outgrows its size limit (see `store::checkpoints`). When
 /// the writer cannot be told, it keeps checkpointing itself.
 async fn spawn_checkpoints(services: &Services, token: &CancellationToken) -> Option<Task> {
     let store = services.store.clone();
@@ -358,8 +359,14 @@ async fn spawn_checkpoints(services: &Services, token: &CancellationToken) -> Op
             async move {
                 // A read: its failure says nothing of whether storage takes writes
                 // (readiness); SQLite checkpoints again at the next pass.
-                if let Err(e) = store.checkpoint_passive().await {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; tried again in a second");
+                match store.checkpoint_pass().await {
+                    Ok(pass) if pass.restarted.is_some() => {
+                        tracing::debug!(?pass, "WAL checkpoint with a restart");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; tried again in a second");
+                    }
                 }
                 Ok(0) // never "busy": run again after the interval
             }

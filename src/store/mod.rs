@@ -31,6 +31,7 @@ pub use billing::{
     ClaimedReversal, NewReversal, OutcomeBrief, ReversalAttempt, UnreadableReversal,
 };
 pub use census::{Census, StateCounts};
+pub use checkpoints::CheckpointPass;
 pub use contracts::PinnedContract;
 pub use inbox::{ClaimedDelivery, NewDelivery, Stored};
 pub use marks::{OutcomeMark, OwnedAttempt};
@@ -648,6 +649,14 @@ impl Store {
     }
 }
 
+/// How long a SQLite connection waits for a lock another process (or a WAL
+/// checkpoint) holds before its statement fails with "database is locked".
+const BUSY_TIMEOUT_MS: u32 = 15_000;
+
+/// Bytes of WAL file SQLite keeps after the WAL restarts from its beginning
+/// (`journal_size_limit`): disk beyond this is given back.
+const WAL_SIZE_LIMIT: u64 = 64 << 20;
+
 /// The most pair-lock connections a process may hold; the reporter holds one
 /// per pair it reports at once, at most `reporter.concurrency`.
 const PAIR_LOCK_CONNECTIONS: u32 = 1024;
@@ -670,8 +679,12 @@ fn pool_options(backend: Backend, max: u32, autocheckpoint_off: Arc<AtomicBool>)
                     // WAL for concurrent readers; FULL so a commit survives power loss;
                     // a WAL reset after a checkpoint gives back all but 64 MiB of disk.
                     conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 15000; \
-                         PRAGMA journal_size_limit = 67108864;",
+                        format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; \
+                             PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+                        )
+                        .as_str(),
                     )
                     .await?;
                     if autocheckpoint_off {

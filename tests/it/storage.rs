@@ -46,6 +46,121 @@ fn sqlite_settings(dir: &std::path::Path, max_connections: u32) -> DatabaseSetti
     }
 }
 
+/// A SQLite file store whose checkpoints are taken as `serve` takes them.
+async fn checkpointed_store(dir: &std::path::Path) -> Store {
+    let store = Store::connect(&sqlite_settings(dir, 2))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    store.take_over_checkpoints().await.expect("take over");
+    store
+}
+
+/// Frames in the WAL of `store`'s file now (a passive checkpoint reports them).
+async fn wal_frames(store: &Store) -> i64 {
+    store.checkpoint_passive().await.expect("checkpoint").0
+}
+
+/// Under steady writes a passive checkpoint never lets SQLite start the WAL
+/// again (checkpoint starvation: the pipeline bench grew it to 7.5 GB beside a
+/// 306 MB database). Once it holds more than its size limit (64 MiB), the
+/// checkpointer restarts it on the writer: the next write goes to its start,
+/// and the file is cut back to the limit.
+#[tokio::test]
+async fn a_wal_past_its_size_limit_starts_again_from_its_beginning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = checkpointed_store(dir.path()).await;
+    let small = store.checkpoint_pass().await.expect("pass");
+    assert_eq!(
+        small.restarted, None,
+        "a small WAL is only copied: {small:?}"
+    );
+    for k in 0..18 {
+        store
+            .insert_deliveries(&deliveries(&format!("big{k}"), 4, 1 << 20))
+            .await
+            .expect("write");
+    }
+    let big = store.checkpoint_pass().await.expect("pass");
+    assert!(big.wal_frames > 16_384, "{big:?}");
+    assert_eq!(big.restarted, Some(true), "{big:?}");
+    store
+        .insert_deliveries(&deliveries("after", 1, 100))
+        .await
+        .expect("write");
+    let frames = wal_frames(&store).await;
+    assert!(
+        (1..100).contains(&frames),
+        "the next write went to the start of the WAL: {frames} frames"
+    );
+    let wal = std::fs::metadata(dir.path().join("om.db-wal"))
+        .expect("wal")
+        .len();
+    assert!(
+        wal <= 64 << 20,
+        "the WAL file is cut back to its limit: {wal} bytes"
+    );
+    assert_eq!(
+        store
+            .test_support()
+            .count("SELECT COUNT(*) FROM deliveries")
+            .await
+            .expect("count"),
+        73,
+        "nothing lost"
+    );
+}
+
+/// A reader on an older snapshot keeps the WAL from restarting: the restart
+/// holds the writer (every webhook waits behind it), so it gives up after a
+/// short wait instead of SQLite's busy timeout, puts that timeout back, and
+/// is done at a later pass once the reader is gone.
+#[tokio::test]
+async fn a_wal_restart_gives_way_to_a_reader_and_leaves_the_writer_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = checkpointed_store(dir.path()).await;
+    store
+        .insert_deliveries(&deliveries("old", 10, 1000))
+        .await
+        .expect("write");
+    // Another process reading the snapshot of now.
+    let other = Store::connect(&sqlite_settings(dir.path(), 1))
+        .await
+        .expect("connect");
+    let mut reader = other.test_support().hold_connection().await.expect("conn");
+    reader
+        .execute("BEGIN; SELECT COUNT(*) FROM deliveries;")
+        .await
+        .expect("read");
+    store
+        .insert_deliveries(&deliveries("new", 10, 1000))
+        .await
+        .expect("write");
+    assert!(
+        !store.checkpoint_restart().await.expect("restart"),
+        "a reader on an older snapshot: not restarted"
+    );
+    assert_eq!(
+        store
+            .test_support()
+            .count("PRAGMA busy_timeout")
+            .await
+            .expect("pragma"),
+        15_000,
+        "the writer's busy timeout is put back"
+    );
+    reader.execute("COMMIT").await.expect("end the read");
+    assert!(
+        store.checkpoint_restart().await.expect("restart"),
+        "no reader: restarted"
+    );
+    store
+        .insert_deliveries(&deliveries("after", 1, 100))
+        .await
+        .expect("write");
+    assert!(wal_frames(&store).await < 10, "the WAL started again");
+}
+
 /// The incident: a COMMIT that fails for want of space must not send its
 /// connection back to the pool inside a transaction. With one connection in
 /// the pool, a poisoned one would fail every later transaction ("attempted to
