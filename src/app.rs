@@ -357,8 +357,8 @@ async fn spawn_checkpoints(services: &Services, token: &CancellationToken) -> Op
         move || {
             let store = store.clone();
             async move {
-                // A read: its failure says nothing of whether storage takes writes
-                // (readiness); SQLite checkpoints again at the next pass.
+                // Logged, not counted against readiness: the writes' own results
+                // say whether storage takes them. Tried again at the next pass.
                 match store.checkpoint_pass().await {
                     Ok(pass) if pass.restarted.is_some() => {
                         tracing::debug!(?pass, "WAL checkpoint with a restart");

@@ -15,8 +15,9 @@
 //! searches and maps. So once the WAL holds more than [`WAL_SIZE_LIMIT`], the
 //! pass that just copied it takes a background turn on the writer (no write in
 //! progress, none starting) and restarts it ([`Store::checkpoint_restart`]):
-//! little is left to copy, and readers on an older snapshot are waited for at
-//! most [`RESTART_WAIT_MS`] before it is tried again at the next pass.
+//! it copies what the passive pass could not, and waits for readers on an
+//! older snapshot at most [`RESTART_WAIT_MS`]; otherwise it is tried again at
+//! the next pass.
 
 use super::{Backend, Store, StoreError, BUSY_TIMEOUT_MS, WAL_SIZE_LIMIT};
 use std::sync::atomic::Ordering;
@@ -113,12 +114,23 @@ impl Store {
             return Ok(false);
         }
         let mut writer = self.writer().await?;
-        let restarted = restart_waiting_briefly(&mut writer).await;
-        if restarted.is_err() {
-            // Its busy timeout may still be the short one: not reused.
-            writer.conn.close_on_drop();
+        restart_waiting_briefly(&mut writer).await
+    }
+}
+
+/// The writer with its busy timeout lowered: dropped before the timeout is
+/// put back (an error, or the task dropped mid-way), the connection is closed
+/// instead of going back to the pool with it.
+struct ShortBusyTimeout<'a> {
+    writer: &'a mut super::Writer,
+    restored: bool,
+}
+
+impl Drop for ShortBusyTimeout<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.writer.conn.close_on_drop();
         }
-        restarted
     }
 }
 
@@ -127,16 +139,24 @@ impl Store {
 /// the writer, and every webhook behind it, for the full busy timeout), then
 /// put back. Whether the restart was done.
 async fn restart_waiting_briefly(writer: &mut super::Writer) -> Result<bool, StoreError> {
+    let mut short = ShortBusyTimeout {
+        writer,
+        restored: false,
+    };
     sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))
-        .execute(&mut **writer)
+        .execute(&mut **short.writer)
         .await?;
     let restart: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
-        .fetch_one(&mut **writer)
+        .fetch_one(&mut **short.writer)
         .await;
-    sqlx::query(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"))
-        .execute(&mut **writer)
-        .await?;
+    let restored = sqlx::query(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"))
+        .execute(&mut **short.writer)
+        .await;
+    short.restored = restored.is_ok();
+    // The restart's own error first (a full disk, say): the connection is kept
+    // when its timeout is back.
     let (busy, _, _) = restart?;
+    restored?;
     Ok(busy == 0)
 }
 
