@@ -19,6 +19,7 @@
 //! older snapshot at most [`RESTART_WAIT_MS`]; otherwise it is tried again at
 //! the next pass.
 
+use super::close_unless_kept::CloseUnlessKept;
 use super::{Backend, Store, StoreError, BUSY_TIMEOUT_MS, WAL_SIZE_LIMIT};
 use std::sync::atomic::Ordering;
 
@@ -91,7 +92,8 @@ impl Store {
             copied,
             restarted: None,
         };
-        if !self.checkpoints_apart() {
+        // No WAL (PostgreSQL, or checkpoints not taken apart): nothing to ask.
+        if wal_frames <= 0 {
             return Ok(pass);
         }
         let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
@@ -106,58 +108,38 @@ impl Store {
     /// Copy the rest of the WAL and have the next write start it again from its
     /// beginning (`PRAGMA wal_checkpoint(RESTART)`), on the writer connection in
     /// a background turn, so no write runs meanwhile. Readers on an older
-    /// snapshot are waited for at most [`RESTART_WAIT_MS`]; returns whether the
-    /// restart was done (false: try again later). The writer's busy timeout is
-    /// put back afterwards, or the connection is closed.
+    /// snapshot are waited for at most [`RESTART_WAIT_MS`] (one holding an old
+    /// snapshot must not hold the writer, and every webhook behind it, for the
+    /// full busy timeout); returns whether the restart was done (false: try
+    /// again later). The writer's busy timeout is put back afterwards, or the
+    /// connection is closed.
     pub async fn checkpoint_restart(&self) -> Result<bool, StoreError> {
         if !self.checkpoints_apart() {
             return Ok(false);
         }
-        let mut writer = self.writer().await?;
-        restart_waiting_briefly(&mut writer).await
-    }
-}
-
-/// The writer with its busy timeout lowered: dropped before the timeout is
-/// put back (an error, or the task dropped mid-way), the connection is closed
-/// instead of going back to the pool with it.
-struct ShortBusyTimeout<'a> {
-    writer: &'a mut super::Writer,
-    restored: bool,
-}
-
-impl Drop for ShortBusyTimeout<'_> {
-    fn drop(&mut self) {
-        if !self.restored {
-            self.writer.conn.close_on_drop();
+        let super::Writer { conn, _turn: turn } = self.writer().await?;
+        // Closed unless its busy timeout is put back (an error, or this task
+        // dropped mid-way); dropped before `turn`, which ends after it.
+        let mut conn = CloseUnlessKept::new(conn);
+        sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))
+            .execute(&mut *conn)
+            .await?;
+        let restart: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+            .fetch_one(&mut *conn)
+            .await;
+        let restored = sqlx::query(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"))
+            .execute(&mut *conn)
+            .await;
+        if restored.is_ok() {
+            conn.keep();
         }
+        drop((conn, turn));
+        // The restart's own error first (a full disk, say): the connection is
+        // kept when its timeout is back.
+        let (busy, _, _) = restart?;
+        restored?;
+        Ok(busy == 0)
     }
-}
-
-/// `PRAGMA wal_checkpoint(RESTART)` with the busy timeout lowered to
-/// [`RESTART_WAIT_MS`] for it (a reader pinning an old snapshot must not hold
-/// the writer, and every webhook behind it, for the full busy timeout), then
-/// put back. Whether the restart was done.
-async fn restart_waiting_briefly(writer: &mut super::Writer) -> Result<bool, StoreError> {
-    let mut short = ShortBusyTimeout {
-        writer,
-        restored: false,
-    };
-    sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))
-        .execute(&mut **short.writer)
-        .await?;
-    let restart: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
-        .fetch_one(&mut **short.writer)
-        .await;
-    let restored = sqlx::query(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"))
-        .execute(&mut **short.writer)
-        .await;
-    short.restored = restored.is_ok();
-    // The restart's own error first (a full disk, say): the connection is kept
-    // when its timeout is back.
-    let (busy, _, _) = restart?;
-    restored?;
-    Ok(busy == 0)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod backfills;
 mod billing;
 mod census;
 mod checkpoints;
+mod close_unless_kept;
 mod contracts;
 mod health;
 mod inbox;
@@ -573,8 +574,8 @@ impl Store {
     /// a background turn first (see `writer_turns`): a webhook's commit must
     /// not wait behind a queue of long transactions.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let turn = self.background_turn().await;
-        self.begin_in_turn(turn).await
+        let Writer { conn, _turn: turn } = self.writer().await?;
+        self.begin_on(conn, turn).await
     }
 
     /// SQLite: a background turn of the writer (none on PostgreSQL).
@@ -586,7 +587,8 @@ impl Store {
     }
 
     /// The writer connection for one statement outside a transaction, by any
-    /// role but the webhooks' commits: on SQLite, in a background turn.
+    /// role but the webhooks' commits: on SQLite, in a background turn (timed
+    /// from when it holds the connection, not from when it began waiting).
     pub(crate) async fn writer(&self) -> Result<Writer, StoreError> {
         let mut turn = self.background_turn().await;
         let conn = self.pool.acquire().await?;
@@ -605,21 +607,17 @@ impl Store {
 
     /// [`Store::begin`] for the webhooks' group commit: it takes no turn.
     pub(crate) async fn begin_ingest(&self) -> Result<Tx, StoreError> {
-        self.begin_in_turn(None).await
+        let conn = self.ingest_writer().await?;
+        self.begin_on(conn, None).await
     }
 
-    async fn begin_in_turn(
+    /// Begin a transaction on the writer connection `conn` (in `turn`, when a
+    /// background role's).
+    async fn begin_on(
         &self,
-        mut turn: Option<writer_turns::BackgroundTurn>,
+        mut conn: PoolConnection<Any>,
+        turn: Option<writer_turns::BackgroundTurn>,
     ) -> Result<Tx, StoreError> {
-        let mut conn = match turn.as_mut() {
-            Some(t) => {
-                let conn = self.pool.acquire().await?;
-                t.holding();
-                conn
-            }
-            None => self.ingest_writer().await?,
-        };
         let statement = match self.backend {
             Backend::Sqlite => Some("BEGIN IMMEDIATE".into()),
             Backend::Postgres => None,

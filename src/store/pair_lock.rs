@@ -8,14 +8,15 @@
 //! lock goes with it. A connection goes back to its pool only after PostgreSQL
 //! said the lock was released; otherwise it is closed.
 
+use super::close_unless_kept::CloseUnlessKept;
 use super::{Backend, Store, StoreError};
 use sha2::{Digest, Sha256};
-use sqlx::pool::PoolConnection;
-use sqlx::Any;
 
-/// Held while one process reports a (customer, meter) pair.
+/// Held while one process reports a (customer, meter) pair. Dropped without
+/// [`PairLock::release`] (a task cancelled or failed while holding it), its
+/// connection is closed, never returned with the lock held.
 pub struct PairLock {
-    held: Option<(PoolConnection<Any>, i64)>,
+    held: Option<(CloseUnlessKept, i64)>,
 }
 
 /// The advisory-lock key of a pair: stable across processes and versions.
@@ -42,27 +43,22 @@ impl Store {
             return Ok(Some(PairLock { held: None }));
         }
         let key = pair_key(customer, meter);
-        // The lock is built before asking: if this task is cancelled while the
-        // reply is unread (the lock may have been granted), dropping it closes
-        // the connection instead of returning it to the pool.
-        let mut lock = PairLock {
-            held: Some((self.locks.acquire().await?, key)),
-        };
-        let Some((conn, _)) = lock.held.as_mut() else {
-            return Ok(None);
-        };
+        // Closed unless PostgreSQL says it holds no lock (also when this task
+        // is cancelled while the reply is unread: the lock may have been granted).
+        let mut conn = CloseUnlessKept::new(self.locks.acquire().await?);
         let taken: Result<(bool,), _> = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
             .bind(key)
-            .fetch_one(&mut **conn)
+            .fetch_one(&mut *conn)
             .await;
         match taken {
-            Ok((true,)) => Ok(Some(lock)),
+            Ok((true,)) => Ok(Some(PairLock {
+                held: Some((conn, key)),
+            })),
             Ok((false,)) => {
                 // Not taken: the connection holds nothing and may be reused.
-                lock.held.take();
+                conn.keep();
                 Ok(None)
             }
-            // Whether the lock was taken is unknown: dropping `lock` closes it.
             Err(e) => Err(e.into()),
         }
     }
@@ -70,30 +66,18 @@ impl Store {
 
 impl PairLock {
     /// Unlock; the connection goes back to the lock pool once PostgreSQL says
-    /// the lock is released, and is closed (which releases it) otherwise.
+    /// the lock is released, and is closed (which releases it) otherwise, also
+    /// if this task is cancelled while waiting.
     pub async fn release(mut self) {
-        let Some((conn, key)) = self.held.as_mut() else {
+        let Some((mut conn, key)) = self.held.take() else {
             return;
         };
         let unlocked: Result<(bool,), _> = sqlx::query_as("SELECT pg_advisory_unlock($1)")
-            .bind(*key)
-            .fetch_one(&mut **conn)
+            .bind(key)
+            .fetch_one(&mut *conn)
             .await;
-        // Only a confirmed unlock lets the connection go back to the pool; on
-        // anything else (or if this task is cancelled while waiting) `Drop`
-        // closes it, which releases the lock.
         if matches!(unlocked, Ok((true,))) {
-            self.held.take();
-        }
-    }
-}
-
-impl Drop for PairLock {
-    /// Not released (a task cancelled or failed while holding it): the
-    /// connection is closed, never returned with the lock held.
-    fn drop(&mut self) {
-        if let Some((conn, _)) = self.held.as_mut() {
-            conn.close_on_drop();
+            conn.keep();
         }
     }
 }

@@ -8,9 +8,10 @@
 //!   that held the writer for `d` is followed by `INGEST_SHARE × d` in which
 //!   the next background turn does not start: under load the receiver aims
 //!   to keep about that share of the writer, and the background roles the
-//!   rest (never starved; a target, since one long turn takes what it takes). When no webhook has been committed since the
-//!   last turn, the next one starts at once: the back half gets the whole
-//!   writer when the front is quiet.
+//!   rest (never starved; a target, since one long turn takes what it
+//!   takes). When no webhook has been committed since the last turn, the next
+//!   one starts at once: the back half gets the whole writer when the front
+//!   is quiet.
 //!
 //! The rule is pure ([`Share`]); [`WriterTurns`] applies it with tokio's
 //! primitives.
