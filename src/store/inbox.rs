@@ -1,11 +1,10 @@
 //! The deliveries inbox.
 
-use super::{col, Backend, Store, StoreError, Tx};
+use super::{col, rows, Backend, Store, StoreError, Tx};
 use crate::lifecycle::DeliveryStatus;
 use crate::time::Millis;
 use sqlx::AnyConnection;
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 /// A verified delivery to store.
 #[derive(Debug, Clone)]
@@ -117,18 +116,15 @@ impl Store {
         lease_until: Millis,
     ) -> Result<(), StoreError> {
         for chunk in ids.chunks(ROWS) {
-            let list = chunk
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            sqlx::query(&format!(
+            let sql = format!(
                 "UPDATE deliveries SET lease_until = NULL \
-                 WHERE status = 'pending' AND lease_until = $1 AND id IN ({list})"
-            ))
-            .bind(lease_until)
-            .execute(&mut *self.writer().await?)
-            .await?;
+                 WHERE status = 'pending' AND lease_until = $1 AND id IN ({})",
+                rows::id_list(chunk)
+            );
+            rows::one_off(&sql)
+                .bind(lease_until)
+                .execute(&mut *self.writer().await?)
+                .await?;
         }
         Ok(())
     }
@@ -175,32 +171,11 @@ const ROWS: usize = 256;
 /// SQLite gets anonymous `?` placeholders: the driver resolves each `$N` by name,
 /// a linear search per parameter, which makes a large statement quadratic.
 fn insert_sql(backend: Backend, rows: usize, returning: bool) -> String {
-    let mut sql = String::with_capacity(128 + rows * 40);
-    sql.push_str(
-        "INSERT INTO deliveries (tenant, provider, delivery_key, received_at, headers, body) VALUES ",
+    let mut sql = format!(
+        "INSERT INTO deliveries (tenant, provider, delivery_key, received_at, headers, body) VALUES {} \
+         ON CONFLICT (tenant, provider, delivery_key) DO NOTHING",
+        rows::values(backend, rows, 6, 1)
     );
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        match backend {
-            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?)"),
-            Backend::Postgres => {
-                let p = i * 6;
-                let _ = write!(
-                    sql,
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6
-                );
-            }
-        }
-    }
-    sql.push_str(" ON CONFLICT (tenant, provider, delivery_key) DO NOTHING");
     if returning {
         sql.push_str(" RETURNING tenant, provider, delivery_key");
     }
@@ -211,7 +186,7 @@ fn bind_rows<'q>(
     sql: &'q str,
     chunk: &'q [NewDelivery],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = sqlx::query(sql);
+    let mut q = rows::one_off(sql);
     for d in chunk {
         q = q
             .bind(&d.tenant)

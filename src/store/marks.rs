@@ -142,18 +142,12 @@ async fn insert_attempts(
     tx: &mut super::Tx,
     rows: &[OutcomeAttempt<'_>],
 ) -> Result<(), StoreError> {
-    let values: Vec<String> = (0..rows.len())
-        .map(|i| {
-            let p: Vec<String> = (1..=11).map(|k| format!("${}", i * 11 + k)).collect();
-            format!("({})", p.join(", "))
-        })
-        .collect();
     let sql = format!(
         "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
          mode, livemode, idempotency_key) VALUES {}",
-        values.join(", ")
+        super::rows::values(tx.backend, rows.len(), 11, 1)
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = super::rows::one_off(&sql);
     for a in rows {
         q = q
             .bind(a.outcome_id)

@@ -4,6 +4,16 @@
 use super::Backend;
 use std::fmt::Write as _;
 
+/// A statement whose text varies from call to call (its rows, its list of
+/// ids), run without being kept: sqlx keeps up to 100 prepared statements per
+/// connection by their text, and statements of hundreds of rows, each length
+/// its own entry, would fill every connection's cache with large ones (the
+/// service's heap grew with the backlog). Statements of fixed text keep being
+/// prepared once.
+pub(super) fn one_off(sql: &str) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(false)
+}
+
 /// Parameters one statement binds at most: SQLite's limit (32766); PostgreSQL's
 /// (65535) is higher.
 const MAX_PARAMS: usize = 32_766;
