@@ -5,6 +5,7 @@ use crate::lifecycle::OutcomeState;
 use crate::sink::Sink;
 use crate::stripe::mode::StripeMode;
 use crate::time::Millis;
+use std::collections::HashSet;
 
 #[derive(Debug, Clone)]
 pub struct NewOutcome {
@@ -167,33 +168,57 @@ const SENT_IN: &str =
     "((state = 'dry_run' AND $2 = 'dry_run') OR (state = 'reported' AND reported_mode = $2))";
 
 impl Tx {
-    /// Insert a confirmed outcome into the outbox (idempotent on its id).
+    /// Insert a confirmed outcome into the outbox (idempotent on its id):
+    /// whether it is new.
     pub async fn insert_outcome(&mut self, o: &NewOutcome) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO outcomes (id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
-             stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state, stripe_account, sink, sink_target) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $7, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&o.id)
-        .bind(&o.tenant)
-        .bind(&o.provider)
-        .bind(&o.ticket_id)
-        .bind(i64::from(o.seq))
-        .bind(o.resolved_at)
-        .bind(o.confirmed_at)
-        .bind(&o.event_name)
-        .bind(o.value)
-        .bind(&o.stripe_customer_id)
-        .bind(&o.contract_version)
-        .bind(&o.contract_hash)
-        .bind(&o.evidence)
-        .bind(o.state.as_str())
-        .bind(o.stripe_account.as_deref())
-        .bind(o.sink.as_str())
-        .bind(o.sink_target.as_deref())
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        Ok(!self
+            .insert_outcomes(std::slice::from_ref(o))
+            .await?
+            .is_empty())
+    }
+
+    /// [`Tx::insert_outcome`] of many: the ids of those that are new.
+    pub async fn insert_outcomes(
+        &mut self,
+        outcomes: &[NewOutcome],
+    ) -> Result<HashSet<String>, StoreError> {
+        const COLUMNS: usize = 18;
+        let mut new = HashSet::with_capacity(outcomes.len());
+        for chunk in outcomes.chunks(super::rows::per_statement(COLUMNS)) {
+            let sql = format!(
+                "INSERT INTO outcomes (id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
+                 stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state, stripe_account, sink, sink_target) \
+                 VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                super::rows::values(self.backend, chunk.len(), COLUMNS, 1)
+            );
+            let mut q = super::rows::one_off(&sql);
+            for o in chunk {
+                q = q
+                    .bind(&o.id)
+                    .bind(&o.tenant)
+                    .bind(&o.provider)
+                    .bind(&o.ticket_id)
+                    .bind(i64::from(o.seq))
+                    .bind(o.resolved_at)
+                    .bind(o.confirmed_at)
+                    .bind(&o.event_name)
+                    .bind(o.value)
+                    .bind(&o.stripe_customer_id)
+                    .bind(&o.contract_version)
+                    .bind(&o.contract_hash)
+                    .bind(&o.evidence)
+                    // First due when it was confirmed.
+                    .bind(o.confirmed_at)
+                    .bind(o.state.as_str())
+                    .bind(o.stripe_account.as_deref())
+                    .bind(o.sink.as_str())
+                    .bind(o.sink_target.as_deref());
+            }
+            for r in q.fetch_all(&mut *self.tx).await? {
+                new.insert(col(&r, "id")?);
+            }
+        }
+        Ok(new)
     }
 }
 

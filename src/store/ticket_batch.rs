@@ -80,7 +80,7 @@ impl Tx {
                  ON CONFLICT (tenant, provider, ticket_id) DO NOTHING",
                 rows::values(backend, chunk.len(), 4, 1)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = rows::one_off(&sql);
             for (tenant, provider, ticket) in chunk {
                 q = q.bind(tenant).bind(provider).bind(ticket).bind(now);
             }
@@ -101,7 +101,7 @@ impl Tx {
                 rows::values(backend, chunk.len(), 3, 1),
                 join = rows::keys_join(backend),
             );
-            let found = bind_keys(sqlx::query(&sql), chunk)
+            let found = bind_keys(rows::one_off(&sql), chunk)
                 .fetch_all(&mut *self.tx)
                 .await?;
             for r in &found {
@@ -128,7 +128,7 @@ impl Tx {
                  ON CONFLICT (tenant, provider, event_key) DO NOTHING",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = rows::one_off(&sql);
             for (n, tags) in chunk.iter().zip(tags) {
                 let e = n.event;
                 q = q
@@ -166,7 +166,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 3, 1),
                 join = rows::keys_join(self.backend),
             );
-            let found = bind_keys(sqlx::query(&sql), chunk)
+            let found = bind_keys(rows::one_off(&sql), chunk)
                 .fetch_all(&mut *self.tx)
                 .await?;
             for r in &found {
@@ -196,7 +196,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 4, 1),
                 join = rows::keys_join(self.backend),
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = rows::one_off(&sql);
             for ((tenant, provider, ticket), hash) in chunk {
                 q = q.bind(tenant).bind(provider).bind(ticket).bind(*hash);
             }
@@ -227,7 +227,7 @@ impl Tx {
                  WHERE decisions.final = 0",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = rows::one_off(&sql);
             for d in chunk {
                 q = q
                     .bind(&d.tenant)
@@ -253,7 +253,8 @@ impl Tx {
         Ok(())
     }
 
-    /// [`Tx::save_ticket`] of many (locked, distinct) tickets.
+    /// Saves many (locked, distinct) tickets: state, due time and the last
+    /// event applied, in one statement per chunk.
     pub async fn save_tickets(
         &mut self,
         saves: &[TicketSave<'_>],
@@ -269,7 +270,7 @@ impl Tx {
                    settle_at = excluded.settle_at, updated_at = excluded.updated_at",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = rows::one_off(&sql);
             for s in chunk {
                 let (tenant, provider, ticket) = s.key;
                 q = q
@@ -280,6 +281,37 @@ impl Tx {
                     .bind(s.settled.map(|x| Millis::from(x.resolved_at)))
                     .bind(s.settle_at)
                     .bind(now);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Freeze the decisions of each ticket (each once) up to and including
+    /// its sequence.
+    pub async fn finalize_decisions(
+        &mut self,
+        through: &[(TicketKey, u32)],
+    ) -> Result<(), StoreError> {
+        for chunk in through.chunks(rows::per_statement(4)) {
+            // The decisions found through the keys (each ticket's own index
+            // range), then updated by their primary key.
+            let sql = format!(
+                "WITH k (tenant, provider, ticket_id, seq) AS (VALUES {}) \
+                 UPDATE decisions SET final = 1 WHERE final = 0 AND (tenant, provider, ticket_id, seq) IN ( \
+                   SELECT d.tenant, d.provider, d.ticket_id, d.seq FROM k {join} decisions d \
+                   ON d.tenant = k.tenant AND d.provider = k.provider AND d.ticket_id = k.ticket_id \
+                   AND d.seq <= k.seq)",
+                rows::values(self.backend, chunk.len(), 4, 1),
+                join = rows::keys_join(self.backend),
+            );
+            let mut q = rows::one_off(&sql);
+            for ((tenant, provider, ticket), seq) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(provider)
+                    .bind(ticket)
+                    .bind(i64::from(*seq));
             }
             q.execute(&mut *self.tx).await?;
         }
@@ -306,7 +338,7 @@ impl Tx {
                      lease_until = NULL WHERE id IN ({})",
                     rows::id_list(chunk)
                 );
-                sqlx::query(&sql)
+                rows::one_off(&sql)
                     .bind(status.as_str())
                     .bind(reason)
                     .bind(i64::try_from(events).unwrap_or(i64::MAX))

@@ -135,31 +135,6 @@ impl Tx {
         events_of(&mut *self.tx, tenant, provider, ticket_id).await
     }
 
-    pub async fn save_ticket(
-        &mut self,
-        tenant: &str,
-        provider: &str,
-        ticket_id: &str,
-        settled: Option<Settled>,
-        settle_at: Option<Millis>,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE tickets SET settled_seq = $1, settled_resolved_at = $2, settle_at = $3, updated_at = $4 \
-             WHERE tenant = $5 AND provider = $6 AND ticket_id = $7",
-        )
-        .bind(settled.map_or(0, |s| i64::from(s.seq)))
-        .bind(settled.map(|s| Millis::from(s.resolved_at)))
-        .bind(settle_at)
-        .bind(now)
-        .bind(tenant)
-        .bind(provider)
-        .bind(ticket_id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
     /// Make a due ticket due again at `until`, without reading it (a ticket whose
     /// stored data cannot be read can still be moved out of the way). Only while
     /// it is still due by `now`: a ticket another worker saved meanwhile is left.
@@ -212,26 +187,6 @@ impl Tx {
         current_hash: &str,
     ) -> Result<Vec<PinnedContract>, StoreError> {
         pinned(&mut *self.tx, tenant, provider, ticket_id, current_hash).await
-    }
-
-    /// Freeze every decision up to and including `seq`.
-    pub async fn finalize_decisions_through(
-        &mut self,
-        tenant: &str,
-        provider: &str,
-        ticket_id: &str,
-        seq: u32,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE decisions SET final = 1 WHERE tenant = $1 AND provider = $2 AND ticket_id = $3 AND seq <= $4",
-        )
-        .bind(tenant)
-        .bind(provider)
-        .bind(ticket_id)
-        .bind(i64::from(seq))
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
     }
 }
 

@@ -2,10 +2,12 @@
 //! non-billable decisions), with evidence, in one transaction.
 //!
 //! One pass ([`Worker::confirm_once`]) locks a batch of due tickets in one
-//! transaction; for each ticket ([`Worker::confirm_ticket`]) every due
+//! transaction and reads their events and pins in one query each
+//! ([`Loaded`]); for each ticket ([`Worker::confirm_ticket`]) every due
 //! resolution, in order, is gated by verification, checked against the caps,
-//! written as an outcome and a final decision, and checked for a clawback
-//! ([`Worker::decide_due`]); then the ticket is saved with the time it is due next.
+//! and decided ([`Worker::decide_due`]); the outcomes, final decisions and ticket
+//! saves are kept in [`PassWrites`] and written set-based at the end (before a
+//! cap check or a clawback, which read what the pass wrote).
 //! When the batch fails for a reason that is not transient, its tickets are
 //! confirmed one per transaction ([`Worker::confirm_alone`]), and one that still
 //! fails (a pinned contract or a stored state that cannot be read) is postponed
@@ -13,12 +15,14 @@
 
 use super::clawback::{over_cap, LateReopen};
 use super::evidence::{decision, evidence, DecisionInput, Pins, Verification};
+use super::locked::Loaded;
+use super::pass_writes::PassWrites;
 use super::{Worker, TX_BUDGET};
 use crate::contract::Meter;
 use crate::event::TicketEvent;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::outcome::outcome_id;
-use crate::store::{DecisionWrite, NewOutcome, StoreError, Tx};
+use crate::store::{DecisionWrite, NewOutcome, StoreError, TicketKey, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::{replay_pinned, Resolution, Settled, Standing, TicketHistory};
 use crate::time::Millis;
@@ -48,15 +52,25 @@ struct Pass {
 /// A due ticket, locked in the pass's transaction, with what its resolutions are
 /// decided from.
 struct DueTicket<'a> {
-    tenant_id: &'a str,
+    key: &'a TicketKey,
     tenant: &'a Tenant,
-    provider: &'a str,
-    ticket_id: &'a str,
     events: &'a [TicketEvent],
     pins: &'a Pins,
 }
 
 impl DueTicket<'_> {
+    fn tenant_id(&self) -> &str {
+        &self.key.0
+    }
+
+    fn provider(&self) -> &str {
+        &self.key.1
+    }
+
+    fn ticket_id(&self) -> &str {
+        &self.key.2
+    }
+
     /// The decision row of resolution `r`, as [`decision`] writes it: final,
     /// unless it is held.
     fn decision(
@@ -69,8 +83,8 @@ impl DueTicket<'_> {
     ) -> DecisionWrite {
         decision(DecisionInput {
             tenant: self.tenant,
-            provider: self.provider,
-            ticket_id: self.ticket_id,
+            provider: self.provider(),
+            ticket_id: self.ticket_id(),
             resolution: r,
             events: self.events,
             status,
@@ -104,9 +118,8 @@ struct Decided<'a> {
 
 /// What deciding one due resolution came to.
 enum Step {
-    /// Settled: its final decision is written, and its outcome when billable
-    /// (`confirmed`: a new one, not capped).
-    Settled { confirmed: bool },
+    /// Settled: its final decision is written, and its outcome when billable.
+    Settled,
     /// Held by verification until then: the resolutions after it wait.
     Held { until: Millis },
 }
@@ -119,8 +132,6 @@ struct Progress {
     settled: Option<Settled>,
     /// A resolution held by verification until then.
     hold_until: Option<Millis>,
-    /// Outcomes confirmed (new, not capped).
-    confirmed: usize,
 }
 
 impl Worker {
@@ -161,15 +172,13 @@ impl Worker {
             // state) must not hold back every other tenant's: one per transaction.
             Err(e) if !e.is_transient() => {
                 tracing::warn!(error = %e, n = due.len(), "confirmation batch failed; confirming its tickets one by one");
-                for (tenant_id, provider, ticket_id) in &due {
-                    match self
-                        .confirm_alone(&pass, tenant_id, provider, ticket_id)
-                        .await
-                    {
+                for key in &due {
+                    match self.confirm_alone(&pass, key).await {
                         Ok(()) => {}
                         Err(e) if e.is_transient() => return Err(e),
                         // Not even postponed: logged, and the others still go on.
                         Err(e) => {
+                            let (tenant_id, provider, ticket_id) = key;
                             tracing::error!(%tenant_id, %provider, %ticket_id, reason = %e, "due ticket can be neither confirmed nor postponed");
                         }
                     }
@@ -180,39 +189,26 @@ impl Worker {
         Ok(due.len())
     }
 
-    /// Confirm the due tickets in one transaction (`tx`, which locked them),
-    /// in order, until [`TX_BUDGET`] has passed: the rest stay due for the next
-    /// pass, and the writer (on SQLite, everyone's) is given back soon.
-    /// Returns how many outcomes it confirmed and how many tickets it went
-    /// through; on an error nothing is written.
+    /// Confirm the due tickets in one transaction and commit it. Returns how
+    /// many outcomes it confirmed and how many tickets it went through; on an
+    /// error nothing is written.
     async fn confirm_batch(
         &self,
         mut tx: Tx,
         pass: &Pass,
-        due: &[(String, String, String)],
+        due: &[TicketKey],
     ) -> Result<(usize, usize), StoreError> {
-        let started = std::time::Instant::now();
-        let mut confirmed = 0usize;
-        let mut tickets = 0usize;
-        for (tenant_id, provider, ticket_id) in due {
-            if tickets > 0 && started.elapsed() >= TX_BUDGET {
-                break;
+        match self.confirm_tickets(&mut tx, pass, due).await {
+            Ok(done) => {
+                tx.commit().await?;
+                Ok(done)
             }
-            tickets += 1;
-            match self
-                .confirm_ticket(&mut tx, pass, tenant_id, provider, ticket_id)
-                .await
-            {
-                Ok(n) => confirmed += n,
-                Err(e) => {
-                    // Give the write lock back now, before the next transaction asks for it.
-                    let _ = tx.rollback().await;
-                    return Err(e);
-                }
+            Err(e) => {
+                // Give the write lock back now, before the next transaction asks for it.
+                let _ = tx.rollback().await;
+                Err(e)
             }
         }
-        tx.commit().await?;
-        Ok((confirmed, tickets))
     }
 
     /// Confirm one due ticket in a transaction of its own (after its batch failed).
@@ -220,13 +216,7 @@ impl Worker {
     /// a stored state that cannot be read) is postponed an hour with an error that
     /// names it, and counted: never confirmed under another contract, and never in
     /// the way of the others.
-    async fn confirm_alone(
-        &self,
-        pass: &Pass,
-        tenant_id: &str,
-        provider: &str,
-        ticket_id: &str,
-    ) -> Result<(), StoreError> {
+    async fn confirm_alone(&self, pass: &Pass, key: &TicketKey) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         // What waits in the inbox now, as a batch's transaction would see it.
         let horizon = due_horizon(tx.oldest_pending_delivery().await?, pass.now, pass.grace);
@@ -235,10 +225,10 @@ impl Worker {
             ..*pass
         };
         let e = match self
-            .confirm_ticket(&mut tx, &pass, tenant_id, provider, ticket_id)
+            .confirm_tickets(&mut tx, &pass, std::slice::from_ref(key))
             .await
         {
-            Ok(confirmed) => {
+            Ok((confirmed, _)) => {
                 tx.commit().await?;
                 self.metrics.outcomes_confirmed(confirmed);
                 return Ok(());
@@ -249,48 +239,84 @@ impl Worker {
         if e.is_transient() {
             return Err(e);
         }
+        let (tenant_id, provider, ticket_id) = key;
         tracing::error!(%tenant_id, %provider, %ticket_id, reason = %e, "due ticket cannot be confirmed: postponed one hour (not confirmed under another contract; repair the stored data)");
         let mut tx = self.store.begin().await?;
-        postpone_an_hour(&mut tx, &pass, tenant_id, provider, ticket_id).await?;
+        postpone_an_hour(&mut tx, &pass, key).await?;
         tx.commit().await?;
         self.metrics.tickets_postponed("unreadable");
         Ok(())
     }
 
-    /// Decide the due resolutions of one ticket, in order, and save it with the
-    /// time it is due next. Returns how many outcomes it confirmed.
-    async fn confirm_ticket(
+    /// Confirm the due tickets in `tx`: lock them all and read their events
+    /// and pinned contracts (three statements for the batch), then decide them
+    /// in order until [`TX_BUDGET`] has passed (the rest stay due for the next
+    /// pass, and the writer, on SQLite everyone's, is given back soon), keeping
+    /// the writes for a few multi-row statements ([`PassWrites`]). Returns how
+    /// many outcomes it confirmed and how many tickets it went through.
+    async fn confirm_tickets(
         &self,
         tx: &mut Tx,
         pass: &Pass,
-        tenant_id: &str,
-        provider: &str,
-        ticket_id: &str,
-    ) -> Result<usize, StoreError> {
-        let Some(tenant) = self.tenants.get(tenant_id) else {
-            tracing::error!(%tenant_id, %ticket_id, "due ticket of an unconfigured tenant: postponed one hour");
-            postpone_an_hour(tx, pass, tenant_id, provider, ticket_id).await?;
-            return Ok(0);
-        };
-        let settled = tx
-            .lock_ticket(tenant_id, provider, ticket_id, pass.now)
-            .await?;
-        let events = tx.load_events(tenant_id, provider, ticket_id).await?;
-        let pins = self.pins(tx, tenant, provider, ticket_id).await?;
-        let history = replay_pinned(&tenant.contract, &pins.terms, settled, &events);
-        let t = DueTicket {
-            tenant_id,
-            tenant,
-            provider,
-            ticket_id,
-            events: &events,
-            pins: &pins,
-        };
+        due: &[TicketKey],
+    ) -> Result<(usize, usize), StoreError> {
+        let started = std::time::Instant::now();
+        let tickets: Vec<(&TicketKey, &Tenant)> = due
+            .iter()
+            .filter_map(|k| self.tenants.get(&k.0).map(|t| (k, t)))
+            .collect();
+        let mut keys: Vec<TicketKey> = tickets.iter().map(|(k, _)| (*k).clone()).collect();
+        // Sorted: concurrent workers lock in one order and cannot deadlock.
+        keys.sort();
+        keys.dedup();
+        let settled = tx.lock_tickets(&keys, pass.now).await?;
+        let mut loaded = Loaded::read(tx, &tickets, &keys).await?;
+        let mut writes = PassWrites::default();
+        let mut done = 0usize;
+        for key in due {
+            if done > 0 && started.elapsed() >= TX_BUDGET {
+                break;
+            }
+            done += 1;
+            let Some(tenant) = self.tenants.get(&key.0) else {
+                let (tenant_id, _, ticket_id) = key;
+                tracing::error!(%tenant_id, %ticket_id, "due ticket of an unconfigured tenant: postponed one hour");
+                postpone_an_hour(tx, pass, key).await?;
+                continue;
+            };
+            let Some(settled) = settled.get(key).copied() else {
+                // Inserted or already there, and locked: never missing.
+                return Err(StoreError::Db(sqlx::Error::RowNotFound));
+            };
+            let (events, pins) = loaded.take(key);
+            let t = DueTicket {
+                key,
+                tenant,
+                events: &events,
+                pins: &pins,
+            };
+            self.confirm_ticket(tx, &mut writes, pass, &t, settled)
+                .await?;
+        }
+        writes.flush(tx, pass.now).await?;
+        Ok((writes.confirmed(), done))
+    }
+
+    /// Decide the due resolutions of one locked ticket, in order, and save it
+    /// with the time it is due next (written with the pass's other writes).
+    async fn confirm_ticket(
+        &self,
+        tx: &mut Tx,
+        writes: &mut PassWrites,
+        pass: &Pass,
+        t: &DueTicket<'_>,
+        settled: Option<Settled>,
+    ) -> Result<(), StoreError> {
+        let history = replay_pinned(&t.tenant.contract, &t.pins.terms, settled, t.events);
         let mut progress = Progress {
             before: settled,
             settled,
             hold_until: None,
-            confirmed: 0,
         };
         for r in &history.resolutions {
             match r.standing(pass.horizon) {
@@ -298,9 +324,8 @@ impl Worker {
                 Standing::InWindow => break,
                 Standing::Due => {}
             }
-            match self.decide_due(tx, pass, &t, r).await? {
-                Step::Settled { confirmed } => {
-                    progress.confirmed += usize::from(confirmed);
+            match self.decide_due(tx, writes, pass, t, r).await? {
+                Step::Settled => {
                     progress.settled = Some(Settled {
                         seq: r.seq,
                         resolved_at: r.resolved_at,
@@ -314,21 +339,12 @@ impl Worker {
         }
         if progress.settled != progress.before {
             if let Some(s) = progress.settled {
-                tx.finalize_decisions_through(tenant_id, provider, ticket_id, s.seq)
-                    .await?;
+                writes.finalize_through(t.key.clone(), s.seq);
             }
         }
-        let next = next_due(pass, &t, &history, &progress);
-        tx.save_ticket(
-            tenant_id,
-            provider,
-            ticket_id,
-            progress.settled,
-            next,
-            pass.now,
-        )
-        .await?;
-        Ok(progress.confirmed)
+        let next = next_due(pass, t, &history, &progress);
+        writes.save(t.key.clone(), progress.settled, next);
+        Ok(())
     }
 
     /// Decide one due resolution: verification first, then the caps, then its
@@ -336,27 +352,31 @@ impl Worker {
     async fn decide_due(
         &self,
         tx: &mut Tx,
+        writes: &mut PassWrites,
         pass: &Pass,
         t: &DueTicket<'_>,
         r: &Resolution,
     ) -> Result<Step, StoreError> {
-        let verification = match self.check_verified(tx, pass, t, r).await? {
+        let verification = match self.check_verified(tx, writes, pass, t, r).await? {
             Checked::Go(verification) => verification,
             Checked::Held { until } => return Ok(Step::Held { until }),
         };
+        let (tenant_id, provider, ticket_id) = t.key;
         let billable = r
             .verdict
             .meter
             .clone()
-            .map(|m| (outcome_id(t.tenant_id, t.provider, t.ticket_id, r.seq), m));
+            .map(|m| (outcome_id(tenant_id, provider, ticket_id, r.seq), m));
         // Caps of the contract this resolution is pinned to (the one it was first
         // decided under), like every other term.
         let caps = &t.pins.terms.get(&r.seq).unwrap_or(&t.tenant.contract).caps;
         let capped = match &billable {
-            Some(_) => {
+            Some(_) if caps.is_set() => {
+                // The count includes the outcomes this pass has not written yet.
+                writes.flush(tx, pass.now).await?;
                 over_cap(tx, caps, &t.tenant.settings.stripe_customer_id, pass.now_t).await?
             }
-            None => None,
+            _ => None,
         };
         let decided = Decided {
             r,
@@ -364,22 +384,22 @@ impl Worker {
             capped,
             verification,
         };
-        let mut confirmed = false;
         if let Some(o) = self.new_outcome(pass, t, &decided) {
-            let inserted = tx.insert_outcome(&o).await?;
-            confirmed = inserted && decided.capped.is_none();
+            writes.outcome(o);
         }
-        tx.write_decision(&final_decision(pass, t, decided)).await?;
+        writes.decision(final_decision(pass, t, decided));
         // A reopen already stored after this resolution's window may claw back the
         // outcome just confirmed: checked for every resolution confirmed in this pass,
         // so the result does not depend on how many are confirmed at once.
         if let Some(reopen) = &r.next_reopen {
+            // The clawback reads the outcome just decided.
+            writes.flush(tx, pass.now).await?;
             self.clawback(
                 tx,
                 LateReopen {
                     tenant: t.tenant,
-                    provider: t.provider,
-                    ticket_id: t.ticket_id,
+                    provider,
+                    ticket_id,
                     seq: r.seq,
                     resolved_at: r.resolved_at,
                     reopen,
@@ -388,7 +408,7 @@ impl Worker {
             )
             .await?;
         }
-        Ok(Step::Settled { confirmed })
+        Ok(Step::Settled)
     }
 
     /// Verification before billing: bill only what the helpdesk agreed to (or,
@@ -398,24 +418,25 @@ impl Worker {
     async fn check_verified(
         &self,
         tx: &mut Tx,
+        writes: &mut PassWrites,
         pass: &Pass,
         t: &DueTicket<'_>,
         r: &Resolution,
     ) -> Result<Checked, StoreError> {
-        if !self.verifier.is_on(t.tenant_id, t.provider) {
+        if !self.verifier.is_on(t.tenant_id(), t.provider()) {
             return Ok(Checked::Go(None));
         }
         let latest = tx
             .latest_check(
-                t.tenant_id,
-                t.provider,
-                t.ticket_id,
+                t.tenant_id(),
+                t.provider(),
+                t.ticket_id(),
                 r.seq,
                 Millis::from(r.resolved_at),
             )
             .await?;
         match gate(
-            t.provider,
+            t.provider(),
             latest.as_ref(),
             Millis::from(r.settle_at),
             pass.now,
@@ -423,10 +444,10 @@ impl Worker {
         ) {
             Gate::Bill { verified, note } => Ok(Checked::Go(Some((verified, note)))),
             Gate::Hold { until, why, reason } => {
-                self.metrics.verification_hold(t.provider, reason);
+                self.metrics.verification_hold(t.provider(), reason);
                 let mut d = t.decision(r, DecisionStatus::Held, None, None, pass.now);
                 d.detail = why;
-                tx.write_decision(&d).await?;
+                writes.decision(d);
                 Ok(Checked::Held { until })
             }
         }
@@ -449,9 +470,9 @@ impl Worker {
         let settings = &t.tenant.settings;
         Some(NewOutcome {
             id: id.clone(),
-            tenant: t.tenant_id.to_string(),
-            provider: t.provider.to_string(),
-            ticket_id: t.ticket_id.to_string(),
+            tenant: t.tenant_id().to_string(),
+            provider: t.provider().to_string(),
+            ticket_id: t.ticket_id().to_string(),
             seq: r.seq,
             resolved_at: Millis::from(r.resolved_at),
             confirmed_at,
@@ -475,13 +496,8 @@ impl Worker {
 
 /// A due ticket left as it is (its tenant is no longer configured, or its stored
 /// data cannot be read), due again in an hour. Written without reading the ticket.
-async fn postpone_an_hour(
-    tx: &mut Tx,
-    pass: &Pass,
-    tenant_id: &str,
-    provider: &str,
-    ticket_id: &str,
-) -> Result<(), StoreError> {
+async fn postpone_an_hour(tx: &mut Tx, pass: &Pass, key: &TicketKey) -> Result<(), StoreError> {
+    let (tenant_id, provider, ticket_id) = key;
     tx.postpone_ticket(
         tenant_id,
         provider,
@@ -547,7 +563,7 @@ fn next_due(
     }
     if !moved && progress.hold_until.is_none() && next.is_some_and(|n| n <= pass.now) {
         // Cannot happen (a due resolution is always confirmed above); guard the queue anyway.
-        tracing::error!(tenant_id = %t.tenant_id, ticket_id = %t.ticket_id, "due ticket had nothing to confirm: postponed one minute");
+        tracing::error!(tenant_id = %t.tenant_id(), ticket_id = %t.ticket_id(), "due ticket had nothing to confirm: postponed one minute");
         next = Some(pass.now + Duration::from_secs(60));
     }
     next

@@ -3,8 +3,9 @@
 
 use super::batch::Batch;
 use super::clawback::LateReopen;
+use super::locked::Loaded;
 use super::replay::{replay, TicketAt};
-use super::{pins_of, Worker};
+use super::Worker;
 use crate::event::TicketEvent;
 use crate::providers::{self, Headers, Webhook};
 use crate::store::{Backend, ClaimedDelivery, StoreError, TicketKey, TicketSave, Tx};
@@ -193,12 +194,7 @@ impl Worker {
         let settled = tx.lock_tickets(&keys, now).await?;
         tx.insert_events(&batch.new_events()).await?;
         // Read after the lock: events a worker committed before it are seen.
-        let mut events = tx.load_events_of(&keys).await?;
-        let current: Vec<(&TicketKey, &str)> = tickets
-            .iter()
-            .map(|(k, t)| (*k, t.contract_hash.as_str()))
-            .collect();
-        let mut pinned = tx.pinned_contracts_of(&current).await?;
+        let mut loaded = Loaded::read(tx, &tickets, &keys).await?;
         let mut decisions = Vec::new();
         let mut saves = Vec::with_capacity(tickets.len());
         let mut late = Vec::new();
@@ -207,8 +203,7 @@ impl Worker {
                 // Inserted or already there, and locked: never missing.
                 return Err(StoreError::Db(sqlx::Error::RowNotFound));
             };
-            let events = events.remove(*key).unwrap_or_default();
-            let pins = pins_of(pinned.remove(*key).unwrap_or_default());
+            let (events, pins) = loaded.take(key);
             let at = TicketAt {
                 tenant,
                 provider: &key.1,
@@ -321,14 +316,16 @@ impl Worker {
             )
             .await?;
         }
-        tx.save_ticket(
-            &tenant.settings.id,
-            provider,
-            ticket_id,
+        let key = (
+            tenant.settings.id.clone(),
+            provider.to_string(),
+            ticket_id.to_string(),
+        );
+        let save = TicketSave {
+            key: &key,
             settled,
-            r.settle_at,
-            now,
-        )
-        .await
+            settle_at: r.settle_at,
+        };
+        tx.save_tickets(std::slice::from_ref(&save), now).await
     }
 }

@@ -7,6 +7,8 @@ mod confirm;
 mod evidence;
 mod import;
 mod inbox;
+mod locked;
+mod pass_writes;
 mod replay;
 mod verify;
 
