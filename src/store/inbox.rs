@@ -121,7 +121,7 @@ impl Store {
                  WHERE status = 'pending' AND lease_until = $1 AND id IN ({})",
                 rows::id_list(chunk)
             );
-            rows::one_off(&sql)
+            rows::multi_row(&sql, chunk.len())
                 .bind(lease_until)
                 .execute(&mut *self.writer().await?)
                 .await?;
@@ -186,7 +186,7 @@ fn bind_rows<'q>(
     sql: &'q str,
     chunk: &'q [NewDelivery],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = rows::one_off(sql);
+    let mut q = rows::multi_row(sql, chunk.len());
     for d in chunk {
         q = q
             .bind(&d.tenant)
@@ -315,12 +315,15 @@ impl Store {
     }
 }
 
+/// When the oldest delivery still waiting in the inbox was received: an index
+/// search (`deliveries_pending_received`), asked by every confirmation pass.
+pub(super) const OLDEST_PENDING: &str =
+    "SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'";
+
 async fn oldest_pending<'c, E>(executor: E) -> Result<Option<Millis>, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    let row = sqlx::query("SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'")
-        .fetch_one(executor)
-        .await?;
+    let row = sqlx::query(OLDEST_PENDING).fetch_one(executor).await?;
     col(&row, "m")
 }

@@ -147,7 +147,7 @@ async fn insert_attempts(
          mode, livemode, idempotency_key) VALUES {}",
         super::rows::values(tx.backend, rows.len(), 11, 1)
     );
-    let mut q = super::rows::one_off(&sql);
+    let mut q = super::rows::multi_row(&sql, rows.len());
     for a in rows {
         q = q
             .bind(a.outcome_id)

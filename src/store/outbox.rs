@@ -191,7 +191,7 @@ impl Tx {
                  VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
                 super::rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = super::rows::one_off(&sql);
+            let mut q = super::rows::multi_row(&sql, chunk.len());
             for o in chunk {
                 q = q
                     .bind(&o.id)

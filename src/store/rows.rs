@@ -4,14 +4,17 @@
 use super::Backend;
 use std::fmt::Write as _;
 
-/// A statement whose text varies from call to call (its rows, its list of
-/// ids), run without being kept: sqlx keeps up to 100 prepared statements per
-/// connection by their text, and statements of hundreds of rows, each length
-/// its own entry, would fill every connection's cache with large ones (the
-/// service's heap grew with the backlog). Statements of fixed text keep being
-/// prepared once.
-pub(super) fn one_off(sql: &str) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-    sqlx::query(sql).persistent(false)
+/// A statement of `rows` rows (or ids) whose text varies with their number.
+/// Kept in sqlx's statement cache (up to 100 prepared statements per
+/// connection, by text) only when it is a single row: statements of hundreds of
+/// rows, each length its own entry, would fill every connection's cache with
+/// large ones (the service's heap grew with the backlog), while the one-row
+/// form, the common case at low load, is prepared once.
+pub(super) fn multi_row(
+    sql: &str,
+    rows: usize,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(rows <= 1)
 }
 
 /// Parameters one statement binds at most: SQLite's limit (32766); PostgreSQL's

@@ -61,6 +61,17 @@ impl TestSupport<'_> {
             .collect()
     }
 
+    /// SQLite's plan (`EXPLAIN QUERY PLAN`, each step's text) for the query
+    /// every confirmation pass asks: when the oldest waiting delivery was
+    /// received.
+    pub async fn oldest_pending_plan(&self) -> Result<Vec<String>, StoreError> {
+        let sql = format!("EXPLAIN QUERY PLAN {}", super::inbox::OLDEST_PENDING);
+        let rows = sqlx::query(&sql).fetch_all(&self.store.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").map_err(StoreError::from))
+            .collect()
+    }
+
     /// A connection of the store's pool, taken out of the store's hands: another
     /// process holding a lock, or a look at what the pool would hand out next.
     /// Dropped, it goes back to the pool.

@@ -80,7 +80,7 @@ impl Tx {
                  ON CONFLICT (tenant, provider, ticket_id) DO NOTHING",
                 rows::values(backend, chunk.len(), 4, 1)
             );
-            let mut q = rows::one_off(&sql);
+            let mut q = rows::multi_row(&sql, chunk.len());
             for (tenant, provider, ticket) in chunk {
                 q = q.bind(tenant).bind(provider).bind(ticket).bind(now);
             }
@@ -101,7 +101,7 @@ impl Tx {
                 rows::values(backend, chunk.len(), 3, 1),
                 join = rows::keys_join(backend),
             );
-            let found = bind_keys(rows::one_off(&sql), chunk)
+            let found = bind_keys(rows::multi_row(&sql, chunk.len()), chunk)
                 .fetch_all(&mut *self.tx)
                 .await?;
             for r in &found {
@@ -128,7 +128,7 @@ impl Tx {
                  ON CONFLICT (tenant, provider, event_key) DO NOTHING",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = rows::one_off(&sql);
+            let mut q = rows::multi_row(&sql, chunk.len());
             for (n, tags) in chunk.iter().zip(tags) {
                 let e = n.event;
                 q = q
@@ -166,7 +166,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 3, 1),
                 join = rows::keys_join(self.backend),
             );
-            let found = bind_keys(rows::one_off(&sql), chunk)
+            let found = bind_keys(rows::multi_row(&sql, chunk.len()), chunk)
                 .fetch_all(&mut *self.tx)
                 .await?;
             for r in &found {
@@ -196,7 +196,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 4, 1),
                 join = rows::keys_join(self.backend),
             );
-            let mut q = rows::one_off(&sql);
+            let mut q = rows::multi_row(&sql, chunk.len());
             for ((tenant, provider, ticket), hash) in chunk {
                 q = q.bind(tenant).bind(provider).bind(ticket).bind(*hash);
             }
@@ -227,7 +227,7 @@ impl Tx {
                  WHERE decisions.final = 0",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = rows::one_off(&sql);
+            let mut q = rows::multi_row(&sql, chunk.len());
             for d in chunk {
                 q = q
                     .bind(&d.tenant)
@@ -253,8 +253,8 @@ impl Tx {
         Ok(())
     }
 
-    /// Saves many (locked, distinct) tickets: state, due time and the last
-    /// event applied, in one statement per chunk.
+    /// Saves many (locked, distinct) tickets (their state and when they are due
+    /// next), one upsert per chunk.
     pub async fn save_tickets(
         &mut self,
         saves: &[TicketSave<'_>],
@@ -270,7 +270,7 @@ impl Tx {
                    settle_at = excluded.settle_at, updated_at = excluded.updated_at",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = rows::one_off(&sql);
+            let mut q = rows::multi_row(&sql, chunk.len());
             for s in chunk {
                 let (tenant, provider, ticket) = s.key;
                 q = q
@@ -305,7 +305,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 4, 1),
                 join = rows::keys_join(self.backend),
             );
-            let mut q = rows::one_off(&sql);
+            let mut q = rows::multi_row(&sql, chunk.len());
             for ((tenant, provider, ticket), seq) in chunk {
                 q = q
                     .bind(tenant)
@@ -338,7 +338,7 @@ impl Tx {
                      lease_until = NULL WHERE id IN ({})",
                     rows::id_list(chunk)
                 );
-                rows::one_off(&sql)
+                rows::multi_row(&sql, chunk.len())
                     .bind(status.as_str())
                     .bind(reason)
                     .bind(i64::try_from(events).unwrap_or(i64::MAX))

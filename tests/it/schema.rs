@@ -45,3 +45,23 @@ async fn sqlite_and_postgres_schemas_stay_in_step() {
     }
     assert_eq!(lite.indexes, pg.indexes, "the same named indexes");
 }
+
+/// Every confirmation pass asks when the oldest waiting delivery was received
+/// (twice, once holding SQLite's writer): answered by an index search, not by
+/// reading every waiting delivery (a scan of the whole inbox per pass held the
+/// writer for tens of milliseconds under a backlog).
+#[tokio::test]
+async fn the_oldest_waiting_delivery_is_an_index_search_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = open(&format!("sqlite://{}", dir.path().join("om.db").display())).await;
+    let plan = sqlite
+        .test_support()
+        .oldest_pending_plan()
+        .await
+        .expect("EXPLAIN QUERY PLAN");
+    assert!(
+        plan.iter()
+            .any(|step| step.starts_with("SEARCH") && step.contains("deliveries_pending_received")),
+        "the plan should search deliveries_pending_received: {plan:?}"
+    );
+}
