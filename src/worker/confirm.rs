@@ -22,12 +22,13 @@ use crate::contract::Meter;
 use crate::event::TicketEvent;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::outcome::outcome_id;
-use crate::store::{DecisionWrite, NewOutcome, StoreError, TicketKey, Tx};
+use crate::store::{Backend, DecisionWrite, NewOutcome, StoreError, TicketKey, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::{replay_pinned, Resolution, Settled, Standing, TicketHistory};
 use crate::time::Millis;
 use crate::verification::judge::{gate, Gate};
 use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Due means: window ended, plus the grace, before the oldest delivery not yet
@@ -35,6 +36,17 @@ use std::time::Duration;
 /// stopped worker) holds confirmation back instead of being ignored.
 fn due_horizon(oldest: Option<Millis>, now: Millis, grace: Duration) -> Millis {
     oldest.map_or(now, |received| received.min(now)) - grace
+}
+
+/// What a confirmation transaction did, before its commit.
+struct Done {
+    /// Outcomes confirmed (new, not stopped by a cap).
+    outcomes: usize,
+    /// Due tickets gone through.
+    tickets: usize,
+    /// From locking the tickets to the last write: the part that grows with
+    /// how many it takes.
+    worked: Duration,
 }
 
 /// The times of one confirmation pass.
@@ -153,7 +165,8 @@ impl Worker {
         }
         let mut tx = self.store.begin().await?;
         let horizon = due_horizon(tx.oldest_pending_delivery().await?, now, grace);
-        let due = tx.due_tickets(horizon, self.batch).await?;
+        let limit = self.confirm_claim.load(Ordering::Relaxed);
+        let due = tx.due_tickets(horizon, limit).await?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -164,9 +177,15 @@ impl Worker {
             horizon: horizon.to_datetime(),
         };
         match self.confirm_batch(tx, &pass, &due).await {
-            Ok((confirmed, tickets)) => {
-                self.metrics.outcomes_confirmed(confirmed);
-                return Ok(tickets);
+            Ok(done) => {
+                self.metrics.outcomes_confirmed(done.outcomes);
+                if self.store.backend() == Backend::Sqlite {
+                    // One writer: the next pass takes what it decides in the
+                    // budget (the commit, the same for any size, left out).
+                    let next = super::next_claim(self.batch, done.tickets, done.worked);
+                    self.confirm_claim.store(next, Ordering::Relaxed);
+                }
+                return Ok(done.tickets);
             }
             // One ticket's stored data the store cannot read (a pinned contract, a
             // state) must not hold back every other tenant's: one per transaction.
@@ -189,15 +208,14 @@ impl Worker {
         Ok(due.len())
     }
 
-    /// Confirm the due tickets in one transaction and commit it. Returns how
-    /// many outcomes it confirmed and how many tickets it went through; on an
-    /// error nothing is written.
+    /// Confirm the due tickets in one transaction and commit it; on an error
+    /// nothing is written.
     async fn confirm_batch(
         &self,
         mut tx: Tx,
         pass: &Pass,
         due: &[TicketKey],
-    ) -> Result<(usize, usize), StoreError> {
+    ) -> Result<Done, StoreError> {
         match self.confirm_tickets(&mut tx, pass, due).await {
             Ok(done) => {
                 tx.commit().await?;
@@ -228,9 +246,9 @@ impl Worker {
             .confirm_tickets(&mut tx, &pass, std::slice::from_ref(key))
             .await
         {
-            Ok((confirmed, _)) => {
+            Ok(done) => {
                 tx.commit().await?;
-                self.metrics.outcomes_confirmed(confirmed);
+                self.metrics.outcomes_confirmed(done.outcomes);
                 return Ok(());
             }
             Err(e) => e,
@@ -249,17 +267,17 @@ impl Worker {
     }
 
     /// Confirm the due tickets in `tx`: lock them all and read their events
-    /// and pinned contracts (three statements for the batch), then decide them
+    /// and pinned contracts (four statements for the batch, more past the
+    /// engines' parameter limits), then decide them
     /// in order until [`TX_BUDGET`] has passed (the rest stay due for the next
     /// pass, and the writer, on SQLite everyone's, is given back soon), keeping
-    /// the writes for a few multi-row statements ([`PassWrites`]). Returns how
-    /// many outcomes it confirmed and how many tickets it went through.
+    /// the writes for a few multi-row statements ([`PassWrites`]).
     async fn confirm_tickets(
         &self,
         tx: &mut Tx,
         pass: &Pass,
         due: &[TicketKey],
-    ) -> Result<(usize, usize), StoreError> {
+    ) -> Result<Done, StoreError> {
         let started = std::time::Instant::now();
         let tickets: Vec<(&TicketKey, &Tenant)> = due
             .iter()
@@ -299,7 +317,11 @@ impl Worker {
                 .await?;
         }
         writes.flush(tx, pass.now).await?;
-        Ok((writes.confirmed(), done))
+        Ok(Done {
+            outcomes: writes.confirmed(),
+            tickets: done,
+            worked: started.elapsed(),
+        })
     }
 
     /// Decide the due resolutions of one locked ticket, in order, and save it

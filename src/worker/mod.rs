@@ -34,11 +34,13 @@ pub(crate) const TX_BUDGET: Duration = Duration::from_millis(20);
 /// one was (each transaction costs a commit of its own).
 const MIN_CLAIM: u32 = 16;
 
-/// How many deliveries the next inbox pass claims on SQLite: as many as the
-/// last transaction would have applied in [`TX_BUDGET`] at the rate it went
-/// (`applied` in `took`), between [`MIN_CLAIM`] and `batch` (`worker.batch_size`).
-/// A webhook's commit then waits about the budget behind a batch, never a
-/// whole large one on a slow moment.
+/// How many deliveries (or due tickets) the next inbox (or confirmation) pass
+/// claims on SQLite: as many as the last transaction would have applied in
+/// [`TX_BUDGET`] at the rate it went (`applied` in `took`), between
+/// [`MIN_CLAIM`] and `batch` (`worker.batch_size`). A webhook's commit then
+/// waits about the budget behind a batch, never a whole large one on a slow
+/// moment, and a confirmation pass does not lock and read tickets it will not
+/// reach.
 pub(crate) fn next_claim(batch: u32, applied: usize, took: Duration) -> u32 {
     let floor = MIN_CLAIM.min(batch);
     if applied == 0 || took.is_zero() {
@@ -57,6 +59,10 @@ pub struct Worker {
     pub(crate) batch: u32,
     /// The inbox claim size now (SQLite: see [`next_claim`]; `batch` on PostgreSQL).
     claim: Arc<std::sync::atomic::AtomicU32>,
+    /// How many due tickets the next confirmation pass takes (SQLite: sized
+    /// like the inbox claim, to what its transaction decides in the budget;
+    /// `batch` on PostgreSQL).
+    confirm_claim: Arc<std::sync::atomic::AtomicU32>,
     pub(crate) lease: Duration,
     pub(crate) confirm_grace: Duration,
     /// Helpdesk API clients of the providers whose outcomes are checked before billing.
@@ -81,6 +87,7 @@ impl Worker {
             metrics,
             batch: settings.batch_size,
             claim: Arc::new(settings.batch_size.into()),
+            confirm_claim: Arc::new(settings.batch_size.into()),
             lease: settings.lease,
             confirm_grace: settings.confirm_grace,
             verifier,
