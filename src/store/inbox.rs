@@ -121,7 +121,7 @@ impl Store {
                  WHERE status = 'pending' AND lease_until = $1 AND id IN ({})",
                 rows::id_list(chunk)
             );
-            rows::multi_row(&sql, chunk.len())
+            rows::with_values_in_text(&sql)
                 .bind(lease_until)
                 .execute(&mut *self.writer().await?)
                 .await?;
@@ -317,6 +317,8 @@ impl Store {
 
 /// When the oldest delivery still waiting in the inbox was received: an index
 /// search (`deliveries_pending_received`), asked by every confirmation pass.
+/// `'pending'` stays a literal: PostgreSQL matches a partial index's `WHERE`
+/// reliably only against the same literal, not a bound parameter.
 pub(super) const OLDEST_PENDING: &str =
     "SELECT MIN(received_at) AS m FROM deliveries WHERE status = 'pending'";
 

@@ -9,12 +9,21 @@ use std::fmt::Write as _;
 /// connection, by text) only when it is a single row: statements of hundreds of
 /// rows, each length its own entry, would fill every connection's cache with
 /// large ones (the service's heap grew with the backlog), while the one-row
-/// form, the common case at low load, is prepared once.
+/// form, the common case at low load, is prepared once. Its text must not
+/// hold values (see [`with_values_in_text`]).
 pub(super) fn multi_row(
     sql: &str,
     rows: usize,
 ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
     sqlx::query(sql).persistent(rows <= 1)
+}
+
+/// A statement whose text holds values ([`id_list`]): never kept, since no two
+/// are alike (kept, each would push a statement that is reused out of the cache).
+pub(super) fn with_values_in_text(
+    sql: &str,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(false)
 }
 
 /// Parameters one statement binds at most: SQLite's limit (32766); PostgreSQL's

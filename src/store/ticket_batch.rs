@@ -338,7 +338,7 @@ impl Tx {
                      lease_until = NULL WHERE id IN ({})",
                     rows::id_list(chunk)
                 );
-                rows::multi_row(&sql, chunk.len())
+                rows::with_values_in_text(&sql)
                     .bind(status.as_str())
                     .bind(reason)
                     .bind(i64::try_from(events).unwrap_or(i64::MAX))
