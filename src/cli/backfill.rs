@@ -37,12 +37,13 @@ pub(crate) async fn run(args: Args, settings: Settings) -> Result<()> {
         until: args.until.is_some().then_some(range.to),
         restart: args.restart,
     };
+    let signal = shutdown_signal();
     let clock = settings.clock.build();
     let services = Services::open(settings, clock).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         on_signal.cancel();
     });
     let mut progress = progress();

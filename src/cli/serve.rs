@@ -50,6 +50,8 @@ pub(crate) async fn run(args: Args, mut settings: Settings) -> Result<()> {
             "clock.offset is set: this process runs on shifted time (drills and tests only)"
         );
     }
+    // Caught from here on: a signal during start-up is a graceful stop.
+    let signal = shutdown_signal();
     let clock = settings.clock.build();
     let services = Services::open(settings, clock).await?;
     let listener = bind(listen).await?;
@@ -59,7 +61,7 @@ pub(crate) async fn run(args: Args, mut settings: Settings) -> Result<()> {
     };
     let running = start(&services, listener, admin, roles).await?;
     tracing::info!(addr = %running.addr, admin = ?running.admin_addr, ?roles, db = %redact::url(&services.settings.database.url), "outcome-meter serving");
-    wait(running, &services, shutdown_timeout).await
+    wait(running, &services, shutdown_timeout, signal).await
 }
 
 async fn bind(addr: String) -> Result<TcpListener> {
@@ -70,11 +72,16 @@ async fn bind(addr: String) -> Result<TcpListener> {
 
 /// Until the roles end: on a signal (they finish in-flight work), or when one
 /// fails. After a signal the wait has a deadline.
-async fn wait(running: Running, services: &Services, shutdown_timeout: Duration) -> Result<()> {
+async fn wait(
+    running: Running,
+    services: &Services,
+    shutdown_timeout: Duration,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let token = running.shutdown.clone();
     let cancelled = running.shutdown.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down: finishing in-flight work");
         token.cancel();
     });
