@@ -21,7 +21,7 @@ use chrono::Duration as Span;
 use common::{arg, event, settings};
 use outcome_meter::app::Services;
 use outcome_meter::clock::ManualClock;
-use outcome_meter::store::NewDelivery;
+use outcome_meter::store::{NewDelivery, Store};
 use outcome_meter::time::Millis;
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,22 +29,30 @@ use std::time::Instant;
 const START: Millis = Millis::from_ms(1_767_225_600_000); // 2026-01-01T00:00:00Z
 const CHUNK: usize = 10_000;
 
-/// `n` deliveries of their own tickets, from `first` on, received now.
-fn deliveries(
+/// Store `n` deliveries, received now, each a resolution (at `at(k)`) of a
+/// ticket of its own, numbered from `first` on.
+async fn insert(
+    store: &Store,
     first: usize,
     n: usize,
     at: impl Fn(usize) -> chrono::DateTime<chrono::Utc>,
-) -> Vec<NewDelivery> {
-    (first..first + n)
-        .map(|k| NewDelivery {
-            tenant: "t0".into(),
-            provider: "generic".into(),
-            delivery_key: format!("e{k}"),
-            received_at: START,
-            headers: "{}".into(),
-            body: event(&format!("e{k}"), &format!("T{k}"), "resolved", at(k), true).into_bytes(),
-        })
-        .collect()
+) {
+    let mut i = first;
+    while i < first + n {
+        let batch: Vec<NewDelivery> = (i..(i + CHUNK).min(first + n))
+            .map(|k| NewDelivery {
+                tenant: "t0".into(),
+                provider: "generic".into(),
+                delivery_key: format!("e{k}"),
+                received_at: START,
+                headers: "{}".into(),
+                body: event(&format!("e{k}"), &format!("T{k}"), "resolved", at(k), true)
+                    .into_bytes(),
+            })
+            .collect();
+        store.insert_deliveries(&batch).await.expect("insert");
+        i += batch.len();
+    }
 }
 
 async fn measure(waiting: usize, due: usize, backlog: usize, without_index: bool) {
@@ -60,39 +68,20 @@ async fn measure(waiting: usize, due: usize, backlog: usize, without_index: bool
     // Seed through the real path: deliveries, then the worker's decisions.
     let seeding = Instant::now();
     let total = waiting + due;
-    let mut i = 0;
-    while i < total {
-        // The first `due` tickets resolved 73h ago (window passed), the rest 1h ago.
-        let batch = deliveries(i, CHUNK.min(total - i), |k| {
-            now - if k < due {
-                Span::hours(73)
-            } else {
-                Span::hours(1)
-            }
-        });
-        services
-            .store
-            .insert_deliveries(&batch)
-            .await
-            .expect("insert");
-        i += batch.len();
-    }
+    // The first `due` tickets resolved 73h ago (window passed), the rest 1h ago.
+    insert(&services.store, 0, total, |k| {
+        now - if k < due {
+            Span::hours(73)
+        } else {
+            Span::hours(1)
+        }
+    })
+    .await;
     let worker = services.worker();
     while worker.process_inbox_once().await.expect("inbox") > 0 {}
     let seeded = seeding.elapsed();
     // Left in the inbox, unapplied, while the passes run.
-    let mut j = 0;
-    while j < backlog {
-        let batch = deliveries(total + j, CHUNK.min(backlog - j), |_| {
-            now - Span::minutes(1)
-        });
-        services
-            .store
-            .insert_deliveries(&batch)
-            .await
-            .expect("insert backlog");
-        j += batch.len();
-    }
+    insert(&services.store, total, backlog, |_| now - Span::minutes(1)).await;
     if without_index {
         services
             .store
