@@ -291,7 +291,7 @@ impl Tx {
     /// its sequence.
     pub async fn finalize_decisions(
         &mut self,
-        through: &[(TicketKey, u32)],
+        through: &[(&TicketKey, u32)],
     ) -> Result<(), StoreError> {
         for chunk in through.chunks(rows::per_statement(4)) {
             // The decisions found through the keys (each ticket's own index

@@ -22,13 +22,12 @@ use crate::contract::Meter;
 use crate::event::TicketEvent;
 use crate::lifecycle::{DecisionStatus, OutcomeState};
 use crate::outcome::outcome_id;
-use crate::store::{Backend, DecisionWrite, NewOutcome, StoreError, TicketKey, Tx};
+use crate::store::{DecisionWrite, NewOutcome, StoreError, TicketKey, Tx};
 use crate::tenants::Tenant;
 use crate::ticket::{replay_pinned, Resolution, Settled, Standing, TicketHistory};
 use crate::time::Millis;
 use crate::verification::judge::{gate, Gate};
 use chrono::{DateTime, Utc};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Due means: window ended, plus the grace, before the oldest delivery not yet
@@ -63,14 +62,15 @@ struct Pass {
 
 /// A due ticket, locked in the pass's transaction, with what its resolutions are
 /// decided from.
-struct DueTicket<'a> {
-    key: &'a TicketKey,
+struct DueTicket<'k, 'a> {
+    /// Borrowed from the pass's due list, which outlives its writes.
+    key: &'k TicketKey,
     tenant: &'a Tenant,
     events: &'a [TicketEvent],
     pins: &'a Pins,
 }
 
-impl DueTicket<'_> {
+impl DueTicket<'_, '_> {
     fn tenant_id(&self) -> &str {
         &self.key.0
     }
@@ -165,8 +165,7 @@ impl Worker {
         }
         let mut tx = self.store.begin().await?;
         let horizon = due_horizon(tx.oldest_pending_delivery().await?, now, grace);
-        let limit = self.confirm_claim.load(Ordering::Relaxed);
-        let due = tx.due_tickets(horizon, limit).await?;
+        let due = tx.due_tickets(horizon, self.confirm_claim.get()).await?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -179,12 +178,9 @@ impl Worker {
         match self.confirm_batch(tx, &pass, &due).await {
             Ok(done) => {
                 self.metrics.outcomes_confirmed(done.outcomes);
-                if self.store.backend() == Backend::Sqlite {
-                    // One writer: the next pass takes what it decides in the
-                    // budget (the commit, the same for any size, left out).
-                    let next = super::next_claim(self.batch, done.tickets, done.worked);
-                    self.confirm_claim.store(next, Ordering::Relaxed);
-                }
+                // The commit, the same for any size, left out.
+                self.confirm_claim
+                    .record(self.store.backend(), done.tickets, done.worked);
                 return Ok(done.tickets);
             }
             // One ticket's stored data the store cannot read (a pinned contract, a
@@ -326,12 +322,12 @@ impl Worker {
 
     /// Decide the due resolutions of one locked ticket, in order, and save it
     /// with the time it is due next (written with the pass's other writes).
-    async fn confirm_ticket(
+    async fn confirm_ticket<'k>(
         &self,
         tx: &mut Tx,
-        writes: &mut PassWrites,
+        writes: &mut PassWrites<'k>,
         pass: &Pass,
-        t: &DueTicket<'_>,
+        t: &DueTicket<'k, '_>,
         settled: Option<Settled>,
     ) -> Result<(), StoreError> {
         let history = replay_pinned(&t.tenant.contract, &t.pins.terms, settled, t.events);
@@ -361,11 +357,11 @@ impl Worker {
         }
         if progress.settled != progress.before {
             if let Some(s) = progress.settled {
-                writes.finalize_through(t.key.clone(), s.seq);
+                writes.finalize_through(t.key, s.seq);
             }
         }
         let next = next_due(pass, t, &history, &progress);
-        writes.save(t.key.clone(), progress.settled, next);
+        writes.save(t.key, progress.settled, next);
         Ok(())
     }
 
@@ -374,9 +370,9 @@ impl Worker {
     async fn decide_due(
         &self,
         tx: &mut Tx,
-        writes: &mut PassWrites,
+        writes: &mut PassWrites<'_>,
         pass: &Pass,
-        t: &DueTicket<'_>,
+        t: &DueTicket<'_, '_>,
         r: &Resolution,
     ) -> Result<Step, StoreError> {
         let verification = match self.check_verified(tx, writes, pass, t, r).await? {
@@ -440,9 +436,9 @@ impl Worker {
     async fn check_verified(
         &self,
         tx: &mut Tx,
-        writes: &mut PassWrites,
+        writes: &mut PassWrites<'_>,
         pass: &Pass,
-        t: &DueTicket<'_>,
+        t: &DueTicket<'_, '_>,
         r: &Resolution,
     ) -> Result<Checked, StoreError> {
         if !self.verifier.is_on(t.tenant_id(), t.provider()) {
@@ -477,7 +473,12 @@ impl Worker {
 
     /// The outcome of a billable resolution (`None`: the contract does not bill it),
     /// `capped` when a cap stopped it.
-    fn new_outcome(&self, pass: &Pass, t: &DueTicket<'_>, d: &Decided<'_>) -> Option<NewOutcome> {
+    fn new_outcome(
+        &self,
+        pass: &Pass,
+        t: &DueTicket<'_, '_>,
+        d: &Decided<'_>,
+    ) -> Option<NewOutcome> {
         let (id, meter) = d.billable.as_ref()?;
         let r = d.r;
         let contract = t.pins.contract_id(r.seq, t.tenant);
@@ -532,7 +533,7 @@ async fn postpone_an_hour(tx: &mut Tx, pass: &Pass, key: &TicketKey) -> Result<(
 
 /// The final decision of a settled resolution: confirmed, capped (not billable,
 /// with the cap that stopped it) or not billable.
-fn final_decision(pass: &Pass, t: &DueTicket<'_>, d: Decided<'_>) -> DecisionWrite {
+fn final_decision(pass: &Pass, t: &DueTicket<'_, '_>, d: Decided<'_>) -> DecisionWrite {
     let Decided {
         r,
         billable,
@@ -562,7 +563,7 @@ fn final_decision(pass: &Pass, t: &DueTicket<'_>, d: Decided<'_>) -> DecisionWri
 /// resolution not reopened after the one settled now, or the end of a hold.
 fn next_due(
     pass: &Pass,
-    t: &DueTicket<'_>,
+    t: &DueTicket<'_, '_>,
     history: &TicketHistory,
     progress: &Progress,
 ) -> Option<Millis> {

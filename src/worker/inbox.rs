@@ -8,7 +8,7 @@ use super::replay::{replay, TicketAt};
 use super::Worker;
 use crate::event::TicketEvent;
 use crate::providers::{self, Headers, Webhook};
-use crate::store::{Backend, ClaimedDelivery, StoreError, TicketKey, TicketSave, Tx};
+use crate::store::{ClaimedDelivery, StoreError, TicketKey, TicketSave, Tx};
 use crate::tenants::Tenant;
 use crate::time::Millis;
 use std::collections::BTreeMap;
@@ -49,8 +49,10 @@ impl Worker {
         if !self.store.any_delivery_claimable(now).await? {
             return Ok(InboxPass::default());
         }
-        let limit = self.claim.load(std::sync::atomic::Ordering::Relaxed);
-        let claimed = self.store.claim_deliveries(now, lease_until, limit).await?;
+        let claimed = self
+            .store
+            .claim_deliveries(now, lease_until, self.claim.get())
+            .await?;
         if claimed.is_empty() {
             return Ok(InboxPass::default());
         }
@@ -69,10 +71,8 @@ impl Worker {
                 Err(e)
             }
             other => other.map(|transaction| {
-                if let (Some(took), Backend::Sqlite) = (transaction, self.store.backend()) {
-                    // One writer: keep its transactions near the budget.
-                    let next = super::next_claim(self.batch, claimed.len(), took);
-                    self.claim.store(next, std::sync::atomic::Ordering::Relaxed);
+                if let Some(took) = transaction {
+                    self.claim.record(self.store.backend(), claimed.len(), took);
                 }
                 InboxPass {
                     deliveries: claimed.len(),

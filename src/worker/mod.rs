@@ -15,7 +15,7 @@ mod verify;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::settings::WorkerSettings;
-use crate::store::{PinnedContract, Store, StoreError};
+use crate::store::{Backend, PinnedContract, Store, StoreError};
 use crate::tenants::Tenants;
 use crate::time::Millis;
 use std::sync::Arc;
@@ -50,6 +50,38 @@ pub(crate) fn next_claim(batch: u32, applied: usize, took: Duration) -> u32 {
     (fits.min(f64::from(batch)) as u32).clamp(floor, batch.max(floor))
 }
 
+/// How many deliveries (or due tickets) a kind of pass takes at once: on
+/// PostgreSQL always `batch`; on SQLite, after each transaction, what it would
+/// have done in the budget ([`next_claim`]).
+#[derive(Debug)]
+pub(crate) struct ClaimSize {
+    batch: u32,
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl ClaimSize {
+    fn new(batch: u32) -> ClaimSize {
+        ClaimSize {
+            batch,
+            next: batch.into(),
+        }
+    }
+
+    /// How many the next pass takes.
+    pub(crate) fn get(&self) -> u32 {
+        self.next.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A pass's transaction did `applied` in `took`.
+    pub(crate) fn record(&self, backend: Backend, applied: usize, took: Duration) {
+        if backend == Backend::Sqlite {
+            // One writer: keep its transactions near the budget.
+            let next = next_claim(self.batch, applied, took);
+            self.next.store(next, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Worker {
     pub(crate) store: Store,
@@ -57,12 +89,10 @@ pub struct Worker {
     pub(crate) clock: SharedClock,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) batch: u32,
-    /// The inbox claim size now (SQLite: see [`next_claim`]; `batch` on PostgreSQL).
-    claim: Arc<std::sync::atomic::AtomicU32>,
-    /// How many due tickets the next confirmation pass takes (SQLite: sized
-    /// like the inbox claim, to what its transaction decides in the budget;
-    /// `batch` on PostgreSQL).
-    confirm_claim: Arc<std::sync::atomic::AtomicU32>,
+    /// How many deliveries the next inbox pass claims.
+    claim: Arc<ClaimSize>,
+    /// How many due tickets the next confirmation pass takes.
+    confirm_claim: Arc<ClaimSize>,
     pub(crate) lease: Duration,
     pub(crate) confirm_grace: Duration,
     /// Helpdesk API clients of the providers whose outcomes are checked before billing.
@@ -86,8 +116,8 @@ impl Worker {
             clock,
             metrics,
             batch: settings.batch_size,
-            claim: Arc::new(settings.batch_size.into()),
-            confirm_claim: Arc::new(settings.batch_size.into()),
+            claim: Arc::new(ClaimSize::new(settings.batch_size)),
+            confirm_claim: Arc::new(ClaimSize::new(settings.batch_size)),
             lease: settings.lease,
             confirm_grace: settings.confirm_grace,
             verifier,

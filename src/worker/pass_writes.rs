@@ -8,26 +8,20 @@ use crate::store::{DecisionWrite, NewOutcome, StoreError, TicketKey, TicketSave,
 use crate::ticket::Settled;
 use crate::time::Millis;
 
-/// A ticket saved by the pass: its settled resolution and when it is due next.
-struct Save {
-    key: TicketKey,
-    settled: Option<Settled>,
-    settle_at: Option<Millis>,
-}
-
-/// Writes not made yet, in the order they are made.
+/// Writes not made yet, in the order they are made; the tickets' keys are
+/// borrowed from the pass's due list.
 #[derive(Default)]
-pub(super) struct PassWrites {
+pub(super) struct PassWrites<'k> {
     outcomes: Vec<NewOutcome>,
     decisions: Vec<DecisionWrite>,
     /// Each ticket's decisions up to this sequence become final.
-    finalized: Vec<(TicketKey, u32)>,
-    saves: Vec<Save>,
+    finalized: Vec<(&'k TicketKey, u32)>,
+    saves: Vec<TicketSave<'k>>,
     /// Outcomes confirmed by what was written so far: new, and not capped.
     confirmed: usize,
 }
 
-impl PassWrites {
+impl<'k> PassWrites<'k> {
     pub(super) fn outcome(&mut self, o: NewOutcome) {
         self.outcomes.push(o);
     }
@@ -36,17 +30,17 @@ impl PassWrites {
         self.decisions.push(d);
     }
 
-    pub(super) fn finalize_through(&mut self, key: TicketKey, seq: u32) {
+    pub(super) fn finalize_through(&mut self, key: &'k TicketKey, seq: u32) {
         self.finalized.push((key, seq));
     }
 
     pub(super) fn save(
         &mut self,
-        key: TicketKey,
+        key: &'k TicketKey,
         settled: Option<Settled>,
         settle_at: Option<Millis>,
     ) {
-        self.saves.push(Save {
+        self.saves.push(TicketSave {
             key,
             settled,
             settle_at,
@@ -75,16 +69,7 @@ impl PassWrites {
             self.finalized.clear();
         }
         if !self.saves.is_empty() {
-            let saves: Vec<TicketSave<'_>> = self
-                .saves
-                .iter()
-                .map(|s| TicketSave {
-                    key: &s.key,
-                    settled: s.settled,
-                    settle_at: s.settle_at,
-                })
-                .collect();
-            tx.save_tickets(&saves, now).await?;
+            tx.save_tickets(&self.saves, now).await?;
             self.saves.clear();
         }
         Ok(())
