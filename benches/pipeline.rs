@@ -13,7 +13,14 @@
 //!    (nothing billed twice, nothing missing).
 //!
 //! Prints the service's peak RSS, which must stay flat as N grows (every stage
-//! works in bounded batches).
+//! works in bounded batches), and the pace budget: CPU per webhook to receive
+//! it and to apply, confirm and bill it (the service's, its writer's thread's,
+//! the load generator's), and what keeping pace at 0.7 of the receiver-only
+//! rate would take.
+//!
+//! `PIPELINE_LOG` sets the service's `RUST_LOG` (default `warn`) and
+//! `PIPELINE_LOG_FILE` keeps its log in that file: with
+//! `PIPELINE_LOG=warn,sqlx::query=debug` every statement and its duration.
 //!
 //! `cargo bench --bench pipeline -- --tickets 100000` (1,000,000 works too).
 //! `--sink metronome` or `--sink stripe_usage_records` bills every tenant through
@@ -355,12 +362,25 @@ fn print_depth(samples: &[Sample]) {
     }
 }
 
-/// CPU time used so far by the service and by this process (the load
-/// generator and the fakes), to read a ratio against the machine's cores.
-#[derive(Clone, Copy)]
+/// CPU time used so far by the service, by each of its SQLite connections'
+/// threads, and by this process (the load generator and the fakes), to read a
+/// ratio against the machine's cores.
+#[derive(Clone)]
 struct CpuMark {
     at: Instant,
     service: f64,
+    connections: std::collections::BTreeMap<u32, f64>,
+    bench: f64,
+}
+
+/// CPU used over an interval, in seconds.
+#[derive(Clone, Copy)]
+struct CpuUse {
+    wall: f64,
+    service: f64,
+    /// The busiest SQLite connection's thread: the writer's under load (every
+    /// write goes through its one connection). CPU only, not its waits for disk.
+    writer: f64,
     bench: f64,
 }
 
@@ -369,20 +389,99 @@ impl CpuMark {
         CpuMark {
             at: Instant::now(),
             service: testkit::process::cpu_secs(pid).unwrap_or(0.0),
+            connections: testkit::process::thread_cpu_secs(pid, "sqlx-sqlite"),
             bench: testkit::process::cpu_secs(0).unwrap_or(0.0),
         }
     }
 
-    /// Cores used since `self`: "service 1.2 cores, load generator and fakes 0.7".
-    fn line_since(&self, pid: u32) -> String {
+    fn since(&self, pid: u32) -> CpuUse {
         let end = CpuMark::now(pid);
-        let secs = (end.at - self.at).as_secs_f64().max(1e-3);
+        let writer = end
+            .connections
+            .iter()
+            .map(|(tid, secs)| secs - self.connections.get(tid).copied().unwrap_or(0.0))
+            .fold(0.0, f64::max);
+        CpuUse {
+            wall: (end.at - self.at).as_secs_f64().max(1e-3),
+            service: end.service - self.service,
+            writer,
+            bench: end.bench - self.bench,
+        }
+    }
+}
+
+impl CpuUse {
+    /// Cores used: "service 1.2 cores (its busiest SQLite connection 0.6), load generator and fakes 0.7".
+    fn line(&self) -> String {
         format!(
-            "CPU: service {:.2} cores, load generator and fakes {:.2} cores (of {})",
-            (end.service - self.service) / secs,
-            (end.bench - self.bench) / secs,
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            "CPU: service {:.2} cores (its busiest SQLite connection {:.2}), load generator and fakes {:.2} cores (of {})",
+            self.service / self.wall,
+            self.writer / self.wall,
+            self.bench / self.wall,
+            cores()
         )
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// What keeping pace costs, per webhook: the service's CPU to receive it
+/// (phase 1) and to apply, confirm and bill it (the rest of the service's CPU
+/// in phases 2 and 3), the writer's share of each, and the load generator's.
+struct PaceBudget {
+    receive: f64,
+    receive_writer: f64,
+    back: f64,
+    back_writer: f64,
+    load: f64,
+}
+
+impl PaceBudget {
+    /// `p1` received `n1` webhooks; `p2` received `n2` more while applying all
+    /// `n1 + n2` and confirming and billing the first half; `p3` confirmed and
+    /// billed the second half.
+    fn measure(p1: CpuUse, n1: usize, p2: CpuUse, n2: usize, p3: CpuUse) -> PaceBudget {
+        let (n1, n2) = (n1.max(1) as f64, n2 as f64);
+        let receive = p1.service / n1;
+        let receive_writer = p1.writer / n1;
+        let all = n1 + n2;
+        PaceBudget {
+            receive,
+            receive_writer,
+            back: ((p2.service - receive * n2).max(0.0) + p3.service) / all,
+            back_writer: ((p2.writer - receive_writer * n2).max(0.0) + p3.writer) / all,
+            load: p1.bench / n1,
+        }
+    }
+
+    fn print(&self, receiver_only: f64) {
+        let us = |secs: f64| secs * 1e6;
+        println!(
+            "  keeping pace, per webhook: the service used {:.0} µs of CPU to receive it and {:.0} µs to apply, confirm and bill it \
+             (its busiest SQLite connection {:.0} and {:.0} µs); the load generator {:.0} µs",
+            us(self.receive),
+            us(self.back),
+            us(self.receive_writer),
+            us(self.back_writer),
+            us(self.load),
+        );
+        let rate = 0.7 * receiver_only;
+        println!(
+            "    ingest at 0.7 of receiver-only ({rate:.0}/s) with the back half keeping pace would take {:.1} cores \
+             (this machine has {}), the busiest connection {:.1}× one core",
+            rate * (self.receive + self.back + self.load),
+            cores(),
+            rate * (self.receive_writer + self.back_writer),
+        );
+        let sustainable = cores() as f64 / (self.receive + self.back + self.load);
+        println!(
+            "    at these costs the machine's cores keep pace with at most {sustainable:.0} webhooks/s ({:.2} of receiver-only), \
+             the writer's one thread with at most {:.0}/s",
+            sustainable / receiver_only,
+            1.0 / (self.receive_writer + self.back_writer).max(1e-9),
+        );
     }
 }
 
@@ -458,7 +557,8 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
         &config,
         dir.path(),
     );
-    serve.log = "warn".into();
+    serve.log = std::env::var("PIPELINE_LOG").unwrap_or_else(|_| "warn".into());
+    serve.log_file = std::env::var_os("PIPELINE_LOG_FILE").map(PathBuf::from);
     let http = reqwest::Client::new();
     println!(
         "pipeline: {tickets} tickets ({} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, sink {sink} (a fake on loopback), {concurrency} connections",
@@ -473,9 +573,10 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let base = running.proc.url("");
     let cpu = CpuMark::now(running.proc.pid());
     let alone = ingest(&base, first, offset(s0), concurrency).await;
+    let p1 = cpu.since(running.proc.pid());
     println!("  phase 1, receiver only, first half in");
     println!("    {}", alone.line("ingest"));
-    println!("    {}", cpu.line_since(running.proc.pid()));
+    println!("    {}", p1.line());
     running.stop().await;
     let store =
         Store::connect(&common::settings(&format!("sqlite://{}", db.display()), 0).database)
@@ -496,7 +597,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let base = running.proc.url("");
     let cpu = CpuMark::now(running.proc.pid());
     let busy = ingest(&base, second, offset(s1), concurrency).await;
-    let busy_cpu = cpu.line_since(running.proc.pid());
+    let busy_cpu = cpu.since(running.proc.pid()).line();
     let ingested_after = started.elapsed();
     until(
         "the inbox to drain and the first half to be billed",
@@ -507,6 +608,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
         },
     )
     .await;
+    let p2 = cpu.since(running.proc.pid());
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.await.expect("sampler");
     running.stop().await;
@@ -534,6 +636,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     let settle_started = Instant::now();
     let before = billing.billed();
     let running = Running::start(&serve, &http, &peak).await;
+    let cpu = CpuMark::now(running.proc.pid());
     until("every outcome at the billing system", || async {
         billing.billed() >= expected
             && count(store.outcomes_pending().await) == 0
@@ -541,6 +644,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     })
     .await;
     let settled = settle_started.elapsed();
+    let p3 = cpu.since(running.proc.pid());
     let total = started.elapsed();
     running.stop().await;
 
@@ -558,12 +662,15 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
         (billed - before) as f64 / settled.as_secs_f64(),
         billing.requests(),
     );
+    println!("    {}", p3.line());
     println!(
         "  verdict at {sink}: {} outcomes billed, {} billed twice, {} expected not billed (outcomes reported: {reported})",
         distinct.len(),
         ids.len() - distinct.len(),
         expected.saturating_sub(distinct.len()),
     );
+    PaceBudget::measure(p1, first.deliveries(), p2, second.deliveries(), p3)
+        .print(alone.per_second());
     println!(
         "pipeline total: {tickets} tickets in {:.1}s = {:.0} tickets/s, {:.0} outcomes/s end to end; peak RSS of the service {:.0} MiB",
         total.as_secs_f64(),
