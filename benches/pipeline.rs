@@ -458,6 +458,9 @@ impl PaceBudget {
 
     fn print(&self, receiver_only: f64) {
         let us = |secs: f64| secs * 1e6;
+        // Per webhook kept pace with: on the machine's cores, on the writer's thread.
+        let cpu = self.receive + self.back + self.load;
+        let writer = self.receive_writer + self.back_writer;
         println!(
             "  keeping pace, per webhook: the service used {:.0} µs of CPU to receive it and {:.0} µs to apply, confirm and bill it \
              (its busiest SQLite connection {:.0} and {:.0} µs); the load generator {:.0} µs",
@@ -471,16 +474,16 @@ impl PaceBudget {
         println!(
             "    ingest at 0.7 of receiver-only ({rate:.0}/s) with the back half keeping pace would take {:.1} cores \
              (this machine has {}), the busiest connection {:.1}× one core",
-            rate * (self.receive + self.back + self.load),
+            rate * cpu,
             cores(),
-            rate * (self.receive_writer + self.back_writer),
+            rate * writer,
         );
-        let sustainable = cores() as f64 / (self.receive + self.back + self.load);
+        let sustainable = cores() as f64 / cpu;
         println!(
             "    at these costs the machine's cores keep pace with at most {sustainable:.0} webhooks/s ({:.2} of receiver-only), \
              the writer's one thread with at most {:.0}/s",
             sustainable / receiver_only,
-            1.0 / (self.receive_writer + self.back_writer).max(1e-9),
+            1.0 / writer.max(1e-9),
         );
     }
 }

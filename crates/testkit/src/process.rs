@@ -173,13 +173,22 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     } else {
         format!("/proc/{pid}/stat")
     };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses:
-    // utime and stime are the 12th and 13th, in clock ticks (100 a second).
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(parse_stat(&std::fs::read_to_string(path).ok()?)?.1)
+}
+
+/// A `/proc/…/stat` line: the command name and the CPU time (user + system)
+/// in seconds.
+fn parse_stat(stat: &str) -> Option<(&str, f64)> {
+    // "pid (comm) state …": the name (which may hold spaces) is between the
+    // first '(' and the last ')'; after it, utime and stime are the 12th and
+    // 13th fields, in clock ticks (100 a second).
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    Some((
+        stat.get(open + 1..close)?,
+        (ticks(11)? + ticks(12)?) as f64 / 100.0,
+    ))
 }
 
 /// CPU time (user + system) each thread of process `pid` whose name starts
@@ -202,17 +211,10 @@ pub fn thread_cpu_secs(pid: u32, prefix: &str) -> std::collections::BTreeMap<u32
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // "tid (comm) state …": the name is between the first '(' and the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if !stat[open + 1..close].starts_with(prefix) {
-            continue;
-        }
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-            out.insert(tid, (user + system) as f64 / 100.0);
+        if let Some((name, secs)) = parse_stat(&stat) {
+            if name.starts_with(prefix) {
+                out.insert(tid, secs);
+            }
         }
     }
     out
@@ -228,4 +230,21 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_stat;
+
+    #[test]
+    fn a_stat_line_gives_its_name_and_cpu_even_with_spaces_and_parentheses_in_the_name() {
+        let line = "4242 (sqlx-sqlite (x) 1) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 1 0";
+        let (name, secs) = parse_stat(line).expect("a stat line");
+        assert_eq!(name, "sqlx-sqlite (x) 1");
+        assert!(
+            (secs - 4.0).abs() < 1e-9,
+            "250 + 150 ticks at 100 a second: {secs}"
+        );
+        assert_eq!(parse_stat("4242 (cut"), None);
+    }
 }
