@@ -9,6 +9,8 @@ COPY benches ./benches
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
+# Build settings (SQLite's compile-time options).
+COPY .cargo ./.cargo
 # Stripped: no symbols or line tables in the shipped binary.
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=false
 RUN cargo build --release --locked --bin outcome-meter
@@ -25,6 +27,8 @@ COPY --from=build /src/target/release/outcome-meter /usr/local/bin/outcome-meter
 # For reference: the defaults are built into the binary (config/default.toml restates
 # them and is not read); mount your configuration and pass it with OUTCOME_METER_CONFIG.
 COPY config ./config
+# Build settings (SQLite's compile-time options).
+COPY .cargo ./.cargo
 USER outcome-meter
 # Webhooks on 8080 for everyone; health, readiness and metrics on the admin
 # listener, loopback inside the container (the HEALTHCHECK asks it there).

@@ -56,6 +56,14 @@ enum Command {
     Demo(cli::demo::Args),
 }
 
+/// mimalloc, not glibc's malloc (and, by its `override` feature, for SQLite's C
+/// code too): under load each SQLite connection's thread allocates the rows that
+/// tokio's workers free, and glibc's arenas spent about a fifth of the service's
+/// CPU on it, part of it waking each other's locks. Measured in
+/// docs/benchmarks.md ("Allocator and SQLite's memory statistics").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -127,6 +127,26 @@ async fn a_wal_past_its_size_limit_starts_again_from_its_beginning_under_steady_
 /// holds the writer (every webhook waits behind it), so it gives up after a
 /// short wait instead of SQLite's busy timeout, puts that timeout back, and
 /// is done at a later pass once the reader is gone.
+/// `.cargo/config.toml` builds the bundled SQLite without its memory
+/// statistics (a process-wide mutex on every allocation): a checkout that lost
+/// that file, or a build that overrides `LIBSQLITE3_FLAGS` without it, fails here.
+#[tokio::test]
+async fn sqlite_is_built_without_memory_statistics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&sqlite_settings(dir.path(), 1))
+        .await
+        .expect("connect");
+    let options = store
+        .test_support()
+        .text_rows("PRAGMA compile_options", &[])
+        .await
+        .expect("compile options");
+    assert!(
+        options.iter().flatten().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "SQLite was built with SQLITE_DEFAULT_MEMSTATUS on: {options:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_wal_restart_gives_way_to_a_reader_and_leaves_the_writer_as_it_was() {
     let dir = tempfile::tempdir().expect("tempdir");
