@@ -34,9 +34,8 @@
 //! metric's event type whose timestamp is in the window, `null` when none
 //! matched; `hour`/`day` windows need bounds on the window's boundaries (UTC);
 //! `none` takes any bounds. A customer's events count under its id and every
-//! ingest alias added with `add_ingest_alias`. No gzip bodies. Every response says
-//! `Connection: close`, so `Fault::AcceptThenDrop` closes that request's own
-//! connection unanswered.
+//! ingest alias added with `add_ingest_alias`. No gzip bodies. Connections are kept alive;
+//! `Fault::AcceptThenDrop` closes that request's own connection unanswered.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -39,8 +39,8 @@
 //! its text (one client library names it `out_of_window`), so both are guesses. Only 200s are saved for replay (`Fault::Status*` never are); a replay has a new
 //! `Request-Id` and the original `Original-Request`. Payload problems (Stripe reports them
 //! asynchronously) and a bad timestamp window are a 400 at once; that message text is a guess.
-//! Only Bearer auth; form bodies only; no `value_grouping_window`. Every response says
-//! `Connection: close`, so `Fault::AcceptThenDrop` closes the request's own connection unanswered.
+//! Only Bearer auth; form bodies only; no `value_grouping_window`. Connections are kept alive,
+//! as Stripe's are; `Fault::AcceptThenDrop` closes the request's own connection unanswered.
 //!
 //! Asynchronous rejections (the section at the end): events accepted with a 200 and rejected
 //! later, reported through thin events to an event destination and fetched from

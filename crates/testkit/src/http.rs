@@ -1,6 +1,7 @@
 //! The tiny HTTP/1.1 plumbing a fake service needs: accept on 127.0.0.1:0, read
-//! one request per connection (`Content-Length` bodies only), answer it with
-//! `Connection: close`, or drop the connection unanswered.
+//! requests (`Content-Length` bodies only) one after another on each connection
+//! and answer each, keeping the connection alive as the real APIs do (unless the
+//! client asks `Connection: close`), or drop the connection unanswered.
 //!
 //! Used by [`crate::fake_stripe`] and [`crate::fake_metronome`].
 
@@ -93,18 +94,30 @@ where
     H: Fn(Request) -> F,
     F: Future<Output = Reply>,
 {
-    let req = match read_request(&stream).await {
-        Ok(Some(req)) => req,
-        Ok(None) => return,
-        Err(msg) => {
-            let body = format!("{{\"message\":\"Invalid HTTP request: {msg}.\"}}");
-            return write_response(&stream, &Response::new(400, body)).await;
+    // Bytes read past the end of one request: the start of the next.
+    let mut buf = Vec::new();
+    loop {
+        let req = match read_request(&stream, &mut buf).await {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(msg) => {
+                let body = format!("{{\"message\":\"Invalid HTTP request: {msg}.\"}}");
+                write_response(&stream, &Response::new(400, body), false).await;
+                return;
+            }
+        };
+        let keep_alive = !req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        match handler(req).await {
+            Reply::Respond(r) => {
+                if !write_response(&stream, &r, keep_alive).await || !keep_alive {
+                    return;
+                }
+            }
+            // Dropping the socket closes it without a reply.
+            Reply::Drop => return drop(stream),
         }
-    };
-    match handler(req).await {
-        Reply::Respond(r) => write_response(&stream, &r).await,
-        // Dropping the socket closes it without a reply.
-        Reply::Drop => drop(stream),
     }
 }
 
@@ -135,9 +148,13 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `Ok(None)`: the client closed before sending anything. `Err`: a malformed request.
-async fn read_request(stream: &TcpStream) -> Result<Option<Request>, &'static str> {
-    let mut buf = Vec::new();
+/// The next request on the connection, from what `buf` holds and what comes;
+/// leaves in `buf` what follows it. `Ok(None)`: the client closed (or went
+/// quiet for good) before sending anything more. `Err`: a malformed request.
+async fn read_request(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Request>, &'static str> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
@@ -145,7 +162,7 @@ async fn read_request(stream: &TcpStream) -> Result<Option<Request>, &'static st
         if buf.len() > MAX_HEAD {
             return Err("request head too large");
         }
-        match read_some(stream, &mut buf).await {
+        match read_some(stream, buf).await {
             Ok(0) | Err(_) if buf.is_empty() => return Ok(None),
             Ok(0) | Err(_) => return Err("truncated request head"),
             Ok(_) => {}
@@ -169,7 +186,7 @@ async fn read_request(stream: &TcpStream) -> Result<Option<Request>, &'static st
         path: path.into(),
         query: query.into(),
         headers,
-        body: buf[head_end + 4..].to_vec(),
+        body: Vec::new(),
     };
     if req.header("transfer-encoding").is_some() {
         return Err("chunked bodies are not supported, send Content-Length");
@@ -179,16 +196,19 @@ async fn read_request(stream: &TcpStream) -> Result<Option<Request>, &'static st
     if len > MAX_BODY {
         return Err("body too large");
     }
-    while req.body.len() < len {
-        if let Ok(0) | Err(_) = read_some(stream, &mut req.body).await {
+    let body_start = head_end + 4;
+    while buf.len() < body_start + len {
+        if let Ok(0) | Err(_) = read_some(stream, buf).await {
             return Err("truncated body");
         }
     }
-    req.body.truncate(len);
+    req.body = buf[body_start..body_start + len].to_vec();
+    buf.drain(..body_start + len);
     Ok(Some(req))
 }
 
-async fn write_response(stream: &TcpStream, r: &Response) {
+/// Whether the whole response was written.
+async fn write_response(stream: &TcpStream, r: &Response, keep_alive: bool) -> bool {
     let reason = match r.status {
         200 => "OK",
         400 => "Bad Request",
@@ -200,13 +220,62 @@ async fn write_response(stream: &TcpStream, r: &Response) {
     };
     let mut out = format!("HTTP/1.1 {} {reason}\r\n", r.status);
     out += &format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        r.body.len()
+        "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        r.body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
     );
     for (k, v) in &r.headers {
         out += &format!("{k}: {v}\r\n");
     }
     out += "\r\n";
     out += &r.body;
-    let _ = write_all(stream, out.as_bytes()).await;
+    write_all(stream, out.as_bytes()).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn echo(req: Request) -> Reply {
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        Reply::Respond(Response::new(200, format!("{} {}", req.path, body)))
+    }
+
+    /// Reads until the peer closes; returns what it sent.
+    async fn read_to_close(stream: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.expect("read");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn requests_on_one_connection_are_each_answered_until_the_client_asks_to_close() {
+        let (addr, _server) = serve(echo).await;
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        // Two requests in one write: the second starts inside the first's read.
+        stream
+            .write_all(
+                b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\none\
+                  POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\ntwo",
+            )
+            .await
+            .expect("write");
+        let mut first = vec![0u8; 4096];
+        let mut got = String::new();
+        while !got.contains("/b two") {
+            let n = stream.read(&mut first).await.expect("read");
+            assert!(n > 0, "closed early after: {got}");
+            got.push_str(&String::from_utf8_lossy(&first[..n]));
+        }
+        assert_eq!(got.matches("Connection: keep-alive").count(), 2, "{got}");
+        assert!(got.contains("/a one"), "{got}");
+        stream
+            .write_all(b"GET /c HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let last = read_to_close(&mut stream).await;
+        assert!(last.contains("Connection: close"), "{last}");
+        assert!(last.ends_with("/c "), "{last}");
+    }
 }
