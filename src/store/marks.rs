@@ -10,9 +10,14 @@ use super::{OutcomeAttempt, SetAside, Store, StoreError};
 use crate::lifecycle::OutcomeState;
 use crate::stripe::mode::StripeMode;
 use crate::time::Millis;
+use std::collections::HashSet;
 
 /// Attempt rows per `INSERT` (11 parameters each: 704, under every SQLite's limit).
 const ROWS: usize = 64;
+
+/// Outcomes moved per `UPDATE` ([`MOVE_COLUMNS`] parameters each: 640).
+const MOVES: usize = 64;
+const MOVE_COLUMNS: usize = 10;
 
 /// An [`OutcomeAttempt`] owning its text: handed to the group commit and
 /// recorded there, with others.
@@ -101,8 +106,11 @@ impl OutcomeMark {
 impl Store {
     /// Write `marks` in one transaction, all or none, each as its own method
     /// would (the same guards: an outcome moves only while pending, a set-aside
-    /// only while the claim holds it). Attempt rows go in multi-row inserts;
-    /// each outcome moves by its own statement, in the order given.
+    /// only while the claim holds it). Attempt rows go in multi-row inserts.
+    /// When every mark is about a different outcome (as the reporter's are: one
+    /// mark ends one claim), the attempts' outcomes move by one statement per
+    /// [`MOVES`] and each set-aside by its own; otherwise each mark moves its
+    /// outcome by its own statement, in the order given.
     pub async fn record_marks(&self, marks: &[OutcomeMark]) -> Result<(), StoreError> {
         if marks.is_empty() {
             return Ok(());
@@ -122,9 +130,27 @@ impl Store {
                 insert_attempts(&mut tx, chunk).await?;
             }
         }
+        let distinct = marks.len()
+            == marks
+                .iter()
+                .map(OutcomeMark::outcome_id)
+                .collect::<HashSet<_>>()
+                .len();
+        if distinct {
+            for chunk in attempts.chunks(MOVES) {
+                if let [one] = chunk {
+                    move_outcome(&mut *tx.tx, one).await?;
+                } else {
+                    move_outcomes(&mut tx, chunk).await?;
+                }
+            }
+        }
         for m in marks {
             match m {
-                OutcomeMark::Attempt(a) => move_outcome(&mut *tx.tx, &a.as_attempt()).await?,
+                OutcomeMark::Attempt(a) if !distinct => {
+                    move_outcome(&mut *tx.tx, &a.as_attempt()).await?
+                }
+                OutcomeMark::Attempt(_) => {}
                 OutcomeMark::SetAside {
                     id,
                     token,
@@ -135,6 +161,42 @@ impl Store {
         }
         tx.commit().await
     }
+}
+
+/// The outcomes of `rows` (each a different outcome) moved as
+/// [`move_outcome`] moves one, in one statement: the same guard (only while
+/// pending) and the same columns.
+async fn move_outcomes(tx: &mut super::Tx, rows: &[OutcomeAttempt<'_>]) -> Result<(), StoreError> {
+    // The list's columns are named apart from the table's: PostgreSQL would
+    // find `calls` (say) ambiguous in the SET expressions.
+    let sql = format!(
+        "WITH m (m_id, m_state, m_calls, m_next, m_error, m_request_id, m_sent, m_now, m_mode, m_doubt) \
+         AS (VALUES {}) \
+         UPDATE outcomes SET state = m_state, attempts = attempts + 1, calls = calls + m_calls, \
+         next_attempt_at = m_next, lease_until = NULL, last_error = m_error, \
+         stripe_request_id = COALESCE(m_request_id, stripe_request_id), \
+         reported_at = CASE WHEN m_sent = 1 THEN m_now ELSE reported_at END, \
+         reported_mode = CASE WHEN m_sent = 1 THEN m_mode ELSE reported_mode END, \
+         doubt_since = CASE WHEN m_doubt = 1 THEN COALESCE(doubt_since, m_now) ELSE doubt_since END \
+         FROM m WHERE outcomes.id = m_id AND outcomes.state = 'pending'",
+        super::rows::values(tx.backend, rows.len(), MOVE_COLUMNS, 1)
+    );
+    let mut q = super::rows::multi_row(&sql, rows.len());
+    for a in rows {
+        q = q
+            .bind(a.outcome_id)
+            .bind(a.state.as_str())
+            .bind(i64::from(a.mode.sends()))
+            .bind(a.next_attempt_at)
+            .bind(a.error)
+            .bind(a.request_id)
+            .bind(i64::from(a.sent()))
+            .bind(a.now)
+            .bind(a.reported_mode().as_str())
+            .bind(i64::from(a.in_doubt));
+    }
+    q.execute(&mut *tx.tx).await?;
+    Ok(())
 }
 
 /// `stripe_attempts` rows, one statement.

@@ -139,6 +139,20 @@ pub struct OutcomeAttempt<'a> {
 }
 
 impl OutcomeAttempt<'_> {
+    /// The attempt leaves the outcome sent (or recorded in a dry-run): its
+    /// `reported_at` and `reported_mode` are set.
+    pub(super) fn sent(&self) -> bool {
+        match self.state {
+            OutcomeState::Reported | OutcomeState::DryRun => true,
+            OutcomeState::Pending
+            | OutcomeState::Failed
+            | OutcomeState::RejectedByStripe
+            | OutcomeState::Capped
+            | OutcomeState::Voided
+            | OutcomeState::Reversed => false,
+        }
+    }
+
     /// The mode the event is reported in: Stripe's word when it gave one.
     pub(super) fn reported_mode(&self) -> StripeMode {
         match self.livemode {
@@ -608,15 +622,7 @@ pub(super) async fn move_outcome<'e, E>(exec: E, a: &OutcomeAttempt<'_>) -> Resu
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let sent = match a.state {
-        OutcomeState::Reported | OutcomeState::DryRun => true,
-        OutcomeState::Pending
-        | OutcomeState::Failed
-        | OutcomeState::RejectedByStripe
-        | OutcomeState::Capped
-        | OutcomeState::Voided
-        | OutcomeState::Reversed => false,
-    };
+    let sent = a.sent();
     sqlx::query(
         "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
          lease_until = NULL, last_error = $4, stripe_request_id = COALESCE($5, stripe_request_id), \

@@ -666,7 +666,143 @@ async fn a_group_of_marks_lands_whole_and_moves_only_pending_outcomes(backend: B
     app.stop().await;
 }
 
+/// A group's attempts move their outcomes in one statement when each is about a
+/// different outcome (every column as `record_attempt` sets it: calls, the
+/// request id kept when none came, the doubt's start), and one by one, in order,
+/// when two are about the same outcome.
+async fn a_group_of_marks_moves_each_outcome_as_one_attempt_would(backend: Backend) {
+    use outcome_meter::lifecycle::OutcomeState;
+    use outcome_meter::store::{OutcomeMark, OwnedAttempt};
+    use outcome_meter::stripe::mode::StripeMode as Mode;
+    let stripe = FakeStripe::start().await;
+    let app = TestApp::spawn(Options {
+        backend,
+        stripe: Some(stripe.base_url()),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..3 {
+        app.send(&event(
+            &format!("e{i}"),
+            &format!("T{i}"),
+            "resolved",
+            0,
+            Some("ai"),
+        ))
+        .await;
+    }
+    app.advance_hours(73);
+    app.run_worker().await;
+    let store = &app.services.store;
+    let now = app.clock.now_ms();
+    let mut claimed = store
+        .claim_outcomes(now, now + Duration::from_secs(600), 10)
+        .await
+        .expect("claim");
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(claimed.len(), 3);
+    let later = now + Duration::from_secs(3600);
+    let mark = |id: &str, state, request_id: Option<&str>, error: Option<&str>, in_doubt| {
+        OutcomeMark::Attempt(OwnedAttempt {
+            outcome_id: id.to_string(),
+            now,
+            mode: Mode::Test,
+            request: "{}".into(),
+            idempotency_key: Some(format!("key-{id}")),
+            status_code: Some(if state == OutcomeState::Reported {
+                200
+            } else {
+                500
+            }),
+            request_id: request_id.map(str::to_string),
+            livemode: Some(false),
+            result: "r".into(),
+            error: error.map(str::to_string),
+            state,
+            next_attempt_at: if state == OutcomeState::Pending {
+                later
+            } else {
+                now
+            },
+            in_doubt,
+        })
+    };
+    let (a, b, c) = (&claimed[0].id, &claimed[1].id, &claimed[2].id);
+    // Each about a different outcome: one statement.
+    store
+        .record_marks(&[
+            mark(a, OutcomeState::Reported, Some("req_a"), None, false),
+            mark(b, OutcomeState::Pending, None, Some("500 saved"), true),
+        ])
+        .await
+        .expect("group");
+    // Two about the same outcome: in order, each its own attempt.
+    store
+        .record_marks(&[
+            mark(c, OutcomeState::Pending, Some("req_c"), Some("429"), false),
+            mark(c, OutcomeState::Reported, None, None, false),
+        ])
+        .await
+        .expect("group of one outcome");
+
+    let outcomes = app.outcomes().await;
+    let by_id = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.id == id)
+            .cloned()
+            .expect("outcome")
+    };
+    let number = |sql: String| async move { store.test_support().count(&sql).await.expect(&sql) };
+    let (oa, ob, oc) = (by_id(a), by_id(b), by_id(c));
+    assert_eq!((oa.state, oa.attempts), (OutcomeState::Reported, 1));
+    assert_eq!(oa.stripe_request_id.as_deref(), Some("req_a"));
+    assert_eq!(
+        (oa.reported_at, oa.reported_mode.as_deref()),
+        (Some(now), Some("test"))
+    );
+    assert_eq!((ob.state, ob.attempts), (OutcomeState::Pending, 1));
+    assert_eq!(ob.last_error.as_deref(), Some("500 saved"));
+    assert_eq!((ob.reported_at, ob.reported_mode), (None, None));
+    assert_eq!(
+        number(format!(
+            "SELECT next_attempt_at FROM outcomes WHERE id = '{b}'"
+        ))
+        .await,
+        later.as_ms()
+    );
+    assert_eq!(
+        number(format!("SELECT doubt_since FROM outcomes WHERE id = '{b}'")).await,
+        now.as_ms(),
+        "in doubt from this attempt"
+    );
+    assert_eq!(
+        number(format!(
+            "SELECT COUNT(*) FROM outcomes WHERE id = '{a}' AND doubt_since IS NULL"
+        ))
+        .await,
+        1
+    );
+    for id in [a, b] {
+        let calls = number(format!("SELECT calls FROM outcomes WHERE id = '{id}'")).await;
+        assert_eq!(calls, 1, "{id}");
+    }
+    assert_eq!((oc.state, oc.attempts), (OutcomeState::Reported, 2));
+    assert_eq!(
+        oc.stripe_request_id.as_deref(),
+        Some("req_c"),
+        "kept from the first attempt"
+    );
+    assert_eq!(
+        number(format!("SELECT calls FROM outcomes WHERE id = '{c}'")).await,
+        2
+    );
+    assert_eq!(store.attempts(c).await.expect("attempts").len(), 2);
+    app.stop().await;
+}
+
 crate::dual!(
+    a_group_of_marks_moves_each_outcome_as_one_attempt_would,
     a_group_of_marks_lands_whole_and_moves_only_pending_outcomes,
     an_unreadable_outcome_is_set_aside_and_holds_back_no_other,
     a_claim_whose_lease_expired_can_no_longer_send,
