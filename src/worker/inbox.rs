@@ -10,6 +10,7 @@ use crate::event::TicketEvent;
 use crate::providers::{self, Headers, Webhook};
 use crate::store::{ClaimedDelivery, StoreError, TicketKey, TicketSave, Tx};
 use crate::tenants::Tenant;
+use crate::ticket::{Reopen, Settled};
 use crate::time::Millis;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -217,28 +218,35 @@ impl Worker {
                 settle_at: r.settle_at,
             });
             if let Some(l) = r.late_reopen {
-                late.push((key, *tenant, l));
+                late.push((at, l));
             }
         }
         tx.write_decisions(&decisions).await?;
-        for ((_, provider, ticket_id), tenant, (s, reopen)) in &late {
-            // A reopen of the resolution already confirmed: clawback, if the contract says so.
-            self.clawback(
-                tx,
-                LateReopen {
-                    tenant,
-                    provider,
-                    ticket_id,
-                    seq: s.seq,
-                    resolved_at: s.resolved_at,
-                    reopen,
-                },
-                now,
-            )
-            .await?;
+        for (at, l) in &late {
+            self.claw_back_late(tx, at, l, now).await?;
         }
         tx.save_tickets(&saves, now).await?;
         tx.finish_deliveries(&batch.finished, now).await
+    }
+
+    /// A reopen of the resolution already confirmed (`late`: that resolution
+    /// and the reopen): clawback, if the contract says so.
+    async fn claw_back_late(
+        &self,
+        tx: &mut Tx,
+        at: &TicketAt<'_>,
+        (settled, reopen): &(Settled, Reopen),
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let late = LateReopen {
+            tenant: at.tenant,
+            provider: at.provider,
+            ticket_id: at.ticket_id,
+            seq: settled.seq,
+            resolved_at: settled.resolved_at,
+            reopen,
+        };
+        self.clawback(tx, late, now).await
     }
 
     fn parse(
@@ -300,21 +308,8 @@ impl Worker {
         };
         let r = replay(&at, settled, &events, &pins, now);
         tx.write_decisions(&r.decisions).await?;
-        if let Some((s, reopen)) = &r.late_reopen {
-            // A reopen of the resolution already confirmed: clawback, if the contract says so.
-            self.clawback(
-                tx,
-                LateReopen {
-                    tenant,
-                    provider,
-                    ticket_id,
-                    seq: s.seq,
-                    resolved_at: s.resolved_at,
-                    reopen,
-                },
-                now,
-            )
-            .await?;
+        if let Some(l) = &r.late_reopen {
+            self.claw_back_late(tx, &at, l, now).await?;
         }
         let key = (
             tenant.settings.id.clone(),
