@@ -5,7 +5,7 @@
 //! group commit (`crate::reporter`'s mark writer): one commit, one fsync, for
 //! every mark that arrived while the last one was being written.
 
-use super::outbox::{insert_attempt, move_outcome, set_aside_on};
+use super::outbox::{insert_attempt, set_aside_on};
 use super::{OutcomeAttempt, SetAside, Store, StoreError};
 use crate::lifecycle::OutcomeState;
 use crate::stripe::mode::StripeMode;
@@ -130,25 +130,21 @@ impl Store {
                 insert_attempts(&mut tx, chunk).await?;
             }
         }
-        let distinct = marks.len()
+        let one_mark_per_outcome = marks.len()
             == marks
                 .iter()
                 .map(OutcomeMark::outcome_id)
                 .collect::<HashSet<_>>()
                 .len();
-        if distinct {
+        if one_mark_per_outcome {
             for chunk in attempts.chunks(MOVES) {
-                if let [one] = chunk {
-                    move_outcome(&mut *tx.tx, one).await?;
-                } else {
-                    move_outcomes(&mut tx, chunk).await?;
-                }
+                move_outcomes(&mut tx, chunk).await?;
             }
         }
         for m in marks {
             match m {
-                OutcomeMark::Attempt(a) if !distinct => {
-                    move_outcome(&mut *tx.tx, &a.as_attempt()).await?
+                OutcomeMark::Attempt(a) if !one_mark_per_outcome => {
+                    move_outcomes(&mut tx, &[a.as_attempt()]).await?
                 }
                 OutcomeMark::Attempt(_) => {}
                 OutcomeMark::SetAside {
@@ -163,10 +159,18 @@ impl Store {
     }
 }
 
-/// The outcomes of `rows` (each a different outcome) moved as
-/// [`move_outcome`] moves one, in one statement: the same guard (only while
-/// pending) and the same columns.
-async fn move_outcomes(tx: &mut super::Tx, rows: &[OutcomeAttempt<'_>]) -> Result<(), StoreError> {
+/// Move the outcome of each attempt in `rows` (each a different outcome), in
+/// one statement, to the state its attempt ends in, only while it is still
+/// pending: the retry budget spent, a call made counted in `calls` (the next
+/// idempotency key), when it is due next, its lease cleared, its last error,
+/// Stripe's request id (the earlier one kept when none came), when and in which
+/// mode it was sent (when the attempt sent it), and since when it is in doubt
+/// (kept from an earlier attempt). The one way an attempt moves an outcome
+/// (`record_attempt` moves one); one row's statement is kept prepared.
+pub(super) async fn move_outcomes(
+    tx: &mut super::Tx,
+    rows: &[OutcomeAttempt<'_>],
+) -> Result<(), StoreError> {
     // The list's columns are named apart from the table's: PostgreSQL would
     // find `calls` (say) ambiguous in the SET expressions.
     let sql = format!(

@@ -363,7 +363,7 @@ impl Store {
     pub async fn record_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         insert_attempt(&mut *tx.tx, a).await?;
-        move_outcome(&mut *tx.tx, a).await?;
+        super::marks::move_outcomes(&mut tx, std::slice::from_ref(a)).await?;
         tx.commit().await
     }
 
@@ -612,37 +612,6 @@ where
         .bind(a.idempotency_key)
         .execute(exec)
         .await?;
-    Ok(())
-}
-
-/// Move an outcome to the state its attempt `a` ends in (only while it is
-/// pending): the retry budget spent, a call made counted in `calls` (the next
-/// idempotency key), its lease cleared, and when sent, when and in which mode.
-pub(super) async fn move_outcome<'e, E>(exec: E, a: &OutcomeAttempt<'_>) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let sent = a.sent();
-    sqlx::query(
-        "UPDATE outcomes SET state = $1, attempts = attempts + 1, calls = calls + $2, next_attempt_at = $3, \
-         lease_until = NULL, last_error = $4, stripe_request_id = COALESCE($5, stripe_request_id), \
-         reported_at = CASE WHEN $6 = 1 THEN $7 ELSE reported_at END, \
-         reported_mode = CASE WHEN $6 = 1 THEN $8 ELSE reported_mode END, \
-         doubt_since = CASE WHEN $10 = 1 THEN COALESCE(doubt_since, $7) ELSE doubt_since END \
-         WHERE id = $9 AND state = 'pending'",
-    )
-    .bind(a.state.as_str())
-    .bind(i64::from(a.mode.sends()))
-    .bind(a.next_attempt_at)
-    .bind(a.error)
-    .bind(a.request_id)
-    .bind(i64::from(sent))
-    .bind(a.now)
-    .bind(a.reported_mode().as_str())
-    .bind(a.outcome_id)
-    .bind(i64::from(a.in_doubt))
-    .execute(exec)
-    .await?;
     Ok(())
 }
 

@@ -123,10 +123,6 @@ async fn a_wal_past_its_size_limit_starts_again_from_its_beginning_under_steady_
     );
 }
 
-/// A reader on an older snapshot keeps the WAL from restarting: the restart
-/// holds the writer (every webhook waits behind it), so it gives up after a
-/// short wait instead of SQLite's busy timeout, puts that timeout back, and
-/// is done at a later pass once the reader is gone.
 /// `.cargo/config.toml` builds the bundled SQLite without its memory
 /// statistics (a process-wide mutex on every allocation): a checkout that lost
 /// that file, or a build that overrides `LIBSQLITE3_FLAGS` without it, fails here.
@@ -147,6 +143,10 @@ async fn sqlite_is_built_without_memory_statistics() {
     );
 }
 
+/// A reader on an older snapshot keeps the WAL from restarting: the restart
+/// holds the writer (every webhook waits behind it), so it gives up after a
+/// short wait instead of SQLite's busy timeout, puts that timeout back, and
+/// is done at a later pass once the reader is gone.
 #[tokio::test]
 async fn a_wal_restart_gives_way_to_a_reader_and_leaves_the_writer_as_it_was() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -149,8 +149,8 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
 }
 
 /// The next request on the connection, from what `buf` holds and what comes;
-/// leaves in `buf` what follows it. `Ok(None)`: the client closed (or went
-/// quiet for good) before sending anything more. `Err`: a malformed request.
+/// leaves in `buf` what follows it. `Ok(None)`: the client closed the
+/// connection before sending anything more. `Err`: a malformed request.
 async fn read_request(
     stream: &TcpStream,
     buf: &mut Vec<u8>,
@@ -261,12 +261,12 @@ mod tests {
             )
             .await
             .expect("write");
-        let mut first = vec![0u8; 4096];
+        let mut chunk = vec![0u8; 4096];
         let mut got = String::new();
         while !got.contains("/b two") {
-            let n = stream.read(&mut first).await.expect("read");
+            let n = stream.read(&mut chunk).await.expect("read");
             assert!(n > 0, "closed early after: {got}");
-            got.push_str(&String::from_utf8_lossy(&first[..n]));
+            got.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
         assert_eq!(got.matches("Connection: keep-alive").count(), 2, "{got}");
         assert!(got.contains("/a one"), "{got}");
