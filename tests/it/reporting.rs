@@ -553,15 +553,12 @@ async fn an_unreadable_outcome_is_set_aside_and_holds_back_no_other(backend: Bac
     app.stop().await;
 }
 
-/// The reporter's group commit (`Store::record_marks`) writes each mark as
-/// `record_attempt` and `set_aside` would, all in one transaction: every mark of
-/// the group lands, and an attempt never moves an outcome that is no longer
-/// pending (voided by a clawback meanwhile); its call is still logged.
-async fn a_group_of_marks_lands_whole_and_moves_only_pending_outcomes(backend: Backend) {
-    use outcome_meter::lifecycle::OutcomeState;
-    use outcome_meter::store::{ClaimedOutcome, OutcomeMark, OwnedAttempt, SetAside};
-    use outcome_meter::stripe::mode::StripeMode as Mode;
-    let stripe = FakeStripe::start().await;
+/// Three AI-resolved tickets past their window, confirmed, and their outcomes
+/// claimed by the reporter's query (sorted by id), as a group of marks finds them.
+async fn three_claimed_outcomes(
+    backend: Backend,
+    stripe: &FakeStripe,
+) -> (TestApp, Vec<outcome_meter::store::ClaimedOutcome>) {
     let app = TestApp::spawn(Options {
         backend,
         stripe: Some(stripe.base_url()),
@@ -580,14 +577,30 @@ async fn a_group_of_marks_lands_whole_and_moves_only_pending_outcomes(backend: B
     }
     app.advance_hours(73);
     app.run_worker().await;
-    let store = &app.services.store;
     let now = app.clock.now_ms();
-    let mut claimed = store
+    let mut claimed = app
+        .services
+        .store
         .claim_outcomes(now, now + Duration::from_secs(600), 10)
         .await
         .expect("claim");
     claimed.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(claimed.len(), 3);
+    (app, claimed)
+}
+
+/// The reporter's group commit (`Store::record_marks`) writes each mark as
+/// `record_attempt` and `set_aside` would, all in one transaction: every mark of
+/// the group lands, and an attempt never moves an outcome that is no longer
+/// pending (voided by a clawback meanwhile); its call is still logged.
+async fn a_group_of_marks_lands_whole_and_moves_only_pending_outcomes(backend: Backend) {
+    use outcome_meter::lifecycle::OutcomeState;
+    use outcome_meter::store::{ClaimedOutcome, OutcomeMark, OwnedAttempt, SetAside};
+    use outcome_meter::stripe::mode::StripeMode as Mode;
+    let stripe = FakeStripe::start().await;
+    let (app, claimed) = three_claimed_outcomes(backend, &stripe).await;
+    let store = &app.services.store;
+    let now = app.clock.now_ms();
     store
         .test_support()
         .execute(
@@ -675,32 +688,9 @@ async fn a_group_of_marks_moves_each_outcome_as_one_attempt_would(backend: Backe
     use outcome_meter::store::{OutcomeMark, OwnedAttempt};
     use outcome_meter::stripe::mode::StripeMode as Mode;
     let stripe = FakeStripe::start().await;
-    let app = TestApp::spawn(Options {
-        backend,
-        stripe: Some(stripe.base_url()),
-        ..Default::default()
-    })
-    .await;
-    for i in 0..3 {
-        app.send(&event(
-            &format!("e{i}"),
-            &format!("T{i}"),
-            "resolved",
-            0,
-            Some("ai"),
-        ))
-        .await;
-    }
-    app.advance_hours(73);
-    app.run_worker().await;
+    let (app, claimed) = three_claimed_outcomes(backend, &stripe).await;
     let store = &app.services.store;
     let now = app.clock.now_ms();
-    let mut claimed = store
-        .claim_outcomes(now, now + Duration::from_secs(600), 10)
-        .await
-        .expect("claim");
-    claimed.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(claimed.len(), 3);
     let later = now + Duration::from_secs(3600);
     let mark = |id: &str, state, request_id: Option<&str>, error: Option<&str>, in_doubt| {
         OutcomeMark::Attempt(OwnedAttempt {
