@@ -638,24 +638,16 @@ async fn a_group_of_marks_lands_whole_and_moves_only_pending_outcomes(backend: B
     ];
     store.record_marks(&marks).await.expect("one commit");
 
-    let outcomes = app.outcomes().await;
-    let by_id = |id: &str| {
-        outcomes
-            .iter()
-            .find(|o| o.id == id)
-            .cloned()
-            .expect("outcome")
-    };
-    let first = by_id(&claimed[0].id);
+    let first = app.outcome(&claimed[0].id).await;
     assert_eq!(first.state, OutcomeState::Reported);
     assert_eq!(first.attempts, 1);
     assert_eq!(first.reported_at, Some(now));
     assert_eq!(first.reported_mode.as_deref(), Some("test"));
-    let second = by_id(&claimed[1].id);
+    let second = app.outcome(&claimed[1].id).await;
     assert_eq!(second.state, OutcomeState::Pending);
     assert_eq!(second.attempts, 0, "set aside: no attempt spent");
     assert_eq!(second.last_error.as_deref(), Some("held for the test"));
-    let third = by_id(&claimed[2].id);
+    let third = app.outcome(&claimed[2].id).await;
     assert_eq!(third.state, OutcomeState::Voided, "not pending: not moved");
     assert_eq!(third.reported_at, None);
     for (o, logged) in [(&claimed[0], 1), (&claimed[1], 0), (&claimed[2], 1)] {
@@ -735,16 +727,12 @@ async fn a_group_of_marks_moves_each_outcome_as_one_attempt_would(backend: Backe
         .await
         .expect("group of one outcome");
 
-    let outcomes = app.outcomes().await;
-    let by_id = |id: &str| {
-        outcomes
-            .iter()
-            .find(|o| o.id == id)
-            .cloned()
-            .expect("outcome")
-    };
     let number = |sql: String| async move { store.test_support().count(&sql).await.expect(&sql) };
-    let (oa, ob, oc) = (by_id(a), by_id(b), by_id(c));
+    let (oa, ob, oc) = (
+        app.outcome(a).await,
+        app.outcome(b).await,
+        app.outcome(c).await,
+    );
     assert_eq!((oa.state, oa.attempts), (OutcomeState::Reported, 1));
     assert_eq!(oa.stripe_request_id.as_deref(), Some("req_a"));
     assert_eq!(

@@ -658,6 +658,15 @@ impl TestApp {
             .expect("list outcomes")
     }
 
+    /// The outcome `id` as listed (it must exist).
+    pub async fn outcome(&self, id: &str) -> OutcomeRow {
+        self.outcomes()
+            .await
+            .into_iter()
+            .find(|o| o.id == id)
+            .unwrap_or_else(|| panic!("no outcome {id}"))
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.services
             .store
