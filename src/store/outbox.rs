@@ -1,6 +1,6 @@
 //! The outbox: confirmed outcomes waiting to be (or already) reported to Stripe.
 
-use super::{col, sink_col, state_col, Store, StoreError, Tx};
+use super::{col, sink_col, state_col, Backend, Store, StoreError, Tx};
 use crate::lifecycle::OutcomeState;
 use crate::sink::Sink;
 use crate::stripe::mode::StripeMode;
@@ -362,8 +362,9 @@ impl Store {
     /// in one transaction. A call that was made counts in `calls` (the next key).
     pub async fn record_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        insert_attempt(&mut *tx.tx, a).await?;
-        super::marks::move_outcomes(&mut tx, std::slice::from_ref(a)).await?;
+        let one = std::slice::from_ref(a);
+        insert_attempts(&mut *tx.tx, tx.backend, one).await?;
+        move_outcomes(&mut *tx.tx, tx.backend, one).await?;
         tx.commit().await
     }
 
@@ -371,7 +372,12 @@ impl Store {
     /// as a whole before each of its events is sent alone (Metronome), whose
     /// own attempts then move the outcome.
     pub async fn log_attempt(&self, a: &OutcomeAttempt<'_>) -> Result<(), StoreError> {
-        insert_attempt(&mut *self.writer().await?, a).await
+        insert_attempts(
+            &mut *self.writer().await?,
+            self.backend,
+            std::slice::from_ref(a),
+        )
+        .await
     }
 
     /// Outcomes sent (or recorded as a dry-run) in another mode than `mode`, by
@@ -590,28 +596,94 @@ impl Store {
     }
 }
 
-/// One row of `stripe_attempts` (every sink's calls are logged there).
-pub(super) async fn insert_attempt<'e, E>(exec: E, a: &OutcomeAttempt<'_>) -> Result<(), StoreError>
+/// Attempt rows per `INSERT` ([`ATTEMPT_COLUMNS`] parameters each: 704, under
+/// every SQLite's limit).
+pub(super) const ATTEMPT_ROWS: usize = 64;
+const ATTEMPT_COLUMNS: usize = 11;
+
+/// Outcomes moved per `UPDATE` ([`MOVE_COLUMNS`] parameters each: 640).
+pub(super) const MOVES: usize = 64;
+const MOVE_COLUMNS: usize = 10;
+
+/// Move the outcome of each attempt in `rows` (each a different outcome), in
+/// one statement, to the state its attempt ends in, only while it is still
+/// pending: the retry budget spent, a call made counted in `calls` (the next
+/// idempotency key), when it is due next, its lease cleared, its last error,
+/// Stripe's request id (the earlier one kept when none came), when and in which
+/// mode it was sent (when the attempt sent it), and since when it is in doubt
+/// (kept from an earlier attempt). The one way an attempt moves an outcome
+/// (`record_attempt` moves one); one row's statement is kept prepared.
+pub(super) async fn move_outcomes<'e, E>(
+    exec: E,
+    backend: Backend,
+    rows: &[OutcomeAttempt<'_>],
+) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query(
+    // The list's columns are named apart from the table's: PostgreSQL would
+    // find `calls` (say) ambiguous in the SET expressions.
+    let sql = format!(
+        "WITH m (m_id, m_state, m_calls, m_next, m_error, m_request_id, m_sent, m_now, m_mode, m_doubt) \
+         AS (VALUES {}) \
+         UPDATE outcomes SET state = m_state, attempts = attempts + 1, calls = calls + m_calls, \
+         next_attempt_at = m_next, lease_until = NULL, last_error = m_error, \
+         stripe_request_id = COALESCE(m_request_id, stripe_request_id), \
+         reported_at = CASE WHEN m_sent = 1 THEN m_now ELSE reported_at END, \
+         reported_mode = CASE WHEN m_sent = 1 THEN m_mode ELSE reported_mode END, \
+         doubt_since = CASE WHEN m_doubt = 1 THEN COALESCE(doubt_since, m_now) ELSE doubt_since END \
+         FROM m WHERE outcomes.id = m_id AND outcomes.state = 'pending'",
+        super::rows::values(backend, rows.len(), MOVE_COLUMNS, 1)
+    );
+    let mut q = super::rows::multi_row(&sql, rows.len());
+    for a in rows {
+        q = q
+            .bind(a.outcome_id)
+            .bind(a.state.as_str())
+            .bind(i64::from(a.mode.sends()))
+            .bind(a.next_attempt_at)
+            .bind(a.error)
+            .bind(a.request_id)
+            .bind(i64::from(a.sent()))
+            .bind(a.now)
+            .bind(a.reported_mode().as_str())
+            .bind(i64::from(a.in_doubt));
+    }
+    q.execute(exec).await?;
+    Ok(())
+}
+
+/// Rows of `stripe_attempts` (every sink's calls are logged there), one
+/// statement; one row's statement is kept prepared.
+pub(super) async fn insert_attempts<'e, E>(
+    exec: E,
+    backend: Backend,
+    rows: &[OutcomeAttempt<'_>],
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!(
         "INSERT INTO stripe_attempts (outcome_id, attempted_at, dry_run, request, status_code, request_id, result, error, \
-         mode, livemode, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-        .bind(a.outcome_id)
-        .bind(a.now)
-        .bind(i64::from(!a.mode.sends()))
-        .bind(a.request)
-        .bind(a.status_code.map(i64::from))
-        .bind(a.request_id)
-        .bind(a.result)
-        .bind(a.error)
-        .bind(a.mode.as_str())
-        .bind(a.livemode.map(i64::from))
-        .bind(a.idempotency_key)
-        .execute(exec)
-        .await?;
+         mode, livemode, idempotency_key) VALUES {}",
+        super::rows::values(backend, rows.len(), ATTEMPT_COLUMNS, 1)
+    );
+    let mut q = super::rows::multi_row(&sql, rows.len());
+    for a in rows {
+        q = q
+            .bind(a.outcome_id)
+            .bind(a.now)
+            .bind(i64::from(!a.mode.sends()))
+            .bind(a.request)
+            .bind(a.status_code.map(i64::from))
+            .bind(a.request_id)
+            .bind(a.result)
+            .bind(a.error)
+            .bind(a.mode.as_str())
+            .bind(a.livemode.map(i64::from))
+            .bind(a.idempotency_key);
+    }
+    q.execute(exec).await?;
     Ok(())
 }
 
