@@ -6,6 +6,7 @@
 //! every mark that arrived while the last one was being written.
 
 use super::outbox::{insert_attempts, move_outcomes, set_aside_on, ATTEMPT_ROWS, MOVES};
+use super::rows::groups;
 use super::{OutcomeAttempt, SetAside, Store, StoreError};
 use crate::lifecycle::OutcomeState;
 use crate::stripe::mode::StripeMode;
@@ -116,7 +117,7 @@ impl Store {
                 OutcomeMark::SetAside { .. } => None,
             })
             .collect();
-        for chunk in attempts.chunks(ATTEMPT_ROWS) {
+        for chunk in groups(tx.backend, &attempts, ATTEMPT_ROWS) {
             insert_attempts(&mut *tx.tx, tx.backend, chunk).await?;
         }
         let one_mark_per_outcome = marks.len()
@@ -126,7 +127,7 @@ impl Store {
                 .collect::<HashSet<_>>()
                 .len();
         if one_mark_per_outcome {
-            for chunk in attempts.chunks(MOVES) {
+            for chunk in groups(tx.backend, &attempts, MOVES) {
                 move_outcomes(&mut *tx.tx, tx.backend, chunk).await?;
             }
         }

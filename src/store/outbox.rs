@@ -198,14 +198,16 @@ impl Tx {
     ) -> Result<HashSet<String>, StoreError> {
         const COLUMNS: usize = 18;
         let mut new = HashSet::with_capacity(outcomes.len());
-        for chunk in outcomes.chunks(super::rows::per_statement(COLUMNS)) {
+        for chunk in
+            super::rows::groups(self.backend, outcomes, super::rows::per_statement(COLUMNS))
+        {
             let sql = format!(
                 "INSERT INTO outcomes (id, tenant, provider, ticket_id, seq, resolved_at, confirmed_at, event_name, value, \
                  stripe_customer_id, contract_version, contract_hash, evidence, next_attempt_at, state, stripe_account, sink, sink_target) \
                  VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
                 super::rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = super::rows::multi_row(&sql, chunk.len());
+            let mut q = super::rows::grouped(self.backend, &sql, chunk.len());
             for o in chunk {
                 q = q
                     .bind(&o.id)
@@ -635,7 +637,7 @@ where
          FROM m WHERE outcomes.id = m_id AND outcomes.state = 'pending'",
         super::rows::values(backend, rows.len(), MOVE_COLUMNS, 1)
     );
-    let mut q = super::rows::multi_row(&sql, rows.len());
+    let mut q = super::rows::grouped(backend, &sql, rows.len());
     for a in rows {
         q = q
             .bind(a.outcome_id)
@@ -668,7 +670,7 @@ where
          mode, livemode, idempotency_key) VALUES {}",
         super::rows::values(backend, rows.len(), ATTEMPT_COLUMNS, 1)
     );
-    let mut q = super::rows::multi_row(&sql, rows.len());
+    let mut q = super::rows::grouped(backend, &sql, rows.len());
     for a in rows {
         q = q
             .bind(a.outcome_id)

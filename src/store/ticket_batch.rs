@@ -74,13 +74,13 @@ impl Tx {
         now: Millis,
     ) -> Result<HashMap<TicketKey, Option<Settled>>, StoreError> {
         let backend = self.backend;
-        for chunk in keys.chunks(rows::per_statement(4)) {
+        for chunk in rows::groups(self.backend, keys, rows::per_statement(4)) {
             let sql = format!(
                 "INSERT INTO tickets (tenant, provider, ticket_id, updated_at) VALUES {} \
                  ON CONFLICT (tenant, provider, ticket_id) DO NOTHING",
                 rows::values(backend, chunk.len(), 4, 1)
             );
-            let mut q = rows::multi_row(&sql, chunk.len());
+            let mut q = rows::grouped(self.backend, &sql, chunk.len());
             for (tenant, provider, ticket) in chunk {
                 q = q.bind(tenant).bind(provider).bind(ticket).bind(now);
             }
@@ -91,7 +91,7 @@ impl Tx {
             Backend::Postgres => " FOR UPDATE OF t",
         };
         let mut out = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(rows::per_statement(3)) {
+        for chunk in rows::groups(self.backend, keys, rows::per_statement(3)) {
             let sql = format!(
                 "WITH k (tenant, provider, ticket_id) AS (VALUES {}) \
                  SELECT t.tenant, t.provider, t.ticket_id, t.settled_seq, t.settled_resolved_at \
@@ -101,7 +101,7 @@ impl Tx {
                 rows::values(backend, chunk.len(), 3, 1),
                 join = rows::keys_join(backend),
             );
-            let found = bind_keys(rows::multi_row(&sql, chunk.len()), chunk)
+            let found = bind_keys(rows::grouped(self.backend, &sql, chunk.len()), chunk)
                 .fetch_all(&mut *self.tx)
                 .await?;
             for r in &found {
@@ -121,14 +121,16 @@ impl Tx {
             .collect::<Result<Vec<String>, _>>()
             .map_err(|err| StoreError::corrupt(err.to_string()))?;
         let per = rows::per_statement(COLUMNS);
-        for (chunk, tags) in events.chunks(per).zip(tags.chunks(per)) {
+        for (chunk, tags) in
+            rows::groups(self.backend, events, per).zip(rows::groups(self.backend, &tags, per))
+        {
             let sql = format!(
                 "INSERT INTO ticket_events (tenant, provider, event_key, ticket_id, kind, occurred_at, resolver, \
                  actor_id, tags, channel, delivery_id, learned_from) VALUES {} \
                  ON CONFLICT (tenant, provider, event_key) DO NOTHING",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = rows::multi_row(&sql, chunk.len());
+            let mut q = rows::grouped(self.backend, &sql, chunk.len());
             for (n, tags) in chunk.iter().zip(tags) {
                 let e = n.event;
                 q = q
@@ -156,7 +158,7 @@ impl Tx {
         keys: &[TicketKey],
     ) -> Result<HashMap<TicketKey, Vec<TicketEvent>>, StoreError> {
         let mut out: HashMap<TicketKey, Vec<TicketEvent>> = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(rows::per_statement(3)) {
+        for chunk in rows::groups(self.backend, keys, rows::per_statement(3)) {
             let sql = format!(
                 "WITH k (tenant, provider, ticket_id) AS (VALUES {}) \
                  SELECT e.tenant, e.provider, e.event_key, e.ticket_id, e.kind, e.occurred_at, e.resolver, \
@@ -166,7 +168,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 3, 1),
                 join = rows::keys_join(self.backend),
             );
-            let found = bind_keys(rows::multi_row(&sql, chunk.len()), chunk)
+            let found = bind_keys(rows::grouped(self.backend, &sql, chunk.len()), chunk)
                 .fetch_all(&mut *self.tx)
                 .await?;
             for r in &found {
@@ -184,7 +186,7 @@ impl Tx {
         tickets: &[(&TicketKey, &str)],
     ) -> Result<HashMap<TicketKey, Vec<PinnedContract>>, StoreError> {
         let mut out: HashMap<TicketKey, Vec<PinnedContract>> = HashMap::new();
-        for chunk in tickets.chunks(rows::per_statement(4)) {
+        for chunk in rows::groups(self.backend, tickets, rows::per_statement(4)) {
             // A LEFT JOIN: a decision whose contract is missing is an error, not left out.
             let sql = format!(
                 "WITH k (tenant, provider, ticket_id, current_hash) AS (VALUES {}) \
@@ -196,7 +198,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 4, 1),
                 join = rows::keys_join(self.backend),
             );
-            let mut q = rows::multi_row(&sql, chunk.len());
+            let mut q = rows::grouped(self.backend, &sql, chunk.len());
             for ((tenant, provider, ticket), hash) in chunk {
                 q = q.bind(tenant).bind(provider).bind(ticket).bind(*hash);
             }
@@ -213,7 +215,7 @@ impl Tx {
     /// sequences): final decisions are never changed again.
     pub async fn write_decisions(&mut self, decisions: &[DecisionWrite]) -> Result<(), StoreError> {
         const COLUMNS: usize = 17;
-        for chunk in decisions.chunks(rows::per_statement(COLUMNS)) {
+        for chunk in rows::groups(self.backend, decisions, rows::per_statement(COLUMNS)) {
             let sql = format!(
                 "INSERT INTO decisions (tenant, provider, ticket_id, seq, resolved_at, resolver, settle_at, status, \
                  billable, clause, detail, contract_version, contract_hash, evidence, outcome_id, final, decided_at) \
@@ -227,7 +229,7 @@ impl Tx {
                  WHERE decisions.final = 0",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = rows::multi_row(&sql, chunk.len());
+            let mut q = rows::grouped(self.backend, &sql, chunk.len());
             for d in chunk {
                 q = q
                     .bind(&d.tenant)
@@ -261,7 +263,7 @@ impl Tx {
         now: Millis,
     ) -> Result<(), StoreError> {
         const COLUMNS: usize = 7;
-        for chunk in saves.chunks(rows::per_statement(COLUMNS)) {
+        for chunk in rows::groups(self.backend, saves, rows::per_statement(COLUMNS)) {
             let sql = format!(
                 "INSERT INTO tickets (tenant, provider, ticket_id, settled_seq, settled_resolved_at, settle_at, updated_at) \
                  VALUES {} \
@@ -270,7 +272,7 @@ impl Tx {
                    settle_at = excluded.settle_at, updated_at = excluded.updated_at",
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
-            let mut q = rows::multi_row(&sql, chunk.len());
+            let mut q = rows::grouped(self.backend, &sql, chunk.len());
             for s in chunk {
                 let (tenant, provider, ticket) = s.key;
                 q = q
@@ -293,7 +295,7 @@ impl Tx {
         &mut self,
         through: &[(&TicketKey, u32)],
     ) -> Result<(), StoreError> {
-        for chunk in through.chunks(rows::per_statement(4)) {
+        for chunk in rows::groups(self.backend, through, rows::per_statement(4)) {
             // The decisions found through the keys (each ticket's own index
             // range), then updated by their primary key.
             let sql = format!(
@@ -305,7 +307,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), 4, 1),
                 join = rows::keys_join(self.backend),
             );
-            let mut q = rows::multi_row(&sql, chunk.len());
+            let mut q = rows::grouped(self.backend, &sql, chunk.len());
             for ((tenant, provider, ticket), seq) in chunk {
                 q = q
                     .bind(tenant)

@@ -143,6 +143,24 @@ async fn sqlite_is_built_without_memory_statistics() {
     );
 }
 
+/// The writer keeps its statement journals in memory (`temp_store = MEMORY`):
+/// a multi-row statement inside a transaction saves the old contents of the
+/// pages it changes, and on disk that was a temporary file written and read
+/// for every page (see `pool_options` in `store/mod.rs`).
+#[tokio::test]
+async fn the_sqlite_writer_keeps_its_statement_journals_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&sqlite_settings(dir.path(), 1))
+        .await
+        .expect("connect");
+    let temp_store = store
+        .test_support()
+        .count("PRAGMA temp_store")
+        .await
+        .expect("temp_store");
+    assert_eq!(temp_store, 2, "the writer's temp_store (2 is MEMORY)");
+}
+
 /// A reader on an older snapshot keeps the WAL from restarting: the restart
 /// holds the writer (every webhook waits behind it), so it gives up after a
 /// short wait instead of SQLite's busy timeout, puts that timeout back, and
