@@ -14,7 +14,7 @@
 //! an hour: one bad row never stops confirmation for everyone.
 
 use super::clawback::{over_cap, LateReopen};
-use super::evidence::{decision, evidence, DecisionInput, Pins, Verification};
+use super::evidence::{decision, DecisionInput, Pins, Verification};
 use super::locked::Loaded;
 use super::pass_writes::PassWrites;
 use super::{Worker, TX_BUDGET};
@@ -402,10 +402,12 @@ impl Worker {
             capped,
             verification,
         };
-        if let Some(o) = self.new_outcome(pass, t, &decided) {
+        // The outcome keeps its final decision's evidence (built once).
+        let decision = final_decision(pass, t, &decided);
+        if let Some(o) = self.new_outcome(pass, t, &decided, &decision.evidence) {
             writes.outcome(o);
         }
-        writes.decision(final_decision(pass, t, decided));
+        writes.decision(decision);
         // A reopen already stored after this resolution's window may claw back the
         // outcome just confirmed: checked for every resolution confirmed in this pass,
         // so the result does not depend on how many are confirmed at once.
@@ -472,12 +474,13 @@ impl Worker {
     }
 
     /// The outcome of a billable resolution (`None`: the contract does not bill it),
-    /// `capped` when a cap stopped it.
+    /// `capped` when a cap stopped it, with the `evidence` of its final decision.
     fn new_outcome(
         &self,
         pass: &Pass,
         t: &DueTicket<'_, '_>,
         d: &Decided<'_>,
+        evidence: &str,
     ) -> Option<NewOutcome> {
         let (id, meter) = d.billable.as_ref()?;
         let r = d.r;
@@ -507,7 +510,7 @@ impl Worker {
             sink_target: settings.sink.target(settings),
             contract_version: contract.0.to_string(),
             contract_hash: contract.1.to_string(),
-            evidence: evidence(r, t.events, contract, d.verification.as_ref()),
+            evidence: evidence.to_string(),
             state: if d.capped.is_some() {
                 OutcomeState::Capped
             } else {
@@ -533,28 +536,22 @@ async fn postpone_an_hour(tx: &mut Tx, pass: &Pass, key: &TicketKey) -> Result<(
 
 /// The final decision of a settled resolution: confirmed, capped (not billable,
 /// with the cap that stopped it) or not billable.
-fn final_decision(pass: &Pass, t: &DueTicket<'_, '_>, d: Decided<'_>) -> DecisionWrite {
-    let Decided {
-        r,
-        billable,
-        capped,
-        verification,
-    } = d;
-    let status = match (&billable, &capped) {
+fn final_decision(pass: &Pass, t: &DueTicket<'_, '_>, d: &Decided<'_>) -> DecisionWrite {
+    let status = match (&d.billable, &d.capped) {
         (Some(_), Some(_)) => DecisionStatus::Capped,
         (Some(_), None) => DecisionStatus::Confirmed,
         (None, _) => DecisionStatus::NotBillable,
     };
     let mut w = t.decision(
-        r,
+        d.r,
         status,
-        billable.map(|(id, _)| id),
-        verification.as_ref(),
+        d.billable.as_ref().map(|(id, _)| id.clone()),
+        d.verification.as_ref(),
         pass.now,
     );
-    if let Some(why) = capped {
+    if let Some(why) = &d.capped {
         w.billable = false;
-        w.detail = why;
+        w.detail = why.clone();
     }
     w
 }

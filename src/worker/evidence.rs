@@ -33,7 +33,7 @@ pub(crate) type Verification = (bool, String);
 
 /// The evidence for one resolution: its events, the clause, the contract, and
 /// the verification with the helpdesk when there was one.
-pub(crate) fn evidence(
+fn evidence(
     r: &Resolution,
     events: &[TicketEvent],
     contract: (&str, &str),
