@@ -103,8 +103,9 @@ impl Store {
     /// only while the claim holds it). Attempt rows go in multi-row inserts.
     /// When every mark is about a different outcome (as the reporter's are: one
     /// mark ends one claim), the attempts' outcomes move by one statement per
-    /// [`MOVES`] and each set-aside by its own; otherwise each mark moves its
-    /// outcome by its own statement, in the order given.
+    /// group of at most [`MOVES`] (`rows::groups`) and each set-aside by its
+    /// own; otherwise each mark moves its outcome by its own statement, in the
+    /// order given.
     pub async fn record_marks(&self, marks: &[OutcomeMark]) -> Result<(), StoreError> {
         if marks.is_empty() {
             return Ok(());

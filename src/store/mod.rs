@@ -489,13 +489,13 @@ impl Store {
             Backend::Postgres => settings.max_connections.max(1),
         };
         let autocheckpoint_off = Arc::new(AtomicBool::new(false));
-        let pool = pool_options(backend, writers, Conns::Writer(autocheckpoint_off.clone()))
+        let pool = pool_options(backend, writers, autocheckpoint_off.clone())
             .connect(&url)
             .await?;
         let reads_shared = sqlite_file(&url).is_none();
         let reads = match (backend, sqlite_file(&url)) {
             (Backend::Sqlite, Some(_)) => {
-                pool_options(backend, settings.max_connections.max(1), Conns::Readers)
+                pool_options(backend, settings.max_connections.max(1), Arc::default())
                     .connect(&url)
                     .await?
             }
@@ -504,7 +504,7 @@ impl Store {
         let locks = match backend {
             // As many as pairs are reported at once (`reporter.concurrency`, which
             // bounds them); opened when first needed, closed after a minute idle.
-            Backend::Postgres => pool_options(backend, PAIR_LOCK_CONNECTIONS, Conns::Readers)
+            Backend::Postgres => pool_options(backend, PAIR_LOCK_CONNECTIONS, Arc::default())
                 .idle_timeout(std::time::Duration::from_secs(60))
                 .connect_lazy(&url)?,
             Backend::Sqlite => reads.clone(),
@@ -659,27 +659,11 @@ const WAL_SIZE_LIMIT: u64 = 64 << 20;
 /// per pair it reports at once, at most `reporter.concurrency`.
 const PAIR_LOCK_CONNECTIONS: u32 = 1024;
 
-/// What a pool's connections are for.
-enum Conns {
-    /// The writer: `autocheckpoint_off` is set once another connection takes
-    /// the WAL checkpoints ([`Store::take_over_checkpoints`]); a writer
-    /// connection opened later starts without them too.
-    Writer(Arc<AtomicBool>),
-    /// Reads (and PostgreSQL's pair locks).
-    Readers,
-}
-
-/// A pool of up to `max` connections, set up for `backend` and `conns`.
-///
-/// SQLite's writer keeps its statement journals in memory (`temp_store =
-/// MEMORY`): a statement that changes more than a few pages inside a
-/// transaction (every multi-row statement of a batch) saves the pages' old
-/// contents so that it alone can be undone, and past 64 KiB SQLite spills them
-/// to a temporary file, a write and read of the file for each page (about a
-/// fourteenth of the writer thread's CPU). In memory they are bounded by what
-/// one statement changes. Readers keep the default: their sorts of large
-/// results (statements, reconciliation) may still spill to disk.
-fn pool_options(backend: Backend, max: u32, conns: Conns) -> AnyPoolOptions {
+/// A pool of up to `max` connections, set up for `backend`.
+/// `autocheckpoint_off`: set once another connection takes the WAL checkpoints
+/// ([`Store::take_over_checkpoints`]); a writer connection opened later starts
+/// without them too.
+fn pool_options(backend: Backend, max: u32, autocheckpoint_off: Arc<AtomicBool>) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(10))
@@ -687,12 +671,7 @@ fn pool_options(backend: Backend, max: u32, conns: Conns) -> AnyPoolOptions {
         // the driver's thread on the ingest hot path); PostgreSQL's may have died.
         .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |conn, _meta| {
-            let writer = match &conns {
-                Conns::Writer(autocheckpoint_off) => {
-                    Some(autocheckpoint_off.load(Ordering::Relaxed))
-                }
-                Conns::Readers => None,
-            };
+            let autocheckpoint_off = autocheckpoint_off.load(Ordering::Relaxed);
             Box::pin(async move {
                 if backend == Backend::Sqlite {
                     // WAL for concurrent readers; FULL so a commit survives power loss;
@@ -706,11 +685,8 @@ fn pool_options(backend: Backend, max: u32, conns: Conns) -> AnyPoolOptions {
                         .as_str(),
                     )
                     .await?;
-                    if let Some(autocheckpoint_off) = writer {
-                        conn.execute("PRAGMA temp_store = MEMORY;").await?;
-                        if autocheckpoint_off {
-                            conn.execute("PRAGMA wal_autocheckpoint = 0;").await?;
-                        }
+                    if autocheckpoint_off {
+                        conn.execute("PRAGMA wal_autocheckpoint = 0;").await?;
                     }
                 }
                 Ok(())

@@ -614,7 +614,8 @@ const MOVE_COLUMNS: usize = 10;
 /// Stripe's request id (the earlier one kept when none came), when and in which
 /// mode it was sent (when the attempt sent it), and since when it is in doubt
 /// (kept from an earlier attempt). The one way an attempt moves an outcome
-/// (`record_attempt` moves one); one row's statement is kept prepared.
+/// (`record_attempt` moves one). Its caller gives it one of `rows::groups`'s
+/// groups (or one row), whose statement is kept prepared (`rows::grouped`).
 pub(super) async fn move_outcomes<'e, E>(
     exec: E,
     backend: Backend,
@@ -656,7 +657,8 @@ where
 }
 
 /// Rows of `stripe_attempts` (every sink's calls are logged there), one
-/// statement; one row's statement is kept prepared.
+/// statement for one of `rows::groups`'s groups (or one row), kept prepared
+/// (`rows::grouped`).
 pub(super) async fn insert_attempts<'e, E>(
     exec: E,
     backend: Backend,

@@ -31,8 +31,13 @@ pub(super) fn grouped(
     sqlx::query(sql).persistent(rows <= 1 || kept_size(backend, rows))
 }
 
-/// Rows one SQLite statement of [`groups`] holds at most.
-pub(super) const SQLITE_GROUP: usize = 64;
+/// Rows one SQLite statement of [`groups`] holds at most. Each statement built
+/// from groups keeps up to seven texts (1, 2, 4, … 64 rows) in the writer
+/// connection's statement cache, which holds 100 (least recently used out;
+/// sqlx's `Any` driver cannot raise it): the eleven such statements take 77,
+/// the writer's one-row statements most of the rest. A miss only means parsing
+/// again; a new grouped statement should still be weighed against that room.
+const SQLITE_GROUP: usize = 64;
 
 /// Whether a group of `rows` rows has one of the sizes whose statements are kept.
 fn kept_size(backend: Backend, rows: usize) -> bool {
@@ -199,6 +204,27 @@ mod tests {
             );
             assert!(got.windows(2).all(|w| w[0] >= w[1]), "{n}: largest first");
         }
+    }
+
+    #[test]
+    fn a_limit_below_the_kept_size_still_gives_powers_of_two() {
+        assert_eq!(sizes(Backend::Sqlite, 100, 48), [32, 32, 32, 4]);
+        assert_eq!(sizes(Backend::Sqlite, 5, 3), [2, 2, 1]);
+    }
+
+    #[test]
+    fn grouped_statements_are_kept_only_at_the_kept_sizes_on_sqlite() {
+        // `Execute::persistent`, not the builder method of the same name.
+        fn kept<'a>(q: sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>>) -> bool {
+            sqlx::Execute::persistent(&q)
+        }
+        assert!(kept(grouped(Backend::Sqlite, "SELECT 1", 64)));
+        assert!(kept(grouped(Backend::Sqlite, "SELECT 1", 8)));
+        assert!(!kept(grouped(Backend::Sqlite, "SELECT 1", 48)));
+        assert!(!kept(grouped(Backend::Sqlite, "SELECT 1", 128)));
+        assert!(!kept(grouped(Backend::Postgres, "SELECT 1", 64)));
+        assert!(kept(grouped(Backend::Postgres, "SELECT 1", 1)));
+        assert!(!kept(multi_row("SELECT 1", 64)));
     }
 
     #[test]

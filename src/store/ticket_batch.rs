@@ -1,6 +1,8 @@
 //! The worker's batch, set-based: every ticket a batch of deliveries touches is
 //! locked, read and written with a few statements for all of them (multi-row
-//! `VALUES`, chunked under the engines' parameter limits), not a few per ticket.
+//! `VALUES`, in the groups of `rows::groups`: on SQLite a few sizes, kept
+//! prepared; on PostgreSQL as many rows as its parameter limit allows), not a
+//! few per ticket.
 //!
 //! Tickets are locked in sorted order (PostgreSQL: `FOR UPDATE`; SQLite's
 //! `BEGIN IMMEDIATE` already serializes writers), and their events are read
@@ -74,13 +76,13 @@ impl Tx {
         now: Millis,
     ) -> Result<HashMap<TicketKey, Option<Settled>>, StoreError> {
         let backend = self.backend;
-        for chunk in rows::groups(self.backend, keys, rows::per_statement(4)) {
+        for chunk in rows::groups(backend, keys, rows::per_statement(4)) {
             let sql = format!(
                 "INSERT INTO tickets (tenant, provider, ticket_id, updated_at) VALUES {} \
                  ON CONFLICT (tenant, provider, ticket_id) DO NOTHING",
                 rows::values(backend, chunk.len(), 4, 1)
             );
-            let mut q = rows::grouped(self.backend, &sql, chunk.len());
+            let mut q = rows::grouped(backend, &sql, chunk.len());
             for (tenant, provider, ticket) in chunk {
                 q = q.bind(tenant).bind(provider).bind(ticket).bind(now);
             }
@@ -91,7 +93,7 @@ impl Tx {
             Backend::Postgres => " FOR UPDATE OF t",
         };
         let mut out = HashMap::with_capacity(keys.len());
-        for chunk in rows::groups(self.backend, keys, rows::per_statement(3)) {
+        for chunk in rows::groups(backend, keys, rows::per_statement(3)) {
             let sql = format!(
                 "WITH k (tenant, provider, ticket_id) AS (VALUES {}) \
                  SELECT t.tenant, t.provider, t.ticket_id, t.settled_seq, t.settled_resolved_at \
@@ -101,7 +103,7 @@ impl Tx {
                 rows::values(backend, chunk.len(), 3, 1),
                 join = rows::keys_join(backend),
             );
-            let found = bind_keys(rows::grouped(self.backend, &sql, chunk.len()), chunk)
+            let found = bind_keys(rows::grouped(backend, &sql, chunk.len()), chunk)
                 .fetch_all(&mut *self.tx)
                 .await?;
             for r in &found {
@@ -115,15 +117,12 @@ impl Tx {
     /// [`Tx::insert_event`] one by one would).
     pub async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> Result<(), StoreError> {
         const COLUMNS: usize = 12;
-        let tags = events
-            .iter()
-            .map(|e| serde_json::to_string(&e.event.tags))
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(|err| StoreError::corrupt(err.to_string()))?;
-        let per = rows::per_statement(COLUMNS);
-        for (chunk, tags) in
-            rows::groups(self.backend, events, per).zip(rows::groups(self.backend, &tags, per))
-        {
+        for chunk in rows::groups(self.backend, events, rows::per_statement(COLUMNS)) {
+            let tags = chunk
+                .iter()
+                .map(|e| serde_json::to_string(&e.event.tags))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|err| StoreError::corrupt(err.to_string()))?;
             let sql = format!(
                 "INSERT INTO ticket_events (tenant, provider, event_key, ticket_id, kind, occurred_at, resolver, \
                  actor_id, tags, channel, delivery_id, learned_from) VALUES {} \
@@ -131,7 +130,7 @@ impl Tx {
                 rows::values(self.backend, chunk.len(), COLUMNS, 1)
             );
             let mut q = rows::grouped(self.backend, &sql, chunk.len());
-            for (n, tags) in chunk.iter().zip(tags) {
+            for (n, tags) in chunk.iter().zip(&tags) {
                 let e = n.event;
                 q = q
                     .bind(n.tenant)

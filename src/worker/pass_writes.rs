@@ -1,7 +1,8 @@
 //! The writes of a confirmation pass, kept until a read needs them (a cap
 //! counts billed outcomes, a clawback reads its outcome) or the pass ends,
-//! then made one multi-row statement per table: a pass of hundreds of tickets
-//! writes in a handful of statements instead of four per ticket.
+//! then made with multi-row statements per table (a few per table: the groups
+//! of `store::rows::groups`): a pass of hundreds of tickets writes in a few
+//! dozen statements instead of four per ticket.
 
 use crate::lifecycle::OutcomeState;
 use crate::store::{DecisionWrite, NewOutcome, StoreError, TicketKey, TicketSave, Tx};
