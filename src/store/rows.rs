@@ -121,7 +121,7 @@ pub(super) fn values(backend: Backend, rows: usize, columns: usize, first: usize
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&param(backend, first + row * columns + c));
+            push_param(&mut sql, backend, first + row * columns + c);
         }
         sql.push(')');
     }
@@ -129,14 +129,13 @@ pub(super) fn values(backend: Backend, rows: usize, columns: usize, first: usize
 }
 
 /// Parameter `n` (from 1) of a statement whose parameters are all numbered in
-/// the order they are bound (see [`values`]).
-pub(super) fn param(backend: Backend, n: usize) -> String {
+/// the order they are bound (see [`values`]), written at the end of `sql`
+/// (a batch statement has thousands: none is a string of its own).
+fn push_param(sql: &mut String, backend: Backend, n: usize) {
     match backend {
-        Backend::Sqlite => "?".to_string(),
+        Backend::Sqlite => sql.push('?'),
         Backend::Postgres => {
-            let mut s = String::with_capacity(6);
-            let _ = write!(s, "${n}");
-            s
+            let _ = write!(sql, "${n}");
         }
     }
 }
@@ -177,7 +176,9 @@ mod tests {
             "($2, $3, $4), ($5, $6, $7)"
         );
         assert_eq!(values(Backend::Sqlite, 2, 2, 1), "(?, ?), (?, ?)");
-        assert_eq!(param(Backend::Postgres, 9), "$9");
+        let mut ninth = String::new();
+        push_param(&mut ninth, Backend::Postgres, 9);
+        assert_eq!(ninth, "$9");
         assert_eq!(id_list(&[3, 1, 20]), "3,1,20");
     }
 
