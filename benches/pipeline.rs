@@ -25,7 +25,8 @@
 //! `cargo bench --bench pipeline -- --tickets 100000` (1,000,000 works too).
 //! `--sink metronome` or `--sink stripe_usage_records` bills every tenant through
 //! that sink (a fake Metronome, or usage records in the fake Stripe) instead of
-//! Stripe meter events.
+//! Stripe meter events. `--stripe-api v2_stream` sends the meter events on
+//! Stripe's v2 meter event stream (up to 100 a call) instead of one per call.
 //!
 //! The clock is moved by restarting the service with a later `clock.offset`.
 //! Per ticket: AI resolution (billed), except every 10th resolved by a human and
@@ -53,6 +54,8 @@ const TENANTS: usize = 16;
 /// The fakes the outcomes go to.
 struct Billing {
     sink: Sink,
+    /// `stripe.meter_event_api`: `v1` or `v2_stream`.
+    stripe_api: String,
     stripe: FakeStripe,
     metronome: FakeMetronome,
 }
@@ -98,7 +101,7 @@ impl Billing {
     fn requests(&self) -> usize {
         match self.sink {
             Sink::Metronome => self.metronome.requests(),
-            Sink::StripeMeters => self.stripe.requests(),
+            Sink::StripeMeters => self.stripe.requests() + self.stripe.stream_requests(),
             Sink::StripeUsageRecords => self.stripe.usage_record_requests(),
         }
     }
@@ -123,6 +126,8 @@ concurrency = {TENANTS}
 mode = "test"
 api_key = "{key}"
 api_base = "{stripe}"
+meter_event_api = "{stripe_api}"
+meter_events_api_base = "{stripe}"
 [metronome]
 api_base = "{metronome}"
 api_token = "{metronome_token}"
@@ -134,6 +139,7 @@ offset = "{offset_ms}ms"
         db = db.display(),
         key = FakeStripe::API_KEY,
         stripe = billing.stripe.base_url(),
+        stripe_api = billing.stripe_api,
         metronome = billing.metronome.base_url(),
         metronome_token = FakeMetronome::TOKEN,
     );
@@ -206,7 +212,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    rt.block_on(run(tickets, concurrency, sink));
+    let stripe_api = arg_text("stripe-api", "v1");
+    if !["v1", "v2_stream"].contains(&stripe_api.as_str()) {
+        eprintln!("pipeline: --stripe-api: `{stripe_api}` (known: v1, v2_stream)");
+        std::process::exit(2);
+    }
+    rt.block_on(run(tickets, concurrency, sink, stripe_api));
 }
 
 fn reopened(i: usize) -> bool {
@@ -515,7 +526,7 @@ impl Running {
     }
 }
 
-async fn run(tickets: usize, concurrency: usize, sink: Sink) {
+async fn run(tickets: usize, concurrency: usize, sink: Sink, stripe_api: String) {
     let stripe = FakeStripe::start().await;
     let customers: Vec<String> = (0..TENANTS).map(|i| format!("cus_bench_{i}")).collect();
     stripe.ensure_account(customers.iter().map(String::as_str), ["resolved_ticket"]);
@@ -530,6 +541,7 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     }
     let billing = Arc::new(Billing {
         sink,
+        stripe_api,
         stripe,
         metronome: FakeMetronome::start().await,
     });
@@ -564,8 +576,9 @@ async fn run(tickets: usize, concurrency: usize, sink: Sink) {
     serve.log_file = std::env::var_os("PIPELINE_LOG_FILE").map(PathBuf::from);
     let http = reqwest::Client::new();
     println!(
-        "pipeline: {tickets} tickets ({} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, sink {sink} (a fake on loopback), {concurrency} connections",
-        first.deliveries() + second.deliveries()
+        "pipeline: {tickets} tickets ({} deliveries, {expected} billable) over {TENANTS} tenants, SQLite, real binary, sink {sink} (a fake on loopback; Stripe meter events by {}), {concurrency} connections",
+        first.deliveries() + second.deliveries(),
+        billing.stripe_api,
     );
     let started = Instant::now();
     let peak = Arc::new(AtomicU64::new(0));

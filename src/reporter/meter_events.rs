@@ -135,7 +135,7 @@ impl Reporter {
     /// Stripe's clock (held, unspent, until it is not), older than Stripe accepts,
     /// or in doubt past Stripe's dedupe window (parked as failed). Returns whether
     /// it did.
-    async fn set_aside_unsendable(
+    pub(super) async fn set_aside_unsendable(
         &self,
         o: &ClaimedOutcome,
         timestamp: i64,
@@ -182,7 +182,7 @@ impl Reporter {
     /// need an expired lease); when it may not, renew it, only if still ours
     /// (stripe.timeout < worker.lease is enforced, so a renewal always suffices).
     /// Returns whether the claim holds.
-    async fn still_claimed(&self, o: &ClaimedOutcome) -> Result<bool, StoreError> {
+    pub(super) async fn still_claimed(&self, o: &ClaimedOutcome) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         if o.lease_until < now + self.call_timeout * 2
             && !self
@@ -235,7 +235,7 @@ impl Reporter {
 }
 
 /// The meter event of `o`, in the payload keys of its meter.
-fn meter_event(o: &ClaimedOutcome, meter: &MeterInfo) -> MeterEvent {
+pub(super) fn meter_event(o: &ClaimedOutcome, meter: &MeterInfo) -> MeterEvent {
     MeterEvent {
         event_name: o.event_name.clone(),
         stripe_customer_id: o.stripe_customer_id.clone(),
@@ -290,7 +290,7 @@ impl Reporter {
 
     /// Give claimed outcomes back unsent, pending, with the preflight's reason as
     /// their last error, until after the next preflight; no attempt is spent.
-    async fn hold_outcomes(
+    pub(super) async fn hold_outcomes(
         &self,
         customer: &str,
         event_name: &str,

@@ -11,6 +11,7 @@ mod attempt;
 mod clawback;
 mod marks;
 mod meter_events;
+mod meter_stream;
 mod metronome;
 mod metronome_clawback;
 mod rate_limit;
@@ -25,7 +26,7 @@ pub use reversal_method::{after_cancel_too_old, choose_method, manual_reason, Me
 use crate::clock::SharedClock;
 use crate::lifecycle::OutcomeState;
 use crate::metrics::Metrics;
-use crate::settings::{MeterAggregation, ReporterSettings, Settings};
+use crate::settings::{MeterAggregation, MeterEventApi, ReporterSettings, Settings};
 use crate::sink::Sink;
 use crate::store::{ClaimedOutcome, OutcomeMark, SetAside, Store, StoreError};
 use crate::stripe::gate::PreflightGates;
@@ -71,6 +72,8 @@ pub struct Reporter {
     /// The group commit of the marks (attempts, set-asides) of every clone,
     /// started on first use.
     marks: Arc<OnceLock<MarkWriter>>,
+    /// The v2 meter event stream, when `stripe.meter_event_api = "v2_stream"`.
+    stream: Option<Arc<meter_stream::Stream>>,
 }
 
 impl Reporter {
@@ -114,6 +117,11 @@ impl Reporter {
             metronome_settings: Arc::new(settings.metronome.clone()),
             legacy,
             marks: Arc::default(),
+            stream: (settings.stripe.meter_event_api == MeterEventApi::V2Stream).then(|| {
+                Arc::new(meter_stream::Stream::new(
+                    &settings.stripe.meter_events_api_base,
+                ))
+            }),
         }
     }
 
@@ -202,6 +210,9 @@ impl Reporter {
         let mut tasks = JoinSet::new();
         for (sink, outcomes) in by_sink {
             match sink {
+                Sink::StripeMeters if self.stream.is_some() => {
+                    self.spawn_meter_stream(outcomes, &permits, &mut tasks)
+                }
                 Sink::StripeMeters => self.spawn_meter_events(outcomes, &permits, &mut tasks),
                 Sink::Metronome => self.spawn_metronome(outcomes, &permits, &mut tasks),
                 Sink::StripeUsageRecords => {

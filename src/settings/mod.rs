@@ -17,7 +17,7 @@ mod tests;
 mod validation;
 mod worker;
 
-pub use self::stripe::{MeterAggregation, StripeSettings};
+pub use self::stripe::{MeterAggregation, MeterEventApi, StripeSettings};
 pub use crate::stripe::mode::StripeMode;
 pub use clock::ClockSettings;
 pub use database::DatabaseSettings;
@@ -72,7 +72,10 @@ impl Settings {
     pub fn rate_per_second(&self) -> f64 {
         self.reporter
             .rate_per_second
-            .unwrap_or_else(|| self.stripe.mode().default_rate_per_second())
+            .unwrap_or_else(|| match self.stripe.meter_event_api {
+                MeterEventApi::V1 => self.stripe.mode().default_rate_per_second(),
+                MeterEventApi::V2Stream => self.stripe.mode().default_stream_rate_per_second(),
+            })
     }
 
     /// Every Stripe account the tenants bill on, once each: the platform's own

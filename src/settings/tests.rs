@@ -48,8 +48,46 @@ fn the_rate_defaults_to_the_modes() {
         s.stripe.mode = Some(mode);
         assert_eq!(s.rate_per_second(), rate);
     }
+    s.stripe.meter_event_api = MeterEventApi::V2Stream;
+    for (mode, rate) in [(StripeMode::Live, 90.0), (StripeMode::Test, 20.0)] {
+        s.stripe.mode = Some(mode);
+        assert_eq!(s.rate_per_second(), rate, "stream calls carry 100 events");
+    }
     s.reporter.rate_per_second = Some(50.0);
     assert_eq!(s.rate_per_second(), 50.0, "a configured rate wins");
+}
+
+#[test]
+fn the_meter_event_stream_needs_a_secret_key_and_a_url() {
+    let mut s = Settings::default();
+    s.stripe.mode = Some(StripeMode::Test);
+    s.stripe.api_key = "rk_test_restricted".into();
+    assert!(s.validate().is_ok(), "v1 takes restricted keys");
+    s.stripe.meter_event_api = MeterEventApi::V2Stream;
+    s.stripe.meter_events_api_base = "meter-events.stripe.com".into();
+    let Err(SettingsError::Invalid(errs)) = s.validate() else {
+        panic!("a restricted key on the stream must be refused");
+    };
+    assert!(
+        errs.iter().any(|e| e.contains("restricted keys")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("not an http(s) URL")),
+        "{errs:?}"
+    );
+    s.stripe.api_key = "sk_test_secret".into();
+    s.stripe.meter_events_api_base = "https://meter-events.stripe.com".into();
+    assert!(s.validate().is_ok());
+    let parse = |toml: &str| {
+        config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<Settings>())
+    };
+    let named = parse("[stripe]\nmeter_event_api = \"v2_stream\"\n").expect("valid");
+    assert_eq!(named.stripe.meter_event_api, MeterEventApi::V2Stream);
+    assert!(parse("[stripe]\nmeter_event_api = \"v2\"\n").is_err());
 }
 
 #[test]

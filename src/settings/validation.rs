@@ -11,6 +11,7 @@ impl Settings {
         errs.extend(self.database.problems());
         errs.extend(self.reporting_problems());
         errs.extend(self.stripe.events_problems());
+        errs.extend(self.stripe.stream_problems());
         errs.extend(self.reconcile.problems());
         errs.extend(self.contract.validate());
         errs.extend(crate::metronome::settings::problems(self));

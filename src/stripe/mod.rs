@@ -6,6 +6,7 @@ pub mod client;
 pub mod events;
 pub mod gate;
 pub mod limits;
+pub mod meter_stream;
 pub mod meters;
 pub mod mode;
 pub mod preflight;

@@ -108,6 +108,20 @@ impl StripeMode {
             StripeMode::DryRun => 10_000.0,
         }
     }
+
+    /// [`StripeMode::default_rate_per_second`] on the v2 meter event stream
+    /// (`stripe.meter_event_api = "v2_stream"`), where a call carries up to 100
+    /// events. Live: the stream takes 10,000 events per second (read as events,
+    /// the stricter of Stripe's two wordings), so 90 calls of 100 leave room for a
+    /// second process and for retries. Sandboxes: stream calls count toward the
+    /// basic limit of 25 operations per second, so 20, as for v1.
+    pub fn default_stream_rate_per_second(self) -> f64 {
+        match self {
+            StripeMode::Live => 90.0,
+            StripeMode::Test => 20.0,
+            StripeMode::DryRun => 10_000.0,
+        }
+    }
 }
 
 impl std::fmt::Display for StripeMode {

@@ -15,6 +15,7 @@ mod contract_terms;
 mod helpdesk_clients;
 mod hostile;
 mod ingest;
+mod meter_stream;
 mod metronome;
 mod metronome_sink;
 mod names;

@@ -72,6 +72,7 @@
 //! customers exist only once a test adds them (`add_meter`, `set_meter`, `add_customer`, or
 //! `ensure_account`, which the integration tests' harness calls for what it configures).
 
+mod meter_stream;
 mod usage_records;
 pub use usage_records::RecordedUsage;
 
@@ -281,6 +282,8 @@ struct State {
     rejections: Rejections,
     /// Legacy usage records (`fake_stripe/usage_records.rs`).
     usage: usage_records::Usage,
+    /// The v2 meter event stream (`fake_stripe/meter_stream.rs`).
+    stream: meter_stream::StreamState,
 }
 
 impl State {
@@ -1140,6 +1143,9 @@ async fn route(state: &Shared, req: &Request, rid: &str) -> Outcome {
         lock(state).read_accounts.push(account);
     }
     if let Some(out) = usage_records::route(state, req, rid).await {
+        return out;
+    }
+    if let Some(out) = meter_stream::route(state, req, rid).await {
         return out;
     }
     let summary_meter = req

@@ -1,0 +1,232 @@
+//! Stripe's v2 meter event stream (`stripe.meter_event_api = "v2_stream"`): the
+//! same Billing Meter events as `POST /v1/billing/meter_events`, up to 100 per
+//! request, for accounts whose volume outgrows v1's 1,000 calls per second.
+//!
+//! Found (docs.stripe.com and Stripe's OpenAPI spec, `docs/stripe.md` has the links):
+//! - A session: `POST https://api.stripe.com/v2/billing/meter_event_session`, no
+//!   parameters, with the secret key (restricted keys cannot call `/v2`) and a pinned
+//!   `Stripe-Version`; it answers `{id, object, authentication_token, created,
+//!   expires_at, livemode}`, the times in RFC 3339. The token is valid for 15 minutes.
+//! - The stream: `POST https://meter-events.stripe.com/v2/billing/meter_event_stream`,
+//!   `Authorization: Bearer <authentication_token>`, JSON `{"events": [...]}`, at most
+//!   100 events, each `{event_name, payload: {<key>: "<string>"}, identifier,
+//!   timestamp (RFC 3339)}`; a 200 with `{}`. Events are validated asynchronously:
+//!   a rejected one is reported later by `v1.billing.meter.error_report_triggered`
+//!   (`super::events`), as for v1.
+//! - An expired token: `{"error": {"type": "temporary_session_expired", "code":
+//!   "billing_meter_event_session_expired"}}` (documented as a 401; Stripe's SDKs
+//!   decide on the type, not the status): create a new session and send again.
+//! - `identifier` is unique within a rolling 24 hours, as for v1, so a resend after
+//!   a lost answer counts once within that window (the reporter's doubt rule,
+//!   `super::limits::resend_is_deduplicated`, applies unchanged).
+//!
+//! Assumed: a duplicate `identifier` in the stream is dropped without an error (the
+//! stream declares no such error, unlike `POST /v2/billing/meter_events`); a batch
+//! is accepted or refused whole; 5xx and 429 are retried as for v1.
+
+use super::client::{Ack, MeterEvent, StripeClient, StripeError};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// Events per stream request, at most (Stripe's limit).
+pub const MAX_EVENTS: usize = 100;
+
+/// Stripe's host for the stream (`stripe.meter_events_api_base`).
+pub const DEFAULT_BASE: &str = "https://meter-events.stripe.com";
+
+const SESSION_PATH: &str = "/v2/billing/meter_event_session";
+const STREAM_PATH: &str = "/v2/billing/meter_event_stream";
+
+/// A session is given up this long before Stripe says it expires (clocks, and a
+/// request in flight at the edge).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// One event of a stream request, in the meter's payload keys; values are strings.
+pub fn event_json(ev: &MeterEvent) -> Value {
+    let mut payload = Map::new();
+    payload.insert(
+        ev.customer_key.clone(),
+        Value::String(ev.stripe_customer_id.clone()),
+    );
+    payload.insert(ev.value_key.clone(), Value::String(ev.value.to_string()));
+    json!({
+        "event_name": ev.event_name,
+        "identifier": ev.identifier,
+        "timestamp": rfc3339(ev.timestamp),
+        "payload": payload,
+    })
+}
+
+/// The body of a stream request.
+pub fn body(events: &[Value]) -> String {
+    json!({ "events": events }).to_string()
+}
+
+fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A meter event session: the token the stream is called with, and how long it
+/// may be used from when Stripe gave it.
+#[derive(Clone)]
+pub struct Session {
+    token: String,
+    pub usable_for: Duration,
+    /// The session's `livemode`: the mode every call under it is made in (the
+    /// stream's answer, `{}`, says nothing of it).
+    pub livemode: Option<bool>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never printed.
+        f.debug_struct("Session")
+            .field("usable_for", &self.usable_for)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct SessionBody {
+    authentication_token: String,
+    created: String,
+    expires_at: String,
+    #[serde(default)]
+    livemode: Option<bool>,
+}
+
+/// How long a session given at `created` and expiring at `expires_at` (RFC 3339)
+/// may be used, less [`EXPIRY_MARGIN`]; none when either time is unreadable
+/// (the session is then used for one call and created again).
+pub fn usable_for(created: &str, expires_at: &str) -> Duration {
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    match (parse(created), parse(expires_at)) {
+        (Some(c), Some(e)) => (e - c)
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(EXPIRY_MARGIN),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Stripe's answer that the session's token has expired.
+pub fn is_session_expired(err: &StripeError) -> bool {
+    match err {
+        StripeError::Api { error, .. } => {
+            error.kind == "temporary_session_expired"
+                || error.code.as_deref() == Some("billing_meter_event_session_expired")
+        }
+        StripeError::Network(_) => false,
+    }
+}
+
+impl StripeClient {
+    /// `POST /v2/billing/meter_event_session` with the secret key.
+    pub async fn create_meter_event_session(&self) -> Result<Session, StripeError> {
+        let url = format!("{}{SESSION_PATH}", self.api_base());
+        let (_, raw) = self.post_v2_json(&url, None, "{}".into()).await?;
+        let s: SessionBody = serde_json::from_slice(&raw).map_err(|e| {
+            StripeError::Network(format!("unexpected meter event session body: {e}"))
+        })?;
+        Ok(Session {
+            usable_for: usable_for(&s.created, &s.expires_at),
+            token: s.authentication_token,
+            livemode: s.livemode,
+        })
+    }
+
+    /// `POST {base}/v2/billing/meter_event_stream`: `body` ([`body`]) with the
+    /// session's token.
+    pub async fn send_meter_event_stream(
+        &self,
+        base: &str,
+        session: &Session,
+        body: String,
+    ) -> Result<Ack, StripeError> {
+        let url = format!("{}{STREAM_PATH}", base.trim_end_matches('/'));
+        let (ack, _) = self.post_v2_json(&url, Some(&session.token), body).await?;
+        Ok(Ack {
+            livemode: ack.livemode.or(session.livemode),
+            ..ack
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stripe::client::ApiError;
+
+    #[test]
+    fn events_carry_the_meters_keys_and_string_values() {
+        let ev = MeterEvent {
+            event_name: "resolved_ticket".into(),
+            stripe_customer_id: "cus_1".into(),
+            value: 2,
+            identifier: "om_x".into(),
+            timestamp: 1_700_000_000,
+            customer_key: "account".into(),
+            value_key: "tickets".into(),
+        };
+        assert_eq!(
+            body(&[event_json(&ev)]),
+            r#"{"events":[{"event_name":"resolved_ticket","identifier":"om_x","payload":{"account":"cus_1","tickets":"2"},"timestamp":"2023-11-14T22:13:20Z"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_session_is_used_until_a_minute_before_it_expires() {
+        let d = usable_for("2024-06-01T12:00:00.000Z", "2024-06-01T12:15:00.000Z");
+        assert_eq!(d, Duration::from_secs(14 * 60));
+        assert_eq!(
+            usable_for("2024-06-01T12:00:00Z", "garbage"),
+            Duration::ZERO
+        );
+        // Already expired, or about to: not used again.
+        assert_eq!(
+            usable_for("2024-06-01T12:00:00Z", "2024-06-01T12:00:30Z"),
+            Duration::ZERO
+        );
+        let s = Session {
+            token: "secret_token".into(),
+            usable_for: d,
+            livemode: Some(false),
+        };
+        assert!(!format!("{s:?}").contains("secret_token"));
+    }
+
+    #[test]
+    fn expiry_is_read_from_the_error_type_or_code() {
+        let err = |status, kind: &str, code: Option<&str>| StripeError::Api {
+            status,
+            error: Box::new(ApiError {
+                kind: kind.into(),
+                code: code.map(str::to_string),
+                ..Default::default()
+            }),
+            request_id: None,
+            should_retry: None,
+            retry_after: None,
+            replayed: false,
+        };
+        assert!(is_session_expired(&err(
+            401,
+            "temporary_session_expired",
+            None
+        )));
+        assert!(is_session_expired(&err(
+            400,
+            "",
+            Some("billing_meter_event_session_expired")
+        )));
+        assert!(!is_session_expired(&err(
+            401,
+            "invalid_request_error",
+            None
+        )));
+        assert!(!is_session_expired(&StripeError::Network("x".into())));
+    }
+}
