@@ -1,74 +1,129 @@
 //! The `stripe_meters` sink on Stripe's v2 meter event stream
 //! (`stripe.meter_event_api = "v2_stream"`, [`crate::stripe::meter_stream`]): the
-//! same events, checks and marks as [`super::meter_events`], up to 100 outcomes a
-//! call, customers and meters mixed (the stream has no one-call-per-pair rule),
-//! under a session token created when first needed and kept until a minute before
-//! it expires.
+//! same events as [`super::meter_events`], up to 100 outcomes a call, customers
+//! and meters mixed (the stream has no one-call-per-pair rule), under a session
+//! token created when first needed and kept until a minute before it expires.
 //!
-//! A batch refused as a whole for good is sent again event by event, so one bad
-//! event never parks the others; an expired token is replaced and the batch sent
-//! again once. Outcomes of tenants on a connected account go by v1
-//! ([`super::meter_events`]).
+//! - Fencing as for Metronome's batches: every lease that might not outlast the
+//!   call is renewed right before it (after the rate limit and the session), and
+//!   an outcome whose claim was lost is left out of the call.
+//! - No session (Stripe refused or did not answer its creation): nothing is sent,
+//!   the batch is held, pending, without spending an attempt, and tried again a
+//!   minute later; a failed creation is remembered for ten seconds, so the other
+//!   batches waiting for it are held at once.
+//! - A 401 (an expired token or any other) drops the session: an expired one is
+//!   replaced and the batch sent again at once; any other 401 is retried later.
+//! - A batch refused as a payload (400, 413, 422) is logged on each outcome
+//!   (`split`) and sent again event by event, so only an event Stripe refuses on
+//!   its own is parked. Other answers apply to every event of the batch, as for
+//!   v1 ([`crate::stripe::meter_stream::classify_batch`]).
+//! - Connected accounts (`stripe_account`) go by v1.
 
-use super::attempt::{CallResult, NextStep, OutcomeCall};
+use super::attempt::{Answer, CallResult, NextStep, OutcomeCall};
 use super::marks::Outstanding;
 use super::meter_events::meter_event;
+use super::rate_limit::RateLimiter;
 use super::{Reporter, Tasks};
-use crate::store::{ClaimedOutcome, StoreError};
+use crate::lifecycle::OutcomeState;
+use crate::metrics::ReportResult;
+use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
 use crate::stripe::client::{Ack, StripeError};
 use crate::stripe::gate::Hold;
-use crate::stripe::meter_stream::{self, is_session_expired, Session, MAX_EVENTS};
-use crate::stripe::retry::{is_duplicate_identifier, Disposition};
+use crate::stripe::meter_stream::{
+    self, classify_batch, is_session_expired, BatchDisposition, Session, MAX_EVENTS,
+};
+use crate::stripe::retry::Disposition;
 use crate::stripe::StripeClient;
+use crate::time::Millis;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
-/// The stream's host and the session in use, shared by the reporter's clones.
+/// How long a batch with no session waits before it is tried again.
+const NO_SESSION_HOLD: Duration = Duration::from_secs(60);
+/// How long a failed session creation answers for the batches that wait on it.
+const FAILED_SESSION_KEPT: Duration = Duration::from_secs(10);
+
+/// The stream's host, its rate limit and the session in use, shared by the
+/// reporter's clones.
 pub(super) struct Stream {
     base: String,
+    /// Calls on the stream per second (`reporter.stream_rate_per_second`), apart
+    /// from v1's budget.
+    limiter: RateLimiter,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
     /// The session, and when to stop using it.
-    session: Mutex<Option<(Session, Instant)>>,
+    current: Option<(Session, Instant)>,
+    /// The last failed creation's words, and until when they are the answer.
+    failed: Option<(String, Instant)>,
 }
 
 impl Stream {
-    pub(super) fn new(base: &str) -> Stream {
+    pub(super) fn new(base: &str, rate_per_second: f64) -> Stream {
         Stream {
             base: base.to_string(),
-            session: Mutex::new(None),
+            limiter: RateLimiter::new(rate_per_second),
+            slot: Mutex::new(Slot::default()),
         }
     }
 
-    /// The session in use, or a new one (one at a time: concurrent batches wait
-    /// for the same new session rather than each creating its own).
-    async fn session(
-        &self,
-        reporter: &Reporter,
-        client: &StripeClient,
-    ) -> Result<Session, StripeError> {
-        let mut current = self.session.lock().await;
-        if let Some((s, until)) = current.as_ref() {
-            if Instant::now() < *until {
+    /// The session in use, or a new one, or why there is none. One creation at a
+    /// time: concurrent batches wait for the same new session (or failure).
+    async fn session(&self, reporter: &Reporter, client: &StripeClient) -> Result<Session, String> {
+        let mut slot = self.slot.lock().await;
+        let now = Instant::now();
+        if let Some((s, until)) = &slot.current {
+            if now < *until {
                 return Ok(s.clone());
             }
         }
-        let s = reporter
+        if let Some((why, until)) = &slot.failed {
+            if now < *until {
+                return Err(why.clone());
+            }
+        }
+        let created = reporter
             .timed("meter_event_session", client.create_meter_event_session())
-            .await?;
-        *current = Some((s.clone(), Instant::now() + s.usable_for));
-        Ok(s)
+            .await;
+        match created {
+            Ok(s) => {
+                slot.current = Some((s.clone(), Instant::now() + s.usable_for));
+                slot.failed = None;
+                Ok(s)
+            }
+            Err(e) => {
+                let why = format!("cannot create a Stripe meter event session: {e}");
+                tracing::error!(error = %e, request_id = ?e.request_id(), "cannot create a Stripe meter event session; meter events held");
+                slot.failed = Some((why.clone(), Instant::now() + FAILED_SESSION_KEPT));
+                Err(why)
+            }
+        }
     }
 
-    /// Stripe said the session expired: the next call creates another.
-    async fn forget(&self) {
-        *self.session.lock().await = None;
+    /// Stripe refused `stale`'s token: the next call creates another session
+    /// (unless another batch has already replaced it).
+    async fn forget(&self, stale: &Session) {
+        let mut slot = self.slot.lock().await;
+        if slot.current.as_ref().is_some_and(|(s, _)| s.is(stale)) {
+            slot.current = None;
+        }
     }
 }
 
-/// An outcome ready to go: its claim and its event, as sent and as recorded.
+/// An outcome ready to go: its claim, the claim's current fencing token
+/// (`lease_until`, renewed before a call), and its event.
+#[derive(Clone)]
 struct Ready {
     o: ClaimedOutcome,
+    token: Millis,
+    /// The event's timestamp, Unix seconds (checked against Stripe's window).
+    timestamp: i64,
     event: serde_json::Value,
     /// The outcome's own event as JSON: its attempt's `request`.
     request: String,
@@ -79,6 +134,7 @@ impl Reporter {
     /// task; outcomes of a connected account go by v1.
     pub(super) fn spawn_meter_stream(
         &self,
+        stream: &Arc<Stream>,
         claimed: Vec<ClaimedOutcome>,
         permits: &Arc<Semaphore>,
         tasks: &mut Tasks,
@@ -91,23 +147,28 @@ impl Reporter {
         }
         for chunk in own.chunks(MAX_EVENTS) {
             let me = self.clone();
+            let stream = stream.clone();
             let permits = permits.clone();
             let group = chunk.to_vec();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                me.stream_batch(group).await
+                me.stream_batch(&stream, group).await
             });
         }
     }
 
-    async fn stream_batch(&self, group: Vec<ClaimedOutcome>) -> Result<(), StoreError> {
+    async fn stream_batch(
+        &self,
+        stream: &Stream,
+        group: Vec<ClaimedOutcome>,
+    ) -> Result<(), StoreError> {
         let admitted = self.admitted_for_stream(group).await?;
-        let mut marks = Outstanding::default();
         let Some(client) = self.client.clone() else {
             if !self.dry_run() {
                 let held: Vec<ClaimedOutcome> = admitted.into_iter().map(|r| r.o).collect();
                 return self.hold_without_stripe(&held).await;
             }
+            let mut marks = Outstanding::default();
             for r in &admitted {
                 marks.push(self.hand_dry_run(&r.o, &r.request).await);
             }
@@ -115,33 +176,13 @@ impl Reporter {
         };
         let mut ready = Vec::with_capacity(admitted.len());
         for r in admitted {
-            let timestamp = r.event_timestamp();
-            if self.set_aside_unsendable(&r.o, timestamp).await?
-                || !self.still_claimed(&r.o).await?
-            {
-                continue;
+            if !self.set_aside_unsendable(&r.o, r.timestamp).await? {
+                ready.push(r);
             }
-            ready.push(r);
         }
-        let result = match self.stream_call(&client, &ready, &mut marks).await {
-            Ok(alone) => self.one_by_one(&client, &alone, &mut marks).await,
-            Err(e) => Err(e),
-        };
-        let committed = marks.all_committed().await;
-        result.and(committed)
-    }
-
-    /// The events of a batch refused as a whole, each in a call of its own, so
-    /// only a bad one is parked.
-    async fn one_by_one(
-        &self,
-        client: &StripeClient,
-        alone: &[Ready],
-        marks: &mut Outstanding,
-    ) -> Result<(), StoreError> {
+        let alone = self.stream_send(stream, &client, ready).await?;
         for r in alone {
-            self.stream_call(client, std::slice::from_ref(r), marks)
-                .await?;
+            self.stream_send(stream, &client, vec![r]).await?;
         }
         Ok(())
     }
@@ -162,13 +203,34 @@ impl Reporter {
         let mut ready = Vec::new();
         let mut held: Vec<(String, String, Vec<ClaimedOutcome>, Hold)> = Vec::new();
         for ((customer, meter), outcomes) in pairs {
-            match self.admit(None, &customer, &meter) {
-                Ok(info) => ready.extend(outcomes.into_iter().map(|o| {
-                    let event = meter_stream::event_json(&meter_event(&o, &info));
-                    let request = event.to_string();
-                    Ready { o, event, request }
-                })),
-                Err(hold) => held.push((customer, meter, outcomes, hold)),
+            let info = match self.admit(None, &customer, &meter) {
+                Ok(info) => info,
+                Err(hold) => {
+                    held.push((customer, meter, outcomes, hold));
+                    continue;
+                }
+            };
+            for o in outcomes {
+                let ev = meter_event(&o, &info);
+                let Some(event) = meter_stream::event_json(&ev) else {
+                    let reason = format!(
+                        "timestamp {} has no date: no meter event can carry it",
+                        ev.timestamp
+                    );
+                    tracing::error!(outcome = %o.id, %reason, "parked as failed");
+                    self.metrics.count_report(ReportResult::Failed);
+                    self.set_aside(&o.id, o.lease_until, &reason, SetAside::Park)
+                        .await?;
+                    continue;
+                };
+                let request = event.to_string();
+                ready.push(Ready {
+                    token: o.lease_until,
+                    timestamp: ev.timestamp,
+                    o,
+                    event,
+                    request,
+                });
             }
         }
         for (customer, meter, outcomes, hold) in held {
@@ -178,120 +240,210 @@ impl Reporter {
         Ok(ready)
     }
 
-    /// One stream call for `batch`, its marks handed to `marks`. Returns the
-    /// events to send again one by one when the batch was refused as a whole.
+    /// One stream call for `batch` (a second one under a new session when Stripe
+    /// says the token expired), each outcome's attempt recorded. Returns the
+    /// events to send again one by one (the batch was refused as a payload).
+    async fn stream_send(
+        &self,
+        stream: &Stream,
+        client: &StripeClient,
+        batch: Vec<Ready>,
+    ) -> Result<Vec<Ready>, StoreError> {
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let (batch, mut result) = match self.stream_call(stream, client, batch).await? {
+            Call::Made(batch, result) => (batch, result),
+            Call::Nothing => return Ok(Vec::new()),
+        };
+        let batch = match &result {
+            Err(e) if is_session_expired(e) => {
+                match self.stream_call(stream, client, batch).await? {
+                    Call::Made(batch, again) => {
+                        result = again;
+                        batch
+                    }
+                    Call::Nothing => return Ok(Vec::new()),
+                }
+            }
+            _ => batch,
+        };
+        let answer = result.answer();
+        let now = self.clock.now_ms();
+        match classify_batch(&result, batch.len()) {
+            BatchDisposition::Isolate => {
+                self.log_stream_split(&batch, &answer, now).await?;
+                Ok(batch)
+            }
+            BatchDisposition::All(disposition) => {
+                self.record_stream_batch(&batch, &result, &answer, disposition, now)
+                    .await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Make one call: wait for the rate limit and the session, keep only the
+    /// outcomes whose claims hold for the call, send them. Without a session the
+    /// batch is held and nothing is sent.
     async fn stream_call(
         &self,
+        stream: &Stream,
         client: &StripeClient,
-        batch: &[Ready],
-        marks: &mut Outstanding,
-    ) -> Result<Vec<Ready>, StoreError> {
-        let Some(stream) = self.stream.as_deref() else {
-            return Ok(Vec::new());
+        batch: Vec<Ready>,
+    ) -> Result<Call, StoreError> {
+        stream.limiter.acquire().await;
+        let session = match stream.session(self, client).await {
+            Ok(s) => s,
+            Err(why) => {
+                self.hold_without_session(&batch, &why).await?;
+                return Ok(Call::Nothing);
+            }
         };
+        let batch = self.still_held_for_stream(batch).await?;
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Call::Nothing);
         }
-        marks.check()?;
         let events: Vec<serde_json::Value> = batch.iter().map(|r| r.event.clone()).collect();
-        let body = meter_stream::body(&events);
-        let (mut result, mut sent) = self.send_stream(stream, client, body.clone()).await;
-        if result.as_ref().is_err_and(is_session_expired) {
-            stream.forget().await;
-            (result, sent) = self.send_stream(stream, client, body).await;
+        let result = self
+            .timed(
+                "meter_event_stream",
+                client.send_meter_event_stream(&stream.base, &session, meter_stream::body(&events)),
+            )
+            .await;
+        if result
+            .as_ref()
+            .is_err_and(|e| is_session_expired(e) || e.status() == Some(401))
+        {
+            stream.forget(&session).await;
         }
-        let mut answer = result.answer();
-        if !sent {
-            // No session, so no event left: nothing Stripe may have counted.
-            answer.in_doubt = false;
-        }
-        if result.as_ref().is_err_and(is_session_expired) {
-            // Expired again at once: a clock or Stripe problem, not the events'.
-            answer.disposition = Disposition::Retry { after: None };
-        }
-        let refused_whole = match &result {
-            Err(e) if batch.len() > 1 => {
-                answer.disposition == Disposition::Permanent || is_duplicate_identifier(e)
-            }
-            _ => false,
-        };
-        if refused_whole {
-            tracing::warn!(events = batch.len(), error = ?answer.error, request_id = ?answer.request_id, "Stripe refused a meter event stream batch; sending its events one by one");
-            return Ok(batch.iter().map(Ready::again).collect());
-        }
-        self.warn_other_mode(&batch[0].o.id, answer.livemode);
-        let how = if result.is_ok() {
-            "accepted"
-        } else {
-            "already_exists"
-        };
+        Ok(Call::Made(batch, result))
+    }
+
+    /// Fencing: keep only the outcomes this claim still holds for the whole call,
+    /// renewing a lease that might not outlast it (`stripe.timeout` is shorter than
+    /// `worker.lease`, so one renewal suffices). A lost claim is not sent.
+    async fn still_held_for_stream(&self, batch: Vec<Ready>) -> Result<Vec<Ready>, StoreError> {
         let now = self.clock.now_ms();
-        let mut delivered = 0;
-        for r in batch {
-            let step = self.next_step(answer.disposition, r.o.attempts, now);
-            match step {
-                NextStep::Delivered => delivered += 1,
-                NextStep::RetryAt { delay, .. } => {
-                    tracing::warn!(outcome = %r.o.id, error = ?answer.error, retry_in = ?delay, "Stripe meter event stream call failed; will retry");
-                }
-                NextStep::Park { refused } => {
-                    tracing::error!(outcome = %r.o.id, refused, error = ?answer.error, request_id = ?answer.request_id, attempts = r.o.attempts + 1, "meter event parked as failed (refused by Stripe, or the retry budget spent)");
-                }
+        let needed = self.call_timeout * 2;
+        let mut held = Vec::with_capacity(batch.len());
+        for mut r in batch {
+            if r.token >= now + needed {
+                held.push(r);
+                continue;
             }
+            let until = now + self.lease;
+            if self
+                .store
+                .renew_outcome_lease(&r.o.id, r.token, until)
+                .await?
+            {
+                r.token = until;
+                held.push(r);
+            } else {
+                tracing::warn!(outcome = %r.o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
+            }
+        }
+        Ok(held)
+    }
+
+    /// No session: give the batch back, pending, no attempt spent, with the reason.
+    async fn hold_without_session(&self, batch: &[Ready], why: &str) -> Result<(), StoreError> {
+        self.metrics.outcomes_held("stream_session", batch.len());
+        let next = self.clock.now_ms() + NO_SESSION_HOLD;
+        let reason = format!("held, nothing sent: {why}");
+        let mut marks = Outstanding::default();
+        for r in batch {
+            let how = SetAside::RetryAt(next);
+            marks.push(self.hand_set_aside(&r.o.id, r.token, &reason, how).await);
+        }
+        marks.all_committed().await
+    }
+
+    /// Stripe refused the batch as a payload: log the call on each outcome (its
+    /// state unchanged), to be sent again alone.
+    async fn log_stream_split(
+        &self,
+        batch: &[Ready],
+        answer: &Answer,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(events = batch.len(), error = ?answer.error, request_id = ?answer.request_id, "Stripe refused a meter event stream batch; sending each event alone");
+        for r in batch {
             let call = OutcomeCall {
                 outcome_id: &r.o.id,
                 now,
                 request: &r.request,
                 idempotency_key: None,
             };
+            self.store
+                .log_attempt(&OutcomeAttempt {
+                    result: "split",
+                    error: answer.error.as_deref(),
+                    // Not moved: `log_attempt` only logs the call.
+                    state: OutcomeState::Pending,
+                    ..answer.outcome_attempt(&call, self.mode)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Record the answer on each outcome of the batch, as `disposition` says for
+    /// every one of them (each with its own retry budget), in one group commit.
+    async fn record_stream_batch(
+        &self,
+        batch: &[Ready],
+        result: &Result<Ack, StripeError>,
+        answer: &Answer,
+        disposition: Disposition,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.warn_other_mode(&batch[0].o.id, answer.livemode);
+        // Delivered on an error: Stripe already had this one event's identifier.
+        let how = if result.is_ok() {
+            "accepted"
+        } else {
+            "already_exists"
+        };
+        let mut marks = Outstanding::default();
+        for r in batch {
+            let call = OutcomeCall {
+                outcome_id: &r.o.id,
+                now,
+                request: &r.request,
+                idempotency_key: None,
+            };
+            let step = self.next_step(disposition, r.o.attempts, now);
+            if let NextStep::Park { refused } = step {
+                tracing::error!(outcome = %r.o.id, refused, error = ?answer.error, request_id = ?answer.request_id, attempts = r.o.attempts + 1, "meter event parked as failed (refused by Stripe, or reporter.max_attempts spent)");
+            }
             marks.push(
-                self.hand_outcome_call(&call, &answer, step, how, answer.error.as_deref())
+                self.hand_outcome_call(&call, answer, step, how, answer.error.as_deref())
                     .await,
             );
         }
-        if delivered > 0 {
-            tracing::info!(events = delivered, request_id = ?answer.request_id, "reported to Stripe (meter event stream)");
-        }
-        Ok(Vec::new())
-    }
-
-    /// One request on the stream, under the current session, and whether it was
-    /// made (a session that cannot be created is the answer, and nothing was sent).
-    async fn send_stream(
-        &self,
-        stream: &Stream,
-        client: &StripeClient,
-        body: String,
-    ) -> (Result<Ack, StripeError>, bool) {
-        self.limiter.acquire().await;
-        let session = match stream.session(self, client).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot create a Stripe meter event session");
-                return (Err(e), false);
+        marks.all_committed().await?;
+        let (error, request_id) = (&answer.error, &answer.request_id);
+        match disposition {
+            Disposition::Delivered => {
+                tracing::info!(events = batch.len(), request_id = ?request_id, "reported to Stripe (meter event stream)");
             }
-        };
-        let result = self
-            .timed(
-                "meter_event_stream",
-                client.send_meter_event_stream(&stream.base, &session, body),
-            )
-            .await;
-        (result, true)
+            Disposition::Retry { .. } => {
+                tracing::warn!(events = batch.len(), error = ?error, request_id = ?request_id, "Stripe meter event stream call failed; will retry");
+            }
+            Disposition::Permanent => {
+                tracing::error!(events = batch.len(), error = ?error, request_id = ?request_id, "Stripe refused the meter event stream call; its events are parked as failed");
+            }
+        }
+        Ok(())
     }
 }
 
-impl Ready {
-    fn again(&self) -> Ready {
-        Ready {
-            o: self.o.clone(),
-            event: self.event.clone(),
-            request: self.request.clone(),
-        }
-    }
-
-    /// The event's timestamp, Unix seconds (the outcome's confirmation).
-    fn event_timestamp(&self) -> i64 {
-        self.o.confirmed_at.as_secs()
-    }
+/// What [`Reporter::stream_call`] did.
+enum Call {
+    /// Sent these outcomes (the others' claims were lost), answered so.
+    Made(Vec<Ready>, Result<Ack, StripeError>),
+    /// Sent nothing (no session: the batch is held; or no claim held).
+    Nothing,
 }

@@ -120,6 +120,7 @@ impl Reporter {
             stream: (settings.stripe.meter_event_api == MeterEventApi::V2Stream).then(|| {
                 Arc::new(meter_stream::Stream::new(
                     &settings.stripe.meter_events_api_base,
+                    settings.stream_rate_per_second(),
                 ))
             }),
         }
@@ -210,10 +211,10 @@ impl Reporter {
         let mut tasks = JoinSet::new();
         for (sink, outcomes) in by_sink {
             match sink {
-                Sink::StripeMeters if self.stream.is_some() => {
-                    self.spawn_meter_stream(outcomes, &permits, &mut tasks)
-                }
-                Sink::StripeMeters => self.spawn_meter_events(outcomes, &permits, &mut tasks),
+                Sink::StripeMeters => match &self.stream {
+                    Some(stream) => self.spawn_meter_stream(stream, outcomes, &permits, &mut tasks),
+                    None => self.spawn_meter_events(outcomes, &permits, &mut tasks),
+                },
                 Sink::Metronome => self.spawn_metronome(outcomes, &permits, &mut tasks),
                 Sink::StripeUsageRecords => {
                     self.spawn_usage_records(outcomes, &permits, &mut tasks)

@@ -72,10 +72,16 @@ impl Settings {
     pub fn rate_per_second(&self) -> f64 {
         self.reporter
             .rate_per_second
-            .unwrap_or_else(|| match self.stripe.meter_event_api {
-                MeterEventApi::V1 => self.stripe.mode().default_rate_per_second(),
-                MeterEventApi::V2Stream => self.stripe.mode().default_stream_rate_per_second(),
-            })
+            .unwrap_or_else(|| self.stripe.mode().default_rate_per_second())
+    }
+
+    /// Calls per second on the v2 meter event stream, apart from
+    /// [`Settings::rate_per_second`]: `reporter.stream_rate_per_second`, or the
+    /// default of the Stripe mode.
+    pub fn stream_rate_per_second(&self) -> f64 {
+        self.reporter
+            .stream_rate_per_second
+            .unwrap_or_else(|| self.stripe.mode().default_stream_rate_per_second())
     }
 
     /// Every Stripe account the tenants bill on, once each: the platform's own

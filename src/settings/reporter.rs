@@ -17,9 +17,14 @@ pub struct ReporterSettings {
     /// Never more than this many Stripe calls per second, per process. Unset: the
     /// mode's default ([`crate::settings::StripeMode::default_rate_per_second`]).
     pub rate_per_second: Option<f64>,
+    /// Never more than this many calls per second on Stripe's v2 meter event
+    /// stream (`stripe.meter_event_api = "v2_stream"`), each up to 100 events,
+    /// apart from `rate_per_second`. Unset: the mode's default
+    /// ([`crate::settings::StripeMode::default_stream_rate_per_second`]).
+    pub stream_rate_per_second: Option<f64>,
     /// Different (customer, meter) pairs reported at once (one call at a time
-    /// per pair, Stripe's rule); sized against Stripe's live meter-event limit
-    /// in `docs/configuration.md`.
+    /// per pair, Stripe's rule), or batches of the v2 stream or of Metronome;
+    /// sized against Stripe's live meter-event limit in `docs/configuration.md`.
     pub concurrency: usize,
     #[serde(with = "crate::duration_serde")]
     pub backoff_base: Duration,
@@ -36,6 +41,7 @@ impl Default for ReporterSettings {
             poll_interval: Duration::from_millis(500),
             batch_size: 500,
             rate_per_second: None,
+            stream_rate_per_second: None,
             concurrency: 64,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(600),

@@ -176,7 +176,8 @@ impl StripeSettings {
                 "stripe.meter_events_api_base `{base}` is not an http(s) URL"
             ));
         }
-        if self.meter_event_api == MeterEventApi::V2Stream && self.api_key.starts_with("rk_") {
+        if self.meter_event_api == MeterEventApi::V2Stream && self.api_key.trim().starts_with("rk_")
+        {
             errs.push(
                 "stripe.meter_event_api = \"v2_stream\" needs a secret key (sk_...): Stripe's /v2 \
                  APIs do not accept restricted keys"

@@ -48,13 +48,19 @@ fn the_rate_defaults_to_the_modes() {
         s.stripe.mode = Some(mode);
         assert_eq!(s.rate_per_second(), rate);
     }
-    s.stripe.meter_event_api = MeterEventApi::V2Stream;
     for (mode, rate) in [(StripeMode::Live, 90.0), (StripeMode::Test, 20.0)] {
         s.stripe.mode = Some(mode);
-        assert_eq!(s.rate_per_second(), rate, "stream calls carry 100 events");
+        assert_eq!(
+            s.stream_rate_per_second(),
+            rate,
+            "stream calls carry 100 events"
+        );
     }
     s.reporter.rate_per_second = Some(50.0);
     assert_eq!(s.rate_per_second(), 50.0, "a configured rate wins");
+    assert_eq!(s.stream_rate_per_second(), 20.0, "v1's rate is its own");
+    s.reporter.stream_rate_per_second = Some(5.0);
+    assert_eq!(s.stream_rate_per_second(), 5.0);
 }
 
 #[test]

@@ -385,6 +385,13 @@ async fn reject_outcome(
     if current != resends || elsewhere {
         return Ok(Effect::Stale);
     }
+    if is_duplicate_code(&s.code) {
+        // A resend Stripe dropped because it had the identifier already: the event
+        // it repeats was counted, so the outcome stays billed (marking it rejected
+        // would let `replay --rejected` bill it again under a new identifier).
+        record_rejection(tx, outcome_id, s, at.stripe_event_id, at.now).await?;
+        return Ok(Effect::Unchanged { state });
+    }
     record_rejection(tx, outcome_id, s, at.stripe_event_id, at.now).await?;
     let text = rejection_text(&s.code, &s.message, at.stripe_event_id);
     let r = sqlx::query(&format!(
@@ -468,4 +475,11 @@ async fn record_rejection(
     .execute(&mut *tx.tx)
     .await?;
     Ok(())
+}
+
+/// A rejection code that says the identifier was seen before (Stripe documents no
+/// such code for its asynchronous reports; `duplicate_meter_event` is the
+/// synchronous v2 endpoint's): the event was not counted twice, and not lost.
+fn is_duplicate_code(code: &str) -> bool {
+    code.to_ascii_lowercase().contains("duplicate")
 }

@@ -25,6 +25,7 @@
 //! is accepted or refused whole; 5xx and 429 are retried as for v1.
 
 use super::client::{Ack, MeterEvent, StripeClient, StripeError};
+use super::retry::{classify, Disposition};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -42,20 +43,23 @@ const STREAM_PATH: &str = "/v2/billing/meter_event_stream";
 /// request in flight at the edge).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
-/// One event of a stream request, in the meter's payload keys; values are strings.
-pub fn event_json(ev: &MeterEvent) -> Value {
+/// One event of a stream request, in the meter's payload keys; values are
+/// strings. `None` when its timestamp has no date (it is set aside, never sent
+/// with another).
+pub fn event_json(ev: &MeterEvent) -> Option<Value> {
+    let timestamp = rfc3339(ev.timestamp)?;
     let mut payload = Map::new();
     payload.insert(
         ev.customer_key.clone(),
         Value::String(ev.stripe_customer_id.clone()),
     );
     payload.insert(ev.value_key.clone(), Value::String(ev.value.to_string()));
-    json!({
+    Some(json!({
         "event_name": ev.event_name,
         "identifier": ev.identifier,
-        "timestamp": rfc3339(ev.timestamp),
+        "timestamp": timestamp,
         "payload": payload,
-    })
+    }))
 }
 
 /// The body of a stream request.
@@ -63,10 +67,40 @@ pub fn body(events: &[Value]) -> String {
     json!({ "events": events }).to_string()
 }
 
-fn rfc3339(secs: i64) -> String {
+fn rfc3339(secs: i64) -> Option<String> {
     chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// What a stream call's answer means for its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchDisposition {
+    /// The same for every event of the batch (each with its own retry budget).
+    All(Disposition),
+    /// Refused as a payload (400, 413, 422, or a duplicate identifier), so none of
+    /// it was counted: each event is sent again alone, and only one Stripe refuses
+    /// on its own is parked.
+    Isolate,
+}
+
+/// How to take the answer to a stream call with `len` events. A 401 (an expired
+/// token or any other) is about the session, not the events: retried under a new
+/// one. Everything else as for v1 ([`classify`]): a 5xx or no answer is retried
+/// and may have been applied, other 4xx are permanent for the whole batch.
+pub fn classify_batch(result: &Result<Ack, StripeError>, len: usize) -> BatchDisposition {
+    let Err(err) = result else {
+        return BatchDisposition::All(Disposition::Delivered);
+    };
+    if is_session_expired(err) || err.status() == Some(401) {
+        return BatchDisposition::All(Disposition::Retry { after: None });
+    }
+    let refused_payload = matches!(err.status(), Some(400 | 413 | 422));
+    match classify(result) {
+        Disposition::Delivered | Disposition::Permanent if refused_payload && len > 1 => {
+            BatchDisposition::Isolate
+        }
+        d => BatchDisposition::All(d),
+    }
 }
 
 /// A meter event session: the token the stream is called with, and how long it
@@ -78,6 +112,13 @@ pub struct Session {
     /// The session's `livemode`: the mode every call under it is made in (the
     /// stream's answer, `{}`, says nothing of it).
     pub livemode: Option<bool>,
+}
+
+impl Session {
+    /// Whether `other` is this same session (the same token).
+    pub fn is(&self, other: &Session) -> bool {
+        self.token == other.token
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -171,9 +212,82 @@ mod tests {
             customer_key: "account".into(),
             value_key: "tickets".into(),
         };
+        let ev_json = event_json(&ev).expect("a date");
         assert_eq!(
-            body(&[event_json(&ev)]),
+            body(&[ev_json]),
             r#"{"events":[{"event_name":"resolved_ticket","identifier":"om_x","payload":{"account":"cus_1","tickets":"2"},"timestamp":"2023-11-14T22:13:20Z"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_timestamp_with_no_date_makes_no_event() {
+        let ev = MeterEvent {
+            timestamp: i64::MAX,
+            ..Default::default()
+        };
+        assert_eq!(event_json(&ev), None);
+    }
+
+    fn api(status: u16, should_retry: Option<bool>, message: &str) -> Result<Ack, StripeError> {
+        Err(StripeError::Api {
+            status,
+            error: Box::new(ApiError {
+                kind: "invalid_request_error".into(),
+                message: Some(message.into()),
+                ..Default::default()
+            }),
+            request_id: None,
+            should_retry,
+            retry_after: None,
+            replayed: false,
+        })
+    }
+
+    #[test]
+    fn a_batch_is_isolated_only_when_refused_as_a_payload() {
+        use BatchDisposition::{All, Isolate};
+        let ok = Ok(Ack {
+            status: 200,
+            request_id: None,
+            replayed: false,
+            livemode: None,
+        });
+        assert_eq!(classify_batch(&ok, 100), All(Disposition::Delivered));
+        for status in [400, 413, 422] {
+            assert_eq!(classify_batch(&api(status, None, "bad"), 100), Isolate);
+            // Alone, a refusal is the event's own: parked.
+            assert_eq!(
+                classify_batch(&api(status, None, "bad"), 1),
+                All(Disposition::Permanent)
+            );
+        }
+        let duplicate = api(
+            400,
+            Some(false),
+            "An event already exists with identifier x.",
+        );
+        assert_eq!(
+            classify_batch(&duplicate, 2),
+            Isolate,
+            "which one is unknown"
+        );
+        assert_eq!(classify_batch(&duplicate, 1), All(Disposition::Delivered));
+        // The token, not the events: retried (under a new session).
+        let retry = All(Disposition::Retry { after: None });
+        assert_eq!(classify_batch(&api(401, None, "Invalid token"), 100), retry);
+        // The whole request refused, or maybe applied: the same for every event.
+        assert_eq!(
+            classify_batch(&api(404, None, "Unrecognized request URL"), 100),
+            All(Disposition::Permanent)
+        );
+        assert_eq!(
+            classify_batch(&api(500, Some(false), "x"), 100),
+            All(Disposition::Permanent)
+        );
+        assert_eq!(classify_batch(&api(503, None, "x"), 100), retry);
+        assert_eq!(
+            classify_batch(&Err(StripeError::Network("reset".into())), 100),
+            retry
         );
     }
 

@@ -457,6 +457,26 @@ async fn signatures_are_checked_against_the_worlds_clock(backend: Backend) {
     app.stop().await;
 }
 
+/// A rejection that says the identifier was a duplicate is about a resend Stripe
+/// dropped: the event it repeats was counted, so the outcome stays reported (marked
+/// rejected, `replay --rejected` would bill it again under a new identifier).
+async fn a_duplicate_identifier_report_leaves_the_outcome_billed(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.reject_customer(CUSTOMER, "duplicate_meter_event");
+    let app = app(backend, &stripe).await;
+    reported(&app, &["D1"]).await;
+    let published = stripe.publish_error_reports().await;
+    assert_eq!(published[0].1, 200);
+    assert_eq!(rejections(&app).drain().await.expect("drain"), 1);
+    assert_eq!(state_of(&app, "D1").await, "reported");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stripe_rejections").await,
+        1,
+        "the report is kept for the record"
+    );
+    app.stop().await;
+}
+
 /// Stripe redelivers until it gets a 2xx: a redelivery is acknowledged, stored once
 /// and processed once; processing the same report again changes nothing.
 async fn a_redelivered_notification_is_processed_once(backend: Backend) {
@@ -990,6 +1010,7 @@ async fn the_periodic_reconcile_goes_past_a_tenant_it_cannot_read(backend: Backe
 }
 
 crate::dual!(
+    a_duplicate_identifier_report_leaves_the_outcome_billed,
     an_unknown_outcome_state_does_not_stop_a_rejection,
     the_periodic_reconcile_goes_past_a_tenant_it_cannot_read,
     the_periodic_reconcile_needs_no_configured_meter_ids,

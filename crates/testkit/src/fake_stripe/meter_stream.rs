@@ -60,6 +60,9 @@ pub(super) struct StreamState {
     pub(super) largest_batch: usize,
     /// Statuses the next session requests answer instead, first in first out.
     session_faults: std::collections::VecDeque<u16>,
+    /// Every session request answers this status instead, while set.
+    session_failure: Option<u16>,
+    pub(super) session_requests: usize,
 }
 
 pub(super) async fn route(state: &Shared, req: &Request, rid: &str) -> Option<Outcome> {
@@ -68,7 +71,12 @@ pub(super) async fn route(state: &Shared, req: &Request, rid: &str) -> Option<Ou
     }
     match req.path.as_str() {
         SESSION => {
-            let fault = lock(state).stream.session_faults.pop_front();
+            let fault = {
+                let mut s = lock(state);
+                s.stream.session_requests += 1;
+                let queued = s.stream.session_faults.pop_front();
+                queued.or(s.stream.session_failure)
+            };
             if let Some(status) = fault {
                 return Some(Outcome::Respond(fault_error(status).into_resp(rid)));
             }
@@ -416,6 +424,17 @@ impl FakeStripe {
     /// Answer the next `POST /v2/billing/meter_event_session` with this status.
     pub fn push_session_fault(&self, status: u16) {
         lock(&self.state).stream.session_faults.push_back(status);
+    }
+
+    /// Answer every `POST /v2/billing/meter_event_session` with this status until
+    /// set to `None`.
+    pub fn set_session_failure(&self, status: Option<u16>) {
+        lock(&self.state).stream.session_failure = status;
+    }
+
+    /// Requests to `POST /v2/billing/meter_event_session`, answered or not.
+    pub fn stream_session_requests(&self) -> usize {
+        lock(&self.state).stream.session_requests
     }
 
     /// Requests to `POST /v2/billing/meter_event_stream`.
