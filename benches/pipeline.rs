@@ -121,6 +121,7 @@ enabled = {roles}
 poll_interval = "50ms"
 batch_size = 512
 rate_per_second = 100000.0
+stream_rate_per_second = 100000.0
 concurrency = {TENANTS}
 [stripe]
 mode = "test"

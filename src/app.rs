@@ -637,7 +637,7 @@ async fn spawn_reporter(
     if r.dry_run() {
         tracing::warn!("stripe.mode = \"dry-run\": recording what would be sent, sending nothing");
     } else {
-        tracing::info!(mode = %s.stripe.mode(), rate_per_second = s.rate_per_second(), "reporting to Stripe");
+        tracing::info!(mode = %s.stripe.mode(), rate_per_second = s.rate_per_second(), meter_event_api = ?s.stripe.meter_event_api, stream_rate_per_second = s.stream_rate_per_second(), "reporting to Stripe");
     }
     r.warn_other_modes().await?;
     Ok((

@@ -115,6 +115,19 @@ fn print_configuration(settings: &Settings) {
             _ if settings.stripe.dry_run() =>
                 "mode dry-run: records what would be sent, sends nothing".to_string(),
             Some(problem) => format!("mode {}: {problem}", settings.stripe.mode()),
+            None if settings.stripe.meter_event_api
+                == outcome_meter::settings::MeterEventApi::V2Stream =>
+            {
+                format!(
+                    "mode {}, {} (Stripe-Version {}), at most {} calls/s; meter events on the v2 stream at {}, at most {} calls/s of up to 100 events",
+                    settings.stripe.mode(),
+                    settings.stripe.api_base,
+                    settings.stripe.api_version,
+                    settings.rate_per_second(),
+                    settings.stripe.meter_events_api_base,
+                    settings.stream_rate_per_second()
+                )
+            }
             None => format!(
                 "mode {}, {} (Stripe-Version {}), at most {} calls/s",
                 settings.stripe.mode(),

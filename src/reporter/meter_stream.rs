@@ -12,7 +12,9 @@
 //!   minute later; a failed creation is remembered for ten seconds, so the other
 //!   batches waiting for it are held at once.
 //! - A 401 (an expired token or any other) drops the session: an expired one is
-//!   replaced and the batch sent again at once; any other 401 is retried later.
+//!   replaced and the batch sent again at once; any other 401 is retried later
+//!   (an attempt spent). A 403 or 404 (the stream's host, the key's access) holds
+//!   the batch as when there is no session.
 //! - A batch refused as a payload (400, 413, 422) is logged on each outcome
 //!   (`split`) and sent again event by event, so only an event Stripe refuses on
 //!   its own is parked. Other answers apply to every event of the batch, as for
@@ -271,6 +273,15 @@ impl Reporter {
         let answer = result.answer();
         let now = self.clock.now_ms();
         match classify_batch(&result, batch.len()) {
+            BatchDisposition::Hold => {
+                let why = format!(
+                    "the meter event stream refused the request ({}): check stripe.meter_events_api_base and the key's access",
+                    answer.error.as_deref().unwrap_or("no message")
+                );
+                tracing::error!(events = batch.len(), request_id = ?answer.request_id, "{why}; meter events held");
+                self.hold_without_session(&batch, &why).await?;
+                Ok(Vec::new())
+            }
             BatchDisposition::Isolate => {
                 self.log_stream_split(&batch, &answer, now).await?;
                 Ok(batch)
@@ -292,7 +303,6 @@ impl Reporter {
         client: &StripeClient,
         batch: Vec<Ready>,
     ) -> Result<Call, StoreError> {
-        stream.limiter.acquire().await;
         let session = match stream.session(self, client).await {
             Ok(s) => s,
             Err(why) => {
@@ -300,6 +310,7 @@ impl Reporter {
                 return Ok(Call::Nothing);
             }
         };
+        stream.limiter.acquire().await;
         let batch = self.still_held_for_stream(batch).await?;
         if batch.is_empty() {
             return Ok(Call::Nothing);
@@ -313,7 +324,7 @@ impl Reporter {
             .await;
         if result
             .as_ref()
-            .is_err_and(|e| is_session_expired(e) || e.status() == Some(401))
+            .is_err_and(|e| is_session_expired(e) || matches!(e.status(), Some(401 | 403 | 404)))
         {
             stream.forget(&session).await;
         }
@@ -347,7 +358,8 @@ impl Reporter {
         Ok(held)
     }
 
-    /// No session: give the batch back, pending, no attempt spent, with the reason.
+    /// No session, or a stream that refused the request itself: give the batch
+    /// back, pending, no attempt spent, with the reason.
     async fn hold_without_session(&self, batch: &[Ready], why: &str) -> Result<(), StoreError> {
         self.metrics.outcomes_held("stream_session", batch.len());
         let next = self.clock.now_ms() + NO_SESSION_HOLD;

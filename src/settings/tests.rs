@@ -48,7 +48,7 @@ fn the_rate_defaults_to_the_modes() {
         s.stripe.mode = Some(mode);
         assert_eq!(s.rate_per_second(), rate);
     }
-    for (mode, rate) in [(StripeMode::Live, 90.0), (StripeMode::Test, 20.0)] {
+    for (mode, rate) in [(StripeMode::Live, 90.0), (StripeMode::Test, 5.0)] {
         s.stripe.mode = Some(mode);
         assert_eq!(
             s.stream_rate_per_second(),
@@ -58,7 +58,11 @@ fn the_rate_defaults_to_the_modes() {
     }
     s.reporter.rate_per_second = Some(50.0);
     assert_eq!(s.rate_per_second(), 50.0, "a configured rate wins");
-    assert_eq!(s.stream_rate_per_second(), 20.0, "v1's rate is its own");
+    assert_eq!(s.stream_rate_per_second(), 5.0, "v1's rate is its own");
+    s.reporter.stream_rate_per_second = Some(0.0);
+    assert!(s
+        .validate()
+        .is_err_and(|e| e.to_string().contains("stream_rate_per_second")));
     s.reporter.stream_rate_per_second = Some(5.0);
     assert_eq!(s.stream_rate_per_second(), 5.0);
 }

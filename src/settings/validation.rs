@@ -45,6 +45,13 @@ impl Settings {
         {
             errs.push("reporter.rate_per_second and reporter.concurrency must be positive".into());
         }
+        if self
+            .reporter
+            .stream_rate_per_second
+            .is_some_and(|r| r.is_nan() || r <= 0.0)
+        {
+            errs.push("reporter.stream_rate_per_second must be positive".into());
+        }
         if self.stripe.timeout >= self.worker.lease {
             errs.push(format!(
                 "stripe.timeout ({}) must be shorter than worker.lease ({}): a reporter's claim must outlast its Stripe call",

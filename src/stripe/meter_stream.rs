@@ -81,18 +81,25 @@ pub enum BatchDisposition {
     /// it was counted: each event is sent again alone, and only one Stripe refuses
     /// on its own is parked.
     Isolate,
+    /// The request never reached the events (403, 404: the stream's host or the
+    /// key's access): held, no attempt spent, as when there is no session.
+    Hold,
 }
 
 /// How to take the answer to a stream call with `len` events. A 401 (an expired
 /// token or any other) is about the session, not the events: retried under a new
-/// one. Everything else as for v1 ([`classify`]): a 5xx or no answer is retried
-/// and may have been applied, other 4xx are permanent for the whole batch.
+/// one; a 403 or 404 says nothing of the events (held). Everything else as for
+/// v1 ([`classify`]): a 5xx or no answer is retried and may have been applied,
+/// other 4xx are permanent for the whole batch.
 pub fn classify_batch(result: &Result<Ack, StripeError>, len: usize) -> BatchDisposition {
     let Err(err) = result else {
         return BatchDisposition::All(Disposition::Delivered);
     };
     if is_session_expired(err) || err.status() == Some(401) {
         return BatchDisposition::All(Disposition::Retry { after: None });
+    }
+    if matches!(err.status(), Some(403 | 404)) {
+        return BatchDisposition::Hold;
     }
     let refused_payload = matches!(err.status(), Some(400 | 413 | 422));
     match classify(result) {
@@ -245,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_isolated_only_when_refused_as_a_payload() {
-        use BatchDisposition::{All, Isolate};
+        use BatchDisposition::{All, Hold, Isolate};
         let ok = Ok(Ack {
             status: 200,
             request_id: None,
@@ -276,8 +283,12 @@ mod tests {
         let retry = All(Disposition::Retry { after: None });
         assert_eq!(classify_batch(&api(401, None, "Invalid token"), 100), retry);
         // The whole request refused, or maybe applied: the same for every event.
+        for status in [403, 404] {
+            assert_eq!(classify_batch(&api(status, None, "x"), 100), Hold);
+            assert_eq!(classify_batch(&api(status, None, "x"), 1), Hold);
+        }
         assert_eq!(
-            classify_batch(&api(404, None, "Unrecognized request URL"), 100),
+            classify_batch(&api(402, None, "x"), 100),
             All(Disposition::Permanent)
         );
         assert_eq!(

@@ -221,6 +221,29 @@ async fn a_refused_token_drops_the_session_and_is_retried(backend: Backend) {
     app.stop().await;
 }
 
+async fn a_stream_that_is_not_there_holds_the_batch_without_spending_attempts(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.push_fault(Fault::Status(404));
+    let app = app_with_outcomes(stream_opts(backend, &stripe), 3).await;
+    app.run_reporter().await;
+    for o in app.outcomes().await {
+        assert_eq!(
+            (o.state.as_str(), o.attempts),
+            ("pending", 0),
+            "held, not parked"
+        );
+        assert!(o
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("meter_events_api_base")));
+    }
+    app.clock.advance(chrono::Duration::minutes(2));
+    app.run_reporter().await;
+    all_reported(&app).await;
+    billed_once_each(&stripe, 3);
+    app.stop().await;
+}
+
 async fn a_final_server_error_parks_the_batch_in_doubt_without_splitting(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::ShouldRetryFalse(500));
@@ -312,6 +335,7 @@ crate::dual!(
     a_refused_session_holds_every_batch_without_spending_attempts,
     a_refused_token_drops_the_session_and_is_retried,
     a_final_server_error_parks_the_batch_in_doubt_without_splitting,
+    a_stream_that_is_not_there_holds_the_batch_without_spending_attempts,
     a_connected_accounts_outcomes_stay_on_v1,
     dry_run_records_the_events_the_stream_would_get,
 );

@@ -383,6 +383,7 @@ pub fn settings_for(db_url: &str, opts: &Options) -> Settings {
     s.database.request_timeout = opts.request_timeout;
     s.contract = opts.contract.clone();
     s.reporter.rate_per_second = Some(10_000.0);
+    s.reporter.stream_rate_per_second = Some(10_000.0);
     s.reporter.max_attempts = 5;
     s.stripe.timeout = std::time::Duration::from_millis(800);
     s.server.metrics_refresh = std::time::Duration::from_millis(50);
