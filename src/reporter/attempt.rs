@@ -306,6 +306,24 @@ impl Reporter {
             .await
     }
 
+    /// A batch refused as a payload: log the call on one of its outcomes (its
+    /// state unchanged), to be sent again alone.
+    pub(super) async fn log_split_call(
+        &self,
+        call: &OutcomeCall<'_>,
+        answer: &Answer,
+    ) -> Result<(), StoreError> {
+        self.store
+            .log_attempt(&OutcomeAttempt {
+                result: "split",
+                error: answer.error.as_deref(),
+                // Not moved: `log_attempt` only logs the call.
+                state: OutcomeState::Pending,
+                ..answer.outcome_attempt(call, self.mode)
+            })
+            .await
+    }
+
     /// Stripe's answer says another mode than the process's (`stripe.mode`): say
     /// so; the attempt is recorded as Stripe says.
     pub(super) fn warn_other_mode(&self, outcome_id: &str, livemode: Option<bool>) {

@@ -26,9 +26,8 @@ use super::marks::Outstanding;
 use super::meter_events::meter_event;
 use super::rate_limit::RateLimiter;
 use super::{Reporter, Tasks};
-use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
-use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
+use crate::store::{ClaimedOutcome, SetAside, StoreError};
 use crate::stripe::client::{Ack, StripeError};
 use crate::stripe::gate::Hold;
 use crate::stripe::meter_stream::{
@@ -388,15 +387,7 @@ impl Reporter {
                 request: &r.request,
                 idempotency_key: None,
             };
-            self.store
-                .log_attempt(&OutcomeAttempt {
-                    result: "split",
-                    error: answer.error.as_deref(),
-                    // Not moved: `log_attempt` only logs the call.
-                    state: OutcomeState::Pending,
-                    ..answer.outcome_attempt(&call, self.mode)
-                })
-                .await?;
+            self.log_split_call(&call, answer).await?;
         }
         Ok(())
     }

@@ -15,7 +15,6 @@
 use super::attempt::{Answer, CallResult, OutcomeCall};
 use super::marks::Outstanding;
 use super::{Reporter, Tasks};
-use crate::lifecycle::OutcomeState;
 use crate::metrics::ReportResult;
 use crate::metronome::event::body;
 use crate::metronome::rules::{
@@ -24,7 +23,7 @@ use crate::metronome::rules::{
 };
 use crate::metronome::{MetronomeClient, MetronomeSettings, OutcomeInput, UsageEvent};
 use crate::sink::Sink;
-use crate::store::{ClaimedOutcome, OutcomeAttempt, SetAside, StoreError};
+use crate::store::{ClaimedOutcome, SetAside, StoreError};
 use crate::time::Millis;
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,15 +249,7 @@ impl Reporter {
                 request: &request,
                 idempotency_key: None,
             };
-            self.store
-                .log_attempt(&OutcomeAttempt {
-                    result: "split",
-                    error: answer.error.as_deref(),
-                    // Not moved: `log_attempt` only logs the call.
-                    state: OutcomeState::Pending,
-                    ..answer.outcome_attempt(&call, self.mode)
-                })
-                .await?;
+            self.log_split_call(&call, answer).await?;
         }
         Ok(())
     }

@@ -207,6 +207,7 @@ impl StripeClient {
 mod tests {
     use super::*;
     use crate::stripe::client::ApiError;
+    use crate::stripe::retry::api;
 
     #[test]
     fn events_carry_the_meters_keys_and_string_values() {
@@ -233,21 +234,6 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(event_json(&ev), None);
-    }
-
-    fn api(status: u16, should_retry: Option<bool>, message: &str) -> Result<Ack, StripeError> {
-        Err(StripeError::Api {
-            status,
-            error: Box::new(ApiError {
-                kind: "invalid_request_error".into(),
-                message: Some(message.into()),
-                ..Default::default()
-            }),
-            request_id: None,
-            should_retry,
-            retry_after: None,
-            replayed: false,
-        })
     }
 
     #[test]

@@ -110,25 +110,30 @@ pub fn backoff(
     jittered.max(retry_after.unwrap_or_default().min(max))
 }
 
+/// A Stripe error answer, for tests.
+#[cfg(test)]
+pub(crate) fn api(
+    status: u16,
+    should_retry: Option<bool>,
+    message: &str,
+) -> Result<Ack, StripeError> {
+    Err(StripeError::Api {
+        status,
+        error: Box::new(super::client::ApiError {
+            kind: "invalid_request_error".into(),
+            message: Some(message.into()),
+            ..Default::default()
+        }),
+        request_id: Some("req_1".into()),
+        should_retry,
+        retry_after: None,
+        replayed: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stripe::client::ApiError;
-
-    fn api(status: u16, should_retry: Option<bool>, message: &str) -> Result<Ack, StripeError> {
-        Err(StripeError::Api {
-            status,
-            error: Box::new(ApiError {
-                kind: "invalid_request_error".into(),
-                message: Some(message.into()),
-                ..Default::default()
-            }),
-            request_id: Some("req_1".into()),
-            should_retry,
-            retry_after: None,
-            replayed: false,
-        })
-    }
 
     #[test]
     fn classification_follows_stripe_rules() {

@@ -1046,20 +1046,45 @@ fn summaries(s: &State, req: &Request, meter_id: &str) -> Result<Value, ApiError
     }))
 }
 
+/// The fault a request takes: the `queued` one, else one drawn by
+/// `set_random_faults`; counted.
+fn take_fault(s: &mut State, queued: Option<Fault>) -> Option<Fault> {
+    let drawn = match (&queued, &s.random_faults) {
+        (None, Some((rate, kinds))) if fastrand::f64() < *rate => {
+            kinds.get(fastrand::usize(..kinds.len())).cloned()
+        }
+        _ => None,
+    };
+    let fault = queued.or(drawn);
+    s.faults_injected += usize::from(fault.is_some());
+    fault
+}
+
+/// The error `fault` answers before the request is handled (after its delay,
+/// if it is one), if any.
+async fn early_error(fault: &Option<Fault>) -> Option<ApiError> {
+    match fault {
+        Some(Fault::Status(code)) => Some(fault_error(*code)),
+        Some(Fault::StatusWithRetryAfter(code, secs)) => {
+            Some(fault_error(*code).header("Retry-After", secs.to_string()))
+        }
+        Some(Fault::ShouldRetryFalse(code)) => {
+            Some(fault_error(*code).header("Stripe-Should-Retry", "false".into()))
+        }
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(*d).await;
+            None
+        }
+        _ => None,
+    }
+}
+
 async fn meter_event(state: &Shared, req: &Request, rid: &str) -> Outcome {
     let fault = {
         let mut s = lock(state);
         s.requests += 1;
         let queued = s.faults.pop_front();
-        let drawn = match (&queued, &s.random_faults) {
-            (None, Some((rate, kinds))) if fastrand::f64() < *rate => {
-                kinds.get(fastrand::usize(..kinds.len())).cloned()
-            }
-            _ => None,
-        };
-        let fault = queued.or(drawn);
-        s.faults_injected += usize::from(fault.is_some());
-        fault
+        take_fault(&mut s, queued)
     };
     if let Some(busy) = hold_pair(state, req, rid).await {
         return busy;
@@ -1108,21 +1133,7 @@ async fn with_fault(
     fault: Option<Fault>,
     handler: Handler,
 ) -> Outcome {
-    let early = match &fault {
-        Some(Fault::Status(code)) => Some(fault_error(*code)),
-        Some(Fault::StatusWithRetryAfter(code, secs)) => {
-            Some(fault_error(*code).header("Retry-After", secs.to_string()))
-        }
-        Some(Fault::ShouldRetryFalse(code)) => {
-            Some(fault_error(*code).header("Stripe-Should-Retry", "false".into()))
-        }
-        Some(Fault::Delay(d)) => {
-            tokio::time::sleep(*d).await;
-            None
-        }
-        _ => None,
-    };
-    if let Some(e) = early {
+    if let Some(e) = early_error(&fault).await {
         return Outcome::Respond(e.into_resp(rid));
     }
     if let Some(Fault::Saved5xx(code)) = fault {

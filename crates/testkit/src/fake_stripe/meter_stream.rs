@@ -33,8 +33,9 @@
 use serde_json::{json, Value};
 
 use super::{
-    api, fault_error, is_live, lock, payload_keys, scope, token, ApiError, FakeStripe, Fault,
-    Outcome, RecordedEvent, Rejected, Request, Resp, Shared, State, ERROR_REPORT, IRE,
+    api, early_error, fault_error, is_live, lock, payload_keys, scope, take_fault, token, ApiError,
+    FakeStripe, Fault, Outcome, RecordedEvent, Rejected, Request, Resp, Shared, State,
+    ERROR_REPORT, IRE,
 };
 
 pub(super) const SESSION: &str = "/v2/billing/meter_event_session";
@@ -160,29 +161,12 @@ async fn stream(state: &Shared, req: &Request, rid: &str) -> Outcome {
         let mut s = lock(state);
         s.stream.requests += 1;
         let queued = s.faults.pop_front();
-        let drawn = match (&queued, &s.random_faults) {
-            (None, Some((rate, kinds))) if fastrand::f64() < *rate => {
-                kinds.get(fastrand::usize(..kinds.len())).cloned()
-            }
-            _ => None,
-        };
-        let fault = queued.or(drawn);
-        s.faults_injected += usize::from(fault.is_some());
-        fault
+        take_fault(&mut s, queued)
     };
+    // No idempotency key is involved: a "saved" 5xx is a plain one here.
     let early = match &fault {
-        Some(Fault::Status(code) | Fault::Saved5xx(code)) => Some(fault_error(*code)),
-        Some(Fault::StatusWithRetryAfter(code, secs)) => {
-            Some(fault_error(*code).header("Retry-After", secs.to_string()))
-        }
-        Some(Fault::ShouldRetryFalse(code)) => {
-            Some(fault_error(*code).header("Stripe-Should-Retry", "false".into()))
-        }
-        Some(Fault::Delay(d)) => {
-            tokio::time::sleep(*d).await;
-            None
-        }
-        _ => None,
+        Some(Fault::Saved5xx(code)) => Some(fault_error(*code)),
+        _ => early_error(&fault).await,
     };
     if let Some(e) = early {
         return Outcome::Respond(e.into_resp(rid));

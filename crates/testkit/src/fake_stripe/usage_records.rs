@@ -42,8 +42,8 @@ use serde_json::{json, Value};
 
 use super::{
     api, bad, check_params, get, integer, is_live, lock, no_such, query, read, required, scope,
-    token, with_fault, ApiError, FakeStripe, Fault, Form, Outcome, Request, Resp, Shared, State,
-    IRE,
+    take_fault, token, with_fault, ApiError, FakeStripe, Fault, Form, Outcome, Request, Resp,
+    Shared, State, IRE,
 };
 
 /// Requests without `Stripe-Version` use the account's default, this unless set.
@@ -129,15 +129,7 @@ async fn create(state: &Shared, req: &Request, rid: &str) -> Outcome {
         s.usage.requests += 1;
         let queued = s.usage.faults.pop_front();
         // `set_random_faults` applies here too, as to meter events.
-        let drawn = match (&queued, &s.random_faults) {
-            (None, Some((rate, kinds))) if fastrand::f64() < *rate => {
-                kinds.get(fastrand::usize(..kinds.len())).cloned()
-            }
-            _ => None,
-        };
-        let fault = queued.or(drawn);
-        s.faults_injected += usize::from(fault.is_some());
-        fault
+        take_fault(&mut s, queued)
     };
     with_fault(state, req, rid, fault, create_record).await
 }
