@@ -214,7 +214,49 @@ impl Answer {
     }
 }
 
+/// A claimed outcome on its way into a batch call, with the fencing token its
+/// claim holds (`lease_until`, renewed before a call).
+pub(super) trait Claimed {
+    fn outcome_id(&self) -> &str;
+    fn token(&mut self) -> &mut Millis;
+}
+
 impl Reporter {
+    /// Fencing for a batch: keep only the outcomes this claim still holds for a
+    /// whole call of up to `timeout`, renewing a lease that might not outlast it
+    /// (the sink's timeout is shorter than `worker.lease`, so one renewal
+    /// suffices). A lost claim (lease expired, outcome voided) is left out of the
+    /// call, with a warning naming `callee`.
+    pub(super) async fn still_held<T: Claimed>(
+        &self,
+        batch: Vec<T>,
+        timeout: Duration,
+        callee: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let now = self.clock.now_ms();
+        let needed = timeout * 2;
+        let mut held = Vec::with_capacity(batch.len());
+        for mut r in batch {
+            if *r.token() >= now + needed {
+                held.push(r);
+                continue;
+            }
+            let until = now + self.lease;
+            let token = *r.token();
+            if self
+                .store
+                .renew_outcome_lease(r.outcome_id(), token, until)
+                .await?
+            {
+                *r.token() = until;
+                held.push(r);
+            } else {
+                tracing::warn!(outcome = %r.outcome_id(), callee, "claim lost before the call (lease expired or outcome voided); not sent");
+            }
+        }
+        Ok(held)
+    }
+
     /// [`NextStep`] after a call answered as `disposition`, with `attempts`
     /// failed calls already spent from the budget.
     pub(crate) fn next_step(

@@ -21,7 +21,7 @@
 //!   v1 ([`crate::stripe::meter_stream::classify_batch`]).
 //! - Connected accounts (`stripe_account`) go by v1.
 
-use super::attempt::{Answer, CallResult, NextStep, OutcomeCall};
+use super::attempt::{Answer, CallResult, Claimed, NextStep, OutcomeCall};
 use super::marks::Outstanding;
 use super::meter_events::meter_event;
 use super::rate_limit::RateLimiter;
@@ -310,7 +310,9 @@ impl Reporter {
             }
         };
         stream.limiter.acquire().await;
-        let batch = self.still_held_for_stream(batch).await?;
+        let batch = self
+            .still_held(batch, self.call_timeout, "Stripe meter event stream")
+            .await?;
         if batch.is_empty() {
             return Ok(Call::Nothing);
         }
@@ -328,33 +330,6 @@ impl Reporter {
             stream.forget(&session).await;
         }
         Ok(Call::Made(batch, result))
-    }
-
-    /// Fencing: keep only the outcomes this claim still holds for the whole call,
-    /// renewing a lease that might not outlast it (`stripe.timeout` is shorter than
-    /// `worker.lease`, so one renewal suffices). A lost claim is not sent.
-    async fn still_held_for_stream(&self, batch: Vec<Ready>) -> Result<Vec<Ready>, StoreError> {
-        let now = self.clock.now_ms();
-        let needed = self.call_timeout * 2;
-        let mut held = Vec::with_capacity(batch.len());
-        for mut r in batch {
-            if r.token >= now + needed {
-                held.push(r);
-                continue;
-            }
-            let until = now + self.lease;
-            if self
-                .store
-                .renew_outcome_lease(&r.o.id, r.token, until)
-                .await?
-            {
-                r.token = until;
-                held.push(r);
-            } else {
-                tracing::warn!(outcome = %r.o.id, "claim lost before the Stripe call (lease expired or outcome voided); not sent");
-            }
-        }
-        Ok(held)
     }
 
     /// No session, or a stream that refused the request itself: give the batch
@@ -440,6 +415,16 @@ impl Reporter {
             }
         }
         Ok(())
+    }
+}
+
+impl Claimed for Ready {
+    fn outcome_id(&self) -> &str {
+        &self.o.id
+    }
+
+    fn token(&mut self) -> &mut Millis {
+        &mut self.token
     }
 }
 

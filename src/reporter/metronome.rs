@@ -12,7 +12,7 @@
 //! retry). The mode is the process's (`stripe.mode`): Metronome's answers carry
 //! no test/live flag; a Metronome sandbox is chosen by the token.
 
-use super::attempt::{Answer, CallResult, OutcomeCall};
+use super::attempt::{Answer, CallResult, Claimed, OutcomeCall};
 use super::marks::Outstanding;
 use super::{Reporter, Tasks};
 use crate::metrics::ReportResult;
@@ -61,6 +61,16 @@ pub(super) fn outcome_input(o: &ClaimedOutcome) -> OutcomeInput {
         provider: o.identity.provider.clone(),
         seq: o.identity.seq,
         contract_hash: o.identity.contract_hash.clone(),
+    }
+}
+
+impl Claimed for Ready {
+    fn outcome_id(&self) -> &str {
+        &self.o.id
+    }
+
+    fn token(&mut self) -> &mut Millis {
+        &mut self.token
     }
 }
 
@@ -177,33 +187,6 @@ impl Reporter {
         Ok(ready)
     }
 
-    /// Fencing: keep only the outcomes this claim still holds for the whole call,
-    /// renewing a lease that might not outlast it (`metronome.timeout` is shorter
-    /// than `worker.lease`, so one renewal suffices). A lost claim is not sent.
-    async fn still_held(&self, batch: Vec<Ready>) -> Result<Vec<Ready>, StoreError> {
-        let now = self.clock.now_ms();
-        let needed = self.metronome_settings.timeout * 2;
-        let mut held = Vec::with_capacity(batch.len());
-        for mut r in batch {
-            if r.token >= now + needed {
-                held.push(r);
-                continue;
-            }
-            let until = now + self.lease;
-            if self
-                .store
-                .renew_outcome_lease(&r.o.id, r.token, until)
-                .await?
-            {
-                r.token = until;
-                held.push(r);
-            } else {
-                tracing::warn!(outcome = %r.o.id, "claim lost before the Metronome call (lease expired or outcome voided); not sent");
-            }
-        }
-        Ok(held)
-    }
-
     /// One `POST /v1/ingest` with `batch`, and each outcome's attempt recorded.
     /// Returns the outcomes to send again one by one (a batch refused as a payload).
     async fn ingest_batch(
@@ -211,7 +194,9 @@ impl Reporter {
         client: &MetronomeClient,
         batch: Vec<Ready>,
     ) -> Result<Vec<Ready>, StoreError> {
-        let batch = self.still_held(batch).await?;
+        let batch = self
+            .still_held(batch, self.metronome_settings.timeout, "Metronome")
+            .await?;
         if batch.is_empty() {
             return Ok(batch);
         }

@@ -5,6 +5,7 @@
 //! the stream would get. Then what the fake refuses, as Stripe does.
 
 use crate::support::*;
+use outcome_meter::clock::Clock;
 use outcome_meter::settings::{MeterEventApi, Settings};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -261,6 +262,65 @@ async fn a_final_server_error_parks_the_batch_in_doubt_without_splitting(backend
     app.stop().await;
 }
 
+async fn a_claim_lost_while_waiting_for_the_session_is_not_sent(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_session_delay(std::time::Duration::from_millis(1500));
+    let app = TestApp::spawn_tweaked(stream_opts(backend, &stripe), |s| {
+        on_the_stream(s);
+        s.stripe.timeout = std::time::Duration::from_secs(10);
+    })
+    .await;
+    for i in 1..=2 {
+        let body = event(
+            &format!("e{i}"),
+            &format!("T{i}"),
+            "resolved",
+            0,
+            Some("ai"),
+        );
+        assert_eq!(app.send(&body).await, 202);
+    }
+    app.advance_hours(73);
+    app.run_worker().await;
+    app.preflight().await;
+    let voided = app.outcomes().await[0].id.clone();
+    let reporter = app.services.reporter().expect("reporter");
+    let pass = tokio::spawn(async move { reporter.drain().await });
+    // While the reporter waits for its session, its leases run out and a clawback
+    // voids one of the two outcomes.
+    let fake = stripe.clone();
+    testkit::poll::until(
+        "the session request",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(5),
+        || {
+            let fake = fake.clone();
+            async move { fake.stream_session_requests() == 1 }
+        },
+    )
+    .await;
+    app.advance_hours(1);
+    let now = Millis::from(app.clock.now());
+    let store = &app.services.store;
+    assert!(store
+        .void_outcome_if_idle(&voided, now)
+        .await
+        .expect("void"));
+    pass.await.expect("join").expect("drain");
+    let events = stripe.events();
+    assert_eq!(
+        events.len(),
+        1,
+        "the voided outcome is left out of the call"
+    );
+    assert_ne!(events[0].identifier, voided);
+    for o in app.outcomes().await {
+        let expected = if o.id == voided { "voided" } else { "reported" };
+        assert_eq!(o.state.as_str(), expected);
+    }
+    app.stop().await;
+}
+
 async fn a_batch_refused_whole_is_sent_event_by_event(backend: Backend) {
     let stripe = FakeStripe::start().await;
     stripe.push_fault(Fault::ShouldRetryFalse(400));
@@ -336,6 +396,7 @@ crate::dual!(
     a_refused_token_drops_the_session_and_is_retried,
     a_final_server_error_parks_the_batch_in_doubt_without_splitting,
     a_stream_that_is_not_there_holds_the_batch_without_spending_attempts,
+    a_claim_lost_while_waiting_for_the_session_is_not_sent,
     a_connected_accounts_outcomes_stay_on_v1,
     dry_run_records_the_events_the_stream_would_get,
 );

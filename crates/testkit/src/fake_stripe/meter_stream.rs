@@ -64,6 +64,8 @@ pub(super) struct StreamState {
     /// Every session request answers this status instead, while set.
     session_failure: Option<u16>,
     pub(super) session_requests: usize,
+    /// How long each session request takes.
+    session_delay: Option<std::time::Duration>,
 }
 
 pub(super) async fn route(state: &Shared, req: &Request, rid: &str) -> Option<Outcome> {
@@ -72,9 +74,16 @@ pub(super) async fn route(state: &Shared, req: &Request, rid: &str) -> Option<Ou
     }
     match req.path.as_str() {
         SESSION => {
-            let fault = {
+            let delay = {
                 let mut s = lock(state);
                 s.stream.session_requests += 1;
+                s.stream.session_delay
+            };
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let fault = {
+                let mut s = lock(state);
                 let queued = s.stream.session_faults.pop_front();
                 queued.or(s.stream.session_failure)
             };
@@ -414,6 +423,11 @@ impl FakeStripe {
     /// set to `None`.
     pub fn set_session_failure(&self, status: Option<u16>) {
         lock(&self.state).stream.session_failure = status;
+    }
+
+    /// Each `POST /v2/billing/meter_event_session` takes this long.
+    pub fn set_session_delay(&self, d: std::time::Duration) {
+        lock(&self.state).stream.session_delay = Some(d);
     }
 
     /// Requests to `POST /v2/billing/meter_event_session`, answered or not.
