@@ -11,6 +11,8 @@
 //! `reporter.batch_size` (their defaults otherwise). `--latency-ms N` makes each
 //! meter-event call take N ms at the fake and refuses a second call in flight for
 //! the same (customer, meter) pair with Stripe's 429 `lock_timeout` (counted).
+//! `--stripe-api v2_stream` sends on Stripe's v2 meter event stream (up to 100
+//! events a call) instead of one meter event per call.
 //!
 //! Seeding uses the store's `insert_outcome` (what confirmation writes).
 
@@ -117,6 +119,18 @@ async fn run(url: &str, database: &str, outcomes: usize, customers: usize) {
     s.stripe.api_key = FakeStripe::API_KEY.into();
     s.stripe.api_base = stripe.base_url();
     s.reporter.rate_per_second = Some(1_000_000.0);
+    s.reporter.stream_rate_per_second = Some(1_000_000.0);
+    match arg_text("stripe-api", "v1").as_str() {
+        "v1" => {}
+        "v2_stream" => {
+            s.stripe.meter_event_api = outcome_meter::settings::MeterEventApi::V2Stream;
+            s.stripe.meter_events_api_base = stripe.base_url();
+        }
+        other => {
+            eprintln!("report: --stripe-api v1|v2_stream, not {other}");
+            std::process::exit(2);
+        }
+    }
     let concurrency = arg("concurrency", s.reporter.concurrency as u64) as usize;
     let batch_size = arg("batch-size", u64::from(s.reporter.batch_size)) as u32;
     s.reporter.concurrency = concurrency;
@@ -199,7 +213,7 @@ async fn run(url: &str, database: &str, outcomes: usize, customers: usize) {
         events.len(),
         distinct.len(),
         events.len() - distinct.len(),
-        stripe.requests(),
+        stripe.requests() + stripe.stream_requests(),
         stripe.pair_conflicts(),
         census.outcomes.in_state("pending"),
     );
