@@ -8,7 +8,7 @@ use outcome_meter::accounting::diff::shadow_run;
 use outcome_meter::accounting::vocabulary::check_configured;
 use outcome_meter::contract::describe;
 use outcome_meter::redact;
-use outcome_meter::settings::Settings;
+use outcome_meter::settings::{MeterEventApi, Settings};
 use outcome_meter::stripe::preflight::{self, AccountReport};
 use outcome_meter::stripe::usage_records::item_check;
 use outcome_meter::time::Millis;
@@ -174,7 +174,36 @@ async fn print_preflight(settings: &Settings) -> Result<usize> {
         .iter()
         .map(|r| r.report.problem_count())
         .sum::<usize>()
-        + items.iter().map(|c| c.problems.len()).sum::<usize>())
+        + items.iter().map(|c| c.problems.len()).sum::<usize>()
+        + stream_check(settings).await?)
+}
+
+/// `check --stripe` with `stripe.meter_event_api = "v2_stream"`: whether Stripe
+/// gives this key a meter event session (the stream needs a secret key of an
+/// account with `/v2`: a sandbox or live mode, not test mode). Printed; the
+/// number of problems (0 or 1).
+async fn stream_check(settings: &Settings) -> Result<usize> {
+    if settings.stripe.meter_event_api != MeterEventApi::V2Stream {
+        return Ok(0);
+    }
+    let client = stripe_for(
+        settings,
+        "check --stripe",
+        "check --stripe creates a meter event session, and stripe.mode is \"dry-run\"",
+    )?;
+    Ok(match client.create_meter_event_session().await {
+        Ok(_) => {
+            outp!(
+                "\nok       v2 meter event stream: Stripe gave a meter event session; events go to {}",
+                settings.stripe.meter_events_api_base
+            );
+            0
+        }
+        Err(e) => {
+            outp!("\nPROBLEM  v2 meter event stream: no meter event session: {e} (meter events would be held, not sent)");
+            1
+        }
+    })
 }
 
 /// `check --stripe`: the preflight of every account the tenants bill on.

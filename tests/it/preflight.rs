@@ -80,6 +80,33 @@ event_name = "resolved_refund"
 "#;
 
 #[tokio::test]
+async fn check_stripe_says_whether_the_meter_event_stream_would_get_a_session() {
+    let stripe = FakeStripe::start().await;
+    stripe.add_customer(CUSTOMER);
+    stripe.add_meter(MeterSpec::new("resolved_ticket"));
+    let extra = format!(
+        "meter_event_api = \"v2_stream\"\nmeter_events_api_base = \"{}\"\n",
+        stripe.base_url()
+    );
+    let r = check_stripe(&stripe, &extra, &[]).await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("ok       v2 meter event stream"),
+        "{}",
+        r.stdout
+    );
+    stripe.set_session_failure(Some(401));
+    let r = check_stripe(&stripe, &extra, &[]).await;
+    assert!(!r.ok, "a problem fails the check");
+    assert!(
+        r.stdout
+            .contains("PROBLEM  v2 meter event stream: no meter event session"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test]
 async fn check_stripe_passes_for_a_good_account_and_names_what_it_read() {
     let stripe = FakeStripe::start().await;
     stripe.add_customer(CUSTOMER);
