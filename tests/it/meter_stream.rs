@@ -53,6 +53,19 @@ async fn in_doubt(app: &TestApp) -> i64 {
         .expect("count")
 }
 
+/// Every outcome held: pending, no attempt spent, the reason (naming `why`) its last error.
+async fn held_without_attempts(app: &TestApp, why: &str) {
+    for o in app.outcomes().await {
+        assert_eq!(
+            (o.state.as_str(), o.attempts),
+            ("pending", 0),
+            "held, not parked"
+        );
+        let error = o.last_error.unwrap_or_default();
+        assert!(error.contains(why), "{error}");
+    }
+}
+
 async fn all_reported(app: &TestApp) {
     let outcomes = app.outcomes().await;
     let states: Vec<&str> = outcomes.iter().map(|o| o.state.as_str()).collect();
@@ -165,17 +178,7 @@ async fn a_session_stripe_did_not_give_sends_nothing_and_leaves_no_doubt(backend
         0,
         "no event left, so none may have been counted"
     );
-    for o in app.outcomes().await {
-        assert_eq!(
-            (o.state.as_str(), o.attempts),
-            ("pending", 0),
-            "no attempt spent"
-        );
-        assert!(o
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("meter event session")));
-    }
+    held_without_attempts(&app, "meter event session").await;
     app.clock.advance(chrono::Duration::minutes(30));
     app.run_reporter().await;
     all_reported(&app).await;
@@ -195,9 +198,7 @@ async fn a_refused_session_holds_every_batch_without_spending_attempts(backend: 
         1,
         "the other batches are held on the same failure, not each asking again"
     );
-    for o in app.outcomes().await {
-        assert_eq!((o.state.as_str(), o.attempts), ("pending", 0));
-    }
+    held_without_attempts(&app, "meter event session").await;
     // Fixed (a secret key of a sandbox, say): sent once the hold is over.
     stripe.set_session_failure(None);
     app.clock.advance(chrono::Duration::minutes(2));
@@ -227,17 +228,7 @@ async fn a_stream_that_is_not_there_holds_the_batch_without_spending_attempts(ba
     stripe.push_fault(Fault::Status(404));
     let app = app_with_outcomes(stream_opts(backend, &stripe), 3).await;
     app.run_reporter().await;
-    for o in app.outcomes().await {
-        assert_eq!(
-            (o.state.as_str(), o.attempts),
-            ("pending", 0),
-            "held, not parked"
-        );
-        assert!(o
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("meter_events_api_base")));
-    }
+    held_without_attempts(&app, "meter_events_api_base").await;
     app.clock.advance(chrono::Duration::minutes(2));
     app.run_reporter().await;
     all_reported(&app).await;
