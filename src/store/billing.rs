@@ -192,7 +192,8 @@ impl Tx {
         super::contracts::decode(hash, terms.as_deref())
     }
 
-    /// Record a reversal once per outcome. Returns whether it is new.
+    /// Record a reversal once per outcome, naming the earliest late reopen.
+    /// Returns whether it is new.
     pub async fn insert_reversal(&mut self, r: &NewReversal) -> Result<bool, StoreError> {
         let res = sqlx::query(
             "INSERT INTO reversals (outcome_id, tenant, provider, ticket_id, event_name, value, stripe_customer_id, \
@@ -212,7 +213,25 @@ impl Tx {
         .bind(&r.evidence)
         .execute(&mut *self.tx)
         .await?;
-        Ok(res.rows_affected() == 1)
+        if res.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Already queued for another late reopen: it names the earliest one, in
+        // whatever order the reopens were applied (batches side by side apply a
+        // ticket's events in either order), as long as nothing was done with it yet.
+        sqlx::query(
+            "UPDATE reversals SET reopen_event_key = $1, reopened_at = $2, evidence = $3 \
+             WHERE outcome_id = $4 AND state = 'pending' AND attempts = 0 AND method IS NULL \
+             AND lease_until IS NULL \
+             AND (reopened_at > $2 OR (reopened_at = $2 AND reopen_event_key > $1))",
+        )
+        .bind(&r.reopen_event_key)
+        .bind(r.reopened_at)
+        .bind(&r.evidence)
+        .bind(&r.outcome_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(false)
     }
 }
 

@@ -206,4 +206,47 @@ async fn a_batch_decides_as_one_by_one_would(backend: Backend) {
     }
 }
 
-crate::dual!(a_batch_decides_as_one_by_one_would);
+/// Two late reopens of a billed outcome applied in either order: its reversal
+/// names the earlier one (batches side by side may apply them either way).
+async fn a_reversal_names_the_earliest_late_reopen_whatever_the_order(backend: Backend) {
+    let mut named = Vec::new();
+    for later_first in [false, true] {
+        let app = app(backend, Apply::OneByOne).await;
+        send_all(
+            &app,
+            &[(TENANT, event("R-r1", "R", "resolved", 0, Some("ai")))],
+        )
+        .await;
+        run(&app, Apply::OneByOne).await;
+        app.advance_hours(80);
+        run(&app, Apply::OneByOne).await;
+        let early = (TENANT, event("R-o1", "R", "reopened", 85, None));
+        let late = (TENANT, event("R-o2", "R", "customer_replied", 87, None));
+        let order = if later_first {
+            [late, early]
+        } else {
+            [early, late]
+        };
+        for one in order {
+            send_all(&app, &[one]).await;
+            run(&app, Apply::OneByOne).await;
+        }
+        let rows = app
+            .services
+            .store
+            .test_support()
+            .text_rows("SELECT reopen_event_key, evidence FROM reversals", &[])
+            .await
+            .expect("reversals");
+        assert_eq!(rows.len(), 1, "one reversal per outcome");
+        named.push(rows[0].clone());
+        app.stop().await;
+    }
+    assert_eq!(named[0][0], "R-o1");
+    assert_eq!(named[0], named[1], "the same reversal in either order");
+}
+
+crate::dual!(
+    a_batch_decides_as_one_by_one_would,
+    a_reversal_names_the_earliest_late_reopen_whatever_the_order,
+);
