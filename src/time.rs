@@ -61,6 +61,12 @@ impl Millis {
         DateTime::from_timestamp_millis(self.0).unwrap_or_default()
     }
 
+    /// RFC 3339 to the second, UTC; `None` for an instant chrono cannot represent.
+    pub fn rfc3339(self) -> Option<String> {
+        DateTime::<Utc>::from_timestamp_millis(self.0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    }
+
     /// How long after `earlier` this is; zero if `earlier` is not earlier.
     pub fn since(self, earlier: Millis) -> Duration {
         u64::try_from(self.0.saturating_sub(earlier.0))

@@ -15,11 +15,8 @@ pub mod vocabulary;
 pub mod words;
 
 use crate::time::Millis;
-use chrono::{DateTime, SecondsFormat, Utc};
 
 /// RFC 3339 to the second, UTC; an instant chrono cannot represent as its number.
 pub fn fmt_ms(t: Millis) -> String {
-    DateTime::<Utc>::from_timestamp_millis(t.as_ms())
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_else(|| t.to_string())
+    t.rfc3339().unwrap_or_else(|| t.to_string())
 }

@@ -299,16 +299,11 @@ impl Reporter {
     ) -> Result<(), StoreError> {
         tracing::warn!(customer, meter = event_name, outcomes = group.len(), reason = hold.reason, why = %hold.text, "outcomes held by the Stripe preflight, not sent");
         self.metrics.outcomes_held(hold.reason, group.len());
-        // Handed together, committed together.
-        let mut marks = Outstanding::default();
-        for o in group {
-            let how = SetAside::RetryAt(hold.until);
-            marks.push(
-                self.hand_set_aside(&o.id, o.lease_until, &hold.text, how)
-                    .await,
-            );
-        }
-        marks.all_committed().await
+        let claims: Vec<(&str, Millis)> = group
+            .iter()
+            .map(|o| (o.id.as_str(), o.lease_until))
+            .collect();
+        self.hold_all(&claims, &hold.text, hold.until).await
     }
 
     /// Stripe outcomes in a process that sends but has no Stripe key (all its
@@ -322,11 +317,10 @@ impl Reporter {
                       set stripe.api_key to send outcomes confirmed under a Stripe sink";
         let next = self.clock.now_ms() + Duration::from_secs(300);
         tracing::warn!(outcomes = outcomes.len(), reason, "Stripe outcomes held");
-        let mut marks = Outstanding::default();
-        for o in outcomes {
-            let how = SetAside::RetryAt(next);
-            marks.push(self.hand_set_aside(&o.id, o.lease_until, reason, how).await);
-        }
-        marks.all_committed().await
+        let claims: Vec<(&str, Millis)> = outcomes
+            .iter()
+            .map(|o| (o.id.as_str(), o.lease_until))
+            .collect();
+        self.hold_all(&claims, reason, next).await
     }
 }

@@ -119,15 +119,26 @@ impl Stream {
 
 /// An outcome ready to go: its claim, the claim's current fencing token
 /// (`lease_until`, renewed before a call), and its event.
-#[derive(Clone)]
 struct Ready {
     o: ClaimedOutcome,
     token: Millis,
     /// The event's timestamp, Unix seconds (checked against Stripe's window).
     timestamp: i64,
-    event: serde_json::Value,
-    /// The outcome's own event as JSON: its attempt's `request`.
+    /// The outcome's own event as JSON: what the call carries, and its
+    /// attempt's `request`.
     request: String,
+}
+
+impl Ready {
+    /// The call on this outcome, answered at `now`, as its attempt records it.
+    fn call(&self, now: Millis) -> OutcomeCall<'_> {
+        OutcomeCall {
+            outcome_id: &self.o.id,
+            now,
+            request: &self.request,
+            idempotency_key: None,
+        }
+    }
 }
 
 impl Reporter {
@@ -213,7 +224,7 @@ impl Reporter {
             };
             for o in outcomes {
                 let ev = meter_event(&o, &info);
-                let Some(event) = meter_stream::event_json(&ev) else {
+                let Some(request) = meter_stream::event_json(&ev) else {
                     let reason = format!(
                         "timestamp {} has no date: no meter event can carry it",
                         ev.timestamp
@@ -224,12 +235,10 @@ impl Reporter {
                         .await?;
                     continue;
                 };
-                let request = event.to_string();
                 ready.push(Ready {
                     token: o.lease_until,
                     timestamp: ev.timestamp,
                     o,
-                    event,
                     request,
                 });
             }
@@ -316,11 +325,14 @@ impl Reporter {
         if batch.is_empty() {
             return Ok(Call::Nothing);
         }
-        let events: Vec<serde_json::Value> = batch.iter().map(|r| r.event.clone()).collect();
         let result = self
             .timed(
                 "meter_event_stream",
-                client.send_meter_event_stream(&stream.base, &session, meter_stream::body(&events)),
+                client.send_meter_event_stream(
+                    &stream.base,
+                    &session,
+                    meter_stream::body(batch.iter().map(|r| r.request.as_str())),
+                ),
             )
             .await;
         if result
@@ -338,12 +350,9 @@ impl Reporter {
         self.metrics.outcomes_held("stream_session", batch.len());
         let next = self.clock.now_ms() + NO_SESSION_HOLD;
         let reason = format!("held, nothing sent: {why}");
-        let mut marks = Outstanding::default();
-        for r in batch {
-            let how = SetAside::RetryAt(next);
-            marks.push(self.hand_set_aside(&r.o.id, r.token, &reason, how).await);
-        }
-        marks.all_committed().await
+        let claims: Vec<(&str, Millis)> =
+            batch.iter().map(|r| (r.o.id.as_str(), r.token)).collect();
+        self.hold_all(&claims, &reason, next).await
     }
 
     /// Stripe refused the batch as a payload: log the call on each outcome (its
@@ -356,12 +365,7 @@ impl Reporter {
     ) -> Result<(), StoreError> {
         tracing::warn!(events = batch.len(), error = ?answer.error, request_id = ?answer.request_id, "Stripe refused a meter event stream batch; sending each event alone");
         for r in batch {
-            let call = OutcomeCall {
-                outcome_id: &r.o.id,
-                now,
-                request: &r.request,
-                idempotency_key: None,
-            };
+            let call = r.call(now);
             self.log_split_call(&call, answer).await?;
         }
         Ok(())
@@ -386,12 +390,7 @@ impl Reporter {
         };
         let mut marks = Outstanding::default();
         for r in batch {
-            let call = OutcomeCall {
-                outcome_id: &r.o.id,
-                now,
-                request: &r.request,
-                idempotency_key: None,
-            };
+            let call = r.call(now);
             let step = self.next_step(disposition, r.o.attempts, now);
             if let NextStep::Park { refused } = step {
                 tracing::error!(outcome = %r.o.id, refused, error = ?answer.error, request_id = ?answer.request_id, attempts = r.o.attempts + 1, "meter event parked as failed (refused by Stripe, or reporter.max_attempts spent)");

@@ -247,6 +247,23 @@ impl Reporter {
             .await
     }
 
+    /// Give claimed outcomes back unsent, pending until `until`, with `reason` as
+    /// their last error (no attempt spent): each `(id, fencing token)` handed to
+    /// the group commit together, all awaited.
+    pub(crate) async fn hold_all(
+        &self,
+        claims: &[(&str, Millis)],
+        reason: &str,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        let mut marks = marks::Outstanding::default();
+        for &(id, token) in claims {
+            let how = SetAside::RetryAt(until);
+            marks.push(self.hand_set_aside(id, token, reason, how).await);
+        }
+        marks.all_committed().await
+    }
+
     /// [`Reporter::set_aside`] handed over, not awaited.
     pub(crate) async fn hand_set_aside(
         &self,

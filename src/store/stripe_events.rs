@@ -385,7 +385,7 @@ async fn reject_outcome(
     if current != resends || elsewhere {
         return Ok(Effect::Stale);
     }
-    if is_duplicate_report(&s.code, &s.message) {
+    if crate::stripe::retry::says_duplicate(&s.code, &s.message) {
         // A resend Stripe dropped because it had the identifier already: the event
         // it repeats was counted, so the outcome stays billed (marking it rejected
         // would let `replay --rejected` bill it again under a new identifier).
@@ -475,34 +475,4 @@ async fn record_rejection(
     .execute(&mut *tx.tx)
     .await?;
     Ok(())
-}
-
-/// A rejection that says the identifier was seen before, in the words Stripe's
-/// synchronous answers use (`duplicate_meter_event`, "An event already exists with
-/// identifier …"; Stripe documents no such code for its asynchronous reports): the
-/// event was not counted twice, and not lost.
-fn is_duplicate_report(code: &str, message: &str) -> bool {
-    let (code, message) = (code.to_ascii_lowercase(), message.to_ascii_lowercase());
-    code.contains("duplicate")
-        || code.contains("already_exists")
-        || (message.contains("identifier") && message.contains("already exists"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_duplicate_report;
-
-    #[test]
-    fn duplicate_reports_are_read_as_stripes_synchronous_answers_say_it() {
-        assert!(is_duplicate_report("duplicate_meter_event", ""));
-        assert!(is_duplicate_report("identifier_already_exists", ""));
-        assert!(is_duplicate_report(
-            "",
-            "An event already exists with identifier om_1."
-        ));
-        assert!(!is_duplicate_report(
-            "meter_event_customer_not_found",
-            "No customer found with id cus_1."
-        ));
-    }
 }

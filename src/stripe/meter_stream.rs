@@ -26,6 +26,7 @@
 
 use super::client::{Ack, MeterEvent, StripeClient, StripeError};
 use super::retry::{classify, Disposition};
+use crate::time::Millis;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -43,33 +44,37 @@ const STREAM_PATH: &str = "/v2/billing/meter_event_stream";
 /// request in flight at the edge).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
-/// One event of a stream request, in the meter's payload keys; values are
-/// strings. `None` when its timestamp has no date (it is set aside, never sent
-/// with another).
-pub fn event_json(ev: &MeterEvent) -> Option<Value> {
-    let timestamp = rfc3339(ev.timestamp)?;
+/// One event of a stream request as JSON, in the meter's payload keys; values
+/// are strings. `None` when its timestamp has no date (it is set aside, never
+/// sent with another).
+pub fn event_json(ev: &MeterEvent) -> Option<String> {
+    let timestamp = Millis::from_ms(ev.timestamp.checked_mul(1000)?).rfc3339()?;
     let mut payload = Map::new();
     payload.insert(
         ev.customer_key.clone(),
         Value::String(ev.stripe_customer_id.clone()),
     );
     payload.insert(ev.value_key.clone(), Value::String(ev.value.to_string()));
-    Some(json!({
+    let event = json!({
         "event_name": ev.event_name,
         "identifier": ev.identifier,
         "timestamp": timestamp,
         "payload": payload,
-    }))
+    });
+    Some(event.to_string())
 }
 
-/// The body of a stream request.
-pub fn body(events: &[Value]) -> String {
-    json!({ "events": events }).to_string()
-}
-
-fn rfc3339(secs: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+/// The body of a stream request: `events` ([`event_json`]) as they are.
+pub fn body<'a>(events: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::from(r#"{"events":["#);
+    for (i, e) in events.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e);
+    }
+    out.push_str("]}");
+    out
 }
 
 /// What a stream call's answer means for its batch.
@@ -222,7 +227,7 @@ mod tests {
         };
         let ev_json = event_json(&ev).expect("a date");
         assert_eq!(
-            body(&[ev_json]),
+            body([ev_json.as_str()]),
             r#"{"events":[{"event_name":"resolved_ticket","identifier":"om_x","payload":{"account":"cus_1","tickets":"2"},"timestamp":"2023-11-14T22:13:20Z"}]}"#
         );
     }

@@ -30,11 +30,17 @@ fn bad_request(err: &StripeError) -> Option<(String, &str)> {
 /// Stripe's answer when an event with the same `identifier` already exists
 /// (a 400 whose message says so): the event was delivered before.
 pub fn is_duplicate_identifier(err: &StripeError) -> bool {
-    bad_request(err).is_some_and(|(msg, code)| {
-        code.contains("duplicate")
-            || code.contains("already_exists")
-            || (msg.contains("identifier") && msg.contains("already exists"))
-    })
+    bad_request(err).is_some_and(|(msg, code)| says_duplicate(code, &msg))
+}
+
+/// Whether an error's `code` or `message` says the identifier was seen before,
+/// in the words Stripe uses (`duplicate_meter_event`, "An event already exists
+/// with identifier …"); also how its asynchronous reports are read.
+pub fn says_duplicate(code: &str, message: &str) -> bool {
+    let (code, message) = (code.to_ascii_lowercase(), message.to_ascii_lowercase());
+    code.contains("duplicate")
+        || code.contains("already_exists")
+        || (message.contains("identifier") && message.contains("already exists"))
 }
 
 /// Stripe's refusal to cancel an event it received more than 24 hours ago. Stripe
@@ -226,5 +232,19 @@ mod tests {
             max,
             "Retry-After is honoured up to backoff_max"
         );
+    }
+
+    #[test]
+    fn duplicate_reports_are_read_as_stripes_synchronous_answers_say_it() {
+        assert!(says_duplicate("duplicate_meter_event", ""));
+        assert!(says_duplicate("identifier_already_exists", ""));
+        assert!(says_duplicate(
+            "",
+            "An event already exists with identifier om_1."
+        ));
+        assert!(!says_duplicate(
+            "meter_event_customer_not_found",
+            "No customer found with id cus_1."
+        ));
     }
 }

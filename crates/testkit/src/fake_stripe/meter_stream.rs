@@ -33,8 +33,8 @@
 use serde_json::{json, Value};
 
 use super::{
-    api, early_error, fault_error, is_live, lock, payload_keys, scope, take_fault, token, ApiError,
-    FakeStripe, Fault, Outcome, RecordedEvent, Rejected, Request, Resp, Shared, State,
+    api, early_error, fault_error, is_live, lock, payload_keys, rfc3339, scope, take_fault, token,
+    ApiError, FakeStripe, Fault, Outcome, RecordedEvent, Rejected, Request, Resp, Shared, State,
     ERROR_REPORT, IRE,
 };
 
@@ -98,12 +98,6 @@ pub(super) async fn route(state: &Shared, req: &Request, rid: &str) -> Option<Ou
         STREAM => Some(stream(state, req, rid).await),
         _ => None,
     }
-}
-
-fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn invalid(msg: String) -> ApiError {
