@@ -9,9 +9,10 @@ use outcome_meter::accounting::vocabulary::check_configured;
 use outcome_meter::contract::describe;
 use outcome_meter::redact;
 use outcome_meter::settings::{MeterEventApi, Settings};
-use outcome_meter::stripe::preflight::{self, AccountReport};
+use outcome_meter::stripe::preflight::{self, AccountReport, Report};
 use outcome_meter::stripe::usage_records::item_check;
 use outcome_meter::time::Millis;
+use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -70,19 +71,67 @@ async fn diff(files: &[PathBuf], days: i64, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// `check --stripe --json`: the preflight alone, as JSON.
+/// `check --stripe --json`: the preflight alone, as JSON: each account's report,
+/// with the subscription items of its usage-record tenants and, on the
+/// platform's account, the v2 stream's session check; exit 1 on any problem
+/// (the same count as the text form).
 async fn stripe_json(settings: &Settings) -> Result<()> {
     let reports = stripe_preflight(settings).await?;
+    let items = usage_item_checks(settings).await?;
+    let stream = stream_check(settings).await?;
+    let accounts: Vec<AccountJson> = reports
+        .iter()
+        .map(|r| AccountJson {
+            account: r.account.as_deref(),
+            report: WithChecks {
+                report: &r.report,
+                usage_items: items.iter().filter(|i| i.account == r.account).collect(),
+                meter_event_stream: stream.as_ref().filter(|_| r.account.is_none()),
+            },
+        })
+        .collect();
     // One account: its report; several (Stripe Connect): each with its account.
-    match reports.as_slice() {
+    match accounts.as_slice() {
         [one] => out!("{}", serde_json::to_string_pretty(&one.report)?),
         all => out!("{}", serde_json::to_string_pretty(all)?),
     }
-    let problems: usize = reports.iter().map(|r| r.report.problem_count()).sum();
+    let problems = problem_count(&reports, &items, stream.as_ref());
     if problems > 0 {
         bail!("Stripe preflight: {problems} problem(s)");
     }
     Ok(())
+}
+
+/// One account in `check --stripe --json`'s list.
+#[derive(Serialize)]
+struct AccountJson<'a> {
+    account: Option<&'a str>,
+    report: WithChecks<'a>,
+}
+
+/// An account's preflight report, with the checks that belong to that account.
+#[derive(Serialize)]
+struct WithChecks<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    usage_items: Vec<&'a item_check::ItemCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meter_event_stream: Option<&'a StreamCheck>,
+}
+
+/// Every problem `check --stripe` found: the accounts', the items' and the stream's.
+fn problem_count(
+    reports: &[AccountReport],
+    items: &[item_check::ItemCheck],
+    stream: Option<&StreamCheck>,
+) -> usize {
+    reports
+        .iter()
+        .map(|r| r.report.problem_count())
+        .sum::<usize>()
+        + items.iter().map(|c| c.problems.len()).sum::<usize>()
+        + usize::from(stream.is_some_and(|s| s.problem.is_some()))
 }
 
 /// `check [--strict] [--stripe]`: the configuration in words, the names, and the
@@ -156,8 +205,8 @@ fn print_configuration(settings: &Settings) {
     }
 }
 
-/// `check --stripe`: each account's preflight and the usage-record items,
-/// printed; the number of problems.
+/// `check --stripe`: each account's preflight, the usage-record items and the
+/// v2 stream's session, printed; the number of problems.
 async fn print_preflight(settings: &Settings) -> Result<usize> {
     let reports = stripe_preflight(settings).await?;
     for r in &reports {
@@ -170,40 +219,58 @@ async fn print_preflight(settings: &Settings) -> Result<usize> {
     if !items.is_empty() {
         outp!("\n{}", item_check::render(&items));
     }
-    Ok(reports
-        .iter()
-        .map(|r| r.report.problem_count())
-        .sum::<usize>()
-        + items.iter().map(|c| c.problems.len()).sum::<usize>()
-        + stream_check(settings).await?)
+    let stream = stream_check(settings).await?;
+    if let Some(s) = &stream {
+        outp!("\n{}", s.render());
+    }
+    Ok(problem_count(&reports, &items, stream.as_ref()))
 }
 
-/// `check --stripe` with `stripe.meter_event_api = "v2_stream"`: whether Stripe
-/// gives this key a meter event session (the stream needs a secret key of an
-/// account with `/v2`: a sandbox or live mode, not test mode). Printed; the
-/// number of problems (0 or 1).
-async fn stream_check(settings: &Settings) -> Result<usize> {
+/// Whether Stripe gives this key a meter event session, for
+/// `stripe.meter_event_api = "v2_stream"` (the stream needs a secret key of an
+/// account with `/v2`: a sandbox or live mode, not test mode).
+#[derive(Debug, Serialize)]
+struct StreamCheck {
+    /// Where the events go (`stripe.meter_events_api_base`).
+    events_to: String,
+    /// Why there is no session (`None`: Stripe gave one).
+    problem: Option<String>,
+}
+
+impl StreamCheck {
+    fn render(&self) -> String {
+        match &self.problem {
+            None => format!(
+                "ok       v2 meter event stream: Stripe gave a meter event session; events go to {}",
+                self.events_to
+            ),
+            Some(p) => format!(
+                "PROBLEM  v2 meter event stream: no meter event session: {p} (meter events would be held, not sent)"
+            ),
+        }
+    }
+}
+
+/// `check --stripe` with the v2 stream: ask Stripe for a session (`None`: the
+/// stream is not in use).
+async fn stream_check(settings: &Settings) -> Result<Option<StreamCheck>> {
     if settings.stripe.meter_event_api != MeterEventApi::V2Stream {
-        return Ok(0);
+        return Ok(None);
     }
     let client = stripe_for(
         settings,
         "check --stripe",
         "check --stripe creates a meter event session, and stripe.mode is \"dry-run\"",
     )?;
-    Ok(match client.create_meter_event_session().await {
-        Ok(_) => {
-            outp!(
-                "\nok       v2 meter event stream: Stripe gave a meter event session; events go to {}",
-                settings.stripe.meter_events_api_base
-            );
-            0
-        }
-        Err(e) => {
-            outp!("\nPROBLEM  v2 meter event stream: no meter event session: {e} (meter events would be held, not sent)");
-            1
-        }
-    })
+    let problem = client
+        .create_meter_event_session()
+        .await
+        .err()
+        .map(|e| e.to_string());
+    Ok(Some(StreamCheck {
+        events_to: settings.stripe.meter_events_api_base.clone(),
+        problem,
+    }))
 }
 
 /// `check --stripe`: the preflight of every account the tenants bill on.

@@ -40,7 +40,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore};
-use tokio::time::Instant;
 
 /// How long a batch with no session waits before it is tried again.
 const NO_SESSION_HOLD: Duration = Duration::from_secs(60);
@@ -57,12 +56,13 @@ pub(super) struct Stream {
     slot: Mutex<Slot>,
 }
 
+/// Times are the reporter's clock (so tests can move them).
 #[derive(Default)]
 struct Slot {
     /// The session, and when to stop using it.
-    current: Option<(Session, Instant)>,
+    current: Option<(Session, Millis)>,
     /// The last failed creation's words, and until when they are the answer.
-    failed: Option<(String, Instant)>,
+    failed: Option<(String, Millis)>,
 }
 
 impl Stream {
@@ -78,7 +78,7 @@ impl Stream {
     /// time: concurrent batches wait for the same new session (or failure).
     async fn session(&self, reporter: &Reporter, client: &StripeClient) -> Result<Session, String> {
         let mut slot = self.slot.lock().await;
-        let now = Instant::now();
+        let now = reporter.clock.now_ms();
         if let Some((s, until)) = &slot.current {
             if now < *until {
                 return Ok(s.clone());
@@ -94,14 +94,14 @@ impl Stream {
             .await;
         match created {
             Ok(s) => {
-                slot.current = Some((s.clone(), Instant::now() + s.usable_for));
+                slot.current = Some((s.clone(), reporter.clock.now_ms() + s.usable_for));
                 slot.failed = None;
                 Ok(s)
             }
             Err(e) => {
                 let why = format!("cannot create a Stripe meter event session: {e}");
                 tracing::error!(error = %e, request_id = ?e.request_id(), "cannot create a Stripe meter event session; meter events held");
-                slot.failed = Some((why.clone(), Instant::now() + FAILED_SESSION_KEPT));
+                slot.failed = Some((why.clone(), reporter.clock.now_ms() + FAILED_SESSION_KEPT));
                 Err(why)
             }
         }

@@ -117,10 +117,19 @@ async fn an_expired_session_is_replaced_and_the_batch_sent_again(backend: Backen
     reporter.drain().await.expect("drain");
     assert_eq!(stripe.stream_sessions(), 1);
 
-    let body = event("e2", "T2", "resolved", 73, Some("ai"));
-    assert_eq!(app.send(&body).await, 202);
-    app.advance_hours(73);
+    // A ticket due ten minutes later (a 72-hour window and 5 minutes' grace): the
+    // session is still in its 14 minutes of use on this process's clock.
+    let body = serde_json::json!({
+        "event_id": "e2",
+        "ticket_id": "T2",
+        "type": "resolved",
+        "resolver": "ai",
+        "occurred_at": (t0() + chrono::Duration::minutes(65)).to_rfc3339(),
+    });
+    assert_eq!(app.send(&body.to_string()).await, 202);
+    app.clock.advance(chrono::Duration::minutes(11));
     app.run_worker().await;
+    assert_eq!(app.outcomes().await.len(), 2);
     // Stripe's 15 minutes are over, though not on this process's clock.
     offset.store(16 * 60, Ordering::Relaxed);
     reporter.drain().await.expect("drain");
@@ -140,6 +149,51 @@ async fn an_expired_session_is_replaced_and_the_batch_sent_again(backend: Backen
         let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
         assert_eq!(attempts.len(), 1, "the expiry spends no attempt");
     }
+    app.stop().await;
+}
+
+async fn a_session_is_renewed_before_its_15_minutes_are_up(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = app_with_outcomes(stream_opts(backend, &stripe), 1).await;
+    app.preflight().await;
+    let reporter = app.services.reporter().expect("reporter");
+    reporter.drain().await.expect("drain");
+    let body = event("e2", "T2", "resolved", 1, Some("ai"));
+    assert_eq!(app.send(&body).await, 202);
+    // An hour on by this process's clock, past the session's 14 minutes of use:
+    // a new session is asked for before Stripe (whose clock has not moved here)
+    // would refuse the old one.
+    app.clock.advance(chrono::Duration::minutes(60));
+    app.run_worker().await;
+    reporter.drain().await.expect("drain");
+    all_reported(&app).await;
+    billed_once_each(&stripe, 2);
+    assert_eq!(
+        stripe.stream_sessions(),
+        2,
+        "a new session, asked for in time"
+    );
+    assert_eq!(stripe.stream_requests(), 2, "no call refused as expired");
+    app.stop().await;
+}
+
+async fn a_failed_session_creation_is_asked_again_after_ten_seconds(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_session_failure(Some(401));
+    let app = app_with_outcomes(stream_opts(backend, &stripe), 2).await;
+    app.preflight().await;
+    // One reporter throughout, as in `serve`: the failure is remembered in it.
+    let reporter = app.services.reporter().expect("reporter");
+    reporter.drain().await.expect("drain");
+    held_without_attempts(&app, "meter event session").await;
+    assert_eq!(stripe.stream_session_requests(), 1);
+    stripe.set_session_failure(None);
+    // Past the batches' hold, and so past the ten seconds the failure answers for.
+    app.clock.advance(chrono::Duration::minutes(2));
+    reporter.drain().await.expect("drain");
+    all_reported(&app).await;
+    billed_once_each(&stripe, 2);
+    assert_eq!(stripe.stream_session_requests(), 2);
     app.stop().await;
 }
 
@@ -378,6 +432,8 @@ async fn dry_run_records_the_events_the_stream_would_get(backend: Backend) {
 }
 
 crate::dual!(
+    a_session_is_renewed_before_its_15_minutes_are_up,
+    a_failed_session_creation_is_asked_again_after_ten_seconds,
     outcomes_go_in_batches_of_at_most_100_under_one_session,
     an_expired_session_is_replaced_and_the_batch_sent_again,
     a_lost_answer_is_resent_and_counted_once,

@@ -95,6 +95,20 @@ async fn check_stripe_says_whether_the_meter_event_stream_would_get_a_session() 
         "{}",
         r.stdout
     );
+    let r = check_stripe(&stripe, &extra, &["--json"]).await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
+    assert_eq!(
+        v["meter_event_stream"]["problem"],
+        serde_json::Value::Null,
+        "{v}"
+    );
+    assert_eq!(
+        v["meter_event_stream"]["events_to"],
+        stripe.base_url(),
+        "{v}"
+    );
+
     stripe.set_session_failure(Some(401));
     let r = check_stripe(&stripe, &extra, &[]).await;
     assert!(!r.ok, "a problem fails the check");
@@ -103,6 +117,71 @@ async fn check_stripe_says_whether_the_meter_event_stream_would_get_a_session() 
             .contains("PROBLEM  v2 meter event stream: no meter event session"),
         "{}",
         r.stdout
+    );
+    // --json says the same, and fails the same.
+    let r = check_stripe(&stripe, &extra, &["--json"]).await;
+    assert!(!r.ok, "a problem fails the check in JSON too: {}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
+    assert!(
+        v["meter_event_stream"]["problem"].is_string(),
+        "the stream's problem is in the JSON: {v}"
+    );
+    assert!(r.stderr.contains("1 problem(s)"), "{}", r.stderr);
+}
+
+/// A second tenant, billed through Stripe's legacy usage records on [`SUBSCRIPTION_ITEM`].
+const USAGE_RECORDS_TENANT: &str = r#"[[tenants]]
+id = "beta"
+stripe_customer_id = "cus_beta"
+sink = "stripe_usage_records"
+stripe_subscription_item = "si_acme"
+[tenants.providers.generic]
+secrets = ["whsec_beta_generic_test"]
+"#;
+
+#[tokio::test]
+async fn check_stripe_json_includes_the_usage_record_items_and_fails_on_theirs() {
+    assert_eq!(
+        SUBSCRIPTION_ITEM, "si_acme",
+        "USAGE_RECORDS_TENANT names it"
+    );
+    let stripe = FakeStripe::start().await;
+    stripe.add_customer(CUSTOMER);
+    stripe.add_customer("cus_beta");
+    stripe.add_meter(MeterSpec::new("resolved_ticket"));
+    stripe.add_subscription_item(SUBSCRIPTION_ITEM, 0, 4_000_000_000);
+    let r = check_stripe(&stripe, USAGE_RECORDS_TENANT, &["--json"]).await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
+    assert_eq!(v["usage_items"][0]["tenant"], "beta", "{v}");
+    assert_eq!(
+        v["usage_items"][0]["problems"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    assert!(
+        v.get("meter_event_stream").is_none(),
+        "v1: no stream check: {v}"
+    );
+
+    // An item the legacy API cannot bill: a problem in the text and in the JSON.
+    stripe.set_subscription_item_price(SUBSCRIPTION_ITEM, "max", None);
+    let text = check_stripe(&stripe, USAGE_RECORDS_TENANT, &[]).await;
+    assert!(!text.ok, "{}", text.stdout);
+    let r = check_stripe(&stripe, USAGE_RECORDS_TENANT, &["--json"]).await;
+    assert!(
+        !r.ok,
+        "the JSON form fails as the text form does: {}",
+        r.stdout
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
+    let problems = v["usage_items"][0]["problems"]
+        .as_array()
+        .expect("problems");
+    assert_eq!(problems.len(), 1, "{v}");
+    assert!(
+        problems[0].as_str().unwrap_or_default().contains("`max`"),
+        "{v}"
     );
 }
 
