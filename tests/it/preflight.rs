@@ -687,3 +687,58 @@ async fn each_connected_account_is_preflighted_on_its_own() {
     );
     assert!(stripe.reads_on(None) >= 2, "and the platform's own");
 }
+
+/// `check --stripe --json` with Stripe Connect: one `{account, report}` per
+/// account, each usage-record item in its own account's report, the v2 stream's
+/// session check in the platform's (connected accounts stay on v1).
+#[tokio::test]
+async fn check_stripe_json_puts_each_check_in_its_accounts_report() {
+    let stripe = FakeStripe::start().await;
+    stripe.add_customer(CUSTOMER);
+    stripe.add_customer("cus_connected");
+    stripe.add_meter(MeterSpec::new("resolved_ticket"));
+    stripe.add_subscription_item_on("acct_1Connected", "si_connected", 0, 4_000_000_000);
+    let stream = format!(
+        "meter_event_api = \"v2_stream\"\nmeter_events_api_base = \"{}\"\n",
+        stripe.base_url()
+    );
+    let extra = "[[tenants]]\nid = \"connected\"\nstripe_customer_id = \"cus_connected\"\n\
+                 stripe_account = \"acct_1Connected\"\nsink = \"stripe_usage_records\"\n\
+                 stripe_subscription_item = \"si_connected\"\n[tenants.providers.generic]\n\
+                 secrets = [\"a-long-generic-secret\"]\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("none.db").display());
+    let path = config(dir.path(), &stripe, &db, &stream);
+    let text = std::fs::read_to_string(&path).expect("config") + extra;
+    std::fs::write(&path, text).expect("config");
+    let r = run(dir.path(), &path, &["check", "--stripe", "--json"]).await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON list");
+    let accounts = v.as_array().expect("a list of accounts");
+    assert_eq!(accounts.len(), 2, "{v}");
+    let on = |account: serde_json::Value| {
+        accounts
+            .iter()
+            .find(|a| a["account"] == account)
+            .map(|a| a["report"].clone())
+            .expect("the account's report")
+    };
+    let platform = on(serde_json::Value::Null);
+    let connected = on("acct_1Connected".into());
+    assert_eq!(
+        platform["meter_event_stream"]["problem"],
+        serde_json::Value::Null,
+        "{v}"
+    );
+    assert!(platform.get("usage_items").is_none(), "{v}");
+    assert!(connected.get("meter_event_stream").is_none(), "{v}");
+    assert_eq!(connected["usage_items"][0]["tenant"], "connected", "{v}");
+    assert_eq!(
+        connected["usage_items"][0]["account"], "acct_1Connected",
+        "{v}"
+    );
+    assert!(
+        connected["meters"].is_array(),
+        "the report's own fields beside them: {v}"
+    );
+}
