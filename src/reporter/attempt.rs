@@ -348,16 +348,19 @@ impl Reporter {
             .await
     }
 
-    /// A batch refused as a payload: log the call on one of its outcomes (its
-    /// state unchanged), to be sent again alone.
-    pub(super) async fn log_split_call(
+    /// A call that leaves the outcome as it was, logged on it as `result`: a
+    /// batch refused as a payload, to be sent again alone (`split`); a stream
+    /// call refused because its session expired (`session_expired`, sent again
+    /// at once under a new one). No attempt is spent.
+    pub(super) async fn log_call(
         &self,
         call: &OutcomeCall<'_>,
         answer: &Answer,
+        result: &str,
     ) -> Result<(), StoreError> {
         self.store
             .log_attempt(&OutcomeAttempt {
-                result: "split",
+                result,
                 error: answer.error.as_deref(),
                 // Not moved: `log_attempt` only logs the call.
                 state: OutcomeState::Pending,

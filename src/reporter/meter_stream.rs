@@ -268,6 +268,9 @@ impl Reporter {
         };
         let batch = match &result {
             Err(e) if is_session_expired(e) => {
+                let refused = result.answer();
+                self.log_stream_calls(&batch, &refused, self.clock.now_ms(), "session_expired")
+                    .await?;
                 match self.stream_call(stream, client, batch).await? {
                     Call::Made(batch, again) => {
                         result = again;
@@ -291,7 +294,8 @@ impl Reporter {
                 Ok(Vec::new())
             }
             BatchDisposition::Isolate => {
-                self.log_stream_split(&batch, &answer, now).await?;
+                tracing::warn!(events = batch.len(), error = ?answer.error, request_id = ?answer.request_id, "Stripe refused a meter event stream batch; sending each event alone");
+                self.log_stream_calls(&batch, &answer, now, "split").await?;
                 Ok(batch)
             }
             BatchDisposition::All(disposition) => {
@@ -355,18 +359,17 @@ impl Reporter {
         self.hold_all(&claims, &reason, next).await
     }
 
-    /// Stripe refused the batch as a payload: log the call on each outcome (its
-    /// state unchanged), to be sent again alone.
-    async fn log_stream_split(
+    /// A call that leaves the batch's outcomes as they were (see
+    /// [`Reporter::log_call`]): logged on each, as `result`.
+    async fn log_stream_calls(
         &self,
         batch: &[Ready],
         answer: &Answer,
         now: Millis,
+        result: &str,
     ) -> Result<(), StoreError> {
-        tracing::warn!(events = batch.len(), error = ?answer.error, request_id = ?answer.request_id, "Stripe refused a meter event stream batch; sending each event alone");
         for r in batch {
-            let call = r.call(now);
-            self.log_split_call(&call, answer).await?;
+            self.log_call(&r.call(now), answer, result).await?;
         }
         Ok(())
     }

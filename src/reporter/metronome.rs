@@ -234,7 +234,7 @@ impl Reporter {
                 request: &request,
                 idempotency_key: None,
             };
-            self.log_split_call(&call, answer).await?;
+            self.log_call(&call, answer, "split").await?;
         }
         Ok(())
     }

@@ -146,8 +146,25 @@ async fn an_expired_session_is_replaced_and_the_batch_sent_again(backend: Backen
         "the refused call, then the same batch again"
     );
     for o in app.outcomes().await {
-        let attempts = app.services.store.attempts(&o.id).await.expect("attempts");
-        assert_eq!(attempts.len(), 1, "the expiry spends no attempt");
+        assert_eq!(o.attempts, 1, "the expiry spends no attempt");
+        let calls: Vec<(String, Option<i64>)> = app
+            .services
+            .store
+            .attempts(&o.id)
+            .await
+            .expect("attempts")
+            .into_iter()
+            .map(|a| (a.result, a.status_code))
+            .collect();
+        let expected = match o.ticket_id.as_str() {
+            "T1" => vec![("accepted".to_string(), Some(200))],
+            // Every call is on the outcome's record, the refused one too.
+            _ => vec![
+                ("session_expired".to_string(), Some(401)),
+                ("accepted".to_string(), Some(200)),
+            ],
+        };
+        assert_eq!(calls, expected, "{}", o.ticket_id);
     }
     app.stop().await;
 }
