@@ -9,6 +9,7 @@ use outcome_meter::accounting::vocabulary::check_configured;
 use outcome_meter::contract::describe;
 use outcome_meter::redact;
 use outcome_meter::settings::{MeterEventApi, Settings};
+use outcome_meter::sink::Sink;
 use outcome_meter::stripe::preflight::{self, AccountReport, Report};
 use outcome_meter::stripe::usage_records::item_check;
 use outcome_meter::time::Millis;
@@ -252,9 +253,14 @@ impl StreamCheck {
 }
 
 /// `check --stripe` with the v2 stream: ask Stripe for a session (`None`: the
-/// stream is not in use).
+/// stream is not in use: v1, or no tenant of meter events on the platform's
+/// account, since connected accounts' events go by v1).
 async fn stream_check(settings: &Settings) -> Result<Option<StreamCheck>> {
-    if settings.stripe.meter_event_api != MeterEventApi::V2Stream {
+    let streamed = settings
+        .tenants
+        .iter()
+        .any(|t| t.sink == Sink::StripeMeters && t.stripe_account.is_none());
+    if settings.stripe.meter_event_api != MeterEventApi::V2Stream || !streamed {
         return Ok(None);
     }
     let client = stripe_for(

@@ -59,10 +59,33 @@ pub(super) struct Stream {
 /// Times are the reporter's clock (so tests can move them).
 #[derive(Default)]
 struct Slot {
-    /// The session, and when to stop using it.
-    current: Option<(Session, Millis)>,
-    /// The last failed creation's words, and until when they are the answer.
-    failed: Option<(String, Millis)>,
+    /// The session, for as long as it may be used.
+    current: Option<Kept<Session>>,
+    /// The last failed creation's words, for as long as they are the answer.
+    failed: Option<Kept<String>>,
+}
+
+/// A value good from `from` until just before `until`. A clock stepped back
+/// before `from` ends it too: it would otherwise be kept for the step's length
+/// on top of its own.
+struct Kept<T> {
+    value: T,
+    from: Millis,
+    until: Millis,
+}
+
+impl<T> Kept<T> {
+    fn new(value: T, from: Millis, kept: Duration) -> Kept<T> {
+        Kept {
+            value,
+            from,
+            until: from + kept,
+        }
+    }
+
+    fn at(&self, now: Millis) -> Option<&T> {
+        (self.from <= now && now < self.until).then_some(&self.value)
+    }
 }
 
 impl Stream {
@@ -79,29 +102,29 @@ impl Stream {
     async fn session(&self, reporter: &Reporter, client: &StripeClient) -> Result<Session, String> {
         let mut slot = self.slot.lock().await;
         let now = reporter.clock.now_ms();
-        if let Some((s, until)) = &slot.current {
-            if now < *until {
-                return Ok(s.clone());
-            }
+        if let Some(s) = slot.current.as_ref().and_then(|k| k.at(now)) {
+            return Ok(s.clone());
         }
-        if let Some((why, until)) = &slot.failed {
-            if now < *until {
-                return Err(why.clone());
-            }
+        if let Some(why) = slot.failed.as_ref().and_then(|k| k.at(now)) {
+            return Err(why.clone());
         }
         let created = reporter
             .timed("meter_event_session", client.create_meter_event_session())
             .await;
         match created {
             Ok(s) => {
-                slot.current = Some((s.clone(), reporter.clock.now_ms() + s.usable_for));
+                slot.current = Some(Kept::new(s.clone(), reporter.clock.now_ms(), s.usable_for));
                 slot.failed = None;
                 Ok(s)
             }
             Err(e) => {
                 let why = format!("cannot create a Stripe meter event session: {e}");
                 tracing::error!(error = %e, request_id = ?e.request_id(), "cannot create a Stripe meter event session; meter events held");
-                slot.failed = Some((why.clone(), reporter.clock.now_ms() + FAILED_SESSION_KEPT));
+                slot.failed = Some(Kept::new(
+                    why.clone(),
+                    reporter.clock.now_ms(),
+                    FAILED_SESSION_KEPT,
+                ));
                 Err(why)
             }
         }
@@ -111,7 +134,7 @@ impl Stream {
     /// (unless another batch has already replaced it).
     async fn forget(&self, stale: &Session) {
         let mut slot = self.slot.lock().await;
-        if slot.current.as_ref().is_some_and(|(s, _)| s.is(stale)) {
+        if slot.current.as_ref().is_some_and(|k| k.value.is(stale)) {
             slot.current = None;
         }
     }
@@ -436,4 +459,20 @@ enum Call {
     Made(Vec<Ready>, Result<Ack, StripeError>),
     /// Sent nothing (no session: the batch is held; or no claim held).
     Nothing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_value_lasts_its_time_and_no_longer_after_a_clock_step_back() {
+        let t = Millis::from_ms(1_000_000);
+        let k = Kept::new("why", t, FAILED_SESSION_KEPT);
+        assert_eq!(k.at(t), Some(&"why"));
+        assert_eq!(k.at(t + Duration::from_millis(9_999)), Some(&"why"));
+        assert_eq!(k.at(t + FAILED_SESSION_KEPT), None, "ten seconds, not more");
+        // The clock stepped back an hour: not an hour and ten seconds more.
+        assert_eq!(k.at(Millis::from_ms(1_000_000 - 3_600_000)), None);
+    }
 }

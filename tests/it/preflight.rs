@@ -706,12 +706,8 @@ async fn check_stripe_json_puts_each_check_in_its_accounts_report() {
                  stripe_account = \"acct_1Connected\"\nsink = \"stripe_usage_records\"\n\
                  stripe_subscription_item = \"si_connected\"\n[tenants.providers.generic]\n\
                  secrets = [\"a-long-generic-secret\"]\n";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}", dir.path().join("none.db").display());
-    let path = config(dir.path(), &stripe, &db, &stream);
-    let text = std::fs::read_to_string(&path).expect("config") + extra;
-    std::fs::write(&path, text).expect("config");
-    let r = run(dir.path(), &path, &["check", "--stripe", "--json"]).await;
+    // The stream's settings end [stripe]; the tenant's table follows them.
+    let r = check_stripe(&stripe, &format!("{stream}{extra}"), &["--json"]).await;
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON list");
     let accounts = v.as_array().expect("a list of accounts");
@@ -725,6 +721,11 @@ async fn check_stripe_json_puts_each_check_in_its_accounts_report() {
     };
     let platform = on(serde_json::Value::Null);
     let connected = on("acct_1Connected".into());
+    assert_eq!(
+        platform["meter_event_stream"]["events_to"],
+        stripe.base_url(),
+        "{v}"
+    );
     assert_eq!(
         platform["meter_event_stream"]["problem"],
         serde_json::Value::Null,
@@ -741,4 +742,37 @@ async fn check_stripe_json_puts_each_check_in_its_accounts_report() {
         connected["meters"].is_array(),
         "the report's own fields beside them: {v}"
     );
+}
+
+/// With every tenant of meter events on a connected account, the v2 stream
+/// carries nothing (connected accounts go by v1): `check --stripe` does not ask
+/// for a session, so a key without `/v2` fails nothing, in text or JSON.
+#[tokio::test]
+async fn check_stripe_asks_for_no_stream_session_when_no_tenant_would_use_it() {
+    let stripe = FakeStripe::start().await;
+    stripe.add_customer(CUSTOMER);
+    stripe.add_meter(MeterSpec::new("resolved_ticket"));
+    stripe.set_session_failure(Some(401));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("none.db").display());
+    let stream = format!(
+        "meter_event_api = \"v2_stream\"\nmeter_events_api_base = \"{}\"\n",
+        stripe.base_url()
+    );
+    let path = config(dir.path(), &stripe, &db, &stream);
+    // acme, the only tenant, moves to a connected account.
+    let customer = format!("stripe_customer_id = \"{CUSTOMER}\"\n");
+    let text = std::fs::read_to_string(&path).expect("config").replace(
+        &customer,
+        &format!("{customer}stripe_account = \"acct_1Connected\"\n"),
+    );
+    assert!(text.contains("acct_1Connected"), "{text}");
+    std::fs::write(&path, text).expect("config");
+    for args in [&["check", "--stripe"][..], &["check", "--stripe", "--json"]] {
+        let r = run(dir.path(), &path, args).await;
+        assert!(r.ok, "{args:?}: {}\n{}", r.stdout, r.stderr);
+        assert!(!r.stdout.contains("meter event stream"), "{}", r.stdout);
+        assert!(!r.stdout.contains("meter_event_stream"), "{}", r.stdout);
+    }
+    assert_eq!(stripe.stream_session_requests(), 0);
 }
