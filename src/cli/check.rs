@@ -9,7 +9,6 @@ use outcome_meter::accounting::vocabulary::check_configured;
 use outcome_meter::contract::describe;
 use outcome_meter::redact;
 use outcome_meter::settings::{MeterEventApi, Settings};
-use outcome_meter::sink::Sink;
 use outcome_meter::stripe::preflight::{self, AccountReport, Report};
 use outcome_meter::stripe::usage_records::item_check;
 use outcome_meter::time::Millis;
@@ -165,9 +164,7 @@ fn print_configuration(settings: &Settings) {
             _ if settings.stripe.dry_run() =>
                 "mode dry-run: records what would be sent, sends nothing".to_string(),
             Some(problem) => format!("mode {}: {problem}", settings.stripe.mode()),
-            None if settings.stripe.meter_event_api
-                == outcome_meter::settings::MeterEventApi::V2Stream =>
-            {
+            None if settings.stripe.meter_event_api == MeterEventApi::V2Stream => {
                 format!(
                     "mode {}, {} (Stripe-Version {}), at most {} calls/s; meter events on the v2 stream at {}, at most {} calls/s of up to 100 events",
                     settings.stripe.mode(),
@@ -256,11 +253,7 @@ impl StreamCheck {
 /// stream is not in use: v1, or no tenant of meter events on the platform's
 /// account, since connected accounts' events go by v1).
 async fn stream_check(settings: &Settings) -> Result<Option<StreamCheck>> {
-    let streamed = settings
-        .tenants
-        .iter()
-        .any(|t| t.sink == Sink::StripeMeters && t.stripe_account.is_none());
-    if settings.stripe.meter_event_api != MeterEventApi::V2Stream || !streamed {
+    if !settings.meter_event_stream_in_use() {
         return Ok(None);
     }
     let client = stripe_for(

@@ -29,6 +29,7 @@ pub use tenants::TenantSettings;
 pub use worker::WorkerSettings;
 
 use crate::contract::ContractTerms;
+use crate::sink::Sink;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,17 @@ impl Settings {
         self.reporter
             .stream_rate_per_second
             .unwrap_or_else(|| self.stripe.mode().default_stream_rate_per_second())
+    }
+
+    /// Whether the v2 meter event stream carries anything: it is configured and
+    /// some tenant of Stripe meter events is on the platform's account (those
+    /// on a connected account go by v1; see [`MeterEventApi::V2Stream`]).
+    pub fn meter_event_stream_in_use(&self) -> bool {
+        self.stripe.meter_event_api == MeterEventApi::V2Stream
+            && self
+                .tenants
+                .iter()
+                .any(|t| t.sink == Sink::StripeMeters && t.stripe_account.is_none())
     }
 
     /// Every Stripe account the tenants bill on, once each: the platform's own

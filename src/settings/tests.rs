@@ -259,3 +259,22 @@ fn secrets_are_not_in_debug_output() {
     assert!(!dbg.contains("supersecret"));
     assert!(!dbg.contains("tenant-signing-secret"));
 }
+
+#[test]
+fn the_meter_event_stream_is_in_use_only_for_meter_tenants_on_the_platform() {
+    let mut s = Settings {
+        tenants: vec![tenant()],
+        ..Default::default()
+    };
+    assert!(!s.meter_event_stream_in_use(), "v1");
+    s.stripe.meter_event_api = MeterEventApi::V2Stream;
+    assert!(s.meter_event_stream_in_use());
+    s.tenants[0].stripe_account = Some("acct_1Nv0FGQ9RKHgCVdK".into());
+    assert!(
+        !s.meter_event_stream_in_use(),
+        "connected accounts go by v1"
+    );
+    s.tenants[0].stripe_account = None;
+    s.tenants[0].sink = crate::sink::Sink::StripeUsageRecords;
+    assert!(!s.meter_event_stream_in_use(), "not a meter events tenant");
+}
