@@ -119,14 +119,14 @@ async fn an_expired_session_is_replaced_and_the_batch_sent_again(backend: Backen
 
     // A ticket due ten minutes later (a 72-hour window and 5 minutes' grace): the
     // session is still in its 14 minutes of use on this process's clock.
-    let body = serde_json::json!({
-        "event_id": "e2",
-        "ticket_id": "T2",
-        "type": "resolved",
-        "resolver": "ai",
-        "occurred_at": (t0() + chrono::Duration::minutes(65)).to_rfc3339(),
-    });
-    assert_eq!(app.send(&body.to_string()).await, 202);
+    let body = event_after(
+        "e2",
+        "T2",
+        "resolved",
+        chrono::Duration::minutes(65),
+        Some("ai"),
+    );
+    assert_eq!(app.send(&body).await, 202);
     app.clock.advance(chrono::Duration::minutes(11));
     app.run_worker().await;
     assert_eq!(app.outcomes().await.len(), 2);
@@ -177,14 +177,14 @@ async fn a_session_is_renewed_before_its_15_minutes_are_up(backend: Backend) {
     reporter.drain().await.expect("drain");
     // A ticket due at the session's 14th minute (a 72-hour window and 5
     // minutes' grace).
-    let body = serde_json::json!({
-        "event_id": "e2",
-        "ticket_id": "T2",
-        "type": "resolved",
-        "resolver": "ai",
-        "occurred_at": (t0() + chrono::Duration::minutes(69)).to_rfc3339(),
-    });
-    assert_eq!(app.send(&body.to_string()).await, 202);
+    let body = event_after(
+        "e2",
+        "T2",
+        "resolved",
+        chrono::Duration::minutes(69),
+        Some("ai"),
+    );
+    assert_eq!(app.send(&body).await, 202);
     // 14½ minutes on by this process's clock, past the session's 14 minutes of
     // use (Stripe gives 15): a new session is asked for before Stripe (whose
     // clock has not moved here) would refuse the old one.

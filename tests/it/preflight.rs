@@ -72,6 +72,14 @@ async fn check_stripe(stripe: &FakeStripe, extra: &str, more: &[&str]) -> Run {
     run(dir.path(), &config, &args).await
 }
 
+/// The `[stripe]` lines that send meter events on the v2 stream, to `stripe`.
+fn on_the_stream(stripe: &FakeStripe) -> String {
+    format!(
+        "meter_event_api = \"v2_stream\"\nmeter_events_api_base = \"{}\"\n",
+        stripe.base_url()
+    )
+}
+
 /// A contract with a category billed on its own meter.
 const REFUNDS: &str = r#"[[contract.categories]]
 name = "refunds"
@@ -84,10 +92,7 @@ async fn check_stripe_says_whether_the_meter_event_stream_would_get_a_session() 
     let stripe = FakeStripe::start().await;
     stripe.add_customer(CUSTOMER);
     stripe.add_meter(MeterSpec::new("resolved_ticket"));
-    let extra = format!(
-        "meter_event_api = \"v2_stream\"\nmeter_events_api_base = \"{}\"\n",
-        stripe.base_url()
-    );
+    let extra = on_the_stream(&stripe);
     let r = check_stripe(&stripe, &extra, &[]).await;
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
     assert!(
@@ -698,10 +703,7 @@ async fn check_stripe_json_puts_each_check_in_its_accounts_report() {
     stripe.add_customer("cus_connected");
     stripe.add_meter(MeterSpec::new("resolved_ticket"));
     stripe.add_subscription_item_on("acct_1Connected", "si_connected", 0, 4_000_000_000);
-    let stream = format!(
-        "meter_event_api = \"v2_stream\"\nmeter_events_api_base = \"{}\"\n",
-        stripe.base_url()
-    );
+    let stream = on_the_stream(&stripe);
     let extra = "[[tenants]]\nid = \"connected\"\nstripe_customer_id = \"cus_connected\"\n\
                  stripe_account = \"acct_1Connected\"\nsink = \"stripe_usage_records\"\n\
                  stripe_subscription_item = \"si_connected\"\n[tenants.providers.generic]\n\
@@ -755,10 +757,7 @@ async fn check_stripe_asks_for_no_stream_session_when_no_tenant_would_use_it() {
     stripe.set_session_failure(Some(401));
     let dir = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", dir.path().join("none.db").display());
-    let stream = format!(
-        "meter_event_api = \"v2_stream\"\nmeter_events_api_base = \"{}\"\n",
-        stripe.base_url()
-    );
+    let stream = on_the_stream(&stripe);
     let path = config(dir.path(), &stripe, &db, &stream);
     // acme, the only tenant, moves to a connected account.
     let customer = format!("stripe_customer_id = \"{CUSTOMER}\"\n");

@@ -729,11 +729,22 @@ pub async fn with_one_outcome(opts: Options) -> TestApp {
 
 /// A generic-format event body.
 pub fn event(id: &str, ticket: &str, kind: &str, hours: i64, resolver: Option<&str>) -> String {
+    event_after(id, ticket, kind, Duration::hours(hours), resolver)
+}
+
+/// [`event`] at any time after [`t0`].
+pub fn event_after(
+    id: &str,
+    ticket: &str,
+    kind: &str,
+    after_t0: Duration,
+    resolver: Option<&str>,
+) -> String {
     let mut v = serde_json::json!({
         "event_id": id,
         "ticket_id": ticket,
         "type": kind,
-        "occurred_at": (t0() + Duration::hours(hours)).to_rfc3339(),
+        "occurred_at": (t0() + after_t0).to_rfc3339(),
     });
     if let Some(r) = resolver {
         v["resolver"] = r.into();
